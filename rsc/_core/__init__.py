@@ -1,0 +1,45 @@
+"""Compiled hot paths, each with a pure-Python twin of the same API.
+
+``envelope`` (wire v1 codec), ``idemtable`` (idempotency store) and
+``leaseheap`` (lease expiry) are bound here to the compiled modules
+``_envelope``, ``_idemtable`` and ``_leaseheap``. With ``RSC_NO_EXTENSIONS=1``
+in the environment they are bound to the twins ``_envelope_py``,
+``_idemtable_py`` and ``_leaseheap_py`` instead. A missing compiled module in a
+normal install is an ImportError that says how to fix it, never a silent
+fallback.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from types import ModuleType
+
+NAMES = ("envelope", "idemtable", "leaseheap")
+
+USING_EXTENSIONS: bool = os.environ.get("RSC_NO_EXTENSIONS", "") in ("", "0")
+
+
+def load(name: str, compiled: bool | None = None) -> ModuleType:
+    """Import one core module: compiled (``True``), twin (``False``) or as configured."""
+    if name not in NAMES:
+        raise ValueError(f"unknown core module {name!r}; expected one of {NAMES}")
+    if compiled is None:
+        compiled = USING_EXTENSIONS
+    if not compiled:
+        return importlib.import_module(f"rsc._core._{name}_py")
+    try:
+        return importlib.import_module(f"rsc._core._{name}")
+    except ImportError as exc:
+        raise ImportError(
+            f"rsc's compiled module rsc._core._{name} is not built ({exc}). "
+            "Reinstall with a C compiler available (`pip install .` or `make test`), "
+            "or set RSC_NO_EXTENSIONS=1 to run on the pure-Python twins."
+        ) from exc
+
+
+envelope = load("envelope")
+idemtable = load("idemtable")
+leaseheap = load("leaseheap")
+
+__all__ = ["NAMES", "USING_EXTENSIONS", "envelope", "idemtable", "leaseheap", "load"]

@@ -1,0 +1,211 @@
+"""The error family of rsc.
+
+Every failure a user can meet has its own type. Errors that travel on the wire
+carry their PROTOCOL.md code in ``code`` (ERROR codes for connection-level
+errors, reject codes for ``SpawnRejected``).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # pragma: no cover
+    from rsc.types import CancelReason
+
+
+class RemoteError(Exception):
+    """Base of every error rsc raises on purpose."""
+
+
+# --- wire / connection level -------------------------------------------------
+
+
+class ProtocolError(RemoteError):
+    """A connection-level protocol violation; ``code`` is the ERROR code."""
+
+    code: int = 0
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(code={self.code}, {self.message!r})"
+
+
+class VersionMismatch(ProtocolError):
+    """The peer speaks a protocol version other than 1 (ERROR code 1)."""
+
+    code = 1
+
+
+class AuthFailed(ProtocolError):
+    """The peer's handshake proof was missing or wrong (ERROR code 2)."""
+
+    code = 2
+
+
+class FrameTooLarge(ProtocolError):
+    """A frame's length exceeds the receiver's max_frame_bytes (ERROR code 3)."""
+
+    code = 3
+
+
+class MalformedFrame(ProtocolError):
+    """Bytes that are not a well-formed message (ERROR code 4)."""
+
+    code = 4
+
+
+class UnexpectedMessage(ProtocolError):
+    """A message this side never accepts here, or an unknown kind (ERROR code 5)."""
+
+    code = 5
+
+
+class PeerError(RemoteError):
+    """The peer sent an ERROR frame and closed the connection."""
+
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(f"peer reported error {code}: {message}")
+        self.code = code
+        self.message = message
+
+
+class TransportError(RemoteError):
+    """The connection to a node failed (reset, refused, closed)."""
+
+
+class NodeUnreachable(TransportError):
+    """No connection to the node could be made."""
+
+    def __init__(self, node: str, detail: str = "") -> None:
+        msg = f"node {node!r} is unreachable"
+        super().__init__(f"{msg}: {detail}" if detail else msg)
+        self.node = node
+
+
+# --- spawning ------------------------------------------------------------------
+
+
+class NoCapability(RemoteError):
+    """spawn_remote was called with a Cx that holds no RemoteCap."""
+
+    def __init__(self, message: str = (
+        "this Cx carries no RemoteCap; build it with Cx(..., remote_cap=RemoteCap(...)) "
+        "or derive it from one that has one"
+    )) -> None:
+        super().__init__(message)
+
+
+REJECT_REASONS = {
+    1: "unknown_computation",
+    2: "capacity_exceeded",
+    3: "node_shutting_down",
+    4: "invalid_input",
+    5: "idempotency_conflict",
+    6: "capability_denied",
+}
+
+
+class SpawnRejected(RemoteError):
+    """The node refused the spawn; ``code`` is the reject code, ``reason`` its name."""
+
+    def __init__(self, code: int, detail: str, node: str = "", computation: str = "") -> None:
+        self.code = code
+        self.reason = REJECT_REASONS.get(code, f"reject_code_{code}")
+        self.detail = detail
+        self.node = node
+        self.computation = computation
+        where = f" by node {node!r}" if node else ""
+        what = f" of {computation!r}" if computation else ""
+        super().__init__(f"spawn{what} rejected{where}: {self.reason}" + (f" ({detail})" if detail else ""))
+
+
+class UnknownComputation(SpawnRejected):
+    """The node has no computation registered under that name."""
+
+
+class CapacityExceeded(SpawnRejected):
+    """The node is running as many tasks as its capacity allows."""
+
+
+class NodeShuttingDown(SpawnRejected):
+    """The node is draining and admits no new work."""
+
+
+class InvalidInput(SpawnRejected):
+    """The node refused the input (size limit, validator, unusable values)."""
+
+
+class IdempotencyConflict(SpawnRejected):
+    """The idempotency key was already used for a different request."""
+
+
+class CapabilityDenied(SpawnRejected):
+    """The node requires a capability token and this one does not allow the spawn."""
+
+
+_REJECT_CLASSES: dict[int, type[SpawnRejected]] = {
+    1: UnknownComputation,
+    2: CapacityExceeded,
+    3: NodeShuttingDown,
+    4: InvalidInput,
+    5: IdempotencyConflict,
+    6: CapabilityDenied,
+}
+
+
+def spawn_rejected(code: int, detail: str, node: str = "", computation: str = "") -> SpawnRejected:
+    """The precise SpawnRejected subclass for a reject code."""
+    return _REJECT_CLASSES.get(code, SpawnRejected)(code, detail, node, computation)
+
+
+# --- outcomes ------------------------------------------------------------------
+
+
+class RemoteTaskError(RemoteError):
+    """Base of the errors that report how a remote task ended badly."""
+
+
+class RemoteFailed(RemoteTaskError):
+    """The computation raised an ordinary error; ``message`` is its text."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(f"remote task failed: {message}")
+        self.message = message
+
+
+class RemotePanicked(RemoteTaskError):
+    """The computation crashed outside the error path."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(f"remote task panicked: {message}")
+        self.message = message
+
+
+class RemoteCancelled(RemoteTaskError):
+    """The remote task was cancelled; ``reason`` is the CancelReason that took effect."""
+
+    def __init__(self, reason: CancelReason) -> None:
+        super().__init__(f"remote task cancelled: {reason}")
+        self.reason = reason
+
+
+class LeaseExpired(RemoteTaskError):
+    """The task's lease lapsed with neither a renewal nor a result."""
+
+
+class SerializationError(RemoteError):
+    """An input or output could not be packed or unpacked by its codec."""
+
+
+class InvalidArgument(RemoteError, ValueError):
+    """A caller passed a value rsc cannot use; the message says what to fix."""
+
+
+def error_from_code(code: int, message: str) -> ProtocolError | PeerError:
+    """Map an ERROR code to the local ProtocolError type (for re-raising)."""
+    cls: Any = {1: VersionMismatch, 2: AuthFailed, 3: FrameTooLarge, 4: MalformedFrame,
+                5: UnexpectedMessage}.get(code)
+    return cls(message) if cls else PeerError(code, message)
