@@ -209,3 +209,15 @@ def error_from_code(code: int, message: str) -> ProtocolError | PeerError:
     cls: Any = {1: VersionMismatch, 2: AuthFailed, 3: FrameTooLarge, 4: MalformedFrame,
                 5: UnexpectedMessage}.get(code)
     return cls(message) if cls else PeerError(code, message)
+
+
+class Cancelled(BaseException):
+    """Raised by ``Cx.checkpoint()`` inside a cancelled task.
+
+    A BaseException (like asyncio.CancelledError and trio.Cancelled) so that a
+    computation's ``except Exception`` cannot swallow it by accident.
+    """
+
+    def __init__(self, reason: CancelReason) -> None:
+        super().__init__(f"cancelled: {reason}")
+        self.reason = reason

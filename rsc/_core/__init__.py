@@ -38,8 +38,17 @@ def load(name: str, compiled: bool | None = None) -> ModuleType:
         ) from exc
 
 
-envelope = load("envelope")
-idemtable = load("idemtable")
-leaseheap = load("leaseheap")
+_loaded: dict[str, ModuleType] = {}
+
+
+def __getattr__(name: str) -> ModuleType:
+    # Bound on first use, so importing one core module (or rsc._core.messages)
+    # does not drag in the others.
+    if name in NAMES:
+        mod = _loaded.get(name)
+        if mod is None:
+            mod = _loaded[name] = load(name)
+        return mod
+    raise AttributeError(f"module 'rsc._core' has no attribute {name!r}")
 
 __all__ = ["NAMES", "USING_EXTENSIONS", "envelope", "idemtable", "leaseheap", "load"]

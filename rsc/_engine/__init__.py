@@ -1,0 +1,7 @@
+"""Sans-I/O protocol engines: decoded messages and clock readings in, messages
+to send, events and timer deadlines out.
+
+Nothing in this package imports asyncio, socket, selectors, time or uvloop;
+``tests/test_engine_sansio.py`` checks that in a fresh interpreter. The asyncio
+driver (rsc.transport, rsc.node) and the lab simulator drive the same engines.
+"""

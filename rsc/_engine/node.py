@@ -1,0 +1,520 @@
+"""The node side of the protocol as a sans-I/O engine.
+
+Feed it connection events, decoded messages and clock readings (ns); it queues
+actions for its driver in ``self.actions``:
+
+- ``(SEND, conn, message)``   write the message on that connection
+- ``(CLOSE, conn, None)``     flush what was queued for it, then close it
+- ``(START, task, None)``     run ``task.computation`` on ``task.input``
+- ``(CANCEL, task, reason)``  ask the running task to stop (a CancelReason wire tuple)
+
+and exposes ``next_deadline()`` for the driver's timer; at or after it the
+driver calls ``tick(now)``. When a started task ends the driver calls
+``task_finished``. Per-task states follow ``states.NODE_TRANSITIONS``.
+
+Rules this engine keeps (PROTOCOL.md section 4, "Rules a node keeps"):
+every SPAWN_REQUEST gets exactly one SPAWN_ACK; a result is computed once and
+sent once on each live connection of its origin, or held until that origin's
+next handshake; duplicates (same key and fingerprint) are never run again and
+become aliases while the first runs; a cancel for an unseen task leaves a
+tombstone; running tasks' leases are renewed in batches every third of the
+lease; a task whose origin is silent past its lease is cancelled
+(lease_expired) and its result kept for the TTL.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import Any, Callable
+
+from rsc._core import idemtable as _idem
+from rsc._core import leaseheap as _lh
+from rsc._core.messages import (
+    ACK_ACCEPTED,
+    ACK_REJECTED,
+    OUTCOME_CANCELLED,
+    REJECT_CAPACITY_EXCEEDED,
+    REJECT_IDEMPOTENCY_CONFLICT,
+    REJECT_INVALID_INPUT,
+    REJECT_NODE_SHUTTING_DOWN,
+    REJECT_UNKNOWN_COMPUTATION,
+    Auth,
+    CancelRequest,
+    Error,
+    Hello,
+    LeaseRenewalBatch,
+    Message,
+    Ping,
+    Pong,
+    ResultDelivery,
+    SpawnAck,
+    SpawnRequest,
+    StatusReply,
+    StatusRequest,
+)
+from rsc._engine.handshake import NodeHandshake
+from rsc._engine.logical import LamportClock
+from rsc._engine.states import NodeEvent, NodeState, advance_node
+from rsc.errors import ProtocolError, UnexpectedMessage
+
+SEND, CLOSE, START, CANCEL = 0, 1, 2, 3
+
+MIN_LEASE_MS = 100
+KEY_BYTES = 16
+MS = 1_000_000
+
+CANCEL_LEASE_EXPIRED = (11, "origin silent for longer than the task's lease")
+CANCEL_DEADLINE = (2, "budget deadline passed")
+CANCEL_SHUTDOWN = (9, "node shutting down")
+
+
+class Admission:
+    """What the engine asks of the node's registry (kept abstract so the engine
+    stays free of user code and I/O)."""
+
+    def has(self, computation: str) -> bool:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def check(self, computation: str, data: bytes) -> str | None:  # pragma: no cover
+        """A reason the input is unusable, or None."""
+        raise NotImplementedError
+
+
+class NodeTask:
+    """One admitted task on this node (the owner of an idempotency record)."""
+
+    __slots__ = ("origin", "rtid", "key", "computation", "input", "lease_ms", "budget",
+                 "state", "cancel_reason", "serial", "deadline_ns", "origin_region",
+                 "origin_task", "capability")
+
+    def __init__(self, msg: SpawnRequest, serial: int, lease_ms: int) -> None:
+        self.origin: str = msg.origin_node
+        self.rtid: int = msg.remote_task_id
+        self.key: bytes = msg.idempotency_key
+        self.computation: str = msg.computation
+        self.input: bytes = msg.input
+        self.lease_ms = lease_ms
+        self.budget = msg.budget
+        self.origin_region = msg.origin_region
+        self.origin_task = msg.origin_task
+        self.capability = msg.capability
+        self.state = NodeState.SPAWN_RECEIVED
+        self.cancel_reason: tuple | None = None
+        self.serial = serial
+        self.deadline_ns: int | None = None
+
+    def __repr__(self) -> str:
+        return f"NodeTask({self.origin}/{self.rtid} {self.computation} {self.state.name})"
+
+
+class _Conn:
+    __slots__ = ("id", "handshake", "origin")
+
+    def __init__(self, conn_id: Any, handshake: NodeHandshake) -> None:
+        self.id = conn_id
+        self.handshake = handshake
+        self.origin: str | None = None  # set once the handshake completes
+
+
+class NodeEngine:
+    """Admission, dedup, tombstones, lease renewal and orphan cancellation."""
+
+    def __init__(self, name: str, admission: Admission, *, capacity: int = 1024,
+                 max_input_bytes: int = 16 * 1024 * 1024, ttl_ns: int = 300 * 1_000_000_000,
+                 key: bytes | None = None, entropy: Callable[[int], bytes],
+                 stats: Callable[[], dict] | None = None,
+                 trace: Callable[[str, dict], None] | None = None) -> None:
+        self.name = name
+        self.admission = admission
+        self.capacity = capacity
+        self.max_input_bytes = max_input_bytes
+        self.ttl_ns = ttl_ns
+        self.key = key
+        self._entropy = entropy
+        self._stats = stats
+        self._trace = trace
+        self.clock = LamportClock()
+        self.actions: list[tuple[int, Any, Any]] = []
+        self.draining = False
+
+        self._conns: dict[Any, _Conn] = {}
+        self._origin_conns: dict[str, list[Any]] = {}
+        self._last_heard: dict[str, int] = {}
+        self._held: dict[str, list[tuple[int, int, int, Any, int]]] = {}  # origin -> results to send
+        self._held_expiry: deque[tuple[int, str]] = deque()
+        self._idem = _idem.IdemTable(ttl_ns)
+        self._running: dict[bytes, NodeTask] = {}  # key -> owner task not yet finished
+        self._by_serial: dict[int, NodeTask] = {}
+        self._tomb_reasons: dict[tuple[str, int], tuple] = {}
+        self._tomb_expiry: deque[tuple[int, tuple[str, int]]] = deque()
+        self._leases = _lh.LeaseHeap()  # serial -> when to check the origin's silence
+        self._deadlines = _lh.LeaseHeap()  # serial -> budget deadline
+        self._renew: dict[tuple[str, int], set[int]] = {}  # (origin, lease_ms) -> rtids incl. aliases
+        self._renew_due: dict[tuple[str, int], int] = {}
+        self._serial = 0
+        self.counters = dict(accepted=0, completed=0, failed=0, cancelled=0, panicked=0,
+                             rejected=0, duplicates=0, dropped=0)
+
+    # ------------------------------------------------------------------ utilities
+    def _send(self, conn: Any, msg: Message) -> None:
+        self.actions.append((SEND, conn, msg))
+
+    def _stamp(self) -> int:
+        return self.clock.send()
+
+    def _trace_event(self, event: str, **fields: Any) -> None:
+        if self._trace is not None:
+            self._trace(event, fields)
+
+    def _drop(self, why: str, **fields: Any) -> None:
+        self.counters["dropped"] += 1
+        self._trace_event("drop", why=why, **fields)
+
+    def take_actions(self) -> list[tuple[int, Any, Any]]:
+        out, self.actions = self.actions, []
+        return out
+
+    # ---------------------------------------------------------------- inspection
+    @property
+    def running(self) -> int:
+        return len(self._running)
+
+    @property
+    def connections(self) -> int:
+        return len(self._conns)
+
+    @property
+    def idempotency_records(self) -> int:
+        return len(self._idem)
+
+    @property
+    def tombstones(self) -> int:
+        return self._idem.tombstone_count
+
+    def running_tasks(self) -> list[NodeTask]:
+        return list(self._running.values())
+
+    def stats(self) -> dict:
+        s = dict(self._stats() if self._stats is not None else {})
+        s.update(self.counters)
+        s.update(capacity=self.capacity, running=self.running,
+                 idempotency_records=len(self._idem), tombstones=self._idem.tombstone_count,
+                 connections=len(self._conns), draining=self.draining)
+        return s
+
+    # --------------------------------------------------------------- connections
+    def open_connection(self, conn: Any, now: int) -> None:
+        self._conns[conn] = _Conn(conn, NodeHandshake(self.name, self.key, self._entropy(32)))
+
+    def close_connection(self, conn: Any, now: int) -> None:
+        c = self._conns.pop(conn, None)
+        if c is None or c.origin is None:
+            return
+        lst = self._origin_conns.get(c.origin)
+        if lst is not None and conn in lst:
+            lst.remove(conn)
+            if not lst:
+                del self._origin_conns[c.origin]
+
+    def protocol_error(self, conn: Any, exc: ProtocolError, now: int) -> None:
+        """The decoder (or this engine) found a connection-level error: ERROR, close."""
+        if conn not in self._conns:
+            return
+        self._trace_event("protocol_error", conn=conn, code=exc.code, message=exc.message)
+        self._send(conn, Error(self.name, self._stamp(), exc.code, exc.message))
+        self.actions.append((CLOSE, conn, None))
+        self.close_connection(conn, now)
+
+    def receive(self, conn: Any, msg: Message, now: int) -> None:
+        c = self._conns.get(conn)
+        if c is None:
+            return
+        self.clock.merge(msg.sender_time)
+        try:
+            if c.origin is None:
+                self._receive_handshake(c, msg, now)
+                return
+            self._last_heard[c.origin] = now
+            kind = type(msg)
+            if kind is SpawnRequest:
+                self._on_spawn(c, msg, now)
+            elif kind is CancelRequest:
+                self._on_cancel(c, msg, now)
+            elif kind is Ping:
+                self._send(conn, Pong(self.name, self._stamp(), msg.nonce))
+            elif kind is StatusRequest:
+                self._send(conn, StatusReply(self.name, self._stamp(), self.stats()))
+            elif kind is Error:
+                self._trace_event("peer_error", conn=conn, code=msg.code, message=msg.message)
+                self.actions.append((CLOSE, conn, None))
+                self.close_connection(conn, now)
+            else:
+                raise UnexpectedMessage(f"a node does not accept {type(msg).__name__} after the handshake")
+        except ProtocolError as exc:
+            self.protocol_error(conn, exc, now)
+
+    def _receive_handshake(self, c: _Conn, msg: Message, now: int) -> None:
+        kind = type(msg)
+        if kind is Hello:
+            self._send(c.id, c.handshake.on_hello(msg, self._stamp()))
+        elif kind is Auth:
+            c.handshake.on_auth(msg)
+            origin = c.handshake.peer
+            assert origin is not None
+            c.origin = origin
+            self._origin_conns.setdefault(origin, []).append(c.id)
+            self._last_heard[origin] = now
+            self._trace_event("handshake", conn=c.id, origin=origin)
+            held = self._held.pop(origin, None)
+            if held:
+                for _exp, rtid, kind_, payload, exec_ns in held:
+                    self._send(c.id, ResultDelivery(self.name, self._stamp(), rtid, kind_, payload, exec_ns))
+        elif kind is Error:
+            self.actions.append((CLOSE, c.id, None))
+            self.close_connection(c.id, now)
+        else:
+            raise UnexpectedMessage(f"{type(msg).__name__} before the handshake completed")
+
+    # -------------------------------------------------------------------- spawn
+    def _ack(self, conn: Any, rtid: int, code: int = 0, detail: str = "") -> None:
+        status = ACK_ACCEPTED if code == 0 else ACK_REJECTED
+        if code:
+            self.counters["rejected"] += 1
+        self._send(conn, SpawnAck(self.name, self._stamp(), rtid, status, code, detail, self.name))
+
+    def _on_spawn(self, c: _Conn, msg: SpawnRequest, now: int) -> None:
+        origin, rtid, key = c.origin, msg.remote_task_id, msg.idempotency_key
+        if msg.origin_node != origin:
+            self._trace_event("spawn_origin_mismatch", conn=c.id, claimed=msg.origin_node, origin=origin)
+            return self._ack(c.id, rtid, REJECT_INVALID_INPUT,
+                             f"origin_node {msg.origin_node!r} is not this connection's origin {origin!r}")
+        if len(key) != KEY_BYTES:
+            return self._ack(c.id, rtid, REJECT_INVALID_INPUT,
+                             f"idempotency_key must be {KEY_BYTES} bytes, got {len(key)}")
+        if msg.lease_ms == 0:
+            return self._ack(c.id, rtid, REJECT_INVALID_INPUT, "lease_ms must be positive")
+        if len(msg.input) > self.max_input_bytes:
+            return self._ack(c.id, rtid, REJECT_INVALID_INPUT,
+                             f"input is {len(msg.input)} bytes; this node accepts at most {self.max_input_bytes}")
+        idem = self._idem
+        held_key = idem.owner_of(origin, rtid)
+        if held_key is not None:
+            if held_key != key:
+                return self._ack(c.id, rtid, REJECT_IDEMPOTENCY_CONFLICT,
+                                 f"task {origin}/{rtid} is already held under another idempotency key")
+            return self._on_duplicate(c, msg, idem.get(held_key), now, resend=True)
+        if idem.has_tombstone(origin, rtid):
+            return self._on_tombstoned_spawn(c, msg, now)
+        fp = _idem.fingerprint(msg.computation, msg.input)
+        rec = idem.get(key)
+        if rec is not None:
+            if rec.fingerprint != fp:
+                return self._ack(c.id, rtid, REJECT_IDEMPOTENCY_CONFLICT,
+                                 "idempotency key reused for a different computation or input")
+            idem.check_and_record(key, fp, origin, rtid, now)  # attaches the alias
+            return self._on_duplicate(c, msg, idem.get(key), now, resend=False)
+        if self.draining:
+            return self._ack(c.id, rtid, REJECT_NODE_SHUTTING_DOWN, "node is draining")
+        if not self.admission.has(msg.computation):
+            return self._ack(c.id, rtid, REJECT_UNKNOWN_COMPUTATION,
+                             f"no computation named {msg.computation!r} on node {self.name!r}")
+        if len(self._running) >= self.capacity:
+            return self._ack(c.id, rtid, REJECT_CAPACITY_EXCEEDED,
+                             f"node {self.name!r} is running {len(self._running)} of {self.capacity} tasks")
+        why = self.admission.check(msg.computation, msg.input)
+        if why is not None:
+            return self._ack(c.id, rtid, REJECT_INVALID_INPUT, why)
+        self._admit(c, msg, fp, now)
+
+    def _admit(self, c: _Conn, msg: SpawnRequest, fp: bytes, now: int) -> None:
+        self._idem.check_and_record(msg.idempotency_key, fp, c.origin, msg.remote_task_id, now)
+        self._serial += 1
+        lease_ms = max(msg.lease_ms, MIN_LEASE_MS)
+        task = NodeTask(msg, self._serial, lease_ms)
+        task.state = advance_node(task.state, NodeEvent.SEND_ACK_ACCEPTED)  # type: ignore[assignment]
+        self._running[task.key] = task
+        self._by_serial[task.serial] = task
+        self.counters["accepted"] += 1
+        self._ack(c.id, task.rtid)
+        self._leases.add(task.serial, now + lease_ms * MS)
+        if msg.budget is not None and msg.budget[0] is not None:
+            task.deadline_ns = now + msg.budget[0] * MS
+            self._deadlines.add(task.serial, task.deadline_ns)
+        self._renew_add(task.origin, lease_ms, task.rtid, now)
+        self.actions.append((START, task, None))
+
+    def _on_duplicate(self, c: _Conn, msg: SpawnRequest, rec: Any, now: int, resend: bool) -> None:
+        self.counters["duplicates"] += 1
+        rtid = msg.remote_task_id
+        self._ack(c.id, rtid)
+        if rec.finished:
+            kind, payload, exec_ns = rec.outcome
+            self._send(c.id, ResultDelivery(self.name, self._stamp(), rtid, kind, payload, exec_ns))
+            return
+        task = self._running[rec.key]
+        ev = advance_node(task.state, NodeEvent.RECV_DUPLICATE_SPAWN)
+        if ev is None:
+            return self._drop("duplicate spawn does not fit", task=repr(task))
+        if not resend:
+            self._renew_add(msg.origin_node, task.lease_ms, rtid, now)
+
+    def _on_tombstoned_spawn(self, c: _Conn, msg: SpawnRequest, now: int) -> None:
+        origin, rtid = c.origin, msg.remote_task_id
+        self._idem.take_tombstone(origin, rtid)
+        reason = self._tomb_reasons.pop((origin, rtid), (0, "cancelled before it was spawned"))
+        self._ack(c.id, rtid)
+        outcome = (OUTCOME_CANCELLED, reason, 0)
+        if self._idem.get(msg.idempotency_key) is None:
+            fp = _idem.fingerprint(msg.computation, msg.input)
+            self._idem.check_and_record(msg.idempotency_key, fp, origin, rtid, now)
+            self._idem.complete(msg.idempotency_key, rtid, outcome, now)
+        self.counters["cancelled"] += 1
+        self._send(c.id, ResultDelivery(self.name, self._stamp(), rtid, OUTCOME_CANCELLED, reason, 0))
+
+    # ------------------------------------------------------------------- cancel
+    def _on_cancel(self, c: _Conn, msg: CancelRequest, now: int) -> None:
+        origin, rtid = c.origin, msg.remote_task_id
+        if msg.origin_node != origin:
+            return self._drop("cancel for another origin", claimed=msg.origin_node, origin=origin)
+        key = self._idem.owner_of(origin, rtid)
+        if key is None:
+            if not self._idem.has_tombstone(origin, rtid):
+                self._idem.add_tombstone(origin, rtid, now)
+                self._tomb_reasons[(origin, rtid)] = msg.reason
+                self._tomb_expiry.append((now + self.ttl_ns, (origin, rtid)))
+            self._trace_event("tombstone", origin=origin, rtid=rtid)
+            return
+        task = self._running.get(key)
+        if task is None:
+            rec = self._idem.get(key)
+            kind, payload, exec_ns = rec.outcome
+            self._send(c.id, ResultDelivery(self.name, self._stamp(), rtid, kind, payload, exec_ns))
+            return
+        self._cancel_task(task, msg.reason, NodeEvent.RECV_CANCEL)
+
+    def _cancel_task(self, task: NodeTask, reason: tuple, event: NodeEvent) -> None:
+        nxt = advance_node(task.state, event)
+        if nxt is None:
+            return self._drop("cancel does not fit", task=repr(task))
+        first = task.cancel_reason is None
+        task.state = nxt
+        if first:
+            task.cancel_reason = reason
+            self._trace_event("cancel", origin=task.origin, rtid=task.rtid, reason=reason)
+            self.actions.append((CANCEL, task, reason))
+
+    # ------------------------------------------------------------------- result
+    def task_finished(self, task: NodeTask, kind: int, payload: Any, exec_ns: int, now: int) -> None:
+        """The executor reports ``task`` ended; deliver its result (to aliases too)."""
+        nxt = advance_node(task.state, NodeEvent.SEND_RESULT)
+        if nxt is None or self._running.get(task.key) is not task:
+            return self._drop("result for a task not running", task=repr(task))
+        task.state = nxt
+        del self._running[task.key]
+        del self._by_serial[task.serial]
+        self._leases.discard(task.serial)
+        if task.deadline_ns is not None:
+            self._deadlines.discard(task.serial)
+        self.counters[("completed", "failed", "cancelled", "panicked")[kind]] += 1
+        aliases = self._idem.complete(task.key, task.rtid, (kind, payload, exec_ns), now)
+        self._renew_remove(task.origin, task.lease_ms, task.rtid)
+        self._deliver(task.origin, task.rtid, kind, payload, exec_ns, now)
+        for a_origin, a_rtid in aliases:
+            self._renew_remove(a_origin, task.lease_ms, a_rtid)
+            self._deliver(a_origin, a_rtid, kind, payload, exec_ns, now)
+
+    def _deliver(self, origin: str, rtid: int, kind: int, payload: Any, exec_ns: int, now: int) -> None:
+        conns = self._origin_conns.get(origin)
+        if conns:
+            for conn in conns:
+                self._send(conn, ResultDelivery(self.name, self._stamp(), rtid, kind, payload, exec_ns))
+            return
+        held = self._held.setdefault(origin, [])
+        held.append((now + self.ttl_ns, rtid, kind, payload, exec_ns))
+        self._held_expiry.append((now + self.ttl_ns, origin))
+
+    # ------------------------------------------------------------------- leases
+    def _renew_add(self, origin: str, lease_ms: int, rtid: int, now: int) -> None:
+        g = (origin, lease_ms)
+        ids = self._renew.get(g)
+        if ids is None:
+            ids = self._renew[g] = set()
+            self._renew_due[g] = now + lease_ms * MS // 3
+        ids.add(rtid)
+
+    def _renew_remove(self, origin: str, lease_ms: int, rtid: int) -> None:
+        g = (origin, lease_ms)
+        ids = self._renew.get(g)
+        if ids is not None:
+            ids.discard(rtid)
+            if not ids:
+                del self._renew[g]
+                del self._renew_due[g]
+
+    def next_deadline(self) -> int | None:
+        cands = [d for d in (self._leases.next_deadline(), self._deadlines.next_deadline()) if d is not None]
+        if self._renew_due:
+            cands.append(min(self._renew_due.values()))
+        if self._held_expiry:
+            cands.append(self._held_expiry[0][0])
+        if self._tomb_expiry:
+            cands.append(self._tomb_expiry[0][0])
+        nxt = self._idem.next_expiry()
+        if nxt is not None:
+            cands.append(nxt)
+        return min(cands) if cands else None
+
+    def tick(self, now: int) -> None:
+        """Run every timer due at ``now``: renewals, orphan checks, deadlines, expiry."""
+        for g, due in list(self._renew_due.items()):
+            if due <= now:
+                origin, lease_ms = g
+                self._renew_due[g] = now + lease_ms * MS // 3
+                ids = sorted(self._renew[g])
+                for conn in self._origin_conns.get(origin, ()):
+                    self._send(conn, LeaseRenewalBatch(self.name, self._stamp(), lease_ms, self.name, ids))
+        for serial in self._leases.pop_expired(now):
+            task = self._by_serial[serial]
+            silent_since = self._last_heard.get(task.origin, now)
+            lapse = silent_since + task.lease_ms * MS
+            if lapse <= now:
+                self._trace_event("orphan", origin=task.origin, rtid=task.rtid)
+                self._cancel_task(task, CANCEL_LEASE_EXPIRED, NodeEvent.ORIGIN_SILENT)
+                self._leases.add(serial, now + task.lease_ms * MS)  # keep watching until it ends
+            else:
+                self._leases.add(serial, lapse)
+        for serial in self._deadlines.pop_expired(now):
+            task = self._by_serial[serial]
+            self._cancel_task(task, CANCEL_DEADLINE, NodeEvent.RECV_CANCEL)
+        self._idem.evict_expired(now)
+        while self._tomb_expiry and self._tomb_expiry[0][0] <= now:
+            _, pair = self._tomb_expiry.popleft()
+            if not self._idem.has_tombstone(*pair):
+                self._tomb_reasons.pop(pair, None)
+        while self._held_expiry and self._held_expiry[0][0] <= now:
+            _, origin = self._held_expiry.popleft()
+            held = self._held.get(origin)
+            if held is not None:
+                held[:] = [h for h in held if h[0] > now]
+                if not held:
+                    del self._held[origin]
+
+    # ----------------------------------------------------------------- shutdown
+    def begin_drain(self) -> None:
+        """Stop admitting new work (rejected with node_shutting_down)."""
+        self.draining = True
+
+    def cancel_all(self, reason: tuple = CANCEL_SHUTDOWN) -> int:
+        """Cancel every running task; returns how many were asked to stop."""
+        n = 0
+        for task in list(self._running.values()):
+            if task.cancel_reason is None:
+                n += 1
+            self._cancel_task(task, reason, NodeEvent.RECV_CANCEL)
+        return n
+
+    def live_connection_ids(self) -> list[Any]:
+        return list(self._conns)
+
+    def has_undelivered(self) -> bool:
+        return bool(self._held)

@@ -1,0 +1,375 @@
+"""The origin side of the protocol as a sans-I/O engine.
+
+The engine tracks every remote task this origin started, per node link. Feed
+it link events (``link_up`` once a byte stream to the node is open,
+``link_down`` when it is gone), decoded messages and clock readings (ns). It
+queues for its driver:
+
+- ``self.actions``: ``(SEND, node, message)`` and ``(CLOSE, node, None)``;
+- ``self.events``: ``(EV_ACCEPTED | EV_REJECTED | EV_RESULT | EV_LEASE_EXPIRED, task, detail)``
+
+and exposes ``next_deadline()``; at or after it the driver calls ``tick(now)``.
+Per-task states follow ``states.ORIGIN_TRANSITIONS``.
+
+Rules this engine keeps (PROTOCOL.md section 4, "Rules an origin keeps"):
+an unacknowledged or unfinished spawn is re-sent with the same idempotency key
+after every reconnect (a cancelled one as CANCEL then SPAWN, so the node
+answers it Cancelled without running it); a PING goes to every node with live
+tasks at least every third of the shortest lease; a task whose lease lapses
+with neither renewal nor result becomes LeaseExpired; at most one outcome is
+ever reported per task (EV_RESULT, EV_REJECTED or EV_LEASE_EXPIRED, once).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from rsc._core import leaseheap as _lh
+from rsc._core.messages import (
+    ACK_ACCEPTED,
+    CancelRequest,
+    Error,
+    LeaseRenewal,
+    LeaseRenewalBatch,
+    Message,
+    Ping,
+    Pong,
+    ResultDelivery,
+    SpawnAck,
+    SpawnRequest,
+    StatusReply,
+    Welcome,
+)
+from rsc._engine.handshake import OriginHandshake
+from rsc._engine.logical import LamportClock
+from rsc._engine.states import ORIGIN_TERMINAL, OriginEvent, OriginState, advance_origin
+from rsc.errors import ProtocolError, UnexpectedMessage
+
+SEND, CLOSE = 0, 1
+EV_ACCEPTED, EV_REJECTED, EV_RESULT, EV_LEASE_EXPIRED, EV_STATUS = 0, 1, 2, 3, 4
+MS = 1_000_000
+
+
+class OriginTask:
+    """One remote task as its origin sees it."""
+
+    __slots__ = ("rtid", "node", "computation", "input", "lease_ms", "key", "deadline_ns",
+                 "budget", "region", "task", "capability", "state", "handle", "reported",
+                 "cancel_reason")
+
+    def __init__(self, rtid: int, node: str, computation: str, input: bytes, lease_ms: int,
+                 key: bytes, budget: tuple | None, deadline_ns: int | None, region: int,
+                 task: int, capability: bytes | None, handle: Any) -> None:
+        self.rtid = rtid
+        self.node = node
+        self.computation = computation
+        self.input = input
+        self.lease_ms = lease_ms
+        self.key = key
+        self.budget = budget  # wire budget; element 0 recomputed from deadline_ns at each send
+        self.deadline_ns = deadline_ns
+        self.region = region
+        self.task = task
+        self.capability = capability
+        self.state = OriginState.INIT
+        self.handle = handle
+        self.reported = False
+        self.cancel_reason: tuple | None = None
+
+    def __repr__(self) -> str:
+        return f"OriginTask({self.node}/{self.rtid} {self.computation} {self.state.name})"
+
+
+class _Link:
+    __slots__ = ("node", "handshake", "ready", "tasks", "lease_counts", "last_sent", "ping_nonce")
+
+    def __init__(self, node: str) -> None:
+        self.node = node
+        self.handshake: OriginHandshake | None = None
+        self.ready = False
+        self.tasks: dict[int, OriginTask] = {}
+        self.lease_counts: dict[int, int] = {}
+        self.last_sent = 0
+        self.ping_nonce = 0
+
+
+class OriginEngine:
+    """Per-origin task table, resend on reconnect, lease watch and keep-alive."""
+
+    def __init__(self, name: str, *, key: bytes | None = None, entropy: Callable[[int], bytes],
+                 trace: Callable[[str, dict], None] | None = None) -> None:
+        self.name = name
+        self.key = key
+        self._entropy = entropy
+        self._trace = trace
+        self.clock = LamportClock()
+        self.actions: list[tuple[int, Any, Any]] = []
+        self.events: list[tuple[int, OriginTask, Any]] = []
+        self._links: dict[str, _Link] = {}
+        self._tasks: dict[int, OriginTask] = {}
+        self._leases = _lh.LeaseHeap()
+        self.dropped = 0
+
+    # ----------------------------------------------------------------- helpers
+    def _link(self, node: str) -> _Link:
+        link = self._links.get(node)
+        if link is None:
+            link = self._links[node] = _Link(node)
+        return link
+
+    def _send(self, link: _Link, msg: Message, now: int) -> None:
+        link.last_sent = now
+        self.actions.append((SEND, link.node, msg))
+
+    def _trace_event(self, event: str, **fields: Any) -> None:
+        if self._trace is not None:
+            self._trace(event, fields)
+
+    def _drop(self, why: str, **fields: Any) -> None:
+        self.dropped += 1
+        self._trace_event("drop", why=why, **fields)
+
+    def take_actions(self) -> list[tuple[int, Any, Any]]:
+        out, self.actions = self.actions, []
+        return out
+
+    def take_events(self) -> list[tuple[int, OriginTask, Any]]:
+        out, self.events = self.events, []
+        return out
+
+    @property
+    def live_tasks(self) -> int:
+        return len(self._tasks)
+
+    @property
+    def lease_count(self) -> int:
+        return len(self._leases)
+
+    def tasks_on(self, node: str) -> list[OriginTask]:
+        link = self._links.get(node)
+        return list(link.tasks.values()) if link else []
+
+    def is_ready(self, node: str) -> bool:
+        link = self._links.get(node)
+        return link is not None and link.ready
+
+    def get(self, rtid: int) -> OriginTask | None:
+        return self._tasks.get(rtid)
+
+    # ------------------------------------------------------------------- links
+    def link_up(self, node: str, now: int) -> None:
+        """A byte stream to ``node`` is open: start the handshake."""
+        link = self._link(node)
+        link.ready = False
+        link.handshake = OriginHandshake(self.name, self.key, self._entropy(32))
+        self._send(link, link.handshake.hello(self.clock.send()), now)
+
+    def link_down(self, node: str, now: int) -> None:
+        link = self._links.get(node)
+        if link is not None:
+            link.ready = False
+            link.handshake = None
+
+    def _resend_all(self, link: _Link, now: int) -> None:
+        for task in link.tasks.values():
+            st = task.state
+            if st is OriginState.CANCEL_SENT:
+                self._send_cancel_msg(link, task, now)
+                self._send_spawn_msg(link, task, now)
+            elif st is OriginState.SPAWNED or st is OriginState.RUNNING:
+                self._send_spawn_msg(link, task, now)
+
+    # ------------------------------------------------------------------- spawn
+    def spawn(self, task: OriginTask, now: int) -> None:
+        """Start ``task`` (state INIT): SPAWN_REQUEST now if the link is ready,
+        else as soon as it is."""
+        if task.rtid in self._tasks:
+            raise ValueError(f"remote task id {task.rtid} is already live")
+        task.state = advance_origin(task.state, OriginEvent.SEND_SPAWN)  # type: ignore[assignment]
+        self._tasks[task.rtid] = task
+        link = self._link(task.node)
+        link.tasks[task.rtid] = task
+        link.lease_counts[task.lease_ms] = link.lease_counts.get(task.lease_ms, 0) + 1
+        self._leases.add(task.rtid, now + task.lease_ms * MS)
+        if link.ready:
+            self._send_spawn_msg(link, task, now)
+
+    def _send_spawn_msg(self, link: _Link, t: OriginTask, now: int) -> None:
+        budget = t.budget
+        if budget is not None and t.deadline_ns is not None:
+            remaining = max(0, -(-(t.deadline_ns - now) // MS))
+            budget = (remaining, budget[1], budget[2], budget[3])
+        self._send(link, SpawnRequest(self.name, self.clock.send(), t.rtid, t.computation, t.input,
+                                      t.lease_ms, t.key, budget, self.name, t.region, t.task,
+                                      t.capability), now)
+
+    def _send_cancel_msg(self, link: _Link, t: OriginTask, now: int) -> None:
+        self._send(link, CancelRequest(self.name, self.clock.send(), t.rtid, t.cancel_reason,
+                                       self.name), now)
+
+    def cancel(self, rtid: int, reason: tuple, now: int) -> bool:
+        """Ask the node to cancel; True if a CANCEL_REQUEST is (or will be) sent."""
+        task = self._tasks.get(rtid)
+        if task is None:
+            return False
+        nxt = advance_origin(task.state, OriginEvent.SEND_CANCEL)
+        if nxt is None:
+            return False
+        if task.cancel_reason is None or task.state is OriginState.LEASE_EXPIRED:
+            task.cancel_reason = task.cancel_reason or reason
+            if task.state is OriginState.LEASE_EXPIRED:
+                # watch again: a node that never answers must not pin the task forever
+                self._leases.add(rtid, now + task.lease_ms * MS)
+            task.state = nxt
+            link = self._links[task.node]
+            if link.ready:
+                self._send_cancel_msg(link, task, now)
+            return True
+        task.state = nxt
+        return False
+
+    def forget(self, rtid: int) -> None:
+        """Drop a task (terminal or given up on); a late message for it is traced and dropped."""
+        task = self._tasks.pop(rtid, None)
+        if task is None:
+            return
+        link = self._links[task.node]
+        del link.tasks[rtid]
+        n = link.lease_counts[task.lease_ms] - 1
+        if n:
+            link.lease_counts[task.lease_ms] = n
+        else:
+            del link.lease_counts[task.lease_ms]
+        self._leases.discard(rtid)
+
+    def _report(self, ev: int, task: OriginTask, detail: Any) -> None:
+        if task.reported:
+            return self._drop("second outcome", task=repr(task))
+        task.reported = True
+        self.events.append((ev, task, detail))
+
+    # ----------------------------------------------------------------- receive
+    def receive(self, node: str, msg: Message, now: int) -> None:
+        """A decoded message from ``node``. Connection-level errors queue ERROR+CLOSE."""
+        link = self._links.get(node)
+        if link is None or link.handshake is None:
+            return
+        self.clock.merge(msg.sender_time)
+        kind = type(msg)
+        try:
+            if not link.ready:
+                if kind is Welcome:
+                    self._send(link, link.handshake.on_welcome(msg, self.clock.send()), now)
+                    link.ready = True
+                    self._trace_event("handshake", node=node)
+                    self._resend_all(link, now)
+                elif kind is Error:
+                    self._on_peer_error(link, msg, now)
+                else:
+                    raise UnexpectedMessage(f"{kind.__name__} before the handshake completed")
+                return
+            if kind is ResultDelivery:
+                self._on_result(link, msg, now)
+            elif kind is SpawnAck:
+                self._on_ack(link, msg, now)
+            elif kind is LeaseRenewalBatch:
+                lease_ns = msg.new_lease_ms * MS
+                for rtid in msg.remote_task_ids:
+                    self._on_renewal(link, rtid, lease_ns, now)
+            elif kind is LeaseRenewal:
+                self._on_renewal(link, msg.remote_task_id, msg.new_lease_ms * MS, now)
+            elif kind is Pong:
+                pass
+            elif kind is StatusReply:
+                self.events.append((EV_STATUS, None, (node, msg.stats)))  # type: ignore[arg-type]
+            elif kind is Error:
+                self._on_peer_error(link, msg, now)
+            else:
+                raise UnexpectedMessage(f"an origin does not accept {kind.__name__}")
+        except ProtocolError as exc:
+            self.protocol_error(node, exc, now)
+
+    def protocol_error(self, node: str, exc: ProtocolError, now: int) -> None:
+        link = self._links.get(node)
+        if link is None:
+            return
+        self._trace_event("protocol_error", node=node, code=exc.code, message=exc.message)
+        self._send(link, Error(self.name, self.clock.send(), exc.code, exc.message), now)
+        self.actions.append((CLOSE, node, None))
+        self.link_down(node, now)
+
+    def _on_peer_error(self, link: _Link, msg: Error, now: int) -> None:
+        self._trace_event("peer_error", node=link.node, code=msg.code, message=msg.message)
+        self.actions.append((CLOSE, link.node, (msg.code, msg.message)))
+        self.link_down(link.node, now)
+
+    def _task_from(self, link: _Link, rtid: int, what: str) -> OriginTask | None:
+        task = link.tasks.get(rtid)
+        if task is None:
+            self._drop(f"{what} for an unknown or finished task", node=link.node, rtid=rtid)
+        return task
+
+    def _on_ack(self, link: _Link, msg: SpawnAck, now: int) -> None:
+        task = self._task_from(link, msg.remote_task_id, "SPAWN_ACK")
+        if task is None:
+            return
+        accepted = msg.status == ACK_ACCEPTED
+        nxt = advance_origin(task.state, OriginEvent.ACK_ACCEPTED if accepted else OriginEvent.ACK_REJECTED)
+        if nxt is None:
+            return self._drop("SPAWN_ACK does not fit", task=repr(task))
+        first_accept = accepted and task.state is OriginState.SPAWNED
+        task.state = nxt
+        if accepted:
+            self._leases.renew(task.rtid, now + task.lease_ms * MS)
+            if first_accept:
+                self.events.append((EV_ACCEPTED, task, None))
+        else:
+            self.forget(task.rtid)
+            self._report(EV_REJECTED, task, (msg.reject_code, msg.reject_detail))
+
+    def _on_renewal(self, link: _Link, rtid: int, lease_ns: int, now: int) -> None:
+        task = link.tasks.get(rtid)
+        if task is None:
+            return  # renewals racing a result are normal; nothing to trace
+        if advance_origin(task.state, OriginEvent.RENEWAL) is None:
+            return self._drop("renewal does not fit", task=repr(task))
+        self._leases.renew(rtid, now + lease_ns)
+
+    def _on_result(self, link: _Link, msg: ResultDelivery, now: int) -> None:
+        task = self._task_from(link, msg.remote_task_id, "RESULT_DELIVERY")
+        if task is None:
+            return
+        nxt = advance_origin(task.state, OriginEvent.RESULT)
+        if nxt is None:
+            return self._drop("RESULT_DELIVERY does not fit", task=repr(task))
+        task.state = nxt
+        self.forget(task.rtid)
+        self._report(EV_RESULT, task, (msg.outcome_kind, msg.payload, msg.execution_time_ns))
+
+    # ------------------------------------------------------------------ timers
+    def next_deadline(self) -> int | None:
+        d = self._leases.next_deadline()
+        for link in self._links.values():
+            if link.ready and link.lease_counts:
+                due = link.last_sent + min(link.lease_counts) * MS // 3
+                if d is None or due < d:
+                    d = due
+        return d
+
+    def tick(self, now: int) -> None:
+        for rtid in self._leases.pop_expired(now):
+            task = self._tasks[rtid]
+            nxt = advance_origin(task.state, OriginEvent.LEASE_LAPSED)
+            if nxt is None:
+                continue
+            task.state = nxt
+            self._trace_event("lease_expired", task=repr(task))
+            self.events.append((EV_LEASE_EXPIRED, task, None))
+        for link in self._links.values():
+            if link.ready and link.lease_counts:
+                if now >= link.last_sent + min(link.lease_counts) * MS // 3:
+                    link.ping_nonce += 1
+                    self._send(link, Ping(self.name, self.clock.send(), link.ping_nonce), now)
+
+    def terminal(self, task: OriginTask) -> bool:
+        return task.state in ORIGIN_TERMINAL

@@ -1,0 +1,162 @@
+"""Cx, the capability context every rsc task runs with, and RemoteCap.
+
+A Cx carries what a task may do and the state it is judged by: its region and
+task ids, its budget, the RemoteCap (or none — then it cannot spawn remotely),
+a seeded entropy source, and its cancellation state. Computations on a node get
+a Cx too; ``cx.checkpoint()`` raises :class:`rsc.errors.Cancelled` once the
+task has been cancelled.
+"""
+
+from __future__ import annotations
+
+import itertools
+import random
+import threading
+from typing import TYPE_CHECKING, Any
+
+from rsc.errors import Cancelled, InvalidArgument
+from rsc.types import Budget, CancelKind, CancelReason, NodeId
+
+if TYPE_CHECKING:  # pragma: no cover
+    from rsc.remote import Runtime
+
+DEFAULT_LEASE_S = 30.0
+
+_region_ids = itertools.count(1)
+_task_ids = itertools.count(1)
+
+
+def next_region_id() -> int:
+    return next(_region_ids)
+
+
+def next_task_id() -> int:
+    return next(_task_ids)
+
+
+class RemoteCap:
+    """The capability to spawn remote work: which runtime, default lease and budget.
+
+    Holding one in a Cx is what lets ``spawn_remote`` run; a Cx without it
+    raises ``NoCapability``.
+    """
+
+    __slots__ = ("runtime", "default_lease_s", "budget", "token")
+
+    def __init__(self, runtime: Runtime, *, default_lease_s: float = DEFAULT_LEASE_S,
+                 budget: Budget | None = None, token: bytes | None = None) -> None:
+        if not isinstance(default_lease_s, (int, float)) or isinstance(default_lease_s, bool) \
+                or default_lease_s <= 0:
+            raise InvalidArgument(f"default_lease_s must be a positive number of seconds, got {default_lease_s!r}")
+        self.runtime = runtime
+        self.default_lease_s = float(default_lease_s)
+        self.budget = budget
+        self.token = token
+
+    @property
+    def local_node(self) -> NodeId:
+        return self.runtime.name
+
+    def __repr__(self) -> str:
+        return f"RemoteCap(local_node={self.runtime.name!r}, default_lease_s={self.default_lease_s})"
+
+
+class CancelState:
+    """Cancellation of one task: set once (the first reason wins, later ones only
+    strengthen it), read from any thread."""
+
+    __slots__ = ("reason", "_event", "_callbacks", "_lock")
+
+    def __init__(self) -> None:
+        self.reason: CancelReason | None = None
+        self._event = threading.Event()
+        self._callbacks: list[Any] = []
+        self._lock = threading.Lock()
+
+    @property
+    def cancelled(self) -> bool:
+        return self.reason is not None
+
+    def cancel(self, reason: CancelReason) -> bool:
+        """Request cancellation; True if this call was the first."""
+        with self._lock:
+            if self.reason is not None:
+                self.reason = self.reason.strengthen(reason)
+                return False
+            self.reason = reason
+            callbacks, self._callbacks = self._callbacks, []
+        self._event.set()
+        for cb in callbacks:
+            cb(reason)
+        return True
+
+    def add_callback(self, cb: Any) -> None:
+        with self._lock:
+            if self.reason is None:
+                self._callbacks.append(cb)
+                return
+        cb(self.reason)
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block (a sync computation's thread) until cancelled or timeout; True if cancelled."""
+        return self._event.wait(timeout)
+
+
+class Cx:
+    """Capability context of one task."""
+
+    __slots__ = ("region_id", "task_id", "budget", "remote_cap", "entropy", "node",
+                 "_cancel", "parent")
+
+    def __init__(self, *, remote_cap: RemoteCap | None = None, budget: Budget | None = None,
+                 region_id: int | None = None, task_id: int | None = None,
+                 entropy: random.Random | None = None, node: NodeId | None = None,
+                 seed: int | None = None, parent: Cx | None = None,
+                 cancel_state: CancelState | None = None) -> None:
+        self.region_id = next_region_id() if region_id is None else region_id
+        self.task_id = next_task_id() if task_id is None else task_id
+        self.budget = budget if budget is not None else Budget.INFINITE  # type: ignore[attr-defined]
+        self.remote_cap = remote_cap
+        self.entropy = entropy if entropy is not None else random.Random(seed)
+        self.node = node
+        self.parent = parent
+        self._cancel = cancel_state if cancel_state is not None else CancelState()
+
+    # -- cancellation -----------------------------------------------------------
+    @property
+    def cancelled(self) -> bool:
+        return self._cancel.reason is not None
+
+    @property
+    def cancel_reason(self) -> CancelReason | None:
+        return self._cancel.reason
+
+    @property
+    def cancel_state(self) -> CancelState:
+        return self._cancel
+
+    def checkpoint(self) -> None:
+        """Raise :class:`rsc.errors.Cancelled` if this task has been cancelled."""
+        reason = self._cancel.reason
+        if reason is not None:
+            raise Cancelled(reason)
+
+    def cancel(self, reason: CancelReason | None = None) -> bool:
+        return self._cancel.cancel(reason or CancelReason(CancelKind.USER))
+
+    def wait_cancelled(self, timeout: float | None = None) -> bool:
+        """For sync computations: sleep up to ``timeout`` s, waking early on cancel."""
+        return self._cancel.wait(timeout)
+
+    # -- derivation ---------------------------------------------------------------
+    def child(self, *, budget: Budget | None = None, region_id: int | None = None) -> Cx:
+        """A Cx for a child task: inherits the capability and a tighter budget."""
+        b = self.budget if budget is None else self.budget.meet(budget)
+        return Cx(remote_cap=self.remote_cap, budget=b,
+                  region_id=self.region_id if region_id is None else region_id,
+                  entropy=random.Random(self.entropy.getrandbits(64)), node=self.node, parent=self)
+
+    def __repr__(self) -> str:
+        cap = "cap" if self.remote_cap is not None else "no-cap"
+        state = f", cancelled={self.cancel_reason}" if self.cancelled else ""
+        return f"Cx(region={self.region_id}, task={self.task_id}, {cap}{state})"

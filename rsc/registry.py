@@ -1,0 +1,302 @@
+"""Named computations: the only code a node will run.
+
+A node never receives code. It runs what its :class:`Registry` holds: a name
+bound to an ``async def f(cx, data)`` or a plain ``def f(cx, data)``, with an
+optional codec and input validator::
+
+    registry = Registry()
+
+    @registry.computation("encode_block")
+    async def encode_block(cx, data: bytes) -> bytes: ...
+
+    @registry.computation("sum", codec="msgpack", validate=lambda v: isinstance(v, list))
+    def total(cx, values):                      # gets and returns Python values
+        return sum(values)
+
+With ``codec=None`` the computation takes the input bytes as they came and must
+return bytes-like output. With ``codec="msgpack"`` the input is unpacked (never
+unpickled: only plain values) and the output packed with MessagePack.
+
+``load_registry("package.module:attr")`` finds a node's registry by name.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import inspect
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import msgpack
+
+from rsc.errors import InvalidArgument, SerializationError
+from rsc.types import ComputationName, unpack_value
+
+__all__ = ["CODECS", "Computation", "Registry", "load_registry"]
+
+CODECS: tuple[str | None, ...] = (None, "msgpack")
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _describe(fn: object) -> str:
+    return getattr(fn, "__qualname__", None) or getattr(fn, "__name__", None) or repr(fn)
+
+
+def _is_async_callable(fn: object) -> bool:
+    """True if calling ``fn`` returns a coroutine: ``async def`` functions and
+    methods, ``functools.partial`` of one, and objects whose ``__call__`` is
+    ``async def``."""
+    while isinstance(fn, functools.partial):
+        fn = fn.func
+    if inspect.iscoroutinefunction(fn):
+        return True
+    if inspect.isfunction(fn) or inspect.ismethod(fn) or inspect.isbuiltin(fn) or isinstance(fn, type):
+        return False
+    return inspect.iscoroutinefunction(getattr(type(fn), "__call__", None))
+
+
+def _check_callable(fn: object) -> None:
+    if not callable(fn):
+        raise InvalidArgument(
+            f"a computation must be a callable taking (cx, data), got {type(fn).__name__} {fn!r}"
+        )
+    target = fn
+    while isinstance(target, functools.partial):
+        target = target.func
+    if inspect.isasyncgenfunction(target) or inspect.isgeneratorfunction(target):
+        kind = "an async generator" if inspect.isasyncgenfunction(target) else "a generator"
+        raise InvalidArgument(
+            f"computation {_describe(fn)} is {kind} function; a computation must return its "
+            "whole output (use async def or def that returns bytes)"
+        )
+    try:
+        sig = inspect.signature(fn)
+    except (TypeError, ValueError):
+        return  # no introspectable signature (some builtins): trust the caller
+    try:
+        sig.bind(None, None)
+    except TypeError as exc:
+        raise InvalidArgument(
+            f"computation {_describe(fn)}{sig} must accept two positional arguments (cx, data): {exc}"
+        ) from None
+
+
+@dataclass(frozen=True, slots=True)
+class Computation:
+    """One registered computation: its name, callable, and input/output handling.
+
+    ``is_async`` is computed from ``fn``: True when calling it returns a
+    coroutine (the node then runs it on its event loop; otherwise in its
+    thread pool). Constructing one validates every field and raises
+    ``InvalidArgument`` saying what to fix.
+    """
+
+    name: ComputationName
+    fn: Callable[..., Any]
+    codec: str | None = None
+    validate: Callable[[Any], Any] | None = None
+    is_async: bool = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "name", ComputationName(self.name))
+        if self.codec not in CODECS:
+            raise InvalidArgument(
+                f"computation {self.name!r}: unknown codec {self.codec!r}; use None (raw bytes) or 'msgpack'"
+            )
+        if self.validate is not None and not callable(self.validate):
+            raise InvalidArgument(
+                f"computation {self.name!r}: validate must be a callable taking the decoded input, "
+                f"got {type(self.validate).__name__}"
+            )
+        _check_callable(self.fn)
+        object.__setattr__(self, "is_async", _is_async_callable(self.fn))
+
+    # -- input ------------------------------------------------------------------
+    def decode_input(self, data: bytes) -> Any:
+        """The value the computation is called with: the bytes themselves
+        (codec None) or the unpacked MessagePack value. Raises
+        ``SerializationError`` when the bytes are not one MessagePack value."""
+        if self.codec is None:
+            return data
+        return unpack_value(data)
+
+    def check_input(self, data: bytes) -> str | None:
+        """Why ``data`` is unusable, or None when it is fine.
+
+        Unusable means: not decodable by the codec, or rejected by the
+        validator. The validator is called with the decoded input; it rejects
+        by returning a false value other than None (``False``, ``0``, ``""``)
+        or by raising an ``Exception``, whose message becomes the reason.
+        Returning None or a true value accepts (so both predicate-style and
+        raise-on-error validators work).
+        """
+        try:
+            value = self.decode_input(data)
+        except SerializationError as exc:
+            return str(exc)
+        if self.validate is None:
+            return None
+        try:
+            verdict = self.validate(value)
+        except Exception as exc:
+            detail = str(exc) or type(exc).__name__
+            return f"validator of {self.name!r} rejected the input: {detail}"
+        if verdict is not None and not verdict:
+            return f"validator of {self.name!r} rejected the input"
+        return None
+
+    # -- output -------------------------------------------------------------------
+    def encode_output(self, value: Any) -> bytes:
+        """The result bytes for what the computation returned.
+
+        codec None: ``value`` must be bytes, bytearray or memoryview. msgpack:
+        any plain value MessagePack can carry. ``SerializationError`` otherwise.
+        """
+        if self.codec is None:
+            if isinstance(value, bytes):
+                return value
+            if isinstance(value, (bytearray, memoryview)):
+                return bytes(value)
+            raise SerializationError(
+                f"computation {self.name!r} returned {type(value).__name__}, not bytes; "
+                "return bytes, or register it with codec='msgpack' to return Python values"
+            )
+        try:
+            return msgpack.packb(value, use_bin_type=True)
+        except Exception as exc:  # msgpack raises TypeError, ValueError, OverflowError, ...
+            raise SerializationError(
+                f"computation {self.name!r}: cannot pack its {type(value).__name__} output "
+                f"with msgpack: {exc}"
+            ) from exc
+
+    def __repr__(self) -> str:
+        kind = "async" if self.is_async else "sync"
+        extra = f", codec={self.codec!r}" if self.codec else ""
+        extra += ", validated" if self.validate is not None else ""
+        return f"Computation({str(self.name)!r}, {kind} {_describe(self.fn)}{extra})"
+
+
+class Registry:
+    """Name → Computation. Names are unique; iteration yields names in
+    registration order."""
+
+    __slots__ = ("_items",)
+
+    def __init__(self) -> None:
+        self._items: dict[ComputationName, Computation] = {}
+
+    def register(self, name: str, fn: Callable[..., Any], *, codec: str | None = None,
+                 validate: Callable[[Any], Any] | None = None) -> Computation:
+        """Register ``fn`` under ``name``; returns the new Computation.
+
+        Raises ``InvalidArgument`` for a bad name (empty, over 255 UTF-8 bytes,
+        control characters), a name already registered, a codec other than
+        None/'msgpack', or an ``fn`` that cannot be called as ``fn(cx, data)``.
+        """
+        cname = ComputationName(name)
+        if cname in self._items:
+            raise InvalidArgument(
+                f"computation {str(cname)!r} is already registered "
+                f"(to {_describe(self._items[cname].fn)}); names must be unique"
+            )
+        comp = Computation(cname, fn, codec=codec, validate=validate)
+        self._items[cname] = comp
+        return comp
+
+    def computation(self, name: str | Callable[..., Any] | None = None, *, codec: str | None = None,
+                    validate: Callable[[Any], Any] | None = None) -> Any:
+        """Decorator form of :meth:`register`; returns the function unchanged.
+
+        ``@registry.computation("name")``, ``@registry.computation()`` (the
+        function's ``__name__``) and bare ``@registry.computation`` all work.
+        """
+        if callable(name) and not isinstance(name, str):
+            fn = name
+            self.register(self._default_name(fn), fn)
+            return fn
+
+        def decorate(fn: F) -> F:
+            self.register(self._default_name(fn) if name is None else name, fn,
+                          codec=codec, validate=validate)
+            return fn
+
+        return decorate
+
+    @staticmethod
+    def _default_name(fn: object) -> str:
+        n = getattr(fn, "__name__", None)
+        if not isinstance(n, str):
+            raise InvalidArgument(
+                f"{fn!r} has no __name__; pass the name: @registry.computation('name')"
+            )
+        return n
+
+    def get(self, name: str) -> Computation | None:
+        """The computation registered under ``name``, or None."""
+        if not isinstance(name, str):
+            return None
+        return self._items.get(name)  # type: ignore[call-overload]
+
+    def names(self) -> tuple[ComputationName, ...]:
+        return tuple(self._items)
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and name in self._items
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __iter__(self) -> Iterator[ComputationName]:
+        return iter(tuple(self._items))
+
+    def __repr__(self) -> str:
+        return f"Registry({', '.join(map(repr, map(str, self._items)))})"
+
+
+def _dotted(part: str) -> bool:
+    return bool(part) and all(p.isidentifier() for p in part.split("."))
+
+
+def load_registry(spec: str) -> Registry:
+    """Import ``"package.module:attr"`` (``attr`` may be dotted) and return the
+    Registry it names. Raises ``InvalidArgument`` saying what went wrong."""
+    if not isinstance(spec, str) or spec.count(":") != 1:
+        raise InvalidArgument(
+            f"registry spec must look like 'package.module:attr', got {spec!r}"
+        )
+    module_name, attr = (s.strip() for s in spec.split(":"))
+    if not _dotted(module_name) or not _dotted(attr):
+        raise InvalidArgument(
+            f"registry spec {spec!r} is malformed: expected 'package.module:attr' "
+            "with dotted Python identifiers on both sides"
+        )
+    try:
+        obj: Any = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise InvalidArgument(
+            f"registry spec {spec!r}: cannot import module {module_name!r}: {exc} "
+            "(is it installed or on PYTHONPATH?)"
+        ) from exc
+    except Exception as exc:
+        raise InvalidArgument(
+            f"registry spec {spec!r}: importing module {module_name!r} raised "
+            f"{type(exc).__name__}: {exc}"
+        ) from exc
+    walked = module_name
+    for part in attr.split("."):
+        try:
+            obj = getattr(obj, part)
+        except AttributeError:
+            raise InvalidArgument(
+                f"registry spec {spec!r}: {walked!r} has no attribute {part!r}"
+            ) from None
+        walked = f"{walked}.{part}" if walked != module_name else f"{module_name}:{part}"
+    if not isinstance(obj, Registry):
+        raise InvalidArgument(
+            f"registry spec {spec!r} names a {type(obj).__name__}, not an rsc Registry; "
+            "point it at the object created with Registry()"
+        )
+    return obj
