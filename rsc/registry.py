@@ -104,11 +104,11 @@ class Computation:
         object.__setattr__(self, "name", ComputationName(self.name))
         if self.codec not in CODECS:
             raise InvalidArgument(
-                f"computation {self.name!r}: unknown codec {self.codec!r}; use None (raw bytes) or 'msgpack'"
+                f"computation {str(self.name)!r}: unknown codec {self.codec!r}; use None (raw bytes) or 'msgpack'"
             )
         if self.validate is not None and not callable(self.validate):
             raise InvalidArgument(
-                f"computation {self.name!r}: validate must be a callable taking the decoded input, "
+                f"computation {str(self.name)!r}: validate must be a callable taking the decoded input, "
                 f"got {type(self.validate).__name__}"
             )
         _check_callable(self.fn)
@@ -143,9 +143,9 @@ class Computation:
             verdict = self.validate(value)
         except Exception as exc:
             detail = str(exc) or type(exc).__name__
-            return f"validator of {self.name!r} rejected the input: {detail}"
+            return f"validator of {str(self.name)!r} rejected the input: {detail}"
         if verdict is not None and not verdict:
-            return f"validator of {self.name!r} rejected the input"
+            return f"validator of {str(self.name)!r} rejected the input"
         return None
 
     # -- output -------------------------------------------------------------------
@@ -161,14 +161,14 @@ class Computation:
             if isinstance(value, (bytearray, memoryview)):
                 return bytes(value)
             raise SerializationError(
-                f"computation {self.name!r} returned {type(value).__name__}, not bytes; "
+                f"computation {str(self.name)!r} returned {type(value).__name__}, not bytes; "
                 "return bytes, or register it with codec='msgpack' to return Python values"
             )
         try:
             return msgpack.packb(value, use_bin_type=True)
         except Exception as exc:  # msgpack raises TypeError, ValueError, OverflowError, ...
             raise SerializationError(
-                f"computation {self.name!r}: cannot pack its {type(value).__name__} output "
+                f"computation {str(self.name)!r}: cannot pack its {type(value).__name__} output "
                 f"with msgpack: {exc}"
             ) from exc
 

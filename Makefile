@@ -1,0 +1,39 @@
+# rsc — every target creates .venv if needed and is safe to run twice.
+PY ?= python3
+VENV := .venv
+VPY := $(VENV)/bin/python
+STAMP := $(VENV)/.rsc-installed
+SOURCES := $(wildcard rsc/_core/*.pyx rsc/_core/*.pxd) setup.py pyproject.toml
+
+.PHONY: demo test test-core bench clean venv
+
+venv: $(STAMP)
+
+$(VENV)/bin/python:
+	$(PY) -m venv $(VENV)
+	$(VPY) -m pip install --quiet --upgrade pip
+
+# Editable install compiles the extensions in place; a failed compile fails here.
+$(STAMP): $(VENV)/bin/python $(SOURCES)
+	$(VPY) -m pip install --quiet "Cython==3.3.1" "setuptools>=68" wheel
+	$(VPY) -m pip install --quiet --no-build-isolation -e ".[test]"
+	$(VPY) -c "import rsc._core as c; [c.load(n, compiled=True) for n in c.NAMES]; print('rsc: compiled core OK')"
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(VPY) scripts/demo.py
+
+# One run covers both twins: every rsc._core test is parametrized c/py; the
+# rest of the suite runs on the compiled core, and tests/test_twins_env.py runs
+# a node end to end with RSC_NO_EXTENSIONS=1.
+test: $(STAMP)
+	$(VPY) -m pytest -q -p no:cacheprovider
+
+bench: $(STAMP)
+	$(VPY) -m pytest bench -q -p no:cacheprovider --benchmark-only --benchmark-autosave \
+		--benchmark-columns=min,median,mean,ops,rounds --benchmark-group-by=group
+	$(VPY) bench/report.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info rsc/_core/_*.c rsc/_core/_*.so rsc/_core/_*.html .benchmarks
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +

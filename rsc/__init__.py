@@ -1,0 +1,52 @@
+"""rsc: remote structured concurrency for Python.
+
+Spawn named computations on other processes with the guarantees structured
+concurrency gives inside one: capabilities, regions, leases, idempotency.
+"""
+
+__version__ = "0.1.0"
+
+# Public names resolve on first use, so importing a low layer (rsc._engine,
+# rsc._core) does not drag in asyncio and the transport.
+_EXPORTS = {
+    "rsc.cx": ("Cx", "RemoteCap"),
+    "rsc.errors": (
+        "Cancelled", "CapabilityDenied", "CapacityExceeded", "IdempotencyConflict",
+        "InvalidArgument", "InvalidInput", "LeaseExpired", "NoCapability", "NodeShuttingDown",
+        "NodeUnreachable", "ProtocolError", "RemoteCancelled", "RemoteError", "RemoteFailed",
+        "RemotePanicked", "SerializationError", "SpawnRejected", "UnknownComputation",
+    ),
+    "rsc.registry": ("Registry",),
+    "rsc.remote": ("RemoteHandle", "Runtime", "spawn_remote"),
+    "rsc.types": (
+        "Budget", "CancelKind", "CancelReason", "ComputationName", "IdempotencyKey", "NodeId",
+        "RemoteInput", "RemoteOutcome", "RemoteTaskId", "RemoteTaskState", "Severity",
+    ),
+}
+_WHERE = {name: mod for mod, names in _EXPORTS.items() for name in names}
+
+
+def __getattr__(name: str) -> object:
+    mod = _WHERE.get(name)
+    if mod is None:
+        raise AttributeError(f"module 'rsc' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(mod), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)
+
+
+__all__ = [
+    "Budget", "CancelKind", "CancelReason", "Cancelled", "CapabilityDenied", "CapacityExceeded",
+    "ComputationName", "Cx", "IdempotencyConflict", "IdempotencyKey", "InvalidArgument",
+    "InvalidInput", "LeaseExpired", "NoCapability", "NodeId", "NodeShuttingDown",
+    "NodeUnreachable", "ProtocolError", "Registry", "RemoteCancelled", "RemoteCap", "RemoteError",
+    "RemoteFailed", "RemoteHandle", "RemoteInput", "RemoteOutcome", "RemotePanicked",
+    "RemoteTaskId", "RemoteTaskState", "Runtime", "SerializationError", "Severity",
+    "SpawnRejected", "UnknownComputation", "spawn_remote", "__version__",
+]

@@ -1,0 +1,5 @@
+import sys
+
+from rsc.cli import main
+
+sys.exit(main())

@@ -1,0 +1,20 @@
+# Fields of the compiled envelope codec's stream decoder (see _envelope.pyx).
+
+cdef class FrameDecoder:
+    # The limit as given (returned by the max_frame_bytes property) and as the
+    # C value the u32 length is compared with (clamped to 2**32; a length
+    # field can never exceed it anyway).
+    cdef object _max_frame_bytes
+    cdef unsigned long long _limit
+    # Bytes of the one frame that is not complete yet, header included:
+    # _buf[0:_held], capacity _cap. Never more than 4 + _limit bytes.
+    cdef unsigned char* _buf
+    cdef Py_ssize_t _held
+    cdef Py_ssize_t _cap
+    # Set by the first error; while set, feed() raises it again.
+    cdef object _error_class
+    cdef object _error_text
+
+    cdef int _append(self, const unsigned char* data, Py_ssize_t size) except -1
+    cdef unsigned long long _frame_length(self, const unsigned char* header) except 0
+    cdef int _feed(self, const unsigned char* data, Py_ssize_t size, list out) except -1

@@ -1,0 +1,946 @@
+"""Wire v1 envelope codec: the pure-Python twin of ``rsc._core._envelope``.
+
+Both twins have the same API and the same behaviour, byte for byte; the
+compiled module is the fast one, this one is the readable reference. The rules
+(shared/PROTOCOL.md sections 1, 2, 3 and 5):
+
+- A frame body is one MessagePack array ``[kind, sender, sender_time,
+  field...]``; a frame on the stream is a u32 big-endian length, then the body.
+- ``decode`` accepts exactly the bodies PROTOCOL.md calls well-formed and
+  raises only these errors (whatever the bytes):
+
+  * ``MalformedFrame`` -- not exactly one MessagePack value, an ext type
+    anywhere, invalid UTF-8, containers nested deeper than
+    ``MAX_NESTING_DEPTH`` (the body's array is level 1), a map key that is an
+    array or a map, a bad envelope, or a known kind whose listed fields are
+    missing or of the wrong type;
+  * ``UnexpectedMessage`` -- a well-formed body and envelope with a uint kind
+    that is not a v1 kind;
+  * ``VersionMismatch`` -- a well-formed body and envelope of a HELLO or
+    WELCOME whose element 3 is a uint other than 1 (read before the rest of
+    the message is looked at, so a later version may reshape it).
+
+  Extra trailing elements of the message and of its nested arrays (budget,
+  cancel reason, hybrid time) are accepted and dropped. A decoded idempotency
+  key of a length other than 16, or a zero lease, is not malformed: the node
+  rejects such a request as invalid_input.
+- ``encode`` refuses (``InvalidArgument`` naming the field) any message the
+  decoder would not accept back unchanged; it never produces such bytes.
+- ``FrameDecoder`` cuts a byte stream into messages (see its docstring).
+
+Value rules beyond the message classes' docstring: a "uint" is an ``int``
+(never a ``bool``) in 0..2**64-1; a node id (``sender``) is a str of 1..255
+UTF-8 bytes; budget priority is 0..255; cancel reason kinds are 0..11;
+``LeaseRenewal.current_state`` is 0..5; ``SpawnAck.status`` is 0 or 1;
+``ResultDelivery.outcome_kind`` is 0..3 and picks the payload type (bin, str,
+cancel reason, str); nonces are 32 bytes, proofs 32 bytes or None. Generic
+values (``features``, ``stats``) are None, bool, int (-2**63..2**64-1), float
+(sent as float64), str, bytes-like, lists/tuples (decoded as lists) and dicts
+whose keys are scalars (None, bool, int, float, str, bytes); ``features`` and
+``stats`` themselves need str keys.
+"""
+
+from __future__ import annotations
+
+import reprlib
+from collections.abc import Iterable
+from typing import Any, Callable
+
+import msgpack
+
+from rsc._core.messages import (
+    AUTH,
+    CANCEL_REQUEST,
+    DEFAULT_MAX_FRAME_BYTES,
+    ERROR,
+    HELLO,
+    LEASE_RENEWAL,
+    LEASE_RENEWAL_BATCH,
+    MAX_NODE_ID_BYTES,
+    MAX_VECTOR_CLOCK_ENTRIES,
+    OUTCOME_CANCELLED,
+    OUTCOME_FAILED,
+    OUTCOME_PANICKED,
+    OUTCOME_SUCCESS,
+    PING,
+    PONG,
+    PROTOCOL_VERSION,
+    RESULT_DELIVERY,
+    SPAWN_ACK,
+    SPAWN_REQUEST,
+    STATUS_REPLY,
+    STATUS_REQUEST,
+    WELCOME,
+    Auth,
+    CancelRequest,
+    Error,
+    Hello,
+    LeaseRenewal,
+    LeaseRenewalBatch,
+    Message,
+    Ping,
+    Pong,
+    ResultDelivery,
+    SpawnAck,
+    SpawnRequest,
+    StatusReply,
+    StatusRequest,
+    Welcome,
+)
+from rsc.errors import (
+    FrameTooLarge,
+    InvalidArgument,
+    MalformedFrame,
+    ProtocolError,
+    UnexpectedMessage,
+    VersionMismatch,
+)
+
+__all__ = [
+    "DEFAULT_MAX_FRAME_BYTES",
+    "IMPLEMENTATION",
+    "MAX_NESTING_DEPTH",
+    "FrameDecoder",
+    "decode",
+    "encode",
+    "encode_frame",
+    "encode_frames",
+]
+
+IMPLEMENTATION = "py"
+
+MAX_NESTING_DEPTH = 64
+"""Deepest array/map nesting a body may have; the body's own array is level 1."""
+
+MAX_CANCEL_KIND = 11
+MAX_TASK_STATE = 5
+MAX_PRIORITY = 255
+NONCE_BYTES = 32
+PROOF_BYTES = 32
+
+_U64_MAX = 2**64 - 1
+_I64_MIN = -(2**63)
+_FRAME_HEADER = 4
+
+_repr = reprlib.Repr()
+_repr.maxstring = 40
+_repr.maxother = 40
+
+
+def _short(value: object) -> str:
+    return f"{_repr.repr(value)} ({type(value).__name__})"
+
+
+# --- encoding: validate, then hand a plain list to msgpack ------------------------
+
+
+def _bad(field: str, expected: str, value: object) -> InvalidArgument:
+    return InvalidArgument(f"{field} must be {expected}, got {_short(value)}")
+
+
+def _e_uint(value: Any, field: str) -> int:
+    if type(value) is int:
+        if 0 <= value <= _U64_MAX:
+            return value
+    elif isinstance(value, int) and not isinstance(value, bool):
+        if 0 <= value <= _U64_MAX:
+            return int(value)
+    raise _bad(field, "an int in 0..2**64-1", value)
+
+
+def _e_uint_max(value: Any, field: str, maximum: int) -> int:
+    value = _e_uint(value, field)
+    if value > maximum:
+        raise _bad(field, f"an int in 0..{maximum}", value)
+    return value
+
+
+def _utf8_len(value: str, field: str) -> int:
+    if value.isascii():
+        return len(value)
+    try:
+        return len(value.encode("utf-8"))
+    except UnicodeEncodeError:
+        raise _bad(field, "a str encodable as UTF-8", value) from None
+
+
+def _e_str(value: Any, field: str) -> str:
+    if not isinstance(value, str):
+        raise _bad(field, "a str", value)
+    _utf8_len(value, field)
+    return value
+
+
+def _e_str_or_nil(value: Any, field: str) -> str | None:
+    return None if value is None else _e_str(value, field)
+
+
+def _e_node_id(value: Any, field: str) -> str:
+    if isinstance(value, str) and 1 <= _utf8_len(value, field) <= MAX_NODE_ID_BYTES:
+        return value
+    raise _bad(field, f"a str of 1..{MAX_NODE_ID_BYTES} UTF-8 bytes", value)
+
+
+def _bin_len(value: Any) -> int:
+    """Length of a bytes-like value msgpack packs as bin, or -1 if it is not one."""
+    if isinstance(value, (bytes, bytearray)):
+        return len(value)
+    if isinstance(value, memoryview) and value.c_contiguous:
+        return value.nbytes
+    return -1
+
+
+def _e_bin(value: Any, field: str) -> Any:
+    if _bin_len(value) < 0:
+        raise _bad(field, "bytes", value)
+    return value
+
+
+def _e_bin_or_nil(value: Any, field: str) -> Any:
+    return None if value is None else _e_bin(value, field)
+
+
+def _e_bin_sized(value: Any, field: str, size: int) -> Any:
+    if _bin_len(value) != size:
+        raise _bad(field, f"{size} bytes", value)
+    return value
+
+
+def _e_bin_sized_or_nil(value: Any, field: str, size: int) -> Any:
+    return None if value is None else _e_bin_sized(value, field, size)
+
+
+def _e_time(value: Any, field: str) -> Any:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return _e_uint(value, field)
+    if isinstance(value, (tuple, list)):
+        if len(value) != 2:
+            raise _bad(field, "a hybrid time (physical_ns, logical)", value)
+        return (_e_uint(value[0], field + "[0]"), _e_uint(value[1], field + "[1]"))
+    if isinstance(value, dict):
+        if len(value) > MAX_VECTOR_CLOCK_ENTRIES:
+            raise _bad(field, f"a vector time of at most {MAX_VECTOR_CLOCK_ENTRIES} entries",
+                       value)
+        for node, counter in value.items():
+            _e_str(node, field + " key")
+            _e_uint(counter, f"{field}[{node!r}]")
+        return value
+    raise _bad(field, "a Lamport int, a hybrid (physical_ns, logical) or a vector dict", value)
+
+
+def _e_budget(value: Any, field: str) -> Any:
+    if value is None:
+        return None
+    if not isinstance(value, (tuple, list)) or len(value) != 4:
+        raise _bad(field, "None or a 4-tuple (deadline_ms, poll_quota, cost_quota, priority)",
+                   value)
+    return (
+        None if value[0] is None else _e_uint(value[0], field + ".deadline_remaining_ms"),
+        None if value[1] is None else _e_uint(value[1], field + ".poll_quota"),
+        None if value[2] is None else _e_uint(value[2], field + ".cost_quota"),
+        _e_uint_max(value[3], field + ".priority", MAX_PRIORITY),
+    )
+
+
+def _e_reason(value: Any, field: str) -> Any:
+    if not isinstance(value, (tuple, list)) or len(value) != 2:
+        raise _bad(field, "a cancel reason 2-tuple (kind, message | None)", value)
+    return (_e_uint_max(value[0], field + ".kind", MAX_CANCEL_KIND),
+            _e_str_or_nil(value[1], field + ".message"))
+
+
+_SCALAR_KEY_TYPES = (type(None), bool, int, float, str, bytes)
+
+
+def _e_generic(value: Any, field: str, level: int) -> None:
+    """Check a generic value; ``level`` is the nesting level it has as a container."""
+    if value is None or isinstance(value, (bool, float)):
+        return
+    if isinstance(value, int):
+        if not _I64_MIN <= value <= _U64_MAX:
+            raise _bad(field, "an int in -2**63..2**64-1", value)
+        return
+    if isinstance(value, str):
+        _e_str(value, field)
+        return
+    if _bin_len(value) >= 0:
+        return
+    if isinstance(value, (dict, list, tuple)):
+        if level > MAX_NESTING_DEPTH:
+            raise InvalidArgument(
+                f"{field} nests arrays/maps deeper than {MAX_NESTING_DEPTH} levels")
+        if isinstance(value, dict):
+            for key, item in value.items():
+                if not isinstance(key, _SCALAR_KEY_TYPES):
+                    raise _bad(field + " key", "None, bool, int, float, str or bytes", key)
+                _e_generic(key, field + " key", level + 1)
+                _e_generic(item, f"{field}[{key!r}]", level + 1)
+        else:
+            for index, item in enumerate(value):
+                _e_generic(item, f"{field}[{index}]", level + 1)
+        return
+    raise _bad(field, "a MessagePack value (None, bool, int, float, str, bytes, list, dict)",
+               value)
+
+
+def _e_str_map(value: Any, field: str) -> dict:
+    if not isinstance(value, dict):
+        raise _bad(field, "a dict with str keys", value)
+    for key, item in value.items():
+        if not isinstance(key, str):
+            raise _bad(field + " key", "a str", key)
+        _e_str(key, field + " key")
+        _e_generic(item, f"{field}[{key!r}]", 3)
+    return value
+
+
+def _e_version(value: Any, field: str) -> int:
+    if _e_uint(value, field) != PROTOCOL_VERSION:
+        raise _bad(field, f"{PROTOCOL_VERSION} (this codec speaks wire v1 only)", value)
+    return PROTOCOL_VERSION
+
+
+def _e_uint_list(value: Any, field: str) -> list[int]:
+    if not isinstance(value, (list, tuple)):
+        raise _bad(field, "a list of ints", value)
+    return [_e_uint(item, f"{field}[{index}]") for index, item in enumerate(value)]
+
+
+def _w_hello(m: Hello) -> list:
+    return [_e_version(m.protocol_version, "Hello.protocol_version"),
+            _e_str(m.role, "Hello.role"),
+            _e_bin_sized(m.nonce, "Hello.nonce", NONCE_BYTES),
+            _e_str_map(m.features, "Hello.features")]
+
+
+def _w_welcome(m: Welcome) -> list:
+    return [_e_version(m.protocol_version, "Welcome.protocol_version"),
+            _e_bin_sized(m.nonce, "Welcome.nonce", NONCE_BYTES),
+            _e_bin_sized_or_nil(m.proof, "Welcome.proof", PROOF_BYTES),
+            _e_str_map(m.features, "Welcome.features")]
+
+
+def _w_auth(m: Auth) -> list:
+    return [_e_bin_sized_or_nil(m.proof, "Auth.proof", PROOF_BYTES)]
+
+
+def _w_error(m: Error) -> list:
+    return [_e_uint(m.code, "Error.code"), _e_str(m.message, "Error.message")]
+
+
+def _w_spawn_request(m: SpawnRequest) -> list:
+    return [_e_uint(m.remote_task_id, "SpawnRequest.remote_task_id"),
+            _e_str(m.computation, "SpawnRequest.computation"),
+            _e_bin(m.input, "SpawnRequest.input"),
+            _e_uint(m.lease_ms, "SpawnRequest.lease_ms"),
+            _e_bin(m.idempotency_key, "SpawnRequest.idempotency_key"),
+            _e_budget(m.budget, "SpawnRequest.budget"),
+            _e_str(m.origin_node, "SpawnRequest.origin_node"),
+            _e_uint(m.origin_region, "SpawnRequest.origin_region"),
+            _e_uint(m.origin_task, "SpawnRequest.origin_task"),
+            _e_bin_or_nil(m.capability, "SpawnRequest.capability")]
+
+
+def _w_spawn_ack(m: SpawnAck) -> list:
+    return [_e_uint(m.remote_task_id, "SpawnAck.remote_task_id"),
+            _e_uint_max(m.status, "SpawnAck.status", 1),
+            _e_uint(m.reject_code, "SpawnAck.reject_code"),
+            _e_str(m.reject_detail, "SpawnAck.reject_detail"),
+            _e_str(m.assigned_node, "SpawnAck.assigned_node")]
+
+
+def _w_cancel_request(m: CancelRequest) -> list:
+    return [_e_uint(m.remote_task_id, "CancelRequest.remote_task_id"),
+            _e_reason(m.reason, "CancelRequest.reason"),
+            _e_str(m.origin_node, "CancelRequest.origin_node")]
+
+
+def _w_result_delivery(m: ResultDelivery) -> list:
+    outcome = _e_uint_max(m.outcome_kind, "ResultDelivery.outcome_kind", OUTCOME_PANICKED)
+    if outcome == OUTCOME_SUCCESS:
+        payload = _e_bin(m.payload, "ResultDelivery.payload")
+    elif outcome == OUTCOME_CANCELLED:
+        payload = _e_reason(m.payload, "ResultDelivery.payload")
+    else:
+        payload = _e_str(m.payload, "ResultDelivery.payload")
+    return [_e_uint(m.remote_task_id, "ResultDelivery.remote_task_id"), outcome, payload,
+            _e_uint(m.execution_time_ns, "ResultDelivery.execution_time_ns")]
+
+
+def _w_lease_renewal(m: LeaseRenewal) -> list:
+    return [_e_uint(m.remote_task_id, "LeaseRenewal.remote_task_id"),
+            _e_uint(m.new_lease_ms, "LeaseRenewal.new_lease_ms"),
+            _e_uint_max(m.current_state, "LeaseRenewal.current_state", MAX_TASK_STATE),
+            _e_str(m.node, "LeaseRenewal.node")]
+
+
+def _w_lease_renewal_batch(m: LeaseRenewalBatch) -> list:
+    return [_e_uint(m.new_lease_ms, "LeaseRenewalBatch.new_lease_ms"),
+            _e_str(m.node, "LeaseRenewalBatch.node"),
+            _e_uint_list(m.remote_task_ids, "LeaseRenewalBatch.remote_task_ids")]
+
+
+def _w_ping(m: Ping) -> list:
+    return [_e_uint(m.nonce, "Ping.nonce")]
+
+
+def _w_pong(m: Pong) -> list:
+    return [_e_uint(m.nonce, "Pong.nonce")]
+
+
+def _w_status_request(m: StatusRequest) -> list:
+    return []
+
+
+def _w_status_reply(m: StatusReply) -> list:
+    return [_e_str_map(m.stats, "StatusReply.stats")]
+
+
+_WRITERS: dict[type, tuple[int, Callable[[Any], list]]] = {
+    Hello: (HELLO, _w_hello),
+    Welcome: (WELCOME, _w_welcome),
+    Auth: (AUTH, _w_auth),
+    Error: (ERROR, _w_error),
+    SpawnRequest: (SPAWN_REQUEST, _w_spawn_request),
+    SpawnAck: (SPAWN_ACK, _w_spawn_ack),
+    CancelRequest: (CANCEL_REQUEST, _w_cancel_request),
+    ResultDelivery: (RESULT_DELIVERY, _w_result_delivery),
+    LeaseRenewal: (LEASE_RENEWAL, _w_lease_renewal),
+    LeaseRenewalBatch: (LEASE_RENEWAL_BATCH, _w_lease_renewal_batch),
+    Ping: (PING, _w_ping),
+    Pong: (PONG, _w_pong),
+    StatusRequest: (STATUS_REQUEST, _w_status_request),
+    StatusReply: (STATUS_REPLY, _w_status_reply),
+}
+
+
+def _writer_for(msg: object) -> tuple[int, Callable[[Any], list]]:
+    entry = _WRITERS.get(type(msg))
+    if entry is None:
+        for base in type(msg).__mro__[1:]:
+            entry = _WRITERS.get(base)
+            if entry is not None:
+                break
+        else:
+            raise InvalidArgument(f"expected a wire message (rsc._core.messages), got "
+                                  f"{_short(msg)}")
+    return entry
+
+
+def _to_wire(msg: Message) -> list:
+    kind, write = _writer_for(msg)
+    name = type(msg).__name__
+    try:
+        sender = _e_node_id(msg.sender, f"{name}.sender")
+        sender_time = _e_time(msg.sender_time, f"{name}.sender_time")
+        fields = write(msg)
+    except AttributeError as exc:
+        raise InvalidArgument(f"{name} has a field that is not set ({exc})") from None
+    return [kind, sender, sender_time, *fields]
+
+
+def encode(msg: Message) -> bytes:
+    """The frame body of ``msg``: one MessagePack array."""
+    return msgpack.packb(_to_wire(msg), use_bin_type=True)
+
+
+def encode_frame(msg: Message) -> bytes:
+    """``msg`` as one frame: a u32 big-endian length, then the body."""
+    body = encode(msg)
+    return len(body).to_bytes(_FRAME_HEADER, "big") + body
+
+
+def encode_frames(msgs: Iterable[Message]) -> bytes:
+    """Several frames back to back, for one coalesced write."""
+    parts: list[bytes] = []
+    for msg in msgs:
+        body = encode(msg)
+        parts.append(len(body).to_bytes(_FRAME_HEADER, "big"))
+        parts.append(body)
+    return b"".join(parts)
+
+
+# --- decoding: msgpack parses, then every position is checked ------------------
+
+
+def _malformed(what: str, expected: str, value: object) -> MalformedFrame:
+    return MalformedFrame(f"{what}: expected {expected}, got {_short(value)}")
+
+
+def _d_uint(value: Any, what: str) -> int:
+    # msgpack yields exact ints (bools are their own type), never above 2**64-1.
+    if type(value) is int and value >= 0:
+        return value
+    raise _malformed(what, "uint", value)
+
+
+def _d_uint_max(value: Any, what: str, maximum: int) -> int:
+    if type(value) is int and 0 <= value <= maximum:
+        return value
+    raise _malformed(what, f"uint 0..{maximum}", value)
+
+
+def _d_uint_or_nil(value: Any, what: str) -> int | None:
+    if value is None or (type(value) is int and value >= 0):
+        return value
+    raise _malformed(what, "uint or nil", value)
+
+
+def _d_str(value: Any, what: str) -> str:
+    if type(value) is str:
+        return value
+    raise _malformed(what, "str", value)
+
+
+def _d_str_or_nil(value: Any, what: str) -> str | None:
+    if value is None or type(value) is str:
+        return value
+    raise _malformed(what, "str or nil", value)
+
+
+def _d_bin(value: Any, what: str) -> bytes:
+    if type(value) is bytes:
+        return value
+    raise _malformed(what, "bin", value)
+
+
+def _d_bin_or_nil(value: Any, what: str) -> bytes | None:
+    if value is None or type(value) is bytes:
+        return value
+    raise _malformed(what, "bin or nil", value)
+
+
+def _d_bin_sized(value: Any, what: str, size: int) -> bytes:
+    if type(value) is bytes and len(value) == size:
+        return value
+    raise _malformed(what, f"bin {size}", value)
+
+
+def _d_bin_sized_or_nil(value: Any, what: str, size: int) -> bytes | None:
+    if value is None or (type(value) is bytes and len(value) == size):
+        return value
+    raise _malformed(what, f"bin {size} or nil", value)
+
+
+_GENERIC_SCALARS = frozenset((type(None), bool, int, float, str, bytes))
+
+
+def _d_generic(value: Any, what: str, level: int) -> None:
+    """Check a generic value; ``level`` is the nesting level it has as a container."""
+    kind = type(value)
+    if kind in _GENERIC_SCALARS:
+        return
+    if kind is list or kind is dict:
+        if level > MAX_NESTING_DEPTH:
+            raise MalformedFrame(f"{what}: arrays/maps nested deeper than "
+                                 f"{MAX_NESTING_DEPTH} levels")
+        if kind is list:
+            for item in value:
+                _d_generic(item, what, level + 1)
+        else:
+            for key, item in value.items():
+                if type(key) not in _GENERIC_SCALARS:  # e.g. a Timestamp key
+                    raise _malformed(what + " key", "a scalar", key)
+                _d_generic(item, what, level + 1)
+        return
+    raise _malformed(what, "a MessagePack value without ext types", value)
+
+
+def _d_extras(body: list, start: int, what: str, level: int) -> None:
+    """Trailing elements a v1 receiver does not know: checked, then dropped."""
+    for index in range(start, len(body)):
+        _d_generic(body[index], what, level)
+
+
+def _d_str_map(value: Any, what: str) -> dict:
+    if type(value) is not dict:
+        raise _malformed(what, "map", value)
+    for key, item in value.items():
+        if type(key) is not str:
+            raise _malformed(what + " key", "str", key)
+        _d_generic(item, what, 3)
+    return value
+
+
+def _d_sender(value: Any) -> str:
+    if type(value) is str and 1 <= len(value) and (
+            len(value) <= MAX_NODE_ID_BYTES if value.isascii()
+            else len(value.encode("utf-8")) <= MAX_NODE_ID_BYTES):
+        return value
+    raise _malformed("sender", f"str of 1..{MAX_NODE_ID_BYTES} UTF-8 bytes", value)
+
+
+def _d_time(value: Any) -> Any:
+    kind = type(value)
+    if kind is int:
+        if value >= 0:
+            return value
+    elif kind is list:
+        if len(value) >= 2:
+            physical = _d_uint(value[0], "sender_time physical_ns")
+            logical = _d_uint(value[1], "sender_time logical")
+            _d_extras(value, 2, "sender_time", 3)
+            return (physical, logical)
+    elif kind is dict:
+        if len(value) > MAX_VECTOR_CLOCK_ENTRIES:
+            raise MalformedFrame(f"sender_time: vector time of {len(value)} entries "
+                                 f"(at most {MAX_VECTOR_CLOCK_ENTRIES})")
+        for node, counter in value.items():
+            _d_str(node, "sender_time node id")
+            _d_uint(counter, "sender_time counter")
+        return value
+    raise _malformed("sender_time", "uint, [uint, uint] or map str->uint", value)
+
+
+def _d_budget(value: Any, what: str) -> tuple | None:
+    if value is None:
+        return None
+    if type(value) is not list or len(value) < 4:
+        raise _malformed(what, "nil or array of 4", value)
+    budget = (_d_uint_or_nil(value[0], what + " deadline_remaining_ms"),
+              _d_uint_or_nil(value[1], what + " poll_quota"),
+              _d_uint_or_nil(value[2], what + " cost_quota"),
+              _d_uint_max(value[3], what + " priority", MAX_PRIORITY))
+    _d_extras(value, 4, what, 3)
+    return budget
+
+
+def _d_reason(value: Any, what: str, level: int) -> tuple:
+    if type(value) is not list or len(value) < 2:
+        raise _malformed(what, "cancel reason [kind, message]", value)
+    reason = (_d_uint_max(value[0], what + " kind", MAX_CANCEL_KIND),
+              _d_str_or_nil(value[1], what + " message"))
+    _d_extras(value, 2, what, level + 1)
+    return reason
+
+
+def _need(body: list, count: int, name: str) -> None:
+    if len(body) < count:
+        raise MalformedFrame(f"{name} needs {count} elements, got {len(body)}")
+
+
+def _d_version(body: list, name: str) -> int:
+    _need(body, 4, name)
+    version = _d_uint(body[3], name + " protocol_version")
+    if version != PROTOCOL_VERSION:
+        _d_extras(body, 4, name, 2)
+        raise VersionMismatch(f"{name} speaks protocol version {version}; "
+                              f"this side speaks {PROTOCOL_VERSION}")
+    return version
+
+
+def _r_hello(body: list, sender: str, time: Any) -> Hello:
+    version = _d_version(body, "HELLO")
+    _need(body, 7, "HELLO")
+    msg = Hello(sender, time, version, _d_str(body[4], "HELLO role"),
+                _d_bin_sized(body[5], "HELLO nonce", NONCE_BYTES),
+                _d_str_map(body[6], "HELLO features"))
+    _d_extras(body, 7, "HELLO", 2)
+    return msg
+
+
+def _r_welcome(body: list, sender: str, time: Any) -> Welcome:
+    version = _d_version(body, "WELCOME")
+    _need(body, 7, "WELCOME")
+    msg = Welcome(sender, time, version, _d_bin_sized(body[4], "WELCOME nonce", NONCE_BYTES),
+                  _d_bin_sized_or_nil(body[5], "WELCOME proof", PROOF_BYTES),
+                  _d_str_map(body[6], "WELCOME features"))
+    _d_extras(body, 7, "WELCOME", 2)
+    return msg
+
+
+def _r_auth(body: list, sender: str, time: Any) -> Auth:
+    _need(body, 4, "AUTH")
+    msg = Auth(sender, time, _d_bin_sized_or_nil(body[3], "AUTH proof", PROOF_BYTES))
+    _d_extras(body, 4, "AUTH", 2)
+    return msg
+
+
+def _r_error(body: list, sender: str, time: Any) -> Error:
+    _need(body, 5, "ERROR")
+    msg = Error(sender, time, _d_uint(body[3], "ERROR code"), _d_str(body[4], "ERROR message"))
+    _d_extras(body, 5, "ERROR", 2)
+    return msg
+
+
+def _r_spawn_request(body: list, sender: str, time: Any) -> SpawnRequest:
+    _need(body, 13, "SPAWN_REQUEST")
+    msg = SpawnRequest(
+        sender, time,
+        _d_uint(body[3], "SPAWN_REQUEST remote_task_id"),
+        _d_str(body[4], "SPAWN_REQUEST computation"),
+        _d_bin(body[5], "SPAWN_REQUEST input"),
+        _d_uint(body[6], "SPAWN_REQUEST lease_ms"),
+        _d_bin(body[7], "SPAWN_REQUEST idempotency_key"),
+        _d_budget(body[8], "SPAWN_REQUEST budget"),
+        _d_str(body[9], "SPAWN_REQUEST origin_node"),
+        _d_uint(body[10], "SPAWN_REQUEST origin_region"),
+        _d_uint(body[11], "SPAWN_REQUEST origin_task"),
+        _d_bin_or_nil(body[12], "SPAWN_REQUEST capability"))
+    _d_extras(body, 13, "SPAWN_REQUEST", 2)
+    return msg
+
+
+def _r_spawn_ack(body: list, sender: str, time: Any) -> SpawnAck:
+    _need(body, 8, "SPAWN_ACK")
+    msg = SpawnAck(sender, time,
+                   _d_uint(body[3], "SPAWN_ACK remote_task_id"),
+                   _d_uint_max(body[4], "SPAWN_ACK status", 1),
+                   _d_uint(body[5], "SPAWN_ACK reject_code"),
+                   _d_str(body[6], "SPAWN_ACK reject_detail"),
+                   _d_str(body[7], "SPAWN_ACK assigned_node"))
+    _d_extras(body, 8, "SPAWN_ACK", 2)
+    return msg
+
+
+def _r_cancel_request(body: list, sender: str, time: Any) -> CancelRequest:
+    _need(body, 6, "CANCEL_REQUEST")
+    msg = CancelRequest(sender, time,
+                        _d_uint(body[3], "CANCEL_REQUEST remote_task_id"),
+                        _d_reason(body[4], "CANCEL_REQUEST reason", 2),
+                        _d_str(body[5], "CANCEL_REQUEST origin_node"))
+    _d_extras(body, 6, "CANCEL_REQUEST", 2)
+    return msg
+
+
+def _r_result_delivery(body: list, sender: str, time: Any) -> ResultDelivery:
+    _need(body, 7, "RESULT_DELIVERY")
+    task_id = _d_uint(body[3], "RESULT_DELIVERY remote_task_id")
+    outcome = _d_uint_max(body[4], "RESULT_DELIVERY outcome_kind", OUTCOME_PANICKED)
+    payload: Any
+    if outcome == OUTCOME_SUCCESS:
+        payload = _d_bin(body[5], "RESULT_DELIVERY payload")
+    elif outcome == OUTCOME_CANCELLED:
+        payload = _d_reason(body[5], "RESULT_DELIVERY payload", 2)
+    else:
+        payload = _d_str(body[5], "RESULT_DELIVERY payload")
+    msg = ResultDelivery(sender, time, task_id, outcome, payload,
+                         _d_uint(body[6], "RESULT_DELIVERY execution_time_ns"))
+    _d_extras(body, 7, "RESULT_DELIVERY", 2)
+    return msg
+
+
+def _r_lease_renewal(body: list, sender: str, time: Any) -> LeaseRenewal:
+    _need(body, 7, "LEASE_RENEWAL")
+    msg = LeaseRenewal(sender, time,
+                       _d_uint(body[3], "LEASE_RENEWAL remote_task_id"),
+                       _d_uint(body[4], "LEASE_RENEWAL new_lease_ms"),
+                       _d_uint_max(body[5], "LEASE_RENEWAL current_state", MAX_TASK_STATE),
+                       _d_str(body[6], "LEASE_RENEWAL node"))
+    _d_extras(body, 7, "LEASE_RENEWAL", 2)
+    return msg
+
+
+def _r_lease_renewal_batch(body: list, sender: str, time: Any) -> LeaseRenewalBatch:
+    _need(body, 6, "LEASE_RENEWAL_BATCH")
+    ids = body[5]
+    if type(ids) is not list:
+        raise _malformed("LEASE_RENEWAL_BATCH remote_task_ids", "array of uint", ids)
+    for task_id in ids:
+        _d_uint(task_id, "LEASE_RENEWAL_BATCH remote_task_ids item")
+    msg = LeaseRenewalBatch(sender, time,
+                            _d_uint(body[3], "LEASE_RENEWAL_BATCH new_lease_ms"),
+                            _d_str(body[4], "LEASE_RENEWAL_BATCH node"), ids)
+    _d_extras(body, 6, "LEASE_RENEWAL_BATCH", 2)
+    return msg
+
+
+def _r_ping(body: list, sender: str, time: Any) -> Ping:
+    _need(body, 4, "PING")
+    msg = Ping(sender, time, _d_uint(body[3], "PING nonce"))
+    _d_extras(body, 4, "PING", 2)
+    return msg
+
+
+def _r_pong(body: list, sender: str, time: Any) -> Pong:
+    _need(body, 4, "PONG")
+    msg = Pong(sender, time, _d_uint(body[3], "PONG nonce"))
+    _d_extras(body, 4, "PONG", 2)
+    return msg
+
+
+def _r_status_request(body: list, sender: str, time: Any) -> StatusRequest:
+    _d_extras(body, 3, "STATUS_REQUEST", 2)
+    return StatusRequest(sender, time)
+
+
+def _r_status_reply(body: list, sender: str, time: Any) -> StatusReply:
+    _need(body, 4, "STATUS_REPLY")
+    msg = StatusReply(sender, time, _d_str_map(body[3], "STATUS_REPLY stats"))
+    _d_extras(body, 4, "STATUS_REPLY", 2)
+    return msg
+
+
+_READERS: dict[int, Callable[[list, str, Any], Message]] = {
+    HELLO: _r_hello,
+    WELCOME: _r_welcome,
+    AUTH: _r_auth,
+    ERROR: _r_error,
+    SPAWN_REQUEST: _r_spawn_request,
+    SPAWN_ACK: _r_spawn_ack,
+    CANCEL_REQUEST: _r_cancel_request,
+    RESULT_DELIVERY: _r_result_delivery,
+    LEASE_RENEWAL: _r_lease_renewal,
+    LEASE_RENEWAL_BATCH: _r_lease_renewal_batch,
+    PING: _r_ping,
+    PONG: _r_pong,
+    STATUS_REQUEST: _r_status_request,
+    STATUS_REPLY: _r_status_reply,
+}
+
+
+def _reject_ext(code: int, data: bytes) -> Any:
+    raise MalformedFrame(f"MessagePack ext type {code} is not part of wire v1")
+
+
+def _byte_view(data: Any) -> memoryview:
+    """A fresh flat byte view of ``data`` (TypeError/BufferError if not bytes-like).
+
+    Callers release it, so no export on a caller's bytearray outlives the call
+    (not even through a traceback).
+    """
+    view = memoryview(data)
+    if view.ndim != 1 or view.itemsize != 1:
+        with view:
+            return view.cast("B")  # raises for non-contiguous buffers
+    return view
+
+
+def _decode_view(body: Any) -> Message:
+    try:
+        value = msgpack.unpackb(body, raw=False, strict_map_key=False, ext_hook=_reject_ext)
+    except Exception as exc:  # noqa: BLE001 - any parse failure is a malformed frame
+        if isinstance(exc, MalformedFrame):
+            raise MalformedFrame(exc.message) from None
+        raise MalformedFrame(f"body is not exactly one MessagePack value ({exc})") from None
+    if type(value) is not list:
+        raise _malformed("body", "array", value)
+    if len(value) < 3:
+        raise MalformedFrame(f"envelope needs 3 elements, got {len(value)}")
+    kind = _d_uint(value[0], "message kind")
+    sender = _d_sender(value[1])
+    time = _d_time(value[2])
+    read = _READERS.get(kind)
+    if read is None:
+        _d_extras(value, 3, "message", 2)
+        raise UnexpectedMessage(f"unknown message kind {kind}")
+    return read(value, sender, time)
+
+
+def _decode_slice(view: memoryview, start: int, end: int) -> Message:
+    frame = view[start:end]
+    try:
+        return _decode_view(frame)
+    finally:
+        frame.release()
+
+
+def decode(body: bytes | bytearray | memoryview) -> Message:
+    """The message in one frame body; see the module docstring for what is rejected."""
+    if type(body) is bytes:
+        return _decode_view(body)
+    with _byte_view(body) as view:
+        return _decode_view(view)
+
+
+# --- streams -----------------------------------------------------------------------
+
+
+class FrameDecoder:
+    """Cuts a byte stream into messages.
+
+    ``feed(data)`` returns the messages of every frame completed so far and
+    keeps the bytes of a partial frame (``buffered`` counts them). A frame
+    length of zero raises ``MalformedFrame``; one above ``max_frame_bytes``
+    raises ``FrameTooLarge`` as soon as its 4-byte header arrives. A body that
+    does not decode raises what ``decode`` raises. The error carries, in
+    ``messages``, the messages of the frames before the bad one in that call
+    (so no frame is lost, however the stream was split). After an error the
+    decoder is poisoned: every ``feed`` raises the same error class until
+    ``reset()``, which also drops buffered bytes, makes it ready for a new
+    connection.
+    """
+
+    __slots__ = ("_max", "_partial", "_error")
+
+    def __init__(self, max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES) -> None:
+        if (not isinstance(max_frame_bytes, int) or isinstance(max_frame_bytes, bool)
+                or max_frame_bytes < 1):
+            raise InvalidArgument(
+                f"max_frame_bytes must be an int >= 1, got {_short(max_frame_bytes)}")
+        self._max = int(max_frame_bytes)
+        # Bytes of the one frame that is not complete yet (header included).
+        self._partial = bytearray()
+        self._error: tuple[type[ProtocolError], str] | None = None
+
+    @property
+    def max_frame_bytes(self) -> int:
+        return self._max
+
+    @property
+    def buffered(self) -> int:
+        """Bytes held for a frame that is not complete yet."""
+        return len(self._partial)
+
+    def reset(self) -> None:
+        """Forget buffered bytes and any error, ready for a new stream."""
+        # A fresh buffer: a memoryview on the old one may still live in a traceback.
+        self._partial = bytearray()
+        self._error = None
+
+    def feed(self, data: bytes | bytearray | memoryview) -> list[Message]:
+        if self._error is not None:
+            error_class, text = self._error
+            exc = error_class(text)
+            exc.messages = []  # type: ignore[attr-defined]
+            raise exc
+        out: list[Message] = []
+        try:
+            self._feed(data, out)
+        except ProtocolError as exc:
+            self._error = (type(exc), exc.message)
+            exc.messages = out  # type: ignore[attr-defined]
+            raise
+        return out
+
+    def _frame_length(self, header: Any, at: int) -> int:
+        length = int.from_bytes(header[at:at + _FRAME_HEADER], "big")
+        if length == 0:
+            raise MalformedFrame("zero-length frame")
+        if length > self._max:
+            raise FrameTooLarge(f"frame of {length} bytes exceeds max_frame_bytes "
+                                f"{self._max}")
+        return length
+
+    def _feed(self, data: Any, out: list[Message]) -> None:
+        with _byte_view(data) as view:
+            size = len(view)
+            pos = 0
+            partial = self._partial
+            if partial:
+                # Complete the pending frame first, taking only the bytes it needs.
+                if len(partial) < _FRAME_HEADER:
+                    pos = min(_FRAME_HEADER - len(partial), size)
+                    partial += view[:pos]
+                    if len(partial) < _FRAME_HEADER:
+                        return
+                    length = self._frame_length(partial, 0)
+                else:
+                    length = int.from_bytes(partial[:_FRAME_HEADER], "big")
+                take = min(_FRAME_HEADER + length - len(partial), size - pos)
+                partial += view[pos:pos + take]
+                pos += take
+                if len(partial) < _FRAME_HEADER + length:
+                    return
+                self._partial = bytearray()
+                with memoryview(partial) as whole:
+                    out.append(_decode_slice(whole, _FRAME_HEADER, len(partial)))
+            while size - pos >= _FRAME_HEADER:
+                length = self._frame_length(view, pos)
+                end = pos + _FRAME_HEADER + length
+                if end > size:
+                    break
+                out.append(_decode_slice(view, pos + _FRAME_HEADER, end))
+                pos = end
+            if pos < size:
+                self._partial += view[pos:]

@@ -1,0 +1,983 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
+"""The idempotency store, compiled (twin of ``rsc._core._idemtable_py``).
+
+Rules this file keeps (shared/PROTOCOL.md section 4, "Rules a node keeps"):
+
+- A record is keyed by its 16-byte idempotency key and remembers the request's
+  fingerprint, its owner ``(origin, task_id)``, its aliases, and once finished
+  its outcome and expiry.
+- ``check_and_record`` decides New / Duplicate / Conflict in one step. A
+  duplicate arriving while the task runs becomes an alias; ``complete`` returns
+  the aliases to deliver to.
+- Every ``(origin, task_id)`` present (owner or alias) names exactly one record
+  (``owner_of``); reusing one with a different key is a conflict.
+- Running records never expire. A finished record expires ``ttl_ns`` after its
+  completion; tombstones ``ttl_ns`` after they are laid. Expiry happens only in
+  ``evict_expired``, which walks FIFO queues and costs time in proportion to
+  what it evicts.
+
+Implementation (layout in ``_idemtable.pxd``): records are C structs in one
+array with a free list; a key index and an ``(origin, task_id)`` index are open
+addressing tables of small C structs; the expiry FIFO is a C ring buffer. The
+common paths (new, complete, evict) allocate no Python object. An
+``IdemRecord`` is built only when one is handed out (a duplicate, ``get``).
+
+Re-entrancy: Python code can run inside this module only where an object is
+released (an outcome's finalizer) or a GC-tracked object is allocated (a
+collection). Every such point comes after the table is consistent again, and
+no C pointer or probe position is kept across one.
+"""
+
+import hashlib
+from collections import deque
+
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_CheckExact, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
+from cpython.exc cimport PyErr_Clear, PyErr_Occurred
+from cpython.list cimport PyList_Append, PyList_GET_ITEM, PyList_GET_SIZE, PyList_SET_ITEM
+from cpython.long cimport PyLong_CheckExact
+from cpython.mem cimport PyMem_Calloc, PyMem_Free, PyMem_Malloc, PyMem_Realloc
+from cpython.object cimport PyObject
+from cpython.tuple cimport PyTuple_GET_ITEM
+from cpython.unicode cimport PyUnicode_CheckExact
+from libc.stdint cimport int64_t, uint32_t, uint64_t, INT64_MAX
+from libc.string cimport memcpy
+
+cimport cython
+
+from rsc.errors import InvalidArgument
+
+cdef extern from "Python.h":
+    # Declared here without an exception clause: the callers check and convert
+    # the error themselves (to InvalidArgument).
+    unsigned long long _as_ull "PyLong_AsUnsignedLongLong"(object)
+    long long _as_ll "PyLong_AsLongLong"(object)
+    void _incref "Py_INCREF"(PyObject*)
+    void _decref "Py_DECREF"(PyObject*)
+    void _xdecref "Py_XDECREF"(PyObject*)
+
+__all__ = [
+    "CONFLICT",
+    "DEDUP_CONFLICT",
+    "DEDUP_DUPLICATE",
+    "DEDUP_NEW",
+    "NEW",
+    "Decision",
+    "IdemRecord",
+    "IdemTable",
+    "fingerprint",
+]
+
+DEDUP_NEW = 0
+DEDUP_DUPLICATE = 1
+DEDUP_CONFLICT = 2
+
+cdef extern from *:
+    """
+    #define RSC_IT_ALIAS_BIT 0x80000000u    /* TSlot.ref of an alias entry */
+    #define RSC_IT_FREE_END 0xFFFFFFFFu     /* end of the free-slot chain */
+    #define RSC_IT_MAX_RECORDS 0x7FFFFFF0u
+    #define RSC_IT_MIN_TABLE 16u            /* slots of an empty hash table or ring */
+    """
+    const uint32_t ALIAS_BIT "RSC_IT_ALIAS_BIT"
+    const uint32_t FREE_END "RSC_IT_FREE_END"
+    const uint32_t MAX_RECORDS "RSC_IT_MAX_RECORDS"
+    const uint32_t MIN_TABLE "RSC_IT_MIN_TABLE"
+
+cdef object _U64_MAX = (1 << 64) - 1
+cdef object _I64_MAX = (1 << 63) - 1
+cdef bytes _FP_PERSON = b"rsc/idem-fp/v1"
+cdef object _blake2b = hashlib.blake2b
+
+
+# --- fingerprint ---------------------------------------------------------------
+
+
+def fingerprint(computation, input):
+    """The 16-byte fingerprint of a request: BLAKE2b-128 of (computation, input).
+
+    Stable across processes, runs and both twins. The encoding is length
+    prefixed (``u64be len(utf8(computation)) | utf8(computation) | u64be
+    len(input) | input``, personalised ``rsc/idem-fp/v1``), so ``("ab", b"c")``
+    and ``("a", b"bc")`` differ.
+    """
+    if not isinstance(computation, str):
+        raise InvalidArgument(f"computation must be a str, not {type(computation).__name__}")
+    if not isinstance(input, bytes):
+        raise InvalidArgument(f"input must be bytes, not {type(input).__name__}")
+    try:
+        name = (<str>computation).encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise InvalidArgument(f"computation is not valid UTF-8 text: {exc}") from None
+    h = _blake2b(
+        len(name).to_bytes(8, "big") + name + len(input).to_bytes(8, "big"),
+        digest_size=16,
+        person=_FP_PERSON,
+    )
+    h.update(input)
+    return h.digest()
+
+
+# --- argument checks: inline fast path for the exact types, slow path else ------
+
+
+cdef bytes _key_slow(object value, str what):
+    if not isinstance(value, bytes):
+        raise InvalidArgument(f"{what} must be 16 bytes, not {type(value).__name__}")
+    if len(value) != 16:
+        raise InvalidArgument(f"{what} must be 16 bytes, not {len(value)}")
+    return bytes(memoryview(value))  # a bytes subclass is stored as plain bytes
+
+
+cdef inline bytes _key_arg(object value, str what):
+    if PyBytes_CheckExact(value) and PyBytes_GET_SIZE(value) == 16:
+        return <bytes>value
+    return _key_slow(value, what)
+
+
+cdef str _origin_slow(object value):
+    if not isinstance(value, str):
+        raise InvalidArgument(f"origin must be a str (NodeId), not {type(value).__name__}")
+    return str.__str__(value)  # a str subclass is stored as plain str
+
+
+cdef inline str _origin_arg(object value):
+    if PyUnicode_CheckExact(value):
+        return <str>value
+    return _origin_slow(value)
+
+
+cdef object _int_slow(object value, str what, object limit):
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidArgument(f"{what} must be an int, not {type(value).__name__}")
+    value = int.__index__(value)
+    if not 0 <= value <= limit:
+        raise InvalidArgument(f"{what} must be in 0..{limit}, not {value}")
+    return value
+
+
+cdef inline uint64_t _task_id_arg(object value) except? 0xFFFFFFFFFFFFFFFF:
+    cdef unsigned long long x
+    if PyLong_CheckExact(value):
+        x = _as_ull(value)
+        if x != <unsigned long long>-1 or PyErr_Occurred() == NULL:
+            return x
+        PyErr_Clear()
+    return <uint64_t>_int_slow(value, "task_id", _U64_MAX)
+
+
+cdef inline int64_t _time_arg(object value, str what) except -1:
+    cdef long long x
+    if PyLong_CheckExact(value):
+        x = _as_ll(value)
+        if x >= 0:
+            return x
+        if PyErr_Occurred() != NULL:
+            PyErr_Clear()
+    return <int64_t>_int_slow(value, what, _I64_MAX)
+
+
+# --- hashing -------------------------------------------------------------------
+
+
+cdef inline uint32_t _fold(uint64_t h) noexcept:
+    return <uint32_t>(h ^ (h >> 32))
+
+
+cdef inline uint32_t _pair_hash(Py_hash_t origin_hash, uint64_t task_id) noexcept:
+    # The origin's str hash is cached in the str and randomised per process (so
+    # is the key's bytes hash); the task id is mixed in by a bijection
+    # (odd multiply, then the splitmix64 finaliser).
+    cdef uint64_t x = (<uint64_t>origin_hash) ^ (task_id * <uint64_t>0x9E3779B97F4A7C15)
+    x ^= x >> 30
+    x *= <uint64_t>0xBF58476D1CE4E5B9
+    x ^= x >> 27
+    x *= <uint64_t>0x94D049BB133111EB
+    x ^= x >> 31
+    return _fold(x)
+
+
+cdef inline uint32_t _cap_for(uint32_t n) noexcept:
+    # smallest power-of-two table holding n entries at load <= 0.4
+    cdef uint64_t cap = MIN_TABLE
+    while <uint64_t>n * 10 > cap * 4:
+        cap <<= 1
+    return <uint32_t>cap
+
+
+cdef inline void _list_put(list lst, Py_ssize_t i, object value) noexcept:
+    cdef PyObject* old = PyList_GET_ITEM(lst, i)
+    _incref(<PyObject*>value)
+    PyList_SET_ITEM(lst, i, value)
+    _xdecref(old)
+
+
+# --- decisions and records -----------------------------------------------------
+
+
+cdef class Decision:
+    """The two decisions that carry no record: ``NEW`` and ``CONFLICT``.
+
+    ``check_and_record`` returns one of these module singletons or an
+    ``IdemRecord`` (a duplicate), so ``decision is NEW`` / ``decision is
+    CONFLICT`` / else-record is the natural branch; ``decision.dedup`` gives the
+    ``DEDUP_*`` code of all three.
+    """
+
+    def __init__(self, int dedup, str name):
+        self.dedup = dedup
+        self.name = name
+
+    def __repr__(self):
+        return self.name
+
+    def __reduce__(self):
+        return self.name  # pickles as the module singleton
+
+
+NEW = Decision(DEDUP_NEW, "NEW")
+CONFLICT = Decision(DEDUP_CONFLICT, "CONFLICT")
+cdef Decision _NEW = NEW
+cdef Decision _CONFLICT = CONFLICT
+
+
+cdef class IdemRecord:
+    """One idempotency record, as it was when handed out (an immutable snapshot).
+
+    ``outcome`` and ``expires_at`` are None while the task runs; ``finished``
+    says which. ``aliases`` are the ``(origin, task_id)`` pairs of duplicates
+    that arrived while it ran, in arrival order (the owner is not among them).
+    """
+
+    @property
+    def dedup(self):
+        """Always ``DEDUP_DUPLICATE``: a record returned by ``check_and_record``."""
+        return DEDUP_DUPLICATE
+
+    @property
+    def finished(self):
+        return self.expires_at is not None
+
+    def __repr__(self):
+        state = f"finished, expires_at={self.expires_at}" if self.expires_at is not None else "running"
+        return (
+            f"IdemRecord(key={self.key.hex()}, origin={self.origin!r}, "
+            f"task_id={self.task_id}, {state}, aliases={len(self.aliases)})"
+        )
+
+
+# --- the table -----------------------------------------------------------------
+
+
+@cython.no_gc_clear  # the tables are needed until __dealloc__; outcomes' cycles break at the list
+@cython.final
+cdef class IdemTable:
+    """Idempotency records, their ``(origin, task_id)`` index, and tombstones.
+
+    Times are ints in nanoseconds from one monotonic clock. Keys and
+    fingerprints are ``bytes`` of length 16, origins ``str``, task ids uint64
+    ints; anything else raises ``InvalidArgument``, as do a negative time and
+    the refusals of ``complete``.
+
+    An expiry is ``now + ttl_ns``, raised if need be to the latest expiry
+    already queued (of its kind), so a caller whose ``now`` steps back never
+    shortens a life below the TTL and the expiry queues stay sorted.
+
+    Memory: about 150 bytes per finished record at 100,000 records (tracemalloc;
+    C structs: 72-byte record, 8-byte key slot and 16-byte task slot at load
+    0.35..0.7, 16-byte expiry entry, 8-byte outcome pointer, plus growth slack;
+    origins are shared, outcomes not counted); see ``bench/bench_idemtable.py``.
+    The record array keeps its capacity after eviction (slots are reused);
+    the hash tables and the expiry ring shrink; ``clear()`` releases all.
+    At most about 2**31 records.
+    """
+
+    def __cinit__(self, *args, **kwargs):
+        self._recs = NULL
+        self._rec_cap = 0
+        self._free_head = FREE_END
+        self._count = 0
+        self._outcomes = []
+        self._kt = <KSlot*>PyMem_Calloc(MIN_TABLE, sizeof(KSlot))
+        self._tt = <TSlot*>PyMem_Calloc(MIN_TABLE, sizeof(TSlot))
+        self._q = <QEntry*>PyMem_Malloc(MIN_TABLE * sizeof(QEntry))
+        if self._kt == NULL or self._tt == NULL or self._q == NULL:
+            raise MemoryError()
+        self._kt_mask = MIN_TABLE - 1
+        self._kt_used = 0
+        self._tt_mask = MIN_TABLE - 1
+        self._tt_used = 0
+        self._q_mask = MIN_TABLE - 1
+        self._q_head = 0
+        self._q_len = 0
+        self._last_expiry = 0
+        self._tombstones = {}
+        self._tomb_expiry = deque()
+        self._last_tomb_expiry = 0
+        self._evict_examined = 0
+
+    def __init__(self, ttl_ns):
+        self._ttl = _time_arg(ttl_ns, "ttl_ns")
+
+    def __dealloc__(self):
+        cdef uint32_t i
+        if self._recs != NULL:
+            for i in range(self._rec_cap):
+                if self._recs[i].origin != NULL:
+                    # exact str and lists of (str, int): releasing them runs no Python code
+                    _decref(self._recs[i].origin)
+                    _xdecref(self._recs[i].aliases)
+            PyMem_Free(self._recs)
+        PyMem_Free(self._kt)
+        PyMem_Free(self._tt)
+        PyMem_Free(self._q)
+
+    @property
+    def ttl_ns(self):
+        return self._ttl
+
+    def __len__(self):
+        return self._count
+
+    def __contains__(self, key):
+        cdef bytes k = _key_arg(key, "key")
+        cdef uint64_t kk[2]
+        cdef bint found
+        memcpy(kk, PyBytes_AS_STRING(k), 16)
+        self._kt_find(kk[0], kk[1], _fold(<uint64_t>hash(k)), &found)
+        return found
+
+    def __repr__(self):
+        return (
+            f"<IdemTable records={self._count} tombstones={len(self._tombstones)} "
+            f"ttl_ns={self._ttl}>"
+        )
+
+    # -- storage primitives ---------------------------------------------------
+
+    cdef int _reserve_slot(self) except -1:
+        # Make sure a free record slot exists. Runs no Python code (no GC-tracked
+        # allocation), so a caller may probe after it and rely on the slot.
+        cdef uint32_t old = self._rec_cap
+        cdef uint32_t cap, i
+        cdef Rec* recs
+        if self._free_head != FREE_END:
+            return 0
+        if old >= MAX_RECORDS:
+            raise MemoryError("the idempotency table is full (2**31 records)")
+        cap = 64 if old == 0 else (old * 2 if old < MAX_RECORDS // 2 else MAX_RECORDS)
+        while <uint32_t>PyList_GET_SIZE(self._outcomes) < cap:
+            PyList_Append(self._outcomes, None)
+        recs = <Rec*>PyMem_Realloc(self._recs, cap * sizeof(Rec))
+        if recs == NULL:
+            raise MemoryError()
+        self._recs = recs
+        for i in range(old, cap):
+            recs[i].origin = NULL
+            recs[i].aliases = NULL
+            recs[i].expires_at = -1
+            recs[i].gen = 0
+            recs[i].task_id = i + 1 if i + 1 < cap else FREE_END
+        self._free_head = old
+        self._rec_cap = cap
+        return 0
+
+    cdef int _kt_resize(self, uint32_t cap) except -1:
+        cdef KSlot* new = <KSlot*>PyMem_Calloc(cap, sizeof(KSlot))
+        cdef KSlot* old = self._kt
+        cdef uint32_t old_cap = self._kt_mask + 1
+        cdef uint32_t mask = cap - 1
+        cdef uint32_t i, j
+        if new == NULL:
+            raise MemoryError()
+        for i in range(old_cap):
+            if old[i].ref:
+                j = old[i].h & mask
+                while new[j].ref:
+                    j = (j + 1) & mask
+                new[j] = old[i]
+        self._kt = new
+        self._kt_mask = mask
+        PyMem_Free(old)
+        return 0
+
+    cdef int _tt_resize(self, uint32_t cap) except -1:
+        cdef TSlot* new = <TSlot*>PyMem_Calloc(cap, sizeof(TSlot))
+        cdef TSlot* old = self._tt
+        cdef uint32_t old_cap = self._tt_mask + 1
+        cdef uint32_t mask = cap - 1
+        cdef uint32_t i, j
+        if new == NULL:
+            raise MemoryError()
+        for i in range(old_cap):
+            if old[i].ref:
+                j = old[i].h & mask
+                while new[j].ref:
+                    j = (j + 1) & mask
+                new[j] = old[i]
+        self._tt = new
+        self._tt_mask = mask
+        PyMem_Free(old)
+        return 0
+
+    cdef int _q_resize(self, uint32_t cap) except -1:
+        cdef QEntry* new = <QEntry*>PyMem_Malloc(cap * sizeof(QEntry))
+        cdef uint32_t i
+        if new == NULL:
+            raise MemoryError()
+        for i in range(self._q_len):
+            new[i] = self._q[(self._q_head + i) & self._q_mask]
+        PyMem_Free(self._q)
+        self._q = new
+        self._q_mask = cap - 1
+        self._q_head = 0
+        return 0
+
+    cdef int _kt_room(self) except -1:
+        # keep the load at most 0.7 after one more insert
+        if (<uint64_t>self._kt_used + 1) * 10 > (<uint64_t>self._kt_mask + 1) * 7:
+            self._kt_resize((self._kt_mask + 1) * 2)
+        return 0
+
+    cdef int _tt_room(self) except -1:
+        if (<uint64_t>self._tt_used + 1) * 10 > (<uint64_t>self._tt_mask + 1) * 7:
+            self._tt_resize((self._tt_mask + 1) * 2)
+        return 0
+
+    cdef Py_ssize_t _kt_find(self, uint64_t k0, uint64_t k1, uint32_t h, bint* found) noexcept:
+        # Position of the key's slot (found) or of the empty slot where it goes.
+        cdef KSlot* kt = self._kt
+        cdef uint32_t mask = self._kt_mask
+        cdef uint32_t i = h & mask
+        cdef Rec* r
+        while kt[i].ref:
+            if kt[i].h == h:
+                r = &self._recs[kt[i].ref - 1]
+                if r.k0 == k0 and r.k1 == k1:
+                    found[0] = True
+                    return i
+            i = (i + 1) & mask
+        found[0] = False
+        return i
+
+    cdef Py_ssize_t _tt_find(self, str origin, uint64_t task_id, uint32_t h, bint* found) noexcept:
+        # Position of the pair's slot (found) or of the empty slot where it goes.
+        # Comparing exact strs and ints runs no Python code.
+        cdef TSlot* tt = self._tt
+        cdef uint32_t mask = self._tt_mask
+        cdef uint32_t i = h & mask
+        cdef uint32_t ref
+        cdef Rec* r
+        cdef PyObject* item
+        cdef Py_ssize_t n, a
+        while tt[i].ref:
+            if tt[i].h == h and tt[i].task_id == task_id:
+                ref = tt[i].ref
+                r = &self._recs[(ref & ~ALIAS_BIT) - 1]
+                if not (ref & ALIAS_BIT):
+                    if origin == <str>r.origin:
+                        found[0] = True
+                        return i
+                else:
+                    n = PyList_GET_SIZE(<list>r.aliases)
+                    for a in range(n):
+                        item = PyList_GET_ITEM(<list>r.aliases, a)
+                        if (
+                            _as_ull(<object>PyTuple_GET_ITEM(<object>item, 1)) == task_id
+                            and origin == <str>PyTuple_GET_ITEM(<object>item, 0)
+                        ):
+                            found[0] = True
+                            return i
+            i = (i + 1) & mask
+        found[0] = False
+        return i
+
+    cdef void _kt_delete_at(self, Py_ssize_t pos) noexcept:
+        # Backward-shift deletion: pull later entries of the probe run into the
+        # hole unless that would put them before their home slot.
+        cdef KSlot* kt = self._kt
+        cdef uint32_t mask = self._kt_mask
+        cdef uint32_t i = <uint32_t>pos
+        cdef uint32_t j = i
+        cdef uint32_t home
+        while True:
+            j = (j + 1) & mask
+            if kt[j].ref == 0:
+                break
+            home = kt[j].h & mask
+            if ((j - home) & mask) >= ((j - i) & mask):
+                kt[i] = kt[j]
+                i = j
+        kt[i].ref = 0
+        self._kt_used -= 1
+
+    cdef void _tt_delete_at(self, Py_ssize_t pos) noexcept:
+        cdef TSlot* tt = self._tt
+        cdef uint32_t mask = self._tt_mask
+        cdef uint32_t i = <uint32_t>pos
+        cdef uint32_t j = i
+        cdef uint32_t home
+        while True:
+            j = (j + 1) & mask
+            if tt[j].ref == 0:
+                break
+            home = tt[j].h & mask
+            if ((j - home) & mask) >= ((j - i) & mask):
+                tt[i] = tt[j]
+                i = j
+        tt[i].ref = 0
+        self._tt_used -= 1
+
+    cdef void _tt_delete_ref(self, uint64_t task_id, uint32_t h, uint32_t ref) noexcept:
+        # Delete one index entry of a record being removed. Entries of the same
+        # record that agree on (hash, task id, ref) are interchangeable here:
+        # they all go in the same removal.
+        cdef TSlot* tt = self._tt
+        cdef uint32_t mask = self._tt_mask
+        cdef uint32_t i = h & mask
+        while tt[i].ref:
+            if tt[i].ref == ref and tt[i].h == h and tt[i].task_id == task_id:
+                self._tt_delete_at(i)
+                return
+            i = (i + 1) & mask
+
+    cdef object _remove(self, uint32_t idx):
+        # Unlink record idx from both indexes and free its slot. Returns its
+        # outcome, for the caller to release once nothing else is pending
+        # (the release may run a finalizer).
+        cdef Rec* r = &self._recs[idx]
+        cdef PyObject* origin = r.origin
+        cdef PyObject* aliases = r.aliases
+        cdef uint64_t task_id = r.task_id
+        cdef bint found
+        cdef Py_ssize_t pos, a, n
+        cdef PyObject* item
+        cdef uint64_t atid
+        pos = self._kt_find(r.k0, r.k1, r.khash, &found)
+        self._kt_delete_at(pos)
+        self._tt_delete_ref(task_id, _pair_hash(hash(<str>origin), task_id), idx + 1)
+        if aliases != NULL:
+            n = PyList_GET_SIZE(<list>aliases)
+            for a in range(n):
+                item = PyList_GET_ITEM(<list>aliases, a)
+                atid = _as_ull(<object>PyTuple_GET_ITEM(<object>item, 1))
+                self._tt_delete_ref(
+                    atid,
+                    _pair_hash(hash(<str>PyTuple_GET_ITEM(<object>item, 0)), atid),
+                    (idx + 1) | ALIAS_BIT,
+                )
+        outcome = <object>PyList_GET_ITEM(self._outcomes, idx)
+        _list_put(self._outcomes, idx, None)
+        r = &self._recs[idx]
+        r.origin = NULL
+        r.aliases = NULL
+        r.expires_at = -1
+        r.gen += 1
+        r.task_id = self._free_head
+        self._free_head = idx
+        self._count -= 1
+        _decref(origin)      # an exact str
+        _xdecref(aliases)    # a list of (str, int) tuples
+        return outcome
+
+    cdef IdemRecord _view(self, uint32_t idx):
+        # Copy first: building the view allocates, and a collection may run
+        # Python code that changes the table.
+        cdef Rec rc = self._recs[idx]
+        cdef object origin = <object>rc.origin
+        cdef object aliases = <object>rc.aliases if rc.aliases != NULL else None
+        cdef object outcome = <object>PyList_GET_ITEM(self._outcomes, idx)
+        cdef IdemRecord v = IdemRecord.__new__(IdemRecord)
+        v.key = PyBytes_FromStringAndSize(<char*>&rc.k0, 16)
+        v.fingerprint = PyBytes_FromStringAndSize(<char*>&rc.f0, 16)
+        v.origin = origin
+        v.task_id = rc.task_id
+        v.outcome = outcome
+        if rc.expires_at >= 0:
+            v.expires_at = rc.expires_at
+        if aliases is not None:
+            v.aliases = tuple(<list>aliases)
+        else:
+            v.aliases = ()
+        return v
+
+    cdef void _drop_stale_heads(self) noexcept:
+        # Expiry entries of records discarded before they expired.
+        cdef QEntry* e
+        while self._q_len:
+            e = &self._q[self._q_head]
+            if self._recs[e.idx].gen == e.gen:
+                return
+            self._q_head = (self._q_head + 1) & self._q_mask
+            self._q_len -= 1
+
+    cdef void _shrink(self) noexcept:
+        # After evictions: give memory back once a structure is 1/8 full. The
+        # new size is at load <= 0.4, so a refill grows it again only after
+        # inserting as much as it just evicted (amortised O(1)).
+        cdef uint32_t cap
+        cdef int rc = 0
+        if self._kt_mask + 1 > MIN_TABLE and <uint64_t>self._kt_used * 8 < <uint64_t>self._kt_mask + 1:
+            cap = _cap_for(self._kt_used)
+            if cap < self._kt_mask + 1:
+                rc |= self._kt_resize_noexc(cap)
+        if self._tt_mask + 1 > MIN_TABLE and <uint64_t>self._tt_used * 8 < <uint64_t>self._tt_mask + 1:
+            cap = _cap_for(self._tt_used)
+            if cap < self._tt_mask + 1:
+                rc |= self._tt_resize_noexc(cap)
+        if self._q_mask + 1 > MIN_TABLE and <uint64_t>self._q_len * 8 < <uint64_t>self._q_mask + 1:
+            cap = MIN_TABLE
+            while cap < self._q_len * 2:
+                cap <<= 1
+            rc |= self._q_resize_noexc(cap)
+        if rc:
+            PyErr_Clear()  # out of memory while shrinking: keep the bigger tables
+
+    cdef int _kt_resize_noexc(self, uint32_t cap) noexcept:
+        try:
+            self._kt_resize(cap)
+        except MemoryError:
+            return 1
+        return 0
+
+    cdef int _tt_resize_noexc(self, uint32_t cap) noexcept:
+        try:
+            self._tt_resize(cap)
+        except MemoryError:
+            return 1
+        return 0
+
+    cdef int _q_resize_noexc(self, uint32_t cap) noexcept:
+        try:
+            self._q_resize(cap)
+        except MemoryError:
+            return 1
+        return 0
+
+    # -- records --------------------------------------------------------------
+
+    def check_and_record(self, key, fingerprint, origin, task_id, now):
+        """Decide a SPAWN_REQUEST and record it, in one step.
+
+        - key unknown: a running record owned by ``(origin, task_id)`` is made;
+          returns ``NEW``.
+        - key known, same fingerprint: returns the record (a duplicate). If it
+          still runs and ``(origin, task_id)`` is neither its owner nor an alias
+          yet, the pair becomes an alias (the snapshot returned includes it).
+        - key known with another fingerprint, or ``(origin, task_id)`` already
+          present under another key: returns ``CONFLICT`` and changes nothing.
+
+        ``now`` is checked like every time argument; a record's life is counted
+        from ``complete``.
+        """
+        cdef bytes k = _key_arg(key, "key")
+        cdef bytes f = _key_arg(fingerprint, "fingerprint")
+        cdef str o = _origin_arg(origin)
+        cdef uint64_t tid = _task_id_arg(task_id)
+        _time_arg(now, "now")
+        cdef uint64_t kk[2]
+        cdef uint64_t ff[2]
+        memcpy(kk, PyBytes_AS_STRING(k), 16)
+        memcpy(ff, PyBytes_AS_STRING(f), 16)
+        cdef uint32_t kh = _fold(<uint64_t>hash(k))
+        cdef uint32_t th = _pair_hash(hash(o), tid)
+        cdef bint kfound, tfound
+        cdef Py_ssize_t kpos, tpos
+        cdef uint32_t idx
+        cdef Rec* r
+        cdef object pair = None
+        cdef object spare = None
+        while True:
+            # Everything that may allocate happens before the probes.
+            self._reserve_slot()
+            self._kt_room()
+            self._tt_room()
+            kpos = self._kt_find(kk[0], kk[1], kh, &kfound)
+            tpos = self._tt_find(o, tid, th, &tfound)
+            if not kfound:
+                if tfound:
+                    return _CONFLICT  # a live (origin, task_id) reused with another key
+                idx = self._free_head
+                r = &self._recs[idx]
+                self._free_head = <uint32_t>r.task_id
+                r.k0 = kk[0]
+                r.k1 = kk[1]
+                r.f0 = ff[0]
+                r.f1 = ff[1]
+                r.task_id = tid
+                r.expires_at = -1
+                _incref(<PyObject*>o)
+                r.origin = <PyObject*>o
+                r.aliases = NULL
+                r.khash = kh
+                self._kt[kpos].h = kh
+                self._kt[kpos].ref = idx + 1
+                self._kt_used += 1
+                self._tt[tpos].task_id = tid
+                self._tt[tpos].h = th
+                self._tt[tpos].ref = idx + 1
+                self._tt_used += 1
+                self._count += 1
+                return _NEW
+            idx = self._kt[kpos].ref - 1
+            r = &self._recs[idx]
+            if r.f0 != ff[0] or r.f1 != ff[1]:
+                return _CONFLICT
+            if tfound:
+                if (self._tt[tpos].ref & ~ALIAS_BIT) == idx + 1:
+                    return self._view(idx)  # a resend, or an alias again
+                return _CONFLICT
+            if r.expires_at >= 0:
+                return self._view(idx)  # finished: the caller redelivers its outcome
+            if pair is None:
+                # These allocations may run a collection: build them, then look again.
+                pair = (o, tid)
+                spare = []
+                continue
+            if r.aliases == NULL:
+                _incref(<PyObject*>spare)
+                r.aliases = <PyObject*>spare
+            PyList_Append(<object>r.aliases, pair)  # no GC-tracked allocation
+            self._tt[tpos].task_id = tid
+            self._tt[tpos].h = th
+            self._tt[tpos].ref = (idx + 1) | ALIAS_BIT
+            self._tt_used += 1
+            return self._view(idx)
+
+    def complete(self, key, task_id, outcome, now):
+        """Store the outcome of the record's task; it expires at ``now + ttl_ns``.
+
+        Returns the aliases to deliver the outcome to, in arrival order (the
+        owner is not among them). Raises ``InvalidArgument`` for an unknown key,
+        a record already finished, or a ``task_id`` other than the owner's.
+        """
+        cdef bytes k = _key_arg(key, "key")
+        cdef uint64_t tid = _task_id_arg(task_id)
+        cdef int64_t t = _time_arg(now, "now")
+        cdef uint64_t kk[2]
+        cdef bint found
+        cdef Py_ssize_t pos
+        cdef uint32_t idx
+        cdef Rec* r
+        cdef int64_t expires_at
+        memcpy(kk, PyBytes_AS_STRING(k), 16)
+        pos = self._kt_find(kk[0], kk[1], _fold(<uint64_t>hash(k)), &found)
+        if not found:
+            raise InvalidArgument(f"no idempotency record for key {k.hex()}")
+        idx = self._kt[pos].ref - 1
+        r = &self._recs[idx]
+        if r.expires_at >= 0:
+            raise InvalidArgument(f"the record for key {k.hex()} is already complete")
+        if r.task_id != tid:
+            raise InvalidArgument(
+                f"task {tid} does not own the record for key {k.hex()} "
+                f"(its owner is task {r.task_id})"
+            )
+        if t > INT64_MAX - self._ttl:
+            raise InvalidArgument(f"now + ttl_ns overflows int64 (now={t})")
+        expires_at = t + self._ttl
+        if expires_at < self._last_expiry:
+            expires_at = self._last_expiry
+        if self._q_len == self._q_mask + 1:
+            self._q_resize((self._q_mask + 1) * 2)
+        r = &self._recs[idx]
+        self._q[(self._q_head + self._q_len) & self._q_mask].expires_at = expires_at
+        self._q[(self._q_head + self._q_len) & self._q_mask].idx = idx
+        self._q[(self._q_head + self._q_len) & self._q_mask].gen = r.gen
+        self._q_len += 1
+        self._last_expiry = expires_at
+        r.expires_at = expires_at
+        _list_put(self._outcomes, idx, outcome)  # replaces None: runs no code
+        if r.aliases == NULL:
+            return []
+        return (<list>r.aliases)[:]
+
+    def get(self, key):
+        """The record for ``key`` (expired but not yet evicted included), or None."""
+        cdef bytes k = _key_arg(key, "key")
+        cdef uint64_t kk[2]
+        cdef bint found
+        cdef Py_ssize_t pos
+        memcpy(kk, PyBytes_AS_STRING(k), 16)
+        pos = self._kt_find(kk[0], kk[1], _fold(<uint64_t>hash(k)), &found)
+        if not found:
+            return None
+        return self._view(self._kt[pos].ref - 1)
+
+    def owner_of(self, origin, task_id):
+        """The key of the record that ``(origin, task_id)`` owns or is an alias of."""
+        cdef str o = _origin_arg(origin)
+        cdef uint64_t tid = _task_id_arg(task_id)
+        cdef bint found
+        cdef Py_ssize_t pos = self._tt_find(o, tid, _pair_hash(hash(o), tid), &found)
+        cdef Rec* r
+        if not found:
+            return None
+        r = &self._recs[(self._tt[pos].ref & ~ALIAS_BIT) - 1]
+        return PyBytes_FromStringAndSize(<char*>&r.k0, 16)
+
+    def discard(self, key):
+        """Remove a record (running or finished) at once; returns whether it was there.
+
+        For a node that recorded a request and then could not admit it, so a
+        retry is not mistaken for a duplicate of work that never ran.
+        """
+        cdef bytes k = _key_arg(key, "key")
+        cdef uint64_t kk[2]
+        cdef bint found
+        cdef Py_ssize_t pos
+        memcpy(kk, PyBytes_AS_STRING(k), 16)
+        pos = self._kt_find(kk[0], kk[1], _fold(<uint64_t>hash(k)), &found)
+        if not found:
+            return False
+        outcome = self._remove(self._kt[pos].ref - 1)  # its expiry entry, if any, is now stale
+        outcome = None
+        return True
+
+    # -- tombstones -----------------------------------------------------------
+
+    def add_tombstone(self, origin, task_id, now):
+        """Remember a cancel for an unseen ``(origin, task_id)`` until ``now + ttl_ns``.
+
+        Laying one again renews it.
+        """
+        cdef str o = _origin_arg(origin)
+        cdef uint64_t tid = _task_id_arg(task_id)
+        cdef int64_t t = _time_arg(now, "now")
+        cdef int64_t expires_at
+        if t > INT64_MAX - self._ttl:
+            raise InvalidArgument(f"now + ttl_ns overflows int64 (now={t})")
+        expires_at = t + self._ttl
+        if expires_at < self._last_tomb_expiry:
+            expires_at = self._last_tomb_expiry
+        self._last_tomb_expiry = expires_at
+        pair = (o, tid)
+        self._tombstones[pair] = expires_at
+        self._tomb_expiry.append((expires_at, pair))
+
+    def has_tombstone(self, origin, task_id):
+        return (_origin_arg(origin), _task_id_arg(task_id)) in self._tombstones
+
+    def take_tombstone(self, origin, task_id):
+        """Remove the tombstone of ``(origin, task_id)``; returns whether there was one."""
+        return self._tombstones.pop((_origin_arg(origin), _task_id_arg(task_id)), None) is not None
+
+    @property
+    def tombstone_count(self):
+        return len(self._tombstones)
+
+    # -- expiry ---------------------------------------------------------------
+
+    def evict_expired(self, now):
+        """Remove finished records and tombstones whose expiry is ``<= now``.
+
+        Returns how many were removed. Costs O(1) plus time in proportion to
+        the entries it removes (and stale queue entries it drops); running
+        records never expire.
+        """
+        cdef int64_t t = _time_arg(now, "now")
+        cdef Py_ssize_t removed = 0
+        cdef QEntry e
+        cdef object outcome
+        while self._q_len:
+            e = self._q[self._q_head]
+            if e.expires_at > t:
+                break
+            self._q_head = (self._q_head + 1) & self._q_mask
+            self._q_len -= 1
+            self._evict_examined += 1
+            if self._recs[e.idx].gen != e.gen:
+                continue  # stale: the record was discarded
+            outcome = self._remove(e.idx)
+            removed += 1
+            outcome = None  # may run a finalizer; the table is consistent here
+        tqueue = self._tomb_expiry
+        tombs = self._tombstones
+        while tqueue and tqueue[0][0] <= t:
+            expires_at, pair = tqueue.popleft()
+            self._evict_examined += 1
+            if tombs.get(pair) == expires_at:
+                del tombs[pair]
+                removed += 1
+        self._shrink()
+        return removed
+
+    def next_expiry(self):
+        """The earliest expiry among finished records and tombstones, or None."""
+        self._drop_stale_heads()
+        tqueue = self._tomb_expiry
+        tombs = self._tombstones
+        while tqueue:
+            expires_at, pair = tqueue[0]
+            if tombs.get(pair) == expires_at:
+                break
+            tqueue.popleft()
+        if self._q_len:
+            head = self._q[self._q_head].expires_at
+            return min(head, tqueue[0][0]) if tqueue else head
+        return tqueue[0][0] if tqueue else None
+
+    def clear(self):
+        """Forget every record and tombstone (the TTL stays)."""
+        cdef KSlot* kt = <KSlot*>PyMem_Calloc(MIN_TABLE, sizeof(KSlot))
+        cdef TSlot* tt = <TSlot*>PyMem_Calloc(MIN_TABLE, sizeof(TSlot))
+        cdef QEntry* q = <QEntry*>PyMem_Malloc(MIN_TABLE * sizeof(QEntry))
+        cdef Rec* recs = self._recs
+        cdef uint32_t cap = self._rec_cap
+        cdef uint32_t i
+        if kt == NULL or tt == NULL or q == NULL:
+            PyMem_Free(kt)
+            PyMem_Free(tt)
+            PyMem_Free(q)
+            raise MemoryError()
+        # Detach everything first: what the releases below run sees an empty table.
+        outcomes = self._outcomes
+        self._outcomes = []
+        PyMem_Free(self._kt)
+        PyMem_Free(self._tt)
+        PyMem_Free(self._q)
+        self._kt = kt
+        self._kt_mask = MIN_TABLE - 1
+        self._kt_used = 0
+        self._tt = tt
+        self._tt_mask = MIN_TABLE - 1
+        self._tt_used = 0
+        self._q = q
+        self._q_mask = MIN_TABLE - 1
+        self._q_head = 0
+        self._q_len = 0
+        self._recs = NULL
+        self._rec_cap = 0
+        self._free_head = FREE_END
+        self._count = 0
+        self._last_expiry = 0
+        tombstones, tomb_expiry = self._tombstones, self._tomb_expiry
+        self._tombstones = {}
+        self._tomb_expiry = deque()
+        self._last_tomb_expiry = 0
+        if recs != NULL:
+            for i in range(cap):
+                if recs[i].origin != NULL:
+                    _decref(recs[i].origin)
+                    _xdecref(recs[i].aliases)
+            PyMem_Free(recs)
+        del outcomes, tombstones, tomb_expiry
+
+    def _debug_counters(self):
+        """Sizes of the internal structures, for tests (not a stable API)."""
+        return {
+            "records": self._count,
+            "task_index": self._tt_used,
+            "expiry_queue": self._q_len,
+            "tombstones": len(self._tombstones),
+            "tombstone_queue": len(self._tomb_expiry),
+            "evict_examined": self._evict_examined,
+        }
+
+    def _memory_bytes(self):
+        """Bytes of C memory the table holds now (not a stable API; for the benchmark)."""
+        return (
+            <size_t>self._rec_cap * sizeof(Rec)
+            + (<size_t>self._kt_mask + 1) * sizeof(KSlot)
+            + (<size_t>self._tt_mask + 1) * sizeof(TSlot)
+            + (<size_t>self._q_mask + 1) * sizeof(QEntry)
+        )

@@ -1,0 +1,39 @@
+"""The ``rsc`` command: ``rsc node``, ``rsc launch``, ``rsc status``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="rsc", description="remote structured concurrency")
+    sub = parser.add_subparsers(dest="verb", required=True)
+
+    from rsc.node import main as node_main
+
+    p_node = sub.add_parser("node", help="run one node process")
+    node_main.add_arguments(p_node)
+
+    from rsc import launch
+
+    p_launch = sub.add_parser("launch", help="start a local cluster of nodes")
+    launch.add_arguments(p_launch)
+
+    p_status = sub.add_parser("status", help="ask every node of a cluster for its stats")
+    p_status.add_argument("--cluster", required=True, help="cluster file written by rsc launch")
+    p_status.add_argument("--json", action="store_true")
+
+    args = parser.parse_args(argv)
+    if args.verb == "node":
+        return node_main.run(args)
+    if args.verb == "launch":
+        return launch.run(args)
+    if args.verb == "status":
+        return launch.status(args)
+    parser.error(f"unknown verb {args.verb}")  # pragma: no cover
+    return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

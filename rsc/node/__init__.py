@@ -1,0 +1,1 @@
+"""The node process: server, executor, graceful shutdown, CLI entry."""

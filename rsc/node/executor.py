@@ -1,0 +1,457 @@
+"""Runs a node's computations on its event loop and reports how each ended.
+
+Async computations run as asyncio tasks on the loop; sync ones in a bounded
+thread pool, so the loop keeps answering while they compute. For every task
+that :meth:`Executor.start` accepts, ``on_done(key, outcome_kind, payload,
+execution_time_ns)`` is called exactly once, on the loop thread, with the
+RESULT_DELIVERY outcome of PROTOCOL.md:
+
+==========  ===============================================================
+0 success   ``bytes`` from ``Computation.encode_output``
+1 failed    ``str``: ``"ExcType: message"`` — an ``Exception`` raised by the
+            computation, its input failing to decode, or its output failing
+            to encode
+2 cancelled the ``CancelReason`` in ``cx.cancel_reason`` — the computation
+            ended by ``asyncio.CancelledError`` / ``rsc.errors.Cancelled``
+            after a cancel was requested (or never started because of one)
+3 panicked  ``str`` — a ``BaseException`` other than cancellation
+            (``KeyboardInterrupt``, ``SystemExit``, a dying worker), or a
+            cancellation signal nobody asked for (below)
+==========  ===============================================================
+
+Rules this module keeps:
+
+* A cancel is a request. A computation that swallows it and returns, or
+  raises something else, has that real outcome delivered.
+* A ``CancelledError`` or ``Cancelled`` that ends a computation whose Cx was
+  never cancelled is **Panicked**, not Cancelled: there is no cancel reason to
+  report, so calling it Cancelled would invent one, and protocol-wise it is a
+  BaseException other than (this task's) cancellation. It usually means the
+  computation awaited a task or future that something else cancelled.
+* A sync computation cannot be killed. After ``cancel_grace_s`` without
+  returning, an asynchronous :class:`CancelInterrupt` (a ``Cancelled``) is
+  raised in its thread once (this interrupts pure-Python code, not a blocking
+  C call). Its outcome is delivered only when its thread has really returned.
+* Nothing a computation or ``on_done`` does can raise out of the executor into
+  the loop; every asyncio task's result is retrieved.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import ctypes
+import inspect
+import logging
+import threading
+import time
+from collections.abc import Callable, Hashable
+from typing import Any
+
+from rsc.cx import Cx
+from rsc.errors import Cancelled, InvalidArgument
+from rsc.registry import Computation
+from rsc.types import CancelKind, CancelReason, OutcomeKind
+
+__all__ = ["CancelInterrupt", "Executor", "OnDone"]
+
+logger = logging.getLogger("rsc.node.executor")
+
+OnDone = Callable[[Hashable, int, Any, int], None]
+
+_SUCCESS = int(OutcomeKind.SUCCESS)
+_FAILED = int(OutcomeKind.FAILED)
+_CANCELLED = int(OutcomeKind.CANCELLED)
+_PANICKED = int(OutcomeKind.PANICKED)
+_CANCEL_SIGNAL = -1  # internal: ended by a cancellation exception; judged against cx at finish
+
+_UNSOLICITED_CANCEL = (
+    "computation raised {exc} without a cancel having been requested "
+    "(did it await a task or future that something else cancelled?)"
+)
+
+
+class CancelInterrupt(Cancelled):
+    """The ``Cancelled`` the executor raises asynchronously inside a sync
+    computation's thread when it ignored its cancel for ``cancel_grace_s``.
+
+    CPython instantiates an asynchronous exception from its class with no
+    arguments, so each interrupt uses a subclass bound to the task's reason.
+    """
+
+    reason_default: CancelReason = CancelReason(CancelKind.USER, "interrupted by the node")
+
+    def __init__(self, reason: CancelReason | None = None) -> None:
+        super().__init__(reason if reason is not None else type(self).reason_default)
+
+
+def _interrupt_class(reason: CancelReason) -> type[CancelInterrupt]:
+    return type("CancelInterrupt", (CancelInterrupt,), {"reason_default": reason,
+                                                         "__module__": __name__})
+
+
+try:
+    # PYFUNCTYPE: called with the GIL held, as the C API requires. Two
+    # prototypes so the "clear" form can pass NULL; neither touches the shared
+    # ctypes.pythonapi.PyThreadState_SetAsyncExc object other code may use.
+    _api = ctypes.pythonapi
+    _set_async_exc = ctypes.PYFUNCTYPE(ctypes.c_int, ctypes.c_ulong, ctypes.py_object)(
+        ("PyThreadState_SetAsyncExc", _api))
+    _clear_async_exc = ctypes.PYFUNCTYPE(ctypes.c_int, ctypes.c_ulong, ctypes.c_void_p)(
+        ("PyThreadState_SetAsyncExc", _api))
+    CAN_INTERRUPT_THREADS = True
+except (AttributeError, OSError):  # pragma: no cover - not CPython
+    CAN_INTERRUPT_THREADS = False
+
+
+def _message(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"
+
+
+class _Task:
+    """Book-keeping for one started computation (loop-thread owned, except
+    ``thread_ident`` and ``interrupted`` which are guarded by the executor's
+    ``_thread_lock``)."""
+
+    __slots__ = ("key", "comp", "data", "cx", "on_done", "start_ns", "atask", "cfuture",
+                 "thread_ident", "interrupted", "grace_timer", "finished")
+
+    def __init__(self, key: Hashable, comp: Computation, data: bytes, cx: Cx,
+                 on_done: OnDone, start_ns: int) -> None:
+        self.key = key
+        self.comp = comp
+        self.data: bytes | None = data  # dropped once the computation has it
+        self.cx = cx
+        self.on_done = on_done
+        self.start_ns = start_ns
+        self.atask: asyncio.Task[tuple[int, Any]] | None = None
+        self.cfuture: concurrent.futures.Future[tuple[int, Any]] | None = None
+        self.thread_ident: int | None = None  # set while a pool thread runs it
+        self.interrupted = False  # an async exception was sent to its thread
+        self.grace_timer: asyncio.TimerHandle | None = None
+        self.finished = False  # on_done has been (or is being) called
+
+
+class Executor:
+    """Runs computations for a node; see the module docstring for the rules.
+
+    Every method except the thread-pool internals is called on the loop
+    thread. ``max_threads`` bounds how many sync computations run at once;
+    more wait in the pool's queue (the node's own capacity check decides how
+    many tasks it admits at all).
+    """
+
+    def __init__(self, *, max_threads: int, clock_ns: Callable[[], int] = time.monotonic_ns,
+                 cancel_grace_s: float = 2.0) -> None:
+        if isinstance(max_threads, bool) or not isinstance(max_threads, int) or max_threads < 1:
+            raise InvalidArgument(f"max_threads must be an int >= 1, got {max_threads!r}")
+        if isinstance(cancel_grace_s, bool) or not isinstance(cancel_grace_s, (int, float)) \
+                or cancel_grace_s < 0:
+            raise InvalidArgument(f"cancel_grace_s must be a number >= 0, got {cancel_grace_s!r}")
+        self._max_threads = max_threads
+        self._clock_ns = clock_ns
+        self._cancel_grace_s = float(cancel_grace_s)
+        self._tasks: dict[Hashable, _Task] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._pool: concurrent.futures.ThreadPoolExecutor | None = None
+        self._thread_lock = threading.Lock()
+        self._closing = False
+        self._closed = False
+        self._idle_waiters: list[asyncio.Future[None]] = []
+        # Debug counter: asyncio tasks and pool futures created and not yet
+        # finished. Tests assert it returns to 0 (uvloop's live-handle habit).
+        self.live_tasks = 0
+
+    # -- queries ------------------------------------------------------------------
+    @property
+    def running(self) -> int:
+        """Tasks started whose outcome has not been delivered yet."""
+        return len(self._tasks)
+
+    def is_running(self, key: Hashable) -> bool:
+        return key in self._tasks
+
+    @property
+    def max_threads(self) -> int:
+        return self._max_threads
+
+    @property
+    def cancel_grace_s(self) -> float:
+        """Seconds a cancelled sync computation gets before its thread is interrupted."""
+        return self._cancel_grace_s
+
+    @property
+    def closing(self) -> bool:
+        return self._closing
+
+    # -- start ----------------------------------------------------------------------
+    def start(self, key: Hashable, comp: Computation, data: bytes, cx: Cx, on_done: OnDone) -> None:
+        """Start ``comp`` on ``data`` under ``cx``; ``on_done`` will be called
+        exactly once, on the loop thread, never from inside this call.
+
+        Raises ``InvalidArgument`` if ``key`` is already running and
+        ``RuntimeError`` once :meth:`aclose` has begun (then nothing started).
+        """
+        if self._closing:
+            raise RuntimeError("executor is closing; it starts no new computations")
+        if key in self._tasks:
+            raise InvalidArgument(f"a computation with key {key!r} is already running")
+        loop = asyncio.get_running_loop()
+        if self._loop is None:
+            self._loop = loop
+        elif self._loop is not loop:
+            raise RuntimeError("Executor.start called from a different event loop than before")
+        task = _Task(key, comp, data, cx, on_done, self._clock_ns())
+        self._tasks[key] = task
+        if comp.is_async:
+            self._start_async(task)
+        else:
+            self._start_sync(task)
+        if cx.cancelled:  # cancelled before it started: ask it to stop right away
+            self._request_stop(task)
+
+    def _start_async(self, task: _Task) -> None:
+        assert self._loop is not None
+        atask = self._loop.create_task(self._run_async(task), name=f"rsc-computation-{task.comp.name}")
+        task.atask = atask
+        self.live_tasks += 1
+        atask.add_done_callback(lambda t, task=task: self._on_async_done(task, t))
+
+    def _start_sync(self, task: _Task) -> None:
+        if self._pool is None:
+            self._pool = concurrent.futures.ThreadPoolExecutor(
+                max_workers=self._max_threads, thread_name_prefix="rsc-computation")
+        try:
+            cf = self._pool.submit(self._run_sync, task)
+        except BaseException as exc:  # a broken or shut-down pool: report, never raise
+            self.live_tasks += 1
+            assert self._loop is not None
+            self._loop.call_soon(self._finish, task, _PANICKED, f"thread pool refused the task: {_message(exc)}")
+            return
+        task.cfuture = cf
+        self.live_tasks += 1
+        cf.add_done_callback(lambda f, task=task: self._on_thread_done(task, f))
+
+    # -- cancel ---------------------------------------------------------------------
+    def cancel(self, key: Hashable, reason: CancelReason) -> bool:
+        """Ask the running task ``key`` to stop with ``reason`` (the first
+        reason given to its Cx wins; later ones only strengthen it). True if
+        it was running; its outcome still arrives through ``on_done``."""
+        task = self._tasks.get(key)
+        if task is None or task.finished:
+            return False
+        task.cx.cancel(reason)
+        self._request_stop(task)
+        return True
+
+    def _request_stop(self, task: _Task) -> None:
+        if task.atask is not None:
+            task.atask.cancel()
+            return
+        cf = task.cfuture
+        if cf is not None and cf.cancel():
+            return  # was still queued: never ran; _on_thread_done reports it
+        if task.grace_timer is None and self._loop is not None:
+            task.grace_timer = self._loop.call_later(self._cancel_grace_s, self._interrupt, task)
+
+    def _interrupt(self, task: _Task) -> None:
+        """Grace is over and the sync computation is still running: raise
+        CancelInterrupt in its thread (once)."""
+        task.grace_timer = None
+        if task.finished or not CAN_INTERRUPT_THREADS:
+            return
+        reason = task.cx.cancel_reason or CancelReason(CancelKind.USER)
+        with self._thread_lock:
+            ident = task.thread_ident
+            if ident is None or task.interrupted:
+                return
+            task.interrupted = True
+            n = _set_async_exc(ident, _interrupt_class(reason))
+        logger.warning("computation %r (key %r) ignored its cancel for %.1fs; interrupting its thread",
+                       str(task.comp.name), task.key, self._cancel_grace_s)
+        if n != 1:  # pragma: no cover - the thread vanished under us
+            logger.error("could not interrupt the thread of computation %r (key %r): %d thread states",
+                         str(task.comp.name), task.key, n)
+
+    # -- running ----------------------------------------------------------------------
+    async def _run_async(self, task: _Task) -> tuple[int, Any]:
+        """Run an async computation; never raises (a BaseException escaping an
+        asyncio task would stop the node's loop)."""
+        comp, cx = task.comp, task.cx
+        try:
+            data, task.data = task.data, None
+            value = comp.decode_input(data)  # type: ignore[arg-type]
+            out = await comp.fn(cx, value)
+        except (asyncio.CancelledError, Cancelled) as exc:
+            return _CANCEL_SIGNAL, exc
+        except Exception as exc:
+            return _FAILED, _message(exc)
+        except BaseException as exc:
+            return _PANICKED, _message(exc)
+        try:
+            return _SUCCESS, comp.encode_output(out)
+        except Exception as exc:
+            return _FAILED, _message(exc)
+
+    def _run_sync(self, task: _Task) -> tuple[int, Any]:
+        """Run a sync computation in a pool thread; never raises unless the
+        interrupt lands after the computation's own frame is gone (then the
+        pool records it and _on_thread_done classifies it)."""
+        with self._thread_lock:
+            task.thread_ident = threading.get_ident()
+        try:
+            comp, cx = task.comp, task.cx
+            if cx.cancelled:
+                return _CANCEL_SIGNAL, None  # cancelled while queued; do not start it
+            data, task.data = task.data, None
+            value = comp.decode_input(data)  # type: ignore[arg-type]
+            out = comp.fn(cx, value)
+            if inspect.isawaitable(out):
+                if inspect.iscoroutine(out):
+                    out.close()  # no "never awaited" warning
+                return _FAILED, (
+                    f"TypeError: computation {str(comp.name)!r} was registered as sync but returned "
+                    f"an awaitable ({type(out).__name__}); define it with async def")
+            return _SUCCESS, comp.encode_output(out)  # encode here: keep big outputs off the loop
+        except Cancelled as exc:
+            return _CANCEL_SIGNAL, exc
+        except Exception as exc:
+            return _FAILED, _message(exc)
+        except BaseException as exc:
+            return _PANICKED, _message(exc)
+        finally:
+            with self._thread_lock:
+                task.thread_ident = None
+                if task.interrupted:
+                    # An interrupt sent but not yet raised must not fire later
+                    # inside the pool's own code (it would kill the worker).
+                    _clear_async_exc(threading.get_ident(), None)
+
+    # -- finishing (loop thread) ------------------------------------------------------------
+    def _on_async_done(self, task: _Task, atask: asyncio.Task[tuple[int, Any]]) -> None:
+        if atask.cancelled():  # cancelled before its first step: the coroutine never ran
+            kind, payload = _CANCEL_SIGNAL, asyncio.CancelledError()
+        else:
+            try:
+                kind, payload = atask.result()
+            except BaseException as exc:  # pragma: no cover - _run_async never raises
+                kind, payload = _PANICKED, _message(exc)
+        self._finish(task, kind, payload)
+
+    def _on_thread_done(self, task: _Task, cf: concurrent.futures.Future[tuple[int, Any]]) -> None:
+        """Runs in the pool thread (or on the loop when cancelled while queued)."""
+        loop = self._loop
+        if loop is None:  # pragma: no cover - start() always sets it first
+            return
+        try:
+            loop.call_soon_threadsafe(self._finish_thread, task, cf)
+        except RuntimeError:  # loop closed: only after an abandoning aclose
+            logger.debug("computation %r (key %r) finished after its loop closed",
+                         str(task.comp.name), task.key)
+
+    def _finish_thread(self, task: _Task, cf: concurrent.futures.Future[tuple[int, Any]]) -> None:
+        if cf.cancelled():
+            kind, payload = _CANCEL_SIGNAL, None
+        else:
+            exc = cf.exception()
+            if exc is None:
+                kind, payload = cf.result()
+            elif isinstance(exc, Cancelled):  # the interrupt landed just outside the computation
+                kind, payload = _CANCEL_SIGNAL, exc
+            else:
+                kind, payload = _PANICKED, f"worker thread died: {_message(exc)}"
+        self._finish(task, kind, payload)
+
+    def _finish(self, task: _Task, kind: int, payload: Any) -> None:
+        if task.finished:
+            return
+        task.finished = True
+        self.live_tasks -= 1
+        if task.grace_timer is not None:
+            task.grace_timer.cancel()
+            task.grace_timer = None
+        if self._tasks.get(task.key) is task:
+            del self._tasks[task.key]
+        if kind == _CANCEL_SIGNAL:
+            reason = task.cx.cancel_reason
+            if reason is not None:
+                kind, payload = _CANCELLED, reason
+            else:
+                what = type(payload).__name__ if payload is not None else "a cancellation"
+                kind, payload = _PANICKED, _UNSOLICITED_CANCEL.format(exc=what)
+        try:
+            elapsed = max(0, self._clock_ns() - task.start_ns)
+        except Exception:
+            logger.exception("clock_ns failed while finishing computation %r", str(task.comp.name))
+            elapsed = 0
+        try:
+            task.on_done(task.key, kind, payload, elapsed)
+        except Exception:
+            logger.exception("on_done for computation %r (key %r) raised; outcome %d dropped by it",
+                             str(task.comp.name), task.key, kind)
+        finally:
+            task.atask = None
+            task.cfuture = None
+            if not self._tasks:
+                self._wake_idle_waiters()
+
+    # -- closing ------------------------------------------------------------------------
+    def _wake_idle_waiters(self) -> None:
+        waiters, self._idle_waiters = self._idle_waiters, []
+        for w in waiters:
+            if not w.done():
+                w.set_result(None)
+
+    async def _wait_idle(self, timeout: float | None) -> bool:
+        """Wait until no task is running; False on timeout."""
+        if not self._tasks:
+            return True
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._idle_waiters.append(fut)
+        try:
+            await asyncio.wait_for(fut, timeout)
+            return True
+        except TimeoutError:
+            return False
+        finally:
+            if not fut.done():
+                fut.cancel()
+            if fut in self._idle_waiters:
+                self._idle_waiters.remove(fut)
+
+    async def aclose(self, grace_s: float, *, abandon_after_s: float | None = None) -> None:
+        """Stop: start nothing new, let running tasks finish for ``grace_s``,
+        cancel the rest with ``CancelKind.SHUTDOWN`` and wait until every one
+        has reported through ``on_done``; then shut the thread pool down.
+
+        A sync computation stuck in a blocking C call can make that wait
+        endless. With ``abandon_after_s`` set, tasks still running that long
+        after the shutdown cancel are reported Panicked ("abandoned") and the
+        pool is left to die with the process. Idempotent.
+        """
+        self._closing = True
+        if self._closed:
+            return
+        if not await self._wait_idle(max(0.0, grace_s)):
+            reason = CancelReason(CancelKind.SHUTDOWN, "node shutting down")
+            for key in list(self._tasks):
+                self.cancel(key, reason)
+            if not await self._wait_idle(abandon_after_s):
+                for task in list(self._tasks.values()):
+                    logger.error("computation %r (key %r) still running %.1fs after the shutdown "
+                                 "cancel; abandoning it", str(task.comp.name), task.key, abandon_after_s)
+                    self._finish(task, _PANICKED,
+                                 f"abandoned at shutdown: still running {abandon_after_s}s after "
+                                 "being cancelled (blocked outside Python?)")
+                if self._pool is not None:
+                    self._pool.shutdown(wait=False, cancel_futures=True)
+                    self._pool = None
+        if self._pool is not None:
+            # Every task has reported, so every worker is idle: joining is quick.
+            self._pool.shutdown(wait=True)
+            self._pool = None
+        self._closed = True
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else "closing" if self._closing else "open"
+        return f"Executor({state}, running={self.running}, max_threads={self._max_threads})"

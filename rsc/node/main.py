@@ -1,0 +1,71 @@
+"""``rsc node``: run one node process until SIGTERM/SIGINT."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import sys
+
+from rsc.errors import InvalidArgument
+from rsc.registry import load_registry
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--name", required=True, help="this node's NodeId, e.g. worker-1")
+    p.add_argument("--listen", required=True, help="unix:PATH of the socket to serve on")
+    p.add_argument("--registry", required=True, help="package.module:attribute of an rsc.Registry")
+    p.add_argument("--capacity", type=int, default=1024, help="max tasks running at once (default 1024)")
+    p.add_argument("--max-input-bytes", type=int, default=16 * 1024 * 1024,
+                   help="largest input accepted (default 16 MiB)")
+    p.add_argument("--threads", type=int, default=None, help="thread pool size for sync computations")
+    p.add_argument("--grace", type=float, default=5.0, help="seconds running tasks get on shutdown")
+    p.add_argument("--ttl", type=float, default=300.0, help="seconds results stay for duplicates")
+    p.add_argument("--log-level", default="WARNING")
+
+
+def new_event_loop() -> asyncio.AbstractEventLoop:
+    """uvloop's loop when installed, else stock asyncio (same behaviour)."""
+    if os.environ.get("RSC_NO_UVLOOP", "") in ("", "0"):
+        try:
+            import uvloop
+        except ImportError:  # pragma: no cover - uvloop is a dependency on POSIX
+            pass
+        else:
+            return uvloop.new_event_loop()
+    return asyncio.new_event_loop()
+
+
+async def _serve(args: argparse.Namespace) -> int:
+    from rsc.node.server import NodeServer
+
+    registry = load_registry(args.registry)
+    for flag, v in (("--capacity", args.capacity), ("--max-input-bytes", args.max_input_bytes)):
+        if v < 1:
+            raise InvalidArgument(f"{flag} must be at least 1, got {v}")
+    server = NodeServer(args.name, args.listen, registry, capacity=args.capacity,
+                        max_input_bytes=args.max_input_bytes, max_threads=args.threads,
+                        ttl_s=args.ttl, grace_s=args.grace)
+    await server.start()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, server.request_shutdown)
+    print(f"READY {server.name} {os.getpid()} {server.address}", flush=True)
+    await server.serve_until_stopped()
+    return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
+                        format=f"%(asctime)s {args.name} %(levelname)s %(message)s")
+    try:
+        with asyncio.Runner(loop_factory=new_event_loop) as runner:
+            return runner.run(_serve(args))
+    except InvalidArgument as exc:
+        print(f"rsc node {args.name}: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"rsc node {args.name}: cannot listen on {args.listen}: {exc}", file=sys.stderr)
+        return 1

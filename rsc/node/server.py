@@ -1,0 +1,229 @@
+"""The node process's server: the NodeEngine driven by asyncio over Unix sockets.
+
+One NodeServer owns the listener, every accepted connection, the engine and
+the executor. It turns engine actions into writes, closes, task starts and
+cancels, and keeps one timer armed at the engine's next deadline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import os
+import secrets
+import time
+from typing import Any
+
+import psutil
+
+from rsc import __version__
+from rsc._engine.node import CANCEL, CLOSE, SEND, START, Admission, NodeEngine, NodeTask
+from rsc.clock import SystemClock
+from rsc.cx import Cx
+from rsc.errors import ProtocolError
+from rsc.node.executor import Executor
+from rsc.registry import Registry
+from rsc.transport.address import Address
+from rsc.transport.connection import FramedConnection
+from rsc.transport.uds import listen_unix
+from rsc.types import Budget, CancelReason, NodeId, OutcomeKind
+
+log = logging.getLogger("rsc.node")
+
+
+class RegistryAdmission(Admission):
+    """Admission answers from a Registry."""
+
+    def __init__(self, registry: Registry) -> None:
+        self.registry = registry
+
+    def has(self, computation: str) -> bool:
+        return self.registry.get(computation) is not None
+
+    def check(self, computation: str, data: bytes) -> str | None:
+        comp = self.registry.get(computation)
+        return None if comp is None else comp.check_input(data)
+
+
+class NodeServer:
+    """A node: serves named computations from ``registry`` at ``address``."""
+
+    def __init__(self, name: str, address: str, registry: Registry, *, capacity: int = 1024,
+                 max_input_bytes: int = 16 * 1024 * 1024, max_threads: int | None = None,
+                 ttl_s: float = 300.0, key: bytes | None = None, grace_s: float = 5.0,
+                 cancel_grace_s: float = 2.0) -> None:
+        self.name = NodeId(name)
+        self.address = Address.parse(address)
+        if self.address.scheme != "unix":
+            raise NotImplementedError("TCP listeners come with the TLS transport; use unix:PATH")
+        self.registry = registry
+        self.grace_s = grace_s
+        self.clock = SystemClock()
+        self._started = time.monotonic()
+        self._proc = psutil.Process()
+        self._proc.cpu_percent(None)
+        self.engine = NodeEngine(
+            self.name, RegistryAdmission(registry), capacity=capacity,
+            max_input_bytes=max_input_bytes, ttl_ns=int(ttl_s * 1e9), key=key,
+            entropy=secrets.token_bytes, stats=self._process_stats)
+        self.executor = Executor(max_threads=max_threads or max(4, (os.cpu_count() or 1) * 2),
+                                 cancel_grace_s=cancel_grace_s)
+        self._conns: dict[int, FramedConnection] = {}
+        self._conn_ids = itertools.count(1)
+        self._server: asyncio.AbstractServer | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at: int | None = None
+        self._idle = asyncio.Event()
+        self._stopped = asyncio.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    # -------------------------------------------------------------- lifecycle
+    async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._server = await listen_unix(self.address.path, self._make_connection)
+        log.info("node %s listening on %s", self.name, self.address)
+
+    async def serve_until_stopped(self) -> None:
+        await self._stopped.wait()
+
+    def request_shutdown(self) -> None:
+        """Begin a graceful shutdown (what SIGTERM/SIGINT do)."""
+        if not self.engine.draining:
+            asyncio.ensure_future(self.shutdown())
+
+    async def shutdown(self, grace_s: float | None = None) -> None:
+        """Stop admitting, let running tasks finish for the grace period, cancel
+        the rest (reason shutdown), deliver every result, close, stop."""
+        grace = self.grace_s if grace_s is None else grace_s
+        self.engine.begin_drain()
+        if self.engine.running:
+            self._idle.clear()
+            try:
+                await asyncio.wait_for(self._wait_idle(), grace)
+            except asyncio.TimeoutError:
+                pass
+        if self.engine.running:
+            self.engine.cancel_all()
+            self._pump()
+            try:
+                await asyncio.wait_for(self._wait_idle(), max(5.0, self.executor.cancel_grace_s * 3))
+            except asyncio.TimeoutError:
+                log.warning("node %s: %d tasks ignored cancellation; exiting anyway",
+                            self.name, self.engine.running)
+        if self._server is not None:
+            self._server.close()
+        for conn in list(self._conns.values()):
+            conn.close()
+        await asyncio.sleep(0)
+        for conn in list(self._conns.values()):
+            if conn.closed is not None:
+                try:
+                    await asyncio.wait_for(asyncio.shield(conn.closed), 2.0)
+                except asyncio.TimeoutError:
+                    conn.abort()
+        if self._server is not None:
+            await self._server.wait_closed()
+        if self._timer is not None:
+            self._timer.cancel()
+        await self.executor.aclose(0.0, abandon_after_s=1.0)
+        try:
+            os.unlink(self.address.path)
+        except FileNotFoundError:
+            pass
+        self._stopped.set()
+
+    async def _wait_idle(self) -> None:
+        while self.engine.running:
+            self._idle.clear()
+            await self._idle.wait()
+
+    # ------------------------------------------------------------ connections
+    def _make_connection(self) -> FramedConnection:
+        return FramedConnection(on_open=self._on_open, on_message=self._on_message,
+                                on_protocol_error=self._on_protocol_error, on_close=self._on_close,
+                                max_frame_bytes=64 * 1024 * 1024)
+
+    def _on_open(self, conn: FramedConnection) -> None:
+        cid = next(self._conn_ids)
+        conn.tag = cid
+        self._conns[cid] = conn
+        self.engine.open_connection(cid, self.clock.now_ns())
+
+    def _on_message(self, conn: FramedConnection, msg: Any) -> None:
+        self.engine.receive(conn.tag, msg, self.clock.now_ns())
+        self._pump()
+
+    def _on_protocol_error(self, conn: FramedConnection, exc: ProtocolError) -> None:
+        self.engine.protocol_error(conn.tag, exc, self.clock.now_ns())
+        self._pump()
+
+    def _on_close(self, conn: FramedConnection, exc: Exception | None) -> None:
+        self._conns.pop(conn.tag, None)
+        self.engine.close_connection(conn.tag, self.clock.now_ns())
+
+    # ---------------------------------------------------------------- actions
+    def _pump(self) -> None:
+        """Carry out everything the engine queued, then re-arm the timer."""
+        engine = self.engine
+        while engine.actions:
+            for op, target, arg in engine.take_actions():
+                if op == SEND:
+                    conn = self._conns.get(target)
+                    if conn is not None:
+                        conn.send(arg)
+                elif op == START:
+                    self._start(target)
+                elif op == CANCEL:
+                    self.executor.cancel(target, CancelReason.from_wire(arg))
+                elif op == CLOSE:
+                    conn = self._conns.get(target)
+                    if conn is not None:
+                        conn.close()
+        self._arm_timer()
+
+    def _start(self, task: NodeTask) -> None:
+        comp = self.registry.get(task.computation)
+        assert comp is not None  # admission checked it
+        budget = None
+        if task.deadline_ns is not None or task.budget is not None:
+            b = task.budget
+            budget = Budget(task.deadline_ns, b[1], b[2], b[3]) if b is not None else None
+        cx = Cx(region_id=task.origin_region, task_id=task.origin_task, budget=budget,
+                node=self.name)
+        self.executor.start(task, comp, task.input, cx, self._on_done)
+
+    def _on_done(self, task: NodeTask, kind: int, payload: Any, exec_ns: int) -> None:
+        if kind == OutcomeKind.CANCELLED:
+            payload = task.cancel_reason if task.cancel_reason is not None else (
+                payload.to_wire() if isinstance(payload, CancelReason) else (0, None))
+        self.engine.task_finished(task, kind, payload, exec_ns, self.clock.now_ns())
+        self._pump()
+        if not self.engine.running:
+            self._idle.set()
+
+    def _arm_timer(self) -> None:
+        at = self.engine.next_deadline()
+        if at is None or (self._timer_at is not None and self._timer_at <= at):
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer_at = at
+        delay = max(0.0, (at - self.clock.now_ns()) / 1e9)
+        self._timer = self._loop.call_later(delay, self._on_timer)  # type: ignore[union-attr]
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self._timer_at = None
+        self.engine.tick(self.clock.now_ns())
+        self._pump()
+
+    # ------------------------------------------------------------------ stats
+    def _process_stats(self) -> dict:
+        try:
+            rss = self._proc.memory_info().rss
+            cpu = self._proc.cpu_percent(None)
+        except psutil.Error:  # pragma: no cover - process vanished mid-read
+            rss, cpu = 0, 0.0
+        return dict(pid=os.getpid(), uptime_s=time.monotonic() - self._started, rss_bytes=rss,
+                    cpu_percent=cpu, version=__version__, node=str(self.name))

@@ -1,0 +1,536 @@
+"""The origin runtime and the remote-spawn API.
+
+``Runtime`` is opened in the user's event loop with a cluster (NodeId ->
+address, or the cluster file written by ``rsc launch``). It keeps one
+connection per node, opened on first use and re-opened with backoff; after a
+reconnect every unacknowledged or unfinished task is re-sent with its original
+idempotency key, so a reset connection neither loses nor duplicates work.
+
+``spawn_remote(cx, node, computation, input)`` needs a RemoteCap in ``cx`` and
+returns a ``RemoteHandle`` at once; the spawn leaves on the next loop turn.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import secrets
+import socket
+from collections.abc import Mapping
+from typing import Any
+
+from rsc._engine.origin import (
+    CLOSE,
+    EV_ACCEPTED,
+    EV_LEASE_EXPIRED,
+    EV_REJECTED,
+    EV_RESULT,
+    EV_STATUS,
+    SEND,
+    OriginEngine,
+    OriginTask,
+)
+from rsc._engine.states import OriginState
+from rsc.clock import SystemClock
+from rsc.cx import Cx, RemoteCap
+from rsc.errors import (
+    InvalidArgument,
+    LeaseExpired,
+    NoCapability,
+    NodeUnreachable,
+    ProtocolError,
+    RemoteError,
+    spawn_rejected,
+)
+from rsc.transport.address import Address
+from rsc.transport.connection import FramedConnection
+from rsc.types import (
+    Budget,
+    CancelKind,
+    CancelReason,
+    ComputationName,
+    IdempotencyKey,
+    NodeId,
+    OutcomeKind,
+    RemoteInput,
+    RemoteOutcome,
+    RemoteTaskId,
+    RemoteTaskIdAllocator,
+    RemoteTaskState,
+    unpack_value,
+)
+
+log = logging.getLogger("rsc.origin")
+
+MS = 1_000_000
+MAX_LEASE_MS = (1 << 32) - 1
+
+
+def load_cluster(cluster: Mapping[str, str] | str | os.PathLike) -> dict[NodeId, Address]:
+    """NodeId -> Address from a mapping or a cluster file (JSON written by rsc launch)."""
+    if isinstance(cluster, (str, os.PathLike)) and not isinstance(cluster, Mapping):
+        try:
+            with open(cluster) as f:
+                data = json.load(f)
+        except (OSError, ValueError) as exc:
+            raise InvalidArgument(f"cannot read cluster file {cluster}: {exc}") from exc
+        nodes = data.get("nodes") if isinstance(data, dict) else None
+        if not isinstance(nodes, dict):
+            raise InvalidArgument(f"cluster file {cluster} has no 'nodes' object")
+        cluster = {k: (v["address"] if isinstance(v, dict) else v) for k, v in nodes.items()}
+    if not isinstance(cluster, Mapping) or not cluster:
+        raise InvalidArgument("a cluster is a non-empty mapping NodeId -> 'unix:PATH' or a cluster file path")
+    return {NodeId(k): Address.parse(v) for k, v in cluster.items()}
+
+
+class RemoteHandle:
+    """A remote task owned by the region of the Cx that spawned it.
+
+    At most one outcome is ever delivered to a handle.
+    """
+
+    __slots__ = ("_rt", "_task", "_future", "_codec", "_state", "_owner_region", "_lease_s", "__weakref__")
+
+    def __init__(self, rt: Runtime, task: OriginTask, codec: str | None, owner_region: int,
+                 lease_s: float) -> None:
+        self._rt = rt
+        self._task = task
+        self._future: asyncio.Future[RemoteOutcome] = rt._loop.create_future()
+        self._codec = codec
+        self._state = RemoteTaskState.PENDING
+        self._owner_region = owner_region
+        self._lease_s = lease_s
+
+    # -- identity ------------------------------------------------------------------
+    @property
+    def remote_task_id(self) -> RemoteTaskId:
+        return RemoteTaskId(self._task.rtid)
+
+    @property
+    def node(self) -> NodeId:
+        return NodeId(self._task.node)
+
+    @property
+    def computation(self) -> ComputationName:
+        return ComputationName(self._task.computation)
+
+    @property
+    def owner_region(self) -> int:
+        return self._owner_region
+
+    @property
+    def lease(self) -> float:
+        """The lease in seconds."""
+        return self._lease_s
+
+    @property
+    def idempotency_key(self) -> IdempotencyKey:
+        return IdempotencyKey.from_bytes(self._task.key)
+
+    @property
+    def state(self) -> RemoteTaskState:
+        return self._state
+
+    def is_finished(self) -> bool:
+        return self._future.done()
+
+    # -- outcome -------------------------------------------------------------------
+    def _settle(self, outcome: RemoteOutcome | None, error: BaseException | None,
+                state: RemoteTaskState) -> bool:
+        if self._future.done():
+            return False
+        self._state = state
+        if error is not None:
+            self._future.set_exception(error)
+        else:
+            self._future.set_result(outcome)  # type: ignore[arg-type]
+        self._rt._handle_done(self)
+        return True
+
+    def _value(self, outcome: RemoteOutcome) -> Any:
+        data = outcome.unwrap()
+        return unpack_value(data) if self._codec == "msgpack" else data
+
+    async def outcome(self) -> RemoteOutcome:
+        """Wait for the terminal outcome without raising for failed ones.
+
+        Raises only for outcomes that never came from the node (rejected,
+        lease expired, unreachable)."""
+        return await asyncio.shield(self._future)
+
+    async def join(self, cx: Cx | None = None) -> Any:
+        """Wait for the task; its output (bytes, or the value with codec msgpack),
+        or raise RemoteFailed / RemoteCancelled / RemotePanicked / SpawnRejected /
+        LeaseExpired / NodeUnreachable."""
+        return self._value(await asyncio.shield(self._future))
+
+    def try_join(self) -> Any | None:
+        """The output if finished (raising like ``join``), else None."""
+        if not self._future.done():
+            return None
+        return self._value(self._future.result())
+
+    def abort(self, reason: CancelReason | None = None) -> None:
+        """Request cancellation on the node; returns at once."""
+        if self._future.done():
+            return
+        self._rt._cancel(self._task, reason or CancelReason(CancelKind.USER, "aborted by the origin"))
+
+    async def close(self, cx: Cx | None = None) -> RemoteOutcome:
+        """Cancel and wait for the acknowledged outcome (Cancelled, or the real
+        one if it finished first)."""
+        self.abort()
+        try:
+            return await asyncio.shield(self._future)
+        except RemoteError as exc:
+            return _error_outcome(exc)
+
+    def __repr__(self) -> str:
+        return (f"RemoteHandle({self._task.computation!r} on {self._task.node!r}, "
+                f"{RemoteTaskId(self._task.rtid)}, {self._state})")
+
+
+def _error_outcome(exc: RemoteError) -> RemoteOutcome:
+    return RemoteOutcome.failed(str(exc))
+
+
+_STATE_OF_KIND = {
+    OutcomeKind.SUCCESS: RemoteTaskState.COMPLETED,
+    OutcomeKind.FAILED: RemoteTaskState.FAILED,
+    OutcomeKind.CANCELLED: RemoteTaskState.CANCELLED,
+    OutcomeKind.PANICKED: RemoteTaskState.FAILED,
+}
+
+
+class _NodeLink:
+    """Connection management for one node: connect, reconnect with backoff."""
+
+    __slots__ = ("node", "address", "conn", "connector", "ever_connected", "failed_since")
+
+    def __init__(self, node: NodeId, address: Address) -> None:
+        self.node = node
+        self.address = address
+        self.conn: FramedConnection | None = None
+        self.connector: asyncio.Task[None] | None = None
+        self.ever_connected = False
+        self.failed_since: float | None = None
+
+
+class Runtime:
+    """The origin side of rsc in one event loop (the seed's RemoteRuntime)."""
+
+    def __init__(self, cluster: Mapping[str, str] | str | os.PathLike, *, name: str | None = None,
+                 key: bytes | None = None, default_lease_s: float = 30.0,
+                 connect_timeout_s: float = 5.0, backoff_max_s: float = 2.0) -> None:
+        self.cluster = load_cluster(cluster)
+        self.name = NodeId(name or f"origin-{socket.gethostname()[:64]}-{os.getpid()}-{secrets.token_hex(3)}")
+        self.key = key
+        self.default_lease_s = default_lease_s
+        self.connect_timeout_s = connect_timeout_s
+        self.backoff_max_s = backoff_max_s
+        self.clock = SystemClock()
+        self.engine = OriginEngine(self.name, key=key, entropy=secrets.token_bytes)
+        self._ids = RemoteTaskIdAllocator()
+        self._links = {n: _NodeLink(n, a) for n, a in self.cluster.items()}
+        self._handles: dict[int, RemoteHandle] = {}
+        self._status_waiters: dict[str, list[asyncio.Future[dict]]] = {}
+        self._loop: asyncio.AbstractEventLoop = None  # type: ignore[assignment]
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at: int | None = None
+        self._closed = False
+        self._rng = secrets.SystemRandom()
+
+    # ----------------------------------------------------------------- lifecycle
+    async def __aenter__(self) -> Runtime:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await self.aclose()
+
+    async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+
+    async def aclose(self, cancel_timeout_s: float = 5.0) -> None:
+        """Cancel every live task (waiting up to the timeout for their outcomes) and close."""
+        if self._closed:
+            return
+        live = [h for h in self._handles.values() if not h.is_finished()]
+        for h in live:
+            h.abort(CancelReason(CancelKind.SHUTDOWN, "origin runtime closing"))
+        if live:
+            await asyncio.wait([asyncio.ensure_future(h.outcome()) for h in live], timeout=cancel_timeout_s)
+        self._closed = True
+        for h in list(self._handles.values()):
+            h._settle(None, NodeUnreachable(h._task.node, "runtime closed before the outcome arrived"),
+                      RemoteTaskState.FAILED)
+        for link in self._links.values():
+            if link.connector is not None:
+                link.connector.cancel()
+            if link.conn is not None:
+                link.conn.close()
+        for link in self._links.values():
+            if link.connector is not None:
+                try:
+                    await link.connector
+                except asyncio.CancelledError:
+                    pass
+                link.connector = None
+        if self._timer is not None:
+            self._timer.cancel()
+
+    def cx(self, *, budget: Budget | None = None, default_lease_s: float | None = None,
+           seed: int | None = None) -> Cx:
+        """A root Cx holding a RemoteCap for this runtime."""
+        cap = RemoteCap(self, default_lease_s=default_lease_s or self.default_lease_s)
+        return Cx(remote_cap=cap, budget=budget, seed=seed)
+
+    # ---------------------------------------------------------------- inspection
+    @property
+    def live_handles(self) -> int:
+        return len(self._handles)
+
+    def debug_counts(self) -> dict[str, int]:
+        """Live handles, engine tasks and leases: all zero when nothing is in flight."""
+        return dict(handles=len(self._handles), tasks=self.engine.live_tasks,
+                    leases=self.engine.lease_count)
+
+    async def status(self, node: str, timeout_s: float = 5.0) -> dict:
+        """STATUS_REQUEST to ``node``; its stats map."""
+        from rsc._core.messages import StatusRequest
+
+        link = self._link(node)
+        fut: asyncio.Future[dict] = self._loop.create_future()
+        self._status_waiters.setdefault(link.node, []).append(fut)
+        self._ensure_connector(link)
+        deadline = self._loop.time() + timeout_s
+        while not self.engine.is_ready(link.node):
+            if self._loop.time() > deadline:
+                raise NodeUnreachable(link.node, "no handshake within the timeout")
+            await asyncio.sleep(0.01)
+        link.conn.send(StatusRequest(self.name, self.engine.clock.send()))  # type: ignore[union-attr]
+        return await asyncio.wait_for(fut, max(0.0, deadline - self._loop.time()))
+
+    # -------------------------------------------------------------------- spawn
+    def _link(self, node: str) -> _NodeLink:
+        link = self._links.get(node)  # type: ignore[call-overload]
+        if link is None:
+            raise InvalidArgument(f"node {node!r} is not in this runtime's cluster; known: "
+                                  f"{', '.join(sorted(self._links))}")
+        return link
+
+    def spawn(self, cx: Cx, node: str, computation: str, input: Any = b"", *,
+              lease: float | None = None, budget: Budget | None = None,
+              idempotency_key: IdempotencyKey | None = None, codec: str | None = None) -> RemoteHandle:
+        if self._closed:
+            raise InvalidArgument("this Runtime is closed")
+        if self._loop is None:
+            raise InvalidArgument("open the Runtime first: `async with Runtime(...) as rt`")
+        link = self._link(node)
+        name = ComputationName(computation)
+        if codec not in (None, "msgpack"):
+            raise InvalidArgument(f"codec must be None or 'msgpack', got {codec!r}")
+        if isinstance(input, RemoteInput):
+            data = input.data
+        elif isinstance(input, (bytes, bytearray, memoryview)) and codec is None:
+            data = bytes(input)
+        else:
+            codec = "msgpack"
+            data = RemoteInput.pack(input).data
+        cap = cx.remote_cap
+        lease_s = cap.default_lease_s if lease is None else lease  # type: ignore[union-attr]
+        if isinstance(lease_s, bool) or not isinstance(lease_s, (int, float)) or not 0 < lease_s * 1000 <= MAX_LEASE_MS:
+            raise InvalidArgument(f"lease must be a positive number of seconds, got {lease_s!r}")
+        lease_ms = max(1, int(lease_s * 1000))
+        eff = cx.budget
+        if cap.budget is not None:  # type: ignore[union-attr]
+            eff = eff.meet(cap.budget)  # type: ignore[union-attr]
+        if budget is not None:
+            eff = eff.meet(budget)
+        now = self.clock.now_ns()
+        wire_budget = None if eff == Budget.INFINITE else eff.to_wire(now)  # type: ignore[attr-defined]
+        key = idempotency_key or IdempotencyKey.generate(self._rng)
+        if not isinstance(key, IdempotencyKey):
+            raise InvalidArgument(f"idempotency_key must be an IdempotencyKey, got {type(key).__name__}")
+        task = OriginTask(int(self._ids.next()), link.node, name, data, lease_ms, key.to_bytes(),
+                          wire_budget, eff.deadline_ns, cx.region_id, cx.task_id,
+                          cap.token, None)  # type: ignore[union-attr]
+        handle = RemoteHandle(self, task, codec, cx.region_id, lease_ms / 1000)
+        task.handle = handle
+        self._handles[task.rtid] = handle
+        self.engine.spawn(task, now)
+        self._ensure_connector(link)
+        self._pump()
+        return handle
+
+    def _cancel(self, task: OriginTask, reason: CancelReason) -> None:
+        if self.engine.cancel(task.rtid, reason.to_wire(), self.clock.now_ns()):
+            self._ensure_connector(self._links[task.node])
+        self._pump()
+
+    def _handle_done(self, handle: RemoteHandle) -> None:
+        self._handles.pop(handle._task.rtid, None)
+
+    # ---------------------------------------------------------------- connections
+    def _ensure_connector(self, link: _NodeLink) -> None:
+        if link.connector is None or link.connector.done():
+            link.connector = self._loop.create_task(self._connect_loop(link))
+
+    def _wanted(self, link: _NodeLink) -> bool:
+        return not self._closed and (bool(self.engine.tasks_on(link.node))
+                                     or bool(self._status_waiters.get(link.node)))
+
+    async def _connect_loop(self, link: _NodeLink) -> None:
+        backoff = 0.02
+        while self._wanted(link):
+            try:
+                conn = await self._connect(link)
+            except OSError as exc:
+                self._connect_failed(link, exc)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, self.backoff_max_s)
+                continue
+            link.failed_since = None
+            link.ever_connected = True
+            backoff = 0.02
+            assert conn.closed is not None
+            await conn.closed
+            link.conn = None
+            self.engine.link_down(link.node, self.clock.now_ns())
+            self._pump()
+
+    async def _connect(self, link: _NodeLink) -> FramedConnection:
+        factory = lambda: FramedConnection(  # noqa: E731
+            on_message=self._on_message, on_protocol_error=self._on_protocol_error,
+            on_close=self._on_close)
+        addr = link.address
+        if addr.scheme == "unix":
+            _t, conn = await asyncio.wait_for(self._loop.create_unix_connection(factory, addr.path),
+                                              self.connect_timeout_s)
+        else:
+            _t, conn = await asyncio.wait_for(self._loop.create_connection(factory, addr.host, addr.port),
+                                              self.connect_timeout_s)
+        conn.tag = link.node
+        link.conn = conn
+        self.engine.link_up(link.node, self.clock.now_ns())
+        self._pump()
+        return conn
+
+    def _connect_failed(self, link: _NodeLink, exc: BaseException) -> None:
+        now = self._loop.time()
+        if link.failed_since is None:
+            link.failed_since = now
+            log.debug("cannot reach node %s at %s: %s", link.node, link.address, exc)
+        if now - link.failed_since < self.connect_timeout_s:
+            return
+        # Tasks never written to any connection cannot be running anywhere: fail them.
+        for task in self.engine.tasks_on(link.node):
+            if task.state is OriginState.SPAWNED and not link.ever_connected:
+                self.engine.forget(task.rtid)
+                h = self._handles.get(task.rtid)
+                if h is not None:
+                    h._settle(None, NodeUnreachable(link.node, f"{link.address}: {exc}"),
+                              RemoteTaskState.FAILED)
+        for fut in self._status_waiters.pop(link.node, []):
+            if not fut.done():
+                fut.set_exception(NodeUnreachable(link.node, f"{link.address}: {exc}"))
+
+    # ------------------------------------------------------------------ callbacks
+    def _on_message(self, conn: FramedConnection, msg: Any) -> None:
+        self.engine.receive(conn.tag, msg, self.clock.now_ns())
+        self._pump()
+
+    def _on_protocol_error(self, conn: FramedConnection, exc: ProtocolError) -> None:
+        self.engine.protocol_error(conn.tag, exc, self.clock.now_ns())
+        self._pump()
+
+    def _on_close(self, conn: FramedConnection, exc: Exception | None) -> None:
+        pass  # the connect loop notices conn.closed
+
+    def _pump(self) -> None:
+        engine = self.engine
+        if engine.actions:
+            for op, node, arg in engine.take_actions():
+                link = self._links.get(node)
+                conn = link.conn if link is not None else None
+                if conn is None:
+                    continue
+                if op == SEND:
+                    conn.send(arg)
+                elif op == CLOSE:
+                    conn.close()
+        if engine.events:
+            for ev, task, detail in engine.take_events():
+                self._on_event(ev, task, detail)
+        self._arm_timer()
+
+    def _on_event(self, ev: int, task: OriginTask, detail: Any) -> None:
+        if ev == EV_STATUS:
+            node, stats = detail
+            waiters = self._status_waiters.get(node)
+            if waiters:
+                fut = waiters.pop(0)
+                if not fut.done():
+                    fut.set_result(stats)
+            return
+        handle: RemoteHandle | None = task.handle
+        if handle is None:
+            return
+        if ev == EV_RESULT:
+            kind, payload, exec_ns = detail
+            outcome = RemoteOutcome.from_wire(kind, payload, exec_ns)
+            handle._settle(outcome, None, _STATE_OF_KIND[outcome.kind])
+        elif ev == EV_ACCEPTED:
+            if not handle.is_finished():
+                handle._state = RemoteTaskState.RUNNING
+        elif ev == EV_REJECTED:
+            code, detail_s = detail
+            handle._settle(None, spawn_rejected(code, detail_s, task.node, task.computation),
+                           RemoteTaskState.FAILED)
+        elif ev == EV_LEASE_EXPIRED:
+            if handle.is_finished():
+                # a second lapse while waiting for the cancel's answer: give up on it
+                self.engine.forget(task.rtid)
+                return
+            handle._settle(None, LeaseExpired(
+                f"lease of {task.lease_ms} ms on node {task.node!r} lapsed with neither renewal nor result"),
+                RemoteTaskState.LEASE_EXPIRED)
+            # best effort: stop the work if the node is still there
+            self.engine.cancel(task.rtid, (int(CancelKind.LEASE_EXPIRED), "origin saw the lease lapse"),
+                               self.clock.now_ns())
+
+    def _arm_timer(self) -> None:
+        at = self.engine.next_deadline()
+        if at is None or (self._timer_at is not None and self._timer_at <= at):
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer_at = at
+        self._timer = self._loop.call_later(max(0.0, (at - self.clock.now_ns()) / 1e9), self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self._timer_at = None
+        self.engine.tick(self.clock.now_ns())
+        self._pump()
+
+
+def spawn_remote(cx: Cx, node: str, computation: str, input: Any = b"", *,
+                 lease: float | None = None, budget: Budget | None = None,
+                 idempotency_key: IdempotencyKey | None = None,
+                 codec: str | None = None) -> RemoteHandle:
+    """Spawn the named ``computation`` on ``node`` with ``input``; needs a RemoteCap in ``cx``.
+
+    ``input`` as bytes (or RemoteInput) is sent as is and ``join`` returns bytes;
+    any other value is packed with msgpack and ``join`` returns the unpacked output.
+    ``lease`` is in seconds (default: the RemoteCap's, 30 s).
+    """
+    if not isinstance(cx, Cx):
+        raise InvalidArgument(f"spawn_remote needs a Cx as its first argument, got {type(cx).__name__}")
+    cap = cx.remote_cap
+    if cap is None:
+        raise NoCapability()
+    return cap.runtime.spawn(cx, node, computation, input, lease=lease, budget=budget,
+                             idempotency_key=idempotency_key, codec=codec)

@@ -1,0 +1,1 @@
+"""asyncio drivers for the wire: addresses, framed connections, listeners."""

@@ -1,0 +1,36 @@
+"""Node addresses: ``unix:/path/to/socket`` (default) or ``tcp:host:port``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from rsc.errors import InvalidArgument
+
+
+@dataclass(frozen=True, slots=True)
+class Address:
+    scheme: str  # "unix" or "tcp"
+    path: str = ""
+    host: str = ""
+    port: int = 0
+
+    @classmethod
+    def parse(cls, text: str) -> Address:
+        if not isinstance(text, str) or not text:
+            raise InvalidArgument(f"an address must be a non-empty str like 'unix:/run/rsc/w1.sock', got {text!r}")
+        if text.startswith("unix:"):
+            path = text[5:]
+            if not path:
+                raise InvalidArgument(f"address {text!r} names no socket path")
+            return cls("unix", path=path)
+        if text.startswith("tcp:"):
+            host, sep, port = text[4:].rpartition(":")
+            if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+                raise InvalidArgument(f"address {text!r} must look like tcp:HOST:PORT")
+            return cls("tcp", host=host.strip("[]"), port=int(port))
+        if text.startswith("/") or text.startswith("."):
+            return cls("unix", path=text)
+        raise InvalidArgument(f"address {text!r} must start with 'unix:' or 'tcp:'")
+
+    def __str__(self) -> str:
+        return f"unix:{self.path}" if self.scheme == "unix" else f"tcp:{self.host}:{self.port}"

@@ -1,0 +1,91 @@
+"""Registries the end-to-end tests run on real nodes (``tests.registries:basic``).
+
+Node processes import this module by name, so keep it free of test-only
+imports: only ``rsc`` and the standard library.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from typing import Any
+
+from rsc import Registry
+
+basic = Registry()
+
+
+class Crash(BaseException):
+    """A crash outside the error path: the node must deliver it as Panicked."""
+
+
+@basic.computation("echo")
+async def echo(cx: Any, data: bytes) -> bytes:
+    return data
+
+
+@basic.computation("square", codec="msgpack")
+def square(cx: Any, x: int) -> int:
+    return x * x
+
+
+@basic.computation("sleep_ms", codec="msgpack")
+async def sleep_ms(cx: Any, ms: int) -> int:
+    """Sleeps ``ms`` milliseconds in small steps; cancellable at every step."""
+    end = time.monotonic() + ms / 1000
+    while (left := end - time.monotonic()) > 0:
+        cx.checkpoint()
+        await asyncio.sleep(min(0.01, left))
+    return ms
+
+
+@basic.computation("block_sync", codec="msgpack")
+def block_sync(cx: Any, seconds: float) -> float:
+    """Sync code that runs up to ``seconds`` in a pool thread, checking for
+    cancellation every 10 ms; returns how long it ran."""
+    start = time.monotonic()
+    while time.monotonic() - start < seconds:
+        cx.checkpoint()
+        time.sleep(0.01)
+    return time.monotonic() - start
+
+
+@basic.computation("boom", codec="msgpack")
+def boom(cx: Any, _: Any) -> None:
+    raise ValueError("boom")
+
+
+@basic.computation("crash", codec="msgpack")
+async def crash(cx: Any, _: Any) -> None:
+    raise Crash("crash")
+
+
+@basic.computation("big", codec="msgpack")
+def big(cx: Any, n: int) -> bytes:
+    """``n`` bytes (a repeating pattern, so corruption would show)."""
+    pattern = bytes(range(256))
+    return (pattern * (n // 256 + 1))[:n]
+
+
+@basic.computation("count", codec="msgpack")
+def count(cx: Any, req: dict) -> str:
+    """Appends ``req["token"]`` and a newline to the file ``req["path"]``, then
+    returns the token: the file's line count proves how often it ran."""
+    token = str(req["token"])
+    fd = os.open(req["path"], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    try:
+        os.write(fd, (token + "\n").encode())
+    finally:
+        os.close(fd)
+    return token
+
+
+@basic.computation("positive", codec="msgpack",
+                   validate=lambda v: isinstance(v, int) and not isinstance(v, bool) and v > 0)
+def positive(cx: Any, v: int) -> int:
+    return v
+
+
+# A registry spec that imports but names no Registry: `tests.registries:not_a_registry`.
+not_a_registry = object()

@@ -1,0 +1,361 @@
+"""scripts/launch_nodes.py, `rsc status` and LocalCluster, on real processes.
+
+Every process a test starts is stopped by pid in a finally block, and every
+wait is bounded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import queue
+import re
+import signal
+import stat
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import psutil
+import pytest
+
+from rsc import Runtime, spawn_remote
+from rsc.launch import LocalCluster, NodeStartError, probe, read_cluster_file
+from tests.cluster import REPO_ROOT, cluster, wait_no_children  # noqa: F401  (fixture)
+
+LAUNCH = [sys.executable, os.path.join(REPO_ROOT, "scripts", "launch_nodes.py")]
+REGISTRY = "tests.registries:basic"
+ROW = re.compile(r"^(worker-\d+)\s+(\d+)\s+(unix:\S+)$")
+
+
+class Launcher:
+    """A launcher subprocess with its stdout/stderr drained by threads."""
+
+    def __init__(self, *args: str) -> None:
+        self.proc = subprocess.Popen(
+            [*LAUNCH, *args], cwd=REPO_ROOT, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE, text=True, start_new_session=True)
+        self.lines: queue.Queue[str] = queue.Queue()
+        self.stdout: list[str] = []
+        self.stderr: list[str] = []
+        self.node_procs: dict[int, psutil.Process] = {}
+        self.readers = [threading.Thread(target=self._drain, args=(stream, sink), daemon=True)
+                        for stream, sink in ((self.proc.stdout, self.stdout),
+                                             (self.proc.stderr, self.stderr))]
+        for t in self.readers:
+            t.start()
+
+    def _drain(self, stream, sink: list[str]) -> None:
+        with stream:
+            for line in stream:
+                sink.append(line.rstrip("\n"))
+                if stream is self.proc.stdout:
+                    self.lines.put(line.rstrip("\n"))
+
+    def wait_line(self, pred: Callable[[str], bool], timeout: float = 60.0) -> str:
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise AssertionError(f"no such line within {timeout} s; stdout={self.stdout} "
+                                     f"stderr={self.err()}")
+            try:
+                line = self.lines.get(timeout=min(left, 0.1))
+            except queue.Empty:
+                if self.proc.poll() is not None and self.lines.empty():
+                    time.sleep(0.2)
+                    if self.lines.empty():
+                        raise AssertionError(f"launcher exited ({self.proc.returncode}); "
+                                             f"stdout={self.stdout} stderr={self.err()}") from None
+                continue
+            if pred(line):
+                return line
+
+    def table(self) -> tuple[dict[str, tuple[int, str]], str]:
+        """Wait for the startup table: name -> (pid, address), and the cluster file."""
+        cf = self.wait_line(lambda s: s.startswith("cluster file: "))[len("cluster file: "):]
+        rows = {m[1]: (int(m[2]), m[3]) for m in map(ROW.match, self.stdout) if m}
+        for pid, _ in rows.values():
+            self.watch(pid)
+        return rows, cf
+
+    def watch(self, pid: int) -> None:
+        try:
+            self.node_procs[pid] = psutil.Process(pid)
+        except psutil.NoSuchProcess:
+            pass
+
+    def err(self) -> str:
+        return "\n".join(self.stderr)
+
+    def wait(self, timeout: float = 30.0) -> int:
+        rc = self.proc.wait(timeout)
+        for t in self.readers:  # everything it wrote is in stdout/stderr now
+            t.join(5)
+        return rc
+
+    def kill_all(self) -> None:
+        """Teardown: SIGTERM the launcher, then SIGKILL it and any node it left."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        for p in self.node_procs.values():  # psutil guards against pid reuse
+            try:
+                p.kill()
+            except psutil.Error:
+                pass
+        psutil.wait_procs(list(self.node_procs.values()), timeout=5)
+        for t in self.readers:
+            t.join(5)
+
+
+@pytest.fixture
+def launcher() -> Iterator[Callable[..., Launcher]]:
+    started: list[Launcher] = []
+
+    def start(*args: str) -> Launcher:
+        lau = Launcher(*args)
+        started.append(lau)
+        return lau
+
+    yield start
+    for lau in started:
+        lau.kill_all()
+
+
+def gone(p: psutil.Process) -> bool:
+    try:
+        return not p.is_running() or p.status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+def wait_until(pred: Callable[[], object], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not pred():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.05)
+
+
+def rsc_cli(*args: str, timeout: float = 30.0) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "rsc", *args], cwd=REPO_ROOT, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+async def square_on(nodes: dict[str, str], node: str, x: int) -> int:
+    async with Runtime(nodes) as rt:
+        return await asyncio.wait_for(spawn_remote(rt.cx(), node, "square", x).join(), 10)
+
+
+# ------------------------------------------------------------------ the launcher
+
+
+def test_launch_status_and_sigterm(launcher: Callable[..., Launcher]) -> None:
+    lau = launcher("-n", "2", "--registry", REGISTRY)
+    rows, cf = lau.table()
+    assert sorted(rows) == ["worker-1", "worker-2"]
+
+    data = json.loads(Path(cf).read_text())
+    assert data["version"] == 1 and data["launcher_pid"] == lau.proc.pid
+    assert {n: (e["pid"], e["address"]) for n, e in data["nodes"].items()} == rows
+    sock_dir = os.path.dirname(cf)
+    assert stat.S_IMODE(os.stat(sock_dir).st_mode) == 0o700
+    launcher_kids = {c.pid for c in psutil.Process(lau.proc.pid).children()}
+    for pid, addr in rows.values():
+        assert pid in launcher_kids
+        assert stat.S_IMODE(os.stat(addr[len("unix:"):]).st_mode) == 0o600
+
+    table = rsc_cli("status", "--cluster", cf)
+    assert table.returncode == 0, table.stderr
+    for name, (pid, _) in rows.items():
+        assert re.search(rf"^{name}\s+{pid}\s+0\s", table.stdout, re.M), table.stdout
+
+    assert asyncio.run(square_on(cf, "worker-2", 12)) == 144  # the cluster file works as a cluster
+    as_json = rsc_cli("status", "--cluster", cf, "--json")
+    assert as_json.returncode == 0, as_json.stderr
+    nodes = json.loads(as_json.stdout)["nodes"]
+    assert {n: r["stats"]["pid"] for n, r in nodes.items()} == {n: p for n, (p, _) in rows.items()}
+    assert nodes["worker-2"]["stats"]["completed"] == 1 and all(r["reachable"] for r in nodes.values())
+
+    lau.proc.send_signal(signal.SIGTERM)
+    assert lau.wait(30) == 0, lau.err()
+    for pid, _ in rows.values():
+        assert gone(lau.node_procs[pid]), f"node {pid} outlived the launcher"
+    assert not os.path.exists(cf)
+    assert not os.path.exists(sock_dir)
+    assert "stopped 2 nodes on SIGTERM" in lau.err()
+
+
+def test_sigint_stops_cleanly_with_given_dir(launcher: Callable[..., Launcher], tmp_path: Path) -> None:
+    d = tmp_path / "socks"
+    cf = tmp_path / "my-cluster.json"
+    lau = launcher("-n", "1", "--registry", REGISTRY, "--dir", str(d), "--cluster-file", str(cf),
+                   "--name-prefix", "w", "--grace", "1")
+    lau.wait_line(lambda s: s.startswith("cluster file: "))
+    data = read_cluster_file(str(cf))
+    assert list(data) == ["w-1"] and data["w-1"]["address"] == f"unix:{d}/w-1.sock"
+    lau.watch(data["w-1"]["pid"])
+    lau.proc.send_signal(signal.SIGINT)
+    assert lau.wait(30) == 0, lau.err()
+    assert gone(lau.node_procs[data["w-1"]["pid"]])
+    assert not cf.exists() and not d.exists()  # the launcher created d, so it removes it
+
+
+@pytest.mark.parametrize("spec, expect", [
+    ("tests.registries:nope", "has no attribute 'nope'"),
+    ("tests.no_such_module:basic", "cannot import module 'tests.no_such_module'"),
+    ("tests.registries:not_a_registry", "not an rsc Registry"),
+])
+def test_bad_registry_exits_nonzero_with_node_error(launcher: Callable[..., Launcher], tmp_path: Path,
+                                                    spec: str, expect: str) -> None:
+    d = tmp_path / "socks"
+    lau = launcher("-n", "2", "--registry", spec, "--dir", str(d), "--ready-timeout", "20")
+    rc = lau.wait(40)
+    err = lau.err()
+    assert rc == 1, err
+    assert "failed to start" in err and expect in err, err
+    assert re.search(r"node 'worker-\d' failed to start: exited with code 2", err), err
+    assert not d.exists()
+    leaked = [p for p in psutil.process_iter(["cmdline"]) if str(d) in " ".join(p.info["cmdline"] or [])]
+    assert not leaked, leaked
+
+
+def test_restart_brings_a_killed_node_back(launcher: Callable[..., Launcher]) -> None:
+    lau = launcher("-n", "2", "--registry", REGISTRY, "--restart")
+    rows, cf = lau.table()
+    old_pid, addr = rows["worker-1"]
+    os.kill(old_pid, signal.SIGKILL)
+
+    def new_pid() -> int | None:
+        pid = read_cluster_file(cf)["worker-1"]["pid"]
+        return pid if pid != old_pid else None
+
+    wait_until(new_pid, 30, "worker-1's new pid in the cluster file")
+    pid = new_pid()
+    assert pid is not None
+    lau.watch(pid)
+    assert read_cluster_file(cf)["worker-1"]["address"] == addr
+    assert read_cluster_file(cf)["worker-2"]["pid"] == rows["worker-2"][0]  # untouched
+    stats = probe({"worker-1": addr}, 10)["worker-1"]
+    assert isinstance(stats, dict) and stats["pid"] == pid
+    assert asyncio.run(square_on(cf, "worker-1", 9)) == 81
+    assert re.search(rf"node worker-1 \(pid {old_pid}\) killed by SIGKILL; restarting", lau.err())
+
+    lau.proc.send_signal(signal.SIGTERM)
+    assert lau.wait(30) == 0, lau.err()
+    assert all(gone(p) for p in lau.node_procs.values())
+
+
+def test_a_dead_node_without_restart_stops_the_cluster(launcher: Callable[..., Launcher]) -> None:
+    lau = launcher("-n", "2", "--registry", REGISTRY)
+    rows, cf = lau.table()
+    os.kill(rows["worker-2"][0], signal.SIGKILL)
+    assert lau.wait(30) == 1, lau.err()
+    assert "node worker-2" in lau.err() and "--restart" in lau.err()
+    assert all(gone(p) for p in lau.node_procs.values())
+    assert not os.path.exists(cf)
+
+
+def test_status_reports_unreachable_nodes(tmp_path: Path) -> None:
+    cf = tmp_path / "cluster.json"
+    cf.write_text(json.dumps({"version": 1, "launcher_pid": 1, "nodes": {
+        "ghost": {"address": f"unix:{tmp_path}/ghost.sock", "pid": 999999}}}))
+    out = rsc_cli("status", "--cluster", str(cf))
+    assert out.returncode == 1
+    assert re.search(r"^ghost\s+999999\s+unreachable", out.stdout, re.M), out.stdout
+    js = rsc_cli("status", "--cluster", str(cf), "--json")
+    assert js.returncode == 1
+    assert json.loads(js.stdout)["nodes"]["ghost"]["reachable"] is False
+    missing = rsc_cli("status", "--cluster", str(tmp_path / "nope.json"))
+    assert missing.returncode == 2 and "cannot read cluster file" in missing.stderr
+
+
+# ------------------------------------------------------------------ LocalCluster
+
+
+def test_local_cluster_lifecycle(cluster) -> None:  # noqa: F811
+    c = cluster(2)
+    assert list(c.nodes) == ["worker-1", "worker-2"]
+    assert set(c.procs) == set(c.pids) == set(c.nodes)
+    d = c.directory
+    assert d is not None and stat.S_IMODE(os.stat(d).st_mode) == 0o700
+    assert read_cluster_file(c.cluster_file) == {
+        n: {"address": c.nodes[n], "pid": c.pids[n]} for n in c.nodes}
+    assert asyncio.run(square_on(c.nodes, "worker-2", 5)) == 25
+
+    old = c.pids["worker-1"]
+    c.kill("worker-1", signal.SIGKILL)
+    c.procs["worker-1"].wait(10)
+    assert c.dead() == {"worker-1": -signal.SIGKILL}
+    new = c.restart("worker-1")
+    assert new != old and c.pids["worker-1"] == new
+    assert read_cluster_file(c.cluster_file)["worker-1"]["pid"] == new
+    assert asyncio.run(square_on(c.nodes, "worker-1", 6)) == 36
+
+    procs = [psutil.Process(p) for p in c.pids.values()]
+    assert c.stop() == []
+    assert all(gone(p) for p in procs)
+    assert not os.path.exists(d)
+    assert c.stop() == []  # twice is fine
+
+
+def test_local_cluster_inside_a_running_loop() -> None:
+    async def main() -> int:
+        async with LocalCluster(1, REGISTRY, cwd=REPO_ROOT, name_prefix="n") as c:
+            async with Runtime(c.nodes) as rt:
+                return await asyncio.wait_for(spawn_remote(rt.cx(), "n-1", "square", 11).join(), 10)
+
+    before = {ch.pid for ch in psutil.Process().children(recursive=True)}
+    assert asyncio.run(main()) == 121
+    assert not {ch.pid for ch in psutil.Process().children(recursive=True)} - before
+
+
+def test_local_cluster_start_failure_cleans_up(tmp_path: Path) -> None:
+    d = tmp_path / "socks"
+    c = LocalCluster(2, "tests.registries:nope", directory=str(d), cwd=REPO_ROOT, ready_timeout=20)
+    with pytest.raises(NodeStartError) as info:
+        c.start()
+    assert info.value.returncode == 2 and "has no attribute 'nope'" in info.value.stderr
+    assert not d.exists() and c.procs == {}
+
+
+def _fake_node(tmp_path: Path, body: str) -> str:
+    """An executable standing in for the interpreter: gets `-m rsc node --name N --listen A ...`."""
+    path = tmp_path / "fake-python"
+    path.write_text("#!/bin/sh\n" + body)
+    path.chmod(0o755)
+    return str(path)
+
+
+@pytest.mark.parametrize("body, reason", [
+    ("exec sleep 60\n", "not ready within 1 s"),
+    ('echo "READY $5 $$ $7"\nexec sleep 60\n', "did not answer a handshake"),
+    ('echo "READY $5 1 $7"\nexec sleep 60\n', "unexpected READY line"),
+])
+def test_local_cluster_not_ready_in_time(tmp_path: Path, body: str, reason: str) -> None:
+    c = LocalCluster(1, REGISTRY, python=_fake_node(tmp_path, body), ready_timeout=1.0)
+    t = time.monotonic()
+    with pytest.raises(NodeStartError, match=reason):
+        c.start()
+    assert time.monotonic() - t < 15
+    assert c.procs == {} and c.directory is None
+    assert not wait_no_children({ch.pid for ch in psutil.Process().children(recursive=True)})
+
+
+def test_local_cluster_rejects_bad_arguments() -> None:
+    with pytest.raises(ValueError, match="at least one node"):
+        LocalCluster(0, REGISTRY)
+    with pytest.raises(ValueError, match="package.module:attr"):
+        LocalCluster(1, "tests.registries")
+    with pytest.raises(ValueError, match="over the .*limit"):
+        LocalCluster(1, REGISTRY, directory="/tmp/" + "d" * 120).start()
+    assert not os.path.exists("/tmp/" + "d" * 120)
