@@ -117,8 +117,8 @@ class SpawnRejected(RemoteError):
         self.detail = detail
         self.node = node
         self.computation = computation
-        where = f" by node {node!r}" if node else ""
-        what = f" of {computation!r}" if computation else ""
+        where = f" by node {str(node)!r}" if node else ""
+        what = f" of {str(computation)!r}" if computation else ""
         super().__init__(f"spawn{what} rejected{where}: {self.reason}" + (f" ({detail})" if detail else ""))
 
 

@@ -144,6 +144,9 @@ class RemoteHandle:
         self._state = state
         if error is not None:
             self._future.set_exception(error)
+            # Join raises it; a handle nobody joins must not log "never retrieved"
+            # at garbage collection (regions surface such errors, not the GC).
+            self._future.exception()
         else:
             self._future.set_result(outcome)  # type: ignore[arg-type]
         self._rt._handle_done(self)
@@ -261,7 +264,7 @@ class Runtime:
         for h in live:
             h.abort(CancelReason(CancelKind.SHUTDOWN, "origin runtime closing"))
         if live:
-            await asyncio.wait([asyncio.ensure_future(h.outcome()) for h in live], timeout=cancel_timeout_s)
+            await asyncio.wait([h._future for h in live], timeout=cancel_timeout_s)
         self._closed = True
         for h in list(self._handles.values()):
             h._settle(None, NodeUnreachable(h._task.node, "runtime closed before the outcome arrived"),

@@ -45,3 +45,6 @@ def both_idemtables() -> tuple[ModuleType, ModuleType]:
 @pytest.fixture
 def both_leaseheaps() -> tuple[ModuleType, ModuleType]:
     return _twin("leaseheap", "c"), _twin("leaseheap", "py")
+
+
+pytest_plugins = ["tests.cluster"]

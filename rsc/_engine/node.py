@@ -124,7 +124,7 @@ class NodeEngine:
                  key: bytes | None = None, entropy: Callable[[int], bytes],
                  stats: Callable[[], dict] | None = None,
                  trace: Callable[[str, dict], None] | None = None) -> None:
-        self.name = name
+        self.name = str(name)
         self.admission = admission
         self.capacity = capacity
         self.max_input_bytes = max_input_bytes

@@ -98,7 +98,7 @@ class OriginEngine:
 
     def __init__(self, name: str, *, key: bytes | None = None, entropy: Callable[[int], bytes],
                  trace: Callable[[str, dict], None] | None = None) -> None:
-        self.name = name
+        self.name = str(name)
         self.key = key
         self._entropy = entropy
         self._trace = trace

@@ -17,7 +17,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--name", required=True, help="this node's NodeId, e.g. worker-1")
     p.add_argument("--listen", required=True, help="unix:PATH of the socket to serve on")
     p.add_argument("--registry", required=True, help="package.module:attribute of an rsc.Registry")
-    p.add_argument("--capacity", type=int, default=1024, help="max tasks running at once (default 1024)")
+    p.add_argument("--capacity", type=int, default=16384, help="max tasks running at once (default 16384)")
     p.add_argument("--max-input-bytes", type=int, default=16 * 1024 * 1024,
                    help="largest input accepted (default 16 MiB)")
     p.add_argument("--threads", type=int, default=None, help="thread pool size for sync computations")

@@ -49,7 +49,7 @@ class RegistryAdmission(Admission):
 class NodeServer:
     """A node: serves named computations from ``registry`` at ``address``."""
 
-    def __init__(self, name: str, address: str, registry: Registry, *, capacity: int = 1024,
+    def __init__(self, name: str, address: str, registry: Registry, *, capacity: int = 16384,
                  max_input_bytes: int = 16 * 1024 * 1024, max_threads: int | None = None,
                  ttl_s: float = 300.0, key: bytes | None = None, grace_s: float = 5.0,
                  cancel_grace_s: float = 2.0) -> None:
