@@ -89,3 +89,30 @@ def positive(cx: Any, v: int) -> int:
 
 # A registry spec that imports but names no Registry: `tests.registries:not_a_registry`.
 not_a_registry = object()
+
+
+def _mark(path: str, text: str) -> None:
+    with open(path, "a") as f:
+        f.write(text + "\n")
+
+
+@basic.computation("observe_async", codec="msgpack")
+async def observe_async(cx: Any, req: dict) -> str:
+    """Writes "started", then waits; on cancellation writes "cancelled" and re-raises."""
+    _mark(req["path"], "started")
+    try:
+        await asyncio.sleep(req["seconds"])
+    except asyncio.CancelledError:
+        _mark(req["path"], "cancelled")
+        raise
+    return "finished"
+
+
+@basic.computation("observe_sync", codec="msgpack")
+def observe_sync(cx: Any, req: dict) -> str:
+    """The sync twin of observe_async: blocks in a pool thread until cancelled."""
+    _mark(req["path"], "started")
+    if cx.wait_cancelled(req["seconds"]):
+        _mark(req["path"], "cancelled")
+        cx.checkpoint()
+    return "finished"

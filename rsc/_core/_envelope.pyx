@@ -128,6 +128,7 @@ cdef extern from "Python.h":
     object PyDict_New()
     PyObject* PyErr_Occurred()
     void PyErr_Clear()
+    int _get_buffer "PyObject_GetBuffer"(object o, Py_buffer* view, int flags)
     Py_ssize_t _unicode_length "PyUnicode_GET_LENGTH"(PyObject* o)
     void* _unicode_data "PyUnicode_DATA"(PyObject* o)
     bint _unicode_is_ascii "PyUnicode_IS_ASCII"(PyObject* o)
@@ -584,8 +585,9 @@ cdef int put_bin(Writer* w, object v, Py_ssize_t size) except -1:
         return 0
     if not PyMemoryView_Check(v):
         return 1
-    if PyObject_GetBuffer(v, &view, PyBUF_SIMPLE) < 0:  # pragma: no cover - raises
-        return -1
+    if _get_buffer(v, &view, PyBUF_SIMPLE) < 0:   # not C-contiguous, or released
+        PyErr_Clear()
+        return 1
     try:
         if view.len == size or size < 0:
             w_bin_header(w, view.len)

@@ -185,8 +185,12 @@ def _bin_len(value: Any) -> int:
     """Length of a bytes-like value msgpack packs as bin, or -1 if it is not one."""
     if isinstance(value, (bytes, bytearray)):
         return len(value)
-    if isinstance(value, memoryview) and value.c_contiguous:
-        return value.nbytes
+    if isinstance(value, memoryview):
+        try:
+            if value.c_contiguous:
+                return value.nbytes
+        except ValueError:  # a released view
+            pass
     return -1
 
 
@@ -435,7 +439,7 @@ def _to_wire(msg: Message) -> list:
         sender_time = _e_time(msg.sender_time, f"{name}.sender_time")
         fields = write(msg)
     except AttributeError as exc:
-        raise InvalidArgument(f"{name} has a field that is not set ({exc})") from None
+        raise InvalidArgument(f"{name}.{exc.name} is not set") from None
     return [kind, sender, sender_time, *fields]
 
 

@@ -18,6 +18,7 @@ cdef struct Rec:
     uint64_t task_id        # owner's task id; in a free slot: the next free slot
     int64_t expires_at      # -1 while running
     PyObject* origin        # owned ref to an exact str; NULL marks a free slot
+    PyObject* outcome       # owned ref once finished; NULL while running
     PyObject* aliases       # owned ref to a list of (str, int) tuples, or NULL
     uint32_t khash          # low 32 bits of the key's hash (probe start, quick compare)
     uint32_t gen            # bumped when the slot is freed; expiry entries carry it
@@ -46,13 +47,13 @@ cdef class Decision:
 
 
 cdef class IdemRecord:
-    cdef readonly bytes key
-    cdef readonly bytes fingerprint
-    cdef readonly str origin
-    cdef readonly object task_id
-    cdef readonly object outcome
-    cdef readonly object expires_at
-    cdef readonly tuple aliases
+    # A snapshot: a copy of the record's struct (its PyObject* fields unused)
+    # plus owned references; bytes and ints are made when read.
+    cdef Rec _rec
+    cdef object _origin
+    cdef object _outcome
+    cdef list _alias_list       # the record's alias list (append-only), or None
+    cdef Py_ssize_t _n_aliases  # how many of them existed at the snapshot
 
 
 cdef class IdemTable:
@@ -62,9 +63,6 @@ cdef class IdemTable:
     cdef uint32_t _rec_cap
     cdef uint32_t _free_head
     cdef uint32_t _count
-    # outcome of record i at index i (None while running); a list so the cyclic
-    # GC sees outcomes (origins and alias lists cannot form cycles)
-    cdef list _outcomes
     # key index
     cdef KSlot* _kt
     cdef uint32_t _kt_mask

@@ -33,7 +33,7 @@ from collections import deque
 
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_CheckExact, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from cpython.exc cimport PyErr_Clear, PyErr_Occurred
-from cpython.list cimport PyList_Append, PyList_GET_ITEM, PyList_GET_SIZE, PyList_SET_ITEM
+from cpython.list cimport PyList_Append, PyList_GET_ITEM, PyList_GET_SIZE
 from cpython.long cimport PyLong_CheckExact
 from cpython.mem cimport PyMem_Calloc, PyMem_Free, PyMem_Malloc, PyMem_Realloc
 from cpython.object cimport PyObject
@@ -70,6 +70,14 @@ __all__ = [
 DEDUP_NEW = 0
 DEDUP_DUPLICATE = 1
 DEDUP_CONFLICT = 2
+
+cdef extern from "Python.h":
+    # Declared again with plain C function pointers, to hook the table's
+    # tp_traverse (below) without Cython's exception checks.
+    ctypedef int (*_visitproc "visitproc")(PyObject*, void*) noexcept
+    ctypedef int (*_traverseproc "traverseproc")(PyObject*, _visitproc, void*) noexcept
+    ctypedef struct _TypeObject "PyTypeObject":
+        _traverseproc tp_traverse
 
 cdef extern from *:
     """
@@ -204,13 +212,6 @@ cdef inline uint32_t _cap_for(uint32_t n) noexcept:
     return <uint32_t>cap
 
 
-cdef inline void _list_put(list lst, Py_ssize_t i, object value) noexcept:
-    cdef PyObject* old = PyList_GET_ITEM(lst, i)
-    _incref(<PyObject*>value)
-    PyList_SET_ITEM(lst, i, value)
-    _xdecref(old)
-
-
 # --- decisions and records -----------------------------------------------------
 
 
@@ -240,6 +241,8 @@ cdef Decision _NEW = NEW
 cdef Decision _CONFLICT = CONFLICT
 
 
+@cython.freelist(16)
+@cython.final
 cdef class IdemRecord:
     """One idempotency record, as it was when handed out (an immutable snapshot).
 
@@ -254,14 +257,46 @@ cdef class IdemRecord:
         return DEDUP_DUPLICATE
 
     @property
+    def key(self):
+        return PyBytes_FromStringAndSize(<char*>&self._rec.k0, 16)
+
+    @property
+    def fingerprint(self):
+        return PyBytes_FromStringAndSize(<char*>&self._rec.f0, 16)
+
+    @property
+    def origin(self):
+        return self._origin
+
+    @property
+    def task_id(self):
+        return self._rec.task_id
+
+    @property
+    def outcome(self):
+        return self._outcome
+
+    @property
     def finished(self):
-        return self.expires_at is not None
+        return self._rec.expires_at >= 0
+
+    @property
+    def expires_at(self):
+        if self._rec.expires_at >= 0:
+            return self._rec.expires_at
+        return None
+
+    @property
+    def aliases(self):
+        if self._n_aliases == 0:
+            return ()
+        return tuple(self._alias_list[:self._n_aliases])
 
     def __repr__(self):
-        state = f"finished, expires_at={self.expires_at}" if self.expires_at is not None else "running"
+        state = f"finished, expires_at={self.expires_at}" if self.finished else "running"
         return (
-            f"IdemRecord(key={self.key.hex()}, origin={self.origin!r}, "
-            f"task_id={self.task_id}, {state}, aliases={len(self.aliases)})"
+            f"IdemRecord(key={self.key.hex()}, origin={self._origin!r}, "
+            f"task_id={self.task_id}, {state}, aliases={self._n_aliases})"
         )
 
 
@@ -296,7 +331,6 @@ cdef class IdemTable:
         self._rec_cap = 0
         self._free_head = FREE_END
         self._count = 0
-        self._outcomes = []
         self._kt = <KSlot*>PyMem_Calloc(MIN_TABLE, sizeof(KSlot))
         self._tt = <TSlot*>PyMem_Calloc(MIN_TABLE, sizeof(TSlot))
         self._q = <QEntry*>PyMem_Malloc(MIN_TABLE * sizeof(QEntry))
@@ -323,9 +357,9 @@ cdef class IdemTable:
         if self._recs != NULL:
             for i in range(self._rec_cap):
                 if self._recs[i].origin != NULL:
-                    # exact str and lists of (str, int): releasing them runs no Python code
                     _decref(self._recs[i].origin)
                     _xdecref(self._recs[i].aliases)
+                    _xdecref(self._recs[i].outcome)
             PyMem_Free(self._recs)
         PyMem_Free(self._kt)
         PyMem_Free(self._tt)
@@ -355,8 +389,8 @@ cdef class IdemTable:
     # -- storage primitives ---------------------------------------------------
 
     cdef int _reserve_slot(self) except -1:
-        # Make sure a free record slot exists. Runs no Python code (no GC-tracked
-        # allocation), so a caller may probe after it and rely on the slot.
+        # Make sure a free record slot exists. Runs no Python code, so a caller
+        # may probe after it and rely on the slot.
         cdef uint32_t old = self._rec_cap
         cdef uint32_t cap, i
         cdef Rec* recs
@@ -365,8 +399,6 @@ cdef class IdemTable:
         if old >= MAX_RECORDS:
             raise MemoryError("the idempotency table is full (2**31 records)")
         cap = 64 if old == 0 else (old * 2 if old < MAX_RECORDS // 2 else MAX_RECORDS)
-        while <uint32_t>PyList_GET_SIZE(self._outcomes) < cap:
-            PyList_Append(self._outcomes, None)
         recs = <Rec*>PyMem_Realloc(self._recs, cap * sizeof(Rec))
         if recs == NULL:
             raise MemoryError()
@@ -374,6 +406,7 @@ cdef class IdemTable:
         for i in range(old, cap):
             recs[i].origin = NULL
             recs[i].aliases = NULL
+            recs[i].outcome = NULL
             recs[i].expires_at = -1
             recs[i].gen = 0
             recs[i].task_id = i + 1 if i + 1 < cap else FREE_END
@@ -565,9 +598,10 @@ cdef class IdemTable:
                     _pair_hash(hash(<str>PyTuple_GET_ITEM(<object>item, 0)), atid),
                     (idx + 1) | ALIAS_BIT,
                 )
-        outcome = <object>PyList_GET_ITEM(self._outcomes, idx)
-        _list_put(self._outcomes, idx, None)
         r = &self._recs[idx]
+        outcome = <object>r.outcome if r.outcome != NULL else None
+        _xdecref(r.outcome)  # the reference moves to `outcome`
+        r.outcome = NULL
         r.origin = NULL
         r.aliases = NULL
         r.expires_at = -1
@@ -580,24 +614,20 @@ cdef class IdemTable:
         return outcome
 
     cdef IdemRecord _view(self, uint32_t idx):
-        # Copy first: building the view allocates, and a collection may run
-        # Python code that changes the table.
-        cdef Rec rc = self._recs[idx]
-        cdef object origin = <object>rc.origin
-        cdef object aliases = <object>rc.aliases if rc.aliases != NULL else None
-        cdef object outcome = <object>PyList_GET_ITEM(self._outcomes, idx)
+        # Take the references first: allocating the view may run a collection,
+        # and with it Python code that changes the table. The alias list is
+        # append-only, so its length now pins the snapshot.
+        cdef Rec* r = &self._recs[idx]
+        cdef object origin = <object>r.origin
+        cdef list aliases = <list>r.aliases if r.aliases != NULL else None
+        cdef object outcome = <object>r.outcome if r.outcome != NULL else None
+        cdef Rec copy = r[0]
         cdef IdemRecord v = IdemRecord.__new__(IdemRecord)
-        v.key = PyBytes_FromStringAndSize(<char*>&rc.k0, 16)
-        v.fingerprint = PyBytes_FromStringAndSize(<char*>&rc.f0, 16)
-        v.origin = origin
-        v.task_id = rc.task_id
-        v.outcome = outcome
-        if rc.expires_at >= 0:
-            v.expires_at = rc.expires_at
-        if aliases is not None:
-            v.aliases = tuple(<list>aliases)
-        else:
-            v.aliases = ()
+        v._rec = copy
+        v._origin = origin
+        v._outcome = outcome
+        v._alias_list = aliases
+        v._n_aliases = PyList_GET_SIZE(aliases) if aliases is not None else 0
         return v
 
     cdef void _drop_stale_heads(self) noexcept:
@@ -692,8 +722,8 @@ cdef class IdemTable:
             self._kt_room()
             self._tt_room()
             kpos = self._kt_find(kk[0], kk[1], kh, &kfound)
-            tpos = self._tt_find(o, tid, th, &tfound)
             if not kfound:
+                tpos = self._tt_find(o, tid, th, &tfound)
                 if tfound:
                     return _CONFLICT  # a live (origin, task_id) reused with another key
                 idx = self._free_head
@@ -708,6 +738,7 @@ cdef class IdemTable:
                 _incref(<PyObject*>o)
                 r.origin = <PyObject*>o
                 r.aliases = NULL
+                r.outcome = NULL
                 r.khash = kh
                 self._kt[kpos].h = kh
                 self._kt[kpos].ref = idx + 1
@@ -722,6 +753,9 @@ cdef class IdemTable:
             r = &self._recs[idx]
             if r.f0 != ff[0] or r.f1 != ff[1]:
                 return _CONFLICT
+            if r.task_id == tid and o == <str>r.origin:
+                return self._view(idx)  # a resend by the owner (the common duplicate)
+            tpos = self._tt_find(o, tid, th, &tfound)
             if tfound:
                 if (self._tt[tpos].ref & ~ALIAS_BIT) == idx + 1:
                     return self._view(idx)  # a resend, or an alias again
@@ -786,7 +820,8 @@ cdef class IdemTable:
         self._q_len += 1
         self._last_expiry = expires_at
         r.expires_at = expires_at
-        _list_put(self._outcomes, idx, outcome)  # replaces None: runs no code
+        _incref(<PyObject*>outcome)
+        r.outcome = <PyObject*>outcome  # was NULL (running)
         if r.aliases == NULL:
             return []
         return (<list>r.aliases)[:]
@@ -930,8 +965,6 @@ cdef class IdemTable:
             PyMem_Free(q)
             raise MemoryError()
         # Detach everything first: what the releases below run sees an empty table.
-        outcomes = self._outcomes
-        self._outcomes = []
         PyMem_Free(self._kt)
         PyMem_Free(self._tt)
         PyMem_Free(self._q)
@@ -959,8 +992,9 @@ cdef class IdemTable:
                 if recs[i].origin != NULL:
                     _decref(recs[i].origin)
                     _xdecref(recs[i].aliases)
+                    _xdecref(recs[i].outcome)  # may run a finalizer: the table is empty
             PyMem_Free(recs)
-        del outcomes, tombstones, tomb_expiry
+        del tombstones, tomb_expiry
 
     def _debug_counters(self):
         """Sizes of the internal structures, for tests (not a stable API)."""
@@ -981,3 +1015,38 @@ cdef class IdemTable:
             + (<size_t>self._tt_mask + 1) * sizeof(TSlot)
             + (<size_t>self._q_mask + 1) * sizeof(QEntry)
         )
+
+
+# --- cyclic GC -----------------------------------------------------------------
+#
+# Outcomes are arbitrary objects held through C pointers, which Cython's
+# generated tp_traverse cannot see. Without them the collector could never free
+# a cycle running through an outcome (say, an outcome that refers back to the
+# table). This hook visits them after the generated fields. Alias lists hold
+# only (str, int) tuples and origins are strs: neither can be part of a cycle.
+# The table itself is no_gc_clear: a cycle is broken by clearing the outcome's
+# side, after which the table is freed by reference counting.
+
+cdef _traverseproc _generated_traverse = (<_TypeObject*><void*>IdemTable).tp_traverse
+
+
+cdef int _traverse_table(PyObject* o, _visitproc visit, void* arg) noexcept:
+    cdef int rc
+    cdef uint32_t i
+    cdef IdemTable table = <IdemTable>o
+    cdef Rec* recs = table._recs
+    if _generated_traverse != NULL:
+        rc = _generated_traverse(o, visit, arg)
+        if rc:
+            return rc
+    for i in range(table._rec_cap):
+        if recs[i].outcome != NULL:
+            rc = visit(recs[i].outcome, arg)
+            if rc:
+                return rc
+    return 0
+
+
+if _generated_traverse == NULL:  # pragma: no cover - Cython always emits one here
+    raise ImportError("rsc._core._idemtable: IdemTable is not a GC type; cannot hook tp_traverse")
+(<_TypeObject*><void*>IdemTable).tp_traverse = _traverse_table
