@@ -1,0 +1,64 @@
+"""RSC_NO_EXTENSIONS=1 selects the pure twins everywhere, and a node plus an
+origin on the twins interoperate with nodes on the compiled core."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from typing import Any
+
+import pytest
+
+import rsc._core
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+ORIGIN = r"""
+import asyncio, sys
+import rsc._core
+from rsc import Runtime, spawn_remote
+assert rsc._core.envelope.__name__.endswith("_py"), rsc._core.envelope
+assert rsc._core.idemtable.__name__.endswith("_py")
+assert rsc._core.leaseheap.__name__.endswith("_py")
+nodes = dict(arg.split("=", 1) for arg in sys.argv[1:])
+async def main():
+    async with Runtime(nodes) as rt:
+        cx = rt.cx()
+        got = await asyncio.gather(*(spawn_remote(cx, n, "square", i).join()
+                                     for i, n in enumerate(sorted(nodes) * 50)))
+        assert got == [i * i for i in range(len(got))], got
+        print("ok", len(got))
+asyncio.run(main())
+"""
+
+
+def test_env_var_selects_twins_in_a_fresh_interpreter() -> None:
+    code = "import rsc._core as c; print(c.USING_EXTENSIONS, c.envelope.__name__, c.idemtable.__name__, c.leaseheap.__name__)"
+    env = dict(os.environ, RSC_NO_EXTENSIONS="1")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["False", "rsc._core._envelope_py", "rsc._core._idemtable_py",
+                                  "rsc._core._leaseheap_py"]
+
+
+def test_default_is_compiled() -> None:
+    assert rsc._core.USING_EXTENSIONS
+    assert rsc._core.envelope.__name__ == "rsc._core._envelope"
+
+
+def test_twin_node_and_twin_origin_interoperate_with_compiled_node(cluster: Any) -> None:
+    twin = cluster(1, env={"RSC_NO_EXTENSIONS": "1"}, name_prefix="twin")
+    compiled = cluster(1, name_prefix="fast")
+    nodes = {**twin.nodes, **compiled.nodes}
+    env = dict(os.environ, RSC_NO_EXTENSIONS="1", PYTHONPATH=ROOT)
+    out = subprocess.run([sys.executable, "-c", ORIGIN, *(f"{k}={v}" for k, v in nodes.items())],
+                         env=env, capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["ok", "100"]
+
+
+@pytest.mark.parametrize("name", rsc._core.NAMES)
+def test_load_refuses_unknown_and_names_the_fix(name: str) -> None:
+    assert rsc._core.load(name, compiled=False).__name__ == f"rsc._core._{name}_py"
+    with pytest.raises(ValueError):
+        rsc._core.load("nope")
