@@ -17,6 +17,7 @@ _EXPORTS = {
         "RemotePanicked", "SerializationError", "SpawnRejected", "UnknownComputation",
     ),
     "rsc.registry": ("Registry",),
+    "rsc.regions": ("Region", "region"),
     "rsc.remote": ("RemoteHandle", "Runtime", "spawn_remote"),
     "rsc.types": (
         "Budget", "CancelKind", "CancelReason", "ComputationName", "IdempotencyKey", "NodeId",
@@ -47,6 +48,6 @@ __all__ = [
     "InvalidInput", "LeaseExpired", "NoCapability", "NodeId", "NodeShuttingDown",
     "NodeUnreachable", "ProtocolError", "Registry", "RemoteCancelled", "RemoteCap", "RemoteError",
     "RemoteFailed", "RemoteHandle", "RemoteInput", "RemoteOutcome", "RemotePanicked",
-    "RemoteTaskId", "RemoteTaskState", "Runtime", "SerializationError", "Severity",
+    "RemoteTaskId", "RemoteTaskState", "Region", "region", "Runtime", "SerializationError", "Severity",
     "SpawnRejected", "UnknownComputation", "spawn_remote", "__version__",
 ]

@@ -91,11 +91,19 @@ class CancelState:
         return True
 
     def add_callback(self, cb: Any) -> None:
+        """Call ``cb(reason)`` on cancellation (at once if already cancelled)."""
         with self._lock:
             if self.reason is None:
                 self._callbacks.append(cb)
                 return
         cb(self.reason)
+
+    def remove_callback(self, cb: Any) -> None:
+        with self._lock:
+            try:
+                self._callbacks.remove(cb)
+            except ValueError:
+                pass
 
     def wait(self, timeout: float | None = None) -> bool:
         """Block (a sync computation's thread) until cancelled or timeout; True if cancelled."""
@@ -106,13 +114,14 @@ class Cx:
     """Capability context of one task."""
 
     __slots__ = ("region_id", "task_id", "budget", "remote_cap", "entropy", "node",
-                 "_cancel", "parent")
+                 "_cancel", "parent", "region", "trace")
 
     def __init__(self, *, remote_cap: RemoteCap | None = None, budget: Budget | None = None,
                  region_id: int | None = None, task_id: int | None = None,
                  entropy: random.Random | None = None, node: NodeId | None = None,
                  seed: int | None = None, parent: Cx | None = None,
-                 cancel_state: CancelState | None = None) -> None:
+                 cancel_state: CancelState | None = None, region: Any = None,
+                 trace: Any = None) -> None:
         self.region_id = next_region_id() if region_id is None else region_id
         self.task_id = next_task_id() if task_id is None else task_id
         self.budget = budget if budget is not None else Budget.INFINITE  # type: ignore[attr-defined]
@@ -120,6 +129,8 @@ class Cx:
         self.entropy = entropy if entropy is not None else random.Random(seed)
         self.node = node
         self.parent = parent
+        self.region = region  # the rsc.region.Region that owns this Cx's work, if any
+        self.trace = trace if trace is not None else (parent.trace if parent is not None else None)
         self._cancel = cancel_state if cancel_state is not None else CancelState()
 
     # -- cancellation -----------------------------------------------------------
@@ -149,12 +160,16 @@ class Cx:
         return self._cancel.wait(timeout)
 
     # -- derivation ---------------------------------------------------------------
-    def child(self, *, budget: Budget | None = None, region_id: int | None = None) -> Cx:
-        """A Cx for a child task: inherits the capability and a tighter budget."""
+    def child(self, *, budget: Budget | None = None, region_id: int | None = None,
+              region: Any = None, cancel_state: CancelState | None = None) -> Cx:
+        """A Cx for a child task: inherits the capability, the region (unless
+        given) and the tighter budget. Its cancellation is its own; a Region
+        links it to the parent's."""
         b = self.budget if budget is None else self.budget.meet(budget)
         return Cx(remote_cap=self.remote_cap, budget=b,
                   region_id=self.region_id if region_id is None else region_id,
-                  entropy=random.Random(self.entropy.getrandbits(64)), node=self.node, parent=self)
+                  entropy=random.Random(self.entropy.getrandbits(64)), node=self.node, parent=self,
+                  region=self.region if region is None else region, cancel_state=cancel_state)
 
     def __repr__(self) -> str:
         cap = "cap" if self.remote_cap is not None else "no-cap"

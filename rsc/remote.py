@@ -35,6 +35,7 @@ from rsc._engine.origin import (
 from rsc._engine.states import OriginState
 from rsc.clock import SystemClock
 from rsc.cx import Cx, RemoteCap
+from rsc.lease import ACTIVE, DEFAULT_POLICY, EXPIRED, RELEASED, Lease, LeasePolicy
 from rsc.errors import (
     InvalidArgument,
     LeaseExpired,
@@ -91,10 +92,12 @@ class RemoteHandle:
     At most one outcome is ever delivered to a handle.
     """
 
-    __slots__ = ("_rt", "_task", "_future", "_codec", "_state", "_owner_region", "_lease_s", "__weakref__")
+    __slots__ = ("_rt", "_task", "_future", "_codec", "_state", "_owner_region", "_lease_s",
+                 "_policy", "_retries_left", "_escalated", "_observed", "_region", "_holder",
+                 "attempts", "__weakref__")
 
     def __init__(self, rt: Runtime, task: OriginTask, codec: str | None, owner_region: int,
-                 lease_s: float) -> None:
+                 lease_s: float, policy: LeasePolicy, region: Any, holder: int) -> None:
         self._rt = rt
         self._task = task
         self._future: asyncio.Future[RemoteOutcome] = rt._loop.create_future()
@@ -102,6 +105,13 @@ class RemoteHandle:
         self._state = RemoteTaskState.PENDING
         self._owner_region = owner_region
         self._lease_s = lease_s
+        self._policy = policy
+        self._retries_left = policy.attempts
+        self._escalated = False
+        self._observed = False
+        self._region = region
+        self._holder = holder
+        self.attempts: list[tuple[str, int]] = [(task.node, task.rtid)]  # (node, remote task id) tried
 
     # -- identity ------------------------------------------------------------------
     @property
@@ -121,9 +131,19 @@ class RemoteHandle:
         return self._owner_region
 
     @property
-    def lease(self) -> float:
-        """The lease in seconds."""
-        return self._lease_s
+    def lease(self) -> Lease:
+        """This task's lease now: active (with its expiry), released or expired."""
+        if self._state is RemoteTaskState.LEASE_EXPIRED:
+            state, at = EXPIRED, None
+        elif self._future.done():
+            state, at = RELEASED, None
+        else:
+            state, at = ACTIVE, self._rt.engine.lease_deadline(self._task.rtid)
+        return Lease(self._lease_s, state, at, self._owner_region, self._holder)
+
+    @property
+    def policy(self) -> LeasePolicy:
+        return self._policy
 
     @property
     def idempotency_key(self) -> IdempotencyKey:
@@ -150,7 +170,18 @@ class RemoteHandle:
         else:
             self._future.set_result(outcome)  # type: ignore[arg-type]
         self._rt._handle_done(self)
+        if self._region is not None:
+            self._region.handle_done(self)
         return True
+
+    def _unobserved_error(self) -> BaseException | None:
+        if self._observed or not self._future.done():
+            return None
+        exc = self._future.exception()
+        if exc is not None:
+            return exc
+        outcome = self._future.result()
+        return None if outcome.is_success else outcome.error()
 
     def _value(self, outcome: RemoteOutcome) -> Any:
         data = outcome.unwrap()
@@ -167,12 +198,17 @@ class RemoteHandle:
         """Wait for the task; its output (bytes, or the value with codec msgpack),
         or raise RemoteFailed / RemoteCancelled / RemotePanicked / SpawnRejected /
         LeaseExpired / NodeUnreachable."""
-        return self._value(await asyncio.shield(self._future))
+        try:
+            outcome = await asyncio.shield(self._future)
+        finally:
+            self._observed = self._future.done()
+        return self._value(outcome)
 
     def try_join(self) -> Any | None:
         """The output if finished (raising like ``join``), else None."""
         if not self._future.done():
             return None
+        self._observed = True
         return self._value(self._future.result())
 
     def abort(self, reason: CancelReason | None = None) -> None:
@@ -189,6 +225,8 @@ class RemoteHandle:
             return await asyncio.shield(self._future)
         except RemoteError as exc:
             return _error_outcome(exc)
+        finally:
+            self._observed = self._future.done()
 
     def __repr__(self) -> str:
         return (f"RemoteHandle({self._task.computation!r} on {self._task.node!r}, "
@@ -326,7 +364,8 @@ class Runtime:
 
     def spawn(self, cx: Cx, node: str, computation: str, input: Any = b"", *,
               lease: float | None = None, budget: Budget | None = None,
-              idempotency_key: IdempotencyKey | None = None, codec: str | None = None) -> RemoteHandle:
+              idempotency_key: IdempotencyKey | None = None, codec: str | None = None,
+              on_lease_expired: LeasePolicy | None = None) -> RemoteHandle:
         if self._closed:
             raise InvalidArgument("this Runtime is closed")
         if self._loop is None:
@@ -360,11 +399,19 @@ class Runtime:
         task = OriginTask(int(self._ids.next()), link.node, name, data, lease_ms, key.to_bytes(),
                           wire_budget, eff.deadline_ns, cx.region_id, cx.task_id,
                           cap.token, None)  # type: ignore[union-attr]
-        handle = RemoteHandle(self, task, codec, cx.region_id, lease_ms / 1000)
+        policy = on_lease_expired or DEFAULT_POLICY
+        if not isinstance(policy, LeasePolicy):
+            raise InvalidArgument("on_lease_expired must be rsc.lease.fail(), cancel(...) or retry(...)")
+        for n in policy.nodes:
+            self._link(n)
+        handle = RemoteHandle(self, task, codec, cx.region_id, lease_ms / 1000, policy, cx.region,
+                              cx.task_id)
         task.handle = handle
         self._handles[task.rtid] = handle
         self.engine.spawn(task, now)
         self._ensure_connector(link)
+        if cx.region is not None:
+            cx.region.adopt(handle)
         self._pump()
         return handle
 
@@ -479,7 +526,9 @@ class Runtime:
                     fut.set_result(stats)
             return
         handle: RemoteHandle | None = task.handle
-        if handle is None:
+        if handle is None:  # a superseded attempt or a task given up on
+            if ev == EV_LEASE_EXPIRED:
+                self.engine.forget(task.rtid)
             return
         if ev == EV_RESULT:
             kind, payload, exec_ns = detail
@@ -493,16 +542,65 @@ class Runtime:
             handle._settle(None, spawn_rejected(code, detail_s, task.node, task.computation),
                            RemoteTaskState.FAILED)
         elif ev == EV_LEASE_EXPIRED:
-            if handle.is_finished():
-                # a second lapse while waiting for the cancel's answer: give up on it
-                self.engine.forget(task.rtid)
-                return
-            handle._settle(None, LeaseExpired(
-                f"lease of {task.lease_ms} ms on node {task.node!r} lapsed with neither renewal nor result"),
-                RemoteTaskState.LEASE_EXPIRED)
-            # best effort: stop the work if the node is still there
-            self.engine.cancel(task.rtid, (int(CancelKind.LEASE_EXPIRED), "origin saw the lease lapse"),
-                               self.clock.now_ns())
+            self._escalate(handle, task)
+
+    def _lease_error(self, task: OriginTask, extra: str = "") -> LeaseExpired:
+        return LeaseExpired(f"lease of {task.lease_ms} ms on node {task.node!r} lapsed with neither "
+                            f"renewal nor result{extra}")
+
+    def _escalate(self, handle: RemoteHandle, task: OriginTask) -> None:
+        """A lease lapsed: apply the handle's policy (see rsc.lease)."""
+        now = self.clock.now_ns()
+        reason = (int(CancelKind.LEASE_EXPIRED), "origin saw the lease lapse")
+        if handle.is_finished() or handle._escalated and handle._policy.kind != "retry":
+            # the second lapse while waiting on the cancel's answer: give up on this attempt
+            task.handle = None
+            self.engine.forget(task.rtid)
+            self._handles.pop(task.rtid, None)
+            handle._settle(None, self._lease_error(task, "; the cancel was not answered either"),
+                           RemoteTaskState.LEASE_EXPIRED)
+            return
+        policy = handle._policy
+        handle._escalated = True
+        log.info("lease lapsed for %r; policy %s", handle, policy)
+        if policy.kind == "retry" and handle._retries_left > 0:
+            handle._retries_left -= 1
+            n_done = len(handle.attempts)
+            node = policy.nodes[(n_done - 1) % len(policy.nodes)] if policy.nodes else task.node
+            # supersede the old attempt: its late result is dropped, it is cancelled where reachable
+            task.handle = None
+            self._handles.pop(task.rtid, None)
+            self.engine.cancel(task.rtid, reason, now)
+            new = OriginTask(int(self._ids.next()), NodeId(node), task.computation, task.input,
+                             task.lease_ms, task.key, task.budget, task.deadline_ns, task.region,
+                             task.task, task.capability, handle)
+            handle._task = new
+            handle._state = RemoteTaskState.PENDING
+            handle.attempts.append((new.node, new.rtid))
+            self._handles[new.rtid] = handle
+            self.engine.spawn(new, now)
+            self._ensure_connector(self._links[new.node])
+            return
+        if policy.kind == "cancel":
+            handle._state = RemoteTaskState.LEASE_EXPIRED
+            self.engine.cancel(task.rtid, reason, now)
+            self._ensure_connector(self._links[task.node])
+            self._loop.call_later(policy.timeout_s, self._cancel_timed_out, handle, task)
+            return
+        # fail (and retry with no attempts left)
+        handle._settle(None, self._lease_error(task), RemoteTaskState.LEASE_EXPIRED)
+        self.engine.cancel(task.rtid, reason, now)  # best effort: stop the work if the node is there
+
+    def _cancel_timed_out(self, handle: RemoteHandle, task: OriginTask) -> None:
+        if handle.is_finished() or handle._task is not task:
+            return
+        task.handle = None
+        self.engine.forget(task.rtid)
+        self._handles.pop(task.rtid, None)
+        handle._settle(None, self._lease_error(task, f"; no answer to the cancel within "
+                                                      f"{handle._policy.timeout_s} s"),
+                       RemoteTaskState.LEASE_EXPIRED)
+        self._pump()
 
     def _arm_timer(self) -> None:
         at = self.engine.next_deadline()
@@ -523,12 +621,14 @@ class Runtime:
 def spawn_remote(cx: Cx, node: str, computation: str, input: Any = b"", *,
                  lease: float | None = None, budget: Budget | None = None,
                  idempotency_key: IdempotencyKey | None = None,
-                 codec: str | None = None) -> RemoteHandle:
+                 codec: str | None = None, on_lease_expired: LeasePolicy | None = None) -> RemoteHandle:
     """Spawn the named ``computation`` on ``node`` with ``input``; needs a RemoteCap in ``cx``.
 
     ``input`` as bytes (or RemoteInput) is sent as is and ``join`` returns bytes;
     any other value is packed with msgpack and ``join`` returns the unpacked output.
-    ``lease`` is in seconds (default: the RemoteCap's, 30 s).
+    ``lease`` is in seconds (default: the RemoteCap's, 30 s); ``on_lease_expired``
+    is the escalation policy (``rsc.lease.fail()`` by default, ``cancel(t)``, ``retry(n, nodes)``).
+    The handle belongs to ``cx``'s region, if it has one.
     """
     if not isinstance(cx, Cx):
         raise InvalidArgument(f"spawn_remote needs a Cx as its first argument, got {type(cx).__name__}")
@@ -536,4 +636,5 @@ def spawn_remote(cx: Cx, node: str, computation: str, input: Any = b"", *,
     if cap is None:
         raise NoCapability()
     return cap.runtime.spawn(cx, node, computation, input, lease=lease, budget=budget,
-                             idempotency_key=idempotency_key, codec=codec)
+                             idempotency_key=idempotency_key, codec=codec,
+                             on_lease_expired=on_lease_expired)

@@ -156,6 +156,10 @@ class OriginEngine:
     def get(self, rtid: int) -> OriginTask | None:
         return self._tasks.get(rtid)
 
+    def lease_deadline(self, rtid: int) -> int | None:
+        """When the task's lease lapses unless renewed (ns), or None if not watched."""
+        return self._leases.deadline_of(rtid)
+
     # ------------------------------------------------------------------- links
     def link_up(self, node: str, now: int) -> None:
         """A byte stream to ``node`` is open: start the handshake."""
