@@ -292,6 +292,10 @@ class Runtime:
         await self.aclose()
 
     async def start(self) -> None:
+        self.attach()
+
+    def attach(self) -> None:
+        """Bind to the running event loop (what ``start`` does, callable from sync code on the loop)."""
         self._loop = asyncio.get_running_loop()
 
     async def aclose(self, cancel_timeout_s: float = 5.0) -> None:

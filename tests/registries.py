@@ -116,3 +116,25 @@ def observe_sync(cx: Any, req: dict) -> str:
         _mark(req["path"], "cancelled")
         cx.checkpoint()
     return "finished"
+
+
+@basic.computation("tree", codec="msgpack")
+async def tree(cx: Any, req: dict) -> str:
+    """One level of a tree of remote work: marks "started", then (if more
+    levels remain) spawns the next level on ``req["nodes"][0]`` inside a region
+    and waits on it; the leaf waits forever. Marks "cancelled" on cancellation."""
+    import rsc
+
+    level = req["level"]
+    _mark(req["marks"][level], "started")
+    try:
+        if req["nodes"]:
+            async with rsc.region(cx) as r:
+                child = {**req, "level": level + 1, "nodes": req["nodes"][1:]}
+                h = rsc.spawn_remote(r.cx, req["nodes"][0], "tree", child, lease=req.get("lease", 2.0))
+                return await h.join()
+        await asyncio.sleep(3600)
+        return "leaf finished"
+    except asyncio.CancelledError:
+        _mark(req["marks"][level], "cancelled")
+        raise

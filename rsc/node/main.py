@@ -23,6 +23,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, default=None, help="thread pool size for sync computations")
     p.add_argument("--grace", type=float, default=5.0, help="seconds running tasks get on shutdown")
     p.add_argument("--ttl", type=float, default=300.0, help="seconds results stay for duplicates")
+    p.add_argument("--peers", default=None,
+                   help="cluster file of nodes this node's computations may spawn on (nested work)")
     p.add_argument("--log-level", default="WARNING")
 
 
@@ -47,7 +49,7 @@ async def _serve(args: argparse.Namespace) -> int:
             raise InvalidArgument(f"{flag} must be at least 1, got {v}")
     server = NodeServer(args.name, args.listen, registry, capacity=args.capacity,
                         max_input_bytes=args.max_input_bytes, max_threads=args.threads,
-                        ttl_s=args.ttl, grace_s=args.grace)
+                        ttl_s=args.ttl, grace_s=args.grace, peers=args.peers)
     await server.start()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -20,10 +20,11 @@ import psutil
 from rsc import __version__
 from rsc._engine.node import CANCEL, CLOSE, SEND, START, Admission, NodeEngine, NodeTask
 from rsc.clock import SystemClock
-from rsc.cx import Cx
+from rsc.cx import Cx, RemoteCap
 from rsc.errors import ProtocolError
 from rsc.node.executor import Executor
 from rsc.registry import Registry
+from rsc.remote import Runtime
 from rsc.transport.address import Address
 from rsc.transport.connection import FramedConnection
 from rsc.transport.uds import listen_unix
@@ -52,13 +53,17 @@ class NodeServer:
     def __init__(self, name: str, address: str, registry: Registry, *, capacity: int = 16384,
                  max_input_bytes: int = 16 * 1024 * 1024, max_threads: int | None = None,
                  ttl_s: float = 300.0, key: bytes | None = None, grace_s: float = 5.0,
-                 cancel_grace_s: float = 2.0) -> None:
+                 cancel_grace_s: float = 2.0, peers: str | None = None) -> None:
         self.name = NodeId(name)
         self.address = Address.parse(address)
         if self.address.scheme != "unix":
             raise NotImplementedError("TCP listeners come with the TLS transport; use unix:PATH")
         self.registry = registry
         self.grace_s = grace_s
+        # With a peers cluster file, computations get a RemoteCap and may spawn
+        # remote work themselves (nested regions); the runtime opens on first use.
+        self.peers = peers
+        self._runtime: Runtime | None = None
         self.clock = SystemClock()
         self._started = time.monotonic()
         self._proc = psutil.Process()
@@ -127,6 +132,8 @@ class NodeServer:
         if self._timer is not None:
             self._timer.cancel()
         await self.executor.aclose(0.0, abandon_after_s=1.0)
+        if self._runtime is not None:
+            await self._runtime.aclose()
         try:
             os.unlink(self.address.path)
         except FileNotFoundError:
@@ -190,8 +197,16 @@ class NodeServer:
             b = task.budget
             budget = Budget(task.deadline_ns, b[1], b[2], b[3]) if b is not None else None
         cx = Cx(region_id=task.origin_region, task_id=task.origin_task, budget=budget,
-                node=self.name)
+                node=self.name, remote_cap=self._remote_cap())
         self.executor.start(task, comp, task.input, cx, self._on_done)
+
+    def _remote_cap(self) -> RemoteCap | None:
+        if self.peers is None:
+            return None
+        if self._runtime is None:
+            self._runtime = Runtime(self.peers, name=self.name, key=self.engine.key)
+            self._runtime.attach()
+        return RemoteCap(self._runtime)
 
     def _on_done(self, task: NodeTask, kind: int, payload: Any, exec_ns: int) -> None:
         if kind == OutcomeKind.CANCELLED:
