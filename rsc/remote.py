@@ -19,7 +19,7 @@ import os
 import secrets
 import socket
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Callable
 
 from rsc._engine.origin import (
     CLOSE,
@@ -264,7 +264,8 @@ class Runtime:
 
     def __init__(self, cluster: Mapping[str, str] | str | os.PathLike, *, name: str | None = None,
                  key: bytes | None = None, default_lease_s: float = 30.0,
-                 connect_timeout_s: float = 5.0, backoff_max_s: float = 2.0) -> None:
+                 connect_timeout_s: float = 5.0, backoff_max_s: float = 2.0,
+                 trace: Callable[[str, dict], None] | None = None) -> None:
         self.cluster = load_cluster(cluster)
         self.name = NodeId(name or f"origin-{socket.gethostname()[:64]}-{os.getpid()}-{secrets.token_hex(3)}")
         self.key = key
@@ -272,7 +273,8 @@ class Runtime:
         self.connect_timeout_s = connect_timeout_s
         self.backoff_max_s = backoff_max_s
         self.clock = SystemClock()
-        self.engine = OriginEngine(self.name, key=key, entropy=secrets.token_bytes)
+        self.trace = trace
+        self.engine = OriginEngine(self.name, key=key, entropy=secrets.token_bytes, trace=trace)
         self._ids = RemoteTaskIdAllocator()
         self._links = {n: _NodeLink(n, a) for n, a in self.cluster.items()}
         self._handles: dict[int, RemoteHandle] = {}
@@ -330,7 +332,7 @@ class Runtime:
            seed: int | None = None) -> Cx:
         """A root Cx holding a RemoteCap for this runtime."""
         cap = RemoteCap(self, default_lease_s=default_lease_s or self.default_lease_s)
-        return Cx(remote_cap=cap, budget=budget, seed=seed)
+        return Cx(remote_cap=cap, budget=budget, seed=seed, trace=self.trace)
 
     # ---------------------------------------------------------------- inspection
     @property

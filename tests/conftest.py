@@ -8,6 +8,7 @@ that silently failed makes those tests fail instead of skip.
 from __future__ import annotations
 
 import importlib
+from collections.abc import Iterator
 from types import ModuleType
 
 import pytest
@@ -48,3 +49,14 @@ def both_leaseheaps() -> tuple[ModuleType, ModuleType]:
 
 
 pytest_plugins = ["tests.cluster"]
+
+
+@pytest.fixture(autouse=True)
+def _no_leaked_regions_or_leases() -> Iterator[None]:
+    """Every test leaves no open region and leaks no lease (rsc.regions' debug counters)."""
+    import rsc.regions
+
+    before = rsc.regions.LEAKED_LEASES
+    yield
+    assert rsc.regions.live_regions() == 0, "a test left a region open"
+    assert rsc.regions.LEAKED_LEASES == before, "a region closed while a lease was still held"

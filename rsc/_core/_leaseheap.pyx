@@ -47,7 +47,7 @@ cdef extern from "Python.h":
 
 
 cdef enum:
-    ARITY = 4            # 4-ary: half the levels of a binary heap, children share cache lines
+    ARITY = 4            # half the levels of a binary heap; siblings sit side by side in memory
     MIN_HEAP_CAP = 16
     MIN_TABLE_CAP = 16   # a power of two
 

@@ -25,6 +25,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ttl", type=float, default=300.0, help="seconds results stay for duplicates")
     p.add_argument("--peers", default=None,
                    help="cluster file of nodes this node's computations may spawn on (nested work)")
+    p.add_argument("--trace", default=None, help="append trace events as JSON lines to this file")
     p.add_argument("--log-level", default="WARNING")
 
 
@@ -47,9 +48,12 @@ async def _serve(args: argparse.Namespace) -> int:
     for flag, v in (("--capacity", args.capacity), ("--max-input-bytes", args.max_input_bytes)):
         if v < 1:
             raise InvalidArgument(f"{flag} must be at least 1, got {v}")
+    from rsc.trace import Trace
+
+    trace = Trace(args.name, args.trace) if args.trace else None
     server = NodeServer(args.name, args.listen, registry, capacity=args.capacity,
                         max_input_bytes=args.max_input_bytes, max_threads=args.threads,
-                        ttl_s=args.ttl, grace_s=args.grace, peers=args.peers)
+                        ttl_s=args.ttl, grace_s=args.grace, peers=args.peers, trace=trace)
     await server.start()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

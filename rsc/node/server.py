@@ -13,7 +13,7 @@ import logging
 import os
 import secrets
 import time
-from typing import Any
+from typing import Any, Callable
 
 import psutil
 
@@ -53,7 +53,8 @@ class NodeServer:
     def __init__(self, name: str, address: str, registry: Registry, *, capacity: int = 16384,
                  max_input_bytes: int = 16 * 1024 * 1024, max_threads: int | None = None,
                  ttl_s: float = 300.0, key: bytes | None = None, grace_s: float = 5.0,
-                 cancel_grace_s: float = 2.0, peers: str | None = None) -> None:
+                 cancel_grace_s: float = 2.0, peers: str | None = None,
+                 trace: Callable[[str, dict], None] | None = None) -> None:
         self.name = NodeId(name)
         self.address = Address.parse(address)
         if self.address.scheme != "unix":
@@ -71,7 +72,7 @@ class NodeServer:
         self.engine = NodeEngine(
             self.name, RegistryAdmission(registry), capacity=capacity,
             max_input_bytes=max_input_bytes, ttl_ns=int(ttl_s * 1e9), key=key,
-            entropy=secrets.token_bytes, stats=self._process_stats)
+            entropy=secrets.token_bytes, stats=self._process_stats, trace=trace)
         self.executor = Executor(max_threads=max_threads or max(4, (os.cpu_count() or 1) * 2),
                                  cancel_grace_s=cancel_grace_s)
         self._conns: dict[int, FramedConnection] = {}
