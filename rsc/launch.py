@@ -40,8 +40,8 @@ import psutil
 
 log = logging.getLogger("rsc.launch")
 
-__all__ = ["LaunchInterrupted", "LocalCluster", "NodeStartError", "add_arguments", "run", "status",
-           "write_cluster_file"]
+__all__ = ["LaunchInterrupted", "LocalCluster", "NodeStartError", "add_arguments", "probe",
+           "read_cluster_file", "run", "status", "write_cluster_file"]
 
 CLUSTER_FILE_VERSION = 1
 STDERR_TAIL_LINES = 200

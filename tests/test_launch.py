@@ -199,8 +199,8 @@ def test_sigint_stops_cleanly_with_given_dir(launcher: Callable[..., Launcher], 
     d = tmp_path / "socks"
     cf = tmp_path / "my-cluster.json"
     lau = launcher("-n", "1", "--registry", REGISTRY, "--dir", str(d), "--cluster-file", str(cf),
-                   "--name-prefix", "w", "--grace", "1")
-    lau.wait_line(lambda s: s.startswith("cluster file: "))
+                   "--name-prefix", "w", "--grace", "1", "--quiet")
+    lau.wait_line(lambda s: s == str(cf))  # --quiet prints only the cluster file's path
     data = read_cluster_file(str(cf))
     assert list(data) == ["w-1"] and data["w-1"]["address"] == f"unix:{d}/w-1.sock"
     lau.watch(data["w-1"]["pid"])
@@ -359,3 +359,13 @@ def test_local_cluster_rejects_bad_arguments() -> None:
     with pytest.raises(ValueError, match="over the .*limit"):
         LocalCluster(1, REGISTRY, directory="/tmp/" + "d" * 120).start()
     assert not os.path.exists("/tmp/" + "d" * 120)
+
+
+def test_rsc_launch_is_the_same_verb() -> None:
+    out = rsc_cli("launch", "--help")
+    assert out.returncode == 0
+    for flag in ("--nodes", "--registry", "--dir", "--name-prefix", "--cluster-file", "--restart",
+                 "--capacity", "--threads", "--grace", "--ready-timeout", "--quiet"):
+        assert flag in out.stdout
+    bad = rsc_cli("launch", "-n", "0", "--registry", REGISTRY)
+    assert bad.returncode == 2 and "at least 1" in bad.stderr
