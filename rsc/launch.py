@@ -92,7 +92,9 @@ class _NodeProcess:
         self._sink = sink
         self.started_at = time.monotonic()
         self.proc = subprocess.Popen(
-            argv, env=env, cwd=cwd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+            # stdin is the node's lifeline (--lifeline-stdin): it closes when we die,
+            # so nodes never outlive a launcher killed with SIGKILL.
+            argv, env=env, cwd=cwd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
             stderr=subprocess.PIPE, start_new_session=True, close_fds=True,
             text=True, encoding="utf-8", errors="replace", bufsize=1)
         self.pid = self.proc.pid
@@ -142,6 +144,12 @@ class _NodeProcess:
         return "\n".join(self.stderr_tail)
 
     def join_readers(self, timeout: float) -> None:
+        """After the process exited: close its lifeline and collect its output."""
+        if self.proc.stdin is not None and not self.proc.stdin.closed:
+            try:
+                self.proc.stdin.close()
+            except OSError:  # pragma: no cover - already broken pipe
+                pass
         for t in self._threads:
             t.join(timeout)
 
@@ -507,7 +515,7 @@ class LocalCluster:
 
     def _argv(self, name: str) -> list[str]:
         argv = [self.python, "-m", "rsc", "node", "--name", name, "--listen", self.address_of(name),
-                "--registry", self.registry]
+                "--registry", self.registry, "--lifeline-stdin"]
         if self.capacity is not None:
             argv += ["--capacity", str(self.capacity)]
         if self.threads is not None:

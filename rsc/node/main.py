@@ -9,7 +9,12 @@ import os
 import signal
 import sys
 
+from typing import TYPE_CHECKING, Callable
+
 from rsc.errors import InvalidArgument
+
+if TYPE_CHECKING:  # pragma: no cover
+    from rsc.node.server import NodeServer
 from rsc.registry import load_registry
 
 
@@ -25,6 +30,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ttl", type=float, default=300.0, help="seconds results stay for duplicates")
     p.add_argument("--peers", default=None,
                    help="cluster file of nodes this node's computations may spawn on (nested work)")
+    p.add_argument("--lifeline-stdin", action="store_true",
+                   help="shut down gracefully when stdin closes (the launcher died)")
     p.add_argument("--trace", default=None, help="append trace events as JSON lines to this file")
     p.add_argument("--log-level", default="WARNING")
 
@@ -58,9 +65,25 @@ async def _serve(args: argparse.Namespace) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, server.request_shutdown)
+    if args.lifeline_stdin:
+        await _watch_lifeline(server)
     print(f"READY {server.name} {os.getpid()} {server.address}", flush=True)
     await server.serve_until_stopped()
     return 0
+
+
+class _Lifeline(asyncio.Protocol):
+    def __init__(self, on_close: "Callable[[], None]") -> None:
+        self._on_close = on_close
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._on_close()
+
+
+async def _watch_lifeline(server: "NodeServer") -> None:
+    """Whoever started us holds our stdin open; EOF means it is gone."""
+    loop = asyncio.get_running_loop()
+    await loop.connect_read_pipe(lambda: _Lifeline(server.request_shutdown), sys.stdin)
 
 
 def run(args: argparse.Namespace) -> int:
