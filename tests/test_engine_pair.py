@@ -364,3 +364,48 @@ def test_results_go_to_every_live_connection_of_the_origin() -> None:
     link.node.task_finished(link.started[0], 0, b"r", 1, link.now)
     sends = [(c, m) for op, c, m in link.node.take_actions() if isinstance(m, ResultDelivery)]
     assert sorted(c for c, _ in sends) == [1, 2] and all(m.remote_task_id == t.rtid for _, m in sends)
+
+
+def test_cancel_after_redelivered_duplicate_resends_the_result() -> None:
+    link = Link()
+    link.connect()
+    key = b"D" * 16
+    link.spawn("echo", b"v", key=key)
+    link.finish(link.started[0], 0, b"R")
+    dup = link.spawn("echo", b"v", key=key)  # answered from the finished record
+    link.node.receive(link.conn, CancelRequest("origin-a", 80, dup.rtid, CANCEL_USER, "origin-a"), link.now)
+    sent = [m for _op, _c, m in link.node.take_actions()]
+    assert isinstance(sent[0], ResultDelivery) and sent[0].outcome_kind == 0 and sent[0].payload == b"R"
+    assert link.node.tombstones == 0
+
+
+def test_resend_under_same_task_id_with_other_input_conflicts() -> None:
+    link = Link()
+    link.connect()
+    t = link.spawn("echo", b"one")
+    link.node.receive(link.conn, SpawnRequest("origin-a", 50, t.rtid, "echo", b"two", 1000,
+                                              t.key, None, "origin-a", 0, 0, None), link.now)
+    ack = link.node.take_actions()[0][2]
+    assert ack.status == 1 and ack.reject_code == 5
+
+
+def test_origin_answers_ping_and_checks_who_answered() -> None:
+    link = Link()
+    link.connect()
+    link.origin.receive("node-1", Ping("node-1", 90, 3), link.now)
+    (op, node, msg) = link.origin.take_actions()[0]
+    assert isinstance(msg, Pong) and msg.nonce == 3
+    other = Link()
+    other.node.name = "impostor"
+    other.connect()
+    assert not other.origin.is_ready("node-1")
+    assert other.origin_closed
+
+
+def test_close_all_says_shutting_down() -> None:
+    link = Link()
+    link.connect()
+    link.node.close_all()
+    actions = link.node.take_actions()
+    assert isinstance(actions[0][2], Error) and actions[0][2].code == 6 and actions[1][0] == 1
+    assert link.node.connections == 0

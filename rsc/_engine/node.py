@@ -32,6 +32,7 @@ from rsc._core import leaseheap as _lh
 from rsc._core.messages import (
     ACK_ACCEPTED,
     ACK_REJECTED,
+    ERR_SHUTTING_DOWN,
     OUTCOME_CANCELLED,
     REJECT_CAPACITY_EXCEEDED,
     REJECT_IDEMPOTENCY_CONFLICT,
@@ -145,6 +146,11 @@ class NodeEngine:
         self._idem = _idem.IdemTable(ttl_ns)
         self._running: dict[bytes, NodeTask] = {}  # key -> owner task not yet finished
         self._by_serial: dict[int, NodeTask] = {}
+        # Duplicates answered from a finished record are not aliases in the
+        # idempotency table (it attaches aliases only while a task runs), yet a
+        # later CANCEL or resend under their task id must find the record.
+        self._redelivered: dict[tuple[str, int], bytes] = {}
+        self._redelivered_expiry: deque[tuple[int, tuple[str, int]]] = deque()
         self._tomb_reasons: dict[tuple[str, int], tuple] = {}
         self._tomb_expiry: deque[tuple[int, tuple[str, int]]] = deque()
         self._leases = _lh.LeaseHeap()  # serial -> when to check the origin's silence
@@ -297,15 +303,19 @@ class NodeEngine:
             return self._ack(c.id, rtid, REJECT_INVALID_INPUT,
                              f"input is {len(msg.input)} bytes; this node accepts at most {self.max_input_bytes}")
         idem = self._idem
-        held_key = idem.owner_of(origin, rtid)
+        fp = _idem.fingerprint(msg.computation, msg.input)
+        held_key = self._key_of(origin, rtid)
         if held_key is not None:
             if held_key != key:
                 return self._ack(c.id, rtid, REJECT_IDEMPOTENCY_CONFLICT,
                                  f"task {origin}/{rtid} is already held under another idempotency key")
-            return self._on_duplicate(c, msg, idem.get(held_key), now, resend=True)
+            rec = idem.get(held_key)
+            if rec.fingerprint != fp:
+                return self._ack(c.id, rtid, REJECT_IDEMPOTENCY_CONFLICT,
+                                 "resend of a task with a different computation or input")
+            return self._on_duplicate(c, msg, rec, now, resend=True)
         if idem.has_tombstone(origin, rtid):
             return self._on_tombstoned_spawn(c, msg, now)
-        fp = _idem.fingerprint(msg.computation, msg.input)
         rec = idem.get(key)
         if rec is not None:
             if rec.fingerprint != fp:
@@ -348,6 +358,10 @@ class NodeEngine:
         rtid = msg.remote_task_id
         self._ack(c.id, rtid)
         if rec.finished:
+            if not resend:
+                pair = (msg.origin_node, rtid)
+                self._redelivered[pair] = rec.key
+                self._redelivered_expiry.append((now + self.ttl_ns, pair))
             kind, payload, exec_ns = rec.outcome
             self._send(c.id, ResultDelivery(self.name, self._stamp(), rtid, kind, payload, exec_ns))
             return
@@ -376,7 +390,7 @@ class NodeEngine:
         origin, rtid = c.origin, msg.remote_task_id
         if msg.origin_node != origin:
             return self._drop("cancel for another origin", claimed=msg.origin_node, origin=origin)
-        key = self._idem.owner_of(origin, rtid)
+        key = self._key_of(origin, rtid)
         if key is None:
             if not self._idem.has_tombstone(origin, rtid):
                 self._idem.add_tombstone(origin, rtid, now)
@@ -391,6 +405,16 @@ class NodeEngine:
             self._send(c.id, ResultDelivery(self.name, self._stamp(), rtid, kind, payload, exec_ns))
             return
         self._cancel_task(task, msg.reason, NodeEvent.RECV_CANCEL)
+
+    def _key_of(self, origin: str, rtid: int) -> bytes | None:
+        """The idempotency key a live or remembered (origin, task id) is held under."""
+        key = self._idem.owner_of(origin, rtid)
+        if key is None:
+            key = self._redelivered.get((origin, rtid))
+            if key is not None and self._idem.get(key) is None:  # record evicted meanwhile
+                del self._redelivered[(origin, rtid)]
+                key = None
+        return key
 
     def _cancel_task(self, task: NodeTask, reason: tuple, event: NodeEvent) -> None:
         nxt = advance_node(task.state, event)
@@ -459,6 +483,8 @@ class NodeEngine:
             cands.append(self._held_expiry[0][0])
         if self._tomb_expiry:
             cands.append(self._tomb_expiry[0][0])
+        if self._redelivered_expiry:
+            cands.append(self._redelivered_expiry[0][0])
         nxt = self._idem.next_expiry()
         if nxt is not None:
             cands.append(nxt)
@@ -491,6 +517,9 @@ class NodeEngine:
             _, pair = self._tomb_expiry.popleft()
             if not self._idem.has_tombstone(*pair):
                 self._tomb_reasons.pop(pair, None)
+        while self._redelivered_expiry and self._redelivered_expiry[0][0] <= now:
+            _, pair = self._redelivered_expiry.popleft()
+            self._redelivered.pop(pair, None)
         while self._held_expiry and self._held_expiry[0][0] <= now:
             _, origin = self._held_expiry.popleft()
             held = self._held.get(origin)
@@ -512,6 +541,13 @@ class NodeEngine:
                 n += 1
             self._cancel_task(task, reason, NodeEvent.RECV_CANCEL)
         return n
+
+    def close_all(self, message: str = "node shutting down") -> None:
+        """ERROR shutting_down on every connection, then close them (the last step of a drain)."""
+        for conn in list(self._conns):
+            self._send(conn, Error(self.name, self._stamp(), ERR_SHUTTING_DOWN, message))
+            self.actions.append((CLOSE, conn, None))
+            self.close_connection(conn, 0)
 
     def live_connection_ids(self) -> list[Any]:
         return list(self._conns)

@@ -263,6 +263,8 @@ class OriginEngine:
         try:
             if not link.ready:
                 if kind is Welcome:
+                    if msg.sender != node:
+                        raise UnexpectedMessage(f"dialled node {node!r} but {msg.sender!r} answered")
                     self._send(link, link.handshake.on_welcome(msg, self.clock.send()), now)
                     link.ready = True
                     self._trace_event("handshake", node=node)
@@ -284,6 +286,8 @@ class OriginEngine:
                 self._on_renewal(link, msg.remote_task_id, msg.new_lease_ms * MS, now)
             elif kind is Pong:
                 pass
+            elif kind is Ping:
+                self._send(link, Pong(self.name, self.clock.send(), msg.nonce), now)
             elif kind is StatusReply:
                 self.events.append((EV_STATUS, None, (node, msg.stats)))  # type: ignore[arg-type]
             elif kind is Error:

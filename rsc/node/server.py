@@ -119,8 +119,8 @@ class NodeServer:
                             self.name, self.engine.running)
         if self._server is not None:
             self._server.close()
-        for conn in list(self._conns.values()):
-            conn.close()
+        self.engine.close_all()
+        self._pump()
         await asyncio.sleep(0)
         for conn in list(self._conns.values()):
             if conn.closed is not None:
