@@ -558,6 +558,11 @@ class Runtime:
         """A lease lapsed: apply the handle's policy (see rsc.lease)."""
         now = self.clock.now_ns()
         reason = (int(CancelKind.LEASE_EXPIRED), "origin saw the lease lapse")
+        if (handle._policy.kind == "cancel" and handle._escalated and not handle.is_finished()
+                and handle._task is task):
+            # still inside cancel(timeout_s): keep asking; _cancel_timed_out decides when to stop
+            self.engine.cancel(task.rtid, reason, now)
+            return
         if handle.is_finished() or handle._escalated and handle._policy.kind != "retry":
             # the second lapse while waiting on the cancel's answer: give up on this attempt
             task.handle = None

@@ -409,3 +409,23 @@ def test_close_all_says_shutting_down() -> None:
     actions = link.node.take_actions()
     assert isinstance(actions[0][2], Error) and actions[0][2].code == 6 and actions[1][0] == 1
     assert link.node.connections == 0
+
+
+def test_huge_peer_time_is_accepted_but_not_merged() -> None:
+    link = Link()
+    link.connect()
+    link.node.receive(link.conn, Ping("origin-a", (1 << 64) - 1, 1), link.now)
+    (_op, _c, pong) = link.node.take_actions()[0]
+    assert pong.sender_time < 1 << 62
+
+
+def test_unusable_durations_are_invalid_input_and_record_nothing() -> None:
+    link = Link()
+    link.connect()
+    link.node.receive(link.conn, SpawnRequest("origin-a", 50, 77, "echo", b"", (1 << 64) - 1,
+                                              b"k" * 16, None, "origin-a", 0, 0, None), link.now)
+    ack = link.node.take_actions()[0][2]
+    assert ack.status == 1 and ack.reject_code == 4 and link.node.running == 0
+    link.spawn(budget=((1 << 64) - 1, None, None, 0), lease_ms=1000)
+    (task,) = link.started
+    assert task.deadline_ns is None and link.node.running == 1

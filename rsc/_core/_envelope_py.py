@@ -119,6 +119,7 @@ NONCE_BYTES = 32
 PROOF_BYTES = 32
 
 _U64_MAX = 2**64 - 1
+_U32_MAX = 2**32 - 1
 _I64_MIN = -(2**63)
 _FRAME_HEADER = 4
 
@@ -445,13 +446,24 @@ def _to_wire(msg: Message) -> list:
 
 def encode(msg: Message) -> bytes:
     """The frame body of ``msg``: one MessagePack array."""
-    return msgpack.packb(_to_wire(msg), use_bin_type=True)
+    wire = _to_wire(msg)
+    try:
+        return msgpack.packb(wire, use_bin_type=True)
+    except (ValueError, OverflowError) as exc:  # e.g. a str over 4 GiB
+        raise InvalidArgument(f"{type(msg).__name__} cannot be encoded: {exc}") from None
+
+
+def _frame_header(body: bytes) -> bytes:
+    if len(body) > _U32_MAX:
+        raise InvalidArgument(f"a body of {len(body)} bytes does not fit a frame "
+                              "(at most 2**32-1)")
+    return len(body).to_bytes(_FRAME_HEADER, "big")
 
 
 def encode_frame(msg: Message) -> bytes:
     """``msg`` as one frame: a u32 big-endian length, then the body."""
     body = encode(msg)
-    return len(body).to_bytes(_FRAME_HEADER, "big") + body
+    return _frame_header(body) + body
 
 
 def encode_frames(msgs: Iterable[Message]) -> bytes:
@@ -459,7 +471,7 @@ def encode_frames(msgs: Iterable[Message]) -> bytes:
     parts: list[bytes] = []
     for msg in msgs:
         body = encode(msg)
-        parts.append(len(body).to_bytes(_FRAME_HEADER, "big"))
+        parts.append(_frame_header(body))
         parts.append(body)
     return b"".join(parts)
 

@@ -21,9 +21,17 @@ def lamport_value(t: Any) -> int:
     return 0
 
 
+# A peer's time above this is not merged: it would push our clock toward the
+# uint64 limit of the wire, after which no stamp could be strictly greater, and
+# one bad peer would break every connection of this side. Such a time is still
+# accepted (PROTOCOL.md: never reject a message for its time value).
+MAX_MERGED_TIME = 1 << 62
+
+
 class LamportClock:
     """``send()`` returns a stamp strictly greater than every earlier one;
-    ``merge(t)`` takes ``max(local, t') + 1``."""
+    ``merge(t)`` takes ``max(local, t') + 1`` (times above MAX_MERGED_TIME are
+    ignored, see above)."""
 
     __slots__ = ("time",)
 
@@ -36,5 +44,7 @@ class LamportClock:
 
     def merge(self, wire_time: Any) -> int:
         v = lamport_value(wire_time)
+        if v > MAX_MERGED_TIME:
+            v = 0
         self.time = (v if v > self.time else self.time) + 1
         return self.time

@@ -61,6 +61,8 @@ from rsc.errors import ProtocolError, UnexpectedMessage
 SEND, CLOSE, START, CANCEL = 0, 1, 2, 3
 
 MIN_LEASE_MS = 100
+MAX_LEASE_MS = (1 << 32) - 1  # ~49.7 days; longer leases cannot be tracked as deadlines
+MAX_DEADLINE_MS = 1 << 40  # ~35 years: a deadline further out than this is no deadline
 KEY_BYTES = 16
 MS = 1_000_000
 
@@ -299,6 +301,9 @@ class NodeEngine:
                              f"idempotency_key must be {KEY_BYTES} bytes, got {len(key)}")
         if msg.lease_ms == 0:
             return self._ack(c.id, rtid, REJECT_INVALID_INPUT, "lease_ms must be positive")
+        if msg.lease_ms > MAX_LEASE_MS:
+            return self._ack(c.id, rtid, REJECT_INVALID_INPUT,
+                             f"lease_ms {msg.lease_ms} is over the {MAX_LEASE_MS} ms this node tracks")
         if len(msg.input) > self.max_input_bytes:
             return self._ack(c.id, rtid, REJECT_INVALID_INPUT,
                              f"input is {len(msg.input)} bytes; this node accepts at most {self.max_input_bytes}")
@@ -347,7 +352,7 @@ class NodeEngine:
         self.counters["accepted"] += 1
         self._ack(c.id, task.rtid)
         self._leases.add(task.serial, now + lease_ms * MS)
-        if msg.budget is not None and msg.budget[0] is not None:
+        if msg.budget is not None and msg.budget[0] is not None and msg.budget[0] <= MAX_DEADLINE_MS:
             task.deadline_ns = now + msg.budget[0] * MS
             self._deadlines.add(task.serial, task.deadline_ns)
         self._renew_add(task.origin, lease_ms, task.rtid, now)

@@ -159,7 +159,13 @@ class NodeServer:
         self.engine.open_connection(cid, self.clock.now_ns())
 
     def _on_message(self, conn: FramedConnection, msg: Any) -> None:
-        self.engine.receive(conn.tag, msg, self.clock.now_ns())
+        try:
+            self.engine.receive(conn.tag, msg, self.clock.now_ns())
+        except Exception:  # a bug; it must cost this connection at most, never the node
+            log.exception("node %s: internal error handling %s; closing that connection",
+                          self.name, type(msg).__name__)
+            self.engine.close_connection(conn.tag, self.clock.now_ns())
+            conn.abort()
         self._pump()
 
     def _on_protocol_error(self, conn: FramedConnection, exc: ProtocolError) -> None:
