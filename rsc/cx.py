@@ -63,14 +63,18 @@ class RemoteCap:
 
 class CancelState:
     """Cancellation of one task: set once (the first reason wins, later ones only
-    strengthen it), read from any thread."""
+    strengthen it), read from any thread.
+
+    The threading.Event that ``wait`` blocks on is made on first use: most
+    tasks never wait, and an Event costs more than the rest of a task's Cx.
+    """
 
     __slots__ = ("reason", "_event", "_callbacks", "_lock")
 
     def __init__(self) -> None:
         self.reason: CancelReason | None = None
-        self._event = threading.Event()
-        self._callbacks: list[Any] = []
+        self._event: threading.Event | None = None
+        self._callbacks: list[Any] | None = None
         self._lock = threading.Lock()
 
     @property
@@ -84,9 +88,11 @@ class CancelState:
                 self.reason = self.reason.strengthen(reason)
                 return False
             self.reason = reason
-            callbacks, self._callbacks = self._callbacks, []
-        self._event.set()
-        for cb in callbacks:
+            callbacks, self._callbacks = self._callbacks, None
+            event = self._event
+        if event is not None:
+            event.set()
+        for cb in callbacks or ():
             cb(reason)
         return True
 
@@ -94,26 +100,32 @@ class CancelState:
         """Call ``cb(reason)`` on cancellation (at once if already cancelled)."""
         with self._lock:
             if self.reason is None:
+                if self._callbacks is None:
+                    self._callbacks = []
                 self._callbacks.append(cb)
                 return
         cb(self.reason)
 
     def remove_callback(self, cb: Any) -> None:
         with self._lock:
-            try:
+            if self._callbacks is not None and cb in self._callbacks:
                 self._callbacks.remove(cb)
-            except ValueError:
-                pass
 
     def wait(self, timeout: float | None = None) -> bool:
         """Block (a sync computation's thread) until cancelled or timeout; True if cancelled."""
-        return self._event.wait(timeout)
+        with self._lock:
+            if self.reason is not None:
+                return True
+            if self._event is None:
+                self._event = threading.Event()
+            event = self._event
+        return event.wait(timeout)
 
 
 class Cx:
     """Capability context of one task."""
 
-    __slots__ = ("region_id", "task_id", "budget", "remote_cap", "entropy", "node",
+    __slots__ = ("region_id", "task_id", "budget", "remote_cap", "_entropy", "_seed", "node",
                  "_cancel", "parent", "region", "trace")
 
     def __init__(self, *, remote_cap: RemoteCap | None = None, budget: Budget | None = None,
@@ -126,12 +138,20 @@ class Cx:
         self.task_id = next_task_id() if task_id is None else task_id
         self.budget = budget if budget is not None else Budget.INFINITE  # type: ignore[attr-defined]
         self.remote_cap = remote_cap
-        self.entropy = entropy if entropy is not None else random.Random(seed)
+        self._entropy = entropy  # made on first use (seeding from the OS is not free)
+        self._seed = seed
         self.node = node
         self.parent = parent
         self.region = region  # the rsc.region.Region that owns this Cx's work, if any
         self.trace = trace if trace is not None else (parent.trace if parent is not None else None)
         self._cancel = cancel_state if cancel_state is not None else CancelState()
+
+    @property
+    def entropy(self) -> random.Random:
+        """This task's random source (seeded when the Cx was given a seed)."""
+        if self._entropy is None:
+            self._entropy = random.Random(self._seed)
+        return self._entropy
 
     # -- cancellation -----------------------------------------------------------
     @property

@@ -275,6 +275,14 @@ class Executor:
 
     # -- running ----------------------------------------------------------------------
     async def _run_async(self, task: _Task) -> tuple[int, Any]:
+        """Run an async computation and report it from inside its own last step
+        (not a done-callback one loop turn later), so a computation that ends
+        at once has its result written together with its ACK."""
+        kind, payload = await self._compute_async(task)
+        self._finish(task, kind, payload)
+        return kind, payload
+
+    async def _compute_async(self, task: _Task) -> tuple[int, Any]:
         """Run an async computation; never raises (a BaseException escaping an
         asyncio task would stop the node's loop)."""
         comp, cx = task.comp, task.cx

@@ -178,18 +178,25 @@ class NodeServer:
 
     # ---------------------------------------------------------------- actions
     def _pump(self) -> None:
-        """Carry out everything the engine queued, then re-arm the timer."""
+        """Carry out everything the engine queued, then re-arm the timer.
+
+        Starts and cancels go first: a started async computation's first step
+        is then scheduled before the connection's flush, so a computation that
+        finishes at once has its RESULT leave in the same write as its ACK.
+        """
         engine = self.engine
         while engine.actions:
-            for op, target, arg in engine.take_actions():
+            actions = engine.take_actions()
+            for op, target, arg in actions:
+                if op == START:
+                    self._start(target)
+                elif op == CANCEL:
+                    self.executor.cancel(target, CancelReason.from_wire(arg))
+            for op, target, arg in actions:
                 if op == SEND:
                     conn = self._conns.get(target)
                     if conn is not None:
                         conn.send(arg)
-                elif op == START:
-                    self._start(target)
-                elif op == CANCEL:
-                    self.executor.cancel(target, CancelReason.from_wire(arg))
                 elif op == CLOSE:
                     conn = self._conns.get(target)
                     if conn is not None:
