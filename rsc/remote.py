@@ -13,9 +13,11 @@ returns a ``RemoteHandle`` at once; the spawn leaves on the next loop turn.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import logging
 import os
+import random
 import secrets
 import socket
 from collections.abc import Mapping
@@ -58,7 +60,6 @@ from rsc.types import (
     RemoteInput,
     RemoteOutcome,
     RemoteTaskId,
-    RemoteTaskIdAllocator,
     RemoteTaskState,
     unpack_value,
 )
@@ -66,6 +67,7 @@ from rsc.types import (
 log = logging.getLogger("rsc.origin")
 
 MS = 1_000_000
+_INFINITE: Budget = Budget.INFINITE  # type: ignore[attr-defined]
 MAX_LEASE_MS = (1 << 32) - 1
 
 
@@ -275,7 +277,8 @@ class Runtime:
         self.clock = SystemClock()
         self.trace = trace
         self.engine = OriginEngine(self.name, key=key, entropy=secrets.token_bytes, trace=trace)
-        self._ids = RemoteTaskIdAllocator()
+        self._ids = itertools.count(1)  # remote task ids: never reused in this runtime
+        self._key_rng = random.Random(os.urandom(32))
         self._links = {n: _NodeLink(n, a) for n, a in self.cluster.items()}
         self._handles: dict[int, RemoteHandle] = {}
         self._status_waiters: dict[str, list[asyncio.Future[dict]]] = {}
@@ -283,7 +286,6 @@ class Runtime:
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: int | None = None
         self._closed = False
-        self._rng = secrets.SystemRandom()
 
     # ----------------------------------------------------------------- lifecycle
     async def __aenter__(self) -> Runtime:
@@ -398,11 +400,17 @@ class Runtime:
         if budget is not None:
             eff = eff.meet(budget)
         now = self.clock.now_ns()
-        wire_budget = None if eff == Budget.INFINITE else eff.to_wire(now)  # type: ignore[attr-defined]
-        key = idempotency_key or IdempotencyKey.generate(self._rng)
-        if not isinstance(key, IdempotencyKey):
-            raise InvalidArgument(f"idempotency_key must be an IdempotencyKey, got {type(key).__name__}")
-        task = OriginTask(int(self._ids.next()), link.node, name, data, lease_ms, key.to_bytes(),
+        wire_budget = None if eff is _INFINITE or eff == _INFINITE else eff.to_wire(now)
+        if idempotency_key is None:
+            # Keys need to be unique, not secret: a PRNG seeded from the OS is
+            # enough and avoids a syscall per spawn.
+            key_bytes = self._key_rng.getrandbits(128).to_bytes(16, "big")
+        elif isinstance(idempotency_key, IdempotencyKey):
+            key_bytes = idempotency_key.to_bytes()
+        else:
+            raise InvalidArgument(f"idempotency_key must be an IdempotencyKey, got "
+                                  f"{type(idempotency_key).__name__}")
+        task = OriginTask(next(self._ids), link.node, name, data, lease_ms, key_bytes,
                           wire_budget, eff.deadline_ns, cx.region_id, cx.task_id,
                           cap.token, None)  # type: ignore[union-attr]
         policy = on_lease_expired or DEFAULT_POLICY
@@ -582,7 +590,7 @@ class Runtime:
             task.handle = None
             self._handles.pop(task.rtid, None)
             self.engine.cancel(task.rtid, reason, now)
-            new = OriginTask(int(self._ids.next()), NodeId(node), task.computation, task.input,
+            new = OriginTask(next(self._ids), NodeId(node), task.computation, task.input,
                              task.lease_ms, task.key, task.budget, task.deadline_ns, task.region,
                              task.task, task.capability, handle)
             handle._task = new

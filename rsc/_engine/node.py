@@ -160,6 +160,10 @@ class NodeEngine:
         self._renew: dict[tuple[str, int], set[int]] = {}  # (origin, lease_ms) -> rtids incl. aliases
         self._renew_due: dict[tuple[str, int], int] = {}
         self._serial = 0
+        # The earliest timer added since the driver last looked; only the kinds
+        # that can come due before everything already armed (a new renewal
+        # group, a budget deadline) set it. See ``take_deadline_hint``.
+        self._hint: int | None = None
         self.counters = dict(accepted=0, completed=0, failed=0, cancelled=0, panicked=0,
                              rejected=0, duplicates=0, dropped=0)
 
@@ -355,6 +359,7 @@ class NodeEngine:
         if msg.budget is not None and msg.budget[0] is not None and msg.budget[0] <= MAX_DEADLINE_MS:
             task.deadline_ns = now + msg.budget[0] * MS
             self._deadlines.add(task.serial, task.deadline_ns)
+            self._note_deadline(task.deadline_ns)
         self._renew_add(task.origin, lease_ms, task.rtid, now)
         self.actions.append((START, task, None))
 
@@ -468,7 +473,8 @@ class NodeEngine:
         ids = self._renew.get(g)
         if ids is None:
             ids = self._renew[g] = set()
-            self._renew_due[g] = now + lease_ms * MS // 3
+            self._renew_due[g] = due = now + lease_ms * MS // 3
+            self._note_deadline(due)
         ids.add(rtid)
 
     def _renew_remove(self, origin: str, lease_ms: int, rtid: int) -> None:
@@ -479,6 +485,17 @@ class NodeEngine:
             if not ids:
                 del self._renew[g]
                 del self._renew_due[g]
+
+    def _note_deadline(self, at: int) -> None:
+        if self._hint is None or at < self._hint:
+            self._hint = at
+
+    def take_deadline_hint(self) -> int | None:
+        """The earliest new timer since the last call, if any could precede those
+        already armed; a driver with a timer armed need only re-arm when this is
+        earlier. (Every tick re-reads ``next_deadline`` in full.)"""
+        hint, self._hint = self._hint, None
+        return hint
 
     def next_deadline(self) -> int | None:
         cands = [d for d in (self._leases.next_deadline(), self._deadlines.next_deadline()) if d is not None]

@@ -118,11 +118,22 @@ ORIGIN_TERMINAL = frozenset({O.COMPLETED, O.REJECTED})
 NODE_TERMINAL = frozenset({N.COMPLETED, N.REJECTED})
 
 
+# Dense lookup tables: indexing a list with an IntEnum uses int's C-level
+# __index__, while hashing an Enum member calls a Python-level __hash__ — the
+# dict form above stays the readable source of truth, these are derived from it.
+_ORIGIN_DENSE: list[list[OriginState | None]] = [[None] * len(OriginEvent) for _ in OriginState]
+for (_s, _e), _t in ORIGIN_TRANSITIONS.items():
+    _ORIGIN_DENSE[_s][_e] = _t
+_NODE_DENSE: list[list[NodeState | None]] = [[None] * len(NodeEvent) for _ in NodeState]
+for (_ns, _ne), _nt in NODE_TRANSITIONS.items():
+    _NODE_DENSE[_ns][_ne] = _nt
+
+
 def advance_origin(state: OriginState, event: OriginEvent) -> OriginState | None:
     """The origin state after ``event``, or None when the event does not fit."""
-    return ORIGIN_TRANSITIONS.get((state, event))
+    return _ORIGIN_DENSE[state][event]
 
 
 def advance_node(state: NodeState, event: NodeEvent) -> NodeState | None:
     """The node state after ``event``, or None when the event does not fit."""
-    return NODE_TRANSITIONS.get((state, event))
+    return _NODE_DENSE[state][event]

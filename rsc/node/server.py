@@ -232,6 +232,9 @@ class NodeServer:
             self._idle.set()
 
     def _arm_timer(self) -> None:
+        hint = self.engine.take_deadline_hint()
+        if self._timer_at is not None and (hint is None or hint >= self._timer_at):
+            return  # nothing new comes due before the armed timer
         at = self.engine.next_deadline()
         if at is None or (self._timer_at is not None and self._timer_at <= at):
             return
