@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import struct
 import signal
 import stat
 import time
@@ -1261,3 +1262,18 @@ def test_huge_durations_answered_not_dropped(cluster: Callable[..., Any], connec
         assert _drain(c) == 0, "the node did not exit 0 on SIGTERM"
     finally:
         _kill(c)
+
+
+def test_frames_before_a_bad_frame_in_one_write_are_answered(node: Node, connect: Callable[..., RawClient],
+                                                             origin: str) -> None:
+    """A SPAWN_REQUEST that shares a write with a malformed frame still gets its
+    one SPAWN_ACK (then ERROR malformed and the close)."""
+    rc = connect(node, origin)
+    spawn = rc.encode(SPAWN_REQUEST, 1, "echo", b"kept", 30_000, os.urandom(16), None, origin, 0, 0, None)
+    rc.send_raw(spawn + struct.pack(">I", 1) + b"\xc1")  # encode() gives a whole frame
+    ack = assert_accepted(rc, 1)
+    assert ack[3] == 1
+    err = rc.recv_error(T)
+    assert err[3] == 4
+    assert rc.expect_closed(T)
+    round_trip(node)

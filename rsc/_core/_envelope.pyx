@@ -1,4 +1,5 @@
-# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
+# cython: initializedcheck=False, binding=False
 """Wire v1 envelope codec, compiled.
 
 The twin ``rsc._core._envelope_py`` has the same API and behaviour byte for
@@ -27,11 +28,13 @@ from cpython.bytearray cimport PyByteArray_AS_STRING, PyByteArray_Check, PyByteA
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_Check, PyBytes_CheckExact, PyBytes_GET_SIZE
 from cpython.dict cimport PyDict_Check, PyDict_Next, PyDict_SetItem, PyDict_Size
 from cpython.float cimport PyFloat_AS_DOUBLE, PyFloat_Check
-from cpython.list cimport PyList_Check, PyList_GET_ITEM, PyList_GET_SIZE, PyList_New, PyList_SET_ITEM
+from cpython.list cimport (PyList_Check, PyList_GET_ITEM, PyList_GET_SIZE, PyList_New,
+                          PyList_SET_ITEM)
 from cpython.long cimport PyLong_Check
 from cpython.memoryview cimport PyMemoryView_Check
 from cpython.object cimport PyObject, PyTypeObject, Py_TYPE
-from cpython.tuple cimport PyTuple_Check, PyTuple_GET_ITEM, PyTuple_GET_SIZE, PyTuple_New, PyTuple_SET_ITEM
+from cpython.tuple cimport (PyTuple_Check, PyTuple_GET_ITEM, PyTuple_GET_SIZE, PyTuple_New,
+                           PyTuple_SET_ITEM)
 from cpython.unicode cimport PyUnicode_Check
 from cpython.ref cimport Py_INCREF
 from libc.stdint cimport int8_t, int16_t, int32_t, int64_t, uint16_t, uint32_t, uint64_t
@@ -75,6 +78,22 @@ cdef extern from *:
     static CYTHON_INLINE int rsc_member_flags(PyObject* d) {
         return ((PyMemberDescrObject*)d)->d_member->flags;
     }
+    /* 1 and the value if the int v (exact, or a subclass) is non-negative and
+       fits one internal digit, else 0: the common case without a call. */
+    static CYTHON_INLINE int rsc_small_nonneg(PyObject* v, uint64_t* out) {
+    #if PY_VERSION_HEX >= 0x030C0000
+        if (PyUnstable_Long_IsCompact((PyLongObject*)v)) {
+            Py_ssize_t x = PyUnstable_Long_CompactValue((PyLongObject*)v);
+            if (x >= 0) { *out = (uint64_t)x; return 1; }
+        }
+        return 0;
+    #else
+        Py_ssize_t size = Py_SIZE(v);
+        if (size == 0) { *out = 0; return 1; }
+        if (size == 1) { *out = ((PyLongObject*)v)->ob_digit[0]; return 1; }
+        return 0;
+    #endif
+    }
     static CYTHON_INLINE uint16_t rsc_ld16(const unsigned char* p) {
         return (uint16_t)(((uint16_t)p[0] << 8) | p[1]);
     }
@@ -101,6 +120,7 @@ cdef extern from *:
     Py_ssize_t rsc_member_offset(PyObject* d)
     int rsc_member_type(PyObject* d)
     int rsc_member_flags(PyObject* d)
+    int rsc_small_nonneg(PyObject* v, uint64_t* out)
     uint16_t rsc_ld16(const unsigned char* p)
     uint32_t rsc_ld32(const unsigned char* p)
     uint64_t rsc_ld64(const unsigned char* p)
@@ -132,6 +152,7 @@ cdef extern from "Python.h":
     Py_ssize_t _unicode_length "PyUnicode_GET_LENGTH"(PyObject* o)
     void* _unicode_data "PyUnicode_DATA"(PyObject* o)
     bint _unicode_is_ascii "PyUnicode_IS_ASCII"(PyObject* o)
+    bint _unicode_is_compact_ascii "PyUnicode_IS_COMPACT_ASCII"(PyObject* o)
 
 
 # --- constants -----------------------------------------------------------------------
@@ -218,7 +239,7 @@ _SCHEMA = {
     _messages.STATUS_REPLY: (("stats", F_STR_MAP),),
 }
 
-_WIRE_NAMES = {
+_WIRE_NAMES = {  # kind -> its name in PROTOCOL.md
     _messages.HELLO: "HELLO", _messages.WELCOME: "WELCOME", _messages.AUTH: "AUTH",
     _messages.ERROR: "ERROR", _messages.SPAWN_REQUEST: "SPAWN_REQUEST",
     _messages.SPAWN_ACK: "SPAWN_ACK", _messages.CANCEL_REQUEST: "CANCEL_REQUEST",
@@ -248,15 +269,6 @@ _EXPECTED = {
     F_UINT_LIST: "a list of ints in 0..2**64-1",
 }
 
-_WIRE_TYPE = {
-    F_UINT: "uint", F_STR: "str", F_BIN: "bin", F_BIN_OR_NIL: "bin or nil",
-    F_BIN32: "bin 32", F_BIN32_OR_NIL: "bin 32 or nil",
-    F_BUDGET: "nil or [uint|nil, uint|nil, uint|nil, uint 0..255]",
-    F_REASON: "cancel reason [uint 0..11, str|nil]", F_STATUS: "uint 0..1",
-    F_STATE: "uint 0..5", F_OUTCOME: "uint 0..3", F_VERSION: "uint",
-    F_STR_MAP: "map with str keys", F_UINT_LIST: "array of uint",
-}
-
 # Filled by _load_layout() at import; the arrays are indexed by kind.
 cdef PyTypeObject* CLS[KIND_SLOTS]
 cdef int NFIELDS[KIND_SLOTS]
@@ -267,7 +279,6 @@ cdef Py_ssize_t OFFSET[KIND_SLOTS][MAX_FIELDS + 2]
 cdef int ENCODE_ORDER[14]
 cdef int N_KINDS = 0
 
-_KIND_NAMES = {}    # kind -> "SPAWN_REQUEST"
 _CLASS_NAMES = {}   # kind -> "SpawnRequest"
 _FIELD_NAMES = {}   # kind -> ("sender", "sender_time", field...)
 _CLASSES = {}       # kind -> class (keeps the classes CLS points at alive)
@@ -320,7 +331,6 @@ def _load_layout():
                 f"wire v1 schema {names}; update _SCHEMA in _envelope.pyx")
         _CLASSES[kind] = cls
         _CLASS_NAMES[kind] = cls.__name__
-        _KIND_NAMES[kind] = _WIRE_NAMES[kind]
         _FIELD_NAMES[kind] = ("sender", "sender_time") + names
         CLS[kind] = <PyTypeObject*>cls
         NFIELDS[kind] = len(schema)
@@ -398,13 +408,22 @@ cdef inline int w_byte(Writer* w, unsigned char b) except -1:
 
 
 cdef inline int w_raw(Writer* w, const void* data, Py_ssize_t n) except -1:
-    w_reserve(w, n)
-    memcpy(w.buf + w.pos, data, n)
-    w.pos += n
+    if n > 0:
+        w_reserve(w, n)
+        memcpy(w.buf + w.pos, data, n)
+        w.pos += n
     return 0
 
 
-cdef int w_uint(Writer* w, uint64_t v) except -1:
+cdef inline int w_uint(Writer* w, uint64_t v) except -1:
+    if v < 0x80 and w.pos < w.cap:
+        w.buf[w.pos] = <unsigned char>v
+        w.pos += 1
+        return 0
+    return w_uint_wide(w, v)
+
+
+cdef int w_uint_wide(Writer* w, uint64_t v) except -1:
     cdef unsigned char* p
     w_reserve(w, 9)
     p = w.buf + w.pos
@@ -483,14 +502,27 @@ cdef int w_length(Writer* w, Py_ssize_t n, unsigned char fix, Py_ssize_t fix_lim
 
 
 cdef inline int w_str_header(Writer* w, Py_ssize_t n) except -1:
+    if n < 32 and w.pos < w.cap:
+        w.buf[w.pos] = 0xa0 | <unsigned char>n
+        w.pos += 1
+        return 0
     return w_length(w, n, 0xa0, 32, 0xd9, 0xda, 0xdb)
 
 
 cdef inline int w_bin_header(Writer* w, Py_ssize_t n) except -1:
+    if n <= 0xff and w.cap - w.pos >= 2:
+        w.buf[w.pos] = 0xc4
+        w.buf[w.pos + 1] = <unsigned char>n
+        w.pos += 2
+        return 0
     return w_length(w, n, 0, 0, 0xc4, 0xc5, 0xc6)
 
 
 cdef inline int w_array_header(Writer* w, Py_ssize_t n) except -1:
+    if n < 16 and w.pos < w.cap:
+        w.buf[w.pos] = 0x90 | <unsigned char>n
+        w.pos += 1
+        return 0
     return w_length(w, n, 0x90, 16, 0, 0xdc, 0xdd)
 
 
@@ -507,6 +539,8 @@ cdef int to_u64(object v, uint64_t* out) noexcept:
     cdef unsigned long long u
     if not PyLong_Check(v) or PyBool_Check(v):
         return 1
+    if rsc_small_nonneg(<PyObject*>v, out):
+        return 0
     s = _as_ll(v, &overflow)
     if overflow == 0:
         if s < 0:
@@ -543,6 +577,11 @@ cdef int put_str(Writer* w, object v) except -1:
     cdef const char* s
     if not PyUnicode_Check(v):
         return 1
+    if _unicode_is_compact_ascii(<PyObject*>v):   # its data is its UTF-8
+        n = _unicode_length(<PyObject*>v)
+        w_str_header(w, n)
+        w_raw(w, _unicode_data(<PyObject*>v), n)
+        return 0
     s = _utf8(v, &n)
     if s == NULL:                      # lone surrogates: not UTF-8
         PyErr_Clear()
@@ -772,11 +811,16 @@ cdef int _kind_of(object msg) except -1:
     raise InvalidArgument(f"expected a wire message (rsc._core.messages), got {_short(msg)}")
 
 
-cdef inline object _get_slot(object msg, int kind, int index):
+cdef int _raise_unset(int kind, int index) except -1:
+    raise InvalidArgument(f"{_field_label(kind, index)} is not set")
+
+
+cdef inline PyObject* _get_slot(object msg, int kind, int index) except NULL:
+    """The field's value (borrowed: ``msg`` keeps it alive)."""
     cdef PyObject* value = rsc_slot(<PyObject*>msg, OFFSET[kind][index])
     if value == NULL:
-        raise InvalidArgument(f"{_field_label(kind, index)} is not set")
-    return <object>value
+        _raise_unset(kind, index)
+    return value
 
 
 cdef int _put_message(Writer* w, object msg) except -1:
@@ -786,16 +830,16 @@ cdef int _put_message(Writer* w, object msg) except -1:
     cdef object value
     w_array_header(w, 3 + nfields)
     w_uint(w, kind)
-    value = _get_slot(msg, kind, 0)
+    value = <object>_get_slot(msg, kind, 0)
     if put_node_id(w, value):
         raise _unfit(kind, 0, f"a str of 1..{C_MAX_NODE_ID} UTF-8 bytes", value)
-    value = _get_slot(msg, kind, 1)
+    value = <object>_get_slot(msg, kind, 1)
     if put_time(w, value):
         raise _unfit(kind, 1, "a Lamport int, a hybrid (physical_ns, logical) of ints or a "
                      f"vector dict str -> int of at most {C_MAX_VECTOR} entries "
                      "(ints in 0..2**64-1)", value)
     for i in range(nfields):
-        value = _get_slot(msg, kind, i + 2)
+        value = <object>_get_slot(msg, kind, i + 2)
         code = SCHEMA[kind][i]
         if code == F_UINT:
             unfit = put_uint(w, value)
@@ -847,6 +891,9 @@ cdef inline int _put_frame(Writer* w, object msg) except -1:
     start = w.pos
     w.pos += 4
     _put_message(w, msg)
+    if <unsigned long long>(w.pos - start - 4) > 0xffffffffULL:
+        raise InvalidArgument(f"a body of {w.pos - start - 4} bytes does not fit a frame "
+                              "(at most 2**32-1)")
     rsc_st32(w.buf + start, <uint32_t>(w.pos - start - 4))
     return 0
 
@@ -897,7 +944,7 @@ cdef object _where(int kind, int index):
     if index < 3:
         return ("envelope kind", "envelope sender", "envelope sender_time")[index]
     if 0 <= kind < KIND_SLOTS and CLS[kind] != NULL:
-        return f"{_KIND_NAMES[kind]} {_FIELD_NAMES[kind][index - 1]}"
+        return f"{_WIRE_NAMES[kind]} {_FIELD_NAMES[kind][index - 1]}"
     return f"element {index}"
 
 
@@ -946,8 +993,16 @@ cdef inline int r_has(Reader* r, Py_ssize_t n) except -1:
 # Header readers: on success advance past the header, set *n and return 0; return 1
 # without moving when the next value is of another type; raise when truncated.
 
-cdef int r_u64(Reader* r, uint64_t* out) except -1:
+cdef inline int r_u64(Reader* r, uint64_t* out) except -1:
     """A non-negative int of any width (0), or 1 if the next value is not one."""
+    if r.p < r.end and r.p[0] < 0x80:
+        out[0] = r.p[0]
+        r.p += 1
+        return 0
+    return r_u64_wide(r, out)
+
+
+cdef int r_u64_wide(Reader* r, uint64_t* out) except -1:
     cdef const unsigned char* p = r.p
     cdef unsigned char b
     cdef int64_t s
@@ -1117,11 +1172,16 @@ cdef PyObject* STR_CACHE[STR_CACHE_SLOTS]
 
 
 cdef inline uint32_t _str_slot(const unsigned char* data, Py_ssize_t n) noexcept:
-    cdef uint32_t h = 2166136261U ^ <uint32_t>n     # FNV-1a
-    cdef Py_ssize_t i
-    for i in range(n):
-        h = (h ^ data[i]) * 16777619U
-    return (h ^ (h >> 15)) & (STR_CACHE_SLOTS - 1)
+    # Length, first and last 8 bytes, multiplied in: cheap, and a collision only
+    # costs a miss (a hit is confirmed with memcmp).
+    cdef uint64_t head = 0, tail = 0, h
+    if n >= 8:
+        memcpy(&head, data, 8)
+        memcpy(&tail, data + n - 8, 8)
+    else:
+        memcpy(&head, data, n)
+    h = (head * 0x9E3779B97F4A7C15ULL) ^ (tail * 0xC2B2AE3D27D4EB4FULL) ^ <uint64_t>n
+    return <uint32_t>(h >> 40) & (STR_CACHE_SLOTS - 1)
 
 
 cdef object make_str(const unsigned char* data, Py_ssize_t n):
@@ -1434,7 +1494,7 @@ cdef object _decode(const unsigned char* data, Py_ssize_t size):
     rsc_slot_set(<PyObject*>msg, OFFSET[kind][1], <PyObject*>sender_time)
     for i in range(nfields):
         if i + 3 >= count:
-            raise MalformedFrame(f"{_KIND_NAMES[kind]} needs {3 + nfields} elements, "
+            raise MalformedFrame(f"{_WIRE_NAMES[kind]} needs {3 + nfields} elements, "
                                  f"got {count}")
         code = SCHEMA[kind][i]
         if code == F_UINT:
@@ -1470,9 +1530,9 @@ cdef object _decode(const unsigned char* data, Py_ssize_t size):
             if r_u64(&r, &version):
                 raise _wrong(&r, kind, i + 3, "uint")
             if version != C_PROTOCOL_VERSION:
-                r_skip(&r, count - 4, 2)
+                r_skip(&r, count - 4 - i, 2)   # the rest may have any shape
                 r_end(&r)
-                raise VersionMismatch(f"{_KIND_NAMES[kind]} speaks protocol version "
+                raise VersionMismatch(f"{_WIRE_NAMES[kind]} speaks protocol version "
                                       f"{version}; this side speaks {C_PROTOCOL_VERSION}")
             value = C_PROTOCOL_VERSION
         elif code == F_STR_MAP:
@@ -1520,7 +1580,8 @@ cdef class FrameDecoder:
         self._cap = 0
 
     def __init__(self, max_frame_bytes=DEFAULT_MAX_FRAME_BYTES):
-        if not PyLong_Check(max_frame_bytes) or PyBool_Check(max_frame_bytes) or max_frame_bytes < 1:
+        if (not PyLong_Check(max_frame_bytes) or PyBool_Check(max_frame_bytes)
+                or max_frame_bytes < 1):
             raise InvalidArgument(
                 f"max_frame_bytes must be an int >= 1, got {_short(max_frame_bytes)}")
         self._max_frame_bytes = int(max_frame_bytes)

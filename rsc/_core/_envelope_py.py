@@ -21,11 +21,17 @@ compiled module is the fast one, this one is the readable reference. The rules
     the message is looked at, so a later version may reshape it).
 
   Extra trailing elements of the message and of its nested arrays (budget,
-  cancel reason, hybrid time) are accepted and dropped. A decoded idempotency
-  key of a length other than 16, or a zero lease, is not malformed: the node
-  rejects such a request as invalid_input.
+  cancel reason, hybrid time) are accepted and dropped. Any MessagePack
+  encoding of a value is accepted (a uint16 holding 5, an int8 holding a
+  non-negative value, a float32), not only the smallest. A decoded
+  idempotency key of a length other than 16, or a zero lease, is not
+  malformed: the node rejects such a request as invalid_input. Values whose
+  meaning is the engine's business are not checked here either: any str
+  ``role``, any uint ERROR code or reject code, any ``stats`` keys.
 - ``encode`` refuses (``InvalidArgument`` naming the field) any message the
-  decoder would not accept back unchanged; it never produces such bytes.
+  decoder would not accept back unchanged; it never produces such bytes. So
+  it encodes only protocol version 1 (a test that needs another version's
+  HELLO packs it by hand).
 - ``FrameDecoder`` cuts a byte stream into messages (see its docstring).
 
 Value rules beyond the message classes' docstring: a "uint" is an ``int``
@@ -33,7 +39,9 @@ Value rules beyond the message classes' docstring: a "uint" is an ``int``
 UTF-8 bytes; budget priority is 0..255; cancel reason kinds are 0..11;
 ``LeaseRenewal.current_state`` is 0..5; ``SpawnAck.status`` is 0 or 1;
 ``ResultDelivery.outcome_kind`` is 0..3 and picks the payload type (bin, str,
-cancel reason, str); nonces are 32 bytes, proofs 32 bytes or None. Generic
+cancel reason, str); nonces are 32 bytes, proofs 32 bytes or None; a vector
+time has at most 1,024 distinct str keys (duplicate map keys: the last wins,
+as everywhere in a map). Generic
 values (``features``, ``stats``) are None, bool, int (-2**63..2**64-1), float
 (sent as float64), str, bytes-like, lists/tuples (decoded as lists) and dicts
 whose keys are scalars (None, bool, int, float, str, bytes); ``features`` and
@@ -59,7 +67,6 @@ from rsc._core.messages import (
     MAX_NODE_ID_BYTES,
     MAX_VECTOR_CLOCK_ENTRIES,
     OUTCOME_CANCELLED,
-    OUTCOME_FAILED,
     OUTCOME_PANICKED,
     OUTCOME_SUCCESS,
     PING,

@@ -99,5 +99,6 @@ cdef class IdemTable:
     cdef void _tt_delete_ref(self, uint64_t task_id, uint32_t h, uint32_t ref) noexcept
     cdef object _remove(self, uint32_t idx)
     cdef IdemRecord _view(self, uint32_t idx)
+    cdef void _prefetch_ahead(self) noexcept
     cdef void _drop_stale_heads(self) noexcept
     cdef void _shrink(self) noexcept

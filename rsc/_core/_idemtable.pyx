@@ -50,10 +50,11 @@ cdef extern from "Python.h":
     # Declared here without an exception clause: the callers check and convert
     # the error themselves (to InvalidArgument).
     unsigned long long _as_ull "PyLong_AsUnsignedLongLong"(object)
-    long long _as_ll "PyLong_AsLongLong"(object)
+    long long _as_ll_overflow "PyLong_AsLongLongAndOverflow"(object, int*)
     void _incref "Py_INCREF"(PyObject*)
     void _decref "Py_DECREF"(PyObject*)
     void _xdecref "Py_XDECREF"(PyObject*)
+    Py_hash_t _object_hash "PyObject_Hash"(PyObject*)
 
 __all__ = [
     "CONFLICT",
@@ -81,15 +82,26 @@ cdef extern from "Python.h":
 
 cdef extern from *:
     """
+    #if defined(__GNUC__) || defined(__clang__)
+    #define RSC_IT_PREFETCH(p) __builtin_prefetch((const void *)(p))
+    #else
+    #define RSC_IT_PREFETCH(p) ((void)(p))
+    #endif
     #define RSC_IT_ALIAS_BIT 0x80000000u    /* TSlot.ref of an alias entry */
     #define RSC_IT_FREE_END 0xFFFFFFFFu     /* end of the free-slot chain */
-    #define RSC_IT_MAX_RECORDS 0x7FFFFFF0u
+    #define RSC_IT_MAX_RECORDS 0x40000000u   /* 2**30: keeps every capacity below 2**32 */
+    #define RSC_IT_MAX_SLOTS 0x80000000u     /* largest hash table or ring (2**31) */
     #define RSC_IT_MIN_TABLE 16u            /* slots of an empty hash table or ring */
     """
     const uint32_t ALIAS_BIT "RSC_IT_ALIAS_BIT"
     const uint32_t FREE_END "RSC_IT_FREE_END"
     const uint32_t MAX_RECORDS "RSC_IT_MAX_RECORDS"
     const uint32_t MIN_TABLE "RSC_IT_MIN_TABLE"
+    const uint32_t MAX_SLOTS "RSC_IT_MAX_SLOTS"
+    # A hint to start loading a cache line now. The tables are probed at
+    # random, so most probes miss the cache; where two lookups do not depend
+    # on each other, prefetching both lets the misses overlap.
+    void _prefetch "RSC_IT_PREFETCH"(const void* p) noexcept
 
 cdef object _U64_MAX = (1 << 64) - 1
 cdef object _I64_MAX = (1 << 63) - 1
@@ -174,13 +186,14 @@ cdef inline uint64_t _task_id_arg(object value) except? 0xFFFFFFFFFFFFFFFF:
 
 
 cdef inline int64_t _time_arg(object value, str what) except -1:
+    # AsLongLongAndOverflow reads multi-digit ints directly (AsLongLong goes
+    # through a byte array for anything >= 2**30, i.e. every real timestamp)
     cdef long long x
+    cdef int overflow = 0
     if PyLong_CheckExact(value):
-        x = _as_ll(value)
-        if x >= 0:
+        x = _as_ll_overflow(value, &overflow)
+        if x >= 0 and not overflow:
             return x
-        if PyErr_Occurred() != NULL:
-            PyErr_Clear()
     return <int64_t>_int_slow(value, what, _I64_MAX)
 
 
@@ -202,6 +215,11 @@ cdef inline uint32_t _pair_hash(Py_hash_t origin_hash, uint64_t task_id) noexcep
     x *= <uint64_t>0x94D049BB133111EB
     x ^= x >> 31
     return _fold(x)
+
+
+cdef inline Py_hash_t _str_hash(PyObject* s) noexcept:
+    # An exact str caches its hash, and hashing a str cannot fail.
+    return _object_hash(s)
 
 
 cdef inline uint32_t _cap_for(uint32_t n) noexcept:
@@ -303,7 +321,7 @@ cdef class IdemRecord:
 # --- the table -----------------------------------------------------------------
 
 
-@cython.no_gc_clear  # the tables are needed until __dealloc__; outcomes' cycles break at the list
+@cython.no_gc_clear  # the C arrays are needed until __dealloc__; a cycle breaks on the outcome's side
 @cython.final
 cdef class IdemTable:
     """Idempotency records, their ``(origin, task_id)`` index, and tombstones.
@@ -317,13 +335,15 @@ cdef class IdemTable:
     already queued (of its kind), so a caller whose ``now`` steps back never
     shortens a life below the TTL and the expiry queues stay sorted.
 
-    Memory: about 150 bytes per finished record at 100,000 records (tracemalloc;
-    C structs: 72-byte record, 8-byte key slot and 16-byte task slot at load
-    0.35..0.7, 16-byte expiry entry, 8-byte outcome pointer, plus growth slack;
-    origins are shared, outcomes not counted); see ``bench/bench_idemtable.py``.
-    The record array keeps its capacity after eviction (slots are reused);
+    Memory: 189 bytes per finished record at 100,000 records (tracemalloc,
+    ``bench/bench_idemtable.py``), all of it C arrays: an 80-byte record, an
+    8-byte key slot and a 16-byte task slot at load 0.35..0.7, a 16-byte expiry
+    entry, each with power-of-two growth slack, so 130..260 bytes depending on
+    where the count falls. Keys and fingerprints are copied, so the caller's
+    objects are not kept; origins are shared strs; outcomes are not counted.
+    The record array keeps its capacity after eviction (its slots are reused);
     the hash tables and the expiry ring shrink; ``clear()`` releases all.
-    At most about 2**31 records.
+    At most 2**30 records.
     """
 
     def __cinit__(self, *args, **kwargs):
@@ -397,7 +417,7 @@ cdef class IdemTable:
         if self._free_head != FREE_END:
             return 0
         if old >= MAX_RECORDS:
-            raise MemoryError("the idempotency table is full (2**31 records)")
+            raise MemoryError("the idempotency table is full (2**30 records)")
         cap = 64 if old == 0 else (old * 2 if old < MAX_RECORDS // 2 else MAX_RECORDS)
         recs = <Rec*>PyMem_Realloc(self._recs, cap * sizeof(Rec))
         if recs == NULL:
@@ -468,11 +488,15 @@ cdef class IdemTable:
     cdef int _kt_room(self) except -1:
         # keep the load at most 0.7 after one more insert
         if (<uint64_t>self._kt_used + 1) * 10 > (<uint64_t>self._kt_mask + 1) * 7:
+            if self._kt_mask + 1 >= MAX_SLOTS:
+                raise MemoryError("the idempotency table's key index is full")
             self._kt_resize((self._kt_mask + 1) * 2)
         return 0
 
     cdef int _tt_room(self) except -1:
         if (<uint64_t>self._tt_used + 1) * 10 > (<uint64_t>self._tt_mask + 1) * 7:
+            if self._tt_mask + 1 >= MAX_SLOTS:
+                raise MemoryError("the idempotency table's task index is full")
             self._tt_resize((self._tt_mask + 1) * 2)
         return 0
 
@@ -585,9 +609,12 @@ cdef class IdemTable:
         cdef Py_ssize_t pos, a, n
         cdef PyObject* item
         cdef uint64_t atid
+        cdef uint32_t th = _pair_hash(hash(<str>origin), task_id)
+        _prefetch(&self._kt[r.khash & self._kt_mask])
+        _prefetch(&self._tt[th & self._tt_mask])
         pos = self._kt_find(r.k0, r.k1, r.khash, &found)
         self._kt_delete_at(pos)
-        self._tt_delete_ref(task_id, _pair_hash(hash(<str>origin), task_id), idx + 1)
+        self._tt_delete_ref(task_id, th, idx + 1)
         if aliases != NULL:
             n = PyList_GET_SIZE(<list>aliases)
             for a in range(n):
@@ -629,6 +656,23 @@ cdef class IdemTable:
         v._alias_list = aliases
         v._n_aliases = PyList_GET_SIZE(aliases) if aliases is not None else 0
         return v
+
+    cdef void _prefetch_ahead(self) noexcept:
+        # Evicting walks records in completion order, which is random in memory.
+        # A two-stage pipeline hides most of the misses: the record four entries
+        # ahead is requested, and for the one two ahead (requested two steps
+        # ago) the index slots it will delete. Stale entries prefetch harmlessly.
+        cdef Rec* r
+        cdef uint32_t mask = self._q_mask
+        if self._q_len > 4:
+            r = &self._recs[self._q[(self._q_head + 4) & mask].idx]
+            _prefetch(r)
+            _prefetch(<char*>r + sizeof(Rec) - 1)
+        if self._q_len > 2:
+            r = &self._recs[self._q[(self._q_head + 2) & mask].idx]
+            if r.origin != NULL:
+                _prefetch(&self._kt[r.khash & self._kt_mask])
+                _prefetch(&self._tt[_pair_hash(_str_hash(r.origin), r.task_id) & self._tt_mask])
 
     cdef void _drop_stale_heads(self) noexcept:
         # Expiry entries of records discarded before they expired.
@@ -700,16 +744,19 @@ cdef class IdemTable:
         from ``complete``.
         """
         cdef bytes k = _key_arg(key, "key")
+        cdef uint32_t kh = _fold(<uint64_t>hash(k))
+        # Start loading the key's slot now; the remaining checks overlap it.
+        _prefetch(&self._kt[kh & self._kt_mask])
         cdef bytes f = _key_arg(fingerprint, "fingerprint")
         cdef str o = _origin_arg(origin)
         cdef uint64_t tid = _task_id_arg(task_id)
         _time_arg(now, "now")
+        cdef uint32_t th = _pair_hash(hash(o), tid)
+        _prefetch(&self._tt[th & self._tt_mask])
         cdef uint64_t kk[2]
         cdef uint64_t ff[2]
         memcpy(kk, PyBytes_AS_STRING(k), 16)
         memcpy(ff, PyBytes_AS_STRING(f), 16)
-        cdef uint32_t kh = _fold(<uint64_t>hash(k))
-        cdef uint32_t th = _pair_hash(hash(o), tid)
         cdef bint kfound, tfound
         cdef Py_ssize_t kpos, tpos
         cdef uint32_t idx
@@ -785,6 +832,8 @@ cdef class IdemTable:
         a record already finished, or a ``task_id`` other than the owner's.
         """
         cdef bytes k = _key_arg(key, "key")
+        cdef uint32_t kh = _fold(<uint64_t>hash(k))
+        _prefetch(&self._kt[kh & self._kt_mask])
         cdef uint64_t tid = _task_id_arg(task_id)
         cdef int64_t t = _time_arg(now, "now")
         cdef uint64_t kk[2]
@@ -794,7 +843,7 @@ cdef class IdemTable:
         cdef Rec* r
         cdef int64_t expires_at
         memcpy(kk, PyBytes_AS_STRING(k), 16)
-        pos = self._kt_find(kk[0], kk[1], _fold(<uint64_t>hash(k)), &found)
+        pos = self._kt_find(kk[0], kk[1], kh, &found)
         if not found:
             raise InvalidArgument(f"no idempotency record for key {k.hex()}")
         idx = self._kt[pos].ref - 1
@@ -812,6 +861,8 @@ cdef class IdemTable:
         if expires_at < self._last_expiry:
             expires_at = self._last_expiry
         if self._q_len == self._q_mask + 1:
+            if self._q_mask + 1 >= MAX_SLOTS:
+                raise MemoryError("the idempotency table's expiry queue is full")
             self._q_resize((self._q_mask + 1) * 2)
         r = &self._recs[idx]
         self._q[(self._q_head + self._q_len) & self._q_mask].expires_at = expires_at
@@ -917,6 +968,7 @@ cdef class IdemTable:
             e = self._q[self._q_head]
             if e.expires_at > t:
                 break
+            self._prefetch_ahead()
             self._q_head = (self._q_head + 1) & self._q_mask
             self._q_len -= 1
             self._evict_examined += 1

@@ -236,9 +236,11 @@ class IdemTable:
     already queued (of its kind), so a caller whose ``now`` steps back never
     shortens a life below the TTL and the expiry queues stay sorted.
 
-    Memory: about 480 bytes per finished record at 100,000 records (tracemalloc,
-    CPython 3.11, 16-byte keys and fingerprints owned by the table, one shared
-    origin string, outcome not counted); see ``bench/bench_idemtable.py``.
+    Memory: 471 bytes per finished record at 100,000 records (tracemalloc,
+    CPython 3.11, ``bench/bench_idemtable.py``): the record object, its owner
+    tuple, the key and fingerprint bytes it keeps, task id and expiry ints, the
+    expiry-queue tuple and the two dict entries; origins are shared strs and
+    outcomes are not counted. The compiled module needs about 190.
     """
 
     __slots__ = (

@@ -53,7 +53,14 @@ class FramedConnection(asyncio.Protocol):
         try:
             msgs = self._decoder.feed(data)
         except ProtocolError as exc:
-            self._on_protocol_error(self, exc)
+            # Frames before the bad one were whole and valid: they are answered
+            # (e.g. a SPAWN_REQUEST still gets its ACK) before the ERROR.
+            for msg in getattr(exc, "messages", ()):
+                if self._closing:
+                    return
+                self._on_message(self, msg)
+            if not self._closing:
+                self._on_protocol_error(self, exc)
             return
         on_message = self._on_message
         for msg in msgs:

@@ -298,7 +298,8 @@ def build() -> None:
     decode_only("array32_envelope", bytes.fromhex("dd00000004 10 a8") + b"origin-1" +
                 bytes.fromhex("01 05"), ping)
     decode_only("bin32_holding_short",
-                bytes.fromhex("97 0d a6") + b"node-1" + bytes.fromhex("0a 2a 00 c600000003 616263 05"),
+                bytes.fromhex("97 0d a6") + b"node-1"
+                + bytes.fromhex("0a 2a 00 c600000003 616263 05"),
                 m.ResultDelivery("node-1", 10, 42, 0, b"abc", 5))
     decode_only("map32_features", bytes.fromhex("97 00 a8") + b"origin-1" + bytes.fromhex("01 01")
                 + bytes.fromhex("a6") + b"origin" + bytes.fromhex("c420") + NONCE_O
@@ -332,7 +333,8 @@ def build() -> None:
     invalid("kind_unknown_bad_sender", pack(99, "", 1), MalformedFrame)
     invalid("kind_unknown_bad_time", pack(99, "origin-1", -1), MalformedFrame)
     invalid("kind_unknown_trailing_bytes", pack(99, "origin-1", 1) + b"\x00", MalformedFrame)
-    invalid("kind_unknown_ext_inside", bytes.fromhex("94 63 a8") + b"origin-1" + bytes.fromhex("01 d40100"), MalformedFrame)
+    invalid("kind_unknown_ext_inside", bytes.fromhex("94 63 a8") + b"origin-1"
+            + bytes.fromhex("01 d40100"), MalformedFrame)
     invalid("hello_version_2", pack(0, "origin-1", 1, 2, "origin", NONCE_O, {}), VersionMismatch)
     invalid("hello_version_2_other_shape", pack(0, "origin-1", 1, 2, {"role": 1}), VersionMismatch)
     invalid("hello_version_2_only", pack(0, "origin-1", 1, 2), VersionMismatch)
@@ -395,7 +397,8 @@ def build() -> None:
             MalformedFrame)
     invalid("reserved_byte_c1", ping_head + b"\xc1", MalformedFrame)
     invalid("ext_for_uint", ping_head + bytes.fromhex("d40105"), MalformedFrame)
-    invalid("timestamp_in_trailing_element", bytes.fromhex("95 10 a8") + b"origin-1" + bytes.fromhex("01 05 d6ff00000001"),
+    invalid("timestamp_in_trailing_element", bytes.fromhex("95 10 a8") + b"origin-1"
+            + bytes.fromhex("01 05 d6ff00000001"),
             MalformedFrame)
     invalid("invalid_utf8_in_trailing_element", bytes.fromhex("95 10 a8") + b"origin-1"
             + bytes.fromhex("01 05 a1 ff"), MalformedFrame)

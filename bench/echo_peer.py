@@ -1,0 +1,197 @@
+"""The raw limit: a length-prefixed echo over a Unix socket between two processes.
+
+Frames are a u32 big-endian length and that many bytes, as on rsc's wire. The
+server (``python bench/echo_peer.py PATH``, one process on uvloop) cuts the
+incoming bytes into whole frames and writes every whole frame it got in one
+``data_received`` back in one ``write``; a partial frame waits for the rest.
+There is no decoding, no state and no allocation per frame beyond asyncio's
+own: whatever rsc adds on top of this is rsc's cost.
+
+The client (:class:`EchoClient`, in the benchmark process on uvloop) offers
+the two shapes the benchmarks compare rsc against:
+
+- ``one_in_flight(n)``: ``n`` sequential round trips, each awaiting an
+  ``asyncio.Future`` that ``data_received`` resolves (as awaiting
+  ``RemoteHandle.join`` does);
+- ``pipelined(n, window)``: ``n`` requests with ``window`` in flight; every
+  ``data_received`` that completes ``k`` responses sends up to ``k`` more in
+  one ``write``.
+
+The server prints ``READY <pid>`` once it listens, exits on SIGTERM/SIGINT,
+and also when its stdin closes (the benchmark process holds it: a benchmark
+that dies leaves no echo server behind).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+
+HEADER = 4
+
+
+def frame(size: int) -> bytes:
+    """One frame whose body is ``size`` bytes."""
+    return size.to_bytes(HEADER, "big") + bytes(range(256)) * (size // 256) + bytes(range(size % 256))
+
+
+def whole_frames_end(buf: bytearray) -> tuple[int, int]:
+    """(bytes of whole frames at the start of ``buf``, how many frames)."""
+    pos, count, size = 0, 0, len(buf)
+    while size - pos >= HEADER:
+        end = pos + HEADER + int.from_bytes(buf[pos:pos + HEADER], "big")
+        if end > size:
+            break
+        pos = end
+        count += 1
+    return pos, count
+
+
+# ----------------------------------------------------------------------------- server
+
+
+class EchoServerProtocol(asyncio.Protocol):
+    def __init__(self) -> None:
+        self.buf = bytearray()
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        buf = self.buf
+        buf += data
+        end, _ = whole_frames_end(buf)
+        if end:
+            self.transport.write(bytes(buf[:end]))  # type: ignore[union-attr]
+            del buf[:end]
+
+
+class _Lifeline(asyncio.Protocol):
+    def __init__(self, stop: asyncio.Event) -> None:
+        self.stop = stop
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.stop.set()
+
+
+async def serve(path: str) -> None:
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    if not sys.stdin.isatty():
+        await loop.connect_read_pipe(lambda: _Lifeline(stop), sys.stdin)
+    if os.path.exists(path):
+        os.unlink(path)
+    server = await loop.create_unix_server(EchoServerProtocol, path)
+    print(f"READY {os.getpid()}", flush=True)
+    try:
+        await stop.wait()
+    finally:
+        server.close()
+        await server.wait_closed()
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
+
+
+# ----------------------------------------------------------------------------- client
+
+
+class EchoClient(asyncio.Protocol):
+    """One connection to the echo server; see the module docstring."""
+
+    def __init__(self) -> None:
+        self.buf = bytearray()
+        self.transport: asyncio.Transport | None = None
+        self._waiter: asyncio.Future[None] | None = None
+        # pipelined state
+        self._frame = b""
+        self._to_send = 0
+        self._to_receive = 0
+        self._done: asyncio.Future[None] | None = None
+
+    @classmethod
+    async def connect(cls, path: str) -> EchoClient:
+        loop = asyncio.get_running_loop()
+        _t, proto = await loop.create_unix_connection(cls, path)
+        return proto
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        err = ConnectionError(f"echo connection lost: {exc}")
+        for fut in (self._waiter, self._done):
+            if fut is not None and not fut.done():
+                fut.set_exception(err)
+
+    def data_received(self, data: bytes) -> None:
+        buf = self.buf
+        buf += data
+        end, count = whole_frames_end(buf)
+        if not count:
+            return
+        del buf[:end]
+        if self._done is not None:
+            self._to_receive -= count
+            more = min(count, self._to_send)
+            if more:
+                self._to_send -= more
+                self.transport.write(self._frame * more)  # type: ignore[union-attr]
+            if self._to_receive <= 0 and not self._done.done():
+                self._done.set_result(None)
+        elif self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+    async def one_in_flight(self, n: int, size: int = 64) -> None:
+        """``n`` sequential round trips of a frame with a ``size``-byte body."""
+        loop = asyncio.get_running_loop()
+        data = frame(size)
+        write = self.transport.write  # type: ignore[union-attr]
+        for _ in range(n):
+            self._waiter = fut = loop.create_future()
+            write(data)
+            await fut
+        self._waiter = None
+
+    async def pipelined(self, n: int, window: int = 256, size: int = 64) -> None:
+        """``n`` requests with up to ``window`` in flight."""
+        loop = asyncio.get_running_loop()
+        self._frame = data = frame(size)
+        first = min(n, window)
+        self._to_send = n - first
+        self._to_receive = n
+        self._done = done = loop.create_future()
+        self.transport.write(data * first)  # type: ignore[union-attr]
+        try:
+            await done
+        finally:
+            self._done = None
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) != 1:
+        print("usage: python bench/echo_peer.py SOCKET_PATH", file=sys.stderr)
+        return 2
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is an rsc dependency on POSIX
+        runner = asyncio.Runner()
+    else:
+        runner = asyncio.Runner(loop_factory=uvloop.new_event_loop)
+    with runner:
+        runner.run(serve(argv[0]))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

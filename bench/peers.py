@@ -1,0 +1,236 @@
+"""The peers rsc is measured against, on the same three jobs.
+
+Each peer runs ``bench.registry.peer_noop`` / ``peer_cpu`` on two worker
+processes, the same functions and inputs as rsc's ``noop`` / ``cpu``:
+
+- ``one(n)``: ``n`` no-op calls, one at a time (submit, wait for the result);
+- ``bulk(n)``: ``n`` no-op calls submitted at once, then every result collected;
+- ``cpu(n, work)``: ``n`` calls of ``burn(work)`` (about 1 ms each) over the two workers.
+
+=====================  ========================================================
+``processpool``        ``concurrent.futures.ProcessPoolExecutor(2)``: ``submit``
+                       then ``result()``; bulk and cpu submit all, then wait.
+``pool``               ``multiprocessing.Pool(2)``: ``apply`` one at a time;
+                       bulk and cpu by ``starmap(..., chunksize=1)``.
+``dask``               ``distributed.LocalCluster(n_workers=2,
+                       threads_per_worker=1)`` and a ``Client``:
+                       ``submit(...).result()``; ``map`` + ``gather``.
+``ray``                ``ray.init(num_cpus=2)`` and ``ray.remote`` functions:
+                       ``ray.get(f.remote())``; ``ray.get([...])``.
+=====================  ========================================================
+
+The stdlib pools use the ``forkserver`` start method: workers are started
+from a clean single-threaded server (no fork of a process that holds an event
+loop and threads), as Python 3.14 does by default on Linux. All workers are
+started and warmed up (every worker has run the job once) before timing.
+
+``start_peer(name)`` raises :class:`PeerUnavailable` with an install hint when
+the peer's package is absent; the benchmarks turn that into a skip.
+``stop()`` shuts the peer down; the benchmark's process guard then checks by
+pid that nothing it started is left.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import logging
+import multiprocessing
+import multiprocessing.pool
+
+from bench.registry import peer_cpu, peer_noop
+
+WORKERS = 2
+
+NAMES = ("processpool", "pool", "dask", "ray")
+LABELS = {
+    "processpool": "ProcessPoolExecutor(2)",
+    "pool": "multiprocessing.Pool(2).starmap",
+    "dask": "Dask LocalCluster(2x1)",
+    "ray": "Ray(num_cpus=2)",
+}
+
+
+class PeerUnavailable(RuntimeError):
+    """The peer's package is not installed (the message says how to install it)."""
+
+
+class Peer:
+    name = ""
+
+    def one(self, n: int) -> None:
+        raise NotImplementedError
+
+    def bulk(self, n: int) -> None:
+        raise NotImplementedError
+
+    def cpu(self, n: int, work: int) -> None:
+        raise NotImplementedError
+
+    def warm_up(self, work: int) -> None:
+        """Every worker has run each job once (imports done, connections open)."""
+        self.one(4)
+        self.bulk(4 * WORKERS)
+        self.cpu(4 * WORKERS, work)
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+
+def stop_multiprocessing_helpers() -> None:
+    """Stop the forkserver and the resource tracker this process started, if any.
+
+    Both would otherwise live until this process exits (they are ours: the
+    stdlib pools and Dask's nannies start them)."""
+    from multiprocessing import forkserver, resource_tracker
+
+    for helper in (getattr(forkserver, "_forkserver", None),
+                   getattr(resource_tracker, "_resource_tracker", None)):
+        stop = getattr(helper, "_stop", None)
+        if stop is not None:
+            try:
+                stop()
+            except Exception:  # best effort; the process guard still checks by pid
+                pass
+
+
+class ProcessPoolPeer(Peer):
+    name = "processpool"
+
+    def __init__(self) -> None:
+        self.ex = concurrent.futures.ProcessPoolExecutor(
+            WORKERS, mp_context=multiprocessing.get_context("forkserver"))
+
+    def one(self, n: int) -> None:
+        submit = self.ex.submit
+        for _ in range(n):
+            submit(peer_noop, b"").result()
+
+    def bulk(self, n: int) -> None:
+        submit = self.ex.submit
+        futures = [submit(peer_noop, b"") for _ in range(n)]
+        for f in futures:
+            f.result()
+
+    def cpu(self, n: int, work: int) -> None:
+        submit = self.ex.submit
+        futures = [submit(peer_cpu, work) for _ in range(n)]
+        for f in futures:
+            f.result()
+
+    def stop(self) -> None:
+        self.ex.shutdown(wait=True, cancel_futures=True)
+
+
+class PoolPeer(Peer):
+    name = "pool"
+
+    def __init__(self) -> None:
+        self.pool: multiprocessing.pool.Pool = multiprocessing.get_context("forkserver").Pool(WORKERS)
+
+    def one(self, n: int) -> None:
+        apply = self.pool.apply
+        for _ in range(n):
+            apply(peer_noop, (b"",))
+
+    def bulk(self, n: int) -> None:
+        self.pool.starmap(peer_noop, [(b"",)] * n, chunksize=1)
+
+    def cpu(self, n: int, work: int) -> None:
+        self.pool.starmap(peer_cpu, [(work,)] * n, chunksize=1)
+
+    def stop(self) -> None:
+        self.pool.close()
+        self.pool.join()
+
+
+class DaskPeer(Peer):
+    name = "dask"
+
+    def __init__(self) -> None:
+        try:
+            from distributed import Client, LocalCluster
+        except ImportError as exc:
+            raise PeerUnavailable(
+                f"Dask distributed is not installed ({exc}); pip install 'dask[distributed]'") from exc
+        self.cluster = LocalCluster(n_workers=WORKERS, threads_per_worker=1, processes=True,
+                                    dashboard_address=":0", silence_logs=logging.ERROR)
+        try:
+            self.client = Client(self.cluster)
+        except BaseException:
+            self.cluster.close()
+            raise
+
+    def one(self, n: int) -> None:
+        submit = self.client.submit
+        for _ in range(n):
+            submit(peer_noop, b"", pure=False).result()
+
+    def bulk(self, n: int) -> None:
+        self.client.gather(self.client.map(peer_noop, [b""] * n, pure=False))
+
+    def cpu(self, n: int, work: int) -> None:
+        self.client.gather(self.client.map(peer_cpu, [work] * n, pure=False))
+
+    def stop(self) -> None:
+        try:
+            self.client.close()
+        finally:
+            self.cluster.close()
+
+
+class RayPeer(Peer):
+    name = "ray"
+
+    def __init__(self) -> None:
+        try:
+            import ray
+        except ImportError as exc:
+            raise PeerUnavailable(f"Ray is not installed ({exc}); pip install ray") from exc
+        self.ray = ray
+        ray.init(num_cpus=WORKERS, include_dashboard=False, log_to_driver=False,
+                 logging_level=logging.ERROR)
+        self.noop = ray.remote(peer_noop)
+        self.burn = ray.remote(peer_cpu)
+
+    def one(self, n: int) -> None:
+        get, remote = self.ray.get, self.noop.remote
+        for _ in range(n):
+            get(remote(b""))
+
+    def bulk(self, n: int) -> None:
+        remote = self.noop.remote
+        self.ray.get([remote(b"") for _ in range(n)])
+
+    def cpu(self, n: int, work: int) -> None:
+        remote = self.burn.remote
+        self.ray.get([remote(work) for _ in range(n)])
+
+    def stop(self) -> None:
+        self.ray.shutdown()
+
+
+_CLASSES: dict[str, type[Peer]] = {
+    "processpool": ProcessPoolPeer,
+    "pool": PoolPeer,
+    "dask": DaskPeer,
+    "ray": RayPeer,
+}
+
+
+def start_peer(name: str, work: int) -> Peer:
+    """Start the peer ``name`` and warm it up; PeerUnavailable when not installed."""
+    peer = _CLASSES[name]()
+    try:
+        peer.warm_up(work)
+    except BaseException:
+        peer.stop()
+        raise
+    return peer
+
+
+def describe(name: str) -> str:
+    return LABELS.get(name, name)
+
+
+__all__ = ["LABELS", "NAMES", "Peer", "PeerUnavailable", "describe", "start_peer",
+           "stop_multiprocessing_helpers"]

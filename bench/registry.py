@@ -1,0 +1,79 @@
+"""Computations the end-to-end benchmarks run (``bench.registry:registry``).
+
+Node processes import this module by name (``rsc node --registry
+bench.registry:registry`` with the repository root as working directory), and
+the peers (ProcessPoolExecutor, multiprocessing.Pool, Dask, Ray) pickle the
+plain functions below by reference, so keep it free of test-only imports:
+only ``rsc`` and the standard library.
+
+The same work runs everywhere: ``noop`` returns its input; ``cpu`` runs
+``burn(n)``, a pure-Python loop whose ``n`` the benchmark calibrates to about
+1 ms on this machine (``calibrate_burn``) and sends as the input, so rsc and
+every peer do exactly the same arithmetic.
+
+``cpu`` is an *async* computation on purpose: it runs on the node's event
+loop, holding that node's only interpreter for its millisecond, and the node
+answers the next frame when it returns. A sync computation would run in the
+node's thread pool instead: same GIL, so no more parallelism inside a node,
+plus a thread hand-off per task. Parallelism comes from running several node
+processes, which is what the 1-node vs 2-node figures measure.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+from rsc import Registry
+
+registry = Registry()
+
+
+def burn(n: int) -> int:
+    """``n`` steps of pure-Python integer arithmetic (holds the GIL throughout)."""
+    acc = 0
+    for i in range(n):
+        acc = (acc + i * i) % 1_000_003
+    return acc
+
+
+def calibrate_burn(target_s: float = 0.001, probe: int = 200_000) -> int:
+    """The ``n`` for which ``burn(n)`` takes about ``target_s`` here (best of 5 probes)."""
+    burn(probe // 10)  # warm up
+    best = float("inf")
+    for _ in range(5):
+        t0 = time.perf_counter()
+        burn(probe)
+        best = min(best, time.perf_counter() - t0)
+    return max(1, round(probe * target_s / best))
+
+
+@registry.computation("noop")
+async def noop(cx: Any, data: bytes) -> bytes:
+    """Returns its input: the cost of the machinery alone."""
+    return data
+
+
+@registry.computation("cpu")
+async def cpu(cx: Any, data: bytes) -> bytes:
+    """``burn(int(data))`` on the node's loop; returns the result as decimal bytes."""
+    return str(burn(int(data))).encode()
+
+
+@registry.computation("sleep")
+async def sleep(cx: Any, data: bytes) -> bytes:
+    """Sleeps ``int(data)`` milliseconds (cancellable: an asyncio sleep); returns b""."""
+    await asyncio.sleep(int(data) / 1000)
+    return b""
+
+
+# -- the same jobs for the peers (plain functions, pickled by reference) --------------
+
+
+def peer_noop(data: bytes) -> bytes:
+    return data
+
+
+def peer_cpu(n: int) -> bytes:
+    return str(burn(n)).encode()

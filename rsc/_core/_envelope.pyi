@@ -1,0 +1,64 @@
+"""Wire v1 envelope codec, compiled; the same API as ``rsc._core._envelope_py``."""
+
+from collections.abc import Iterable
+from typing import Final, Literal
+
+from rsc._core.messages import Message
+
+__all__ = [
+    "DEFAULT_MAX_FRAME_BYTES",
+    "IMPLEMENTATION",
+    "MAX_NESTING_DEPTH",
+    "FrameDecoder",
+    "decode",
+    "encode",
+    "encode_frame",
+    "encode_frames",
+]
+
+IMPLEMENTATION: Final[Literal["c"]]
+DEFAULT_MAX_FRAME_BYTES: Final[int]
+MAX_NESTING_DEPTH: Final[int]
+MAX_CANCEL_KIND: Final[int]
+MAX_TASK_STATE: Final[int]
+MAX_PRIORITY: Final[int]
+NONCE_BYTES: Final[int]
+PROOF_BYTES: Final[int]
+
+def encode(msg: Message) -> bytes:
+    """The frame body of ``msg``; ``InvalidArgument`` naming the field if one is unfit."""
+
+def encode_frame(msg: Message) -> bytes:
+    """``msg`` as one frame: a u32 big-endian length, then the body."""
+
+def encode_frames(msgs: Iterable[Message]) -> bytes:
+    """Several frames back to back, for one coalesced write."""
+
+def decode(body: bytes | bytearray | memoryview) -> Message:
+    """The message in one frame body.
+
+    Raises only ``MalformedFrame``, ``VersionMismatch`` or ``UnexpectedMessage``
+    for any bytes (``TypeError`` if ``body`` is not bytes-like).
+    """
+
+class FrameDecoder:
+    """Cuts a byte stream into messages; see ``rsc._core._envelope_py.FrameDecoder``."""
+
+    def __init__(self, max_frame_bytes: int = ...) -> None: ...
+    @property
+    def max_frame_bytes(self) -> int: ...
+    @property
+    def buffered(self) -> int:
+        """Bytes held for a frame that is not complete yet."""
+
+    def feed(self, data: bytes | bytearray | memoryview) -> list[Message]:
+        """Messages of every frame completed so far.
+
+        Raises a ``ProtocolError`` (``MalformedFrame``, ``FrameTooLarge``,
+        ``VersionMismatch``, ``UnexpectedMessage``) whose ``messages`` attribute
+        holds the messages of the frames before the bad one; the decoder then
+        stays poisoned until ``reset()``.
+        """
+
+    def reset(self) -> None:
+        """Forget buffered bytes and any error, ready for a new stream."""
