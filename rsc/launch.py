@@ -38,6 +38,8 @@ from typing import IO, Any
 
 import psutil
 
+from rsc.errors import InvalidArgument
+
 log = logging.getLogger("rsc.launch")
 
 __all__ = ["LaunchInterrupted", "LocalCluster", "NodeStartError", "add_arguments", "probe",
@@ -158,12 +160,12 @@ class _NodeProcess:
 
 
 async def _probe_async(nodes: Mapping[str, str], timeout_s: float,
-                       abort: threading.Event | None) -> dict[str, dict | BaseException]:
+                       abort: threading.Event | None, key: bytes | None = None) -> dict[str, dict | BaseException]:
     """Handshake + STATUS_REQUEST with every node at once; name -> stats or error."""
     from rsc.remote import Runtime
 
     out: dict[str, dict | BaseException] = {}
-    async with Runtime(dict(nodes), connect_timeout_s=min(5.0, timeout_s)) as rt:
+    async with Runtime(dict(nodes), connect_timeout_s=min(5.0, timeout_s), key=key) as rt:
         tasks = {asyncio.ensure_future(rt.status(name, timeout_s)): name for name in nodes}
         pending = set(tasks)
         try:
@@ -183,7 +185,7 @@ async def _probe_async(nodes: Mapping[str, str], timeout_s: float,
 
 
 def probe(nodes: Mapping[str, str], timeout_s: float = 5.0,
-          abort: threading.Event | None = None) -> dict[str, dict | BaseException]:
+          abort: threading.Event | None = None, key: bytes | None = None) -> dict[str, dict | BaseException]:
     """Ask each node for its stats over a real handshake; name -> stats dict or
     the exception that prevented it. Blocks the calling thread only: the probe
     runs on its own event loop in a helper thread, so it is safe to call from
@@ -192,7 +194,7 @@ def probe(nodes: Mapping[str, str], timeout_s: float = 5.0,
 
     def target() -> None:
         try:
-            result.append(asyncio.run(_probe_async(nodes, timeout_s, abort)))
+            result.append(asyncio.run(_probe_async(nodes, timeout_s, abort, key)))
         except BaseException as exc:  # carried to the caller's thread
             result.append(exc)
 
@@ -277,7 +279,7 @@ class LocalCluster:
                  env: Mapping[str, str] | None = None, extra_args: Sequence[str] = (),
                  cluster_file: str | None = None, ready_timeout: float = 30.0,
                  cwd: str | None = None, stderr_sink: Callable[[str, str], None] | None = None,
-                 python: str | None = None) -> None:
+                 python: str | None = None, key_file: str | None = None) -> None:
         if isinstance(n, bool) or not isinstance(n, int) or n < 1:
             raise ValueError(f"a cluster needs at least one node, got n={n!r}")
         if not isinstance(registry, str) or ":" not in registry:
@@ -292,6 +294,13 @@ class LocalCluster:
         self.grace = grace
         self.env = dict(env or {})
         self.extra_args = tuple(extra_args)
+        # A keyed cluster: every node gets --key-file, and the handshake probes prove the key.
+        self.key_file = key_file
+        self.key: bytes | None = None
+        if key_file is not None:
+            from rsc.node.main import read_key_file
+
+            self.key = read_key_file(key_file)
         self.ready_timeout = float(ready_timeout)
         self.cwd = os.path.abspath(cwd or os.getcwd())
         self.stderr_sink = stderr_sink
@@ -460,7 +469,7 @@ class LocalCluster:
 
     def status(self, timeout_s: float = 5.0) -> dict[str, dict | BaseException]:
         """Each node's STATUS_REPLY stats (or the error that prevented it)."""
-        return probe(self.nodes, timeout_s)
+        return probe(self.nodes, timeout_s, key=self.key)
 
     # ------------------------------------------------------- context managers
     def __enter__(self) -> LocalCluster:
@@ -522,6 +531,8 @@ class LocalCluster:
             argv += ["--threads", str(self.threads)]
         if self.grace is not None:
             argv += ["--grace", str(self.grace)]
+        if self.key_file is not None:
+            argv += ["--key-file", self.key_file]
         return argv + list(self.extra_args)
 
     def _child_env(self) -> dict[str, str]:
@@ -568,7 +579,7 @@ class LocalCluster:
 
     def _check_handshakes(self, names: Sequence[str], deadline: float) -> None:
         remaining = max(0.5, deadline - time.monotonic())
-        results = probe({n: self.address_of(n) for n in names}, remaining, self.interrupt)
+        results = probe({n: self.address_of(n) for n in names}, remaining, self.interrupt, self.key)
         for name in names:
             res = results.get(name)
             if isinstance(res, BaseException) or res is None:
@@ -663,6 +674,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, default=None, help="each node's thread pool size")
     p.add_argument("--grace", type=float, default=None,
                    help="seconds running tasks get when a node is stopped (node default 5)")
+    p.add_argument("--key-file", default=None,
+                   help="cluster key file (>= 16 bytes) given to every node; handshakes then prove it")
     p.add_argument("--ready-timeout", type=float, default=30.0,
                    help="seconds each node gets to become ready (default 30)")
     p.add_argument("--quiet", action="store_true",
@@ -719,8 +732,8 @@ def run(args: argparse.Namespace) -> int:
             args.nodes, args.registry, directory=args.dir, name_prefix=args.name_prefix,
             capacity=args.capacity, threads=args.threads, grace=args.grace,
             cluster_file=args.cluster_file, ready_timeout=args.ready_timeout,
-            stderr_sink=None if args.quiet else sink)
-    except ValueError as exc:
+            stderr_sink=None if args.quiet else sink, key_file=args.key_file)
+    except (ValueError, InvalidArgument) as exc:
         _say(str(exc))
         return 2
 
@@ -832,8 +845,13 @@ def status(args: argparse.Namespace) -> int:
         if why is not None:
             results[name] = why
     alive = {n: e["address"] for n, e in entries.items() if n not in results}
+    key = None
+    if getattr(args, "key_file", None):
+        from rsc.node.main import read_key_file
+
+        key = read_key_file(args.key_file)
     if alive:
-        results.update(probe(alive, timeout))
+        results.update(probe(alive, timeout, key=key))
     unreachable = [n for n, r in results.items() if isinstance(r, BaseException)]
     if args.json:
         out: dict[str, Any] = {"cluster": os.path.abspath(args.cluster), "nodes": {}}

@@ -29,6 +29,7 @@ from rsc._engine.origin import (
     EV_LEASE_EXPIRED,
     EV_REJECTED,
     EV_RESULT,
+    EV_HANDSHAKE_FAILED,
     EV_STATUS,
     SEND,
     OriginEngine,
@@ -45,6 +46,7 @@ from rsc.errors import (
     NodeUnreachable,
     ProtocolError,
     RemoteError,
+    error_from_code,
     spawn_rejected,
 )
 from rsc.transport.address import Address
@@ -250,14 +252,13 @@ _STATE_OF_KIND = {
 class _NodeLink:
     """Connection management for one node: connect, reconnect with backoff."""
 
-    __slots__ = ("node", "address", "conn", "connector", "ever_connected", "failed_since")
+    __slots__ = ("node", "address", "conn", "connector", "failed_since")
 
     def __init__(self, node: NodeId, address: Address) -> None:
         self.node = node
         self.address = address
         self.conn: FramedConnection | None = None
         self.connector: asyncio.Task[None] | None = None
-        self.ever_connected = False
         self.failed_since: float | None = None
 
 
@@ -457,7 +458,6 @@ class Runtime:
                 backoff = min(backoff * 2, self.backoff_max_s)
                 continue
             link.failed_since = None
-            link.ever_connected = True
             backoff = 0.02
             assert conn.closed is not None
             await conn.closed
@@ -482,6 +482,28 @@ class Runtime:
         self._pump()
         return conn
 
+    def _handshake_failed(self, node: str, code: int, message: str) -> None:
+        """The node refused us or we refused it (wrong key, other version): tasks
+        that never reached that node fail with the precise error instead of
+        waiting out their lease."""
+        link = self._links[node]  # type: ignore[index]
+        log.warning("handshake with node %s failed: code %d: %s", node, code, message)
+        if self.engine.ever_ready(link.node) or code not in (1, 2):
+            return
+        err = error_from_code(code, f"handshake with node {node!r} failed: {message}")
+        self._fail_unsent(link, err)
+        for fut in self._status_waiters.pop(link.node, []):
+            if not fut.done():
+                fut.set_exception(err)
+
+    def _fail_unsent(self, link: _NodeLink, err: BaseException) -> None:
+        for task in self.engine.tasks_on(link.node):
+            if task.state is OriginState.SPAWNED:
+                self.engine.forget(task.rtid)
+                h = self._handles.get(task.rtid)
+                if h is not None:
+                    h._settle(None, err, RemoteTaskState.FAILED)
+
     def _connect_failed(self, link: _NodeLink, exc: BaseException) -> None:
         now = self._loop.time()
         if link.failed_since is None:
@@ -490,13 +512,8 @@ class Runtime:
         if now - link.failed_since < self.connect_timeout_s:
             return
         # Tasks never written to any connection cannot be running anywhere: fail them.
-        for task in self.engine.tasks_on(link.node):
-            if task.state is OriginState.SPAWNED and not link.ever_connected:
-                self.engine.forget(task.rtid)
-                h = self._handles.get(task.rtid)
-                if h is not None:
-                    h._settle(None, NodeUnreachable(link.node, f"{link.address}: {exc}"),
-                              RemoteTaskState.FAILED)
+        if not self.engine.ever_ready(link.node):
+            self._fail_unsent(link, NodeUnreachable(link.node, f"{link.address}: {exc}"))
         for fut in self._status_waiters.pop(link.node, []):
             if not fut.done():
                 fut.set_exception(NodeUnreachable(link.node, f"{link.address}: {exc}"))
@@ -531,6 +548,9 @@ class Runtime:
         self._arm_timer()
 
     def _on_event(self, ev: int, task: OriginTask, detail: Any) -> None:
+        if ev == EV_HANDSHAKE_FAILED:
+            self._handshake_failed(*detail)
+            return
         if ev == EV_STATUS:
             node, stats = detail
             waiters = self._status_waiters.get(node)

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import stat
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
+
+import pytest
+
+import rsc
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -47,3 +53,23 @@ def test_bad_arguments_exit_2_with_a_message(tmp_path: Path) -> None:
             p.kill()
             p.wait()
     assert p.returncode == 2 and "--capacity must be at least 1" in err
+
+
+def test_keyed_node_proves_and_demands_the_key(cluster: Any, tmp_path: Path) -> None:
+    key = os.urandom(32)
+    key_file = tmp_path / "key"
+    key_file.write_bytes(key)
+    c = cluster(1, key_file=str(key_file))
+
+    async def main() -> None:
+        async with rsc.Runtime(c.nodes, key=key) as rt:
+            assert await rsc.spawn_remote(rt.cx(), "worker-1", "square", 9).join() == 81
+        async with rsc.Runtime(c.nodes, key=os.urandom(32)) as rt:  # node's proof fails here
+            with pytest.raises(rsc.errors.AuthFailed):
+                await asyncio.wait_for(rsc.spawn_remote(rt.cx(), "worker-1", "square", 9).join(), 10)
+            assert rt.debug_counts() == dict(handles=0, tasks=0, leases=0)
+        async with rsc.Runtime(c.nodes) as rt:  # no key: the node refuses our nil proof
+            with pytest.raises(rsc.errors.AuthFailed):
+                await asyncio.wait_for(rsc.spawn_remote(rt.cx(), "worker-1", "square", 9).join(), 10)
+
+    asyncio.run(main())

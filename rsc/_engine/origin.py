@@ -6,7 +6,8 @@ it link events (``link_up`` once a byte stream to the node is open,
 queues for its driver:
 
 - ``self.actions``: ``(SEND, node, message)`` and ``(CLOSE, node, None)``;
-- ``self.events``: ``(EV_ACCEPTED | EV_REJECTED | EV_RESULT | EV_LEASE_EXPIRED, task, detail)``
+- ``self.events``: ``(EV_ACCEPTED | EV_REJECTED | EV_RESULT | EV_LEASE_EXPIRED, task, detail)``,
+  plus ``(EV_STATUS, None, (node, stats))`` and ``(EV_HANDSHAKE_FAILED, None, (node, code, message))``
 
 and exposes ``next_deadline()``; at or after it the driver calls ``tick(now)``.
 Per-task states follow ``states.ORIGIN_TRANSITIONS``.
@@ -46,7 +47,7 @@ from rsc._engine.states import ORIGIN_TERMINAL, OriginEvent, OriginState, advanc
 from rsc.errors import ProtocolError, UnexpectedMessage
 
 SEND, CLOSE = 0, 1
-EV_ACCEPTED, EV_REJECTED, EV_RESULT, EV_LEASE_EXPIRED, EV_STATUS = 0, 1, 2, 3, 4
+EV_ACCEPTED, EV_REJECTED, EV_RESULT, EV_LEASE_EXPIRED, EV_STATUS, EV_HANDSHAKE_FAILED = 0, 1, 2, 3, 4, 5
 MS = 1_000_000
 
 
@@ -81,12 +82,19 @@ class OriginTask:
 
 
 class _Link:
-    __slots__ = ("node", "handshake", "ready", "tasks", "lease_counts", "last_sent", "ping_nonce")
+    __slots__ = ("node", "handshake", "ready", "confirmed", "ever_ready", "tasks", "lease_counts",
+                 "last_sent", "ping_nonce")
 
     def __init__(self, node: str) -> None:
         self.node = node
         self.handshake: OriginHandshake | None = None
         self.ready = False
+        # The handshake ends with our AUTH, which the node never acknowledges: a
+        # link is *confirmed* by the first non-ERROR frame after it. Only then
+        # can spawns have reached the node (ever_ready), and an ERROR before it
+        # means the node refused the handshake.
+        self.confirmed = False
+        self.ever_ready = False
         self.tasks: dict[int, OriginTask] = {}
         self.lease_counts: dict[int, int] = {}
         self.last_sent = 0
@@ -149,6 +157,11 @@ class OriginEngine:
         link = self._links.get(node)
         return list(link.tasks.values()) if link else []
 
+    def ever_ready(self, node: str) -> bool:
+        """True once a link to ``node`` was confirmed: spawns may have reached it."""
+        link = self._links.get(node)
+        return link is not None and link.ever_ready
+
     def is_ready(self, node: str) -> bool:
         link = self._links.get(node)
         return link is not None and link.ready
@@ -164,7 +177,7 @@ class OriginEngine:
     def link_up(self, node: str, now: int) -> None:
         """A byte stream to ``node`` is open: start the handshake."""
         link = self._link(node)
-        link.ready = False
+        link.ready = link.confirmed = False
         link.handshake = OriginHandshake(self.name, self.key, self._entropy(32))
         self._send(link, link.handshake.hello(self.clock.send()), now)
 
@@ -274,6 +287,8 @@ class OriginEngine:
                 else:
                     raise UnexpectedMessage(f"{kind.__name__} before the handshake completed")
                 return
+            if kind is not Error and not link.confirmed:
+                link.confirmed = link.ever_ready = True
             if kind is ResultDelivery:
                 self._on_result(link, msg, now)
             elif kind is SpawnAck:
@@ -301,6 +316,8 @@ class OriginEngine:
         link = self._links.get(node)
         if link is None:
             return
+        if not link.ready:
+            self.events.append((EV_HANDSHAKE_FAILED, None, (node, exc.code, exc.message)))  # type: ignore[arg-type]
         self._trace_event("protocol_error", node=node, code=exc.code, message=exc.message)
         self._send(link, Error(self.name, self.clock.send(), exc.code, exc.message), now)
         self.actions.append((CLOSE, node, None))
@@ -308,6 +325,8 @@ class OriginEngine:
 
     def _on_peer_error(self, link: _Link, msg: Error, now: int) -> None:
         self._trace_event("peer_error", node=link.node, code=msg.code, message=msg.message)
+        if not link.confirmed:
+            self.events.append((EV_HANDSHAKE_FAILED, None, (link.node, msg.code, msg.message)))  # type: ignore[arg-type]
         self.actions.append((CLOSE, link.node, (msg.code, msg.message)))
         self.link_down(link.node, now)
 

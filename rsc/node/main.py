@@ -30,10 +30,24 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ttl", type=float, default=300.0, help="seconds results stay for duplicates")
     p.add_argument("--peers", default=None,
                    help="cluster file of nodes this node's computations may spawn on (nested work)")
+    p.add_argument("--key-file", default=None,
+                   help="file holding the cluster key (>= 16 bytes): the handshake then proves it both ways")
     p.add_argument("--lifeline-stdin", action="store_true",
                    help="shut down gracefully when stdin closes (the launcher died)")
     p.add_argument("--trace", default=None, help="append trace events as JSON lines to this file")
     p.add_argument("--log-level", default="WARNING")
+
+
+def read_key_file(path: str) -> bytes:
+    """The cluster key: the file's bytes (at least 16)."""
+    try:
+        with open(path, "rb") as f:
+            key = f.read()
+    except OSError as exc:
+        raise InvalidArgument(f"cannot read --key-file {path}: {exc.strerror}") from exc
+    if len(key) < 16:
+        raise InvalidArgument(f"--key-file {path} holds {len(key)} bytes; a cluster key needs at least 16")
+    return key
 
 
 def new_event_loop() -> asyncio.AbstractEventLoop:
@@ -57,10 +71,12 @@ async def _serve(args: argparse.Namespace) -> int:
             raise InvalidArgument(f"{flag} must be at least 1, got {v}")
     from rsc.trace import Trace
 
+    key = read_key_file(args.key_file) if args.key_file else None
     trace = Trace(args.name, args.trace) if args.trace else None
     server = NodeServer(args.name, args.listen, registry, capacity=args.capacity,
                         max_input_bytes=args.max_input_bytes, max_threads=args.threads,
-                        ttl_s=args.ttl, grace_s=args.grace, peers=args.peers, trace=trace)
+                        ttl_s=args.ttl, grace_s=args.grace, peers=args.peers, trace=trace,
+                        key=key)
     await server.start()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
