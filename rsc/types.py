@@ -397,7 +397,8 @@ class Budget:
         return cls(deadline, poll, cost, prio)
 
 
-Budget.INFINITE = Budget()  # type: ignore[attr-defined]
+# The identity of ``meet``: no limits and no claim to priority (meet keeps the higher).
+Budget.INFINITE = Budget(priority=0)  # type: ignore[attr-defined]
 
 
 class Severity(enum.IntEnum):
