@@ -14,6 +14,7 @@ import random
 import threading
 from typing import TYPE_CHECKING, Any
 
+from rsc.clock import Clock, SystemClock
 from rsc.errors import Cancelled, InvalidArgument
 from rsc.types import Budget, CancelKind, CancelReason, NodeId
 
@@ -21,6 +22,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from rsc.remote import Runtime
 
 DEFAULT_LEASE_S = 30.0
+_SYSTEM_CLOCK = SystemClock()
 
 _region_ids = itertools.count(1)
 _task_ids = itertools.count(1)
@@ -145,6 +147,19 @@ class Cx:
         self.region = region  # the rsc.region.Region that owns this Cx's work, if any
         self.trace = trace if trace is not None else (parent.trace if parent is not None else None)
         self._cancel = cancel_state if cancel_state is not None else CancelState()
+
+    @property
+    def clock(self) -> Clock:
+        """The clock this task's deadlines are on: its runtime's, else the system's."""
+        cap = self.remote_cap
+        return cap.runtime.clock if cap is not None else _SYSTEM_CLOCK
+
+    @property
+    def logical_time(self) -> int:
+        """The Lamport time of this task's runtime (0 without a RemoteCap): stamps
+        to correlate local events with the wire's."""
+        cap = self.remote_cap
+        return cap.runtime.engine.clock.time if cap is not None else 0
 
     @property
     def entropy(self) -> random.Random:

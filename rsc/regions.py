@@ -128,12 +128,7 @@ class Region:
         return self
 
     def _clock_ns(self) -> int:
-        cap = self.cx.remote_cap
-        if cap is not None:
-            return cap.runtime.clock.now_ns()
-        import time
-
-        return time.monotonic_ns()
+        return self.cx.clock.now_ns()
 
     # ---------------------------------------------------------------- children
     def spawn(self, fn: Callable[..., Awaitable[Any]], *args: Any, name: str | None = None) -> asyncio.Task[Any]:
