@@ -51,6 +51,7 @@ from rsc.errors import (
 )
 from rsc.transport.address import Address
 from rsc.transport.connection import FramedConnection
+from rsc.transport.timer import EngineTimer
 from rsc.types import (
     Budget,
     CancelKind,
@@ -284,8 +285,7 @@ class Runtime:
         self._handles: dict[int, RemoteHandle] = {}
         self._status_waiters: dict[str, list[asyncio.Future[dict]]] = {}
         self._loop: asyncio.AbstractEventLoop = None  # type: ignore[assignment]
-        self._timer: asyncio.TimerHandle | None = None
-        self._timer_at: int | None = None
+        self._timer: EngineTimer = None  # type: ignore[assignment]  # made in attach()
         self._closed = False
 
     # ----------------------------------------------------------------- lifecycle
@@ -302,6 +302,7 @@ class Runtime:
     def attach(self) -> None:
         """Bind to the running event loop (what ``start`` does, callable from sync code on the loop)."""
         self._loop = asyncio.get_running_loop()
+        self._timer = EngineTimer(self._loop, self.clock, self._on_timer)
 
     async def aclose(self, cancel_timeout_s: float = 5.0) -> None:
         """Cancel every live task (waiting up to the timeout for their outcomes) and close."""
@@ -642,17 +643,9 @@ class Runtime:
         self._pump()
 
     def _arm_timer(self) -> None:
-        at = self.engine.next_deadline()
-        if at is None or (self._timer_at is not None and self._timer_at <= at):
-            return
-        if self._timer is not None:
-            self._timer.cancel()
-        self._timer_at = at
-        self._timer = self._loop.call_later(max(0.0, (at - self.clock.now_ns()) / 1e9), self._on_timer)
+        self._timer.arm(self.engine.next_deadline)
 
     def _on_timer(self) -> None:
-        self._timer = None
-        self._timer_at = None
         self.engine.tick(self.clock.now_ns())
         self._pump()
 

@@ -27,6 +27,7 @@ from rsc.registry import Registry
 from rsc.remote import Runtime
 from rsc.transport.address import Address
 from rsc.transport.connection import FramedConnection
+from rsc.transport.timer import EngineTimer
 from rsc.transport.uds import listen_unix
 from rsc.types import Budget, CancelReason, NodeId, OutcomeKind
 
@@ -78,8 +79,7 @@ class NodeServer:
         self._conns: dict[int, FramedConnection] = {}
         self._conn_ids = itertools.count(1)
         self._server: asyncio.AbstractServer | None = None
-        self._timer: asyncio.TimerHandle | None = None
-        self._timer_at: int | None = None
+        self._timer: EngineTimer = None  # type: ignore[assignment]  # made in start()
         self._idle = asyncio.Event()
         self._stopped = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -87,6 +87,7 @@ class NodeServer:
     # -------------------------------------------------------------- lifecycle
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
+        self._timer = EngineTimer(self._loop, self.clock, self._on_timer)
         self._server = await listen_unix(self.address.path, self._make_connection)
         log.info("node %s listening on %s", self.name, self.address)
 
@@ -130,8 +131,7 @@ class NodeServer:
                     conn.abort()
         if self._server is not None:
             await self._server.wait_closed()
-        if self._timer is not None:
-            self._timer.cancel()
+        self._timer.cancel()
         await self.executor.aclose(0.0, abandon_after_s=1.0)
         if self._runtime is not None:
             await self._runtime.aclose()
@@ -232,21 +232,9 @@ class NodeServer:
             self._idle.set()
 
     def _arm_timer(self) -> None:
-        hint = self.engine.take_deadline_hint()
-        if self._timer_at is not None and (hint is None or hint >= self._timer_at):
-            return  # nothing new comes due before the armed timer
-        at = self.engine.next_deadline()
-        if at is None or (self._timer_at is not None and self._timer_at <= at):
-            return
-        if self._timer is not None:
-            self._timer.cancel()
-        self._timer_at = at
-        delay = max(0.0, (at - self.clock.now_ns()) / 1e9)
-        self._timer = self._loop.call_later(delay, self._on_timer)  # type: ignore[union-attr]
+        self._timer.arm(self.engine.next_deadline, self.engine.take_deadline_hint(), use_hint=True)
 
     def _on_timer(self) -> None:
-        self._timer = None
-        self._timer_at = None
         self.engine.tick(self.clock.now_ns())
         self._pump()
 
