@@ -17,6 +17,9 @@ from the median round, ``bytes_per_task``, ...) plus ``figure``, the key
 ``e2e-cpu`` (1,000 tasks of about 1 ms of pure Python a round)
     ``rsc.cpu1`` / ``rsc.cpu2``: over one node / two nodes; ``<peer>.cpu``: two
     workers. The work is calibrated once (``burn_work``) and is identical.
+    Each task reports how long its work took: ``cores_busy`` (busy time over
+    wall time) and ``burn_ms`` show how many cores a job kept busy and how fast
+    the machine was meanwhile (its speed drifts on a shared VM).
 ``e2e-memory``
     ``rsc.memory``: origin memory per outstanding remote task, 100,000
     ``sleep`` tasks accepted and running over two nodes; traced Python memory
@@ -83,6 +86,17 @@ def record(benchmark: Any, figure: str, ops: int, **extra: Any) -> None:
         median = benchmark.stats.stats.median
         info.update(us_per_op=round(median / ops * 1e6, 2), ops_per_s=round(ops / median, 1))
     benchmark.extra_info.update(info)
+
+
+def cpu_figures(rounds: list[tuple[int, float]]) -> dict[str, float]:
+    """From (busy ns summed over the tasks, wall seconds) per round: ``cores_busy``,
+    busy time over wall time (median round; 2.0 keeps both cores busy), and
+    ``burn_ms``, the mean time one ``burn`` took (how fast the machine was)."""
+    if not rounds:
+        return {}
+    busy = sorted(b / 1e9 / w for b, w in rounds)
+    return dict(cores_busy=round(busy[len(busy) // 2], 3),
+                burn_ms=round(sum(b for b, _ in rounds) / 1e6 / (CPU_N * len(rounds)), 3))
 
 
 def run_on(loop: asyncio.AbstractEventLoop, make: Callable[[], Any]) -> Callable[[], Any]:
@@ -207,12 +221,19 @@ class TestRsc:
                      nodes: list[str], n_nodes: int, burn_work: int) -> None:
         benchmark.group = "e2e-cpu"
         cx, targets, work = rt.cx(), nodes[:n_nodes], str(burn_work).encode()
+        rounds: list[tuple[int, float]] = []
 
         async def spawn_then_join() -> None:
-            await _join_all([spawn_remote(cx, targets[i % n_nodes], "cpu", work) for i in range(CPU_N)])
+            t0 = time.perf_counter()
+            handles = [spawn_remote(cx, targets[i % n_nodes], "cpu", work) for i in range(CPU_N)]
+            busy_ns = 0
+            for h in handles:
+                busy_ns += int(await h.join())
+            rounds.append((busy_ns, time.perf_counter() - t0))
 
         benchmark.pedantic(run_on(loop, spawn_then_join), rounds=CPU_ROUNDS["rsc"], warmup_rounds=1)
-        record(benchmark, f"rsc.cpu{n_nodes}", CPU_N, nodes=n_nodes, burn_work=burn_work)
+        record(benchmark, f"rsc.cpu{n_nodes}", CPU_N, nodes=n_nodes, burn_work=burn_work,
+               **cpu_figures(rounds[1:]))
 
     def test_rsc_memory_per_outstanding_task(self, benchmark: Any, loop: asyncio.AbstractEventLoop,
                                              rsc_cluster: Any, nodes: list[str]) -> None:
@@ -349,6 +370,14 @@ class TestPeers:
 
     def test_peer_cpu(self, benchmark: Any, peer: Peer, burn_work: int) -> None:
         benchmark.group = "e2e-cpu"
-        benchmark.pedantic(peer.cpu, args=(CPU_N, burn_work), rounds=CPU_ROUNDS[peer.name])
-        record(benchmark, f"{peer.name}.cpu", CPU_N, peer=describe(peer.name), burn_work=burn_work)
+        rounds: list[tuple[int, float]] = []
+
+        def one_round() -> None:
+            t0 = time.perf_counter()
+            busy_ns = sum(int(r) for r in peer.cpu(CPU_N, burn_work))
+            rounds.append((busy_ns, time.perf_counter() - t0))
+
+        benchmark.pedantic(one_round, rounds=CPU_ROUNDS[peer.name])
+        record(benchmark, f"{peer.name}.cpu", CPU_N, peer=describe(peer.name), burn_work=burn_work,
+               **cpu_figures(rounds))
 

@@ -36,6 +36,8 @@ import concurrent.futures
 import logging
 import multiprocessing
 import multiprocessing.pool
+import shutil
+import tempfile
 
 from bench.registry import peer_cpu, peer_noop
 
@@ -63,7 +65,8 @@ class Peer:
     def bulk(self, n: int) -> None:
         raise NotImplementedError
 
-    def cpu(self, n: int, work: int) -> None:
+    def cpu(self, n: int, work: int) -> list[bytes]:
+        """The ``n`` results: each ``peer_cpu``'s busy ns as decimal bytes."""
         raise NotImplementedError
 
     def warm_up(self, work: int) -> None:
@@ -111,11 +114,10 @@ class ProcessPoolPeer(Peer):
         for f in futures:
             f.result()
 
-    def cpu(self, n: int, work: int) -> None:
+    def cpu(self, n: int, work: int) -> list[bytes]:
         submit = self.ex.submit
         futures = [submit(peer_cpu, work) for _ in range(n)]
-        for f in futures:
-            f.result()
+        return [f.result() for f in futures]
 
     def stop(self) -> None:
         self.ex.shutdown(wait=True, cancel_futures=True)
@@ -135,8 +137,8 @@ class PoolPeer(Peer):
     def bulk(self, n: int) -> None:
         self.pool.starmap(peer_noop, [(b"",)] * n, chunksize=1)
 
-    def cpu(self, n: int, work: int) -> None:
-        self.pool.starmap(peer_cpu, [(work,)] * n, chunksize=1)
+    def cpu(self, n: int, work: int) -> list[bytes]:
+        return self.pool.starmap(peer_cpu, [(work,)] * n, chunksize=1)
 
     def stop(self) -> None:
         self.pool.close()
@@ -152,12 +154,23 @@ class DaskPeer(Peer):
         except ImportError as exc:
             raise PeerUnavailable(
                 f"Dask distributed is not installed ({exc}); pip install 'dask[distributed]'") from exc
-        self.cluster = LocalCluster(n_workers=WORKERS, threads_per_worker=1, processes=True,
-                                    dashboard_address=":0", silence_logs=logging.ERROR)
+        import dask
+
+        self.scratch = tempfile.mkdtemp(prefix="rsc-bench-dask-")
+        # scheduler and workers keep their scratch space here, not in the shared temp dir
+        self.config = dask.config.set({"temporary-directory": self.scratch})
         try:
-            self.client = Client(self.cluster)
+            self.cluster = LocalCluster(n_workers=WORKERS, threads_per_worker=1, processes=True,
+                                        dashboard_address=":0", silence_logs=logging.ERROR,
+                                        local_directory=self.scratch)
+            try:
+                self.client = Client(self.cluster)
+            except BaseException:
+                self.cluster.close()
+                raise
         except BaseException:
-            self.cluster.close()
+            self.config.__exit__(None, None, None)
+            shutil.rmtree(self.scratch, ignore_errors=True)
             raise
 
     def one(self, n: int) -> None:
@@ -168,14 +181,18 @@ class DaskPeer(Peer):
     def bulk(self, n: int) -> None:
         self.client.gather(self.client.map(peer_noop, [b""] * n, pure=False))
 
-    def cpu(self, n: int, work: int) -> None:
-        self.client.gather(self.client.map(peer_cpu, [work] * n, pure=False))
+    def cpu(self, n: int, work: int) -> list[bytes]:
+        return self.client.gather(self.client.map(peer_cpu, [work] * n, pure=False))
 
     def stop(self) -> None:
         try:
             self.client.close()
         finally:
-            self.cluster.close()
+            try:
+                self.cluster.close()
+            finally:
+                self.config.__exit__(None, None, None)
+                shutil.rmtree(self.scratch, ignore_errors=True)
 
 
 class RayPeer(Peer):
@@ -187,8 +204,14 @@ class RayPeer(Peer):
         except ImportError as exc:
             raise PeerUnavailable(f"Ray is not installed ({exc}); pip install ray") from exc
         self.ray = ray
-        ray.init(num_cpus=WORKERS, include_dashboard=False, log_to_driver=False,
-                 logging_level=logging.ERROR)
+        # Ray keeps its session (logs, sockets) under a directory of its own; ours goes away at stop.
+        self.scratch = tempfile.mkdtemp(prefix="rsc-bench-ray-")
+        try:
+            ray.init(num_cpus=WORKERS, include_dashboard=False, log_to_driver=False,
+                     logging_level=logging.ERROR, _temp_dir=self.scratch)
+        except BaseException:
+            shutil.rmtree(self.scratch, ignore_errors=True)
+            raise
         self.noop = ray.remote(peer_noop)
         self.burn = ray.remote(peer_cpu)
 
@@ -201,12 +224,15 @@ class RayPeer(Peer):
         remote = self.noop.remote
         self.ray.get([remote(b"") for _ in range(n)])
 
-    def cpu(self, n: int, work: int) -> None:
+    def cpu(self, n: int, work: int) -> list[bytes]:
         remote = self.burn.remote
-        self.ray.get([remote(work) for _ in range(n)])
+        return self.ray.get([remote(work) for _ in range(n)])
 
     def stop(self) -> None:
-        self.ray.shutdown()
+        try:
+            self.ray.shutdown()
+        finally:
+            shutil.rmtree(self.scratch, ignore_errors=True)
 
 
 _CLASSES: dict[str, type[Peer]] = {

@@ -1,0 +1,361 @@
+"""Print the benchmark table: rsc against the raw limit and its peers, and the targets.
+
+Usage: ``python bench/report.py [RESULT.json | DIRECTORY]``. Without an
+argument it reads the newest JSON that ``pytest --benchmark-autosave`` wrote
+under ``.benchmarks/`` (in the repository root); a directory means the newest
+JSON under it.
+
+The table has one row per figure of bench_e2e.py, found by the ``figure`` key
+in each benchmark's ``extra_info``. Speed figures come from the median round:
+``us/call`` for one-in-flight work, ``/s`` for bulk and CPU work. A ratio
+column ``xX`` is the row's speed divided by X's speed on the same job, so above
+1 means faster than X (for latency that is X's time divided by the row's). The
+targets of issue 5 follow with what was measured and PASS/FAIL, then the core
+micro-benchmarks (compiled vs its twin and the stdlib approach) when the file
+has them. Anything missing from the file shows as "-" / "not measured": the
+report never fails for a missing group.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PEERS = ("processpool", "pool", "dask", "ray")
+PEER_LABELS = {
+    "processpool": "ProcessPoolExecutor(2)",
+    "pool": "multiprocessing.Pool(2)",
+    "dask": "Dask LocalCluster(2 workers x 1 thread)",
+    "ray": "Ray (num_cpus=2)",
+}
+PEER_SHORT = {"processpool": "ProcPool", "pool": "Pool", "dask": "Dask", "ray": "Ray"}
+PEER_INSTALL = {"dask": "pip install 'dask[distributed]'", "ray": "pip install ray"}
+
+# Core micro-benchmark targets (issue 2): group -> (min twin/compiled ratio, max compiled ns or None)
+CORE_TARGETS: dict[str, tuple[float, float | None]] = {
+    "envelope-spawn-roundtrip": (2.0, 1000.0),
+    "idemtable-mixed-100k": (4.0, None),
+    "idemtable-mixed-1m": (4.0, None),
+    "leaseheap-mixed-100k": (4.0, None),
+    "leaseheap-mixed-1m": (4.0, None),
+}
+
+
+# ---------------------------------------------------------------------------------- input
+
+
+def newest_json(where: str) -> str | None:
+    files = glob.glob(os.path.join(where, "**", "*.json"), recursive=True)
+    return max(files, key=os.path.getmtime) if files else None
+
+
+def load(path: str) -> dict[str, Any]:
+    with open(path) as f:
+        return json.load(f)
+
+
+@dataclass
+class Figure:
+    key: str
+    name: str
+    ops: int
+    median_s: float
+    min_s: float
+    rounds: int
+    extra: dict[str, Any]
+
+    @property
+    def us_per_op(self) -> float:
+        return self.median_s / self.ops * 1e6
+
+    @property
+    def per_s(self) -> float:
+        return self.ops / self.median_s if self.median_s > 0 else float("inf")
+
+
+def figures_of(data: dict[str, Any]) -> dict[str, Figure]:
+    out: dict[str, Figure] = {}
+    for b in data.get("benchmarks", []):
+        extra = b.get("extra_info") or {}
+        key = extra.get("figure")
+        stats = b.get("stats") or {}
+        if not key or "median" not in stats:
+            continue
+        out[key] = Figure(key, b.get("name", key), int(extra.get("ops", 1) or 1),
+                          float(stats["median"]), float(stats.get("min", stats["median"])),
+                          int(stats.get("rounds", 0)), extra)
+    return out
+
+
+# ------------------------------------------------------------------------------- formatting
+
+
+def fmt_ratio(x: float | None) -> str:
+    if x is None:
+        return "-"
+    if x >= 100:
+        return f"{x:,.0f}x"
+    if x >= 10:
+        return f"{x:.1f}x"
+    if x >= 0.1:
+        return f"{x:.2f}x"
+    return f"{x:.3f}x"
+
+
+def fmt_rate(x: float) -> str:
+    return f"{x:,.0f} /s"
+
+
+def fmt_us(x: float) -> str:
+    return f"{x:,.1f} us" if x < 1_000 else f"{x / 1000:,.2f} ms"
+
+
+def fmt_bytes(x: float) -> str:
+    return f"{x:,.0f} B" if x < 10_000 else f"{x / 1024:,.1f} KiB"
+
+
+class Table:
+    def __init__(self, headers: list[str], right: set[int]) -> None:
+        self.headers = headers
+        self.right = right
+        self.rows: list[list[str] | str] = []
+
+    def section(self, title: str) -> None:
+        self.rows.append(title)
+
+    def row(self, cells: list[str]) -> None:
+        self.rows.append(cells + [""] * (len(self.headers) - len(cells)))
+
+    def render(self) -> str:
+        widths = [len(h) for h in self.headers]
+        for r in self.rows:
+            if isinstance(r, list):
+                widths = [max(w, len(c)) for w, c in zip(widths, r)]
+
+        def line(cells: list[str]) -> str:
+            return "  ".join(c.rjust(w) if i in self.right else c.ljust(w)
+                             for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
+
+        total = sum(widths) + 2 * (len(widths) - 1)
+        out = [line(self.headers), "-" * total]
+        for r in self.rows:
+            out.append(r if isinstance(r, str) else line(r))
+        return "\n".join(out)
+
+
+# ---------------------------------------------------------------------------------- report
+
+
+@dataclass
+class Target:
+    text: str
+    measured: str
+    ok: bool | None  # None: not measured
+
+
+def speed_ratio(a: Figure | None, b: Figure | None) -> float | None:
+    """How many times faster ``a`` ran the job than ``b`` (per operation)."""
+    if a is None or b is None or a.median_s <= 0:
+        return None
+    return b.us_per_op / a.us_per_op
+
+
+def build(figs: dict[str, Figure], data: dict[str, Any]) -> tuple[Table, list[Target], list[str]]:
+    """The one table: figures, their ratios, each target beside the figure it is about."""
+    headers = ["figure", "value", "x raw"] + [f"x {PEER_SHORT[p]}" for p in PEERS] + ["target", "result"]
+    n_ratio = 1 + len(PEERS)
+    table = Table(headers, right=set(range(1, 2 + n_ratio)))
+    targets: list[Target] = []
+    notes: list[str] = []
+    get = figs.get
+
+    def busy(f: Figure) -> str:
+        """For CPU figures: cores kept busy and how long one burn took (machine speed)."""
+        if "cores_busy" not in f.extra:
+            return ""
+        return f" [{f.extra['cores_busy']:.2f} cores busy, {f.extra['burn_ms']:.2f} ms/task]"
+
+    def attach(tg: Target) -> None:
+        """Put the target on the last row, or on a row of its own below it if that one has one."""
+        targets.append(tg)
+        cells = [f"{tg.text}: {tg.measured}", "n/a" if tg.ok is None else ("PASS" if tg.ok else "FAIL")]
+        last = table.rows[-1] if table.rows else None
+        if isinstance(last, list) and not last[-2]:
+            last[-2:] = cells
+        else:
+            table.row([""] * (2 + n_ratio) + cells)
+
+    def add(key: str, label: str, value: Callable[[Figure], str], raw: str | None,
+            peer_job: str | None) -> Figure | None:
+        f = get(key)
+        if f is None:
+            table.row([label, "not measured"])
+            return None
+        cells = [label + busy(f), value(f), fmt_ratio(speed_ratio(f, get(raw))) if raw else ""]
+        for p in PEERS:
+            cells.append(fmt_ratio(speed_ratio(f, get(f"{p}.{peer_job}"))) if peer_job else "")
+        table.row(cells)
+        return f
+
+    def peer_rows(job: str, raw: str | None, value: Callable[[Figure], str]) -> None:
+        bulk = get("rsc.bulk1")
+        for p in PEERS:
+            f = get(f"{p}.{job}")
+            if f is None:
+                hint = PEER_INSTALL.get(p)
+                table.row([f"  {PEER_LABELS[p]}", "not run"] + [""] * n_ratio
+                          + ["not in this run" + (f" ({hint})" if hint else ""), ""])
+                continue
+            n = f" [{f.ops:,} a round]" if job == "bulk" and bulk is not None and f.ops != bulk.ops else ""
+            table.row([f"  {PEER_LABELS[p]}{n}{busy(f)}", value(f),
+                       fmt_ratio(speed_ratio(f, get(raw))) if raw else ""])
+
+    def ratio_target(text: str, ratio: float | None, at_least: float, percent: bool = False) -> None:
+        if ratio is None:
+            attach(Target(text, "not measured", None))
+        else:
+            attach(Target(text, f"{ratio:.1%}" if percent else fmt_ratio(ratio), ratio >= at_least))
+
+    us = lambda f: fmt_us(f.us_per_op)  # noqa: E731
+    rate = lambda f: fmt_rate(f.per_s)  # noqa: E731
+
+    table.section("no-op, one in flight (latency per call, median round)")
+    raw_one = add("raw.one", "  raw echo, 64-byte frame", us, "raw.one", None)
+    one = add("rsc.one", "  rsc noop -> 1 node", us, "raw.one", "one")
+    if one is not None and raw_one is not None:
+        r = one.us_per_op / raw_one.us_per_op
+        attach(Target("RTT <= 1.5x raw RTT", fmt_ratio(r), r <= 1.5))
+        notes.append(f"rsc adds {one.us_per_op - raw_one.us_per_op:,.0f} us per one-in-flight call "
+                     "to the raw echo round trip")
+    else:
+        attach(Target("RTT <= 1.5x raw RTT", "not measured", None))
+    peer_rows("one", "raw.one", us)
+
+    table.section("no-op in bulk (10,000 submitted at once, then every result collected; median round)")
+    add("raw.bulk", "  raw echo, 256 in flight", rate, "raw.bulk", None)
+    bulk1 = add("rsc.bulk1", "  rsc noop -> 1 node", rate, "raw.bulk", "bulk")
+    ratio_target(">= 30% of raw", speed_ratio(bulk1, get("raw.bulk")), 0.30, percent=True)
+    for p, k in (("processpool", 10), ("pool", 2), ("dask", 100), ("ray", 50)):
+        ratio_target(f">= {k}x {PEER_SHORT[p]}", speed_ratio(bulk1, get(f"{p}.bulk")), k)
+    add("rsc.bulk2", "  rsc noop -> 2 nodes", rate, "raw.bulk", "bulk")
+    peer_rows("bulk", "raw.bulk", rate)
+
+    table.section("CPU-bound, ~1 ms of pure Python per task (1,000 a round; median round; "
+                  "[busy time / wall time, mean time of one task's work])")
+    add("rsc.cpu1", "  rsc cpu -> 1 node", rate, None, "cpu")
+    add("rsc.cpu2", "  rsc cpu -> 2 nodes", rate, None, "cpu")
+    ratio_target(">= 1.8x 1 node", speed_ratio(get("rsc.cpu2"), get("rsc.cpu1")), 1.8)
+    c1, c2 = get("rsc.cpu1"), get("rsc.cpu2")
+    if c1 is not None and c2 is not None and c1.extra.get("cores_busy") and c2.extra.get("cores_busy"):
+        notes.append(f"CPU scaling by cores kept busy (holds still when the machine's speed drifts): "
+                     f"2 nodes {c2.extra['cores_busy']:.2f} / 1 node {c1.extra['cores_busy']:.2f} = "
+                     f"{c2.extra['cores_busy'] / c1.extra['cores_busy']:.2f}x; one burn took "
+                     f"{c1.extra['burn_ms']:.2f} ms then {c2.extra['burn_ms']:.2f} ms")
+    peer_rows("cpu", None, rate)
+
+    table.section("origin memory per outstanding task; lease renewals (heartbeats) from one node")
+    mem = get("rsc.memory")
+    if mem is None:
+        table.row(["  rsc, 100,000 outstanding", "not measured"])
+        attach(Target("< 1 KiB per task", "not measured", None))
+    else:
+        b = mem.extra["bytes_per_task"]
+        table.row([f"  rsc, {mem.extra.get('outstanding', mem.ops):,} outstanding (tracemalloc)", fmt_bytes(b)])
+        attach(Target("< 1 KiB per task", fmt_bytes(b), b < 1024))
+        table.row(["    process RSS growth per task, for comparison",
+                   fmt_bytes(mem.extra.get("rss_bytes_per_task", float("nan")))])
+    hb = {n: get(f"rsc.heartbeat{n}") for n in (10, 10_000)}
+    for n, f in hb.items():
+        label = f"  rsc, node running {n:,} tasks"
+        if f is None:
+            table.row([label, "not measured"])
+        else:
+            table.row([label, f"{f.extra['frames_per_s']:.2f} frames/s, {fmt_bytes(f.extra['bytes_per_s'])}/s"])
+    lo, hi = hb[10], hb[10_000]
+    if lo is not None and hi is not None and lo.extra["frames_per_s"] > 0 and lo.extra["bytes_per_s"] > 0:
+        fr = hi.extra["frames_per_s"] / lo.extra["frames_per_s"]
+        br = hi.extra["bytes_per_s"] / lo.extra["bytes_per_s"]
+        attach(Target("frames/s independent of tasks (10k/10 <= 1.25x)", f"{fr:.2f}x", fr <= 1.25))
+        attach(Target("bytes/s independent of tasks (10k/10 <= 1.25x)", fmt_ratio(br), br <= 1.25))
+    else:
+        attach(Target("heartbeats independent of tasks", "not measured", None))
+
+    core_section(table, data, attach)
+    return table, targets, notes
+
+
+def core_section(table: Table, data: dict[str, Any], attach: Callable[[Target], None]) -> None:
+    """Compiled vs twin vs stdlib for each micro-benchmark group (best round, per operation)."""
+    groups: dict[str, dict[str, float]] = {}
+    for b in data.get("benchmarks", []):
+        group = b.get("group") or ""
+        impl = (b.get("params") or {}).get("impl")
+        stats = b.get("stats") or {}
+        if group.startswith("e2e-") or impl is None or "min" not in stats:
+            continue
+        extra = b.get("extra_info") or {}
+        ns = extra.get("ns_per_op", extra.get("ns_per_message"))
+        groups.setdefault(group, {})[impl] = float(ns) if ns is not None else stats["min"] * 1e9
+    table.section("core micro-benchmarks: compiled ns per operation (best round); target column: "
+                  "each other implementation's time over the compiled one's")
+    if not groups:
+        table.section("  (none in this file: `make bench` runs bench_envelope/idemtable/leaseheap too)")
+        return
+    blank = [""] * (len(table.headers) - 4)
+    for group in sorted(groups):
+        by = groups[group]
+        c = by.get("compiled")
+        others = ", ".join(f"{i} {by[i] / c:.1f}x" for i in sorted(by, key=lambda i: (i != "twin", i))
+                           if i != "compiled" and c)
+        table.row([f"  {group}", f"{c:,.0f} ns" if c is not None else "not measured"] + blank
+                  + [others, ""])
+        if group in CORE_TARGETS:
+            at_least, max_ns = CORE_TARGETS[group]
+            twin = by.get("twin")
+            text = f">= {at_least:g}x twin" + (f", < {max_ns:,.0f} ns" if max_ns else "")
+            if c is None or twin is None:
+                attach(Target(text, "not measured", None))
+            else:
+                attach(Target(text, f"{twin / c:.1f}x" + (f", {c:,.0f} ns" if max_ns else ""),
+                              twin / c >= at_least and (max_ns is None or c < max_ns)))
+
+
+def main(argv: list[str]) -> int:
+    where = argv[0] if argv else os.path.join(REPO_ROOT, ".benchmarks")
+    path = newest_json(where) if os.path.isdir(where) else where
+    if not path or not os.path.exists(path):
+        print(f"no pytest-benchmark results under {where}; run `make bench` "
+              "(or pytest bench --benchmark-only --benchmark-autosave) first")
+        return 1
+    data = load(path)
+    commit = data.get("commit_info") or {}
+    machine = data.get("machine_info") or {}
+    cpu = machine.get("cpu") or {}
+    print(f"results: {os.path.relpath(path)}")
+    print(f"run {data.get('datetime', '?')}, commit {str(commit.get('id', '?'))[:10]}"
+          f"{' (dirty)' if commit.get('dirty') else ''}, python {machine.get('python_version', '?')}, "
+          f"{cpu.get('count', '?')} CPUs ({cpu.get('brand_raw', '?')})")
+    figs = figures_of(data)
+    if not figs:
+        print("no end-to-end figures in this file (bench/bench_e2e.py did not run)")
+    table, targets, notes = build(figs, data)
+    print("x X = this row's speed / X's speed on the same job (above 1: faster than X)")
+    print()
+    print(table.render())
+    measured = [t for t in targets if t.ok is not None]
+    print()
+    print(f"targets met: {sum(1 for t in measured if t.ok)} of {len(measured)} measured"
+          f" ({len(targets) - len(measured)} not measured)")
+    for n in notes:
+        print(f"note: {n}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
