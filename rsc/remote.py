@@ -203,11 +203,14 @@ class RemoteHandle:
         """Wait for the task; its output (bytes, or the value with codec msgpack),
         or raise RemoteFailed / RemoteCancelled / RemotePanicked / SpawnRejected /
         LeaseExpired / NodeUnreachable."""
-        try:
-            outcome = await asyncio.shield(self._future)
-        finally:
-            self._observed = self._future.done()
-        return self._value(outcome)
+        fut = self._future
+        if not fut.done():
+            try:
+                await asyncio.shield(fut)  # a cancelled join must not cancel the handle
+            finally:
+                self._observed = fut.done()
+        self._observed = True
+        return self._value(fut.result())
 
     def try_join(self) -> Any | None:
         """The output if finished (raising like ``join``), else None."""
@@ -489,7 +492,7 @@ class Runtime:
         waiting out their lease."""
         link = self._links[node]  # type: ignore[index]
         log.warning("handshake with node %s failed: code %d: %s", node, code, message)
-        if self.engine.ever_ready(link.node) or code not in (1, 2):
+        if code not in (1, 2):
             return
         err = error_from_code(code, f"handshake with node {node!r} failed: {message}")
         self._fail_unsent(link, err)
@@ -499,7 +502,7 @@ class Runtime:
 
     def _fail_unsent(self, link: _NodeLink, err: BaseException) -> None:
         for task in self.engine.tasks_on(link.node):
-            if task.state is OriginState.SPAWNED:
+            if not task.sent:  # cannot be running anywhere
                 self.engine.forget(task.rtid)
                 h = self._handles.get(task.rtid)
                 if h is not None:
@@ -513,8 +516,7 @@ class Runtime:
         if now - link.failed_since < self.connect_timeout_s:
             return
         # Tasks never written to any connection cannot be running anywhere: fail them.
-        if not self.engine.ever_ready(link.node):
-            self._fail_unsent(link, NodeUnreachable(link.node, f"{link.address}: {exc}"))
+        self._fail_unsent(link, NodeUnreachable(link.node, f"{link.address}: {exc}"))
         for fut in self._status_waiters.pop(link.node, []):
             if not fut.done():
                 fut.set_exception(NodeUnreachable(link.node, f"{link.address}: {exc}"))
@@ -643,7 +645,7 @@ class Runtime:
         self._pump()
 
     def _arm_timer(self) -> None:
-        self._timer.arm(self.engine.next_deadline)
+        self._timer.arm(self.engine.next_deadline, self.engine.take_deadline_hint(), use_hint=True)
 
     def _on_timer(self) -> None:
         self.engine.tick(self.clock.now_ns())

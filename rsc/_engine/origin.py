@@ -56,7 +56,7 @@ class OriginTask:
 
     __slots__ = ("rtid", "node", "computation", "input", "lease_ms", "key", "deadline_ns",
                  "budget", "region", "task", "capability", "state", "handle", "reported",
-                 "cancel_reason")
+                 "cancel_reason", "sent")
 
     def __init__(self, rtid: int, node: str, computation: str, input: bytes, lease_ms: int,
                  key: bytes, budget: tuple | None, deadline_ns: int | None, region: int,
@@ -76,6 +76,7 @@ class OriginTask:
         self.handle = handle
         self.reported = False
         self.cancel_reason: tuple | None = None
+        self.sent = False  # written to a connection at least once (may have reached the node)
 
     def __repr__(self) -> str:
         return f"OriginTask({self.node}/{self.rtid} {self.computation} {self.state.name})"
@@ -83,7 +84,7 @@ class OriginTask:
 
 class _Link:
     __slots__ = ("node", "handshake", "ready", "confirmed", "ever_ready", "tasks", "lease_counts",
-                 "last_sent", "ping_nonce")
+                 "last_sent", "ping_nonce", "first_sends")
 
     def __init__(self, node: str) -> None:
         self.node = node
@@ -95,6 +96,9 @@ class _Link:
         # means the node refused the handshake.
         self.confirmed = False
         self.ever_ready = False
+        # tasks first written on this not-yet-confirmed connection: if the node
+        # refuses the handshake they never reached it
+        self.first_sends: list[OriginTask] = []
         self.tasks: dict[int, OriginTask] = {}
         self.lease_counts: dict[int, int] = {}
         self.last_sent = 0
@@ -116,6 +120,7 @@ class OriginEngine:
         self._links: dict[str, _Link] = {}
         self._tasks: dict[int, OriginTask] = {}
         self._leases = _lh.LeaseHeap()
+        self._hint: int | None = None
         self.dropped = 0
 
     # ----------------------------------------------------------------- helpers
@@ -178,6 +183,7 @@ class OriginEngine:
         """A byte stream to ``node`` is open: start the handshake."""
         link = self._link(node)
         link.ready = link.confirmed = False
+        link.first_sends = []
         link.handshake = OriginHandshake(self.name, self.key, self._entropy(32))
         self._send(link, link.handshake.hello(self.clock.send()), now)
 
@@ -207,11 +213,17 @@ class OriginEngine:
         link = self._link(task.node)
         link.tasks[task.rtid] = task
         link.lease_counts[task.lease_ms] = link.lease_counts.get(task.lease_ms, 0) + 1
-        self._leases.add(task.rtid, now + task.lease_ms * MS)
         if link.ready:
             self._send_spawn_msg(link, task, now)
+        # else: the lease clock starts when the spawn is first written (_send_spawn_msg)
 
     def _send_spawn_msg(self, link: _Link, t: OriginTask, now: int) -> None:
+        if not t.sent:
+            t.sent = True
+            if not link.confirmed:
+                link.first_sends.append(t)
+            self._leases.add(t.rtid, now + t.lease_ms * MS)
+            self._note_deadline(now + t.lease_ms * MS // 3)  # the link's ping may now come sooner
         budget = t.budget
         if budget is not None and t.deadline_ns is not None:
             remaining = max(0, -(-(t.deadline_ns - now) // MS))
@@ -237,6 +249,7 @@ class OriginEngine:
             if task.state is OriginState.LEASE_EXPIRED:
                 # watch again: a node that never answers must not pin the task forever
                 self._leases.add(rtid, now + task.lease_ms * MS)
+                self._note_deadline(now + task.lease_ms * MS)
             task.state = nxt
             link = self._links[task.node]
             if link.ready:
@@ -289,6 +302,7 @@ class OriginEngine:
                 return
             if kind is not Error and not link.confirmed:
                 link.confirmed = link.ever_ready = True
+                link.first_sends = []
             if kind is ResultDelivery:
                 self._on_result(link, msg, now)
             elif kind is SpawnAck:
@@ -316,7 +330,8 @@ class OriginEngine:
         link = self._links.get(node)
         if link is None:
             return
-        if not link.ready:
+        if not link.confirmed:
+            self._handshake_refused(link)
             self.events.append((EV_HANDSHAKE_FAILED, None, (node, exc.code, exc.message)))  # type: ignore[arg-type]
         self._trace_event("protocol_error", node=node, code=exc.code, message=exc.message)
         self._send(link, Error(self.name, self.clock.send(), exc.code, exc.message), now)
@@ -326,9 +341,18 @@ class OriginEngine:
     def _on_peer_error(self, link: _Link, msg: Error, now: int) -> None:
         self._trace_event("peer_error", node=link.node, code=msg.code, message=msg.message)
         if not link.confirmed:
+            self._handshake_refused(link)
             self.events.append((EV_HANDSHAKE_FAILED, None, (link.node, msg.code, msg.message)))  # type: ignore[arg-type]
         self.actions.append((CLOSE, link.node, (msg.code, msg.message)))
         self.link_down(link.node, now)
+
+    def _handshake_refused(self, link: _Link) -> None:
+        """Spawns written after our AUTH on a connection the node then refused
+        never reached it: they count as unsent again."""
+        for t in link.first_sends:
+            t.sent = False
+            self._leases.discard(t.rtid)
+        link.first_sends = []
 
     def _task_from(self, link: _Link, rtid: int, what: str) -> OriginTask | None:
         task = link.tasks.get(rtid)
@@ -374,6 +398,17 @@ class OriginEngine:
         self._report(EV_RESULT, task, (msg.outcome_kind, msg.payload, msg.execution_time_ns))
 
     # ------------------------------------------------------------------ timers
+    def _note_deadline(self, at: int) -> None:
+        if self._hint is None or at < self._hint:
+            self._hint = at
+
+    def take_deadline_hint(self) -> int | None:
+        """The earliest timer that may have come in since the last call (new
+        leases and the pings they imply); a driver with a timer armed re-reads
+        ``next_deadline`` only when this is earlier."""
+        hint, self._hint = self._hint, None
+        return hint
+
     def next_deadline(self) -> int | None:
         d = self._leases.next_deadline()
         for link in self._links.values():
