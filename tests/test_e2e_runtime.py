@@ -219,3 +219,21 @@ def test_sigterm_drains_then_cancels_with_reason_shutdown(cluster: Any) -> None:
 
     run(main())
     assert c.procs["worker-1"].wait(10) == 0
+
+
+def test_spawn_to_a_node_that_died_fails_unreachable_not_lost(cluster: Any) -> None:
+    c = cluster(1)
+
+    async def main() -> None:
+        async with Runtime(c.nodes, connect_timeout_s=0.5) as rt:
+            cx = rt.cx()
+            assert await spawn_remote(cx, "worker-1", "echo", b"up").join() == b"up"
+            c.kill("worker-1", signal.SIGKILL)
+            c.procs["worker-1"].wait(5)
+            await asyncio.sleep(0.3)  # let the runtime see the connection close (else the
+            # spawn is written into the dying socket, and only its lease can tell)
+            with pytest.raises(rsc.NodeUnreachable):
+                await asyncio.wait_for(spawn_remote(cx, "worker-1", "echo", b"late").join(), 15)
+            await settled(rt)
+
+    run(main())
