@@ -40,8 +40,6 @@ PEER_INSTALL = {"dask": "pip install 'dask[distributed]'", "ray": "pip install r
 # Core micro-benchmark targets (issue 2): group -> (min twin/compiled ratio, max compiled ns or None)
 CORE_TARGETS: dict[str, tuple[float, float | None]] = {
     "envelope-spawn-roundtrip": (2.0, 1000.0),
-    "idemtable-mixed-100k": (4.0, None),
-    "idemtable-mixed-1m": (4.0, None),
     "leaseheap-mixed-100k": (4.0, None),
     "leaseheap-mixed-1m": (4.0, None),
 }
@@ -287,6 +285,7 @@ def build(figs: dict[str, Figure], data: dict[str, Any]) -> tuple[Table, list[Ta
         attach(Target("heartbeats independent of tasks", "not measured", None))
 
     core_section(table, data, attach)
+    interleaved_section(table, data, attach)
     return table, targets, notes
 
 
@@ -315,7 +314,7 @@ def core_section(table: Table, data: dict[str, Any], attach: Callable[[Target], 
                            if i != "compiled" and c)
         table.row([f"  {group}", f"{c:,.0f} ns" if c is not None else "not measured"] + blank
                   + [others, ""])
-        if group in CORE_TARGETS:
+        if group in CORE_TARGETS:  # (idemtable's target is judged on its interleaved groups, below)
             at_least, max_ns = CORE_TARGETS[group]
             twin = by.get("twin")
             text = f">= {at_least:g}x twin" + (f", < {max_ns:,.0f} ns" if max_ns else "")
@@ -324,6 +323,21 @@ def core_section(table: Table, data: dict[str, Any], attach: Callable[[Target], 
             else:
                 attach(Target(text, f"{twin / c:.1f}x" + (f", {c:,.0f} ns" if max_ns else ""),
                               twin / c >= at_least and (max_ns is None or c < max_ns)))
+
+
+def interleaved_section(table: Table, data: dict[str, Any], attach: Callable[[Target], None]) -> None:
+    """The idempotency table's target, judged on rounds that alternate compiled
+    and twin on the same tables (its separate-stretch groups swing with load)."""
+    blank = [""] * (len(table.headers) - 4)
+    for b in data.get("benchmarks", []):
+        group = b.get("group") or ""
+        extra = b.get("extra_info") or {}
+        if not group.startswith("idemtable-interleaved-") or "x_compiled_median_of_pairs" not in extra:
+            continue
+        x = float(extra["x_compiled_median_of_pairs"])
+        table.row([f"  {group}", f"{extra['compiled_ns_per_op_median']:,.0f} ns"] + blank
+                  + [f"twin {x:.1f}x (median of pairs; worst pair {extra.get('x_compiled_worst_pair', 0):.1f}x)", ""])
+        attach(Target(">= 4x twin", f"{x:.1f}x", x >= 4.0))
 
 
 def main(argv: list[str]) -> int:

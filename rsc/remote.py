@@ -45,7 +45,6 @@ from rsc.errors import (
     NoCapability,
     NodeUnreachable,
     ProtocolError,
-    RemoteError,
     error_from_code,
     spawn_rejected,
 )
@@ -197,7 +196,14 @@ class RemoteHandle:
 
         Raises only for outcomes that never came from the node (rejected,
         lease expired, unreachable)."""
-        return await asyncio.shield(self._future)
+        fut = self._future
+        if not fut.done():
+            try:
+                await asyncio.shield(fut)  # a cancelled wait must not cancel the handle
+            finally:
+                self._observed = fut.done()
+        self._observed = True
+        return fut.result()
 
     async def join(self, cx: Cx | None = None) -> Any:
         """Wait for the task; its output (bytes, or the value with codec msgpack),
@@ -227,22 +233,14 @@ class RemoteHandle:
 
     async def close(self, cx: Cx | None = None) -> RemoteOutcome:
         """Cancel and wait for the acknowledged outcome (Cancelled, or the real
-        one if it finished first)."""
+        one if it finished first). Raises like ``outcome()`` when no outcome can
+        come from the node (rejected, lease expired, unreachable)."""
         self.abort()
-        try:
-            return await asyncio.shield(self._future)
-        except RemoteError as exc:
-            return _error_outcome(exc)
-        finally:
-            self._observed = self._future.done()
+        return await self.outcome()
 
     def __repr__(self) -> str:
         return (f"RemoteHandle({self._task.computation!r} on {self._task.node!r}, "
                 f"{RemoteTaskId(self._task.rtid)}, {self._state})")
-
-
-def _error_outcome(exc: RemoteError) -> RemoteOutcome:
-    return RemoteOutcome.failed(str(exc))
 
 
 _STATE_OF_KIND = {

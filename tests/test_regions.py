@@ -217,3 +217,17 @@ def test_region_cancel_from_another_task_drains_remote_work(two: LocalCluster) -
             await settled(rt)
 
     run(main())
+
+
+def test_outcome_and_close_count_as_observed(two: LocalCluster) -> None:
+    async def main() -> None:
+        async with Runtime(two.nodes) as rt:
+            async with rsc.region(rt.cx()) as r:
+                h = spawn_remote(r.cx, "worker-1", "boom", None)
+                assert (await h.outcome()).kind is rsc.types.OutcomeKind.FAILED
+            async with rsc.region(rt.cx()) as r:
+                h = spawn_remote(r.cx, "worker-2", "sleep_ms", 30_000)
+                assert (await h.close()).value.kind is CancelKind.USER
+            await settled(rt)
+
+    run(main())
