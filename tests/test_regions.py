@@ -231,3 +231,21 @@ def test_outcome_and_close_count_as_observed(two: LocalCluster) -> None:
             await settled(rt)
 
     run(main())
+
+
+def test_tighter_of_capability_and_region_budget_wins(two: LocalCluster) -> None:
+    async def main() -> None:
+        async with Runtime(two.nodes) as rt:
+            now = rt.clock.now_ns()
+            cap = rsc.RemoteCap(rt, budget=rsc.Budget(deadline_ns=now + 250_000_000))
+            loose = rsc.Budget(deadline_ns=now + 60_000_000_000)
+            async with rsc.region(rsc.Cx(remote_cap=cap), budget=loose) as r:
+                assert r.cx.budget.deadline_ns == now + 250_000_000  # the capability's is tighter
+                h = spawn_remote(r.cx, "worker-1", "sleep_ms", 10_000)
+                await h.outcome()
+            with pytest.raises(rsc.RemoteCancelled) as e:
+                h.try_join()
+            assert e.value.reason.kind is CancelKind.DEADLINE
+            await settled(rt)
+
+    run(main())
