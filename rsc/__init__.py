@@ -27,12 +27,17 @@ _EXPORTS = {
 _WHERE = {name: mod for mod, names in _EXPORTS.items() for name in names}
 
 
+_SUBMODULES = frozenset({"lease", "errors", "types", "regions", "trace", "launch", "cx", "remote"})
+
+
 def __getattr__(name: str) -> object:
+    import importlib
+
+    if name in _SUBMODULES:  # rsc.lease.retry(...) works after a bare `import rsc`
+        return importlib.import_module(f"rsc.{name}")
     mod = _WHERE.get(name)
     if mod is None:
         raise AttributeError(f"module 'rsc' has no attribute {name!r}")
-    import importlib
-
     value = getattr(importlib.import_module(mod), name)
     globals()[name] = value
     return value
