@@ -469,7 +469,7 @@ class Runtime:
 
     async def _connect(self, link: _NodeLink) -> FramedConnection:
         factory = lambda: FramedConnection(  # noqa: E731
-            on_message=self._on_message, on_protocol_error=self._on_protocol_error,
+            on_messages=self._on_messages, on_protocol_error=self._on_protocol_error,
             on_close=self._on_close)
         addr = link.address
         if addr.scheme == "unix":
@@ -520,8 +520,10 @@ class Runtime:
                 fut.set_exception(NodeUnreachable(link.node, f"{link.address}: {exc}"))
 
     # ------------------------------------------------------------------ callbacks
-    def _on_message(self, conn: FramedConnection, msg: Any) -> None:
-        self.engine.receive(conn.tag, msg, self.clock.now_ns())
+    def _on_messages(self, conn: FramedConnection, msgs: list[Any]) -> None:
+        receive, now, node = self.engine.receive, self.clock.now_ns(), conn.tag
+        for msg in msgs:
+            receive(node, msg, now)
         self._pump()
 
     def _on_protocol_error(self, conn: FramedConnection, exc: ProtocolError) -> None:

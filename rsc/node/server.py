@@ -148,7 +148,7 @@ class NodeServer:
 
     # ------------------------------------------------------------ connections
     def _make_connection(self) -> FramedConnection:
-        return FramedConnection(on_open=self._on_open, on_message=self._on_message,
+        return FramedConnection(on_open=self._on_open, on_messages=self._on_messages,
                                 on_protocol_error=self._on_protocol_error, on_close=self._on_close,
                                 max_frame_bytes=64 * 1024 * 1024)
 
@@ -158,14 +158,17 @@ class NodeServer:
         self._conns[cid] = conn
         self.engine.open_connection(cid, self.clock.now_ns())
 
-    def _on_message(self, conn: FramedConnection, msg: Any) -> None:
-        try:
-            self.engine.receive(conn.tag, msg, self.clock.now_ns())
-        except Exception:  # a bug; it must cost this connection at most, never the node
-            log.exception("node %s: internal error handling %s; closing that connection",
-                          self.name, type(msg).__name__)
-            self.engine.close_connection(conn.tag, self.clock.now_ns())
-            conn.abort()
+    def _on_messages(self, conn: FramedConnection, msgs: list[Any]) -> None:
+        receive, now, cid = self.engine.receive, self.clock.now_ns(), conn.tag
+        for msg in msgs:
+            try:
+                receive(cid, msg, now)
+            except Exception:  # a bug; it must cost this connection at most, never the node
+                log.exception("node %s: internal error handling %s; closing that connection",
+                              self.name, type(msg).__name__)
+                self.engine.close_connection(cid, now)
+                conn.abort()
+                break
         self._pump()
 
     def _on_protocol_error(self, conn: FramedConnection, exc: ProtocolError) -> None:

@@ -1,8 +1,9 @@
 """A framed connection: an asyncio Protocol that decodes frames into messages
 and coalesces writes.
 
-Incoming bytes go through the envelope's streaming FrameDecoder; each decoded
-message is handed to ``on_message``. A decode error is handed to
+Incoming bytes go through the envelope's streaming FrameDecoder; the messages
+decoded from one read are handed to ``on_messages`` together, so a driver does
+its bookkeeping once per read rather than once per message. A decode error is handed to
 ``on_protocol_error`` (which answers ERROR and closes this connection only).
 Outgoing messages queued in one loop iteration leave in one ``write``.
 """
@@ -21,12 +22,12 @@ class FramedConnection(asyncio.Protocol):
     """One byte stream carrying wire v1 frames."""
 
     def __init__(self, *, on_open: Callable[[FramedConnection], None] | None = None,
-                 on_message: Callable[[FramedConnection, Message], None],
+                 on_messages: Callable[[FramedConnection, list[Message]], None],
                  on_protocol_error: Callable[[FramedConnection, ProtocolError], None],
                  on_close: Callable[[FramedConnection, Exception | None], None],
                  max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES) -> None:
         self._on_open = on_open
-        self._on_message = on_message
+        self._on_messages = on_messages
         self._on_protocol_error = on_protocol_error
         self._on_close = on_close
         self._decoder = envelope.FrameDecoder(max_frame_bytes)
@@ -55,18 +56,14 @@ class FramedConnection(asyncio.Protocol):
         except ProtocolError as exc:
             # Frames before the bad one were whole and valid: they are answered
             # (e.g. a SPAWN_REQUEST still gets its ACK) before the ERROR.
-            for msg in getattr(exc, "messages", ()):
-                if self._closing:
-                    return
-                self._on_message(self, msg)
+            before = getattr(exc, "messages", None)
+            if before:
+                self._on_messages(self, before)
             if not self._closing:
                 self._on_protocol_error(self, exc)
             return
-        on_message = self._on_message
-        for msg in msgs:
-            if self._closing:
-                return
-            on_message(self, msg)
+        if msgs:
+            self._on_messages(self, msgs)
 
     def eof_received(self) -> bool | None:
         return None  # close the transport
