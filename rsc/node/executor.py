@@ -212,7 +212,7 @@ class Executor:
 
     def _start_async(self, task: _Task) -> None:
         assert self._loop is not None
-        atask = self._loop.create_task(self._run_async(task), name=f"rsc-computation-{task.comp.name}")
+        atask = self._loop.create_task(self._run_async(task))
         task.atask = atask
         self.live_tasks += 1
         atask.add_done_callback(lambda t, task=task: self._on_async_done(task, t))
@@ -275,31 +275,28 @@ class Executor:
 
     # -- running ----------------------------------------------------------------------
     async def _run_async(self, task: _Task) -> tuple[int, Any]:
-        """Run an async computation and report it from inside its own last step
-        (not a done-callback one loop turn later), so a computation that ends
-        at once has its result written together with its ACK."""
-        kind, payload = await self._compute_async(task)
-        self._finish(task, kind, payload)
-        return kind, payload
-
-    async def _compute_async(self, task: _Task) -> tuple[int, Any]:
         """Run an async computation; never raises (a BaseException escaping an
-        asyncio task would stop the node's loop)."""
+        asyncio task would stop the node's loop). It reports from inside its own
+        last step (not a done-callback one loop turn later), so a computation
+        that ends at once has its result written together with its ACK."""
         comp, cx = task.comp, task.cx
         try:
             data, task.data = task.data, None
             value = comp.decode_input(data)  # type: ignore[arg-type]
             out = await comp.fn(cx, value)
         except (asyncio.CancelledError, Cancelled) as exc:
-            return _CANCEL_SIGNAL, exc
+            kind, payload = _CANCEL_SIGNAL, exc
         except Exception as exc:
-            return _FAILED, _message(exc)
+            kind, payload = _FAILED, _message(exc)
         except BaseException as exc:
-            return _PANICKED, _message(exc)
-        try:
-            return _SUCCESS, comp.encode_output(out)
-        except Exception as exc:
-            return _FAILED, _message(exc)
+            kind, payload = _PANICKED, _message(exc)
+        else:
+            try:
+                kind, payload = _SUCCESS, comp.encode_output(out)
+            except Exception as exc:
+                kind, payload = _FAILED, _message(exc)
+        self._finish(task, kind, payload)
+        return kind, payload
 
     def _run_sync(self, task: _Task) -> tuple[int, Any]:
         """Run a sync computation in a pool thread; never raises unless the
