@@ -98,7 +98,7 @@ class RemoteHandle:
 
     __slots__ = ("_rt", "_task", "_future", "_codec", "_state", "_owner_region", "_lease_s",
                  "_policy", "_retries_left", "_escalated", "_observed", "_region", "_holder",
-                 "attempts", "__weakref__")
+                 "_earlier", "__weakref__")
 
     def __init__(self, rt: Runtime, task: OriginTask, codec: str | None, owner_region: int,
                  lease_s: float, policy: LeasePolicy, region: Any, holder: int) -> None:
@@ -115,7 +115,9 @@ class RemoteHandle:
         self._observed = False
         self._region = region
         self._holder = holder
-        self.attempts: list[tuple[str, int]] = [(task.node, task.rtid)]  # (node, remote task id) tried
+        # attempts superseded by a retry, oldest first (None until the first retry:
+        # most handles never retry, and a list per handle costs ~100 bytes)
+        self._earlier: list[tuple[str, int]] | None = None
 
     # -- identity ------------------------------------------------------------------
     @property
@@ -144,6 +146,11 @@ class RemoteHandle:
         else:
             state, at = ACTIVE, self._rt.engine.lease_deadline(self._task.rtid)
         return Lease(self._lease_s, state, at, self._owner_region, self._holder)
+
+    @property
+    def attempts(self) -> list[tuple[str, int]]:
+        """Every (node, remote task id) this handle was spawned as, oldest first."""
+        return [*(self._earlier or ()), (self._task.node, self._task.rtid)]
 
     @property
     def policy(self) -> LeasePolicy:
@@ -607,7 +614,7 @@ class Runtime:
         log.info("lease lapsed for %r; policy %s", handle, policy)
         if policy.kind == "retry" and handle._retries_left > 0:
             handle._retries_left -= 1
-            n_done = len(handle.attempts)
+            n_done = len(handle._earlier or ()) + 1
             node = policy.nodes[(n_done - 1) % len(policy.nodes)] if policy.nodes else task.node
             # supersede the old attempt: its late result is dropped, it is cancelled where reachable
             task.handle = None
@@ -616,9 +623,11 @@ class Runtime:
             new = OriginTask(next(self._ids), NodeId(node), task.computation, task.input,
                              task.lease_ms, task.key, task.budget, task.deadline_ns, task.region,
                              task.task, task.capability, handle)
+            if handle._earlier is None:
+                handle._earlier = []
+            handle._earlier.append((task.node, task.rtid))
             handle._task = new
             handle._state = RemoteTaskState.PENDING
-            handle.attempts.append((new.node, new.rtid))
             self._handles[new.rtid] = handle
             self.engine.spawn(new, now)
             self._ensure_connector(self._links[new.node])
