@@ -14,7 +14,8 @@ _EXPORTS = {
         "Cancelled", "CapabilityDenied", "CapacityExceeded", "IdempotencyConflict",
         "InvalidArgument", "InvalidInput", "LeaseExpired", "NoCapability", "NodeShuttingDown",
         "NodeUnreachable", "ProtocolError", "RemoteCancelled", "RemoteError", "RemoteFailed",
-        "RemotePanicked", "SerializationError", "SpawnRejected", "UnknownComputation",
+        "RemotePanicked", "RuntimeClosed", "SerializationError", "SpawnRejected",
+        "UnknownComputation",
     ),
     "rsc.registry": ("Registry",),
     "rsc.regions": ("Region", "region"),
@@ -53,6 +54,6 @@ __all__ = [
     "InvalidInput", "LeaseExpired", "NoCapability", "NodeId", "NodeShuttingDown",
     "NodeUnreachable", "ProtocolError", "Registry", "RemoteCancelled", "RemoteCap", "RemoteError",
     "RemoteFailed", "RemoteHandle", "RemoteInput", "RemoteOutcome", "RemotePanicked",
-    "RemoteTaskId", "RemoteTaskState", "Region", "region", "Runtime", "SerializationError", "Severity",
+    "RemoteTaskId", "RemoteTaskState", "Region", "region", "Runtime", "RuntimeClosed", "SerializationError", "Severity",
     "SpawnRejected", "UnknownComputation", "spawn_remote", "__version__",
 ]

@@ -85,6 +85,11 @@ class NodeUnreachable(TransportError):
         self.node = node
 
 
+class RuntimeClosed(RemoteError):
+    """The origin Runtime closed before this task's outcome arrived (its cancel
+    was sent; the node cancels the work, or its lease does)."""
+
+
 # --- spawning ------------------------------------------------------------------
 
 

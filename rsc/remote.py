@@ -45,6 +45,7 @@ from rsc.errors import (
     NoCapability,
     NodeUnreachable,
     ProtocolError,
+    RuntimeClosed,
     error_from_code,
     spawn_rejected,
 )
@@ -323,7 +324,7 @@ class Runtime:
             await asyncio.wait([h._future for h in live], timeout=cancel_timeout_s)
         self._closed = True
         for h in list(self._handles.values()):
-            h._settle(None, NodeUnreachable(h._task.node, "runtime closed before the outcome arrived"),
+            h._settle(None, RuntimeClosed(f"runtime closed before the outcome of {h!r} arrived"),
                       RemoteTaskState.FAILED)
         for link in self._links.values():
             if link.connector is not None:

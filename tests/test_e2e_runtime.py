@@ -264,3 +264,17 @@ def test_readme_examples_run(cluster: Any) -> None:
     ns = asyncio.run(main())
     assert ns["printed"] == [(144,)]
     assert ns["total"] == sum(i * i for i in range(100))
+
+
+def test_closing_the_runtime_settles_what_never_answered(tmp_path: Path) -> None:
+    async def main() -> None:
+        rt = Runtime({"ghost": f"unix:{tmp_path}/none.sock"}, connect_timeout_s=30)
+        await rt.start()
+        h = spawn_remote(rt.cx(), "ghost", "echo", b"")
+        await rt.aclose(cancel_timeout_s=0.2)
+        with pytest.raises(rsc.RuntimeClosed):
+            await h.join()
+        with pytest.raises(rsc.InvalidArgument, match="closed"):
+            spawn_remote(rt.cx(), "ghost", "echo", b"")
+
+    run(main())
