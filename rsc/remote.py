@@ -217,14 +217,7 @@ class RemoteHandle:
         """Wait for the task; its output (bytes, or the value with codec msgpack),
         or raise RemoteFailed / RemoteCancelled / RemotePanicked / SpawnRejected /
         LeaseExpired / NodeUnreachable."""
-        fut = self._future
-        if not fut.done():
-            try:
-                await asyncio.shield(fut)  # a cancelled join must not cancel the handle
-            finally:
-                self._observed = fut.done()
-        self._observed = True
-        return self._value(fut.result())
+        return self._value(await self.outcome())
 
     def try_join(self) -> Any | None:
         """The output if finished (raising like ``join``), else None."""

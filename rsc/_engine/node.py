@@ -143,7 +143,7 @@ class NodeEngine:
         self._conns: dict[Any, _Conn] = {}
         self._origin_conns: dict[str, list[Any]] = {}
         self._last_heard: dict[str, int] = {}
-        self._held: dict[str, list[tuple[int, int, int, Any, int]]] = {}  # origin -> results to send
+        self._held: dict[str, list[tuple[int, int, tuple]]] = {}  # origin -> (expiry, rtid, outcome)
         self._held_expiry: deque[tuple[int, str]] = deque()
         self._idem = _idem.IdemTable(ttl_ns)
         self._running: dict[bytes, NodeTask] = {}  # key -> owner task not yet finished
@@ -185,6 +185,11 @@ class NodeEngine:
     def take_actions(self) -> list[tuple[int, Any, Any]]:
         out, self.actions = self.actions, []
         return out
+
+    def _send_result(self, conn: Any, rtid: int, outcome: tuple[int, Any, int]) -> None:
+        """RESULT_DELIVERY of ``outcome`` (kind, payload, execution_time_ns) under task id ``rtid``."""
+        kind, payload, exec_ns = outcome
+        self._send(conn, ResultDelivery(self.name, self._stamp(), rtid, kind, payload, exec_ns))
 
     # ---------------------------------------------------------------- inspection
     @property
@@ -279,8 +284,8 @@ class NodeEngine:
             self._trace_event("handshake", conn=c.id, origin=origin)
             held = self._held.pop(origin, None)
             if held:
-                for _exp, rtid, kind_, payload, exec_ns in held:
-                    self._send(c.id, ResultDelivery(self.name, self._stamp(), rtid, kind_, payload, exec_ns))
+                for _exp, rtid, outcome in held:
+                    self._send_result(c.id, rtid, outcome)
         elif kind is Error:
             self.actions.append((CLOSE, c.id, None))
             self.close_connection(c.id, now)
@@ -372,8 +377,7 @@ class NodeEngine:
                 pair = (msg.origin_node, rtid)
                 self._redelivered[pair] = rec.key
                 self._redelivered_expiry.append((now + self.ttl_ns, pair))
-            kind, payload, exec_ns = rec.outcome
-            self._send(c.id, ResultDelivery(self.name, self._stamp(), rtid, kind, payload, exec_ns))
+            self._send_result(c.id, rtid, rec.outcome)
             return
         task = self._running[rec.key]
         ev = advance_node(task.state, NodeEvent.RECV_DUPLICATE_SPAWN)
@@ -393,7 +397,7 @@ class NodeEngine:
             self._idem.check_and_record(msg.idempotency_key, fp, origin, rtid, now)
             self._idem.complete(msg.idempotency_key, rtid, outcome, now)
         self.counters["cancelled"] += 1
-        self._send(c.id, ResultDelivery(self.name, self._stamp(), rtid, OUTCOME_CANCELLED, reason, 0))
+        self._send_result(c.id, rtid, outcome)
 
     # ------------------------------------------------------------------- cancel
     def _on_cancel(self, c: _Conn, msg: CancelRequest, now: int) -> None:
@@ -410,9 +414,7 @@ class NodeEngine:
             return
         task = self._running.get(key)
         if task is None:
-            rec = self._idem.get(key)
-            kind, payload, exec_ns = rec.outcome
-            self._send(c.id, ResultDelivery(self.name, self._stamp(), rtid, kind, payload, exec_ns))
+            self._send_result(c.id, rtid, self._idem.get(key).outcome)
             return
         self._cancel_task(task, msg.reason, NodeEvent.RECV_CANCEL)
 
@@ -450,21 +452,21 @@ class NodeEngine:
         if task.deadline_ns is not None:
             self._deadlines.discard(task.serial)
         self.counters[("completed", "failed", "cancelled", "panicked")[kind]] += 1
-        aliases = self._idem.complete(task.key, task.rtid, (kind, payload, exec_ns), now)
+        outcome = (kind, payload, exec_ns)
+        aliases = self._idem.complete(task.key, task.rtid, outcome, now)
         self._renew_remove(task.origin, task.lease_ms, task.rtid)
-        self._deliver(task.origin, task.rtid, kind, payload, exec_ns, now)
+        self._deliver(task.origin, task.rtid, outcome, now)
         for a_origin, a_rtid in aliases:
             self._renew_remove(a_origin, task.lease_ms, a_rtid)
-            self._deliver(a_origin, a_rtid, kind, payload, exec_ns, now)
+            self._deliver(a_origin, a_rtid, outcome, now)
 
-    def _deliver(self, origin: str, rtid: int, kind: int, payload: Any, exec_ns: int, now: int) -> None:
+    def _deliver(self, origin: str, rtid: int, outcome: tuple[int, Any, int], now: int) -> None:
         conns = self._origin_conns.get(origin)
         if conns:
             for conn in conns:
-                self._send(conn, ResultDelivery(self.name, self._stamp(), rtid, kind, payload, exec_ns))
+                self._send_result(conn, rtid, outcome)
             return
-        held = self._held.setdefault(origin, [])
-        held.append((now + self.ttl_ns, rtid, kind, payload, exec_ns))
+        self._held.setdefault(origin, []).append((now + self.ttl_ns, rtid, outcome))
         self._held_expiry.append((now + self.ttl_ns, origin))
 
     # ------------------------------------------------------------------- leases
