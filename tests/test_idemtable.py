@@ -130,6 +130,20 @@ def test_fingerprint_twins_agree(computation: str, data: bytes) -> None:
     assert _idemtable.fingerprint(computation, data) == expected
 
 
+@pytest.mark.parametrize("name_len", [0, 4, 111, 112, 113, 240])
+def test_fingerprint_compiled_blake2b_at_block_boundaries(name_len: int) -> None:
+    """The compiled module carries its own BLAKE2b; check it against hashlib's
+    where the 128-byte blocks split the header, the name and the input, and
+    past the size where it releases the GIL."""
+    from rsc._core import _idemtable, _idemtable_py
+
+    rng = random.Random(name_len)
+    name = "n" * name_len
+    for size in [0, 1, 127, 128, 129, 255, 256, 257, 1000, 64 * 1024 - 1, 64 * 1024, 300_000]:
+        data = rng.randbytes(size)
+        assert _idemtable.fingerprint(name, data) == _idemtable_py.fingerprint(name, data), size
+
+
 # --- decisions -------------------------------------------------------------------
 
 
