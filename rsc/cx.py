@@ -69,15 +69,19 @@ class CancelState:
 
     The threading.Event that ``wait`` blocks on is made on first use: most
     tasks never wait, and an Event costs more than the rest of a task's Cx.
+    Every CancelState shares one lock: it is held only for a few assignments
+    (never while calling out), so sharing costs nothing, while a lock per
+    state would be an allocation per task.
     """
 
-    __slots__ = ("reason", "_event", "_callbacks", "_lock")
+    __slots__ = ("reason", "_event", "_callbacks")
+
+    _lock = threading.Lock()
 
     def __init__(self) -> None:
         self.reason: CancelReason | None = None
         self._event: threading.Event | None = None
         self._callbacks: list[Any] | None = None
-        self._lock = threading.Lock()
 
     @property
     def cancelled(self) -> bool:

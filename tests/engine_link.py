@@ -25,10 +25,10 @@ class FakeAdmission(Admission):
         self.names = names
         self.bad = bad_inputs or set()
 
-    def has(self, computation: str) -> bool:
-        return computation in self.names
+    def find(self, computation: str) -> str | None:
+        return computation if computation in self.names else None
 
-    def check(self, computation: str, data: bytes) -> str | None:
+    def check(self, comp: str, data: bytes) -> str | None:
         return "validator refused the input" if data in self.bad else None
 
 

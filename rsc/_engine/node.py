@@ -59,6 +59,8 @@ from rsc._engine.states import NodeEvent, NodeState, advance_node
 from rsc.errors import ProtocolError, UnexpectedMessage
 
 SEND, CLOSE, START, CANCEL = 0, 1, 2, 3
+_ADMITTED_STATE = advance_node(advance_node(NodeState.INIT, NodeEvent.RECV_SPAWN),  # type: ignore[arg-type]
+                               NodeEvent.SEND_ACK_ACCEPTED)
 
 MIN_LEASE_MS = 100
 MAX_LEASE_MS = (1 << 32) - 1  # ~49.7 days; longer leases cannot be tracked as deadlines
@@ -66,6 +68,7 @@ MAX_DEADLINE_MS = 1 << 40  # ~35 years: a deadline further out than this is no d
 KEY_BYTES = 16
 MS = 1_000_000
 
+_OUTCOME_COUNTERS = ("completed", "failed", "cancelled", "panicked")  # by outcome kind
 CANCEL_LEASE_EXPIRED = (11, "origin silent for longer than the task's lease")
 CANCEL_DEADLINE = (2, "budget deadline passed")
 CANCEL_SHUTDOWN = (9, "node shutting down")
@@ -75,11 +78,13 @@ class Admission:
     """What the engine asks of the node's registry (kept abstract so the engine
     stays free of user code and I/O)."""
 
-    def has(self, computation: str) -> bool:  # pragma: no cover - interface
+    def find(self, computation: str) -> Any:  # pragma: no cover - interface
+        """The computation registered under that name (opaque to the engine,
+        handed to the driver as ``NodeTask.comp``), or None."""
         raise NotImplementedError
 
-    def check(self, computation: str, data: bytes) -> str | None:  # pragma: no cover
-        """A reason the input is unusable, or None."""
+    def check(self, comp: Any, data: bytes) -> str | None:  # pragma: no cover
+        """A reason ``data`` is unusable as ``comp``'s input, or None."""
         raise NotImplementedError
 
 
@@ -88,9 +93,9 @@ class NodeTask:
 
     __slots__ = ("origin", "rtid", "key", "computation", "input", "lease_ms", "budget",
                  "state", "cancel_reason", "serial", "deadline_ns", "origin_region",
-                 "origin_task", "capability")
+                 "origin_task", "capability", "comp")
 
-    def __init__(self, msg: SpawnRequest, serial: int, lease_ms: int) -> None:
+    def __init__(self, msg: SpawnRequest, serial: int, lease_ms: int, comp: Any) -> None:
         self.origin: str = msg.origin_node
         self.rtid: int = msg.remote_task_id
         self.key: bytes = msg.idempotency_key
@@ -101,7 +106,9 @@ class NodeTask:
         self.origin_region = msg.origin_region
         self.origin_task = msg.origin_task
         self.capability = msg.capability
-        self.state = NodeState.SPAWN_RECEIVED
+        self.comp = comp  # what Admission.find returned
+        # Made only once admitted: SPAWN_RECEIVED --SEND_ACK_ACCEPTED--> RUNNING
+        self.state = _ADMITTED_STATE
         self.cancel_reason: tuple | None = None
         self.serial = serial
         self.deadline_ns: int | None = None
@@ -339,34 +346,43 @@ class NodeEngine:
             return self._on_duplicate(c, msg, idem.get(key), now, resend=False)
         if self.draining:
             return self._ack(c.id, rtid, REJECT_NODE_SHUTTING_DOWN, "node is draining")
-        if not self.admission.has(msg.computation):
+        comp = self.admission.find(msg.computation)
+        if comp is None:
             return self._ack(c.id, rtid, REJECT_UNKNOWN_COMPUTATION,
                              f"no computation named {msg.computation!r} on node {self.name!r}")
         if len(self._running) >= self.capacity:
             return self._ack(c.id, rtid, REJECT_CAPACITY_EXCEEDED,
                              f"node {self.name!r} is running {len(self._running)} of {self.capacity} tasks")
-        why = self.admission.check(msg.computation, msg.input)
+        why = self.admission.check(comp, msg.input)
         if why is not None:
             return self._ack(c.id, rtid, REJECT_INVALID_INPUT, why)
-        self._admit(c, msg, fp, now)
+        self._admit(c, msg, fp, comp, now)
 
-    def _admit(self, c: _Conn, msg: SpawnRequest, fp: bytes, now: int) -> None:
-        self._idem.check_and_record(msg.idempotency_key, fp, c.origin, msg.remote_task_id, now)
-        self._serial += 1
-        lease_ms = max(msg.lease_ms, MIN_LEASE_MS)
-        task = NodeTask(msg, self._serial, lease_ms)
-        task.state = advance_node(task.state, NodeEvent.SEND_ACK_ACCEPTED)  # type: ignore[assignment]
-        self._running[task.key] = task
-        self._by_serial[task.serial] = task
+    def _admit(self, c: _Conn, msg: SpawnRequest, fp: bytes, comp: Any, now: int) -> None:
+        # The hottest path of a node: written out flat (no helper calls) on purpose.
+        key, rtid, origin = msg.idempotency_key, msg.remote_task_id, c.origin
+        self._idem.check_and_record(key, fp, origin, rtid, now)
+        self._serial = serial = self._serial + 1
+        lease_ms = msg.lease_ms if msg.lease_ms > MIN_LEASE_MS else MIN_LEASE_MS
+        task = NodeTask(msg, serial, lease_ms, comp)
+        self._running[key] = task
+        self._by_serial[serial] = task
         self.counters["accepted"] += 1
-        self._ack(c.id, task.rtid)
-        self._leases.add(task.serial, now + lease_ms * MS)
-        if msg.budget is not None and msg.budget[0] is not None and msg.budget[0] <= MAX_DEADLINE_MS:
-            task.deadline_ns = now + msg.budget[0] * MS
-            self._deadlines.add(task.serial, task.deadline_ns)
+        actions = self.actions
+        actions.append((SEND, c.id, SpawnAck(self.name, self.clock.send(), rtid, ACK_ACCEPTED, 0, "",
+                                             self.name)))
+        self._leases.add(serial, now + lease_ms * MS)
+        budget = msg.budget
+        if budget is not None and budget[0] is not None and budget[0] <= MAX_DEADLINE_MS:
+            task.deadline_ns = now + budget[0] * MS
+            self._deadlines.add(serial, task.deadline_ns)
             self._note_deadline(task.deadline_ns)
-        self._renew_add(task.origin, lease_ms, task.rtid, now)
-        self.actions.append((START, task, None))
+        ids = self._renew.get((origin, lease_ms))
+        if ids is None:
+            self._renew_add(origin, lease_ms, rtid, now)
+        else:
+            ids.add(rtid)
+        actions.append((START, task, None))
 
     def _on_duplicate(self, c: _Conn, msg: SpawnRequest, rec: Any, now: int, resend: bool) -> None:
         self.counters["duplicates"] += 1
@@ -443,17 +459,18 @@ class NodeEngine:
     def task_finished(self, task: NodeTask, kind: int, payload: Any, exec_ns: int, now: int) -> None:
         """The executor reports ``task`` ended; deliver its result (to aliases too)."""
         nxt = advance_node(task.state, NodeEvent.SEND_RESULT)
-        if nxt is None or self._running.get(task.key) is not task:
+        key, serial = task.key, task.serial
+        if nxt is None or self._running.get(key) is not task:
             return self._drop("result for a task not running", task=repr(task))
         task.state = nxt
-        del self._running[task.key]
-        del self._by_serial[task.serial]
-        self._leases.discard(task.serial)
+        del self._running[key]
+        del self._by_serial[serial]
+        self._leases.discard(serial)
         if task.deadline_ns is not None:
-            self._deadlines.discard(task.serial)
-        self.counters[("completed", "failed", "cancelled", "panicked")[kind]] += 1
+            self._deadlines.discard(serial)
+        self.counters[_OUTCOME_COUNTERS[kind]] += 1
         outcome = (kind, payload, exec_ns)
-        aliases = self._idem.complete(task.key, task.rtid, outcome, now)
+        aliases = self._idem.complete(key, task.rtid, outcome, now)
         self._renew_remove(task.origin, task.lease_ms, task.rtid)
         self._deliver(task.origin, task.rtid, outcome, now)
         for a_origin, a_rtid in aliases:
@@ -463,8 +480,10 @@ class NodeEngine:
     def _deliver(self, origin: str, rtid: int, outcome: tuple[int, Any, int], now: int) -> None:
         conns = self._origin_conns.get(origin)
         if conns:
+            kind, payload, exec_ns = outcome
             for conn in conns:
-                self._send_result(conn, rtid, outcome)
+                self.actions.append((SEND, conn, ResultDelivery(self.name, self.clock.send(), rtid,
+                                                                kind, payload, exec_ns)))
             return
         self._held.setdefault(origin, []).append((now + self.ttl_ns, rtid, outcome))
         self._held_expiry.append((now + self.ttl_ns, origin))

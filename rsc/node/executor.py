@@ -114,7 +114,7 @@ class _Task:
     ``_thread_lock``)."""
 
     __slots__ = ("key", "comp", "data", "cx", "on_done", "start_ns", "atask", "cfuture",
-                 "thread_ident", "interrupted", "grace_timer", "finished")
+                 "thread_ident", "interrupted", "grace_timer", "finished", "stepped")
 
     def __init__(self, key: Hashable, comp: Computation, data: bytes, cx: Cx,
                  on_done: OnDone, start_ns: int) -> None:
@@ -124,12 +124,13 @@ class _Task:
         self.cx = cx
         self.on_done = on_done
         self.start_ns = start_ns
-        self.atask: asyncio.Task[tuple[int, Any]] | None = None
+        self.atask: asyncio.Task[None] | None = None
         self.cfuture: concurrent.futures.Future[tuple[int, Any]] | None = None
         self.thread_ident: int | None = None  # set while a pool thread runs it
         self.interrupted = False  # an async exception was sent to its thread
         self.grace_timer: asyncio.TimerHandle | None = None
         self.finished = False  # on_done has been (or is being) called
+        self.stepped = False  # an async computation's coroutine has taken its first step
 
 
 class Executor:
@@ -196,11 +197,8 @@ class Executor:
             raise RuntimeError("executor is closing; it starts no new computations")
         if key in self._tasks:
             raise InvalidArgument(f"a computation with key {key!r} is already running")
-        loop = asyncio.get_running_loop()
         if self._loop is None:
-            self._loop = loop
-        elif self._loop is not loop:
-            raise RuntimeError("Executor.start called from a different event loop than before")
+            self._loop = asyncio.get_running_loop()
         task = _Task(key, comp, data, cx, on_done, self._clock_ns())
         self._tasks[key] = task
         if comp.is_async:
@@ -211,11 +209,11 @@ class Executor:
             self._request_stop(task)
 
     def _start_async(self, task: _Task) -> None:
-        assert self._loop is not None
-        atask = self._loop.create_task(self._run_async(task))
-        task.atask = atask
+        # No done-callback: _run_async reports from inside its last step and
+        # never raises, and the asyncio task is never cancelled before that
+        # first step (see _request_stop), so its coroutine always runs.
+        task.atask = self._loop.create_task(self._run_async(task))  # type: ignore[union-attr]
         self.live_tasks += 1
-        atask.add_done_callback(lambda t, task=task: self._on_async_done(task, t))
 
     def _start_sync(self, task: _Task) -> None:
         if self._pool is None:
@@ -246,7 +244,10 @@ class Executor:
 
     def _request_stop(self, task: _Task) -> None:
         if task.atask is not None:
-            task.atask.cancel()
+            # Before its first step the coroutine has not entered its try block,
+            # so a cancel would end it unreported; it checks cx.cancelled there.
+            if task.stepped:
+                task.atask.cancel()
             return
         cf = task.cfuture
         if cf is not None and cf.cancel():
@@ -274,13 +275,16 @@ class Executor:
                          str(task.comp.name), task.key, n)
 
     # -- running ----------------------------------------------------------------------
-    async def _run_async(self, task: _Task) -> tuple[int, Any]:
+    async def _run_async(self, task: _Task) -> None:
         """Run an async computation; never raises (a BaseException escaping an
         asyncio task would stop the node's loop). It reports from inside its own
         last step (not a done-callback one loop turn later), so a computation
         that ends at once has its result written together with its ACK."""
         comp, cx = task.comp, task.cx
+        task.stepped = True
         try:
+            if cx.cancelled:  # cancelled before its first step: do not start it
+                raise asyncio.CancelledError
             data, task.data = task.data, None
             value = comp.decode_input(data)  # type: ignore[arg-type]
             out = await comp.fn(cx, value)
@@ -296,7 +300,6 @@ class Executor:
             except Exception as exc:
                 kind, payload = _FAILED, _message(exc)
         self._finish(task, kind, payload)
-        return kind, payload
 
     def _run_sync(self, task: _Task) -> tuple[int, Any]:
         """Run a sync computation in a pool thread; never raises unless the
@@ -333,16 +336,6 @@ class Executor:
                     _clear_async_exc(threading.get_ident(), None)
 
     # -- finishing (loop thread) ------------------------------------------------------------
-    def _on_async_done(self, task: _Task, atask: asyncio.Task[tuple[int, Any]]) -> None:
-        if atask.cancelled():  # cancelled before its first step: the coroutine never ran
-            kind, payload = _CANCEL_SIGNAL, asyncio.CancelledError()
-        else:
-            try:
-                kind, payload = atask.result()
-            except BaseException as exc:  # pragma: no cover - _run_async never raises
-                kind, payload = _PANICKED, _message(exc)
-        self._finish(task, kind, payload)
-
     def _on_thread_done(self, task: _Task, cf: concurrent.futures.Future[tuple[int, Any]]) -> None:
         """Runs in the pool thread (or on the loop when cancelled while queued)."""
         loop = self._loop

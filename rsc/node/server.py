@@ -23,7 +23,7 @@ from rsc.clock import SystemClock
 from rsc.cx import Cx, RemoteCap
 from rsc.errors import ProtocolError
 from rsc.node.executor import Executor
-from rsc.registry import Registry
+from rsc.registry import Computation, Registry
 from rsc.remote import Runtime
 from rsc.transport.address import Address
 from rsc.transport.connection import FramedConnection
@@ -40,12 +40,11 @@ class RegistryAdmission(Admission):
     def __init__(self, registry: Registry) -> None:
         self.registry = registry
 
-    def has(self, computation: str) -> bool:
-        return self.registry.get(computation) is not None
+    def find(self, computation: str) -> Computation | None:
+        return self.registry.get(computation)
 
-    def check(self, computation: str, data: bytes) -> str | None:
-        comp = self.registry.get(computation)
-        return None if comp is None else comp.check_input(data)
+    def check(self, comp: Computation, data: bytes) -> str | None:
+        return comp.check_input(data)
 
 
 class NodeServer:
@@ -207,15 +206,13 @@ class NodeServer:
         self._arm_timer()
 
     def _start(self, task: NodeTask) -> None:
-        comp = self.registry.get(task.computation)
-        assert comp is not None  # admission checked it
         budget = None
         if task.deadline_ns is not None or task.budget is not None:
             b = task.budget
             budget = Budget(task.deadline_ns, b[1], b[2], b[3]) if b is not None else None
         cx = Cx(region_id=task.origin_region, task_id=task.origin_task, budget=budget,
                 node=self.name, remote_cap=self._remote_cap())
-        self.executor.start(task, comp, task.input, cx, self._on_done)
+        self.executor.start(task, task.comp, task.input, cx, self._on_done)
 
     def _remote_cap(self) -> RemoteCap | None:
         if self.peers is None:

@@ -5,7 +5,8 @@ Incoming bytes go through the envelope's streaming FrameDecoder; the messages
 decoded from one read are handed to ``on_messages`` together, so a driver does
 its bookkeeping once per read rather than once per message. A decode error is handed to
 ``on_protocol_error`` (which answers ERROR and closes this connection only).
-Outgoing messages queued in one loop iteration leave in one ``write``.
+Outgoing messages queued in one loop iteration leave in one ``write`` (in
+writes of FLUSH_FRAMES frames when a burst queues more).
 """
 
 from __future__ import annotations
@@ -16,6 +17,9 @@ from typing import Any, Callable
 from rsc._core import envelope
 from rsc._core.messages import DEFAULT_MAX_FRAME_BYTES, Message
 from rsc.errors import ProtocolError
+
+
+FLUSH_FRAMES = 256  # queued frames that are written at once, without waiting for the loop turn's end
 
 
 class FramedConnection(asyncio.Protocol):
@@ -77,16 +81,25 @@ class FramedConnection(asyncio.Protocol):
 
     # -- sending --------------------------------------------------------------------
     def send(self, msg: Message) -> None:
-        """Queue one message; queued messages leave together at the end of this loop turn."""
+        """Queue one message; queued messages leave together at the end of this
+        loop turn, or as soon as FLUSH_FRAMES are queued: a burst of spawns then
+        reaches the peer while the rest are still being made, so both ends work
+        at once instead of one waiting for the other's whole batch."""
         if self._closing:
             return
-        self._pending.append(self._encode_frame(msg))
+        pending = self._pending
+        pending.append(self._encode_frame(msg))
         if not self._flush_scheduled:
             self._flush_scheduled = True
             self._loop.call_soon(self.flush)  # type: ignore[union-attr]
+        elif len(pending) >= FLUSH_FRAMES:
+            self._write_pending()
 
     def flush(self) -> None:
         self._flush_scheduled = False
+        self._write_pending()
+
+    def _write_pending(self) -> None:
         if self._pending and not self._closing and self.transport is not None:
             data = self._pending[0] if len(self._pending) == 1 else b"".join(self._pending)
             self._pending.clear()
