@@ -325,7 +325,9 @@ class NodeEngine:
                              f"input is {len(msg.input)} bytes; this node accepts at most {self.max_input_bytes}")
         idem = self._idem
         fp = _idem.fingerprint(msg.computation, msg.input)
-        held_key = self._key_of(origin, rtid)
+        held_key = idem.owner_of(origin, rtid)
+        if held_key is None and self._redelivered:
+            held_key = self._key_of(origin, rtid)
         if held_key is not None:
             if held_key != key:
                 return self._ack(c.id, rtid, REJECT_IDEMPOTENCY_CONFLICT,

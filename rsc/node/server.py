@@ -211,7 +211,7 @@ class NodeServer:
             b = task.budget
             budget = Budget(task.deadline_ns, b[1], b[2], b[3]) if b is not None else None
         cx = Cx(region_id=task.origin_region, task_id=task.origin_task, budget=budget,
-                node=self.name, remote_cap=self._remote_cap())
+                node=self.name, remote_cap=None if self.peers is None else self._remote_cap())
         self.executor.start(task, task.comp, task.input, cx, self._on_done)
 
     def _remote_cap(self) -> RemoteCap | None:
