@@ -13,6 +13,7 @@ returns a ``RemoteHandle`` at once; the spawn leaves on the next loop turn.
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
 import json
 import logging
@@ -171,17 +172,18 @@ class RemoteHandle:
     # -- outcome -------------------------------------------------------------------
     def _settle(self, outcome: RemoteOutcome | None, error: BaseException | None,
                 state: RemoteTaskState) -> bool:
-        if self._future.done():
+        fut = self._future
+        if fut.done():
             return False
         self._state = state
         if error is not None:
-            self._future.set_exception(error)
+            fut.set_exception(error)
             # Join raises it; a handle nobody joins must not log "never retrieved"
             # at garbage collection (regions surface such errors, not the GC).
-            self._future.exception()
+            fut.exception()
         else:
-            self._future.set_result(outcome)  # type: ignore[arg-type]
-        self._rt._handle_done(self)
+            fut.set_result(outcome)  # type: ignore[arg-type]
+        self._rt._handles.pop(self._task.rtid, None)  # the runtime no longer tracks it
         if self._region is not None:
             self._region.handle_done(self)
         return True
@@ -197,7 +199,7 @@ class RemoteHandle:
 
     def _value(self, outcome: RemoteOutcome) -> Any:
         data = outcome.unwrap()
-        return unpack_value(data) if self._codec == "msgpack" else data
+        return data if self._codec is None else unpack_value(data)
 
     async def outcome(self) -> RemoteOutcome:
         """Wait for the terminal outcome without raising for failed ones.
@@ -206,9 +208,17 @@ class RemoteHandle:
         lease expired, unreachable)."""
         fut = self._future
         if not fut.done():
+            # A cancelled wait must not cancel the handle: wait on a fresh future
+            # that the handle's wakes (asyncio.shield's idea, with one future
+            # and one callback fewer).
+            waiter = fut.get_loop().create_future()
+            wake = functools.partial(_wake, waiter)
+            fut.add_done_callback(wake)
             try:
-                await asyncio.shield(fut)  # a cancelled wait must not cancel the handle
+                await waiter
             finally:
+                if not fut.done():
+                    fut.remove_done_callback(wake)
                 self._observed = fut.done()
         self._observed = True
         return fut.result()
@@ -217,7 +227,13 @@ class RemoteHandle:
         """Wait for the task; its output (bytes, or the value with codec msgpack),
         or raise RemoteFailed / RemoteCancelled / RemotePanicked / SpawnRejected /
         LeaseExpired / NodeUnreachable."""
-        return self._value(await self.outcome())
+        fut = self._future
+        if fut.done():  # what outcome() does then, without a second coroutine
+            self._observed = True
+            outcome = fut.result()
+        else:
+            outcome = await self.outcome()
+        return self._value(outcome)
 
     def try_join(self) -> Any | None:
         """The output if finished (raising like ``join``), else None."""
@@ -242,6 +258,11 @@ class RemoteHandle:
     def __repr__(self) -> str:
         return (f"RemoteHandle({self._task.computation!r} on {self._task.node!r}, "
                 f"{RemoteTaskId(self._task.rtid)}, {self._state})")
+
+
+def _wake(waiter: asyncio.Future[None], _done: asyncio.Future[Any]) -> None:
+    if not waiter.done():  # else the wait was cancelled
+        waiter.set_result(None)
 
 
 _STATE_OF_KIND = {
@@ -382,11 +403,15 @@ class Runtime:
             raise InvalidArgument("this Runtime is closed")
         if self._loop is None:
             raise InvalidArgument("open the Runtime first: `async with Runtime(...) as rt`")
-        link = self._link(node)
+        link = self._links.get(node)  # type: ignore[call-overload]
+        if link is None:
+            link = self._link(node)  # raises
         name = ComputationName(computation)
         if codec not in (None, "msgpack"):
             raise InvalidArgument(f"codec must be None or 'msgpack', got {codec!r}")
-        if isinstance(input, RemoteInput):
+        if type(input) is bytes and codec is None:  # the common case first
+            data = input
+        elif isinstance(input, RemoteInput):
             data = input.data
         elif isinstance(input, (bytes, bytearray, memoryview)) and codec is None:
             data = bytes(input)
@@ -422,14 +447,17 @@ class Runtime:
             raise InvalidArgument("on_lease_expired must be rsc.lease.fail(), cancel(...) or retry(...)")
         for n in policy.nodes:
             self._link(n)
-        handle = RemoteHandle(self, task, codec, cx.region_id, lease_ms / 1000, policy, cx.region,
-                              cx.task_id)
+        region = cx.region
+        handle = RemoteHandle(self, task, codec, task.region, lease_ms / 1000, policy, region,
+                              task.task)
         task.handle = handle
         self._handles[task.rtid] = handle
         self.engine.spawn(task, now)
-        self._ensure_connector(link)
-        if cx.region is not None:
-            cx.region.adopt(handle)
+        connector = link.connector
+        if connector is None or connector.done():
+            self._ensure_connector(link)
+        if region is not None:
+            region.adopt(handle)
         self._pump()
         return handle
 
@@ -437,9 +465,6 @@ class Runtime:
         if self.engine.cancel(task.rtid, reason.to_wire(), self.clock.now_ns()):
             self._ensure_connector(self._links[task.node])
         self._pump()
-
-    def _handle_done(self, handle: RemoteHandle) -> None:
-        self._handles.pop(handle._task.rtid, None)
 
     # ---------------------------------------------------------------- connections
     def _ensure_connector(self, link: _NodeLink) -> None:
@@ -537,8 +562,9 @@ class Runtime:
     def _pump(self) -> None:
         engine = self.engine
         if engine.actions:
+            links = self._links
             for op, node, arg in engine.take_actions():
-                link = self._links.get(node)
+                link = links.get(node)
                 conn = link.conn if link is not None else None
                 if conn is None:
                     continue
@@ -547,11 +573,34 @@ class Runtime:
                 elif op == CLOSE:
                     conn.close()
         if engine.events:
+            on_event = self._on_event
             for ev, task, detail in engine.take_events():
-                self._on_event(ev, task, detail)
-        self._arm_timer()
+                on_event(ev, task, detail)
+        # What _arm_timer would decide without calling it (it runs after every
+        # spawn and every batch of messages): an armed timer stays unless the
+        # engine noted an earlier deadline. The hint is left in place then; it
+        # can only be later than the armed time, which stays true until the
+        # timer fires (then _arm_timer runs and takes it).
+        at = self._timer.at
+        if at is None:
+            self._arm_timer()
+        else:
+            hint = engine.deadline_hint
+            if hint is not None and hint < at:
+                self._arm_timer()
 
     def _on_event(self, ev: int, task: OriginTask, detail: Any) -> None:
+        if ev == EV_RESULT or ev == EV_ACCEPTED:  # the common events first
+            handle: RemoteHandle | None = task.handle
+            if handle is None:  # a superseded attempt or a task given up on
+                return
+            if ev == EV_RESULT:
+                kind, payload, exec_ns = detail
+                outcome = RemoteOutcome.from_wire(kind, payload, exec_ns)
+                handle._settle(outcome, None, _STATE_OF_KIND[outcome.kind])
+            elif not handle._future.done():
+                handle._state = RemoteTaskState.RUNNING
+            return
         if ev == EV_HANDSHAKE_FAILED:
             self._handshake_failed(*detail)
             return
@@ -563,19 +612,12 @@ class Runtime:
                 if not fut.done():
                     fut.set_result(stats)
             return
-        handle: RemoteHandle | None = task.handle
+        handle = task.handle
         if handle is None:  # a superseded attempt or a task given up on
             if ev == EV_LEASE_EXPIRED:
                 self.engine.forget(task.rtid)
             return
-        if ev == EV_RESULT:
-            kind, payload, exec_ns = detail
-            outcome = RemoteOutcome.from_wire(kind, payload, exec_ns)
-            handle._settle(outcome, None, _STATE_OF_KIND[outcome.kind])
-        elif ev == EV_ACCEPTED:
-            if not handle.is_finished():
-                handle._state = RemoteTaskState.RUNNING
-        elif ev == EV_REJECTED:
+        if ev == EV_REJECTED:
             code, detail_s = detail
             handle._settle(None, spawn_rejected(code, detail_s, task.node, task.computation),
                            RemoteTaskState.FAILED)

@@ -42,13 +42,27 @@ from rsc._core.messages import (
     Welcome,
 )
 from rsc._engine.handshake import OriginHandshake
-from rsc._engine.logical import LamportClock
+from rsc._engine.logical import MAX_MERGED_TIME, LamportClock
 from rsc._engine.states import ORIGIN_TERMINAL, OriginEvent, OriginState, advance_origin
 from rsc.errors import ProtocolError, UnexpectedMessage
 
 SEND, CLOSE = 0, 1
 EV_ACCEPTED, EV_REJECTED, EV_RESULT, EV_LEASE_EXPIRED, EV_STATUS, EV_HANDSHAKE_FAILED = 0, 1, 2, 3, 4, 5
 MS = 1_000_000
+
+
+def _after(event: OriginEvent) -> tuple[OriginState | None, ...]:
+    """``advance_origin(state, event)`` for every state, indexed by state."""
+    return tuple(advance_origin(s, event) for s in OriginState)
+
+
+# The transitions every task takes, as columns of states.ORIGIN_TRANSITIONS: the
+# hot paths index these instead of calling advance_origin (a Python call each).
+_AFTER_SEND_SPAWN = _after(OriginEvent.SEND_SPAWN)
+_AFTER_ACK_ACCEPTED = _after(OriginEvent.ACK_ACCEPTED)
+_AFTER_ACK_REJECTED = _after(OriginEvent.ACK_REJECTED)
+_AFTER_RESULT = _after(OriginEvent.RESULT)
+_SPAWNED = OriginState.SPAWNED
 
 
 class OriginTask:
@@ -120,7 +134,9 @@ class OriginEngine:
         self._links: dict[str, _Link] = {}
         self._tasks: dict[int, OriginTask] = {}
         self._leases = _lh.LeaseHeap()
-        self._hint: int | None = None
+        # the earliest deadline noted since the last take_deadline_hint(); a
+        # driver may read it to skip that call when its timer is armed earlier
+        self.deadline_hint: int | None = None
         self.dropped = 0
 
     # ----------------------------------------------------------------- helpers
@@ -206,13 +222,17 @@ class OriginEngine:
     def spawn(self, task: OriginTask, now: int) -> None:
         """Start ``task`` (state INIT): SPAWN_REQUEST now if the link is ready,
         else as soon as it is."""
-        if task.rtid in self._tasks:
-            raise ValueError(f"remote task id {task.rtid} is already live")
-        task.state = advance_origin(task.state, OriginEvent.SEND_SPAWN)  # type: ignore[assignment]
-        self._tasks[task.rtid] = task
-        link = self._link(task.node)
-        link.tasks[task.rtid] = task
-        link.lease_counts[task.lease_ms] = link.lease_counts.get(task.lease_ms, 0) + 1
+        rtid = task.rtid
+        if rtid in self._tasks:
+            raise ValueError(f"remote task id {rtid} is already live")
+        task.state = _AFTER_SEND_SPAWN[task.state]  # type: ignore[assignment]
+        self._tasks[rtid] = task
+        link = self._links.get(task.node)
+        if link is None:
+            link = self._link(task.node)
+        link.tasks[rtid] = task
+        counts = link.lease_counts
+        counts[task.lease_ms] = counts.get(task.lease_ms, 0) + 1
         if link.ready:
             self._send_spawn_msg(link, task, now)
         # else: the lease clock starts when the spawn is first written (_send_spawn_msg)
@@ -222,15 +242,22 @@ class OriginEngine:
             t.sent = True
             if not link.confirmed:
                 link.first_sends.append(t)
-            self._leases.add(t.rtid, now + t.lease_ms * MS)
-            self._note_deadline(now + t.lease_ms * MS // 3)  # the link's ping may now come sooner
+            lease_ns = t.lease_ms * MS
+            self._leases.add(t.rtid, now + lease_ns)
+            # The link's ping may now come sooner (_note_deadline, inline: once per spawn).
+            ping_at = now + lease_ns // 3
+            hint = self.deadline_hint
+            if hint is None or ping_at < hint:
+                self.deadline_hint = ping_at
         budget = t.budget
         if budget is not None and t.deadline_ns is not None:
             remaining = max(0, -(-(t.deadline_ns - now) // MS))
             budget = (remaining, budget[1], budget[2], budget[3])
-        self._send(link, SpawnRequest(self.name, self.clock.send(), t.rtid, t.computation, t.input,
-                                      t.lease_ms, t.key, budget, self.name, t.region, t.task,
-                                      t.capability), now)
+        name = self.name
+        link.last_sent = now  # _send, inline
+        self.actions.append((SEND, link.node, SpawnRequest(
+            name, self.clock.send(), t.rtid, t.computation, t.input, t.lease_ms, t.key, budget,
+            name, t.region, t.task, t.capability)))
 
     def _send_cancel_msg(self, link: _Link, t: OriginTask, now: int) -> None:
         self._send(link, CancelRequest(self.name, self.clock.send(), t.rtid, t.cancel_reason,
@@ -284,7 +311,13 @@ class OriginEngine:
         link = self._links.get(node)
         if link is None or link.handshake is None:
             return
-        self.clock.merge(msg.sender_time)
+        t = msg.sender_time
+        clock = self.clock
+        if type(t) is int and t <= MAX_MERGED_TIME:
+            # LamportClock.merge of a plain Lamport stamp, inline (once per message)
+            clock.time = (t if t > clock.time else clock.time) + 1
+        else:
+            clock.merge(t)
         kind = type(msg)
         try:
             if not link.ready:
@@ -300,7 +333,7 @@ class OriginEngine:
                 else:
                     raise UnexpectedMessage(f"{kind.__name__} before the handshake completed")
                 return
-            if kind is not Error and not link.confirmed:
+            if not link.confirmed and kind is not Error:
                 link.confirmed = link.ever_ready = True
                 link.first_sends = []
             if kind is ResultDelivery:
@@ -354,25 +387,22 @@ class OriginEngine:
             self._leases.discard(t.rtid)
         link.first_sends = []
 
-    def _task_from(self, link: _Link, rtid: int, what: str) -> OriginTask | None:
-        task = link.tasks.get(rtid)
-        if task is None:
-            self._drop(f"{what} for an unknown or finished task", node=link.node, rtid=rtid)
-        return task
+    def _drop_unknown(self, link: _Link, rtid: int, what: str) -> None:
+        self._drop(f"{what} for an unknown or finished task", node=link.node, rtid=rtid)
 
     def _on_ack(self, link: _Link, msg: SpawnAck, now: int) -> None:
-        task = self._task_from(link, msg.remote_task_id, "SPAWN_ACK")
+        task = link.tasks.get(msg.remote_task_id)
         if task is None:
-            return
+            return self._drop_unknown(link, msg.remote_task_id, "SPAWN_ACK")
         accepted = msg.status == ACK_ACCEPTED
-        nxt = advance_origin(task.state, OriginEvent.ACK_ACCEPTED if accepted else OriginEvent.ACK_REJECTED)
+        state = task.state
+        nxt = (_AFTER_ACK_ACCEPTED if accepted else _AFTER_ACK_REJECTED)[state]
         if nxt is None:
             return self._drop("SPAWN_ACK does not fit", task=repr(task))
-        first_accept = accepted and task.state is OriginState.SPAWNED
         task.state = nxt
         if accepted:
             self._leases.renew(task.rtid, now + task.lease_ms * MS)
-            if first_accept:
+            if state is _SPAWNED:  # the first accept
                 self.events.append((EV_ACCEPTED, task, None))
         else:
             self.forget(task.rtid)
@@ -387,26 +417,31 @@ class OriginEngine:
         self._leases.renew(rtid, now + lease_ns)
 
     def _on_result(self, link: _Link, msg: ResultDelivery, now: int) -> None:
-        task = self._task_from(link, msg.remote_task_id, "RESULT_DELIVERY")
+        task = link.tasks.get(msg.remote_task_id)
         if task is None:
-            return
-        nxt = advance_origin(task.state, OriginEvent.RESULT)
+            return self._drop_unknown(link, msg.remote_task_id, "RESULT_DELIVERY")
+        nxt = _AFTER_RESULT[task.state]
         if nxt is None:
             return self._drop("RESULT_DELIVERY does not fit", task=repr(task))
         task.state = nxt
         self.forget(task.rtid)
-        self._report(EV_RESULT, task, (msg.outcome_kind, msg.payload, msg.execution_time_ns))
+        if task.reported:  # _report, inline: this runs once per task
+            return self._drop("second outcome", task=repr(task))
+        task.reported = True
+        self.events.append((EV_RESULT, task, (msg.outcome_kind, msg.payload, msg.execution_time_ns)))
 
     # ------------------------------------------------------------------ timers
     def _note_deadline(self, at: int) -> None:
-        if self._hint is None or at < self._hint:
-            self._hint = at
+        hint = self.deadline_hint
+        if hint is None or at < hint:
+            self.deadline_hint = at
 
     def take_deadline_hint(self) -> int | None:
         """The earliest timer that may have come in since the last call (new
         leases and the pings they imply); a driver with a timer armed re-reads
-        ``next_deadline`` only when this is earlier."""
-        hint, self._hint = self._hint, None
+        ``next_deadline`` only when this is earlier. (``deadline_hint`` is the
+        same value without clearing it.)"""
+        hint, self.deadline_hint = self.deadline_hint, None
         return hint
 
     def next_deadline(self) -> int | None:
