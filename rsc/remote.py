@@ -13,7 +13,6 @@ returns a ``RemoteHandle`` at once; the spawn leaves on the next loop turn.
 from __future__ import annotations
 
 import asyncio
-import functools
 import itertools
 import json
 import logging
@@ -100,7 +99,7 @@ class RemoteHandle:
 
     __slots__ = ("_rt", "_task", "_future", "_codec", "_state", "_owner_region", "_lease_s",
                  "_policy", "_retries_left", "_escalated", "_observed", "_region", "_holder",
-                 "_earlier", "__weakref__")
+                 "_earlier", "_waiters", "__weakref__")
 
     def __init__(self, rt: Runtime, task: OriginTask, codec: str | None, owner_region: int,
                  lease_s: float, policy: LeasePolicy, region: Any, holder: int) -> None:
@@ -120,6 +119,8 @@ class RemoteHandle:
         # attempts superseded by a retry, oldest first (None until the first retry:
         # most handles never retry, and a list per handle costs ~100 bytes)
         self._earlier: list[tuple[str, int]] | None = None
+        # futures of outcome() calls waiting now (None when nobody waits)
+        self._waiters: list[asyncio.Future[None]] | None = None
 
     # -- identity ------------------------------------------------------------------
     @property
@@ -183,6 +184,12 @@ class RemoteHandle:
             fut.exception()
         else:
             fut.set_result(outcome)  # type: ignore[arg-type]
+        waiters = self._waiters
+        if waiters is not None:
+            self._waiters = None
+            for w in waiters:
+                if not w.done():  # else that wait was cancelled
+                    w.set_result(None)
         self._rt._handles.pop(self._task.rtid, None)  # the runtime no longer tracks it
         if self._region is not None:
             self._region.handle_done(self)
@@ -209,16 +216,18 @@ class RemoteHandle:
         fut = self._future
         if not fut.done():
             # A cancelled wait must not cancel the handle: wait on a fresh future
-            # that the handle's wakes (asyncio.shield's idea, with one future
-            # and one callback fewer).
+            # that _settle completes directly (asyncio.shield's idea without its
+            # done-callback, which would cost a loop turn before the wake-up).
             waiter = fut.get_loop().create_future()
-            wake = functools.partial(_wake, waiter)
-            fut.add_done_callback(wake)
+            if self._waiters is None:
+                self._waiters = [waiter]
+            else:
+                self._waiters.append(waiter)
             try:
                 await waiter
             finally:
-                if not fut.done():
-                    fut.remove_done_callback(wake)
+                if self._waiters is not None:  # not settled: this wait was cancelled
+                    self._waiters.remove(waiter)
                 self._observed = fut.done()
         self._observed = True
         return fut.result()
@@ -258,11 +267,6 @@ class RemoteHandle:
     def __repr__(self) -> str:
         return (f"RemoteHandle({self._task.computation!r} on {self._task.node!r}, "
                 f"{RemoteTaskId(self._task.rtid)}, {self._state})")
-
-
-def _wake(waiter: asyncio.Future[None], _done: asyncio.Future[Any]) -> None:
-    if not waiter.done():  # else the wait was cancelled
-        waiter.set_result(None)
 
 
 _STATE_OF_KIND = {

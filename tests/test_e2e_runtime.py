@@ -53,6 +53,28 @@ def test_round_trip_bytes_and_values(two: LocalCluster) -> None:
     run(main())
 
 
+def test_a_cancelled_join_leaves_the_task_running(two: LocalCluster) -> None:
+    """join() is cancellable (wait_for, task.cancel) without cancelling the
+    remote task; later and concurrent joins still get its one outcome."""
+    async def main() -> None:
+        async with Runtime(two.nodes) as rt:
+            h = spawn_remote(rt.cx(), "worker-1", "sleep_ms", 300)
+            with pytest.raises(asyncio.TimeoutError):
+                await asyncio.wait_for(h.join(), 0.05)
+            waiter = asyncio.ensure_future(h.join())
+            await asyncio.sleep(0.01)
+            waiter.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await waiter
+            assert not h.is_finished() and h.state is not rsc.RemoteTaskState.CANCELLED
+            assert h._waiters == []  # cancelled waits leave nothing behind
+            a, b = await asyncio.gather(h.join(), h.outcome())
+            assert a == 300 and b.is_success and h._waiters is None
+            await settled(rt)
+
+    run(main())
+
+
 def test_ten_thousand_tasks_over_four_nodes(cluster: Any) -> None:
     c = cluster(4)
     names = sorted(c.nodes)
