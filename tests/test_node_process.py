@@ -73,3 +73,13 @@ def test_keyed_node_proves_and_demands_the_key(cluster: Any, tmp_path: Path) -> 
                 await asyncio.wait_for(rsc.spawn_remote(rt.cx(), "worker-1", "square", 9).join(), 10)
 
     asyncio.run(main())
+
+
+def test_tune_gc_freezes_start_up_objects_and_raises_gen0() -> None:
+    """What a node does to its own collector once it listens (in a fresh
+    interpreter: freezing this test process's heap would change every test after)."""
+    code = ("import gc; from rsc.node.main import GC_GEN0_THRESHOLD, tune_gc; tune_gc(); "
+            "assert gc.get_freeze_count() > 1000, gc.get_freeze_count(); "
+            "assert gc.get_threshold()[0] == GC_GEN0_THRESHOLD == 20000, gc.get_threshold(); "
+            "assert gc.isenabled()")
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
