@@ -482,10 +482,8 @@ class NodeEngine:
     def _deliver(self, origin: str, rtid: int, outcome: tuple[int, Any, int], now: int) -> None:
         conns = self._origin_conns.get(origin)
         if conns:
-            kind, payload, exec_ns = outcome
             for conn in conns:
-                self.actions.append((SEND, conn, ResultDelivery(self.name, self.clock.send(), rtid,
-                                                                kind, payload, exec_ns)))
+                self._send_result(conn, rtid, outcome)
             return
         self._held.setdefault(origin, []).append((now + self.ttl_ns, rtid, outcome))
         self._held_expiry.append((now + self.ttl_ns, origin))
