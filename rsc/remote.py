@@ -35,7 +35,6 @@ from rsc._engine.origin import (
     OriginEngine,
     OriginTask,
 )
-from rsc._engine.states import OriginState
 from rsc.clock import SystemClock
 from rsc.cx import Cx, RemoteCap
 from rsc.lease import ACTIVE, DEFAULT_POLICY, EXPIRED, RELEASED, Lease, LeasePolicy
@@ -208,48 +207,49 @@ class RemoteHandle:
         data = outcome.unwrap()
         return data if self._codec is None else unpack_value(data)
 
+    async def _wait(self) -> None:
+        """Wait until the handle is settled. A cancelled wait must not cancel
+        the handle: it waits on a fresh future that _settle completes directly
+        (asyncio.shield's idea without its done-callback, which would cost a
+        loop turn before the wake-up)."""
+        waiter = self._future.get_loop().create_future()
+        if self._waiters is None:
+            self._waiters = [waiter]
+        else:
+            self._waiters.append(waiter)
+        try:
+            await waiter
+        finally:
+            if self._waiters is not None:  # not settled: this wait was cancelled
+                self._waiters.remove(waiter)
+
+    def _take(self) -> RemoteOutcome:
+        """The settled outcome (raising what settled it), now observed."""
+        self._observed = True
+        return self._future.result()
+
     async def outcome(self) -> RemoteOutcome:
         """Wait for the terminal outcome without raising for failed ones.
 
         Raises only for outcomes that never came from the node (rejected,
         lease expired, unreachable)."""
-        fut = self._future
-        if not fut.done():
-            # A cancelled wait must not cancel the handle: wait on a fresh future
-            # that _settle completes directly (asyncio.shield's idea without its
-            # done-callback, which would cost a loop turn before the wake-up).
-            waiter = fut.get_loop().create_future()
-            if self._waiters is None:
-                self._waiters = [waiter]
-            else:
-                self._waiters.append(waiter)
-            try:
-                await waiter
-            finally:
-                if self._waiters is not None:  # not settled: this wait was cancelled
-                    self._waiters.remove(waiter)
-                self._observed = fut.done()
-        self._observed = True
-        return fut.result()
+        if not self._future.done():
+            await self._wait()
+        return self._take()
 
     async def join(self, cx: Cx | None = None) -> Any:
         """Wait for the task; its output (bytes, or the value with codec msgpack),
         or raise RemoteFailed / RemoteCancelled / RemotePanicked / SpawnRejected /
         LeaseExpired / NodeUnreachable."""
-        fut = self._future
-        if fut.done():  # what outcome() does then, without a second coroutine
-            self._observed = True
-            outcome = fut.result()
-        else:
-            outcome = await self.outcome()
-        return self._value(outcome)
+        if not self._future.done():
+            await self._wait()
+        return self._value(self._take())
 
     def try_join(self) -> Any | None:
         """The output if finished (raising like ``join``), else None."""
         if not self._future.done():
             return None
-        self._observed = True
-        return self._value(self._future.result())
+        return self._value(self._take())
 
     def abort(self, reason: CancelReason | None = None) -> None:
         """Request cancellation on the node; returns at once."""
@@ -407,18 +407,14 @@ class Runtime:
             raise InvalidArgument("this Runtime is closed")
         if self._loop is None:
             raise InvalidArgument("open the Runtime first: `async with Runtime(...) as rt`")
-        link = self._links.get(node)  # type: ignore[call-overload]
-        if link is None:
-            link = self._link(node)  # raises
+        link = self._link(node)
         name = ComputationName(computation)
         if codec not in (None, "msgpack"):
             raise InvalidArgument(f"codec must be None or 'msgpack', got {codec!r}")
-        if type(input) is bytes and codec is None:  # the common case first
-            data = input
+        if isinstance(input, (bytes, bytearray, memoryview)) and codec is None:
+            data = bytes(input)  # the same object for bytes
         elif isinstance(input, RemoteInput):
             data = input.data
-        elif isinstance(input, (bytes, bytearray, memoryview)) and codec is None:
-            data = bytes(input)
         else:
             codec = "msgpack"
             data = RemoteInput.pack(input).data
@@ -457,9 +453,7 @@ class Runtime:
         task.handle = handle
         self._handles[task.rtid] = handle
         self.engine.spawn(task, now)
-        connector = link.connector
-        if connector is None or connector.done():
-            self._ensure_connector(link)
+        self._ensure_connector(link)
         if region is not None:
             region.adopt(handle)
         self._pump()
@@ -580,18 +574,7 @@ class Runtime:
             on_event = self._on_event
             for ev, task, detail in engine.take_events():
                 on_event(ev, task, detail)
-        # What _arm_timer would decide without calling it (it runs after every
-        # spawn and every batch of messages): an armed timer stays unless the
-        # engine noted an earlier deadline. The hint is left in place then; it
-        # can only be later than the armed time, which stays true until the
-        # timer fires (then _arm_timer runs and takes it).
-        at = self._timer.at
-        if at is None:
-            self._arm_timer()
-        else:
-            hint = engine.deadline_hint
-            if hint is not None and hint < at:
-                self._arm_timer()
+        self._timer.follow(engine)
 
     def _on_event(self, ev: int, task: OriginTask, detail: Any) -> None:
         if ev == EV_RESULT or ev == EV_ACCEPTED:  # the common events first
@@ -692,9 +675,6 @@ class Runtime:
                                                       f"{handle._policy.timeout_s} s"),
                        RemoteTaskState.LEASE_EXPIRED)
         self._pump()
-
-    def _arm_timer(self) -> None:
-        self._timer.arm(self.engine.next_deadline, self.engine.take_deadline_hint(), use_hint=True)
 
     def _on_timer(self) -> None:
         self.engine.tick(self.clock.now_ns())

@@ -19,7 +19,7 @@ from rsc._core.messages import (
 )
 from rsc._engine import origin as O
 from rsc._engine.states import NodeState, OriginState
-from tests.engine_link import MS, Link
+from tests.engine_link import Link
 
 CANCEL_USER = (0, "stop")
 

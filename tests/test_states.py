@@ -12,6 +12,7 @@ from rsc._engine.states import (
     OriginState as O,
     advance_node,
     advance_origin,
+    origin_after,
 )
 
 PROTOCOL_ORIGIN = [
@@ -65,3 +66,11 @@ def test_unlisted_pairs_do_not_fit() -> None:
     assert advance_origin(O.COMPLETED, OE.RESULT) is None
     assert advance_node(N.REJECTED, NE.RECV_CANCEL) is None
     assert advance_node(N.INIT, NE.SEND_RESULT) is None
+
+
+def test_origin_after_is_a_column_of_the_table() -> None:
+    for event in OE:
+        column = origin_after(event)
+        assert len(column) == len(O)
+        for state in O:
+            assert column[state] == advance_origin(state, event)

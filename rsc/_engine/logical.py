@@ -43,7 +43,8 @@ class LamportClock:
         return self.time
 
     def merge(self, wire_time: Any) -> int:
-        v = lamport_value(wire_time)
+        # Called for every message received: the plain Lamport stamp skips a call.
+        v = wire_time if type(wire_time) is int else lamport_value(wire_time)
         if v > MAX_MERGED_TIME:
             v = 0
         self.time = (v if v > self.time else self.time) + 1

@@ -167,10 +167,10 @@ class NodeEngine:
         self._renew: dict[tuple[str, int], set[int]] = {}  # (origin, lease_ms) -> rtids incl. aliases
         self._renew_due: dict[tuple[str, int], int] = {}
         self._serial = 0
-        # The earliest timer added since the driver last looked; only the kinds
-        # that can come due before everything already armed (a new renewal
-        # group, a budget deadline) set it. See ``take_deadline_hint``.
-        self._hint: int | None = None
+        # The earliest timer added since the driver last read next_deadline();
+        # only the kinds that can come due before everything already armed (a
+        # new renewal group, a budget deadline) set it (rsc.transport.timer).
+        self.deadline_hint: int | None = None
         self.counters = dict(accepted=0, completed=0, failed=0, cancelled=0, panicked=0,
                              rejected=0, duplicates=0, dropped=0)
 
@@ -325,9 +325,7 @@ class NodeEngine:
                              f"input is {len(msg.input)} bytes; this node accepts at most {self.max_input_bytes}")
         idem = self._idem
         fp = _idem.fingerprint(msg.computation, msg.input)
-        held_key = idem.owner_of(origin, rtid)
-        if held_key is None and self._redelivered:
-            held_key = self._key_of(origin, rtid)
+        held_key = self._key_of(origin, rtid)
         if held_key is not None:
             if held_key != key:
                 return self._ack(c.id, rtid, REJECT_IDEMPOTENCY_CONFLICT,
@@ -361,7 +359,6 @@ class NodeEngine:
         self._admit(c, msg, fp, comp, now)
 
     def _admit(self, c: _Conn, msg: SpawnRequest, fp: bytes, comp: Any, now: int) -> None:
-        # The hottest path of a node: written out flat (no helper calls) on purpose.
         key, rtid, origin = msg.idempotency_key, msg.remote_task_id, c.origin
         self._idem.check_and_record(key, fp, origin, rtid, now)
         self._serial = serial = self._serial + 1
@@ -370,21 +367,15 @@ class NodeEngine:
         self._running[key] = task
         self._by_serial[serial] = task
         self.counters["accepted"] += 1
-        actions = self.actions
-        actions.append((SEND, c.id, SpawnAck(self.name, self.clock.send(), rtid, ACK_ACCEPTED, 0, "",
-                                             self.name)))
+        self._ack(c.id, rtid)
         self._leases.add(serial, now + lease_ms * MS)
         budget = msg.budget
         if budget is not None and budget[0] is not None and budget[0] <= MAX_DEADLINE_MS:
             task.deadline_ns = now + budget[0] * MS
             self._deadlines.add(serial, task.deadline_ns)
             self._note_deadline(task.deadline_ns)
-        ids = self._renew.get((origin, lease_ms))
-        if ids is None:
-            self._renew_add(origin, lease_ms, rtid, now)
-        else:
-            ids.add(rtid)
-        actions.append((START, task, None))
+        self._renew_add(origin, lease_ms, rtid, now)
+        self.actions.append((START, task, None))
 
     def _on_duplicate(self, c: _Conn, msg: SpawnRequest, rec: Any, now: int, resend: bool) -> None:
         self.counters["duplicates"] += 1
@@ -439,7 +430,7 @@ class NodeEngine:
     def _key_of(self, origin: str, rtid: int) -> bytes | None:
         """The idempotency key a live or remembered (origin, task id) is held under."""
         key = self._idem.owner_of(origin, rtid)
-        if key is None:
+        if key is None and self._redelivered:
             key = self._redelivered.get((origin, rtid))
             if key is not None and self._idem.get(key) is None:  # record evicted meanwhile
                 del self._redelivered[(origin, rtid)]
@@ -508,15 +499,8 @@ class NodeEngine:
                 del self._renew_due[g]
 
     def _note_deadline(self, at: int) -> None:
-        if self._hint is None or at < self._hint:
-            self._hint = at
-
-    def take_deadline_hint(self) -> int | None:
-        """The earliest new timer since the last call, if any could precede those
-        already armed; a driver with a timer armed need only re-arm when this is
-        earlier. (Every tick re-reads ``next_deadline`` in full.)"""
-        hint, self._hint = self._hint, None
-        return hint
+        if self.deadline_hint is None or at < self.deadline_hint:
+            self.deadline_hint = at
 
     def next_deadline(self) -> int | None:
         cands = [d for d in (self._leases.next_deadline(), self._deadlines.next_deadline()) if d is not None]

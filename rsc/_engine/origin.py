@@ -42,8 +42,8 @@ from rsc._core.messages import (
     Welcome,
 )
 from rsc._engine.handshake import OriginHandshake
-from rsc._engine.logical import MAX_MERGED_TIME, LamportClock
-from rsc._engine.states import ORIGIN_TERMINAL, OriginEvent, OriginState, advance_origin
+from rsc._engine.logical import LamportClock
+from rsc._engine.states import ORIGIN_TERMINAL, OriginEvent, OriginState, advance_origin, origin_after
 from rsc.errors import ProtocolError, UnexpectedMessage
 
 SEND, CLOSE = 0, 1
@@ -51,17 +51,11 @@ EV_ACCEPTED, EV_REJECTED, EV_RESULT, EV_LEASE_EXPIRED, EV_STATUS, EV_HANDSHAKE_F
 MS = 1_000_000
 
 
-def _after(event: OriginEvent) -> tuple[OriginState | None, ...]:
-    """``advance_origin(state, event)`` for every state, indexed by state."""
-    return tuple(advance_origin(s, event) for s in OriginState)
-
-
-# The transitions every task takes, as columns of states.ORIGIN_TRANSITIONS: the
-# hot paths index these instead of calling advance_origin (a Python call each).
-_AFTER_SEND_SPAWN = _after(OriginEvent.SEND_SPAWN)
-_AFTER_ACK_ACCEPTED = _after(OriginEvent.ACK_ACCEPTED)
-_AFTER_ACK_REJECTED = _after(OriginEvent.ACK_REJECTED)
-_AFTER_RESULT = _after(OriginEvent.RESULT)
+# The transitions every task takes, as columns of states.ORIGIN_TRANSITIONS.
+_AFTER_SEND_SPAWN = origin_after(OriginEvent.SEND_SPAWN)
+_AFTER_ACK_ACCEPTED = origin_after(OriginEvent.ACK_ACCEPTED)
+_AFTER_ACK_REJECTED = origin_after(OriginEvent.ACK_REJECTED)
+_AFTER_RESULT = origin_after(OriginEvent.RESULT)
 _SPAWNED = OriginState.SPAWNED
 
 
@@ -134,8 +128,8 @@ class OriginEngine:
         self._links: dict[str, _Link] = {}
         self._tasks: dict[int, OriginTask] = {}
         self._leases = _lh.LeaseHeap()
-        # the earliest deadline noted since the last take_deadline_hint(); a
-        # driver may read it to skip that call when its timer is armed earlier
+        # the earliest deadline noted since the driver last read next_deadline()
+        # (new leases and the pings they imply; rsc.transport.timer)
         self.deadline_hint: int | None = None
         self.dropped = 0
 
@@ -242,22 +236,15 @@ class OriginEngine:
             t.sent = True
             if not link.confirmed:
                 link.first_sends.append(t)
-            lease_ns = t.lease_ms * MS
-            self._leases.add(t.rtid, now + lease_ns)
-            # The link's ping may now come sooner (_note_deadline, inline: once per spawn).
-            ping_at = now + lease_ns // 3
-            hint = self.deadline_hint
-            if hint is None or ping_at < hint:
-                self.deadline_hint = ping_at
+            self._leases.add(t.rtid, now + t.lease_ms * MS)
+            self._note_deadline(now + t.lease_ms * MS // 3)  # the link's ping may now come sooner
         budget = t.budget
         if budget is not None and t.deadline_ns is not None:
             remaining = max(0, -(-(t.deadline_ns - now) // MS))
             budget = (remaining, budget[1], budget[2], budget[3])
-        name = self.name
-        link.last_sent = now  # _send, inline
-        self.actions.append((SEND, link.node, SpawnRequest(
-            name, self.clock.send(), t.rtid, t.computation, t.input, t.lease_ms, t.key, budget,
-            name, t.region, t.task, t.capability)))
+        self._send(link, SpawnRequest(self.name, self.clock.send(), t.rtid, t.computation, t.input,
+                                      t.lease_ms, t.key, budget, self.name, t.region, t.task,
+                                      t.capability), now)
 
     def _send_cancel_msg(self, link: _Link, t: OriginTask, now: int) -> None:
         self._send(link, CancelRequest(self.name, self.clock.send(), t.rtid, t.cancel_reason,
@@ -311,13 +298,7 @@ class OriginEngine:
         link = self._links.get(node)
         if link is None or link.handshake is None:
             return
-        t = msg.sender_time
-        clock = self.clock
-        if type(t) is int and t <= MAX_MERGED_TIME:
-            # LamportClock.merge of a plain Lamport stamp, inline (once per message)
-            clock.time = (t if t > clock.time else clock.time) + 1
-        else:
-            clock.merge(t)
+        self.clock.merge(msg.sender_time)
         kind = type(msg)
         try:
             if not link.ready:
@@ -425,24 +406,12 @@ class OriginEngine:
             return self._drop("RESULT_DELIVERY does not fit", task=repr(task))
         task.state = nxt
         self.forget(task.rtid)
-        if task.reported:  # _report, inline: this runs once per task
-            return self._drop("second outcome", task=repr(task))
-        task.reported = True
-        self.events.append((EV_RESULT, task, (msg.outcome_kind, msg.payload, msg.execution_time_ns)))
+        self._report(EV_RESULT, task, (msg.outcome_kind, msg.payload, msg.execution_time_ns))
 
     # ------------------------------------------------------------------ timers
     def _note_deadline(self, at: int) -> None:
-        hint = self.deadline_hint
-        if hint is None or at < hint:
+        if self.deadline_hint is None or at < self.deadline_hint:
             self.deadline_hint = at
-
-    def take_deadline_hint(self) -> int | None:
-        """The earliest timer that may have come in since the last call (new
-        leases and the pings they imply); a driver with a timer armed re-reads
-        ``next_deadline`` only when this is earlier. (``deadline_hint`` is the
-        same value without clearing it.)"""
-        hint, self.deadline_hint = self.deadline_hint, None
-        return hint
 
     def next_deadline(self) -> int | None:
         d = self._leases.next_deadline()

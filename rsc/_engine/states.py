@@ -134,6 +134,12 @@ def advance_origin(state: OriginState, event: OriginEvent) -> OriginState | None
     return _ORIGIN_DENSE[state][event]
 
 
+def origin_after(event: OriginEvent) -> tuple[OriginState | None, ...]:
+    """``advance_origin(s, event)`` for every state ``s``, indexed by state: a
+    hot path that always applies the same event indexes this instead of calling."""
+    return tuple(_ORIGIN_DENSE[s][event] for s in OriginState)
+
+
 def advance_node(state: NodeState, event: NodeEvent) -> NodeState | None:
     """The node state after ``event``, or None when the event does not fit."""
     return _NODE_DENSE[state][event]

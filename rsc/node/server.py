@@ -203,7 +203,7 @@ class NodeServer:
                     conn = self._conns.get(target)
                     if conn is not None:
                         conn.close()
-        self._arm_timer()
+        self._timer.follow(self.engine)
 
     def _start(self, task: NodeTask) -> None:
         budget = None
@@ -230,9 +230,6 @@ class NodeServer:
         self._pump()
         if not self.engine.running:
             self._idle.set()
-
-    def _arm_timer(self) -> None:
-        self._timer.arm(self.engine.next_deadline, self.engine.take_deadline_hint(), use_hint=True)
 
     def _on_timer(self) -> None:
         self.engine.tick(self.clock.now_ns())

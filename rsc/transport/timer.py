@@ -3,18 +3,27 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Callable
+from typing import Callable, Protocol
 
 from rsc.clock import Clock
 
 
-class EngineTimer:
-    """Calls ``on_due()`` at (or just after) the engine deadline it was last armed for.
+class TimedEngine(Protocol):
+    """What an engine offers its timer (both the node and the origin engine do).
 
-    ``arm(next_deadline)`` keeps the earlier of the armed time and the one
-    given; ``next_deadline`` is a callable so that a driver can skip computing
-    it when the engine says nothing earlier came in.
+    ``deadline_hint`` is the earliest deadline the engine added since its
+    driver last read ``next_deadline()`` (None if none): only one that comes
+    before the armed time can move the timer, so a driver with a timer armed
+    need not read ``next_deadline()`` at all otherwise.
     """
+
+    deadline_hint: int | None
+
+    def next_deadline(self) -> int | None: ...
+
+
+class EngineTimer:
+    """Calls ``on_due()`` at (or just after) the engine deadline it follows."""
 
     __slots__ = ("_loop", "_clock", "_on_due", "_handle", "at")
 
@@ -25,23 +34,27 @@ class EngineTimer:
         self._handle: asyncio.TimerHandle | None = None
         self.at: int | None = None  # ns on ``clock`` of the armed timer
 
-    def arm(self, next_deadline: Callable[[], int | None], hint: int | None = None,
-            use_hint: bool = False) -> None:
-        """Arm at ``next_deadline()`` if that is earlier than what is armed.
+    def follow(self, engine: TimedEngine) -> None:
+        """Arm at ``engine.next_deadline()`` if that is earlier than what is armed.
 
-        With ``use_hint`` and a timer armed, ``next_deadline`` is not even
-        called unless ``hint`` (the earliest deadline added since the last look)
-        comes before the armed time.
+        Called after every batch of engine work, so the common case is cheap:
+        with a timer armed and no earlier ``deadline_hint``, nothing is read.
+        A later hint is left in place; it stays later than the armed time
+        until the timer fires, and then ``at`` is None and everything is re-read.
         """
-        if use_hint and self.at is not None and (hint is None or hint >= self.at):
-            return
-        at = next_deadline()
-        if at is None or (self.at is not None and self.at <= at):
+        at = self.at
+        if at is not None:
+            hint = engine.deadline_hint
+            if hint is None or hint >= at:
+                return
+        engine.deadline_hint = None
+        nxt = engine.next_deadline()
+        if nxt is None or (at is not None and at <= nxt):
             return
         if self._handle is not None:
             self._handle.cancel()
-        self.at = at
-        delay = max(0.0, (at - self._clock.now_ns()) / 1e9)
+        self.at = nxt
+        delay = max(0.0, (nxt - self._clock.now_ns()) / 1e9)
         self._handle = self._loop.call_later(delay, self._fire)
 
     def _fire(self) -> None:
