@@ -97,6 +97,20 @@ def test_async_exception_is_failed_with_message() -> None:
     assert run(one(bad)) == (FAILED, "ValueError: block 7 is corrupt")
 
 
+async def crash_then_ok(crash: Any, ok: Any) -> Results:
+    """Run ``crash`` then ``ok`` on one single-thread executor, close it, and
+    check it is clean: whatever the first did, the second still runs."""
+    ex = Executor(max_threads=1)
+    res = Results()
+    ex.start("crash", comp(crash), b"", Cx(), res)
+    await res.wait("crash")
+    ex.start("ok", comp(ok), b"", Cx(), res)
+    await res.wait("ok")
+    await ex.aclose(1.0)
+    assert_clean(ex)
+    return res
+
+
 @pytest.mark.parametrize("exc", [KeyboardInterrupt("ctrl-c"), SystemExit(3), GeneratorExit()])
 def test_async_base_exception_is_panicked_and_node_survives(exc: BaseException) -> None:
     async def crash(cx: Cx, data: bytes) -> bytes:
@@ -106,20 +120,10 @@ def test_async_base_exception_is_panicked_and_node_survives(exc: BaseException) 
     async def ok(cx: Cx, data: bytes) -> bytes:
         return b"still here"
 
-    async def main() -> None:
-        ex = Executor(max_threads=1)
-        res = Results()
-        ex.start("crash", comp(crash), b"", Cx(), res)
-        await res.wait("crash")
-        ex.start("ok", comp(ok), b"", Cx(), res)
-        await res.wait("ok")
-        await ex.aclose(1.0)
-        kind, msg = res.get("crash")
-        assert kind == PANICKED and msg.startswith(type(exc).__name__)
-        assert res.get("ok") == (SUCCESS, b"still here")
-        assert_clean(ex)
-
-    run(main())
+    res = run(crash_then_ok(crash, ok))
+    kind, msg = res.get("crash")
+    assert kind == PANICKED and msg.startswith(type(exc).__name__)
+    assert res.get("ok") == (SUCCESS, b"still here")
 
 
 def test_async_cancelled_while_awaiting() -> None:
@@ -324,19 +328,9 @@ def test_sync_base_exception_is_panicked_and_pool_survives() -> None:
     def ok(cx: Cx, data: bytes) -> bytes:
         return b"ok"
 
-    async def main() -> None:
-        ex = Executor(max_threads=1)
-        res = Results()
-        ex.start("crash", comp(crash), b"", Cx(), res)
-        await res.wait("crash")
-        ex.start("ok", comp(ok), b"", Cx(), res)
-        await res.wait("ok")
-        await ex.aclose(1.0)
-        assert res.get("crash") == (PANICKED, "SystemExit: worker exit")
-        assert res.get("ok") == (SUCCESS, b"ok")
-        assert_clean(ex)
-
-    run(main())
+    res = run(crash_then_ok(crash, ok))
+    assert res.get("crash") == (PANICKED, "SystemExit: worker exit")
+    assert res.get("ok") == (SUCCESS, b"ok")
 
 
 def test_sync_returning_a_coroutine_fails_clearly() -> None:

@@ -421,6 +421,14 @@ def test_region_cancelled_with_1000_in_flight_over_4_nodes_exits_after_all_ackno
 # ------------------------------------------------------------ 5. deadlines
 
 
+async def assert_one_more_cancelled(rt: Runtime, node: str, before: dict) -> None:
+    """The node's STATUS: exactly one more task cancelled than ``before``, and
+    no more running."""
+    after = await rt.status(node)
+    assert after["cancelled"] - before["cancelled"] == 1
+    assert after["running"] == before["running"]
+
+
 def test_spawn_deadline_cancels_on_the_node_with_reason_deadline(shared: LocalCluster, tmp_path: Path) -> None:
     marks = tmp_path / "marks"
 
@@ -436,9 +444,7 @@ def test_spawn_deadline_cancels_on_the_node_with_reason_deadline(shared: LocalCl
             say("spawn budget deadline 0.3 s: cancelled after", time.monotonic() - t0)
             assert e.value.reason.kind is CancelKind.DEADLINE
             assert h.state is RemoteTaskState.CANCELLED
-            after = await rt.status("worker-2")
-            assert after["cancelled"] - before["cancelled"] == 1
-            assert after["running"] == before["running"]
+            await assert_one_more_cancelled(rt, "worker-2", before)
             await settled(rt)
         assert_no_leaks_after_close()
 
@@ -464,9 +470,7 @@ def test_region_deadline_cancels_on_the_node_with_reason_deadline(shared: LocalC
             with pytest.raises(rsc.RemoteCancelled) as e:
                 h.try_join()
             assert e.value.reason.kind is CancelKind.DEADLINE
-            after = await rt.status("worker-1")
-            assert after["cancelled"] - before["cancelled"] == 1
-            assert after["running"] == before["running"]
+            await assert_one_more_cancelled(rt, "worker-1", before)
             await settled(rt)
         assert_no_leaks_after_close()
 
