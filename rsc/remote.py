@@ -50,7 +50,7 @@ from rsc.errors import (
 )
 from rsc.transport.address import Address
 from rsc.transport.connection import FramedConnection
-from rsc.transport.timer import EngineTimer
+from rsc.transport.timer import EngineTimer, after_io
 from rsc.types import (
     Budget,
     CancelKind,
@@ -659,7 +659,7 @@ class Runtime:
             handle._state = RemoteTaskState.LEASE_EXPIRED
             self.engine.cancel(task.rtid, reason, now)
             self._ensure_connector(self._links[task.node])
-            self._loop.call_later(policy.timeout_s, self._cancel_timed_out, handle, task)
+            self._loop.call_later(policy.timeout_s, after_io, self._loop, self._cancel_timed_out, handle, task)
             return
         # fail (and retry with no attempts left)
         handle._settle(None, self._lease_error(task), RemoteTaskState.LEASE_EXPIRED)

@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import socket
+import time
 
-from rsc.clock import SimClock
-from rsc.transport.timer import EngineTimer
+import pytest
+import uvloop
+
+from rsc.clock import SystemClock, SimClock
+from rsc.transport.timer import EngineTimer, after_io
 
 S = 1_000_000_000
 
@@ -45,3 +50,76 @@ def test_follow_reads_the_engine_only_when_a_deadline_could_move_the_timer() -> 
         timer.cancel()
 
     asyncio.run(main())
+
+
+def _stall_then_fire(new_loop, use_after_io: bool = False) -> list[str]:
+    """A peer's frame arrives while the process is stalled (here: in the middle of
+    handling another socket's data) past a deadline. Once the loop goes on, which
+    runs first: the read of that frame or the engine's timer?"""
+    loop = new_loop()
+    busy, busy_peer = socket.socketpair()
+    ping, ping_peer = socket.socketpair()
+    log: list[str] = []
+    try:
+        for s in (busy, busy_peer, ping, ping_peer):
+            s.setblocking(False)
+        engine = FakeEngine(None)
+        timer = EngineTimer(loop, SystemClock(), lambda: log.append("due"))
+
+        def on_ping() -> None:
+            ping.recv(64)
+            log.append("read")
+
+        def on_busy() -> None:
+            busy.recv(64)
+            if use_after_io:
+                loop.call_later(0.01, after_io, loop, log.append, "due")
+            else:
+                engine.deadline = engine.deadline_hint = timer._clock.now_ns() + 10_000_000
+                timer.follow(engine)
+            ping_peer.send(b"ping")  # the peer's frame lands in the buffer ...
+            time.sleep(0.05)         # ... while this process is stalled past the deadline
+
+        loop.add_reader(ping.fileno(), on_ping)
+        loop.add_reader(busy.fileno(), on_busy)
+        busy_peer.send(b"work")
+        loop.run_until_complete(asyncio.sleep(0.1))
+        loop.remove_reader(ping.fileno())
+        loop.remove_reader(busy.fileno())
+        assert timer.at is None
+        return log
+    finally:
+        loop.close()
+        for s in (busy, busy_peer, ping, ping_peer):
+            s.close()
+
+
+@pytest.mark.parametrize("new_loop", [asyncio.new_event_loop, uvloop.new_event_loop], ids=["asyncio", "uvloop"])
+@pytest.mark.parametrize("use_after_io", [False, True], ids=["EngineTimer", "after_io"])
+def test_a_due_timer_runs_after_the_sockets_are_read(new_loop, use_after_io: bool) -> None:
+    assert _stall_then_fire(new_loop, use_after_io) == ["read", "due"]
+
+
+@pytest.mark.parametrize("new_loop", [asyncio.new_event_loop, uvloop.new_event_loop], ids=["asyncio", "uvloop"])
+def test_cancel_stops_a_timer_that_fired_but_has_not_called_on_due_yet(new_loop) -> None:
+    async def main() -> None:
+        fired: list[int] = []
+        timer = EngineTimer(asyncio.get_running_loop(), SimClock(), lambda: fired.append(1))
+        engine = FakeEngine(0)
+        engine.deadline_hint = 0
+        timer.follow(engine)
+        while isinstance(timer._handle, asyncio.TimerHandle):
+            await asyncio.sleep(0)
+        assert timer._handle is not None and timer.at == 0 and not fired  # between the hops
+        timer.follow(engine)  # still armed for the due time: nothing new is scheduled
+        assert engine.reads == 1
+        timer.cancel()
+        for _ in range(5):
+            await asyncio.sleep(0)
+        assert not fired and timer.at is None
+
+    loop = new_loop()
+    try:
+        loop.run_until_complete(main())
+    finally:
+        loop.close()

@@ -22,8 +22,26 @@ class TimedEngine(Protocol):
     def next_deadline(self) -> int | None: ...
 
 
+def after_io(loop: asyncio.AbstractEventLoop, fn: Callable[..., None], *args: object) -> None:
+    """Call ``fn(*args)`` once the loop has polled its sockets (see EngineTimer).
+
+    For a timer that judges a peer silent: give it as the callback of
+    ``call_later`` so the peer's frames that came in meanwhile are read first.
+    """
+    loop.call_soon(loop.call_soon, fn, *args)
+
+
 class EngineTimer:
-    """Calls ``on_due()`` at (or just after) the engine deadline it follows."""
+    """Calls ``on_due()`` at (or just after) the engine deadline it follows.
+
+    ``on_due()`` runs only after the loop has polled its sockets once since
+    the deadline passed. A loop runs due timers before it reads, so after a
+    stall longer than a lease (a paused process, a starved core) a timer
+    called straight away would judge a peer silent while that peer's frames
+    sit unread in the socket buffer. Two ``call_soon`` hops put one I/O poll
+    in between on both asyncio and uvloop (each runs only the callbacks that
+    were ready when its turn began, and polls before the next turn).
+    """
 
     __slots__ = ("_loop", "_clock", "_on_due", "_handle", "at")
 
@@ -31,7 +49,7 @@ class EngineTimer:
         self._loop = loop
         self._clock = clock
         self._on_due = on_due
-        self._handle: asyncio.TimerHandle | None = None
+        self._handle: asyncio.Handle | None = None
         self.at: int | None = None  # ns on ``clock`` of the armed timer
 
     def follow(self, engine: TimedEngine) -> None:
@@ -58,6 +76,13 @@ class EngineTimer:
         self._handle = self._loop.call_later(delay, self._fire)
 
     def _fire(self) -> None:
+        # ``at`` stays set until on_due runs, so follow() does not arm a second timer meanwhile
+        self._handle = self._loop.call_soon(self._after_turn)
+
+    def _after_turn(self) -> None:
+        self._handle = self._loop.call_soon(self._after_poll)
+
+    def _after_poll(self) -> None:
         self._handle = None
         self.at = None
         self._on_due()
