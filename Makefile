@@ -3,7 +3,9 @@ PY ?= python3
 VENV := .venv
 VPY := $(VENV)/bin/python
 STAMP := $(VENV)/.rsc-installed
-SOURCES := $(wildcard rsc/_core/*.pyx rsc/_core/*.pxd) setup.py pyproject.toml
+# The engines rsc/_engine/<name>.py with a .pxd beside them are compiled too.
+SOURCES := $(wildcard rsc/_core/*.pyx rsc/_core/*.pxd rsc/_engine/*.pxd) \
+	$(patsubst %.pxd,%.py,$(wildcard rsc/_engine/*.pxd)) setup.py pyproject.toml
 
 .PHONY: demo test test-core bench clean venv
 
@@ -17,15 +19,16 @@ $(VENV)/bin/python:
 $(STAMP): $(VENV)/bin/python $(SOURCES)
 	$(VPY) -m pip install --quiet "Cython==3.3.1" "setuptools>=68" wheel
 	$(VPY) -m pip install --quiet --no-build-isolation -e ".[test]"
-	$(VPY) -c "import rsc._core as c; [c.load(n, compiled=True) for n in c.NAMES]; print('rsc: compiled core OK')"
+	$(VPY) -c "import rsc._core as c, rsc._engine as e; [c.load(n, compiled=True) for n in c.NAMES]; print('rsc: compiled core and engines OK')"
 	touch $(STAMP)
 
 demo: $(STAMP)
 	$(VPY) scripts/demo.py
 
 # One run covers both twins: every rsc._core test is parametrized c/py; the
-# rest of the suite runs on the compiled core, and tests/test_twins_env.py runs
-# a node end to end with RSC_NO_EXTENSIONS=1.
+# rest of the suite runs on the compiled core and engines, and
+# tests/test_twins_env.py runs a node end to end and the engine tests with
+# RSC_NO_EXTENSIONS=1.
 test: $(STAMP)
 	$(VPY) -m pytest -q -p no:cacheprovider
 
@@ -36,4 +39,5 @@ bench: $(STAMP)
 
 clean:
 	rm -rf $(VENV) build *.egg-info rsc/_core/_*.c rsc/_core/_*.so rsc/_core/_*.html .benchmarks
+	rm -f $(patsubst %.pxd,%.c,$(wildcard rsc/_engine/*.pxd)) rsc/_engine/*.so
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -62,3 +62,43 @@ def test_load_refuses_unknown_and_names_the_fix(name: str) -> None:
     assert rsc._core.load(name, compiled=False).__name__ == f"rsc._core._{name}_py"
     with pytest.raises(ValueError):
         rsc._core.load("nope")
+
+
+def test_engines_are_compiled_by_default_and_pure_under_the_env_var() -> None:
+    import rsc._engine.node
+    import rsc._engine.origin
+
+    for mod in (rsc._engine.node, rsc._engine.origin):
+        assert mod.__file__ is not None and not mod.__file__.endswith(".py"), mod.__file__
+    code = "import rsc._engine.node as n, rsc._engine.origin as o; print(n.__file__, o.__file__)"
+    env = dict(os.environ, RSC_NO_EXTENSIONS="1", PYTHONPATH=ROOT)
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert [os.path.basename(f) for f in out.stdout.split()] == ["node.py", "origin.py"]
+
+
+def test_engine_tests_pass_on_the_pure_engines() -> None:
+    """The same source runs interpreted: every engine test again, in a fresh
+    interpreter with RSC_NO_EXTENSIONS=1 (the rest of the suite runs compiled)."""
+    env = dict(os.environ, RSC_NO_EXTENSIONS="1", PYTHONPATH=ROOT)
+    files = ["tests/test_engine_sansio.py", "tests/test_engine_pair.py", "tests/test_trace.py",
+             "tests/test_states.py"]
+    out = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *files],
+                         env=env, capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-2000:]
+    assert " passed" in out.stdout and "failed" not in out.stdout, out.stdout[-2000:]
+
+
+def test_a_missing_or_stale_compiled_engine_is_an_error_that_says_what_to_do(tmp_path: Any) -> None:
+    from rsc._engine import check_compiled
+
+    source, built = tmp_path / "node.py", tmp_path / "node.so"
+    source.write_text("")
+    with pytest.raises(ImportError, match="not built.*RSC_NO_EXTENSIONS=1"):
+        check_compiled("node", str(source), None)
+    built.write_text("")
+    os.utime(built, (1000, 1000))
+    os.utime(source, (1000.5, 1000.5))
+    check_compiled("node", str(source), str(built))  # within the install slack
+    os.utime(source, (2000, 2000))
+    with pytest.raises(ImportError, match="compiled before .* changed.*Rebuild"):
+        check_compiled("node", str(source), str(built))

@@ -1,0 +1,38 @@
+# Declarations that make node.py compile to typed extension types (setup.py
+# builds it with Cython in pure-Python mode). Without a build, or with
+# RSC_NO_EXTENSIONS=1, node.py runs as plain Python: the same source is its
+# own pure twin (see rsc/_engine/__init__.py).
+
+cdef class NodeTask:
+    cdef public object origin, rtid, key, computation, input, budget, state, cancel_reason
+    cdef public object deadline_ns, origin_region, origin_task, capability, comp
+    cdef public long long lease_ms, serial
+
+cdef class _Conn:
+    cdef public object id, handshake, origin
+
+cdef class NodeEngine:
+    cdef public object name, admission, key, clock, deadline_hint, capacity, max_input_bytes, ttl_ns
+    cdef public object _entropy, _stats, _trace
+    cdef public list actions
+    cdef public bint draining
+    cdef public dict _conns, _origin_conns, _last_heard, _held, _running, _by_serial
+    cdef public dict _redelivered, _tomb_reasons, _renew, _renew_due, counters
+    cdef public object _held_expiry, _redelivered_expiry, _tomb_expiry
+    cdef public object _idem, _leases, _deadlines
+    cdef public long long _serial
+
+    # the per-task path, called from C inside the module (and still from Python)
+    cpdef _send(self, conn, msg)
+    cpdef _stamp(self)
+    cpdef _ack(self, conn, rtid, code=*, detail=*)
+    cpdef _send_result(self, conn, rtid, tuple outcome)
+    cpdef receive(self, conn, msg, now)
+    cpdef _on_spawn(self, _Conn c, msg, now)
+    cpdef _admit(self, _Conn c, msg, fp, comp, now)
+    cpdef _key_of(self, origin, rtid)
+    cpdef task_finished(self, NodeTask task, int kind, payload, exec_ns, now)
+    cpdef _deliver(self, origin, rtid, tuple outcome, now)
+    cpdef _renew_add(self, origin, lease_ms, rtid, now)
+    cpdef _renew_remove(self, origin, lease_ms, rtid)
+    cpdef _note_deadline(self, at)

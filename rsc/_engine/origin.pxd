@@ -1,0 +1,33 @@
+# Declarations that make origin.py compile to typed extension types (see node.pxd).
+
+cdef class OriginTask:
+    cdef public object rtid, node, computation, input, key, deadline_ns, budget, region, task
+    cdef public object capability, state, handle, cancel_reason
+    cdef public long long lease_ms
+    cdef public bint reported, sent
+
+cdef class _Link:
+    cdef public object node, handshake, last_sent
+    cdef public bint ready, confirmed, ever_ready
+    cdef public list first_sends
+    cdef public dict tasks, lease_counts
+    cdef public long long ping_nonce
+
+cdef class OriginEngine:
+    cdef public object name, key, _entropy, _trace, clock, _leases, deadline_hint
+    cdef public list actions, events
+    cdef public dict _links, _tasks
+    cdef public long long dropped
+
+    # the per-task path, called from C inside the module (and still from Python)
+    cpdef _link(self, node)
+    cpdef _send(self, _Link link, msg, now)
+    cpdef spawn(self, OriginTask task, now)
+    cpdef _send_spawn_msg(self, _Link link, OriginTask t, now)
+    cpdef forget(self, rtid)
+    cpdef _report(self, int ev, OriginTask task, detail)
+    cpdef receive(self, node, msg, now)
+    cpdef _on_ack(self, _Link link, msg, now)
+    cpdef _on_renewal(self, _Link link, rtid, lease_ns, now)
+    cpdef _on_result(self, _Link link, msg, now)
+    cpdef _note_deadline(self, at)
