@@ -17,7 +17,7 @@ import os
 from setuptools import Extension, setup
 
 NO_EXTENSIONS = os.environ.get("RSC_NO_EXTENSIONS", "") not in ("", "0")
-ENGINES = ("node", "origin")  # rsc/_engine/<name>.py with a <name>.pxd beside it
+ENGINES = ("logical", "node", "origin")  # rsc/_engine/<name>.py with a <name>.pxd beside it
 DIRECTIVES = {
     "boundscheck": False,
     "wraparound": False,

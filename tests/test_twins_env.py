@@ -65,15 +65,18 @@ def test_load_refuses_unknown_and_names_the_fix(name: str) -> None:
 
 
 def test_engines_are_compiled_by_default_and_pure_under_the_env_var() -> None:
-    import rsc._engine.node
-    import rsc._engine.origin
+    import importlib
 
-    for mod in (rsc._engine.node, rsc._engine.origin):
+    import rsc._engine
+
+    for name in rsc._engine.COMPILED:
+        mod = importlib.import_module(f"rsc._engine.{name}")
         assert mod.__file__ is not None and not mod.__file__.endswith(".py"), mod.__file__
-    code = "import rsc._engine.node as n, rsc._engine.origin as o; print(n.__file__, o.__file__)"
+    code = ("import importlib, rsc._engine as e; "
+            "print(*(importlib.import_module('rsc._engine.' + n).__file__ for n in e.COMPILED))")
     env = dict(os.environ, RSC_NO_EXTENSIONS="1", PYTHONPATH=ROOT)
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
-    assert [os.path.basename(f) for f in out.stdout.split()] == ["node.py", "origin.py"]
+    assert [os.path.basename(f) for f in out.stdout.split()] == [n + ".py" for n in rsc._engine.COMPILED]
 
 
 def test_engine_tests_pass_on_the_pure_engines() -> None:

@@ -22,7 +22,7 @@ import sys
 
 from rsc._core import USING_EXTENSIONS
 
-COMPILED = ("node", "origin")
+COMPILED = ("logical", "node", "origin")
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
 

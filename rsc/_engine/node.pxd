@@ -3,6 +3,8 @@
 # RSC_NO_EXTENSIONS=1, node.py runs as plain Python: the same source is its
 # own pure twin (see rsc/_engine/__init__.py).
 
+from rsc._engine.logical cimport LamportClock
+
 cdef class NodeTask:
     cdef public object origin, rtid, key, computation, input, budget, state, cancel_reason
     cdef public object deadline_ns, origin_region, origin_task, capability, comp
@@ -12,7 +14,8 @@ cdef class _Conn:
     cdef public object id, handshake, origin
 
 cdef class NodeEngine:
-    cdef public object name, admission, key, clock, deadline_hint, capacity, max_input_bytes, ttl_ns
+    cdef public object name, admission, key, deadline_hint, capacity, max_input_bytes, ttl_ns
+    cdef public LamportClock clock
     cdef public object _entropy, _stats, _trace
     cdef public list actions
     cdef public bint draining

@@ -1,5 +1,7 @@
 # Declarations that make origin.py compile to typed extension types (see node.pxd).
 
+from rsc._engine.logical cimport LamportClock
+
 cdef class OriginTask:
     cdef public object rtid, node, computation, input, key, deadline_ns, budget, region, task
     cdef public object capability, state, handle, cancel_reason
@@ -14,7 +16,8 @@ cdef class _Link:
     cdef public long long ping_nonce
 
 cdef class OriginEngine:
-    cdef public object name, key, _entropy, _trace, clock, _leases, deadline_hint
+    cdef public object name, key, _entropy, _trace, _leases, deadline_hint
+    cdef public LamportClock clock
     cdef public list actions, events
     cdef public dict _links, _tasks
     cdef public long long dropped

@@ -1,0 +1,7 @@
+# Declarations that make logical.py compile to a typed extension type (see node.pxd).
+
+cdef class LamportClock:
+    cdef public long long time
+
+    cpdef long long send(self)
+    cpdef long long merge(self, wire_time)
