@@ -3,9 +3,10 @@ PY ?= python3
 VENV := .venv
 VPY := $(VENV)/bin/python
 STAMP := $(VENV)/.rsc-installed
-# The engines rsc/_engine/<name>.py with a .pxd beside them are compiled too.
-SOURCES := $(wildcard rsc/_core/*.pyx rsc/_core/*.pxd rsc/_engine/*.pxd) \
-	$(patsubst %.pxd,%.py,$(wildcard rsc/_engine/*.pxd)) setup.py pyproject.toml
+# Pure-mode modules (a .py with a .pxd beside it, outside rsc/_core) are compiled too.
+PURE_PXD := $(filter-out rsc/_core/%,$(wildcard rsc/*/*.pxd))
+SOURCES := $(wildcard rsc/_core/*.pyx rsc/_core/*.pxd) $(PURE_PXD) $(PURE_PXD:.pxd=.py) \
+	setup.py pyproject.toml
 
 .PHONY: demo test test-core bench clean venv
 
@@ -19,7 +20,7 @@ $(VENV)/bin/python:
 $(STAMP): $(VENV)/bin/python $(SOURCES)
 	$(VPY) -m pip install --quiet "Cython==3.3.1" "setuptools>=68" wheel
 	$(VPY) -m pip install --quiet --no-build-isolation -e ".[test]"
-	$(VPY) -c "import rsc._core as c, rsc._engine as e; [c.load(n, compiled=True) for n in c.NAMES]; print('rsc: compiled core and engines OK')"
+	$(VPY) -c "import rsc._core as c, rsc._engine, rsc.node; [c.load(n, compiled=True) for n in c.NAMES]; print('rsc: compiled core and engines OK')"
 	touch $(STAMP)
 
 demo: $(STAMP)
@@ -39,5 +40,5 @@ bench: $(STAMP)
 
 clean:
 	rm -rf $(VENV) build *.egg-info rsc/_core/_*.c rsc/_core/_*.so rsc/_core/_*.html .benchmarks
-	rm -f $(patsubst %.pxd,%.c,$(wildcard rsc/_engine/*.pxd)) rsc/_engine/*.so
+	rm -f $(PURE_PXD:.pxd=.c) $(foreach p,$(PURE_PXD:.pxd=),$(wildcard $(p).*.so))
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -1,14 +1,14 @@
-"""Build the compiled core (rsc/_core/*.pyx) and the compiled engines.
+"""Build the compiled core (rsc/_core/*.pyx) and the pure-mode modules.
 
 A normal build compiles every extension, and a failed compile fails the
 install: rsc never silently falls back to the pure twins (msgpack #481 is the
 cautionary tale). ``RSC_NO_EXTENSIONS=1`` builds nothing, and rsc then runs
 on the pure-Python twins.
 
-The engines (``rsc/_engine/node.py``, ``origin.py``) are plain Python
-modules compiled in Cython's pure-Python mode: the ``.pxd`` beside each one
-makes its classes typed extension types, so the one source is both the
-compiled module and its own pure twin (``rsc/_engine/__init__.py`` picks).
+A pure-mode module is a plain ``rsc/<package>/<name>.py`` with a ``.pxd``
+beside it that types its classes: Cython compiles the source as it is, so it
+is both the compiled module and its own pure twin (rsc/_compiled.py picks
+which one runs; the package's ``COMPILED`` lists it).
 """
 
 import glob
@@ -17,7 +17,9 @@ import os
 from setuptools import Extension, setup
 
 NO_EXTENSIONS = os.environ.get("RSC_NO_EXTENSIONS", "") not in ("", "0")
-ENGINES = ("logical", "node", "origin")  # rsc/_engine/<name>.py with a <name>.pxd beside it
+# every rsc/<package>/<name>.py with a <name>.pxd beside it (the core's .pxd go with its .pyx)
+PURE_MODE = sorted(p[:-4] + ".py" for p in glob.glob(os.path.join("rsc", "*", "*.pxd"))
+                   if os.path.basename(os.path.dirname(p)) != "_core")
 DIRECTIVES = {
     "boundscheck": False,
     "wraparound": False,
@@ -37,12 +39,12 @@ def extensions():
 
     core = [ext("rsc._core." + os.path.splitext(os.path.basename(src))[0], src)
             for src in sorted(glob.glob(os.path.join("rsc", "_core", "_*.pyx")))]
-    engines = [ext("rsc._engine." + name, os.path.join("rsc", "_engine", name + ".py")) for name in ENGINES]
+    pure_mode = [ext(os.path.splitext(src)[0].replace(os.sep, "."), src) for src in PURE_MODE]
     return (cythonize(core, language_level=3, compiler_directives=DIRECTIVES, quiet=True)
-            # The engines' annotations are documentation, not C types: only the
-            # .pxd types them, so the compiled module accepts what the pure one does.
-            # cdivision stays off there: // and % keep Python's semantics.
-            + cythonize(engines, language_level=3, quiet=True,
+            # Annotations in pure-mode sources are documentation, not C types:
+            # only the .pxd types them, so the compiled module accepts what the
+            # pure one does. cdivision stays off: // and % keep Python's meaning.
+            + cythonize(pure_mode, language_level=3, quiet=True,
                         compiler_directives={"embedsignature": True, "annotation_typing": False}))
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -21,6 +22,8 @@ from rsc import Runtime, spawn_remote
 assert rsc._core.envelope.__name__.endswith("_py"), rsc._core.envelope
 assert rsc._core.idemtable.__name__.endswith("_py")
 assert rsc._core.leaseheap.__name__.endswith("_py")
+import rsc._engine.origin
+assert rsc._engine.origin.__file__.endswith(".py"), rsc._engine.origin.__file__
 nodes = dict(arg.split("=", 1) for arg in sys.argv[1:])
 async def main():
     async with Runtime(nodes) as rt:
@@ -64,44 +67,60 @@ def test_load_refuses_unknown_and_names_the_fix(name: str) -> None:
         rsc._core.load("nope")
 
 
-def test_engines_are_compiled_by_default_and_pure_under_the_env_var() -> None:
+PURE_MODE_PACKAGES = ("rsc._engine", "rsc.node")
+
+
+def _pure_mode_modules() -> list[str]:
     import importlib
 
-    import rsc._engine
+    return [f"{p}.{n}" for p in PURE_MODE_PACKAGES for n in importlib.import_module(p).COMPILED]
 
-    for name in rsc._engine.COMPILED:
-        mod = importlib.import_module(f"rsc._engine.{name}")
+
+def test_every_module_with_a_pxd_is_bound_by_its_package() -> None:
+    """setup.py compiles every rsc/<package>/<name>.py that has a .pxd beside it;
+    its package must bind it (else a stale build could run unchecked)."""
+    found = sorted(str(p.relative_to(ROOT).with_suffix("")).replace(os.sep, ".")
+                   for p in Path(ROOT, "rsc").glob("*/*.pxd") if p.parent.name != "_core")
+    assert found == sorted(_pure_mode_modules())
+
+
+def test_pure_mode_modules_are_compiled_by_default_and_pure_under_the_env_var() -> None:
+    import importlib
+
+    names = _pure_mode_modules()
+    for name in names:
+        mod = importlib.import_module(name)
         assert mod.__file__ is not None and not mod.__file__.endswith(".py"), mod.__file__
-    code = ("import importlib, rsc._engine as e; "
-            "print(*(importlib.import_module('rsc._engine.' + n).__file__ for n in e.COMPILED))")
+    code = f"import importlib; print(*(importlib.import_module(n).__file__ for n in {names!r}))"
     env = dict(os.environ, RSC_NO_EXTENSIONS="1", PYTHONPATH=ROOT)
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
-    assert [os.path.basename(f) for f in out.stdout.split()] == [n + ".py" for n in rsc._engine.COMPILED]
+    assert [f.endswith(".py") for f in out.stdout.split()] == [True] * len(names), out.stdout
 
 
-def test_engine_tests_pass_on_the_pure_engines() -> None:
-    """The same source runs interpreted: every engine test again, in a fresh
-    interpreter with RSC_NO_EXTENSIONS=1 (the rest of the suite runs compiled)."""
+def test_engine_and_executor_tests_pass_on_the_pure_sources() -> None:
+    """The same sources run interpreted: the engine and executor tests again, in
+    a fresh interpreter with RSC_NO_EXTENSIONS=1 (the rest of the suite runs
+    compiled; test_twin_node_and_twin_origin_... runs a pure node server)."""
     env = dict(os.environ, RSC_NO_EXTENSIONS="1", PYTHONPATH=ROOT)
     files = ["tests/test_engine_sansio.py", "tests/test_engine_pair.py", "tests/test_trace.py",
-             "tests/test_states.py"]
+             "tests/test_states.py", "tests/test_executor.py"]
     out = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *files],
                          env=env, capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-2000:]
     assert " passed" in out.stdout and "failed" not in out.stdout, out.stdout[-2000:]
 
 
-def test_a_missing_or_stale_compiled_engine_is_an_error_that_says_what_to_do(tmp_path: Any) -> None:
-    from rsc._engine import check_compiled
+def test_a_missing_or_stale_compiled_module_is_an_error_that_says_what_to_do(tmp_path: Any) -> None:
+    from rsc._compiled import check_compiled
 
     source, built = tmp_path / "node.py", tmp_path / "node.so"
     source.write_text("")
     with pytest.raises(ImportError, match="not built.*RSC_NO_EXTENSIONS=1"):
-        check_compiled("node", str(source), None)
+        check_compiled("rsc._engine.node", str(source), None)
     built.write_text("")
     os.utime(built, (1000, 1000))
     os.utime(source, (1000.5, 1000.5))
-    check_compiled("node", str(source), str(built))  # within the install slack
+    check_compiled("rsc._engine.node", str(source), str(built))  # within the install slack
     os.utime(source, (2000, 2000))
     with pytest.raises(ImportError, match="compiled before .* changed.*Rebuild"):
-        check_compiled("node", str(source), str(built))
+        check_compiled("rsc._engine.node", str(source), str(built))

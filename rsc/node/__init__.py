@@ -1,1 +1,15 @@
-"""The node process: server, executor, graceful shutdown, CLI entry."""
+"""The node process: server, executor, graceful shutdown, CLI entry.
+
+``executor`` and ``server`` carry every task, so a normal build compiles them
+from their source (``rsc._compiled``).
+"""
+
+from __future__ import annotations
+
+import os
+
+from rsc._compiled import bind
+
+COMPILED = ("executor", "server")  # dependencies first
+
+bind(__name__, os.path.dirname(os.path.abspath(__file__)), COMPILED)

@@ -1,0 +1,16 @@
+cdef class _Task:
+    cdef public object key, comp, data, cx, on_done, atask, cfuture, thread_ident, grace_timer
+    cdef public long long start_ns
+    cdef public bint interrupted, finished, stepped
+
+cdef class Executor:
+    cdef public object _max_threads, _clock_ns, _cancel_grace_s, _loop, _pool, _thread_lock
+    cdef public dict _tasks
+    cdef public bint _closing, _closed
+    cdef public list _idle_waiters
+    cdef public long long live_tasks
+    cdef object __weakref__
+
+    cpdef start(self, key, comp, data, cx, on_done)
+    cpdef _start_async(self, _Task task)
+    cpdef _finish(self, _Task task, int kind, payload)

@@ -1,0 +1,15 @@
+from rsc._engine.node cimport NodeEngine, NodeTask
+from rsc.node.executor cimport Executor
+
+cdef class NodeServer:
+    cdef public object name, address, registry, grace_s, peers, _runtime, clock, _started, _proc
+    cdef public NodeEngine engine
+    cdef public Executor executor
+    cdef public dict _conns
+    cdef public object _conn_ids, _server, _timer, _idle, _stopped, _loop
+    cdef object __weakref__
+
+    cpdef _on_messages(self, conn, list msgs)
+    cpdef _pump(self)
+    cpdef _start(self, NodeTask task)
+    cpdef _on_done(self, NodeTask task, int kind, payload, exec_ns)
