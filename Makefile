@@ -4,7 +4,7 @@ VENV := .venv
 VPY := $(VENV)/bin/python
 STAMP := $(VENV)/.rsc-installed
 # Pure-mode modules (a .py with a .pxd beside it, outside rsc/_core) are compiled too.
-PURE_PXD := $(filter-out rsc/_core/%,$(wildcard rsc/*/*.pxd))
+PURE_PXD := $(filter-out rsc/_core/%,$(wildcard rsc/*.pxd rsc/*/*.pxd))
 SOURCES := $(wildcard rsc/_core/*.pyx rsc/_core/*.pxd) $(PURE_PXD) $(PURE_PXD:.pxd=.py) \
 	setup.py pyproject.toml
 
@@ -20,7 +20,7 @@ $(VENV)/bin/python:
 $(STAMP): $(VENV)/bin/python $(SOURCES)
 	$(VPY) -m pip install --quiet "Cython==3.3.1" "setuptools>=68" wheel
 	$(VPY) -m pip install --quiet --no-build-isolation -e ".[test]"
-	$(VPY) -c "import rsc._core as c, rsc._engine, rsc.node; [c.load(n, compiled=True) for n in c.NAMES]; print('rsc: compiled core and engines OK')"
+	$(VPY) -c "import rsc._core as c, rsc.remote, rsc._engine.node, rsc.node.server; [c.load(n, compiled=True) for n in c.NAMES]; print('rsc: compiled core and engines OK')"
 	touch $(STAMP)
 
 demo: $(STAMP)

@@ -17,8 +17,8 @@ import os
 from setuptools import Extension, setup
 
 NO_EXTENSIONS = os.environ.get("RSC_NO_EXTENSIONS", "") not in ("", "0")
-# every rsc/<package>/<name>.py with a <name>.pxd beside it (the core's .pxd go with its .pyx)
-PURE_MODE = sorted(p[:-4] + ".py" for p in glob.glob(os.path.join("rsc", "*", "*.pxd"))
+# every rsc/[<package>/]<name>.py with a <name>.pxd beside it (the core's .pxd go with its .pyx)
+PURE_MODE = sorted(p[:-4] + ".py" for p in glob.glob(os.path.join("rsc", "**", "*.pxd"), recursive=True)
                    if os.path.basename(os.path.dirname(p)) != "_core")
 DIRECTIVES = {
     "boundscheck": False,

@@ -5,7 +5,7 @@ twin), the modules that carry every task are plain Python compiled by Cython
 in pure-Python mode: the ``.pxd`` beside ``<name>.py`` makes its classes
 typed extension types, so the one source is both the compiled module and its
 own pure twin. A package holding such modules calls :func:`bind` from its
-``__init__`` with their names (dependencies first), and the core's rule holds
+``__init__`` with their names, and the core's rule holds
 for them too: the compiled module unless ``RSC_NO_EXTENSIONS=1``, and an
 ImportError that says how to fix it, never a silent fallback, when the
 compiled module is missing or older than its source.
@@ -45,27 +45,28 @@ def check_compiled(module: str, source: str, built: str | None) -> None:
             "RSC_NO_EXTENSIONS=1 to run the source as it is.")
 
 
-def _load_source(package: str, name: str, source: str) -> None:
-    """Bind ``package.name`` to its .py source, ahead of a built extension module."""
-    module = f"{package}.{name}"
-    spec = importlib.util.spec_from_file_location(module, source)
-    assert spec is not None and spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[module] = mod
-    try:
-        spec.loader.exec_module(mod)
-    except BaseException:
-        del sys.modules[module]
-        raise
-    setattr(sys.modules[package], name, mod)  # as an import statement would
+class _SourceFinder:
+    """Under RSC_NO_EXTENSIONS=1: finds a bound module's .py source ahead of its build."""
+
+    def __init__(self) -> None:
+        self.sources: dict[str, str] = {}
+
+    def find_spec(self, fullname: str, path: object = None, target: object = None) -> object:
+        source = self.sources.get(fullname)
+        return None if source is None else importlib.util.spec_from_file_location(fullname, source)
+
+
+_finder = _SourceFinder()
 
 
 def bind(package: str, directory: str, names: tuple[str, ...]) -> None:
-    """Check (compiled) or load the sources of (pure) ``package.<name>`` for each name."""
+    """Check the builds of (compiled), or route imports to the sources of (pure),
+    the modules ``package.<name>`` for each name. Nothing is imported here."""
     for name in names:
         module, source = f"{package}.{name}", os.path.join(directory, name + ".py")
-        built = compiled_path(directory, name)
         if USING_EXTENSIONS:
-            check_compiled(module, source, built)
-        elif built is not None and module not in sys.modules:
-            _load_source(package, name, source)
+            check_compiled(module, source, compiled_path(directory, name))
+        else:
+            if _finder not in sys.meta_path:
+                sys.meta_path.insert(0, _finder)
+            _finder.sources[module] = source

@@ -67,7 +67,7 @@ def test_load_refuses_unknown_and_names_the_fix(name: str) -> None:
         rsc._core.load("nope")
 
 
-PURE_MODE_PACKAGES = ("rsc._engine", "rsc.node")
+PURE_MODE_PACKAGES = ("rsc", "rsc._engine", "rsc.node")
 
 
 def _pure_mode_modules() -> list[str]:
@@ -77,10 +77,10 @@ def _pure_mode_modules() -> list[str]:
 
 
 def test_every_module_with_a_pxd_is_bound_by_its_package() -> None:
-    """setup.py compiles every rsc/<package>/<name>.py that has a .pxd beside it;
-    its package must bind it (else a stale build could run unchecked)."""
+    """setup.py compiles every rsc/[<package>/]<name>.py that has a .pxd beside
+    it; its package must bind it (else a stale build could run unchecked)."""
     found = sorted(str(p.relative_to(ROOT).with_suffix("")).replace(os.sep, ".")
-                   for p in Path(ROOT, "rsc").glob("*/*.pxd") if p.parent.name != "_core")
+                   for p in Path(ROOT, "rsc").rglob("*.pxd") if p.parent.name != "_core")
     assert found == sorted(_pure_mode_modules())
 
 

@@ -15,6 +15,6 @@ import os
 
 from rsc._compiled import bind
 
-COMPILED = ("logical", "node", "origin")  # dependencies first
+COMPILED = ("logical", "node", "origin")
 
 bind(__name__, os.path.dirname(os.path.abspath(__file__)), COMPILED)

@@ -10,6 +10,6 @@ import os
 
 from rsc._compiled import bind
 
-COMPILED = ("executor", "server")  # dependencies first
+COMPILED = ("executor", "server")
 
 bind(__name__, os.path.dirname(os.path.abspath(__file__)), COMPILED)

@@ -1,0 +1,29 @@
+# Declarations that make remote.py compile to typed extension types (Cython
+# pure-Python mode; rsc/_compiled.py picks compiled or source).
+
+from rsc._engine.origin cimport OriginEngine, OriginTask
+
+cdef class RemoteHandle:
+    cdef public object _rt, _task, _future, _codec, _state, _owner_region, _lease_s, _policy
+    cdef public object _retries_left, _region, _holder, _earlier, _waiters
+    cdef public bint _escalated, _observed
+    cdef object __weakref__
+
+    cpdef _settle(self, outcome, error, state)
+
+cdef class _NodeLink:
+    cdef public object node, address, conn, connector, failed_since
+
+cdef class Runtime:
+    cdef public object cluster, name, key, default_lease_s, connect_timeout_s, backoff_max_s
+    cdef public object clock, trace, _ids, _key_rng, _loop, _timer
+    cdef public OriginEngine engine
+    cdef public dict _links, _handles, _status_waiters
+    cdef public bint _closed
+    cdef object __weakref__
+
+    cpdef _link(self, node)
+    cpdef _ensure_connector(self, _NodeLink link)
+    cpdef _on_messages(self, conn, list msgs)
+    cpdef _pump(self)
+    cpdef _on_event(self, int ev, OriginTask task, detail)
