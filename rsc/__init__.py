@@ -12,7 +12,7 @@ from rsc._compiled import bind as _bind
 
 # Modules compiled from their own source (rsc._compiled); importing rsc
 # imports none of them.
-COMPILED = ("remote",)
+COMPILED = ("cx", "remote")
 _bind(__name__, _os.path.dirname(_os.path.abspath(__file__)), COMPILED)
 
 # Public names resolve on first use, so importing a low layer (rsc._engine,

@@ -1,7 +1,10 @@
 # Declarations that make remote.py compile to typed extension types (Cython
 # pure-Python mode; rsc/_compiled.py picks compiled or source).
 
+cimport cython
+
 from rsc._engine.origin cimport OriginEngine, OriginTask
+from rsc.transport.connection cimport FramedConnection
 
 cdef class RemoteHandle:
     cdef public object _rt, _task, _future, _codec, _state, _owner_region, _lease_s, _policy
@@ -24,6 +27,7 @@ cdef class Runtime:
 
     cpdef _link(self, node)
     cpdef _ensure_connector(self, _NodeLink link)
-    cpdef _on_messages(self, conn, list msgs)
+    cpdef _on_messages(self, FramedConnection conn, list msgs)
+    @cython.locals(conn=FramedConnection, link=_NodeLink)
     cpdef _pump(self)
     cpdef _on_event(self, int ev, OriginTask task, detail)

@@ -67,7 +67,7 @@ def test_load_refuses_unknown_and_names_the_fix(name: str) -> None:
         rsc._core.load("nope")
 
 
-PURE_MODE_PACKAGES = ("rsc", "rsc._engine", "rsc.node")
+PURE_MODE_PACKAGES = ("rsc", "rsc._engine", "rsc.node", "rsc.transport")
 
 
 def _pure_mode_modules() -> list[str]:

@@ -1,4 +1,7 @@
+cimport cython
+
 from rsc._engine.node cimport NodeEngine, NodeTask
+from rsc.transport.connection cimport FramedConnection
 from rsc.node.executor cimport Executor
 
 cdef class NodeServer:
@@ -9,7 +12,8 @@ cdef class NodeServer:
     cdef public object _conn_ids, _server, _timer, _idle, _stopped, _loop
     cdef object __weakref__
 
-    cpdef _on_messages(self, conn, list msgs)
+    cpdef _on_messages(self, FramedConnection conn, list msgs)
+    @cython.locals(conn=FramedConnection)
     cpdef _pump(self)
     cpdef _start(self, NodeTask task)
     cpdef _on_done(self, NodeTask task, int kind, payload, exec_ns)

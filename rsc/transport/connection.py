@@ -22,8 +22,12 @@ from rsc.errors import ProtocolError
 FLUSH_FRAMES = 256  # queued frames that are written at once, without waiting for the loop turn's end
 
 
-class FramedConnection(asyncio.Protocol):
-    """One byte stream carrying wire v1 frames."""
+class FramedConnection:
+    """One byte stream carrying wire v1 frames: an asyncio protocol.
+
+    It does not derive from ``asyncio.Protocol`` (a compiled class cannot
+    derive from a Python one) but has every method a transport calls.
+    """
 
     def __init__(self, *, on_open: Callable[[FramedConnection], None] | None = None,
                  on_messages: Callable[[FramedConnection, list[Message]], None],
@@ -71,6 +75,13 @@ class FramedConnection(asyncio.Protocol):
 
     def eof_received(self) -> bool | None:
         return None  # close the transport
+
+    def pause_writing(self) -> None:
+        """The transport's buffer is over its high-water mark. Writes still queue
+        there (the peer's reads bound it); nothing to stop here."""
+
+    def resume_writing(self) -> None:
+        """The transport's buffer drained below its low-water mark."""
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._closing = True

@@ -1,0 +1,14 @@
+# Declarations that make cx.py compile to typed extension types (Cython
+# pure-Python mode; rsc/_compiled.py picks compiled or source).
+
+cdef class RemoteCap:
+    cdef public object runtime, default_lease_s, budget, token
+
+cdef class CancelState:
+    cdef public object reason, _event, _callbacks
+
+cdef class Cx:
+    cdef public object region_id, task_id, budget, remote_cap, _entropy, _seed, node, parent
+    cdef public object region, trace
+    cdef public CancelState _cancel
+    cdef object __weakref__

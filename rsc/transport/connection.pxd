@@ -1,0 +1,13 @@
+# Declarations that make connection.py compile to a typed extension type
+# (Cython pure-Python mode; rsc/_compiled.py picks compiled or source).
+
+cdef class FramedConnection:
+    cdef public object _on_open, _on_messages, _on_protocol_error, _on_close, _decoder, _encode_frame
+    cdef public list _pending
+    cdef public bint _flush_scheduled, _closing
+    cdef public object transport, closed, tag, _loop
+    cdef object __weakref__
+
+    cpdef send(self, msg)
+    cpdef flush(self)
+    cpdef _write_pending(self)
