@@ -284,21 +284,26 @@ class TestRsc:
         state: dict[str, Any] = {}
 
         def count_renewals(rt: Runtime) -> None:
-            receive = rt.engine.receive
+            # Wraps the callback of the connection to ``node`` (the compiled
+            # Runtime and engine are closed classes: their methods cannot be
+            # replaced, a connection's callback can).
+            conn = rt._links[node].conn
+            assert conn is not None, "the connection to the node is up once its tasks run"
+            on_messages = conn._on_messages
 
-            def counting_receive(sender: str, msg: Any, now: int) -> None:
-                kind = type(msg)
-                if sender == node and (kind is LeaseRenewalBatch or kind is LeaseRenewal):
-                    counts["frames"] += 1
-                    counts["bytes"] += len(envelope.encode_frame(msg))
-                    counts["ids"] += len(msg.remote_task_ids) if kind is LeaseRenewalBatch else 1
-                receive(sender, msg, now)
+            def counting(c: Any, msgs: list[Any]) -> None:
+                for msg in msgs:
+                    kind = type(msg)
+                    if kind is LeaseRenewalBatch or kind is LeaseRenewal:
+                        counts["frames"] += 1
+                        counts["bytes"] += len(envelope.encode_frame(msg))
+                        counts["ids"] += len(msg.remote_task_ids) if kind is LeaseRenewalBatch else 1
+                on_messages(c, msgs)
 
-            rt.engine.receive = counting_receive  # type: ignore[method-assign]
+            conn._on_messages = counting
 
         async def start_tasks() -> None:
             rt = state["rt"] = await _open_runtime(rsc_cluster.nodes)
-            count_renewals(rt)
             cx = rt.cx()
             handles = state["handles"] = []
             # In chunks: a spawn still queued behind thousands of others when its
@@ -308,6 +313,7 @@ class TestRsc:
                          for _ in range(min(HEARTBEAT_SPAWN_CHUNK, tasks - start))]
                 handles.extend(chunk)
                 await _wait_running(chunk)
+            count_renewals(rt)
             await asyncio.sleep(HEARTBEAT_LEASE_S)  # renewals for the whole set are under way
             counts.update(frames=0, bytes=0, ids=0)
 
