@@ -106,7 +106,7 @@ class RemoteHandle:
         self._task = task
         self._future: asyncio.Future[RemoteOutcome] = rt._loop.create_future()
         self._codec = codec
-        self._state = RemoteTaskState.PENDING
+        self._state = _PENDING
         self._owner_region = owner_region
         self._lease_s = lease_s
         self._policy = policy
@@ -268,6 +268,9 @@ class RemoteHandle:
         return (f"RemoteHandle({self._task.computation!r} on {self._task.node!r}, "
                 f"{RemoteTaskId(self._task.rtid)}, {self._state})")
 
+
+# Enum members read on every task, as module globals (see rsc/_engine/node.py)
+_PENDING, _RUNNING = RemoteTaskState.PENDING, RemoteTaskState.RUNNING
 
 _STATE_OF_KIND = {
     OutcomeKind.SUCCESS: RemoteTaskState.COMPLETED,
@@ -586,7 +589,7 @@ class Runtime:
                 outcome = RemoteOutcome.from_wire(kind, payload, exec_ns)
                 handle._settle(outcome, None, _STATE_OF_KIND[outcome.kind])
             elif not handle._future.done():
-                handle._state = RemoteTaskState.RUNNING
+                handle._state = _RUNNING
             return
         if ev == EV_HANDSHAKE_FAILED:
             self._handshake_failed(*detail)

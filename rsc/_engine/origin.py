@@ -57,6 +57,7 @@ _AFTER_ACK_ACCEPTED = origin_after(OriginEvent.ACK_ACCEPTED)
 _AFTER_ACK_REJECTED = origin_after(OriginEvent.ACK_REJECTED)
 _AFTER_RESULT = origin_after(OriginEvent.RESULT)
 _SPAWNED = OriginState.SPAWNED
+_INIT = OriginState.INIT  # a module global, not an Enum class attribute read per task (node.py)
 
 
 class OriginTask:
@@ -80,7 +81,7 @@ class OriginTask:
         self.region = region
         self.task = task
         self.capability = capability
-        self.state = OriginState.INIT
+        self.state = _INIT
         self.handle = handle
         self.reported = False
         self.cancel_reason: tuple | None = None
