@@ -7,9 +7,9 @@ from rsc._engine.origin cimport OriginEngine, OriginTask
 from rsc.transport.connection cimport FramedConnection
 
 cdef class RemoteHandle:
-    cdef public object _rt, _task, _future, _codec, _state, _owner_region, _lease_s, _policy
+    cdef public object _rt, _task, _outcome, _error, _codec, _state, _owner_region, _lease_s, _policy
     cdef public object _retries_left, _region, _holder, _earlier, _waiters
-    cdef public bint _escalated, _observed
+    cdef public bint _done, _escalated, _observed
     cdef object __weakref__
 
     cpdef _settle(self, outcome, error, state)

@@ -96,15 +96,20 @@ class RemoteHandle:
     At most one outcome is ever delivered to a handle.
     """
 
-    __slots__ = ("_rt", "_task", "_future", "_codec", "_state", "_owner_region", "_lease_s",
-                 "_policy", "_retries_left", "_escalated", "_observed", "_region", "_holder",
-                 "_earlier", "_waiters", "__weakref__")
+    __slots__ = ("_rt", "_task", "_done", "_outcome", "_error", "_codec", "_state", "_owner_region",
+                 "_lease_s", "_policy", "_retries_left", "_escalated", "_observed", "_region",
+                 "_holder", "_earlier", "_waiters", "__weakref__")
 
     def __init__(self, rt: Runtime, task: OriginTask, codec: str | None, owner_region: int,
                  lease_s: float, policy: LeasePolicy, region: Any, holder: int) -> None:
         self._rt = rt
         self._task = task
-        self._future: asyncio.Future[RemoteOutcome] = rt._loop.create_future()
+        # The one outcome: settled once (_done), with the node's outcome or the
+        # error that stands for it. No asyncio Future per handle: only a join
+        # that has to wait makes one (_wait).
+        self._done = False
+        self._outcome: RemoteOutcome | None = None
+        self._error: BaseException | None = None
         self._codec = codec
         self._state = _PENDING
         self._owner_region = owner_region
@@ -143,7 +148,7 @@ class RemoteHandle:
         """This task's lease now: active (with its expiry), released or expired."""
         if self._state is RemoteTaskState.LEASE_EXPIRED:
             state, at = EXPIRED, None
-        elif self._future.done():
+        elif self._done:
             state, at = RELEASED, None
         else:
             state, at = ACTIVE, self._rt.engine.lease_deadline(self._task.rtid)
@@ -167,22 +172,17 @@ class RemoteHandle:
         return self._state
 
     def is_finished(self) -> bool:
-        return self._future.done()
+        return self._done
 
     # -- outcome -------------------------------------------------------------------
     def _settle(self, outcome: RemoteOutcome | None, error: BaseException | None,
                 state: RemoteTaskState) -> bool:
-        fut = self._future
-        if fut.done():
+        if self._done:
             return False
+        self._done = True
         self._state = state
-        if error is not None:
-            fut.set_exception(error)
-            # Join raises it; a handle nobody joins must not log "never retrieved"
-            # at garbage collection (regions surface such errors, not the GC).
-            fut.exception()
-        else:
-            fut.set_result(outcome)  # type: ignore[arg-type]
+        self._outcome = outcome
+        self._error = error
         waiters = self._waiters
         if waiters is not None:
             self._waiters = None
@@ -195,28 +195,33 @@ class RemoteHandle:
         return True
 
     def _unobserved_error(self) -> BaseException | None:
-        if self._observed or not self._future.done():
+        if self._observed or not self._done:
             return None
-        exc = self._future.exception()
-        if exc is not None:
-            return exc
-        outcome = self._future.result()
+        if self._error is not None:
+            return self._error
+        outcome = self._outcome
+        assert outcome is not None
         return None if outcome.is_success else outcome.error()
 
     def _value(self, outcome: RemoteOutcome) -> Any:
         data = outcome.unwrap()
         return data if self._codec is None else unpack_value(data)
 
+    def _waiter(self) -> asyncio.Future[None]:
+        """A future that _settle completes (the handle must not be settled yet)."""
+        waiter = self._rt._loop.create_future()
+        if self._waiters is None:
+            self._waiters = [waiter]
+        else:
+            self._waiters.append(waiter)
+        return waiter
+
     async def _wait(self) -> None:
         """Wait until the handle is settled. A cancelled wait must not cancel
         the handle: it waits on a fresh future that _settle completes directly
         (asyncio.shield's idea without its done-callback, which would cost a
         loop turn before the wake-up)."""
-        waiter = self._future.get_loop().create_future()
-        if self._waiters is None:
-            self._waiters = [waiter]
-        else:
-            self._waiters.append(waiter)
+        waiter = self._waiter()
         try:
             await waiter
         finally:
@@ -226,14 +231,17 @@ class RemoteHandle:
     def _take(self) -> RemoteOutcome:
         """The settled outcome (raising what settled it), now observed."""
         self._observed = True
-        return self._future.result()
+        if self._error is not None:
+            # raised afresh each time, as a Future would: no traceback piles up
+            raise self._error.with_traceback(None)
+        return self._outcome  # type: ignore[return-value]
 
     async def outcome(self) -> RemoteOutcome:
         """Wait for the terminal outcome without raising for failed ones.
 
         Raises only for outcomes that never came from the node (rejected,
         lease expired, unreachable)."""
-        if not self._future.done():
+        if not self._done:
             await self._wait()
         return self._take()
 
@@ -241,19 +249,19 @@ class RemoteHandle:
         """Wait for the task; its output (bytes, or the value with codec msgpack),
         or raise RemoteFailed / RemoteCancelled / RemotePanicked / SpawnRejected /
         LeaseExpired / NodeUnreachable."""
-        if not self._future.done():
+        if not self._done:
             await self._wait()
         return self._value(self._take())
 
     def try_join(self) -> Any | None:
         """The output if finished (raising like ``join``), else None."""
-        if not self._future.done():
+        if not self._done:
             return None
         return self._value(self._take())
 
     def abort(self, reason: CancelReason | None = None) -> None:
         """Request cancellation on the node; returns at once."""
-        if self._future.done():
+        if self._done:
             return
         self._rt._cancel(self._task, reason or CancelReason(CancelKind.USER, "aborted by the origin"))
 
@@ -341,8 +349,9 @@ class Runtime:
         live = [h for h in self._handles.values() if not h.is_finished()]
         for h in live:
             h.abort(CancelReason(CancelKind.SHUTDOWN, "origin runtime closing"))
-        if live:
-            await asyncio.wait([h._future for h in live], timeout=cancel_timeout_s)
+        waiters = [h._waiter() for h in live if not h._done]  # an abort may settle one at once
+        if waiters:
+            await asyncio.wait(waiters, timeout=cancel_timeout_s)
         self._closed = True
         for h in list(self._handles.values()):
             h._settle(None, RuntimeClosed(f"runtime closed before the outcome of {h!r} arrived"),
@@ -588,7 +597,7 @@ class Runtime:
                 kind, payload, exec_ns = detail
                 outcome = RemoteOutcome.from_wire(kind, payload, exec_ns)
                 handle._settle(outcome, None, _STATE_OF_KIND[outcome.kind])
-            elif not handle._future.done():
+            elif not handle._done:
                 handle._state = _RUNNING
             return
         if ev == EV_HANDSHAKE_FAILED:
