@@ -1,5 +1,5 @@
 # Declarations that make remote.py compile to typed extension types (Cython
-# pure-Python mode; rsc/_compiled.py picks compiled or source).
+# pure-Python mode; see rsc/_engine/node.pxd and rsc/_compiled.py).
 
 cimport cython
 

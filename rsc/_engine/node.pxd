@@ -1,7 +1,8 @@
 # Declarations that make node.py compile to typed extension types (setup.py
 # builds it with Cython in pure-Python mode). Without a build, or with
 # RSC_NO_EXTENSIONS=1, node.py runs as plain Python: the same source is its
-# own pure twin (see rsc/_engine/__init__.py).
+# own pure twin (see rsc/_compiled.py). A new attribute of these classes must
+# be declared here too: a compiled class has no __dict__.
 
 from rsc._engine.logical cimport LamportClock
 

@@ -1,4 +1,5 @@
-# Declarations that make origin.py compile to typed extension types (see node.pxd).
+# Declarations that make origin.py compile to typed extension types (see node.pxd
+# and rsc/_compiled.py).
 
 from rsc._engine.logical cimport LamportClock
 

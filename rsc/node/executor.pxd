@@ -1,3 +1,6 @@
+# Declarations that make executor.py compile to typed extension types (see
+# rsc/_engine/node.pxd and rsc/_compiled.py).
+
 cdef class _Task:
     cdef public object key, comp, data, cx, on_done, atask, cfuture, thread_ident, grace_timer
     cdef public long long start_ns

@@ -1,3 +1,6 @@
+# Declarations that make server.py compile to typed extension types (see
+# rsc/_engine/node.pxd and rsc/_compiled.py).
+
 cimport cython
 
 from rsc._engine.node cimport NodeEngine, NodeTask
