@@ -40,12 +40,15 @@ def extensions():
     core = [ext("rsc._core." + os.path.splitext(os.path.basename(src))[0], src)
             for src in sorted(glob.glob(os.path.join("rsc", "_core", "_*.pyx")))]
     pure_mode = [ext(os.path.splitext(src)[0].replace(os.sep, "."), src) for src in PURE_MODE]
-    return (cythonize(core, language_level=3, compiler_directives=DIRECTIVES, quiet=True)
+    jobs = os.cpu_count() or 1
+    return (cythonize(core, language_level=3, compiler_directives=DIRECTIVES, quiet=True, nthreads=jobs)
             # Annotations in pure-mode sources are documentation, not C types:
             # only the .pxd types them, so the compiled module accepts what the
             # pure one does. cdivision stays off: // and % keep Python's meaning.
-            + cythonize(pure_mode, language_level=3, quiet=True,
+            + cythonize(pure_mode, language_level=3, quiet=True, nthreads=jobs,
                         compiler_directives={"embedsignature": True, "annotation_typing": False}))
 
 
-setup(ext_modules=extensions())
+# Both steps run on every core: the .c generation (nthreads above) and the C
+# compiles (build_ext's parallel option).
+setup(ext_modules=extensions(), options={"build_ext": {"parallel": os.cpu_count() or 1}})
