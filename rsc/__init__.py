@@ -6,14 +6,12 @@ concurrency gives inside one: capabilities, regions, leases, idempotency.
 
 __version__ = "0.1.0"
 
-import os as _os
-
 from rsc._compiled import bind as _bind
 
 # Modules compiled from their own source (rsc._compiled); importing rsc
 # imports none of them.
 COMPILED = ("cx", "remote")
-_bind(__name__, _os.path.dirname(_os.path.abspath(__file__)), COMPILED)
+_bind(__name__, COMPILED)
 
 # Public names resolve on first use, so importing a low layer (rsc._engine,
 # rsc._core) does not drag in asyncio and the transport.

@@ -59,9 +59,11 @@ class _SourceFinder:
 _finder = _SourceFinder()
 
 
-def bind(package: str, directory: str, names: tuple[str, ...]) -> None:
+def bind(package: str, names: tuple[str, ...]) -> None:
     """Check the builds of (compiled), or route imports to the sources of (pure),
-    the modules ``package.<name>`` for each name. Nothing is imported here."""
+    the modules ``package.<name>`` for each name. Called from the package's
+    ``__init__`` (``bind(__name__, COMPILED)``); nothing is imported here."""
+    directory = os.path.dirname(os.path.abspath(sys.modules[package].__file__ or ""))
     for name in names:
         module, source = f"{package}.{name}", os.path.join(directory, name + ".py")
         if USING_EXTENSIONS:

@@ -11,10 +11,8 @@ compiles them from their source (``rsc._compiled``).
 
 from __future__ import annotations
 
-import os
-
 from rsc._compiled import bind
 
 COMPILED = ("logical", "node", "origin")
 
-bind(__name__, os.path.dirname(os.path.abspath(__file__)), COMPILED)
+bind(__name__, COMPILED)

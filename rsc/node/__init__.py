@@ -6,10 +6,8 @@ from their source (``rsc._compiled``).
 
 from __future__ import annotations
 
-import os
-
 from rsc._compiled import bind
 
 COMPILED = ("executor", "server")
 
-bind(__name__, os.path.dirname(os.path.abspath(__file__)), COMPILED)
+bind(__name__, COMPILED)

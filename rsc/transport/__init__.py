@@ -6,10 +6,8 @@ source (``rsc._compiled``).
 
 from __future__ import annotations
 
-import os
-
 from rsc._compiled import bind
 
 COMPILED = ("connection",)
 
-bind(__name__, os.path.dirname(os.path.abspath(__file__)), COMPILED)
+bind(__name__, COMPILED)
