@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import time
+from time import monotonic_ns
 from typing import Protocol
 
 
@@ -18,7 +18,7 @@ class SystemClock:
     __slots__ = ()
 
     def now_ns(self) -> int:
-        return time.monotonic_ns()
+        return monotonic_ns()
 
 
 class SimClock:

@@ -5,6 +5,8 @@ cimport cython
 
 from rsc._engine.origin cimport OriginEngine, OriginTask
 from rsc.transport.connection cimport FramedConnection
+from rsc.transport.timer cimport EngineTimer
+from rsc.clock cimport SystemClock
 
 cdef class RemoteHandle:
     cdef public object _rt, _task, _outcome, _error, _codec, _state, _owner_region, _lease_s, _policy
@@ -19,14 +21,17 @@ cdef class _NodeLink:
 
 cdef class Runtime:
     cdef public object cluster, name, key, default_lease_s, connect_timeout_s, backoff_max_s
-    cdef public object clock, trace, _ids, _key_rng, _loop, _timer
+    cdef public object trace, _ids, _key_rng, _loop
+    cdef public SystemClock clock  # the driver's clock (the lab drives engines on virtual time)
+    cdef public EngineTimer _timer
     cdef public OriginEngine engine
-    cdef public dict _links, _handles, _status_waiters
+    cdef public dict _links, _handles, _status_waiters, _names
     cdef public bint _closed
     cdef object __weakref__
 
     cpdef _link(self, node)
     cpdef _ensure_connector(self, _NodeLink link)
+    @cython.locals(engine=OriginEngine)
     cpdef _on_messages(self, FramedConnection conn, list msgs)
     @cython.locals(conn=FramedConnection, link=_NodeLink)
     cpdef _pump(self)

@@ -104,11 +104,14 @@ class RemoteHandle:
                  lease_s: float, policy: LeasePolicy, region: Any, holder: int) -> None:
         self._rt = rt
         self._task = task
-        # The one outcome: settled once (_done), with the node's outcome or the
+        # The one outcome: settled once (_done), with the node's outcome as it
+        # came off the wire, a (kind, payload, execution_time_ns) triple, or the
         # error that stands for it. No asyncio Future per handle: only a join
-        # that has to wait makes one (_wait).
+        # that has to wait makes one (_wait). No RemoteOutcome either: join
+        # returns a success's bytes straight from the triple, and only
+        # outcome() and the error paths build one (_outcome_obj).
         self._done = False
-        self._outcome: RemoteOutcome | None = None
+        self._outcome: tuple[int, Any, int] | None = None
         self._error: BaseException | None = None
         self._codec = codec
         self._state = _PENDING
@@ -175,7 +178,7 @@ class RemoteHandle:
         return self._done
 
     # -- outcome -------------------------------------------------------------------
-    def _settle(self, outcome: RemoteOutcome | None, error: BaseException | None,
+    def _settle(self, outcome: tuple[int, Any, int] | None, error: BaseException | None,
                 state: RemoteTaskState) -> bool:
         if self._done:
             return False
@@ -201,10 +204,18 @@ class RemoteHandle:
             return self._error
         outcome = self._outcome
         assert outcome is not None
-        return None if outcome.is_success else outcome.error()
+        return None if outcome[0] == _SUCCESS else self._outcome_obj().error()
 
-    def _value(self, outcome: RemoteOutcome) -> Any:
-        data = outcome.unwrap()
+    def _outcome_obj(self) -> RemoteOutcome:
+        kind, payload, exec_ns = self._outcome  # type: ignore[misc]
+        return RemoteOutcome.from_wire(kind, payload, exec_ns)
+
+    def _value(self) -> Any:
+        """The output of the settled, observed handle, or the matching error raised."""
+        outcome = self._outcome
+        if outcome[0] != _SUCCESS:  # type: ignore[index]
+            raise self._outcome_obj().error()
+        data = outcome[1]  # type: ignore[index]
         return data if self._codec is None else unpack_value(data)
 
     def _waiter(self) -> asyncio.Future[None]:
@@ -228,13 +239,12 @@ class RemoteHandle:
             if self._waiters is not None:  # not settled: this wait was cancelled
                 self._waiters.remove(waiter)
 
-    def _take(self) -> RemoteOutcome:
-        """The settled outcome (raising what settled it), now observed."""
+    def _take(self) -> None:
+        """Mark the settled handle observed; raise the error that settled it, if one did."""
         self._observed = True
         if self._error is not None:
             # raised afresh each time, as a Future would: no traceback piles up
             raise self._error.with_traceback(None)
-        return self._outcome  # type: ignore[return-value]
 
     async def outcome(self) -> RemoteOutcome:
         """Wait for the terminal outcome without raising for failed ones.
@@ -243,7 +253,8 @@ class RemoteHandle:
         lease expired, unreachable)."""
         if not self._done:
             await self._wait()
-        return self._take()
+        self._take()
+        return self._outcome_obj()
 
     async def join(self, cx: Cx | None = None) -> Any:
         """Wait for the task; its output (bytes, or the value with codec msgpack),
@@ -251,13 +262,15 @@ class RemoteHandle:
         LeaseExpired / NodeUnreachable."""
         if not self._done:
             await self._wait()
-        return self._value(self._take())
+        self._take()
+        return self._value()
 
     def try_join(self) -> Any | None:
         """The output if finished (raising like ``join``), else None."""
         if not self._done:
             return None
-        return self._value(self._take())
+        self._take()
+        return self._value()
 
     def abort(self, reason: CancelReason | None = None) -> None:
         """Request cancellation on the node; returns at once."""
@@ -280,12 +293,13 @@ class RemoteHandle:
 # Enum members read on every task, as module globals (see rsc/_engine/node.py)
 _PENDING, _RUNNING = RemoteTaskState.PENDING, RemoteTaskState.RUNNING
 
-_STATE_OF_KIND = {
-    OutcomeKind.SUCCESS: RemoteTaskState.COMPLETED,
-    OutcomeKind.FAILED: RemoteTaskState.FAILED,
-    OutcomeKind.CANCELLED: RemoteTaskState.CANCELLED,
-    OutcomeKind.PANICKED: RemoteTaskState.FAILED,
-}
+_SUCCESS = int(OutcomeKind.SUCCESS)
+_STATE_OF_KIND = (  # indexed by the wire's outcome kind
+    RemoteTaskState.COMPLETED,  # success
+    RemoteTaskState.FAILED,  # failed
+    RemoteTaskState.CANCELLED,  # cancelled
+    RemoteTaskState.FAILED,  # panicked
+)
 
 
 class _NodeLink:
@@ -319,6 +333,7 @@ class Runtime:
         self.engine = OriginEngine(self.name, key=key, entropy=secrets.token_bytes, trace=trace)
         self._ids = itertools.count(1)  # remote task ids: never reused in this runtime
         self._key_rng = random.Random(os.urandom(32))
+        self._names: dict[str, ComputationName] = {}
         self._links = {n: _NodeLink(n, a) for n, a in self.cluster.items()}
         self._handles: dict[int, RemoteHandle] = {}
         self._status_waiters: dict[str, list[asyncio.Future[dict]]] = {}
@@ -420,7 +435,13 @@ class Runtime:
         if self._loop is None:
             raise InvalidArgument("open the Runtime first: `async with Runtime(...) as rt`")
         link = self._link(node)
-        name = ComputationName(computation)
+        # validated names, kept here too: calling ComputationName (cached as it
+        # is) costs a Python call per spawn
+        name = self._names.get(computation) if type(computation) is str else None
+        if name is None:
+            name = ComputationName(computation)
+            if len(self._names) < 1024:
+                self._names[computation] = name
         if codec not in (None, "msgpack"):
             raise InvalidArgument(f"codec must be None or 'msgpack', got {codec!r}")
         if isinstance(input, (bytes, bytearray, memoryview)) and codec is None:
@@ -557,9 +578,9 @@ class Runtime:
 
     # ------------------------------------------------------------------ callbacks
     def _on_messages(self, conn: FramedConnection, msgs: list[Any]) -> None:
-        receive, now, node = self.engine.receive, self.clock.now_ns(), conn.tag
+        engine, now, node = self.engine, self.clock.now_ns(), conn.tag
         for msg in msgs:
-            receive(node, msg, now)
+            engine.receive(node, msg, now)  # a C call when compiled (a bound method is not)
         self._pump()
 
     def _on_protocol_error(self, conn: FramedConnection, exc: ProtocolError) -> None:
@@ -594,9 +615,7 @@ class Runtime:
             if handle is None:  # a superseded attempt or a task given up on
                 return
             if ev == EV_RESULT:
-                kind, payload, exec_ns = detail
-                outcome = RemoteOutcome.from_wire(kind, payload, exec_ns)
-                handle._settle(outcome, None, _STATE_OF_KIND[outcome.kind])
+                handle._settle(detail, None, _STATE_OF_KIND[detail[0]])
             elif not handle._done:
                 handle._state = _RUNNING
             return

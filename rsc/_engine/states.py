@@ -140,6 +140,11 @@ def origin_after(event: OriginEvent) -> tuple[OriginState | None, ...]:
     return tuple(_ORIGIN_DENSE[s][event] for s in OriginState)
 
 
+def node_after(event: NodeEvent) -> tuple[NodeState | None, ...]:
+    """``advance_node(s, event)`` for every state ``s``, indexed by state (as ``origin_after``)."""
+    return tuple(_NODE_DENSE[s][event] for s in NodeState)
+
+
 def advance_node(state: NodeState, event: NodeEvent) -> NodeState | None:
     """The node state after ``event``, or None when the event does not fit."""
     return _NODE_DENSE[state][event]

@@ -8,8 +8,8 @@ cdef class _Task:
 
 cdef class Executor:
     cdef public object _max_threads, _clock_ns, _cancel_grace_s, _loop, _pool, _thread_lock
-    cdef public dict _tasks
-    cdef public bint _closing, _closed
+    cdef public dict _tasks, _task_names
+    cdef public bint _closing, _closed, _plain_tasks
     cdef public list _idle_waiters
     cdef public long long live_tasks
     cdef object __weakref__

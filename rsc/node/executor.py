@@ -159,6 +159,11 @@ class Executor:
         self._closing = False
         self._closed = False
         self._idle_waiters: list[asyncio.Future[None]] = []
+        # Each async computation's asyncio task is named "rsc:<computation>"
+        # (one str per computation name, made once). A named task is also
+        # cheaper: an unnamed one formats "Task-<n>" for every task.
+        self._task_names: dict[str, str] = {}
+        self._plain_tasks = False  # the loop has no task factory: make asyncio.Task directly
         # Debug counter: asyncio tasks and pool futures created and not yet
         # finished. Tests assert it returns to 0 (uvloop's live-handle habit).
         self.live_tasks = 0
@@ -199,6 +204,7 @@ class Executor:
             raise InvalidArgument(f"a computation with key {key!r} is already running")
         if self._loop is None:
             self._loop = asyncio.get_running_loop()
+            self._plain_tasks = self._loop.get_task_factory() is None
         task = _Task(key, comp, data, cx, on_done, self._clock_ns())
         self._tasks[key] = task
         if comp.is_async:
@@ -212,7 +218,13 @@ class Executor:
         # No done-callback: _run_async reports from inside its last step and
         # never raises, and the asyncio task is never cancelled before that
         # first step (see _request_stop), so its coroutine always runs.
-        task.atask = self._loop.create_task(self._run_async(task))  # type: ignore[union-attr]
+        name = self._task_names.get(task.comp.name)
+        if name is None:
+            name = self._task_names[task.comp.name] = "rsc:" + str(task.comp.name)
+        if self._plain_tasks:  # what create_task does then, minus naming the task twice
+            task.atask = asyncio.Task(self._run_async(task), loop=self._loop, name=name)
+        else:
+            task.atask = self._loop.create_task(self._run_async(task), name=name)  # type: ignore[union-attr]
         self.live_tasks += 1
 
     def _start_sync(self, task: _Task) -> None:
@@ -286,7 +298,8 @@ class Executor:
             if cx.cancelled:  # cancelled before its first step: do not start it
                 raise asyncio.CancelledError
             data, task.data = task.data, None
-            value = comp.decode_input(data)  # type: ignore[arg-type]
+            # raw bytes in and out skip the codec's calls (the common case)
+            value = data if comp.codec is None else comp.decode_input(data)  # type: ignore[arg-type]
             out = await comp.fn(cx, value)
         except (asyncio.CancelledError, Cancelled) as exc:
             kind, payload = _CANCEL_SIGNAL, exc
@@ -296,7 +309,10 @@ class Executor:
             kind, payload = _PANICKED, _message(exc)
         else:
             try:
-                kind, payload = _SUCCESS, comp.encode_output(out)
+                if type(out) is bytes and comp.codec is None:
+                    kind, payload = _SUCCESS, out
+                else:
+                    kind, payload = _SUCCESS, comp.encode_output(out)
             except Exception as exc:
                 kind, payload = _FAILED, _message(exc)
         self._finish(task, kind, payload)

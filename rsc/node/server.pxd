@@ -5,16 +5,21 @@ cimport cython
 
 from rsc._engine.node cimport NodeEngine, NodeTask
 from rsc.transport.connection cimport FramedConnection
+from rsc.transport.timer cimport EngineTimer
+from rsc.clock cimport SystemClock
 from rsc.node.executor cimport Executor
 
 cdef class NodeServer:
-    cdef public object name, address, registry, grace_s, peers, _runtime, clock, _started, _proc
+    cdef public object name, address, registry, grace_s, peers, _runtime, _started, _proc
+    cdef public SystemClock clock  # the driver's clock (the lab drives engines on virtual time)
     cdef public NodeEngine engine
     cdef public Executor executor
     cdef public dict _conns
-    cdef public object _conn_ids, _server, _timer, _idle, _stopped, _loop
+    cdef public object _conn_ids, _server, _idle, _stopped, _loop
+    cdef public EngineTimer _timer
     cdef object __weakref__
 
+    @cython.locals(engine=NodeEngine)
     cpdef _on_messages(self, FramedConnection conn, list msgs)
     @cython.locals(conn=FramedConnection)
     cpdef _pump(self)

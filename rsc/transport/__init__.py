@@ -1,13 +1,13 @@
 """asyncio drivers for the wire: addresses, framed connections, listeners.
 
-``connection`` carries every frame, so a normal build compiles it from its
-source (``rsc._compiled``).
+``connection`` carries every frame and ``timer`` follows every batch of engine
+work, so a normal build compiles both from their source (``rsc._compiled``).
 """
 
 from __future__ import annotations
 
 from rsc._compiled import bind
 
-COMPILED = ("connection",)
+COMPILED = ("connection", "timer")
 
 bind(__name__, COMPILED)

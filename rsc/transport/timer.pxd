@@ -1,0 +1,8 @@
+# Declarations that make timer.py compile to a typed extension type (Cython
+# pure-Python mode; rsc/_compiled.py picks compiled or source). Every batch of
+# engine work ends in follow(), so it is a C call from the compiled drivers.
+
+cdef class EngineTimer:
+    cdef public object _loop, _clock, _on_due, _handle, at
+
+    cpdef follow(self, engine)
