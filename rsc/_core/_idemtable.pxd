@@ -83,6 +83,14 @@ cdef class IdemTable:
     cdef int64_t _last_tomb_expiry
     cdef uint64_t _evict_examined
 
+    # the per-task operations: C calls from a compiled engine that holds the
+    # table typed (rsc/_engine/node.pxd), ordinary methods from Python
+    cpdef check_and_record(self, key, fingerprint, origin, task_id, now)
+    cpdef complete(self, key, task_id, outcome, now)
+    cpdef get(self, key)
+    cpdef owner_of(self, origin, task_id)
+    cpdef has_tombstone(self, origin, task_id)
+
     cdef int _reserve_slot(self) except -1
     cdef int _kt_room(self) except -1
     cdef int _tt_room(self) except -1

@@ -835,7 +835,7 @@ cdef class IdemTable:
 
     # -- records --------------------------------------------------------------
 
-    def check_and_record(self, key, fingerprint, origin, task_id, now):
+    cpdef check_and_record(self, key, fingerprint, origin, task_id, now):
         """Decide a SPAWN_REQUEST and record it, in one step.
 
         - key unknown: a running record owned by ``(origin, task_id)`` is made;
@@ -930,7 +930,7 @@ cdef class IdemTable:
             self._tt_used += 1
             return self._view(idx)
 
-    def complete(self, key, task_id, outcome, now):
+    cpdef complete(self, key, task_id, outcome, now):
         """Store the outcome of the record's task; it expires at ``now + ttl_ns``.
 
         Returns the aliases to deliver the outcome to, in arrival order (the
@@ -983,7 +983,7 @@ cdef class IdemTable:
             return []
         return (<list>r.aliases)[:]
 
-    def get(self, key):
+    cpdef get(self, key):
         """The record for ``key`` (expired but not yet evicted included), or None."""
         cdef bytes k = _key_arg(key, "key")
         cdef uint64_t kk[2]
@@ -995,7 +995,7 @@ cdef class IdemTable:
             return None
         return self._view(self._kt[pos].ref - 1)
 
-    def owner_of(self, origin, task_id):
+    cpdef owner_of(self, origin, task_id):
         """The key of the record that ``(origin, task_id)`` owns or is an alias of."""
         cdef str o = _origin_arg(origin)
         cdef uint64_t tid = _task_id_arg(task_id)
@@ -1046,7 +1046,7 @@ cdef class IdemTable:
         self._tombstones[pair] = expires_at
         self._tomb_expiry.append((expires_at, pair))
 
-    def has_tombstone(self, origin, task_id):
+    cpdef has_tombstone(self, origin, task_id):
         return (_origin_arg(origin), _task_id_arg(task_id)) in self._tombstones
 
     def take_tombstone(self, origin, task_id):

@@ -31,6 +31,13 @@ cdef class LeaseHeap:
     cdef Py_ssize_t _table_mask
     cdef uint64_t _seq
 
+    # the per-task operations: C calls from a compiled engine that holds the
+    # heap typed (rsc/_engine/{node,origin}.pxd), ordinary methods from Python
+    cpdef add(self, lease_id, expires_at)
+    cpdef renew(self, lease_id, expires_at)
+    cpdef discard(self, lease_id)
+    cpdef next_deadline(self)
+
     cdef Py_ssize_t _find(self, uint64_t lease_id) noexcept
     cdef void _table_delete(self, Py_ssize_t slot) noexcept
     cdef bint _table_rehash(self, Py_ssize_t new_cap) noexcept

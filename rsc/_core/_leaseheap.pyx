@@ -145,7 +145,7 @@ cdef class LeaseHeap:
 
     # --- public API --------------------------------------------------------------
 
-    def add(self, lease_id, expires_at):
+    cpdef add(self, lease_id, expires_at):
         """Start tracking ``lease_id``, expiring at ``expires_at``."""
         cdef uint64_t lid
         cdef int64_t t
@@ -170,7 +170,7 @@ cdef class LeaseHeap:
         self._len += 1
         self._sift_up(self._len - 1, entry)  # also sets table[i].pos
 
-    def renew(self, lease_id, expires_at):
+    cpdef renew(self, lease_id, expires_at):
         """Move the deadline of ``lease_id`` (earlier or later); ``KeyError`` if absent."""
         cdef uint64_t lid
         cdef int64_t t
@@ -204,7 +204,7 @@ cdef class LeaseHeap:
         self._heap_delete(pos)
         self._shrink_to_fit()
 
-    def discard(self, lease_id):
+    cpdef discard(self, lease_id):
         """Stop tracking ``lease_id`` if present; return whether it was."""
         cdef uint64_t lid
         _lease_id(lease_id, &lid)
@@ -241,7 +241,7 @@ cdef class LeaseHeap:
             self._shrink_to_fit()
         return expired
 
-    def next_deadline(self):
+    cpdef next_deadline(self):
         """The earliest deadline, or ``None`` when empty."""
         if self._len == 0:
             return None

@@ -4,6 +4,8 @@
 # own pure twin (see rsc/_compiled.py). A new attribute of these classes must
 # be declared here too: a compiled class has no __dict__.
 
+from rsc._core._idemtable cimport IdemTable
+from rsc._core._leaseheap cimport LeaseHeap
 from rsc._engine.logical cimport LamportClock
 
 cdef class NodeTask:
@@ -23,7 +25,8 @@ cdef class NodeEngine:
     cdef public dict _conns, _origin_conns, _last_heard, _held, _running, _by_serial
     cdef public dict _redelivered, _tomb_reasons, _renew, _renew_due, counters
     cdef public object _held_expiry, _redelivered_expiry, _tomb_expiry
-    cdef public object _idem, _leases, _deadlines
+    cdef public IdemTable _idem
+    cdef public LeaseHeap _leases, _deadlines
     cdef public long long _serial
 
     # the per-task path, called from C inside the module (and still from Python)

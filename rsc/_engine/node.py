@@ -547,7 +547,7 @@ class NodeEngine:
         self._idem.evict_expired(now)
         while self._tomb_expiry and self._tomb_expiry[0][0] <= now:
             _, pair = self._tomb_expiry.popleft()
-            if not self._idem.has_tombstone(*pair):
+            if not self._idem.has_tombstone(pair[0], pair[1]):
                 self._tomb_reasons.pop(pair, None)
         while self._redelivered_expiry and self._redelivered_expiry[0][0] <= now:
             _, pair = self._redelivered_expiry.popleft()

@@ -1,6 +1,7 @@
 # Declarations that make origin.py compile to typed extension types (see node.pxd
 # and rsc/_compiled.py).
 
+from rsc._core._leaseheap cimport LeaseHeap
 from rsc._engine.logical cimport LamportClock
 
 cdef class OriginTask:
@@ -17,7 +18,8 @@ cdef class _Link:
     cdef public long long ping_nonce
 
 cdef class OriginEngine:
-    cdef public object name, key, _entropy, _trace, _leases, deadline_hint
+    cdef public object name, key, _entropy, _trace, deadline_hint
+    cdef public LeaseHeap _leases
     cdef public LamportClock clock
     cdef public list actions, events
     cdef public dict _links, _tasks
