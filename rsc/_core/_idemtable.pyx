@@ -120,13 +120,6 @@ cdef extern from *:
     static const uint64_t rsc_b2b_iv[8] = {
         0x6a09e667f3bcc908ULL, 0xbb67ae8584caa73bULL, 0x3c6ef372fe94f82bULL, 0xa54ff53a5f1d36f1ULL,
         0x510e527fade682d1ULL, 0x9b05688c2b3e6c1fULL, 0x1f83d9abfb41bd6bULL, 0x5be0cd19137e2179ULL};
-    static const uint8_t rsc_b2b_sigma[12][16] = {
-        { 0, 1, 2, 3, 4, 5, 6, 7, 8, 9,10,11,12,13,14,15}, {14,10, 4, 8, 9,15,13, 6, 1,12, 0, 2,11, 7, 5, 3},
-        {11, 8,12, 0, 5, 2,15,13,10,14, 3, 6, 7, 1, 9, 4}, { 7, 9, 3, 1,13,12,11,14, 2, 6, 5,10, 4, 0,15, 8},
-        { 9, 0, 5, 7, 2, 4,10,15,14, 1,11,12, 6, 8, 3,13}, { 2,12, 6,10, 0,11, 8, 3, 4,13, 7, 5,15,14, 1, 9},
-        {12, 5, 1,15,14,13, 4,10, 0, 7, 6, 3, 9, 2, 8,11}, {13,11, 7,14,12, 1, 3, 9, 5, 0,15, 4, 8, 6, 2,10},
-        { 6,15,14, 9,11, 3, 0, 8,12, 2,13, 7, 1, 4,10, 5}, {10, 2, 8, 4, 7, 6, 1, 5,15,11, 9,14, 3,12,13, 0},
-        { 0, 1, 2, 3, 4, 5, 6, 7, 8, 9,10,11,12,13,14,15}, {14,10, 4, 8, 9,15,13, 6, 1,12, 0, 2,11, 7, 5, 3}};
     #define RSC_ROTR64(x, k) (((x) >> (k)) | ((x) << (64 - (k))))
     #define RSC_B2B_G(a, b, c, d, x, y) do { \\
         v[a] = v[a] + v[b] + (x); v[d] = RSC_ROTR64(v[d] ^ v[a], 32); \\
@@ -134,23 +127,42 @@ cdef extern from *:
         v[a] = v[a] + v[b] + (y); v[d] = RSC_ROTR64(v[d] ^ v[a], 16); \\
         v[c] = v[c] + v[d];       v[b] = RSC_ROTR64(v[b] ^ v[c], 63); } while (0)
     static uint64_t rsc_b2b_load64(const uint8_t *p) {
+    #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+        uint64_t w; memcpy(&w, p, 8); return w;  /* one load where the word is already little-endian */
+    #else
         uint64_t w = 0; int i;
         for (i = 7; i >= 0; i--) w = (w << 8) | p[i];
         return w;
+    #endif
     }
+    /* One round with its message schedule as constants: written out, all 12
+       rounds keep v in registers and index m directly (the table-driven loop
+       cost about twice the instructions). */
+    #define RSC_B2B_ROUND(s0, s1, s2, s3, s4, s5, s6, s7, s8, s9, s10, s11, s12, s13, s14, s15) do { \\
+        RSC_B2B_G(0, 4,  8, 12, m[s0],  m[s1]);  RSC_B2B_G(1, 5,  9, 13, m[s2],  m[s3]); \\
+        RSC_B2B_G(2, 6, 10, 14, m[s4],  m[s5]);  RSC_B2B_G(3, 7, 11, 15, m[s6],  m[s7]); \\
+        RSC_B2B_G(0, 5, 10, 15, m[s8],  m[s9]);  RSC_B2B_G(1, 6, 11, 12, m[s10], m[s11]); \\
+        RSC_B2B_G(2, 7,  8, 13, m[s12], m[s13]); RSC_B2B_G(3, 4,  9, 14, m[s14], m[s15]); } while (0)
     static void rsc_b2b_compress(rsc_b2b *S, const uint8_t *block, int last) {
         uint64_t v[16], m[16]; int i;
         for (i = 0; i < 16; i++) m[i] = rsc_b2b_load64(block + 8 * i);
         for (i = 0; i < 8; i++) { v[i] = S->h[i]; v[i + 8] = rsc_b2b_iv[i]; }
         v[12] ^= S->t0; v[13] ^= S->t1;
         if (last) v[14] = ~v[14];
-        for (i = 0; i < 12; i++) {
-            const uint8_t *s = rsc_b2b_sigma[i];
-            RSC_B2B_G(0, 4,  8, 12, m[s[0]],  m[s[1]]);  RSC_B2B_G(1, 5,  9, 13, m[s[2]],  m[s[3]]);
-            RSC_B2B_G(2, 6, 10, 14, m[s[4]],  m[s[5]]);  RSC_B2B_G(3, 7, 11, 15, m[s[6]],  m[s[7]]);
-            RSC_B2B_G(0, 5, 10, 15, m[s[8]],  m[s[9]]);  RSC_B2B_G(1, 6, 11, 12, m[s[10]], m[s[11]]);
-            RSC_B2B_G(2, 7,  8, 13, m[s[12]], m[s[13]]); RSC_B2B_G(3, 4,  9, 14, m[s[14]], m[s[15]]);
-        }
+        /* BLAKE2b's message schedule (RFC 7693, SIGMA), one row a round; rounds
+           10 and 11 repeat rows 0 and 1 */
+        RSC_B2B_ROUND( 0, 1, 2, 3, 4, 5, 6, 7, 8, 9,10,11,12,13,14,15);
+        RSC_B2B_ROUND(14,10, 4, 8, 9,15,13, 6, 1,12, 0, 2,11, 7, 5, 3);
+        RSC_B2B_ROUND(11, 8,12, 0, 5, 2,15,13,10,14, 3, 6, 7, 1, 9, 4);
+        RSC_B2B_ROUND( 7, 9, 3, 1,13,12,11,14, 2, 6, 5,10, 4, 0,15, 8);
+        RSC_B2B_ROUND( 9, 0, 5, 7, 2, 4,10,15,14, 1,11,12, 6, 8, 3,13);
+        RSC_B2B_ROUND( 2,12, 6,10, 0,11, 8, 3, 4,13, 7, 5,15,14, 1, 9);
+        RSC_B2B_ROUND(12, 5, 1,15,14,13, 4,10, 0, 7, 6, 3, 9, 2, 8,11);
+        RSC_B2B_ROUND(13,11, 7,14,12, 1, 3, 9, 5, 0,15, 4, 8, 6, 2,10);
+        RSC_B2B_ROUND( 6,15,14, 9,11, 3, 0, 8,12, 2,13, 7, 1, 4,10, 5);
+        RSC_B2B_ROUND(10, 2, 8, 4, 7, 6, 1, 5,15,11, 9,14, 3,12,13, 0);
+        RSC_B2B_ROUND( 0, 1, 2, 3, 4, 5, 6, 7, 8, 9,10,11,12,13,14,15);
+        RSC_B2B_ROUND(14,10, 4, 8, 9,15,13, 6, 1,12, 0, 2,11, 7, 5, 3);
         for (i = 0; i < 8; i++) S->h[i] ^= v[i] ^ v[i + 8];
     }
     /* personal: 16 bytes (zero padded); outlen <= 64 */
