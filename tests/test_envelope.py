@@ -204,6 +204,31 @@ def test_decoded_representation(envelope_mod: ModuleType) -> None:
     assert hello.features == {"t": [1, 2], "u": 2**64 - 1, "f": 0.25}
 
 
+BUILDERS: list[tuple[str, type, tuple]] = [
+    ("spawn_request", m.SpawnRequest, ("origin-1", 17, 7, "math.add", b"\x01" * 64, 30_000, KEY,
+                                       (1_000, None, 5, 200), "origin-1", 1, 2, None)),
+    ("spawn_ack", m.SpawnAck, ("node-1", (5, 6), 7, 0, 0, "", "node-1")),
+    ("result_delivery", m.ResultDelivery, ("node-1", {"a": 1}, 7, 2, (1, None), 10)),
+]
+
+
+@pytest.mark.parametrize("name, cls, args", BUILDERS, ids=[b[0] for b in BUILDERS])
+def test_builders_make_what_the_constructors_make(envelope_mod: ModuleType, name: str,
+                                                  cls: type, args: tuple) -> None:
+    built = getattr(envelope_mod, name)(*args)
+    assert type(built) is cls
+    assert built == cls(*args)
+    for field, value in zip(("sender", "sender_time") + cls.fields, args):
+        assert getattr(built, field) is value  # stored as given, not copied or converted
+    assert envelope_mod.encode(built) == envelope_mod.encode(cls(*args))
+    assert envelope_mod.decode(envelope_mod.encode(built)) == built
+    # like the constructors, builders check nothing: encode names the unfit field
+    bad = list(args)
+    bad[2] = -1
+    with pytest.raises(InvalidArgument, match="remote_task_id"):
+        envelope_mod.encode(getattr(envelope_mod, name)(*bad))
+
+
 def test_encode_frames(envelope_mod: ModuleType) -> None:
     msgs = [FACTORIES[k](1) for k in FACTORIES]
     assert envelope_mod.encode_frames(msgs) == b"".join(envelope_mod.encode_frame(x)

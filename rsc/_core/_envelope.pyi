@@ -1,9 +1,9 @@
 """Wire v1 envelope codec, compiled; the same API as ``rsc._core._envelope_py``."""
 
 from collections.abc import Iterable
-from typing import Final, Literal
+from typing import Any, Final, Literal
 
-from rsc._core.messages import Message
+from rsc._core.messages import Message, ResultDelivery, SpawnAck, SpawnRequest
 
 __all__ = [
     "DEFAULT_MAX_FRAME_BYTES",
@@ -14,6 +14,9 @@ __all__ = [
     "encode",
     "encode_frame",
     "encode_frames",
+    "result_delivery",
+    "spawn_ack",
+    "spawn_request",
 ]
 
 IMPLEMENTATION: Final[Literal["c"]]
@@ -62,3 +65,17 @@ class FrameDecoder:
 
     def reset(self) -> None:
         """Forget buffered bytes and any error, ready for a new stream."""
+
+def spawn_request(sender: str, sender_time: Any, remote_task_id: int, computation: str,
+                  input: bytes, lease_ms: int, idempotency_key: bytes, budget: tuple | None,
+                  origin_node: str, origin_region: int, origin_task: int,
+                  capability: bytes | None) -> SpawnRequest:
+    """``SpawnRequest(...)``, the same object, built without its ``__init__``."""
+
+def spawn_ack(sender: str, sender_time: Any, remote_task_id: int, status: int, reject_code: int,
+              reject_detail: str, assigned_node: str) -> SpawnAck:
+    """``SpawnAck(...)``, the same object, built without its ``__init__``."""
+
+def result_delivery(sender: str, sender_time: Any, remote_task_id: int, outcome_kind: int,
+                    payload: Any, execution_time_ns: int) -> ResultDelivery:
+    """``ResultDelivery(...)``, the same object, built without its ``__init__``."""

@@ -175,6 +175,9 @@ __all__ = [
     "encode",
     "encode_frame",
     "encode_frames",
+    "result_delivery",
+    "spawn_ack",
+    "spawn_request",
 ]
 
 cdef enum:
@@ -930,6 +933,69 @@ def encode_frames(msgs):
         return w_close(&w)
     finally:
         w_discard(&w)
+
+
+# --- building the per-task messages -------------------------------------------------
+#
+# A message class's __init__ is a Python call that stores its arguments; these
+# build the same object as the decoder does, by writing its slots. An engine
+# makes three messages per task (SPAWN_REQUEST, SPAWN_ACK, RESULT_DELIVERY), so
+# those three have builders. Like the constructors they check nothing: encode
+# does, field by field.
+
+cdef inline object _blank(int kind, sender, sender_time):
+    msg = <object>rsc_alloc(CLS[kind])
+    _decref(<PyObject*>msg)          # rsc_alloc's reference; msg holds its own
+    rsc_slot_set(<PyObject*>msg, OFFSET[kind][0], <PyObject*>sender)
+    rsc_slot_set(<PyObject*>msg, OFFSET[kind][1], <PyObject*>sender_time)
+    return msg
+
+
+cdef inline void _set(msg, int kind, int field, value) noexcept:
+    rsc_slot_set(<PyObject*>msg, OFFSET[kind][field + 2], <PyObject*>value)
+
+
+def spawn_request(sender, sender_time, remote_task_id, computation, input, lease_ms,
+                  idempotency_key, budget, origin_node, origin_region, origin_task, capability):
+    """``SpawnRequest(...)``, the same object, built without its ``__init__``."""
+    cdef int k = _messages.SPAWN_REQUEST
+    msg = _blank(k, sender, sender_time)
+    _set(msg, k, 0, remote_task_id)
+    _set(msg, k, 1, computation)
+    _set(msg, k, 2, input)
+    _set(msg, k, 3, lease_ms)
+    _set(msg, k, 4, idempotency_key)
+    _set(msg, k, 5, budget)
+    _set(msg, k, 6, origin_node)
+    _set(msg, k, 7, origin_region)
+    _set(msg, k, 8, origin_task)
+    _set(msg, k, 9, capability)
+    return msg
+
+
+def spawn_ack(sender, sender_time, remote_task_id, status, reject_code, reject_detail,
+              assigned_node):
+    """``SpawnAck(...)``, the same object, built without its ``__init__``."""
+    cdef int k = _messages.SPAWN_ACK
+    msg = _blank(k, sender, sender_time)
+    _set(msg, k, 0, remote_task_id)
+    _set(msg, k, 1, status)
+    _set(msg, k, 2, reject_code)
+    _set(msg, k, 3, reject_detail)
+    _set(msg, k, 4, assigned_node)
+    return msg
+
+
+def result_delivery(sender, sender_time, remote_task_id, outcome_kind, payload,
+                    execution_time_ns):
+    """``ResultDelivery(...)``, the same object, built without its ``__init__``."""
+    cdef int k = _messages.RESULT_DELIVERY
+    msg = _blank(k, sender, sender_time)
+    _set(msg, k, 0, remote_task_id)
+    _set(msg, k, 1, outcome_kind)
+    _set(msg, k, 2, payload)
+    _set(msg, k, 3, execution_time_ns)
+    return msg
 
 
 # --- decoding -------------------------------------------------------------------------

@@ -112,6 +112,9 @@ __all__ = [
     "encode",
     "encode_frame",
     "encode_frames",
+    "result_delivery",
+    "spawn_ack",
+    "spawn_request",
 ]
 
 IMPLEMENTATION = "py"
@@ -481,6 +484,33 @@ def encode_frames(msgs: Iterable[Message]) -> bytes:
         parts.append(_frame_header(body))
         parts.append(body)
     return b"".join(parts)
+
+
+# --- building the per-task messages (the compiled twin skips __init__) ----------
+
+
+def spawn_request(sender: str, sender_time: Any, remote_task_id: int, computation: str,
+                  input: bytes, lease_ms: int, idempotency_key: bytes, budget: tuple | None,  # noqa: A002
+                  origin_node: str, origin_region: int, origin_task: int,
+                  capability: bytes | None) -> SpawnRequest:
+    """``SpawnRequest(...)``."""
+    return SpawnRequest(sender, sender_time, remote_task_id, computation, input, lease_ms,
+                        idempotency_key, budget, origin_node, origin_region, origin_task,
+                        capability)
+
+
+def spawn_ack(sender: str, sender_time: Any, remote_task_id: int, status: int, reject_code: int,
+              reject_detail: str, assigned_node: str) -> SpawnAck:
+    """``SpawnAck(...)``."""
+    return SpawnAck(sender, sender_time, remote_task_id, status, reject_code, reject_detail,
+                    assigned_node)
+
+
+def result_delivery(sender: str, sender_time: Any, remote_task_id: int, outcome_kind: int,
+                    payload: Any, execution_time_ns: int) -> ResultDelivery:
+    """``ResultDelivery(...)``."""
+    return ResultDelivery(sender, sender_time, remote_task_id, outcome_kind, payload,
+                          execution_time_ns)
 
 
 # --- decoding: msgpack parses, then every position is checked ------------------

@@ -27,6 +27,7 @@ from __future__ import annotations
 from collections import deque
 from typing import Any, Callable
 
+from rsc._core import envelope as _envelope
 from rsc._core import idemtable as _idem
 from rsc._core import leaseheap as _lh
 from rsc._core.messages import (
@@ -47,8 +48,6 @@ from rsc._core.messages import (
     Message,
     Ping,
     Pong,
-    ResultDelivery,
-    SpawnAck,
     SpawnRequest,
     StatusReply,
     StatusRequest,
@@ -66,6 +65,10 @@ _ADMITTED_STATE = advance_node(advance_node(NodeState.INIT, NodeEvent.RECV_SPAWN
 # call, and no Enum class attribute read (EnumType.__getattr__ costs about 850
 # instructions on 3.11) per task.
 _AFTER_SEND_RESULT = node_after(NodeEvent.SEND_RESULT)
+
+# The codec's builders of the two messages every task sends: the same objects as
+# SpawnAck(...) and ResultDelivery(...), without a Python __init__ call each.
+_spawn_ack, _result_delivery = _envelope.spawn_ack, _envelope.result_delivery
 
 MIN_LEASE_MS = 100
 MAX_LEASE_MS = (1 << 32) - 1  # ~49.7 days; longer leases cannot be tracked as deadlines
@@ -201,7 +204,7 @@ class NodeEngine:
     def _send_result(self, conn: Any, rtid: int, outcome: tuple[int, Any, int]) -> None:
         """RESULT_DELIVERY of ``outcome`` (kind, payload, execution_time_ns) under task id ``rtid``."""
         kind, payload, exec_ns = outcome
-        self._send(conn, ResultDelivery(self.name, self._stamp(), rtid, kind, payload, exec_ns))
+        self._send(conn, _result_delivery(self.name, self._stamp(), rtid, kind, payload, exec_ns))
 
     # ---------------------------------------------------------------- inspection
     @property
@@ -309,7 +312,7 @@ class NodeEngine:
         status = ACK_ACCEPTED if code == 0 else ACK_REJECTED
         if code:
             self.counters["rejected"] += 1
-        self._send(conn, SpawnAck(self.name, self._stamp(), rtid, status, code, detail, self.name))
+        self._send(conn, _spawn_ack(self.name, self._stamp(), rtid, status, code, detail, self.name))
 
     def _on_spawn(self, c: _Conn, msg: SpawnRequest, now: int) -> None:
         origin, rtid, key = c.origin, msg.remote_task_id, msg.idempotency_key

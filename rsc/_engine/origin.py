@@ -25,6 +25,7 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
+from rsc._core import envelope as _envelope
 from rsc._core import leaseheap as _lh
 from rsc._core.messages import (
     ACK_ACCEPTED,
@@ -37,7 +38,6 @@ from rsc._core.messages import (
     Pong,
     ResultDelivery,
     SpawnAck,
-    SpawnRequest,
     StatusReply,
     Welcome,
 )
@@ -47,6 +47,7 @@ from rsc._engine.states import ORIGIN_TERMINAL, OriginEvent, OriginState, advanc
 from rsc.errors import ProtocolError, UnexpectedMessage
 
 SEND, CLOSE = 0, 1
+_spawn_request = _envelope.spawn_request  # SpawnRequest(...) without a Python __init__ call
 EV_ACCEPTED, EV_REJECTED, EV_RESULT, EV_LEASE_EXPIRED, EV_STATUS, EV_HANDSHAKE_FAILED = 0, 1, 2, 3, 4, 5
 MS = 1_000_000
 
@@ -243,9 +244,9 @@ class OriginEngine:
         if budget is not None and t.deadline_ns is not None:
             remaining = max(0, -(-(t.deadline_ns - now) // MS))
             budget = (remaining, budget[1], budget[2], budget[3])
-        self._send(link, SpawnRequest(self.name, self.clock.send(), t.rtid, t.computation, t.input,
-                                      t.lease_ms, t.key, budget, self.name, t.region, t.task,
-                                      t.capability), now)
+        self._send(link, _spawn_request(self.name, self.clock.send(), t.rtid, t.computation, t.input,
+                                        t.lease_ms, t.key, budget, self.name, t.region, t.task,
+                                        t.capability), now)
 
     def _send_cancel_msg(self, link: _Link, t: OriginTask, now: int) -> None:
         self._send(link, CancelRequest(self.name, self.clock.send(), t.rtid, t.cancel_reason,
