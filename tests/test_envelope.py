@@ -229,6 +229,29 @@ def test_builders_make_what_the_constructors_make(envelope_mod: ModuleType, name
         envelope_mod.encode(getattr(envelope_mod, name)(*bad))
 
 
+@pytest.mark.parametrize("kind", list(FACTORIES))
+def test_fields_reads_every_field_in_wire_order(envelope_mod: ModuleType, kind: str) -> None:
+    msg = FACTORIES[kind](17)
+    values = envelope_mod.fields(msg)
+    assert type(values) is tuple and len(values) == len(type(msg).fields)
+    for name, value in zip(type(msg).fields, values):
+        assert value is getattr(msg, name)
+
+
+def test_fields_of_a_subclass_and_of_non_messages(envelope_mod: ModuleType) -> None:
+    class Ack(m.SpawnAck):
+        __slots__ = ()
+
+    assert envelope_mod.fields(Ack("n", 1, 7, 0, 0, "", "n")) == (7, 0, 0, "", "n")
+    for bad in (None, (1, 2), m.Message()):
+        with pytest.raises(InvalidArgument, match="wire message"):
+            envelope_mod.fields(bad)
+    unset = m.SpawnAck.__new__(m.SpawnAck)
+    unset.sender, unset.sender_time = "n", 1
+    with pytest.raises(InvalidArgument):
+        envelope_mod.fields(unset)
+
+
 def test_encode_frames(envelope_mod: ModuleType) -> None:
     msgs = [FACTORIES[k](1) for k in FACTORIES]
     assert envelope_mod.encode_frames(msgs) == b"".join(envelope_mod.encode_frame(x)

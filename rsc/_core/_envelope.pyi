@@ -14,6 +14,7 @@ __all__ = [
     "encode",
     "encode_frame",
     "encode_frames",
+    "fields",
     "result_delivery",
     "spawn_ack",
     "spawn_request",
@@ -65,6 +66,9 @@ class FrameDecoder:
 
     def reset(self) -> None:
         """Forget buffered bytes and any error, ready for a new stream."""
+
+def fields(msg: Message) -> tuple[Any, ...]:
+    """``msg``'s fields after the envelope, in wire order, as a tuple."""
 
 def spawn_request(sender: str, sender_time: Any, remote_task_id: int, computation: str,
                   input: bytes, lease_ms: int, idempotency_key: bytes, budget: tuple | None,

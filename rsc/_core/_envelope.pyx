@@ -175,6 +175,7 @@ __all__ = [
     "encode",
     "encode_frame",
     "encode_frames",
+    "fields",
     "result_delivery",
     "spawn_ack",
     "spawn_request",
@@ -996,6 +997,20 @@ def result_delivery(sender, sender_time, remote_task_id, outcome_kind, payload,
     _set(msg, k, 2, payload)
     _set(msg, k, 3, execution_time_ns)
     return msg
+
+
+def fields(msg):
+    """``msg``'s fields after the envelope, in wire order, as a tuple: one call
+    where reading them as attributes costs a Python attribute lookup each."""
+    cdef int kind = _kind_of(msg)
+    cdef int i, n = NFIELDS[kind]
+    cdef PyObject* value
+    out = PyTuple_New(n)
+    for i in range(n):
+        value = _get_slot(msg, kind, i + 2)
+        Py_INCREF(<object>value)
+        PyTuple_SET_ITEM(out, i, <object>value)
+    return out
 
 
 # --- decoding -------------------------------------------------------------------------

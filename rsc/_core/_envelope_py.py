@@ -112,6 +112,7 @@ __all__ = [
     "encode",
     "encode_frame",
     "encode_frames",
+    "fields",
     "result_delivery",
     "spawn_ack",
     "spawn_request",
@@ -484,6 +485,16 @@ def encode_frames(msgs: Iterable[Message]) -> bytes:
         parts.append(_frame_header(body))
         parts.append(body)
     return b"".join(parts)
+
+
+def fields(msg: Message) -> tuple:
+    """``msg``'s fields after the envelope, in wire order, as a tuple."""
+    if not isinstance(msg, Message) or msg.kind < 0:
+        raise InvalidArgument(f"expected a wire message (rsc._core.messages), got {_short(msg)}")
+    try:
+        return tuple(getattr(msg, name) for name in msg.fields)
+    except AttributeError as exc:
+        raise InvalidArgument(f"{type(msg).__name__}: {exc}") from None
 
 
 # --- building the per-task messages (the compiled twin skips __init__) ----------

@@ -36,7 +36,6 @@ cdef class NodeEngine:
     cpdef _send_result(self, conn, rtid, tuple outcome)
     cpdef receive(self, conn, msg, now)
     cpdef _on_spawn(self, _Conn c, msg, now)
-    cpdef _admit(self, _Conn c, msg, fp, comp, now)
     cpdef _key_of(self, origin, rtid)
     cpdef task_finished(self, NodeTask task, int kind, payload, exec_ns, now)
     cpdef _deliver(self, origin, rtid, tuple outcome, now)

@@ -69,6 +69,7 @@ _AFTER_SEND_RESULT = node_after(NodeEvent.SEND_RESULT)
 # The codec's builders of the two messages every task sends: the same objects as
 # SpawnAck(...) and ResultDelivery(...), without a Python __init__ call each.
 _spawn_ack, _result_delivery = _envelope.spawn_ack, _envelope.result_delivery
+_fields = _envelope.fields
 
 MIN_LEASE_MS = 100
 MAX_LEASE_MS = (1 << 32) - 1  # ~49.7 days; longer leases cannot be tracked as deadlines
@@ -103,17 +104,19 @@ class NodeTask:
                  "state", "cancel_reason", "serial", "deadline_ns", "origin_region",
                  "origin_task", "capability", "comp")
 
-    def __init__(self, msg: SpawnRequest, serial: int, lease_ms: int, comp: Any) -> None:
-        self.origin: str = msg.origin_node
-        self.rtid: int = msg.remote_task_id
-        self.key: bytes = msg.idempotency_key
-        self.computation: str = msg.computation
-        self.input: bytes = msg.input
+    def __init__(self, origin: str, rtid: int, key: bytes, computation: str, input: bytes,  # noqa: A002
+                 lease_ms: int, budget: tuple | None, origin_region: int, origin_task: int,
+                 capability: bytes | None, serial: int, comp: Any) -> None:
+        self.origin = origin
+        self.rtid = rtid
+        self.key = key
+        self.computation = computation
+        self.input = input
         self.lease_ms = lease_ms
-        self.budget = msg.budget
-        self.origin_region = msg.origin_region
-        self.origin_task = msg.origin_task
-        self.capability = msg.capability
+        self.budget = budget
+        self.origin_region = origin_region
+        self.origin_task = origin_task
+        self.capability = capability
         self.comp = comp  # what Admission.find returned
         # Made only once admitted: SPAWN_RECEIVED --SEND_ACK_ACCEPTED--> RUNNING
         self.state = _ADMITTED_STATE
@@ -315,24 +318,28 @@ class NodeEngine:
         self._send(conn, _spawn_ack(self.name, self._stamp(), rtid, status, code, detail, self.name))
 
     def _on_spawn(self, c: _Conn, msg: SpawnRequest, now: int) -> None:
-        origin, rtid, key = c.origin, msg.remote_task_id, msg.idempotency_key
-        if msg.origin_node != origin:
-            self._trace_event("spawn_origin_mismatch", conn=c.id, claimed=msg.origin_node, origin=origin)
+        # Every field read once, in one call: as attributes, each read would be
+        # a Python attribute lookup (and a task reads most of them twice).
+        (rtid, computation, data, lease_ms, key, budget, origin_node, origin_region, origin_task,
+         capability) = _fields(msg)
+        origin = c.origin
+        if origin_node != origin:
+            self._trace_event("spawn_origin_mismatch", conn=c.id, claimed=origin_node, origin=origin)
             return self._ack(c.id, rtid, REJECT_INVALID_INPUT,
-                             f"origin_node {msg.origin_node!r} is not this connection's origin {origin!r}")
+                             f"origin_node {origin_node!r} is not this connection's origin {origin!r}")
         if len(key) != KEY_BYTES:
             return self._ack(c.id, rtid, REJECT_INVALID_INPUT,
                              f"idempotency_key must be {KEY_BYTES} bytes, got {len(key)}")
-        if msg.lease_ms == 0:
+        if lease_ms == 0:
             return self._ack(c.id, rtid, REJECT_INVALID_INPUT, "lease_ms must be positive")
-        if msg.lease_ms > MAX_LEASE_MS:
+        if lease_ms > MAX_LEASE_MS:
             return self._ack(c.id, rtid, REJECT_INVALID_INPUT,
-                             f"lease_ms {msg.lease_ms} is over the {MAX_LEASE_MS} ms this node tracks")
-        if len(msg.input) > self.max_input_bytes:
+                             f"lease_ms {lease_ms} is over the {MAX_LEASE_MS} ms this node tracks")
+        if len(data) > self.max_input_bytes:
             return self._ack(c.id, rtid, REJECT_INVALID_INPUT,
-                             f"input is {len(msg.input)} bytes; this node accepts at most {self.max_input_bytes}")
+                             f"input is {len(data)} bytes; this node accepts at most {self.max_input_bytes}")
         idem = self._idem
-        fp = _idem.fingerprint(msg.computation, msg.input)
+        fp = _idem.fingerprint(computation, data)
         held_key = self._key_of(origin, rtid)
         if held_key is not None:
             if held_key != key:
@@ -354,30 +361,28 @@ class NodeEngine:
             return self._on_duplicate(c, msg, idem.get(key), now, resend=False)
         if self.draining:
             return self._ack(c.id, rtid, REJECT_NODE_SHUTTING_DOWN, "node is draining")
-        comp = self.admission.find(msg.computation)
+        comp = self.admission.find(computation)
         if comp is None:
             return self._ack(c.id, rtid, REJECT_UNKNOWN_COMPUTATION,
-                             f"no computation named {msg.computation!r} on node {self.name!r}")
+                             f"no computation named {computation!r} on node {self.name!r}")
         if len(self._running) >= self.capacity:
             return self._ack(c.id, rtid, REJECT_CAPACITY_EXCEEDED,
                              f"node {self.name!r} is running {len(self._running)} of {self.capacity} tasks")
-        why = self.admission.check(comp, msg.input)
+        why = self.admission.check(comp, data)
         if why is not None:
             return self._ack(c.id, rtid, REJECT_INVALID_INPUT, why)
-        self._admit(c, msg, fp, comp, now)
-
-    def _admit(self, c: _Conn, msg: SpawnRequest, fp: bytes, comp: Any, now: int) -> None:
-        key, rtid, origin = msg.idempotency_key, msg.remote_task_id, c.origin
-        self._idem.check_and_record(key, fp, origin, rtid, now)
+        # admitted
+        idem.check_and_record(key, fp, origin, rtid, now)
         self._serial = serial = self._serial + 1
-        lease_ms = msg.lease_ms if msg.lease_ms > MIN_LEASE_MS else MIN_LEASE_MS
-        task = NodeTask(msg, serial, lease_ms, comp)
+        if lease_ms < MIN_LEASE_MS:
+            lease_ms = MIN_LEASE_MS
+        task = NodeTask(origin, rtid, key, computation, data, lease_ms, budget, origin_region,
+                        origin_task, capability, serial, comp)
         self._running[key] = task
         self._by_serial[serial] = task
         self.counters["accepted"] += 1
         self._ack(c.id, rtid)
         self._leases.add(serial, now + lease_ms * MS)
-        budget = msg.budget
         if budget is not None and budget[0] is not None and budget[0] <= MAX_DEADLINE_MS:
             task.deadline_ns = now + budget[0] * MS
             self._deadlines.add(serial, task.deadline_ns)
