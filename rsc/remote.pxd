@@ -7,6 +7,7 @@ from rsc._engine.origin cimport OriginEngine, OriginTask
 from rsc.transport.connection cimport FramedConnection
 from rsc.transport.timer cimport EngineTimer
 from rsc.clock cimport SystemClock
+from rsc.cx cimport Cx, RemoteCap
 
 cdef class RemoteHandle:
     cdef public object _rt, _task, _outcome, _error, _codec, _state, _owner_region, _lease_s, _policy
@@ -30,9 +31,17 @@ cdef class Runtime:
     cdef object __weakref__
 
     cpdef _link(self, node)
+    @cython.locals(cap=RemoteCap, link=_NodeLink, task=OriginTask, handle=RemoteHandle)
+    cpdef _spawn(self, Cx cx, node, computation, input, lease, budget, idempotency_key, codec,
+                 on_lease_expired)
     cpdef _ensure_connector(self, _NodeLink link)
     @cython.locals(engine=OriginEngine)
     cpdef _on_messages(self, FramedConnection conn, list msgs)
     @cython.locals(conn=FramedConnection, link=_NodeLink)
     cpdef _pump(self)
     cpdef _on_event(self, int ev, OriginTask task, detail)
+
+# spawn_remote calls the runtime's _spawn as C (rt is the type-checked runtime)
+@cython.locals(rt=Runtime)
+cpdef spawn_remote(cx, node, computation, input=*, lease=*, budget=*, idempotency_key=*,
+                   codec=*, on_lease_expired=*)

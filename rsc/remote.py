@@ -430,6 +430,17 @@ class Runtime:
               lease: float | None = None, budget: Budget | None = None,
               idempotency_key: IdempotencyKey | None = None, codec: str | None = None,
               on_lease_expired: LeasePolicy | None = None) -> RemoteHandle:
+        """``spawn_remote`` on this runtime (``cx`` needs a RemoteCap, any runtime's)."""
+        if not isinstance(cx, Cx):
+            raise InvalidArgument(f"spawn needs a Cx as its first argument, got {type(cx).__name__}")
+        return self._spawn(cx, node, computation, input, lease, budget, idempotency_key, codec,
+                           on_lease_expired)
+
+    def _spawn(self, cx: Cx, node: str, computation: str, input: Any, lease: float | None,
+               budget: Budget | None, idempotency_key: IdempotencyKey | None, codec: str | None,
+               on_lease_expired: LeasePolicy | None) -> RemoteHandle:
+        # Positional, and compiled with cx, its RemoteCap and the records typed
+        # (remote.pxd): spawn_remote calls it as C, with no keyword parsing.
         if self._closed:
             raise InvalidArgument("this Runtime is closed")
         if self._loop is None:
@@ -452,7 +463,9 @@ class Runtime:
             codec = "msgpack"
             data = RemoteInput.pack(input).data
         cap = cx.remote_cap
-        lease_s = cap.default_lease_s if lease is None else lease  # type: ignore[union-attr]
+        if cap is None:
+            raise NoCapability()
+        lease_s = cap.default_lease_s if lease is None else lease
         if isinstance(lease_s, bool) or not isinstance(lease_s, (int, float)) or not 0 < lease_s * 1000 <= MAX_LEASE_MS:
             raise InvalidArgument(f"lease must be a positive number of seconds, got {lease_s!r}")
         lease_ms = max(1, int(lease_s * 1000))
@@ -729,6 +742,9 @@ def spawn_remote(cx: Cx, node: str, computation: str, input: Any = b"", *,
     cap = cx.remote_cap
     if cap is None:
         raise NoCapability()
-    return cap.runtime.spawn(cx, node, computation, input, lease=lease, budget=budget,
-                             idempotency_key=idempotency_key, codec=codec,
-                             on_lease_expired=on_lease_expired)
+    runtime = cap.runtime
+    if not isinstance(runtime, Runtime):
+        raise InvalidArgument(f"the Cx's RemoteCap holds {type(runtime).__name__}, not an rsc.Runtime")
+    rt = runtime  # typed Runtime when compiled (remote.pxd): _spawn is then a C call
+    return rt._spawn(cx, node, computation, input, lease, budget, idempotency_key, codec,
+                     on_lease_expired)

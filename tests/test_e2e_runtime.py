@@ -129,6 +129,15 @@ def test_no_capability_and_bad_arguments(two: LocalCluster) -> None:
                 spawn_remote(rt.cx(), "worker-1", "echo", b"", lease=0)
             with pytest.raises(rsc.InvalidArgument):
                 spawn_remote(rt.cx(), "worker-1", "", b"")
+            with pytest.raises(rsc.InvalidArgument, match="needs a Cx"):
+                spawn_remote(None, "worker-1", "echo", b"")  # type: ignore[arg-type]
+            with pytest.raises(rsc.InvalidArgument, match="needs a Cx"):
+                rt.spawn("cx", "worker-1", "echo", b"")  # type: ignore[arg-type]
+            with pytest.raises(rsc.NoCapability):
+                rt.spawn(rsc.Cx(), "worker-1", "echo", b"")
+            with pytest.raises(rsc.InvalidArgument, match="not an rsc.Runtime"):
+                spawn_remote(rsc.Cx(remote_cap=rsc.RemoteCap(object())), "worker-1", "echo", b"")  # type: ignore[arg-type]
+            assert rt.live_handles == 0  # nothing was half-made by the refusals
 
     run(main())
 
