@@ -9,11 +9,13 @@ from the median round, ``bytes_per_task``, ...) plus ``figure``, the key
 ``e2e-one-in-flight`` (200 calls a round, each awaited before the next)
     ``raw.one``: a 64-byte frame echoed by bench/echo_peer.py over a Unix
     socket, both ends on uvloop; ``rsc.one``: ``spawn_remote(noop).join()`` on
-    one node; ``<peer>.one``: the peer's submit-and-wait.
+    one node; ``rsc.one_inline``: the same with ``noop_inline`` (a plain
+    function registered ``inline=True``); ``<peer>.one``: the peer's submit-and-wait.
 ``e2e-bulk`` (10,000 no-ops a round; Dask 2,000, see below)
     ``raw.bulk``: 10,000 echoes with 256 in flight; ``rsc.bulk1`` / ``rsc.bulk2``:
     10,000 ``spawn_remote(noop)`` to one node / alternating over two, then
-    ``join`` each; ``<peer>.bulk``: the peer's bulk submit (two workers).
+    ``join`` each; ``rsc.bulk1_inline``: ``noop_inline`` to one node;
+    ``<peer>.bulk``: the peer's bulk submit (two workers).
 ``e2e-cpu`` (1,000 tasks of about 1 ms of pure Python a round)
     ``rsc.cpu1`` / ``rsc.cpu2``: over one node / two nodes; ``<peer>.cpu``: two
     workers. The work is calibrated once (``burn_work``) and is identical.
@@ -58,6 +60,8 @@ from rsc._core import envelope
 from rsc._core.messages import LeaseRenewal, LeaseRenewalBatch
 
 ONE_N = 200  # calls per round, one in flight
+# figure key suffix per no-op: the async one, and the plain one registered inline=True
+SUFFIX = {"noop": "", "noop_inline": "_inline"}
 BULK_N = 10_000  # no-ops per round, all in flight
 BULK_N_FOR = {"dask": 2_000}  # see the module docstring
 CPU_N = 1_000  # ~1 ms tasks per round
@@ -192,29 +196,31 @@ def rt(loop: asyncio.AbstractEventLoop, rsc_cluster: Any) -> Iterator[Runtime]:
 
 
 class TestRsc:
+    @pytest.mark.parametrize("computation", ["noop", "noop_inline"])
     def test_rsc_noop_one_in_flight(self, benchmark: Any, loop: asyncio.AbstractEventLoop,
-                                    rt: Runtime, nodes: list[str]) -> None:
+                                    rt: Runtime, nodes: list[str], computation: str) -> None:
         benchmark.group = "e2e-one-in-flight"
         cx, node = rt.cx(), nodes[0]
 
         async def one_at_a_time() -> None:
             for _ in range(ONE_N):
-                await spawn_remote(cx, node, "noop", b"").join()
+                await spawn_remote(cx, node, computation, b"").join()
 
         benchmark.pedantic(run_on(loop, one_at_a_time), rounds=ONE_ROUNDS["rsc"], warmup_rounds=1)
-        record(benchmark, "rsc.one", ONE_N)
+        record(benchmark, "rsc.one" + SUFFIX[computation], ONE_N)
 
-    @pytest.mark.parametrize("n_nodes", [1, 2])
+    @pytest.mark.parametrize("n_nodes, computation", [(1, "noop"), (2, "noop"), (1, "noop_inline")])
     def test_rsc_noop_bulk(self, benchmark: Any, loop: asyncio.AbstractEventLoop, rt: Runtime,
-                           nodes: list[str], n_nodes: int) -> None:
+                           nodes: list[str], n_nodes: int, computation: str) -> None:
         benchmark.group = "e2e-bulk"
         cx, targets = rt.cx(), nodes[:n_nodes]
 
         async def spawn_then_join() -> None:
-            await _join_all([spawn_remote(cx, targets[i % n_nodes], "noop", b"") for i in range(BULK_N)])
+            await _join_all([spawn_remote(cx, targets[i % n_nodes], computation, b"")
+                             for i in range(BULK_N)])
 
         benchmark.pedantic(run_on(loop, spawn_then_join), rounds=BULK_ROUNDS["rsc"], warmup_rounds=1)
-        record(benchmark, f"rsc.bulk{n_nodes}", BULK_N, nodes=n_nodes)
+        record(benchmark, f"rsc.bulk{n_nodes}" + SUFFIX[computation], BULK_N, nodes=n_nodes)
 
     @pytest.mark.parametrize("n_nodes", [1, 2])
     def test_rsc_cpu(self, benchmark: Any, loop: asyncio.AbstractEventLoop, rt: Runtime,

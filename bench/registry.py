@@ -63,6 +63,14 @@ async def noop(cx: Any, data: bytes) -> bytes:
     return data
 
 
+@registry.computation("noop_inline", inline=True)
+def noop_inline(cx: Any, data: bytes) -> bytes:
+    """``noop`` as a plain function registered ``inline=True``: the node calls it
+    on its loop thread, with no asyncio task (what a microseconds-long
+    computation should be registered as)."""
+    return data
+
+
 def timed_burn(n: int) -> bytes:
     """``burn(n)``; returns how long it took, in ns, as decimal bytes.
 

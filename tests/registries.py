@@ -30,6 +30,14 @@ def square(cx: Any, x: int) -> int:
     return x * x
 
 
+@basic.computation("square_inline", codec="msgpack", inline=True)
+def square_inline(cx: Any, x: int) -> int:
+    """``square`` called on the node's loop thread: returns ``[x * x, thread name]``."""
+    import threading
+
+    return [x * x, threading.current_thread().name]
+
+
 @basic.computation("sleep_ms", codec="msgpack")
 async def sleep_ms(cx: Any, ms: int) -> int:
     """Sleeps ``ms`` milliseconds in small steps; cancellable at every step."""

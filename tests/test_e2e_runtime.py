@@ -48,6 +48,10 @@ def test_round_trip_bytes_and_values(two: LocalCluster) -> None:
             assert (h.node, h.computation, h.owner_region) == ("worker-1", "echo", cx.region_id)
             v = spawn_remote(cx, "worker-2", "square", 12)
             assert await v.join() == 144
+            inline = [spawn_remote(cx, "worker-1", "square_inline", i) for i in range(50)]
+            got = [await h.join() for h in inline]
+            assert [g[0] for g in got] == [i * i for i in range(50)]
+            assert {g[1] for g in got} == {"MainThread"}  # on the node's loop thread, not its pool
             await settled(rt)
 
     run(main())

@@ -344,6 +344,123 @@ def test_sync_returning_a_coroutine_fails_clearly() -> None:
     assert kind == FAILED and "define it with async def" in msg
 
 
+# -- inline computations (plain functions called on the loop thread) ------------------
+
+
+def inline(fn: Callable[..., Any], codec: str | None = None) -> Computation:
+    return Computation(getattr(fn, "__name__", "c"), fn, codec=codec, inline=True)
+
+
+def test_inline_runs_on_the_loop_thread_at_the_next_turn() -> None:
+    threads: list[int] = []
+
+    def f(cx: Cx, data: bytes) -> bytes:
+        threads.append(threading.get_ident())
+        return data[::-1]
+
+    async def main() -> None:
+        ex = Executor(max_threads=1)
+        res = Results()
+        ex.start("k", inline(f), b"abc", Cx(), res)
+        assert res.calls == [] and threads == []  # neither run nor reported inside start()
+        assert ex.running == 1 and ex.live_tasks == 1
+        await asyncio.sleep(0)
+        assert res.get("k") == (SUCCESS, b"cba")
+        assert threads == [res.loop_thread]
+        assert ex._pool is None  # no thread pool was made for it
+        await ex.aclose(1.0)
+        assert_clean(ex)
+
+    run(main())
+
+
+def test_inline_outcomes_and_codec() -> None:
+    def bad(cx: Cx, data: bytes) -> bytes:
+        raise KeyError("missing")
+
+    def crash(cx: Cx, data: bytes) -> bytes:
+        raise SystemExit("no")
+
+    def wrong(cx: Cx, data: bytes) -> Any:
+        async def inner() -> bytes:
+            return b""
+        return inner()
+
+    def not_bytes(cx: Cx, data: bytes) -> Any:
+        return 5
+
+    def add(cx: Cx, req: dict) -> int:
+        return req["a"] + req["b"]
+
+    def stops(cx: Cx, data: bytes) -> bytes:
+        raise Cancelled(USER)  # a Cancelled nobody asked for: Panicked, as for the others
+
+    async def main() -> None:
+        ex = Executor(max_threads=1)
+        res = Results()
+        ex.start("bad", inline(bad), b"", Cx(), res)
+        ex.start("crash", inline(crash), b"", Cx(), res)
+        ex.start("wrong", inline(wrong), b"", Cx(), res)
+        ex.start("not_bytes", inline(not_bytes), b"", Cx(), res)
+        ex.start("add", inline(add, "msgpack"), msgpack.packb({"a": 2, "b": 3}), Cx(), res)
+        ex.start("stops", inline(stops), b"", Cx(), res)
+        await res.wait("bad", "crash", "wrong", "not_bytes", "add", "stops")
+        await ex.aclose(1.0)
+        assert_clean(ex)
+        assert res.get("bad") == (FAILED, "KeyError: 'missing'")
+        assert res.get("crash") == (PANICKED, "SystemExit: no")
+        kind, msg = res.get("wrong")
+        assert kind == FAILED and "registered as inline but returned an awaitable" in msg
+        kind, msg = res.get("not_bytes")
+        assert kind == FAILED and "SerializationError" in msg
+        assert res.get("add") == (SUCCESS, msgpack.packb(5))
+        assert res.get("stops")[0] == PANICKED
+
+    run(main())
+
+
+def test_inline_cancel_before_it_runs_never_runs_it_and_a_running_one_finishes() -> None:
+    ran: list[str] = []
+
+    def f(cx: Cx, data: bytes) -> bytes:
+        ran.append(data.decode())
+        return data
+
+    async def main() -> None:
+        ex = Executor(max_threads=1)
+        res = Results()
+        ex.start("early", inline(f), b"early", Cx(), res)
+        assert ex.cancel("early", USER)  # before its turn: it never runs
+        cx = Cx()
+        cx.cancel(CancelReason(CancelKind.DEADLINE))
+        ex.start("pre", inline(f), b"pre", cx, res)  # cancelled before start
+        # a cancel asked for while it runs (by itself) is a request: the real outcome wins
+        def self_cancel(cx: Cx, data: bytes) -> bytes:
+            ex.cancel("self", USER)
+            return b"done anyway"
+        ex.start("self", inline(self_cancel), b"", Cx(), res)
+        await res.wait("early", "pre", "self")
+        assert res.get("early") == (CANCELLED, USER)
+        assert res.get("pre") == (CANCELLED, CancelReason(CancelKind.DEADLINE))
+        assert res.get("self") == (SUCCESS, b"done anyway")
+        assert ran == []
+        assert not ex.cancel("self", USER)  # finished: nothing to cancel
+        await ex.aclose(1.0)
+        assert_clean(ex)
+
+    run(main())
+
+
+def test_inline_must_be_a_plain_function() -> None:
+    async def f(cx: Cx, data: bytes) -> bytes:
+        return data
+
+    with pytest.raises(InvalidArgument, match="drop inline=True"):
+        Computation("f", f, inline=True)
+    with pytest.raises(InvalidArgument, match="inline must be True or False"):
+        Computation("g", lambda cx, d: d, inline=1)  # type: ignore[arg-type]
+
+
 def test_sync_cancel_observed_by_checkpoint() -> None:
     seen: list[CancelReason] = []
 

@@ -10,10 +10,13 @@ cdef class Executor:
     cdef public object _max_threads, _clock_ns, _cancel_grace_s, _loop, _pool, _thread_lock
     cdef public dict _tasks, _task_names
     cdef public bint _closing, _closed, _plain_tasks
-    cdef public list _idle_waiters
+    cdef public list _idle_waiters, _inline_queue
     cdef public long long live_tasks
     cdef object __weakref__
 
     cpdef start(self, key, comp, data, cx, on_done)
     cpdef _start_async(self, _Task task)
+    cpdef _start_inline(self, _Task task)
+    cpdef _run_inline_queue(self)
+    cpdef _run_inline(self, _Task task)
     cpdef _finish(self, _Task task, int kind, payload)

@@ -1,7 +1,9 @@
 """Runs a node's computations on its event loop and reports how each ended.
 
 Async computations run as asyncio tasks on the loop; sync ones in a bounded
-thread pool, so the loop keeps answering while they compute. For every task
+thread pool, so the loop keeps answering while they compute; sync ones
+registered ``inline=True`` (microseconds of work) are called on the loop
+thread at the next loop turn, with neither a thread nor a task. For every task
 that :meth:`Executor.start` accepts, ``on_done(key, outcome_kind, payload,
 execution_time_ns)`` is called exactly once, on the loop thread, with the
 RESULT_DELIVERY outcome of PROTOCOL.md:
@@ -164,6 +166,7 @@ class Executor:
         # cheaper: an unnamed one formats "Task-<n>" for every task.
         self._task_names: dict[str, str] = {}
         self._plain_tasks = False  # the loop has no task factory: make asyncio.Task directly
+        self._inline_queue: list[_Task] = []  # inline tasks started, to run at the next turn
         # Debug counter: asyncio tasks and pool futures created and not yet
         # finished. Tests assert it returns to 0 (uvloop's live-handle habit).
         self.live_tasks = 0
@@ -209,6 +212,8 @@ class Executor:
         self._tasks[key] = task
         if comp.is_async:
             self._start_async(task)
+        elif comp.inline:
+            self._start_inline(task)
         else:
             self._start_sync(task)
         if cx.cancelled:  # cancelled before it started: ask it to stop right away
@@ -226,6 +231,50 @@ class Executor:
         else:
             task.atask = self._loop.create_task(self._run_async(task), name=name)  # type: ignore[union-attr]
         self.live_tasks += 1
+
+    def _start_inline(self, task: _Task) -> None:
+        # Called on the loop thread at the next turn, where an async
+        # computation's first step would run: not from inside start (on_done
+        # never is), and after the node has queued this task's ACK. The tasks
+        # started in one turn share one loop callback.
+        self._inline_queue.append(task)
+        if len(self._inline_queue) == 1:
+            self._loop.call_soon(self._run_inline_queue)  # type: ignore[union-attr]
+        self.live_tasks += 1
+
+    def _run_inline_queue(self) -> None:
+        queue, self._inline_queue = self._inline_queue, []
+        for task in queue:
+            self._run_inline(task)
+
+    def _run_inline(self, task: _Task) -> None:
+        """Run an inline (plain, short) computation on the loop thread; never raises."""
+        comp, cx = task.comp, task.cx
+        task.stepped = True
+        if cx.cancelled:  # cancelled before it ran: it never starts
+            self._finish(task, _CANCEL_SIGNAL, None)
+            return
+        try:
+            data, task.data = task.data, None
+            value = data if comp.codec is None else comp.decode_input(data)  # type: ignore[arg-type]
+            out = comp.fn(cx, value)
+            if type(out) is bytes and comp.codec is None:  # the common case first
+                kind, payload = _SUCCESS, out
+            elif inspect.isawaitable(out):
+                if inspect.iscoroutine(out):
+                    out.close()  # no "never awaited" warning
+                kind, payload = _FAILED, (
+                    f"TypeError: computation {str(comp.name)!r} was registered as inline but returned "
+                    f"an awaitable ({type(out).__name__}); define it with def, or drop inline=True")
+            else:
+                kind, payload = _SUCCESS, comp.encode_output(out)
+        except (asyncio.CancelledError, Cancelled) as exc:
+            kind, payload = _CANCEL_SIGNAL, exc
+        except Exception as exc:
+            kind, payload = _FAILED, _message(exc)
+        except BaseException as exc:
+            kind, payload = _PANICKED, _message(exc)
+        self._finish(task, kind, payload)
 
     def _start_sync(self, task: _Task) -> None:
         if self._pool is None:
@@ -255,6 +304,8 @@ class Executor:
         return True
 
     def _request_stop(self, task: _Task) -> None:
+        if task.comp.inline:
+            return  # it checks cx.cancelled before it runs, and cannot be stopped once it does
         if task.atask is not None:
             # Before its first step the coroutine has not entered its try block,
             # so a cancel would end it unreported; it checks cx.cancelled there.
@@ -330,7 +381,9 @@ class Executor:
             data, task.data = task.data, None
             value = comp.decode_input(data)  # type: ignore[arg-type]
             out = comp.fn(cx, value)
-            if inspect.isawaitable(out):
+            if type(out) is bytes and comp.codec is None:  # the common case, before the costly check
+                return _SUCCESS, out
+            if inspect.isawaitable(out):  # an isinstance against an ABC: thousands of instructions
                 if inspect.iscoroutine(out):
                     out.close()  # no "never awaited" warning
                 return _FAILED, (
