@@ -39,6 +39,7 @@ cdef class Runtime:
     cpdef _on_messages(self, FramedConnection conn, list msgs)
     @cython.locals(conn=FramedConnection, link=_NodeLink)
     cpdef _pump(self)
+    @cython.locals(handle=RemoteHandle)
     cpdef _on_event(self, int ev, OriginTask task, detail)
 
 # spawn_remote calls the runtime's _spawn as C (rt is the type-checked runtime)

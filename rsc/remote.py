@@ -617,9 +617,8 @@ class Runtime:
                 elif op == CLOSE:
                     conn.close()
         if engine.events:
-            on_event = self._on_event
             for ev, task, detail in engine.take_events():
-                on_event(ev, task, detail)
+                self._on_event(ev, task, detail)  # a C call when compiled (a bound method is not)
         self._timer.follow(engine)
 
     def _on_event(self, ev: int, task: OriginTask, detail: Any) -> None:

@@ -42,3 +42,4 @@ cdef class NodeEngine:
     cpdef _renew_add(self, origin, lease_ms, rtid, now)
     cpdef _renew_remove(self, origin, lease_ms, rtid)
     cpdef _note_deadline(self, at)
+    cpdef list take_actions(self)

@@ -37,3 +37,5 @@ cdef class OriginEngine:
     cpdef _on_renewal(self, _Link link, rtid, lease_ns, now)
     cpdef _on_result(self, _Link link, msg, now)
     cpdef _note_deadline(self, at)
+    cpdef list take_actions(self)
+    cpdef list take_events(self)

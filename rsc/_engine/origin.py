@@ -48,6 +48,7 @@ from rsc.errors import ProtocolError, UnexpectedMessage
 
 SEND, CLOSE = 0, 1
 _spawn_request = _envelope.spawn_request  # SpawnRequest(...) without a Python __init__ call
+_fields = _envelope.fields  # a message's fields as a tuple, in one call
 EV_ACCEPTED, EV_REJECTED, EV_RESULT, EV_LEASE_EXPIRED, EV_STATUS, EV_HANDSHAKE_FAILED = 0, 1, 2, 3, 4, 5
 MS = 1_000_000
 
@@ -374,10 +375,11 @@ class OriginEngine:
         self._drop(f"{what} for an unknown or finished task", node=link.node, rtid=rtid)
 
     def _on_ack(self, link: _Link, msg: SpawnAck, now: int) -> None:
-        task = link.tasks.get(msg.remote_task_id)
+        rtid, status, reject_code, reject_detail, _node = _fields(msg)  # one call, not five lookups
+        task = link.tasks.get(rtid)
         if task is None:
-            return self._drop_unknown(link, msg.remote_task_id, "SPAWN_ACK")
-        accepted = msg.status == ACK_ACCEPTED
+            return self._drop_unknown(link, rtid, "SPAWN_ACK")
+        accepted = status == ACK_ACCEPTED
         state = task.state
         nxt = (_AFTER_ACK_ACCEPTED if accepted else _AFTER_ACK_REJECTED)[state]
         if nxt is None:
@@ -389,7 +391,7 @@ class OriginEngine:
                 self.events.append((EV_ACCEPTED, task, None))
         else:
             self.forget(task.rtid)
-            self._report(EV_REJECTED, task, (msg.reject_code, msg.reject_detail))
+            self._report(EV_REJECTED, task, (reject_code, reject_detail))
 
     def _on_renewal(self, link: _Link, rtid: int, lease_ns: int, now: int) -> None:
         task = link.tasks.get(rtid)
@@ -400,15 +402,16 @@ class OriginEngine:
         self._leases.renew(rtid, now + lease_ns)
 
     def _on_result(self, link: _Link, msg: ResultDelivery, now: int) -> None:
-        task = link.tasks.get(msg.remote_task_id)
+        rtid, kind, payload, exec_ns = _fields(msg)  # one call, not four lookups
+        task = link.tasks.get(rtid)
         if task is None:
-            return self._drop_unknown(link, msg.remote_task_id, "RESULT_DELIVERY")
+            return self._drop_unknown(link, rtid, "RESULT_DELIVERY")
         nxt = _AFTER_RESULT[task.state]
         if nxt is None:
             return self._drop("RESULT_DELIVERY does not fit", task=repr(task))
         task.state = nxt
         self.forget(task.rtid)
-        self._report(EV_RESULT, task, (msg.outcome_kind, msg.payload, msg.execution_time_ns))
+        self._report(EV_RESULT, task, (kind, payload, exec_ns))
 
     # ------------------------------------------------------------------ timers
     def _note_deadline(self, at: int) -> None:
