@@ -10,7 +10,8 @@ from rsc.clock cimport SystemClock
 from rsc.cx cimport Cx, RemoteCap
 
 cdef class RemoteHandle:
-    cdef public object _rt, _task, _outcome, _error, _codec, _state, _owner_region, _lease_s, _policy
+    cdef public object _rt, _outcome, _error, _codec, _state, _owner_region, _lease_s, _policy
+    cdef public OriginTask _task
     cdef public object _retries_left, _region, _holder, _earlier, _waiters
     cdef public bint _done, _escalated, _observed
     cdef object __weakref__

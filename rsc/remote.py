@@ -193,6 +193,11 @@ class RemoteHandle:
                 if not w.done():  # else that wait was cancelled
                     w.set_result(None)
         self._rt._handles.pop(self._task.rtid, None)  # the runtime no longer tracks it
+        # Break the handle <-> task cycle: a late message for the task finds no
+        # handle (and is dropped, as for a superseded attempt), and a handle the
+        # caller lets go of is freed at once by its reference count instead of
+        # waiting, with its task record, for the cycle collector.
+        self._task.handle = None
         if self._region is not None:
             self._region.handle_done(self)
         return True

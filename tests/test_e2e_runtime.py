@@ -57,6 +57,31 @@ def test_round_trip_bytes_and_values(two: LocalCluster) -> None:
     run(main())
 
 
+def test_a_settled_handle_is_freed_without_the_cycle_collector(two: LocalCluster) -> None:
+    """A handle and its task record form no reference cycle once settled, so
+    letting go of the handle frees both at once (bursts of spawns would
+    otherwise leave all their handles to the cycle collector)."""
+    import gc
+    import weakref
+
+    async def main() -> None:
+        async with Runtime(two.nodes) as rt:
+            cx = rt.cx()
+            hs = [spawn_remote(cx, "worker-1", "echo", b"x") for _ in range(20)]
+            for h in hs:
+                assert await h.join() == b"x"
+            refs = [weakref.ref(h) for h in hs]  # a cycle through its task would keep each alive
+            gc.disable()
+            try:
+                del h, hs
+                assert [r for r in refs if r() is not None] == []
+            finally:
+                gc.enable()
+            await settled(rt)
+
+    run(main())
+
+
 def test_a_cancelled_join_leaves_the_task_running(two: LocalCluster) -> None:
     """join() is cancellable (wait_for, task.cancel) without cancelling the
     remote task; later and concurrent joins still get its one outcome."""
