@@ -28,11 +28,13 @@ cdef class Runtime:
     cdef public EngineTimer _timer
     cdef public OriginEngine engine
     cdef public dict _links, _handles, _status_waiters, _names
+    cdef public bytes _key_buf
+    cdef public Py_ssize_t _key_pos
     cdef public bint _closed
     cdef object __weakref__
 
     cpdef _link(self, node)
-    @cython.locals(cap=RemoteCap, link=_NodeLink, task=OriginTask, handle=RemoteHandle)
+    @cython.locals(cap=RemoteCap, link=_NodeLink, task=OriginTask, handle=RemoteHandle, pos=Py_ssize_t)
     cpdef _spawn(self, Cx cx, node, computation, input, lease, budget, idempotency_key, codec,
                  on_lease_expired)
     cpdef _ensure_connector(self, _NodeLink link)

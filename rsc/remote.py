@@ -298,6 +298,7 @@ class RemoteHandle:
 # Enum members read on every task, as module globals (see rsc/_engine/node.py)
 _PENDING, _RUNNING = RemoteTaskState.PENDING, RemoteTaskState.RUNNING
 
+_KEYS_AT_ONCE = 256  # idempotency keys drawn from the runtime's PRNG per call
 _SUCCESS = int(OutcomeKind.SUCCESS)
 _STATE_OF_KIND = (  # indexed by the wire's outcome kind
     RemoteTaskState.COMPLETED,  # success
@@ -338,6 +339,8 @@ class Runtime:
         self.engine = OriginEngine(self.name, key=key, entropy=secrets.token_bytes, trace=trace)
         self._ids = itertools.count(1)  # remote task ids: never reused in this runtime
         self._key_rng = random.Random(os.urandom(32))
+        self._key_buf = b""  # _KEYS_AT_ONCE fresh keys, handed out 16 bytes at a time
+        self._key_pos = 0
         self._names: dict[str, ComputationName] = {}
         self._links = {n: _NodeLink(n, a) for n, a in self.cluster.items()}
         self._handles: dict[int, RemoteHandle] = {}
@@ -484,7 +487,13 @@ class Runtime:
         if idempotency_key is None:
             # Keys need to be unique, not secret: a PRNG seeded from the OS is
             # enough and avoids a syscall per spawn.
-            key_bytes = self._key_rng.getrandbits(128).to_bytes(16, "big")
+            pos = self._key_pos
+            if pos == len(self._key_buf):  # one PRNG call for the next _KEYS_AT_ONCE keys
+                self._key_buf = self._key_rng.getrandbits(128 * _KEYS_AT_ONCE).to_bytes(
+                    16 * _KEYS_AT_ONCE, "big")
+                pos = 0
+            key_bytes = self._key_buf[pos:pos + 16]
+            self._key_pos = pos + 16
         elif isinstance(idempotency_key, IdempotencyKey):
             key_bytes = idempotency_key.to_bytes()
         else:

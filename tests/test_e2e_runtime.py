@@ -114,6 +114,8 @@ def test_ten_thousand_tasks_over_four_nodes(cluster: Any) -> None:
             hs = [spawn_remote(cx, names[i % 4], "square", i) for i in range(10_000)]
             got = await asyncio.gather(*(h.join() for h in hs))
             assert got == [i * i for i in range(10_000)]
+            keys = {h.idempotency_key.to_bytes() for h in hs}  # drawn 256 at a time: all distinct
+            assert len(keys) == 10_000 and {len(k) for k in keys} == {16}
             for name in names:
                 st = await rt.status(name)
                 assert st["completed"] == 2_500 and st["running"] == 0
