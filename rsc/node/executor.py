@@ -110,6 +110,25 @@ def _message(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
+def _ended_by(exc: BaseException) -> tuple[int, Any]:
+    """The outcome of a computation on the loop that raised ``exc`` (a
+    cancellation signal is judged against its Cx in ``_finish``)."""
+    if isinstance(exc, (asyncio.CancelledError, Cancelled)):
+        return _CANCEL_SIGNAL, exc
+    if isinstance(exc, Exception):
+        return _FAILED, _message(exc)
+    return _PANICKED, _message(exc)
+
+
+def _returned_awaitable(comp: Computation, out: Any, registered_as: str, fix: str) -> str:
+    """The Failed message of a computation that returned an awaitable where it
+    should have returned its output (closing a coroutine: no "never awaited")."""
+    if inspect.iscoroutine(out):
+        out.close()
+    return (f"TypeError: computation {str(comp.name)!r} was registered as {registered_as} but "
+            f"returned an awaitable ({type(out).__name__}); {fix}")
+
+
 class _Task:
     """Book-keeping for one started computation (loop-thread owned, except
     ``thread_ident`` and ``interrupted`` which are guarded by the executor's
@@ -261,19 +280,12 @@ class Executor:
             if type(out) is bytes and comp.codec is None:  # the common case first
                 kind, payload = _SUCCESS, out
             elif inspect.isawaitable(out):
-                if inspect.iscoroutine(out):
-                    out.close()  # no "never awaited" warning
-                kind, payload = _FAILED, (
-                    f"TypeError: computation {str(comp.name)!r} was registered as inline but returned "
-                    f"an awaitable ({type(out).__name__}); define it with def, or drop inline=True")
+                kind, payload = _FAILED, _returned_awaitable(
+                    comp, out, "inline", "define it with def, or drop inline=True")
             else:
                 kind, payload = _SUCCESS, comp.encode_output(out)
-        except (asyncio.CancelledError, Cancelled) as exc:
-            kind, payload = _CANCEL_SIGNAL, exc
-        except Exception as exc:
-            kind, payload = _FAILED, _message(exc)
         except BaseException as exc:
-            kind, payload = _PANICKED, _message(exc)
+            kind, payload = _ended_by(exc)
         self._finish(task, kind, payload)
 
     def _start_sync(self, task: _Task) -> None:
@@ -352,12 +364,8 @@ class Executor:
             # raw bytes in and out skip the codec's calls (the common case)
             value = data if comp.codec is None else comp.decode_input(data)  # type: ignore[arg-type]
             out = await comp.fn(cx, value)
-        except (asyncio.CancelledError, Cancelled) as exc:
-            kind, payload = _CANCEL_SIGNAL, exc
-        except Exception as exc:
-            kind, payload = _FAILED, _message(exc)
         except BaseException as exc:
-            kind, payload = _PANICKED, _message(exc)
+            kind, payload = _ended_by(exc)
         else:
             try:
                 if type(out) is bytes and comp.codec is None:
@@ -384,11 +392,7 @@ class Executor:
             if type(out) is bytes and comp.codec is None:  # the common case, before the costly check
                 return _SUCCESS, out
             if inspect.isawaitable(out):  # an isinstance against an ABC: thousands of instructions
-                if inspect.iscoroutine(out):
-                    out.close()  # no "never awaited" warning
-                return _FAILED, (
-                    f"TypeError: computation {str(comp.name)!r} was registered as sync but returned "
-                    f"an awaitable ({type(out).__name__}); define it with async def")
+                return _FAILED, _returned_awaitable(comp, out, "sync", "define it with async def")
             return _SUCCESS, comp.encode_output(out)  # encode here: keep big outputs off the loop
         except Cancelled as exc:
             return _CANCEL_SIGNAL, exc
