@@ -36,6 +36,10 @@ def next_task_id() -> int:
     return next(_task_ids)
 
 
+# a global read, not a class attribute lookup per Cx
+_INFINITE: Budget = Budget.INFINITE  # type: ignore[attr-defined]
+
+
 class RemoteCap:
     """The capability to spawn remote work: which runtime, default lease and budget.
 
@@ -142,7 +146,7 @@ class Cx:
                  trace: Any = None) -> None:
         self.region_id = next_region_id() if region_id is None else region_id
         self.task_id = next_task_id() if task_id is None else task_id
-        self.budget = budget if budget is not None else Budget.INFINITE  # type: ignore[attr-defined]
+        self.budget = budget if budget is not None else _INFINITE
         self.remote_cap = remote_cap
         self._entropy = entropy  # made on first use (seeding from the OS is not free)
         self._seed = seed

@@ -183,6 +183,10 @@ __all__ = [
 
 cdef enum:
     KIND_SLOTS = 20           # kinds are 0..19
+    # the kinds the builders make, as C constants (_load_layout checks them)
+    K_SPAWN_REQUEST = 10
+    K_SPAWN_ACK = 11
+    K_RESULT_DELIVERY = 13
     MAX_FIELDS = 10           # fields after the envelope (SPAWN_REQUEST has 10)
     STACK_BYTES = 400         # encode buffer on the C stack before growing into bytes
     C_MAX_DEPTH = 64          # = MAX_NESTING_DEPTH
@@ -321,6 +325,9 @@ def _load_layout():
              _messages.ERROR]
     if sorted(order) != sorted(_messages.MESSAGE_CLASSES) or sorted(order) != sorted(_SCHEMA):
         raise ImportError("rsc._core._envelope: message kinds differ from rsc._core.messages")
+    if (K_SPAWN_REQUEST, K_SPAWN_ACK, K_RESULT_DELIVERY) != (
+            _messages.SPAWN_REQUEST, _messages.SPAWN_ACK, _messages.RESULT_DELIVERY):
+        raise ImportError("rsc._core._envelope: the builders' kinds differ from rsc._core.messages")
     for i in range(KIND_SLOTS):
         CLS[i] = NULL
         NFIELDS[i] = 0
@@ -959,7 +966,7 @@ cdef inline void _set(msg, int kind, int field, value) noexcept:
 def spawn_request(sender, sender_time, remote_task_id, computation, input, lease_ms,
                   idempotency_key, budget, origin_node, origin_region, origin_task, capability):
     """``SpawnRequest(...)``, the same object, built without its ``__init__``."""
-    cdef int k = _messages.SPAWN_REQUEST
+    cdef int k = K_SPAWN_REQUEST
     msg = _blank(k, sender, sender_time)
     _set(msg, k, 0, remote_task_id)
     _set(msg, k, 1, computation)
@@ -977,7 +984,7 @@ def spawn_request(sender, sender_time, remote_task_id, computation, input, lease
 def spawn_ack(sender, sender_time, remote_task_id, status, reject_code, reject_detail,
               assigned_node):
     """``SpawnAck(...)``, the same object, built without its ``__init__``."""
-    cdef int k = _messages.SPAWN_ACK
+    cdef int k = K_SPAWN_ACK
     msg = _blank(k, sender, sender_time)
     _set(msg, k, 0, remote_task_id)
     _set(msg, k, 1, status)
@@ -990,7 +997,7 @@ def spawn_ack(sender, sender_time, remote_task_id, status, reject_code, reject_d
 def result_delivery(sender, sender_time, remote_task_id, outcome_kind, payload,
                     execution_time_ns):
     """``ResultDelivery(...)``, the same object, built without its ``__init__``."""
-    cdef int k = _messages.RESULT_DELIVERY
+    cdef int k = K_RESULT_DELIVERY
     msg = _blank(k, sender, sender_time)
     _set(msg, k, 0, remote_task_id)
     _set(msg, k, 1, outcome_kind)

@@ -70,6 +70,9 @@ _AFTER_SEND_RESULT = node_after(NodeEvent.SEND_RESULT)
 # SpawnAck(...) and ResultDelivery(...), without a Python __init__ call each.
 _spawn_ack, _result_delivery = _envelope.spawn_ack, _envelope.result_delivery
 _fields = _envelope.fields
+# Module attributes bound once: `_idem.fingerprint` in a hot path would be an
+# attribute lookup on the module every call, a global is a cached read.
+_fingerprint = _idem.fingerprint
 
 MIN_LEASE_MS = 100
 MAX_LEASE_MS = (1 << 32) - 1  # ~49.7 days; longer leases cannot be tracked as deadlines
@@ -339,7 +342,7 @@ class NodeEngine:
             return self._ack(c.id, rtid, REJECT_INVALID_INPUT,
                              f"input is {len(data)} bytes; this node accepts at most {self.max_input_bytes}")
         idem = self._idem
-        fp = _idem.fingerprint(computation, data)
+        fp = _fingerprint(computation, data)
         held_key = self._key_of(origin, rtid)
         if held_key is not None:
             if held_key != key:

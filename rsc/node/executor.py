@@ -61,6 +61,7 @@ logger = logging.getLogger("rsc.node.executor")
 
 OnDone = Callable[[Hashable, int, Any, int], None]
 
+_AsyncioTask = asyncio.Task  # a global read, not an attribute lookup on the module per task
 _SUCCESS = int(OutcomeKind.SUCCESS)
 _FAILED = int(OutcomeKind.FAILED)
 _CANCELLED = int(OutcomeKind.CANCELLED)
@@ -246,7 +247,7 @@ class Executor:
         if name is None:
             name = self._task_names[task.comp.name] = "rsc:" + str(task.comp.name)
         if self._plain_tasks:  # what create_task does then, minus naming the task twice
-            task.atask = asyncio.Task(self._run_async(task), loop=self._loop, name=name)
+            task.atask = _AsyncioTask(self._run_async(task), loop=self._loop, name=name)
         else:
             task.atask = self._loop.create_task(self._run_async(task), name=name)  # type: ignore[union-attr]
         self.live_tasks += 1
