@@ -6,6 +6,10 @@ cdef class _Task:
     cdef public long long start_ns
     cdef public bint interrupted, finished, stepped
 
+# the codec's raw-bytes shortcut, shared by the async, inline and sync paths
+cdef _input_of(comp, data)
+cdef _output_of(comp, out)
+
 cdef class Executor:
     cdef public object _max_threads, _clock_ns, _cancel_grace_s, _loop, _pool, _thread_lock
     cdef public dict _tasks, _task_names

@@ -111,6 +111,18 @@ def _message(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
+def _input_of(comp: Computation, data: bytes) -> Any:
+    """``comp.decode_input(data)``, without the call when the codec is None
+    (raw bytes, the common case: the computation gets them as they are)."""
+    return data if comp.codec is None else comp.decode_input(data)
+
+
+def _output_of(comp: Computation, out: Any) -> bytes:
+    """``comp.encode_output(out)``, without the call when ``out`` is already
+    the bytes a codec-None computation returns (the common case)."""
+    return out if type(out) is bytes and comp.codec is None else comp.encode_output(out)
+
+
 def _ended_by(exc: BaseException) -> tuple[int, Any]:
     """The outcome of a computation on the loop that raised ``exc`` (a
     cancellation signal is judged against its Cx in ``_finish``)."""
@@ -276,15 +288,12 @@ class Executor:
             return
         try:
             data, task.data = task.data, None
-            value = data if comp.codec is None else comp.decode_input(data)  # type: ignore[arg-type]
-            out = comp.fn(cx, value)
-            if type(out) is bytes and comp.codec is None:  # the common case first
-                kind, payload = _SUCCESS, out
-            elif inspect.isawaitable(out):
+            out = comp.fn(cx, _input_of(comp, data))
+            if type(out) is not bytes and inspect.isawaitable(out):
                 kind, payload = _FAILED, _returned_awaitable(
                     comp, out, "inline", "define it with def, or drop inline=True")
             else:
-                kind, payload = _SUCCESS, comp.encode_output(out)
+                kind, payload = _SUCCESS, _output_of(comp, out)
         except BaseException as exc:
             kind, payload = _ended_by(exc)
         self._finish(task, kind, payload)
@@ -362,17 +371,12 @@ class Executor:
             if cx.cancelled:  # cancelled before its first step: do not start it
                 raise asyncio.CancelledError
             data, task.data = task.data, None
-            # raw bytes in and out skip the codec's calls (the common case)
-            value = data if comp.codec is None else comp.decode_input(data)  # type: ignore[arg-type]
-            out = await comp.fn(cx, value)
+            out = await comp.fn(cx, _input_of(comp, data))
         except BaseException as exc:
             kind, payload = _ended_by(exc)
         else:
             try:
-                if type(out) is bytes and comp.codec is None:
-                    kind, payload = _SUCCESS, out
-                else:
-                    kind, payload = _SUCCESS, comp.encode_output(out)
+                kind, payload = _SUCCESS, _output_of(comp, out)
             except Exception as exc:
                 kind, payload = _FAILED, _message(exc)
         self._finish(task, kind, payload)
@@ -388,13 +392,10 @@ class Executor:
             if cx.cancelled:
                 return _CANCEL_SIGNAL, None  # cancelled while queued; do not start it
             data, task.data = task.data, None
-            value = comp.decode_input(data)  # type: ignore[arg-type]
-            out = comp.fn(cx, value)
-            if type(out) is bytes and comp.codec is None:  # the common case, before the costly check
-                return _SUCCESS, out
-            if inspect.isawaitable(out):  # an isinstance against an ABC: thousands of instructions
+            out = comp.fn(cx, _input_of(comp, data))
+            if type(out) is not bytes and inspect.isawaitable(out):
                 return _FAILED, _returned_awaitable(comp, out, "sync", "define it with async def")
-            return _SUCCESS, comp.encode_output(out)  # encode here: keep big outputs off the loop
+            return _SUCCESS, _output_of(comp, out)  # encode here: keep big outputs off the loop
         except Cancelled as exc:
             return _CANCEL_SIGNAL, exc
         except Exception as exc:
