@@ -209,6 +209,17 @@ class InvalidArgument(RemoteError, ValueError):
     """A caller passed a value rsc cannot use; the message says what to fix."""
 
 
+class UnsafePath(InvalidArgument):
+    """A file or directory rsc was pointed at is not safe to trust: a socket
+    directory others may write without the sticky bit or owned by another user,
+    or a key file others may read. The message names the path and the fix."""
+
+
+class PathInUse(InvalidArgument):
+    """A socket path something still answers on, or a launcher directory
+    another live launcher holds: rsc refuses to take it over."""
+
+
 def error_from_code(code: int, message: str) -> ProtocolError | PeerError:
     """Map an ERROR code to the local ProtocolError type (for re-raising)."""
     cls: Any = {1: VersionMismatch, 2: AuthFailed, 3: FrameTooLarge, 4: MalformedFrame,

@@ -7,9 +7,10 @@
 
 ``rsc launch`` / ``scripts/launch_nodes.py`` is the command-line form: it
 starts the nodes, writes the cluster file, prints where they listen, supervises
-them (``--restart`` brings a dead node back under the same name and address)
-and stops them all on Ctrl-C or SIGTERM. ``rsc status`` asks every node of a
-cluster file for its stats.
+them (``--restart`` brings a dead node back under the same name and address;
+without it a dead node stays down and the others keep serving) and stops them
+all on Ctrl-C or SIGTERM. A launcher locks its directory while its cluster
+runs. ``rsc status`` asks every node of a cluster file for its stats.
 
 A node counts as started only when it has printed its ``READY`` line *and*
 answered a real handshake plus STATUS_REQUEST from this process. Nodes run in
@@ -25,9 +26,7 @@ import collections
 import json
 import logging
 import os
-import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -39,6 +38,8 @@ from typing import IO, Any
 import psutil
 
 from rsc.errors import InvalidArgument
+from rsc.localfs import DirLock, ensure_private_dir, read_key_file
+from rsc.transport.uds import dead_socket_error
 
 log = logging.getLogger("rsc.launch")
 
@@ -298,8 +299,6 @@ class LocalCluster:
         self.key_file = key_file
         self.key: bytes | None = None
         if key_file is not None:
-            from rsc.node.main import read_key_file
-
             self.key = read_key_file(key_file)
         self.ready_timeout = float(ready_timeout)
         self.cwd = os.path.abspath(cwd or os.getcwd())
@@ -310,6 +309,7 @@ class LocalCluster:
         self.directory: str | None = None
         self.cluster_file: str | None = None
         self._owns_dir = False
+        self._dir_lock: DirLock | None = None  # held from start() to stop()
         self._procs: dict[str, _NodeProcess] = {}
         self._descendants: list[psutil.Process] = []
         #: name -> stderr tail of each node's last process, kept by stop()
@@ -382,7 +382,7 @@ class LocalCluster:
 
     def stop(self, timeout: float | None = None) -> list[int]:
         """Stop every node: SIGTERM by pid, wait up to ``timeout`` seconds
-        (default: grace + 5), SIGKILL stragglers. Removes the sockets, the
+        (default: the node's shutdown bound plus 2 s, i.e. grace + 12 s), SIGKILL stragglers. Removes the sockets, the
         cluster file and the directory if this cluster created it.
 
         Returns the pids of any process (node or something a node spawned)
@@ -390,7 +390,7 @@ class LocalCluster:
         badly wrong (it has already been sent SIGKILL). Safe to call twice."""
         with self._lock:
             if timeout is None:
-                timeout = (self.grace if self.grace is not None else 5.0) + 5.0
+                timeout = self._stop_timeout()
             procs = list(self._procs.values())
             for p in procs:
                 self._note_descendants(p.pid)
@@ -441,7 +441,7 @@ class LocalCluster:
                 if old.alive():
                     _signal(old.proc, signal.SIGTERM)
                     try:
-                        old.proc.wait(timeout if timeout is not None else (self.grace or 5.0) + 5.0)
+                        old.proc.wait(timeout if timeout is not None else self._stop_timeout())
                     except subprocess.TimeoutExpired:
                         _signal(old.proc, signal.SIGKILL)
                         old.proc.wait(5.0)
@@ -496,23 +496,37 @@ class LocalCluster:
 
     # -------------------------------------------------------------- internals
     def _make_directory(self) -> None:
+        """Create (0700) or check the socket directory, then lock it for this
+        cluster's lifetime (PathInUse if another launcher holds it). An
+        existing directory keeps its mode (rsc.localfs)."""
         if self._requested_dir is not None:
             d = os.path.abspath(self._requested_dir)
             self._check_path_lengths(d)
-            self._owns_dir = not os.path.exists(d)
-            os.makedirs(d, mode=0o700, exist_ok=True)
-            os.chmod(d, 0o700)
+            owns = ensure_private_dir(d, "--dir")
         else:
             d = tempfile.mkdtemp(prefix="rsc-")  # created 0700
-            self._owns_dir = True
+            owns = True
             try:
                 self._check_path_lengths(d)
             except ValueError:
                 os.rmdir(d)
                 raise
-        self.directory = d
+        lock = DirLock(d)
+        try:
+            lock.acquire()
+        except BaseException:
+            if owns:
+                _rmdir(d)
+            raise
+        self._dir_lock, self._owns_dir, self.directory = lock, owns, d
         self.cluster_file = os.path.abspath(
             self._requested_cluster_file or os.path.join(d, "cluster.json"))
+
+    def _stop_timeout(self) -> float:
+        """How long a SIGTERMed node gets before SIGKILL: its own shutdown bound, plus 2 s."""
+        from rsc.node.server import shutdown_bound_s
+
+        return shutdown_bound_s(self.grace if self.grace is not None else 5.0) + 2.0
 
     def _check_path_lengths(self, directory: str) -> None:
         longest = max(len(os.fsencode(os.path.join(directory, f"{n}.sock"))) for n in self.names)
@@ -626,16 +640,23 @@ class LocalCluster:
         return [p.pid for p in still]
 
     def _cleanup_files(self) -> None:
+        """Remove what this cluster made: the cluster file, its nodes' sockets
+        that nobody answers on (a node killed by SIGKILL leaves one; a live one
+        is somebody else's), the lock, and the directory if it made it."""
         if self.directory is None:
             return
         if self.cluster_file is not None:
             _unlink(self.cluster_file)
+        for name in self.names:
+            path = self.socket_path(name)
+            if os.path.lexists(path) and dead_socket_error(path) is not None:
+                _unlink(path)
+        if self._dir_lock is not None:
+            self._dir_lock.release()
+            self._dir_lock = None
         if self._owns_dir:
-            shutil.rmtree(self.directory, ignore_errors=True)
-        else:
-            for name in self.names:
-                _unlink(self.socket_path(name))
-        self.directory = None if self._owns_dir else self.directory
+            _rmdir(self.directory)
+            self.directory = None
 
 
 def _signal(proc: subprocess.Popen, sig: int) -> None:
@@ -655,6 +676,16 @@ def _unlink(path: str) -> None:
         pass
 
 
+def _rmdir(path: str) -> None:
+    """Remove a directory this cluster created, if nothing else was put in it."""
+    try:
+        os.rmdir(path)
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        log.warning("left %s in place: %s", path, exc.strerror)
+
+
 # -------------------------------------------------------------------- rsc launch
 
 
@@ -663,13 +694,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="how many nodes to start (default: one per core, %(default)s here)")
     p.add_argument("--registry", required=True, help="package.module:attribute of an rsc.Registry")
     p.add_argument("--dir", default=None,
-                   help="directory for the sockets (created 0700; default: a fresh temporary one, "
-                        "removed on exit)")
+                   help="directory for the sockets, locked while the cluster runs (created 0700 "
+                        "and removed on exit when missing; an existing one keeps its mode and must "
+                        "be yours and not writable by others; default: a fresh temporary one)")
     p.add_argument("--name-prefix", default="worker", help="nodes are named PREFIX-1..N (default worker)")
     p.add_argument("--cluster-file", default=None, help="where to write the cluster file "
                                                         "(default DIR/cluster.json)")
     p.add_argument("--restart", action="store_true",
-                   help="restart a node that dies (same name and address, with backoff)")
+                   help="restart a node that dies (same name and address, with backoff); without "
+                        "it a dead node stays down and the others keep serving")
     p.add_argument("--capacity", type=int, default=None, help="each node's max running tasks")
     p.add_argument("--threads", type=int, default=None, help="each node's thread pool size")
     p.add_argument("--grace", type=float, default=None,
@@ -715,8 +748,10 @@ def _print_table(cluster: LocalCluster, registry: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """``rsc launch``: start, supervise, stop. Exit 0 after a requested stop,
-    1 when a node fails to start (or dies without --restart), 2 on bad arguments."""
+    """``rsc launch``: start, supervise, stop. A node that dies is restarted
+    with --restart (with back-off), else it stays down while the others keep
+    serving. Exit 0 after a requested stop, 1 when a node fails to start or
+    every node is down, 2 on bad arguments (an unsafe or busy --dir included)."""
     if args.nodes < 1:
         _say(f"--nodes must be at least 1, got {args.nodes}")
         return 2
@@ -771,23 +806,24 @@ def _run_cluster(cluster: LocalCluster, args: argparse.Namespace, stop: threadin
 
     backoff = _Backoff()
     restart_at: dict[str, float] = {}
+    down: set[str] = set()  # without --restart, a dead node stays down; the others keep serving
     code = 0
     try:
         while not stop.wait(0.2):
             for name, rc in cluster.dead().items():
-                if name in restart_at:
+                if name in restart_at or name in down:
                     continue
                 p = cluster._procs[name]
                 how = f"killed by {signal.Signals(-rc).name}" if rc < 0 else f"exited with code {rc}"
                 if not args.restart:
-                    _say(f"node {name} (pid {p.pid}) {how}; stopping the cluster "
-                         "(use --restart to bring dead nodes back)")
+                    down.add(name)
+                    _say(f"node {name} (pid {p.pid}) {how}; it stays down and the other "
+                         f"{len(cluster.names) - len(down)} keep serving (--restart brings dead "
+                         "nodes back)")
                     tail = p.stderr_text()
                     if tail.strip() and args.quiet:
                         _say(f"--- {name} stderr ---\n{tail}")
-                    code = 1
-                    stop.set()
-                    break
+                    continue
                 delay = backoff.delay(name, time.monotonic() - p.started_at)
                 _say(f"node {name} (pid {p.pid}) {how}; restarting in {delay:.2f} s")
                 restart_at[name] = time.monotonic() + delay
@@ -804,6 +840,10 @@ def _run_cluster(cluster: LocalCluster, args: argparse.Namespace, stop: threadin
                 except LaunchInterrupted:
                     break
                 _say(f"node {name} restarted as pid {pid} at {cluster.address_of(name)}")
+            if len(down) == len(cluster.names):
+                _say("every node is down; stopping")
+                code = 1
+                break
     finally:
         n = len(cluster.pids)
         leftovers = cluster.stop()
@@ -847,9 +887,11 @@ def status(args: argparse.Namespace) -> int:
     alive = {n: e["address"] for n, e in entries.items() if n not in results}
     key = None
     if getattr(args, "key_file", None):
-        from rsc.node.main import read_key_file
-
-        key = read_key_file(args.key_file)
+        try:
+            key = read_key_file(args.key_file)
+        except InvalidArgument as exc:
+            print(f"rsc status: {exc}", file=sys.stderr)
+            return 2
     if alive:
         results.update(probe(alive, timeout, key=key))
     unreachable = [n for n, r in results.items() if isinstance(r, BaseException)]
@@ -861,6 +903,7 @@ def status(args: argparse.Namespace) -> int:
                                    "reachable": not isinstance(r, BaseException)}
             if isinstance(r, BaseException):
                 row["error"] = f"{type(r).__name__}: {r}"
+                row["down"] = _is_down(r)
             else:
                 row["stats"] = r
             out["nodes"][name] = row
@@ -871,21 +914,16 @@ def status(args: argparse.Namespace) -> int:
 
 
 def _refused(address: str) -> OSError | None:
-    """The error of a plain connect to a Unix-socket address when it fails at
-    once (no socket file, nobody listening), else None."""
+    """The error of a plain connect to a Unix-socket address when nobody can
+    be listening there (no socket file, connection refused): the node is down."""
     if not address.startswith("unix:"):
         return None
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    sock.settimeout(1.0)
-    try:
-        sock.connect(address[len("unix:"):])
-    except (FileNotFoundError, ConnectionRefusedError) as exc:
-        return exc
-    except OSError:
-        return None  # let the real probe decide
-    finally:
-        sock.close()
-    return None
+    return dead_socket_error(address[len("unix:"):])
+
+
+def _is_down(r: BaseException) -> bool:
+    """Nobody listens at the node's address (as opposed to a node that does not answer)."""
+    return isinstance(r, (FileNotFoundError, ConnectionRefusedError))
 
 
 def _print_status_table(entries: Mapping[str, Mapping[str, Any]],
@@ -896,7 +934,8 @@ def _print_status_table(entries: Mapping[str, Mapping[str, Any]],
     for name, e in entries.items():
         r = results[name]
         if isinstance(r, BaseException):
-            rows.append([name, str(e.get("pid") or "-"), f"unreachable ({type(r).__name__}: {r})"])
+            state = "down" if _is_down(r) else "unreachable"
+            rows.append([name, str(e.get("pid") or "-"), f"{state} ({type(r).__name__}: {r})"])
             continue
         rows.append([name, str(r.get("pid", e.get("pid"))), str(r.get("running", "?")),
                      str(r.get("accepted", "?")), str(r.get("completed", "?")),

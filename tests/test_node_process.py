@@ -59,6 +59,7 @@ def test_keyed_node_proves_and_demands_the_key(cluster: Any, tmp_path: Path) -> 
     key = os.urandom(32)
     key_file = tmp_path / "key"
     key_file.write_bytes(key)
+    key_file.chmod(0o600)
     c = cluster(1, key_file=str(key_file))
 
     async def main() -> None:

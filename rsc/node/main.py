@@ -9,10 +9,12 @@ import logging
 import os
 import signal
 import sys
+import threading
 
 from typing import TYPE_CHECKING, Callable
 
 from rsc.errors import InvalidArgument
+from rsc.localfs import read_key_file
 
 if TYPE_CHECKING:  # pragma: no cover
     from rsc.node.server import NodeServer
@@ -30,28 +32,20 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-input-bytes", type=int, default=16 * 1024 * 1024,
                    help="largest input accepted (default 16 MiB)")
     p.add_argument("--threads", type=int, default=None, help="thread pool size for sync computations")
-    p.add_argument("--grace", type=float, default=5.0, help="seconds running tasks get on shutdown")
+    p.add_argument("--grace", type=float, default=5.0,
+                   help="seconds running tasks get on shutdown (default 5). A node is gone within "
+                        "grace + 10 s of SIGTERM whatever its computations do; a second "
+                        "SIGTERM/SIGINT makes it leave at once")
     p.add_argument("--ttl", type=float, default=300.0, help="seconds results stay for duplicates")
     p.add_argument("--peers", default=None,
                    help="cluster file of nodes this node's computations may spawn on (nested work)")
     p.add_argument("--key-file", default=None,
-                   help="file holding the cluster key (>= 16 bytes): the handshake then proves it both ways")
+                   help="file holding the cluster key (>= 16 bytes, mode 600): the handshake then "
+                        "proves it both ways")
     p.add_argument("--lifeline-stdin", action="store_true",
                    help="shut down gracefully when stdin closes (the launcher died)")
     p.add_argument("--trace", default=None, help="append trace events as JSON lines to this file")
     p.add_argument("--log-level", default="WARNING")
-
-
-def read_key_file(path: str) -> bytes:
-    """The cluster key: the file's bytes (at least 16)."""
-    try:
-        with open(path, "rb") as f:
-            key = f.read()
-    except OSError as exc:
-        raise InvalidArgument(f"cannot read --key-file {path}: {exc.strerror}") from exc
-    if len(key) < 16:
-        raise InvalidArgument(f"--key-file {path} holds {len(key)} bytes; a cluster key needs at least 16")
-    return key
 
 
 def new_event_loop() -> asyncio.AbstractEventLoop:
@@ -83,11 +77,12 @@ async def _serve(args: argparse.Namespace) -> int:
                         key=key)
     await server.start()
     tune_gc()
+    stopper = _Stopper(server)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, server.request_shutdown)
+        loop.add_signal_handler(sig, stopper.on_signal, sig)
     if args.lifeline_stdin:
-        await _watch_lifeline(server)
+        await _watch_lifeline(stopper.begin)
     print(f"READY {server.name} {os.getpid()} {server.address}", flush=True)
     await server.serve_until_stopped()
     return 0
@@ -110,6 +105,43 @@ def tune_gc() -> None:
     gc.set_threshold(GC_GEN0_THRESHOLD, g1, g2)
 
 
+class _Stopper:
+    """How a node process leaves, within ``NodeServer.shutdown_bound_s`` of
+    being asked whatever its computations do.
+
+    The first SIGTERM/SIGINT (or the lifeline closing) starts the graceful
+    shutdown and arms a watchdog thread: if the shutdown has not finished
+    when the bound is over (a step stuck behind a computation), the watchdog
+    removes the socket and leaves with ``os._exit(1)``. A second signal during
+    the shutdown does the same at once, with exit code 128 + the signal.
+    """
+
+    def __init__(self, server: "NodeServer") -> None:
+        self.server = server
+        self._watchdog: threading.Timer | None = None
+
+    def begin(self) -> None:
+        if self._watchdog is None:
+            bound = self.server.shutdown_bound_s
+            self._watchdog = threading.Timer(bound, self.leave_now, (1, f"shutdown still running "
+                                                                       f"after {bound:.1f} s"))
+            self._watchdog.daemon = True
+            self._watchdog.start()
+        self.server.request_shutdown()
+
+    def on_signal(self, sig: int) -> None:
+        if self._watchdog is None:
+            self.begin()
+        else:
+            self.leave_now(128 + sig, f"second {signal.Signals(sig).name} during shutdown")
+
+    def leave_now(self, code: int, why: str) -> None:
+        """Leave the process now: remove our socket, flush, ``os._exit``."""
+        self.server.remove_socket()
+        logging.getLogger("rsc.node").warning("node %s: %s; exiting now", self.server.name, why)
+        _exit(code)
+
+
 class _Lifeline(asyncio.Protocol):
     def __init__(self, on_close: "Callable[[], None]") -> None:
         self._on_close = on_close
@@ -118,10 +150,28 @@ class _Lifeline(asyncio.Protocol):
         self._on_close()
 
 
-async def _watch_lifeline(server: "NodeServer") -> None:
+async def _watch_lifeline(on_close: "Callable[[], None]") -> None:
     """Whoever started us holds our stdin open; EOF means it is gone."""
     loop = asyncio.get_running_loop()
-    await loop.connect_read_pipe(lambda: _Lifeline(server.request_shutdown), sys.stdin)
+    await loop.connect_read_pipe(lambda: _Lifeline(on_close), sys.stdin)
+
+
+def _stuck_threads() -> list[threading.Thread]:
+    """Threads that would keep the interpreter from exiting (a computation
+    blocked in C holds a pool thread, and the pool joins its threads at exit)."""
+    return [t for t in threading.enumerate()
+            if t is not threading.main_thread() and t.is_alive() and not t.daemon]
+
+
+def _exit(code: int) -> None:
+    """``os._exit`` after flushing what Python would have flushed."""
+    logging.shutdown()
+    for f in (sys.stdout, sys.stderr):
+        try:
+            f.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(code)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -129,10 +179,17 @@ def run(args: argparse.Namespace) -> int:
                         format=f"%(asctime)s {args.name} %(levelname)s %(message)s")
     try:
         with asyncio.Runner(loop_factory=new_event_loop) as runner:
-            return runner.run(_serve(args))
+            code = runner.run(_serve(args))
     except InvalidArgument as exc:
         print(f"rsc node {args.name}: {exc}", file=sys.stderr)
         return 2
     except OSError as exc:
         print(f"rsc node {args.name}: cannot listen on {args.listen}: {exc}", file=sys.stderr)
         return 1
+    stuck = _stuck_threads()
+    if stuck:  # the shutdown already reported their tasks abandoned; do not wait for them
+        logging.getLogger("rsc.node").warning(
+            "node %s: %d thread(s) still blocked (%s); leaving without them", args.name, len(stuck),
+            ", ".join(t.name for t in stuck))
+        _exit(code)
+    return code

@@ -17,6 +17,7 @@ cdef class NodeServer:
     cdef public dict _conns
     cdef public object _conn_ids, _server, _idle, _stopped, _loop
     cdef public EngineTimer _timer
+    cdef public object _socket_id  # (st_dev, st_ino) of the socket file this node created
     cdef object __weakref__
 
     @cython.locals(engine=NodeEngine)

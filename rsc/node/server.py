@@ -28,12 +28,32 @@ from rsc.remote import Runtime
 from rsc.transport.address import Address
 from rsc.transport.connection import FramedConnection
 from rsc.transport.timer import EngineTimer
-from rsc.transport.uds import listen_unix
+from rsc.transport.uds import listen_unix, remove_socket
 from rsc.types import Budget, CancelReason, NodeId, OutcomeKind
 
 log = logging.getLogger("rsc.node")
 
 _CANCELLED = int(OutcomeKind.CANCELLED)  # a global: Enum class attributes are slow to read (3.11)
+
+#: Seconds a shutdown gives its connections, all together, to write their last
+#: frames (results, ERROR shutting_down) and close.
+FLUSH_S = 2.0
+#: What a shutdown may take beyond ``grace_s`` and the cancel wait: the flush
+#: (FLUSH_S), closing the listener and a nested runtime (1 s), leaving (1 s).
+SHUTDOWN_MARGIN_S = 4.0
+CANCEL_GRACE_S = 2.0  # default seconds a cancelled sync computation gets before its thread is interrupted
+
+
+def cancel_wait_s(cancel_grace_s: float = CANCEL_GRACE_S) -> float:
+    """Seconds a shutdown waits for cancelled tasks to end before it abandons
+    them: three cancel graces, at least 5 s."""
+    return max(5.0, cancel_grace_s * 3)
+
+
+def shutdown_bound_s(grace_s: float, cancel_grace_s: float = CANCEL_GRACE_S) -> float:
+    """Seconds a node's shutdown takes at most, whatever its computations do:
+    grace + cancel wait + SHUTDOWN_MARGIN_S (``--grace`` + 10 s by default)."""
+    return grace_s + cancel_wait_s(cancel_grace_s) + SHUTDOWN_MARGIN_S
 
 
 class RegistryAdmission(Admission):
@@ -59,7 +79,7 @@ class NodeServer:
     def __init__(self, name: str, address: str, registry: Registry, *, capacity: int = 16384,
                  max_input_bytes: int = 16 * 1024 * 1024, max_threads: int | None = None,
                  ttl_s: float = 300.0, key: bytes | None = None, grace_s: float = 5.0,
-                 cancel_grace_s: float = 2.0, peers: str | None = None,
+                 cancel_grace_s: float = CANCEL_GRACE_S, peers: str | None = None,
                  trace: Callable[[str, dict], None] | None = None) -> None:
         self.name = NodeId(name)
         self.address = Address.parse(address)
@@ -88,12 +108,13 @@ class NodeServer:
         self._idle = asyncio.Event()
         self._stopped = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._socket_id: tuple[int, int] | None = None  # the socket file we created (dev, inode)
 
     # -------------------------------------------------------------- lifecycle
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
         self._timer = EngineTimer(self._loop, self.clock, self._on_timer)
-        self._server = await listen_unix(self.address.path, self._make_connection)
+        self._server, self._socket_id = await listen_unix(self.address.path, self._make_connection)
         log.info("node %s listening on %s", self.name, self.address)
 
     async def serve_until_stopped(self) -> None:
@@ -104,9 +125,31 @@ class NodeServer:
         if not self.engine.draining:
             asyncio.ensure_future(self.shutdown())
 
+    @property
+    def shutting_down(self) -> bool:
+        """True once a shutdown has begun."""
+        return self.engine.draining
+
+    @property
+    def shutdown_bound_s(self) -> float:
+        """Seconds this node's shutdown takes at most (module ``shutdown_bound_s``);
+        ``rsc node`` leaves when it is over even if a thread is stuck in C."""
+        return shutdown_bound_s(self.grace_s, self.executor.cancel_grace_s)
+
+    def remove_socket(self) -> bool:
+        """Unlink our socket file, unless another listener has replaced it
+        since; True if removed. Safe from any thread, and to call twice."""
+        removed = remove_socket(self.address.path, self._socket_id)
+        self._socket_id = None
+        return removed
+
     async def shutdown(self, grace_s: float | None = None) -> None:
         """Stop admitting, let running tasks finish for the grace period, cancel
-        the rest (reason shutdown), deliver every result, close, stop."""
+        the rest (reason shutdown), report those that ignore the cancel for
+        ``cancel_wait_s`` as Panicked ("abandoned"), deliver every result,
+        close, remove the socket, stop. Every step is bounded (see
+        ``shutdown_bound_s``); a thread stuck in C is left behind for the
+        process to abandon (``rsc node`` exits with ``os._exit``)."""
         grace = self.grace_s if grace_s is None else grace_s
         self.engine.begin_drain()
         if self.engine.running:
@@ -119,31 +162,31 @@ class NodeServer:
             self.engine.cancel_all()
             self._pump()
             try:
-                await asyncio.wait_for(self._wait_idle(), max(5.0, self.executor.cancel_grace_s * 3))
+                await asyncio.wait_for(self._wait_idle(), cancel_wait_s(self.executor.cancel_grace_s))
             except asyncio.TimeoutError:
-                log.warning("node %s: %d tasks ignored cancellation; exiting anyway",
-                            self.name, self.engine.running)
+                log.warning("node %s: %d tasks ignored cancellation for %.0f s; reporting them "
+                            "abandoned and exiting", self.name, self.engine.running,
+                            cancel_wait_s(self.executor.cancel_grace_s))
+                # their Panicked outcomes go out with the other results below
+                await self.executor.aclose(0.0, abandon_after_s=0.0)
         if self._server is not None:
             self._server.close()
         self.engine.close_all()
         self._pump()
         await asyncio.sleep(0)
+        closing = [asyncio.shield(c.closed) for c in self._conns.values() if c.closed is not None]
+        if closing:
+            await asyncio.wait(closing, timeout=FLUSH_S)
         for conn in list(self._conns.values()):
-            if conn.closed is not None:
-                try:
-                    await asyncio.wait_for(asyncio.shield(conn.closed), 2.0)
-                except asyncio.TimeoutError:
-                    conn.abort()
+            if conn.closed is not None and not conn.closed.done():
+                conn.abort()
         if self._server is not None:
-            await self._server.wait_closed()
+            await _bounded(self._server.wait_closed(), 1.0)
         self._timer.cancel()
-        await self.executor.aclose(0.0, abandon_after_s=1.0)
+        await self.executor.aclose(0.0, abandon_after_s=0.0)
         if self._runtime is not None:
-            await self._runtime.aclose()
-        try:
-            os.unlink(self.address.path)
-        except FileNotFoundError:
-            pass
+            await _bounded(self._runtime.aclose(), 1.0)
+        self.remove_socket()
         self._stopped.set()
 
     async def _wait_idle(self) -> None:
@@ -250,3 +293,11 @@ class NodeServer:
             rss, cpu = 0, 0.0
         return dict(pid=os.getpid(), uptime_s=time.monotonic() - self._started, rss_bytes=rss,
                     cpu_percent=cpu, version=__version__, node=str(self.name))
+
+
+async def _bounded(aw: Any, timeout_s: float) -> None:
+    """Await ``aw`` for at most ``timeout_s`` (a shutdown step must not hang)."""
+    try:
+        await asyncio.wait_for(aw, timeout_s)
+    except asyncio.TimeoutError:
+        log.warning("shutdown step %r took over %.1f s; going on", aw, timeout_s)

@@ -1,37 +1,88 @@
-"""Unix-domain-socket listener with the protocol's permissions: the socket's
-directory is 0700, the socket 0600, and it serves only once ready."""
+"""Unix-domain-socket listener with the protocol's permissions: the socket is
+0600 in a directory that is rsc's own (created 0700) or safe (see
+:mod:`rsc.localfs`), it never takes over a path something still answers on,
+and it serves only once ready."""
 
 from __future__ import annotations
 
 import asyncio
 import os
+import socket
 import stat
 from typing import Callable
 
-from rsc.errors import InvalidArgument
+from rsc.errors import InvalidArgument, PathInUse
+from rsc.localfs import ensure_private_dir
+
+#: (st_dev, st_ino) of the socket file a listener created.
+SocketId = tuple[int, int]
+
+
+def dead_socket_error(path: str, timeout_s: float = 1.0) -> OSError | None:
+    """The error of connecting to ``path`` when nobody can be listening there
+    (no such file, or connection refused); None when something accepted the
+    connection or may be there (a full backlog, a timeout, no permission)."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(timeout_s)
+    try:
+        sock.connect(path)
+    except (FileNotFoundError, ConnectionRefusedError) as exc:
+        return exc
+    except OSError:
+        return None
+    finally:
+        sock.close()
+    return None
 
 
 def prepare_socket_path(path: str) -> None:
-    """Create the socket's directory (0700) and remove a stale socket file."""
-    directory = os.path.dirname(os.path.abspath(path)) or "."
-    os.makedirs(directory, mode=0o700, exist_ok=True)
-    os.chmod(directory, 0o700)
+    """Make ``path`` free to bind: its directory exists and is safe (created
+    0700 when missing, an existing one's mode untouched), and a stale socket
+    there (nobody answers on it) is removed.
+
+    Raises :class:`UnsafePath` for an unsafe directory, :class:`PathInUse`
+    when something answers on ``path``, :class:`InvalidArgument` when ``path``
+    is a file that is not a socket."""
+    ensure_private_dir(os.path.dirname(os.path.abspath(path)), "socket directory")
     try:
         st = os.lstat(path)
     except FileNotFoundError:
         return
     if not stat.S_ISSOCK(st.st_mode):
         raise InvalidArgument(f"{path} exists and is not a socket; refusing to replace it")
+    if dead_socket_error(path) is None:
+        raise PathInUse(f"{path} is in use: a process (another node?) accepts connections on it; "
+                        "stop it first, or listen on another path")
     os.unlink(path)
 
 
-async def listen_unix(path: str, factory: Callable[[], asyncio.Protocol]) -> asyncio.AbstractServer:
+async def listen_unix(path: str, factory: Callable[[], asyncio.Protocol]
+                      ) -> tuple[asyncio.AbstractServer, SocketId]:
+    """Bind ``path`` (see :func:`prepare_socket_path`), make the socket 0600,
+    then start serving. Returns the server and the socket file's identity, for
+    :func:`remove_socket`."""
     prepare_socket_path(path)
     loop = asyncio.get_running_loop()
     server = await loop.create_unix_server(factory, path, start_serving=False)
+    st = os.lstat(path)
     os.chmod(path, 0o600)
     await server.start_serving()
-    return server
+    return server, (st.st_dev, st.st_ino)
+
+
+def remove_socket(path: str, ident: SocketId | None) -> bool:
+    """Unlink ``path`` only if it is still the socket file ``ident`` names (a
+    later listener may have replaced a stale one); True if it was removed."""
+    if ident is None:
+        return False
+    try:
+        st = os.lstat(path)
+        if (st.st_dev, st.st_ino) != ident:
+            return False
+        os.unlink(path)
+    except FileNotFoundError:
+        return False
+    return True
 
 
 async def connect_unix(path: str, factory: Callable[[], asyncio.Protocol]) -> asyncio.Protocol:
