@@ -24,6 +24,7 @@ import psutil
 import pytest
 
 from rsc import Runtime, spawn_remote
+from rsc.errors import PathInUse
 from rsc.launch import LocalCluster, NodeStartError, probe, read_cluster_file
 from tests.cluster import REPO_ROOT, cluster, wait_no_children  # noqa: F401  (fixture)
 
@@ -255,14 +256,132 @@ def test_restart_brings_a_killed_node_back(launcher: Callable[..., Launcher]) ->
     assert all(gone(p) for p in lau.node_procs.values())
 
 
-def test_a_dead_node_without_restart_stops_the_cluster(launcher: Callable[..., Launcher]) -> None:
-    lau = launcher("-n", "2", "--registry", REGISTRY)
+def test_a_dead_node_without_restart_stays_down_and_the_others_serve(
+        launcher: Callable[..., Launcher]) -> None:
+    lau = launcher("-n", "3", "--registry", REGISTRY)
     rows, cf = lau.table()
-    os.kill(rows["worker-2"][0], signal.SIGKILL)
-    assert lau.wait(30) == 1, lau.err()
-    assert "node worker-2" in lau.err() and "--restart" in lau.err()
+    dead_pid = rows["worker-1"][0]
+    os.kill(dead_pid, signal.SIGKILL)
+    wait_until(lambda: "node worker-1" in lau.err() and "stays down" in lau.err(), 30,
+               "the launcher to notice worker-1 died")
+    # before the fix: the launcher stopped every node here
+    assert lau.proc.poll() is None, lau.err()
+    assert asyncio.run(square_on(cf, "worker-2", 3)) == 9
+    assert asyncio.run(square_on(cf, "worker-3", 4)) == 16
+    assert re.search(rf"node worker-1 \(pid {dead_pid}\) killed by SIGKILL; it stays down and "
+                     r"the other 2 keep serving", lau.err()), lau.err()
+
+    table = rsc_cli("status", "--cluster", cf)
+    assert table.returncode == 1
+    assert re.search(rf"^worker-1\s+{dead_pid}\s+down \(ConnectionRefusedError", table.stdout, re.M), \
+        table.stdout
+    for name in ("worker-2", "worker-3"):
+        assert re.search(rf"^{name}\s+{rows[name][0]}\s+0\s", table.stdout, re.M), table.stdout
+    js = json.loads(rsc_cli("status", "--cluster", cf, "--json").stdout)["nodes"]
+    assert js["worker-1"]["down"] is True and js["worker-2"]["reachable"] is True
+
+    lau.proc.send_signal(signal.SIGTERM)
+    assert lau.wait(30) == 0, lau.err()
     assert all(gone(p) for p in lau.node_procs.values())
+    assert not os.path.exists(cf) and not os.path.exists(os.path.dirname(cf))
+
+
+def test_a_launcher_stops_when_every_node_is_down(launcher: Callable[..., Launcher]) -> None:
+    lau = launcher("-n", "1", "--registry", REGISTRY)
+    rows, cf = lau.table()
+    os.kill(rows["worker-1"][0], signal.SIGKILL)
+    assert lau.wait(30) == 1, lau.err()
+    assert "every node is down; stopping" in lau.err()
     assert not os.path.exists(cf)
+
+
+def test_a_second_launcher_on_a_live_dir_refuses_and_leaves_it_alone(
+        launcher: Callable[..., Launcher], tmp_path: Path) -> None:
+    d = tmp_path / "socks"
+    first = launcher("-n", "2", "--registry", REGISTRY, "--dir", str(d))
+    rows, cf = first.table()
+    inodes = {n: os.stat(a[len("unix:"):]).st_ino for n, (_, a) in rows.items()}
+    second = launcher("-n", "2", "--registry", REGISTRY, "--dir", str(d))
+    assert second.wait(60) == 2, second.err()
+    assert f"{d} is in use by another rsc launcher (pid {first.proc.pid})" in second.err(), second.err()
+    # before the fix: the second took the sockets over, and on leaving removed them and cf
+    assert {n: os.stat(a[len("unix:"):]).st_ino for n, (_, a) in rows.items()} == inodes
+    assert read_cluster_file(cf) == {n: {"address": a, "pid": p} for n, (p, a) in rows.items()}
+    assert asyncio.run(square_on(cf, "worker-1", 5)) == 25
+
+    first.proc.send_signal(signal.SIGTERM)
+    assert first.wait(30) == 0, first.err()
+    assert not d.exists()
+    # the lock went with the first launcher: the directory can be used again
+    third = launcher("-n", "1", "--registry", REGISTRY, "--dir", str(d))
+    third.table()
+    third.proc.send_signal(signal.SIGTERM)
+    assert third.wait(30) == 0, third.err()
+
+
+def test_launch_keeps_an_existing_dir_and_its_mode(launcher: Callable[..., Launcher],
+                                                   tmp_path: Path) -> None:
+    d = tmp_path / "socks"
+    d.mkdir()
+    d.chmod(0o755)
+    (d / "mine.txt").write_text("not rsc's")
+    lau = launcher("-n", "1", "--registry", REGISTRY, "--dir", str(d))
+    rows, cf = lau.table()
+    assert stat.S_IMODE(os.stat(d).st_mode) == 0o755  # before the fix: 0700
+    assert (d / ".rsc-launch.lock").exists()
+    lau.proc.send_signal(signal.SIGTERM)
+    assert lau.wait(30) == 0, lau.err()
+    assert stat.S_IMODE(os.stat(d).st_mode) == 0o755
+    assert sorted(os.listdir(d)) == ["mine.txt"]
+
+
+def test_launch_refuses_an_unsafe_dir(launcher: Callable[..., Launcher], tmp_path: Path) -> None:
+    d = tmp_path / "socks"
+    d.mkdir()
+    d.chmod(0o777)
+    lau = launcher("-n", "1", "--registry", REGISTRY, "--dir", str(d))
+    assert lau.wait(60) == 2, lau.err()
+    assert f"--dir {d} has mode 0777: writable by group and others without the sticky bit" in lau.err()
+    assert stat.S_IMODE(os.stat(d).st_mode) == 0o777 and os.listdir(d) == []
+
+
+def test_a_cluster_does_not_take_over_a_live_node_socket(tmp_path: Path) -> None:
+    """A node someone started by hand serves at DIR/worker-1.sock: a cluster
+    on DIR fails to start, and its clean-up leaves that node's socket alone."""
+    d = tmp_path / "socks"
+    d.mkdir(mode=0o700)
+    sock = d / "worker-1.sock"
+    other = subprocess.Popen([sys.executable, "-m", "rsc", "node", "--name", "worker-1", "--listen",
+                              f"unix:{sock}", "--registry", REGISTRY], cwd=REPO_ROOT,
+                             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                             text=True)
+    try:
+        assert other.stdout is not None and other.stdout.readline().startswith("READY worker-1 ")
+        c = LocalCluster(1, REGISTRY, directory=str(d), cwd=REPO_ROOT, ready_timeout=20)
+        with pytest.raises(NodeStartError) as info:
+            c.start()
+        assert f"{sock} is in use" in info.value.stderr
+        assert sock.exists()
+        assert isinstance(probe({"worker-1": f"unix:{sock}"}, 10)["worker-1"], dict)
+    finally:
+        other.send_signal(signal.SIGTERM)
+        try:
+            other.wait(20)
+        except subprocess.TimeoutExpired:
+            other.kill()
+            other.wait(5)
+        assert other.stdout is not None
+        other.stdout.close()
+    assert not sock.exists()
+
+
+def test_a_second_local_cluster_on_a_dir_in_use_is_refused(cluster, tmp_path: Path) -> None:  # noqa: F811
+    d = tmp_path / "socks"
+    first = cluster(1, directory=str(d))
+    with pytest.raises(PathInUse, match=f"pid {os.getpid()}"):
+        LocalCluster(1, REGISTRY, directory=str(d), cwd=REPO_ROOT).start()
+    assert asyncio.run(square_on(first.nodes, "worker-1", 7)) == 49
+    assert os.path.exists(first.cluster_file)
 
 
 def test_status_reports_unreachable_nodes(tmp_path: Path) -> None:
@@ -271,7 +390,7 @@ def test_status_reports_unreachable_nodes(tmp_path: Path) -> None:
         "ghost": {"address": f"unix:{tmp_path}/ghost.sock", "pid": 999999}}}))
     out = rsc_cli("status", "--cluster", str(cf))
     assert out.returncode == 1
-    assert re.search(r"^ghost\s+999999\s+unreachable", out.stdout, re.M), out.stdout
+    assert re.search(r"^ghost\s+999999\s+down \(FileNotFoundError", out.stdout, re.M), out.stdout
     js = rsc_cli("status", "--cluster", str(cf), "--json")
     assert js.returncode == 1
     assert json.loads(js.stdout)["nodes"]["ghost"]["reachable"] is False
