@@ -23,7 +23,8 @@ def main(argv: list[str] | None = None) -> int:
     p_status = sub.add_parser("status", help="ask every node of a cluster for its stats")
     p_status.add_argument("--cluster", required=True, help="cluster file written by rsc launch")
     p_status.add_argument("--json", action="store_true")
-    p_status.add_argument("--key-file", default=None, help="cluster key file, for a keyed cluster")
+    p_status.add_argument("--key-file", default=None,
+                          help="cluster key file (mode 600), for a keyed cluster")
 
     args = parser.parse_args(argv)
     if args.verb == "node":

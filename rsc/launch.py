@@ -708,7 +708,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--grace", type=float, default=None,
                    help="seconds running tasks get when a node is stopped (node default 5)")
     p.add_argument("--key-file", default=None,
-                   help="cluster key file (>= 16 bytes) given to every node; handshakes then prove it")
+                   help="cluster key file (>= 16 bytes, mode 600) given to every node; handshakes "
+                        "then prove it")
     p.add_argument("--ready-timeout", type=float, default=30.0,
                    help="seconds each node gets to become ready (default 30)")
     p.add_argument("--quiet", action="store_true",

@@ -23,6 +23,8 @@ process, or a socket file of the cluster is left behind.
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -119,3 +121,16 @@ def module_cluster() -> Iterator[ClusterFactory]:
         yield clusters
     finally:
         clusters.teardown()
+
+
+def terminate(proc: subprocess.Popen, timeout: float = 20.0) -> int:
+    """Stop a child by pid: SIGTERM, wait up to ``timeout`` seconds, then
+    SIGKILL. Returns its exit code; a no-op for one that already exited."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+    return proc.returncode

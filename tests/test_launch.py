@@ -26,7 +26,7 @@ import pytest
 from rsc import Runtime, spawn_remote
 from rsc.errors import PathInUse
 from rsc.launch import LocalCluster, NodeStartError, probe, read_cluster_file
-from tests.cluster import REPO_ROOT, cluster, wait_no_children  # noqa: F401  (fixture)
+from tests.cluster import REPO_ROOT, cluster, terminate, wait_no_children  # noqa: F401  (fixture)
 
 LAUNCH = [sys.executable, os.path.join(REPO_ROOT, "scripts", "launch_nodes.py")]
 REGISTRY = "tests.registries:basic"
@@ -101,13 +101,7 @@ class Launcher:
 
     def kill_all(self) -> None:
         """Teardown: SIGTERM the launcher, then SIGKILL it and any node it left."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+        terminate(self.proc)
         for p in self.node_procs.values():  # psutil guards against pid reuse
             try:
                 p.kill()
@@ -364,12 +358,7 @@ def test_a_cluster_does_not_take_over_a_live_node_socket(tmp_path: Path) -> None
         assert sock.exists()
         assert isinstance(probe({"worker-1": f"unix:{sock}"}, 10)["worker-1"], dict)
     finally:
-        other.send_signal(signal.SIGTERM)
-        try:
-            other.wait(20)
-        except subprocess.TimeoutExpired:
-            other.kill()
-            other.wait(5)
+        terminate(other)
         assert other.stdout is not None
         other.stdout.close()
     assert not sock.exists()

@@ -28,7 +28,7 @@ from rsc.errors import PathInUse, UnsafePath
 from rsc.launch import LocalCluster, probe
 from rsc.localfs import check_dir_is_safe, ensure_private_dir, read_key_file
 from rsc.node.server import shutdown_bound_s
-from tests.cluster import REPO_ROOT
+from tests.cluster import REPO_ROOT, terminate
 
 NOBODY = 65534
 
@@ -63,13 +63,7 @@ class Node:
         return self.proc.returncode, err
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+        terminate(self.proc)
         for f in (self.proc.stdout, self.proc.stderr):
             if f is not None:
                 f.close()
