@@ -26,3 +26,14 @@ def block_in_c(cx: Any, seconds: float) -> float:
 @registry.computation("square", codec="msgpack")
 def square(cx: Any, x: int) -> int:
     return x * x
+
+
+@registry.computation("hog_loop", codec="msgpack")
+async def hog_loop(cx: Any, seconds: float) -> float:
+    """Holds the node's loop thread for ``seconds``: an async computation that
+    never awaits, sleeping in 50 ms blocking steps (so the loop runs nothing,
+    not even its signal handlers, while the main thread keeps running bytecode)."""
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        time.sleep(0.05)
+    return seconds

@@ -247,6 +247,33 @@ def test_a_second_signal_during_shutdown_exits_at_once(nodes: Any, tmp_path: Pat
     assert not os.path.exists(n.sock)
 
 
+@pytest.mark.parametrize("loop", ["uvloop", "asyncio"])
+def test_a_node_whose_loop_is_held_still_leaves_within_its_bound(nodes: Any, tmp_path: Path,
+                                                                 loop: str) -> None:
+    """A computation holds the loop thread itself, so the graceful shutdown
+    cannot even begin: the watchdog armed by the signal ends the process when
+    the bound is over, and removes its socket."""
+    grace = 0.5
+    env = {"RSC_NO_UVLOOP": "1"} if loop == "asyncio" else {}
+    n = nodes(tmp_path / "d" / "x.sock", "--grace", str(grace), registry="tests.stuck_registry:registry",
+              env=env)
+    n.ready()
+
+    async def main() -> None:
+        async with rsc.Runtime({"n1": f"unix:{n.sock}"}) as rt:
+            h = rsc.spawn_remote(rt.cx(), "n1", "hog_loop", 600.0, lease=1.0)
+            with pytest.raises(rsc.LeaseExpired):  # the held loop renews nothing
+                await asyncio.wait_for(h.join(), 30)
+
+    asyncio.run(main())
+    n.proc.send_signal(signal.SIGTERM)
+    # before the fix: the shutdown never ran, and nothing else ended the process
+    code, err = n.finish(timeout=shutdown_bound_s(grace) + 10)
+    assert code == 1, err
+    assert f"shutdown still running after {shutdown_bound_s(grace):.1f} s" in err, err
+    assert not os.path.exists(n.sock)
+
+
 def test_the_bound_is_in_the_help() -> None:
     out = subprocess.run([sys.executable, "-m", "rsc", "node", "--help"], cwd=REPO_ROOT,
                          capture_output=True, text=True, timeout=30)

@@ -11,7 +11,7 @@ import signal
 import sys
 import threading
 
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from rsc.errors import InvalidArgument
 from rsc.localfs import read_key_file
@@ -77,10 +77,9 @@ async def _serve(args: argparse.Namespace) -> int:
                         key=key)
     await server.start()
     tune_gc()
-    stopper = _Stopper(server)
-    loop = asyncio.get_running_loop()
+    stopper = _Stopper(server, asyncio.get_running_loop())
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stopper.on_signal, sig)
+        signal.signal(sig, stopper.on_signal)
     if args.lifeline_stdin:
         await _watch_lifeline(stopper.begin)
     print(f"READY {server.name} {os.getpid()} {server.address}", flush=True)
@@ -109,31 +108,43 @@ class _Stopper:
     """How a node process leaves, within ``NodeServer.shutdown_bound_s`` of
     being asked whatever its computations do.
 
-    The first SIGTERM/SIGINT (or the lifeline closing) starts the graceful
-    shutdown and arms a watchdog thread: if the shutdown has not finished
-    when the bound is over (a step stuck behind a computation), the watchdog
-    removes the socket and leaves with ``os._exit(1)``. A second signal during
-    the shutdown does the same at once, with exit code 128 + the signal.
+    The first SIGTERM/SIGINT (or the lifeline closing) arms a watchdog thread
+    and starts the graceful shutdown on the loop. If the shutdown has not
+    finished when the bound is over (the loop is held by a computation, or a
+    step hangs), the watchdog removes the socket and leaves with
+    ``os._exit(1)``. A second signal does the same at once, with exit code
+    128 + the signal.
+
+    The signal handler is a plain ``signal.signal`` one, not the loop's: Python
+    runs it in the main thread between bytecodes even while a computation holds
+    the loop thread, so the watchdog is armed and a second signal obeyed
+    whatever the loop is doing (a call blocked in C delays it until it returns).
     """
 
-    def __init__(self, server: "NodeServer") -> None:
+    def __init__(self, server: "NodeServer", loop: asyncio.AbstractEventLoop) -> None:
         self.server = server
+        self.loop = loop
         self._watchdog: threading.Timer | None = None
 
     def begin(self) -> None:
-        if self._watchdog is None:
-            bound = self.server.shutdown_bound_s
-            self._watchdog = threading.Timer(bound, self.leave_now, (1, f"shutdown still running "
-                                                                       f"after {bound:.1f} s"))
-            self._watchdog.daemon = True
-            self._watchdog.start()
+        """Arm the watchdog (once) and start the graceful shutdown (on the loop thread)."""
+        self._arm()
         self.server.request_shutdown()
 
-    def on_signal(self, sig: int) -> None:
+    def on_signal(self, sig: int, _frame: Any = None) -> None:
         if self._watchdog is None:
-            self.begin()
+            self._arm()
+            self.loop.call_soon_threadsafe(self.server.request_shutdown)
         else:
             self.leave_now(128 + sig, f"second {signal.Signals(sig).name} during shutdown")
+
+    def _arm(self) -> None:
+        if self._watchdog is None:
+            bound = self.server.shutdown_bound_s
+            self._watchdog = threading.Timer(
+                bound, self.leave_now, (1, f"shutdown still running after {bound:.1f} s"))
+            self._watchdog.daemon = True
+            self._watchdog.start()
 
     def leave_now(self, code: int, why: str) -> None:
         """Leave the process now: remove our socket, flush, ``os._exit``."""
@@ -164,12 +175,16 @@ def _stuck_threads() -> list[threading.Thread]:
 
 
 def _exit(code: int) -> None:
-    """``os._exit`` after flushing what Python would have flushed."""
-    logging.shutdown()
+    """``os._exit`` after flushing what Python would have flushed (best effort:
+    this may run in a signal handler that interrupted a write)."""
+    try:
+        logging.shutdown()
+    except Exception:  # pragma: no cover - a handler broken mid-write
+        pass
     for f in (sys.stdout, sys.stderr):
         try:
             f.flush()
-        except (OSError, ValueError):
+        except Exception:  # pragma: no cover - closed, or re-entered from a signal handler
             pass
     os._exit(code)
 
