@@ -510,20 +510,26 @@ class Executor:
             for key in list(self._tasks):
                 self.cancel(key, reason)
             if not await self._wait_idle(abandon_after_s):
-                for task in list(self._tasks.values()):
-                    logger.error("computation %r (key %r) still running %.1fs after the shutdown "
-                                 "cancel; abandoning it", str(task.comp.name), task.key, abandon_after_s)
-                    self._finish(task, _PANICKED,
-                                 f"abandoned at shutdown: still running {abandon_after_s}s after "
-                                 "being cancelled (blocked outside Python?)")
-                if self._pool is not None:
-                    self._pool.shutdown(wait=False, cancel_futures=True)
-                    self._pool = None
+                self.abandon(f"still running {abandon_after_s:g} s after being cancelled")
         if self._pool is not None:
             # Every task has reported, so every worker is idle: joining is quick.
             self._pool.shutdown(wait=True)
             self._pool = None
         self._closed = True
+
+    def abandon(self, why: str) -> int:
+        """Report every task still running Panicked (``"abandoned at shutdown:
+        <why> ..."``) through ``on_done`` now, and leave the thread pool's
+        threads to die with the process (a thread blocked in C cannot be
+        stopped). Its late outcome is dropped. Returns how many were abandoned."""
+        tasks = list(self._tasks.values())
+        for task in tasks:
+            logger.error("computation %r (key %r) %s; abandoning it", str(task.comp.name), task.key, why)
+            self._finish(task, _PANICKED, f"abandoned at shutdown: {why} (blocked outside Python?)")
+        if tasks and self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = None
+        return len(tasks)
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else "closing" if self._closing else "open"

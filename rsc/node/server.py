@@ -161,14 +161,14 @@ class NodeServer:
         if self.engine.running:
             self.engine.cancel_all()
             self._pump()
+            wait = cancel_wait_s(self.executor.cancel_grace_s)
             try:
-                await asyncio.wait_for(self._wait_idle(), cancel_wait_s(self.executor.cancel_grace_s))
+                await asyncio.wait_for(self._wait_idle(), wait)
             except asyncio.TimeoutError:
-                log.warning("node %s: %d tasks ignored cancellation for %.0f s; reporting them "
-                            "abandoned and exiting", self.name, self.engine.running,
-                            cancel_wait_s(self.executor.cancel_grace_s))
+                log.warning("node %s: %d tasks ignored cancellation for %g s; reporting them "
+                            "abandoned and exiting", self.name, self.engine.running, wait)
                 # their Panicked outcomes go out with the other results below
-                await self.executor.aclose(0.0, abandon_after_s=0.0)
+                self.executor.abandon(f"still running {wait:g} s after the shutdown cancel")
         if self._server is not None:
             self._server.close()
         self.engine.close_all()
