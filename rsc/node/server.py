@@ -126,11 +126,6 @@ class NodeServer:
             asyncio.ensure_future(self.shutdown())
 
     @property
-    def shutting_down(self) -> bool:
-        """True once a shutdown has begun."""
-        return self.engine.draining
-
-    @property
     def shutdown_bound_s(self) -> float:
         """Seconds this node's shutdown takes at most (module ``shutdown_bound_s``);
         ``rsc node`` leaves when it is over even if a thread is stuck in C."""
