@@ -84,6 +84,10 @@ _OUTCOME_COUNTERS = ("completed", "failed", "cancelled", "panicked")  # by outco
 CANCEL_LEASE_EXPIRED = (11, "origin silent for longer than the task's lease")
 CANCEL_DEADLINE = (2, "budget deadline passed")
 CANCEL_SHUTDOWN = (9, "node shutting down")
+# Idempotency records evicted per tick at most: a pile-up that came due at once
+# (a burst finished together, a long stall) is spread over several loop turns,
+# each a short one, instead of freezing the loop while it is walked.
+EVICT_PER_TICK = 4096
 
 
 class Admission:
@@ -402,6 +406,7 @@ class NodeEngine:
                 pair = (msg.origin_node, rtid)
                 self._redelivered[pair] = rec.key
                 self._redelivered_expiry.append((now + self.ttl_ns, pair))
+                self._note_deadline(now + self.ttl_ns)
             self._send_result(c.id, rtid, rec.outcome)
             return
         task = self._running[rec.key]
@@ -421,6 +426,7 @@ class NodeEngine:
             fp = _idem.fingerprint(msg.computation, msg.input)
             self._idem.check_and_record(msg.idempotency_key, fp, origin, rtid, now)
             self._idem.complete(msg.idempotency_key, rtid, outcome, now)
+            self._note_deadline(now + self.ttl_ns)
         self.counters["cancelled"] += 1
         self._send_result(c.id, rtid, outcome)
 
@@ -435,6 +441,7 @@ class NodeEngine:
                 self._idem.add_tombstone(origin, rtid, now)
                 self._tomb_reasons[(origin, rtid)] = msg.reason
                 self._tomb_expiry.append((now + self.ttl_ns, (origin, rtid)))
+                self._note_deadline(now + self.ttl_ns)
             self._trace_event("tombstone", origin=origin, rtid=rtid)
             return
         task = self._running.get(key)
@@ -480,6 +487,9 @@ class NodeEngine:
         self.counters[_OUTCOME_COUNTERS[kind]] += 1
         outcome = (kind, payload, exec_ns)
         aliases = self._idem.complete(key, task.rtid, outcome, now)
+        # the record's expiry is a deadline of its own: the driver's timer must
+        # see it even when nothing else is armed (or only something later)
+        self._note_deadline(now + self.ttl_ns)
         self._renew_remove(task.origin, task.lease_ms, task.rtid)
         self._deliver(task.origin, task.rtid, outcome, now)
         for a_origin, a_rtid in aliases:
@@ -494,6 +504,7 @@ class NodeEngine:
             return
         self._held.setdefault(origin, []).append((now + self.ttl_ns, rtid, outcome))
         self._held_expiry.append((now + self.ttl_ns, origin))
+        self._note_deadline(now + self.ttl_ns)
 
     # ------------------------------------------------------------------- leases
     def _renew_add(self, origin: str, lease_ms: int, rtid: int, now: int) -> None:
@@ -555,7 +566,9 @@ class NodeEngine:
         for serial in self._deadlines.pop_expired(now):
             task = self._by_serial[serial]
             self._cancel_task(task, CANCEL_DEADLINE, NodeEvent.RECV_CANCEL)
-        self._idem.evict_expired(now)
+        # bounded: if more are due, next_deadline() stays <= now and the
+        # driver's timer comes straight back after the loop has polled once
+        self._idem.evict_expired(now, EVICT_PER_TICK)
         while self._tomb_expiry and self._tomb_expiry[0][0] <= now:
             _, pair = self._tomb_expiry.popleft()
             if not self._idem.has_tombstone(pair[0], pair[1]):
