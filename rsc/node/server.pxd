@@ -15,7 +15,8 @@ cdef class NodeServer:
     cdef public NodeEngine engine
     cdef public Executor executor
     cdef public dict _conns
-    cdef public object _conn_ids, _server, _idle, _stopped, _loop
+    cdef public object _conn_ids, _server, _idle, _stopped, _loop, _journal
+    cdef public bint _sync_pending
     cdef public EngineTimer _timer
     cdef object __weakref__
 
