@@ -74,8 +74,10 @@ class StateDirError(InvalidArgument):
 
 
 def _check_dir(path: str) -> None:
-    """Create ``path`` 0700, or accept an existing directory only if it is safe."""
+    """Create ``path`` 0700 (and missing parents, 0700 too), or accept an
+    existing directory only if it is safe; never changes an existing one."""
     try:
+        os.makedirs(os.path.dirname(path), 0o700, exist_ok=True)
         os.mkdir(path, 0o700)
         return
     except FileExistsError:
