@@ -19,7 +19,10 @@ next handshake; duplicates (same key and fingerprint) are never run again and
 become aliases while the first runs; a cancel for an unseen task leaves a
 tombstone; running tasks' leases are renewed in batches every third of the
 lease; a task whose origin is silent past its lease is cancelled
-(lease_expired) and its result kept for the TTL.
+(lease_expired) and its result kept for the TTL. Every expiry is a deadline
+the driver sees, and a tick evicts a bounded number of records. With a journal
+(``restore``), admissions, outcomes and tombstones are also handed to it, and
+the driver makes them durable before anything they stand for leaves.
 """
 
 from __future__ import annotations
