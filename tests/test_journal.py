@@ -14,6 +14,8 @@ import asyncio
 import os
 import secrets
 import stat
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -25,6 +27,7 @@ from rsc._core.messages import CancelRequest
 from rsc.errors import RemoteCancelled
 from rsc.node import journal as J
 from rsc.types import IdempotencyKey, OutcomeKind
+from tests.cluster import REPO_ROOT
 from tests.engine_link import Link
 
 MS = 1_000_000
@@ -109,9 +112,16 @@ def test_task_running_at_the_crash_is_answered_cancelled_not_rerun(cluster: Any,
 
 def test_second_node_on_the_same_state_dir_is_refused(cluster: Any, tmp_path: Path) -> None:
     state = tmp_path / "state"
-    cluster(1, extra_args=["--state-dir", str(state)])
+    c = cluster(1, extra_args=["--state-dir", str(state)])
     with pytest.raises(J.StateDirError, match="in use by another node"):
         J.Journal(str(state), 10**9)
+    sock = tmp_path / "second.sock"
+    proc = subprocess.run([sys.executable, "-m", "rsc", "node", "--name", "second", "--listen",
+                           f"unix:{sock}", "--registry", "tests.registries:basic", "--state-dir",
+                           str(state)], capture_output=True, text=True, timeout=60, cwd=REPO_ROOT)
+    assert proc.returncode == 2
+    assert f"state directory {state} is in use by another node (pid {c.pids['worker-1']})" in proc.stderr
+    assert not sock.exists()
 
 
 # ----------------------------------------------------------------- the journal

@@ -152,7 +152,8 @@ class NodeServer:
         except FileNotFoundError:
             pass
         if self._journal is not None:
-            self._journal.close()
+            journal, self._journal = self._journal, None
+            journal.close()
         self._stopped.set()
 
     async def _wait_idle(self) -> None:
