@@ -132,3 +132,28 @@ def test_retry_rejects_a_bad_window() -> None:
             rsc.lease.retry(1, same_node_within_s=bad)
     p = rsc.lease.retry(2, nodes=["w2"], same_node_within_s=2)
     assert p.same_node_within_s == 2.0 and "same_node_within_s=2.0" in str(p)
+
+
+def test_engine_reports_tasks_on_a_new_instance_instead_of_resending() -> None:
+    """Engine level (both engines over the in-memory link): a reconnect to the
+    same process resends; one to a new process reports EV_NODE_RESTARTED."""
+    from rsc._engine import node as N
+    from rsc._engine import origin as O
+    from rsc._engine.states import OriginState
+    from tests.engine_link import FakeAdmission, Link, entropy_from
+
+    link = Link()
+    link.connect()
+    t = link.spawn()
+    assert t.state is OriginState.RUNNING
+    link.disconnect()
+    link.connect()  # same node process: a transparent resend, a duplicate there
+    assert len(link.started) == 1 and link.node.counters["duplicates"] == 1
+    assert not link.events_of(O.EV_NODE_RESTARTED)
+    link.disconnect()
+    link.node = N.NodeEngine("node-1", FakeAdmission({"echo"}), entropy=entropy_from(500))
+    link.connect()  # a new process: nothing resent, the task reported at once
+    assert link.node.counters["accepted"] == 0 and link.node.counters["duplicates"] == 0
+    ((_ev, task, kept),) = link.events_of(O.EV_NODE_RESTARTED)
+    assert task is t and kept is False and t.state is OriginState.LEASE_EXPIRED
+    assert link.origin.lease_deadline(t.rtid) is None
