@@ -204,6 +204,7 @@ class NodeEngine:
         # only the kinds that can come due before everything already armed (a
         # new renewal group, a budget deadline) set it (rsc.transport.timer).
         self.deadline_hint: int | None = None
+        self._expiry_noted = False  # a record's expiry was noted since the last tick
         self.counters = dict(accepted=0, completed=0, failed=0, cancelled=0, panicked=0,
                              rejected=0, duplicates=0, dropped=0)
 
@@ -513,9 +514,13 @@ class NodeEngine:
         self.counters[_OUTCOME_COUNTERS[kind]] += 1
         outcome = (kind, payload, exec_ns)
         aliases = self._idem.complete(key, task.rtid, outcome, now)
-        # the record's expiry is a deadline of its own: the driver's timer must
-        # see it even when nothing else is armed (or only something later)
-        self._note_deadline(now + self.ttl_ns)
+        if not self._expiry_noted:
+            # The record's expiry is a deadline of its own: the driver's timer
+            # must see it even when nothing else is armed (or only something
+            # later). Expiries come in completion order, so only the first since
+            # the last tick can be the earliest; the tick's re-read covers the rest.
+            self._expiry_noted = True
+            self._note_deadline(now + self.ttl_ns)
         if self._journal is not None:
             self._journal.finished(key, task.rtid, outcome)
         self._renew_remove(task.origin, task.lease_ms, task.rtid)
@@ -597,6 +602,7 @@ class NodeEngine:
         # bounded: if more are due, next_deadline() stays <= now and the
         # driver's timer comes straight back after the loop has polled once
         self._idem.evict_expired(now, EVICT_PER_TICK)
+        self._expiry_noted = False  # the driver re-reads next_deadline() after a tick
         while self._tomb_expiry and self._tomb_expiry[0][0] <= now:
             _, pair = self._tomb_expiry.popleft()
             if not self._idem.has_tombstone(pair[0], pair[1]):
