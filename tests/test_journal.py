@@ -197,6 +197,17 @@ def test_compaction_keeps_the_live_state_only(tmp_path: Path, monkeypatch: pytes
         j2.close()
 
 
+def test_a_journal_of_another_format_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "s").mkdir(mode=0o700)
+    (tmp_path / "s" / J.JOURNAL_FILE).write_bytes(J._entry([J.J_HEAD, 99, b"i" * 16]))
+    j = J.Journal(str(tmp_path / "s"), 10**9)
+    try:
+        with pytest.raises(J.StateDirError, match="format"):
+            j.load()
+    finally:
+        j.close()
+
+
 def test_unsafe_state_dirs_are_refused(tmp_path: Path) -> None:
     shared = tmp_path / "shared"
     shared.mkdir()

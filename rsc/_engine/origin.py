@@ -216,7 +216,7 @@ class OriginEngine:
             link.ready = False
             link.handshake = None
 
-    def _check_instance(self, link: _Link, features: Any, now: int) -> None:
+    def _check_instance(self, link: _Link, features: Any) -> None:
         """After a reconnect: if the node is a new instance, what was written to
         the old one is lost there (unless the node kept its journal), and a
         transparent resend would quietly run it again where it is, whatever the
@@ -341,7 +341,7 @@ class OriginEngine:
                     self._send(link, link.handshake.on_welcome(msg, self.clock.send()), now)
                     link.ready = True
                     self._trace_event("handshake", node=node)
-                    self._check_instance(link, msg.features, now)
+                    self._check_instance(link, msg.features)
                     self._resend_all(link, now)
                 elif kind is Error:
                     self._on_peer_error(link, msg, now)

@@ -198,7 +198,10 @@ class Journal:
                 tombs[(origin, rtid)] = [origin, rtid, _as_reason(reason), expires - now_wall]
             elif kind == J_UNTOMB:
                 tombs.pop((e[1], e[2]), None)
-            elif kind == J_HEAD and len(e) >= 3 and isinstance(e[2], bytes):
+            elif kind == J_HEAD:
+                if len(e) < 3 or e[1] != FORMAT_VERSION or not isinstance(e[2], bytes):
+                    raise StateDirError(f"journal {self._file} is in format {e[1:2]!r}, not "
+                                        f"{FORMAT_VERSION}; it was written by another rsc version")
                 self.journal_id = e[2]
         if not self.journal_id:
             self.journal_id = secrets.token_bytes(16)
