@@ -22,7 +22,9 @@ restarted on the same directory starts from them. What a caller may rely on:
   wall-clock times, so a TTL keeps counting while the node is down), and the
   file is rewritten from the live state at start and whenever it holds
   ``COMPACT_FACTOR`` times more entries than are live (at least
-  ``COMPACT_MIN``): written to a temporary file, fsynced, renamed over.
+  ``COMPACT_MIN``): written to a temporary file, fsynced, renamed over. A
+  running node takes the live state on its loop and writes it in a thread
+  (``begin_compaction`` / ``write_snapshot`` / ``finish_compaction``).
 - **One node per directory.** The directory is created 0700 if missing; an
   existing one must belong to this user and not be writable by group or
   others, or the node refuses it (``StateDirError``). An exclusive ``flock``
@@ -150,6 +152,8 @@ class Journal:
         self.entries = 0  # entries in the file (whole ones), for compaction
         self.live = 0  # live entries at the last compaction
         self.torn_bytes = 0  # bytes dropped from the tail at open (a torn write)
+        self._tail: list[bytes] | None = None  # synced during a compaction (begin..finish)
+        self._tail_entries = 0
 
     # ------------------------------------------------------------------ files
     def _lock(self) -> int:
@@ -211,7 +215,27 @@ class Journal:
 
     def compact(self, records: list[Record], tombstones: list[Tombstone]) -> None:
         """Rewrite the file from the live state (what ``load`` returns, or the
-        engine's ``durable_state``): temporary file, fsync, rename, fsync the directory."""
+        engine's ``durable_state`` taken after ``begin_compaction``), all at once."""
+        self.begin_compaction()
+        self.finish_compaction(*self.write_snapshot(records, tombstones))
+
+    # A compaction in three steps, so that a node can run the middle one in a
+    # thread: begin (on the loop, just before the live state is taken), write
+    # the snapshot (anywhere: it touches only its own file), finish (on the
+    # loop). Entries synced meanwhile go to the old file as usual and are
+    # appended to the new one before it replaces the old.
+
+    def begin_compaction(self) -> None:
+        if self._fd >= 0:
+            self.sync()  # what is buffered reaches the old file first
+        else:
+            self._buf = []  # at open: the state about to be taken already holds it
+        self._tail = []
+        self._tail_entries = 0
+
+    def write_snapshot(self, records: list[Record], tombstones: list[Tombstone]) -> tuple[int, int]:
+        """Write the live state to a temporary file and fsync it; returns its
+        open descriptor and how many entries it holds (for ``finish_compaction``)."""
         now_wall = time.time_ns()
         parts = [_entry([J_HEAD, FORMAT_VERSION, self.journal_id])]
         for key, fp, origin, rtid, outcome, remaining in records:
@@ -221,24 +245,50 @@ class Journal:
                                      now_wall + remaining]))
         for origin, rtid, reason, remaining in tombstones:
             parts.append(_entry([J_TOMB, origin, rtid, reason, now_wall + remaining]))
-        tmp = self._file + ".tmp"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        fd = os.open(self._file + ".tmp", os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
         try:
             _write_all(fd, b"".join(parts))
             os.fsync(fd)
-        finally:
+        except BaseException:
             os.close(fd)
-        os.replace(tmp, self._file)
-        dfd = os.open(self.path, os.O_RDONLY | os.O_DIRECTORY)
+            raise
+        return fd, len(parts)
+
+    def finish_compaction(self, fd: int, n_entries: int) -> None:
+        """Append what was synced since ``begin_compaction``, then put the new
+        file in the old one's place (rename, fsync the directory) and write to it."""
+        tail, self._tail = self._tail, None
+        if self._lock_fd < 0 or tail is None:  # closed (or aborted) meanwhile
+            os.close(fd)
+            self.abort_compaction()
+            return
         try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
+            if tail:
+                _write_all(fd, b"".join(tail))
+                os.fdatasync(fd)
+            os.replace(self._file + ".tmp", self._file)
+            dfd = os.open(self.path, os.O_RDONLY | os.O_DIRECTORY)
+            try:
+                os.fsync(dfd)
+            finally:
+                os.close(dfd)
+        except BaseException:
+            os.close(fd)
+            self.abort_compaction()
+            raise
         if self._fd >= 0:
             os.close(self._fd)
-        self._fd = os.open(self._file, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
-        self.entries = self.live = len(parts)
-        self._buf = []  # everything buffered is part of the state just written
+        self._fd = fd  # positioned at its end: appends continue there
+        self.live = n_entries
+        self.entries = n_entries + self._tail_entries
+
+    def abort_compaction(self) -> None:
+        """Forget a compaction that failed or was overtaken; the old file stays."""
+        self._tail = None
+        try:
+            os.unlink(self._file + ".tmp")
+        except FileNotFoundError:
+            pass
 
     def needs_compaction(self) -> bool:
         return self.entries >= COMPACT_MIN and self.entries >= COMPACT_FACTOR * self.live
@@ -271,6 +321,9 @@ class Journal:
             return
         data = b"".join(self._buf)
         self.entries += len(self._buf)
+        if self._tail is not None:  # a compaction is under way: the new file needs these too
+            self._tail.append(data)
+            self._tail_entries += len(self._buf)
         self._buf = []
         _write_all(self._fd, data)
         os.fdatasync(self._fd)

@@ -16,7 +16,7 @@ cdef class NodeServer:
     cdef public Executor executor
     cdef public dict _conns
     cdef public object _conn_ids, _server, _idle, _stopped, _loop, _journal
-    cdef public bint _sync_pending
+    cdef public bint _sync_pending, _compacting
     cdef public EngineTimer _timer
     cdef object __weakref__
 

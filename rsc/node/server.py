@@ -85,7 +85,7 @@ class NodeServer:
         # (rsc.node.journal); _pump syncs the journal before anything leaves.
         self._journal = None if state_dir is None else open_journal(state_dir, self.engine,
                                                                     self.clock.now_ns())
-        self._sync_pending = False
+        self._sync_pending = self._compacting = False
         self.executor = Executor(max_threads=max_threads or max(4, (os.cpu_count() or 1) * 2),
                                  cancel_grace_s=cancel_grace_s)
         self._conns: dict[int, FramedConnection] = {}
@@ -235,8 +235,8 @@ class NodeServer:
         journal = self._journal
         try:
             journal.sync()
-            if journal.needs_compaction():
-                journal.compact(*self.engine.durable_state(self.clock.now_ns()))
+            if not self._compacting and journal.needs_compaction():
+                self._compact(journal)
         except OSError as exc:
             # The node can no longer keep its promise to remember: stop taking
             # work (what was admitted still runs and answers) and shut down.
@@ -244,6 +244,24 @@ class NodeServer:
             self._journal = None
             self.request_shutdown()
         self._pump()
+
+    def _compact(self, journal: Any) -> None:
+        """Rewrite the journal from the live state: the state is taken here, on
+        the loop, so it is consistent; encoding and writing it, the bulk of the
+        work (about 0.4 s for 100,000 records), run in a thread meanwhile."""
+        self._compacting = True
+        journal.begin_compaction()
+        state = self.engine.durable_state(self.clock.now_ns())
+        done = self._loop.run_in_executor(None, journal.write_snapshot, *state)
+        done.add_done_callback(lambda fut: self._compacted(journal, fut))
+
+    def _compacted(self, journal: Any, fut: asyncio.Future) -> None:
+        self._compacting = False
+        try:
+            journal.finish_compaction(*fut.result())
+        except Exception as exc:  # the old file stays in use: nothing is lost, it grows on
+            journal.abort_compaction()
+            log.warning("node %s: compacting journal %s failed: %s", self.name, journal.path, exc)
 
     def _start(self, task: NodeTask) -> None:
         budget = None
