@@ -280,7 +280,8 @@ class LocalCluster:
                  env: Mapping[str, str] | None = None, extra_args: Sequence[str] = (),
                  cluster_file: str | None = None, ready_timeout: float = 30.0,
                  cwd: str | None = None, stderr_sink: Callable[[str, str], None] | None = None,
-                 python: str | None = None, key_file: str | None = None) -> None:
+                 python: str | None = None, key_file: str | None = None,
+                 state_dir: str | None = None) -> None:
         if isinstance(n, bool) or not isinstance(n, int) or n < 1:
             raise ValueError(f"a cluster needs at least one node, got n={n!r}")
         if not isinstance(registry, str) or ":" not in registry:
@@ -297,6 +298,8 @@ class LocalCluster:
         self.extra_args = tuple(extra_args)
         # A keyed cluster: every node gets --key-file, and the handshake probes prove the key.
         self.key_file = key_file
+        # durable nodes: each gets --state-dir STATE_DIR/NAME (rsc.node.journal)
+        self.state_dir = None if state_dir is None else os.path.abspath(state_dir)
         self.key: bytes | None = None
         if key_file is not None:
             self.key = read_key_file(key_file)
@@ -547,6 +550,8 @@ class LocalCluster:
             argv += ["--grace", str(self.grace)]
         if self.key_file is not None:
             argv += ["--key-file", self.key_file]
+        if self.state_dir is not None:
+            argv += ["--state-dir", os.path.join(self.state_dir, name)]
         return argv + list(self.extra_args)
 
     def _child_env(self) -> dict[str, str]:

@@ -9,9 +9,26 @@ policy decides what the caller sees:
 - ``cancel(timeout_s)``: send a cancel and wait up to ``timeout_s`` for the
   node's answer (Cancelled, or the real outcome if it finished first); if none
   comes, LeaseExpired;
-- ``retry(attempts, nodes=…)``: spawn again with the same idempotency key, on
-  the same node or the next of ``nodes`` in turn; the superseded attempt is
-  cancelled where reachable and its late result dropped.
+- ``retry(attempts, nodes=…, same_node_within_s=None)``: spawn again with the
+  same idempotency key, on the same node or the next of ``nodes`` in turn; the
+  superseded attempt is cancelled where reachable and its late result dropped.
+  With ``same_node_within_s=S`` a retry first goes back to the same node and
+  moves on to ``nodes`` only if that node has not accepted it within S
+  seconds (a node restarted on its journal then answers the key from it).
+
+The same policy decides, at once, when an origin reconnects to a node that
+turns out to be a new process (it restarted): what was in flight there is
+lost, so ``fail()`` and ``cancel(t)`` raise LeaseExpired saying so and
+``retry`` spawns again as above, except that ``same_node_within_s`` only
+keeps the retry on that node if it restarted on its journal. Such a node
+(``rsc node --state-dir``) answers for its old tasks itself, so a task
+whose policy does not send it elsewhere is simply asked again there (a
+result it finished is returned; one it was running is answered cancelled).
+
+What holds (README "Guarantees"): a key runs at most once on one node while
+that node keeps its records (its TTL; across restarts only with a journal);
+a retry on another node may run work the first node also ran, so across nodes
+it is at least once.
 """
 
 from __future__ import annotations
@@ -29,10 +46,13 @@ class LeasePolicy:
     timeout_s: float = 5.0
     attempts: int = 0
     nodes: tuple[str, ...] = ()
+    same_node_within_s: float | None = None
 
     def __str__(self) -> str:
         if self.kind == "retry":
             where = f", nodes={list(self.nodes)}" if self.nodes else ""
+            if self.same_node_within_s is not None:
+                where += f", same_node_within_s={self.same_node_within_s}"
             return f"retry({self.attempts}{where})"
         if self.kind == "cancel":
             return f"cancel({self.timeout_s})"
@@ -49,10 +69,28 @@ def cancel(timeout_s: float = 5.0) -> LeasePolicy:
     return LeasePolicy("cancel", timeout_s=float(timeout_s))
 
 
-def retry(attempts: int = 1, nodes: list[str] | tuple[str, ...] | None = None) -> LeasePolicy:
+def retry(attempts: int = 1, nodes: list[str] | tuple[str, ...] | None = None,
+          same_node_within_s: float | None = None) -> LeasePolicy:
+    """Spawn again with the same key: on ``nodes`` in turn (the same node if
+    none), or first on the same node if ``same_node_within_s`` is given (see
+    the module docstring)."""
     if isinstance(attempts, bool) or not isinstance(attempts, int) or attempts < 1:
         raise InvalidArgument(f"retry() needs attempts >= 1, got {attempts!r}")
-    return LeasePolicy("retry", attempts=attempts, nodes=tuple(nodes or ()))
+    if same_node_within_s is not None:
+        if (isinstance(same_node_within_s, bool) or not isinstance(same_node_within_s, (int, float))
+                or not same_node_within_s > 0):
+            raise InvalidArgument(f"retry() needs a positive same_node_within_s (seconds) or None, "
+                                  f"got {same_node_within_s!r}")
+        same_node_within_s = float(same_node_within_s)
+    return LeasePolicy("retry", attempts=attempts, nodes=tuple(nodes or ()),
+                       same_node_within_s=same_node_within_s)
+
+
+def prefers_same_node(policy: LeasePolicy) -> bool:
+    """Whether a task under ``policy`` should stay on its node when that node
+    restarted on its journal (every policy but a retry that names other nodes
+    without ``same_node_within_s``)."""
+    return policy.kind != "retry" or not policy.nodes or policy.same_node_within_s is not None
 
 
 DEFAULT_POLICY = fail()

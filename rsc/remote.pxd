@@ -27,7 +27,7 @@ cdef class Runtime:
     cdef public SystemClock clock  # the driver's clock (the lab drives engines on virtual time)
     cdef public EngineTimer _timer
     cdef public OriginEngine engine
-    cdef public dict _links, _handles, _status_waiters, _names
+    cdef public dict _links, _handles, _status_waiters, _names, _fallbacks
     cdef public bytes _key_buf
     cdef public Py_ssize_t _key_pos
     cdef public bint _closed

@@ -27,6 +27,7 @@ from rsc._engine.origin import (
     CLOSE,
     EV_ACCEPTED,
     EV_LEASE_EXPIRED,
+    EV_NODE_RESTARTED,
     EV_REJECTED,
     EV_RESULT,
     EV_HANDSHAKE_FAILED,
@@ -37,7 +38,8 @@ from rsc._engine.origin import (
 )
 from rsc.clock import SystemClock
 from rsc.cx import Cx, RemoteCap
-from rsc.lease import ACTIVE, DEFAULT_POLICY, EXPIRED, RELEASED, Lease, LeasePolicy
+from rsc._engine.states import OriginState
+from rsc.lease import ACTIVE, DEFAULT_POLICY, EXPIRED, RELEASED, Lease, LeasePolicy, prefers_same_node
 from rsc.errors import (
     InvalidArgument,
     LeaseExpired,
@@ -297,6 +299,7 @@ class RemoteHandle:
 
 # Enum members read on every task, as module globals (see rsc/_engine/node.py)
 _PENDING, _RUNNING = RemoteTaskState.PENDING, RemoteTaskState.RUNNING
+_SPAWNED = OriginState.SPAWNED
 
 _KEYS_AT_ONCE = 256  # idempotency keys drawn from the runtime's PRNG per call
 _SUCCESS = int(OutcomeKind.SUCCESS)
@@ -345,6 +348,9 @@ class Runtime:
         self._links = {n: _NodeLink(n, a) for n, a in self.cluster.items()}
         self._handles: dict[int, RemoteHandle] = {}
         self._status_waiters: dict[str, list[asyncio.Future[dict]]] = {}
+        # retries sent back to their node under same_node_within_s: attempt's
+        # rtid -> the node to move to if that node does not accept it in time
+        self._fallbacks: dict[int, str] = {}
         self._loop: asyncio.AbstractEventLoop = None  # type: ignore[assignment]
         self._timer: EngineTimer = None  # type: ignore[assignment]  # made in attach()
         self._closed = False
@@ -658,7 +664,7 @@ class Runtime:
             return
         handle = task.handle
         if handle is None:  # a superseded attempt or a task given up on
-            if ev == EV_LEASE_EXPIRED:
+            if ev == EV_LEASE_EXPIRED or ev == EV_NODE_RESTARTED:
                 self.engine.forget(task.rtid)
             return
         if ev == EV_REJECTED:
@@ -667,6 +673,8 @@ class Runtime:
                            RemoteTaskState.FAILED)
         elif ev == EV_LEASE_EXPIRED:
             self._escalate(handle, task)
+        elif ev == EV_NODE_RESTARTED:
+            self._node_restarted(handle, task, detail)
 
     def _lease_error(self, task: OriginTask, extra: str = "") -> LeaseExpired:
         return LeaseExpired(f"lease of {task.lease_ms} ms on node {task.node!r} lapsed with neither "
@@ -692,25 +700,12 @@ class Runtime:
         policy = handle._policy
         handle._escalated = True
         log.info("lease lapsed for %r; policy %s", handle, policy)
+        other = self._fallbacks.pop(task.rtid, None)
+        if other is not None:  # the same node went silent again within its window: move on
+            self._reattempt(handle, task, other, reason, now)
+            return
         if policy.kind == "retry" and handle._retries_left > 0:
-            handle._retries_left -= 1
-            n_done = len(handle._earlier or ()) + 1
-            node = policy.nodes[(n_done - 1) % len(policy.nodes)] if policy.nodes else task.node
-            # supersede the old attempt: its late result is dropped, it is cancelled where reachable
-            task.handle = None
-            self._handles.pop(task.rtid, None)
-            self.engine.cancel(task.rtid, reason, now)
-            new = OriginTask(next(self._ids), NodeId(node), task.computation, task.input,
-                             task.lease_ms, task.key, task.budget, task.deadline_ns, task.region,
-                             task.task, task.capability, handle)
-            if handle._earlier is None:
-                handle._earlier = []
-            handle._earlier.append((task.node, task.rtid))
-            handle._task = new
-            handle._state = RemoteTaskState.PENDING
-            self._handles[new.rtid] = handle
-            self.engine.spawn(new, now)
-            self._ensure_connector(self._links[new.node])
+            self._retry(handle, task, reason, now, same_node_first=True)
             return
         if policy.kind == "cancel":
             handle._state = RemoteTaskState.LEASE_EXPIRED
@@ -721,6 +716,74 @@ class Runtime:
         # fail (and retry with no attempts left)
         handle._settle(None, self._lease_error(task), RemoteTaskState.LEASE_EXPIRED)
         self.engine.cancel(task.rtid, reason, now)  # best effort: stop the work if the node is there
+
+    def _node_restarted(self, handle: RemoteHandle, task: OriginTask, kept_journal: bool) -> None:
+        """The node ``task`` was written to answered a reconnect as a new process:
+        apply the handle's policy now rather than let a transparent resend run the
+        task again there (see rsc.lease)."""
+        now = self.clock.now_ns()
+        policy = handle._policy
+        reason = (int(CancelKind.LEASE_EXPIRED), "the node restarted while the task was in flight")
+        log.info("node %s restarted under %r; policy %s, journal kept: %s", task.node, handle,
+                 policy, kept_journal)
+        if kept_journal and prefers_same_node(policy):
+            # it answers for the key from its journal: ask it again there
+            self._reattempt(handle, task, task.node, reason, now)
+        elif policy.kind == "retry" and handle._retries_left > 0:
+            handle._escalated = True
+            self._retry(handle, task, reason, now, same_node_first=False)
+        else:
+            handle._settle(None, LeaseExpired(
+                f"node {task.node!r} restarted while the task was in flight and "
+                f"{'has no record of it' if not kept_journal else 'policy ' + str(policy) + ' sends it nowhere'}"
+                f"; its outcome is lost (it may or may not have run)"), RemoteTaskState.LEASE_EXPIRED)
+            self.engine.cancel(task.rtid, reason, now)  # best effort, as for a lapse
+
+    def _retry(self, handle: RemoteHandle, task: OriginTask, reason: tuple, now: int,
+               same_node_first: bool) -> None:
+        """Spend one retry: the next of the policy's nodes (the same node if it
+        names none), or, with ``same_node_within_s`` and ``same_node_first``, the
+        same node until it has not accepted within that many seconds."""
+        policy = handle._policy
+        handle._retries_left -= 1
+        n_done = len(handle._earlier or ()) + 1
+        other = policy.nodes[(n_done - 1) % len(policy.nodes)] if policy.nodes else task.node
+        if same_node_first and policy.same_node_within_s is not None and other != task.node:
+            new = self._reattempt(handle, task, task.node, reason, now)
+            self._fallbacks[new.rtid] = other
+            self._loop.call_later(policy.same_node_within_s, after_io, self._loop,
+                                  self._same_node_timed_out, handle, new)
+        else:
+            self._reattempt(handle, task, other, reason, now)
+
+    def _same_node_timed_out(self, handle: RemoteHandle, task: OriginTask) -> None:
+        other = self._fallbacks.pop(task.rtid, None)
+        if other is None or handle.is_finished() or handle._task is not task or task.state is not _SPAWNED:
+            return  # accepted in time (or settled, or superseded, or lapsed and moved on)
+        reason = (int(CancelKind.LEASE_EXPIRED),
+                  f"node {task.node!r} did not accept the retry within {handle._policy.same_node_within_s} s")
+        self._reattempt(handle, task, other, reason, self.clock.now_ns())
+        self._pump()
+
+    def _reattempt(self, handle: RemoteHandle, task: OriginTask, node: str, reason: tuple,
+                   now: int) -> OriginTask:
+        """Supersede ``task`` with a new attempt of the same key on ``node``: the
+        old one is cancelled where reachable and its late result dropped."""
+        task.handle = None
+        self._handles.pop(task.rtid, None)
+        self.engine.cancel(task.rtid, reason, now)
+        new = OriginTask(next(self._ids), NodeId(node), task.computation, task.input,
+                         task.lease_ms, task.key, task.budget, task.deadline_ns, task.region,
+                         task.task, task.capability, handle)
+        if handle._earlier is None:
+            handle._earlier = []
+        handle._earlier.append((task.node, task.rtid))
+        handle._task = new
+        handle._state = RemoteTaskState.PENDING
+        self._handles[new.rtid] = handle
+        self.engine.spawn(new, now)
+        self._ensure_connector(self._links[new.node])
+        return new
 
     def _cancel_timed_out(self, handle: RemoteHandle, task: OriginTask) -> None:
         if handle.is_finished() or handle._task is not task:

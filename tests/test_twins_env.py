@@ -103,7 +103,13 @@ def test_engine_and_executor_tests_pass_on_the_pure_sources() -> None:
     compiled; test_twin_node_and_twin_origin_... runs a pure node server)."""
     env = dict(os.environ, RSC_NO_EXTENSIONS="1", PYTHONPATH=ROOT)
     files = ["tests/test_engine_sansio.py", "tests/test_engine_pair.py", "tests/test_trace.py",
-             "tests/test_states.py", "tests/test_executor.py"]
+             "tests/test_states.py", "tests/test_executor.py",
+             # the engine-level journal, expiry and restart-detection tests
+             "tests/test_journal.py::test_records_outcomes_and_tombstones_replay",
+             "tests/test_journal.py::test_compaction_keeps_the_live_state_only",
+             "tests/test_idem_eviction.py::test_engine_records_expiry_is_a_deadline_of_its_own",
+             "tests/test_idem_eviction.py::test_engine_evicts_a_pile_up_in_bounded_steps",
+             "tests/test_retry_routing.py::test_engine_reports_tasks_on_a_new_instance_instead_of_resending"]
     out = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *files],
                          env=env, capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-2000:]

@@ -36,6 +36,7 @@ from cpython.list cimport PyList_Append, PyList_GET_ITEM, PyList_GET_SIZE
 from cpython.long cimport PyLong_CheckExact
 from cpython.mem cimport PyMem_Calloc, PyMem_Free, PyMem_Malloc, PyMem_Realloc
 from cpython.object cimport PyObject
+from cpython.pyport cimport PY_SSIZE_T_MAX
 from cpython.tuple cimport PyTuple_GET_ITEM
 from cpython.unicode cimport PyUnicode_CheckExact
 from libc.stdint cimport int64_t, uint32_t, uint64_t, INT64_MAX
@@ -301,6 +302,16 @@ cdef inline uint64_t _task_id_arg(object value) except? 0xFFFFFFFFFFFFFFFF:
             return x
         PyErr_Clear()
     return <uint64_t>_int_slow(value, "task_id", _U64_MAX)
+
+
+cdef Py_ssize_t _limit_arg(object limit) except -1:
+    # evict_expired's optional bound: None (no bound) or an int >= 1
+    if limit is None:
+        return PY_SSIZE_T_MAX
+    value = _int_slow(limit, "limit", _I64_MAX)
+    if value < 1:
+        raise InvalidArgument("limit must be at least 1, or None for no limit")
+    return min(value, PY_SSIZE_T_MAX)
 
 
 cdef inline int64_t _time_arg(object value, str what) except -1:
@@ -1071,18 +1082,21 @@ cdef class IdemTable:
 
     # -- expiry ---------------------------------------------------------------
 
-    def evict_expired(self, now):
+    def evict_expired(self, now, limit=None):
         """Remove finished records and tombstones whose expiry is ``<= now``.
 
         Returns how many were removed. Costs O(1) plus time in proportion to
         the entries it removes (and stale queue entries it drops); running
-        records never expire.
+        records never expire. With ``limit`` (an int >= 1) it removes at most
+        that many and leaves the rest due (``next_expiry()`` stays ``<= now``),
+        so a caller can spread a pile-up over several loop turns.
         """
         cdef int64_t t = _time_arg(now, "now")
+        cdef Py_ssize_t cap = _limit_arg(limit)
         cdef Py_ssize_t removed = 0
         cdef QEntry e
         cdef object outcome
-        while self._q_len:
+        while self._q_len and removed < cap:
             e = self._q[self._q_head]
             if e.expires_at > t:
                 break
@@ -1097,7 +1111,7 @@ cdef class IdemTable:
             outcome = None  # may run a finalizer; the table is consistent here
         tqueue = self._tomb_expiry
         tombs = self._tombstones
-        while tqueue and tqueue[0][0] <= t:
+        while tqueue and tqueue[0][0] <= t and removed < cap:
             expires_at, pair = tqueue.popleft()
             self._evict_examined += 1
             if tombs.get(pair) == expires_at:
@@ -1105,6 +1119,22 @@ cdef class IdemTable:
                 removed += 1
         self._shrink()
         return removed
+
+    # -- export (what a durable journal writes when it compacts) ---------------
+
+    def records(self):
+        """Snapshots of every record present, running and finished (expired
+        but not yet evicted included), in no particular order."""
+        cdef uint32_t i
+        cdef list out = []
+        for i in range(self._rec_cap):
+            if self._recs[i].origin != NULL:
+                out.append(self._view(i))
+        return out
+
+    def tombstones(self):
+        """``(origin, task_id, expires_at)`` of every tombstone present."""
+        return [(pair[0], pair[1], exp) for pair, exp in self._tombstones.items()]
 
     def next_expiry(self):
         """The earliest expiry among finished records and tombstones, or None."""

@@ -112,6 +112,16 @@ def _as_time(value: object, what: str = "now") -> int:
     return _as_int(value, what, _I64_MAX)
 
 
+def _as_limit(value: object) -> int | None:
+    """``evict_expired``'s optional bound: None (no bound) or an int >= 1."""
+    if value is None:
+        return None
+    value = _as_int(value, "limit", _I64_MAX)
+    if value < 1:
+        raise InvalidArgument("limit must be at least 1, or None for no limit")
+    return value
+
+
 # --- decisions and records -----------------------------------------------------
 
 
@@ -448,19 +458,24 @@ class IdemTable:
 
     # -- expiry ---------------------------------------------------------------
 
-    def evict_expired(self, now: int) -> int:
+    def evict_expired(self, now: int, limit: int | None = None) -> int:
         """Remove finished records and tombstones whose expiry is ``<= now``.
 
         Returns how many were removed. Costs O(1) plus time in proportion to
         the entries it removes (and stale queue entries it drops); running
-        records never expire.
+        records never expire. With ``limit`` (an int >= 1) it removes at most
+        that many and leaves the rest due (``next_expiry()`` stays ``<= now``),
+        so a caller can spread a pile-up over several loop turns.
         """
         if type(now) is not int or not 0 <= now <= _I64_MAX:
             now = _as_time(now)
+        cap = _as_limit(limit)
+        if cap is None:
+            cap = _I64_MAX
         removed = 0
         queue = self._expiry
         records = self._records
-        while queue and queue[0][0] <= now:
+        while queue and queue[0][0] <= now and removed < cap:
             rec = queue.popleft()[1]
             self._evict_examined += 1
             key = rec._key
@@ -471,13 +486,24 @@ class IdemTable:
             removed += 1
         tqueue = self._tomb_expiry
         tombs = self._tombstones
-        while tqueue and tqueue[0][0] <= now:
+        while tqueue and tqueue[0][0] <= now and removed < cap:
             expires_at, pair = tqueue.popleft()
             self._evict_examined += 1
             if tombs.get(pair) == expires_at:
                 del tombs[pair]
                 removed += 1
         return removed
+
+    # -- export (what a durable journal writes when it compacts) ---------------
+
+    def records(self) -> list[IdemRecord]:
+        """Snapshots of every record present, running and finished (expired
+        but not yet evicted included), in no particular order."""
+        return list(self._records.values())
+
+    def tombstones(self) -> list[tuple[str, int, int]]:
+        """``(origin, task_id, expires_at)`` of every tombstone present."""
+        return [(pair[0], pair[1], exp) for pair, exp in self._tombstones.items()]
 
     def next_expiry(self) -> int | None:
         """The earliest expiry among finished records and tombstones, or None."""

@@ -21,10 +21,11 @@ cdef class NodeEngine:
     cdef public LamportClock clock
     cdef public object _entropy, _stats, _trace
     cdef public list actions
-    cdef public bint draining
+    cdef public bint draining, _expiry_noted
     cdef public dict _conns, _origin_conns, _last_heard, _held, _running, _by_serial
     cdef public dict _redelivered, _tomb_reasons, _renew, _renew_due, counters
-    cdef public object _held_expiry, _redelivered_expiry, _tomb_expiry
+    cdef public object _held_expiry, _redelivered_expiry, _tomb_expiry, _journal
+    cdef public dict features
     cdef public IdemTable _idem
     cdef public LeaseHeap _leases, _deadlines
     cdef public long long _serial

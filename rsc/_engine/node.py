@@ -19,7 +19,10 @@ next handshake; duplicates (same key and fingerprint) are never run again and
 become aliases while the first runs; a cancel for an unseen task leaves a
 tombstone; running tasks' leases are renewed in batches every third of the
 lease; a task whose origin is silent past its lease is cancelled
-(lease_expired) and its result kept for the TTL.
+(lease_expired) and its result kept for the TTL. Every expiry is a deadline
+the driver sees, and a tick evicts a bounded number of records. With a journal
+(``restore``), admissions, outcomes and tombstones are also handed to it, and
+the driver makes them durable before anything they stand for leaves.
 """
 
 from __future__ import annotations
@@ -84,6 +87,15 @@ _OUTCOME_COUNTERS = ("completed", "failed", "cancelled", "panicked")  # by outco
 CANCEL_LEASE_EXPIRED = (11, "origin silent for longer than the task's lease")
 CANCEL_DEADLINE = (2, "budget deadline passed")
 CANCEL_SHUTDOWN = (9, "node shutting down")
+# What a task that was running when its node died is answered with after the
+# node restarts on its journal: it may have had effects, so it is not run again
+# (at most once); "cancelled" because the node stopped it, not the computation.
+RESTARTED_OUTCOME = (OUTCOME_CANCELLED, (9, "node restarted while it ran"), 0)
+TOMBSTONE_REASON = (0, "cancelled before it was spawned")  # a tombstone laid without one
+# Idempotency records evicted per tick at most: a pile-up that came due at once
+# (a burst finished together, a long stall) is spread over several loop turns,
+# each a short one, instead of freezing the loop while it is walked.
+EVICT_PER_TICK = 4096
 
 
 class Admission:
@@ -149,6 +161,13 @@ class NodeEngine:
                  stats: Callable[[], dict] | None = None,
                  trace: Callable[[str, dict], None] | None = None) -> None:
         self.name = str(name)
+        # The durable journal (rsc.node.journal), set by restore(); None: records
+        # live only as long as this process.
+        self._journal: Any = None
+        # WELCOME's features: a fresh id per engine, so an origin that reconnects
+        # can tell a restarted node (which lost what was running) from a
+        # dropped connection; restore() adds the journal's id.
+        self.features: dict = {"instance": entropy(8).hex()}
         self.admission = admission
         self.capacity = capacity
         self.max_input_bytes = max_input_bytes
@@ -185,6 +204,7 @@ class NodeEngine:
         # only the kinds that can come due before everything already armed (a
         # new renewal group, a budget deadline) set it (rsc.transport.timer).
         self.deadline_hint: int | None = None
+        self._expiry_noted = False  # a record's expiry was noted since the last tick
         self.counters = dict(accepted=0, completed=0, failed=0, cancelled=0, panicked=0,
                              rejected=0, duplicates=0, dropped=0)
 
@@ -242,7 +262,8 @@ class NodeEngine:
 
     # --------------------------------------------------------------- connections
     def open_connection(self, conn: Any, now: int) -> None:
-        self._conns[conn] = _Conn(conn, NodeHandshake(self.name, self.key, self._entropy(32)))
+        self._conns[conn] = _Conn(conn, NodeHandshake(self.name, self.key, self._entropy(32),
+                                                     self.features))
 
     def close_connection(self, conn: Any, now: int) -> None:
         c = self._conns.pop(conn, None)
@@ -376,6 +397,8 @@ class NodeEngine:
             return self._ack(c.id, rtid, REJECT_INVALID_INPUT, why)
         # admitted
         idem.check_and_record(key, fp, origin, rtid, now)
+        if self._journal is not None:
+            self._journal.admitted(key, fp, origin, rtid)
         self._serial = serial = self._serial + 1
         if lease_ms < MIN_LEASE_MS:
             lease_ms = MIN_LEASE_MS
@@ -402,6 +425,7 @@ class NodeEngine:
                 pair = (msg.origin_node, rtid)
                 self._redelivered[pair] = rec.key
                 self._redelivered_expiry.append((now + self.ttl_ns, pair))
+                self._note_deadline(now + self.ttl_ns)
             self._send_result(c.id, rtid, rec.outcome)
             return
         task = self._running[rec.key]
@@ -414,13 +438,20 @@ class NodeEngine:
     def _on_tombstoned_spawn(self, c: _Conn, msg: SpawnRequest, now: int) -> None:
         origin, rtid = c.origin, msg.remote_task_id
         self._idem.take_tombstone(origin, rtid)
-        reason = self._tomb_reasons.pop((origin, rtid), (0, "cancelled before it was spawned"))
+        reason = self._tomb_reasons.pop((origin, rtid), TOMBSTONE_REASON)
         self._ack(c.id, rtid)
         outcome = (OUTCOME_CANCELLED, reason, 0)
+        journal = self._journal
+        if journal is not None:
+            journal.untombstone(origin, rtid)
         if self._idem.get(msg.idempotency_key) is None:
             fp = _idem.fingerprint(msg.computation, msg.input)
             self._idem.check_and_record(msg.idempotency_key, fp, origin, rtid, now)
             self._idem.complete(msg.idempotency_key, rtid, outcome, now)
+            self._note_deadline(now + self.ttl_ns)
+            if journal is not None:
+                journal.admitted(msg.idempotency_key, fp, origin, rtid)
+                journal.finished(msg.idempotency_key, rtid, outcome)
         self.counters["cancelled"] += 1
         self._send_result(c.id, rtid, outcome)
 
@@ -435,6 +466,9 @@ class NodeEngine:
                 self._idem.add_tombstone(origin, rtid, now)
                 self._tomb_reasons[(origin, rtid)] = msg.reason
                 self._tomb_expiry.append((now + self.ttl_ns, (origin, rtid)))
+                self._note_deadline(now + self.ttl_ns)
+                if self._journal is not None:
+                    self._journal.tombstone(origin, rtid, msg.reason)
             self._trace_event("tombstone", origin=origin, rtid=rtid)
             return
         task = self._running.get(key)
@@ -480,6 +514,15 @@ class NodeEngine:
         self.counters[_OUTCOME_COUNTERS[kind]] += 1
         outcome = (kind, payload, exec_ns)
         aliases = self._idem.complete(key, task.rtid, outcome, now)
+        if not self._expiry_noted:
+            # The record's expiry is a deadline of its own: the driver's timer
+            # must see it even when nothing else is armed (or only something
+            # later). Expiries come in completion order, so only the first since
+            # the last tick can be the earliest; the tick's re-read covers the rest.
+            self._expiry_noted = True
+            self._note_deadline(now + self.ttl_ns)
+        if self._journal is not None:
+            self._journal.finished(key, task.rtid, outcome)
         self._renew_remove(task.origin, task.lease_ms, task.rtid)
         self._deliver(task.origin, task.rtid, outcome, now)
         for a_origin, a_rtid in aliases:
@@ -494,6 +537,7 @@ class NodeEngine:
             return
         self._held.setdefault(origin, []).append((now + self.ttl_ns, rtid, outcome))
         self._held_expiry.append((now + self.ttl_ns, origin))
+        self._note_deadline(now + self.ttl_ns)
 
     # ------------------------------------------------------------------- leases
     def _renew_add(self, origin: str, lease_ms: int, rtid: int, now: int) -> None:
@@ -555,7 +599,10 @@ class NodeEngine:
         for serial in self._deadlines.pop_expired(now):
             task = self._by_serial[serial]
             self._cancel_task(task, CANCEL_DEADLINE, NodeEvent.RECV_CANCEL)
-        self._idem.evict_expired(now)
+        # bounded: if more are due, next_deadline() stays <= now and the
+        # driver's timer comes straight back after the loop has polled once
+        self._idem.evict_expired(now, EVICT_PER_TICK)
+        self._expiry_noted = False  # the driver re-reads next_deadline() after a tick
         while self._tomb_expiry and self._tomb_expiry[0][0] <= now:
             _, pair = self._tomb_expiry.popleft()
             if not self._idem.has_tombstone(pair[0], pair[1]):
@@ -570,6 +617,49 @@ class NodeEngine:
                 held[:] = [h for h in held if h[0] > now]
                 if not held:
                     del self._held[origin]
+
+    # ----------------------------------------------------------- durable state
+    def restore(self, records: list[tuple], tombstones: list[tuple], now: int, journal: Any) -> None:
+        """Start from a journal's state (``rsc.node.journal``), then write to it.
+
+        ``records`` are ``(key, fingerprint, origin, task_id, outcome | None,
+        remaining_ns | None)``; one with no outcome was running when the node
+        died and is finished now as RESTARTED_OUTCOME (and journalled so).
+        ``tombstones`` are ``(origin, task_id, reason, remaining_ns)``. Each
+        keeps the time it had left (its life counted from ``now``).
+        """
+        self._journal = journal
+        self.features["journal"] = journal.journal_id.hex()
+        ttl, idem = self.ttl_ns, self._idem
+        # shortest-lived first: the table's expiry queue is kept in order
+        for key, fp, origin, rtid, outcome, remaining in sorted(
+                records, key=lambda r: ttl if r[5] is None else r[5]):
+            if idem.check_and_record(key, fp, origin, rtid, now) is not _idem.NEW:
+                continue  # the same key or task twice: keep the first
+            if outcome is None:
+                outcome, remaining = RESTARTED_OUTCOME, ttl
+                journal.finished(key, rtid, outcome)
+            idem.complete(key, rtid, outcome, max(0, now + min(remaining, ttl) - ttl))
+            self._note_deadline(now + min(remaining, ttl))
+        for origin, rtid, reason, remaining in sorted(tombstones, key=lambda t: t[3]):
+            remaining = min(remaining, ttl)
+            idem.add_tombstone(origin, rtid, max(0, now + remaining - ttl))
+            self._tomb_reasons[(origin, rtid)] = reason
+            self._tomb_expiry.append((now + remaining, (origin, rtid)))
+            self._note_deadline(now + remaining)
+
+    def durable_state(self, now: int) -> tuple[list[tuple], list[tuple]]:
+        """What a journal compaction writes: the live records and tombstones, in
+        ``restore``'s form (running records with no outcome and no expiry)."""
+        records = []
+        for r in self._idem.records():
+            if not r.finished:
+                records.append((r.key, r.fingerprint, r.origin, r.task_id, None, None))
+            elif r.expires_at > now:
+                records.append((r.key, r.fingerprint, r.origin, r.task_id, r.outcome, r.expires_at - now))
+        tombstones = [(origin, rtid, self._tomb_reasons.get((origin, rtid), TOMBSTONE_REASON), exp - now)
+                      for origin, rtid, exp in self._idem.tombstones() if exp > now]
+        return records, tombstones
 
     # ----------------------------------------------------------------- shutdown
     def begin_drain(self) -> None:

@@ -11,7 +11,7 @@ cdef class OriginTask:
     cdef public bint reported, sent
 
 cdef class _Link:
-    cdef public object node, handshake, last_sent
+    cdef public object node, handshake, last_sent, instance, journal
     cdef public bint ready, confirmed, ever_ready
     cdef public list first_sends
     cdef public dict tasks, lease_counts

@@ -7,7 +7,8 @@ queues for its driver:
 
 - ``self.actions``: ``(SEND, node, message)`` and ``(CLOSE, node, None)``;
 - ``self.events``: ``(EV_ACCEPTED | EV_REJECTED | EV_RESULT | EV_LEASE_EXPIRED, task, detail)``,
-  plus ``(EV_STATUS, None, (node, stats))`` and ``(EV_HANDSHAKE_FAILED, None, (node, code, message))``
+  ``(EV_NODE_RESTARTED, task, kept_journal)``, plus ``(EV_STATUS, None, (node, stats))`` and
+  ``(EV_HANDSHAKE_FAILED, None, (node, code, message))``
 
 and exposes ``next_deadline()``; at or after it the driver calls ``tick(now)``.
 Per-task states follow ``states.ORIGIN_TRANSITIONS``.
@@ -17,8 +18,12 @@ an unacknowledged or unfinished spawn is re-sent with the same idempotency key
 after every reconnect (a cancelled one as CANCEL then SPAWN, so the node
 answers it Cancelled without running it); a PING goes to every node with live
 tasks at least every third of the shortest lease; a task whose lease lapses
-with neither renewal nor result becomes LeaseExpired; at most one outcome is
-ever reported per task (EV_RESULT, EV_REJECTED or EV_LEASE_EXPIRED, once).
+with neither renewal nor result becomes LeaseExpired; a task written to a node
+that then answers a reconnect as a new instance (WELCOME ``features["instance"]``
+changed) is not re-sent but reported EV_NODE_RESTARTED at once, its lease
+lapsed, with whether the node kept its journal (its driver applies the task's
+policy); at most one outcome is ever reported per task (EV_RESULT, EV_REJECTED
+or EV_LEASE_EXPIRED/EV_NODE_RESTARTED, once).
 """
 
 from __future__ import annotations
@@ -50,6 +55,7 @@ SEND, CLOSE = 0, 1
 _spawn_request = _envelope.spawn_request  # SpawnRequest(...) without a Python __init__ call
 _fields = _envelope.fields  # a message's fields as a tuple, in one call
 EV_ACCEPTED, EV_REJECTED, EV_RESULT, EV_LEASE_EXPIRED, EV_STATUS, EV_HANDSHAKE_FAILED = 0, 1, 2, 3, 4, 5
+EV_NODE_RESTARTED = 6
 MS = 1_000_000
 
 
@@ -95,7 +101,7 @@ class OriginTask:
 
 class _Link:
     __slots__ = ("node", "handshake", "ready", "confirmed", "ever_ready", "tasks", "lease_counts",
-                 "last_sent", "ping_nonce", "first_sends")
+                 "last_sent", "ping_nonce", "first_sends", "instance", "journal")
 
     def __init__(self, node: str) -> None:
         self.node = node
@@ -114,6 +120,10 @@ class _Link:
         self.lease_counts: dict[int, int] = {}
         self.last_sent = 0
         self.ping_nonce = 0
+        # what the node's last WELCOME said it is: its process instance and
+        # its durable journal's id (None from a node that does not say)
+        self.instance: Any = None
+        self.journal: Any = None
 
 
 class OriginEngine:
@@ -205,6 +215,26 @@ class OriginEngine:
         if link is not None:
             link.ready = False
             link.handshake = None
+
+    def _check_instance(self, link: _Link, features: Any) -> None:
+        """After a reconnect: if the node is a new instance, what was written to
+        the old one is lost there (unless the node kept its journal), and a
+        transparent resend would quietly run it again where it is, whatever the
+        task's policy says. Such tasks are lapsed and reported instead."""
+        feats = features if isinstance(features, dict) else {}
+        instance, journal = feats.get("instance"), feats.get("journal")
+        old_instance, old_journal = link.instance, link.journal
+        link.instance, link.journal = instance, journal
+        if old_instance is None or instance is None or instance == old_instance:
+            return  # the same process (a dropped connection), or a node that does not say
+        kept = journal is not None and journal == old_journal
+        self._trace_event("node_restarted", node=link.node, kept_journal=kept)
+        for task in list(link.tasks.values()):
+            st = task.state
+            if task.sent and (st is OriginState.SPAWNED or st is OriginState.RUNNING):
+                task.state = OriginState.LEASE_EXPIRED
+                self._leases.discard(task.rtid)
+                self.events.append((EV_NODE_RESTARTED, task, kept))
 
     def _resend_all(self, link: _Link, now: int) -> None:
         for task in link.tasks.values():
@@ -311,6 +341,7 @@ class OriginEngine:
                     self._send(link, link.handshake.on_welcome(msg, self.clock.send()), now)
                     link.ready = True
                     self._trace_event("handshake", node=node)
+                    self._check_instance(link, msg.features)
                     self._resend_all(link, now)
                 elif kind is Error:
                     self._on_peer_error(link, msg, now)

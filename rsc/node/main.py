@@ -45,6 +45,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lifeline-stdin", action="store_true",
                    help="shut down gracefully when stdin closes (the launcher died)")
     p.add_argument("--trace", default=None, help="append trace events as JSON lines to this file")
+    p.add_argument("--state-dir", default=None,
+                   help="directory of this node's durable idempotency journal (created 0700; one node "
+                        "per directory): records, results and tombstones survive a restart")
     p.add_argument("--log-level", default="WARNING")
 
 
@@ -74,7 +77,7 @@ async def _serve(args: argparse.Namespace) -> int:
     server = NodeServer(args.name, args.listen, registry, capacity=args.capacity,
                         max_input_bytes=args.max_input_bytes, max_threads=args.threads,
                         ttl_s=args.ttl, grace_s=args.grace, peers=args.peers, trace=trace,
-                        key=key)
+                        key=key, state_dir=args.state_dir)
     await server.start()
     tune_gc()
     stopper = _Stopper(server, asyncio.get_running_loop())

@@ -15,7 +15,8 @@ cdef class NodeServer:
     cdef public NodeEngine engine
     cdef public Executor executor
     cdef public dict _conns
-    cdef public object _conn_ids, _server, _idle, _stopped, _loop
+    cdef public object _conn_ids, _server, _idle, _stopped, _loop, _journal
+    cdef public bint _sync_pending, _compacting
     cdef public EngineTimer _timer
     cdef public object _socket_id  # (st_dev, st_ino) of the socket file this node created
     cdef object __weakref__

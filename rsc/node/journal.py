@@ -1,0 +1,364 @@
+"""A node's durable idempotency journal (``rsc node --state-dir DIR``).
+
+With a journal, what makes a resend safe on one node outlives the node's
+process: idempotency records (key, fingerprint, origin, task id), their
+finished outcomes (the results a resend is answered with) and tombstones
+(with their cancel reasons) are appended to ``DIR/journal.log``, and a node
+restarted on the same directory starts from them. What a caller may rely on:
+
+- **At most once per key on one node, across restarts.** A record is on disk
+  before the task starts and before its SPAWN_ACK leaves; an outcome is on
+  disk before its RESULT_DELIVERY leaves (``NodeServer`` syncs the journal,
+  one ``fsync`` per loop turn that wrote to it, before it carries out that
+  turn's sends and starts). A task that was running when the node died is
+  answered, after the restart, as cancelled with reason ``shutdown`` "node
+  restarted while it ran": it may have had effects, so it is not run again.
+- **Crash-safe format.** Each entry is ``u32be length | u32be crc32(body) |
+  body`` (body: a msgpack array). Replay stops at the first entry that is
+  short or fails its checksum (a write torn by the crash) and drops it and
+  everything after it; entries before it are whole, because each sync ends
+  with an fsync.
+- **Bounded.** Expired entries are dropped on replay (expiries are written as
+  wall-clock times, so a TTL keeps counting while the node is down), and the
+  file is rewritten from the live state at start and whenever it holds
+  ``COMPACT_FACTOR`` times more entries than are live (at least
+  ``COMPACT_MIN``): written to a temporary file, fsynced, renamed over. A
+  running node takes the live state on its loop and writes it in a thread
+  (``begin_compaction`` / ``write_snapshot`` / ``finish_compaction``).
+- **One node per directory.** The directory is created 0700 if missing; an
+  existing one must belong to this user and not be writable by group or
+  others, or the node refuses it (``StateDirError``). An exclusive ``flock``
+  on ``DIR/lock`` is held for the node's life, so a second node on the same
+  directory is refused instead of interleaving its writes.
+
+The journal has a random 16-byte id, made with the directory and kept by every
+compaction: the node advertises it in WELCOME (``features["journal"]``), so an
+origin can tell a restarted node that kept its records from one that did not
+(PROTOCOL.md section 5).
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import logging
+import os
+import secrets
+import stat
+import struct
+import time
+import zlib
+from typing import Any
+
+import msgpack
+
+from rsc.errors import InvalidArgument
+
+log = logging.getLogger("rsc.node")
+
+JOURNAL_FILE = "journal.log"
+LOCK_FILE = "lock"
+FORMAT_VERSION = 1
+COMPACT_MIN = 65_536  # entries appended before a compaction is considered
+COMPACT_FACTOR = 4  # ... and then only when the file holds this many times the live entries
+_HEADER = struct.Struct(">II")  # body length, crc32(body)
+MAX_ENTRY_BYTES = 1 << 30  # a length above this is corruption, not an entry
+
+# entry kinds (the first element of each body)
+J_HEAD, J_RECORD, J_DONE, J_TOMB, J_UNTOMB = 0, 1, 2, 3, 4
+
+Record = tuple  # (key, fingerprint, origin, task_id, outcome | None, remaining_ns | None)
+Tombstone = tuple  # (origin, task_id, reason, remaining_ns)
+
+
+class StateDirError(InvalidArgument):
+    """The state directory cannot be used (unsafe, in use, unreadable); the message says why."""
+
+
+def _check_dir(path: str) -> None:
+    """Create ``path`` 0700 (and missing parents, 0700 too), or accept an
+    existing directory only if it is safe; never changes an existing one."""
+    try:
+        os.makedirs(os.path.dirname(path), 0o700, exist_ok=True)
+        os.mkdir(path, 0o700)
+        return
+    except FileExistsError:
+        pass
+    except OSError as exc:
+        raise StateDirError(f"cannot create state directory {path}: {exc.strerror}") from exc
+    st = os.stat(path)
+    if not stat.S_ISDIR(st.st_mode):
+        raise StateDirError(f"state directory {path} exists and is not a directory")
+    if st.st_uid != os.geteuid():
+        raise StateDirError(f"state directory {path} belongs to uid {st.st_uid}, not this user "
+                            f"({os.geteuid()}); use a directory of your own")
+    if st.st_mode & 0o022:
+        raise StateDirError(f"state directory {path} is writable by group or others (mode "
+                            f"{stat.S_IMODE(st.st_mode):o}); use a private one (chmod 700)")
+
+
+def _entry(body: list) -> bytes:
+    data = msgpack.packb(body, use_bin_type=True)
+    return _HEADER.pack(len(data), zlib.crc32(data)) + data
+
+
+def _read_entries(data: bytes) -> tuple[list[list], int]:
+    """The whole entries at the start of ``data`` and the offset after the last one."""
+    out, pos, n = [], 0, len(data)
+    while pos + _HEADER.size <= n:
+        length, crc = _HEADER.unpack_from(data, pos)
+        end = pos + _HEADER.size + length
+        if length > MAX_ENTRY_BYTES or end > n:
+            break
+        body = data[pos + _HEADER.size:end]
+        if zlib.crc32(body) != crc:
+            break
+        try:
+            entry = msgpack.unpackb(body, raw=False, use_list=True, strict_map_key=False)
+        except Exception:  # a checksum collision on garbage: treat as the torn tail
+            break
+        if not isinstance(entry, list) or not entry:
+            break
+        out.append(entry)
+        pos = end
+    return out, pos
+
+
+def _as_reason(value: Any) -> tuple:
+    return (value[0], value[1])  # msgpack gives lists; the codec and the engine use tuples
+
+
+def _outcome(kind: int, payload: Any, exec_ns: int) -> tuple:
+    return (kind, _as_reason(payload) if isinstance(payload, list) else payload, exec_ns)
+
+
+class Journal:
+    """The open journal of one state directory (see the module docstring).
+
+    The engine appends through ``admitted``/``finished``/``tombstone``/
+    ``untombstone`` (buffered in memory: no I/O); its driver calls ``sync()``
+    before it lets anything those entries stand for leave the process.
+    """
+
+    def __init__(self, path: str, ttl_ns: int) -> None:
+        self.path = os.path.abspath(path)
+        self.ttl_ns = ttl_ns
+        _check_dir(self.path)
+        self._lock_fd = self._lock()
+        self._file = os.path.join(self.path, JOURNAL_FILE)
+        self._buf: list[bytes] = []
+        self._fd = -1
+        self.journal_id = b""
+        self.entries = 0  # entries in the file (whole ones), for compaction
+        self.live = 0  # live entries at the last compaction
+        self.torn_bytes = 0  # bytes dropped from the tail at open (a torn write)
+        self._tail: list[bytes] | None = None  # synced during a compaction (begin..finish)
+        self._tail_entries = 0
+
+    # ------------------------------------------------------------------ files
+    def _lock(self) -> int:
+        fd = os.open(os.path.join(self.path, LOCK_FILE), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+            os.close(fd)
+            if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
+                raise StateDirError(f"state directory {self.path} is in use by another node "
+                                    f"(pid {holder}); give each node its own") from None
+            raise StateDirError(f"cannot lock state directory {self.path}: {exc.strerror}") from exc
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        return fd
+
+    def load(self, now_wall_ns: int | None = None) -> tuple[list[Record], list[Tombstone]]:
+        """Replay the file: the live records and tombstones, each with the time
+        it has left (None for a record whose task was running)."""
+        now_wall = time.time_ns() if now_wall_ns is None else now_wall_ns
+        try:
+            with open(self._file, "rb") as f:
+                data = f.read()
+        except FileNotFoundError:
+            data = b""
+        entries, end = _read_entries(data)
+        self.torn_bytes = len(data) - end
+        if self.torn_bytes:
+            log.warning("journal %s: dropped a torn or corrupt tail of %d bytes after %d whole entries",
+                        self._file, self.torn_bytes, len(entries))
+        records: dict[bytes, list] = {}
+        tombs: dict[tuple[str, int], list] = {}
+        for e in entries:
+            kind = e[0]
+            if kind == J_RECORD:
+                _, key, fp, origin, rtid = e
+                records[key] = [key, fp, origin, rtid, None, None]
+            elif kind == J_DONE:
+                _, key, _rtid, okind, payload, exec_ns, expires = e
+                rec = records.get(key)
+                if rec is not None:
+                    rec[4], rec[5] = _outcome(okind, payload, exec_ns), expires - now_wall
+            elif kind == J_TOMB:
+                _, origin, rtid, reason, expires = e
+                tombs[(origin, rtid)] = [origin, rtid, _as_reason(reason), expires - now_wall]
+            elif kind == J_UNTOMB:
+                tombs.pop((e[1], e[2]), None)
+            elif kind == J_HEAD:
+                if len(e) < 3 or e[1] != FORMAT_VERSION or not isinstance(e[2], bytes):
+                    raise StateDirError(f"journal {self._file} is in format {e[1:2]!r}, not "
+                                        f"{FORMAT_VERSION}; it was written by another rsc version")
+                self.journal_id = e[2]
+        if not self.journal_id:
+            self.journal_id = secrets.token_bytes(16)
+        live_recs = [tuple(r) for r in records.values() if r[5] is None or r[5] > 0]
+        live_tombs = [tuple(t) for t in tombs.values() if t[3] > 0]
+        return live_recs, live_tombs
+
+    def compact(self, records: list[Record], tombstones: list[Tombstone]) -> None:
+        """Rewrite the file from the live state (what ``load`` returns, or the
+        engine's ``durable_state`` taken after ``begin_compaction``), all at once."""
+        self.begin_compaction()
+        self.finish_compaction(*self.write_snapshot(records, tombstones))
+
+    # A compaction in three steps, so that a node can run the middle one in a
+    # thread: begin (on the loop, just before the live state is taken), write
+    # the snapshot (anywhere: it touches only its own file), finish (on the
+    # loop). Entries synced meanwhile go to the old file as usual and are
+    # appended to the new one before it replaces the old.
+
+    def begin_compaction(self) -> None:
+        if self._fd >= 0:
+            self.sync()  # what is buffered reaches the old file first
+        else:
+            self._buf = []  # at open: the state about to be taken already holds it
+        self._tail = []
+        self._tail_entries = 0
+
+    def write_snapshot(self, records: list[Record], tombstones: list[Tombstone]) -> tuple[int, int]:
+        """Write the live state to a temporary file and fsync it; returns its
+        open descriptor and how many entries it holds (for ``finish_compaction``)."""
+        now_wall = time.time_ns()
+        parts = [_entry([J_HEAD, FORMAT_VERSION, self.journal_id])]
+        for key, fp, origin, rtid, outcome, remaining in records:
+            parts.append(_entry([J_RECORD, key, fp, origin, rtid]))
+            if outcome is not None:
+                parts.append(_entry([J_DONE, key, rtid, outcome[0], outcome[1], outcome[2],
+                                     now_wall + remaining]))
+        for origin, rtid, reason, remaining in tombstones:
+            parts.append(_entry([J_TOMB, origin, rtid, reason, now_wall + remaining]))
+        fd = os.open(self._file + ".tmp", os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        try:
+            _write_all(fd, b"".join(parts))
+            os.fsync(fd)
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd, len(parts)
+
+    def finish_compaction(self, fd: int, n_entries: int) -> None:
+        """Append what was synced since ``begin_compaction``, then put the new
+        file in the old one's place (rename, fsync the directory) and write to it."""
+        tail, self._tail = self._tail, None
+        if self._lock_fd < 0 or tail is None:  # closed (or aborted) meanwhile
+            os.close(fd)
+            self.abort_compaction()
+            return
+        try:
+            if tail:
+                _write_all(fd, b"".join(tail))
+                os.fdatasync(fd)
+            os.replace(self._file + ".tmp", self._file)
+            dfd = os.open(self.path, os.O_RDONLY | os.O_DIRECTORY)
+            try:
+                os.fsync(dfd)
+            finally:
+                os.close(dfd)
+        except BaseException:
+            os.close(fd)
+            self.abort_compaction()
+            raise
+        if self._fd >= 0:
+            os.close(self._fd)
+        self._fd = fd  # positioned at its end: appends continue there
+        self.live = n_entries
+        self.entries = n_entries + self._tail_entries
+
+    def abort_compaction(self) -> None:
+        """Forget a compaction that failed or was overtaken; the old file stays."""
+        self._tail = None
+        try:
+            os.unlink(self._file + ".tmp")
+        except FileNotFoundError:
+            pass
+
+    def needs_compaction(self) -> bool:
+        return self.entries >= COMPACT_MIN and self.entries >= COMPACT_FACTOR * self.live
+
+    # ------------------------------------------------------ appends (no I/O)
+    @property
+    def dirty(self) -> bool:
+        """Entries are buffered that ``sync()`` has not written yet."""
+        return bool(self._buf)
+
+    def admitted(self, key: bytes, fingerprint: bytes, origin: str, rtid: int) -> None:
+        self._buf.append(_entry([J_RECORD, key, fingerprint, origin, rtid]))
+
+    def finished(self, key: bytes, rtid: int, outcome: tuple) -> None:
+        kind, payload, exec_ns = outcome
+        self._buf.append(_entry([J_DONE, key, rtid, kind, payload, exec_ns,
+                                 time.time_ns() + self.ttl_ns]))
+
+    def tombstone(self, origin: str, rtid: int, reason: tuple) -> None:
+        self._buf.append(_entry([J_TOMB, origin, rtid, reason, time.time_ns() + self.ttl_ns]))
+
+    def untombstone(self, origin: str, rtid: int) -> None:
+        self._buf.append(_entry([J_UNTOMB, origin, rtid]))
+
+    # -------------------------------------------------------------------- I/O
+    def sync(self) -> None:
+        """Write what was appended and fsync it (fdatasync): after this returns
+        it survives a crash of the process or the machine."""
+        if not self._buf:
+            return
+        data = b"".join(self._buf)
+        self.entries += len(self._buf)
+        if self._tail is not None:  # a compaction is under way: the new file needs these too
+            self._tail.append(data)
+            self._tail_entries += len(self._buf)
+        self._buf = []
+        _write_all(self._fd, data)
+        os.fdatasync(self._fd)
+
+    def close(self) -> None:
+        """Sync, close the file and release the directory's lock."""
+        try:
+            if self._fd >= 0:
+                self.sync()
+                os.close(self._fd)
+        finally:
+            self._fd = -1
+            if self._lock_fd >= 0:
+                os.close(self._lock_fd)  # closing the descriptor releases the flock
+                self._lock_fd = -1
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        n = os.write(fd, view)
+        view = view[n:]
+
+
+def open_journal(path: str, engine: Any, now_ns: int) -> Journal:
+    """Open (or create) the journal in ``path``, give the engine the state it
+    holds, and start a fresh compacted file; the engine then writes to it."""
+    journal = Journal(path, engine.ttl_ns)
+    try:
+        records, tombstones = journal.load()
+        engine.restore(records, tombstones, now_ns, journal)
+        journal.compact(*engine.durable_state(now_ns))
+    except BaseException:
+        journal.close()
+        raise
+    log.info("journal %s: %d records and %d tombstones restored", journal.path, len(records),
+             len(tombstones))
+    return journal
