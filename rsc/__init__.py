@@ -21,8 +21,8 @@ _EXPORTS = {
         "Cancelled", "CapabilityDenied", "CapacityExceeded", "IdempotencyConflict",
         "InvalidArgument", "InvalidInput", "LeaseExpired", "NoCapability", "NodeShuttingDown",
         "NodeUnreachable", "ProtocolError", "RemoteCancelled", "RemoteError", "RemoteFailed",
-        "RemotePanicked", "RuntimeClosed", "SerializationError", "SpawnRejected",
-        "UnknownComputation",
+        "RemotePanicked", "ResultTooLarge", "RuntimeClosed", "SerializationError",
+        "SpawnRejected", "UnknownComputation",
     ),
     "rsc.registry": ("Registry",),
     "rsc.regions": ("Region", "region"),
@@ -61,6 +61,6 @@ __all__ = [
     "InvalidInput", "LeaseExpired", "NoCapability", "NodeId", "NodeShuttingDown",
     "NodeUnreachable", "ProtocolError", "Registry", "RemoteCancelled", "RemoteCap", "RemoteError",
     "RemoteFailed", "RemoteHandle", "RemoteInput", "RemoteOutcome", "RemotePanicked",
-    "RemoteTaskId", "RemoteTaskState", "Region", "region", "Runtime", "RuntimeClosed", "SerializationError", "Severity",
+    "RemoteTaskId", "ResultTooLarge", "RemoteTaskState", "Region", "region", "Runtime", "RuntimeClosed", "SerializationError", "Severity",
     "SpawnRejected", "UnknownComputation", "spawn_remote", "__version__",
 ]

@@ -7,6 +7,7 @@ errors, reject codes for ``SpawnRejected``).
 
 from __future__ import annotations
 
+import re
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -179,6 +180,41 @@ class RemoteFailed(RemoteTaskError):
     def __init__(self, message: str) -> None:
         super().__init__(f"remote task failed: {message}")
         self.message = message
+
+
+class ResultTooLarge(RemoteFailed):
+    """The computation finished, but its output is too large to deliver in one
+    frame: the node delivered this failure instead (``size`` and ``limit`` in
+    bytes). Return less, or pass large data by another channel."""
+
+    # The failure's text on the wire (a FAILED outcome, so older origins show
+    # it as a RemoteFailed with this message): made and read only here.
+    _TEXT = "ResultTooLarge: the output of {computation!r} is {size} bytes; this node delivers at most {limit}"
+    _PATTERN = re.compile(r"ResultTooLarge: the output of .* is (\d+) bytes; this node delivers at most (\d+)\Z",
+                          re.DOTALL)
+
+    def __init__(self, message: str, size: int, limit: int) -> None:
+        super().__init__(message)
+        self.size = size
+        self.limit = limit
+
+    @classmethod
+    def text(cls, computation: str, size: int, limit: int) -> str:
+        """The FAILED outcome's message a node sends for an oversized output."""
+        return cls._TEXT.format(computation=computation, size=size, limit=limit)
+
+    @classmethod
+    def parse(cls, message: str) -> ResultTooLarge | None:
+        """The error a FAILED outcome with ``message`` stands for, if it is this one."""
+        if not message.startswith("ResultTooLarge: "):
+            return None
+        m = cls._PATTERN.match(message)
+        return cls(message, int(m.group(1)), int(m.group(2))) if m else None
+
+
+def failed_error(message: str) -> RemoteFailed:
+    """The error for a FAILED outcome: ResultTooLarge when the node said so, else RemoteFailed."""
+    return ResultTooLarge.parse(message) or RemoteFailed(message)
 
 
 class RemotePanicked(RemoteTaskError):

@@ -28,6 +28,10 @@ Rules a region keeps:
    error, traced as ``lease_leak`` and counted in ``LEAKED_LEASES``.
 6. A remote failure nobody observed (no join/outcome/try_join/close) is raised
    in the group at exit; one the body observed is not raised twice.
+7. Memory stays flat. A region holds a remote handle only while it is live or
+   holds a failure nobody observed: a settled success, or a failure once
+   observed, is let go (the caller's own references aside), so a region that
+   spawns and joins for days does not grow.
 """
 
 from __future__ import annotations
@@ -164,8 +168,18 @@ class Region:
             handle.abort(self._child_reason())
 
     def handle_done(self, handle: RemoteHandle) -> None:
+        """A handle of this region settled. One with nothing left to report at
+        exit (a success) is let go at once, so a region that runs for days
+        holds only its live handles and its unobserved failures."""
+        if handle._unobserved_error() is None:
+            self._handles.discard(handle)
         if self._changed is not None:
             self._changed.set()
+
+    def handle_observed(self, handle: RemoteHandle) -> None:
+        """The caller looked at a settled handle's outcome (join, outcome,
+        try_join, close): its failure is the caller's now, not the region's."""
+        self._handles.discard(handle)
 
     def _child_reason(self) -> CancelReason:
         reason = self.cx.cancel_reason or CancelReason(CancelKind.USER)

@@ -23,6 +23,7 @@ import socket
 from collections.abc import Mapping
 from typing import Any, Callable
 
+from rsc._core.messages import REJECT_INVALID_INPUT
 from rsc._engine.origin import (
     CLOSE,
     EV_ACCEPTED,
@@ -35,6 +36,7 @@ from rsc._engine.origin import (
     SEND,
     OriginEngine,
     OriginTask,
+    input_too_large,
 )
 from rsc.clock import SystemClock
 from rsc.cx import Cx, RemoteCap
@@ -42,6 +44,7 @@ from rsc._engine.states import OriginState
 from rsc.lease import ACTIVE, DEFAULT_POLICY, EXPIRED, RELEASED, Lease, LeasePolicy, prefers_same_node
 from rsc.errors import (
     InvalidArgument,
+    InvalidInput,
     LeaseExpired,
     NoCapability,
     NodeUnreachable,
@@ -249,6 +252,8 @@ class RemoteHandle:
     def _take(self) -> None:
         """Mark the settled handle observed; raise the error that settled it, if one did."""
         self._observed = True
+        if self._region is not None:
+            self._region.handle_observed(self)
         if self._error is not None:
             # raised afresh each time, as a Future would: no traceback piles up
             raise self._error.with_traceback(None)
@@ -476,6 +481,10 @@ class Runtime:
         else:
             codec = "msgpack"
             data = RemoteInput.pack(input).data
+        limit = self.engine.input_limit(link.node)
+        if len(data) > limit:  # it could never reach the node: refuse it now, not by a lapse
+            raise InvalidInput(REJECT_INVALID_INPUT, input_too_large(len(data), link.node, limit),
+                               link.node, name)
         cap = cx.remote_cap
         if cap is None:
             raise NoCapability()

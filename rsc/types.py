@@ -17,9 +17,9 @@ import msgpack
 from rsc.errors import (
     InvalidArgument,
     RemoteCancelled,
-    RemoteFailed,
     RemotePanicked,
     SerializationError,
+    failed_error,
 )
 
 U64_MAX = (1 << 64) - 1
@@ -459,7 +459,7 @@ class RemoteOutcome:
 
     def error(self) -> Exception:
         if self.kind is OutcomeKind.FAILED:
-            return RemoteFailed(self.value)
+            return failed_error(self.value)
         if self.kind is OutcomeKind.CANCELLED:
             return RemoteCancelled(self.value)
         if self.kind is OutcomeKind.PANICKED:

@@ -70,6 +70,14 @@ REJECT_IDEMPOTENCY_CONFLICT = 5
 REJECT_CAPABILITY_DENIED = 6
 
 DEFAULT_MAX_FRAME_BYTES = 64 * 1024 * 1024
+# The most that a SPAWN_REQUEST's or RESULT_DELIVERY's envelope and fields other
+# than the input or output take: names of at most 255 bytes, a 16-byte key, a
+# 32-byte capability, a budget, ints and a Lamport time come to well under 1 KiB.
+# An input or output of at most (frame cap - FRAME_OVERHEAD_BYTES) always fits.
+FRAME_OVERHEAD_BYTES = 4096
+# A failure's or panic's message is cut to this many characters by the node
+# (a str of n characters is at most 4n UTF-8 bytes, so it always fits a frame).
+MAX_FAILURE_MESSAGE_CHARS = 64 * 1024
 MAX_VECTOR_CLOCK_ENTRIES = 1024
 MAX_NODE_ID_BYTES = 255
 

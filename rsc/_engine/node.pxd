@@ -18,6 +18,7 @@ cdef class _Conn:
 
 cdef class NodeEngine:
     cdef public object name, admission, key, deadline_hint, capacity, max_input_bytes, ttl_ns
+    cdef public object max_result_bytes
     cdef public LamportClock clock
     cdef public object _entropy, _stats, _trace
     cdef public list actions

@@ -36,8 +36,13 @@ from rsc._core import leaseheap as _lh
 from rsc._core.messages import (
     ACK_ACCEPTED,
     ACK_REJECTED,
+    DEFAULT_MAX_FRAME_BYTES,
     ERR_SHUTTING_DOWN,
+    FRAME_OVERHEAD_BYTES,
+    MAX_FAILURE_MESSAGE_CHARS,
     OUTCOME_CANCELLED,
+    OUTCOME_FAILED,
+    OUTCOME_SUCCESS,
     REJECT_CAPACITY_EXCEEDED,
     REJECT_IDEMPOTENCY_CONFLICT,
     REJECT_INVALID_INPUT,
@@ -58,7 +63,7 @@ from rsc._core.messages import (
 from rsc._engine.handshake import NodeHandshake
 from rsc._engine.logical import LamportClock
 from rsc._engine.states import NodeEvent, NodeState, advance_node, node_after
-from rsc.errors import ProtocolError, UnexpectedMessage
+from rsc.errors import ProtocolError, ResultTooLarge, UnexpectedMessage
 
 SEND, CLOSE, START, CANCEL = 0, 1, 2, 3
 _ADMITTED_STATE = advance_node(advance_node(NodeState.INIT, NodeEvent.RECV_SPAWN),  # type: ignore[arg-type]
@@ -159,18 +164,26 @@ class NodeEngine:
                  max_input_bytes: int = 16 * 1024 * 1024, ttl_ns: int = 300 * 1_000_000_000,
                  key: bytes | None = None, entropy: Callable[[int], bytes],
                  stats: Callable[[], dict] | None = None,
-                 trace: Callable[[str, dict], None] | None = None) -> None:
+                 trace: Callable[[str, dict], None] | None = None,
+                 max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES) -> None:
         self.name = str(name)
         # The durable journal (rsc.node.journal), set by restore(); None: records
         # live only as long as this process.
         self._journal: Any = None
-        # WELCOME's features: a fresh id per engine, so an origin that reconnects
-        # can tell a restarted node (which lost what was running) from a
-        # dropped connection; restore() adds the journal's id.
-        self.features: dict = {"instance": entropy(8).hex()}
         self.admission = admission
         self.capacity = capacity
-        self.max_input_bytes = max_input_bytes
+        # An input or output larger than this cannot travel in one frame of the
+        # peer's (an origin accepts frames up to the same default cap).
+        payload_cap = max_frame_bytes - FRAME_OVERHEAD_BYTES
+        self.max_input_bytes = min(max_input_bytes, payload_cap)
+        self.max_result_bytes = payload_cap
+        # WELCOME's features (PROTOCOL.md section 5): a fresh id per engine, so
+        # an origin that reconnects can tell a restarted node (which lost what
+        # was running) from a dropped connection (restore() adds the journal's
+        # id); and the limits an origin checks a spawn against before sending it.
+        self.features: dict = dict(instance=entropy(8).hex(), max_frame_bytes=max_frame_bytes,
+                                   max_input_bytes=self.max_input_bytes,
+                                   max_result_bytes=self.max_result_bytes)
         self.ttl_ns = ttl_ns
         self.key = key
         self._entropy = entropy
@@ -263,7 +276,7 @@ class NodeEngine:
     # --------------------------------------------------------------- connections
     def open_connection(self, conn: Any, now: int) -> None:
         self._conns[conn] = _Conn(conn, NodeHandshake(self.name, self.key, self._entropy(32),
-                                                     self.features))
+                                                      self.features))
 
     def close_connection(self, conn: Any, now: int) -> None:
         c = self._conns.pop(conn, None)
@@ -505,6 +518,9 @@ class NodeEngine:
         key, serial = task.key, task.serial
         if nxt is None or self._running.get(key) is not task:
             return self._drop("result for a task not running", task=repr(task))
+        if kind != OUTCOME_CANCELLED and len(payload) > (
+                self.max_result_bytes if kind == OUTCOME_SUCCESS else MAX_FAILURE_MESSAGE_CHARS):
+            kind, payload = self._deliverable(task, kind, payload)
         task.state = nxt
         del self._running[key]
         del self._by_serial[serial]
@@ -528,6 +544,20 @@ class NodeEngine:
         for a_origin, a_rtid in aliases:
             self._renew_remove(a_origin, task.lease_ms, a_rtid)
             self._deliver(a_origin, a_rtid, outcome, now)
+
+    def _deliverable(self, task: NodeTask, kind: int, payload: Any) -> tuple[int, Any]:
+        """An outcome too large for one frame, made deliverable (the one place
+        this is decided): an oversized output becomes a FAILED outcome that
+        the origin reads as ResultTooLarge; a failure's message is cut short.
+        A result that cannot be delivered would otherwise be re-sent on every
+        reconnect and never arrive."""
+        if kind == OUTCOME_SUCCESS:
+            self._trace_event("result_too_large", origin=task.origin, rtid=task.rtid,
+                              size=len(payload), limit=self.max_result_bytes)
+            return OUTCOME_FAILED, ResultTooLarge.text(task.computation, len(payload),
+                                                       self.max_result_bytes)
+        cut = MAX_FAILURE_MESSAGE_CHARS
+        return kind, f"{payload[:cut]}... [{len(payload) - cut} more characters cut by the node]"
 
     def _deliver(self, origin: str, rtid: int, outcome: tuple[int, Any, int], now: int) -> None:
         conns = self._origin_conns.get(origin)

@@ -15,7 +15,7 @@ cdef class _Link:
     cdef public bint ready, confirmed, ever_ready
     cdef public list first_sends
     cdef public dict tasks, lease_counts
-    cdef public long long ping_nonce
+    cdef public long long ping_nonce, max_input
 
 cdef class OriginEngine:
     cdef public object name, key, _entropy, _trace, deadline_hint
@@ -27,6 +27,7 @@ cdef class OriginEngine:
 
     # the per-task path, called from C inside the module (and still from Python)
     cpdef _link(self, node)
+    cpdef input_limit(self, node)
     cpdef _send(self, _Link link, msg, now)
     cpdef spawn(self, OriginTask task, now)
     cpdef _send_spawn_msg(self, _Link link, OriginTask t, now)

@@ -34,6 +34,9 @@ from rsc._core import envelope as _envelope
 from rsc._core import leaseheap as _lh
 from rsc._core.messages import (
     ACK_ACCEPTED,
+    DEFAULT_MAX_FRAME_BYTES,
+    FRAME_OVERHEAD_BYTES,
+    REJECT_INVALID_INPUT,
     CancelRequest,
     Error,
     LeaseRenewal,
@@ -57,6 +60,9 @@ _fields = _envelope.fields  # a message's fields as a tuple, in one call
 EV_ACCEPTED, EV_REJECTED, EV_RESULT, EV_LEASE_EXPIRED, EV_STATUS, EV_HANDSHAKE_FAILED = 0, 1, 2, 3, 4, 5
 EV_NODE_RESTARTED = 6
 MS = 1_000_000
+# What an origin assumes a node accepts before its WELCOME says (an input that
+# fits one frame at the default cap).
+DEFAULT_INPUT_LIMIT = DEFAULT_MAX_FRAME_BYTES - FRAME_OVERHEAD_BYTES
 
 
 # The transitions every task takes, as columns of states.ORIGIN_TRANSITIONS.
@@ -66,6 +72,12 @@ _AFTER_ACK_REJECTED = origin_after(OriginEvent.ACK_REJECTED)
 _AFTER_RESULT = origin_after(OriginEvent.RESULT)
 _SPAWNED = OriginState.SPAWNED
 _INIT = OriginState.INIT  # a module global, not an Enum class attribute read per task (node.py)
+
+
+def input_too_large(size: int, node: str, limit: int) -> str:
+    """The reason an input is refused before it is sent (rejected as invalid_input)."""
+    return (f"input is {size} bytes; node {node!r} accepts at most {limit} "
+            f"(send large data by another channel, or raise the node's --max-input-bytes)")
 
 
 class OriginTask:
@@ -101,10 +113,12 @@ class OriginTask:
 
 class _Link:
     __slots__ = ("node", "handshake", "ready", "confirmed", "ever_ready", "tasks", "lease_counts",
-                 "last_sent", "ping_nonce", "first_sends", "instance", "journal")
+                 "last_sent", "ping_nonce", "first_sends", "instance", "journal", "max_input")
 
     def __init__(self, node: str) -> None:
         self.node = node
+        # the largest input the node takes (its WELCOME's max_input_bytes)
+        self.max_input = DEFAULT_INPUT_LIMIT
         self.handshake: OriginHandshake | None = None
         self.ready = False
         # The handshake ends with our AUTH, which the node never acknowledges: a
@@ -197,6 +211,12 @@ class OriginEngine:
     def get(self, rtid: int) -> OriginTask | None:
         return self._tasks.get(rtid)
 
+    def input_limit(self, node: str) -> int:
+        """The largest input ``node`` accepts: what its last WELCOME said
+        (``features.max_input_bytes``), else what fits one default-size frame."""
+        link = self._links.get(node)
+        return DEFAULT_INPUT_LIMIT if link is None else link.max_input
+
     def lease_deadline(self, rtid: int) -> int | None:
         """When the task's lease lapses unless renewed (ns), or None if not watched."""
         return self._leases.deadline_of(rtid)
@@ -236,8 +256,23 @@ class OriginEngine:
                 self._leases.discard(task.rtid)
                 self.events.append((EV_NODE_RESTARTED, task, kept))
 
+    def _learn_limits(self, link: _Link, features: dict) -> None:
+        """Take the node's limits from its WELCOME (an older node sends none)."""
+        limit = features.get("max_input_bytes")
+        if type(limit) is int and 0 <= limit:
+            link.max_input = min(limit, DEFAULT_INPUT_LIMIT)
+        else:
+            link.max_input = DEFAULT_INPUT_LIMIT
+
     def _resend_all(self, link: _Link, now: int) -> None:
-        for task in link.tasks.values():
+        for task in list(link.tasks.values()):
+            if not task.sent and len(task.input) > link.max_input:
+                # spawned before the node's limits were known: refuse it here,
+                # as the node would, instead of sending a frame it cannot take
+                self.forget(task.rtid)
+                self._report(EV_REJECTED, task, (REJECT_INVALID_INPUT, input_too_large(
+                    len(task.input), link.node, link.max_input)))
+                continue
             st = task.state
             if st is OriginState.CANCEL_SENT:
                 self._send_cancel_msg(link, task, now)
@@ -340,6 +375,7 @@ class OriginEngine:
                         raise UnexpectedMessage(f"dialled node {node!r} but {msg.sender!r} answered")
                     self._send(link, link.handshake.on_welcome(msg, self.clock.send()), now)
                     link.ready = True
+                    self._learn_limits(link, msg.features)
                     self._trace_event("handshake", node=node)
                     self._check_instance(link, msg.features)
                     self._resend_all(link, now)
@@ -417,8 +453,11 @@ class OriginEngine:
             return self._drop("SPAWN_ACK does not fit", task=repr(task))
         task.state = nxt
         if accepted:
-            self._leases.renew(task.rtid, now + task.lease_ms * MS)
             if state is _SPAWNED:  # the first accept
+                # Only the first accept renews: the answer to a resend after a
+                # reconnect does not, so reconnects that make no progress cannot
+                # keep a lease alive (LEASE_RENEWAL batches renew a running task).
+                self._leases.renew(task.rtid, now + task.lease_ms * MS)
                 self.events.append((EV_ACCEPTED, task, None))
         else:
             self.forget(task.rtid)
