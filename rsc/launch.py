@@ -715,6 +715,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--key-file", default=None,
                    help="cluster key file (>= 16 bytes, mode 600) given to every node; handshakes "
                         "then prove it")
+    p.add_argument("--state-dir", default=None,
+                   help="give each node a durable idempotency journal in STATE_DIR/NAME (rsc node "
+                        "--state-dir): a node restarted on it keeps its records, so a resent key "
+                        "is still answered at most once")
     p.add_argument("--ready-timeout", type=float, default=30.0,
                    help="seconds each node gets to become ready (default 30)")
     p.add_argument("--quiet", action="store_true",
@@ -773,7 +777,8 @@ def run(args: argparse.Namespace) -> int:
             args.nodes, args.registry, directory=args.dir, name_prefix=args.name_prefix,
             capacity=args.capacity, threads=args.threads, grace=args.grace,
             cluster_file=args.cluster_file, ready_timeout=args.ready_timeout,
-            stderr_sink=None if args.quiet else sink, key_file=args.key_file)
+            stderr_sink=None if args.quiet else sink, key_file=args.key_file,
+            state_dir=args.state_dir)
     except (ValueError, InvalidArgument) as exc:
         _say(str(exc))
         return 2

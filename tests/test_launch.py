@@ -11,6 +11,7 @@ import json
 import os
 import queue
 import re
+import secrets
 import signal
 import stat
 import subprocess
@@ -23,7 +24,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from rsc import Runtime, spawn_remote
+from rsc import IdempotencyKey, Runtime, spawn_remote
 from rsc.errors import PathInUse
 from rsc.launch import LocalCluster, NodeStartError, probe, read_cluster_file
 from tests.cluster import REPO_ROOT, cluster, terminate, wait_no_children  # noqa: F401  (fixture)
@@ -248,6 +249,35 @@ def test_restart_brings_a_killed_node_back(launcher: Callable[..., Launcher]) ->
     lau.proc.send_signal(signal.SIGTERM)
     assert lau.wait(30) == 0, lau.err()
     assert all(gone(p) for p in lau.node_procs.values())
+
+
+def test_launch_state_dir_keeps_answers_across_a_restart(launcher: Callable[..., Launcher],
+                                                        tmp_path: Path) -> None:
+    """rsc launch --restart --state-dir: a node killed with -9 comes back on its
+    journal, and a resent key is answered from it instead of running again."""
+    state, counter = tmp_path / "state", tmp_path / "count.txt"
+    lau = launcher("-n", "1", "--registry", REGISTRY, "--restart", "--state-dir", str(state))
+    rows, cf = lau.table()
+    old_pid, addr = rows["worker-1"]
+    key = IdempotencyKey.from_bytes(secrets.token_bytes(16))
+    req = {"token": "once", "path": str(counter)}
+
+    async def once() -> str:
+        async with Runtime(cf) as rt:
+            h = spawn_remote(rt.cx(), "worker-1", "count", req, idempotency_key=key)
+            return await asyncio.wait_for(h.join(), 10)
+
+    assert asyncio.run(once()) == "once"
+    assert (state / "worker-1").is_dir()
+    os.kill(old_pid, signal.SIGKILL)
+    wait_until(lambda: read_cluster_file(cf)["worker-1"]["pid"] != old_pid, 30, "worker-1 restarted")
+    lau.watch(read_cluster_file(cf)["worker-1"]["pid"])
+    wait_until(lambda: isinstance(probe({"worker-1": addr}, 2)["worker-1"], dict), 30,
+               "worker-1 serving")
+    assert asyncio.run(once()) == "once"
+    assert counter.read_text().splitlines() == ["once"]  # ran once, across the restart
+    lau.proc.send_signal(signal.SIGTERM)
+    assert lau.wait(30) == 0, lau.err()
 
 
 def test_a_dead_node_without_restart_stays_down_and_the_others_serve(
