@@ -1351,11 +1351,107 @@ cdef object r_bin_or_nil(Reader* r, int kind, int index, Py_ssize_t size):
     return r_bin(r, kind, index, size)
 
 
+cdef bint utf8_valid(const unsigned char* s, Py_ssize_t n) noexcept:
+    """Whether ``s[:n]`` is what Python's strict UTF-8 decoder accepts (no
+    overlong forms, no surrogates, nothing above U+10FFFF)."""
+    cdef Py_ssize_t i = 0
+    cdef unsigned char c, c1
+    while i < n:
+        c = s[i]
+        if c < 0x80:
+            i += 1
+        elif c < 0xc2:
+            return False
+        elif c < 0xe0:
+            if i + 1 >= n or (s[i + 1] & 0xc0) != 0x80:
+                return False
+            i += 2
+        elif c < 0xf0:
+            if i + 2 >= n:
+                return False
+            c1 = s[i + 1]
+            if (c1 & 0xc0) != 0x80 or (s[i + 2] & 0xc0) != 0x80:
+                return False
+            if (c == 0xe0 and c1 < 0xa0) or (c == 0xed and c1 >= 0xa0):
+                return False
+            i += 3
+        elif c < 0xf5:
+            if i + 3 >= n:
+                return False
+            c1 = s[i + 1]
+            if ((c1 & 0xc0) != 0x80 or (s[i + 2] & 0xc0) != 0x80
+                    or (s[i + 3] & 0xc0) != 0x80):
+                return False
+            if (c == 0xf0 and c1 < 0x90) or (c == 0xf4 and c1 >= 0x90):
+                return False
+            i += 4
+        else:
+            return False
+    return True
+
+
+cdef int r_skip_value(Reader* r, int level) except -1:
+    """Check one value exactly as ``r_any`` would and step over it, building
+    nothing: a peer's trailing elements cost a walk, never an allocation per
+    element (a frame of millions of empty arrays would otherwise cost ~70x
+    its size in list objects). ``level`` as in ``r_any``."""
+    cdef const unsigned char* p = r.p
+    cdef unsigned char b
+    cdef Py_ssize_t n, i
+    r_has(r, 1)
+    b = p[0]
+    if b < 0x80 or b >= 0xe0 or b == 0xc0 or b == 0xc2 or b == 0xc3:
+        r.p = p + 1
+        return 0
+    if b <= 0x8f or b == 0xde or b == 0xdf:
+        if level > C_MAX_DEPTH:
+            raise MalformedFrame(f"arrays/maps nested deeper than {C_MAX_DEPTH} levels")
+        r_map_len(r, &n)
+        for i in range(n):
+            if r.p < r.end and (0x80 <= r.p[0] <= 0x9f or 0xdc <= r.p[0] <= 0xdf):
+                raise MalformedFrame("a map key is an array or a map")
+            r_skip_value(r, level + 1)
+            r_skip_value(r, level + 1)
+        return 0
+    if b <= 0x9f or b == 0xdc or b == 0xdd:
+        if level > C_MAX_DEPTH:
+            raise MalformedFrame(f"arrays/maps nested deeper than {C_MAX_DEPTH} levels")
+        r_array_len(r, &n)
+        for i in range(n):
+            r_skip_value(r, level + 1)
+        return 0
+    if b <= 0xbf or 0xd9 <= b <= 0xdb:
+        r_str_len(r, &n)
+        if not utf8_valid(r.p, n):
+            raise MalformedFrame("a str is not valid UTF-8")
+        r.p += n
+        return 0
+    if 0xc4 <= b <= 0xc6:
+        r_bin_len(r, &n)
+        r.p += n
+        return 0
+    if b == 0xca or b == 0xd2 or b == 0xce:
+        n = 5
+    elif b == 0xcb or b == 0xd3 or b == 0xcf:
+        n = 9
+    elif b == 0xcc or b == 0xd0:
+        n = 2
+    elif b == 0xcd or b == 0xd1:
+        n = 3
+    elif b == 0xc1:
+        raise MalformedFrame("reserved MessagePack byte 0xc1")
+    else:
+        raise MalformedFrame("MessagePack ext types are not part of wire v1")
+    r_has(r, n)
+    r.p = p + n
+    return 0
+
+
 cdef int r_skip(Reader* r, Py_ssize_t count, int level) except -1:
     """Check and drop ``count`` values (trailing elements a v1 receiver does not know)."""
     cdef Py_ssize_t i
     for i in range(count):
-        r_any(r, level)
+        r_skip_value(r, level)
     return 0
 
 
@@ -1647,6 +1743,19 @@ def decode(body):
 
 # --- streams --------------------------------------------------------------------------
 
+def _check_limit(value, str name):
+    if not PyLong_Check(value) or PyBool_Check(value) or value < 1:
+        raise InvalidArgument(f"{name} must be an int >= 1, got {_short(value)}")
+    return int(value)
+
+
+def _check_kind(value):
+    if (not PyLong_Check(value) or PyBool_Check(value) or not 0 <= value < KIND_SLOTS
+            or CLS[<int>value] == NULL):
+        raise InvalidArgument(f"handshake_last_kind must be a message kind, got {_short(value)}")
+    return <int>value
+
+
 cdef class FrameDecoder:
     """Cuts a byte stream into messages.
 
@@ -1660,6 +1769,12 @@ cdef class FrameDecoder:
     decoder is poisoned: every ``feed`` raises the same error class until
     ``reset()``, which also drops buffered bytes, makes it ready for a new
     connection.
+
+    With ``handshake_max_frame_bytes`` and ``handshake_last_kind``, frames
+    are capped at the smaller handshake cap until a frame of that kind has
+    been decoded (AUTH on a node, WELCOME on an origin); later frames in the
+    same ``feed`` already get the full cap. ``in_handshake`` tells which cap
+    applies.
     """
 
     def __cinit__(self):
@@ -1667,22 +1782,38 @@ cdef class FrameDecoder:
         self._held = 0
         self._cap = 0
 
-    def __init__(self, max_frame_bytes=DEFAULT_MAX_FRAME_BYTES):
-        if (not PyLong_Check(max_frame_bytes) or PyBool_Check(max_frame_bytes)
-                or max_frame_bytes < 1):
-            raise InvalidArgument(
-                f"max_frame_bytes must be an int >= 1, got {_short(max_frame_bytes)}")
-        self._max_frame_bytes = int(max_frame_bytes)
-        self._limit = min(self._max_frame_bytes, 0x100000000)
+    def __init__(self, max_frame_bytes=DEFAULT_MAX_FRAME_BYTES, handshake_max_frame_bytes=None,
+                 handshake_last_kind=None):
+        self._max_frame_bytes = _check_limit(max_frame_bytes, "max_frame_bytes")
+        self._full_limit = min(self._max_frame_bytes, 0x100000000)
+        self._opening_max = None
+        self._opening_kind = -1
+        if handshake_max_frame_bytes is not None or handshake_last_kind is not None:
+            self._opening_max = _check_limit(handshake_max_frame_bytes,
+                                             "handshake_max_frame_bytes")
+            self._opening_kind = _check_kind(handshake_last_kind)
         self._error_class = None
         self._error_text = None
+        self._start()
 
     def __dealloc__(self):
         free(self._buf)
 
+    cdef _start(self):
+        self._opening = self._opening_max is not None
+        if self._opening:
+            self._limit = min(self._opening_max, self._full_limit)
+        else:
+            self._limit = self._full_limit
+
     @property
     def max_frame_bytes(self):
         return self._max_frame_bytes
+
+    @property
+    def in_handshake(self):
+        """True while the handshake cap applies (never without one)."""
+        return self._opening
 
     @property
     def buffered(self):
@@ -1690,7 +1821,8 @@ cdef class FrameDecoder:
         return self._held
 
     def reset(self):
-        """Forget buffered bytes and any error, ready for a new stream."""
+        """Forget buffered bytes and any error, ready for a new stream (whose
+        frames get the handshake cap again, if there is one)."""
         self._held = 0
         if self._cap > 65536:
             free(self._buf)
@@ -1698,6 +1830,7 @@ cdef class FrameDecoder:
             self._cap = 0
         self._error_class = None
         self._error_text = None
+        self._start()
 
     def feed(self, data):
         cdef Py_buffer view
@@ -1752,9 +1885,20 @@ cdef class FrameDecoder:
         if length == 0:
             raise MalformedFrame("zero-length frame")
         if length > self._limit:
+            if self._opening:
+                raise FrameTooLarge(f"frame of {length} bytes exceeds the "
+                                    f"{self._limit} bytes a peer may send before its "
+                                    "handshake completes")
             raise FrameTooLarge(f"frame of {length} bytes exceeds max_frame_bytes "
                                 f"{self._max_frame_bytes}")
         return length
+
+    cdef int _decoded(self, list out, object msg) except -1:
+        out.append(msg)
+        if self._opening and Py_TYPE(msg) == CLS[self._opening_kind]:
+            self._opening = False
+            self._limit = self._full_limit
+        return 0
 
     cdef int _feed(self, const unsigned char* data, Py_ssize_t size, list out) except -1:
         cdef Py_ssize_t pos = 0, take, length
@@ -1775,7 +1919,7 @@ cdef class FrameDecoder:
             if self._held < 4 + length:
                 return 0
             self._held = 0
-            out.append(_decode(self._buf + 4, length))
+            self._decoded(out, _decode(self._buf + 4, length))
             if self._cap > 65536:
                 free(self._buf)
                 self._buf = NULL
@@ -1784,7 +1928,7 @@ cdef class FrameDecoder:
             length = <Py_ssize_t>self._frame_length(data + pos)
             if size - pos - 4 < length:
                 break
-            out.append(_decode(data + pos + 4, length))
+            self._decoded(out, _decode(data + pos + 4, length))
             pos += 4 + length
         if pos < size:
             self._append(data + pos, size - pos)
