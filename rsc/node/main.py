@@ -39,6 +39,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lifeline-stdin", action="store_true",
                    help="shut down gracefully when stdin closes (the launcher died)")
     p.add_argument("--trace", default=None, help="append trace events as JSON lines to this file")
+    p.add_argument("--handshake-timeout", type=float, default=10.0,
+                   help="seconds a connection may take to finish its handshake (default 10)")
+    p.add_argument("--frame-timeout", type=float, default=30.0,
+                   help="seconds a started frame may stay incomplete (default 30)")
     p.add_argument("--log-level", default="WARNING")
 
 
@@ -80,7 +84,8 @@ async def _serve(args: argparse.Namespace) -> int:
     server = NodeServer(args.name, args.listen, registry, capacity=args.capacity,
                         max_input_bytes=args.max_input_bytes, max_threads=args.threads,
                         ttl_s=args.ttl, grace_s=args.grace, peers=args.peers, trace=trace,
-                        key=key)
+                        key=key, handshake_timeout_s=args.handshake_timeout,
+                        frame_timeout_s=args.frame_timeout)
     await server.start()
     tune_gc()
     loop = asyncio.get_running_loop()

@@ -16,6 +16,8 @@ cdef class NodeServer:
     cdef public Executor executor
     cdef public dict _conns
     cdef public object _conn_ids, _server, _idle, _stopped, _loop
+    cdef public object handshake_timeout_s, frame_timeout_s, _sweep_s, _sweep_handle
+    cdef public object _handshake_sweeps, _frame_sweeps
     cdef public EngineTimer _timer
     cdef object __weakref__
 
