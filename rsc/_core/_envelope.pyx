@@ -1354,39 +1354,38 @@ cdef object r_bin_or_nil(Reader* r, int kind, int index, Py_ssize_t size):
 cdef bint utf8_valid(const unsigned char* s, Py_ssize_t n) noexcept:
     """Whether ``s[:n]`` is what Python's strict UTF-8 decoder accepts (no
     overlong forms, no surrogates, nothing above U+10FFFF)."""
-    cdef Py_ssize_t i = 0
-    cdef unsigned char c, c1
+    cdef Py_ssize_t i = 0, k, more
+    cdef unsigned char c, low, high
     while i < n:
         c = s[i]
         if c < 0x80:
             i += 1
-        elif c < 0xc2:
-            return False
-        elif c < 0xe0:
-            if i + 1 >= n or (s[i + 1] & 0xc0) != 0x80:
-                return False
-            i += 2
-        elif c < 0xf0:
-            if i + 2 >= n:
-                return False
-            c1 = s[i + 1]
-            if (c1 & 0xc0) != 0x80 or (s[i + 2] & 0xc0) != 0x80:
-                return False
-            if (c == 0xe0 and c1 < 0xa0) or (c == 0xed and c1 >= 0xa0):
-                return False
-            i += 3
-        elif c < 0xf5:
-            if i + 3 >= n:
-                return False
-            c1 = s[i + 1]
-            if ((c1 & 0xc0) != 0x80 or (s[i + 2] & 0xc0) != 0x80
-                    or (s[i + 3] & 0xc0) != 0x80):
-                return False
-            if (c == 0xf0 and c1 < 0x90) or (c == 0xf4 and c1 >= 0x90):
-                return False
-            i += 4
+            continue
+        # continuation bytes after the lead, and the range the first of them
+        # must fall in (narrower after E0, ED, F0 and F4)
+        low, high = 0x80, 0xbf
+        if 0xc2 <= c < 0xe0:
+            more = 1
+        elif 0xe0 <= c < 0xf0:
+            more = 2
+            if c == 0xe0:
+                low = 0xa0
+            elif c == 0xed:
+                high = 0x9f
+        elif 0xf0 <= c < 0xf5:
+            more = 3
+            if c == 0xf0:
+                low = 0x90
+            elif c == 0xf4:
+                high = 0x8f
         else:
             return False
+        if i + more >= n or not low <= s[i + 1] <= high:
+            return False
+        for k in range(2, more + 1):
+            if (s[i + k] & 0xc0) != 0x80:
+                return False
+        i += more + 1
     return True
 
 
