@@ -26,5 +26,5 @@ cdef class FrameDecoder:
     cdef int _append(self, const unsigned char* data, Py_ssize_t size) except -1
     cdef unsigned long long _frame_length(self, const unsigned char* header) except 0
     cdef int _feed(self, const unsigned char* data, Py_ssize_t size, list out) except -1
-    cdef int _decoded(self, list out, object msg) except -1
+    cdef int _handshake_frame(self, object msg) except -1
     cdef _start(self)

@@ -1892,15 +1892,17 @@ cdef class FrameDecoder:
                                 f"{self._max_frame_bytes}")
         return length
 
-    cdef int _decoded(self, list out, object msg) except -1:
-        out.append(msg)
-        if self._opening and Py_TYPE(msg) == CLS[self._opening_kind]:
+    cdef int _handshake_frame(self, object msg) except -1:
+        """``msg`` arrived while the handshake cap holds: lift it if ``msg``
+        is the last handshake frame."""
+        if Py_TYPE(msg) == CLS[self._opening_kind]:
             self._opening = False
             self._limit = self._full_limit
         return 0
 
     cdef int _feed(self, const unsigned char* data, Py_ssize_t size, list out) except -1:
         cdef Py_ssize_t pos = 0, take, length
+        cdef object msg
         if self._held:
             # Complete the pending frame first, taking only the bytes it needs.
             if self._held < 4:
@@ -1918,7 +1920,10 @@ cdef class FrameDecoder:
             if self._held < 4 + length:
                 return 0
             self._held = 0
-            self._decoded(out, _decode(self._buf + 4, length))
+            msg = _decode(self._buf + 4, length)
+            out.append(msg)
+            if self._opening:
+                self._handshake_frame(msg)
             if self._cap > 65536:
                 free(self._buf)
                 self._buf = NULL
@@ -1927,7 +1932,10 @@ cdef class FrameDecoder:
             length = <Py_ssize_t>self._frame_length(data + pos)
             if size - pos - 4 < length:
                 break
-            self._decoded(out, _decode(data + pos + 4, length))
+            msg = _decode(data + pos + 4, length)
+            out.append(msg)
+            if self._opening:
+                self._handshake_frame(msg)
             pos += 4 + length
         if pos < size:
             self._append(data + pos, size - pos)
