@@ -13,7 +13,9 @@ How it is fast, and what that relies on:
 - Encoding writes into a buffer on the C stack and grows into a bytes object
   only for large messages, so a typical message costs one allocation.
 - Decoding parses the body with a pointer in one pass, checking each field as
-  it reads it, and never builds an intermediate list.
+  it reads it, and never builds an intermediate list. Elements it drops
+  (trailing ones, an unknown kind's) are checked by a walk that builds
+  nothing (``r_skip_value``), so a body's cost is its bytes plus the message.
 - Message objects are built with ``tp_alloc`` and filled by writing their
   ``__slots__`` directly, and encoding reads the slots the same way. That
   relies on the classes in ``rsc._core.messages`` being plain slot classes
