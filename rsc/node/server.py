@@ -19,10 +19,10 @@ from typing import Any, Callable
 import psutil
 
 from rsc import __version__
+from rsc._core.messages import AUTH, DEFAULT_MAX_FRAME_BYTES, HANDSHAKE_MAX_FRAME_BYTES
 from rsc._engine.node import CANCEL, CLOSE, SEND, START, Admission, NodeEngine, NodeTask
 from rsc.clock import SystemClock
 from rsc.cx import Cx, RemoteCap
-from rsc._core.messages import AUTH, DEFAULT_MAX_FRAME_BYTES, HANDSHAKE_MAX_FRAME_BYTES
 from rsc.errors import InvalidArgument, PeerTimeout, ProtocolError
 from rsc.node.executor import Executor
 from rsc.registry import Computation, Registry
