@@ -376,3 +376,51 @@ def test_a_peer_that_does_not_read_cannot_grow_the_node(cluster: Callable[..., A
     first = flood.recv_until(lambda m: m[0] == RESULT_DELIVERY or m[0] == SPAWN_ACK, 10.0)
     assert first[0] in (RESULT_DELIVERY, SPAWN_ACK)
     assert ERROR not in {m[0] for m in flood.received}
+
+
+# ---------------------------------------------------------------- an origin
+
+
+def test_an_origin_refuses_a_big_frame_before_welcome(tmp_path: Any) -> None:
+    """A "node" that answers HELLO with the header of a 1 MiB frame: the origin
+    answers ERROR 3 and closes instead of buffering it."""
+    import asyncio
+    import threading
+
+    from rsc.errors import NodeUnreachable
+    from rsc.remote import Runtime
+
+    path = str(tmp_path / "fake.sock")
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(path)
+    listener.listen(1)
+    listener.settimeout(T)
+    got: dict[str, Any] = {}
+
+    def fake_node() -> None:
+        conn, _ = listener.accept()
+        with conn:
+            conn.settimeout(T)
+            header = conn.recv(4)
+            conn.recv(int.from_bytes(header, "big"), socket.MSG_WAITALL)  # the HELLO
+            conn.sendall((MIB).to_bytes(4, "big") + b"\x90" * 1000)
+            data = b""
+            while chunk := conn.recv(65536):
+                data += chunk
+            got["reply"] = msgpack.unpackb(data[4:4 + int.from_bytes(data[:4], "big")])
+
+    thread = threading.Thread(target=fake_node)
+    thread.start()
+
+    async def main() -> None:
+        async with Runtime({"fake": f"unix:{path}"}, connect_timeout_s=1.0) as rt:
+            with pytest.raises(NodeUnreachable):
+                await rt.status("fake", 1.0)
+
+    try:
+        asyncio.run(main())
+    finally:
+        thread.join(2 * T)
+        listener.close()
+    assert got["reply"][0] == ERROR and got["reply"][3] == E_FRAME_TOO_LARGE, got
+    assert "before its handshake completes" in got["reply"][4]
