@@ -32,11 +32,12 @@ compiled module is the fast one, this one is the readable reference. The rules
   decoder would not accept back unchanged; it never produces such bytes. So
   it encodes only protocol version 1 (a test that needs another version's
   HELLO packs it by hand).
-- ``decode`` builds only the values the message keeps: elements it drops
-  (trailing ones, an unknown kind's, a later version's rest) are checked by a
-  walk over the bytes that builds nothing, and an element is checked for its
-  shape before it is built, so no body costs more than its bytes plus the
-  message (see "The walk" below).
+- ``decode`` of a body over 64 KiB builds only the values the message keeps:
+  elements it drops (trailing ones, an unknown kind's, a later version's
+  rest) are checked by a walk over the bytes that builds nothing, and an
+  element is checked for its shape before it is built, so such a body costs
+  its bytes plus the message (see "The walk" below). Smaller bodies are
+  built whole by msgpack and then checked: faster, and bounded by their size.
 - ``FrameDecoder`` cuts a byte stream into messages (see its docstring).
 
 Value rules beyond the message classes' docstring: a "uint" is an ``int``
