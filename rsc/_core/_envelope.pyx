@@ -1363,25 +1363,13 @@ cdef bint utf8_valid(const unsigned char* s, Py_ssize_t n) noexcept:
         if c < 0x80:
             i += 1
             continue
-        # continuation bytes after the lead, and the range the first of them
-        # must fall in (narrower after E0, ED, F0 and F4)
-        low, high = 0x80, 0xbf
-        if 0xc2 <= c < 0xe0:
-            more = 1
-        elif 0xe0 <= c < 0xf0:
-            more = 2
-            if c == 0xe0:
-                low = 0xa0
-            elif c == 0xed:
-                high = 0x9f
-        elif 0xf0 <= c < 0xf5:
-            more = 3
-            if c == 0xf0:
-                low = 0x90
-            elif c == 0xf4:
-                high = 0x8f
-        else:
+        if c < 0xc2 or c >= 0xf5:
             return False
+        # continuation bytes after the lead; the first one's range is narrower
+        # after E0 and F0 (overlong forms), ED (surrogates) and F4 (> U+10FFFF)
+        more = 1 if c < 0xe0 else (2 if c < 0xf0 else 3)
+        low = 0xa0 if c == 0xe0 else (0x90 if c == 0xf0 else 0x80)
+        high = 0x9f if c == 0xed else (0x8f if c == 0xf4 else 0xbf)
         if i + more >= n or not low <= s[i + 1] <= high:
             return False
         for k in range(2, more + 1):
