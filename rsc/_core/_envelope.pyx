@@ -1387,26 +1387,25 @@ cdef int r_skip_value(Reader* r, int level) except -1:
     cdef const unsigned char* p = r.p
     cdef unsigned char b
     cdef Py_ssize_t n, i
+    cdef bint is_map
     r_has(r, 1)
     b = p[0]
     if b < 0x80 or b >= 0xe0 or b == 0xc0 or b == 0xc2 or b == 0xc3:
         r.p = p + 1
         return 0
-    if b <= 0x8f or b == 0xde or b == 0xdf:
+    if b <= 0x9f or 0xdc <= b <= 0xdf:  # a map or an array
         if level > C_MAX_DEPTH:
             raise MalformedFrame(f"arrays/maps nested deeper than {C_MAX_DEPTH} levels")
-        r_map_len(r, &n)
+        is_map = b <= 0x8f or b >= 0xde
+        if is_map:
+            r_map_len(r, &n)
+            n *= 2            # keys and values alike, keys at even positions
+        else:
+            r_array_len(r, &n)
         for i in range(n):
-            if r.p < r.end and (0x80 <= r.p[0] <= 0x9f or 0xdc <= r.p[0] <= 0xdf):
+            if (is_map and i % 2 == 0 and r.p < r.end
+                    and (0x80 <= r.p[0] <= 0x9f or 0xdc <= r.p[0] <= 0xdf)):
                 raise MalformedFrame("a map key is an array or a map")
-            r_skip_value(r, level + 1)
-            r_skip_value(r, level + 1)
-        return 0
-    if b <= 0x9f or b == 0xdc or b == 0xdd:
-        if level > C_MAX_DEPTH:
-            raise MalformedFrame(f"arrays/maps nested deeper than {C_MAX_DEPTH} levels")
-        r_array_len(r, &n)
-        for i in range(n):
             r_skip_value(r, level + 1)
         return 0
     if b <= 0xbf or 0xd9 <= b <= 0xdb:
