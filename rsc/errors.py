@@ -64,6 +64,13 @@ class UnexpectedMessage(ProtocolError):
     code = 5
 
 
+class PeerTimeout(ProtocolError):
+    """The peer left its handshake, or a frame it had started, unfinished for
+    longer than the receiver allows (ERROR code 7)."""
+
+    code = 7
+
+
 class PeerError(RemoteError):
     """The peer sent an ERROR frame and closed the connection."""
 
@@ -259,7 +266,7 @@ class PathInUse(InvalidArgument):
 def error_from_code(code: int, message: str) -> ProtocolError | PeerError:
     """Map an ERROR code to the local ProtocolError type (for re-raising)."""
     cls: Any = {1: VersionMismatch, 2: AuthFailed, 3: FrameTooLarge, 4: MalformedFrame,
-                5: UnexpectedMessage}.get(code)
+                5: UnexpectedMessage, 7: PeerTimeout}.get(code)
     return cls(message) if cls else PeerError(code, message)
 
 

@@ -23,7 +23,7 @@ import socket
 from collections.abc import Mapping
 from typing import Any, Callable
 
-from rsc._core.messages import REJECT_INVALID_INPUT
+from rsc._core.messages import HANDSHAKE_MAX_FRAME_BYTES, REJECT_INVALID_INPUT, WELCOME
 from rsc._engine.origin import (
     CLOSE,
     EV_ACCEPTED,
@@ -569,7 +569,8 @@ class Runtime:
     async def _connect(self, link: _NodeLink) -> FramedConnection:
         factory = lambda: FramedConnection(  # noqa: E731
             on_messages=self._on_messages, on_protocol_error=self._on_protocol_error,
-            on_close=self._on_close)
+            on_close=self._on_close, handshake_max_frame_bytes=HANDSHAKE_MAX_FRAME_BYTES,
+            handshake_last_kind=WELCOME)  # a node's frames before WELCOME are small too
         addr = link.address
         if addr.scheme == "unix":
             _t, conn = await asyncio.wait_for(self._loop.create_unix_connection(factory, addr.path),

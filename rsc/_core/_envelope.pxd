@@ -6,6 +6,14 @@ cdef class FrameDecoder:
     # field can never exceed it anyway).
     cdef object _max_frame_bytes
     cdef unsigned long long _limit
+    # The handshake cap: while _opening, frames are capped at _opening_limit
+    # (_limit above is then that cap; _full_limit is the cap after it) until a
+    # frame of kind _opening_kind has been decoded. _opening_max is the cap as
+    # given (None: no handshake cap).
+    cdef object _opening_max
+    cdef unsigned long long _full_limit
+    cdef int _opening_kind
+    cdef bint _opening
     # Bytes of the one frame that is not complete yet, header included:
     # _buf[0:_held], capacity _cap. Never more than 4 + _limit bytes.
     cdef unsigned char* _buf
@@ -18,3 +26,5 @@ cdef class FrameDecoder:
     cdef int _append(self, const unsigned char* data, Py_ssize_t size) except -1
     cdef unsigned long long _frame_length(self, const unsigned char* header) except 0
     cdef int _feed(self, const unsigned char* data, Py_ssize_t size, list out) except -1
+    cdef int _handshake_frame(self, object msg) except -1
+    cdef _start(self)

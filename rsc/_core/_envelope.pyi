@@ -48,9 +48,15 @@ def decode(body: bytes | bytearray | memoryview) -> Message:
 class FrameDecoder:
     """Cuts a byte stream into messages; see ``rsc._core._envelope_py.FrameDecoder``."""
 
-    def __init__(self, max_frame_bytes: int = ...) -> None: ...
+    def __init__(self, max_frame_bytes: int = ..., handshake_max_frame_bytes: int | None = ...,
+                 handshake_last_kind: int | None = ...) -> None:
+        """Frames are capped at ``handshake_max_frame_bytes`` until one of kind
+        ``handshake_last_kind`` has been decoded, then at ``max_frame_bytes``."""
     @property
     def max_frame_bytes(self) -> int: ...
+    @property
+    def in_handshake(self) -> bool:
+        """True while the handshake cap applies (never without one)."""
     @property
     def buffered(self) -> int:
         """Bytes held for a frame that is not complete yet."""

@@ -13,7 +13,9 @@ How it is fast, and what that relies on:
 - Encoding writes into a buffer on the C stack and grows into a bytes object
   only for large messages, so a typical message costs one allocation.
 - Decoding parses the body with a pointer in one pass, checking each field as
-  it reads it, and never builds an intermediate list.
+  it reads it, and never builds an intermediate list. Elements it drops
+  (trailing ones, an unknown kind's) are checked by a walk that builds
+  nothing (``r_skip_value``), so a body's cost is its bytes plus the message.
 - Message objects are built with ``tp_alloc`` and filled by writing their
   ``__slots__`` directly, and encoding reads the slots the same way. That
   relies on the classes in ``rsc._core.messages`` being plain slot classes
@@ -1351,11 +1353,93 @@ cdef object r_bin_or_nil(Reader* r, int kind, int index, Py_ssize_t size):
     return r_bin(r, kind, index, size)
 
 
+cdef bint utf8_valid(const unsigned char* s, Py_ssize_t n) noexcept:
+    """Whether ``s[:n]`` is what Python's strict UTF-8 decoder accepts (no
+    overlong forms, no surrogates, nothing above U+10FFFF)."""
+    cdef Py_ssize_t i = 0, k, more
+    cdef unsigned char c, low, high
+    while i < n:
+        c = s[i]
+        if c < 0x80:
+            i += 1
+            continue
+        if c < 0xc2 or c >= 0xf5:
+            return False
+        # continuation bytes after the lead; the first one's range is narrower
+        # after E0 and F0 (overlong forms), ED (surrogates) and F4 (> U+10FFFF)
+        more = 1 if c < 0xe0 else (2 if c < 0xf0 else 3)
+        low = 0xa0 if c == 0xe0 else (0x90 if c == 0xf0 else 0x80)
+        high = 0x9f if c == 0xed else (0x8f if c == 0xf4 else 0xbf)
+        if i + more >= n or not low <= s[i + 1] <= high:
+            return False
+        for k in range(2, more + 1):
+            if (s[i + k] & 0xc0) != 0x80:
+                return False
+        i += more + 1
+    return True
+
+
+cdef int r_skip_value(Reader* r, int level) except -1:
+    """Check one value exactly as ``r_any`` would and step over it, building
+    nothing: a peer's trailing elements cost a walk, never an allocation per
+    element (a frame of millions of empty arrays would otherwise cost ~70x
+    its size in list objects). ``level`` as in ``r_any``."""
+    cdef const unsigned char* p = r.p
+    cdef unsigned char b
+    cdef Py_ssize_t n, i
+    cdef bint is_map
+    r_has(r, 1)
+    b = p[0]
+    if b < 0x80 or b >= 0xe0 or b == 0xc0 or b == 0xc2 or b == 0xc3:
+        r.p = p + 1
+        return 0
+    if b <= 0x9f or 0xdc <= b <= 0xdf:  # a map or an array
+        if level > C_MAX_DEPTH:
+            raise MalformedFrame(f"arrays/maps nested deeper than {C_MAX_DEPTH} levels")
+        is_map = b <= 0x8f or b >= 0xde
+        if is_map:
+            r_map_len(r, &n)
+            n *= 2            # keys and values alike, keys at even positions
+        else:
+            r_array_len(r, &n)
+        for i in range(n):
+            if (is_map and i % 2 == 0 and r.p < r.end
+                    and (0x80 <= r.p[0] <= 0x9f or 0xdc <= r.p[0] <= 0xdf)):
+                raise MalformedFrame("a map key is an array or a map")
+            r_skip_value(r, level + 1)
+        return 0
+    if b <= 0xbf or 0xd9 <= b <= 0xdb:
+        r_str_len(r, &n)
+        if not utf8_valid(r.p, n):
+            raise MalformedFrame("a str is not valid UTF-8")
+        r.p += n
+        return 0
+    if 0xc4 <= b <= 0xc6:
+        r_bin_len(r, &n)
+        r.p += n
+        return 0
+    if b == 0xca or b == 0xd2 or b == 0xce:
+        n = 5
+    elif b == 0xcb or b == 0xd3 or b == 0xcf:
+        n = 9
+    elif b == 0xcc or b == 0xd0:
+        n = 2
+    elif b == 0xcd or b == 0xd1:
+        n = 3
+    elif b == 0xc1:
+        raise MalformedFrame("reserved MessagePack byte 0xc1")
+    else:
+        raise MalformedFrame("MessagePack ext types are not part of wire v1")
+    r_has(r, n)
+    r.p = p + n
+    return 0
+
+
 cdef int r_skip(Reader* r, Py_ssize_t count, int level) except -1:
     """Check and drop ``count`` values (trailing elements a v1 receiver does not know)."""
     cdef Py_ssize_t i
     for i in range(count):
-        r_any(r, level)
+        r_skip_value(r, level)
     return 0
 
 
@@ -1647,6 +1731,19 @@ def decode(body):
 
 # --- streams --------------------------------------------------------------------------
 
+def _check_limit(value, str name):
+    if not PyLong_Check(value) or PyBool_Check(value) or value < 1:
+        raise InvalidArgument(f"{name} must be an int >= 1, got {_short(value)}")
+    return int(value)
+
+
+def _check_kind(value):
+    if (not PyLong_Check(value) or PyBool_Check(value) or not 0 <= value < KIND_SLOTS
+            or CLS[<int>value] == NULL):
+        raise InvalidArgument(f"handshake_last_kind must be a message kind, got {_short(value)}")
+    return <int>value
+
+
 cdef class FrameDecoder:
     """Cuts a byte stream into messages.
 
@@ -1660,6 +1757,12 @@ cdef class FrameDecoder:
     decoder is poisoned: every ``feed`` raises the same error class until
     ``reset()``, which also drops buffered bytes, makes it ready for a new
     connection.
+
+    With ``handshake_max_frame_bytes`` and ``handshake_last_kind``, frames
+    are capped at the smaller handshake cap until a frame of that kind has
+    been decoded (AUTH on a node, WELCOME on an origin); later frames in the
+    same ``feed`` already get the full cap. ``in_handshake`` tells which cap
+    applies.
     """
 
     def __cinit__(self):
@@ -1667,22 +1770,38 @@ cdef class FrameDecoder:
         self._held = 0
         self._cap = 0
 
-    def __init__(self, max_frame_bytes=DEFAULT_MAX_FRAME_BYTES):
-        if (not PyLong_Check(max_frame_bytes) or PyBool_Check(max_frame_bytes)
-                or max_frame_bytes < 1):
-            raise InvalidArgument(
-                f"max_frame_bytes must be an int >= 1, got {_short(max_frame_bytes)}")
-        self._max_frame_bytes = int(max_frame_bytes)
-        self._limit = min(self._max_frame_bytes, 0x100000000)
+    def __init__(self, max_frame_bytes=DEFAULT_MAX_FRAME_BYTES, handshake_max_frame_bytes=None,
+                 handshake_last_kind=None):
+        self._max_frame_bytes = _check_limit(max_frame_bytes, "max_frame_bytes")
+        self._full_limit = min(self._max_frame_bytes, 0x100000000)
+        self._opening_max = None
+        self._opening_kind = -1
+        if handshake_max_frame_bytes is not None or handshake_last_kind is not None:
+            self._opening_max = _check_limit(handshake_max_frame_bytes,
+                                             "handshake_max_frame_bytes")
+            self._opening_kind = _check_kind(handshake_last_kind)
         self._error_class = None
         self._error_text = None
+        self._start()
 
     def __dealloc__(self):
         free(self._buf)
 
+    cdef _start(self):
+        self._opening = self._opening_max is not None
+        if self._opening:
+            self._limit = min(self._opening_max, self._full_limit)
+        else:
+            self._limit = self._full_limit
+
     @property
     def max_frame_bytes(self):
         return self._max_frame_bytes
+
+    @property
+    def in_handshake(self):
+        """True while the handshake cap applies (never without one)."""
+        return self._opening
 
     @property
     def buffered(self):
@@ -1690,7 +1809,8 @@ cdef class FrameDecoder:
         return self._held
 
     def reset(self):
-        """Forget buffered bytes and any error, ready for a new stream."""
+        """Forget buffered bytes and any error, ready for a new stream (whose
+        frames get the handshake cap again, if there is one)."""
         self._held = 0
         if self._cap > 65536:
             free(self._buf)
@@ -1698,6 +1818,7 @@ cdef class FrameDecoder:
             self._cap = 0
         self._error_class = None
         self._error_text = None
+        self._start()
 
     def feed(self, data):
         cdef Py_buffer view
@@ -1752,12 +1873,25 @@ cdef class FrameDecoder:
         if length == 0:
             raise MalformedFrame("zero-length frame")
         if length > self._limit:
+            if self._opening:
+                raise FrameTooLarge(f"frame of {length} bytes exceeds the "
+                                    f"{self._limit} bytes a peer may send before its "
+                                    "handshake completes")
             raise FrameTooLarge(f"frame of {length} bytes exceeds max_frame_bytes "
                                 f"{self._max_frame_bytes}")
         return length
 
+    cdef int _handshake_frame(self, object msg) except -1:
+        """``msg`` arrived while the handshake cap holds: lift it if ``msg``
+        is the last handshake frame."""
+        if Py_TYPE(msg) == CLS[self._opening_kind]:
+            self._opening = False
+            self._limit = self._full_limit
+        return 0
+
     cdef int _feed(self, const unsigned char* data, Py_ssize_t size, list out) except -1:
         cdef Py_ssize_t pos = 0, take, length
+        cdef object msg
         if self._held:
             # Complete the pending frame first, taking only the bytes it needs.
             if self._held < 4:
@@ -1775,7 +1909,10 @@ cdef class FrameDecoder:
             if self._held < 4 + length:
                 return 0
             self._held = 0
-            out.append(_decode(self._buf + 4, length))
+            msg = _decode(self._buf + 4, length)
+            out.append(msg)
+            if self._opening:
+                self._handshake_frame(msg)
             if self._cap > 65536:
                 free(self._buf)
                 self._buf = NULL
@@ -1784,7 +1921,10 @@ cdef class FrameDecoder:
             length = <Py_ssize_t>self._frame_length(data + pos)
             if size - pos - 4 < length:
                 break
-            out.append(_decode(data + pos + 4, length))
+            msg = _decode(data + pos + 4, length)
+            out.append(msg)
+            if self._opening:
+                self._handshake_frame(msg)
             pos += 4 + length
         if pos < size:
             self._append(data + pos, size - pos)

@@ -32,6 +32,12 @@ compiled module is the fast one, this one is the readable reference. The rules
   decoder would not accept back unchanged; it never produces such bytes. So
   it encodes only protocol version 1 (a test that needs another version's
   HELLO packs it by hand).
+- ``decode`` of a body over 64 KiB builds only the values the message keeps:
+  elements it drops (trailing ones, an unknown kind's, a later version's
+  rest) are checked by a walk over the bytes that builds nothing, and an
+  element is checked for its shape before it is built, so such a body costs
+  its bytes plus the message (see "The walk" below). Smaller bodies are
+  built whole by msgpack and then checked: faster, and bounded by their size.
 - ``FrameDecoder`` cuts a byte stream into messages (see its docstring).
 
 Value rules beyond the message classes' docstring: a "uint" is an ``int``
@@ -524,11 +530,13 @@ def result_delivery(sender: str, sender_time: Any, remote_task_id: int, outcome_
                           execution_time_ns)
 
 
-# --- decoding: msgpack parses, then every position is checked ------------------
+# --- decoding: a walk over the bytes finds each element; msgpack builds only the
+# values a message keeps, and each is checked as it is read -------------------------
 
 
 def _malformed(what: str, expected: str, value: object) -> MalformedFrame:
-    return MalformedFrame(f"{what}: expected {expected}, got {_short(value)}")
+    got = value.what if type(value) is _Unbuilt else _short(value)
+    return MalformedFrame(f"{what}: expected {expected}, got {got}")
 
 
 def _d_uint(value: Any, what: str) -> int:
@@ -610,10 +618,20 @@ def _d_generic(value: Any, what: str, level: int) -> None:
     raise _malformed(what, "a MessagePack value without ext types", value)
 
 
-def _d_extras(body: list, start: int, what: str, level: int) -> None:
-    """Trailing elements a v1 receiver does not know: checked, then dropped."""
-    for index in range(start, len(body)):
-        _d_generic(body[index], what, level)
+def _d_extras(body: _Body | list, start: int, what: str, level: int) -> None:
+    """Trailing elements a v1 receiver does not know: checked, then dropped
+    (a walked body: walked, never built); nothing may follow the array."""
+    if type(body) is list:
+        _d_rest(body, start, what, level)
+    else:
+        body.skip_rest(start, level)
+
+
+def _d_rest(value: list, start: int, what: str, level: int) -> None:
+    """Trailing items of a nested array (hybrid time, budget, cancel reason).
+    A walked body keeps none (the walk checked them); a built one keeps them all."""
+    for index in range(start, len(value)):
+        _d_generic(value[index], what, level)
 
 
 def _d_str_map(value: Any, what: str) -> dict:
@@ -643,7 +661,7 @@ def _d_time(value: Any) -> Any:
         if len(value) >= 2:
             physical = _d_uint(value[0], "sender_time physical_ns")
             logical = _d_uint(value[1], "sender_time logical")
-            _d_extras(value, 2, "sender_time", 3)
+            _d_rest(value, 2, "sender_time", 3)
             return (physical, logical)
     elif kind is dict:
         if len(value) > MAX_VECTOR_CLOCK_ENTRIES:
@@ -665,25 +683,25 @@ def _d_budget(value: Any, what: str) -> tuple | None:
               _d_uint_or_nil(value[1], what + " poll_quota"),
               _d_uint_or_nil(value[2], what + " cost_quota"),
               _d_uint_max(value[3], what + " priority", MAX_PRIORITY))
-    _d_extras(value, 4, what, 3)
+    _d_rest(value, 4, what, 3)
     return budget
 
 
-def _d_reason(value: Any, what: str, level: int) -> tuple:
+def _d_reason(value: Any, what: str) -> tuple:
     if type(value) is not list or len(value) < 2:
         raise _malformed(what, "cancel reason [kind, message]", value)
     reason = (_d_uint_max(value[0], what + " kind", MAX_CANCEL_KIND),
               _d_str_or_nil(value[1], what + " message"))
-    _d_extras(value, 2, what, level + 1)
+    _d_rest(value, 2, what, 3)
     return reason
 
 
-def _need(body: list, count: int, name: str) -> None:
+def _need(body: _Body | list, count: int, name: str) -> None:
     if len(body) < count:
         raise MalformedFrame(f"{name} needs {count} elements, got {len(body)}")
 
 
-def _d_version(body: list, name: str) -> int:
+def _d_version(body: _Body | list, name: str) -> int:
     _need(body, 4, name)
     version = _d_uint(body[3], name + " protocol_version")
     if version != PROTOCOL_VERSION:
@@ -693,7 +711,7 @@ def _d_version(body: list, name: str) -> int:
     return version
 
 
-def _r_hello(body: list, sender: str, time: Any) -> Hello:
+def _r_hello(body: _Body | list, sender: str, time: Any) -> Hello:
     version = _d_version(body, "HELLO")
     _need(body, 7, "HELLO")
     msg = Hello(sender, time, version, _d_str(body[4], "HELLO role"),
@@ -703,7 +721,7 @@ def _r_hello(body: list, sender: str, time: Any) -> Hello:
     return msg
 
 
-def _r_welcome(body: list, sender: str, time: Any) -> Welcome:
+def _r_welcome(body: _Body | list, sender: str, time: Any) -> Welcome:
     version = _d_version(body, "WELCOME")
     _need(body, 7, "WELCOME")
     msg = Welcome(sender, time, version, _d_bin_sized(body[4], "WELCOME nonce", NONCE_BYTES),
@@ -713,21 +731,21 @@ def _r_welcome(body: list, sender: str, time: Any) -> Welcome:
     return msg
 
 
-def _r_auth(body: list, sender: str, time: Any) -> Auth:
+def _r_auth(body: _Body | list, sender: str, time: Any) -> Auth:
     _need(body, 4, "AUTH")
     msg = Auth(sender, time, _d_bin_sized_or_nil(body[3], "AUTH proof", PROOF_BYTES))
     _d_extras(body, 4, "AUTH", 2)
     return msg
 
 
-def _r_error(body: list, sender: str, time: Any) -> Error:
+def _r_error(body: _Body | list, sender: str, time: Any) -> Error:
     _need(body, 5, "ERROR")
     msg = Error(sender, time, _d_uint(body[3], "ERROR code"), _d_str(body[4], "ERROR message"))
     _d_extras(body, 5, "ERROR", 2)
     return msg
 
 
-def _r_spawn_request(body: list, sender: str, time: Any) -> SpawnRequest:
+def _r_spawn_request(body: _Body | list, sender: str, time: Any) -> SpawnRequest:
     _need(body, 13, "SPAWN_REQUEST")
     msg = SpawnRequest(
         sender, time,
@@ -745,7 +763,7 @@ def _r_spawn_request(body: list, sender: str, time: Any) -> SpawnRequest:
     return msg
 
 
-def _r_spawn_ack(body: list, sender: str, time: Any) -> SpawnAck:
+def _r_spawn_ack(body: _Body | list, sender: str, time: Any) -> SpawnAck:
     _need(body, 8, "SPAWN_ACK")
     msg = SpawnAck(sender, time,
                    _d_uint(body[3], "SPAWN_ACK remote_task_id"),
@@ -757,17 +775,17 @@ def _r_spawn_ack(body: list, sender: str, time: Any) -> SpawnAck:
     return msg
 
 
-def _r_cancel_request(body: list, sender: str, time: Any) -> CancelRequest:
+def _r_cancel_request(body: _Body | list, sender: str, time: Any) -> CancelRequest:
     _need(body, 6, "CANCEL_REQUEST")
     msg = CancelRequest(sender, time,
                         _d_uint(body[3], "CANCEL_REQUEST remote_task_id"),
-                        _d_reason(body[4], "CANCEL_REQUEST reason", 2),
+                        _d_reason(body[4], "CANCEL_REQUEST reason"),
                         _d_str(body[5], "CANCEL_REQUEST origin_node"))
     _d_extras(body, 6, "CANCEL_REQUEST", 2)
     return msg
 
 
-def _r_result_delivery(body: list, sender: str, time: Any) -> ResultDelivery:
+def _r_result_delivery(body: _Body | list, sender: str, time: Any) -> ResultDelivery:
     _need(body, 7, "RESULT_DELIVERY")
     task_id = _d_uint(body[3], "RESULT_DELIVERY remote_task_id")
     outcome = _d_uint_max(body[4], "RESULT_DELIVERY outcome_kind", OUTCOME_PANICKED)
@@ -775,7 +793,7 @@ def _r_result_delivery(body: list, sender: str, time: Any) -> ResultDelivery:
     if outcome == OUTCOME_SUCCESS:
         payload = _d_bin(body[5], "RESULT_DELIVERY payload")
     elif outcome == OUTCOME_CANCELLED:
-        payload = _d_reason(body[5], "RESULT_DELIVERY payload", 2)
+        payload = _d_reason(body[5], "RESULT_DELIVERY payload")
     else:
         payload = _d_str(body[5], "RESULT_DELIVERY payload")
     msg = ResultDelivery(sender, time, task_id, outcome, payload,
@@ -784,7 +802,7 @@ def _r_result_delivery(body: list, sender: str, time: Any) -> ResultDelivery:
     return msg
 
 
-def _r_lease_renewal(body: list, sender: str, time: Any) -> LeaseRenewal:
+def _r_lease_renewal(body: _Body | list, sender: str, time: Any) -> LeaseRenewal:
     _need(body, 7, "LEASE_RENEWAL")
     msg = LeaseRenewal(sender, time,
                        _d_uint(body[3], "LEASE_RENEWAL remote_task_id"),
@@ -795,47 +813,47 @@ def _r_lease_renewal(body: list, sender: str, time: Any) -> LeaseRenewal:
     return msg
 
 
-def _r_lease_renewal_batch(body: list, sender: str, time: Any) -> LeaseRenewalBatch:
+def _r_lease_renewal_batch(body: _Body | list, sender: str, time: Any) -> LeaseRenewalBatch:
     _need(body, 6, "LEASE_RENEWAL_BATCH")
+    lease_ms = _d_uint(body[3], "LEASE_RENEWAL_BATCH new_lease_ms")
+    node = _d_str(body[4], "LEASE_RENEWAL_BATCH node")
     ids = body[5]
     if type(ids) is not list:
         raise _malformed("LEASE_RENEWAL_BATCH remote_task_ids", "array of uint", ids)
     for task_id in ids:
         _d_uint(task_id, "LEASE_RENEWAL_BATCH remote_task_ids item")
-    msg = LeaseRenewalBatch(sender, time,
-                            _d_uint(body[3], "LEASE_RENEWAL_BATCH new_lease_ms"),
-                            _d_str(body[4], "LEASE_RENEWAL_BATCH node"), ids)
+    msg = LeaseRenewalBatch(sender, time, lease_ms, node, ids)
     _d_extras(body, 6, "LEASE_RENEWAL_BATCH", 2)
     return msg
 
 
-def _r_ping(body: list, sender: str, time: Any) -> Ping:
+def _r_ping(body: _Body | list, sender: str, time: Any) -> Ping:
     _need(body, 4, "PING")
     msg = Ping(sender, time, _d_uint(body[3], "PING nonce"))
     _d_extras(body, 4, "PING", 2)
     return msg
 
 
-def _r_pong(body: list, sender: str, time: Any) -> Pong:
+def _r_pong(body: _Body | list, sender: str, time: Any) -> Pong:
     _need(body, 4, "PONG")
     msg = Pong(sender, time, _d_uint(body[3], "PONG nonce"))
     _d_extras(body, 4, "PONG", 2)
     return msg
 
 
-def _r_status_request(body: list, sender: str, time: Any) -> StatusRequest:
+def _r_status_request(body: _Body | list, sender: str, time: Any) -> StatusRequest:
     _d_extras(body, 3, "STATUS_REQUEST", 2)
     return StatusRequest(sender, time)
 
 
-def _r_status_reply(body: list, sender: str, time: Any) -> StatusReply:
+def _r_status_reply(body: _Body | list, sender: str, time: Any) -> StatusReply:
     _need(body, 4, "STATUS_REPLY")
     msg = StatusReply(sender, time, _d_str_map(body[3], "STATUS_REPLY stats"))
     _d_extras(body, 4, "STATUS_REPLY", 2)
     return msg
 
 
-_READERS: dict[int, Callable[[list, str, Any], Message]] = {
+_READERS: dict[int, Callable[[Any, str, Any], Message]] = {
     HELLO: _r_hello,
     WELCOME: _r_welcome,
     AUTH: _r_auth,
@@ -851,6 +869,290 @@ _READERS: dict[int, Callable[[list, str, Any], Message]] = {
     STATUS_REQUEST: _r_status_request,
     STATUS_REPLY: _r_status_reply,
 }
+
+
+# The walk. A peer decides how many values a body holds, so the decoder must not
+# build one Python object per value before it knows the message wants them: a
+# 16 MiB body of empty arrays would cost ~1 GB as lists. So the body is walked
+# byte by byte (``_skip`` checks a value as msgpack and the rules above would,
+# and builds nothing), and msgpack builds only an element the message keeps,
+# once the walk has found where it ends. Element positions are local ints
+# only: a slice of the caller's buffer never outlives the expression that
+# made it (a memoryview in a traceback would keep a bytearray locked).
+
+_ARRAY = 1
+_MAP = 2
+# Bytes a value takes, for the markers whose size is fixed.
+_FIXED_SIZES = {0xc0: 1, 0xc2: 1, 0xc3: 1, 0xca: 5, 0xcb: 9, 0xcc: 2, 0xcd: 3, 0xce: 5,
+                0xcf: 9, 0xd0: 2, 0xd1: 3, 0xd2: 5, 0xd3: 9}
+
+
+class _Unbuilt:
+    """A container the decoder did not build because the message has no
+    container there; every field check rejects it, naming ``what``."""
+
+    __slots__ = ("what",)
+
+    def __init__(self, what: str) -> None:
+        self.what = what
+
+
+def _truncated() -> MalformedFrame:
+    return MalformedFrame("body ends inside a value (truncated or a length that claims "
+                          "more bytes than there are)")
+
+
+def _marker_name(data: Any, pos: int) -> str:
+    if pos >= len(data):
+        return "end of body"
+    b = data[pos]
+    if b < 0x80 or b >= 0xe0 or 0xcc <= b <= 0xd3:
+        return "int"
+    if b <= 0x8f or b in (0xde, 0xdf):
+        return "map"
+    if b <= 0x9f or b in (0xdc, 0xdd):
+        return "array"
+    if b <= 0xbf or 0xd9 <= b <= 0xdb:
+        return "str"
+    if b == 0xc0:
+        return "nil"
+    if b in (0xc2, 0xc3):
+        return "bool"
+    if 0xc4 <= b <= 0xc6:
+        return "bin"
+    if b in (0xca, 0xcb):
+        return "float"
+    if b == 0xc1:
+        return "reserved byte 0xc1"
+    return "ext"
+
+
+def _uint_at(data: Any, pos: int, size: int, end: int) -> int:
+    if end - pos < size:
+        raise _truncated()
+    return int.from_bytes(data[pos:pos + size], "big")
+
+
+def _container(data: Any, pos: int, end: int) -> tuple[int, int, int]:
+    """``(_ARRAY or _MAP, count, position of the first item)`` for the
+    container at ``pos``; ``(0, 0, pos)`` for any other value."""
+    b = data[pos]
+    if 0x90 <= b <= 0x9f:
+        what, count, pos = _ARRAY, b & 0x0f, pos + 1
+    elif 0x80 <= b <= 0x8f:
+        what, count, pos = _MAP, b & 0x0f, pos + 1
+    elif b in (0xdc, 0xde):
+        what, count, pos = (_ARRAY if b == 0xdc else _MAP), _uint_at(data, pos + 1, 2, end), pos + 3
+    elif b in (0xdd, 0xdf):
+        what, count, pos = (_ARRAY if b == 0xdd else _MAP), _uint_at(data, pos + 1, 4, end), pos + 5
+    else:
+        return 0, 0, pos
+    if count * what > end - pos:  # every item takes a byte at least (a map entry two)
+        raise _truncated()
+    return what, count, pos
+
+
+def _skip(data: Any, pos: int, end: int, level: int) -> int:
+    """Check the value at ``pos`` (no ext, valid UTF-8, containers at most
+    MAX_NESTING_DEPTH deep, map keys not containers) and return where it
+    ends; ``level`` is the nesting level it has as a container."""
+    if pos >= end:
+        raise _truncated()
+    b = data[pos]
+    if b < 0x80 or b >= 0xe0:
+        return pos + 1
+    size = _FIXED_SIZES.get(b)
+    if size is not None:
+        if end - pos < size:
+            raise _truncated()
+        return pos + size
+    what, count, pos = _container(data, pos, end)
+    if what:
+        if level > MAX_NESTING_DEPTH:
+            raise MalformedFrame(f"arrays/maps nested deeper than {MAX_NESTING_DEPTH} levels")
+        if what == _ARRAY:
+            for _ in range(count):
+                pos = _skip(data, pos, end, level + 1)
+            return pos
+        for _ in range(count):
+            if pos < end and (0x80 <= data[pos] <= 0x9f or 0xdc <= data[pos] <= 0xdf):
+                raise MalformedFrame("a map key is an array or a map")
+            pos = _skip(data, _skip(data, pos, end, level + 1), end, level + 1)
+        return pos
+    if 0xa0 <= b <= 0xbf or 0xd9 <= b <= 0xdb:
+        start, size = _blob(data, pos, end)
+        _text(data, start, size)
+        return start + size
+    if 0xc4 <= b <= 0xc6:
+        start, size = _blob(data, pos, end)
+        return start + size
+    if b == 0xc1:
+        raise MalformedFrame("reserved MessagePack byte 0xc1")
+    raise MalformedFrame("MessagePack ext types are not part of wire v1")
+
+
+def _blob(data: Any, pos: int, end: int) -> tuple[int, int]:
+    """``(start, size)`` of the bytes of the str or bin at ``pos``."""
+    b = data[pos]
+    if b <= 0xbf:
+        size, pos = b & 0x1f, pos + 1
+    else:
+        width = 1 << ((b - 0xd9) if b >= 0xd9 else (b - 0xc4))
+        size, pos = _uint_at(data, pos + 1, width, end), pos + 1 + width
+    if size > end - pos:
+        raise _truncated()
+    return pos, size
+
+
+def _text(data: Any, start: int, size: int) -> str:
+    try:
+        return str(data[start:start + size], "utf-8")
+    except UnicodeDecodeError:
+        raise MalformedFrame("a str is not valid UTF-8") from None
+
+
+def _scalar(data: Any, pos: int, end: int) -> tuple[Any, int]:
+    """The value at ``pos`` (not a container) and where it ends. The markers
+    the per-task messages use are read here; the rest (floats, negative ints,
+    bools) by msgpack once the walk has checked them."""
+    b = data[pos]
+    if b < 0x80:
+        return b, pos + 1
+    if 0xa0 <= b <= 0xbf or 0xd9 <= b <= 0xdb:
+        start, size = _blob(data, pos, end)
+        return _text(data, start, size), start + size
+    if 0xc4 <= b <= 0xc6:
+        start, size = _blob(data, pos, end)
+        return bytes(data[start:start + size]), start + size
+    if b == 0xc0:
+        return None, pos + 1
+    if 0xcc <= b <= 0xcf:
+        width = 1 << (b - 0xcc)
+        return _uint_at(data, pos + 1, width, end), pos + 1 + width
+    after = _skip(data, pos, end, 0)
+    return _build(data, pos, after), after
+
+
+def _build(data: Any, pos: int, end: int) -> Any:
+    return msgpack.unpackb(data[pos:end], raw=False, strict_map_key=False,
+                           ext_hook=_reject_ext)
+
+
+# What an element may be, as (array items built, map built): (0, False) a
+# scalar; (k, False) an array whose first k items are built (all if k < 0),
+# the rest walked; (k, True) a map too.
+_SCALAR = (0, False)
+_TIME = (2, True)
+_BUDGET = (4, False)
+_REASON = (2, False)
+_STR_MAP = (0, True)
+_LIST = (-1, False)
+_ENVELOPE = (_SCALAR, _SCALAR, _TIME)
+_SHAPES: dict[int, tuple[tuple[int, bool], ...]] = {
+    kind: _ENVELOPE + fields for kind, fields in {
+        HELLO: (_SCALAR, _SCALAR, _SCALAR, _STR_MAP),
+        WELCOME: (_SCALAR, _SCALAR, _SCALAR, _STR_MAP),
+        AUTH: (_SCALAR,),
+        ERROR: (_SCALAR, _SCALAR),
+        SPAWN_REQUEST: (_SCALAR,) * 5 + (_BUDGET,) + (_SCALAR,) * 4,
+        SPAWN_ACK: (_SCALAR,) * 5,
+        CANCEL_REQUEST: (_SCALAR, _REASON, _SCALAR),
+        RESULT_DELIVERY: (_SCALAR, _SCALAR, _REASON, _SCALAR),  # a payload may be a reason
+        LEASE_RENEWAL: (_SCALAR,) * 4,
+        LEASE_RENEWAL_BATCH: (_SCALAR, _SCALAR, _LIST),
+        PING: (_SCALAR,),
+        PONG: (_SCALAR,),
+        STATUS_REQUEST: (),
+        STATUS_REPLY: (_STR_MAP,),
+    }.items()
+}
+
+
+class _Body:
+    """The elements of a body's array, read in order (``body[i]`` for the
+    next ``i`` only): each is checked for its shape before it is built, so a
+    frame that cannot be its message stops at the first wrong element."""
+
+    __slots__ = ("data", "pos", "end", "count", "index", "shapes")
+
+    def __init__(self, data: Any) -> None:
+        self.data = data
+        self.end = len(data)
+        if not self.end:
+            raise MalformedFrame("empty body")
+        what, self.count, self.pos = _container(data, 0, self.end)
+        if what != _ARRAY:
+            raise MalformedFrame(f"body: expected array, got {_marker_name(data, 0)}")
+        self.index = 0
+        self.shapes = _ENVELOPE
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __getitem__(self, index: int) -> Any:
+        if index != self.index or self.pos < 0:
+            raise RuntimeError(f"the decoder reads elements in order (asked {index})")
+        self.index += 1
+        value, self.pos = self._element(self.pos, self.shapes[index], 2)
+        return value
+
+    def _element(self, pos: int, shape: tuple[int, bool], level: int) -> tuple[Any, int]:
+        """The element at ``pos`` (built, or an _Unbuilt with position -1)
+        and where it ends."""
+        data, end = self.data, self.end
+        if pos >= end:
+            raise _truncated()
+        what, count, first = _container(data, pos, end)
+        keep, map_ok = shape
+        if what == _MAP and map_ok:
+            after = _skip(data, pos, end, level)
+            return _build(data, pos, after), after
+        if what == _ARRAY and keep:
+            items: list[Any] = []
+            pos = first
+            for index in range(count):
+                if index < keep or keep < 0:
+                    item, pos = self._element(pos, _SCALAR, level + 1)
+                    items.append(item)
+                    if pos < 0:
+                        break  # the check of items rejects it
+                else:
+                    pos = _skip(data, pos, end, level + 1)
+            return items, pos
+        if what:
+            return _Unbuilt(f"{'array' if what == _ARRAY else 'map'} of {count}"), -1
+        return _scalar(data, pos, end)
+
+    def skip_rest(self, start: int, level: int) -> None:
+        """Walk the elements from ``start`` on (the next to read) and the end."""
+        if start != self.index or self.pos < 0:
+            raise RuntimeError(f"the decoder reads elements in order (asked {start})")
+        pos = self.pos
+        for _ in range(self.count - start):
+            pos = _skip(self.data, pos, self.end, level)
+        self.index = self.count
+        if pos != self.end:
+            raise MalformedFrame(f"{self.end - pos} bytes after the message's array")
+
+
+# Small bodies are built by msgpack in one call and then checked, which is
+# several times faster in Python than the walk. What that can cost is bounded
+# by the size: at most ~60 bytes of objects per byte (an empty list per 0x90),
+# under 4 MB for the largest such body, and freed as soon as the check ends.
+_BUILT_MAX_BYTES = 64 * 1024
+
+
+def _built(data: Any) -> list:
+    """A small body, built by msgpack in one call (it is checked as it is read)."""
+    try:
+        items = msgpack.unpackb(data, raw=False, strict_map_key=False, ext_hook=_reject_ext)
+    except Exception as exc:  # noqa: BLE001 - any parse failure is a malformed frame
+        if isinstance(exc, MalformedFrame):
+            raise MalformedFrame(exc.message) from None
+        raise MalformedFrame(f"body is not exactly one MessagePack value ({exc})") from None
+    if type(items) is not list:
+        raise _malformed("body", "array", items)
+    return items
 
 
 def _reject_ext(code: int, data: bytes) -> Any:
@@ -870,25 +1172,22 @@ def _byte_view(data: Any) -> memoryview:
     return view
 
 
-def _decode_view(body: Any) -> Message:
-    try:
-        value = msgpack.unpackb(body, raw=False, strict_map_key=False, ext_hook=_reject_ext)
-    except Exception as exc:  # noqa: BLE001 - any parse failure is a malformed frame
-        if isinstance(exc, MalformedFrame):
-            raise MalformedFrame(exc.message) from None
-        raise MalformedFrame(f"body is not exactly one MessagePack value ({exc})") from None
-    if type(value) is not list:
-        raise _malformed("body", "array", value)
-    if len(value) < 3:
-        raise MalformedFrame(f"envelope needs 3 elements, got {len(value)}")
-    kind = _d_uint(value[0], "message kind")
-    sender = _d_sender(value[1])
-    time = _d_time(value[2])
+def _decode_view(data: Any) -> Message:
+    # A body is a list (small, built whole) or a _Body (walked); the readers
+    # index both alike, in order.
+    body: Any = _built(data) if len(data) <= _BUILT_MAX_BYTES else _Body(data)
+    if len(body) < 3:
+        raise MalformedFrame(f"envelope needs 3 elements, got {len(body)}")
+    kind = _d_uint(body[0], "message kind")
+    sender = _d_sender(body[1])
+    time = _d_time(body[2])
     read = _READERS.get(kind)
     if read is None:
-        _d_extras(value, 3, "message", 2)
+        _d_extras(body, 3, "message", 2)
         raise UnexpectedMessage(f"unknown message kind {kind}")
-    return read(value, sender, time)
+    if type(body) is _Body:
+        body.shapes = _SHAPES[kind]
+    return read(body, sender, time)
 
 
 def _decode_slice(view: memoryview, start: int, end: int) -> Message:
@@ -910,6 +1209,23 @@ def decode(body: bytes | bytearray | memoryview) -> Message:
 # --- streams -----------------------------------------------------------------------
 
 
+def _check_limit(value: Any, name: str) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise InvalidArgument(f"{name} must be an int >= 1, got {_short(value)}")
+    return int(value)
+
+
+def _check_kind(value: Any) -> type:
+    cls = (_KIND_CLASSES.get(int(value))
+           if isinstance(value, int) and not isinstance(value, bool) else None)
+    if cls is None:
+        raise InvalidArgument(f"handshake_last_kind must be a message kind, got {_short(value)}")
+    return cls
+
+
+_KIND_CLASSES = {kind: cls for cls, (kind, _write) in _WRITERS.items()}
+
+
 class FrameDecoder:
     """Cuts a byte stream into messages.
 
@@ -923,23 +1239,44 @@ class FrameDecoder:
     decoder is poisoned: every ``feed`` raises the same error class until
     ``reset()``, which also drops buffered bytes, makes it ready for a new
     connection.
+
+    With ``handshake_max_frame_bytes`` and ``handshake_last_kind``, frames
+    are capped at the smaller handshake cap until a frame of that kind has
+    been decoded (AUTH on a node, WELCOME on an origin); later frames in the
+    same ``feed`` already get the full cap. ``in_handshake`` tells which cap
+    applies.
     """
 
-    __slots__ = ("_max", "_partial", "_error")
+    __slots__ = ("_max", "_partial", "_error", "_opening_max", "_opening_class", "_opening",
+                 "_limit")
 
-    def __init__(self, max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES) -> None:
-        if (not isinstance(max_frame_bytes, int) or isinstance(max_frame_bytes, bool)
-                or max_frame_bytes < 1):
-            raise InvalidArgument(
-                f"max_frame_bytes must be an int >= 1, got {_short(max_frame_bytes)}")
-        self._max = int(max_frame_bytes)
+    def __init__(self, max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
+                 handshake_max_frame_bytes: int | None = None,
+                 handshake_last_kind: int | None = None) -> None:
+        self._max = _check_limit(max_frame_bytes, "max_frame_bytes")
+        self._opening_max: int | None = None
+        self._opening_class: type | None = None
+        if handshake_max_frame_bytes is not None or handshake_last_kind is not None:
+            self._opening_max = _check_limit(handshake_max_frame_bytes,
+                                             "handshake_max_frame_bytes")
+            self._opening_class = _check_kind(handshake_last_kind)
         # Bytes of the one frame that is not complete yet (header included).
         self._partial = bytearray()
         self._error: tuple[type[ProtocolError], str] | None = None
+        self._start()
+
+    def _start(self) -> None:
+        self._opening = self._opening_max is not None
+        self._limit = min(self._opening_max, self._max) if self._opening else self._max
 
     @property
     def max_frame_bytes(self) -> int:
         return self._max
+
+    @property
+    def in_handshake(self) -> bool:
+        """True while the handshake cap applies (never without one)."""
+        return self._opening
 
     @property
     def buffered(self) -> int:
@@ -951,6 +1288,7 @@ class FrameDecoder:
         # A fresh buffer: a memoryview on the old one may still live in a traceback.
         self._partial = bytearray()
         self._error = None
+        self._start()
 
     def feed(self, data: bytes | bytearray | memoryview) -> list[Message]:
         if self._error is not None:
@@ -971,10 +1309,19 @@ class FrameDecoder:
         length = int.from_bytes(header[at:at + _FRAME_HEADER], "big")
         if length == 0:
             raise MalformedFrame("zero-length frame")
-        if length > self._max:
+        if length > self._limit:
+            if self._opening:
+                raise FrameTooLarge(f"frame of {length} bytes exceeds the {self._limit} "
+                                    "bytes a peer may send before its handshake completes")
             raise FrameTooLarge(f"frame of {length} bytes exceeds max_frame_bytes "
                                 f"{self._max}")
         return length
+
+    def _decoded(self, out: list[Message], msg: Message) -> None:
+        out.append(msg)
+        if self._opening and type(msg) is self._opening_class:
+            self._opening = False
+            self._limit = self._max
 
     def _feed(self, data: Any, out: list[Message]) -> None:
         with _byte_view(data) as view:
@@ -998,13 +1345,13 @@ class FrameDecoder:
                     return
                 self._partial = bytearray()
                 with memoryview(partial) as whole:
-                    out.append(_decode_slice(whole, _FRAME_HEADER, len(partial)))
+                    self._decoded(out, _decode_slice(whole, _FRAME_HEADER, len(partial)))
             while size - pos >= _FRAME_HEADER:
                 length = self._frame_length(view, pos)
                 end = pos + _FRAME_HEADER + length
                 if end > size:
                     break
-                out.append(_decode_slice(view, pos + _FRAME_HEADER, end))
+                self._decoded(out, _decode_slice(view, pos + _FRAME_HEADER, end))
                 pos = end
             if pos < size:
                 self._partial += view[pos:]

@@ -60,6 +60,7 @@ ERR_FRAME_TOO_LARGE = 3
 ERR_MALFORMED = 4
 ERR_UNEXPECTED_MESSAGE = 5
 ERR_SHUTTING_DOWN = 6
+ERR_TIMEOUT = 7  # the peer left its handshake or a frame unfinished for too long
 
 # SPAWN_ACK reject codes
 REJECT_UNKNOWN_COMPUTATION = 1
@@ -78,6 +79,10 @@ FRAME_OVERHEAD_BYTES = 4096
 # A failure's or panic's message is cut to this many characters by the node
 # (a str of n characters is at most 4n UTF-8 bytes, so it always fits a frame).
 MAX_FAILURE_MESSAGE_CHARS = 64 * 1024
+# Cap on a frame from a peer whose handshake is not complete (HELLO, WELCOME and
+# AUTH take a few hundred bytes): what an unauthenticated peer can make a
+# receiver buffer per connection.
+HANDSHAKE_MAX_FRAME_BYTES = 64 * 1024
 MAX_VECTOR_CLOCK_ENTRIES = 1024
 MAX_NODE_ID_BYTES = 255
 

@@ -48,6 +48,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--state-dir", default=None,
                    help="directory of this node's durable idempotency journal (created 0700; one node "
                         "per directory): records, results and tombstones survive a restart")
+    p.add_argument("--handshake-timeout", type=float, default=10.0,
+                   help="seconds a connection may take to finish its handshake (default 10)")
+    p.add_argument("--frame-timeout", type=float, default=30.0,
+                   help="seconds a started frame may stay incomplete (default 30)")
     p.add_argument("--log-level", default="WARNING")
 
 
@@ -77,7 +81,9 @@ async def _serve(args: argparse.Namespace) -> int:
     server = NodeServer(args.name, args.listen, registry, capacity=args.capacity,
                         max_input_bytes=args.max_input_bytes, max_threads=args.threads,
                         ttl_s=args.ttl, grace_s=args.grace, peers=args.peers, trace=trace,
-                        key=key, state_dir=args.state_dir)
+                        key=key, state_dir=args.state_dir,
+                        handshake_timeout_s=args.handshake_timeout,
+                        frame_timeout_s=args.frame_timeout)
     await server.start()
     tune_gc()
     stopper = _Stopper(server, asyncio.get_running_loop())

@@ -17,6 +17,8 @@ cdef class NodeServer:
     cdef public dict _conns
     cdef public object _conn_ids, _server, _idle, _stopped, _loop, _journal
     cdef public bint _sync_pending, _compacting
+    cdef public object handshake_timeout_s, frame_timeout_s, _sweep_s, _sweep_handle
+    cdef public object _handshake_sweeps, _frame_sweeps
     cdef public EngineTimer _timer
     cdef public object _socket_id  # (st_dev, st_ino) of the socket file this node created
     cdef object __weakref__

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import math
 import os
 import secrets
 import time
@@ -18,10 +19,11 @@ from typing import Any, Callable
 import psutil
 
 from rsc import __version__
+from rsc._core.messages import AUTH, DEFAULT_MAX_FRAME_BYTES, HANDSHAKE_MAX_FRAME_BYTES
 from rsc._engine.node import CANCEL, CLOSE, SEND, START, Admission, NodeEngine, NodeTask
 from rsc.clock import SystemClock
 from rsc.cx import Cx, RemoteCap
-from rsc.errors import ProtocolError
+from rsc.errors import InvalidArgument, PeerTimeout, ProtocolError
 from rsc.node.executor import Executor
 from rsc.node.journal import open_journal
 from rsc.registry import Computation, Registry
@@ -82,7 +84,14 @@ class NodeServer:
                  ttl_s: float = 300.0, key: bytes | None = None, grace_s: float = 5.0,
                  cancel_grace_s: float = CANCEL_GRACE_S, peers: str | None = None,
                  trace: Callable[[str, dict], None] | None = None,
-                 state_dir: str | None = None) -> None:
+                 state_dir: str | None = None, handshake_timeout_s: float = 10.0,
+                 frame_timeout_s: float = 30.0) -> None:
+        """``handshake_timeout_s``: a connection that has not sent its AUTH by
+        then gets ERROR 7 and is closed; ``frame_timeout_s``: likewise one
+        whose partial frame saw no frame complete for that long (both checked
+        by one sweep a second, or four times per the shorter timeout).
+        ``state_dir``: the durable idempotency journal's directory (None: the
+        node's records live only as long as its process)."""
         self.name = NodeId(name)
         self.address = Address.parse(address)
         if self.address.scheme != "unix":
@@ -116,12 +125,23 @@ class NodeServer:
         self._stopped = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._socket_id: tuple[int, int] | None = None  # the socket file we created (dev, inode)
+        for what, value in (("handshake_timeout_s", handshake_timeout_s),
+                            ("frame_timeout_s", frame_timeout_s)):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+                raise InvalidArgument(f"{what} must be a number of seconds > 0, got {value!r}")
+        self.handshake_timeout_s = handshake_timeout_s
+        self.frame_timeout_s = frame_timeout_s
+        self._sweep_s = min(1.0, handshake_timeout_s / 4, frame_timeout_s / 4)
+        self._handshake_sweeps = math.ceil(handshake_timeout_s / self._sweep_s)
+        self._frame_sweeps = math.ceil(frame_timeout_s / self._sweep_s)
+        self._sweep_handle: asyncio.TimerHandle | None = None
 
     # -------------------------------------------------------------- lifecycle
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
         self._timer = EngineTimer(self._loop, self.clock, self._on_timer)
         self._server, self._socket_id = await listen_unix(self.address.path, self._make_connection)
+        self._sweep_handle = self._loop.call_later(self._sweep_s, self._sweep)
         log.info("node %s listening on %s", self.name, self.address)
 
     async def serve_until_stopped(self) -> None:
@@ -185,6 +205,8 @@ class NodeServer:
         if self._server is not None:
             await _bounded(self._server.wait_closed(), 1.0)
         self._timer.cancel()
+        if self._sweep_handle is not None:
+            self._sweep_handle.cancel()
         await self.executor.aclose(0.0, abandon_after_s=0.0)
         if self._runtime is not None:
             await _bounded(self._runtime.aclose(), 1.0)
@@ -201,9 +223,35 @@ class NodeServer:
 
     # ------------------------------------------------------------ connections
     def _make_connection(self) -> FramedConnection:
+        # Before AUTH a peer may send only small frames, and a node that
+        # cannot write its replies stops reading requests (PROTOCOL.md section 1).
         return FramedConnection(on_open=self._on_open, on_messages=self._on_messages,
                                 on_protocol_error=self._on_protocol_error, on_close=self._on_close,
-                                max_frame_bytes=64 * 1024 * 1024)
+                                max_frame_bytes=DEFAULT_MAX_FRAME_BYTES,
+                                handshake_max_frame_bytes=HANDSHAKE_MAX_FRAME_BYTES,
+                                handshake_last_kind=AUTH, pause_reading_on_backlog=True)
+
+    def _sweep(self) -> None:
+        """Once per ``_sweep_s``: close connections that stalled their
+        handshake or a frame. One timer for all connections, so a connection
+        and a message cost nothing for it."""
+        if self._stopped.is_set():
+            return
+        self._sweep_handle = self._loop.call_later(self._sweep_s, self._sweep)  # type: ignore[union-attr]
+        for conn in list(self._conns.values()):
+            why = conn.stalled(self._handshake_sweeps, self._frame_sweeps)
+            if why is not None:
+                self._time_out(conn, why)
+
+    def _time_out(self, conn: FramedConnection, why: str) -> None:
+        if why == "handshake":
+            text = f"no handshake within {self.handshake_timeout_s:g} s"
+        else:
+            text = f"a frame stayed incomplete for {self.frame_timeout_s:g} s"
+        log.info("node %s: closing connection %s: %s", self.name, conn.tag, text)
+        self.engine.protocol_error(conn.tag, PeerTimeout(text), self.clock.now_ns())
+        self._pump()  # writes the ERROR and closes
+        conn.abort()  # and drops what a peer that does not read would leave buffered
 
     def _on_open(self, conn: FramedConnection) -> None:
         cid = next(self._conn_ids)

@@ -6,6 +6,8 @@ cdef class FramedConnection:
     cdef public list _pending
     cdef public bint _flush_scheduled, _closing
     cdef public object transport, closed, tag, _loop
+    cdef public bint _pause_reading, _reading_paused
+    cdef public long long _sweeps, _progress, _progress_mark, _stalled
     cdef object __weakref__
 
     cpdef send(self, msg)

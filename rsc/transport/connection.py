@@ -7,6 +7,12 @@ its bookkeeping once per read rather than once per message. A decode error is ha
 ``on_protocol_error`` (which answers ERROR and closes this connection only).
 Outgoing messages queued in one loop iteration leave in one ``write`` (in
 writes of FLUSH_FRAMES frames when a burst queues more).
+
+What a peer can make a connection hold is bounded (docs/PROTOCOL.md section 1):
+before the handshake a frame is capped at the decoder's handshake cap; a
+partial frame or an unfinished handshake is noticed by ``stalled``, which its
+owner calls from one periodic sweep; and a server-side connection
+(``pause_reading_on_backlog``) stops reading while the peer does not read.
 """
 
 from __future__ import annotations
@@ -33,12 +39,31 @@ class FramedConnection:
                  on_messages: Callable[[FramedConnection, list[Message]], None],
                  on_protocol_error: Callable[[FramedConnection, ProtocolError], None],
                  on_close: Callable[[FramedConnection, Exception | None], None],
-                 max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES) -> None:
+                 max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
+                 handshake_max_frame_bytes: int | None = None,
+                 handshake_last_kind: int | None = None,
+                 pause_reading_on_backlog: bool = False) -> None:
+        """``handshake_max_frame_bytes`` caps the peer's frames until one of kind
+        ``handshake_last_kind`` arrives (see ``FrameDecoder``). With
+        ``pause_reading_on_backlog`` the connection stops reading while its
+        transport's write buffer is over the high-water mark: for a server,
+        whose replies are all it writes. Never for both ends of one
+        connection, or each could wait for the other to read."""
         self._on_open = on_open
         self._on_messages = on_messages
         self._on_protocol_error = on_protocol_error
         self._on_close = on_close
-        self._decoder = envelope.FrameDecoder(max_frame_bytes)
+        self._decoder = envelope.FrameDecoder(max_frame_bytes, handshake_max_frame_bytes,
+                                              handshake_last_kind)
+        self._pause_reading = pause_reading_on_backlog
+        self._reading_paused = False
+        # Progress as the owner's sweep sees it: sweeps since the connection
+        # opened, reads that completed a frame, the count at the last sweep,
+        # and sweeps since a partial frame last saw a frame complete.
+        self._sweeps = 0
+        self._progress = 0
+        self._progress_mark = 0
+        self._stalled = 0
         self._encode_frame = envelope.encode_frame
         self._pending: list[bytes] = []
         self._flush_scheduled = False
@@ -71,17 +96,65 @@ class FramedConnection:
                 self._on_protocol_error(self, exc)
             return
         if msgs:
+            self._progress += 1
             self._on_messages(self, msgs)
 
     def eof_received(self) -> bool | None:
         return None  # close the transport
 
     def pause_writing(self) -> None:
-        """The transport's buffer is over its high-water mark. Writes still queue
-        there (the peer's reads bound it); nothing to stop here."""
+        """The transport's buffer is over its high-water mark: the peer is not
+        reading what we send. With ``pause_reading_on_backlog``, stop reading
+        what it sends until the buffer drains: every request read now would
+        become a reply that only piles up here. (Writes still go to the
+        transport's buffer; what that can hold is bounded by the work already
+        admitted, see docs/PROTOCOL.md section 1.)"""
+        if self._pause_reading and not self._reading_paused:
+            self._reading_paused = True
+            if self.transport is not None and not self._closing:
+                self.transport.pause_reading()
 
     def resume_writing(self) -> None:
-        """The transport's buffer drained below its low-water mark."""
+        """The transport's buffer drained below its low-water mark: read again."""
+        if self._reading_paused:
+            self._reading_paused = False
+            if self.transport is not None and not self._closing:
+                self.transport.resume_reading()
+
+    @property
+    def reading_paused(self) -> bool:
+        """True while reading stops because the peer does not read."""
+        return self._reading_paused
+
+    @property
+    def in_handshake(self) -> bool:
+        """True until the peer's last handshake frame arrived (only with a handshake cap)."""
+        return self._decoder.in_handshake
+
+    def stalled(self, handshake_sweeps: int, frame_sweeps: int) -> str | None:
+        """One tick of the owner's periodic sweep: ``"handshake"`` once the
+        handshake has been incomplete for more than ``handshake_sweeps``
+        ticks, ``"frame"`` once a partial frame has stayed incomplete with no
+        frame completing for ``frame_sweeps`` ticks (not while reading is
+        paused: then it is we who are not reading), else None.
+
+        Time is counted in sweeps, not by the clock: after the loop itself
+        stalled (a long collection, a busy computation), the next sweep is one
+        tick, so a peer whose bytes wait unread in the socket is not blamed
+        for the node's own delay.
+        """
+        self._sweeps += 1
+        if self._sweeps > handshake_sweeps and self._decoder.in_handshake:
+            return "handshake"
+        if (self._decoder.buffered and not self._reading_paused
+                and self._progress == self._progress_mark):
+            self._stalled += 1
+            if self._stalled >= frame_sweeps:
+                return "frame"
+        else:
+            self._stalled = 0
+            self._progress_mark = self._progress
+        return None
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._closing = True
