@@ -26,6 +26,8 @@ _EXPORTS = {
     ),
     "rsc.registry": ("Registry",),
     "rsc.regions": ("Region", "region"),
+    "rsc.sagas": ("CompensationError", "CompensationResult", "Saga", "SagaState", "SagaStepError",
+                  "saga"),
     "rsc.remote": ("RemoteHandle", "Runtime", "spawn_remote"),
     "rsc.types": (
         "Budget", "CancelKind", "CancelReason", "ComputationName", "IdempotencyKey", "NodeId",
@@ -35,7 +37,8 @@ _EXPORTS = {
 _WHERE = {name: mod for mod, names in _EXPORTS.items() for name in names}
 
 
-_SUBMODULES = frozenset({"lease", "errors", "types", "regions", "trace", "launch", "cx", "remote"})
+_SUBMODULES = frozenset({"lease", "errors", "types", "regions", "sagas", "trace", "launch", "cx",
+                         "remote"})
 
 
 def __getattr__(name: str) -> object:
@@ -56,11 +59,13 @@ def __dir__() -> list[str]:
 
 
 __all__ = [
-    "Budget", "CancelKind", "CancelReason", "Cancelled", "CapabilityDenied", "CapacityExceeded",
-    "ComputationName", "Cx", "IdempotencyConflict", "IdempotencyKey", "InvalidArgument",
-    "InvalidInput", "LeaseExpired", "NoCapability", "NodeId", "NodeShuttingDown",
-    "NodeUnreachable", "ProtocolError", "Registry", "RemoteCancelled", "RemoteCap", "RemoteError",
-    "RemoteFailed", "RemoteHandle", "RemoteInput", "RemoteOutcome", "RemotePanicked",
-    "RemoteTaskId", "ResultTooLarge", "RemoteTaskState", "Region", "region", "Runtime", "RuntimeClosed", "SerializationError", "Severity",
-    "SpawnRejected", "UnknownComputation", "spawn_remote", "__version__",
+    "Budget", "CancelKind", "Cancelled", "CancelReason", "CapabilityDenied", "CapacityExceeded",
+    "CompensationError", "CompensationResult", "ComputationName", "Cx", "IdempotencyConflict",
+    "IdempotencyKey", "InvalidArgument", "InvalidInput", "LeaseExpired", "NoCapability",
+    "NodeId", "NodeShuttingDown", "NodeUnreachable", "ProtocolError", "Region", "region",
+    "Registry", "RemoteCancelled", "RemoteCap", "RemoteError", "RemoteFailed", "RemoteHandle",
+    "RemoteInput", "RemoteOutcome", "RemotePanicked", "RemoteTaskId", "RemoteTaskState",
+    "ResultTooLarge", "Runtime", "RuntimeClosed", "Saga", "saga", "SagaState", "SagaStepError",
+    "SerializationError", "Severity", "spawn_remote", "SpawnRejected", "UnknownComputation",
+    "__version__",
 ]
