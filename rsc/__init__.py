@@ -10,7 +10,7 @@ from rsc._compiled import bind as _bind
 
 # Modules compiled from their own source (rsc._compiled); importing rsc
 # imports none of them.
-COMPILED = ("clock", "cx", "remote")
+COMPILED = ("capability", "clock", "cx", "remote")
 _bind(__name__, COMPILED)
 
 # Public names resolve on first use, so importing a low layer (rsc._engine,
