@@ -28,7 +28,7 @@ from typing import Any
 from rsc.cluster_file import InvalidClusterFile, read_cluster_file, write_cluster_file
 from rsc.errors import InvalidArgument
 from rsc.probe import LaunchInterrupted, probe
-from rsc.status import status
+from rsc.status import run as status  # `rsc status`, by the name it always had here
 from rsc.supervise import LocalCluster, NodeStartError
 
 __all__ = ["InvalidClusterFile", "LaunchInterrupted", "LocalCluster", "NodeStartError",
@@ -165,7 +165,7 @@ def _run_cluster(cluster: LocalCluster, args: argparse.Namespace, stop: threadin
             for name, rc in cluster.dead().items():
                 if name in restart_at or name in down:
                     continue
-                p = cluster._procs[name]
+                p = cluster.process(name)
                 how = f"killed by {signal.Signals(-rc).name}" if rc < 0 else f"exited with code {rc}"
                 if not args.restart:
                     down.add(name)

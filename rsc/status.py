@@ -15,7 +15,7 @@ from rsc.localfs import read_key_file
 from rsc.probe import probe
 from rsc.transport.uds import dead_socket_error
 
-__all__ = ["status"]
+__all__ = ["add_arguments", "run"]
 
 
 def _fmt_uptime(s: float) -> str:
@@ -27,7 +27,13 @@ def _fmt_uptime(s: float) -> str:
     return f"{s // 3600}h{(s % 3600) // 60:02d}m"
 
 
-def status(args: argparse.Namespace) -> int:
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--cluster", required=True, help="cluster file written by rsc launch")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--key-file", default=None, help="cluster key file (mode 600), for a keyed cluster")
+
+
+def run(args: argparse.Namespace) -> int:
     """``rsc status --cluster FILE [--json]``: every node's stats; exit 1 if any
     node is unreachable, 2 if the cluster file cannot be read."""
     try:

@@ -249,6 +249,12 @@ class LocalCluster:
         p = self._procs.get(name)
         return p.stderr_text(0.0) if p is not None else self.last_stderr.get(name, "")
 
+    def process(self, name: str) -> _NodeProcess:
+        """Node ``name``'s current process: ``pid``, ``started_at`` (monotonic),
+        ``stderr_text()``. KeyError if it was never started or is stopped."""
+        with self._lock:
+            return self._procs[name]
+
     def dead(self) -> dict[str, int]:
         """name -> exit code for every node whose process has exited."""
         with self._lock:

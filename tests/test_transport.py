@@ -159,3 +159,12 @@ def test_memory_pipe_holds_bytes_while_reading_is_paused_and_delivers_eof_after_
         assert [m.nonce for m in server.received] == [1, 2]
 
     asyncio.run(main())
+
+
+def test_the_transport_example_in_design_md_runs() -> None:
+    import re
+
+    text = (Path(__file__).resolve().parent.parent / "docs" / "DESIGN.md").read_text(encoding="utf-8")
+    example = re.search(r"## Transports.*?```python\n(.*?)```", text, re.S)
+    assert example is not None
+    exec(compile(example.group(1), "DESIGN.md (Transports)", "exec"), {"__name__": "design_example"})
