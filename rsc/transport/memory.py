@@ -15,6 +15,7 @@ check exactly what went over the wire (decode it with
 from __future__ import annotations
 
 import asyncio
+import errno
 import itertools
 from dataclasses import dataclass
 from typing import Any, Callable, TypeVar
@@ -158,7 +159,7 @@ class MemoryTransport:
         when something already listens there."""
         key = str(address)
         if key in self._listeners:
-            raise OSError(98, f"address already in use: {key}")
+            raise OSError(errno.EADDRINUSE, f"address already in use: {key}")
         listener = self._listeners[key] = MemoryListener(self, key, protocol_factory)
         return listener
 
