@@ -15,16 +15,13 @@ def main(argv: list[str] | None = None) -> int:
     p_node = sub.add_parser("node", help="run one node process")
     node_main.add_arguments(p_node)
 
-    from rsc import launch
+    from rsc import launch, status
 
     p_launch = sub.add_parser("launch", help="start a local cluster of nodes")
     launch.add_arguments(p_launch)
 
     p_status = sub.add_parser("status", help="ask every node of a cluster for its stats")
-    p_status.add_argument("--cluster", required=True, help="cluster file written by rsc launch")
-    p_status.add_argument("--json", action="store_true")
-    p_status.add_argument("--key-file", default=None,
-                          help="cluster key file (mode 600), for a keyed cluster")
+    status.add_arguments(p_status)
 
     args = parser.parse_args(argv)
     if args.verb == "node":
@@ -32,7 +29,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.verb == "launch":
         return launch.run(args)
     if args.verb == "status":
-        return launch.status(args)
+        return status.run(args)
     parser.error(f"unknown verb {args.verb}")  # pragma: no cover
     return 2
 

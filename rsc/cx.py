@@ -12,14 +12,29 @@ from __future__ import annotations
 import itertools
 import random
 import threading
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from rsc.clock import Clock, SystemClock
 from rsc.errors import Cancelled, InvalidArgument
 from rsc.types import Budget, CancelKind, CancelReason, NodeId
 
-if TYPE_CHECKING:  # pragma: no cover
-    from rsc.remote import Runtime
+
+class CapRuntime(Protocol):
+    """What a Cx reads from the runtime its RemoteCap names: an ``rsc.Runtime``.
+
+    Named here by its shape because rsc.remote builds on this module, so this
+    module does not import it (imports between rsc's modules form no circle);
+    ``spawn_remote`` checks that the runtime really is an ``rsc.Runtime``.
+    """
+
+    @property
+    def name(self) -> NodeId: ...
+
+    @property
+    def clock(self) -> Clock: ...
+
+    @property
+    def engine(self) -> Any: ...
 
 DEFAULT_LEASE_S = 30.0
 _SYSTEM_CLOCK = SystemClock()
@@ -49,7 +64,7 @@ class RemoteCap:
 
     __slots__ = ("runtime", "default_lease_s", "budget", "token")
 
-    def __init__(self, runtime: Runtime, *, default_lease_s: float = DEFAULT_LEASE_S,
+    def __init__(self, runtime: CapRuntime, *, default_lease_s: float = DEFAULT_LEASE_S,
                  budget: Budget | None = None, token: bytes | None = None) -> None:
         if not isinstance(default_lease_s, (int, float)) or isinstance(default_lease_s, bool) \
                 or default_lease_s <= 0:

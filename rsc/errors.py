@@ -8,10 +8,36 @@ errors, reject codes for ``SpawnRejected``).
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
-if TYPE_CHECKING:  # pragma: no cover
-    from rsc.types import CancelReason
+from rsc._core.messages import (
+    ERR_AUTH_FAILED,
+    ERR_FRAME_TOO_LARGE,
+    ERR_MALFORMED,
+    ERR_TIMEOUT,
+    ERR_UNEXPECTED_MESSAGE,
+    ERR_VERSION_MISMATCH,
+    REJECT_CAPABILITY_DENIED,
+    REJECT_CAPACITY_EXCEEDED,
+    REJECT_IDEMPOTENCY_CONFLICT,
+    REJECT_INVALID_INPUT,
+    REJECT_NODE_SHUTTING_DOWN,
+    REJECT_UNKNOWN_COMPUTATION,
+)
+
+
+class CancelReasonLike(Protocol):
+    """What a cancellation error carries: an ``rsc.types.CancelReason``.
+
+    Named here by its shape because rsc.types builds errors of this module,
+    so this module cannot import it (imports between rsc's modules form no circle).
+    """
+
+    @property
+    def kind(self) -> int: ...
+
+    @property
+    def message(self) -> str | None: ...
 
 
 class RemoteError(Exception):
@@ -37,38 +63,38 @@ class ProtocolError(RemoteError):
 class VersionMismatch(ProtocolError):
     """The peer speaks a protocol version other than 1 (ERROR code 1)."""
 
-    code = 1
+    code = ERR_VERSION_MISMATCH
 
 
 class AuthFailed(ProtocolError):
     """The peer's handshake proof was missing or wrong (ERROR code 2)."""
 
-    code = 2
+    code = ERR_AUTH_FAILED
 
 
 class FrameTooLarge(ProtocolError):
     """A frame's length exceeds the receiver's max_frame_bytes (ERROR code 3)."""
 
-    code = 3
+    code = ERR_FRAME_TOO_LARGE
 
 
 class MalformedFrame(ProtocolError):
     """Bytes that are not a well-formed message (ERROR code 4)."""
 
-    code = 4
+    code = ERR_MALFORMED
 
 
 class UnexpectedMessage(ProtocolError):
     """A message this side never accepts here, or an unknown kind (ERROR code 5)."""
 
-    code = 5
+    code = ERR_UNEXPECTED_MESSAGE
 
 
 class PeerTimeout(ProtocolError):
     """The peer left its handshake, or a frame it had started, unfinished for
     longer than the receiver allows (ERROR code 7)."""
 
-    code = 7
+    code = ERR_TIMEOUT
 
 
 class PeerError(RemoteError):
@@ -112,12 +138,12 @@ class NoCapability(RemoteError):
 
 
 REJECT_REASONS = {
-    1: "unknown_computation",
-    2: "capacity_exceeded",
-    3: "node_shutting_down",
-    4: "invalid_input",
-    5: "idempotency_conflict",
-    6: "capability_denied",
+    REJECT_UNKNOWN_COMPUTATION: "unknown_computation",
+    REJECT_CAPACITY_EXCEEDED: "capacity_exceeded",
+    REJECT_NODE_SHUTTING_DOWN: "node_shutting_down",
+    REJECT_INVALID_INPUT: "invalid_input",
+    REJECT_IDEMPOTENCY_CONFLICT: "idempotency_conflict",
+    REJECT_CAPABILITY_DENIED: "capability_denied",
 }
 
 
@@ -160,12 +186,12 @@ class CapabilityDenied(SpawnRejected):
 
 
 _REJECT_CLASSES: dict[int, type[SpawnRejected]] = {
-    1: UnknownComputation,
-    2: CapacityExceeded,
-    3: NodeShuttingDown,
-    4: InvalidInput,
-    5: IdempotencyConflict,
-    6: CapabilityDenied,
+    REJECT_UNKNOWN_COMPUTATION: UnknownComputation,
+    REJECT_CAPACITY_EXCEEDED: CapacityExceeded,
+    REJECT_NODE_SHUTTING_DOWN: NodeShuttingDown,
+    REJECT_INVALID_INPUT: InvalidInput,
+    REJECT_IDEMPOTENCY_CONFLICT: IdempotencyConflict,
+    REJECT_CAPABILITY_DENIED: CapabilityDenied,
 }
 
 
@@ -235,7 +261,7 @@ class RemotePanicked(RemoteTaskError):
 class RemoteCancelled(RemoteTaskError):
     """The remote task was cancelled; ``reason`` is the CancelReason that took effect."""
 
-    def __init__(self, reason: CancelReason) -> None:
+    def __init__(self, reason: CancelReasonLike) -> None:
         super().__init__(f"remote task cancelled: {reason}")
         self.reason = reason
 
@@ -265,9 +291,15 @@ class PathInUse(InvalidArgument):
 
 def error_from_code(code: int, message: str) -> ProtocolError | PeerError:
     """Map an ERROR code to the local ProtocolError type (for re-raising)."""
-    cls: Any = {1: VersionMismatch, 2: AuthFailed, 3: FrameTooLarge, 4: MalformedFrame,
-                5: UnexpectedMessage, 7: PeerTimeout}.get(code)
+    cls: Any = _ERROR_CLASSES.get(code)
     return cls(message) if cls else PeerError(code, message)
+
+
+# ERROR code -> its ProtocolError type; each class names its own code.
+_ERROR_CLASSES: dict[int, type[ProtocolError]] = {
+    cls.code: cls
+    for cls in (VersionMismatch, AuthFailed, FrameTooLarge, MalformedFrame, UnexpectedMessage, PeerTimeout)
+}
 
 
 class Cancelled(BaseException):
@@ -277,6 +309,6 @@ class Cancelled(BaseException):
     computation's ``except Exception`` cannot swallow it by accident.
     """
 
-    def __init__(self, reason: CancelReason) -> None:
+    def __init__(self, reason: CancelReasonLike) -> None:
         super().__init__(f"cancelled: {reason}")
         self.reason = reason

@@ -23,7 +23,8 @@ import socket
 from collections.abc import Mapping
 from typing import Any, Callable
 
-from rsc._core.messages import HANDSHAKE_MAX_FRAME_BYTES, REJECT_INVALID_INPUT, WELCOME
+from rsc._core.messages import (ERR_AUTH_FAILED, ERR_VERSION_MISMATCH, HANDSHAKE_MAX_FRAME_BYTES,
+                                REJECT_INVALID_INPUT, WELCOME)
 from rsc._engine.origin import (
     CLOSE,
     EV_ACCEPTED,
@@ -79,17 +80,12 @@ MAX_LEASE_MS = (1 << 32) - 1
 
 
 def load_cluster(cluster: Mapping[str, str] | str | os.PathLike) -> dict[NodeId, Address]:
-    """NodeId -> Address from a mapping or a cluster file (JSON written by rsc launch)."""
+    """NodeId -> Address from a mapping or a cluster file (read by
+    ``rsc.cluster_file.read_cluster_file``, whose ``InvalidClusterFile`` it raises)."""
     if isinstance(cluster, (str, os.PathLike)) and not isinstance(cluster, Mapping):
-        try:
-            with open(cluster) as f:
-                data = json.load(f)
-        except (OSError, ValueError) as exc:
-            raise InvalidArgument(f"cannot read cluster file {cluster}: {exc}") from exc
-        nodes = data.get("nodes") if isinstance(data, dict) else None
-        if not isinstance(nodes, dict):
-            raise InvalidArgument(f"cluster file {cluster} has no 'nodes' object")
-        cluster = {k: (v["address"] if isinstance(v, dict) else v) for k, v in nodes.items()}
+        from rsc.cluster_file import read_cluster_file
+
+        cluster = {name: entry["address"] for name, entry in read_cluster_file(cluster).items()}
     if not isinstance(cluster, Mapping) or not cluster:
         raise InvalidArgument("a cluster is a non-empty mapping NodeId -> 'unix:PATH' or a cluster file path")
     return {NodeId(k): Address.parse(v) for k, v in cluster.items()}
@@ -590,7 +586,7 @@ class Runtime:
         waiting out their lease."""
         link = self._links[node]  # type: ignore[index]
         log.warning("handshake with node %s failed: code %d: %s", node, code, message)
-        if code not in (1, 2):
+        if code != ERR_VERSION_MISMATCH and code != ERR_AUTH_FAILED:
             return
         err = error_from_code(code, f"handshake with node {node!r} failed: {message}")
         self._fail_unsent(link, err)

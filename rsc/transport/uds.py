@@ -1,7 +1,10 @@
-"""Unix-domain-socket listener with the protocol's permissions: the socket is
-0600 in a directory that is rsc's own (created 0700) or safe (see
+"""The Unix-domain-socket transport, with the protocol's permissions: the
+socket is 0600 in a directory that is rsc's own (created 0700) or safe (see
 :mod:`rsc.localfs`), it never takes over a path something still answers on,
-and it serves only once ready."""
+and it serves only once ready.
+
+:class:`UnixTransport` is this module as a :class:`rsc.transport.base.Transport`;
+the functions below are its parts."""
 
 from __future__ import annotations
 
@@ -13,6 +16,7 @@ from typing import Callable
 
 from rsc.errors import InvalidArgument, PathInUse
 from rsc.localfs import ensure_private_dir
+from rsc.transport.address import Address
 
 #: (st_dev, st_ino) of the socket file a listener created.
 SocketId = tuple[int, int]
@@ -89,3 +93,47 @@ async def connect_unix(path: str, factory: Callable[[], asyncio.Protocol]) -> as
     loop = asyncio.get_running_loop()
     _transport, protocol = await loop.create_unix_connection(factory, path)
     return protocol
+
+
+class UnixListener:
+    """A listening Unix socket (a :class:`rsc.transport.base.Listener`).
+    ``remove_socket()`` unlinks its socket file if it is still this listener's."""
+
+    def __init__(self, path: str, server: asyncio.AbstractServer, ident: SocketId) -> None:
+        self.path = path
+        self.server = server
+        self.socket_id = ident
+
+    def close(self) -> None:
+        self.server.close()
+
+    async def wait_closed(self) -> None:
+        await self.server.wait_closed()
+
+    def remove_socket(self) -> bool:
+        """See :func:`remove_socket`."""
+        return remove_socket(self.path, self.socket_id)
+
+
+class UnixTransport:
+    """Unix domain sockets as a :class:`rsc.transport.base.Transport`: ``unix:``
+    addresses only (anything else is an :class:`InvalidArgument`)."""
+
+    async def connect(self, address: Address, protocol_factory: Callable[[], asyncio.Protocol]
+                      ) -> asyncio.Protocol:
+        return await connect_unix(_unix_path(address), protocol_factory)
+
+    async def listen(self, address: Address, protocol_factory: Callable[[], asyncio.Protocol]
+                     ) -> UnixListener:
+        path = _unix_path(address)
+        server, ident = await listen_unix(path, protocol_factory)
+        return UnixListener(path, server, ident)
+
+    def __repr__(self) -> str:
+        return "UnixTransport()"
+
+
+def _unix_path(address: Address) -> str:
+    if address.scheme != "unix":
+        raise InvalidArgument(f"the Unix transport serves unix: addresses only, not {address}")
+    return address.path

@@ -1,0 +1,66 @@
+"""The transport interface: how rsc opens and accepts byte streams.
+
+A :class:`Transport` turns an :class:`~rsc.transport.address.Address` into a
+connected asyncio protocol (``connect``) or a server that makes one per
+incoming connection (``listen``). Everything above it, the framing
+(:class:`~rsc.transport.connection.FramedConnection`) and the protocol
+engines, sees only the protocol's callbacks (``connection_made``,
+``data_received``, ``eof_received``, ``connection_lost``) and the handful of
+asyncio transport methods a framed connection calls (``write``, ``close``,
+``abort``, ``pause_reading``, ``resume_reading``, ``is_closing``).
+
+Implementations in rsc:
+
+* :class:`rsc.transport.uds.UnixTransport`: Unix domain sockets, with the
+  socket permissions of docs/PROTOCOL.md (0600 socket in a safe directory).
+* :class:`rsc.transport.memory.MemoryTransport`: in-process pipes on one event
+  loop, for unit tests: no files, no sockets, and every connection can be
+  recorded (``record=True``).
+
+``Transport`` is a :class:`typing.Protocol`: a transport of your own (TCP, a
+simulated network, a wrapper that records or injects faults) needs no base
+class, only these two coroutines. See docs/DESIGN.md ("Transports") for an
+example.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Callable, Protocol, TypeVar, runtime_checkable
+
+from rsc.transport.address import Address
+
+__all__ = ["Listener", "ProtocolFactory", "Transport"]
+
+P = TypeVar("P", bound=asyncio.BaseProtocol)
+#: Makes the protocol object for one new connection (one per connection).
+ProtocolFactory = Callable[[], P]
+
+
+@runtime_checkable
+class Listener(Protocol):
+    """What ``Transport.listen`` returns: a server accepting connections."""
+
+    def close(self) -> None:
+        """Stop accepting new connections (open ones stay open)."""
+
+    async def wait_closed(self) -> None:
+        """Return once the listener has stopped accepting."""
+
+
+@runtime_checkable
+class Transport(Protocol):
+    """Opens and accepts byte streams for rsc's wire protocol."""
+
+    async def connect(self, address: Address, protocol_factory: Callable[[], P]) -> P:
+        """Connect to ``address``; return the protocol ``protocol_factory`` made
+        for the connection, once its ``connection_made`` has been called.
+        Raises ``OSError`` (``ConnectionRefusedError``, ``FileNotFoundError``)
+        when nothing listens there."""
+        ...
+
+    async def listen(self, address: Address,
+                     protocol_factory: Callable[[], asyncio.BaseProtocol]) -> Listener:
+        """Accept connections at ``address``, each with a new protocol from
+        ``protocol_factory``, until the returned listener is closed."""
+        ...
