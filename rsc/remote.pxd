@@ -12,7 +12,7 @@ from rsc.cx cimport Cx, RemoteCap
 cdef class RemoteHandle:
     cdef public object _rt, _outcome, _error, _codec, _state, _owner_region, _lease_s, _policy
     cdef public OriginTask _task
-    cdef public object _retries_left, _region, _holder, _earlier, _waiters
+    cdef public object _retries_left, _region, _holder, _earlier, _waiters, _protocol_errors
     cdef public bint _done, _escalated, _observed
     cdef object __weakref__
 
@@ -31,6 +31,7 @@ cdef class Runtime:
     cdef public bytes _key_buf
     cdef public Py_ssize_t _key_pos
     cdef public bint _closed
+    cdef public long long _protocol_errors
     cdef object __weakref__
 
     cpdef _link(self, node)

@@ -29,6 +29,7 @@ from rsc._engine.origin import (
     EV_ACCEPTED,
     EV_LEASE_EXPIRED,
     EV_NODE_RESTARTED,
+    EV_PROTOCOL_ERROR,
     EV_REJECTED,
     EV_RESULT,
     EV_HANDSHAKE_FAILED,
@@ -49,6 +50,7 @@ from rsc.errors import (
     NoCapability,
     NodeUnreachable,
     ProtocolError,
+    RemoteProtocolError,
     RuntimeClosed,
     error_from_code,
     spawn_rejected,
@@ -103,7 +105,7 @@ class RemoteHandle:
 
     __slots__ = ("_rt", "_task", "_done", "_outcome", "_error", "_codec", "_state", "_owner_region",
                  "_lease_s", "_policy", "_retries_left", "_escalated", "_observed", "_region",
-                 "_holder", "_earlier", "_waiters", "__weakref__")
+                 "_holder", "_earlier", "_waiters", "_protocol_errors", "__weakref__")
 
     def __init__(self, rt: Runtime, task: OriginTask, codec: str | None, owner_region: int,
                  lease_s: float, policy: LeasePolicy, region: Any, holder: int) -> None:
@@ -119,6 +121,7 @@ class RemoteHandle:
         self._outcome: tuple[int, Any, int] | None = None
         self._error: BaseException | None = None
         self._codec = codec
+        # how the handle settled (its RemoteTaskState); read only once _done
         self._state = _PENDING
         self._owner_region = owner_region
         self._lease_s = lease_s
@@ -133,6 +136,8 @@ class RemoteHandle:
         self._earlier: list[tuple[str, int]] | None = None
         # futures of outcome() calls waiting now (None when nobody waits)
         self._waiters: list[asyncio.Future[None]] | None = None
+        # messages about this handle's attempts that did not fit their state
+        self._protocol_errors: list[RemoteProtocolError] | None = None
 
     # -- identity ------------------------------------------------------------------
     @property
@@ -154,7 +159,7 @@ class RemoteHandle:
     @property
     def lease(self) -> Lease:
         """This task's lease now: active (with its expiry), released or expired."""
-        if self._state is RemoteTaskState.LEASE_EXPIRED:
+        if self.state is RemoteTaskState.LEASE_EXPIRED:
             state, at = EXPIRED, None
         elif self._done:
             state, at = RELEASED, None
@@ -177,7 +182,24 @@ class RemoteHandle:
 
     @property
     def state(self) -> RemoteTaskState:
-        return self._state
+        """Once settled, how it settled; before, what the origin engine's state
+        of the current attempt says: RUNNING once the node accepted it,
+        LEASE_EXPIRED while a lapse is being escalated (waiting on the answer
+        to ``cancel(t)``), PENDING otherwise."""
+        if self._done:
+            return self._state
+        task = self._task
+        if task.state is _LEASE_EXPIRED or self._escalated and self._policy.kind == "cancel":
+            return RemoteTaskState.LEASE_EXPIRED
+        return _RUNNING if task.accepted else _PENDING
+
+    @property
+    def protocol_errors(self) -> list[RemoteProtocolError]:
+        """Messages from a node about this handle's attempts that did not fit
+        the task's state and were dropped (PROTOCOL.md section 9), oldest first.
+        The last one is also the cause (``__cause__``) of a LeaseExpired that
+        settles the handle."""
+        return list(self._protocol_errors or ())
 
     def is_finished(self) -> bool:
         return self._done
@@ -190,6 +212,8 @@ class RemoteHandle:
         self._done = True
         self._state = state
         self._outcome = outcome
+        if error is not None and self._protocol_errors is not None and isinstance(error, LeaseExpired):
+            error.__cause__ = self._protocol_errors[-1]  # what the node said instead of an outcome
         self._error = error
         waiters = self._waiters
         if waiters is not None:
@@ -299,12 +323,12 @@ class RemoteHandle:
 
     def __repr__(self) -> str:
         return (f"RemoteHandle({self._task.computation!r} on {self._task.node!r}, "
-                f"{RemoteTaskId(self._task.rtid)}, {self._state})")
+                f"{RemoteTaskId(self._task.rtid)}, {self.state})")
 
 
 # Enum members read on every task, as module globals (see rsc/_engine/node.py)
 _PENDING, _RUNNING = RemoteTaskState.PENDING, RemoteTaskState.RUNNING
-_SPAWNED = OriginState.SPAWNED
+_SPAWNED, _LEASE_EXPIRED = OriginState.SPAWNED, OriginState.LEASE_EXPIRED
 
 _KEYS_AT_ONCE = 256  # idempotency keys drawn from the runtime's PRNG per call
 _SUCCESS = int(OutcomeKind.SUCCESS)
@@ -356,6 +380,7 @@ class Runtime:
         # retries sent back to their node under same_node_within_s: attempt's
         # rtid -> the node to move to if that node does not accept it in time
         self._fallbacks: dict[int, str] = {}
+        self._protocol_errors = 0  # EV_PROTOCOL_ERROR events seen (stats())
         self._loop: asyncio.AbstractEventLoop = None  # type: ignore[assignment]
         self._timer: EngineTimer = None  # type: ignore[assignment]  # made in attach()
         self._closed = False
@@ -415,6 +440,12 @@ class Runtime:
     @property
     def live_handles(self) -> int:
         return len(self._handles)
+
+    def stats(self) -> dict[str, int]:
+        """The runtime's figures: ``debug_counts()`` plus ``protocol_errors``, the
+        messages from nodes that did not fit their task's state and were
+        dropped since the runtime started (see ``RemoteHandle.protocol_errors``)."""
+        return dict(self.debug_counts(), protocol_errors=self._protocol_errors)
 
     def debug_counts(self) -> dict[str, int]:
         """Live handles, engine tasks and leases: all zero when nothing is in flight."""
@@ -658,8 +689,15 @@ class Runtime:
                 return
             if ev == EV_RESULT:
                 handle._settle(detail, None, _STATE_OF_KIND[detail[0]])
-            elif not handle._done:
-                handle._state = _RUNNING
+            return  # an accept shows in handle.state (the engine's task state)
+        if ev == EV_PROTOCOL_ERROR:
+            self._protocol_errors += 1
+            log.warning("%s", detail)
+            handle = task.handle
+            if handle is not None:
+                if handle._protocol_errors is None:
+                    handle._protocol_errors = []
+                handle._protocol_errors.append(detail)
             return
         if ev == EV_HANDSHAKE_FAILED:
             self._handshake_failed(*detail)
@@ -718,7 +756,6 @@ class Runtime:
             self._retry(handle, task, reason, now, same_node_first=True)
             return
         if policy.kind == "cancel":
-            handle._state = RemoteTaskState.LEASE_EXPIRED
             self.engine.cancel(task.rtid, reason, now)
             self._ensure_connector(self._links[task.node])
             self._loop.call_later(policy.timeout_s, after_io, self._loop, self._cancel_timed_out, handle, task)
@@ -789,7 +826,6 @@ class Runtime:
             handle._earlier = []
         handle._earlier.append((task.node, task.rtid))
         handle._task = new
-        handle._state = RemoteTaskState.PENDING
         self._handles[new.rtid] = handle
         self.engine.spawn(new, now)
         self._ensure_connector(self._links[new.node])

@@ -7,18 +7,25 @@ queues for its driver:
 
 - ``self.actions``: ``(SEND, node, message)`` and ``(CLOSE, node, None)``;
 - ``self.events``: ``(EV_ACCEPTED | EV_REJECTED | EV_RESULT | EV_LEASE_EXPIRED, task, detail)``,
-  ``(EV_NODE_RESTARTED, task, kept_journal)``, plus ``(EV_STATUS, None, (node, stats))`` and
-  ``(EV_HANDSHAKE_FAILED, None, (node, code, message))``
+  ``(EV_NODE_RESTARTED, task, kept_journal)``, ``(EV_PROTOCOL_ERROR, task, RemoteProtocolError)``,
+  plus ``(EV_STATUS, None, (node, stats))`` and ``(EV_HANDSHAKE_FAILED, None, (node, code, message))``
 
 and exposes ``next_deadline()``; at or after it the driver calls ``tick(now)``.
-Per-task states follow ``states.ORIGIN_TRANSITIONS``.
+
+Every change of a task's state goes through one method, ``_process(task,
+event)``, which follows ``states.ORIGIN_TRANSITIONS``: an event that does not
+fit the task's state is dropped, counted (``protocol_errors``) and reported as
+EV_PROTOCOL_ERROR with a ``RemoteProtocolError``. Set ``record`` to a list to
+have every transition appended to it as ``(rtid, state, event, next state)``.
 
 Rules this engine keeps (PROTOCOL.md section 4, "Rules an origin keeps"):
 an unacknowledged or unfinished spawn is re-sent with the same idempotency key
 after every reconnect (a cancelled one as CANCEL then SPAWN, so the node
 answers it Cancelled without running it); a PING goes to every node with live
 tasks at least every third of the shortest lease; a task whose lease lapses
-with neither renewal nor result becomes LeaseExpired; a task written to a node
+with neither renewal nor result becomes LeaseExpired, and a renewal (or a
+first accept) that arrives after the deadline does not renew it: the task
+lapses then, whether or not the timer has fired yet; a task written to a node
 that then answers a reconnect as a new instance (WELCOME ``features["instance"]``
 changed) is not re-sent but reported EV_NODE_RESTARTED at once, its lease
 lapsed, with whether the node kept its journal (its driver applies the task's
@@ -51,25 +58,28 @@ from rsc._core.messages import (
 )
 from rsc._engine.handshake import OriginHandshake
 from rsc._engine.logical import LamportClock
-from rsc._engine.states import ORIGIN_TERMINAL, OriginEvent, OriginState, advance_origin, origin_after
-from rsc.errors import ProtocolError, UnexpectedMessage
+from rsc._engine.states import ORIGIN_TERMINAL, OriginEvent, OriginState, origin_after
+from rsc.errors import ProtocolError, RemoteProtocolError, UnexpectedMessage
 
 SEND, CLOSE = 0, 1
 _spawn_request = _envelope.spawn_request  # SpawnRequest(...) without a Python __init__ call
 _fields = _envelope.fields  # a message's fields as a tuple, in one call
 EV_ACCEPTED, EV_REJECTED, EV_RESULT, EV_LEASE_EXPIRED, EV_STATUS, EV_HANDSHAKE_FAILED = 0, 1, 2, 3, 4, 5
-EV_NODE_RESTARTED = 6
+EV_NODE_RESTARTED, EV_PROTOCOL_ERROR = 6, 7
 MS = 1_000_000
 # What an origin assumes a node accepts before its WELCOME says (an input that
 # fits one frame at the default cap).
 DEFAULT_INPUT_LIMIT = DEFAULT_MAX_FRAME_BYTES - FRAME_OVERHEAD_BYTES
 
 
-# The transitions every task takes, as columns of states.ORIGIN_TRANSITIONS.
-_AFTER_SEND_SPAWN = origin_after(OriginEvent.SEND_SPAWN)
-_AFTER_ACK_ACCEPTED = origin_after(OriginEvent.ACK_ACCEPTED)
-_AFTER_ACK_REJECTED = origin_after(OriginEvent.ACK_REJECTED)
-_AFTER_RESULT = origin_after(OriginEvent.RESULT)
+# states.ORIGIN_TRANSITIONS as one tuple per event, indexed by state
+# (_AFTER[event][state]): what _process reads, without a dict lookup or an
+# Enum hash per task.
+_AFTER = tuple(origin_after(e) for e in OriginEvent)
+# Events as plain ints: module globals read on every task (see node.py)
+_SEND_SPAWN, _ACK_ACCEPTED, _ACK_REJECTED = int(OriginEvent.SEND_SPAWN), int(OriginEvent.ACK_ACCEPTED), int(OriginEvent.ACK_REJECTED)
+_RENEWAL, _RESULT, _SEND_CANCEL = int(OriginEvent.RENEWAL), int(OriginEvent.RESULT), int(OriginEvent.SEND_CANCEL)
+_LEASE_LAPSED, _NODE_RESTARTED, _REFUSE = int(OriginEvent.LEASE_LAPSED), int(OriginEvent.NODE_RESTARTED), int(OriginEvent.REFUSE)
 _SPAWNED = OriginState.SPAWNED
 _INIT = OriginState.INIT  # a module global, not an Enum class attribute read per task (node.py)
 
@@ -85,7 +95,7 @@ class OriginTask:
 
     __slots__ = ("rtid", "node", "computation", "input", "lease_ms", "key", "deadline_ns",
                  "budget", "region", "task", "capability", "state", "handle", "reported",
-                 "cancel_reason", "sent")
+                 "cancel_reason", "sent", "accepted")
 
     def __init__(self, rtid: int, node: str, computation: str, input: bytes, lease_ms: int,
                  key: bytes, budget: tuple | None, deadline_ns: int | None, region: int,
@@ -106,6 +116,7 @@ class OriginTask:
         self.reported = False
         self.cancel_reason: tuple | None = None
         self.sent = False  # written to a connection at least once (may have reached the node)
+        self.accepted = False  # the node accepted it (its first SPAWN_ACK said so)
 
     def __repr__(self) -> str:
         return f"OriginTask({self.node}/{self.rtid} {self.computation} {self.state.name})"
@@ -159,6 +170,8 @@ class OriginEngine:
         # (new leases and the pings they imply; rsc.transport.timer)
         self.deadline_hint: int | None = None
         self.dropped = 0
+        self.protocol_errors = 0  # events that did not fit their task's state (_process)
+        self.record: list[tuple[int, OriginState, int, OriginState]] | None = None
 
     # ----------------------------------------------------------------- helpers
     def _link(self, node: str) -> _Link:
@@ -252,7 +265,7 @@ class OriginEngine:
         for task in list(link.tasks.values()):
             st = task.state
             if task.sent and (st is OriginState.SPAWNED or st is OriginState.RUNNING):
-                task.state = OriginState.LEASE_EXPIRED
+                self._process(task, _NODE_RESTARTED)
                 self._leases.discard(task.rtid)
                 self.events.append((EV_NODE_RESTARTED, task, kept))
 
@@ -269,6 +282,7 @@ class OriginEngine:
             if not task.sent and len(task.input) > link.max_input:
                 # spawned before the node's limits were known: refuse it here,
                 # as the node would, instead of sending a frame it cannot take
+                self._process(task, _REFUSE)
                 self.forget(task.rtid)
                 self._report(EV_REJECTED, task, (REJECT_INVALID_INPUT, input_too_large(
                     len(task.input), link.node, link.max_input)))
@@ -287,7 +301,8 @@ class OriginEngine:
         rtid = task.rtid
         if rtid in self._tasks:
             raise ValueError(f"remote task id {rtid} is already live")
-        task.state = _AFTER_SEND_SPAWN[task.state]  # type: ignore[assignment]
+        if self._process(task, _SEND_SPAWN) is None:
+            raise ValueError(f"{task!r} was already started")
         self._tasks[rtid] = task
         link = self._links.get(task.node)
         if link is None:
@@ -323,21 +338,19 @@ class OriginEngine:
         task = self._tasks.get(rtid)
         if task is None:
             return False
-        nxt = advance_origin(task.state, OriginEvent.SEND_CANCEL)
-        if nxt is None:
+        was = task.state
+        if self._process(task, _SEND_CANCEL) is None:
             return False
-        if task.cancel_reason is None or task.state is OriginState.LEASE_EXPIRED:
+        if task.cancel_reason is None or was is OriginState.LEASE_EXPIRED:
             task.cancel_reason = task.cancel_reason or reason
-            if task.state is OriginState.LEASE_EXPIRED:
+            if was is OriginState.LEASE_EXPIRED:
                 # watch again: a node that never answers must not pin the task forever
                 self._leases.add(rtid, now + task.lease_ms * MS)
                 self._note_deadline(now + task.lease_ms * MS)
-            task.state = nxt
             link = self._links[task.node]
             if link.ready:
                 self._send_cancel_msg(link, task, now)
             return True
-        task.state = nxt
         return False
 
     def forget(self, rtid: int) -> None:
@@ -353,6 +366,40 @@ class OriginEngine:
         else:
             del link.lease_counts[task.lease_ms]
         self._leases.discard(rtid)
+
+    def _process(self, task: OriginTask, event: int) -> OriginState | None:
+        """The one place a task's state changes: apply ``event`` (an
+        ``OriginEvent``) as ``states.ORIGIN_TRANSITIONS`` says and return the
+        new state. An event that does not fit leaves the state as it is,
+        returns None and is reported (``_misfit``)."""
+        state = task.state
+        nxt = _AFTER[event][state]
+        if nxt is None:
+            self._misfit(task, event)
+            return None
+        task.state = nxt
+        if self.record is not None:
+            self.record.append((task.rtid, state, event, nxt))
+        return nxt
+
+    def _misfit(self, task: OriginTask, event: int) -> None:
+        """An event that does not fit its task's state: dropped, counted, traced
+        and reported to the driver as a RemoteProtocolError (PROTOCOL.md section 9)."""
+        state, ev = OriginState(task.state).name, OriginEvent(event).name
+        err = RemoteProtocolError(f"origin table has no transition ({state}, {ev})", task.node,
+                                  task.rtid, state, ev)
+        self.protocol_errors += 1
+        self._drop(f"{ev} does not fit", task=repr(task), rule=err.rule)
+        self.events.append((EV_PROTOCOL_ERROR, task, err))
+
+    def _lapse(self, task: OriginTask) -> None:
+        """The task's lease lapsed (its deadline passed with neither renewal nor
+        result): LEASE_LAPSED, reported once as EV_LEASE_EXPIRED."""
+        if self._process(task, _LEASE_LAPSED) is None:
+            return
+        self._leases.discard(task.rtid)
+        self._trace_event("lease_expired", task=repr(task))
+        self.events.append((EV_LEASE_EXPIRED, task, None))
 
     def _report(self, ev: int, task: OriginTask, detail: Any) -> None:
         if task.reported:
@@ -448,17 +495,16 @@ class OriginEngine:
             return self._drop_unknown(link, rtid, "SPAWN_ACK")
         accepted = status == ACK_ACCEPTED
         state = task.state
-        nxt = (_AFTER_ACK_ACCEPTED if accepted else _AFTER_ACK_REJECTED)[state]
-        if nxt is None:
-            return self._drop("SPAWN_ACK does not fit", task=repr(task))
-        task.state = nxt
+        if self._process(task, _ACK_ACCEPTED if accepted else _ACK_REJECTED) is None:
+            return
         if accepted:
             if state is _SPAWNED:  # the first accept
+                task.accepted = True
+                self.events.append((EV_ACCEPTED, task, None))
                 # Only the first accept renews: the answer to a resend after a
                 # reconnect does not, so reconnects that make no progress cannot
                 # keep a lease alive (LEASE_RENEWAL batches renew a running task).
-                self._leases.renew(task.rtid, now + task.lease_ms * MS)
-                self.events.append((EV_ACCEPTED, task, None))
+                self._renew(task, now + task.lease_ms * MS, now)
         else:
             self.forget(task.rtid)
             self._report(EV_REJECTED, task, (reject_code, reject_detail))
@@ -467,19 +513,27 @@ class OriginEngine:
         task = link.tasks.get(rtid)
         if task is None:
             return  # renewals racing a result are normal; nothing to trace
-        if advance_origin(task.state, OriginEvent.RENEWAL) is None:
-            return self._drop("renewal does not fit", task=repr(task))
-        self._leases.renew(rtid, now + lease_ns)
+        if self._process(task, _RENEWAL) is None:
+            return
+        self._renew(task, now + lease_ns, now)
+
+    def _renew(self, task: OriginTask, until: int, now: int) -> None:
+        """Move the task's lease deadline to ``until``, unless it has passed
+        already: a lease is not revived after its deadline, whether or not the
+        timer has fired since (the task lapses now instead)."""
+        deadline = self._leases.deadline_of(task.rtid)
+        if deadline is not None and now > deadline:
+            self._lapse(task)
+        else:
+            self._leases.renew(task.rtid, until)
 
     def _on_result(self, link: _Link, msg: ResultDelivery, now: int) -> None:
         rtid, kind, payload, exec_ns = _fields(msg)  # one call, not four lookups
         task = link.tasks.get(rtid)
         if task is None:
             return self._drop_unknown(link, rtid, "RESULT_DELIVERY")
-        nxt = _AFTER_RESULT[task.state]
-        if nxt is None:
-            return self._drop("RESULT_DELIVERY does not fit", task=repr(task))
-        task.state = nxt
+        if self._process(task, _RESULT) is None:
+            return
         self.forget(task.rtid)
         self._report(EV_RESULT, task, (kind, payload, exec_ns))
 
@@ -499,13 +553,7 @@ class OriginEngine:
 
     def tick(self, now: int) -> None:
         for rtid in self._leases.pop_expired(now):
-            task = self._tasks[rtid]
-            nxt = advance_origin(task.state, OriginEvent.LEASE_LAPSED)
-            if nxt is None:
-                continue
-            task.state = nxt
-            self._trace_event("lease_expired", task=repr(task))
-            self.events.append((EV_LEASE_EXPIRED, task, None))
+            self._lapse(self._tasks[rtid])
         for link in self._links.values():
             if link.ready and link.lease_counts:
                 if now >= link.last_sent + min(link.lease_counts) * MS // 3:
