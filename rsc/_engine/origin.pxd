@@ -6,7 +6,7 @@ from rsc._engine.logical cimport LamportClock
 
 cdef class OriginTask:
     cdef public object rtid, node, computation, input, key, deadline_ns, budget, region, task
-    cdef public object capability, state, handle, cancel_reason
+    cdef public object capability, state, handle, cancel_reason, policy
     cdef public long long lease_ms
     cdef public bint reported, sent, accepted
 
@@ -18,11 +18,11 @@ cdef class _Link:
     cdef public long long ping_nonce, max_input
 
 cdef class OriginEngine:
-    cdef public object name, key, _entropy, _trace, deadline_hint, record
-    cdef public LeaseHeap _leases
+    cdef public object name, key, _entropy, _trace, deadline_hint, record, new_rtid
+    cdef public LeaseHeap _leases, _esc_due
     cdef public LamportClock clock
     cdef public list actions, events
-    cdef public dict _links, _tasks
+    cdef public dict _links, _tasks, _escalations
     cdef public long long dropped, protocol_errors
 
     # the per-task path, called from C inside the module (and still from Python)

@@ -56,6 +56,7 @@ from rsc._core.messages import (
     StatusReply,
     Welcome,
 )
+from rsc._engine.escalation import Cancel, EscEvent, EscState, Escalation, Forget, Reattempt, Settle
 from rsc._engine.handshake import OriginHandshake
 from rsc._engine.logical import LamportClock
 from rsc._engine.states import ORIGIN_TERMINAL, OriginEvent, OriginState, origin_after
@@ -66,6 +67,7 @@ _spawn_request = _envelope.spawn_request  # SpawnRequest(...) without a Python _
 _fields = _envelope.fields  # a message's fields as a tuple, in one call
 EV_ACCEPTED, EV_REJECTED, EV_RESULT, EV_LEASE_EXPIRED, EV_STATUS, EV_HANDSHAKE_FAILED = 0, 1, 2, 3, 4, 5
 EV_NODE_RESTARTED, EV_PROTOCOL_ERROR = 6, 7
+EV_SETTLE, EV_REATTEMPT, EV_WANT_LINK = 8, 9, 10
 MS = 1_000_000
 # What an origin assumes a node accepts before its WELCOME says (an input that
 # fits one frame at the default cap).
@@ -95,7 +97,7 @@ class OriginTask:
 
     __slots__ = ("rtid", "node", "computation", "input", "lease_ms", "key", "deadline_ns",
                  "budget", "region", "task", "capability", "state", "handle", "reported",
-                 "cancel_reason", "sent", "accepted")
+                 "cancel_reason", "sent", "accepted", "policy")
 
     def __init__(self, rtid: int, node: str, computation: str, input: bytes, lease_ms: int,
                  key: bytes, budget: tuple | None, deadline_ns: int | None, region: int,
@@ -117,6 +119,9 @@ class OriginTask:
         self.cancel_reason: tuple | None = None
         self.sent = False  # written to a connection at least once (may have reached the node)
         self.accepted = False  # the node accepted it (its first SPAWN_ACK said so)
+        # its lease escalation policy (rsc.lease); None: the engine only reports
+        # a lapse (EV_LEASE_EXPIRED) or a node restart (EV_NODE_RESTARTED)
+        self.policy: Any = None
 
     def __repr__(self) -> str:
         return f"OriginTask({self.node}/{self.rtid} {self.computation} {self.state.name})"
@@ -172,6 +177,13 @@ class OriginEngine:
         self.dropped = 0
         self.protocol_errors = 0  # events that did not fit their task's state (_process)
         self.record: list[tuple[int, OriginState, int, OriginState]] | None = None
+        # lease escalation (rsc._engine.escalation): one record per remote task
+        # with a policy whose lease lapsed, keyed by its current attempt's id,
+        # and the records' deadlines (cancel timeouts, same-node windows)
+        self._escalations: dict[int, Escalation] = {}
+        self._esc_due = _lh.LeaseHeap()
+        # where new attempts' remote task ids come from (the driver's counter)
+        self.new_rtid: Callable[[], int] | None = None
 
     # ----------------------------------------------------------------- helpers
     def _link(self, node: str) -> _Link:
@@ -249,7 +261,7 @@ class OriginEngine:
             link.ready = False
             link.handshake = None
 
-    def _check_instance(self, link: _Link, features: Any) -> None:
+    def _check_instance(self, link: _Link, features: Any, now: int) -> None:
         """After a reconnect: if the node is a new instance, what was written to
         the old one is lost there (unless the node kept its journal), and a
         transparent resend would quietly run it again where it is, whatever the
@@ -267,7 +279,10 @@ class OriginEngine:
             if task.sent and (st is OriginState.SPAWNED or st is OriginState.RUNNING):
                 self._process(task, _NODE_RESTARTED)
                 self._leases.discard(task.rtid)
-                self.events.append((EV_NODE_RESTARTED, task, kept))
+                if task.policy is None:
+                    self.events.append((EV_NODE_RESTARTED, task, kept))
+                else:
+                    self._escalate(task, EscEvent.NODE_RESTARTED, kept, now)
 
     def _learn_limits(self, link: _Link, features: dict) -> None:
         """Take the node's limits from its WELCOME (an older node sends none)."""
@@ -366,6 +381,9 @@ class OriginEngine:
         else:
             del link.lease_counts[task.lease_ms]
         self._leases.discard(rtid)
+        if self._escalations:
+            if self._escalations.pop(rtid, None) is not None:
+                self._esc_due.discard(rtid)
 
     def _process(self, task: OriginTask, event: int) -> OriginState | None:
         """The one place a task's state changes: apply ``event`` (an
@@ -392,14 +410,73 @@ class OriginEngine:
         self._drop(f"{ev} does not fit", task=repr(task), rule=err.rule)
         self.events.append((EV_PROTOCOL_ERROR, task, err))
 
-    def _lapse(self, task: OriginTask) -> None:
+    def _lapse(self, task: OriginTask, now: int) -> None:
         """The task's lease lapsed (its deadline passed with neither renewal nor
-        result): LEASE_LAPSED, reported once as EV_LEASE_EXPIRED."""
+        result): LEASE_LAPSED, then its policy's escalation (or EV_LEASE_EXPIRED
+        for a task without a policy)."""
         if self._process(task, _LEASE_LAPSED) is None:
             return
         self._leases.discard(task.rtid)
         self._trace_event("lease_expired", task=repr(task))
-        self.events.append((EV_LEASE_EXPIRED, task, None))
+        if task.policy is None:
+            self.events.append((EV_LEASE_EXPIRED, task, None))
+        else:
+            self._escalate(task, EscEvent.LAPSED, None, now)
+
+    # -------------------------------------------------------------- escalation
+    def escalation_state(self, rtid: int) -> EscState | None:
+        """Where the escalation of the task whose current attempt is ``rtid``
+        stands, or None if its lease never lapsed."""
+        esc = self._escalations.get(rtid)
+        return None if esc is None else esc.state
+
+    def _escalate(self, task: OriginTask, event: EscEvent, detail: Any, now: int) -> None:
+        """Run the task's escalation machine on ``event`` and apply its decisions."""
+        esc = self._escalations.get(task.rtid)
+        if esc is None:
+            esc = self._escalations[task.rtid] = Escalation(task.policy)
+        self._trace_event("escalate", task=repr(task), on=event.name, policy=str(task.policy))
+        if event is EscEvent.LAPSED:
+            decisions = esc.on_lapsed(task.node, task.lease_ms, now)
+        elif event is EscEvent.NODE_RESTARTED:
+            decisions = esc.on_node_restarted(task.node, detail, now)
+        else:
+            decisions = esc.on_deadline(task.node, task.lease_ms, task.state is not _SPAWNED)
+        self._apply(esc, task, decisions, now)
+
+    def _apply(self, esc: Escalation, task: OriginTask, decisions: list, now: int) -> None:
+        rtid = task.rtid
+        for d in decisions:
+            if isinstance(d, Settle):
+                self.events.append((EV_SETTLE, task, d.message))
+            elif isinstance(d, Cancel):
+                if self.cancel(rtid, d.reason, now):
+                    self.events.append((EV_WANT_LINK, task, task.node))
+            elif isinstance(d, Forget):
+                self.forget(rtid)
+            elif isinstance(d, Reattempt):
+                rtid = self._reattempt(esc, task, d, now)
+        self._esc_due.discard(rtid)
+        if esc.deadline is not None and rtid in self._escalations:
+            self._esc_due.add(rtid, esc.deadline)
+            self._note_deadline(esc.deadline)
+
+    def _reattempt(self, esc: Escalation, task: OriginTask, d: Reattempt, now: int) -> int:
+        """Supersede ``task`` with a new attempt of the same key on ``d.node``:
+        the old one is cancelled where reachable (a later lapse or result of it
+        is reported with no policy) and the escalation record moves to the new one."""
+        assert self.new_rtid is not None, "an engine that escalates needs new_rtid"
+        new = OriginTask(self.new_rtid(), d.node, task.computation, task.input, task.lease_ms,
+                         task.key, task.budget, task.deadline_ns, task.region, task.task,
+                         task.capability, task.handle)
+        new.policy, task.policy = task.policy, None
+        self._escalations[new.rtid] = self._escalations.pop(task.rtid)
+        self._esc_due.discard(task.rtid)
+        if self.cancel(task.rtid, d.reason, now):
+            self.events.append((EV_WANT_LINK, task, task.node))
+        self.spawn(new, now)
+        self.events.append((EV_REATTEMPT, task, new))
+        return new.rtid
 
     def _report(self, ev: int, task: OriginTask, detail: Any) -> None:
         if task.reported:
@@ -424,7 +501,7 @@ class OriginEngine:
                     link.ready = True
                     self._learn_limits(link, msg.features)
                     self._trace_event("handshake", node=node)
-                    self._check_instance(link, msg.features)
+                    self._check_instance(link, msg.features, now)
                     self._resend_all(link, now)
                 elif kind is Error:
                     self._on_peer_error(link, msg, now)
@@ -523,7 +600,7 @@ class OriginEngine:
         timer has fired since (the task lapses now instead)."""
         deadline = self._leases.deadline_of(task.rtid)
         if deadline is not None and now > deadline:
-            self._lapse(task)
+            self._lapse(task, now)
         else:
             self._leases.renew(task.rtid, until)
 
@@ -544,6 +621,9 @@ class OriginEngine:
 
     def next_deadline(self) -> int | None:
         d = self._leases.next_deadline()
+        e = self._esc_due.next_deadline()
+        if e is not None and (d is None or e < d):
+            d = e
         for link in self._links.values():
             if link.ready and link.lease_counts:
                 due = link.last_sent + min(link.lease_counts) * MS // 3
@@ -553,7 +633,11 @@ class OriginEngine:
 
     def tick(self, now: int) -> None:
         for rtid in self._leases.pop_expired(now):
-            self._lapse(self._tasks[rtid])
+            self._lapse(self._tasks[rtid], now)
+        for rtid in self._esc_due.pop_expired(now):
+            task = self._tasks.get(rtid)
+            if task is not None and rtid in self._escalations:
+                self._escalate(task, EscEvent.DEADLINE, None, now)
         for link in self._links.values():
             if link.ready and link.lease_counts:
                 if now >= link.last_sent + min(link.lease_counts) * MS // 3:
