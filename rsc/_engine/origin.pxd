@@ -7,7 +7,7 @@ from rsc._engine.logical cimport LamportClock
 cdef class OriginTask:
     cdef public object rtid, node, computation, input, key, deadline_ns, budget, region, task
     cdef public object capability, state, handle, cancel_reason, policy
-    cdef public long long lease_ms
+    cdef public long long lease_ms, lease_until
     cdef public bint reported, sent, accepted
 
 cdef class _Link:
@@ -34,7 +34,7 @@ cdef class OriginEngine:
     cpdef forget(self, rtid)
     cpdef _report(self, int ev, OriginTask task, detail)
     cpdef _process(self, OriginTask task, int event)
-    cpdef _renew(self, OriginTask task, until, now)
+    cpdef _renew(self, OriginTask task, long long until, long long now)
     cpdef receive(self, node, msg, now)
     cpdef _on_ack(self, _Link link, msg, now)
     cpdef _on_renewal(self, _Link link, rtid, lease_ns, now)

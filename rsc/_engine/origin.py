@@ -97,7 +97,7 @@ class OriginTask:
 
     __slots__ = ("rtid", "node", "computation", "input", "lease_ms", "key", "deadline_ns",
                  "budget", "region", "task", "capability", "state", "handle", "reported",
-                 "cancel_reason", "sent", "accepted", "policy")
+                 "cancel_reason", "sent", "accepted", "policy", "lease_until")
 
     def __init__(self, rtid: int, node: str, computation: str, input: bytes, lease_ms: int,
                  key: bytes, budget: tuple | None, deadline_ns: int | None, region: int,
@@ -119,6 +119,7 @@ class OriginTask:
         self.cancel_reason: tuple | None = None
         self.sent = False  # written to a connection at least once (may have reached the node)
         self.accepted = False  # the node accepted it (its first SPAWN_ACK said so)
+        self.lease_until = 0  # its lease's deadline (ns) while watched, as in the lease heap
         # its lease escalation policy (rsc.lease); None: the engine only reports
         # a lapse (EV_LEASE_EXPIRED) or a node restart (EV_NODE_RESTARTED)
         self.policy: Any = None
@@ -334,7 +335,8 @@ class OriginEngine:
             t.sent = True
             if not link.confirmed:
                 link.first_sends.append(t)
-            self._leases.add(t.rtid, now + t.lease_ms * MS)
+            t.lease_until = now + t.lease_ms * MS
+            self._leases.add(t.rtid, t.lease_until)
             self._note_deadline(now + t.lease_ms * MS // 3)  # the link's ping may now come sooner
         budget = t.budget
         if budget is not None and t.deadline_ns is not None:
@@ -360,8 +362,9 @@ class OriginEngine:
             task.cancel_reason = task.cancel_reason or reason
             if was is OriginState.LEASE_EXPIRED:
                 # watch again: a node that never answers must not pin the task forever
-                self._leases.add(rtid, now + task.lease_ms * MS)
-                self._note_deadline(now + task.lease_ms * MS)
+                task.lease_until = now + task.lease_ms * MS
+                self._leases.add(rtid, task.lease_until)
+                self._note_deadline(task.lease_until)
             link = self._links[task.node]
             if link.ready:
                 self._send_cancel_msg(link, task, now)
@@ -598,10 +601,10 @@ class OriginEngine:
         """Move the task's lease deadline to ``until``, unless it has passed
         already: a lease is not revived after its deadline, whether or not the
         timer has fired since (the task lapses now instead)."""
-        deadline = self._leases.deadline_of(task.rtid)
-        if deadline is not None and now > deadline:
+        if now > task.lease_until:  # the deadline the lease heap holds for it
             self._lapse(task, now)
         else:
+            task.lease_until = until
             self._leases.renew(task.rtid, until)
 
     def _on_result(self, link: _Link, msg: ResultDelivery, now: int) -> None:
