@@ -187,3 +187,35 @@ def test_randomized_runs_take_only_table_transitions() -> None:
             if ev in (O.EV_RESULT, O.EV_REJECTED):
                 outcomes[task.rtid] = outcomes.get(task.rtid, 0) + 1
         assert all(n == 1 for n in outcomes.values()), outcomes
+
+
+def test_runtime_counts_protocol_errors_and_the_handle_shows_them(tmp_path) -> None:
+    """The driver's side: an EV_PROTOCOL_ERROR is counted in Runtime.stats(),
+    listed on the handle, and is the cause of a LeaseExpired that settles it."""
+    import asyncio
+
+    import pytest
+
+    from rsc.errors import LeaseExpired
+    from rsc.remote import Runtime
+
+    async def main() -> None:
+        async with Runtime({"n": f"unix:{tmp_path}/nobody.sock"}, connect_timeout_s=30.0) as rt:
+            h = rt.spawn(rt.cx(), "n", "echo", b"x")
+            task = h._task
+            err = RemoteProtocolError("origin table has no transition (RUNNING, ACK_REJECTED)", "n",
+                                      task.rtid, "RUNNING", "ACK_REJECTED")
+            assert rt.stats() == dict(handles=1, tasks=1, leases=0, protocol_errors=0)
+            rt.engine.events.append((O.EV_PROTOCOL_ERROR, task, err))
+            rt._pump()
+            assert rt.stats()["protocol_errors"] == 1 and h.protocol_errors == [err]
+            assert not h.is_finished()
+            rt.engine.events.append((O.EV_SETTLE, task, "lease lapsed"))
+            rt._pump()
+            with pytest.raises(LeaseExpired) as info:
+                await h.join()
+            assert info.value.__cause__ is err
+            rt.engine.forget(task.rtid)
+            assert rt.debug_counts() == dict(handles=0, tasks=0, leases=0)
+
+    asyncio.run(main())
