@@ -331,7 +331,7 @@ class RemoteHandle:
 
 # Enum members read on every task, as module globals (see rsc/_engine/node.py)
 _PENDING, _RUNNING = RemoteTaskState.PENDING, RemoteTaskState.RUNNING
-_SPAWNED, _LEASE_EXPIRED = OriginState.SPAWNED, OriginState.LEASE_EXPIRED
+_LEASE_EXPIRED = OriginState.LEASE_EXPIRED
 
 _KEYS_AT_ONCE = 256  # idempotency keys drawn from the runtime's PRNG per call
 _SUCCESS = int(OutcomeKind.SUCCESS)
