@@ -97,6 +97,28 @@ class PeerTimeout(ProtocolError):
     code = ERR_TIMEOUT
 
 
+class RemoteProtocolError(RemoteError):
+    """A node's message that does not fit its task's state (PROTOCOL.md section 9).
+
+    The message is dropped and the connection stays open (it is not a
+    connection-level ``ProtocolError``); the runtime counts it
+    (``Runtime.stats()["protocol_errors"]``) and the task's handle lists it in
+    ``RemoteHandle.protocol_errors``. ``rule`` names the rule the message
+    broke, ``remote_task_id`` and ``node`` the task, ``state`` the task's state
+    when it came (an ``OriginState`` name) and ``event`` what the message meant
+    (an ``OriginEvent`` name).
+    """
+
+    def __init__(self, rule: str, node: str, remote_task_id: int, state: str, event: str) -> None:
+        super().__init__(f"{event} does not fit task {remote_task_id} on node {node!r} in state "
+                         f"{state} ({rule})")
+        self.rule = rule
+        self.node = node
+        self.remote_task_id = remote_task_id
+        self.state = state
+        self.event = event
+
+
 class PeerError(RemoteError):
     """The peer sent an ERROR frame and closed the connection."""
 

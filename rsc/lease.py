@@ -34,43 +34,80 @@ it is at least once.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 from rsc.errors import InvalidArgument
 
 ACTIVE, RELEASED, EXPIRED = "active", "released", "expired"
 
 
-@dataclass(frozen=True, slots=True)
 class LeasePolicy:
-    kind: str  # "fail" | "cancel" | "retry"
+    """What to do when a remote task's lease lapses: ``Fail``, ``CancelThen``
+    or ``Retry`` (made by ``fail()``, ``cancel()`` and ``retry()``).
+
+    Every policy answers ``kind`` ("fail", "cancel" or "retry") and the fields
+    of all three, with the defaults for those it does not have."""
+
+    __slots__ = ()
+    kind: ClassVar[str] = ""
     timeout_s: float = 5.0
     attempts: int = 0
     nodes: tuple[str, ...] = ()
     same_node_within_s: float | None = None
 
+
+@dataclass(frozen=True, slots=True)
+class Fail(LeasePolicy):
+    """``join`` raises LeaseExpired (a best-effort cancel is still sent)."""
+
+    kind: ClassVar[str] = "fail"
+
     def __str__(self) -> str:
-        if self.kind == "retry":
-            where = f", nodes={list(self.nodes)}" if self.nodes else ""
-            if self.same_node_within_s is not None:
-                where += f", same_node_within_s={self.same_node_within_s}"
-            return f"retry({self.attempts}{where})"
-        if self.kind == "cancel":
-            return f"cancel({self.timeout_s})"
         return "fail()"
 
 
-def fail() -> LeasePolicy:
-    return LeasePolicy("fail")
+@dataclass(frozen=True, slots=True)
+class CancelThen(LeasePolicy):
+    """Send a cancel and wait up to ``timeout_s`` for the node's answer; if
+    none comes, LeaseExpired."""
+
+    kind: ClassVar[str] = "cancel"
+    timeout_s: float = 5.0
+
+    def __str__(self) -> str:
+        return f"cancel({self.timeout_s})"
 
 
-def cancel(timeout_s: float = 5.0) -> LeasePolicy:
+@dataclass(frozen=True, slots=True)
+class Retry(LeasePolicy):
+    """Spawn again with the same key, up to ``attempts`` times: on ``nodes``
+    in turn (the same node if none), first on the same node if
+    ``same_node_within_s`` is given (see the module docstring)."""
+
+    kind: ClassVar[str] = "retry"
+    attempts: int = 1
+    nodes: tuple[str, ...] = ()
+    same_node_within_s: float | None = None
+
+    def __str__(self) -> str:
+        where = f", nodes={list(self.nodes)}" if self.nodes else ""
+        if self.same_node_within_s is not None:
+            where += f", same_node_within_s={self.same_node_within_s}"
+        return f"retry({self.attempts}{where})"
+
+
+def fail() -> Fail:
+    return Fail()
+
+
+def cancel(timeout_s: float = 5.0) -> CancelThen:
     if not timeout_s > 0:
         raise InvalidArgument(f"cancel() needs a positive timeout, got {timeout_s!r}")
-    return LeasePolicy("cancel", timeout_s=float(timeout_s))
+    return CancelThen(float(timeout_s))
 
 
 def retry(attempts: int = 1, nodes: list[str] | tuple[str, ...] | None = None,
-          same_node_within_s: float | None = None) -> LeasePolicy:
+          same_node_within_s: float | None = None) -> Retry:
     """Spawn again with the same key: on ``nodes`` in turn (the same node if
     none), or first on the same node if ``same_node_within_s`` is given (see
     the module docstring)."""
@@ -82,15 +119,14 @@ def retry(attempts: int = 1, nodes: list[str] | tuple[str, ...] | None = None,
             raise InvalidArgument(f"retry() needs a positive same_node_within_s (seconds) or None, "
                                   f"got {same_node_within_s!r}")
         same_node_within_s = float(same_node_within_s)
-    return LeasePolicy("retry", attempts=attempts, nodes=tuple(nodes or ()),
-                       same_node_within_s=same_node_within_s)
+    return Retry(attempts, tuple(nodes or ()), same_node_within_s)
 
 
 def prefers_same_node(policy: LeasePolicy) -> bool:
     """Whether a task under ``policy`` should stay on its node when that node
     restarted on its journal (every policy but a retry that names other nodes
     without ``same_node_within_s``)."""
-    return policy.kind != "retry" or not policy.nodes or policy.same_node_within_s is not None
+    return not isinstance(policy, Retry) or not policy.nodes or policy.same_node_within_s is not None
 
 
 DEFAULT_POLICY = fail()

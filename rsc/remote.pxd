@@ -12,8 +12,8 @@ from rsc.cx cimport Cx, RemoteCap
 cdef class RemoteHandle:
     cdef public object _rt, _outcome, _error, _codec, _state, _owner_region, _lease_s, _policy
     cdef public OriginTask _task
-    cdef public object _retries_left, _region, _holder, _earlier, _waiters
-    cdef public bint _done, _escalated, _observed
+    cdef public object _region, _holder, _earlier, _waiters, _protocol_errors
+    cdef public bint _done, _observed
     cdef object __weakref__
 
     cpdef _settle(self, outcome, error, state)
@@ -27,10 +27,11 @@ cdef class Runtime:
     cdef public SystemClock clock  # the driver's clock (the lab drives engines on virtual time)
     cdef public EngineTimer _timer
     cdef public OriginEngine engine
-    cdef public dict _links, _handles, _status_waiters, _names, _fallbacks
+    cdef public dict _links, _handles, _status_waiters, _names
     cdef public bytes _key_buf
     cdef public Py_ssize_t _key_pos
     cdef public bint _closed
+    cdef public long long _protocol_errors
     cdef object __weakref__
 
     cpdef _link(self, node)

@@ -30,8 +30,12 @@ from rsc._engine.origin import (
     EV_ACCEPTED,
     EV_LEASE_EXPIRED,
     EV_NODE_RESTARTED,
+    EV_PROTOCOL_ERROR,
+    EV_REATTEMPT,
     EV_REJECTED,
     EV_RESULT,
+    EV_SETTLE,
+    EV_WANT_LINK,
     EV_HANDSHAKE_FAILED,
     EV_STATUS,
     SEND,
@@ -41,8 +45,9 @@ from rsc._engine.origin import (
 )
 from rsc.clock import SystemClock
 from rsc.cx import Cx, RemoteCap
+from rsc._engine.escalation import EscState
 from rsc._engine.states import OriginState
-from rsc.lease import ACTIVE, DEFAULT_POLICY, EXPIRED, RELEASED, Lease, LeasePolicy, prefers_same_node
+from rsc.lease import ACTIVE, DEFAULT_POLICY, EXPIRED, RELEASED, Lease, LeasePolicy
 from rsc.errors import (
     InvalidArgument,
     InvalidInput,
@@ -50,13 +55,14 @@ from rsc.errors import (
     NoCapability,
     NodeUnreachable,
     ProtocolError,
+    RemoteProtocolError,
     RuntimeClosed,
     error_from_code,
     spawn_rejected,
 )
 from rsc.transport.address import Address
 from rsc.transport.connection import FramedConnection
-from rsc.transport.timer import EngineTimer, after_io
+from rsc.transport.timer import EngineTimer
 from rsc.types import (
     Budget,
     CancelKind,
@@ -98,8 +104,8 @@ class RemoteHandle:
     """
 
     __slots__ = ("_rt", "_task", "_done", "_outcome", "_error", "_codec", "_state", "_owner_region",
-                 "_lease_s", "_policy", "_retries_left", "_escalated", "_observed", "_region",
-                 "_holder", "_earlier", "_waiters", "__weakref__")
+                 "_lease_s", "_policy", "_observed", "_region",
+                 "_holder", "_earlier", "_waiters", "_protocol_errors", "__weakref__")
 
     def __init__(self, rt: Runtime, task: OriginTask, codec: str | None, owner_region: int,
                  lease_s: float, policy: LeasePolicy, region: Any, holder: int) -> None:
@@ -115,12 +121,11 @@ class RemoteHandle:
         self._outcome: tuple[int, Any, int] | None = None
         self._error: BaseException | None = None
         self._codec = codec
+        # how the handle settled (its RemoteTaskState); read only once _done
         self._state = _PENDING
         self._owner_region = owner_region
         self._lease_s = lease_s
         self._policy = policy
-        self._retries_left = policy.attempts
-        self._escalated = False
         self._observed = False
         self._region = region
         self._holder = holder
@@ -129,6 +134,8 @@ class RemoteHandle:
         self._earlier: list[tuple[str, int]] | None = None
         # futures of outcome() calls waiting now (None when nobody waits)
         self._waiters: list[asyncio.Future[None]] | None = None
+        # messages about this handle's attempts that did not fit their state
+        self._protocol_errors: list[RemoteProtocolError] | None = None
 
     # -- identity ------------------------------------------------------------------
     @property
@@ -150,7 +157,7 @@ class RemoteHandle:
     @property
     def lease(self) -> Lease:
         """This task's lease now: active (with its expiry), released or expired."""
-        if self._state is RemoteTaskState.LEASE_EXPIRED:
+        if self.state is RemoteTaskState.LEASE_EXPIRED:
             state, at = EXPIRED, None
         elif self._done:
             state, at = RELEASED, None
@@ -173,7 +180,25 @@ class RemoteHandle:
 
     @property
     def state(self) -> RemoteTaskState:
-        return self._state
+        """Once settled, how it settled; before, what the origin engine's state
+        of the current attempt says: RUNNING once the node accepted it,
+        LEASE_EXPIRED while a lapse is being escalated (waiting on the answer
+        to ``cancel(t)``), PENDING otherwise."""
+        if self._done:
+            return self._state
+        task = self._task
+        if (task.state is _LEASE_EXPIRED
+                or self._rt.engine.escalation_state(task.rtid) is EscState.CANCELLING):
+            return RemoteTaskState.LEASE_EXPIRED
+        return _RUNNING if task.accepted else _PENDING
+
+    @property
+    def protocol_errors(self) -> list[RemoteProtocolError]:
+        """Messages from a node about this handle's attempts that did not fit
+        the task's state and were dropped (PROTOCOL.md section 9), oldest first.
+        The last one is also the cause (``__cause__``) of a LeaseExpired that
+        settles the handle."""
+        return list(self._protocol_errors or ())
 
     def is_finished(self) -> bool:
         return self._done
@@ -186,6 +211,8 @@ class RemoteHandle:
         self._done = True
         self._state = state
         self._outcome = outcome
+        if error is not None and self._protocol_errors is not None and isinstance(error, LeaseExpired):
+            error.__cause__ = self._protocol_errors[-1]  # what the node said instead of an outcome
         self._error = error
         waiters = self._waiters
         if waiters is not None:
@@ -295,12 +322,12 @@ class RemoteHandle:
 
     def __repr__(self) -> str:
         return (f"RemoteHandle({self._task.computation!r} on {self._task.node!r}, "
-                f"{RemoteTaskId(self._task.rtid)}, {self._state})")
+                f"{RemoteTaskId(self._task.rtid)}, {self.state})")
 
 
 # Enum members read on every task, as module globals (see rsc/_engine/node.py)
 _PENDING, _RUNNING = RemoteTaskState.PENDING, RemoteTaskState.RUNNING
-_SPAWNED = OriginState.SPAWNED
+_LEASE_EXPIRED = OriginState.LEASE_EXPIRED
 
 _KEYS_AT_ONCE = 256  # idempotency keys drawn from the runtime's PRNG per call
 _SUCCESS = int(OutcomeKind.SUCCESS)
@@ -342,6 +369,7 @@ class Runtime:
         self.trace = trace
         self.engine = OriginEngine(self.name, key=key, entropy=secrets.token_bytes, trace=trace)
         self._ids = itertools.count(1)  # remote task ids: never reused in this runtime
+        self.engine.new_rtid = self._ids.__next__  # for the attempts escalation makes
         self._key_rng = random.Random(os.urandom(32))
         self._key_buf = b""  # _KEYS_AT_ONCE fresh keys, handed out 16 bytes at a time
         self._key_pos = 0
@@ -351,7 +379,7 @@ class Runtime:
         self._status_waiters: dict[str, list[asyncio.Future[dict]]] = {}
         # retries sent back to their node under same_node_within_s: attempt's
         # rtid -> the node to move to if that node does not accept it in time
-        self._fallbacks: dict[int, str] = {}
+        self._protocol_errors = 0  # EV_PROTOCOL_ERROR events seen (stats())
         self._loop: asyncio.AbstractEventLoop = None  # type: ignore[assignment]
         self._timer: EngineTimer = None  # type: ignore[assignment]  # made in attach()
         self._closed = False
@@ -411,6 +439,12 @@ class Runtime:
     @property
     def live_handles(self) -> int:
         return len(self._handles)
+
+    def stats(self) -> dict[str, int]:
+        """The runtime's figures: ``debug_counts()`` plus ``protocol_errors``, the
+        messages from nodes that did not fit their task's state and were
+        dropped since the runtime started (see ``RemoteHandle.protocol_errors``)."""
+        return dict(self.debug_counts(), protocol_errors=self._protocol_errors)
 
     def debug_counts(self) -> dict[str, int]:
         """Live handles, engine tasks and leases: all zero when nothing is in flight."""
@@ -522,6 +556,7 @@ class Runtime:
         handle = RemoteHandle(self, task, codec, task.region, lease_ms / 1000, policy, region,
                               task.task)
         task.handle = handle
+        task.policy = policy  # the engine escalates a lapse (rsc._engine.escalation)
         self._handles[task.rtid] = handle
         self.engine.spawn(task, now)
         self._ensure_connector(link)
@@ -654,8 +689,15 @@ class Runtime:
                 return
             if ev == EV_RESULT:
                 handle._settle(detail, None, _STATE_OF_KIND[detail[0]])
-            elif not handle._done:
-                handle._state = _RUNNING
+            return  # an accept shows in handle.state (the engine's task state)
+        if ev == EV_PROTOCOL_ERROR:
+            self._protocol_errors += 1
+            log.warning("%s", detail)
+            handle = task.handle
+            if handle is not None:
+                if handle._protocol_errors is None:
+                    handle._protocol_errors = []
+                handle._protocol_errors.append(detail)
             return
         if ev == EV_HANDSHAKE_FAILED:
             self._handshake_failed(*detail)
@@ -668,139 +710,45 @@ class Runtime:
                 if not fut.done():
                     fut.set_result(stats)
             return
+        if ev == EV_WANT_LINK:
+            self._ensure_connector(self._links[detail])
+            return
         handle = task.handle
+        if ev == EV_LEASE_EXPIRED or ev == EV_NODE_RESTARTED:
+            # an attempt with no policy: one superseded by a retry, or given up on
+            self.engine.forget(task.rtid)
+            if handle is not None:
+                handle._settle(None, LeaseExpired(f"lease of remote task {task.rtid} on node "
+                                                  f"{task.node!r} lapsed"), RemoteTaskState.LEASE_EXPIRED)
+            return
         if handle is None:  # a superseded attempt or a task given up on
-            if ev == EV_LEASE_EXPIRED or ev == EV_NODE_RESTARTED:
-                self.engine.forget(task.rtid)
+            if ev == EV_REATTEMPT:
+                self.engine.forget(detail.rtid)
             return
         if ev == EV_REJECTED:
             code, detail_s = detail
             handle._settle(None, spawn_rejected(code, detail_s, task.node, task.computation),
                            RemoteTaskState.FAILED)
-        elif ev == EV_LEASE_EXPIRED:
-            self._escalate(handle, task)
-        elif ev == EV_NODE_RESTARTED:
-            self._node_restarted(handle, task, detail)
+        elif ev == EV_SETTLE:
+            log.info("lease escalation of %r under %s: %s", handle, handle._policy, detail)
+            handle._settle(None, LeaseExpired(detail), RemoteTaskState.LEASE_EXPIRED)
+        elif ev == EV_REATTEMPT:
+            self._supersede(handle, task, detail)
 
-    def _lease_error(self, task: OriginTask, extra: str = "") -> LeaseExpired:
-        return LeaseExpired(f"lease of {task.lease_ms} ms on node {task.node!r} lapsed with neither "
-                            f"renewal nor result{extra}")
-
-    def _escalate(self, handle: RemoteHandle, task: OriginTask) -> None:
-        """A lease lapsed: apply the handle's policy (see rsc.lease)."""
-        now = self.clock.now_ns()
-        reason = (int(CancelKind.LEASE_EXPIRED), "origin saw the lease lapse")
-        if (handle._policy.kind == "cancel" and handle._escalated and not handle.is_finished()
-                and handle._task is task):
-            # still inside cancel(timeout_s): keep asking; _cancel_timed_out decides when to stop
-            self.engine.cancel(task.rtid, reason, now)
-            return
-        if handle.is_finished() or handle._escalated and handle._policy.kind != "retry":
-            # the second lapse while waiting on the cancel's answer: give up on this attempt
-            task.handle = None
-            self.engine.forget(task.rtid)
-            self._handles.pop(task.rtid, None)
-            handle._settle(None, self._lease_error(task, "; the cancel was not answered either"),
-                           RemoteTaskState.LEASE_EXPIRED)
-            return
-        policy = handle._policy
-        handle._escalated = True
-        log.info("lease lapsed for %r; policy %s", handle, policy)
-        other = self._fallbacks.pop(task.rtid, None)
-        if other is not None:  # the same node went silent again within its window: move on
-            self._reattempt(handle, task, other, reason, now)
-            return
-        if policy.kind == "retry" and handle._retries_left > 0:
-            self._retry(handle, task, reason, now, same_node_first=True)
-            return
-        if policy.kind == "cancel":
-            handle._state = RemoteTaskState.LEASE_EXPIRED
-            self.engine.cancel(task.rtid, reason, now)
-            self._ensure_connector(self._links[task.node])
-            self._loop.call_later(policy.timeout_s, after_io, self._loop, self._cancel_timed_out, handle, task)
-            return
-        # fail (and retry with no attempts left)
-        handle._settle(None, self._lease_error(task), RemoteTaskState.LEASE_EXPIRED)
-        self.engine.cancel(task.rtid, reason, now)  # best effort: stop the work if the node is there
-
-    def _node_restarted(self, handle: RemoteHandle, task: OriginTask, kept_journal: bool) -> None:
-        """The node ``task`` was written to answered a reconnect as a new process:
-        apply the handle's policy now rather than let a transparent resend run the
-        task again there (see rsc.lease)."""
-        now = self.clock.now_ns()
-        policy = handle._policy
-        reason = (int(CancelKind.LEASE_EXPIRED), "the node restarted while the task was in flight")
-        log.info("node %s restarted under %r; policy %s, journal kept: %s", task.node, handle,
-                 policy, kept_journal)
-        if kept_journal and prefers_same_node(policy):
-            # it answers for the key from its journal: ask it again there
-            self._reattempt(handle, task, task.node, reason, now)
-        elif policy.kind == "retry" and handle._retries_left > 0:
-            handle._escalated = True
-            self._retry(handle, task, reason, now, same_node_first=False)
-        else:
-            handle._settle(None, LeaseExpired(
-                f"node {task.node!r} restarted while the task was in flight and "
-                f"{'has no record of it' if not kept_journal else 'policy ' + str(policy) + ' sends it nowhere'}"
-                f"; its outcome is lost (it may or may not have run)"), RemoteTaskState.LEASE_EXPIRED)
-            self.engine.cancel(task.rtid, reason, now)  # best effort, as for a lapse
-
-    def _retry(self, handle: RemoteHandle, task: OriginTask, reason: tuple, now: int,
-               same_node_first: bool) -> None:
-        """Spend one retry: the next of the policy's nodes (the same node if it
-        names none), or, with ``same_node_within_s`` and ``same_node_first``, the
-        same node until it has not accepted within that many seconds."""
-        policy = handle._policy
-        handle._retries_left -= 1
-        n_done = len(handle._earlier or ()) + 1
-        other = policy.nodes[(n_done - 1) % len(policy.nodes)] if policy.nodes else task.node
-        if same_node_first and policy.same_node_within_s is not None and other != task.node:
-            new = self._reattempt(handle, task, task.node, reason, now)
-            self._fallbacks[new.rtid] = other
-            self._loop.call_later(policy.same_node_within_s, after_io, self._loop,
-                                  self._same_node_timed_out, handle, new)
-        else:
-            self._reattempt(handle, task, other, reason, now)
-
-    def _same_node_timed_out(self, handle: RemoteHandle, task: OriginTask) -> None:
-        other = self._fallbacks.pop(task.rtid, None)
-        if other is None or handle.is_finished() or handle._task is not task or task.state is not _SPAWNED:
-            return  # accepted in time (or settled, or superseded, or lapsed and moved on)
-        reason = (int(CancelKind.LEASE_EXPIRED),
-                  f"node {task.node!r} did not accept the retry within {handle._policy.same_node_within_s} s")
-        self._reattempt(handle, task, other, reason, self.clock.now_ns())
-        self._pump()
-
-    def _reattempt(self, handle: RemoteHandle, task: OriginTask, node: str, reason: tuple,
-                   now: int) -> OriginTask:
-        """Supersede ``task`` with a new attempt of the same key on ``node``: the
-        old one is cancelled where reachable and its late result dropped."""
-        task.handle = None
-        self._handles.pop(task.rtid, None)
-        self.engine.cancel(task.rtid, reason, now)
-        new = OriginTask(next(self._ids), NodeId(node), task.computation, task.input,
-                         task.lease_ms, task.key, task.budget, task.deadline_ns, task.region,
-                         task.task, task.capability, handle)
+    def _supersede(self, handle: RemoteHandle, old: OriginTask, new: OriginTask) -> None:
+        """The engine made ``new`` a new attempt of ``old`` (escalation): move
+        the handle to it and open a connection to its node."""
+        log.info("lease escalation of %r under %s: a new attempt on node %s", handle,
+                 handle._policy, new.node)
+        old.handle = None
+        self._handles.pop(old.rtid, None)
         if handle._earlier is None:
             handle._earlier = []
-        handle._earlier.append((task.node, task.rtid))
+        handle._earlier.append((old.node, old.rtid))
         handle._task = new
-        handle._state = RemoteTaskState.PENDING
+        new.handle = handle
         self._handles[new.rtid] = handle
-        self.engine.spawn(new, now)
         self._ensure_connector(self._links[new.node])
-        return new
-
-    def _cancel_timed_out(self, handle: RemoteHandle, task: OriginTask) -> None:
-        if handle.is_finished() or handle._task is not task:
-            return
-        task.handle = None
-        self.engine.forget(task.rtid)
-        self._handles.pop(task.rtid, None)
-        handle._settle(None, self._lease_error(task, f"; no answer to the cancel within "
-                                                      f"{handle._policy.timeout_s} s"),
-                       RemoteTaskState.LEASE_EXPIRED)
-        self._pump()
 
     def _on_timer(self) -> None:
         self.engine.tick(self.clock.now_ns())

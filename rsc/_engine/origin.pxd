@@ -6,9 +6,9 @@ from rsc._engine.logical cimport LamportClock
 
 cdef class OriginTask:
     cdef public object rtid, node, computation, input, key, deadline_ns, budget, region, task
-    cdef public object capability, state, handle, cancel_reason
-    cdef public long long lease_ms
-    cdef public bint reported, sent
+    cdef public object capability, state, handle, cancel_reason, policy
+    cdef public long long lease_ms, lease_until
+    cdef public bint reported, sent, accepted
 
 cdef class _Link:
     cdef public object node, handshake, last_sent, instance, journal
@@ -18,12 +18,12 @@ cdef class _Link:
     cdef public long long ping_nonce, max_input
 
 cdef class OriginEngine:
-    cdef public object name, key, _entropy, _trace, deadline_hint
-    cdef public LeaseHeap _leases
+    cdef public object name, key, _entropy, _trace, deadline_hint, record, new_rtid
+    cdef public LeaseHeap _leases, _esc_due
     cdef public LamportClock clock
     cdef public list actions, events
-    cdef public dict _links, _tasks
-    cdef public long long dropped
+    cdef public dict _links, _tasks, _escalations
+    cdef public long long dropped, protocol_errors
 
     # the per-task path, called from C inside the module (and still from Python)
     cpdef _link(self, node)
@@ -33,6 +33,8 @@ cdef class OriginEngine:
     cpdef _send_spawn_msg(self, _Link link, OriginTask t, now)
     cpdef forget(self, rtid)
     cpdef _report(self, int ev, OriginTask task, detail)
+    cpdef _process(self, OriginTask task, int event)
+    cpdef _renew(self, OriginTask task, long long until, long long now)
     cpdef receive(self, node, msg, now)
     cpdef _on_ack(self, _Link link, msg, now)
     cpdef _on_renewal(self, _Link link, rtid, lease_ns, now)

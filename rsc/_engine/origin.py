@@ -7,18 +7,25 @@ queues for its driver:
 
 - ``self.actions``: ``(SEND, node, message)`` and ``(CLOSE, node, None)``;
 - ``self.events``: ``(EV_ACCEPTED | EV_REJECTED | EV_RESULT | EV_LEASE_EXPIRED, task, detail)``,
-  ``(EV_NODE_RESTARTED, task, kept_journal)``, plus ``(EV_STATUS, None, (node, stats))`` and
-  ``(EV_HANDSHAKE_FAILED, None, (node, code, message))``
+  ``(EV_NODE_RESTARTED, task, kept_journal)``, ``(EV_PROTOCOL_ERROR, task, RemoteProtocolError)``,
+  plus ``(EV_STATUS, None, (node, stats))`` and ``(EV_HANDSHAKE_FAILED, None, (node, code, message))``
 
 and exposes ``next_deadline()``; at or after it the driver calls ``tick(now)``.
-Per-task states follow ``states.ORIGIN_TRANSITIONS``.
+
+Every change of a task's state goes through one method, ``_process(task,
+event)``, which follows ``states.ORIGIN_TRANSITIONS``: an event that does not
+fit the task's state is dropped, counted (``protocol_errors``) and reported as
+EV_PROTOCOL_ERROR with a ``RemoteProtocolError``. Set ``record`` to a list to
+have every transition appended to it as ``(rtid, state, event, next state)``.
 
 Rules this engine keeps (PROTOCOL.md section 4, "Rules an origin keeps"):
 an unacknowledged or unfinished spawn is re-sent with the same idempotency key
 after every reconnect (a cancelled one as CANCEL then SPAWN, so the node
 answers it Cancelled without running it); a PING goes to every node with live
 tasks at least every third of the shortest lease; a task whose lease lapses
-with neither renewal nor result becomes LeaseExpired; a task written to a node
+with neither renewal nor result becomes LeaseExpired, and a renewal (or a
+first accept) that arrives after the deadline does not renew it: the task
+lapses then, whether or not the timer has fired yet; a task written to a node
 that then answers a reconnect as a new instance (WELCOME ``features["instance"]``
 changed) is not re-sent but reported EV_NODE_RESTARTED at once, its lease
 lapsed, with whether the node kept its journal (its driver applies the task's
@@ -49,27 +56,32 @@ from rsc._core.messages import (
     StatusReply,
     Welcome,
 )
+from rsc._engine.escalation import Cancel, EscEvent, EscState, Escalation, Forget, Reattempt, Settle
 from rsc._engine.handshake import OriginHandshake
 from rsc._engine.logical import LamportClock
-from rsc._engine.states import ORIGIN_TERMINAL, OriginEvent, OriginState, advance_origin, origin_after
-from rsc.errors import ProtocolError, UnexpectedMessage
+from rsc._engine.states import ORIGIN_TERMINAL, OriginEvent, OriginState, origin_after
+from rsc.errors import ProtocolError, RemoteProtocolError, UnexpectedMessage
 
 SEND, CLOSE = 0, 1
 _spawn_request = _envelope.spawn_request  # SpawnRequest(...) without a Python __init__ call
 _fields = _envelope.fields  # a message's fields as a tuple, in one call
 EV_ACCEPTED, EV_REJECTED, EV_RESULT, EV_LEASE_EXPIRED, EV_STATUS, EV_HANDSHAKE_FAILED = 0, 1, 2, 3, 4, 5
-EV_NODE_RESTARTED = 6
+EV_NODE_RESTARTED, EV_PROTOCOL_ERROR = 6, 7
+EV_SETTLE, EV_REATTEMPT, EV_WANT_LINK = 8, 9, 10
 MS = 1_000_000
 # What an origin assumes a node accepts before its WELCOME says (an input that
 # fits one frame at the default cap).
 DEFAULT_INPUT_LIMIT = DEFAULT_MAX_FRAME_BYTES - FRAME_OVERHEAD_BYTES
 
 
-# The transitions every task takes, as columns of states.ORIGIN_TRANSITIONS.
-_AFTER_SEND_SPAWN = origin_after(OriginEvent.SEND_SPAWN)
-_AFTER_ACK_ACCEPTED = origin_after(OriginEvent.ACK_ACCEPTED)
-_AFTER_ACK_REJECTED = origin_after(OriginEvent.ACK_REJECTED)
-_AFTER_RESULT = origin_after(OriginEvent.RESULT)
+# states.ORIGIN_TRANSITIONS as one tuple per event, indexed by state
+# (_AFTER[event][state]): what _process reads, without a dict lookup or an
+# Enum hash per task.
+_AFTER = tuple(origin_after(e) for e in OriginEvent)
+# Events as plain ints: module globals read on every task (see node.py)
+_SEND_SPAWN, _ACK_ACCEPTED, _ACK_REJECTED = int(OriginEvent.SEND_SPAWN), int(OriginEvent.ACK_ACCEPTED), int(OriginEvent.ACK_REJECTED)
+_RENEWAL, _RESULT, _SEND_CANCEL = int(OriginEvent.RENEWAL), int(OriginEvent.RESULT), int(OriginEvent.SEND_CANCEL)
+_LEASE_LAPSED, _NODE_RESTARTED, _REFUSE = int(OriginEvent.LEASE_LAPSED), int(OriginEvent.NODE_RESTARTED), int(OriginEvent.REFUSE)
 _SPAWNED = OriginState.SPAWNED
 _INIT = OriginState.INIT  # a module global, not an Enum class attribute read per task (node.py)
 
@@ -85,7 +97,7 @@ class OriginTask:
 
     __slots__ = ("rtid", "node", "computation", "input", "lease_ms", "key", "deadline_ns",
                  "budget", "region", "task", "capability", "state", "handle", "reported",
-                 "cancel_reason", "sent")
+                 "cancel_reason", "sent", "accepted", "policy", "lease_until")
 
     def __init__(self, rtid: int, node: str, computation: str, input: bytes, lease_ms: int,
                  key: bytes, budget: tuple | None, deadline_ns: int | None, region: int,
@@ -106,6 +118,11 @@ class OriginTask:
         self.reported = False
         self.cancel_reason: tuple | None = None
         self.sent = False  # written to a connection at least once (may have reached the node)
+        self.accepted = False  # the node accepted it (its first SPAWN_ACK said so)
+        self.lease_until = 0  # its lease's deadline (ns) while watched, as in the lease heap
+        # its lease escalation policy (rsc.lease); None: the engine only reports
+        # a lapse (EV_LEASE_EXPIRED) or a node restart (EV_NODE_RESTARTED)
+        self.policy: Any = None
 
     def __repr__(self) -> str:
         return f"OriginTask({self.node}/{self.rtid} {self.computation} {self.state.name})"
@@ -159,6 +176,15 @@ class OriginEngine:
         # (new leases and the pings they imply; rsc.transport.timer)
         self.deadline_hint: int | None = None
         self.dropped = 0
+        self.protocol_errors = 0  # events that did not fit their task's state (_process)
+        self.record: list[tuple[int, OriginState, int, OriginState]] | None = None
+        # lease escalation (rsc._engine.escalation): one record per remote task
+        # with a policy whose lease lapsed, keyed by its current attempt's id,
+        # and the records' deadlines (cancel timeouts, same-node windows)
+        self._escalations: dict[int, Escalation] = {}
+        self._esc_due = _lh.LeaseHeap()
+        # where new attempts' remote task ids come from (the driver's counter)
+        self.new_rtid: Callable[[], int] | None = None
 
     # ----------------------------------------------------------------- helpers
     def _link(self, node: str) -> _Link:
@@ -236,7 +262,7 @@ class OriginEngine:
             link.ready = False
             link.handshake = None
 
-    def _check_instance(self, link: _Link, features: Any) -> None:
+    def _check_instance(self, link: _Link, features: Any, now: int) -> None:
         """After a reconnect: if the node is a new instance, what was written to
         the old one is lost there (unless the node kept its journal), and a
         transparent resend would quietly run it again where it is, whatever the
@@ -252,9 +278,12 @@ class OriginEngine:
         for task in list(link.tasks.values()):
             st = task.state
             if task.sent and (st is OriginState.SPAWNED or st is OriginState.RUNNING):
-                task.state = OriginState.LEASE_EXPIRED
+                self._process(task, _NODE_RESTARTED)
                 self._leases.discard(task.rtid)
-                self.events.append((EV_NODE_RESTARTED, task, kept))
+                if task.policy is None:
+                    self.events.append((EV_NODE_RESTARTED, task, kept))
+                else:
+                    self._escalate(task, EscEvent.NODE_RESTARTED, kept, now)
 
     def _learn_limits(self, link: _Link, features: dict) -> None:
         """Take the node's limits from its WELCOME (an older node sends none)."""
@@ -269,6 +298,7 @@ class OriginEngine:
             if not task.sent and len(task.input) > link.max_input:
                 # spawned before the node's limits were known: refuse it here,
                 # as the node would, instead of sending a frame it cannot take
+                self._process(task, _REFUSE)
                 self.forget(task.rtid)
                 self._report(EV_REJECTED, task, (REJECT_INVALID_INPUT, input_too_large(
                     len(task.input), link.node, link.max_input)))
@@ -287,7 +317,8 @@ class OriginEngine:
         rtid = task.rtid
         if rtid in self._tasks:
             raise ValueError(f"remote task id {rtid} is already live")
-        task.state = _AFTER_SEND_SPAWN[task.state]  # type: ignore[assignment]
+        if self._process(task, _SEND_SPAWN) is None:
+            raise ValueError(f"{task!r} was already started")
         self._tasks[rtid] = task
         link = self._links.get(task.node)
         if link is None:
@@ -304,7 +335,8 @@ class OriginEngine:
             t.sent = True
             if not link.confirmed:
                 link.first_sends.append(t)
-            self._leases.add(t.rtid, now + t.lease_ms * MS)
+            t.lease_until = now + t.lease_ms * MS
+            self._leases.add(t.rtid, t.lease_until)
             self._note_deadline(now + t.lease_ms * MS // 3)  # the link's ping may now come sooner
         budget = t.budget
         if budget is not None and t.deadline_ns is not None:
@@ -323,21 +355,20 @@ class OriginEngine:
         task = self._tasks.get(rtid)
         if task is None:
             return False
-        nxt = advance_origin(task.state, OriginEvent.SEND_CANCEL)
-        if nxt is None:
+        was = task.state
+        if self._process(task, _SEND_CANCEL) is None:
             return False
-        if task.cancel_reason is None or task.state is OriginState.LEASE_EXPIRED:
+        if task.cancel_reason is None or was is OriginState.LEASE_EXPIRED:
             task.cancel_reason = task.cancel_reason or reason
-            if task.state is OriginState.LEASE_EXPIRED:
+            if was is OriginState.LEASE_EXPIRED:
                 # watch again: a node that never answers must not pin the task forever
-                self._leases.add(rtid, now + task.lease_ms * MS)
-                self._note_deadline(now + task.lease_ms * MS)
-            task.state = nxt
+                task.lease_until = now + task.lease_ms * MS
+                self._leases.add(rtid, task.lease_until)
+                self._note_deadline(task.lease_until)
             link = self._links[task.node]
             if link.ready:
                 self._send_cancel_msg(link, task, now)
             return True
-        task.state = nxt
         return False
 
     def forget(self, rtid: int) -> None:
@@ -353,6 +384,102 @@ class OriginEngine:
         else:
             del link.lease_counts[task.lease_ms]
         self._leases.discard(rtid)
+        if self._escalations:
+            if self._escalations.pop(rtid, None) is not None:
+                self._esc_due.discard(rtid)
+
+    def _process(self, task: OriginTask, event: int) -> OriginState | None:
+        """The one place a task's state changes: apply ``event`` (an
+        ``OriginEvent``) as ``states.ORIGIN_TRANSITIONS`` says and return the
+        new state. An event that does not fit leaves the state as it is,
+        returns None and is reported (``_misfit``)."""
+        state = task.state
+        nxt = _AFTER[event][state]
+        if nxt is None:
+            self._misfit(task, event)
+            return None
+        task.state = nxt
+        if self.record is not None:
+            self.record.append((task.rtid, state, event, nxt))
+        return nxt
+
+    def _misfit(self, task: OriginTask, event: int) -> None:
+        """An event that does not fit its task's state: dropped, counted, traced
+        and reported to the driver as a RemoteProtocolError (PROTOCOL.md section 9)."""
+        state, ev = OriginState(task.state).name, OriginEvent(event).name
+        err = RemoteProtocolError(f"origin table has no transition ({state}, {ev})", task.node,
+                                  task.rtid, state, ev)
+        self.protocol_errors += 1
+        self._drop(f"{ev} does not fit", task=repr(task), rule=err.rule)
+        self.events.append((EV_PROTOCOL_ERROR, task, err))
+
+    def _lapse(self, task: OriginTask, now: int) -> None:
+        """The task's lease lapsed (its deadline passed with neither renewal nor
+        result): LEASE_LAPSED, then its policy's escalation (or EV_LEASE_EXPIRED
+        for a task without a policy)."""
+        if self._process(task, _LEASE_LAPSED) is None:
+            return
+        self._leases.discard(task.rtid)
+        self._trace_event("lease_expired", task=repr(task))
+        if task.policy is None:
+            self.events.append((EV_LEASE_EXPIRED, task, None))
+        else:
+            self._escalate(task, EscEvent.LAPSED, None, now)
+
+    # -------------------------------------------------------------- escalation
+    def escalation_state(self, rtid: int) -> EscState | None:
+        """Where the escalation of the task whose current attempt is ``rtid``
+        stands, or None if its lease never lapsed."""
+        esc = self._escalations.get(rtid)
+        return None if esc is None else esc.state
+
+    def _escalate(self, task: OriginTask, event: EscEvent, detail: Any, now: int) -> None:
+        """Run the task's escalation machine on ``event`` and apply its decisions."""
+        esc = self._escalations.get(task.rtid)
+        if esc is None:
+            esc = self._escalations[task.rtid] = Escalation(task.policy)
+        self._trace_event("escalate", task=repr(task), on=event.name, policy=str(task.policy))
+        if event is EscEvent.LAPSED:
+            decisions = esc.on_lapsed(task.node, task.lease_ms, now)
+        elif event is EscEvent.NODE_RESTARTED:
+            decisions = esc.on_node_restarted(task.node, detail, now)
+        else:
+            decisions = esc.on_deadline(task.node, task.lease_ms, task.state is not _SPAWNED)
+        self._apply(esc, task, decisions, now)
+
+    def _apply(self, esc: Escalation, task: OriginTask, decisions: list, now: int) -> None:
+        rtid = task.rtid
+        for d in decisions:
+            if isinstance(d, Settle):
+                self.events.append((EV_SETTLE, task, d.message))
+            elif isinstance(d, Cancel):
+                if self.cancel(rtid, d.reason, now):
+                    self.events.append((EV_WANT_LINK, task, task.node))
+            elif isinstance(d, Forget):
+                self.forget(rtid)
+            elif isinstance(d, Reattempt):
+                rtid = self._reattempt(esc, task, d, now)
+        self._esc_due.discard(rtid)
+        if esc.deadline is not None and rtid in self._escalations:
+            self._esc_due.add(rtid, esc.deadline)
+            self._note_deadline(esc.deadline)
+
+    def _reattempt(self, esc: Escalation, task: OriginTask, d: Reattempt, now: int) -> int:
+        """Supersede ``task`` with a new attempt of the same key on ``d.node``:
+        the old one is cancelled where reachable (a later lapse or result of it
+        is reported with no policy) and the escalation record moves to the new one."""
+        assert self.new_rtid is not None, "an engine that escalates needs new_rtid"
+        new = OriginTask(self.new_rtid(), d.node, task.computation, task.input, task.lease_ms,
+                         task.key, task.budget, task.deadline_ns, task.region, task.task,
+                         task.capability, task.handle)
+        new.policy, task.policy = task.policy, None
+        self._escalations[new.rtid] = self._escalations.pop(task.rtid)
+        self._esc_due.discard(task.rtid)
+        if self.cancel(task.rtid, d.reason, now):
+            self.events.append((EV_WANT_LINK, task, task.node))
+        self.spawn(new, now)
+        self.events.append((EV_REATTEMPT, task, new))
+        return new.rtid
 
     def _report(self, ev: int, task: OriginTask, detail: Any) -> None:
         if task.reported:
@@ -377,7 +504,7 @@ class OriginEngine:
                     link.ready = True
                     self._learn_limits(link, msg.features)
                     self._trace_event("handshake", node=node)
-                    self._check_instance(link, msg.features)
+                    self._check_instance(link, msg.features, now)
                     self._resend_all(link, now)
                 elif kind is Error:
                     self._on_peer_error(link, msg, now)
@@ -448,17 +575,16 @@ class OriginEngine:
             return self._drop_unknown(link, rtid, "SPAWN_ACK")
         accepted = status == ACK_ACCEPTED
         state = task.state
-        nxt = (_AFTER_ACK_ACCEPTED if accepted else _AFTER_ACK_REJECTED)[state]
-        if nxt is None:
-            return self._drop("SPAWN_ACK does not fit", task=repr(task))
-        task.state = nxt
+        if self._process(task, _ACK_ACCEPTED if accepted else _ACK_REJECTED) is None:
+            return
         if accepted:
             if state is _SPAWNED:  # the first accept
+                task.accepted = True
+                self.events.append((EV_ACCEPTED, task, None))
                 # Only the first accept renews: the answer to a resend after a
                 # reconnect does not, so reconnects that make no progress cannot
                 # keep a lease alive (LEASE_RENEWAL batches renew a running task).
-                self._leases.renew(task.rtid, now + task.lease_ms * MS)
-                self.events.append((EV_ACCEPTED, task, None))
+                self._renew(task, now + task.lease_ms * MS, now)
         else:
             self.forget(task.rtid)
             self._report(EV_REJECTED, task, (reject_code, reject_detail))
@@ -467,19 +593,27 @@ class OriginEngine:
         task = link.tasks.get(rtid)
         if task is None:
             return  # renewals racing a result are normal; nothing to trace
-        if advance_origin(task.state, OriginEvent.RENEWAL) is None:
-            return self._drop("renewal does not fit", task=repr(task))
-        self._leases.renew(rtid, now + lease_ns)
+        if self._process(task, _RENEWAL) is None:
+            return
+        self._renew(task, now + lease_ns, now)
+
+    def _renew(self, task: OriginTask, until: int, now: int) -> None:
+        """Move the task's lease deadline to ``until``, unless it has passed
+        already: a lease is not revived after its deadline, whether or not the
+        timer has fired since (the task lapses now instead)."""
+        if now > task.lease_until:  # the deadline the lease heap holds for it
+            self._lapse(task, now)
+        else:
+            task.lease_until = until
+            self._leases.renew(task.rtid, until)
 
     def _on_result(self, link: _Link, msg: ResultDelivery, now: int) -> None:
         rtid, kind, payload, exec_ns = _fields(msg)  # one call, not four lookups
         task = link.tasks.get(rtid)
         if task is None:
             return self._drop_unknown(link, rtid, "RESULT_DELIVERY")
-        nxt = _AFTER_RESULT[task.state]
-        if nxt is None:
-            return self._drop("RESULT_DELIVERY does not fit", task=repr(task))
-        task.state = nxt
+        if self._process(task, _RESULT) is None:
+            return
         self.forget(task.rtid)
         self._report(EV_RESULT, task, (kind, payload, exec_ns))
 
@@ -490,6 +624,9 @@ class OriginEngine:
 
     def next_deadline(self) -> int | None:
         d = self._leases.next_deadline()
+        e = self._esc_due.next_deadline()
+        if e is not None and (d is None or e < d):
+            d = e
         for link in self._links.values():
             if link.ready and link.lease_counts:
                 due = link.last_sent + min(link.lease_counts) * MS // 3
@@ -499,13 +636,11 @@ class OriginEngine:
 
     def tick(self, now: int) -> None:
         for rtid in self._leases.pop_expired(now):
-            task = self._tasks[rtid]
-            nxt = advance_origin(task.state, OriginEvent.LEASE_LAPSED)
-            if nxt is None:
-                continue
-            task.state = nxt
-            self._trace_event("lease_expired", task=repr(task))
-            self.events.append((EV_LEASE_EXPIRED, task, None))
+            self._lapse(self._tasks[rtid], now)
+        for rtid in self._esc_due.pop_expired(now):
+            task = self._tasks.get(rtid)
+            if task is not None and rtid in self._escalations:
+                self._escalate(task, EscEvent.DEADLINE, None, now)
         for link in self._links.values():
             if link.ready and link.lease_counts:
                 if now >= link.last_sent + min(link.lease_counts) * MS // 3:

@@ -5,15 +5,19 @@ This file owns them: nothing else decides which state follows which.
 Rules the tables keep:
 
 1. A transition is ``(state, event) -> next state``. A pair that is not in the
-   table does not fit: ``advance`` returns ``None`` and the caller traces the
-   event and drops it. State never changes on a dropped event.
+   table does not fit: ``advance`` returns ``None``; the origin engine's one
+   transition path (``OriginEngine._process``) then drops the event and
+   reports a ``RemoteProtocolError``. State never changes on a dropped event.
 2. Terminal states (origin: COMPLETED, REJECTED; node: COMPLETED, REJECTED)
    have no outgoing transition except the node's COMPLETED self-loops, which
    re-send a finished task's result on a CANCEL or a duplicate SPAWN.
 3. The origin table matches PROTOCOL.md section 4 plus two edges the protocol
    implies: a lease can lapse while a spawn is unacknowledged (SPAWNED), and a
    RESULT can arrive before its ACK is read (SPAWNED -> COMPLETED) once the
-   ACK was written by the node first but reordered in our own queues.
+   ACK was written by the node first but reordered in our own queues. Two
+   origin-only events: NODE_RESTARTED (a reconnect found a new node process;
+   what was written to the old one lapses at once) and REFUSE (an unsent
+   spawn whose input the node's WELCOME says it cannot take is rejected here).
 4. The node table is PROTOCOL.md's diagram, with TOMBSTONED for a cancel that
    arrived before its spawn.
 """
@@ -41,6 +45,8 @@ class OriginEvent(enum.IntEnum):
     RESULT = 4
     SEND_CANCEL = 5
     LEASE_LAPSED = 6
+    NODE_RESTARTED = 7  # the node answered a reconnect as a new process
+    REFUSE = 8  # the origin refuses an unsent spawn the node could not take
 
 
 class NodeState(enum.IntEnum):
@@ -75,12 +81,15 @@ ORIGIN_TRANSITIONS: dict[tuple[OriginState, OriginEvent], OriginState] = {
     (O.SPAWNED, OE.RESULT): O.COMPLETED,
     (O.SPAWNED, OE.SEND_CANCEL): O.CANCEL_SENT,
     (O.SPAWNED, OE.LEASE_LAPSED): O.LEASE_EXPIRED,
+    (O.SPAWNED, OE.NODE_RESTARTED): O.LEASE_EXPIRED,
+    (O.SPAWNED, OE.REFUSE): O.REJECTED,
     (O.RUNNING, OE.SEND_SPAWN): O.RUNNING,  # resend after a reconnect: the node dedups
     (O.RUNNING, OE.ACK_ACCEPTED): O.RUNNING,  # ack of a resend
     (O.RUNNING, OE.RENEWAL): O.RUNNING,
     (O.RUNNING, OE.RESULT): O.COMPLETED,
     (O.RUNNING, OE.SEND_CANCEL): O.CANCEL_SENT,
     (O.RUNNING, OE.LEASE_LAPSED): O.LEASE_EXPIRED,
+    (O.RUNNING, OE.NODE_RESTARTED): O.LEASE_EXPIRED,
     (O.CANCEL_SENT, OE.ACK_ACCEPTED): O.CANCEL_SENT,
     (O.CANCEL_SENT, OE.ACK_REJECTED): O.REJECTED,
     (O.CANCEL_SENT, OE.RENEWAL): O.CANCEL_SENT,
