@@ -58,47 +58,24 @@ from __future__ import annotations
 
 import reprlib
 from collections.abc import Iterable
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 import msgpack
 
+from rsc._core import schema
 from rsc._core.messages import (
-    AUTH,
-    CANCEL_REQUEST,
     DEFAULT_MAX_FRAME_BYTES,
-    ERROR,
-    HELLO,
-    LEASE_RENEWAL,
-    LEASE_RENEWAL_BATCH,
     MAX_NODE_ID_BYTES,
     MAX_VECTOR_CLOCK_ENTRIES,
+    MESSAGE_CLASSES,
     OUTCOME_CANCELLED,
     OUTCOME_PANICKED,
     OUTCOME_SUCCESS,
-    PING,
-    PONG,
     PROTOCOL_VERSION,
-    RESULT_DELIVERY,
-    SPAWN_ACK,
-    SPAWN_REQUEST,
-    STATUS_REPLY,
-    STATUS_REQUEST,
-    WELCOME,
-    Auth,
-    CancelRequest,
-    Error,
-    Hello,
-    LeaseRenewal,
-    LeaseRenewalBatch,
     Message,
-    Ping,
-    Pong,
     ResultDelivery,
     SpawnAck,
     SpawnRequest,
-    StatusReply,
-    StatusRequest,
-    Welcome,
 )
 from rsc.errors import (
     FrameTooLarge,
@@ -328,115 +305,65 @@ def _e_uint_list(value: Any, field: str) -> list[int]:
     return [_e_uint(item, f"{field}[{index}]") for index, item in enumerate(value)]
 
 
-def _w_hello(m: Hello) -> list:
-    return [_e_version(m.protocol_version, "Hello.protocol_version"),
-            _e_str(m.role, "Hello.role"),
-            _e_bin_sized(m.nonce, "Hello.nonce", NONCE_BYTES),
-            _e_str_map(m.features, "Hello.features")]
+def _e_bin32(value: Any, field: str) -> Any:
+    return _e_bin_sized(value, field, NONCE_BYTES)  # = PROOF_BYTES
 
 
-def _w_welcome(m: Welcome) -> list:
-    return [_e_version(m.protocol_version, "Welcome.protocol_version"),
-            _e_bin_sized(m.nonce, "Welcome.nonce", NONCE_BYTES),
-            _e_bin_sized_or_nil(m.proof, "Welcome.proof", PROOF_BYTES),
-            _e_str_map(m.features, "Welcome.features")]
+def _e_bin32_or_nil(value: Any, field: str) -> Any:
+    return None if value is None else _e_bin_sized(value, field, PROOF_BYTES)
 
 
-def _w_auth(m: Auth) -> list:
-    return [_e_bin_sized_or_nil(m.proof, "Auth.proof", PROOF_BYTES)]
+def _e_upto(maximum: int) -> Callable[[Any, str], int]:
+    def check(value: Any, field: str) -> int:
+        return _e_uint_max(value, field, maximum)
+    return check
 
 
-def _w_error(m: Error) -> list:
-    return [_e_uint(m.code, "Error.code"), _e_str(m.message, "Error.message")]
-
-
-def _w_spawn_request(m: SpawnRequest) -> list:
-    return [_e_uint(m.remote_task_id, "SpawnRequest.remote_task_id"),
-            _e_str(m.computation, "SpawnRequest.computation"),
-            _e_bin(m.input, "SpawnRequest.input"),
-            _e_uint(m.lease_ms, "SpawnRequest.lease_ms"),
-            _e_bin(m.idempotency_key, "SpawnRequest.idempotency_key"),
-            _e_budget(m.budget, "SpawnRequest.budget"),
-            _e_str(m.origin_node, "SpawnRequest.origin_node"),
-            _e_uint(m.origin_region, "SpawnRequest.origin_region"),
-            _e_uint(m.origin_task, "SpawnRequest.origin_task"),
-            _e_bin_or_nil(m.capability, "SpawnRequest.capability")]
-
-
-def _w_spawn_ack(m: SpawnAck) -> list:
-    return [_e_uint(m.remote_task_id, "SpawnAck.remote_task_id"),
-            _e_uint_max(m.status, "SpawnAck.status", 1),
-            _e_uint(m.reject_code, "SpawnAck.reject_code"),
-            _e_str(m.reject_detail, "SpawnAck.reject_detail"),
-            _e_str(m.assigned_node, "SpawnAck.assigned_node")]
-
-
-def _w_cancel_request(m: CancelRequest) -> list:
-    return [_e_uint(m.remote_task_id, "CancelRequest.remote_task_id"),
-            _e_reason(m.reason, "CancelRequest.reason"),
-            _e_str(m.origin_node, "CancelRequest.origin_node")]
-
-
-def _w_result_delivery(m: ResultDelivery) -> list:
-    outcome = _e_uint_max(m.outcome_kind, "ResultDelivery.outcome_kind", OUTCOME_PANICKED)
+def _e_payload(value: Any, field: str, outcome: int) -> Any:
+    """A RESULT_DELIVERY payload; its type is picked by the outcome before it."""
     if outcome == OUTCOME_SUCCESS:
-        payload = _e_bin(m.payload, "ResultDelivery.payload")
-    elif outcome == OUTCOME_CANCELLED:
-        payload = _e_reason(m.payload, "ResultDelivery.payload")
-    else:
-        payload = _e_str(m.payload, "ResultDelivery.payload")
-    return [_e_uint(m.remote_task_id, "ResultDelivery.remote_task_id"), outcome, payload,
-            _e_uint(m.execution_time_ns, "ResultDelivery.execution_time_ns")]
+        return _e_bin(value, field)
+    if outcome == OUTCOME_CANCELLED:
+        return _e_reason(value, field)
+    return _e_str(value, field)
 
 
-def _w_lease_renewal(m: LeaseRenewal) -> list:
-    return [_e_uint(m.remote_task_id, "LeaseRenewal.remote_task_id"),
-            _e_uint(m.new_lease_ms, "LeaseRenewal.new_lease_ms"),
-            _e_uint_max(m.current_state, "LeaseRenewal.current_state", MAX_TASK_STATE),
-            _e_str(m.node, "LeaseRenewal.node")]
-
-
-def _w_lease_renewal_batch(m: LeaseRenewalBatch) -> list:
-    return [_e_uint(m.new_lease_ms, "LeaseRenewalBatch.new_lease_ms"),
-            _e_str(m.node, "LeaseRenewalBatch.node"),
-            _e_uint_list(m.remote_task_ids, "LeaseRenewalBatch.remote_task_ids")]
-
-
-def _w_ping(m: Ping) -> list:
-    return [_e_uint(m.nonce, "Ping.nonce")]
-
-
-def _w_pong(m: Pong) -> list:
-    return [_e_uint(m.nonce, "Pong.nonce")]
-
-
-def _w_status_request(m: StatusRequest) -> list:
-    return []
-
-
-def _w_status_reply(m: StatusReply) -> list:
-    return [_e_str_map(m.stats, "StatusReply.stats")]
-
-
-_WRITERS: dict[type, tuple[int, Callable[[Any], list]]] = {
-    Hello: (HELLO, _w_hello),
-    Welcome: (WELCOME, _w_welcome),
-    Auth: (AUTH, _w_auth),
-    Error: (ERROR, _w_error),
-    SpawnRequest: (SPAWN_REQUEST, _w_spawn_request),
-    SpawnAck: (SPAWN_ACK, _w_spawn_ack),
-    CancelRequest: (CANCEL_REQUEST, _w_cancel_request),
-    ResultDelivery: (RESULT_DELIVERY, _w_result_delivery),
-    LeaseRenewal: (LEASE_RENEWAL, _w_lease_renewal),
-    LeaseRenewalBatch: (LEASE_RENEWAL_BATCH, _w_lease_renewal_batch),
-    Ping: (PING, _w_ping),
-    Pong: (PONG, _w_pong),
-    StatusRequest: (STATUS_REQUEST, _w_status_request),
-    StatusReply: (STATUS_REPLY, _w_status_reply),
+# Field type code -> its check (value, "Class.field") -> the value to pack.
+_ENCODERS: dict[str, Callable[..., Any]] = {
+    schema.UINT: _e_uint,
+    schema.STR: _e_str,
+    schema.BIN: _e_bin,
+    schema.BIN_OR_NIL: _e_bin_or_nil,
+    schema.BIN32: _e_bin32,
+    schema.BIN32_OR_NIL: _e_bin32_or_nil,
+    schema.BUDGET: _e_budget,
+    schema.REASON: _e_reason,
+    schema.STATUS: _e_upto(1),
+    schema.STATE: _e_upto(MAX_TASK_STATE),
+    schema.OUTCOME: _e_upto(OUTCOME_PANICKED),
+    schema.PAYLOAD: _e_payload,
+    schema.VERSION: _e_version,
+    schema.STR_MAP: _e_str_map,
+    schema.UINT_LIST: _e_uint_list,
 }
 
 
-def _writer_for(msg: object) -> tuple[int, Callable[[Any], list]]:
+class _Writer(NamedTuple):
+    """How to write one kind: ``fields`` holds ``(attribute, check, label)``."""
+
+    kind: int
+    class_name: str
+    fields: tuple[tuple[str, Callable[..., Any], str], ...]
+
+
+_WRITERS: dict[type, _Writer] = {
+    MESSAGE_CLASSES[spec.kind]: _Writer(spec.kind, spec.class_name, tuple(
+        (name, _ENCODERS[code], f"{spec.class_name}.{name}") for name, code in spec.fields))
+    for spec in schema.MESSAGES
+}
+
+
+def _writer_for(msg: object) -> _Writer:
     entry = _WRITERS.get(type(msg))
     if entry is None:
         for base in type(msg).__mro__[1:]:
@@ -450,15 +377,19 @@ def _writer_for(msg: object) -> tuple[int, Callable[[Any], list]]:
 
 
 def _to_wire(msg: Message) -> list:
-    kind, write = _writer_for(msg)
-    name = type(msg).__name__
+    writer = _writer_for(msg)
+    name = writer.class_name
     try:
-        sender = _e_node_id(msg.sender, f"{name}.sender")
-        sender_time = _e_time(msg.sender_time, f"{name}.sender_time")
-        fields = write(msg)
+        wire = [writer.kind, _e_node_id(msg.sender, f"{name}.sender"),
+                _e_time(msg.sender_time, f"{name}.sender_time")]
+        for attr, check, label in writer.fields:
+            if check is _e_payload:
+                wire.append(_e_payload(getattr(msg, attr), label, wire[-1]))
+            else:
+                wire.append(check(getattr(msg, attr), label))
     except AttributeError as exc:
         raise InvalidArgument(f"{name}.{exc.name} is not set") from None
-    return [kind, sender, sender_time, *fields]
+    return wire
 
 
 def encode(msg: Message) -> bytes:
@@ -711,164 +642,109 @@ def _d_version(body: _Body | list, name: str) -> int:
     return version
 
 
-def _r_hello(body: _Body | list, sender: str, time: Any) -> Hello:
-    version = _d_version(body, "HELLO")
-    _need(body, 7, "HELLO")
-    msg = Hello(sender, time, version, _d_str(body[4], "HELLO role"),
-                _d_bin_sized(body[5], "HELLO nonce", NONCE_BYTES),
-                _d_str_map(body[6], "HELLO features"))
-    _d_extras(body, 7, "HELLO", 2)
-    return msg
+def _d_bin32(value: Any, what: str) -> bytes:
+    return _d_bin_sized(value, what, NONCE_BYTES)  # = PROOF_BYTES
 
 
-def _r_welcome(body: _Body | list, sender: str, time: Any) -> Welcome:
-    version = _d_version(body, "WELCOME")
-    _need(body, 7, "WELCOME")
-    msg = Welcome(sender, time, version, _d_bin_sized(body[4], "WELCOME nonce", NONCE_BYTES),
-                  _d_bin_sized_or_nil(body[5], "WELCOME proof", PROOF_BYTES),
-                  _d_str_map(body[6], "WELCOME features"))
-    _d_extras(body, 7, "WELCOME", 2)
-    return msg
+def _d_bin32_or_nil(value: Any, what: str) -> bytes | None:
+    return _d_bin_sized_or_nil(value, what, PROOF_BYTES)
 
 
-def _r_auth(body: _Body | list, sender: str, time: Any) -> Auth:
-    _need(body, 4, "AUTH")
-    msg = Auth(sender, time, _d_bin_sized_or_nil(body[3], "AUTH proof", PROOF_BYTES))
-    _d_extras(body, 4, "AUTH", 2)
-    return msg
+def _d_upto(maximum: int) -> Callable[[Any, str], int]:
+    def check(value: Any, what: str) -> int:
+        if type(value) is int and 0 <= value <= maximum:
+            return value
+        raise _malformed(what, f"uint 0..{maximum}", value)
+    return check
 
 
-def _r_error(body: _Body | list, sender: str, time: Any) -> Error:
-    _need(body, 5, "ERROR")
-    msg = Error(sender, time, _d_uint(body[3], "ERROR code"), _d_str(body[4], "ERROR message"))
-    _d_extras(body, 5, "ERROR", 2)
-    return msg
-
-
-def _r_spawn_request(body: _Body | list, sender: str, time: Any) -> SpawnRequest:
-    _need(body, 13, "SPAWN_REQUEST")
-    msg = SpawnRequest(
-        sender, time,
-        _d_uint(body[3], "SPAWN_REQUEST remote_task_id"),
-        _d_str(body[4], "SPAWN_REQUEST computation"),
-        _d_bin(body[5], "SPAWN_REQUEST input"),
-        _d_uint(body[6], "SPAWN_REQUEST lease_ms"),
-        _d_bin(body[7], "SPAWN_REQUEST idempotency_key"),
-        _d_budget(body[8], "SPAWN_REQUEST budget"),
-        _d_str(body[9], "SPAWN_REQUEST origin_node"),
-        _d_uint(body[10], "SPAWN_REQUEST origin_region"),
-        _d_uint(body[11], "SPAWN_REQUEST origin_task"),
-        _d_bin_or_nil(body[12], "SPAWN_REQUEST capability"))
-    _d_extras(body, 13, "SPAWN_REQUEST", 2)
-    return msg
-
-
-def _r_spawn_ack(body: _Body | list, sender: str, time: Any) -> SpawnAck:
-    _need(body, 8, "SPAWN_ACK")
-    msg = SpawnAck(sender, time,
-                   _d_uint(body[3], "SPAWN_ACK remote_task_id"),
-                   _d_uint_max(body[4], "SPAWN_ACK status", 1),
-                   _d_uint(body[5], "SPAWN_ACK reject_code"),
-                   _d_str(body[6], "SPAWN_ACK reject_detail"),
-                   _d_str(body[7], "SPAWN_ACK assigned_node"))
-    _d_extras(body, 8, "SPAWN_ACK", 2)
-    return msg
-
-
-def _r_cancel_request(body: _Body | list, sender: str, time: Any) -> CancelRequest:
-    _need(body, 6, "CANCEL_REQUEST")
-    msg = CancelRequest(sender, time,
-                        _d_uint(body[3], "CANCEL_REQUEST remote_task_id"),
-                        _d_reason(body[4], "CANCEL_REQUEST reason"),
-                        _d_str(body[5], "CANCEL_REQUEST origin_node"))
-    _d_extras(body, 6, "CANCEL_REQUEST", 2)
-    return msg
-
-
-def _r_result_delivery(body: _Body | list, sender: str, time: Any) -> ResultDelivery:
-    _need(body, 7, "RESULT_DELIVERY")
-    task_id = _d_uint(body[3], "RESULT_DELIVERY remote_task_id")
-    outcome = _d_uint_max(body[4], "RESULT_DELIVERY outcome_kind", OUTCOME_PANICKED)
-    payload: Any
+def _d_payload(value: Any, what: str, outcome: int) -> Any:
+    """A RESULT_DELIVERY payload; its type is picked by the outcome before it."""
     if outcome == OUTCOME_SUCCESS:
-        payload = _d_bin(body[5], "RESULT_DELIVERY payload")
-    elif outcome == OUTCOME_CANCELLED:
-        payload = _d_reason(body[5], "RESULT_DELIVERY payload")
-    else:
-        payload = _d_str(body[5], "RESULT_DELIVERY payload")
-    msg = ResultDelivery(sender, time, task_id, outcome, payload,
-                         _d_uint(body[6], "RESULT_DELIVERY execution_time_ns"))
-    _d_extras(body, 7, "RESULT_DELIVERY", 2)
-    return msg
+        return _d_bin(value, what)
+    if outcome == OUTCOME_CANCELLED:
+        return _d_reason(value, what)
+    return _d_str(value, what)
 
 
-def _r_lease_renewal(body: _Body | list, sender: str, time: Any) -> LeaseRenewal:
-    _need(body, 7, "LEASE_RENEWAL")
-    msg = LeaseRenewal(sender, time,
-                       _d_uint(body[3], "LEASE_RENEWAL remote_task_id"),
-                       _d_uint(body[4], "LEASE_RENEWAL new_lease_ms"),
-                       _d_uint_max(body[5], "LEASE_RENEWAL current_state", MAX_TASK_STATE),
-                       _d_str(body[6], "LEASE_RENEWAL node"))
-    _d_extras(body, 7, "LEASE_RENEWAL", 2)
-    return msg
+def _d_uint_list(value: Any, what: str) -> list:
+    if type(value) is not list:
+        raise _malformed(what, "array of uint", value)
+    for item in value:
+        _d_uint(item, what + " item")
+    return value
 
 
-def _r_lease_renewal_batch(body: _Body | list, sender: str, time: Any) -> LeaseRenewalBatch:
-    _need(body, 6, "LEASE_RENEWAL_BATCH")
-    lease_ms = _d_uint(body[3], "LEASE_RENEWAL_BATCH new_lease_ms")
-    node = _d_str(body[4], "LEASE_RENEWAL_BATCH node")
-    ids = body[5]
-    if type(ids) is not list:
-        raise _malformed("LEASE_RENEWAL_BATCH remote_task_ids", "array of uint", ids)
-    for task_id in ids:
-        _d_uint(task_id, "LEASE_RENEWAL_BATCH remote_task_ids item")
-    msg = LeaseRenewalBatch(sender, time, lease_ms, node, ids)
-    _d_extras(body, 6, "LEASE_RENEWAL_BATCH", 2)
-    return msg
+def _d_unused(value: Any, what: str) -> Any:
+    raise AssertionError("a version field is read by _d_version")  # pragma: no cover
 
 
-def _r_ping(body: _Body | list, sender: str, time: Any) -> Ping:
-    _need(body, 4, "PING")
-    msg = Ping(sender, time, _d_uint(body[3], "PING nonce"))
-    _d_extras(body, 4, "PING", 2)
-    return msg
-
-
-def _r_pong(body: _Body | list, sender: str, time: Any) -> Pong:
-    _need(body, 4, "PONG")
-    msg = Pong(sender, time, _d_uint(body[3], "PONG nonce"))
-    _d_extras(body, 4, "PONG", 2)
-    return msg
-
-
-def _r_status_request(body: _Body | list, sender: str, time: Any) -> StatusRequest:
-    _d_extras(body, 3, "STATUS_REQUEST", 2)
-    return StatusRequest(sender, time)
-
-
-def _r_status_reply(body: _Body | list, sender: str, time: Any) -> StatusReply:
-    _need(body, 4, "STATUS_REPLY")
-    msg = StatusReply(sender, time, _d_str_map(body[3], "STATUS_REPLY stats"))
-    _d_extras(body, 4, "STATUS_REPLY", 2)
-    return msg
-
-
-_READERS: dict[int, Callable[[Any, str, Any], Message]] = {
-    HELLO: _r_hello,
-    WELCOME: _r_welcome,
-    AUTH: _r_auth,
-    ERROR: _r_error,
-    SPAWN_REQUEST: _r_spawn_request,
-    SPAWN_ACK: _r_spawn_ack,
-    CANCEL_REQUEST: _r_cancel_request,
-    RESULT_DELIVERY: _r_result_delivery,
-    LEASE_RENEWAL: _r_lease_renewal,
-    LEASE_RENEWAL_BATCH: _r_lease_renewal_batch,
-    PING: _r_ping,
-    PONG: _r_pong,
-    STATUS_REQUEST: _r_status_request,
-    STATUS_REPLY: _r_status_reply,
+# Field type code -> its check (value, "WIRE_NAME field") -> the value kept.
+_DECODERS: dict[str, Callable[..., Any]] = {
+    schema.UINT: _d_uint,
+    schema.STR: _d_str,
+    schema.BIN: _d_bin,
+    schema.BIN_OR_NIL: _d_bin_or_nil,
+    schema.BIN32: _d_bin32,
+    schema.BIN32_OR_NIL: _d_bin32_or_nil,
+    schema.BUDGET: _d_budget,
+    schema.REASON: _d_reason,
+    schema.STATUS: _d_upto(1),
+    schema.STATE: _d_upto(MAX_TASK_STATE),
+    schema.OUTCOME: _d_upto(OUTCOME_PANICKED),
+    schema.PAYLOAD: _d_payload,
+    schema.VERSION: _d_unused,
+    schema.STR_MAP: _d_str_map,
+    schema.UINT_LIST: _d_uint_list,
 }
+
+# What each field type may be when a walked body builds it (see _Body): a
+# payload may be a cancel reason, so it is shaped as one.
+_FIELD_SHAPES: dict[str, tuple[int, bool]] = {
+    schema.BUDGET: (4, False),
+    schema.REASON: (2, False),
+    schema.PAYLOAD: (2, False),
+    schema.STR_MAP: (0, True),
+    schema.UINT_LIST: (-1, False),
+}
+
+
+class _Reader(NamedTuple):
+    """How to read one kind: ``fields`` holds ``(element index, check, what)``
+    for the fields after the envelope (after the version, if it has one)."""
+
+    cls: type
+    name: str
+    count: int
+    versioned: bool
+    fields: tuple[tuple[int, Callable[..., Any], str], ...]
+    shapes: tuple[tuple[int, bool], ...]
+
+
+def _reader(spec: schema.MessageSpec) -> _Reader:
+    versioned = bool(spec.fields) and spec.fields[0][1] == schema.VERSION
+    return _Reader(
+        MESSAGE_CLASSES[spec.kind], spec.wire_name, 3 + len(spec.fields), versioned,
+        tuple((index + 3, _DECODERS[code], f"{spec.wire_name} {name}")
+              for index, (name, code) in enumerate(spec.fields)
+              if not (versioned and index == 0)),
+        (_SCALAR, _SCALAR, _TIME) + tuple(_FIELD_SHAPES.get(code, _SCALAR)
+                                          for _name, code in spec.fields))
+
+
+def _read(reader: _Reader, body: _Body | list, sender: str, time: Any) -> Message:
+    values: list[Any] = [sender, time]
+    if reader.versioned:
+        values.append(_d_version(body, reader.name))
+    _need(body, reader.count, reader.name)
+    for index, check, what in reader.fields:
+        if check is _d_payload:
+            values.append(_d_payload(body[index], what, values[-1]))
+        else:
+            values.append(check(body[index], what))
+    msg = reader.cls(*values)
+    _d_extras(body, reader.count, reader.name, 2)
+    return msg
 
 
 # The walk. A peer decides how many values a body holds, so the decoder must not
@@ -1043,29 +919,8 @@ def _build(data: Any, pos: int, end: int) -> Any:
 # the rest walked; (k, True) a map too.
 _SCALAR = (0, False)
 _TIME = (2, True)
-_BUDGET = (4, False)
-_REASON = (2, False)
-_STR_MAP = (0, True)
-_LIST = (-1, False)
 _ENVELOPE = (_SCALAR, _SCALAR, _TIME)
-_SHAPES: dict[int, tuple[tuple[int, bool], ...]] = {
-    kind: _ENVELOPE + fields for kind, fields in {
-        HELLO: (_SCALAR, _SCALAR, _SCALAR, _STR_MAP),
-        WELCOME: (_SCALAR, _SCALAR, _SCALAR, _STR_MAP),
-        AUTH: (_SCALAR,),
-        ERROR: (_SCALAR, _SCALAR),
-        SPAWN_REQUEST: (_SCALAR,) * 5 + (_BUDGET,) + (_SCALAR,) * 4,
-        SPAWN_ACK: (_SCALAR,) * 5,
-        CANCEL_REQUEST: (_SCALAR, _REASON, _SCALAR),
-        RESULT_DELIVERY: (_SCALAR, _SCALAR, _REASON, _SCALAR),  # a payload may be a reason
-        LEASE_RENEWAL: (_SCALAR,) * 4,
-        LEASE_RENEWAL_BATCH: (_SCALAR, _SCALAR, _LIST),
-        PING: (_SCALAR,),
-        PONG: (_SCALAR,),
-        STATUS_REQUEST: (),
-        STATUS_REPLY: (_STR_MAP,),
-    }.items()
-}
+_READERS: dict[int, _Reader] = {spec.kind: _reader(spec) for spec in schema.MESSAGES}
 
 
 class _Body:
@@ -1181,13 +1036,13 @@ def _decode_view(data: Any) -> Message:
     kind = _d_uint(body[0], "message kind")
     sender = _d_sender(body[1])
     time = _d_time(body[2])
-    read = _READERS.get(kind)
-    if read is None:
+    reader = _READERS.get(kind)
+    if reader is None:
         _d_extras(body, 3, "message", 2)
         raise UnexpectedMessage(f"unknown message kind {kind}")
     if type(body) is _Body:
-        body.shapes = _SHAPES[kind]
-    return read(body, sender, time)
+        body.shapes = reader.shapes
+    return _read(reader, body, sender, time)
 
 
 def _decode_slice(view: memoryview, start: int, end: int) -> Message:
@@ -1223,7 +1078,7 @@ def _check_kind(value: Any) -> type:
     return cls
 
 
-_KIND_CLASSES = {kind: cls for cls, (kind, _write) in _WRITERS.items()}
+_KIND_CLASSES = dict(MESSAGE_CLASSES)
 
 
 class FrameDecoder:
