@@ -166,3 +166,23 @@ PingF = field_index(BY_KIND[PING])
 PongF = field_index(BY_KIND[PONG])
 StatusRequestF = field_index(BY_KIND[STATUS_REQUEST])
 StatusReplyF = field_index(BY_KIND[STATUS_REPLY])
+
+
+def expect_fields(kind: int, *names: str) -> tuple[str, ...]:
+    """``names`` if they are the fields of ``kind`` in wire order, else ``ImportError``.
+
+    For a hot path that unpacks ``envelope.fields(msg)`` positionally (a tuple
+    unpack is the cheapest read there is, compiled or not): calling this once
+    at import, with the names the unpacking site binds, makes a schema change
+    that reorders, renames or adds a field fail loudly at import instead of
+    shifting values silently::
+
+        _SPAWN = expect_fields(SPAWN_REQUEST, "remote_task_id", "computation", ...)
+    """
+    spec = BY_KIND.get(kind)
+    if spec is None:
+        raise ImportError(f"rsc._core.schema: no message kind {kind}")
+    if names != spec.field_names:
+        raise ImportError(f"rsc._core.schema: {spec.wire_name} fields are {spec.field_names}, "
+                          f"the unpacking site expects {names}")
+    return names
