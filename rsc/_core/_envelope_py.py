@@ -305,20 +305,6 @@ def _e_uint_list(value: Any, field: str) -> list[int]:
     return [_e_uint(item, f"{field}[{index}]") for index, item in enumerate(value)]
 
 
-def _e_bin32(value: Any, field: str) -> Any:
-    return _e_bin_sized(value, field, NONCE_BYTES)  # = PROOF_BYTES
-
-
-def _e_bin32_or_nil(value: Any, field: str) -> Any:
-    return None if value is None else _e_bin_sized(value, field, PROOF_BYTES)
-
-
-def _e_upto(maximum: int) -> Callable[[Any, str], int]:
-    def check(value: Any, field: str) -> int:
-        return _e_uint_max(value, field, maximum)
-    return check
-
-
 def _e_payload(value: Any, field: str, outcome: int) -> Any:
     """A RESULT_DELIVERY payload; its type is picked by the outcome before it."""
     if outcome == OUTCOME_SUCCESS:
@@ -328,23 +314,24 @@ def _e_payload(value: Any, field: str, outcome: int) -> Any:
     return _e_str(value, field)
 
 
-# Field type code -> its check (value, "Class.field") -> the value to pack.
-_ENCODERS: dict[str, Callable[..., Any]] = {
-    schema.UINT: _e_uint,
-    schema.STR: _e_str,
-    schema.BIN: _e_bin,
-    schema.BIN_OR_NIL: _e_bin_or_nil,
-    schema.BIN32: _e_bin32,
-    schema.BIN32_OR_NIL: _e_bin32_or_nil,
-    schema.BUDGET: _e_budget,
-    schema.REASON: _e_reason,
-    schema.STATUS: _e_upto(1),
-    schema.STATE: _e_upto(MAX_TASK_STATE),
-    schema.OUTCOME: _e_upto(OUTCOME_PANICKED),
-    schema.PAYLOAD: _e_payload,
-    schema.VERSION: _e_version,
-    schema.STR_MAP: _e_str_map,
-    schema.UINT_LIST: _e_uint_list,
+# Field type code -> its check and the arguments after (value, "Class.field"):
+# the check returns the value to pack.
+_ENCODERS: dict[str, tuple[Callable[..., Any], tuple[int, ...]]] = {
+    schema.UINT: (_e_uint, ()),
+    schema.STR: (_e_str, ()),
+    schema.BIN: (_e_bin, ()),
+    schema.BIN_OR_NIL: (_e_bin_or_nil, ()),
+    schema.BIN32: (_e_bin_sized, (NONCE_BYTES,)),  # = PROOF_BYTES
+    schema.BIN32_OR_NIL: (_e_bin_sized_or_nil, (PROOF_BYTES,)),
+    schema.BUDGET: (_e_budget, ()),
+    schema.REASON: (_e_reason, ()),
+    schema.STATUS: (_e_uint_max, (1,)),
+    schema.STATE: (_e_uint_max, (MAX_TASK_STATE,)),
+    schema.OUTCOME: (_e_uint_max, (OUTCOME_PANICKED,)),
+    schema.PAYLOAD: (_e_payload, ()),  # and the outcome, see _writer
+    schema.VERSION: (_e_version, ()),
+    schema.STR_MAP: (_e_str_map, ()),
+    schema.UINT_LIST: (_e_uint_list, ()),
 }
 
 
@@ -362,15 +349,16 @@ def _generated(name: str, source: str, namespace: dict[str, Any]) -> Callable[..
 
 def _writer(spec: schema.MessageSpec) -> Callable[[Any], list]:
     """``write(msg)``: the checked values of ``spec``'s fields, in wire order."""
-    namespace: dict[str, Any] = {"_e_payload": _e_payload}
+    namespace: dict[str, Any] = {}
     lines = []
     for index, (name, code) in enumerate(spec.fields):
-        namespace[f"check{index}"] = _ENCODERS[code]
-        label = repr(f"{spec.class_name}.{name}")
+        check, extra = _ENCODERS[code]
+        namespace[f"check{index}"] = check
+        args = "".join(f", {arg!r}" for arg in extra)
         if code == schema.PAYLOAD:  # typed by the outcome just before it
-            lines.append(f"    f{index} = _e_payload(m.{name}, {label}, f{index - 1})")
-        else:
-            lines.append(f"    f{index} = check{index}(m.{name}, {label})")
+            args = f", f{index - 1}"
+        label = repr(f"{spec.class_name}.{name}")
+        lines.append(f"    f{index} = check{index}(m.{name}, {label}{args})")
     values = ", ".join(f"f{index}" for index in range(len(spec.fields)))
     source = "def write(m):\n" + "".join(line + "\n" for line in lines) + f"    return [{values}]\n"
     return _generated("write", source, namespace)
@@ -656,22 +644,6 @@ def _d_version(body: _Body | list, name: str) -> int:
     return version
 
 
-def _d_bin32(value: Any, what: str) -> bytes:
-    return _d_bin_sized(value, what, NONCE_BYTES)  # = PROOF_BYTES
-
-
-def _d_bin32_or_nil(value: Any, what: str) -> bytes | None:
-    return _d_bin_sized_or_nil(value, what, PROOF_BYTES)
-
-
-def _d_upto(maximum: int) -> Callable[[Any, str], int]:
-    def check(value: Any, what: str) -> int:
-        if type(value) is int and 0 <= value <= maximum:
-            return value
-        raise _malformed(what, f"uint 0..{maximum}", value)
-    return check
-
-
 def _d_payload(value: Any, what: str, outcome: int) -> Any:
     """A RESULT_DELIVERY payload; its type is picked by the outcome before it."""
     if outcome == OUTCOME_SUCCESS:
@@ -689,22 +661,23 @@ def _d_uint_list(value: Any, what: str) -> list:
     return value
 
 
-# Field type code -> its check (value, "WIRE_NAME field") -> the value kept.
-_DECODERS: dict[str, Callable[..., Any]] = {
-    schema.UINT: _d_uint,
-    schema.STR: _d_str,
-    schema.BIN: _d_bin,
-    schema.BIN_OR_NIL: _d_bin_or_nil,
-    schema.BIN32: _d_bin32,
-    schema.BIN32_OR_NIL: _d_bin32_or_nil,
-    schema.BUDGET: _d_budget,
-    schema.REASON: _d_reason,
-    schema.STATUS: _d_upto(1),
-    schema.STATE: _d_upto(MAX_TASK_STATE),
-    schema.OUTCOME: _d_upto(OUTCOME_PANICKED),
-    schema.PAYLOAD: _d_payload,
-    schema.STR_MAP: _d_str_map,
-    schema.UINT_LIST: _d_uint_list,
+# Field type code -> its check and the arguments after (value, "WIRE_NAME
+# field"): the check returns the value the message keeps.
+_DECODERS: dict[str, tuple[Callable[..., Any], tuple[int, ...]]] = {
+    schema.UINT: (_d_uint, ()),
+    schema.STR: (_d_str, ()),
+    schema.BIN: (_d_bin, ()),
+    schema.BIN_OR_NIL: (_d_bin_or_nil, ()),
+    schema.BIN32: (_d_bin_sized, (NONCE_BYTES,)),  # = PROOF_BYTES
+    schema.BIN32_OR_NIL: (_d_bin_sized_or_nil, (PROOF_BYTES,)),
+    schema.BUDGET: (_d_budget, ()),
+    schema.REASON: (_d_reason, ()),
+    schema.STATUS: (_d_uint_max, (1,)),
+    schema.STATE: (_d_uint_max, (MAX_TASK_STATE,)),
+    schema.OUTCOME: (_d_uint_max, (OUTCOME_PANICKED,)),
+    schema.PAYLOAD: (_d_payload, ()),  # and the outcome, see _reader
+    schema.STR_MAP: (_d_str_map, ()),
+    schema.UINT_LIST: (_d_uint_list, ()),
 }
 
 # What each field type may be when a walked body builds it (see _Body): a
@@ -724,18 +697,19 @@ def _reader(spec: schema.MessageSpec) -> Callable[[Any, str, Any], Message]:
     then each field in order, then the trailing elements are checked)."""
     name, count = spec.wire_name, 3 + len(spec.fields)
     namespace: dict[str, Any] = {"cls": MESSAGE_CLASSES[spec.kind], "_need": _need,
-                                 "_d_version": _d_version, "_d_extras": _d_extras,
-                                 "_d_payload": _d_payload}
+                                 "_d_version": _d_version, "_d_extras": _d_extras}
     lines = []
     for index, (field, code) in enumerate(spec.fields):
         what = repr(f"{name} {field}")
         if code == schema.VERSION:  # read before the count: a later version may reshape the rest
             lines.append(f"    f{index} = _d_version(body, {name!r})")
-        elif code == schema.PAYLOAD:  # typed by the outcome just before it
-            lines.append(f"    f{index} = _d_payload(body[{index + 3}], {what}, f{index - 1})")
         else:
-            namespace[f"check{index}"] = _DECODERS[code]
-            lines.append(f"    f{index} = check{index}(body[{index + 3}], {what})")
+            check, extra = _DECODERS[code]
+            namespace[f"check{index}"] = check
+            args = "".join(f", {arg!r}" for arg in extra)
+            if code == schema.PAYLOAD:  # typed by the outcome just before it
+                args = f", f{index - 1}"
+            lines.append(f"    f{index} = check{index}(body[{index + 3}], {what}{args})")
     versioned = bool(spec.fields) and spec.fields[0][1] == schema.VERSION
     need = f"    _need(body, {count}, {name!r})"
     lines.insert(1 if versioned else 0, need)
