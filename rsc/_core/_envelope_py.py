@@ -2,7 +2,8 @@
 
 Both twins have the same API and the same behaviour, byte for byte; the
 compiled module is the fast one, this one is the readable reference. The rules
-(shared/PROTOCOL.md sections 1, 2, 3 and 5):
+(docs/PROTOCOL.md sections 1 to 5; the message layouts are in
+``rsc._core.schema``):
 
 - A frame body is one MessagePack array ``[kind, sender, sender_time,
   field...]``; a frame on the stream is a u32 big-endian length, then the body.

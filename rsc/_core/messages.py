@@ -26,7 +26,7 @@ from __future__ import annotations
 from typing import Any
 
 # Message kinds (PROTOCOL.md section 4); the schema is their one home.
-from rsc._core.schema import (  # noqa: E402  (re-exported: callers import them from here)
+from rsc._core.schema import (  # re-exported: callers import the kinds from here
     AUTH,
     CANCEL_REQUEST,
     ERROR,
