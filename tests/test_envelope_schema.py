@@ -46,6 +46,8 @@ def test_schema_is_well_formed() -> None:
         schema.FIELD_TYPES)
     with pytest.raises(ValueError, match="payload follows an outcome"):
         schema.check((schema.MessageSpec(20 - 1, "X", "X", (("p", schema.PAYLOAD),)),))
+    with pytest.raises(ValueError, match="not a Python identifier"):
+        schema.check((schema.MessageSpec(5, "X", "X", (("class", schema.UINT),)),))
     with pytest.raises(ValueError, match="unknown field type"):
         schema.check((schema.MessageSpec(5, "X", "X", (("p", "float"),)),))
 
@@ -227,3 +229,20 @@ def test_positional_unpacking_sites_take_every_field() -> None:
         assert targets == len(classes[cls].fields), (
             f"{where} unpacks {targets} fields of {cls}; the schema lists "
             f"{classes[cls].field_names}")
+
+
+@pytest.mark.parametrize("outcome", sorted(schema.PAYLOAD_TYPES))
+def test_payload_types_by_outcome_follow_the_schema(both_envelopes: tuple[ModuleType, ModuleType],
+                                                    outcome: int) -> None:
+    c, py = both_envelopes
+    fits = _valid(schema.PAYLOAD_TYPES[outcome])
+    if schema.PAYLOAD_TYPES[outcome] == schema.STR:
+        fits = "boom"
+    msg = m.ResultDelivery("node-1", 1, 42, outcome, fits, 5)
+    assert c.encode(msg) == py.encode(msg)
+    assert c.decode(c.encode(msg)) == py.decode(py.encode(msg)) == msg
+    for unfit in ({schema.BIN: "text", schema.STR: b"bytes", schema.REASON: b"bytes"}
+                  [schema.PAYLOAD_TYPES[outcome]],):
+        for twin in (c, py):
+            with pytest.raises(InvalidArgument, match=r"^ResultDelivery\.payload "):
+                twin.encode(m.ResultDelivery("node-1", 1, 42, outcome, unfit, 5))

@@ -69,9 +69,7 @@ from rsc._core.messages import (
     MAX_NODE_ID_BYTES,
     MAX_VECTOR_CLOCK_ENTRIES,
     MESSAGE_CLASSES,
-    OUTCOME_CANCELLED,
     OUTCOME_PANICKED,
-    OUTCOME_SUCCESS,
     PROTOCOL_VERSION,
     Message,
     ResultDelivery,
@@ -306,15 +304,6 @@ def _e_uint_list(value: Any, field: str) -> list[int]:
     return [_e_uint(item, f"{field}[{index}]") for index, item in enumerate(value)]
 
 
-def _e_payload(value: Any, field: str, outcome: int) -> Any:
-    """A RESULT_DELIVERY payload; its type is picked by the outcome before it."""
-    if outcome == OUTCOME_SUCCESS:
-        return _e_bin(value, field)
-    if outcome == OUTCOME_CANCELLED:
-        return _e_reason(value, field)
-    return _e_str(value, field)
-
-
 # Field type code -> its check and the arguments after (value, "Class.field"):
 # the check returns the value to pack.
 _ENCODERS: dict[str, tuple[Callable[..., Any], tuple[int, ...]]] = {
@@ -329,7 +318,6 @@ _ENCODERS: dict[str, tuple[Callable[..., Any], tuple[int, ...]]] = {
     schema.STATUS: (_e_uint_max, (1,)),
     schema.STATE: (_e_uint_max, (MAX_TASK_STATE,)),
     schema.OUTCOME: (_e_uint_max, (OUTCOME_PANICKED,)),
-    schema.PAYLOAD: (_e_payload, ()),  # and the outcome, see _writer
     schema.VERSION: (_e_version, ()),
     schema.STR_MAP: (_e_str_map, ()),
     schema.UINT_LIST: (_e_uint_list, ()),
@@ -348,18 +336,34 @@ def _generated(name: str, source: str, namespace: dict[str, Any]) -> Callable[..
     return namespace[name]
 
 
+def _field_lines(checks: dict[str, tuple[Callable[..., Any], tuple[int, ...]]], index: int,
+                 code: str, subject: str, label: str, namespace: dict[str, Any]) -> list[str]:
+    """Source lines that set ``f<index>`` to the checked ``subject``: one call
+    of the field type's check, or for a payload one per outcome before it."""
+    def call(code: str, suffix: str) -> str:
+        check, extra = checks[code]
+        namespace[f"check{index}{suffix}"] = check
+        args = "".join(f", {arg!r}" for arg in extra)
+        return f"f{index} = check{index}{suffix}({subject}, {label}{args})"
+
+    if code != schema.PAYLOAD:
+        return ["    " + call(code, "")]
+    lines = []
+    choices = sorted(schema.PAYLOAD_TYPES.items())
+    for n, (outcome, payload_code) in enumerate(choices):  # the outcome is checked already
+        lines.append("    else:" if n == len(choices) - 1
+                     else f"    {'elif' if n else 'if'} f{index - 1} == {outcome}:")
+        lines.append("        " + call(payload_code, f"_{outcome}"))
+    return lines
+
+
 def _writer(spec: schema.MessageSpec) -> Callable[[Any], list]:
     """``write(msg)``: the checked values of ``spec``'s fields, in wire order."""
     namespace: dict[str, Any] = {}
     lines = []
     for index, (name, code) in enumerate(spec.fields):
-        check, extra = _ENCODERS[code]
-        namespace[f"check{index}"] = check
-        args = "".join(f", {arg!r}" for arg in extra)
-        if code == schema.PAYLOAD:  # typed by the outcome just before it
-            args = f", f{index - 1}"
-        label = repr(f"{spec.class_name}.{name}")
-        lines.append(f"    f{index} = check{index}(m.{name}, {label}{args})")
+        lines += _field_lines(_ENCODERS, index, code, f"m.{name}",
+                              repr(f"{spec.class_name}.{name}"), namespace)
     values = ", ".join(f"f{index}" for index in range(len(spec.fields)))
     source = "def write(m):\n" + "".join(line + "\n" for line in lines) + f"    return [{values}]\n"
     return _generated("write", source, namespace)
@@ -428,7 +432,8 @@ def encode_frames(msgs: Iterable[Message]) -> bytes:
 
 
 def fields(msg: Message) -> tuple:
-    """``msg``'s fields after the envelope, in wire order, as a tuple."""
+    """``msg``'s fields after the envelope, in wire order, as a tuple
+    (``rsc._core.schema`` names each index: ``SpawnRequestF.computation``)."""
     if not isinstance(msg, Message) or msg.kind < 0:
         raise InvalidArgument(f"expected a wire message (rsc._core.messages), got {_short(msg)}")
     try:
@@ -645,15 +650,6 @@ def _d_version(body: _Body | list, name: str) -> int:
     return version
 
 
-def _d_payload(value: Any, what: str, outcome: int) -> Any:
-    """A RESULT_DELIVERY payload; its type is picked by the outcome before it."""
-    if outcome == OUTCOME_SUCCESS:
-        return _d_bin(value, what)
-    if outcome == OUTCOME_CANCELLED:
-        return _d_reason(value, what)
-    return _d_str(value, what)
-
-
 def _d_uint_list(value: Any, what: str) -> list:
     if type(value) is not list:
         raise _malformed(what, "array of uint", value)
@@ -676,7 +672,6 @@ _DECODERS: dict[str, tuple[Callable[..., Any], tuple[int, ...]]] = {
     schema.STATUS: (_d_uint_max, (1,)),
     schema.STATE: (_d_uint_max, (MAX_TASK_STATE,)),
     schema.OUTCOME: (_d_uint_max, (OUTCOME_PANICKED,)),
-    schema.PAYLOAD: (_d_payload, ()),  # and the outcome, see _reader
     schema.STR_MAP: (_d_str_map, ()),
     schema.UINT_LIST: (_d_uint_list, ()),
 }
@@ -705,12 +700,7 @@ def _reader(spec: schema.MessageSpec) -> Callable[[Any, str, Any], Message]:
         if code == schema.VERSION:  # read before the count: a later version may reshape the rest
             lines.append(f"    f{index} = _d_version(body, {name!r})")
         else:
-            check, extra = _DECODERS[code]
-            namespace[f"check{index}"] = check
-            args = "".join(f", {arg!r}" for arg in extra)
-            if code == schema.PAYLOAD:  # typed by the outcome just before it
-                args = f", f{index - 1}"
-            lines.append(f"    f{index} = check{index}(body[{index + 3}], {what}{args})")
+            lines += _field_lines(_DECODERS, index, code, f"body[{index + 3}]", what, namespace)
     versioned = bool(spec.fields) and spec.fields[0][1] == schema.VERSION
     need = f"    _need(body, {count}, {name!r})"
     lines.insert(1 if versioned else 0, need)

@@ -24,6 +24,7 @@ type code. What a caller may rely on:
 
 from __future__ import annotations
 
+import keyword
 from typing import NamedTuple
 
 # Message kinds (PROTOCOL.md section 4).
@@ -58,6 +59,10 @@ PAYLOAD = "payload"            # by the OUTCOME just before it: bin, str, reason
 VERSION = "version"            # uint; a value other than 1 is VersionMismatch
 STR_MAP = "str_map"            # map str -> any MessagePack value
 UINT_LIST = "uint_list"        # array of uint
+
+# A PAYLOAD's type, by the value of the OUTCOME before it (0 success: the
+# output; 1 failed: the message; 2 cancelled: the reason; 3 panicked: the message).
+PAYLOAD_TYPES: dict[int, str] = {0: BIN, 1: STR, 2: REASON, 3: STR}
 
 FIELD_TYPES: tuple[str, ...] = (UINT, STR, BIN, BIN_OR_NIL, BIN32, BIN32_OR_NIL, BUDGET,
                                 REASON, STATUS, STATE, OUTCOME, PAYLOAD, VERSION, STR_MAP,
@@ -121,13 +126,17 @@ BY_KIND: dict[int, MessageSpec] = {spec.kind: spec for spec in MESSAGES}
 
 def check(messages: tuple[MessageSpec, ...]) -> None:
     """Raise ``ValueError`` unless ``messages`` is a well-formed schema: kinds
-    unique and ascending, names unique, known field type codes, a PAYLOAD
+    unique and ascending, names unique identifiers, known field type codes, a PAYLOAD
     only right after an OUTCOME and a VERSION only as a first field."""
     kinds = [spec.kind for spec in messages]
     if kinds != sorted(set(kinds)) or any(not 0 <= k < 20 for k in kinds):
         raise ValueError(f"message kinds must be unique, ascending, in 0..19: {kinds}")
     for spec in messages:
         names = spec.field_names
+        # The classes and the pure codec are generated from these names.
+        for name in (spec.class_name, spec.wire_name) + names:
+            if not name.isidentifier() or keyword.iskeyword(name):
+                raise ValueError(f"{spec.wire_name}: {name!r} is not a Python identifier")
         if len(set(names)) != len(names) or {"sender", "sender_time"} & set(names):
             raise ValueError(f"{spec.wire_name}: field names must be unique and not the "
                              f"envelope's: {names}")
