@@ -239,6 +239,15 @@ _SCHEMA = {spec.kind: tuple((name, _FIELD_CODES[code]) for name, code in spec.fi
 
 _WIRE_NAMES = {spec.kind: spec.wire_name for spec in _schema.MESSAGES}  # kind -> PROTOCOL.md name
 
+# What a payload field is, by the outcome before it (its C code, filled by
+# _load_layout from rsc._core.schema.PAYLOAD_TYPES), and how encode names it.
+cdef int PAYLOAD_CODE[4]
+_PAYLOAD_EXPECTED = {
+    F_BIN: "bytes",
+    F_REASON: "a cancel reason 2-tuple (kind 0..11, message str | None)",
+    F_STR: "a str",
+}
+
 _EXPECTED = {
     F_UINT: "an int in 0..2**64-1",
     F_STR: "a str encodable as UTF-8",
@@ -317,6 +326,12 @@ def _load_layout():
             10, 5, 4):
         raise ImportError("rsc._core._envelope: spawn_request, spawn_ack or result_delivery "
                           "sets fewer fields than rsc._core.schema lists; add them there")
+    if sorted(_schema.PAYLOAD_TYPES) != [0, 1, 2, 3] or not all(
+            _FIELD_CODES[code] in _PAYLOAD_EXPECTED for code in _schema.PAYLOAD_TYPES.values()):
+        raise ImportError("rsc._core._envelope: a payload is bin, str or a cancel reason for "
+                          "each outcome 0..3")
+    for i, type_code in _schema.PAYLOAD_TYPES.items():
+        PAYLOAD_CODE[i] = _FIELD_CODES[type_code]
     for i in range(KIND_SLOTS):
         CLS[i] = NULL
         NFIELDS[i] = 0
@@ -864,16 +879,16 @@ cdef int _put_message(Writer* w, object msg) except -1:
         elif code == F_OUTCOME:
             unfit = put_uint_max(w, value, 3, &outcome)
         elif code == F_PAYLOAD:
-            if outcome == 0:
-                if put_bin(w, value, -1):
-                    raise _unfit(kind, i + 2, "bytes (outcome_kind 0)", value)
-            elif outcome == 2:
-                if put_reason(w, value):
-                    raise _unfit(kind, i + 2, "a cancel reason 2-tuple (kind 0..11, "
-                                 "message str | None) (outcome_kind 2)", value)
-            elif put_str(w, value):
-                raise _unfit(kind, i + 2, f"a str (outcome_kind {outcome})", value)
-            unfit = 0
+            code = PAYLOAD_CODE[outcome]
+            if code == F_BIN:
+                unfit = put_bin(w, value, -1)
+            elif code == F_REASON:
+                unfit = put_reason(w, value)
+            else:
+                unfit = put_str(w, value)
+            if unfit:
+                raise _unfit(kind, i + 2,
+                             f"{_PAYLOAD_EXPECTED[code]} (outcome_kind {outcome})", value)
         elif code == F_VERSION:
             unfit = put_uint_max(w, value, C_PROTOCOL_VERSION, &small) or small != 1
         elif code == F_STR_MAP:
@@ -1679,9 +1694,10 @@ cdef object _decode(const unsigned char* data, Py_ssize_t size):
         elif code == F_OUTCOME:
             value = r_uint_max(&r, kind, i + 3, 3, &outcome)
         elif code == F_PAYLOAD:
-            if outcome == 0:
+            code = PAYLOAD_CODE[outcome]
+            if code == F_BIN:
                 value = r_bin(&r, kind, i + 3, -1)
-            elif outcome == 2:
+            elif code == F_REASON:
                 value = r_reason(&r, kind, i + 3)
             else:
                 value = r_str(&r, kind, i + 3)
