@@ -74,7 +74,8 @@ class FrameDecoder:
         """Forget buffered bytes and any error, ready for a new stream."""
 
 def fields(msg: Message) -> tuple[Any, ...]:
-    """``msg``'s fields after the envelope, in wire order, as a tuple."""
+    """``msg``'s fields after the envelope, in wire order, as a tuple
+    (``rsc._core.schema`` names each index: ``SpawnRequestF.computation``)."""
 
 def spawn_request(sender: str, sender_time: Any, remote_task_id: int, computation: str,
                   input: bytes, lease_ms: int, idempotency_key: bytes, budget: tuple | None,

@@ -19,9 +19,11 @@ How it is fast, and what that relies on:
 - Message objects are built with ``tp_alloc`` and filled by writing their
   ``__slots__`` directly, and encoding reads the slots the same way. That
   relies on the classes in ``rsc._core.messages`` being plain slot classes
-  whose ``__init__`` only stores its arguments. Importing this module checks
-  their layout and field order against the schema below and fails loudly if
-  they drift.
+  whose ``__init__`` only stores its arguments. The C tables the encoder and
+  decoder run on (``SCHEMA``, ``NFIELDS``, ``OFFSET``) are built when this
+  module is imported, from ``rsc._core.schema.MESSAGES`` (the one place a
+  message's layout is written) and the slots of the classes built from it;
+  the import fails loudly if they do not fit.
 """
 
 from cpython.bool cimport PyBool_Check
@@ -47,6 +49,7 @@ import reprlib
 import types
 
 from rsc._core import messages as _messages
+from rsc._core import schema as _schema
 from rsc.errors import (
     FrameTooLarge,
     InvalidArgument,
@@ -220,43 +223,29 @@ cdef enum FieldType:
     F_STR_MAP          # map str -> generic
     F_UINT_LIST        # array of uint
 
-_SCHEMA = {
-    _messages.HELLO: (("protocol_version", F_VERSION), ("role", F_STR), ("nonce", F_BIN32),
-                      ("features", F_STR_MAP)),
-    _messages.WELCOME: (("protocol_version", F_VERSION), ("nonce", F_BIN32),
-                        ("proof", F_BIN32_OR_NIL), ("features", F_STR_MAP)),
-    _messages.AUTH: (("proof", F_BIN32_OR_NIL),),
-    _messages.ERROR: (("code", F_UINT), ("message", F_STR)),
-    _messages.SPAWN_REQUEST: (("remote_task_id", F_UINT), ("computation", F_STR),
-                              ("input", F_BIN), ("lease_ms", F_UINT),
-                              ("idempotency_key", F_BIN), ("budget", F_BUDGET),
-                              ("origin_node", F_STR), ("origin_region", F_UINT),
-                              ("origin_task", F_UINT), ("capability", F_BIN_OR_NIL)),
-    _messages.SPAWN_ACK: (("remote_task_id", F_UINT), ("status", F_STATUS),
-                          ("reject_code", F_UINT), ("reject_detail", F_STR),
-                          ("assigned_node", F_STR)),
-    _messages.CANCEL_REQUEST: (("remote_task_id", F_UINT), ("reason", F_REASON),
-                               ("origin_node", F_STR)),
-    _messages.RESULT_DELIVERY: (("remote_task_id", F_UINT), ("outcome_kind", F_OUTCOME),
-                                ("payload", F_PAYLOAD), ("execution_time_ns", F_UINT)),
-    _messages.LEASE_RENEWAL: (("remote_task_id", F_UINT), ("new_lease_ms", F_UINT),
-                              ("current_state", F_STATE), ("node", F_STR)),
-    _messages.LEASE_RENEWAL_BATCH: (("new_lease_ms", F_UINT), ("node", F_STR),
-                                    ("remote_task_ids", F_UINT_LIST)),
-    _messages.PING: (("nonce", F_UINT),),
-    _messages.PONG: (("nonce", F_UINT),),
-    _messages.STATUS_REQUEST: (),
-    _messages.STATUS_REPLY: (("stats", F_STR_MAP),),
+# Field type code of rsc._core.schema -> the C code the codec switches on.
+_FIELD_CODES = {
+    _schema.UINT: F_UINT, _schema.STR: F_STR, _schema.BIN: F_BIN,
+    _schema.BIN_OR_NIL: F_BIN_OR_NIL, _schema.BIN32: F_BIN32,
+    _schema.BIN32_OR_NIL: F_BIN32_OR_NIL, _schema.BUDGET: F_BUDGET,
+    _schema.REASON: F_REASON, _schema.PAYLOAD: F_PAYLOAD, _schema.STATUS: F_STATUS,
+    _schema.STATE: F_STATE, _schema.OUTCOME: F_OUTCOME, _schema.VERSION: F_VERSION,
+    _schema.STR_MAP: F_STR_MAP, _schema.UINT_LIST: F_UINT_LIST,
 }
 
-_WIRE_NAMES = {  # kind -> its name in PROTOCOL.md
-    _messages.HELLO: "HELLO", _messages.WELCOME: "WELCOME", _messages.AUTH: "AUTH",
-    _messages.ERROR: "ERROR", _messages.SPAWN_REQUEST: "SPAWN_REQUEST",
-    _messages.SPAWN_ACK: "SPAWN_ACK", _messages.CANCEL_REQUEST: "CANCEL_REQUEST",
-    _messages.RESULT_DELIVERY: "RESULT_DELIVERY", _messages.LEASE_RENEWAL: "LEASE_RENEWAL",
-    _messages.LEASE_RENEWAL_BATCH: "LEASE_RENEWAL_BATCH", _messages.PING: "PING",
-    _messages.PONG: "PONG", _messages.STATUS_REQUEST: "STATUS_REQUEST",
-    _messages.STATUS_REPLY: "STATUS_REPLY",
+# kind -> ((field name, C field code), ...), from the schema.
+_SCHEMA = {spec.kind: tuple((name, _FIELD_CODES[code]) for name, code in spec.fields)
+           for spec in _schema.MESSAGES}
+
+_WIRE_NAMES = {spec.kind: spec.wire_name for spec in _schema.MESSAGES}  # kind -> PROTOCOL.md name
+
+# What a payload field is, by the outcome before it (its C code, filled by
+# _load_layout from rsc._core.schema.PAYLOAD_TYPES), and how encode names it.
+cdef int PAYLOAD_CODE[4]
+_PAYLOAD_EXPECTED = {
+    F_BIN: "bytes",
+    F_REASON: "a cancel reason 2-tuple (kind 0..11, message str | None)",
+    F_STR: "a str",
 }
 
 _EXPECTED = {
@@ -286,7 +275,7 @@ cdef int SCHEMA[KIND_SLOTS][MAX_FIELDS]
 # Slot offsets: [0] sender, [1] sender_time, [2 + i] field i.
 cdef Py_ssize_t OFFSET[KIND_SLOTS][MAX_FIELDS + 2]
 # Kinds in the order encode() tries them (most frequent first).
-cdef int ENCODE_ORDER[14]
+cdef int ENCODE_ORDER[KIND_SLOTS]
 cdef int N_KINDS = 0
 
 _CLASS_NAMES = {}   # kind -> "SpawnRequest"
@@ -320,16 +309,29 @@ def _member_offset(cls, name):
 def _load_layout():
     global N_KINDS
     cdef int kind, i, j, code
-    order = [_messages.SPAWN_REQUEST, _messages.RESULT_DELIVERY, _messages.SPAWN_ACK,
-             _messages.LEASE_RENEWAL, _messages.LEASE_RENEWAL_BATCH, _messages.PING,
-             _messages.PONG, _messages.CANCEL_REQUEST, _messages.STATUS_REQUEST,
-             _messages.STATUS_REPLY, _messages.HELLO, _messages.WELCOME, _messages.AUTH,
-             _messages.ERROR]
+    # The most frequent kinds first; any other kind of the schema after them.
+    hot = [_schema.SPAWN_REQUEST, _schema.RESULT_DELIVERY, _schema.SPAWN_ACK,
+           _schema.LEASE_RENEWAL, _schema.LEASE_RENEWAL_BATCH, _schema.PING, _schema.PONG,
+           _schema.CANCEL_REQUEST, _schema.STATUS_REQUEST, _schema.STATUS_REPLY]
+    order = hot + [kind for kind in sorted(_SCHEMA) if kind not in hot]
     if sorted(order) != sorted(_messages.MESSAGE_CLASSES) or sorted(order) != sorted(_SCHEMA):
-        raise ImportError("rsc._core._envelope: message kinds differ from rsc._core.messages")
+        raise ImportError("rsc._core._envelope: message kinds differ from rsc._core.schema")
+    if max(len(fields) for fields in _SCHEMA.values()) > MAX_FIELDS:
+        raise ImportError(f"rsc._core._envelope: a message has more than {MAX_FIELDS} fields; "
+                          "raise MAX_FIELDS")
     if (K_SPAWN_REQUEST, K_SPAWN_ACK, K_RESULT_DELIVERY) != (
             _messages.SPAWN_REQUEST, _messages.SPAWN_ACK, _messages.RESULT_DELIVERY):
         raise ImportError("rsc._core._envelope: the builders' kinds differ from rsc._core.messages")
+    if tuple(len(_SCHEMA[k]) for k in (K_SPAWN_REQUEST, K_SPAWN_ACK, K_RESULT_DELIVERY)) != (
+            10, 5, 4):
+        raise ImportError("rsc._core._envelope: spawn_request, spawn_ack or result_delivery "
+                          "sets fewer fields than rsc._core.schema lists; add them there")
+    if sorted(_schema.PAYLOAD_TYPES) != [0, 1, 2, 3] or not all(
+            _FIELD_CODES[code] in _PAYLOAD_EXPECTED for code in _schema.PAYLOAD_TYPES.values()):
+        raise ImportError("rsc._core._envelope: a payload is bin, str or a cancel reason for "
+                          "each outcome 0..3")
+    for i, type_code in _schema.PAYLOAD_TYPES.items():
+        PAYLOAD_CODE[i] = _FIELD_CODES[type_code]
     for i in range(KIND_SLOTS):
         CLS[i] = NULL
         NFIELDS[i] = 0
@@ -341,7 +343,7 @@ def _load_layout():
         if tuple(cls.fields) != names or cls.kind != kind:
             raise ImportError(
                 f"rsc._core._envelope: {cls.__name__} fields {cls.fields} differ from the "
-                f"wire v1 schema {names}; update _SCHEMA in _envelope.pyx")
+                f"wire v1 schema {names} in rsc._core.schema")
         _CLASSES[kind] = cls
         _CLASS_NAMES[kind] = cls.__name__
         _FIELD_NAMES[kind] = ("sender", "sender_time") + names
@@ -877,16 +879,16 @@ cdef int _put_message(Writer* w, object msg) except -1:
         elif code == F_OUTCOME:
             unfit = put_uint_max(w, value, 3, &outcome)
         elif code == F_PAYLOAD:
-            if outcome == 0:
-                if put_bin(w, value, -1):
-                    raise _unfit(kind, i + 2, "bytes (outcome_kind 0)", value)
-            elif outcome == 2:
-                if put_reason(w, value):
-                    raise _unfit(kind, i + 2, "a cancel reason 2-tuple (kind 0..11, "
-                                 "message str | None) (outcome_kind 2)", value)
-            elif put_str(w, value):
-                raise _unfit(kind, i + 2, f"a str (outcome_kind {outcome})", value)
-            unfit = 0
+            code = PAYLOAD_CODE[outcome]
+            if code == F_BIN:
+                unfit = put_bin(w, value, -1)
+            elif code == F_REASON:
+                unfit = put_reason(w, value)
+            else:
+                unfit = put_str(w, value)
+            if unfit:
+                raise _unfit(kind, i + 2,
+                             f"{_PAYLOAD_EXPECTED[code]} (outcome_kind {outcome})", value)
         elif code == F_VERSION:
             unfit = put_uint_max(w, value, C_PROTOCOL_VERSION, &small) or small != 1
         elif code == F_STR_MAP:
@@ -1692,9 +1694,10 @@ cdef object _decode(const unsigned char* data, Py_ssize_t size):
         elif code == F_OUTCOME:
             value = r_uint_max(&r, kind, i + 3, 3, &outcome)
         elif code == F_PAYLOAD:
-            if outcome == 0:
+            code = PAYLOAD_CODE[outcome]
+            if code == F_BIN:
                 value = r_bin(&r, kind, i + 3, -1)
-            elif outcome == 2:
+            elif code == F_REASON:
                 value = r_reason(&r, kind, i + 3)
             else:
                 value = r_str(&r, kind, i + 3)

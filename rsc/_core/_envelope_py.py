@@ -2,7 +2,8 @@
 
 Both twins have the same API and the same behaviour, byte for byte; the
 compiled module is the fast one, this one is the readable reference. The rules
-(shared/PROTOCOL.md sections 1, 2, 3 and 5):
+(docs/PROTOCOL.md sections 1 to 5; the message layouts are in
+``rsc._core.schema``):
 
 - A frame body is one MessagePack array ``[kind, sender, sender_time,
   field...]``; a frame on the stream is a u32 big-endian length, then the body.
@@ -62,43 +63,18 @@ from typing import Any, Callable
 
 import msgpack
 
+from rsc._core import schema
 from rsc._core.messages import (
-    AUTH,
-    CANCEL_REQUEST,
     DEFAULT_MAX_FRAME_BYTES,
-    ERROR,
-    HELLO,
-    LEASE_RENEWAL,
-    LEASE_RENEWAL_BATCH,
     MAX_NODE_ID_BYTES,
     MAX_VECTOR_CLOCK_ENTRIES,
-    OUTCOME_CANCELLED,
+    MESSAGE_CLASSES,
     OUTCOME_PANICKED,
-    OUTCOME_SUCCESS,
-    PING,
-    PONG,
     PROTOCOL_VERSION,
-    RESULT_DELIVERY,
-    SPAWN_ACK,
-    SPAWN_REQUEST,
-    STATUS_REPLY,
-    STATUS_REQUEST,
-    WELCOME,
-    Auth,
-    CancelRequest,
-    Error,
-    Hello,
-    LeaseRenewal,
-    LeaseRenewalBatch,
     Message,
-    Ping,
-    Pong,
     ResultDelivery,
     SpawnAck,
     SpawnRequest,
-    StatusReply,
-    StatusRequest,
-    Welcome,
 )
 from rsc.errors import (
     FrameTooLarge,
@@ -328,111 +304,73 @@ def _e_uint_list(value: Any, field: str) -> list[int]:
     return [_e_uint(item, f"{field}[{index}]") for index, item in enumerate(value)]
 
 
-def _w_hello(m: Hello) -> list:
-    return [_e_version(m.protocol_version, "Hello.protocol_version"),
-            _e_str(m.role, "Hello.role"),
-            _e_bin_sized(m.nonce, "Hello.nonce", NONCE_BYTES),
-            _e_str_map(m.features, "Hello.features")]
+# Field type code -> its check and the arguments after (value, "Class.field"):
+# the check returns the value to pack.
+_ENCODERS: dict[str, tuple[Callable[..., Any], tuple[int, ...]]] = {
+    schema.UINT: (_e_uint, ()),
+    schema.STR: (_e_str, ()),
+    schema.BIN: (_e_bin, ()),
+    schema.BIN_OR_NIL: (_e_bin_or_nil, ()),
+    schema.BIN32: (_e_bin_sized, (NONCE_BYTES,)),  # = PROOF_BYTES
+    schema.BIN32_OR_NIL: (_e_bin_sized_or_nil, (PROOF_BYTES,)),
+    schema.BUDGET: (_e_budget, ()),
+    schema.REASON: (_e_reason, ()),
+    schema.STATUS: (_e_uint_max, (1,)),
+    schema.STATE: (_e_uint_max, (MAX_TASK_STATE,)),
+    schema.OUTCOME: (_e_uint_max, (OUTCOME_PANICKED,)),
+    schema.VERSION: (_e_version, ()),
+    schema.STR_MAP: (_e_str_map, ()),
+    schema.UINT_LIST: (_e_uint_list, ()),
+}
 
 
-def _w_welcome(m: Welcome) -> list:
-    return [_e_version(m.protocol_version, "Welcome.protocol_version"),
-            _e_bin_sized(m.nonce, "Welcome.nonce", NONCE_BYTES),
-            _e_bin_sized_or_nil(m.proof, "Welcome.proof", PROOF_BYTES),
-            _e_str_map(m.features, "Welcome.features")]
+def _generated(name: str, source: str, namespace: dict[str, Any]) -> Callable[..., Any]:
+    """The function ``name`` defined by ``source``, whose globals are ``namespace``.
+
+    The readers and writers below are generated from the schema, as
+    ``collections.namedtuple`` generates its methods: a straight-line function
+    per kind runs as fast as a hand-written one, where a loop over the fields
+    costs a fifth more per message.
+    """
+    exec(source, namespace)  # noqa: S102 - source built from rsc._core.schema only
+    return namespace[name]
 
 
-def _w_auth(m: Auth) -> list:
-    return [_e_bin_sized_or_nil(m.proof, "Auth.proof", PROOF_BYTES)]
+def _field_lines(checks: dict[str, tuple[Callable[..., Any], tuple[int, ...]]], index: int,
+                 code: str, subject: str, label: str, namespace: dict[str, Any]) -> list[str]:
+    """Source lines that set ``f<index>`` to the checked ``subject``: one call
+    of the field type's check, or for a payload one per outcome before it."""
+    def call(code: str, suffix: str) -> str:
+        check, extra = checks[code]
+        namespace[f"check{index}{suffix}"] = check
+        args = "".join(f", {arg!r}" for arg in extra)
+        return f"f{index} = check{index}{suffix}({subject}, {label}{args})"
+
+    if code != schema.PAYLOAD:
+        return ["    " + call(code, "")]
+    lines = []
+    choices = sorted(schema.PAYLOAD_TYPES.items())
+    for n, (outcome, payload_code) in enumerate(choices):  # the outcome is checked already
+        lines.append("    else:" if n == len(choices) - 1
+                     else f"    {'elif' if n else 'if'} f{index - 1} == {outcome}:")
+        lines.append("        " + call(payload_code, f"_{outcome}"))
+    return lines
 
 
-def _w_error(m: Error) -> list:
-    return [_e_uint(m.code, "Error.code"), _e_str(m.message, "Error.message")]
-
-
-def _w_spawn_request(m: SpawnRequest) -> list:
-    return [_e_uint(m.remote_task_id, "SpawnRequest.remote_task_id"),
-            _e_str(m.computation, "SpawnRequest.computation"),
-            _e_bin(m.input, "SpawnRequest.input"),
-            _e_uint(m.lease_ms, "SpawnRequest.lease_ms"),
-            _e_bin(m.idempotency_key, "SpawnRequest.idempotency_key"),
-            _e_budget(m.budget, "SpawnRequest.budget"),
-            _e_str(m.origin_node, "SpawnRequest.origin_node"),
-            _e_uint(m.origin_region, "SpawnRequest.origin_region"),
-            _e_uint(m.origin_task, "SpawnRequest.origin_task"),
-            _e_bin_or_nil(m.capability, "SpawnRequest.capability")]
-
-
-def _w_spawn_ack(m: SpawnAck) -> list:
-    return [_e_uint(m.remote_task_id, "SpawnAck.remote_task_id"),
-            _e_uint_max(m.status, "SpawnAck.status", 1),
-            _e_uint(m.reject_code, "SpawnAck.reject_code"),
-            _e_str(m.reject_detail, "SpawnAck.reject_detail"),
-            _e_str(m.assigned_node, "SpawnAck.assigned_node")]
-
-
-def _w_cancel_request(m: CancelRequest) -> list:
-    return [_e_uint(m.remote_task_id, "CancelRequest.remote_task_id"),
-            _e_reason(m.reason, "CancelRequest.reason"),
-            _e_str(m.origin_node, "CancelRequest.origin_node")]
-
-
-def _w_result_delivery(m: ResultDelivery) -> list:
-    outcome = _e_uint_max(m.outcome_kind, "ResultDelivery.outcome_kind", OUTCOME_PANICKED)
-    if outcome == OUTCOME_SUCCESS:
-        payload = _e_bin(m.payload, "ResultDelivery.payload")
-    elif outcome == OUTCOME_CANCELLED:
-        payload = _e_reason(m.payload, "ResultDelivery.payload")
-    else:
-        payload = _e_str(m.payload, "ResultDelivery.payload")
-    return [_e_uint(m.remote_task_id, "ResultDelivery.remote_task_id"), outcome, payload,
-            _e_uint(m.execution_time_ns, "ResultDelivery.execution_time_ns")]
-
-
-def _w_lease_renewal(m: LeaseRenewal) -> list:
-    return [_e_uint(m.remote_task_id, "LeaseRenewal.remote_task_id"),
-            _e_uint(m.new_lease_ms, "LeaseRenewal.new_lease_ms"),
-            _e_uint_max(m.current_state, "LeaseRenewal.current_state", MAX_TASK_STATE),
-            _e_str(m.node, "LeaseRenewal.node")]
-
-
-def _w_lease_renewal_batch(m: LeaseRenewalBatch) -> list:
-    return [_e_uint(m.new_lease_ms, "LeaseRenewalBatch.new_lease_ms"),
-            _e_str(m.node, "LeaseRenewalBatch.node"),
-            _e_uint_list(m.remote_task_ids, "LeaseRenewalBatch.remote_task_ids")]
-
-
-def _w_ping(m: Ping) -> list:
-    return [_e_uint(m.nonce, "Ping.nonce")]
-
-
-def _w_pong(m: Pong) -> list:
-    return [_e_uint(m.nonce, "Pong.nonce")]
-
-
-def _w_status_request(m: StatusRequest) -> list:
-    return []
-
-
-def _w_status_reply(m: StatusReply) -> list:
-    return [_e_str_map(m.stats, "StatusReply.stats")]
+def _writer(spec: schema.MessageSpec) -> Callable[[Any], list]:
+    """``write(msg)``: the checked values of ``spec``'s fields, in wire order."""
+    namespace: dict[str, Any] = {}
+    lines = []
+    for index, (name, code) in enumerate(spec.fields):
+        lines += _field_lines(_ENCODERS, index, code, f"m.{name}",
+                              repr(f"{spec.class_name}.{name}"), namespace)
+    values = ", ".join(f"f{index}" for index in range(len(spec.fields)))
+    source = "def write(m):\n" + "".join(line + "\n" for line in lines) + f"    return [{values}]\n"
+    return _generated("write", source, namespace)
 
 
 _WRITERS: dict[type, tuple[int, Callable[[Any], list]]] = {
-    Hello: (HELLO, _w_hello),
-    Welcome: (WELCOME, _w_welcome),
-    Auth: (AUTH, _w_auth),
-    Error: (ERROR, _w_error),
-    SpawnRequest: (SPAWN_REQUEST, _w_spawn_request),
-    SpawnAck: (SPAWN_ACK, _w_spawn_ack),
-    CancelRequest: (CANCEL_REQUEST, _w_cancel_request),
-    ResultDelivery: (RESULT_DELIVERY, _w_result_delivery),
-    LeaseRenewal: (LEASE_RENEWAL, _w_lease_renewal),
-    LeaseRenewalBatch: (LEASE_RENEWAL_BATCH, _w_lease_renewal_batch),
-    Ping: (PING, _w_ping),
-    Pong: (PONG, _w_pong),
-    StatusRequest: (STATUS_REQUEST, _w_status_request),
-    StatusReply: (STATUS_REPLY, _w_status_reply),
+    MESSAGE_CLASSES[spec.kind]: (spec.kind, _writer(spec)) for spec in schema.MESSAGES
 }
 
 
@@ -494,7 +432,8 @@ def encode_frames(msgs: Iterable[Message]) -> bytes:
 
 
 def fields(msg: Message) -> tuple:
-    """``msg``'s fields after the envelope, in wire order, as a tuple."""
+    """``msg``'s fields after the envelope, in wire order, as a tuple
+    (``rsc._core.schema`` names each index: ``SpawnRequestF.computation``)."""
     if not isinstance(msg, Message) or msg.kind < 0:
         raise InvalidArgument(f"expected a wire message (rsc._core.messages), got {_short(msg)}")
     try:
@@ -711,164 +650,65 @@ def _d_version(body: _Body | list, name: str) -> int:
     return version
 
 
-def _r_hello(body: _Body | list, sender: str, time: Any) -> Hello:
-    version = _d_version(body, "HELLO")
-    _need(body, 7, "HELLO")
-    msg = Hello(sender, time, version, _d_str(body[4], "HELLO role"),
-                _d_bin_sized(body[5], "HELLO nonce", NONCE_BYTES),
-                _d_str_map(body[6], "HELLO features"))
-    _d_extras(body, 7, "HELLO", 2)
-    return msg
+def _d_uint_list(value: Any, what: str) -> list:
+    if type(value) is not list:
+        raise _malformed(what, "array of uint", value)
+    for item in value:
+        _d_uint(item, what + " item")
+    return value
 
 
-def _r_welcome(body: _Body | list, sender: str, time: Any) -> Welcome:
-    version = _d_version(body, "WELCOME")
-    _need(body, 7, "WELCOME")
-    msg = Welcome(sender, time, version, _d_bin_sized(body[4], "WELCOME nonce", NONCE_BYTES),
-                  _d_bin_sized_or_nil(body[5], "WELCOME proof", PROOF_BYTES),
-                  _d_str_map(body[6], "WELCOME features"))
-    _d_extras(body, 7, "WELCOME", 2)
-    return msg
-
-
-def _r_auth(body: _Body | list, sender: str, time: Any) -> Auth:
-    _need(body, 4, "AUTH")
-    msg = Auth(sender, time, _d_bin_sized_or_nil(body[3], "AUTH proof", PROOF_BYTES))
-    _d_extras(body, 4, "AUTH", 2)
-    return msg
-
-
-def _r_error(body: _Body | list, sender: str, time: Any) -> Error:
-    _need(body, 5, "ERROR")
-    msg = Error(sender, time, _d_uint(body[3], "ERROR code"), _d_str(body[4], "ERROR message"))
-    _d_extras(body, 5, "ERROR", 2)
-    return msg
-
-
-def _r_spawn_request(body: _Body | list, sender: str, time: Any) -> SpawnRequest:
-    _need(body, 13, "SPAWN_REQUEST")
-    msg = SpawnRequest(
-        sender, time,
-        _d_uint(body[3], "SPAWN_REQUEST remote_task_id"),
-        _d_str(body[4], "SPAWN_REQUEST computation"),
-        _d_bin(body[5], "SPAWN_REQUEST input"),
-        _d_uint(body[6], "SPAWN_REQUEST lease_ms"),
-        _d_bin(body[7], "SPAWN_REQUEST idempotency_key"),
-        _d_budget(body[8], "SPAWN_REQUEST budget"),
-        _d_str(body[9], "SPAWN_REQUEST origin_node"),
-        _d_uint(body[10], "SPAWN_REQUEST origin_region"),
-        _d_uint(body[11], "SPAWN_REQUEST origin_task"),
-        _d_bin_or_nil(body[12], "SPAWN_REQUEST capability"))
-    _d_extras(body, 13, "SPAWN_REQUEST", 2)
-    return msg
-
-
-def _r_spawn_ack(body: _Body | list, sender: str, time: Any) -> SpawnAck:
-    _need(body, 8, "SPAWN_ACK")
-    msg = SpawnAck(sender, time,
-                   _d_uint(body[3], "SPAWN_ACK remote_task_id"),
-                   _d_uint_max(body[4], "SPAWN_ACK status", 1),
-                   _d_uint(body[5], "SPAWN_ACK reject_code"),
-                   _d_str(body[6], "SPAWN_ACK reject_detail"),
-                   _d_str(body[7], "SPAWN_ACK assigned_node"))
-    _d_extras(body, 8, "SPAWN_ACK", 2)
-    return msg
-
-
-def _r_cancel_request(body: _Body | list, sender: str, time: Any) -> CancelRequest:
-    _need(body, 6, "CANCEL_REQUEST")
-    msg = CancelRequest(sender, time,
-                        _d_uint(body[3], "CANCEL_REQUEST remote_task_id"),
-                        _d_reason(body[4], "CANCEL_REQUEST reason"),
-                        _d_str(body[5], "CANCEL_REQUEST origin_node"))
-    _d_extras(body, 6, "CANCEL_REQUEST", 2)
-    return msg
-
-
-def _r_result_delivery(body: _Body | list, sender: str, time: Any) -> ResultDelivery:
-    _need(body, 7, "RESULT_DELIVERY")
-    task_id = _d_uint(body[3], "RESULT_DELIVERY remote_task_id")
-    outcome = _d_uint_max(body[4], "RESULT_DELIVERY outcome_kind", OUTCOME_PANICKED)
-    payload: Any
-    if outcome == OUTCOME_SUCCESS:
-        payload = _d_bin(body[5], "RESULT_DELIVERY payload")
-    elif outcome == OUTCOME_CANCELLED:
-        payload = _d_reason(body[5], "RESULT_DELIVERY payload")
-    else:
-        payload = _d_str(body[5], "RESULT_DELIVERY payload")
-    msg = ResultDelivery(sender, time, task_id, outcome, payload,
-                         _d_uint(body[6], "RESULT_DELIVERY execution_time_ns"))
-    _d_extras(body, 7, "RESULT_DELIVERY", 2)
-    return msg
-
-
-def _r_lease_renewal(body: _Body | list, sender: str, time: Any) -> LeaseRenewal:
-    _need(body, 7, "LEASE_RENEWAL")
-    msg = LeaseRenewal(sender, time,
-                       _d_uint(body[3], "LEASE_RENEWAL remote_task_id"),
-                       _d_uint(body[4], "LEASE_RENEWAL new_lease_ms"),
-                       _d_uint_max(body[5], "LEASE_RENEWAL current_state", MAX_TASK_STATE),
-                       _d_str(body[6], "LEASE_RENEWAL node"))
-    _d_extras(body, 7, "LEASE_RENEWAL", 2)
-    return msg
-
-
-def _r_lease_renewal_batch(body: _Body | list, sender: str, time: Any) -> LeaseRenewalBatch:
-    _need(body, 6, "LEASE_RENEWAL_BATCH")
-    lease_ms = _d_uint(body[3], "LEASE_RENEWAL_BATCH new_lease_ms")
-    node = _d_str(body[4], "LEASE_RENEWAL_BATCH node")
-    ids = body[5]
-    if type(ids) is not list:
-        raise _malformed("LEASE_RENEWAL_BATCH remote_task_ids", "array of uint", ids)
-    for task_id in ids:
-        _d_uint(task_id, "LEASE_RENEWAL_BATCH remote_task_ids item")
-    msg = LeaseRenewalBatch(sender, time, lease_ms, node, ids)
-    _d_extras(body, 6, "LEASE_RENEWAL_BATCH", 2)
-    return msg
-
-
-def _r_ping(body: _Body | list, sender: str, time: Any) -> Ping:
-    _need(body, 4, "PING")
-    msg = Ping(sender, time, _d_uint(body[3], "PING nonce"))
-    _d_extras(body, 4, "PING", 2)
-    return msg
-
-
-def _r_pong(body: _Body | list, sender: str, time: Any) -> Pong:
-    _need(body, 4, "PONG")
-    msg = Pong(sender, time, _d_uint(body[3], "PONG nonce"))
-    _d_extras(body, 4, "PONG", 2)
-    return msg
-
-
-def _r_status_request(body: _Body | list, sender: str, time: Any) -> StatusRequest:
-    _d_extras(body, 3, "STATUS_REQUEST", 2)
-    return StatusRequest(sender, time)
-
-
-def _r_status_reply(body: _Body | list, sender: str, time: Any) -> StatusReply:
-    _need(body, 4, "STATUS_REPLY")
-    msg = StatusReply(sender, time, _d_str_map(body[3], "STATUS_REPLY stats"))
-    _d_extras(body, 4, "STATUS_REPLY", 2)
-    return msg
-
-
-_READERS: dict[int, Callable[[Any, str, Any], Message]] = {
-    HELLO: _r_hello,
-    WELCOME: _r_welcome,
-    AUTH: _r_auth,
-    ERROR: _r_error,
-    SPAWN_REQUEST: _r_spawn_request,
-    SPAWN_ACK: _r_spawn_ack,
-    CANCEL_REQUEST: _r_cancel_request,
-    RESULT_DELIVERY: _r_result_delivery,
-    LEASE_RENEWAL: _r_lease_renewal,
-    LEASE_RENEWAL_BATCH: _r_lease_renewal_batch,
-    PING: _r_ping,
-    PONG: _r_pong,
-    STATUS_REQUEST: _r_status_request,
-    STATUS_REPLY: _r_status_reply,
+# Field type code -> its check and the arguments after (value, "WIRE_NAME
+# field"): the check returns the value the message keeps.
+_DECODERS: dict[str, tuple[Callable[..., Any], tuple[int, ...]]] = {
+    schema.UINT: (_d_uint, ()),
+    schema.STR: (_d_str, ()),
+    schema.BIN: (_d_bin, ()),
+    schema.BIN_OR_NIL: (_d_bin_or_nil, ()),
+    schema.BIN32: (_d_bin_sized, (NONCE_BYTES,)),  # = PROOF_BYTES
+    schema.BIN32_OR_NIL: (_d_bin_sized_or_nil, (PROOF_BYTES,)),
+    schema.BUDGET: (_d_budget, ()),
+    schema.REASON: (_d_reason, ()),
+    schema.STATUS: (_d_uint_max, (1,)),
+    schema.STATE: (_d_uint_max, (MAX_TASK_STATE,)),
+    schema.OUTCOME: (_d_uint_max, (OUTCOME_PANICKED,)),
+    schema.STR_MAP: (_d_str_map, ()),
+    schema.UINT_LIST: (_d_uint_list, ()),
 }
+
+# What each field type may be when a walked body builds it (see _Body): a
+# payload may be a cancel reason, so it is shaped as one.
+_FIELD_SHAPES: dict[str, tuple[int, bool]] = {
+    schema.BUDGET: (4, False),
+    schema.REASON: (2, False),
+    schema.PAYLOAD: (2, False),
+    schema.STR_MAP: (0, True),
+    schema.UINT_LIST: (-1, False),
+}
+
+
+def _reader(spec: schema.MessageSpec) -> Callable[[Any, str, Any], Message]:
+    """``read(body, sender, time)``: ``spec``'s message from the elements of
+    ``body`` after the envelope (a version first, then the element count,
+    then each field in order, then the trailing elements are checked)."""
+    name, count = spec.wire_name, 3 + len(spec.fields)
+    namespace: dict[str, Any] = {"cls": MESSAGE_CLASSES[spec.kind], "_need": _need,
+                                 "_d_version": _d_version, "_d_extras": _d_extras}
+    lines = []
+    for index, (field, code) in enumerate(spec.fields):
+        what = repr(f"{name} {field}")
+        if code == schema.VERSION:  # read before the count: a later version may reshape the rest
+            lines.append(f"    f{index} = _d_version(body, {name!r})")
+        else:
+            lines += _field_lines(_DECODERS, index, code, f"body[{index + 3}]", what, namespace)
+    versioned = bool(spec.fields) and spec.fields[0][1] == schema.VERSION
+    need = f"    _need(body, {count}, {name!r})"
+    lines.insert(1 if versioned else 0, need)
+    values = "".join(f", f{index}" for index in range(len(spec.fields)))
+    source = ("def read(body, sender, time):\n" + "".join(line + "\n" for line in lines)
+              + f"    msg = cls(sender, time{values})\n"
+              + f"    _d_extras(body, {count}, {name!r}, 2)\n    return msg\n")
+    return _generated("read", source, namespace)
 
 
 # The walk. A peer decides how many values a body holds, so the decoder must not
@@ -1043,28 +883,14 @@ def _build(data: Any, pos: int, end: int) -> Any:
 # the rest walked; (k, True) a map too.
 _SCALAR = (0, False)
 _TIME = (2, True)
-_BUDGET = (4, False)
-_REASON = (2, False)
-_STR_MAP = (0, True)
-_LIST = (-1, False)
 _ENVELOPE = (_SCALAR, _SCALAR, _TIME)
+_READERS: dict[int, Callable[[Any, str, Any], Message]] = {
+    spec.kind: _reader(spec) for spec in schema.MESSAGES
+}
+# The shape of each element of a kind's body, for a walked body (see _Body).
 _SHAPES: dict[int, tuple[tuple[int, bool], ...]] = {
-    kind: _ENVELOPE + fields for kind, fields in {
-        HELLO: (_SCALAR, _SCALAR, _SCALAR, _STR_MAP),
-        WELCOME: (_SCALAR, _SCALAR, _SCALAR, _STR_MAP),
-        AUTH: (_SCALAR,),
-        ERROR: (_SCALAR, _SCALAR),
-        SPAWN_REQUEST: (_SCALAR,) * 5 + (_BUDGET,) + (_SCALAR,) * 4,
-        SPAWN_ACK: (_SCALAR,) * 5,
-        CANCEL_REQUEST: (_SCALAR, _REASON, _SCALAR),
-        RESULT_DELIVERY: (_SCALAR, _SCALAR, _REASON, _SCALAR),  # a payload may be a reason
-        LEASE_RENEWAL: (_SCALAR,) * 4,
-        LEASE_RENEWAL_BATCH: (_SCALAR, _SCALAR, _LIST),
-        PING: (_SCALAR,),
-        PONG: (_SCALAR,),
-        STATUS_REQUEST: (),
-        STATUS_REPLY: (_STR_MAP,),
-    }.items()
+    spec.kind: _ENVELOPE + tuple(_FIELD_SHAPES.get(code, _SCALAR) for _name, code in spec.fields)
+    for spec in schema.MESSAGES
 }
 
 
@@ -1223,7 +1049,7 @@ def _check_kind(value: Any) -> type:
     return cls
 
 
-_KIND_CLASSES = {kind: cls for cls, (kind, _write) in _WRITERS.items()}
+_KIND_CLASSES = dict(MESSAGE_CLASSES)
 
 
 class FrameDecoder:

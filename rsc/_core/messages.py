@@ -1,4 +1,4 @@
-"""Wire v1 message objects (shared/PROTOCOL.md section 3).
+"""Wire v1 message objects (PROTOCOL.md section 4), built from ``rsc._core.schema``.
 
 Both envelope twins build and read these same classes, so a message decoded by
 the compiled codec is indistinguishable from one decoded by the pure twin.
@@ -25,21 +25,25 @@ from __future__ import annotations
 
 from typing import Any
 
-# Message kinds (PROTOCOL.md section 3).
-HELLO = 0
-WELCOME = 1
-AUTH = 2
-ERROR = 3
-SPAWN_REQUEST = 10
-SPAWN_ACK = 11
-CANCEL_REQUEST = 12
-RESULT_DELIVERY = 13
-LEASE_RENEWAL = 14
-LEASE_RENEWAL_BATCH = 15
-PING = 16
-PONG = 17
-STATUS_REQUEST = 18
-STATUS_REPLY = 19
+# Message kinds (PROTOCOL.md section 4); the schema is their one home.
+from rsc._core.schema import (  # re-exported: callers import the kinds from here
+    AUTH,
+    CANCEL_REQUEST,
+    ERROR,
+    HELLO,
+    LEASE_RENEWAL,
+    LEASE_RENEWAL_BATCH,
+    MESSAGES,
+    PING,
+    PONG,
+    RESULT_DELIVERY,
+    SPAWN_ACK,
+    SPAWN_REQUEST,
+    STATUS_REPLY,
+    STATUS_REQUEST,
+    WELCOME,
+    MessageSpec,
+)
 
 PROTOCOL_VERSION = 1
 
@@ -117,207 +121,43 @@ class Message:
         return f"{type(self).__name__}({parts})"
 
 
-class Hello(Message):
-    __slots__ = ("protocol_version", "role", "nonce", "features")
-    kind = HELLO
-    fields = __slots__
-
-    def __init__(self, sender: str, sender_time: Any, protocol_version: int,
-                 role: str, nonce: bytes, features: dict) -> None:
-        self.sender = sender
-        self.sender_time = sender_time
-        self.protocol_version = protocol_version
-        self.role = role
-        self.nonce = nonce
-        self.features = features
-
-
-class Welcome(Message):
-    __slots__ = ("protocol_version", "nonce", "proof", "features")
-    kind = WELCOME
-    fields = __slots__
-
-    def __init__(self, sender: str, sender_time: Any, protocol_version: int,
-                 nonce: bytes, proof: bytes | None, features: dict) -> None:
-        self.sender = sender
-        self.sender_time = sender_time
-        self.protocol_version = protocol_version
-        self.nonce = nonce
-        self.proof = proof
-        self.features = features
+def message_class(spec: MessageSpec) -> type[Message]:
+    """The message class of ``spec``: a ``Message`` subclass named
+    ``spec.class_name`` whose ``__slots__`` and ``fields`` are the spec's field
+    names and whose constructor takes ``(sender, sender_time, *fields)``,
+    positionally or by name, in wire order."""
+    names = spec.field_names
+    params = ", ".join(("sender", "sender_time") + names)
+    body = "".join(f"\n    self.{name} = {name}" for name in ("sender", "sender_time") + names)
+    # Generated source, as namedtuple does: a plain __init__ that stores its
+    # arguments is what a hand-written class would have, at the same speed.
+    namespace: dict[str, Any] = {}
+    exec(f"def __init__(self, {params}) -> None:{body}", namespace)  # noqa: S102
+    init = namespace["__init__"]
+    init.__qualname__ = f"{spec.class_name}.__init__"
+    cls = type(spec.class_name, (Message,), {
+        "__slots__": names, "kind": spec.kind, "fields": names, "__init__": init,
+        "__module__": __name__,
+        "__doc__": f"{spec.wire_name} (kind {spec.kind}): fields {', '.join(names) or 'none'}.",
+    })
+    return cls
 
 
-class Auth(Message):
-    __slots__ = ("proof",)
-    kind = AUTH
-    fields = __slots__
+_CLASSES = {spec.kind: message_class(spec) for spec in MESSAGES}
 
-    def __init__(self, sender: str, sender_time: Any, proof: bytes | None) -> None:
-        self.sender = sender
-        self.sender_time = sender_time
-        self.proof = proof
+Hello = _CLASSES[HELLO]
+Welcome = _CLASSES[WELCOME]
+Auth = _CLASSES[AUTH]
+Error = _CLASSES[ERROR]
+SpawnRequest = _CLASSES[SPAWN_REQUEST]
+SpawnAck = _CLASSES[SPAWN_ACK]
+CancelRequest = _CLASSES[CANCEL_REQUEST]
+ResultDelivery = _CLASSES[RESULT_DELIVERY]
+LeaseRenewal = _CLASSES[LEASE_RENEWAL]
+LeaseRenewalBatch = _CLASSES[LEASE_RENEWAL_BATCH]
+Ping = _CLASSES[PING]
+Pong = _CLASSES[PONG]
+StatusRequest = _CLASSES[STATUS_REQUEST]
+StatusReply = _CLASSES[STATUS_REPLY]
 
-
-class Error(Message):
-    __slots__ = ("code", "message")
-    kind = ERROR
-    fields = __slots__
-
-    def __init__(self, sender: str, sender_time: Any, code: int, message: str) -> None:
-        self.sender = sender
-        self.sender_time = sender_time
-        self.code = code
-        self.message = message
-
-
-class SpawnRequest(Message):
-    __slots__ = ("remote_task_id", "computation", "input", "lease_ms",
-                 "idempotency_key", "budget", "origin_node", "origin_region",
-                 "origin_task", "capability")
-    kind = SPAWN_REQUEST
-    fields = __slots__
-
-    def __init__(self, sender: str, sender_time: Any, remote_task_id: int,
-                 computation: str, input: bytes, lease_ms: int,
-                 idempotency_key: bytes, budget: tuple | None, origin_node: str,
-                 origin_region: int, origin_task: int,
-                 capability: bytes | None) -> None:
-        self.sender = sender
-        self.sender_time = sender_time
-        self.remote_task_id = remote_task_id
-        self.computation = computation
-        self.input = input
-        self.lease_ms = lease_ms
-        self.idempotency_key = idempotency_key
-        self.budget = budget
-        self.origin_node = origin_node
-        self.origin_region = origin_region
-        self.origin_task = origin_task
-        self.capability = capability
-
-
-class SpawnAck(Message):
-    __slots__ = ("remote_task_id", "status", "reject_code", "reject_detail",
-                 "assigned_node")
-    kind = SPAWN_ACK
-    fields = __slots__
-
-    def __init__(self, sender: str, sender_time: Any, remote_task_id: int,
-                 status: int, reject_code: int, reject_detail: str,
-                 assigned_node: str) -> None:
-        self.sender = sender
-        self.sender_time = sender_time
-        self.remote_task_id = remote_task_id
-        self.status = status
-        self.reject_code = reject_code
-        self.reject_detail = reject_detail
-        self.assigned_node = assigned_node
-
-
-class CancelRequest(Message):
-    __slots__ = ("remote_task_id", "reason", "origin_node")
-    kind = CANCEL_REQUEST
-    fields = __slots__
-
-    def __init__(self, sender: str, sender_time: Any, remote_task_id: int,
-                 reason: tuple, origin_node: str) -> None:
-        self.sender = sender
-        self.sender_time = sender_time
-        self.remote_task_id = remote_task_id
-        self.reason = reason
-        self.origin_node = origin_node
-
-
-class ResultDelivery(Message):
-    __slots__ = ("remote_task_id", "outcome_kind", "payload", "execution_time_ns")
-    kind = RESULT_DELIVERY
-    fields = __slots__
-
-    def __init__(self, sender: str, sender_time: Any, remote_task_id: int,
-                 outcome_kind: int, payload: Any, execution_time_ns: int) -> None:
-        self.sender = sender
-        self.sender_time = sender_time
-        self.remote_task_id = remote_task_id
-        self.outcome_kind = outcome_kind
-        self.payload = payload
-        self.execution_time_ns = execution_time_ns
-
-
-class LeaseRenewal(Message):
-    __slots__ = ("remote_task_id", "new_lease_ms", "current_state", "node")
-    kind = LEASE_RENEWAL
-    fields = __slots__
-
-    def __init__(self, sender: str, sender_time: Any, remote_task_id: int,
-                 new_lease_ms: int, current_state: int, node: str) -> None:
-        self.sender = sender
-        self.sender_time = sender_time
-        self.remote_task_id = remote_task_id
-        self.new_lease_ms = new_lease_ms
-        self.current_state = current_state
-        self.node = node
-
-
-class LeaseRenewalBatch(Message):
-    __slots__ = ("new_lease_ms", "node", "remote_task_ids")
-    kind = LEASE_RENEWAL_BATCH
-    fields = __slots__
-
-    def __init__(self, sender: str, sender_time: Any, new_lease_ms: int,
-                 node: str, remote_task_ids: list) -> None:
-        self.sender = sender
-        self.sender_time = sender_time
-        self.new_lease_ms = new_lease_ms
-        self.node = node
-        self.remote_task_ids = remote_task_ids
-
-
-class Ping(Message):
-    __slots__ = ("nonce",)
-    kind = PING
-    fields = __slots__
-
-    def __init__(self, sender: str, sender_time: Any, nonce: int) -> None:
-        self.sender = sender
-        self.sender_time = sender_time
-        self.nonce = nonce
-
-
-class Pong(Message):
-    __slots__ = ("nonce",)
-    kind = PONG
-    fields = __slots__
-
-    def __init__(self, sender: str, sender_time: Any, nonce: int) -> None:
-        self.sender = sender
-        self.sender_time = sender_time
-        self.nonce = nonce
-
-
-class StatusRequest(Message):
-    __slots__ = ()
-    kind = STATUS_REQUEST
-    fields = __slots__
-
-    def __init__(self, sender: str, sender_time: Any) -> None:
-        self.sender = sender
-        self.sender_time = sender_time
-
-
-class StatusReply(Message):
-    __slots__ = ("stats",)
-    kind = STATUS_REPLY
-    fields = __slots__
-
-    def __init__(self, sender: str, sender_time: Any, stats: dict) -> None:
-        self.sender = sender
-        self.sender_time = sender_time
-        self.stats = stats
-
-
-MESSAGE_CLASSES: dict[int, type[Message]] = {
-    cls.kind: cls
-    for cls in (Hello, Welcome, Auth, Error, SpawnRequest, SpawnAck, CancelRequest,
-                ResultDelivery, LeaseRenewal, LeaseRenewalBatch, Ping, Pong,
-                StatusRequest, StatusReply)
-}
+MESSAGE_CLASSES: dict[int, type[Message]] = dict(_CLASSES)

@@ -1,4 +1,4 @@
-"""Regenerate ``wire_v1.json``, the golden vectors of wire v1 (shared/PROTOCOL.md).
+"""Regenerate ``wire_v1.json``, the golden vectors of wire v1 (docs/PROTOCOL.md).
 
     python tests/golden/make_wire_v1.py            # rewrite the file
     python tests/golden/make_wire_v1.py --check    # exit 1 if the file differs
