@@ -12,9 +12,13 @@ Rules this file keeps (shared/PROTOCOL.md section 4, "Rules a node keeps"):
 - Every ``(origin, task_id)`` present (owner or alias) names exactly one record
   (``owner_of``); reusing one with a different key is a conflict.
 - Running records never expire. A finished record expires ``ttl_ns`` after its
-  completion; tombstones ``ttl_ns`` after they are laid. Expiry happens only in
+  completion; tombstones (with the reason of the cancel that laid them) and
+  redeliveries ``ttl_ns`` after they are laid. Expiry happens only in
   ``evict_expired``, which walks FIFO queues and costs time in proportion to
   what it evicts.
+- A redelivery (``add_redelivery``) names the finished record a duplicate
+  ``(origin, task_id)`` was answered from, so ``key_of`` finds it for a later
+  cancel or resend; it lives while that record does, at most ``ttl_ns``.
 
 Implementation (layout in ``_idemtable.pxd``): records are C structs in one
 array with a free list; a key index and an ``(origin, task_id)`` index are open
@@ -496,6 +500,10 @@ cdef class IdemTable:
         self._tombstones = {}
         self._tomb_expiry = deque()
         self._last_tomb_expiry = 0
+        self._tomb_reasons = {}
+        self._redeliveries = {}
+        self._redelivery_expiry = deque()
+        self._last_redelivery_expiry = 0
         self._evict_examined = 0
 
     def __init__(self, ttl_ns):
@@ -1030,6 +1038,39 @@ cdef class IdemTable:
         r = &self._recs[(self._tt[pos].ref & ~ALIAS_BIT) - 1]
         return PyBytes_FromStringAndSize(<char*>&r.k0, 16)
 
+    cpdef key_of(self, origin, task_id):
+        """The key ``(origin, task_id)`` is held under: as owner or alias
+        (``owner_of``), or as a redelivery of a record still present."""
+        key = self.owner_of(origin, task_id)
+        if key is None and self._redeliveries:
+            pair = (_origin_arg(origin), _task_id_arg(task_id))
+            entry = self._redeliveries.get(pair)
+            if entry is not None:
+                key = entry[1]
+                if key not in self:  # the record was evicted or discarded
+                    del self._redeliveries[pair]
+                    key = None
+        return key
+
+    def add_redelivery(self, origin, task_id, key, now):
+        """Remember that ``(origin, task_id)`` was answered from the finished
+        record ``key`` (a duplicate of a task that had already ended), until
+        ``now + ttl_ns`` or until that record goes, whichever is first."""
+        cdef str o = _origin_arg(origin)
+        cdef uint64_t tid = _task_id_arg(task_id)
+        cdef bytes k = _key_arg(key, "key")
+        cdef int64_t t = _time_arg(now, "now")
+        cdef int64_t expires_at
+        if t > INT64_MAX - self._ttl:
+            raise InvalidArgument(f"now + ttl_ns overflows int64 (now={t})")
+        expires_at = t + self._ttl
+        if expires_at < self._last_redelivery_expiry:
+            expires_at = self._last_redelivery_expiry
+        self._last_redelivery_expiry = expires_at
+        pair = (o, tid)
+        self._redeliveries[pair] = (expires_at, k)
+        self._redelivery_expiry.append((expires_at, pair))
+
     def discard(self, key):
         """Remove a record (running or finished) at once; returns whether it was there.
 
@@ -1050,10 +1091,11 @@ cdef class IdemTable:
 
     # -- tombstones -----------------------------------------------------------
 
-    def add_tombstone(self, origin, task_id, now):
-        """Remember a cancel for an unseen ``(origin, task_id)`` until ``now + ttl_ns``.
+    def add_tombstone(self, origin, task_id, now, reason=None):
+        """Remember a cancel for an unseen ``(origin, task_id)`` until ``now + ttl_ns``,
+        with the cancel's ``reason`` (``tombstone_reason``) when one is given.
 
-        Laying one again renews it.
+        Laying one again renews it (and replaces its reason if one is given).
         """
         cdef str o = _origin_arg(origin)
         cdef uint64_t tid = _task_id_arg(task_id)
@@ -1068,13 +1110,22 @@ cdef class IdemTable:
         pair = (o, tid)
         self._tombstones[pair] = expires_at
         self._tomb_expiry.append((expires_at, pair))
+        if reason is not None:
+            self._tomb_reasons[pair] = reason
 
     cpdef has_tombstone(self, origin, task_id):
         return (_origin_arg(origin), _task_id_arg(task_id)) in self._tombstones
 
     def take_tombstone(self, origin, task_id):
         """Remove the tombstone of ``(origin, task_id)``; returns whether there was one."""
-        return self._tombstones.pop((_origin_arg(origin), _task_id_arg(task_id)), None) is not None
+        pair = (_origin_arg(origin), _task_id_arg(task_id))
+        self._tomb_reasons.pop(pair, None)
+        return self._tombstones.pop(pair, None) is not None
+
+    def tombstone_reason(self, origin, task_id):
+        """The reason the tombstone of ``(origin, task_id)`` was laid with, or
+        None (no tombstone, or one laid without a reason)."""
+        return self._tomb_reasons.get((_origin_arg(origin), _task_id_arg(task_id)))
 
     @property
     def tombstone_count(self):
@@ -1083,7 +1134,7 @@ cdef class IdemTable:
     # -- expiry ---------------------------------------------------------------
 
     def evict_expired(self, now, limit=None):
-        """Remove finished records and tombstones whose expiry is ``<= now``.
+        """Remove finished records, tombstones and redeliveries whose expiry is ``<= now``.
 
         Returns how many were removed. Costs O(1) plus time in proportion to
         the entries it removes (and stale queue entries it drops); running
@@ -1116,6 +1167,16 @@ cdef class IdemTable:
             self._evict_examined += 1
             if tombs.get(pair) == expires_at:
                 del tombs[pair]
+                self._tomb_reasons.pop(pair, None)
+                removed += 1
+        rqueue = self._redelivery_expiry
+        redel = self._redeliveries
+        while rqueue and rqueue[0][0] <= t and removed < cap:
+            expires_at, pair = rqueue.popleft()
+            self._evict_examined += 1
+            entry = redel.get(pair)
+            if entry is not None and entry[0] == expires_at:
+                del redel[pair]
                 removed += 1
         self._shrink()
         return removed
@@ -1137,7 +1198,7 @@ cdef class IdemTable:
         return [(pair[0], pair[1], exp) for pair, exp in self._tombstones.items()]
 
     def next_expiry(self):
-        """The earliest expiry among finished records and tombstones, or None."""
+        """The earliest expiry among finished records, tombstones and redeliveries, or None."""
         self._drop_stale_heads()
         tqueue = self._tomb_expiry
         tombs = self._tombstones
@@ -1146,13 +1207,21 @@ cdef class IdemTable:
             if tombs.get(pair) == expires_at:
                 break
             tqueue.popleft()
+        rqueue = self._redelivery_expiry
+        redel = self._redeliveries
+        while rqueue:
+            expires_at, pair = rqueue[0]
+            entry = redel.get(pair)
+            if entry is not None and entry[0] == expires_at:
+                break
+            rqueue.popleft()
+        heads = [q[0][0] for q in (tqueue, rqueue) if q]
         if self._q_len:
-            head = self._q[self._q_head].expires_at
-            return min(head, tqueue[0][0]) if tqueue else head
-        return tqueue[0][0] if tqueue else None
+            heads.append(self._q[self._q_head].expires_at)
+        return min(heads) if heads else None
 
     def clear(self):
-        """Forget every record and tombstone (the TTL stays)."""
+        """Forget every record, tombstone and redelivery (the TTL stays)."""
         cdef KSlot* kt = <KSlot*>PyMem_Calloc(MIN_TABLE, sizeof(KSlot))
         cdef TSlot* tt = <TSlot*>PyMem_Calloc(MIN_TABLE, sizeof(TSlot))
         cdef QEntry* q = <QEntry*>PyMem_Malloc(MIN_TABLE * sizeof(QEntry))
@@ -1187,6 +1256,10 @@ cdef class IdemTable:
         self._tombstones = {}
         self._tomb_expiry = deque()
         self._last_tomb_expiry = 0
+        self._tomb_reasons = {}
+        self._redeliveries = {}
+        self._redelivery_expiry = deque()
+        self._last_redelivery_expiry = 0
         if recs != NULL:
             for i in range(cap):
                 if recs[i].origin != NULL:
@@ -1204,6 +1277,7 @@ cdef class IdemTable:
             "expiry_queue": self._q_len,
             "tombstones": len(self._tombstones),
             "tombstone_queue": len(self._tomb_expiry),
+            "redeliveries": len(self._redeliveries),
             "evict_examined": self._evict_examined,
         }
 

@@ -11,9 +11,13 @@ Rules this file keeps (shared/PROTOCOL.md section 4, "Rules a node keeps"):
 - Every ``(origin, task_id)`` present (owner or alias) names exactly one record
   (``owner_of``); reusing one with a different key is a conflict.
 - Running records never expire. A finished record expires ``ttl_ns`` after its
-  completion; tombstones ``ttl_ns`` after they are laid. Expiry happens only in
+  completion; tombstones (with the reason of the cancel that laid them) and
+  redeliveries ``ttl_ns`` after they are laid. Expiry happens only in
   ``evict_expired``, which walks FIFO queues of expiry times and so costs time in
   proportion to what it evicts, not to the table.
+- A redelivery (``add_redelivery``) names the finished record a duplicate
+  ``(origin, task_id)`` was answered from, so ``key_of`` finds it for a later
+  cancel or resend; it lives while that record does, at most ``ttl_ns``.
 - Records handed out (``IdemRecord``) are immutable snapshots: a record changes
   by being replaced in the table, never in place.
 
@@ -258,9 +262,13 @@ class IdemTable:
         "_evict_examined",
         "_expiry",
         "_last_expiry",
+        "_last_redelivery_expiry",
         "_last_tomb_expiry",
         "_records",
+        "_redeliveries",
+        "_redelivery_expiry",
         "_tomb_expiry",
+        "_tomb_reasons",
         "_tombstones",
         "_ttl",
     )
@@ -278,6 +286,12 @@ class IdemTable:
         self._tombstones: dict[tuple[str, int], int] = {}
         self._tomb_expiry: deque[tuple[int, tuple[str, int]]] = deque()
         self._last_tomb_expiry = 0
+        # The reason a tombstone was laid with, when it was given one.
+        self._tomb_reasons: dict[tuple[str, int], Any] = {}
+        # (origin, task_id) answered from a finished record -> (expires_at, key).
+        self._redeliveries: dict[tuple[str, int], tuple[int, bytes]] = {}
+        self._redelivery_expiry: deque[tuple[int, tuple[str, int]]] = deque()
+        self._last_redelivery_expiry = 0
         self._evict_examined = 0  # expiry-queue entries looked at, for tests
 
     @property
@@ -394,6 +408,46 @@ class IdemTable:
             task_id = _as_task_id(task_id)
         return self._by_task.get((origin, task_id))
 
+    def key_of(self, origin: str, task_id: int) -> bytes | None:
+        """The key ``(origin, task_id)`` is held under: as owner or alias
+        (``owner_of``), or as a redelivery of a record still present."""
+        if type(origin) is not str:
+            origin = _as_origin(origin)
+        if type(task_id) is not int or not 0 <= task_id <= _U64_MAX:
+            task_id = _as_task_id(task_id)
+        pair = (origin, task_id)
+        key = self._by_task.get(pair)
+        if key is None and self._redeliveries:
+            entry = self._redeliveries.get(pair)
+            if entry is not None:
+                key = entry[1]
+                if key not in self._records:  # the record was evicted or discarded
+                    del self._redeliveries[pair]
+                    key = None
+        return key
+
+    def add_redelivery(self, origin: str, task_id: int, key: bytes, now: int) -> None:
+        """Remember that ``(origin, task_id)`` was answered from the finished
+        record ``key`` (a duplicate of a task that had already ended), until
+        ``now + ttl_ns`` or until that record goes, whichever is first."""
+        if type(origin) is not str:
+            origin = _as_origin(origin)
+        if type(task_id) is not int or not 0 <= task_id <= _U64_MAX:
+            task_id = _as_task_id(task_id)
+        if type(key) is not bytes or len(key) != 16:
+            key = _as_key(key, "key")
+        if type(now) is not int or not 0 <= now <= _I64_MAX:
+            now = _as_time(now)
+        expires_at = now + self._ttl
+        if expires_at > _I64_MAX:
+            raise InvalidArgument(f"now + ttl_ns overflows int64 (now={now})")
+        if expires_at < self._last_redelivery_expiry:
+            expires_at = self._last_redelivery_expiry
+        self._last_redelivery_expiry = expires_at
+        pair = (origin, task_id)
+        self._redeliveries[pair] = (expires_at, key)
+        self._redelivery_expiry.append((expires_at, pair))
+
     def discard(self, key: bytes) -> bool:
         """Remove a record (running or finished) at once; returns whether it was there.
 
@@ -416,10 +470,11 @@ class IdemTable:
 
     # -- tombstones -----------------------------------------------------------
 
-    def add_tombstone(self, origin: str, task_id: int, now: int) -> None:
-        """Remember a cancel for an unseen ``(origin, task_id)`` until ``now + ttl_ns``.
+    def add_tombstone(self, origin: str, task_id: int, now: int, reason: Any = None) -> None:
+        """Remember a cancel for an unseen ``(origin, task_id)`` until ``now + ttl_ns``,
+        with the cancel's ``reason`` (``tombstone_reason``) when one is given.
 
-        Laying one again renews it.
+        Laying one again renews it (and replaces its reason if one is given).
         """
         if type(origin) is not str:
             origin = _as_origin(origin)
@@ -436,6 +491,8 @@ class IdemTable:
         pair = (origin, task_id)
         self._tombstones[pair] = expires_at
         self._tomb_expiry.append((expires_at, pair))
+        if reason is not None:
+            self._tomb_reasons[pair] = reason
 
     def has_tombstone(self, origin: str, task_id: int) -> bool:
         if type(origin) is not str:
@@ -450,7 +507,18 @@ class IdemTable:
             origin = _as_origin(origin)
         if type(task_id) is not int or not 0 <= task_id <= _U64_MAX:
             task_id = _as_task_id(task_id)
-        return self._tombstones.pop((origin, task_id), None) is not None
+        pair = (origin, task_id)
+        self._tomb_reasons.pop(pair, None)
+        return self._tombstones.pop(pair, None) is not None
+
+    def tombstone_reason(self, origin: str, task_id: int) -> Any:
+        """The reason the tombstone of ``(origin, task_id)`` was laid with, or
+        None (no tombstone, or one laid without a reason)."""
+        if type(origin) is not str:
+            origin = _as_origin(origin)
+        if type(task_id) is not int or not 0 <= task_id <= _U64_MAX:
+            task_id = _as_task_id(task_id)
+        return self._tomb_reasons.get((origin, task_id))
 
     @property
     def tombstone_count(self) -> int:
@@ -459,7 +527,7 @@ class IdemTable:
     # -- expiry ---------------------------------------------------------------
 
     def evict_expired(self, now: int, limit: int | None = None) -> int:
-        """Remove finished records and tombstones whose expiry is ``<= now``.
+        """Remove finished records, tombstones and redeliveries whose expiry is ``<= now``.
 
         Returns how many were removed. Costs O(1) plus time in proportion to
         the entries it removes (and stale queue entries it drops); running
@@ -491,6 +559,16 @@ class IdemTable:
             self._evict_examined += 1
             if tombs.get(pair) == expires_at:
                 del tombs[pair]
+                self._tomb_reasons.pop(pair, None)
+                removed += 1
+        rqueue = self._redelivery_expiry
+        redel = self._redeliveries
+        while rqueue and rqueue[0][0] <= now and removed < cap:
+            expires_at, pair = rqueue.popleft()
+            self._evict_examined += 1
+            entry = redel.get(pair)
+            if entry is not None and entry[0] == expires_at:
+                del redel[pair]
                 removed += 1
         return removed
 
@@ -506,7 +584,7 @@ class IdemTable:
         return [(pair[0], pair[1], exp) for pair, exp in self._tombstones.items()]
 
     def next_expiry(self) -> int | None:
-        """The earliest expiry among finished records and tombstones, or None."""
+        """The earliest expiry among finished records, tombstones and redeliveries, or None."""
         queue = self._expiry
         records = self._records
         while queue:
@@ -521,12 +599,19 @@ class IdemTable:
             if tombs.get(pair) == expires_at:
                 break
             tqueue.popleft()
-        if queue:
-            return min(queue[0][0], tqueue[0][0]) if tqueue else queue[0][0]
-        return tqueue[0][0] if tqueue else None
+        rqueue = self._redelivery_expiry
+        redel = self._redeliveries
+        while rqueue:
+            expires_at, pair = rqueue[0]
+            entry = redel.get(pair)
+            if entry is not None and entry[0] == expires_at:
+                break
+            rqueue.popleft()
+        heads = [q[0][0] for q in (queue, tqueue, rqueue) if q]
+        return min(heads) if heads else None
 
     def clear(self) -> None:
-        """Forget every record and tombstone (the TTL stays)."""
+        """Forget every record, tombstone and redelivery (the TTL stays)."""
         self._records = {}
         self._by_task = {}
         self._expiry = deque()
@@ -534,6 +619,10 @@ class IdemTable:
         self._tombstones = {}
         self._tomb_expiry = deque()
         self._last_tomb_expiry = 0
+        self._tomb_reasons = {}
+        self._redeliveries = {}
+        self._redelivery_expiry = deque()
+        self._last_redelivery_expiry = 0
 
     def _debug_counters(self) -> dict[str, int]:
         """Sizes of the internal structures, for tests (not a stable API)."""
@@ -543,5 +632,6 @@ class IdemTable:
             "expiry_queue": len(self._expiry),
             "tombstones": len(self._tombstones),
             "tombstone_queue": len(self._tomb_expiry),
+            "redeliveries": len(self._redeliveries),
             "evict_examined": self._evict_examined,
         }

@@ -15,7 +15,10 @@ Rules the tables keep:
    RESULT can arrive before its ACK is read (SPAWNED -> COMPLETED) once the
    ACK was written by the node first but reordered in our own queues.
 4. The node table is PROTOCOL.md's diagram, with TOMBSTONED for a cancel that
-   arrived before its spawn.
+   arrived before its spawn. The node engine changes a task's state only
+   through ``NodeEngine.process``, which reads this table; PROTOCOL.md section
+   6 says what holds each node state (TOMBSTONED: the idempotency table's
+   tombstone; REJECTED: nothing past the step that rejects).
 """
 
 from __future__ import annotations
