@@ -29,6 +29,7 @@ from rsc._engine.node import (
     VERDICT_DUPLICATE,
     VERDICT_REJECT,
     VERDICT_TOMBSTONED,
+    NodeEngine,
 )
 from tests.engine_link import Link, wire
 
@@ -37,7 +38,7 @@ CANCEL_USER = (1, "user")
 
 
 def _names() -> list[str]:
-    return [rule.__name__ for rule in ADMISSION_RULES]
+    return list(ADMISSION_RULES)
 
 
 def test_the_protocol_document_lists_the_rules_in_the_same_order() -> None:
@@ -50,8 +51,9 @@ def test_the_protocol_document_lists_the_rules_in_the_same_order() -> None:
 
 
 def test_every_rule_cites_its_place_in_the_protocol() -> None:
-    for i, rule in enumerate(ADMISSION_RULES, 1):
-        assert (rule.__doc__ or "").startswith(f"§7.{i}:"), rule.__name__
+    for i, name in enumerate(ADMISSION_RULES, 1):
+        doc = getattr(NodeEngine, name).__doc__ or ""
+        assert f"§7.{i}:" in doc, name  # a compiled method's doc starts with its signature
 
 
 def _spawn_fields(rng: random.Random, rtid_hi: int) -> tuple:
@@ -92,7 +94,8 @@ def test_the_written_out_chain_is_the_list() -> None:
         for _ in range(60):
             f = _spawn_fields(rng, 14)
             comp = node.admission.find(f[1])
-            first = next((v for v in (rule(node, "origin-a", f, comp) for rule in ADMISSION_RULES)
+            first = next((v for v in (getattr(node, name)("origin-a", f, comp)
+                                      for name in ADMISSION_RULES)
                           if v is not None), None)
             assert _norm(node.admission_verdict("origin-a", f, comp)) == _norm(first), f
 

@@ -882,18 +882,19 @@ class NodeEngine:
 
 # Spawn admission (PROTOCOL.md section 7, "Spawn admission"), in order: the
 # first rule that returns a verdict decides; a spawn none decides is admitted.
+# Each name is a NodeEngine method ``(origin, fields, comp) -> verdict | None``;
 # NodeEngine.admission_verdict is this list written out as straight-line calls.
-ADMISSION_RULES: tuple[Callable[..., tuple | None], ...] = (
-    NodeEngine._rule_origin_matches,
-    NodeEngine._rule_key_length,
-    NodeEngine._rule_lease_positive,
-    NodeEngine._rule_lease_trackable,
-    NodeEngine._rule_input_size,
-    NodeEngine._rule_task_id_held,
-    NodeEngine._rule_tombstoned,
-    NodeEngine._rule_key_known,
-    NodeEngine._rule_not_draining,
-    NodeEngine._rule_computation_known,
-    NodeEngine._rule_capacity,
-    NodeEngine._rule_input_valid,
+ADMISSION_RULES: tuple[str, ...] = (
+    "_rule_origin_matches",
+    "_rule_key_length",
+    "_rule_lease_positive",
+    "_rule_lease_trackable",
+    "_rule_input_size",
+    "_rule_task_id_held",
+    "_rule_tombstoned",
+    "_rule_key_known",
+    "_rule_not_draining",
+    "_rule_computation_known",
+    "_rule_capacity",
+    "_rule_input_valid",
 )
