@@ -86,6 +86,10 @@ cdef class IdemTable:
     cdef dict _redeliveries
     cdef object _redelivery_expiry
     cdef int64_t _last_redelivery_expiry
+    # origin -> deque of (expires_at, task_id, outcome) held for it, oldest first
+    cdef dict _held
+    cdef object _held_expiry
+    cdef int64_t _last_held_expiry
     cdef uint64_t _evict_examined
 
     # the per-task operations: C calls from a compiled engine that holds the

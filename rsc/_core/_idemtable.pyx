@@ -19,6 +19,8 @@ Rules this file keeps (shared/PROTOCOL.md section 4, "Rules a node keeps"):
 - A redelivery (``add_redelivery``) names the finished record a duplicate
   ``(origin, task_id)`` was answered from, so ``key_of`` finds it for a later
   cancel or resend; it lives while that record does, at most ``ttl_ns``.
+- Results for an origin with no live connection are held here too
+  (``hold``, ``take_held``), each ``ttl_ns`` from when it was held.
 
 Implementation (layout in ``_idemtable.pxd``): records are C structs in one
 array with a free list; a key index and an ``(origin, task_id)`` index are open
@@ -504,6 +506,10 @@ cdef class IdemTable:
         self._redeliveries = {}
         self._redelivery_expiry = deque()
         self._last_redelivery_expiry = 0
+        # origin -> (expires_at, task_id, outcome) held for it, oldest first
+        self._held = {}
+        self._held_expiry = deque()
+        self._last_held_expiry = 0
         self._evict_examined = 0
 
     def __init__(self, ttl_ns):
@@ -1131,10 +1137,42 @@ cdef class IdemTable:
     def tombstone_count(self):
         return len(self._tombstones)
 
+    # -- held results ---------------------------------------------------------
+
+    def hold(self, origin, task_id, outcome, now):
+        """Keep ``outcome`` of ``(origin, task_id)`` for an origin with no live
+        connection, until ``now + ttl_ns`` (``take_held`` hands it over)."""
+        cdef str o = _origin_arg(origin)
+        cdef uint64_t tid = _task_id_arg(task_id)
+        cdef int64_t t = _time_arg(now, "now")
+        cdef int64_t expires_at
+        if t > INT64_MAX - self._ttl:
+            raise InvalidArgument(f"now + ttl_ns overflows int64 (now={t})")
+        expires_at = t + self._ttl
+        if expires_at < self._last_held_expiry:
+            expires_at = self._last_held_expiry
+        self._last_held_expiry = expires_at
+        held = self._held.get(o)
+        if held is None:
+            held = self._held[o] = deque()
+        held.append((expires_at, tid, outcome))
+        self._held_expiry.append((expires_at, o))
+
+    def take_held(self, origin):
+        """Remove and return ``(task_id, outcome)`` of every result held for
+        ``origin`` (oldest first; empty if none)."""
+        held = self._held.pop(_origin_arg(origin), None)
+        return [(tid, outcome) for _exp, tid, outcome in held] if held else []
+
+    @property
+    def held_origins(self):
+        """How many origins have results held for them."""
+        return len(self._held)
+
     # -- expiry ---------------------------------------------------------------
 
     def evict_expired(self, now, limit=None):
-        """Remove finished records, tombstones and redeliveries whose expiry is ``<= now``.
+        """Remove finished records, tombstones, redeliveries and held results whose expiry is ``<= now``.
 
         Returns how many were removed. Costs O(1) plus time in proportion to
         the entries it removes (and stale queue entries it drops); running
@@ -1178,6 +1216,17 @@ cdef class IdemTable:
             if entry is not None and entry[0] == expires_at:
                 del redel[pair]
                 removed += 1
+        hqueue = self._held_expiry
+        held_by = self._held
+        while hqueue and hqueue[0][0] <= t and removed < cap:
+            expires_at, origin = hqueue.popleft()
+            self._evict_examined += 1
+            held = held_by.get(origin)
+            if held is not None and held[0][0] == expires_at:
+                held.popleft()
+                removed += 1
+                if not held:
+                    del held_by[origin]
         self._shrink()
         return removed
 
@@ -1198,7 +1247,7 @@ cdef class IdemTable:
         return [(pair[0], pair[1], exp) for pair, exp in self._tombstones.items()]
 
     def next_expiry(self):
-        """The earliest expiry among finished records, tombstones and redeliveries, or None."""
+        """The earliest expiry among finished records, tombstones, redeliveries and held results, or None."""
         self._drop_stale_heads()
         tqueue = self._tomb_expiry
         tombs = self._tombstones
@@ -1215,13 +1264,21 @@ cdef class IdemTable:
             if entry is not None and entry[0] == expires_at:
                 break
             rqueue.popleft()
-        heads = [q[0][0] for q in (tqueue, rqueue) if q]
+        hqueue = self._held_expiry
+        held_by = self._held
+        while hqueue:
+            expires_at, origin = hqueue[0]
+            held = held_by.get(origin)
+            if held is not None and held[0][0] == expires_at:
+                break
+            hqueue.popleft()
+        heads = [q[0][0] for q in (tqueue, rqueue, hqueue) if q]
         if self._q_len:
             heads.append(self._q[self._q_head].expires_at)
         return min(heads) if heads else None
 
     def clear(self):
-        """Forget every record, tombstone and redelivery (the TTL stays)."""
+        """Forget every record, tombstone, redelivery and held result (the TTL stays)."""
         cdef KSlot* kt = <KSlot*>PyMem_Calloc(MIN_TABLE, sizeof(KSlot))
         cdef TSlot* tt = <TSlot*>PyMem_Calloc(MIN_TABLE, sizeof(TSlot))
         cdef QEntry* q = <QEntry*>PyMem_Malloc(MIN_TABLE * sizeof(QEntry))
@@ -1260,6 +1317,9 @@ cdef class IdemTable:
         self._redeliveries = {}
         self._redelivery_expiry = deque()
         self._last_redelivery_expiry = 0
+        self._held = {}
+        self._held_expiry = deque()
+        self._last_held_expiry = 0
         if recs != NULL:
             for i in range(cap):
                 if recs[i].origin != NULL:
@@ -1278,6 +1338,7 @@ cdef class IdemTable:
             "tombstones": len(self._tombstones),
             "tombstone_queue": len(self._tomb_expiry),
             "redeliveries": len(self._redeliveries),
+            "held_origins": len(self._held),
             "evict_examined": self._evict_examined,
         }
 

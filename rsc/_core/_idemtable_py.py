@@ -18,6 +18,8 @@ Rules this file keeps (shared/PROTOCOL.md section 4, "Rules a node keeps"):
 - A redelivery (``add_redelivery``) names the finished record a duplicate
   ``(origin, task_id)`` was answered from, so ``key_of`` finds it for a later
   cancel or resend; it lives while that record does, at most ``ttl_ns``.
+- Results for an origin with no live connection are held here too
+  (``hold``, ``take_held``), each ``ttl_ns`` from when it was held.
 - Records handed out (``IdemRecord``) are immutable snapshots: a record changes
   by being replaced in the table, never in place.
 
@@ -260,6 +262,9 @@ class IdemTable:
     __slots__ = (
         "_by_task",
         "_evict_examined",
+        "_held",
+        "_held_expiry",
+        "_last_held_expiry",
         "_expiry",
         "_last_expiry",
         "_last_redelivery_expiry",
@@ -292,6 +297,10 @@ class IdemTable:
         self._redeliveries: dict[tuple[str, int], tuple[int, bytes]] = {}
         self._redelivery_expiry: deque[tuple[int, tuple[str, int]]] = deque()
         self._last_redelivery_expiry = 0
+        # origin -> (expires_at, task_id, outcome) held for it, oldest first
+        self._held = {}
+        self._held_expiry = deque()
+        self._last_held_expiry = 0
         self._evict_examined = 0  # expiry-queue entries looked at, for tests
 
     @property
@@ -524,10 +533,46 @@ class IdemTable:
     def tombstone_count(self) -> int:
         return len(self._tombstones)
 
+    # -- held results ---------------------------------------------------------
+
+    def hold(self, origin: str, task_id: int, outcome: Any, now: int) -> None:
+        """Keep ``outcome`` of ``(origin, task_id)`` for an origin with no live
+        connection, until ``now + ttl_ns`` (``take_held`` hands it over)."""
+        if type(origin) is not str:
+            origin = _as_origin(origin)
+        if type(task_id) is not int or not 0 <= task_id <= _U64_MAX:
+            task_id = _as_task_id(task_id)
+        if type(now) is not int or not 0 <= now <= _I64_MAX:
+            now = _as_time(now)
+        expires_at = now + self._ttl
+        if expires_at > _I64_MAX:
+            raise InvalidArgument(f"now + ttl_ns overflows int64 (now={now})")
+        if expires_at < self._last_held_expiry:
+            expires_at = self._last_held_expiry
+        self._last_held_expiry = expires_at
+        held = self._held.get(origin)
+        if held is None:
+            held = self._held[origin] = deque()
+        held.append((expires_at, task_id, outcome))
+        self._held_expiry.append((expires_at, origin))
+
+    def take_held(self, origin: str) -> list[tuple[int, Any]]:
+        """Remove and return ``(task_id, outcome)`` of every result held for
+        ``origin`` (oldest first; empty if none)."""
+        if type(origin) is not str:
+            origin = _as_origin(origin)
+        held = self._held.pop(origin, None)
+        return [(tid, outcome) for _exp, tid, outcome in held] if held else []
+
+    @property
+    def held_origins(self) -> int:
+        """How many origins have results held for them."""
+        return len(self._held)
+
     # -- expiry ---------------------------------------------------------------
 
     def evict_expired(self, now: int, limit: int | None = None) -> int:
-        """Remove finished records, tombstones and redeliveries whose expiry is ``<= now``.
+        """Remove finished records, tombstones, redeliveries and held results whose expiry is ``<= now``.
 
         Returns how many were removed. Costs O(1) plus time in proportion to
         the entries it removes (and stale queue entries it drops); running
@@ -570,6 +615,17 @@ class IdemTable:
             if entry is not None and entry[0] == expires_at:
                 del redel[pair]
                 removed += 1
+        hqueue = self._held_expiry
+        held_by = self._held
+        while hqueue and hqueue[0][0] <= now and removed < cap:
+            expires_at, origin = hqueue.popleft()
+            self._evict_examined += 1
+            held = held_by.get(origin)
+            if held is not None and held[0][0] == expires_at:
+                held.popleft()
+                removed += 1
+                if not held:
+                    del held_by[origin]
         return removed
 
     # -- export (what a durable journal writes when it compacts) ---------------
@@ -584,7 +640,7 @@ class IdemTable:
         return [(pair[0], pair[1], exp) for pair, exp in self._tombstones.items()]
 
     def next_expiry(self) -> int | None:
-        """The earliest expiry among finished records, tombstones and redeliveries, or None."""
+        """The earliest expiry among finished records, tombstones, redeliveries and held results, or None."""
         queue = self._expiry
         records = self._records
         while queue:
@@ -607,11 +663,19 @@ class IdemTable:
             if entry is not None and entry[0] == expires_at:
                 break
             rqueue.popleft()
-        heads = [q[0][0] for q in (queue, tqueue, rqueue) if q]
+        hqueue = self._held_expiry
+        held_by = self._held
+        while hqueue:
+            expires_at, origin = hqueue[0]
+            held = held_by.get(origin)
+            if held is not None and held[0][0] == expires_at:
+                break
+            hqueue.popleft()
+        heads = [q[0][0] for q in (queue, tqueue, rqueue, hqueue) if q]
         return min(heads) if heads else None
 
     def clear(self) -> None:
-        """Forget every record, tombstone and redelivery (the TTL stays)."""
+        """Forget every record, tombstone, redelivery and held result (the TTL stays)."""
         self._records = {}
         self._by_task = {}
         self._expiry = deque()
@@ -623,6 +687,9 @@ class IdemTable:
         self._redeliveries = {}
         self._redelivery_expiry = deque()
         self._last_redelivery_expiry = 0
+        self._held = {}
+        self._held_expiry = deque()
+        self._last_held_expiry = 0
 
     def _debug_counters(self) -> dict[str, int]:
         """Sizes of the internal structures, for tests (not a stable API)."""
@@ -633,5 +700,6 @@ class IdemTable:
             "tombstones": len(self._tombstones),
             "tombstone_queue": len(self._tomb_expiry),
             "redeliveries": len(self._redeliveries),
+            "held_origins": len(self._held),
             "evict_examined": self._evict_examined,
         }

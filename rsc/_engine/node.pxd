@@ -26,9 +26,9 @@ cdef class NodeEngine:
     cdef public object _entropy, _stats, _trace
     cdef public list actions
     cdef public bint draining, _expiry_noted
-    cdef public dict _conns, _origin_conns, _last_heard, _held, _running, _by_serial
+    cdef public dict _conns, _origin_conns, _last_heard, _running, _by_serial
     cdef public dict _renew, _renew_due, counters
-    cdef public object _held_expiry, _journal
+    cdef public object _journal
     cdef public dict features
     cdef public IdemTable _idem
     cdef public LeaseHeap _leases, _deadlines

@@ -29,7 +29,6 @@ the driver makes them durable before anything they stand for leaves.
 
 from __future__ import annotations
 
-from collections import deque
 from typing import Any, Callable
 
 from rsc._core import envelope as _envelope
@@ -237,8 +236,6 @@ class NodeEngine:
         self._conns: dict[Any, _Conn] = {}
         self._origin_conns: dict[str, list[Any]] = {}
         self._last_heard: dict[str, int] = {}
-        self._held: dict[str, list[tuple[int, int, tuple]]] = {}  # origin -> (expiry, rtid, outcome)
-        self._held_expiry: deque[tuple[int, str]] = deque()
         self._idem = _idem.IdemTable(ttl_ns)
         self._running: dict[bytes, NodeTask] = {}  # key -> owner task not yet finished
         self._by_serial: dict[int, NodeTask] = {}
@@ -371,10 +368,8 @@ class NodeEngine:
             self._origin_conns.setdefault(origin, []).append(c.id)
             self._last_heard[origin] = now
             self._trace_event("handshake", conn=c.id, origin=origin)
-            held = self._held.pop(origin, None)
-            if held:
-                for _exp, rtid, outcome in held:
-                    self._send_result(c.id, rtid, outcome)
+            for rtid, outcome in self._idem.take_held(origin):
+                self._send_result(c.id, rtid, outcome)
         elif kind is Error:
             self.actions.append((CLOSE, c.id, None))
             self.close_connection(c.id, now)
@@ -738,8 +733,7 @@ class NodeEngine:
             for conn in conns:
                 self._send_result(conn, rtid, outcome)
             return
-        self._held.setdefault(origin, []).append((now + self.ttl_ns, rtid, outcome))
-        self._held_expiry.append((now + self.ttl_ns, origin))
+        self._idem.hold(origin, rtid, outcome, now)
         self._note_deadline(now + self.ttl_ns)
 
     # ------------------------------------------------------------------- leases
@@ -769,8 +763,6 @@ class NodeEngine:
         cands = [d for d in (self._leases.next_deadline(), self._deadlines.next_deadline()) if d is not None]
         if self._renew_due:
             cands.append(min(self._renew_due.values()))
-        if self._held_expiry:
-            cands.append(self._held_expiry[0][0])
         nxt = self._idem.next_expiry()
         if nxt is not None:
             cands.append(nxt)
@@ -802,13 +794,6 @@ class NodeEngine:
         # driver's timer comes straight back after the loop has polled once
         self._idem.evict_expired(now, EVICT_PER_TICK)
         self._expiry_noted = False  # the driver re-reads next_deadline() after a tick
-        while self._held_expiry and self._held_expiry[0][0] <= now:
-            _, origin = self._held_expiry.popleft()
-            held = self._held.get(origin)
-            if held is not None:
-                held[:] = [h for h in held if h[0] > now]
-                if not held:
-                    del self._held[origin]
 
     # ----------------------------------------------------------- durable state
     def restore(self, records: list[tuple], tombstones: list[tuple], now: int, journal: Any) -> None:
@@ -877,7 +862,7 @@ class NodeEngine:
         return list(self._conns)
 
     def has_undelivered(self) -> bool:
-        return bool(self._held)
+        return self._idem.held_origins > 0
 
 
 # Spawn admission (PROTOCOL.md section 7, "Spawn admission"), in order: the
