@@ -74,6 +74,9 @@ SEND, CLOSE, START, CANCEL = 0, 1, 2, 3
 # 3.11) on a per-task path.
 _AFTER: tuple[tuple[NodeState | None, ...], ...] = tuple(node_after(e) for e in NodeEvent)
 _INIT = NodeState.INIT
+# The state a received spawn is in while the admission rules decide it:
+# INIT --RECV_SPAWN--> SPAWN_RECEIVED, read from the table once.
+_RECEIVED = _AFTER[NodeEvent.RECV_SPAWN][NodeState.INIT]
 _COMPLETED = NodeState.COMPLETED
 _TOMBSTONED = NodeState.TOMBSTONED
 E_RECV_SPAWN = int(NodeEvent.RECV_SPAWN)
@@ -177,9 +180,10 @@ class NodeTask(TaskRecord):
         self.origin_task = origin_task
         self.capability = capability
         self.comp = comp  # what Admission.find returned
-        # Made once the admission rules let it in; NodeEngine.process moves it
-        # INIT --RECV_SPAWN--> SPAWN_RECEIVED --SEND_ACK_ACCEPTED--> RUNNING.
-        self.state = _INIT
+        # Made for a received spawn the admission rules let in, so it starts in
+        # SPAWN_RECEIVED (the table's INIT --RECV_SPAWN--> edge, taken once at
+        # import rather than once per task); NodeEngine.process moves it on.
+        self.state = _RECEIVED
         self.cancel_reason: tuple | None = None
         self.serial = serial
         self.deadline_ns: int | None = None
@@ -571,7 +575,6 @@ class NodeEngine:
             lease_ms = MIN_LEASE_MS
         task = NodeTask(origin, rtid, key, computation, data, lease_ms, budget, origin_region,
                         origin_task, capability, serial, comp)
-        self.process(task, E_RECV_SPAWN)
         self._running[key] = task
         self._by_serial[serial] = task
         self.counters["accepted"] += 1
