@@ -154,7 +154,7 @@ def test_records_outcomes_and_tombstones_replay(tmp_path: Path) -> None:
         assert recs[b"B" * 16].outcome[1] == (9, "node restarted while it ran")
         assert recs[b"B" * 16].task_id == running.rtid
         assert again.node._idem.has_tombstone("origin-a", 42)
-        assert again.node._tomb_reasons[("origin-a", 42)] == (0, "stop it")
+        assert again.node._idem.tombstone_reason("origin-a", 42) == (0, "stop it")
         assert again.node.features["journal"] == journal.journal_id.hex() == j2.journal_id.hex()
     finally:
         j2.close()

@@ -81,6 +81,15 @@ cdef class IdemTable:
     cdef dict _tombstones
     cdef object _tomb_expiry
     cdef int64_t _last_tomb_expiry
+    cdef dict _tomb_reasons         # (origin, task_id) -> the reason it was laid with
+    # (origin, task_id) answered from a finished record -> (expires_at, key)
+    cdef dict _redeliveries
+    cdef object _redelivery_expiry
+    cdef int64_t _last_redelivery_expiry
+    # origin -> deque of (expires_at, task_id, outcome) held for it, oldest first
+    cdef dict _held
+    cdef object _held_expiry
+    cdef int64_t _last_held_expiry
     cdef uint64_t _evict_examined
 
     # the per-task operations: C calls from a compiled engine that holds the
@@ -89,6 +98,7 @@ cdef class IdemTable:
     cpdef complete(self, key, task_id, outcome, now)
     cpdef get(self, key)
     cpdef owner_of(self, origin, task_id)
+    cpdef key_of(self, origin, task_id)
     cpdef has_tombstone(self, origin, task_id)
 
     cdef int _reserve_slot(self) except -1

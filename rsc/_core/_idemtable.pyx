@@ -12,9 +12,15 @@ Rules this file keeps (shared/PROTOCOL.md section 4, "Rules a node keeps"):
 - Every ``(origin, task_id)`` present (owner or alias) names exactly one record
   (``owner_of``); reusing one with a different key is a conflict.
 - Running records never expire. A finished record expires ``ttl_ns`` after its
-  completion; tombstones ``ttl_ns`` after they are laid. Expiry happens only in
+  completion; tombstones (with the reason of the cancel that laid them) and
+  redeliveries ``ttl_ns`` after they are laid. Expiry happens only in
   ``evict_expired``, which walks FIFO queues and costs time in proportion to
   what it evicts.
+- A redelivery (``add_redelivery``) names the finished record a duplicate
+  ``(origin, task_id)`` was answered from, so ``key_of`` finds it for a later
+  cancel or resend; it lives while that record does, at most ``ttl_ns``.
+- Results for an origin with no live connection are held here too
+  (``hold``, ``take_held``), each ``ttl_ns`` from when it was held.
 
 Implementation (layout in ``_idemtable.pxd``): records are C structs in one
 array with a free list; a key index and an ``(origin, task_id)`` index are open
@@ -496,6 +502,14 @@ cdef class IdemTable:
         self._tombstones = {}
         self._tomb_expiry = deque()
         self._last_tomb_expiry = 0
+        self._tomb_reasons = {}
+        self._redeliveries = {}
+        self._redelivery_expiry = deque()
+        self._last_redelivery_expiry = 0
+        # origin -> (expires_at, task_id, outcome) held for it, oldest first
+        self._held = {}
+        self._held_expiry = deque()
+        self._last_held_expiry = 0
         self._evict_examined = 0
 
     def __init__(self, ttl_ns):
@@ -1030,6 +1044,39 @@ cdef class IdemTable:
         r = &self._recs[(self._tt[pos].ref & ~ALIAS_BIT) - 1]
         return PyBytes_FromStringAndSize(<char*>&r.k0, 16)
 
+    cpdef key_of(self, origin, task_id):
+        """The key ``(origin, task_id)`` is held under: as owner or alias
+        (``owner_of``), or as a redelivery of a record still present."""
+        key = self.owner_of(origin, task_id)
+        if key is None and self._redeliveries:
+            pair = (_origin_arg(origin), _task_id_arg(task_id))
+            entry = self._redeliveries.get(pair)
+            if entry is not None:
+                key = entry[1]
+                if key not in self:  # the record was evicted or discarded
+                    del self._redeliveries[pair]
+                    key = None
+        return key
+
+    def add_redelivery(self, origin, task_id, key, now):
+        """Remember that ``(origin, task_id)`` was answered from the finished
+        record ``key`` (a duplicate of a task that had already ended), until
+        ``now + ttl_ns`` or until that record goes, whichever is first."""
+        cdef str o = _origin_arg(origin)
+        cdef uint64_t tid = _task_id_arg(task_id)
+        cdef bytes k = _key_arg(key, "key")
+        cdef int64_t t = _time_arg(now, "now")
+        cdef int64_t expires_at
+        if t > INT64_MAX - self._ttl:
+            raise InvalidArgument(f"now + ttl_ns overflows int64 (now={t})")
+        expires_at = t + self._ttl
+        if expires_at < self._last_redelivery_expiry:
+            expires_at = self._last_redelivery_expiry
+        self._last_redelivery_expiry = expires_at
+        pair = (o, tid)
+        self._redeliveries[pair] = (expires_at, k)
+        self._redelivery_expiry.append((expires_at, pair))
+
     def discard(self, key):
         """Remove a record (running or finished) at once; returns whether it was there.
 
@@ -1050,10 +1097,11 @@ cdef class IdemTable:
 
     # -- tombstones -----------------------------------------------------------
 
-    def add_tombstone(self, origin, task_id, now):
-        """Remember a cancel for an unseen ``(origin, task_id)`` until ``now + ttl_ns``.
+    def add_tombstone(self, origin, task_id, now, reason=None):
+        """Remember a cancel for an unseen ``(origin, task_id)`` until ``now + ttl_ns``,
+        with the cancel's ``reason`` (``tombstone_reason``) when one is given.
 
-        Laying one again renews it.
+        Laying one again renews it (and replaces its reason if one is given).
         """
         cdef str o = _origin_arg(origin)
         cdef uint64_t tid = _task_id_arg(task_id)
@@ -1068,22 +1116,63 @@ cdef class IdemTable:
         pair = (o, tid)
         self._tombstones[pair] = expires_at
         self._tomb_expiry.append((expires_at, pair))
+        if reason is not None:
+            self._tomb_reasons[pair] = reason
 
     cpdef has_tombstone(self, origin, task_id):
         return (_origin_arg(origin), _task_id_arg(task_id)) in self._tombstones
 
     def take_tombstone(self, origin, task_id):
         """Remove the tombstone of ``(origin, task_id)``; returns whether there was one."""
-        return self._tombstones.pop((_origin_arg(origin), _task_id_arg(task_id)), None) is not None
+        pair = (_origin_arg(origin), _task_id_arg(task_id))
+        self._tomb_reasons.pop(pair, None)
+        return self._tombstones.pop(pair, None) is not None
+
+    def tombstone_reason(self, origin, task_id):
+        """The reason the tombstone of ``(origin, task_id)`` was laid with, or
+        None (no tombstone, or one laid without a reason)."""
+        return self._tomb_reasons.get((_origin_arg(origin), _task_id_arg(task_id)))
 
     @property
     def tombstone_count(self):
         return len(self._tombstones)
 
+    # -- held results ---------------------------------------------------------
+
+    def hold(self, origin, task_id, outcome, now):
+        """Keep ``outcome`` of ``(origin, task_id)`` for an origin with no live
+        connection, until ``now + ttl_ns`` (``take_held`` hands it over)."""
+        cdef str o = _origin_arg(origin)
+        cdef uint64_t tid = _task_id_arg(task_id)
+        cdef int64_t t = _time_arg(now, "now")
+        cdef int64_t expires_at
+        if t > INT64_MAX - self._ttl:
+            raise InvalidArgument(f"now + ttl_ns overflows int64 (now={t})")
+        expires_at = t + self._ttl
+        if expires_at < self._last_held_expiry:
+            expires_at = self._last_held_expiry
+        self._last_held_expiry = expires_at
+        held = self._held.get(o)
+        if held is None:
+            held = self._held[o] = deque()
+        held.append((expires_at, tid, outcome))
+        self._held_expiry.append((expires_at, o))
+
+    def take_held(self, origin):
+        """Remove and return ``(task_id, outcome)`` of every result held for
+        ``origin`` (oldest first; empty if none)."""
+        held = self._held.pop(_origin_arg(origin), None)
+        return [(tid, outcome) for _exp, tid, outcome in held] if held else []
+
+    @property
+    def held_origins(self):
+        """How many origins have results held for them."""
+        return len(self._held)
+
     # -- expiry ---------------------------------------------------------------
 
     def evict_expired(self, now, limit=None):
-        """Remove finished records and tombstones whose expiry is ``<= now``.
+        """Remove finished records, tombstones, redeliveries and held results whose expiry is ``<= now``.
 
         Returns how many were removed. Costs O(1) plus time in proportion to
         the entries it removes (and stale queue entries it drops); running
@@ -1116,7 +1205,28 @@ cdef class IdemTable:
             self._evict_examined += 1
             if tombs.get(pair) == expires_at:
                 del tombs[pair]
+                self._tomb_reasons.pop(pair, None)
                 removed += 1
+        rqueue = self._redelivery_expiry
+        redel = self._redeliveries
+        while rqueue and rqueue[0][0] <= t and removed < cap:
+            expires_at, pair = rqueue.popleft()
+            self._evict_examined += 1
+            entry = redel.get(pair)
+            if entry is not None and entry[0] == expires_at:
+                del redel[pair]
+                removed += 1
+        hqueue = self._held_expiry
+        held_by = self._held
+        while hqueue and hqueue[0][0] <= t and removed < cap:
+            expires_at, origin = hqueue.popleft()
+            self._evict_examined += 1
+            held = held_by.get(origin)
+            if held is not None and held[0][0] == expires_at:
+                held.popleft()
+                removed += 1
+                if not held:
+                    del held_by[origin]
         self._shrink()
         return removed
 
@@ -1137,7 +1247,7 @@ cdef class IdemTable:
         return [(pair[0], pair[1], exp) for pair, exp in self._tombstones.items()]
 
     def next_expiry(self):
-        """The earliest expiry among finished records and tombstones, or None."""
+        """The earliest expiry among finished records, tombstones, redeliveries and held results, or None."""
         self._drop_stale_heads()
         tqueue = self._tomb_expiry
         tombs = self._tombstones
@@ -1146,13 +1256,29 @@ cdef class IdemTable:
             if tombs.get(pair) == expires_at:
                 break
             tqueue.popleft()
+        rqueue = self._redelivery_expiry
+        redel = self._redeliveries
+        while rqueue:
+            expires_at, pair = rqueue[0]
+            entry = redel.get(pair)
+            if entry is not None and entry[0] == expires_at:
+                break
+            rqueue.popleft()
+        hqueue = self._held_expiry
+        held_by = self._held
+        while hqueue:
+            expires_at, origin = hqueue[0]
+            held = held_by.get(origin)
+            if held is not None and held[0][0] == expires_at:
+                break
+            hqueue.popleft()
+        heads = [q[0][0] for q in (tqueue, rqueue, hqueue) if q]
         if self._q_len:
-            head = self._q[self._q_head].expires_at
-            return min(head, tqueue[0][0]) if tqueue else head
-        return tqueue[0][0] if tqueue else None
+            heads.append(self._q[self._q_head].expires_at)
+        return min(heads) if heads else None
 
     def clear(self):
-        """Forget every record and tombstone (the TTL stays)."""
+        """Forget every record, tombstone, redelivery and held result (the TTL stays)."""
         cdef KSlot* kt = <KSlot*>PyMem_Calloc(MIN_TABLE, sizeof(KSlot))
         cdef TSlot* tt = <TSlot*>PyMem_Calloc(MIN_TABLE, sizeof(TSlot))
         cdef QEntry* q = <QEntry*>PyMem_Malloc(MIN_TABLE * sizeof(QEntry))
@@ -1187,6 +1313,13 @@ cdef class IdemTable:
         self._tombstones = {}
         self._tomb_expiry = deque()
         self._last_tomb_expiry = 0
+        self._tomb_reasons = {}
+        self._redeliveries = {}
+        self._redelivery_expiry = deque()
+        self._last_redelivery_expiry = 0
+        self._held = {}
+        self._held_expiry = deque()
+        self._last_held_expiry = 0
         if recs != NULL:
             for i in range(cap):
                 if recs[i].origin != NULL:
@@ -1204,6 +1337,8 @@ cdef class IdemTable:
             "expiry_queue": self._q_len,
             "tombstones": len(self._tombstones),
             "tombstone_queue": len(self._tomb_expiry),
+            "redeliveries": len(self._redeliveries),
+            "held_origins": len(self._held),
             "evict_examined": self._evict_examined,
         }
 

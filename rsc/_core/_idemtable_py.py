@@ -11,9 +11,15 @@ Rules this file keeps (shared/PROTOCOL.md section 4, "Rules a node keeps"):
 - Every ``(origin, task_id)`` present (owner or alias) names exactly one record
   (``owner_of``); reusing one with a different key is a conflict.
 - Running records never expire. A finished record expires ``ttl_ns`` after its
-  completion; tombstones ``ttl_ns`` after they are laid. Expiry happens only in
+  completion; tombstones (with the reason of the cancel that laid them) and
+  redeliveries ``ttl_ns`` after they are laid. Expiry happens only in
   ``evict_expired``, which walks FIFO queues of expiry times and so costs time in
   proportion to what it evicts, not to the table.
+- A redelivery (``add_redelivery``) names the finished record a duplicate
+  ``(origin, task_id)`` was answered from, so ``key_of`` finds it for a later
+  cancel or resend; it lives while that record does, at most ``ttl_ns``.
+- Results for an origin with no live connection are held here too
+  (``hold``, ``take_held``), each ``ttl_ns`` from when it was held.
 - Records handed out (``IdemRecord``) are immutable snapshots: a record changes
   by being replaced in the table, never in place.
 
@@ -256,11 +262,18 @@ class IdemTable:
     __slots__ = (
         "_by_task",
         "_evict_examined",
+        "_held",
+        "_held_expiry",
+        "_last_held_expiry",
         "_expiry",
         "_last_expiry",
+        "_last_redelivery_expiry",
         "_last_tomb_expiry",
         "_records",
+        "_redeliveries",
+        "_redelivery_expiry",
         "_tomb_expiry",
+        "_tomb_reasons",
         "_tombstones",
         "_ttl",
     )
@@ -278,6 +291,16 @@ class IdemTable:
         self._tombstones: dict[tuple[str, int], int] = {}
         self._tomb_expiry: deque[tuple[int, tuple[str, int]]] = deque()
         self._last_tomb_expiry = 0
+        # The reason a tombstone was laid with, when it was given one.
+        self._tomb_reasons: dict[tuple[str, int], Any] = {}
+        # (origin, task_id) answered from a finished record -> (expires_at, key).
+        self._redeliveries: dict[tuple[str, int], tuple[int, bytes]] = {}
+        self._redelivery_expiry: deque[tuple[int, tuple[str, int]]] = deque()
+        self._last_redelivery_expiry = 0
+        # origin -> (expires_at, task_id, outcome) held for it, oldest first
+        self._held = {}
+        self._held_expiry = deque()
+        self._last_held_expiry = 0
         self._evict_examined = 0  # expiry-queue entries looked at, for tests
 
     @property
@@ -394,6 +417,46 @@ class IdemTable:
             task_id = _as_task_id(task_id)
         return self._by_task.get((origin, task_id))
 
+    def key_of(self, origin: str, task_id: int) -> bytes | None:
+        """The key ``(origin, task_id)`` is held under: as owner or alias
+        (``owner_of``), or as a redelivery of a record still present."""
+        if type(origin) is not str:
+            origin = _as_origin(origin)
+        if type(task_id) is not int or not 0 <= task_id <= _U64_MAX:
+            task_id = _as_task_id(task_id)
+        pair = (origin, task_id)
+        key = self._by_task.get(pair)
+        if key is None and self._redeliveries:
+            entry = self._redeliveries.get(pair)
+            if entry is not None:
+                key = entry[1]
+                if key not in self._records:  # the record was evicted or discarded
+                    del self._redeliveries[pair]
+                    key = None
+        return key
+
+    def add_redelivery(self, origin: str, task_id: int, key: bytes, now: int) -> None:
+        """Remember that ``(origin, task_id)`` was answered from the finished
+        record ``key`` (a duplicate of a task that had already ended), until
+        ``now + ttl_ns`` or until that record goes, whichever is first."""
+        if type(origin) is not str:
+            origin = _as_origin(origin)
+        if type(task_id) is not int or not 0 <= task_id <= _U64_MAX:
+            task_id = _as_task_id(task_id)
+        if type(key) is not bytes or len(key) != 16:
+            key = _as_key(key, "key")
+        if type(now) is not int or not 0 <= now <= _I64_MAX:
+            now = _as_time(now)
+        expires_at = now + self._ttl
+        if expires_at > _I64_MAX:
+            raise InvalidArgument(f"now + ttl_ns overflows int64 (now={now})")
+        if expires_at < self._last_redelivery_expiry:
+            expires_at = self._last_redelivery_expiry
+        self._last_redelivery_expiry = expires_at
+        pair = (origin, task_id)
+        self._redeliveries[pair] = (expires_at, key)
+        self._redelivery_expiry.append((expires_at, pair))
+
     def discard(self, key: bytes) -> bool:
         """Remove a record (running or finished) at once; returns whether it was there.
 
@@ -416,10 +479,11 @@ class IdemTable:
 
     # -- tombstones -----------------------------------------------------------
 
-    def add_tombstone(self, origin: str, task_id: int, now: int) -> None:
-        """Remember a cancel for an unseen ``(origin, task_id)`` until ``now + ttl_ns``.
+    def add_tombstone(self, origin: str, task_id: int, now: int, reason: Any = None) -> None:
+        """Remember a cancel for an unseen ``(origin, task_id)`` until ``now + ttl_ns``,
+        with the cancel's ``reason`` (``tombstone_reason``) when one is given.
 
-        Laying one again renews it.
+        Laying one again renews it (and replaces its reason if one is given).
         """
         if type(origin) is not str:
             origin = _as_origin(origin)
@@ -436,6 +500,8 @@ class IdemTable:
         pair = (origin, task_id)
         self._tombstones[pair] = expires_at
         self._tomb_expiry.append((expires_at, pair))
+        if reason is not None:
+            self._tomb_reasons[pair] = reason
 
     def has_tombstone(self, origin: str, task_id: int) -> bool:
         if type(origin) is not str:
@@ -450,16 +516,63 @@ class IdemTable:
             origin = _as_origin(origin)
         if type(task_id) is not int or not 0 <= task_id <= _U64_MAX:
             task_id = _as_task_id(task_id)
-        return self._tombstones.pop((origin, task_id), None) is not None
+        pair = (origin, task_id)
+        self._tomb_reasons.pop(pair, None)
+        return self._tombstones.pop(pair, None) is not None
+
+    def tombstone_reason(self, origin: str, task_id: int) -> Any:
+        """The reason the tombstone of ``(origin, task_id)`` was laid with, or
+        None (no tombstone, or one laid without a reason)."""
+        if type(origin) is not str:
+            origin = _as_origin(origin)
+        if type(task_id) is not int or not 0 <= task_id <= _U64_MAX:
+            task_id = _as_task_id(task_id)
+        return self._tomb_reasons.get((origin, task_id))
 
     @property
     def tombstone_count(self) -> int:
         return len(self._tombstones)
 
+    # -- held results ---------------------------------------------------------
+
+    def hold(self, origin: str, task_id: int, outcome: Any, now: int) -> None:
+        """Keep ``outcome`` of ``(origin, task_id)`` for an origin with no live
+        connection, until ``now + ttl_ns`` (``take_held`` hands it over)."""
+        if type(origin) is not str:
+            origin = _as_origin(origin)
+        if type(task_id) is not int or not 0 <= task_id <= _U64_MAX:
+            task_id = _as_task_id(task_id)
+        if type(now) is not int or not 0 <= now <= _I64_MAX:
+            now = _as_time(now)
+        expires_at = now + self._ttl
+        if expires_at > _I64_MAX:
+            raise InvalidArgument(f"now + ttl_ns overflows int64 (now={now})")
+        if expires_at < self._last_held_expiry:
+            expires_at = self._last_held_expiry
+        self._last_held_expiry = expires_at
+        held = self._held.get(origin)
+        if held is None:
+            held = self._held[origin] = deque()
+        held.append((expires_at, task_id, outcome))
+        self._held_expiry.append((expires_at, origin))
+
+    def take_held(self, origin: str) -> list[tuple[int, Any]]:
+        """Remove and return ``(task_id, outcome)`` of every result held for
+        ``origin`` (oldest first; empty if none)."""
+        if type(origin) is not str:
+            origin = _as_origin(origin)
+        held = self._held.pop(origin, None)
+        return [(tid, outcome) for _exp, tid, outcome in held] if held else []
+
+    @property
+    def held_origins(self) -> int:
+        """How many origins have results held for them."""
+        return len(self._held)
+
     # -- expiry ---------------------------------------------------------------
 
     def evict_expired(self, now: int, limit: int | None = None) -> int:
-        """Remove finished records and tombstones whose expiry is ``<= now``.
+        """Remove finished records, tombstones, redeliveries and held results whose expiry is ``<= now``.
 
         Returns how many were removed. Costs O(1) plus time in proportion to
         the entries it removes (and stale queue entries it drops); running
@@ -491,7 +604,28 @@ class IdemTable:
             self._evict_examined += 1
             if tombs.get(pair) == expires_at:
                 del tombs[pair]
+                self._tomb_reasons.pop(pair, None)
                 removed += 1
+        rqueue = self._redelivery_expiry
+        redel = self._redeliveries
+        while rqueue and rqueue[0][0] <= now and removed < cap:
+            expires_at, pair = rqueue.popleft()
+            self._evict_examined += 1
+            entry = redel.get(pair)
+            if entry is not None and entry[0] == expires_at:
+                del redel[pair]
+                removed += 1
+        hqueue = self._held_expiry
+        held_by = self._held
+        while hqueue and hqueue[0][0] <= now and removed < cap:
+            expires_at, origin = hqueue.popleft()
+            self._evict_examined += 1
+            held = held_by.get(origin)
+            if held is not None and held[0][0] == expires_at:
+                held.popleft()
+                removed += 1
+                if not held:
+                    del held_by[origin]
         return removed
 
     # -- export (what a durable journal writes when it compacts) ---------------
@@ -506,7 +640,7 @@ class IdemTable:
         return [(pair[0], pair[1], exp) for pair, exp in self._tombstones.items()]
 
     def next_expiry(self) -> int | None:
-        """The earliest expiry among finished records and tombstones, or None."""
+        """The earliest expiry among finished records, tombstones, redeliveries and held results, or None."""
         queue = self._expiry
         records = self._records
         while queue:
@@ -521,12 +655,27 @@ class IdemTable:
             if tombs.get(pair) == expires_at:
                 break
             tqueue.popleft()
-        if queue:
-            return min(queue[0][0], tqueue[0][0]) if tqueue else queue[0][0]
-        return tqueue[0][0] if tqueue else None
+        rqueue = self._redelivery_expiry
+        redel = self._redeliveries
+        while rqueue:
+            expires_at, pair = rqueue[0]
+            entry = redel.get(pair)
+            if entry is not None and entry[0] == expires_at:
+                break
+            rqueue.popleft()
+        hqueue = self._held_expiry
+        held_by = self._held
+        while hqueue:
+            expires_at, origin = hqueue[0]
+            held = held_by.get(origin)
+            if held is not None and held[0][0] == expires_at:
+                break
+            hqueue.popleft()
+        heads = [q[0][0] for q in (queue, tqueue, rqueue, hqueue) if q]
+        return min(heads) if heads else None
 
     def clear(self) -> None:
-        """Forget every record and tombstone (the TTL stays)."""
+        """Forget every record, tombstone, redelivery and held result (the TTL stays)."""
         self._records = {}
         self._by_task = {}
         self._expiry = deque()
@@ -534,6 +683,13 @@ class IdemTable:
         self._tombstones = {}
         self._tomb_expiry = deque()
         self._last_tomb_expiry = 0
+        self._tomb_reasons = {}
+        self._redeliveries = {}
+        self._redelivery_expiry = deque()
+        self._last_redelivery_expiry = 0
+        self._held = {}
+        self._held_expiry = deque()
+        self._last_held_expiry = 0
 
     def _debug_counters(self) -> dict[str, int]:
         """Sizes of the internal structures, for tests (not a stable API)."""
@@ -543,5 +699,7 @@ class IdemTable:
             "expiry_queue": len(self._expiry),
             "tombstones": len(self._tombstones),
             "tombstone_queue": len(self._tomb_expiry),
+            "redeliveries": len(self._redeliveries),
+            "held_origins": len(self._held),
             "evict_examined": self._evict_examined,
         }

@@ -8,8 +8,11 @@ from rsc._core._idemtable cimport IdemTable
 from rsc._core._leaseheap cimport LeaseHeap
 from rsc._engine.logical cimport LamportClock
 
-cdef class NodeTask:
-    cdef public object origin, rtid, key, computation, input, budget, state, cancel_reason
+cdef class TaskRecord:
+    cdef public object origin, rtid, state
+
+cdef class NodeTask(TaskRecord):
+    cdef public object key, computation, input, budget, cancel_reason
     cdef public object deadline_ns, origin_region, origin_task, capability, comp
     cdef public long long lease_ms, serial
 
@@ -23,9 +26,9 @@ cdef class NodeEngine:
     cdef public object _entropy, _stats, _trace
     cdef public list actions
     cdef public bint draining, _expiry_noted
-    cdef public dict _conns, _origin_conns, _last_heard, _held, _running, _by_serial
-    cdef public dict _redelivered, _tomb_reasons, _renew, _renew_due, counters
-    cdef public object _held_expiry, _redelivered_expiry, _tomb_expiry, _journal
+    cdef public dict _conns, _origin_conns, _last_heard, _running, _by_serial
+    cdef public dict _renew, _renew_due, counters
+    cdef public object _journal
     cdef public dict features
     cdef public IdemTable _idem
     cdef public LeaseHeap _leases, _deadlines
@@ -37,8 +40,21 @@ cdef class NodeEngine:
     cpdef _ack(self, conn, rtid, code=*, detail=*)
     cpdef _send_result(self, conn, rtid, tuple outcome)
     cpdef receive(self, conn, msg, now)
+    cpdef process(self, TaskRecord task, int event)
     cpdef _on_spawn(self, _Conn c, msg, now)
-    cpdef _key_of(self, origin, rtid)
+    cpdef admission_verdict(self, origin, tuple f, comp)
+    cpdef _rule_origin_matches(self, origin, tuple f, comp)
+    cpdef _rule_key_length(self, origin, tuple f, comp)
+    cpdef _rule_lease_positive(self, origin, tuple f, comp)
+    cpdef _rule_lease_trackable(self, origin, tuple f, comp)
+    cpdef _rule_input_size(self, origin, tuple f, comp)
+    cpdef _rule_task_id_held(self, origin, tuple f, comp)
+    cpdef _rule_tombstoned(self, origin, tuple f, comp)
+    cpdef _rule_key_known(self, origin, tuple f, comp)
+    cpdef _rule_not_draining(self, origin, tuple f, comp)
+    cpdef _rule_computation_known(self, origin, tuple f, comp)
+    cpdef _rule_capacity(self, origin, tuple f, comp)
+    cpdef _rule_input_valid(self, origin, tuple f, comp)
     cpdef task_finished(self, NodeTask task, int kind, payload, exec_ns, now)
     cpdef _deliver(self, origin, rtid, tuple outcome, now)
     cpdef _renew_add(self, origin, lease_ms, rtid, now)

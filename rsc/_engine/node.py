@@ -10,7 +10,9 @@ actions for its driver in ``self.actions``:
 
 and exposes ``next_deadline()`` for the driver's timer; at or after it the
 driver calls ``tick(now)``. When a started task ends the driver calls
-``task_finished``. Per-task states follow ``states.NODE_TRANSITIONS``.
+``task_finished``. Every change of a task's state goes through ``process``,
+which follows ``states.NODE_TRANSITIONS``; spawn admission is the ordered list
+``ADMISSION_RULES``.
 
 Rules this engine keeps (PROTOCOL.md section 4, "Rules a node keeps"):
 every SPAWN_REQUEST gets exactly one SPAWN_ACK; a result is computed once and
@@ -27,7 +29,6 @@ the driver makes them durable before anything they stand for leaves.
 
 from __future__ import annotations
 
-from collections import deque
 from typing import Any, Callable
 
 from rsc._core import envelope as _envelope
@@ -62,17 +63,29 @@ from rsc._core.messages import (
 )
 from rsc._engine.handshake import NodeHandshake
 from rsc._engine.logical import LamportClock
-from rsc._engine.states import NodeEvent, NodeState, advance_node, node_after
+from rsc._engine.states import NodeEvent, NodeState, node_after
 from rsc.errors import ProtocolError, ResultTooLarge, UnexpectedMessage
 
 SEND, CLOSE, START, CANCEL = 0, 1, 2, 3
-_ADMITTED_STATE = advance_node(advance_node(NodeState.INIT, NodeEvent.RECV_SPAWN),  # type: ignore[arg-type]
-                               NodeEvent.SEND_ACK_ACCEPTED)
 
-# The transition every task takes at its end, as a tuple indexed by state: no
-# call, and no Enum class attribute read (EnumType.__getattr__ costs about 850
-# instructions on 3.11) per task.
-_AFTER_SEND_RESULT = node_after(NodeEvent.SEND_RESULT)
+# The node table as one tuple per event, each indexed by state (what
+# NodeEngine.process reads), and the events and states as plain ints: no Enum
+# class attribute read (EnumType.__getattr__ costs about 850 instructions on
+# 3.11) on a per-task path.
+_AFTER: tuple[tuple[NodeState | None, ...], ...] = tuple(node_after(e) for e in NodeEvent)
+_INIT = NodeState.INIT
+# The state a received spawn is in while the admission rules decide it:
+# INIT --RECV_SPAWN--> SPAWN_RECEIVED, read from the table once.
+_RECEIVED = _AFTER[NodeEvent.RECV_SPAWN][NodeState.INIT]
+_COMPLETED = NodeState.COMPLETED
+_TOMBSTONED = NodeState.TOMBSTONED
+E_RECV_SPAWN = int(NodeEvent.RECV_SPAWN)
+E_SEND_ACK_ACCEPTED = int(NodeEvent.SEND_ACK_ACCEPTED)
+E_SEND_ACK_REJECTED = int(NodeEvent.SEND_ACK_REJECTED)
+E_RECV_CANCEL = int(NodeEvent.RECV_CANCEL)
+E_SEND_RESULT = int(NodeEvent.SEND_RESULT)
+E_ORIGIN_SILENT = int(NodeEvent.ORIGIN_SILENT)
+E_RECV_DUPLICATE_SPAWN = int(NodeEvent.RECV_DUPLICATE_SPAWN)
 
 # The codec's builders of the two messages every task sends: the same objects as
 # SpawnAck(...) and ResultDelivery(...), without a Python __init__ call each.
@@ -102,6 +115,10 @@ TOMBSTONE_REASON = (0, "cancelled before it was spawned")  # a tombstone laid wi
 # each a short one, instead of freezing the loop while it is walked.
 EVICT_PER_TICK = 4096
 
+# What an admission rule decides (the first element of its verdict).
+VERDICT_REJECT, VERDICT_DUPLICATE, VERDICT_TOMBSTONED = 0, 1, 2
+_TOMBSTONED_VERDICT = (VERDICT_TOMBSTONED,)
+
 
 class Admission:
     """What the engine asks of the node's registry (kept abstract so the engine
@@ -117,11 +134,36 @@ class Admission:
         raise NotImplementedError
 
 
-class NodeTask:
+class TaskRecord:
+    """The state of one ``(origin, task id)`` on this node, as ``NodeEngine.process``
+    moves it (``states.NODE_TRANSITIONS``).
+
+    An admitted task is a ``NodeTask`` (a subclass). The states no task object
+    lives through are held here for the length of the step that passes them:
+    a rejected spawn (SPAWN_RECEIVED -> REJECTED: nothing is kept, so a later
+    SPAWN with that task id starts again from INIT), a cancel that lays or
+    renews a tombstone (the idempotency table's tombstone holds TOMBSTONED
+    between steps), a spawn answered from a tombstone, and a finished record
+    answering a duplicate or a cancel (the table's finished record holds
+    COMPLETED). ``NodeEngine.state_of`` reads the state back from what holds it.
+    """
+
+    __slots__ = ("origin", "rtid", "state")
+
+    def __init__(self, origin: str, rtid: int, state: NodeState) -> None:
+        self.origin = origin
+        self.rtid = rtid
+        self.state = state
+
+    def __repr__(self) -> str:
+        return f"TaskRecord({self.origin}/{self.rtid} {NodeState(self.state).name})"
+
+
+class NodeTask(TaskRecord):
     """One admitted task on this node (the owner of an idempotency record)."""
 
-    __slots__ = ("origin", "rtid", "key", "computation", "input", "lease_ms", "budget",
-                 "state", "cancel_reason", "serial", "deadline_ns", "origin_region",
+    __slots__ = ("key", "computation", "input", "lease_ms", "budget",
+                 "cancel_reason", "serial", "deadline_ns", "origin_region",
                  "origin_task", "capability", "comp")
 
     def __init__(self, origin: str, rtid: int, key: bytes, computation: str, input: bytes,  # noqa: A002
@@ -138,14 +180,16 @@ class NodeTask:
         self.origin_task = origin_task
         self.capability = capability
         self.comp = comp  # what Admission.find returned
-        # Made only once admitted: SPAWN_RECEIVED --SEND_ACK_ACCEPTED--> RUNNING
-        self.state = _ADMITTED_STATE
+        # Made for a received spawn the admission rules let in, so it starts in
+        # SPAWN_RECEIVED (the table's INIT --RECV_SPAWN--> edge, taken once at
+        # import rather than once per task); NodeEngine.process moves it on.
+        self.state = _RECEIVED
         self.cancel_reason: tuple | None = None
         self.serial = serial
         self.deadline_ns: int | None = None
 
     def __repr__(self) -> str:
-        return f"NodeTask({self.origin}/{self.rtid} {self.computation} {self.state.name})"
+        return f"NodeTask({self.origin}/{self.rtid} {self.computation} {NodeState(self.state).name})"
 
 
 class _Conn:
@@ -196,18 +240,9 @@ class NodeEngine:
         self._conns: dict[Any, _Conn] = {}
         self._origin_conns: dict[str, list[Any]] = {}
         self._last_heard: dict[str, int] = {}
-        self._held: dict[str, list[tuple[int, int, tuple]]] = {}  # origin -> (expiry, rtid, outcome)
-        self._held_expiry: deque[tuple[int, str]] = deque()
         self._idem = _idem.IdemTable(ttl_ns)
         self._running: dict[bytes, NodeTask] = {}  # key -> owner task not yet finished
         self._by_serial: dict[int, NodeTask] = {}
-        # Duplicates answered from a finished record are not aliases in the
-        # idempotency table (it attaches aliases only while a task runs), yet a
-        # later CANCEL or resend under their task id must find the record.
-        self._redelivered: dict[tuple[str, int], bytes] = {}
-        self._redelivered_expiry: deque[tuple[int, tuple[str, int]]] = deque()
-        self._tomb_reasons: dict[tuple[str, int], tuple] = {}
-        self._tomb_expiry: deque[tuple[int, tuple[str, int]]] = deque()
         self._leases = _lh.LeaseHeap()  # serial -> when to check the origin's silence
         self._deadlines = _lh.LeaseHeap()  # serial -> budget deadline
         self._renew: dict[tuple[str, int], set[int]] = {}  # (origin, lease_ms) -> rtids incl. aliases
@@ -337,15 +372,37 @@ class NodeEngine:
             self._origin_conns.setdefault(origin, []).append(c.id)
             self._last_heard[origin] = now
             self._trace_event("handshake", conn=c.id, origin=origin)
-            held = self._held.pop(origin, None)
-            if held:
-                for _exp, rtid, outcome in held:
-                    self._send_result(c.id, rtid, outcome)
+            for rtid, outcome in self._idem.take_held(origin):
+                self._send_result(c.id, rtid, outcome)
         elif kind is Error:
             self.actions.append((CLOSE, c.id, None))
             self.close_connection(c.id, now)
         else:
             raise UnexpectedMessage(f"{type(msg).__name__} before the handshake completed")
+
+    # ------------------------------------------------------------ task state
+    def process(self, task: TaskRecord, event: int) -> NodeState | None:
+        """Move ``task`` by ``event`` (a ``NodeEvent``) through ``states.NODE_TRANSITIONS``.
+
+        The one place a node task's state changes: returns the new state, or
+        None when the event does not fit (the state is left as it was, and the
+        caller drops the event).
+        """
+        nxt = _AFTER[event][task.state]
+        if nxt is not None:
+            task.state = nxt
+        return nxt
+
+    def state_of(self, origin: str, rtid: int) -> NodeState:
+        """The state of ``(origin, rtid)`` read from what holds it: its running
+        task (or the task it is an alias of), a tombstone (TOMBSTONED), a
+        finished record (COMPLETED), or nothing (INIT; a rejected spawn leaves
+        nothing, so REJECTED is never held between steps)."""
+        key = self._idem.key_of(origin, rtid)
+        if key is not None:
+            task = self._running.get(key)
+            return NodeState(task.state) if task is not None else _COMPLETED
+        return _TOMBSTONED if self._idem.has_tombstone(origin, rtid) else _INIT
 
     # -------------------------------------------------------------------- spawn
     def _ack(self, conn: Any, rtid: int, code: int = 0, detail: str = "") -> None:
@@ -354,62 +411,163 @@ class NodeEngine:
             self.counters["rejected"] += 1
         self._send(conn, _spawn_ack(self.name, self._stamp(), rtid, status, code, detail, self.name))
 
+    # Admission (PROTOCOL.md section 7, "Spawn admission"): the rules below, in
+    # ADMISSION_RULES' order; the first that returns a verdict decides, and a
+    # spawn no rule decides is admitted. Each rule reads the connection's
+    # origin, the request's fields (``envelope.fields``: rtid, computation,
+    # input, lease_ms, key, budget, origin_node, origin_region, origin_task,
+    # capability) and what the registry found for its computation, and changes
+    # nothing. A verdict is (VERDICT_REJECT, code, detail, trace event or None),
+    # (VERDICT_DUPLICATE, record, is a resend) or (VERDICT_TOMBSTONED,).
+
+    def _rule_origin_matches(self, origin: str, f: tuple, comp: Any) -> tuple | None:
+        """§7.1: a spawn whose origin_node is not the connection's origin is
+        rejected invalid_input (traced spawn_origin_mismatch)."""
+        if f[6] != origin:
+            return (VERDICT_REJECT, REJECT_INVALID_INPUT,
+                    f"origin_node {f[6]!r} is not this connection's origin {origin!r}",
+                    "spawn_origin_mismatch")
+        return None
+
+    def _rule_key_length(self, origin: str, f: tuple, comp: Any) -> tuple | None:
+        """§7.2: an idempotency key that is not 16 bytes is rejected invalid_input."""
+        if len(f[4]) != KEY_BYTES:
+            return (VERDICT_REJECT, REJECT_INVALID_INPUT,
+                    f"idempotency_key must be {KEY_BYTES} bytes, got {len(f[4])}", None)
+        return None
+
+    def _rule_lease_positive(self, origin: str, f: tuple, comp: Any) -> tuple | None:
+        """§7.3: a zero lease is rejected invalid_input."""
+        if f[3] == 0:
+            return (VERDICT_REJECT, REJECT_INVALID_INPUT, "lease_ms must be positive", None)
+        return None
+
+    def _rule_lease_trackable(self, origin: str, f: tuple, comp: Any) -> tuple | None:
+        """§7.4: a lease over MAX_LEASE_MS (it could not be tracked as a
+        deadline) is rejected invalid_input."""
+        if f[3] > MAX_LEASE_MS:
+            return (VERDICT_REJECT, REJECT_INVALID_INPUT,
+                    f"lease_ms {f[3]} is over the {MAX_LEASE_MS} ms this node tracks", None)
+        return None
+
+    def _rule_input_size(self, origin: str, f: tuple, comp: Any) -> tuple | None:
+        """§7.5: an input over max_input_bytes is rejected invalid_input."""
+        if len(f[2]) > self.max_input_bytes:
+            return (VERDICT_REJECT, REJECT_INVALID_INPUT,
+                    f"input is {len(f[2])} bytes; this node accepts at most {self.max_input_bytes}",
+                    None)
+        return None
+
+    def _rule_task_id_held(self, origin: str, f: tuple, comp: Any) -> tuple | None:
+        """§7.6: an ``(origin, task id)`` already held (owner, alias or
+        redelivery): under the same key and fingerprint it is a resend
+        (duplicate), otherwise idempotency_conflict."""
+        held_key = self._idem.key_of(origin, f[0])
+        if held_key is None:
+            return None
+        if held_key != f[4]:
+            return (VERDICT_REJECT, REJECT_IDEMPOTENCY_CONFLICT,
+                    f"task {origin}/{f[0]} is already held under another idempotency key", None)
+        rec = self._idem.get(held_key)
+        if rec.fingerprint != _fingerprint(f[1], f[2]):
+            return (VERDICT_REJECT, REJECT_IDEMPOTENCY_CONFLICT,
+                    "resend of a task with a different computation or input", None)
+        return (VERDICT_DUPLICATE, rec, True)
+
+    def _rule_tombstoned(self, origin: str, f: tuple, comp: Any) -> tuple | None:
+        """§7.7: a spawn for a tombstoned ``(origin, task id)`` is acked and
+        answered Cancelled; nothing runs."""
+        if self._idem.has_tombstone(origin, f[0]):
+            return _TOMBSTONED_VERDICT
+        return None
+
+    def _rule_key_known(self, origin: str, f: tuple, comp: Any) -> tuple | None:
+        """§7.8: a known key with another fingerprint is idempotency_conflict;
+        with the same one the spawn is a duplicate (an alias while it runs)."""
+        rec = self._idem.get(f[4])
+        if rec is None:
+            return None
+        if rec.fingerprint != _fingerprint(f[1], f[2]):
+            return (VERDICT_REJECT, REJECT_IDEMPOTENCY_CONFLICT,
+                    "idempotency key reused for a different computation or input", None)
+        return (VERDICT_DUPLICATE, rec, False)
+
+    def _rule_not_draining(self, origin: str, f: tuple, comp: Any) -> tuple | None:
+        """§7.9: a draining node rejects new work node_shutting_down."""
+        if self.draining:
+            return (VERDICT_REJECT, REJECT_NODE_SHUTTING_DOWN, "node is draining", None)
+        return None
+
+    def _rule_computation_known(self, origin: str, f: tuple, comp: Any) -> tuple | None:
+        """§7.10: a computation the registry does not know is rejected unknown_computation."""
+        if comp is None:
+            return (VERDICT_REJECT, REJECT_UNKNOWN_COMPUTATION,
+                    f"no computation named {f[1]!r} on node {self.name!r}", None)
+        return None
+
+    def _rule_capacity(self, origin: str, f: tuple, comp: Any) -> tuple | None:
+        """§7.11: a node running ``capacity`` tasks rejects capacity_exceeded."""
+        if len(self._running) >= self.capacity:
+            return (VERDICT_REJECT, REJECT_CAPACITY_EXCEEDED,
+                    f"node {self.name!r} is running {len(self._running)} of {self.capacity} tasks",
+                    None)
+        return None
+
+    def _rule_input_valid(self, origin: str, f: tuple, comp: Any) -> tuple | None:
+        """§7.12: an input the registry's check refuses (codec, validator) is
+        rejected invalid_input with its reason."""
+        why = self.admission.check(comp, f[2])
+        if why is not None:
+            return (VERDICT_REJECT, REJECT_INVALID_INPUT, why, None)
+        return None
+
+    def admission_verdict(self, origin: str, f: tuple, comp: Any) -> tuple | None:
+        """The verdict of the first rule of ``ADMISSION_RULES`` that applies to
+        a spawn (``f``: its ``envelope.fields``; ``comp``: what the registry
+        found for its computation), or None: admitted.
+
+        ADMISSION_RULES, written out: each rule a C call in a compiled build, so
+        the order costs no per-task loop (tests/test_admission_rules.py holds
+        this chain to the list).
+        """
+        v = self._rule_origin_matches(origin, f, comp)
+        if v is None:
+            v = self._rule_key_length(origin, f, comp)
+        if v is None:
+            v = self._rule_lease_positive(origin, f, comp)
+        if v is None:
+            v = self._rule_lease_trackable(origin, f, comp)
+        if v is None:
+            v = self._rule_input_size(origin, f, comp)
+        if v is None:
+            v = self._rule_task_id_held(origin, f, comp)
+        if v is None:
+            v = self._rule_tombstoned(origin, f, comp)
+        if v is None:
+            v = self._rule_key_known(origin, f, comp)
+        if v is None:
+            v = self._rule_not_draining(origin, f, comp)
+        if v is None:
+            v = self._rule_computation_known(origin, f, comp)
+        if v is None:
+            v = self._rule_capacity(origin, f, comp)
+        if v is None:
+            v = self._rule_input_valid(origin, f, comp)
+        return v
+
     def _on_spawn(self, c: _Conn, msg: SpawnRequest, now: int) -> None:
         # Every field read once, in one call: as attributes, each read would be
         # a Python attribute lookup (and a task reads most of them twice).
-        (rtid, computation, data, lease_ms, key, budget, origin_node, origin_region, origin_task,
-         capability) = _fields(msg)
+        f = _fields(msg)
         origin = c.origin
-        if origin_node != origin:
-            self._trace_event("spawn_origin_mismatch", conn=c.id, claimed=origin_node, origin=origin)
-            return self._ack(c.id, rtid, REJECT_INVALID_INPUT,
-                             f"origin_node {origin_node!r} is not this connection's origin {origin!r}")
-        if len(key) != KEY_BYTES:
-            return self._ack(c.id, rtid, REJECT_INVALID_INPUT,
-                             f"idempotency_key must be {KEY_BYTES} bytes, got {len(key)}")
-        if lease_ms == 0:
-            return self._ack(c.id, rtid, REJECT_INVALID_INPUT, "lease_ms must be positive")
-        if lease_ms > MAX_LEASE_MS:
-            return self._ack(c.id, rtid, REJECT_INVALID_INPUT,
-                             f"lease_ms {lease_ms} is over the {MAX_LEASE_MS} ms this node tracks")
-        if len(data) > self.max_input_bytes:
-            return self._ack(c.id, rtid, REJECT_INVALID_INPUT,
-                             f"input is {len(data)} bytes; this node accepts at most {self.max_input_bytes}")
-        idem = self._idem
+        comp = self.admission.find(f[1])
+        v = self.admission_verdict(origin, f, comp)
+        if v is not None:
+            return self._apply_verdict(c, msg, f, v, now)
+        (rtid, computation, data, lease_ms, key, budget, _origin_node, origin_region, origin_task,
+         capability) = f
         fp = _fingerprint(computation, data)
-        held_key = self._key_of(origin, rtid)
-        if held_key is not None:
-            if held_key != key:
-                return self._ack(c.id, rtid, REJECT_IDEMPOTENCY_CONFLICT,
-                                 f"task {origin}/{rtid} is already held under another idempotency key")
-            rec = idem.get(held_key)
-            if rec.fingerprint != fp:
-                return self._ack(c.id, rtid, REJECT_IDEMPOTENCY_CONFLICT,
-                                 "resend of a task with a different computation or input")
-            return self._on_duplicate(c, msg, rec, now, resend=True)
-        if idem.has_tombstone(origin, rtid):
-            return self._on_tombstoned_spawn(c, msg, now)
-        rec = idem.get(key)
-        if rec is not None:
-            if rec.fingerprint != fp:
-                return self._ack(c.id, rtid, REJECT_IDEMPOTENCY_CONFLICT,
-                                 "idempotency key reused for a different computation or input")
-            idem.check_and_record(key, fp, origin, rtid, now)  # attaches the alias
-            return self._on_duplicate(c, msg, idem.get(key), now, resend=False)
-        if self.draining:
-            return self._ack(c.id, rtid, REJECT_NODE_SHUTTING_DOWN, "node is draining")
-        comp = self.admission.find(computation)
-        if comp is None:
-            return self._ack(c.id, rtid, REJECT_UNKNOWN_COMPUTATION,
-                             f"no computation named {computation!r} on node {self.name!r}")
-        if len(self._running) >= self.capacity:
-            return self._ack(c.id, rtid, REJECT_CAPACITY_EXCEEDED,
-                             f"node {self.name!r} is running {len(self._running)} of {self.capacity} tasks")
-        why = self.admission.check(comp, data)
-        if why is not None:
-            return self._ack(c.id, rtid, REJECT_INVALID_INPUT, why)
-        # admitted
-        idem.check_and_record(key, fp, origin, rtid, now)
+        self._idem.check_and_record(key, fp, origin, rtid, now)
         if self._journal is not None:
             self._journal.admitted(key, fp, origin, rtid)
         self._serial = serial = self._serial + 1
@@ -421,6 +579,7 @@ class NodeEngine:
         self._by_serial[serial] = task
         self.counters["accepted"] += 1
         self._ack(c.id, rtid)
+        self.process(task, E_SEND_ACK_ACCEPTED)
         self._leases.add(serial, now + lease_ms * MS)
         if budget is not None and budget[0] is not None and budget[0] <= MAX_DEADLINE_MS:
             task.deadline_ns = now + budget[0] * MS
@@ -429,38 +588,62 @@ class NodeEngine:
         self._renew_add(origin, lease_ms, rtid, now)
         self.actions.append((START, task, None))
 
+    def _apply_verdict(self, c: _Conn, msg: SpawnRequest, f: tuple, v: tuple, now: int) -> None:
+        """Carry out an admission rule's verdict on a spawn that is not admitted."""
+        kind = v[0]
+        if kind == VERDICT_REJECT:
+            if v[3] is not None:
+                self._trace_event(v[3], conn=c.id, claimed=f[6], origin=c.origin)
+            req = TaskRecord(c.origin, f[0], _INIT)
+            self.process(req, E_RECV_SPAWN)
+            self._ack(c.id, f[0], v[1], v[2])
+            self.process(req, E_SEND_ACK_REJECTED)
+        elif kind == VERDICT_DUPLICATE:
+            rec, resend = v[1], v[2]
+            if not resend:
+                self._idem.check_and_record(f[4], rec.fingerprint, c.origin, f[0], now)  # attaches the alias
+                rec = self._idem.get(f[4])
+            self._on_duplicate(c, msg, rec, now, resend)
+        else:
+            self._on_tombstoned_spawn(c, msg, now)
+
     def _on_duplicate(self, c: _Conn, msg: SpawnRequest, rec: Any, now: int, resend: bool) -> None:
         self.counters["duplicates"] += 1
         rtid = msg.remote_task_id
         self._ack(c.id, rtid)
         if rec.finished:
+            # the finished record holds COMPLETED; it answers by sending the result again
+            self.process(TaskRecord(msg.origin_node, rtid, _COMPLETED), E_RECV_DUPLICATE_SPAWN)
             if not resend:
-                pair = (msg.origin_node, rtid)
-                self._redelivered[pair] = rec.key
-                self._redelivered_expiry.append((now + self.ttl_ns, pair))
+                self._idem.add_redelivery(msg.origin_node, rtid, rec.key, now)
                 self._note_deadline(now + self.ttl_ns)
             self._send_result(c.id, rtid, rec.outcome)
             return
         task = self._running[rec.key]
-        ev = advance_node(task.state, NodeEvent.RECV_DUPLICATE_SPAWN)
-        if ev is None:
+        if self.process(task, E_RECV_DUPLICATE_SPAWN) is None:
             return self._drop("duplicate spawn does not fit", task=repr(task))
         if not resend:
             self._renew_add(msg.origin_node, task.lease_ms, rtid, now)
 
     def _on_tombstoned_spawn(self, c: _Conn, msg: SpawnRequest, now: int) -> None:
         origin, rtid = c.origin, msg.remote_task_id
-        self._idem.take_tombstone(origin, rtid)
-        reason = self._tomb_reasons.pop((origin, rtid), TOMBSTONE_REASON)
+        idem = self._idem
+        tomb = TaskRecord(origin, rtid, _TOMBSTONED)
+        self.process(tomb, E_RECV_SPAWN)
+        reason = idem.tombstone_reason(origin, rtid)
+        if reason is None:
+            reason = TOMBSTONE_REASON
+        idem.take_tombstone(origin, rtid)
         self._ack(c.id, rtid)
+        self.process(tomb, E_SEND_ACK_ACCEPTED)  # TOMBSTONED -> COMPLETED: nothing runs
         outcome = (OUTCOME_CANCELLED, reason, 0)
         journal = self._journal
         if journal is not None:
             journal.untombstone(origin, rtid)
-        if self._idem.get(msg.idempotency_key) is None:
-            fp = _idem.fingerprint(msg.computation, msg.input)
-            self._idem.check_and_record(msg.idempotency_key, fp, origin, rtid, now)
-            self._idem.complete(msg.idempotency_key, rtid, outcome, now)
+        if idem.get(msg.idempotency_key) is None:
+            fp = _fingerprint(msg.computation, msg.input)
+            idem.check_and_record(msg.idempotency_key, fp, origin, rtid, now)
+            idem.complete(msg.idempotency_key, rtid, outcome, now)
             self._note_deadline(now + self.ttl_ns)
             if journal is not None:
                 journal.admitted(msg.idempotency_key, fp, origin, rtid)
@@ -473,12 +656,13 @@ class NodeEngine:
         origin, rtid = c.origin, msg.remote_task_id
         if msg.origin_node != origin:
             return self._drop("cancel for another origin", claimed=msg.origin_node, origin=origin)
-        key = self._key_of(origin, rtid)
+        key = self._idem.key_of(origin, rtid)
         if key is None:
-            if not self._idem.has_tombstone(origin, rtid):
-                self._idem.add_tombstone(origin, rtid, now)
-                self._tomb_reasons[(origin, rtid)] = msg.reason
-                self._tomb_expiry.append((now + self.ttl_ns, (origin, rtid)))
+            idem = self._idem
+            held = idem.has_tombstone(origin, rtid)
+            self.process(TaskRecord(origin, rtid, _TOMBSTONED if held else _INIT), E_RECV_CANCEL)
+            if not held:
+                idem.add_tombstone(origin, rtid, now, msg.reason)
                 self._note_deadline(now + self.ttl_ns)
                 if self._journal is not None:
                     self._journal.tombstone(origin, rtid, msg.reason)
@@ -486,27 +670,16 @@ class NodeEngine:
             return
         task = self._running.get(key)
         if task is None:
+            # the finished record holds COMPLETED; it answers by sending the result again
+            self.process(TaskRecord(origin, rtid, _COMPLETED), E_RECV_CANCEL)
             self._send_result(c.id, rtid, self._idem.get(key).outcome)
             return
-        self._cancel_task(task, msg.reason, NodeEvent.RECV_CANCEL)
+        self._cancel_task(task, msg.reason, E_RECV_CANCEL)
 
-    def _key_of(self, origin: str, rtid: int) -> bytes | None:
-        """The idempotency key a live or remembered (origin, task id) is held under."""
-        key = self._idem.owner_of(origin, rtid)
-        if key is None and self._redelivered:
-            key = self._redelivered.get((origin, rtid))
-            if key is not None and self._idem.get(key) is None:  # record evicted meanwhile
-                del self._redelivered[(origin, rtid)]
-                key = None
-        return key
-
-    def _cancel_task(self, task: NodeTask, reason: tuple, event: NodeEvent) -> None:
-        nxt = advance_node(task.state, event)
-        if nxt is None:
+    def _cancel_task(self, task: NodeTask, reason: tuple, event: int) -> None:
+        if self.process(task, event) is None:
             return self._drop("cancel does not fit", task=repr(task))
-        first = task.cancel_reason is None
-        task.state = nxt
-        if first:
+        if task.cancel_reason is None:
             task.cancel_reason = reason
             self._trace_event("cancel", origin=task.origin, rtid=task.rtid, reason=reason)
             self.actions.append((CANCEL, task, reason))
@@ -514,14 +687,12 @@ class NodeEngine:
     # ------------------------------------------------------------------- result
     def task_finished(self, task: NodeTask, kind: int, payload: Any, exec_ns: int, now: int) -> None:
         """The executor reports ``task`` ended; deliver its result (to aliases too)."""
-        nxt = _AFTER_SEND_RESULT[task.state]
         key, serial = task.key, task.serial
-        if nxt is None or self._running.get(key) is not task:
+        if self._running.get(key) is not task or self.process(task, E_SEND_RESULT) is None:
             return self._drop("result for a task not running", task=repr(task))
         if kind != OUTCOME_CANCELLED and len(payload) > (
                 self.max_result_bytes if kind == OUTCOME_SUCCESS else MAX_FAILURE_MESSAGE_CHARS):
             kind, payload = self._deliverable(task, kind, payload)
-        task.state = nxt
         del self._running[key]
         del self._by_serial[serial]
         self._leases.discard(serial)
@@ -565,8 +736,7 @@ class NodeEngine:
             for conn in conns:
                 self._send_result(conn, rtid, outcome)
             return
-        self._held.setdefault(origin, []).append((now + self.ttl_ns, rtid, outcome))
-        self._held_expiry.append((now + self.ttl_ns, origin))
+        self._idem.hold(origin, rtid, outcome, now)
         self._note_deadline(now + self.ttl_ns)
 
     # ------------------------------------------------------------------- leases
@@ -596,12 +766,6 @@ class NodeEngine:
         cands = [d for d in (self._leases.next_deadline(), self._deadlines.next_deadline()) if d is not None]
         if self._renew_due:
             cands.append(min(self._renew_due.values()))
-        if self._held_expiry:
-            cands.append(self._held_expiry[0][0])
-        if self._tomb_expiry:
-            cands.append(self._tomb_expiry[0][0])
-        if self._redelivered_expiry:
-            cands.append(self._redelivered_expiry[0][0])
         nxt = self._idem.next_expiry()
         if nxt is not None:
             cands.append(nxt)
@@ -622,31 +786,17 @@ class NodeEngine:
             lapse = silent_since + task.lease_ms * MS
             if lapse <= now:
                 self._trace_event("orphan", origin=task.origin, rtid=task.rtid)
-                self._cancel_task(task, CANCEL_LEASE_EXPIRED, NodeEvent.ORIGIN_SILENT)
+                self._cancel_task(task, CANCEL_LEASE_EXPIRED, E_ORIGIN_SILENT)
                 self._leases.add(serial, now + task.lease_ms * MS)  # keep watching until it ends
             else:
                 self._leases.add(serial, lapse)
         for serial in self._deadlines.pop_expired(now):
             task = self._by_serial[serial]
-            self._cancel_task(task, CANCEL_DEADLINE, NodeEvent.RECV_CANCEL)
+            self._cancel_task(task, CANCEL_DEADLINE, E_RECV_CANCEL)
         # bounded: if more are due, next_deadline() stays <= now and the
         # driver's timer comes straight back after the loop has polled once
         self._idem.evict_expired(now, EVICT_PER_TICK)
         self._expiry_noted = False  # the driver re-reads next_deadline() after a tick
-        while self._tomb_expiry and self._tomb_expiry[0][0] <= now:
-            _, pair = self._tomb_expiry.popleft()
-            if not self._idem.has_tombstone(pair[0], pair[1]):
-                self._tomb_reasons.pop(pair, None)
-        while self._redelivered_expiry and self._redelivered_expiry[0][0] <= now:
-            _, pair = self._redelivered_expiry.popleft()
-            self._redelivered.pop(pair, None)
-        while self._held_expiry and self._held_expiry[0][0] <= now:
-            _, origin = self._held_expiry.popleft()
-            held = self._held.get(origin)
-            if held is not None:
-                held[:] = [h for h in held if h[0] > now]
-                if not held:
-                    del self._held[origin]
 
     # ----------------------------------------------------------- durable state
     def restore(self, records: list[tuple], tombstones: list[tuple], now: int, journal: Any) -> None:
@@ -673,9 +823,7 @@ class NodeEngine:
             self._note_deadline(now + min(remaining, ttl))
         for origin, rtid, reason, remaining in sorted(tombstones, key=lambda t: t[3]):
             remaining = min(remaining, ttl)
-            idem.add_tombstone(origin, rtid, max(0, now + remaining - ttl))
-            self._tomb_reasons[(origin, rtid)] = reason
-            self._tomb_expiry.append((now + remaining, (origin, rtid)))
+            idem.add_tombstone(origin, rtid, max(0, now + remaining - ttl), reason)
             self._note_deadline(now + remaining)
 
     def durable_state(self, now: int) -> tuple[list[tuple], list[tuple]]:
@@ -687,8 +835,9 @@ class NodeEngine:
                 records.append((r.key, r.fingerprint, r.origin, r.task_id, None, None))
             elif r.expires_at > now:
                 records.append((r.key, r.fingerprint, r.origin, r.task_id, r.outcome, r.expires_at - now))
-        tombstones = [(origin, rtid, self._tomb_reasons.get((origin, rtid), TOMBSTONE_REASON), exp - now)
-                      for origin, rtid, exp in self._idem.tombstones() if exp > now]
+        idem = self._idem
+        tombstones = [(origin, rtid, idem.tombstone_reason(origin, rtid) or TOMBSTONE_REASON, exp - now)
+                      for origin, rtid, exp in idem.tombstones() if exp > now]
         return records, tombstones
 
     # ----------------------------------------------------------------- shutdown
@@ -702,7 +851,7 @@ class NodeEngine:
         for task in list(self._running.values()):
             if task.cancel_reason is None:
                 n += 1
-            self._cancel_task(task, reason, NodeEvent.RECV_CANCEL)
+            self._cancel_task(task, reason, E_RECV_CANCEL)
         return n
 
     def close_all(self, message: str = "node shutting down") -> None:
@@ -716,4 +865,24 @@ class NodeEngine:
         return list(self._conns)
 
     def has_undelivered(self) -> bool:
-        return bool(self._held)
+        return self._idem.held_origins > 0
+
+
+# Spawn admission (PROTOCOL.md section 7, "Spawn admission"), in order: the
+# first rule that returns a verdict decides; a spawn none decides is admitted.
+# Each name is a NodeEngine method ``(origin, fields, comp) -> verdict | None``;
+# NodeEngine.admission_verdict is this list written out as straight-line calls.
+ADMISSION_RULES: tuple[str, ...] = (
+    "_rule_origin_matches",
+    "_rule_key_length",
+    "_rule_lease_positive",
+    "_rule_lease_trackable",
+    "_rule_input_size",
+    "_rule_task_id_held",
+    "_rule_tombstoned",
+    "_rule_key_known",
+    "_rule_not_draining",
+    "_rule_computation_known",
+    "_rule_capacity",
+    "_rule_input_valid",
+)

@@ -19,7 +19,10 @@ Rules the tables keep:
    what was written to the old one lapses at once) and REFUSE (an unsent
    spawn whose input the node's WELCOME says it cannot take is rejected here).
 4. The node table is PROTOCOL.md's diagram, with TOMBSTONED for a cancel that
-   arrived before its spawn.
+   arrived before its spawn. The node engine changes a task's state only
+   through ``NodeEngine.process``, which reads this table; PROTOCOL.md section
+   6 says what holds each node state (TOMBSTONED: the idempotency table's
+   tombstone; REJECTED: nothing past the step that rejects).
 """
 
 from __future__ import annotations
