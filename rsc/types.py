@@ -14,6 +14,8 @@ from typing import Any, Protocol
 
 import msgpack
 
+from rsc._core import messages as _m
+
 from rsc.errors import (
     InvalidArgument,
     RemoteCancelled,
@@ -229,18 +231,18 @@ class IdempotencyKey:
 class CancelKind(enum.IntEnum):
     """Why a task was cancelled; values are the wire kinds of PROTOCOL.md."""
 
-    USER = 0
-    TIMEOUT = 1
-    DEADLINE = 2
-    POLL_QUOTA = 3
-    COST_BUDGET = 4
-    FAIL_FAST = 5
-    RACE_LOST = 6
-    PARENT_CANCELLED = 7
-    RESOURCE_UNAVAILABLE = 8
-    SHUTDOWN = 9
-    LINKED_EXIT = 10
-    LEASE_EXPIRED = 11
+    USER = _m.CANCEL_KIND_USER
+    TIMEOUT = _m.CANCEL_KIND_TIMEOUT
+    DEADLINE = _m.CANCEL_KIND_DEADLINE
+    POLL_QUOTA = _m.CANCEL_KIND_POLL_QUOTA
+    COST_BUDGET = _m.CANCEL_KIND_COST_BUDGET
+    FAIL_FAST = _m.CANCEL_KIND_FAIL_FAST
+    RACE_LOST = _m.CANCEL_KIND_RACE_LOST
+    PARENT_CANCELLED = _m.CANCEL_KIND_PARENT_CANCELLED
+    RESOURCE_UNAVAILABLE = _m.CANCEL_KIND_RESOURCE_UNAVAILABLE
+    SHUTDOWN = _m.CANCEL_KIND_SHUTDOWN
+    LINKED_EXIT = _m.CANCEL_KIND_LINKED_EXIT
+    LEASE_EXPIRED = _m.CANCEL_KIND_LEASE_EXPIRED
 
     @property
     def severity(self) -> int:

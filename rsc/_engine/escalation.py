@@ -41,12 +41,11 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
+from rsc._core.messages import CANCEL_KIND_LEASE_EXPIRED
 from rsc.lease import CancelThen, LeasePolicy, Retry, prefers_same_node
 
 MS = 1_000_000
-# CancelKind.LEASE_EXPIRED's wire value (rsc.types imports threading, which
-# an engine module must not pull in)
-_LEASE_EXPIRED_KIND = 11
+_LEASE_EXPIRED_KIND = CANCEL_KIND_LEASE_EXPIRED  # the wire's constant: rsc.types is not for engines
 
 
 class EscState(enum.IntEnum):

@@ -8,6 +8,8 @@ from rsc._core._idemtable cimport IdemTable
 from rsc._core._leaseheap cimport LeaseHeap
 from rsc._engine.logical cimport LamportClock
 
+cdef Py_ssize_t _RTID, _COMPUTATION, _INPUT, _LEASE_MS, _KEY, _ORIGIN_NODE
+
 cdef class TaskRecord:
     cdef public object origin, rtid, state
 

@@ -34,7 +34,12 @@ from typing import Any, Callable
 from rsc._core import envelope as _envelope
 from rsc._core import idemtable as _idem
 from rsc._core import leaseheap as _lh
+from rsc._core.schema import SPAWN_REQUEST, SpawnRequestF, expect_fields
 from rsc._core.messages import (
+    CANCEL_KIND_DEADLINE,
+    CANCEL_KIND_LEASE_EXPIRED,
+    CANCEL_KIND_SHUTDOWN,
+    CANCEL_KIND_USER,
     ACK_ACCEPTED,
     ACK_REJECTED,
     DEFAULT_MAX_FRAME_BYTES,
@@ -67,6 +72,19 @@ from rsc._engine.states import NodeEvent, NodeState, node_after
 from rsc.errors import ProtocolError, ResultTooLarge, UnexpectedMessage
 
 SEND, CLOSE, START, CANCEL = 0, 1, 2, 3
+# SPAWN_REQUEST's fields by name, as indices into ``envelope.fields(msg)``
+# (rsc._core.schema): node.pxd types them as C integers, so ``f[_LEASE_MS]``
+# compiles to the same C as ``f[3]``.
+_RTID = SpawnRequestF.remote_task_id
+_COMPUTATION = SpawnRequestF.computation
+_INPUT = SpawnRequestF.input
+_LEASE_MS = SpawnRequestF.lease_ms
+_KEY = SpawnRequestF.idempotency_key
+_ORIGIN_NODE = SpawnRequestF.origin_node
+# The one site that unpacks every field by position checks the order at import.
+_SPAWN_FIELDS = expect_fields(SPAWN_REQUEST, "remote_task_id", "computation", "input", "lease_ms",
+                              "idempotency_key", "budget", "origin_node", "origin_region",
+                              "origin_task", "capability")
 
 # The node table as one tuple per event, each indexed by state (what
 # NodeEngine.process reads), and the events and states as plain ints: no Enum
@@ -102,14 +120,14 @@ KEY_BYTES = 16
 MS = 1_000_000
 
 _OUTCOME_COUNTERS = ("completed", "failed", "cancelled", "panicked")  # by outcome kind
-CANCEL_LEASE_EXPIRED = (11, "origin silent for longer than the task's lease")
-CANCEL_DEADLINE = (2, "budget deadline passed")
-CANCEL_SHUTDOWN = (9, "node shutting down")
+CANCEL_LEASE_EXPIRED = (CANCEL_KIND_LEASE_EXPIRED, "origin silent for longer than the task's lease")
+CANCEL_DEADLINE = (CANCEL_KIND_DEADLINE, "budget deadline passed")
+CANCEL_SHUTDOWN = (CANCEL_KIND_SHUTDOWN, "node shutting down")
 # What a task that was running when its node died is answered with after the
 # node restarts on its journal: it may have had effects, so it is not run again
 # (at most once); "cancelled" because the node stopped it, not the computation.
-RESTARTED_OUTCOME = (OUTCOME_CANCELLED, (9, "node restarted while it ran"), 0)
-TOMBSTONE_REASON = (0, "cancelled before it was spawned")  # a tombstone laid without one
+RESTARTED_OUTCOME = (OUTCOME_CANCELLED, (CANCEL_KIND_SHUTDOWN, "node restarted while it ran"), 0)
+TOMBSTONE_REASON = (CANCEL_KIND_USER, "cancelled before it was spawned")  # a tombstone laid without one
 # Idempotency records evicted per tick at most: a pile-up that came due at once
 # (a burst finished together, a long stall) is spread over several loop turns,
 # each a short one, instead of freezing the loop while it is walked.
@@ -406,7 +424,7 @@ class NodeEngine:
 
     # -------------------------------------------------------------------- spawn
     def _ack(self, conn: Any, rtid: int, code: int = 0, detail: str = "") -> None:
-        status = ACK_ACCEPTED if code == 0 else ACK_REJECTED
+        status = ACK_ACCEPTED if code == 0 else ACK_REJECTED  # code 0: no reject code
         if code:
             self.counters["rejected"] += 1
         self._send(conn, _spawn_ack(self.name, self._stamp(), rtid, status, code, detail, self.name))
@@ -423,38 +441,38 @@ class NodeEngine:
     def _rule_origin_matches(self, origin: str, f: tuple, comp: Any) -> tuple | None:
         """§7.1: a spawn whose origin_node is not the connection's origin is
         rejected invalid_input (traced spawn_origin_mismatch)."""
-        if f[6] != origin:
+        if f[_ORIGIN_NODE] != origin:
             return (VERDICT_REJECT, REJECT_INVALID_INPUT,
-                    f"origin_node {f[6]!r} is not this connection's origin {origin!r}",
+                    f"origin_node {f[_ORIGIN_NODE]!r} is not this connection's origin {origin!r}",
                     "spawn_origin_mismatch")
         return None
 
     def _rule_key_length(self, origin: str, f: tuple, comp: Any) -> tuple | None:
         """§7.2: an idempotency key that is not 16 bytes is rejected invalid_input."""
-        if len(f[4]) != KEY_BYTES:
+        if len(f[_KEY]) != KEY_BYTES:
             return (VERDICT_REJECT, REJECT_INVALID_INPUT,
-                    f"idempotency_key must be {KEY_BYTES} bytes, got {len(f[4])}", None)
+                    f"idempotency_key must be {KEY_BYTES} bytes, got {len(f[_KEY])}", None)
         return None
 
     def _rule_lease_positive(self, origin: str, f: tuple, comp: Any) -> tuple | None:
         """§7.3: a zero lease is rejected invalid_input."""
-        if f[3] == 0:
+        if f[_LEASE_MS] == 0:
             return (VERDICT_REJECT, REJECT_INVALID_INPUT, "lease_ms must be positive", None)
         return None
 
     def _rule_lease_trackable(self, origin: str, f: tuple, comp: Any) -> tuple | None:
         """§7.4: a lease over MAX_LEASE_MS (it could not be tracked as a
         deadline) is rejected invalid_input."""
-        if f[3] > MAX_LEASE_MS:
+        if f[_LEASE_MS] > MAX_LEASE_MS:
             return (VERDICT_REJECT, REJECT_INVALID_INPUT,
-                    f"lease_ms {f[3]} is over the {MAX_LEASE_MS} ms this node tracks", None)
+                    f"lease_ms {f[_LEASE_MS]} is over the {MAX_LEASE_MS} ms this node tracks", None)
         return None
 
     def _rule_input_size(self, origin: str, f: tuple, comp: Any) -> tuple | None:
         """§7.5: an input over max_input_bytes is rejected invalid_input."""
-        if len(f[2]) > self.max_input_bytes:
+        if len(f[_INPUT]) > self.max_input_bytes:
             return (VERDICT_REJECT, REJECT_INVALID_INPUT,
-                    f"input is {len(f[2])} bytes; this node accepts at most {self.max_input_bytes}",
+                    f"input is {len(f[_INPUT])} bytes; this node accepts at most {self.max_input_bytes}",
                     None)
         return None
 
@@ -462,14 +480,14 @@ class NodeEngine:
         """§7.6: an ``(origin, task id)`` already held (owner, alias or
         redelivery): under the same key and fingerprint it is a resend
         (duplicate), otherwise idempotency_conflict."""
-        held_key = self._idem.key_of(origin, f[0])
+        held_key = self._idem.key_of(origin, f[_RTID])
         if held_key is None:
             return None
-        if held_key != f[4]:
+        if held_key != f[_KEY]:
             return (VERDICT_REJECT, REJECT_IDEMPOTENCY_CONFLICT,
-                    f"task {origin}/{f[0]} is already held under another idempotency key", None)
+                    f"task {origin}/{f[_RTID]} is already held under another idempotency key", None)
         rec = self._idem.get(held_key)
-        if rec.fingerprint != _fingerprint(f[1], f[2]):
+        if rec.fingerprint != _fingerprint(f[_COMPUTATION], f[_INPUT]):
             return (VERDICT_REJECT, REJECT_IDEMPOTENCY_CONFLICT,
                     "resend of a task with a different computation or input", None)
         return (VERDICT_DUPLICATE, rec, True)
@@ -477,17 +495,17 @@ class NodeEngine:
     def _rule_tombstoned(self, origin: str, f: tuple, comp: Any) -> tuple | None:
         """§7.7: a spawn for a tombstoned ``(origin, task id)`` is acked and
         answered Cancelled; nothing runs."""
-        if self._idem.has_tombstone(origin, f[0]):
+        if self._idem.has_tombstone(origin, f[_RTID]):
             return _TOMBSTONED_VERDICT
         return None
 
     def _rule_key_known(self, origin: str, f: tuple, comp: Any) -> tuple | None:
         """§7.8: a known key with another fingerprint is idempotency_conflict;
         with the same one the spawn is a duplicate (an alias while it runs)."""
-        rec = self._idem.get(f[4])
+        rec = self._idem.get(f[_KEY])
         if rec is None:
             return None
-        if rec.fingerprint != _fingerprint(f[1], f[2]):
+        if rec.fingerprint != _fingerprint(f[_COMPUTATION], f[_INPUT]):
             return (VERDICT_REJECT, REJECT_IDEMPOTENCY_CONFLICT,
                     "idempotency key reused for a different computation or input", None)
         return (VERDICT_DUPLICATE, rec, False)
@@ -502,7 +520,7 @@ class NodeEngine:
         """§7.10: a computation the registry does not know is rejected unknown_computation."""
         if comp is None:
             return (VERDICT_REJECT, REJECT_UNKNOWN_COMPUTATION,
-                    f"no computation named {f[1]!r} on node {self.name!r}", None)
+                    f"no computation named {f[_COMPUTATION]!r} on node {self.name!r}", None)
         return None
 
     def _rule_capacity(self, origin: str, f: tuple, comp: Any) -> tuple | None:
@@ -516,7 +534,7 @@ class NodeEngine:
     def _rule_input_valid(self, origin: str, f: tuple, comp: Any) -> tuple | None:
         """§7.12: an input the registry's check refuses (codec, validator) is
         rejected invalid_input with its reason."""
-        why = self.admission.check(comp, f[2])
+        why = self.admission.check(comp, f[_INPUT])
         if why is not None:
             return (VERDICT_REJECT, REJECT_INVALID_INPUT, why, None)
         return None
@@ -560,7 +578,7 @@ class NodeEngine:
         # a Python attribute lookup (and a task reads most of them twice).
         f = _fields(msg)
         origin = c.origin
-        comp = self.admission.find(f[1])
+        comp = self.admission.find(f[_COMPUTATION])
         v = self.admission_verdict(origin, f, comp)
         if v is not None:
             return self._apply_verdict(c, msg, f, v, now)
@@ -593,16 +611,16 @@ class NodeEngine:
         kind = v[0]
         if kind == VERDICT_REJECT:
             if v[3] is not None:
-                self._trace_event(v[3], conn=c.id, claimed=f[6], origin=c.origin)
-            req = TaskRecord(c.origin, f[0], _INIT)
+                self._trace_event(v[3], conn=c.id, claimed=f[_ORIGIN_NODE], origin=c.origin)
+            req = TaskRecord(c.origin, f[_RTID], _INIT)
             self.process(req, E_RECV_SPAWN)
-            self._ack(c.id, f[0], v[1], v[2])
+            self._ack(c.id, f[_RTID], v[1], v[2])
             self.process(req, E_SEND_ACK_REJECTED)
         elif kind == VERDICT_DUPLICATE:
             rec, resend = v[1], v[2]
             if not resend:
-                self._idem.check_and_record(f[4], rec.fingerprint, c.origin, f[0], now)  # attaches the alias
-                rec = self._idem.get(f[4])
+                self._idem.check_and_record(f[_KEY], rec.fingerprint, c.origin, f[_RTID], now)  # attaches the alias
+                rec = self._idem.get(f[_KEY])
             self._on_duplicate(c, msg, rec, now, resend)
         else:
             self._on_tombstoned_spawn(c, msg, now)

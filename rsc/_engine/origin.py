@@ -39,6 +39,7 @@ from typing import Any, Callable
 
 from rsc._core import envelope as _envelope
 from rsc._core import leaseheap as _lh
+from rsc._core.schema import RESULT_DELIVERY, SPAWN_ACK, expect_fields
 from rsc._core.messages import (
     ACK_ACCEPTED,
     DEFAULT_MAX_FRAME_BYTES,
@@ -63,6 +64,11 @@ from rsc._engine.states import ORIGIN_TERMINAL, OriginEvent, OriginState, origin
 from rsc.errors import ProtocolError, RemoteProtocolError, UnexpectedMessage
 
 SEND, CLOSE = 0, 1
+# The sites that unpack a message's fields by position check the order at import.
+_ACK_FIELDS = expect_fields(SPAWN_ACK, "remote_task_id", "status", "reject_code", "reject_detail",
+                            "assigned_node")
+_RESULT_FIELDS = expect_fields(RESULT_DELIVERY, "remote_task_id", "outcome_kind", "payload",
+                               "execution_time_ns")
 _spawn_request = _envelope.spawn_request  # SpawnRequest(...) without a Python __init__ call
 _fields = _envelope.fields  # a message's fields as a tuple, in one call
 EV_ACCEPTED, EV_REJECTED, EV_RESULT, EV_LEASE_EXPIRED, EV_STATUS, EV_HANDSHAKE_FAILED = 0, 1, 2, 3, 4, 5
