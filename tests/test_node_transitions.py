@@ -1,10 +1,13 @@
-"""Every node-task state change goes through NodeEngine.process and fits the table.
+"""Every task state change on both sides goes through its engine's one path and fits the tables.
 
 A recording engine notes each transition of a long randomized engine-pair run
 (spawns, duplicates, resends, conflicting keys, cancels before and after the
 spawn, disconnects, finishes, time passing) and each is checked against
 ``states.NODE_TRANSITIONS``; after every step, every task object holds the state
-its last recorded transition left it in, so nothing else changed it.
+its last recorded transition left it in, so nothing else changed it. The
+origin engine of the same runs records its transitions (``OriginEngine.record``),
+each checked against ``states.ORIGIN_TRANSITIONS``, and every origin task holds
+the state its last one left it in.
 """
 
 from __future__ import annotations
@@ -13,7 +16,14 @@ import random
 
 from rsc._core.messages import CancelRequest, SpawnRequest
 from rsc._engine.node import NodeEngine
-from rsc._engine.states import NODE_TRANSITIONS, NodeEvent, NodeState
+from rsc._engine.states import (
+    NODE_TRANSITIONS,
+    ORIGIN_TRANSITIONS,
+    NodeEvent,
+    NodeState,
+    OriginEvent,
+    OriginState,
+)
 from tests.engine_link import MS, Link, entropy_from, wire
 
 RUNS = 1_000
@@ -54,6 +64,21 @@ def _direct(link: Link, msg: object) -> None:
     link.flush()
 
 
+def _check_origin(link: Link, seen: int) -> int:
+    record = link.origin.record
+    last: dict[int, OriginState] = {}
+    for rtid, before, event, after in record[seen:]:
+        assert ORIGIN_TRANSITIONS.get((OriginState(before), OriginEvent(event))) == after, (
+            rtid, OriginState(before).name, OriginEvent(event).name, after)
+    for rtid, _b, _e, after in record:
+        last[rtid] = after
+    for rtid, state in last.items():
+        task = link.origin.get(rtid)
+        if task is not None:
+            assert task.state == state, (task, state)  # changed outside _process()
+    return len(record)
+
+
 def _check(node: RecordingNode, seen: int) -> int:
     for holder, before, event, after in node.log[seen:]:
         assert NODE_TRANSITIONS.get((NodeState(before), NodeEvent(event))) == after, (
@@ -67,11 +92,12 @@ def _run(seed: int) -> RecordingNode:
     rng = random.Random(seed)
     link = _recording_link(rng)
     node = link.node
+    link.origin.record = []
     link.connect()
     rtids: list[int] = []
     next_rtid = 1
     connected = True
-    seen = 0
+    seen = seen_origin = 0
     for _ in range(STEPS):
         op = rng.random()
         if not connected:
@@ -113,7 +139,12 @@ def _run(seed: int) -> RecordingNode:
         else:
             link.advance(rng.choice([1, 50, 400, 1_200, 6_000]))
         seen = _check(node, seen)
+        seen_origin = _check_origin(link, seen_origin)
+    ORIGIN_SEEN.update((int(b), int(e)) for _r, b, e, _a in link.origin.record)
     return node
+
+
+ORIGIN_SEEN: set[tuple[int, int]] = set()
 
 
 def test_every_node_transition_of_a_randomized_run_fits_the_table() -> None:
@@ -131,6 +162,11 @@ def test_every_node_transition_of_a_randomized_run_fits_the_table() -> None:
                  (S.TOMBSTONED, E.SEND_ACK_ACCEPTED), (S.TOMBSTONED, E.RECV_CANCEL),
                  (S.COMPLETED, E.RECV_CANCEL), (S.COMPLETED, E.RECV_DUPLICATE_SPAWN)]:
         assert (int(edge[0]), int(edge[1])) in kinds, edge
+    O, OE = OriginState, OriginEvent
+    for edge in [(O.INIT, OE.SEND_SPAWN), (O.SPAWNED, OE.ACK_ACCEPTED), (O.SPAWNED, OE.ACK_REJECTED),
+                 (O.RUNNING, OE.RESULT), (O.RUNNING, OE.SEND_CANCEL), (O.RUNNING, OE.RENEWAL),
+                 (O.CANCEL_SENT, OE.RESULT)]:
+        assert (int(edge[0]), int(edge[1])) in ORIGIN_SEEN, edge
 
 
 def test_state_of_reads_the_state_from_what_holds_it() -> None:
