@@ -60,6 +60,7 @@ from rsc.errors import (
     spawn_rejected,
 )
 from rsc.transport.address import Address
+from rsc.transport.base import Transport
 from rsc.transport.connection import FramedConnection
 from rsc.transport.timer import EngineTimer
 from rsc.types import (
@@ -357,7 +358,16 @@ class Runtime:
     def __init__(self, cluster: Mapping[str, str] | str | os.PathLike, *, name: str | None = None,
                  key: bytes | None = None, default_lease_s: float = 30.0,
                  connect_timeout_s: float = 5.0, backoff_max_s: float = 2.0,
-                 trace: Callable[[str, dict], None] | None = None) -> None:
+                 trace: Callable[[str, dict], None] | None = None,
+                 transport: Transport | None = None) -> None:
+        """``transport``: how connections to the nodes are opened (a
+        ``rsc.transport.base.Transport``, e.g. ``MemoryTransport`` in a unit
+        test); None dials ``unix:`` addresses as Unix sockets and ``tcp:`` as
+        plain TCP."""
+        if transport is not None and not isinstance(transport, Transport):
+            raise InvalidArgument(f"transport must have connect() and listen() coroutines "
+                                  f"(rsc.transport.base.Transport), got {type(transport).__name__}")
+        self.transport = transport
         self.cluster = load_cluster(cluster)
         self.name = NodeId(name or f"origin-{socket.gethostname()[:64]}-{os.getpid()}-{secrets.token_hex(3)}")
         self.key = key
@@ -602,7 +612,9 @@ class Runtime:
             on_close=self._on_close, handshake_max_frame_bytes=HANDSHAKE_MAX_FRAME_BYTES,
             handshake_last_kind=WELCOME)  # a node's frames before WELCOME are small too
         addr = link.address
-        if addr.scheme == "unix":
+        if self.transport is not None:
+            conn = await asyncio.wait_for(self.transport.connect(addr, factory), self.connect_timeout_s)
+        elif addr.scheme == "unix":
             _t, conn = await asyncio.wait_for(self._loop.create_unix_connection(factory, addr.path),
                                               self.connect_timeout_s)
         else:

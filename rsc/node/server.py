@@ -29,6 +29,7 @@ from rsc.node.journal import open_journal
 from rsc.registry import Computation, Registry
 from rsc.remote import Runtime
 from rsc.transport.address import Address
+from rsc.transport.base import Transport
 from rsc.transport.connection import FramedConnection
 from rsc.transport.timer import EngineTimer
 from rsc.transport.uds import listen_unix, remove_socket
@@ -85,16 +86,22 @@ class NodeServer:
                  cancel_grace_s: float = CANCEL_GRACE_S, peers: str | None = None,
                  trace: Callable[[str, dict], None] | None = None,
                  state_dir: str | None = None, handshake_timeout_s: float = 10.0,
-                 frame_timeout_s: float = 30.0) -> None:
+                 frame_timeout_s: float = 30.0, transport: Transport | None = None) -> None:
         """``handshake_timeout_s``: a connection that has not sent its AUTH by
         then gets ERROR 7 and is closed; ``frame_timeout_s``: likewise one
         whose partial frame saw no frame complete for that long (both checked
         by one sweep a second, or four times per the shorter timeout).
         ``state_dir``: the durable idempotency journal's directory (None: the
-        node's records live only as long as its process)."""
+        node's records live only as long as its process). ``transport``: how
+        it listens (a ``rsc.transport.base.Transport``; None: a Unix socket at
+        ``address``, with the permissions of PROTOCOL.md section 1)."""
         self.name = NodeId(name)
         self.address = Address.parse(address)
-        if self.address.scheme != "unix":
+        if transport is not None and not isinstance(transport, Transport):
+            raise InvalidArgument(f"transport must have connect() and listen() coroutines "
+                                  f"(rsc.transport.base.Transport), got {type(transport).__name__}")
+        self.transport = transport
+        if transport is None and self.address.scheme != "unix":
             raise NotImplementedError("TCP listeners come with the TLS transport; use unix:PATH")
         self.registry = registry
         self.grace_s = grace_s
@@ -140,7 +147,10 @@ class NodeServer:
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
         self._timer = EngineTimer(self._loop, self.clock, self._on_timer)
-        self._server, self._socket_id = await listen_unix(self.address.path, self._make_connection)
+        if self.transport is not None:
+            self._server = await self.transport.listen(self.address, self._make_connection)
+        else:
+            self._server, self._socket_id = await listen_unix(self.address.path, self._make_connection)
         self._sweep_handle = self._loop.call_later(self._sweep_s, self._sweep)
         log.info("node %s listening on %s", self.name, self.address)
 
