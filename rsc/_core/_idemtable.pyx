@@ -1,7 +1,7 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
 """The idempotency store, compiled (twin of ``rsc._core._idemtable_py``).
 
-Rules this file keeps (shared/PROTOCOL.md section 4, "Rules a node keeps"):
+Rules this file keeps (docs/PROTOCOL.md section 7, "Rules the node keeps"):
 
 - A record is keyed by its 16-byte idempotency key and remembers the request's
   fingerprint, its owner ``(origin, task_id)``, its aliases, and once finished

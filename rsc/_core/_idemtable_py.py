@@ -1,6 +1,6 @@
 """The idempotency store, pure-Python twin of ``rsc._core._idemtable``.
 
-Rules this file keeps (shared/PROTOCOL.md section 4, "Rules a node keeps"):
+Rules this file keeps (docs/PROTOCOL.md section 7, "Rules the node keeps"):
 
 - A record is keyed by its 16-byte idempotency key and remembers the request's
   fingerprint (a hash of computation and input, see ``fingerprint``), its owner
