@@ -78,18 +78,8 @@ cdef class IdemTable:
     cdef uint32_t _q_len
     cdef int64_t _last_expiry
     # tombstones are rare (a cancel that overtook its spawn): plain Python
-    cdef dict _tombstones
-    cdef object _tomb_expiry
-    cdef int64_t _last_tomb_expiry
-    cdef dict _tomb_reasons         # (origin, task_id) -> the reason it was laid with
-    # (origin, task_id) answered from a finished record -> (expires_at, key)
-    cdef dict _redeliveries
-    cdef object _redelivery_expiry
-    cdef int64_t _last_redelivery_expiry
-    # origin -> deque of (expires_at, task_id, outcome) held for it, oldest first
-    cdef dict _held
-    cdef object _held_expiry
-    cdef int64_t _last_held_expiry
+    # tombstones, redeliveries and held results (rsc._core.expiring, shared with the twin)
+    cdef object _tombstones, _redeliveries, _held
     cdef uint64_t _evict_examined
 
     # the per-task operations: C calls from a compiled engine that holds the

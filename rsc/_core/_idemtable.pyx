@@ -34,7 +34,6 @@ collection). Every such point comes after the table is consistent again, and
 no C pointer or probe position is kept across one.
 """
 
-from collections import deque
 
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_CheckExact, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from cpython.exc cimport PyErr_Clear, PyErr_Occurred
@@ -50,6 +49,7 @@ from libc.string cimport memcpy
 
 cimport cython
 
+from rsc._core.expiring import ExpiringMap, HeldResults
 from rsc.errors import InvalidArgument
 
 cdef extern from "Python.h":
@@ -499,21 +499,20 @@ cdef class IdemTable:
         self._q_head = 0
         self._q_len = 0
         self._last_expiry = 0
-        self._tombstones = {}
-        self._tomb_expiry = deque()
-        self._last_tomb_expiry = 0
-        self._tomb_reasons = {}
-        self._redeliveries = {}
-        self._redelivery_expiry = deque()
-        self._last_redelivery_expiry = 0
-        # origin -> (expires_at, task_id, outcome) held for it, oldest first
-        self._held = {}
-        self._held_expiry = deque()
-        self._last_held_expiry = 0
         self._evict_examined = 0
 
     def __init__(self, ttl_ns):
         self._ttl = _time_arg(ttl_ns, "ttl_ns")
+        self._side_structures()
+
+    def _side_structures(self):
+        """Tombstones (-> the cancel's reason), redeliveries (-> the record's
+        key) and held results, each expiring ttl_ns after it is laid
+        (rsc._core.expiring: the same classes serve both twins; none is on a
+        per-task path)."""
+        self._tombstones = ExpiringMap(self._ttl)
+        self._redeliveries = ExpiringMap(self._ttl)
+        self._held = HeldResults(self._ttl)
 
     def __dealloc__(self):
         cdef uint32_t i
@@ -1050,12 +1049,10 @@ cdef class IdemTable:
         key = self.owner_of(origin, task_id)
         if key is None and self._redeliveries:
             pair = (_origin_arg(origin), _task_id_arg(task_id))
-            entry = self._redeliveries.get(pair)
-            if entry is not None:
-                key = entry[1]
-                if key not in self:  # the record was evicted or discarded
-                    del self._redeliveries[pair]
-                    key = None
+            key = self._redeliveries.get(pair)
+            if key is not None and key not in self:  # the record was evicted or discarded
+                self._redeliveries.pop(pair)
+                key = None
         return key
 
     def add_redelivery(self, origin, task_id, key, now):
@@ -1065,17 +1062,7 @@ cdef class IdemTable:
         cdef str o = _origin_arg(origin)
         cdef uint64_t tid = _task_id_arg(task_id)
         cdef bytes k = _key_arg(key, "key")
-        cdef int64_t t = _time_arg(now, "now")
-        cdef int64_t expires_at
-        if t > INT64_MAX - self._ttl:
-            raise InvalidArgument(f"now + ttl_ns overflows int64 (now={t})")
-        expires_at = t + self._ttl
-        if expires_at < self._last_redelivery_expiry:
-            expires_at = self._last_redelivery_expiry
-        self._last_redelivery_expiry = expires_at
-        pair = (o, tid)
-        self._redeliveries[pair] = (expires_at, k)
-        self._redelivery_expiry.append((expires_at, pair))
+        self._redeliveries.set((o, tid), k, _time_arg(now, "now"))
 
     def discard(self, key):
         """Remove a record (running or finished) at once; returns whether it was there.
@@ -1106,32 +1093,22 @@ cdef class IdemTable:
         cdef str o = _origin_arg(origin)
         cdef uint64_t tid = _task_id_arg(task_id)
         cdef int64_t t = _time_arg(now, "now")
-        cdef int64_t expires_at
-        if t > INT64_MAX - self._ttl:
-            raise InvalidArgument(f"now + ttl_ns overflows int64 (now={t})")
-        expires_at = t + self._ttl
-        if expires_at < self._last_tomb_expiry:
-            expires_at = self._last_tomb_expiry
-        self._last_tomb_expiry = expires_at
         pair = (o, tid)
-        self._tombstones[pair] = expires_at
-        self._tomb_expiry.append((expires_at, pair))
-        if reason is not None:
-            self._tomb_reasons[pair] = reason
+        if reason is None:
+            reason = self._tombstones.get(pair)
+        self._tombstones.set(pair, reason, t)
 
     cpdef has_tombstone(self, origin, task_id):
         return (_origin_arg(origin), _task_id_arg(task_id)) in self._tombstones
 
     def take_tombstone(self, origin, task_id):
         """Remove the tombstone of ``(origin, task_id)``; returns whether there was one."""
-        pair = (_origin_arg(origin), _task_id_arg(task_id))
-        self._tomb_reasons.pop(pair, None)
-        return self._tombstones.pop(pair, None) is not None
+        return self._tombstones.pop((_origin_arg(origin), _task_id_arg(task_id)))
 
     def tombstone_reason(self, origin, task_id):
         """The reason the tombstone of ``(origin, task_id)`` was laid with, or
         None (no tombstone, or one laid without a reason)."""
-        return self._tomb_reasons.get((_origin_arg(origin), _task_id_arg(task_id)))
+        return self._tombstones.get((_origin_arg(origin), _task_id_arg(task_id)))
 
     @property
     def tombstone_count(self):
@@ -1144,25 +1121,12 @@ cdef class IdemTable:
         connection, until ``now + ttl_ns`` (``take_held`` hands it over)."""
         cdef str o = _origin_arg(origin)
         cdef uint64_t tid = _task_id_arg(task_id)
-        cdef int64_t t = _time_arg(now, "now")
-        cdef int64_t expires_at
-        if t > INT64_MAX - self._ttl:
-            raise InvalidArgument(f"now + ttl_ns overflows int64 (now={t})")
-        expires_at = t + self._ttl
-        if expires_at < self._last_held_expiry:
-            expires_at = self._last_held_expiry
-        self._last_held_expiry = expires_at
-        held = self._held.get(o)
-        if held is None:
-            held = self._held[o] = deque()
-        held.append((expires_at, tid, outcome))
-        self._held_expiry.append((expires_at, o))
+        self._held.hold(o, tid, outcome, _time_arg(now, "now"))
 
     def take_held(self, origin):
         """Remove and return ``(task_id, outcome)`` of every result held for
         ``origin`` (oldest first; empty if none)."""
-        held = self._held.pop(_origin_arg(origin), None)
-        return [(tid, outcome) for _exp, tid, outcome in held] if held else []
+        return self._held.take(_origin_arg(origin))
 
     @property
     def held_origins(self):
@@ -1198,35 +1162,8 @@ cdef class IdemTable:
             outcome = self._remove(e.idx)
             removed += 1
             outcome = None  # may run a finalizer; the table is consistent here
-        tqueue = self._tomb_expiry
-        tombs = self._tombstones
-        while tqueue and tqueue[0][0] <= t and removed < cap:
-            expires_at, pair = tqueue.popleft()
-            self._evict_examined += 1
-            if tombs.get(pair) == expires_at:
-                del tombs[pair]
-                self._tomb_reasons.pop(pair, None)
-                removed += 1
-        rqueue = self._redelivery_expiry
-        redel = self._redeliveries
-        while rqueue and rqueue[0][0] <= t and removed < cap:
-            expires_at, pair = rqueue.popleft()
-            self._evict_examined += 1
-            entry = redel.get(pair)
-            if entry is not None and entry[0] == expires_at:
-                del redel[pair]
-                removed += 1
-        hqueue = self._held_expiry
-        held_by = self._held
-        while hqueue and hqueue[0][0] <= t and removed < cap:
-            expires_at, origin = hqueue.popleft()
-            self._evict_examined += 1
-            held = held_by.get(origin)
-            if held is not None and held[0][0] == expires_at:
-                held.popleft()
-                removed += 1
-                if not held:
-                    del held_by[origin]
+        for side in (self._tombstones, self._redeliveries, self._held):
+            removed += side.evict(t, cap - removed)
         self._shrink()
         return removed
 
@@ -1244,37 +1181,16 @@ cdef class IdemTable:
 
     def tombstones(self):
         """``(origin, task_id, expires_at)`` of every tombstone present."""
-        return [(pair[0], pair[1], exp) for pair, exp in self._tombstones.items()]
+        return [(pair[0], pair[1], exp) for pair, exp, _reason in self._tombstones.items()]
 
     def next_expiry(self):
         """The earliest expiry among finished records, tombstones, redeliveries and held results, or None."""
         self._drop_stale_heads()
-        tqueue = self._tomb_expiry
-        tombs = self._tombstones
-        while tqueue:
-            expires_at, pair = tqueue[0]
-            if tombs.get(pair) == expires_at:
-                break
-            tqueue.popleft()
-        rqueue = self._redelivery_expiry
-        redel = self._redeliveries
-        while rqueue:
-            expires_at, pair = rqueue[0]
-            entry = redel.get(pair)
-            if entry is not None and entry[0] == expires_at:
-                break
-            rqueue.popleft()
-        hqueue = self._held_expiry
-        held_by = self._held
-        while hqueue:
-            expires_at, origin = hqueue[0]
-            held = held_by.get(origin)
-            if held is not None and held[0][0] == expires_at:
-                break
-            hqueue.popleft()
-        heads = [q[0][0] for q in (tqueue, rqueue, hqueue) if q]
-        if self._q_len:
-            heads.append(self._q[self._q_head].expires_at)
+        heads = [self._q[self._q_head].expires_at] if self._q_len else []
+        for side in (self._tombstones, self._redeliveries, self._held):
+            head = side.next_expiry()
+            if head is not None:
+                heads.append(head)
         return min(heads) if heads else None
 
     def clear(self):
@@ -1309,17 +1225,8 @@ cdef class IdemTable:
         self._free_head = FREE_END
         self._count = 0
         self._last_expiry = 0
-        tombstones, tomb_expiry = self._tombstones, self._tomb_expiry
-        self._tombstones = {}
-        self._tomb_expiry = deque()
-        self._last_tomb_expiry = 0
-        self._tomb_reasons = {}
-        self._redeliveries = {}
-        self._redelivery_expiry = deque()
-        self._last_redelivery_expiry = 0
-        self._held = {}
-        self._held_expiry = deque()
-        self._last_held_expiry = 0
+        sides = (self._tombstones, self._redeliveries, self._held)
+        self._side_structures()
         if recs != NULL:
             for i in range(cap):
                 if recs[i].origin != NULL:
@@ -1327,7 +1234,7 @@ cdef class IdemTable:
                     _xdecref(recs[i].aliases)
                     _xdecref(recs[i].outcome)  # may run a finalizer: the table is empty
             PyMem_Free(recs)
-        del tombstones, tomb_expiry
+        del sides  # may run finalizers (held outcomes, reasons): the table is empty
 
     def _debug_counters(self):
         """Sizes of the internal structures, for tests (not a stable API)."""
@@ -1336,10 +1243,11 @@ cdef class IdemTable:
             "task_index": self._tt_used,
             "expiry_queue": self._q_len,
             "tombstones": len(self._tombstones),
-            "tombstone_queue": len(self._tomb_expiry),
+            "tombstone_queue": len(self._tombstones.fifo.queue),
             "redeliveries": len(self._redeliveries),
             "held_origins": len(self._held),
-            "evict_examined": self._evict_examined,
+            "evict_examined": self._evict_examined + sum(
+                side.fifo.examined for side in (self._tombstones, self._redeliveries, self._held)),
         }
 
     def _memory_bytes(self):

@@ -33,6 +33,7 @@ import hashlib
 from collections import deque
 from typing import Any, Final
 
+from rsc._core.expiring import ExpiringMap, HeldResults
 from rsc.errors import InvalidArgument
 
 __all__ = [
@@ -263,17 +264,10 @@ class IdemTable:
         "_by_task",
         "_evict_examined",
         "_held",
-        "_held_expiry",
-        "_last_held_expiry",
         "_expiry",
         "_last_expiry",
-        "_last_redelivery_expiry",
-        "_last_tomb_expiry",
         "_records",
         "_redeliveries",
-        "_redelivery_expiry",
-        "_tomb_expiry",
-        "_tomb_reasons",
         "_tombstones",
         "_ttl",
     )
@@ -288,20 +282,16 @@ class IdemTable:
         # record is no longer the one in the table is stale (it was discarded).
         self._expiry: deque[tuple[int, IdemRecord]] = deque()
         self._last_expiry = 0
-        self._tombstones: dict[tuple[str, int], int] = {}
-        self._tomb_expiry: deque[tuple[int, tuple[str, int]]] = deque()
-        self._last_tomb_expiry = 0
-        # The reason a tombstone was laid with, when it was given one.
-        self._tomb_reasons: dict[tuple[str, int], Any] = {}
-        # (origin, task_id) answered from a finished record -> (expires_at, key).
-        self._redeliveries: dict[tuple[str, int], tuple[int, bytes]] = {}
-        self._redelivery_expiry: deque[tuple[int, tuple[str, int]]] = deque()
-        self._last_redelivery_expiry = 0
-        # origin -> (expires_at, task_id, outcome) held for it, oldest first
-        self._held = {}
-        self._held_expiry = deque()
-        self._last_held_expiry = 0
-        self._evict_examined = 0  # expiry-queue entries looked at, for tests
+        self._evict_examined = 0  # record-queue entries looked at, for tests
+        self._side_structures()
+
+    def _side_structures(self) -> None:
+        """Tombstones (-> the cancel's reason), redeliveries (-> the record's
+        key) and held results, each expiring ttl_ns after it is laid
+        (rsc._core.expiring: the same classes serve both twins)."""
+        self._tombstones = ExpiringMap(self._ttl)
+        self._redeliveries = ExpiringMap(self._ttl)
+        self._held = HeldResults(self._ttl)
 
     @property
     def ttl_ns(self) -> int:
@@ -427,12 +417,10 @@ class IdemTable:
         pair = (origin, task_id)
         key = self._by_task.get(pair)
         if key is None and self._redeliveries:
-            entry = self._redeliveries.get(pair)
-            if entry is not None:
-                key = entry[1]
-                if key not in self._records:  # the record was evicted or discarded
-                    del self._redeliveries[pair]
-                    key = None
+            key = self._redeliveries.get(pair)
+            if key is not None and key not in self._records:  # the record was evicted or discarded
+                self._redeliveries.pop(pair)
+                key = None
         return key
 
     def add_redelivery(self, origin: str, task_id: int, key: bytes, now: int) -> None:
@@ -447,15 +435,7 @@ class IdemTable:
             key = _as_key(key, "key")
         if type(now) is not int or not 0 <= now <= _I64_MAX:
             now = _as_time(now)
-        expires_at = now + self._ttl
-        if expires_at > _I64_MAX:
-            raise InvalidArgument(f"now + ttl_ns overflows int64 (now={now})")
-        if expires_at < self._last_redelivery_expiry:
-            expires_at = self._last_redelivery_expiry
-        self._last_redelivery_expiry = expires_at
-        pair = (origin, task_id)
-        self._redeliveries[pair] = (expires_at, key)
-        self._redelivery_expiry.append((expires_at, pair))
+        self._redeliveries.set((origin, task_id), key, now)
 
     def discard(self, key: bytes) -> bool:
         """Remove a record (running or finished) at once; returns whether it was there.
@@ -491,17 +471,10 @@ class IdemTable:
             task_id = _as_task_id(task_id)
         if type(now) is not int or not 0 <= now <= _I64_MAX:
             now = _as_time(now)
-        expires_at = now + self._ttl
-        if expires_at > _I64_MAX:
-            raise InvalidArgument(f"now + ttl_ns overflows int64 (now={now})")
-        if expires_at < self._last_tomb_expiry:
-            expires_at = self._last_tomb_expiry
-        self._last_tomb_expiry = expires_at
         pair = (origin, task_id)
-        self._tombstones[pair] = expires_at
-        self._tomb_expiry.append((expires_at, pair))
-        if reason is not None:
-            self._tomb_reasons[pair] = reason
+        if reason is None:
+            reason = self._tombstones.get(pair)
+        self._tombstones.set(pair, reason, now)
 
     def has_tombstone(self, origin: str, task_id: int) -> bool:
         if type(origin) is not str:
@@ -516,9 +489,7 @@ class IdemTable:
             origin = _as_origin(origin)
         if type(task_id) is not int or not 0 <= task_id <= _U64_MAX:
             task_id = _as_task_id(task_id)
-        pair = (origin, task_id)
-        self._tomb_reasons.pop(pair, None)
-        return self._tombstones.pop(pair, None) is not None
+        return self._tombstones.pop((origin, task_id))
 
     def tombstone_reason(self, origin: str, task_id: int) -> Any:
         """The reason the tombstone of ``(origin, task_id)`` was laid with, or
@@ -527,7 +498,7 @@ class IdemTable:
             origin = _as_origin(origin)
         if type(task_id) is not int or not 0 <= task_id <= _U64_MAX:
             task_id = _as_task_id(task_id)
-        return self._tomb_reasons.get((origin, task_id))
+        return self._tombstones.get((origin, task_id))
 
     @property
     def tombstone_count(self) -> int:
@@ -544,25 +515,14 @@ class IdemTable:
             task_id = _as_task_id(task_id)
         if type(now) is not int or not 0 <= now <= _I64_MAX:
             now = _as_time(now)
-        expires_at = now + self._ttl
-        if expires_at > _I64_MAX:
-            raise InvalidArgument(f"now + ttl_ns overflows int64 (now={now})")
-        if expires_at < self._last_held_expiry:
-            expires_at = self._last_held_expiry
-        self._last_held_expiry = expires_at
-        held = self._held.get(origin)
-        if held is None:
-            held = self._held[origin] = deque()
-        held.append((expires_at, task_id, outcome))
-        self._held_expiry.append((expires_at, origin))
+        self._held.hold(origin, task_id, outcome, now)
 
     def take_held(self, origin: str) -> list[tuple[int, Any]]:
         """Remove and return ``(task_id, outcome)`` of every result held for
         ``origin`` (oldest first; empty if none)."""
         if type(origin) is not str:
             origin = _as_origin(origin)
-        held = self._held.pop(origin, None)
-        return [(tid, outcome) for _exp, tid, outcome in held] if held else []
+        return self._held.take(origin)
 
     @property
     def held_origins(self) -> int:
@@ -597,35 +557,8 @@ class IdemTable:
             del records[key]
             self._unindex(rec)
             removed += 1
-        tqueue = self._tomb_expiry
-        tombs = self._tombstones
-        while tqueue and tqueue[0][0] <= now and removed < cap:
-            expires_at, pair = tqueue.popleft()
-            self._evict_examined += 1
-            if tombs.get(pair) == expires_at:
-                del tombs[pair]
-                self._tomb_reasons.pop(pair, None)
-                removed += 1
-        rqueue = self._redelivery_expiry
-        redel = self._redeliveries
-        while rqueue and rqueue[0][0] <= now and removed < cap:
-            expires_at, pair = rqueue.popleft()
-            self._evict_examined += 1
-            entry = redel.get(pair)
-            if entry is not None and entry[0] == expires_at:
-                del redel[pair]
-                removed += 1
-        hqueue = self._held_expiry
-        held_by = self._held
-        while hqueue and hqueue[0][0] <= now and removed < cap:
-            expires_at, origin = hqueue.popleft()
-            self._evict_examined += 1
-            held = held_by.get(origin)
-            if held is not None and held[0][0] == expires_at:
-                held.popleft()
-                removed += 1
-                if not held:
-                    del held_by[origin]
+        for side in (self._tombstones, self._redeliveries, self._held):
+            removed += side.evict(now, cap - removed)
         return removed
 
     # -- export (what a durable journal writes when it compacts) ---------------
@@ -637,7 +570,7 @@ class IdemTable:
 
     def tombstones(self) -> list[tuple[str, int, int]]:
         """``(origin, task_id, expires_at)`` of every tombstone present."""
-        return [(pair[0], pair[1], exp) for pair, exp in self._tombstones.items()]
+        return [(pair[0], pair[1], exp) for pair, exp, _reason in self._tombstones.items()]
 
     def next_expiry(self) -> int | None:
         """The earliest expiry among finished records, tombstones, redeliveries and held results, or None."""
@@ -648,30 +581,11 @@ class IdemTable:
             if records.get(rec._key) is rec:
                 break
             queue.popleft()
-        tqueue = self._tomb_expiry
-        tombs = self._tombstones
-        while tqueue:
-            expires_at, pair = tqueue[0]
-            if tombs.get(pair) == expires_at:
-                break
-            tqueue.popleft()
-        rqueue = self._redelivery_expiry
-        redel = self._redeliveries
-        while rqueue:
-            expires_at, pair = rqueue[0]
-            entry = redel.get(pair)
-            if entry is not None and entry[0] == expires_at:
-                break
-            rqueue.popleft()
-        hqueue = self._held_expiry
-        held_by = self._held
-        while hqueue:
-            expires_at, origin = hqueue[0]
-            held = held_by.get(origin)
-            if held is not None and held[0][0] == expires_at:
-                break
-            hqueue.popleft()
-        heads = [q[0][0] for q in (queue, tqueue, rqueue, hqueue) if q]
+        heads = [queue[0][0]] if queue else []
+        for side in (self._tombstones, self._redeliveries, self._held):
+            head = side.next_expiry()
+            if head is not None:
+                heads.append(head)
         return min(heads) if heads else None
 
     def clear(self) -> None:
@@ -680,16 +594,7 @@ class IdemTable:
         self._by_task = {}
         self._expiry = deque()
         self._last_expiry = 0
-        self._tombstones = {}
-        self._tomb_expiry = deque()
-        self._last_tomb_expiry = 0
-        self._tomb_reasons = {}
-        self._redeliveries = {}
-        self._redelivery_expiry = deque()
-        self._last_redelivery_expiry = 0
-        self._held = {}
-        self._held_expiry = deque()
-        self._last_held_expiry = 0
+        self._side_structures()
 
     def _debug_counters(self) -> dict[str, int]:
         """Sizes of the internal structures, for tests (not a stable API)."""
@@ -698,8 +603,9 @@ class IdemTable:
             "task_index": len(self._by_task),
             "expiry_queue": len(self._expiry),
             "tombstones": len(self._tombstones),
-            "tombstone_queue": len(self._tomb_expiry),
+            "tombstone_queue": len(self._tombstones.fifo.queue),
             "redeliveries": len(self._redeliveries),
             "held_origins": len(self._held),
-            "evict_examined": self._evict_examined,
+            "evict_examined": self._evict_examined + sum(
+                side.fifo.examined for side in (self._tombstones, self._redeliveries, self._held)),
         }
