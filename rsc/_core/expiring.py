@@ -67,18 +67,42 @@ class ExpiryFifo:
                 removed += 1
         return removed
 
-    def clear(self) -> None:
-        self.queue.clear()
-        self._last = 0
 
+class _Expiring:
+    """What both side structures share: an ExpiryFifo whose entries a
+    subclass judges live (``_live``) and drops (``_remove``)."""
 
-class ExpiringMap:
-    """A dict whose entries expire ``ttl`` after they were last set."""
-
-    __slots__ = ("fifo", "_entries")
+    __slots__ = ("fifo",)
 
     def __init__(self, ttl: int) -> None:
         self.fifo = ExpiryFifo(ttl)
+
+    def _live(self, expires_at: int, item: Any) -> bool:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def _drop(self, item: Any) -> None:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def _remove(self, expires_at: int, item: Any) -> bool:
+        if not self._live(expires_at, item):
+            return False  # stale: replaced or taken since it was queued
+        self._drop(item)
+        return True
+
+    def next_expiry(self) -> int | None:
+        return self.fifo.next_expiry(self._live)
+
+    def evict(self, now: int, limit: int) -> int:
+        return self.fifo.evict(now, limit, self._remove)
+
+
+class ExpiringMap(_Expiring):
+    """A dict whose entries expire ``ttl`` after they were last set."""
+
+    __slots__ = ("_entries",)
+
+    def __init__(self, ttl: int) -> None:
+        super().__init__(ttl)
         self._entries: dict[Any, tuple[int, Any]] = {}
 
     def set(self, key: Any, value: Any, now: int) -> None:
@@ -106,30 +130,17 @@ class ExpiringMap:
         entry = self._entries.get(key)
         return entry is not None and entry[0] == expires_at
 
-    def _remove(self, expires_at: int, key: Any) -> bool:
-        if not self._live(expires_at, key):
-            return False
+    def _drop(self, key: Any) -> None:
         del self._entries[key]
-        return True
-
-    def next_expiry(self) -> int | None:
-        return self.fifo.next_expiry(self._live)
-
-    def evict(self, now: int, limit: int) -> int:
-        return self.fifo.evict(now, limit, self._remove)
-
-    def clear(self) -> None:
-        self.fifo.clear()
-        self._entries.clear()
 
 
-class HeldResults:
+class HeldResults(_Expiring):
     """Outcomes held per origin, in the order they were held, each for ``ttl``."""
 
-    __slots__ = ("fifo", "_by_origin")
+    __slots__ = ("_by_origin",)
 
     def __init__(self, ttl: int) -> None:
-        self.fifo = ExpiryFifo(ttl)
+        super().__init__(ttl)
         self._by_origin: dict[str, deque[tuple[int, int, Any]]] = {}
 
     def hold(self, origin: str, task_id: int, outcome: Any, now: int) -> None:
@@ -152,21 +163,8 @@ class HeldResults:
         held = self._by_origin.get(origin)
         return held is not None and held[0][0] == expires_at
 
-    def _remove(self, expires_at: int, origin: str) -> bool:
-        if not self._live(expires_at, origin):
-            return False
+    def _drop(self, origin: str) -> None:
         held = self._by_origin[origin]
         held.popleft()
         if not held:
             del self._by_origin[origin]
-        return True
-
-    def next_expiry(self) -> int | None:
-        return self.fifo.next_expiry(self._live)
-
-    def evict(self, now: int, limit: int) -> int:
-        return self.fifo.evict(now, limit, self._remove)
-
-    def clear(self) -> None:
-        self.fifo.clear()
-        self._by_origin.clear()
