@@ -1012,6 +1012,8 @@ cdef class IdemTable:
         self._q[(self._q_head + self._q_len) & self._q_mask].gen = r.gen
         self._q_len += 1
         self._last_expiry = expires_at
+        if not self._noted:
+            self._expiry_added(expires_at)
         r.expires_at = expires_at
         _incref(<PyObject*>outcome)
         r.outcome = <PyObject*>outcome  # was NULL (running)
@@ -1062,7 +1064,9 @@ cdef class IdemTable:
         cdef str o = _origin_arg(origin)
         cdef uint64_t tid = _task_id_arg(task_id)
         cdef bytes k = _key_arg(key, "key")
-        self._redeliveries.set((o, tid), k, _time_arg(now, "now"))
+        cdef int64_t t = _time_arg(now, "now")
+        self._redeliveries.set((o, tid), k, t)
+        self._expiry_added(t + self._ttl)
 
     def discard(self, key):
         """Remove a record (running or finished) at once; returns whether it was there.
@@ -1097,6 +1101,7 @@ cdef class IdemTable:
         if reason is None:
             reason = self._tombstones.get(pair)
         self._tombstones.set(pair, reason, t)
+        self._expiry_added(t + self._ttl)
 
     cpdef has_tombstone(self, origin, task_id):
         return (_origin_arg(origin), _task_id_arg(task_id)) in self._tombstones
@@ -1121,7 +1126,9 @@ cdef class IdemTable:
         connection, until ``now + ttl_ns`` (``take_held`` hands it over)."""
         cdef str o = _origin_arg(origin)
         cdef uint64_t tid = _task_id_arg(task_id)
-        self._held.hold(o, tid, outcome, _time_arg(now, "now"))
+        cdef int64_t t = _time_arg(now, "now")
+        self._held.hold(o, tid, outcome, t)
+        self._expiry_added(t + self._ttl)
 
     def take_held(self, origin):
         """Remove and return ``(task_id, outcome)`` of every result held for
@@ -1183,8 +1190,19 @@ cdef class IdemTable:
         """``(origin, task_id, expires_at)`` of every tombstone present."""
         return [(pair[0], pair[1], exp) for pair, exp, _reason in self._tombstones.items()]
 
+    cdef int _expiry_added(self, int64_t at) except -1:
+        """Tell ``watch`` of the first expiry added since ``next_expiry()`` was
+        last called: every expiry is ``now + ttl_ns``, so that one is the
+        earliest of them (what a timer following the table must see)."""
+        if not self._noted and self.watch is not None:
+            self._noted = True
+            self.watch.note(at)
+        return 0
+
     def next_expiry(self):
-        """The earliest expiry among finished records, tombstones, redeliveries and held results, or None."""
+        """The earliest expiry among finished records, tombstones, redeliveries
+        and held results, or None. Re-arms ``watch`` for the next expiry added."""
+        self._noted = False
         self._drop_stale_heads()
         heads = [self._q[self._q_head].expires_at] if self._q_len else []
         for side in (self._tombstones, self._redeliveries, self._held):

@@ -1,0 +1,124 @@
+"""Every deadline of one sans-I/O engine, in one place the engine owns.
+
+trio's ``Deadlines`` is the model. An engine keeps each of its timers here
+under a *kind* (a small int the engine names: a lease, a budget deadline, a
+renewal group, an escalation step, a keep-alive ping) and a *key* (an int: the
+task's, group's or link's id); one heap holds them all. No other structure of
+the engine holds a deadline, so nothing can forget to tell the driver:
+
+- every ``add`` / ``move`` that sets a deadline earlier than ``hint`` lowers it;
+- the driver's timer (``rsc.transport.timer.EngineTimer``) re-reads
+  ``next_deadline()`` only when ``hint`` is earlier than the time it has armed,
+  and reading resets ``hint``;
+- at or after that deadline the driver calls the engine's ``tick(now)``,
+  which takes what is due with ``pop_due(now)``, earliest first.
+
+A source that keeps its own ordered expiries (the idempotency table: its
+expiries form a FIFO and cost no heap entry) is attached with ``attach``: its
+``next_expiry()`` counts in ``next_deadline()``, and it calls ``note(at)`` for
+the first expiry it adds after each ``next_expiry()`` (``IdemTable.watch``).
+Its expiries are ``now + ttl`` for one ttl, so that first one is the earliest.
+
+Compiled in Cython pure-Python mode through ``deadlines.pxd`` (rsc/_compiled.py);
+the per-task calls (``add``, ``move``, ``discard``) are then C calls.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+from rsc._core import leaseheap as _lh
+
+KIND_BITS = 3
+KIND_MASK = (1 << KIND_BITS) - 1
+#: ``hint`` when nothing was set since the last read (later than any deadline)
+NO_DEADLINE = (1 << 63) - 1
+
+
+class ExpirySource(Protocol):
+    """What ``attach`` takes: something with its own ordered expiries."""
+
+    def next_expiry(self) -> int | None: ...
+
+
+class Deadlines:
+    """One engine's timers: ``(kind, key) -> deadline`` in one heap, plus the
+    attached sources. Times are int ns on the engine's clock; a kind is an
+    int in ``[0, 8)`` and a key an int in ``[0, 2**61)``."""
+
+    __slots__ = ("_heap", "hint", "_sources", "_counts")
+
+    def __init__(self) -> None:
+        self._heap = _lh.LeaseHeap()
+        self.hint = NO_DEADLINE  # the earliest deadline set since the last next_deadline()
+        self._sources: list[Any] = []
+        self._counts = [0] * (1 << KIND_BITS)
+
+    def add(self, kind: int, key: int, at: int) -> None:
+        """Set the deadline of ``(kind, key)``, which must not have one."""
+        self._heap.add(key << KIND_BITS | kind, at)
+        self._counts[kind] += 1
+        if at < self.hint:
+            self.hint = at
+
+    def move(self, kind: int, key: int, at: int) -> None:
+        """Move the deadline of ``(kind, key)``, which must have one (KeyError if not)."""
+        self._heap.renew(key << KIND_BITS | kind, at)
+        if at < self.hint:
+            self.hint = at
+
+    def put(self, kind: int, key: int, at: int) -> None:
+        """Set the deadline of ``(kind, key)``, whether or not it had one."""
+        if self._heap.discard(key << KIND_BITS | kind):
+            self._counts[kind] -= 1
+        self.add(kind, key, at)
+
+    def discard(self, kind: int, key: int) -> bool:
+        """Drop the deadline of ``(kind, key)`` if it has one; whether it had."""
+        if self._heap.discard(key << KIND_BITS | kind):
+            self._counts[kind] -= 1
+            return True
+        return False
+
+    def deadline_of(self, kind: int, key: int) -> int | None:
+        return self._heap.deadline_of(key << KIND_BITS | kind)
+
+    def count(self, kind: int) -> int:
+        """How many deadlines of ``kind`` are set."""
+        return self._counts[kind]
+
+    def note(self, at: int) -> None:
+        """An attached source added an expiry at ``at``."""
+        if at < self.hint:
+            self.hint = at
+
+    def attach(self, source: ExpirySource) -> None:
+        self._sources.append(source)
+
+    def next_deadline(self) -> int | None:
+        """The earliest deadline of all, or None; resets ``hint``."""
+        self.hint = NO_DEADLINE
+        best = self._heap.next_deadline()
+        for source in self._sources:
+            d = source.next_expiry()
+            if d is not None and (best is None or d < best):
+                best = d
+        return best
+
+    def pop_due(self, now: int) -> list[tuple[int, int]]:
+        """Remove and return ``(kind, key)`` of every deadline ``<= now``, earliest
+        first (equal deadlines in the order they were set). Attached sources
+        expire their own entries (the engine asks them in ``tick``)."""
+        out = []
+        counts = self._counts
+        for k in self._heap.pop_expired(now):
+            kind = k & KIND_MASK
+            counts[kind] -= 1
+            out.append((kind, k >> KIND_BITS))
+        return out
+
+    def __len__(self) -> int:
+        return len(self._heap)
+
+    def __repr__(self) -> str:
+        return f"Deadlines(len={len(self._heap)}, next={self._heap.next_deadline()})"
