@@ -234,6 +234,8 @@ class Region:
                 self.cancel(CancelReason(CancelKind.PARENT_CANCELLED, f"task hosting {self.name} cancelled"))
         self._closed = True
         _live_regions -= 1
+        if self.cx.trace is not None:  # the lab's oracle: no live remote descendant from here on
+            self.cx.trace("region_closed", dict(region_id=self.id, cancelled=self.cx.cancelled))
         if self._deadline_timer is not None:
             self._deadline_timer.cancel()
         if self._parent_cb is not None:
