@@ -180,7 +180,9 @@ class Lab(Faults):
 
     def _quiet(self) -> bool:
         for rt in self.origins.values():
-            if not rt.crashed and any(not r.handle.is_finished() for r in rt.records):
+            if rt.crashed:
+                continue
+            if any(not r.handle.is_finished() for r in rt.records) or any(rt.debug_counts().values()):
                 return False
         for node in self.nodes.values():
             if not node.crashed and (node.engine.running or node.executor.running):

@@ -33,10 +33,8 @@ What each one models:
 from __future__ import annotations
 
 import random
-from typing import TYPE_CHECKING, Any, Callable
+from typing import Any, Callable
 
-if TYPE_CHECKING:
-    from rsc.lab.cluster import Lab
 
 __all__ = ["Faults"]
 
@@ -46,25 +44,25 @@ NS = 1_000_000_000
 class Faults:
     """The fault methods of :class:`rsc.lab.Lab` (see the module docstring)."""
 
-    def at(self: Lab, t_s: float, fault: Callable[..., Any], *args: Any) -> None:
+    def at(self: Any, t_s: float, fault: Callable[..., Any], *args: Any) -> None:
         """Call ``fault(*args)`` at virtual time ``t_s`` (seconds since the run began)."""
         delay = max(0.0, t_s - self.loop.time())
         self.loop.call_later(delay, _run_fault, self, fault, args)
 
-    def _fault(self: Lab, what: str, **fields: Any) -> None:
+    def _fault(self: Any, what: str, **fields: Any) -> None:
         self.trace.emit("lab", "fault", dict(fault=what, **fields))
 
-    def partition(self: Lab, side_a: list[str] | str, side_b: list[str] | str) -> None:
+    def partition(self: Any, side_a: list[str] | str, side_b: list[str] | str) -> None:
         a = [side_a] if isinstance(side_a, str) else list(side_a)
         b = [side_b] if isinstance(side_b, str) else list(side_b)
         self._fault("partition", a=sorted(a), b=sorted(b))
         self.net.partition(a, b)
 
-    def heal(self: Lab) -> None:
+    def heal(self) -> None:
         self._fault("heal")
         self.net.heal()
 
-    def crash(self: Lab, node: str) -> None:
+    def crash(self: Any, node: str) -> None:
         srv = self.nodes.get(node)
         if srv is None or srv.crashed:
             return
@@ -82,24 +80,24 @@ class Faults:
                 task.cfuture.cancel()
         srv._stopped.set()
 
-    def restart(self: Lab, node: str) -> None:
+    def restart(self: Any, node: str) -> None:
         """Start ``node`` again (after a crash) under the same name and address."""
         self._fault("restart", node=node)
         self.loop.create_task(self.start_node(node))
 
-    def pause(self: Lab, process: str, seconds: float) -> None:
+    def pause(self: Any, process: str, seconds: float) -> None:
         self._fault("pause", process=process, seconds=seconds)
         self.net.pause(process)
         clock = self._clock_of(process)
         clock.freeze()
         self.loop.call_later(seconds, self._resume, process)
 
-    def _resume(self: Lab, process: str) -> None:
+    def _resume(self: Any, process: str) -> None:
         self._fault("resume", process=process)
         self._clock_of(process).thaw()
         self.net.resume(process)
 
-    def crash_origin(self: Lab, origin: str) -> None:
+    def crash_origin(self: Any, origin: str) -> None:
         rt = self.origins.get(origin)
         if rt is None or rt.crashed:
             return
@@ -115,7 +113,7 @@ class Faults:
         for t in self._origin_tasks.get(origin, ()):
             t.cancel()
 
-    def expire_leases(self: Lab, origin: str) -> None:
+    def expire_leases(self: Any, origin: str) -> None:
         rt = self.origins.get(origin)
         if rt is None or rt.crashed:
             return
@@ -125,17 +123,17 @@ class Faults:
         rt._timer.cancel()
         rt._on_timer()
 
-    def skew(self: Lab, process: str, rate: float) -> None:
+    def skew(self: Any, process: str, rate: float) -> None:
         self._fault("skew", process=process, rate=rate)
         self._clock_of(process).set_rate(rate)
 
-    def _clock_of(self: Lab, process: str) -> Any:
+    def _clock_of(self: Any, process: str) -> Any:
         if process in self.nodes:
             return self.nodes[process].clock
         return self.origins[process].clock
 
     # -- drawn from the seed -------------------------------------------------------------
-    def chaos(self: Lab, *, nodes: list[str], origins: list[str] = (), start_s: float = 0.05,  # type: ignore[assignment]
+    def chaos(self: Any, *, nodes: list[str], origins: list[str] = (), start_s: float = 0.05,  # type: ignore[assignment]
               end_s: float = 5.0, faults: int = 3,
               kinds: tuple[str, ...] = ("partition", "crash", "pause", "skew"),
               down_s: tuple[float, float] = (0.2, 2.0)) -> list[tuple[float, str, tuple[Any, ...]]]:
@@ -170,5 +168,5 @@ class Faults:
         return plan
 
 
-def _run_fault(lab: Lab, fault: Callable[..., Any], args: tuple[Any, ...]) -> None:
+def _run_fault(lab: Any, fault: Callable[..., Any], args: tuple[Any, ...]) -> None:
     fault(*args)

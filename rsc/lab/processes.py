@@ -13,7 +13,7 @@ hooks the oracles watch (``_spawn``, ``_on_event``, ``_start``,
 from __future__ import annotations
 
 import random
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from rsc._engine.origin import (EV_LEASE_EXPIRED, EV_NODE_RESTARTED, EV_REATTEMPT, EV_REJECTED,
                                 EV_RESULT, EV_SETTLE)
@@ -21,13 +21,14 @@ from rsc.lab.loop import InlinePool, LabClock
 from rsc.node.server import NodeServer
 from rsc.remote import Runtime
 
-if TYPE_CHECKING:
-    from rsc.lab.cluster import Lab
 
 __all__ = ["LabNode", "LabRuntime", "TERMINAL_EVENTS"]
 
 #: origin engine events that settle a handle
 TERMINAL_EVENTS = frozenset({EV_RESULT, EV_REJECTED, EV_LEASE_EXPIRED, EV_NODE_RESTARTED, EV_SETTLE})
+#: the outcomes the origin engine reports at most once per task (attempt);
+#: EV_SETTLE is the escalation's verdict, not a report of the task's own end
+REPORTED_OUTCOMES = frozenset({EV_RESULT, EV_REJECTED, EV_LEASE_EXPIRED, EV_NODE_RESTARTED})
 _EVENT_NAMES = {EV_RESULT: "result", EV_REJECTED: "rejected", EV_LEASE_EXPIRED: "lease_expired",
                 EV_NODE_RESTARTED: "node_restarted", EV_SETTLE: "settle_lease_expired"}
 
@@ -38,9 +39,13 @@ def _entropy(rng: random.Random) -> Any:
 
 class SpawnRecord:
     """One spawn as the oracles see it: its handle, the attempts it went
-    through, and every terminal event reported for its current attempt."""
+    through, the terminal events of its current attempt (``outcomes``: what
+    could settle the handle), the outcomes the engine reported per attempt
+    (``reported``), and results that came after the handle had settled
+    (``late``)."""
 
-    __slots__ = ("origin", "handle", "rtids", "current", "outcomes", "seq", "t_ns", "key")
+    __slots__ = ("origin", "handle", "rtids", "current", "outcomes", "reported", "late", "seq",
+                 "t_ns", "key")
 
     def __init__(self, origin: str, handle: Any, seq: int, t_ns: int) -> None:
         self.origin = origin
@@ -48,6 +53,8 @@ class SpawnRecord:
         self.rtids = [handle.remote_task_id]
         self.current = int(handle.remote_task_id)
         self.outcomes: list[tuple[str, int, int]] = []  # (event, seq, t_ns)
+        self.reported: dict[int, list[tuple[str, int, int]]] = {}  # rtid -> (event, seq, t_ns)
+        self.late: list[tuple[str, int, int]] = []
         self.seq = seq
         self.t_ns = t_ns
         self.key = handle.idempotency_key.to_bytes().hex()
@@ -56,7 +63,7 @@ class SpawnRecord:
 class LabRuntime(Runtime):
     """An origin runtime inside a lab run (module docstring)."""
 
-    def __init__(self, lab: Lab, name: str, cluster: dict[str, str], rng: random.Random,
+    def __init__(self, lab: Any, name: str, cluster: dict[str, str], rng: random.Random,
                  **kwargs: Any) -> None:
         self.lab = lab
         super().__init__(cluster, name=name, transport=lab.net.transport_for(name),
@@ -88,18 +95,25 @@ class LabRuntime(Runtime):
     def _on_event(self, ev: int, task: Any, detail: Any) -> None:
         rtid = task.rtid if task is not None else None
         rec = self.spawns.get(rtid) if rtid is not None else None
-        if rec is not None and rtid == rec.current:
+        if rec is not None and ev in TERMINAL_EVENTS:
+            seq = self.lab.trace.emit(str(self.name), "outcome", dict(
+                rtid=rtid, how=_EVENT_NAMES[ev], current=rtid == rec.current,
+                kind=detail[0] if ev == EV_RESULT else None), self._lamport())
+            entry = (_EVENT_NAMES[ev], seq, self.lab.loop.now_ns())
+            if ev in REPORTED_OUTCOMES:
+                rec.reported.setdefault(rtid, []).append(entry)
+            if rtid == rec.current:
+                if rec.outcomes and ev == EV_RESULT:
+                    rec.late.append(entry)  # the handle settled already: dropped, and counted
+                else:
+                    rec.outcomes.append(entry)
+        elif rec is not None and rtid == rec.current:
             if ev == EV_REATTEMPT:
                 rec.current = detail.rtid
                 rec.rtids.append(detail.rtid)
                 self.spawns[detail.rtid] = rec
                 self.lab.trace.emit(str(self.name), "reattempt", dict(
                     rtid=rtid, new_rtid=detail.rtid, node=str(detail.node)), self._lamport())
-            elif ev in TERMINAL_EVENTS:
-                seq = self.lab.trace.emit(str(self.name), "outcome", dict(
-                    rtid=rtid, how=_EVENT_NAMES[ev],
-                    kind=detail[0] if ev == EV_RESULT else None), self._lamport())
-                rec.outcomes.append((_EVENT_NAMES[ev], seq, self.lab.loop.now_ns()))
         super()._on_event(ev, task, detail)
 
 
@@ -107,7 +121,7 @@ class LabNode(NodeServer):
     """A node inside a lab run (module docstring). ``incarnation`` counts its
     restarts: a restart is a new LabNode under the same name and address."""
 
-    def __init__(self, lab: Lab, name: str, address: str, registry: Any, rng: random.Random,
+    def __init__(self, lab: Any, name: str, address: str, registry: Any, rng: random.Random,
                  incarnation: int, **kwargs: Any) -> None:
         self.lab = lab
         super().__init__(name, address, registry, transport=lab.net.transport_for(name),

@@ -6,14 +6,15 @@ A record is a JSON object in the format production processes write with
 run, shared by all processes), ``t_ns`` (virtual time), ``who`` (the process),
 ``event``, then the event's fields; events about a message or an engine also
 carry ``lamport``, the emitter's Lamport time. A delivered frame is one
-``recv`` record: ``from``, ``kind``, ``rtid`` (when the message names a task),
-``lamport`` (the sender's stamp on the message) and ``recv_lamport`` (the
-receiver's clock once it has read it), so each is one causal edge.
+``recv`` record, made once the receiver has read it (after the records its
+reading caused): ``from``, ``kind``, ``rtid`` (when the message names a
+task), ``stamp`` (the sender's Lamport stamp on the message) and
+``lamport`` (the receiver's clock once it has read it): one causal edge.
 
 The digest is a SHA-256 over the records as canonical JSON (sorted keys, no
 whitespace). Nothing in a record depends on the process (ids, hash order,
-wall time): values that are process-global counters in rsc (region and local
-task ids) are not recorded.
+wall time): region ids, process-wide counters in rsc, are renumbered from 1
+in the order the run first mentions them, and local task ids are not recorded.
 """
 
 from __future__ import annotations
@@ -103,9 +104,9 @@ class LabTrace:
         if kind in _DETAIL:
             for f in _DETAIL[kind]:
                 fields[f] = getattr(msg, f)
-        fields["recv_lamport"] = recv_lamport
         t = msg.sender_time
-        return self.emit(receiver, "recv", fields, t if type(t) is int else None)
+        fields["stamp"] = t if type(t) is int else None
+        return self.emit(receiver, "recv", fields, recv_lamport)
 
     def digest(self) -> str:
         return self._hash.hexdigest()
