@@ -84,11 +84,11 @@ class VirtualLoop(asyncio.BaseEventLoop):
 
     ``shuffle``: a ``random.Random`` that permutes each turn's ready
     callbacks (None: FIFO). ``time_limit``: virtual seconds after which the
-    loop raises :class:`TimeLimit`.
+    loop raises :class:`TimeLimit` (default: none).
     """
 
     def __init__(self, *, shuffle: random.Random | None = None,
-                 time_limit: float = 3600.0) -> None:
+                 time_limit: float = float("inf")) -> None:
         super().__init__()
         self._now = 0.0
         self._shuffle = shuffle

@@ -24,8 +24,10 @@ virtual time and the trace position where the rule broke:
     every execution started has finished, and accepted <= completed + failed
     + cancelled + panicked; every live origin holds no handle, task or
     lease; no asyncio task is left when the run ends.
-``no_orphans`` (part of quiescence)
-    Work of a crashed origin is cancelled by the nodes: nothing of it runs.
+``no_orphans``
+    Work of a crashed origin is cancelled by the nodes: none of it runs more
+    than two leases after the crash (the node's silence check runs at the
+    lease's end, and then at most a lease after the origin was last heard).
 ``closed_region``
     When a region closes, no remote task spawned in it still runs on a node
     past the task's lease (a node can only learn of a lost origin by its
@@ -239,6 +241,7 @@ def _check_regions(lab: Any, trace: list[dict[str, Any]], add: Any) -> None:
     # per (node, origin, rtid): the executions' [start, end) in trace order
     running: dict[tuple[str, int], list[list[Any]]] = {}
     closes: list[tuple[str, int, int, int]] = []  # (origin, region, t_ns, seq)
+    origin_crashes: list[tuple[str, int, int]] = []  # (origin, t_ns, seq)
     for rec in trace:
         ev = rec["event"]
         if ev == "execute":
@@ -254,6 +257,8 @@ def _check_regions(lab: Any, trace: list[dict[str, Any]], add: Any) -> None:
                 for span in spans:
                     if span[0] == rec["node"] and span[2] is None:
                         span[2] = rec["t_ns"]  # a crash ends what ran there
+        elif ev == "fault" and rec.get("fault") == "crash_origin":
+            origin_crashes.append((rec["origin"], rec["t_ns"], rec["seq"]))
         elif ev == "region_closed":
             closes.append((rec["who"], rec["region_id"], rec["t_ns"], rec["seq"]))
     end = lab.loop.now_ns()
@@ -267,6 +272,17 @@ def _check_regions(lab: Any, trace: list[dict[str, Any]], add: Any) -> None:
                     add("closed_region", t_close, seq,
                         f"region {region} of {origin} closed while rtid {rtid} ran on {node} "
                         f"until {stop / NS:.6f} s (more than its lease later)")
+    for origin, t_crash, seq in origin_crashes:
+        for (o, rtid), spans in sorted(running.items()):
+            if o != origin:
+                continue
+            lease_ns = region_of.get((o, rtid), (None, 0))[1]
+            for node, _start, stop in spans:
+                stop = end if stop is None else stop
+                if _start <= t_crash + lease_ns and stop > t_crash + 2 * lease_ns + NS // 10:
+                    add("no_orphans", t_crash, seq,
+                        f"origin {origin} crashed, yet its rtid {rtid} ran on {node} until "
+                        f"{stop / NS:.6f} s (a node cancels an orphan within two leases)")
 
 
 def _check_sagas(trace: list[dict[str, Any]], add: Any) -> None:
