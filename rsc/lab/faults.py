@@ -81,7 +81,11 @@ class Faults:
         srv._stopped.set()
 
     def restart(self: Any, node: str) -> None:
-        """Start ``node`` again (after a crash) under the same name and address."""
+        """Start ``node`` again (after a crash) under the same name and address;
+        nothing if it is running (two drawn crashes overlapped)."""
+        srv = self.nodes.get(node)
+        if srv is not None and not srv.crashed:
+            return
         self._fault("restart", node=node)
         self.loop.create_task(self.start_node(node))
 
