@@ -11,8 +11,7 @@ reading caused): ``from``, ``kind``, ``rtid`` (when the message names a
 task), ``stamp`` (the sender's Lamport stamp on the message) and
 ``lamport`` (the receiver's clock once it has read it): one causal edge.
 
-The digest is a SHA-256 over the records as canonical JSON (sorted keys, no
-whitespace). Nothing in a record depends on the process (ids, hash order,
+The digest is a SHA-256 over the records (see :meth:`LabTrace.digest`). Nothing in a record depends on the process (ids, hash order,
 wall time): region ids, process-wide counters in rsc, are renumbered from 1
 in the order the run first mentions them, and local task ids are not recorded.
 """
@@ -32,10 +31,15 @@ KIND_NAMES = {kind: cls.__name__ for kind, cls in MESSAGE_CLASSES.items()}
 _KIND_OF = {cls: kind for kind, cls in MESSAGE_CLASSES.items()}
 
 
+_SIMPLE = frozenset({int, str, bool, float, type(None)})
+
+
 def _plain(value: Any) -> Any:
     """A JSON-safe, process-independent form of a field value."""
-    if value is None or isinstance(value, (bool, int, float, str)):
+    if value is None or isinstance(value, (bool, int, float)):
         return value
+    if isinstance(value, str):
+        return str(value)  # a NodeId or ComputationName is its plain str
     if isinstance(value, (bytes, bytearray, memoryview)):
         return bytes(value).hex()
     if isinstance(value, (list, tuple)):
@@ -54,7 +58,6 @@ class LabTrace:
         self._now_ns = now_ns
         self.records: list[dict[str, Any]] = []
         self._sink = sink
-        self._hash = hashlib.sha256()
         # region ids are process-wide counters: a run's trace numbers them from 1
         self._regions: dict[int, int] = {}
 
@@ -72,13 +75,10 @@ class LabTrace:
             for k, v in fields.items():
                 if k == "region_id" and type(v) is int:
                     v = self._ordinal(v)
-                rec[k] = _plain(v)
+                rec[k] = v if type(v) in _SIMPLE else _plain(v)
         self.records.append(rec)
-        line = json.dumps(rec, sort_keys=True, separators=(",", ":"))
-        self._hash.update(line.encode())
-        self._hash.update(b"\n")
         if self._sink is not None:
-            self._sink.write(line + "\n")
+            self._sink.write(json.dumps(rec, sort_keys=True, separators=(",", ":")) + "\n")
         return rec["seq"]
 
     def _ordinal(self, region_id: int) -> int:
@@ -109,7 +109,15 @@ class LabTrace:
         return self.emit(receiver, "recv", fields, recv_lamport)
 
     def digest(self) -> str:
-        return self._hash.hexdigest()
+        """SHA-256 over the records, one ``repr`` a line. A record holds only
+        str, int, float, bool, None, lists and dicts, filled in the same order
+        every run, so its ``repr`` is as canonical as sorted JSON and much
+        cheaper to make for every record of every run."""
+        h = hashlib.sha256()
+        for rec in self.records:
+            h.update(repr(rec).encode())
+            h.update(b"\n")
+        return h.hexdigest()
 
     def write(self, path: str) -> None:
         with open(path, "w") as f:
