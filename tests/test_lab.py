@@ -293,3 +293,33 @@ def test_a_digest_does_not_depend_on_hash_seed_or_on_the_twins() -> None:
     b = _digest({"PYTHONHASHSEED": "2"})
     c = _digest({"PYTHONHASHSEED": "3", "RSC_NO_EXTENSIONS": "1"})
     assert a == b == c
+
+
+def test_a_slow_node_clock_renews_too_late_and_the_origin_sees_the_lease_lapse() -> None:
+    async def scenario(lab: Lab) -> None:
+        await lab.start_node("n1", registry)
+        rt = await lab.start_origin("o1")
+        ok = spawn_remote(rt.cx(), "n1", "nap", 3.0, lease=1.0)
+        assert await ok.join() == 3.0  # renewed in time at the normal rate
+        lab.skew("n1", 0.2)  # renewals every lease/3 of ITS clock: 1.7 s of real time
+        slow = spawn_remote(rt.cx(), "n1", "nap", 3.0, lease=1.0)
+        with pytest.raises(rsc.LeaseExpired):
+            await slow.join()
+        lab.skew("n1", 1.0)
+
+    report = Lab(2).run(scenario)
+    assert report.ok, report.format()
+
+
+@pytest.mark.parametrize("network", ["wan", "congested"])
+def test_the_slow_presets_still_deliver_every_outcome(network: str) -> None:
+    async def scenario(lab: Lab) -> None:
+        await lab.start_node("n1", registry)
+        rt = await lab.start_origin("o1")
+        hs = [spawn_remote(rt.cx(), "n1", "nap", 0.1 * i, lease=5.0) for i in range(10)]
+        assert [await h.join() for h in hs] == [0.1 * i for i in range(10)]
+
+    for seed in range(3):
+        report = Lab(seed, network=network).run(scenario)
+        assert report.ok, report.format()
+        assert report.figures["virtual_s"] > 0.9

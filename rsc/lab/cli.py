@@ -26,6 +26,8 @@ def add_lab_arguments(p: argparse.ArgumentParser) -> None:
         q.add_argument("--network", default=None, help="default link preset (overrides the scenario's)")
         q.add_argument("--shuffle", action="store_true", default=None,
                        help="shuffle each loop turn's ready callbacks by the seed")
+        q.add_argument("-v", "--verbose", action="store_true",
+                       help="show rsc's own warnings (a faulty run logs many: resets, lapses)")
 
 
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:
@@ -42,8 +44,21 @@ def _replay_command(args: argparse.Namespace, seed: int) -> str:
 
 
 def run_lab(args: argparse.Namespace) -> int:
+    import logging
+
     from rsc.lab.scenario import load_scenario, run_seed
 
+    logger = logging.getLogger("rsc")
+    level = logger.level
+    if not args.verbose:  # the oracles report what matters; a reset or lapse is expected here
+        logger.setLevel(logging.ERROR)
+    try:
+        return _run_lab(args, load_scenario, run_seed)
+    finally:
+        logger.setLevel(level)
+
+
+def _run_lab(args: argparse.Namespace, load_scenario: Any, run_seed: Any) -> int:
     scenario = load_scenario(args.scenario)
     if args.lab_verb == "run":
         if args.trace:
