@@ -122,9 +122,6 @@ class Lab(Faults):
         self._origin_tasks.setdefault(origin, []).append(t)
         return t
 
-    async def sleep(self, seconds: float) -> None:
-        await asyncio.sleep(seconds)
-
     # -- observing ---------------------------------------------------------------------
     def _on_frame(self, conn: int, sender: str, receiver: str, msg: Any) -> None:
         lamport = self._lamport_of.get(receiver)
@@ -202,6 +199,7 @@ class Lab(Faults):
         loop.close()
 
     def lamport(self, process: str) -> int:
+        """The Lamport time of a process of this run now."""
         return self._lamport_of[process]()
 
 
