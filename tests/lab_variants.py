@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from rsc._engine.logical import LamportClock
 from rsc._engine.node import NodeEngine
 from rsc._engine.origin import EV_RESULT, OriginEngine
 
@@ -36,3 +37,10 @@ class TwoOutcomes(OriginEngine):
     def take_events(self) -> list:
         events = super().take_events()
         return events + [e for e in events if e[0] == EV_RESULT]
+
+
+class ForgetfulClock(LamportClock):
+    """A Lamport clock that ticks on send but ignores the times it receives."""
+
+    def merge(self, wire_time: Any) -> int:
+        return self.time
