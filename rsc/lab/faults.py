@@ -35,6 +35,10 @@ from __future__ import annotations
 import random
 from typing import Any, Callable
 
+from rsc.errors import RuntimeClosed
+from rsc.transport.timer import EngineTimer
+from rsc.types import RemoteTaskState
+
 
 __all__ = ["Faults"]
 
@@ -71,6 +75,7 @@ class Faults:
         srv.crashed = True
         self.net.crash(node)
         srv._timer.cancel()
+        srv._timer = DeadTimer(self.loop, srv.clock, _nothing)
         if srv._sweep_handle is not None:
             srv._sweep_handle.cancel()
         for task in list(srv.executor._tasks.values()):
@@ -111,11 +116,21 @@ class Faults:
         self.net.crash(origin)
         if rt._timer is not None:
             rt._timer.cancel()
+        # what its cancelled tasks still do to its engine (a region's exit
+        # aborts its handles) must not re-arm the timer of a dead process
+        rt._timer = DeadTimer(self.loop, rt.clock, _nothing)
         for link in rt._links.values():
             if link.connector is not None:
                 link.connector.cancel()
         for t in self._origin_tasks.get(origin, ()):
             t.cancel()
+        # Its handles will never hear anything again. Settle them, so that the
+        # cancelled tasks' own exit code (a region waits for its handles)
+        # ends instead of waiting forever on a process that no longer exists.
+        # The oracles do not judge a crashed origin's outcomes.
+        for h in list(rt._handles.values()):
+            h._settle(None, RuntimeClosed(f"origin {origin} crashed (the lab)"),
+                      RemoteTaskState.FAILED)
 
     def expire_leases(self: Any, origin: str) -> None:
         rt = self.origins.get(origin)
@@ -170,6 +185,17 @@ class Faults:
         for t, name, args in plan:
             self.at(t, getattr(self, name), *args)
         return plan
+
+
+class DeadTimer(EngineTimer):
+    """The engine timer of a crashed process: it never arms again."""
+
+    def follow(self, engine: Any) -> None:
+        pass
+
+
+def _nothing() -> None:
+    pass
 
 
 def _run_fault(lab: Any, fault: Callable[..., Any], args: tuple[Any, ...]) -> None:

@@ -32,6 +32,9 @@ virtual time and the trace position where the rule broke:
     When a region closes, no remote task spawned in it still runs on a node
     past the task's lease (a node can only learn of a lost origin by its
     silence, so a task may outlive its region by at most one lease).
+    For both: a node measures a lease on its own clock and acts only while
+    it runs, so a node whose clock was slowed (``skew``) gets the lease
+    divided by its slowest rate, and one that was paused gets its paused time.
 ``lamport``
     Along every delivered message, the receiver's Lamport time after reading
     it is greater than the sender's stamp on it.
@@ -246,9 +249,21 @@ def _check_regions(lab: Any, trace: list[dict[str, Any]], add: Any) -> None:
     running: dict[tuple[str, int], list[list[Any]]] = {}
     closes: list[tuple[str, int, int, int]] = []  # (origin, region, t_ns, seq)
     origin_crashes: list[tuple[str, int, int]] = []  # (origin, t_ns, seq)
+    # A node can only act on its own clock and while it runs: per node, the
+    # slowest rate its clock ran at and the stretches it was paused.
+    slowest: dict[str, float] = {}
+    paused: dict[str, list[list[int | None]]] = {}
     for rec in trace:
         ev = rec["event"]
-        if ev == "execute":
+        if ev == "fault" and rec.get("fault") == "skew":
+            slowest[rec["process"]] = min(slowest.get(rec["process"], 1.0), rec["rate"])
+        elif ev == "fault" and rec.get("fault") == "pause":
+            paused.setdefault(rec["process"], []).append([rec["t_ns"], None])
+        elif ev == "fault" and rec.get("fault") == "resume":
+            for stretch in paused.get(rec["process"], ()):
+                if stretch[1] is None:
+                    stretch[1] = rec["t_ns"]
+        elif ev == "execute":
             running.setdefault((rec["origin"], rec["rtid"]), []).append(
                 [rec["who"], rec["t_ns"], None])
         elif ev == "finished":
@@ -266,13 +281,23 @@ def _check_regions(lab: Any, trace: list[dict[str, Any]], add: Any) -> None:
         elif ev == "region_closed":
             closes.append((rec["who"], rec["region_id"], rec["t_ns"], rec["seq"]))
     end = lab.loop.now_ns()
+
+    def allowance(node: str, since: int, lease_ns: int, leases: int) -> int:
+        """How long after ``since`` the node may take to stop a task of that lease."""
+        rate = slowest.get(node, 1.0)
+        allowed = int(leases * lease_ns / rate) if rate > 0 else end
+        for a, b in paused.get(node, ()):
+            b = end if b is None else b
+            allowed += max(0, min(b, end) - max(a, since))
+        return allowed + NS // 10
+
     for origin, region, t_close, seq in closes:
         for (o, rtid), (r, lease_ns) in region_of.items():
             if o != origin or r != region:
                 continue
             for node, _start, stop in running.get((o, rtid), ()):
                 stop = end if stop is None else stop
-                if _start <= t_close and stop > t_close + lease_ns + NS // 10:
+                if _start <= t_close and stop > t_close + allowance(node, t_close, lease_ns, 1):
                     add("closed_region", t_close, seq,
                         f"region {region} of {origin} closed while rtid {rtid} ran on {node} "
                         f"until {stop / NS:.6f} s (more than its lease later)")
@@ -283,7 +308,8 @@ def _check_regions(lab: Any, trace: list[dict[str, Any]], add: Any) -> None:
             lease_ns = region_of.get((o, rtid), (None, 0))[1]
             for node, _start, stop in spans:
                 stop = end if stop is None else stop
-                if _start <= t_crash + lease_ns and stop > t_crash + 2 * lease_ns + NS // 10:
+                if (_start <= t_crash + lease_ns
+                        and stop > t_crash + allowance(node, t_crash, lease_ns, 2)):
                     add("no_orphans", t_crash, seq,
                         f"origin {origin} crashed, yet its rtid {rtid} ran on {node} until "
                         f"{stop / NS:.6f} s (a node cancels an orphan within two leases)")
