@@ -41,7 +41,7 @@ bench: $(STAMP)
 # The lab (docs/LAB.md): every shipped scenario over LAB_SEEDS seeds in FIFO
 # order, then over LAB_SHUFFLED more with shuffled ready callbacks; stops at the
 # first violation and prints the command that replays it. The suite runs a few
-# hundred seeds of each; this is the long exploration (about 5 minutes here).
+# hundred seeds of each; this is the long exploration (about 7 minutes here).
 LAB_SEEDS ?= 2000
 LAB_SHUFFLED ?= 1000
 LAB_SCENARIOS := $(filter-out examples/lab/lab_registry.py,$(wildcard examples/lab/*.py))
