@@ -52,8 +52,11 @@ def test_lab_explore_stops_at_the_first_violation_and_prints_its_replay(
     replay = out.strip().splitlines()[-1]
     assert replay.startswith(f"replay: rsc lab run {path} --seed ")
     seed = replay.split()[-1]
+    assert seed != "0"  # other seeds ran before it in this process
+    digest = next(line for line in out.splitlines() if line.startswith("digest: "))
     assert main(["lab", "run", str(path), "--seed", seed]) == 1
-    assert "VIOLATION run" in capsys.readouterr().out
+    again = capsys.readouterr().out
+    assert "VIOLATION run" in again and digest in again.splitlines()  # the same run, replayed
     assert main(["lab", "explore", HAPPY, "--seeds", "3"]) == 0
     assert "3 seeds from 0: every oracle held" in capsys.readouterr().out
 

@@ -12,10 +12,12 @@ the oracles (:mod:`rsc.lab.oracles`) and returns a :class:`rsc.lab.oracles.Repor
 from __future__ import annotations
 
 import asyncio
+import itertools
 import random
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import IO, Any
 
+import rsc.cx as rsc_cx
 from rsc.lab.faults import Faults
 from rsc.lab.loop import Stuck, TimeLimit, VirtualLoop
 from rsc.lab.net import LinkProfile, SimNetwork
@@ -132,12 +134,19 @@ class Lab(Faults):
         """Run ``scenario(lab)`` to the end, settle, check the oracles; the Report."""
         from rsc.lab.oracles import check
 
+        # Region and local task ids are process-wide counters (rsc.cx) that
+        # reach the wire (SpawnRequest, cancel reasons naming "region-N"): a
+        # run numbers them from 1, as a fresh process would, and gives the
+        # process its own counters back afterwards.
+        saved = rsc_cx._region_ids, rsc_cx._task_ids
+        rsc_cx._region_ids, rsc_cx._task_ids = itertools.count(1), itertools.count(1)
         try:
             self.loop.run_until_complete(self._main(scenario))
         except (Stuck, TimeLimit) as exc:
             self.failure = exc
         finally:
             self._close_loop()
+            rsc_cx._region_ids, rsc_cx._task_ids = saved
         return check(self)
 
     async def _main(self, scenario: Callable[[Lab], Awaitable[Any]]) -> None:
@@ -188,9 +197,12 @@ class Lab(Faults):
 
     def _close_loop(self) -> None:
         loop = self.loop
-        self.leftover_tasks = sorted(
-            repr(t.get_coro()) .split(" at ")[0] for t in asyncio.all_tasks(loop) if not t.done())
-        for t in asyncio.all_tasks(loop):
+        left = [t for t in asyncio.all_tasks(loop) if not t.done()]
+        self.leftover_tasks = sorted(repr(t.get_coro()).split(" at ")[0] for t in left)
+        # the run is over: what the cancellations below make happen (in the
+        # order of a set) is not part of its trace
+        self.trace.closed = True
+        for t in left:
             t.cancel()
         try:
             loop.run_until_complete(asyncio.sleep(0))

@@ -58,6 +58,8 @@ class LabTrace:
         self._now_ns = now_ns
         self.records: list[dict[str, Any]] = []
         self._sink = sink
+        #: once set, nothing more is recorded (the run is over)
+        self.closed = False
         # region ids are process-wide counters: a run's trace numbers them from 1
         self._regions: dict[int, int] = {}
 
@@ -67,6 +69,8 @@ class LabTrace:
     def emit(self, who: str, event: str, fields: dict[str, Any] | None = None,
              lamport: int | None = None) -> int:
         """Append one record; returns its position (``seq``)."""
+        if self.closed:
+            return len(self.records)
         rec: dict[str, Any] = {"seq": len(self.records) + 1, "t_ns": self._now_ns(), "who": who,
                                "event": event}
         if lamport is not None:
