@@ -359,7 +359,8 @@ def lab_section(table: Table, data: dict[str, Any], attach: Callable[[Target], N
         table.section("lab: seeds a minute of a 4-node, 200-task scenario with faults (median round)")
         table.row([f"  {b.get('name', 'lab')}", f"{rate:,.0f}/min"] + blank
                   + [f"{extra.get('spawns_per_seed', 0):.0f} spawns, {extra.get('faults_per_seed', 0):.1f} "
-                     f"faults, {extra.get('virtual_s_per_seed', 0):.1f} virtual s a seed", ""])
+                     f"faults, {extra.get('virtual_s_per_seed', 0):.1f} virtual s a seed; "
+                     f"{extra.get('cpu_seeds_per_min', 0):,.0f}/min of CPU time", ""])
         attach(Target(f">= {LAB_SEEDS_PER_MIN:,.0f} seeds/min", f"{rate:,.0f}/min",
                       rate >= LAB_SEEDS_PER_MIN))
 

@@ -18,8 +18,9 @@ import pytest
 import rsc
 from rsc import Registry, spawn_remote
 from rsc.lab import Lab, LabClock, LinkProfile, Stuck, TimeLimit, VirtualLoop, preset
-from rsc.transport.connection import FramedConnection
 from rsc._core.messages import Ping
+from rsc.transport.address import Address
+from rsc.transport.connection import FramedConnection
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -152,8 +153,8 @@ def _pipe(profile: LinkProfile, seed: int = 1, frames: int = 50, *, between: Any
     server = _Peer()
 
     async def main() -> None:
-        await lab.net.transport_for("b").listen(rsc.transport.address.Address.parse("unix:/b"), server.factory)
-        client = await lab.net.transport_for("a").connect(rsc.transport.address.Address.parse("unix:/b"),
+        await lab.net.transport_for("b").listen(Address.parse("unix:/b"), server.factory)
+        client = await lab.net.transport_for("a").connect(Address.parse("unix:/b"),
                                                           _Peer().factory)
         for i in range(frames):
             client.send(Ping("a", i + 1, i))
