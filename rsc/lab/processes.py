@@ -47,17 +47,17 @@ class SpawnRecord:
     __slots__ = ("origin", "handle", "rtids", "current", "outcomes", "reported", "late", "seq",
                  "t_ns", "key")
 
-    def __init__(self, origin: str, handle: Any, seq: int, t_ns: int) -> None:
+    def __init__(self, origin: str, handle: Any, seq: int, t_ns: int, key: str) -> None:
         self.origin = origin
         self.handle = handle
-        self.rtids = [handle.remote_task_id]
-        self.current = int(handle.remote_task_id)
+        self.current = int(handle._task.rtid)
+        self.rtids = [self.current]
         self.outcomes: list[tuple[str, int, int]] = []  # (event, seq, t_ns)
         self.reported: dict[int, list[tuple[str, int, int]]] = {}  # rtid -> (event, seq, t_ns)
         self.late: list[tuple[str, int, int]] = []
         self.seq = seq
         self.t_ns = t_ns
-        self.key = handle.idempotency_key.to_bytes().hex()
+        self.key = key
 
 
 class LabRuntime(Runtime):
@@ -83,11 +83,12 @@ class LabRuntime(Runtime):
         handle = super()._spawn(cx, node, computation, input, lease, budget, idempotency_key,
                                 codec, on_lease_expired)
         lab = self.lab
+        task = handle._task
+        key = bytes(task.key).hex()
         seq = lab.trace.emit(str(self.name), "spawn", dict(
-            rtid=int(handle.remote_task_id), node=str(node), computation=str(computation),
-            key=handle.idempotency_key.to_bytes().hex(), region_id=handle.owner_region,
-            lease_ms=int(round(handle._lease_s * 1000))), self._lamport())
-        rec = SpawnRecord(str(self.name), handle, seq, lab.loop.now_ns())
+            rtid=task.rtid, node=str(node), computation=str(computation), key=key,
+            region_id=task.region, lease_ms=task.lease_ms), self._lamport())
+        rec = SpawnRecord(str(self.name), handle, seq, lab.loop.now_ns(), key)
         self.spawns[rec.current] = rec
         self.records.append(rec)
         return handle
