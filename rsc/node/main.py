@@ -84,6 +84,8 @@ async def _serve(args: argparse.Namespace) -> int:
                         key=key, state_dir=args.state_dir,
                         handshake_timeout_s=args.handshake_timeout,
                         frame_timeout_s=args.frame_timeout)
+    if trace is not None:  # each record carries the node's Lamport time (rsc trace merge)
+        trace.lamport = lambda: server.engine.clock.time
     await server.start()
     tune_gc()
     stopper = _Stopper(server, asyncio.get_running_loop())
