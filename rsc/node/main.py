@@ -52,6 +52,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="seconds a connection may take to finish its handshake (default 10)")
     p.add_argument("--frame-timeout", type=float, default=30.0,
                    help="seconds a started frame may stay incomplete (default 30)")
+    p.add_argument("--require-capability", action="store_true",
+                   help="run nothing without a capability token that allows it (rsc.capability); "
+                        "needs --root-key-file or --node-key-file")
+    p.add_argument("--root-key-file", action="append", default=[], metavar="[KEY_ID=]PATH",
+                   help="the cluster's capability root key (mode 600); this node derives its own "
+                        "key from it. Repeat with other key ids to accept several (rotation). "
+                        "KEY_ID defaults to 'default'")
+    p.add_argument("--node-key-file", action="append", default=[], metavar="[KEY_ID=]PATH",
+                   help="this node's derived capability key (rsc.capability.node_key), instead "
+                        "of the root key: a node that holds only it cannot mint for others")
     p.add_argument("--log-level", default="WARNING")
 
 
@@ -77,13 +87,17 @@ async def _serve(args: argparse.Namespace) -> int:
     from rsc.trace import Trace
 
     key = read_key_file(args.key_file) if args.key_file else None
+    from rsc.node.tokens import gate_from_files
+
+    gate = gate_from_files(args.name, args.require_capability, args.root_key_file,
+                           args.node_key_file)
     trace = Trace(args.name, args.trace) if args.trace else None
     server = NodeServer(args.name, args.listen, registry, capacity=args.capacity,
                         max_input_bytes=args.max_input_bytes, max_threads=args.threads,
                         ttl_s=args.ttl, grace_s=args.grace, peers=args.peers, trace=trace,
                         key=key, state_dir=args.state_dir,
                         handshake_timeout_s=args.handshake_timeout,
-                        frame_timeout_s=args.frame_timeout)
+                        frame_timeout_s=args.frame_timeout, capabilities=gate)
     if trace is not None:  # each record carries the node's Lamport time (rsc trace merge)
         trace.lamport = lambda: server.engine.clock.time
     await server.start()
