@@ -41,6 +41,7 @@ import logging
 import random
 from typing import TYPE_CHECKING, Any, Awaitable, Callable
 
+from rsc._engine.trace_names import REGION_CLOSED, REGION_LEAK
 from rsc.cx import CancelState, Cx, next_region_id, next_task_id
 from rsc.errors import InvalidArgument, RemoteCancelled, RemoteError
 from rsc.types import Budget, CancelKind, CancelReason
@@ -237,7 +238,7 @@ class Region:
         self._closed = True
         _live_regions -= 1
         if self.cx.trace is not None:  # the lab's oracle: no live remote descendant from here on
-            self.cx.trace("region_closed", dict(region_id=self.id, cancelled=self.cx.cancelled))
+            self.cx.trace(REGION_CLOSED, dict(region_id=self.id, cancelled=self.cx.cancelled))
         if self._deadline_timer is not None:
             self._deadline_timer.cancel()
         if self._parent_cb is not None:
@@ -248,7 +249,7 @@ class Region:
                 LEAKED_LEASES += 1
                 log.error("lease leak: %r still holds its lease after %s closed", h, self.name)
                 if self.cx.trace is not None:
-                    self.cx.trace("lease_leak", dict(handle=repr(h), region=self.name))
+                    self.cx.trace(REGION_LEAK, dict(handle=repr(h), region=self.name))
         # 3. remote failures nobody looked at
         for h in self._handles:
             err = h._unobserved_error()

@@ -69,6 +69,7 @@ import warnings
 from dataclasses import dataclass
 from typing import Any, Callable
 
+from rsc._engine.trace_names import SAGA_PREFIX
 from rsc.cx import Cx
 from rsc.errors import InvalidArgument, RemoteError
 from rsc.types import Budget, IdempotencyKey
@@ -313,7 +314,7 @@ class AsyncSaga(_SagaBase):
     def _trace(self, event: str, **fields: Any) -> None:
         trace = self._cx.trace
         if trace is not None:
-            trace(f"saga::{event}", dict(saga=self.name, saga_id=self.id.hex(), **fields))
+            trace(f"{SAGA_PREFIX}{event}", dict(saga=self.name, saga_id=self.id.hex(), **fields))
 
     # ---------------------------------------------------------------- steps
     async def step(self, description: str, action: Callable[[], Any],

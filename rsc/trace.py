@@ -25,7 +25,41 @@ import time
 from collections import deque
 from typing import IO, Any, Callable, Iterable
 
-__all__ = ["Trace", "format_record", "load", "merge", "story"]
+from rsc._engine.trace_names import (  # noqa: F401 - the public names of trace events
+    CANCEL_RECEIVED,
+    CANCEL_SENT,
+    CAPABILITY_DENIED,
+    DROPPED,
+    ESCALATE,
+    HANDSHAKE,
+    LEASE_EXPIRED,
+    LEASE_RENEWAL_RECEIVED,
+    LEASE_RENEWAL_SENT,
+    NODE_RESTARTED,
+    ORPHAN_CANCELLED,
+    PEER_ERROR,
+    PROTOCOL_ERROR,
+    REGION_CLOSED,
+    REGION_LEAK,
+    REMOTE_EVENTS,
+    RESULT_DELIVERED,
+    RESULT_TOO_LARGE,
+    SAGA_PREFIX,
+    SPAWN_ACK_RECEIVED,
+    SPAWN_ORIGIN_MISMATCH,
+    SPAWN_REJECTED,
+    SPAWN_REQUEST_CREATED,
+    SPAWN_REQUEST_SENT,
+    TOMBSTONE,
+)
+
+__all__ = ["Trace", "format_record", "load", "merge", "story", "REMOTE_EVENTS",
+           "SPAWN_REQUEST_CREATED", "SPAWN_REQUEST_SENT", "SPAWN_ACK_RECEIVED", "SPAWN_REJECTED",
+           "CANCEL_SENT", "CANCEL_RECEIVED", "RESULT_DELIVERED", "LEASE_RENEWAL_SENT",
+           "LEASE_RENEWAL_RECEIVED", "LEASE_EXPIRED", "HANDSHAKE", "PROTOCOL_ERROR", "PEER_ERROR",
+           "DROPPED", "NODE_RESTARTED", "TOMBSTONE", "ORPHAN_CANCELLED", "RESULT_TOO_LARGE",
+           "SPAWN_ORIGIN_MISMATCH", "CAPABILITY_DENIED", "ESCALATE", "REGION_CLOSED",
+           "REGION_LEAK", "SAGA_PREFIX"]
 
 
 class Trace:
@@ -100,6 +134,10 @@ def merge_records(traces: Iterable[list[dict[str, Any]]]) -> list[dict[str, Any]
     return [k[5] for k in keyed]
 
 
+# a spawn's first record: the origin engine's, and the lab's own
+_SPAWNS = (SPAWN_REQUEST_CREATED, "spawn")
+
+
 def story(records: list[dict[str, Any]], *, task: int | None = None, origin: str | None = None,
           region: int | None = None) -> list[dict[str, Any]]:
     """The records about remote task ``task`` (of ``origin``, if given; its
@@ -108,7 +146,8 @@ def story(records: list[dict[str, Any]], *, task: int | None = None, origin: str
     rtids = {task} if task is not None else set()
     regions = {region} if region is not None else set()
     for rec in records:
-        if region is not None and rec.get("event") == "spawn" and rec.get("region_id") in regions:
+        if (region is not None and rec.get("event") in _SPAWNS
+                and rec.get("region_id") in regions):
             if origin is None or rec.get("who") == origin:
                 rtids.add(rec.get("rtid"))
         if rec.get("event") == "reattempt" and rec.get("rtid") in rtids:

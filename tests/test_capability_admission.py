@@ -15,6 +15,7 @@ import rsc
 from rsc import capability as C
 from rsc._core.messages import REJECT_CAPABILITY_DENIED
 from rsc._engine import origin as O
+from rsc._engine import trace_names as TN
 from rsc._engine.states import OriginState
 from rsc.errors import CapabilityDenied, InvalidArgument, UnsafePath
 from rsc.node import tokens as T
@@ -171,7 +172,7 @@ def test_the_engine_checks_before_deduplication_and_counts_new_work_only() -> No
     assert rejected[t2.rtid][0] == REJECT_CAPABILITY_DENIED and rejected[t2.rtid][1].startswith("uses_exceeded")
     assert rejected[t3.rtid][0] == REJECT_CAPABILITY_DENIED and rejected[t3.rtid][1].startswith("missing")
     assert link.node.capabilities.uses(token) == 1
-    assert sum(e == "capability_denied" for e, _f in link.traces) == 2  # traced, like every reject
+    assert sum(e == TN.CAPABILITY_DENIED for e, _f in link.traces) == 2  # traced, like every reject
 
 
 # -- real nodes -----------------------------------------------------------------------------

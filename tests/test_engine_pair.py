@@ -3,6 +3,7 @@ per-task state diagrams in PROTOCOL.md section 4, through the real codec."""
 
 from __future__ import annotations
 
+from rsc._engine.trace_names import DROPPED
 from rsc._core.messages import (
     Auth,
     CancelRequest,
@@ -160,7 +161,7 @@ def test_cancel_for_another_origin_is_dropped() -> None:
     t = link.spawn()
     link.node.receive(link.conn, CancelRequest("origin-a", 5, t.rtid, CANCEL_USER, "origin-b"), link.now)
     link.collect()
-    assert link.cancels == [] and any(e == "drop" for e, _ in link.traces)
+    assert link.cancels == [] and any(e == DROPPED for e, _ in link.traces)
 
 
 def test_spawn_claiming_another_origin_is_invalid_input() -> None:
@@ -237,7 +238,7 @@ def test_reconnect_resends_with_same_key_and_result_arrives_once() -> None:
     assert len(link.started) == 1
     assert [e[2] for e in link.events_of(O.EV_RESULT)] == [(0, b"done", 5)]
     assert t.state is OriginState.COMPLETED
-    assert any(e == "drop" for e, _ in link.traces)  # the re-delivered duplicate was dropped
+    assert any(e == DROPPED for e, _ in link.traces)  # the re-delivered duplicate was dropped
 
 
 def test_reconnect_resends_cancel_then_spawn() -> None:

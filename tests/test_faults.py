@@ -25,6 +25,7 @@ import pytest
 
 import rsc
 import rsc.lease
+from rsc._engine.trace_names import DROPPED
 from rsc import CancelKind, CancelReason, RemoteTaskState, Runtime, spawn_remote
 from rsc.launch import LocalCluster
 from rsc.regions import live_regions
@@ -106,7 +107,7 @@ def recorder(events: list[tuple[str, dict]]) -> Any:
 def drops_of(events: list[tuple[str, dict]], rtid: int) -> list[dict]:
     """Trace events of the origin engine dropping a RESULT_DELIVERY for ``rtid``."""
     return [f for ev, f in events
-            if ev == "drop" and f.get("rtid") == rtid and "RESULT_DELIVERY" in str(f.get("why"))]
+            if ev == DROPPED and f.get("rtid") == rtid and "RESULT_DELIVERY" in str(f.get("why"))]
 
 
 @pytest.fixture(scope="module")

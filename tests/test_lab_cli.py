@@ -94,7 +94,8 @@ def test_trace_merge_orders_processes_causally_and_show_tells_one_tasks_story(
     assert all("rtid=3" in line for line in story)
     assert main(["trace", "show", str(full), "--region", "1"]) == 0
     region = capsys.readouterr().out.splitlines()
-    assert "region_closed" in region[-1] and sum("spawn" in line for line in region) == 60
+    assert "region::closed" in region[-1]
+    assert sum("remote::spawn_request_created" in line for line in region) == 60
 
 
 def test_a_production_trace_carries_the_emitters_lamport_time(tmp_path: Path) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import random
 
+from rsc._engine.trace_names import DROPPED
 from rsc._core.messages import LeaseRenewal, LeaseRenewalBatch, ResultDelivery, SpawnAck
 from rsc._engine import origin as O
 from rsc._engine.node import NodeEngine
@@ -108,7 +109,7 @@ def test_a_message_that_does_not_fit_is_a_counted_protocol_error() -> None:
     assert (err.remote_task_id, err.node, err.state, err.event) == (t.rtid, "node-1", "RUNNING",
                                                                      "ACK_REJECTED")
     assert "RUNNING" in err.rule and "ACK_REJECTED" in err.rule
-    assert any(e == "drop" for e, _ in link.traces)
+    assert any(e == DROPPED for e, _ in link.traces)
 
 
 def test_messages_for_finished_tasks_are_not_protocol_errors() -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from rsc.trace import Trace, merge
+from rsc.trace import DROPPED, HANDSHAKE, Trace, merge
 from tests.engine_link import Link
 
 
@@ -42,4 +42,43 @@ def test_engines_trace_drops_and_handshakes() -> None:
                         __import__("rsc._core.messages", fromlist=["x"]).ResultDelivery(
                             "node-1", 9999, t.rtid, 0, b"x", 1), link.now)
     events = [e for e, _ in link.traces]
-    assert "handshake" in events and "drop" in events
+    assert HANDSHAKE in events and DROPPED in events
+
+
+def test_the_remote_events_keep_their_documented_names_and_are_traced_per_task() -> None:
+    """The ten remote:: names, as public constants, and each emitted where it
+    happens: over one engine pair, a spawn accepted and finished, one
+    rejected, one cancelled, a renewal each way, a lease that lapses."""
+    import rsc.trace as T
+    from rsc._engine import node as N
+
+    assert T.REMOTE_EVENTS == (
+        "remote::spawn_request_created", "remote::spawn_request_sent", "remote::spawn_ack_received",
+        "remote::spawn_rejected", "remote::cancel_sent", "remote::cancel_received",
+        "remote::result_delivered", "remote::lease_renewal_sent", "remote::lease_renewal_received",
+        "remote::lease_expired")
+    from rsc._engine import trace_names
+
+    names = [v for k, v in vars(trace_names).items() if k.isupper() and isinstance(v, str)]
+    assert names and all(v.count("::") == 1 and getattr(T, k) == v
+                         for k, v in vars(trace_names).items() if k.isupper() and isinstance(v, str))
+    link = Link()
+    link.connect()
+    done = link.spawn(lease_ms=3_000)
+    link.spawn(computation="nope")  # rejected: unknown computation
+    link.advance(1_100)  # a renewal batch goes out at a third of the lease
+    link.flush()
+    link.finish(link.started[0])
+    cancelled = link.spawn(lease_ms=3_000)
+    assert link.origin.cancel(cancelled.rtid, (1, "user"), link.now)
+    link.flush()
+    lapsing = link.spawn(lease_ms=3_000)
+    link.disconnect()
+    link.advance(4_000)  # no renewals: its lease lapses
+    names = [e for e, _ in link.traces]
+    for name in T.REMOTE_EVENTS:
+        assert name in names, name
+    sent = [f for e, f in link.traces if e == T.SPAWN_REQUEST_SENT]
+    assert [f["rtid"] for f in sent][:2] == [done.rtid, done.rtid + 1]
+    assert any(f["rtid"] == lapsing.rtid for e, f in link.traces if e == T.LEASE_EXPIRED)
+    assert N.TN.CANCEL_RECEIVED == T.CANCEL_RECEIVED

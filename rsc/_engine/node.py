@@ -71,6 +71,7 @@ from rsc._core.messages import (
 from rsc._engine.deadlines import Deadlines
 from rsc._engine.handshake import NodeHandshake
 from rsc._engine.logical import LamportClock
+from rsc._engine import trace_names as TN
 from rsc._engine.states import NodeEvent, NodeState, node_after
 from rsc.errors import ProtocolError, ResultTooLarge, UnexpectedMessage
 
@@ -303,7 +304,7 @@ class NodeEngine:
 
     def _drop(self, why: str, **fields: Any) -> None:
         self.counters["dropped"] += 1
-        self._trace_event("drop", why=why, **fields)
+        self._trace_event(TN.DROPPED, why=why, **fields)
 
     def take_actions(self) -> list[tuple[int, Any, Any]]:
         out, self.actions = self.actions, []
@@ -361,7 +362,7 @@ class NodeEngine:
         """The decoder (or this engine) found a connection-level error: ERROR, close."""
         if conn not in self._conns:
             return
-        self._trace_event("protocol_error", conn=conn, code=exc.code, message=exc.message)
+        self._trace_event(TN.PROTOCOL_ERROR, conn=conn, code=exc.code, message=exc.message)
         self._send(conn, Error(self.name, self._stamp(), exc.code, exc.message))
         self.actions.append((CLOSE, conn, None))
         self.close_connection(conn, now)
@@ -386,7 +387,7 @@ class NodeEngine:
             elif kind is StatusRequest:
                 self._send(conn, StatusReply(self.name, self._stamp(), self.stats()))
             elif kind is Error:
-                self._trace_event("peer_error", conn=conn, code=msg.code, message=msg.message)
+                self._trace_event(TN.PEER_ERROR, conn=conn, code=msg.code, message=msg.message)
                 self.actions.append((CLOSE, conn, None))
                 self.close_connection(conn, now)
             else:
@@ -405,7 +406,7 @@ class NodeEngine:
             c.origin = origin
             self._origin_conns.setdefault(origin, []).append(c.id)
             self._last_heard[origin] = now
-            self._trace_event("handshake", conn=c.id, origin=origin)
+            self._trace_event(TN.HANDSHAKE, conn=c.id, origin=origin)
             for rtid, outcome in self._idem.take_held(origin):
                 self._send_result(c.id, rtid, outcome)
         elif kind is Error:
@@ -456,11 +457,11 @@ class NodeEngine:
 
     def _rule_origin_matches(self, origin: str, f: tuple, comp: Any) -> tuple | None:
         """§7.1: a spawn whose origin_node is not the connection's origin is
-        rejected invalid_input (traced spawn_origin_mismatch)."""
+        rejected invalid_input (traced node::spawn_origin_mismatch)."""
         if f[_ORIGIN_NODE] != origin:
             return (VERDICT_REJECT, REJECT_INVALID_INPUT,
                     f"origin_node {f[_ORIGIN_NODE]!r} is not this connection's origin {origin!r}",
-                    "spawn_origin_mismatch")
+                    TN.SPAWN_ORIGIN_MISMATCH)
         return None
 
     def _rule_key_length(self, origin: str, f: tuple, comp: Any) -> tuple | None:
@@ -502,7 +503,7 @@ class NodeEngine:
             return None
         why = gate.check(f[_CAPABILITY], f[_COMPUTATION], len(f[_INPUT]))
         if why is not None:
-            return (VERDICT_REJECT, REJECT_CAPABILITY_DENIED, why, "capability_denied")
+            return (VERDICT_REJECT, REJECT_CAPABILITY_DENIED, why, TN.CAPABILITY_DENIED)
         return None
 
     def _rule_task_id_held(self, origin: str, f: tuple, comp: Any) -> tuple | None:
@@ -577,7 +578,7 @@ class NodeEngine:
             return None
         why = gate.uses_left(f[_CAPABILITY])
         if why is not None:
-            return (VERDICT_REJECT, REJECT_CAPABILITY_DENIED, why, "capability_denied")
+            return (VERDICT_REJECT, REJECT_CAPABILITY_DENIED, why, TN.CAPABILITY_DENIED)
         return None
 
     def admission_verdict(self, origin: str, f: tuple, comp: Any) -> tuple | None:
@@ -728,7 +729,7 @@ class NodeEngine:
                 idem.add_tombstone(origin, rtid, now, msg.reason)
                 if self._journal is not None:
                     self._journal.tombstone(origin, rtid, msg.reason)
-            self._trace_event("tombstone", origin=origin, rtid=rtid)
+            self._trace_event(TN.TOMBSTONE, origin=origin, rtid=rtid)
             return
         task = self._running.get(key)
         if task is None:
@@ -743,7 +744,7 @@ class NodeEngine:
             return self._drop("cancel does not fit", task=repr(task))
         if task.cancel_reason is None:
             task.cancel_reason = reason
-            self._trace_event("cancel", origin=task.origin, rtid=task.rtid, reason=reason)
+            self._trace_event(TN.CANCEL_RECEIVED, origin=task.origin, rtid=task.rtid, reason=reason)
             self.actions.append((CANCEL, task, reason))
 
     # ------------------------------------------------------------------- result
@@ -778,7 +779,7 @@ class NodeEngine:
         A result that cannot be delivered would otherwise be re-sent on every
         reconnect and never arrive."""
         if kind == OUTCOME_SUCCESS:
-            self._trace_event("result_too_large", origin=task.origin, rtid=task.rtid,
+            self._trace_event(TN.RESULT_TOO_LARGE, origin=task.origin, rtid=task.rtid,
                               size=len(payload), limit=self.max_result_bytes)
             return OUTCOME_FAILED, ResultTooLarge.text(task.computation, len(payload),
                                                        self.max_result_bytes)
@@ -831,6 +832,7 @@ class NodeEngine:
                 ids = sorted(self._renew[g])
                 for conn in self._origin_conns.get(origin, ()):
                     self._send(conn, LeaseRenewalBatch(self.name, self._stamp(), lease_ms, self.name, ids))
+                self._trace_event(TN.LEASE_RENEWAL_SENT, origin=origin, lease_ms=lease_ms, rtids=ids)
                 continue
             task = self._by_serial.get(key)
             if task is None:
@@ -839,7 +841,7 @@ class NodeEngine:
                 silent_since = self._last_heard.get(task.origin, now)
                 lapse = silent_since + task.lease_ms * MS
                 if lapse <= now:
-                    self._trace_event("orphan", origin=task.origin, rtid=task.rtid)
+                    self._trace_event(TN.ORPHAN_CANCELLED, origin=task.origin, rtid=task.rtid)
                     self._cancel_task(task, CANCEL_LEASE_EXPIRED, E_ORIGIN_SILENT)
                     timers.add(T_SILENCE, key, now + task.lease_ms * MS)  # keep watching until it ends
                 else:

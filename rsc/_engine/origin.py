@@ -62,6 +62,7 @@ from rsc._engine.deadlines import NO_DEADLINE, Deadlines
 from rsc._engine.escalation import Cancel, EscEvent, EscState, Escalation, Forget, Reattempt, Settle
 from rsc._engine.handshake import OriginHandshake
 from rsc._engine.logical import LamportClock
+from rsc._engine import trace_names as TN
 from rsc._engine.states import ORIGIN_TERMINAL, OriginEvent, OriginState, origin_after
 from rsc.errors import ProtocolError, RemoteProtocolError, UnexpectedMessage
 
@@ -215,7 +216,7 @@ class OriginEngine:
 
     def _drop(self, why: str, **fields: Any) -> None:
         self.dropped += 1
-        self._trace_event("drop", why=why, **fields)
+        self._trace_event(TN.DROPPED, why=why, **fields)
 
     def take_actions(self) -> list[tuple[int, Any, Any]]:
         out, self.actions = self.actions, []
@@ -286,7 +287,7 @@ class OriginEngine:
         if old_instance is None or instance is None or instance == old_instance:
             return  # the same process (a dropped connection), or a node that does not say
         kept = journal is not None and journal == old_journal
-        self._trace_event("node_restarted", node=link.node, kept_journal=kept)
+        self._trace_event(TN.NODE_RESTARTED, node=link.node, kept_journal=kept)
         for task in list(link.tasks.values()):
             st = task.state
             if task.sent and (st is OriginState.SPAWNED or st is OriginState.RUNNING):
@@ -332,6 +333,10 @@ class OriginEngine:
         if self._process(task, _SEND_SPAWN) is None:
             raise ValueError(f"{task!r} was already started")
         self._tasks[rtid] = task
+        if self._trace is not None:
+            self._trace_event(TN.SPAWN_REQUEST_CREATED, node=task.node, rtid=rtid,
+                              computation=task.computation, key=task.key.hex(),
+                              region_id=task.region, lease_ms=task.lease_ms)
         link = self._links.get(task.node)
         if link is None:
             link = self._link(task.node)
@@ -360,10 +365,13 @@ class OriginEngine:
         self._send(link, _spawn_request(self.name, self.clock.send(), t.rtid, t.computation, t.input,
                                         t.lease_ms, t.key, budget, self.name, t.region, t.task,
                                         t.capability), now)
+        if self._trace is not None:
+            self._trace_event(TN.SPAWN_REQUEST_SENT, node=link.node, rtid=t.rtid)
 
     def _send_cancel_msg(self, link: _Link, t: OriginTask, now: int) -> None:
         self._send(link, CancelRequest(self.name, self.clock.send(), t.rtid, t.cancel_reason,
                                        self.name), now)
+        self._trace_event(TN.CANCEL_SENT, node=link.node, rtid=t.rtid, reason=t.cancel_reason)
 
     def cancel(self, rtid: int, reason: tuple, now: int) -> bool:
         """Ask the node to cancel; True if a CANCEL_REQUEST is (or will be) sent."""
@@ -449,7 +457,7 @@ class OriginEngine:
         if self._process(task, _LEASE_LAPSED) is None:
             return
         self.timers.discard(T_LEASE, task.rtid)
-        self._trace_event("lease_expired", task=repr(task))
+        self._trace_event(TN.LEASE_EXPIRED, node=task.node, rtid=task.rtid, task=repr(task))
         if task.policy is None:
             self.events.append((EV_LEASE_EXPIRED, task, None))
         else:
@@ -467,7 +475,7 @@ class OriginEngine:
         esc = self._escalations.get(task.rtid)
         if esc is None:
             esc = self._escalations[task.rtid] = Escalation(task.policy)
-        self._trace_event("escalate", task=repr(task), on=event.name, policy=str(task.policy))
+        self._trace_event(TN.ESCALATE, task=repr(task), on=event.name, policy=str(task.policy))
         if event is EscEvent.LAPSED:
             decisions = esc.on_lapsed(task.node, task.lease_ms, now)
         elif event is EscEvent.NODE_RESTARTED:
@@ -531,7 +539,7 @@ class OriginEngine:
                     self._send(link, link.handshake.on_welcome(msg, self.clock.send()), now)
                     link.ready = True
                     self._learn_limits(link, msg.features)
-                    self._trace_event("handshake", node=node)
+                    self._trace_event(TN.HANDSHAKE, node=node)
                     self._check_instance(link, msg.features, now)
                     self._resend_all(link, now)
                     self._schedule_ping(link, now)
@@ -548,10 +556,15 @@ class OriginEngine:
             elif kind is SpawnAck:
                 self._on_ack(link, msg, now)
             elif kind is LeaseRenewalBatch:
+                if self._trace is not None:
+                    self._trace_event(TN.LEASE_RENEWAL_RECEIVED, node=node, lease_ms=msg.new_lease_ms,
+                                      rtids=list(msg.remote_task_ids))
                 lease_ns = msg.new_lease_ms * MS
                 for rtid in msg.remote_task_ids:
                     self._on_renewal(link, rtid, lease_ns, now)
             elif kind is LeaseRenewal:
+                self._trace_event(TN.LEASE_RENEWAL_RECEIVED, node=node, lease_ms=msg.new_lease_ms,
+                                  rtids=[msg.remote_task_id])
                 self._on_renewal(link, msg.remote_task_id, msg.new_lease_ms * MS, now)
             elif kind is Pong:
                 pass
@@ -573,13 +586,13 @@ class OriginEngine:
         if not link.confirmed:
             self._handshake_refused(link)
             self.events.append((EV_HANDSHAKE_FAILED, None, (node, exc.code, exc.message)))  # type: ignore[arg-type]
-        self._trace_event("protocol_error", node=node, code=exc.code, message=exc.message)
+        self._trace_event(TN.PROTOCOL_ERROR, node=node, code=exc.code, message=exc.message)
         self._send(link, Error(self.name, self.clock.send(), exc.code, exc.message), now)
         self.actions.append((CLOSE, node, None))
         self.link_down(node, now)
 
     def _on_peer_error(self, link: _Link, msg: Error, now: int) -> None:
-        self._trace_event("peer_error", node=link.node, code=msg.code, message=msg.message)
+        self._trace_event(TN.PEER_ERROR, node=link.node, code=msg.code, message=msg.message)
         if not link.confirmed:
             self._handshake_refused(link)
             self.events.append((EV_HANDSHAKE_FAILED, None, (link.node, msg.code, msg.message)))  # type: ignore[arg-type]
@@ -608,6 +621,8 @@ class OriginEngine:
             return
         if accepted:
             if state is _SPAWNED:  # the first accept
+                if self._trace is not None:
+                    self._trace_event(TN.SPAWN_ACK_RECEIVED, node=link.node, rtid=rtid)
                 task.accepted = True
                 self.events.append((EV_ACCEPTED, task, None))
                 # Only the first accept renews: the answer to a resend after a
@@ -615,6 +630,8 @@ class OriginEngine:
                 # keep a lease alive (LEASE_RENEWAL batches renew a running task).
                 self._renew(task, now + task.lease_ms * MS, now)
         else:
+            self._trace_event(TN.SPAWN_REJECTED, node=link.node, rtid=rtid, code=reject_code,
+                              detail=reject_detail)
             self.forget(task.rtid)
             self._report(EV_REJECTED, task, (reject_code, reject_detail))
 
@@ -643,6 +660,9 @@ class OriginEngine:
             return self._drop_unknown(link, rtid, "RESULT_DELIVERY")
         if self._process(task, _RESULT) is None:
             return
+        if self._trace is not None:
+            self._trace_event(TN.RESULT_DELIVERED, node=link.node, rtid=rtid, kind=kind,
+                              execution_time_ns=exec_ns)
         self.forget(task.rtid)
         self._report(EV_RESULT, task, (kind, payload, exec_ns))
 

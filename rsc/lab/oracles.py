@@ -52,6 +52,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from rsc._engine.trace_names import REGION_CLOSED
 from rsc.regions import live_regions
 
 
@@ -278,7 +279,7 @@ def _check_regions(lab: Any, trace: list[dict[str, Any]], add: Any) -> None:
                         span[2] = rec["t_ns"]  # a crash ends what ran there
         elif ev == "fault" and rec.get("fault") == "crash_origin":
             origin_crashes.append((rec["origin"], rec["t_ns"], rec["seq"]))
-        elif ev == "region_closed":
+        elif ev == REGION_CLOSED:
             closes.append((rec["who"], rec["region_id"], rec["t_ns"], rec["seq"]))
     end = lab.loop.now_ns()
 
