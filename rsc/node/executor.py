@@ -339,6 +339,12 @@ class Executor:
         data, task.data = task.data, None
         task.job = self.workers.submit(task, task.comp, data, task.cx)
 
+    def finish_task(self, task: _Task, kind: int, payload: Any) -> None:
+        """How the worker pool reports a task's outcome: ``kind`` is an
+        outcome kind, or -1 for "ended by a cancellation" (judged against the
+        task's Cx: Cancelled with its reason, else Panicked)."""
+        self._finish(task, kind, payload)
+
     # -- cancel ---------------------------------------------------------------------
     def cancel(self, key: Hashable, reason: CancelReason) -> bool:
         """Ask the running task ``key`` to stop with ``reason`` (the first

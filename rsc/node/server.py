@@ -146,7 +146,7 @@ class NodeServer:
                     "defined in __main__?); define it in a module and load it with "
                     "rsc.registry.load_registry('package.module:attr')")
             self.executor.workers = WorkerPool(
-                spec, size=workers or max(2, os.cpu_count() or 1), finish=self.executor._finish,
+                spec, size=workers or max(2, os.cpu_count() or 1), finish=self.executor.finish_task,
                 cancel_grace_s=cancel_grace_s, time_limit=time_limit, memory_limit=memory_limit,
                 max_tasks_per_worker=max_tasks_per_worker, node=str(self.name))
         self._conns: dict[int, FramedConnection] = {}
