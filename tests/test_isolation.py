@@ -394,3 +394,23 @@ def test_failure_texts_parse_back() -> None:
     c = panicked_error(WorkerCrashed.text("f", 12, -9))
     assert isinstance(c, WorkerCrashed) and c.signal == 9 and "OOM" in c.message
     assert type(panicked_error("KeyboardInterrupt: ")) is rsc.RemotePanicked
+
+
+def test_rsc_status_counts_worker_restarts(shared: LocalCluster, capsys: Any) -> None:
+    import argparse
+
+    from rsc import status
+
+    async def main() -> dict:
+        async with Runtime(shared.nodes) as rt:
+            await wait_pool_full(rt, "worker-1")
+            with pytest.raises(WorkerCrashed):
+                await spawn_remote(rt.cx(), "worker-1", "crash_p", "exit").join()
+            return await wait_pool_full(rt, "worker-1")
+
+    st = run(main())
+    assert status.run(argparse.Namespace(cluster=shared.cluster_file, json=False, key_file=None)) == 0
+    header, row = capsys.readouterr().out.splitlines()[:2]
+    cols = dict(zip(header.replace("RSS MiB", "RSS_MiB").split(), row.split()))
+    assert cols["WORKERS"] == "2/2"
+    assert int(cols["RESTARTS"]) >= st["worker_restarts"] >= 1

@@ -283,7 +283,7 @@ class WorkerPool:
             if not f.done():
                 f.set_exception(err) if err is not None else f.set_result(None)
 
-    async def _spawn(self) -> None:
+    async def _spawn(self, replacement: bool = False) -> None:
         """Start one worker process and connect its pipes."""
         loop = self._loop
         assert loop is not None
@@ -305,6 +305,7 @@ class WorkerPool:
         w = _Worker(proc)
         self._workers.append(w)
         self.started += 1
+        self.restarts += replacement
         w.task_w, _ = await loop.connect_write_pipe(_Pipe, os.fdopen(task_w, "wb", buffering=0))
         w.control_w, _ = await loop.connect_write_pipe(_Pipe, os.fdopen(control_w, "wb", buffering=0))
         w.result_r, _ = await loop.connect_read_pipe(lambda: _Pipe(w, self),
@@ -563,8 +564,7 @@ class WorkerPool:
     async def _replace(self) -> None:
         try:
             if not self._closing and len(self._workers) < self.size:
-                await self._spawn()
-                self.restarts += 1
+                await self._spawn(replacement=True)
         except Exception:
             log.exception("could not start a replacement worker")
             self._failed_starts += 1
