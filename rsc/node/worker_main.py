@@ -19,7 +19,10 @@ What keeps a worker from outliving its node:
 
 The control pipe also carries cancels: the control thread sets the running
 task's ``Cx`` cancelled (``cx.checkpoint()`` then raises), or remembers a
-cancel for a task not started yet. SIGTERM (sent by the node when a cancel was
+cancel for a task not started yet. And steals: the node takes back tasks it
+wrote to this worker that have not started (to run them elsewhere, or
+before it kills this worker); the control thread answers at once which ones
+will never run here, and the main thread skips them when it reads them. SIGTERM (sent by the node when a cancel was
 not honoured within its grace) raises :class:`WorkerTerminated` in the
 computation, so its ``finally`` blocks run, and the worker then exits.
 """
@@ -37,8 +40,8 @@ from typing import Any
 import msgpack
 
 # Message kinds (see rsc.node.workers)
-RUN, CANCEL = 0, 1
-READY, DONE, FATAL = 0, 1, 2
+RUN, CANCEL, STEAL = 0, 1, 2
+READY, DONE, FATAL, STOLEN = 0, 1, 2, 3
 # DONE kinds: the executor's outcome kinds, plus -1 for "ended by a cancellation signal"
 SUCCESS, FAILED, PANICKED, CANCEL_SIGNAL = 0, 1, 3, -1
 
@@ -92,7 +95,10 @@ class Worker:
         self._Cx, self._Budget, self._CancelReason = Cx, Budget, CancelReason
         self._lock = threading.Lock()
         self._current: tuple[int, Any] | None = None  # (task id, Cx) of the running task
+        self._started = 0  # the highest task id the main thread has started
+        self._skip = (1, 0)  # task ids (first, last) the node took back: never run them
         self._early_cancels: dict[int, tuple[int, Any]] = {}  # task id -> reason, for tasks not started
+        self._write_lock = threading.Lock()  # the result pipe is written by both threads
         self._packer = msgpack.Packer(use_bin_type=True)
         self._hard_as = resource.getrlimit(resource.RLIMIT_AS)[1]
 
@@ -111,19 +117,37 @@ class Worker:
             for msg in unpacker:
                 if msg[0] == CANCEL:
                     self._cancel(msg[1], (msg[2], msg[3]))
+                elif msg[0] == STEAL:
+                    self._steal(msg[1], msg[2])
+
+    def _steal(self, first: int, last: int) -> None:
+        """Give back tasks ``first..last`` that have not started: answer
+        ``[STOLEN, first not started, last]`` (an empty range if every one
+        has started), and never run those."""
+        with self._lock:
+            first = max(first, self._started + 1)
+            if first <= last:
+                self._skip = (first, last)
+        self.send([STOLEN, first, last])
+
+    def send(self, msg: list) -> None:
+        data = msgpack.packb(msg, use_bin_type=True)
+        with self._write_lock:
+            _write_all(self.result_fd, data)
 
     def _cancel(self, tid: int, wire_reason: tuple[int, Any]) -> None:
         with self._lock:
             cur = self._current
             if cur is not None and cur[0] == tid:
                 cur[1].cancel(self._CancelReason.from_wire(wire_reason))
-            elif cur is None or tid > cur[0]:
+            elif tid > self._started:
                 self._early_cancels[tid] = wire_reason
 
     # -- main thread -------------------------------------------------------------
     def serve(self) -> None:
-        _write_all(self.result_fd, self._packer.pack([READY, os.getpid()]))
+        self.send([READY, os.getpid()])
         unpacker = msgpack.Unpacker(raw=False, max_buffer_size=1 << 30)
+        packer, lock, fd = self._packer, self._write_lock, self.result_fd
         while True:
             chunk = os.read(self.task_fd, READ_CHUNK)
             if not chunk:
@@ -131,26 +155,38 @@ class Worker:
             unpacker.feed(chunk)
             for msg in unpacker:
                 if msg[0] == RUN:
-                    kind, payload, retire = self.run(msg)
-                    _write_all(self.result_fd, self._packer.pack([DONE, msg[1], kind, payload, retire]))
+                    outcome = self.run(msg)
+                    if outcome is None:
+                        continue  # taken back by the node
+                    kind, payload, retire = outcome
+                    data = packer.pack([DONE, msg[1], kind, payload, retire])
+                    with lock:
+                        _write_all(fd, data)
                     if retire:
                         return
 
-    def run(self, msg: list) -> tuple[int, Any, bool]:
+    def run(self, msg: list) -> tuple[int, Any, bool] | None:
         """Run one task: ``[RUN, tid, name, input, region, task, budget, node,
-        memory_limit]``; returns (kind, payload, retire this worker)."""
+        memory_limit]``; returns (kind, payload, retire this worker), or None
+        for a task the node took back."""
         _, tid, name, data, region_id, task_id, budget, node, memory_limit = msg[:9]
-        comp = self.registry.get(name)
-        if comp is None:
-            return PANICKED, (f"worker: computation {name!r} is not in the registry the worker "
-                              "imported (was it registered after the node started?)"), False
         cx = self._Cx(region_id=region_id, task_id=task_id, node=node,
                       budget=None if budget is None else self._Budget(*budget))
         with self._lock:
+            first, last = self._skip
+            if first <= tid <= last:
+                return None
+            self._started = tid
             self._current = (tid, cx)
-            early = self._early_cancels.pop(tid, None)
+            early = self._early_cancels.pop(tid, None) if self._early_cancels else None
             if self._early_cancels:
                 self._early_cancels = {t: r for t, r in self._early_cancels.items() if t > tid}
+        comp = self.registry.get(name)
+        if comp is None:
+            with self._lock:
+                self._current = None
+            return PANICKED, (f"worker: computation {name!r} is not in the registry the worker "
+                              "imported (was it registered after the node started?)"), False
         if early is not None:
             cx.cancel(self._CancelReason.from_wire(early))
         limited = memory_limit is not None
@@ -211,13 +247,12 @@ def main(argv: list[str]) -> int:
         return 0
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # a terminal's Ctrl-C is the node's to handle
     signal.signal(signal.SIGTERM, _on_sigterm)
-    packer = msgpack.Packer(use_bin_type=True)
     try:
         from rsc.registry import load_registry
 
         registry = load_registry(spec)
     except BaseException as exc:
-        _write_all(result_fd, packer.pack([FATAL, f"{type(exc).__name__}: {exc}"]))
+        _write_all(result_fd, msgpack.packb([FATAL, f"{type(exc).__name__}: {exc}"], use_bin_type=True))
         return 3
     worker = Worker(registry, task_fd, control_fd, result_fd)
     threading.Thread(target=worker.watch_control, name="rsc-worker-control", daemon=True).start()

@@ -28,10 +28,21 @@ when the node starts (the node is READY only once they are), and a
 replacement starts in the background, so the start-up cost (about 0.1-0.3 s
 of CPU per worker, docs/ISOLATION.md) is paid off the task path.
 
-Each worker runs one task at a time: a task is written to a worker only when
-the worker is idle, so a task is never queued behind a long one in a worker
-while another worker is free, and a killed worker never takes a task with it
-that had not started. Tasks wait in the pool's queue, in arrival order.
+**Pipelining.** Each worker runs one task at a time, in the order they were
+written to it, and up to ``PIPELINE_DEPTH`` tasks are written to it at once
+(to the least loaded worker first). So under load a worker goes from one
+task to the next without waiting for the node, and the node wakes once for
+several results; that is most of what makes a task in a worker cheap. The
+first task a worker holds is the one it runs (its time limit starts when it
+becomes first); the others have not started, and a worker can be asked to
+give them back (STEAL): its control thread answers at once with the ones it
+will never run (STOLEN), and the node runs those elsewhere. That happens
+when such a task is cancelled (answered Cancelled at once, without running),
+when its worker is about to be killed (so a kill never takes a task with it
+that had not started), and when another worker is idle while the first task
+has run for ``HEAD_OF_LINE_S`` (so a short task does not wait behind a long
+one). Tasks beyond what the workers hold wait in the pool's queue, oldest
+first.
 
 **The pipes.** Three per worker, each carrying msgpack arrays back to back
 (``msgpack.Unpacker`` reads them as a stream; nothing is pickled):
@@ -42,11 +53,14 @@ pipe           direction  messages
 task           to worker  ``[0 RUN, tid, name, input bytes, region_id,
                           task_id, budget [deadline_ns, poll, cost, prio] |
                           nil, node, memory_limit | nil]``
-control        to worker  ``[1 CANCEL, tid, reason kind, reason message]``;
-                          end of file = leave now
+control        to worker  ``[1 CANCEL, tid, reason kind, reason message]``,
+                          ``[2 STEAL, first tid, last tid]``; end of file
+                          = leave now
 result         to node    ``[0 READY, pid]``, ``[1 DONE, tid, kind, payload,
                           retire]``, ``[2 FATAL, text]`` (the registry did
-                          not load)
+                          not load), ``[3 STOLEN, first, last]`` (tasks
+                          first..last will not run here; none if first >
+                          last)
 =============  =========  ==================================================
 
 DONE kinds are the executor's: 0 success (output bytes), 1 failed (str), 3
@@ -70,7 +84,18 @@ from typing import Any
 import msgpack
 
 from rsc.errors import InvalidArgument, MemoryLimitExceeded, TimeLimitExceeded, WorkerCrashed
-from rsc.node.worker_main import CANCEL, CANCEL_SIGNAL, DONE, FAILED, FATAL, PANICKED, READY, RUN
+from rsc.node.worker_main import (
+    CANCEL,
+    CANCEL_SIGNAL,
+    DONE,
+    FAILED,
+    FATAL,
+    PANICKED,
+    READY,
+    RUN,
+    STEAL,
+    STOLEN,
+)
 
 __all__ = ["KILL_AFTER_TERM_S", "WorkerPool", "WorkerStartError"]
 
@@ -82,6 +107,14 @@ KILL_AFTER_TERM_S = 0.5
 WORKER_START_TIMEOUT_S = 30.0
 #: Back-off between replacements of workers that die before they are ready.
 RESPAWN_BACKOFF_S = (0.05, 5.0)
+#: Jobs written to one worker at once: it runs them one after another and
+#: the node wakes once for several results (see "Pipelining" above).
+PIPELINE_DEPTH = 8
+#: A job waiting behind a head that has run this long is taken back when
+#: another worker is idle.
+HEAD_OF_LINE_S = 0.005
+#: Seconds a worker's control thread gets to answer a STEAL.
+STEAL_TIMEOUT_S = 1.0
 
 # Why the node is killing a worker (Job.kill_why).
 _KILL_CANCEL, _KILL_TIME_LIMIT, _KILL_SHUTDOWN = "cancel", "time_limit", "shutdown"
@@ -114,15 +147,15 @@ def check_pool_options(workers: int | None, time_limit: float | None, memory_lim
 class Job:
     """One task handed to the pool (loop-thread owned)."""
 
-    __slots__ = ("task", "comp", "data", "wire", "worker", "cancel_reason", "kill_why",
+    __slots__ = ("task", "comp", "wire", "worker", "tid", "cancel_reason", "kill_why",
                  "grace_timer", "limit_timer", "finished")
 
-    def __init__(self, task: Any, comp: Any, data: bytes, wire: list) -> None:
+    def __init__(self, task: Any, comp: Any, wire: list) -> None:
         self.task = task  # the executor's task; handed back to finish()
         self.comp = comp
-        self.data: bytes | None = data
-        self.wire = wire  # the RUN message's fields after [RUN, tid]
-        self.worker: _Worker | None = None  # set while a worker runs it
+        self.wire = wire  # the RUN message's fields after [RUN, tid] (kept to run it elsewhere)
+        self.worker: _Worker | None = None  # set while a worker holds it (written to its pipe)
+        self.tid = 0  # its task id on that worker
         self.cancel_reason: tuple[int, Any] | None = None
         self.kill_why: str | None = None
         self.grace_timer: asyncio.TimerHandle | None = None
@@ -164,8 +197,10 @@ class _Pipe:
 class _Worker:
     """The node's handle on one worker process."""
 
-    __slots__ = ("proc", "pid", "task_w", "control_w", "result_r", "ready", "job", "next_tid",
-                 "runs", "retiring", "dead", "term_sent", "kill_handle", "started_at", "counts")
+    __slots__ = ("proc", "pid", "task_w", "control_w", "result_r", "ready", "fifo", "next_tid",
+                 "runs", "retiring", "dead", "term_sent", "kill_handle", "started_at", "counts",
+                 "head_since", "steal_pending", "steal_from", "steal_timer", "steal_timed_out",
+                 "kill_wanted")
 
     def __init__(self, proc: subprocess.Popen) -> None:
         self.proc = proc
@@ -174,15 +209,23 @@ class _Worker:
         self.control_w: Any = None
         self.result_r: Any = None
         self.ready = False
-        self.job: Job | None = None
+        # Jobs written to it, in order; the first is running (or about to):
+        # the worker runs them strictly one after another.
+        self.fifo: collections.deque[Job] = collections.deque()
         self.next_tid = 1
-        self.runs = 0  # tasks run (sent) so far
-        self.counts: dict[str, int] = {}  # computation name -> tasks of it run here
-        self.retiring = False  # sends no more tasks; leaves when idle
+        self.runs = 0  # tasks written to it so far
+        self.counts: dict[str, int] = {}  # computation name -> tasks of it written here
+        self.retiring = False  # is written no more tasks; leaves when its fifo is empty
         self.dead = False  # its result pipe closed: it is gone or going
         self.term_sent = False
         self.kill_handle: asyncio.TimerHandle | None = None
         self.started_at = time.monotonic()
+        self.head_since = 0.0  # when the head of fifo became the head
+        self.steal_pending = False  # a STEAL is unanswered: write it nothing meanwhile
+        self.steal_from: int | None = None  # another steal wanted once that one is answered
+        self.steal_timer: asyncio.TimerHandle | None = None
+        self.steal_timed_out = False  # its control thread did not answer a steal in time
+        self.kill_wanted = False  # kill once the jobs behind the head are taken back
 
 
 class WorkerPool:
@@ -213,8 +256,9 @@ class WorkerPool:
         self.python = python or sys.executable
         self._loop: asyncio.AbstractEventLoop | None = None
         self._workers: list[_Worker] = []  # alive or being reaped: never more than size
-        self._idle: collections.deque[_Worker] = collections.deque()
         self._queue: collections.deque[Job] = collections.deque()
+        self._requeue: list[Job] = []  # taken back from a worker: queued first at the next dispatch
+        self._balance_armed = False
         self._packer = msgpack.Packer(use_bin_type=True)
         self._closing = False
         self._spawning = 0  # replacements being started (counted in _workers once spawned)
@@ -240,7 +284,7 @@ class WorkerPool:
 
     def stats(self) -> dict[str, Any]:
         return dict(workers=self.size, workers_alive=sum(1 for w in self._workers if not w.dead),
-                    workers_busy=sum(1 for w in self._workers if w.job is not None),
+                    workers_busy=sum(1 for w in self._workers if w.fifo),
                     worker_pids=self.pids, worker_restarts=self.restarts,
                     worker_crashes=self.crashes, worker_kills=self.kills,
                     worker_recycles=self.recycles, worker_queue=len(self._queue),
@@ -324,12 +368,12 @@ class WorkerPool:
         SIGKILL what is still alive after ``timeout_s``; reap them all. Jobs
         still queued or running are reported Panicked ("worker pool closed")."""
         self._closing = True
+        self._queue.extend(self._requeue)
+        self._requeue.clear()
         for job in list(self._queue):
             self._report(job, PANICKED, "worker pool closed before the task started")
         self._queue.clear()
         for w in self._workers:
-            if w.job is not None:
-                w.job.kill_why = _KILL_SHUTDOWN
             self._close_pipes(w)
         deadline = time.monotonic() + timeout_s
         while any(w.proc.poll() is None for w in self._workers) and time.monotonic() < deadline:
@@ -338,16 +382,15 @@ class WorkerPool:
             if w.proc.poll() is None:
                 w.proc.kill()
                 w.proc.wait()
-            if w.job is not None:
-                self._report(w.job, PANICKED, "worker pool closed while the task ran")
-                w.job = None
+            for job in w.fifo:
+                self._report(job, PANICKED, "worker pool closed while the task ran")
+            w.fifo.clear()
             w.dead = True
         self._workers.clear()
-        self._idle.clear()
 
     # -- tasks ------------------------------------------------------------------------
     def submit(self, task: Any, comp: Any, data: bytes, cx: Any) -> Job:
-        """Queue ``comp`` on ``data`` for the next idle worker; returns its Job."""
+        """Queue ``comp`` on ``data`` for a worker; returns its Job."""
         if self._loop is None:
             self._loop = asyncio.get_running_loop()
         b = cx.budget
@@ -355,8 +398,8 @@ class WorkerPool:
                                        b.cost_quota is None and b.priority == 128) else \
             [b.deadline_ns, b.poll_quota, b.cost_quota, b.priority]
         mem = comp.memory_limit if comp.memory_limit is not None else self.memory_limit
-        job = Job(task, comp, data, [str(comp.name), data, cx.region_id, cx.task_id, budget,
-                                     None if cx.node is None else str(cx.node), mem])
+        job = Job(task, comp, [str(comp.name), data, cx.region_id, cx.task_id, budget,
+                               None if cx.node is None else str(cx.node), mem])
         if self._closing:
             self._loop.call_soon(self._report, job, PANICKED, "the node's worker pool is closed")
             return job
@@ -367,10 +410,10 @@ class WorkerPool:
         return job
 
     def cancel(self, job: Job, wire_reason: tuple[int, Any]) -> None:
-        """Ask ``job`` to stop (the first reason is kept). Queued: it is
-        reported at once without running. Running: the worker's ``Cx`` is
-        cancelled, and the worker is killed if the task has not ended
-        ``cancel_grace_s`` from now."""
+        """Ask ``job`` to stop (the first reason is kept). Queued, or written
+        to a worker but not started: it is taken back and reported at once
+        without running. Running: the worker's ``Cx`` is cancelled, and the
+        worker is killed if the task has not ended ``cancel_grace_s`` from now."""
         if job.finished:
             return
         if job.cancel_reason is None:
@@ -384,65 +427,190 @@ class WorkerPool:
             assert self._loop is not None
             self._loop.call_soon(self._report, job, CANCEL_SIGNAL, None)
             return
-        if not w.dead:
-            tid = w.next_tid - 1
-            try:
-                w.control_w.write(self._packer.pack([CANCEL, tid, wire_reason[0], wire_reason[1]]))
-            except Exception:  # the pipe is gone: the worker is dying; its end reports the job
-                pass
+        if w.dead:
+            return  # its end is being reaped; that reports the job
+        try:
+            w.control_w.write(self._packer.pack([CANCEL, job.tid, wire_reason[0], wire_reason[1]]))
+        except Exception:  # the pipe is gone: the worker is dying; its end reports the job
+            return
+        if w.fifo and w.fifo[0] is not job:
+            self._want_steal(w, job.tid)  # waiting behind another task: take it back now
         if job.grace_timer is None and job.kill_why is None:
             assert self._loop is not None
             job.grace_timer = self._loop.call_later(self.cancel_grace_s, self._grace_over, job)
 
     def abandon(self, job: Job) -> None:
         """The executor gave up on ``job`` (a shutdown): drop it if queued,
-        kill its worker if running. It is not reported again."""
+        kill its worker if it runs it. It is not reported again."""
         job.finished = True
-        if job.worker is None:
+        w = job.worker
+        if w is None:
             try:
                 self._queue.remove(job)
             except ValueError:
                 pass
+        elif w.fifo and w.fifo[0] is job:
+            self._kill(w, _KILL_SHUTDOWN)
         else:
-            self._kill(job.worker, _KILL_SHUTDOWN)
+            self._want_steal(w, job.tid)
 
     def _grace_over(self, job: Job) -> None:
         job.grace_timer = None
-        if job.finished or job.worker is None:
+        w = job.worker
+        if job.finished or w is None:
+            return
+        if not w.fifo or w.fifo[0] is not job:
+            self._want_steal(w, job.tid)
             return
         log.warning("computation %r ignored its cancel for %.1f s; killing its worker (pid %d)",
-                    str(job.comp.name), self.cancel_grace_s, job.worker.pid)
-        self._kill(job.worker, _KILL_CANCEL)
+                    str(job.comp.name), self.cancel_grace_s, w.pid)
+        self._kill(w, _KILL_CANCEL)
 
     def _time_limit_over(self, job: Job, limit: float) -> None:
         job.limit_timer = None
-        if job.finished or job.worker is None:
+        w = job.worker
+        if job.finished or w is None or not w.fifo or w.fifo[0] is not job:
             return
         log.warning("computation %r ran past its time_limit of %g s; killing its worker (pid %d)",
-                    str(job.comp.name), limit, job.worker.pid)
-        self._kill(job.worker, _KILL_TIME_LIMIT)
+                    str(job.comp.name), limit, w.pid)
+        self._kill(w, _KILL_TIME_LIMIT)
 
     def _kill(self, w: _Worker, why: str) -> None:
-        """SIGTERM ``w`` now and SIGKILL it ``kill_after_s`` later; the job it
-        runs is reported when its result pipe closes (``_on_result_pipe_closed``)."""
-        if w.job is not None and w.job.kill_why is None:
-            w.job.kill_why = why
+        """Kill ``w`` for the job at its head: first take back the jobs
+        behind it (they have not started), then SIGTERM, and SIGKILL
+        ``kill_after_s`` later. The head is reported when the worker is gone
+        (``_reap``)."""
+        if w.fifo and w.fifo[0].kill_why is None:
+            w.fifo[0].kill_why = why
+        w.retiring = True
+        if w.term_sent:
+            return
+        if len(w.fifo) > 1 or w.steal_pending:
+            w.kill_wanted = True
+            if len(w.fifo) > 1:
+                self._want_steal(w, w.fifo[1].tid)
+            return
+        self._terminate(w)
+
+    def _terminate(self, w: _Worker) -> None:
         if w.term_sent:
             return
         w.term_sent = True
-        w.retiring = True
+        w.kill_wanted = False
         self.kills += 1
         _signal(w, signal.SIGTERM)
         assert self._loop is not None
         w.kill_handle = self._loop.call_later(self.kill_after_s, _signal, w, signal.SIGKILL)
 
+    # -- taking back jobs a worker has not started ----------------------------------------
+    def _want_steal(self, w: _Worker, first: int) -> None:
+        """Take back from ``w`` the jobs from task id ``first`` on that it
+        has not started (answered by STOLEN, ``_on_stolen``)."""
+        if w.dead or w.term_sent:
+            return
+        if w.steal_pending:
+            w.steal_from = first if w.steal_from is None else min(w.steal_from, first)
+            return
+        if not w.fifo or first > w.fifo[-1].tid:
+            return
+        w.steal_pending = True
+        try:
+            w.control_w.write(self._packer.pack([STEAL, first, w.fifo[-1].tid]))
+        except Exception:  # dying: its end reports everything
+            return
+        assert self._loop is not None
+        w.steal_timer = self._loop.call_later(STEAL_TIMEOUT_S, self._steal_timed_out, w)
+
+    def _steal_timed_out(self, w: _Worker) -> None:
+        """The control thread did not answer (a computation holding the GIL
+        in C?): a kill goes ahead; the jobs behind the head are then reported
+        as possibly started, never run again."""
+        w.steal_timer = None
+        if not w.steal_pending or w.dead:
+            return
+        w.steal_timed_out = True
+        if w.kill_wanted:
+            self._terminate(w)
+
+    def _on_stolen(self, w: _Worker, first: int, last: int) -> None:
+        w.steal_pending = False
+        if w.steal_timer is not None:
+            w.steal_timer.cancel()
+            w.steal_timer = None
+        back: list[Job] = []
+        while w.fifo and first <= w.fifo[-1].tid <= last:
+            back.append(w.fifo.pop())
+        back.reverse()
+        for job in back:
+            self._take_back(job)
+        again, w.steal_from = w.steal_from, None
+        if again is not None:
+            self._want_steal(w, again)
+        if w.kill_wanted and not w.steal_pending:
+            head = w.fifo[0] if w.fifo else None
+            if head is not None and head.kill_why is not None and not head.finished:
+                self._terminate(w)
+            else:
+                w.kill_wanted = False  # its head ended meanwhile: it retires when idle
+                self._retire_if_idle(w)
+        self._dispatch()
+
+    def _take_back(self, job: Job) -> None:
+        """A job that never started on its worker: reported if cancelled (or
+        abandoned), else queued again in front of the rest."""
+        job.worker = None
+        for t in (job.grace_timer, job.limit_timer):
+            if t is not None:
+                t.cancel()
+        job.grace_timer = job.limit_timer = None
+        if job.finished:
+            return
+        if job.cancel_reason is not None:
+            self._report(job, CANCEL_SIGNAL, None)
+        else:
+            self._requeue.append(job)
+
+    # -- handing out jobs -----------------------------------------------------------------
     def _dispatch(self) -> None:
-        """Hand queued jobs to idle workers, oldest first."""
-        while self._queue and self._idle:
-            w = self._idle.popleft()
-            if w.dead or w.retiring or w.job is not None:
-                continue
-            self._run_on(w, self._queue.popleft())
+        """Write queued jobs (taken-back ones first, then oldest first) to the
+        least loaded workers, up to PIPELINE_DEPTH each."""
+        if self._requeue:
+            self._queue.extendleft(reversed(self._requeue))
+            self._requeue.clear()
+        queue = self._queue
+        while queue:
+            best = None
+            for w in self._workers:
+                if w.ready and not w.retiring and not w.steal_pending and not w.dead and \
+                        len(w.fifo) < PIPELINE_DEPTH and (best is None or len(w.fifo) < len(best.fifo)):
+                    best = w
+                    if not w.fifo:
+                        break
+            if best is None:
+                break
+            self._run_on(best, queue.popleft())
+        if not queue:
+            self._balance()
+
+    def _balance(self) -> None:
+        """A worker is idle while another holds jobs behind a head that has
+        run for HEAD_OF_LINE_S: take those back, so they run on the idle one."""
+        idle = any(w.ready and not w.fifo and not w.retiring and not w.dead for w in self._workers)
+        if not idle:
+            return
+        now = time.monotonic()
+        for w in self._workers:
+            if len(w.fifo) > 1 and not w.steal_pending:
+                if now - w.head_since >= HEAD_OF_LINE_S:
+                    self._want_steal(w, w.fifo[1].tid)
+                elif not self._balance_armed:
+                    self._balance_armed = True
+                    assert self._loop is not None
+                    self._loop.call_later(HEAD_OF_LINE_S, self._balance_timer)
+
+    def _balance_timer(self) -> None:
+        self._balance_armed = False
+        self._balance()
 
     def _run_on(self, w: _Worker, job: Job) -> None:
         tid = w.next_tid
@@ -451,47 +619,54 @@ class WorkerPool:
         name = job.wire[0]
         w.counts[name] = w.counts.get(name, 0) + 1
         job.worker = w
-        w.job = job
-        job.data = None
+        job.tid = tid
+        w.fifo.append(job)
         w.task_w.write(self._packer.pack([RUN, tid, *job.wire]))
-        job.wire = None  # type: ignore[assignment]  # its input is in the pipe now
-        limit = job.comp.time_limit if job.comp.time_limit is not None else self.time_limit
-        if limit is not None:
-            assert self._loop is not None
-            job.limit_timer = self._loop.call_later(limit, self._time_limit_over, job, limit)
-        if job.cancel_reason is not None:  # cancelled while queued is handled in cancel(); not here
-            pass
+        if len(w.fifo) == 1:
+            self._became_head(w, job)
         # recycle after this task when a task limit is reached
         per_comp = job.comp.max_tasks_per_worker
         if (self.max_tasks_per_worker is not None and w.runs >= self.max_tasks_per_worker) or \
                 (per_comp is not None and w.counts[name] >= per_comp):
             w.retiring = True
 
+    def _became_head(self, w: _Worker, job: Job) -> None:
+        """``job`` is now running on ``w`` (or about to): its time limit starts."""
+        w.head_since = time.monotonic()
+        limit = job.comp.time_limit if job.comp.time_limit is not None else self.time_limit
+        if limit is not None and job.limit_timer is None:
+            assert self._loop is not None
+            job.limit_timer = self._loop.call_later(limit, self._time_limit_over, job, limit)
+
+    def _retire_if_idle(self, w: _Worker) -> None:
+        if w.retiring and not w.fifo and not w.dead and not w.term_sent and not w.steal_pending:
+            self.recycles += 1
+            self._close_pipes(w)  # it leaves at the end of file; _reap starts another
+
     # -- messages from workers ------------------------------------------------------------
     def _on_message(self, w: _Worker, msg: list) -> None:
         op = msg[0]
         if op == DONE:
-            job = w.job
-            if job is None or msg[1] != w.next_tid - 1:
+            if not w.fifo or msg[1] != w.fifo[0].tid:
                 log.error("worker %d reported task %r it was not running; ignored", w.pid, msg[1])
                 return
-            w.job = None
+            job = w.fifo.popleft()
             job.worker = None
             self._report(job, msg[2], msg[3])
             if msg[4]:  # the worker leaves after this task (its memory may be spoiled)
                 w.retiring = True
-            if w.retiring:
-                if not w.term_sent:
-                    self.recycles += 1
-                self._close_pipes(w)
-            else:
-                self._idle.append(w)
-                self._dispatch()
+                while w.fifo:  # never started: it stopped reading
+                    self._take_back(w.fifo.popleft())
+            if w.fifo:
+                self._became_head(w, w.fifo[0])
+            self._retire_if_idle(w)
+            self._dispatch()
+        elif op == STOLEN:
+            self._on_stolen(w, msg[1], msg[2])
         elif op == READY:
             w.ready = True
             self.last_start_s = time.monotonic() - w.started_at
             self._failed_starts = 0
-            self._idle.append(w)
             self._check_started()
             self._dispatch()
         elif op == FATAL:
@@ -504,6 +679,9 @@ class WorkerPool:
         if w.dead:
             return
         w.dead = True
+        if w.steal_timer is not None:
+            w.steal_timer.cancel()
+            w.steal_timer = None
         if w.proc.poll() is None and not self._closing:
             if not w.term_sent:  # it closed the pipe but lives on: end it
                 _signal(w, signal.SIGKILL)
@@ -523,9 +701,10 @@ class WorkerPool:
             w.kill_handle.cancel()
             w.kill_handle = None
         self._workers.remove(w)
-        job = w.job
-        w.job = None
-        if job is not None:
+        jobs = list(w.fifo)
+        w.fifo.clear()
+        if jobs:
+            job = jobs[0]
             job.worker = None
             why = job.kill_why
             if why == _KILL_CANCEL:
@@ -538,6 +717,13 @@ class WorkerPool:
                 text = WorkerCrashed.text(str(job.comp.name), w.pid, rc)
                 log.error("%s", text)
                 self._report(job, PANICKED, text)
+            for job in jobs[1:]:  # written behind the head: never started
+                if w.steal_timed_out and not job.finished:
+                    job.worker = None
+                    self._report(job, PANICKED, WorkerCrashed.text(str(job.comp.name), w.pid, rc)
+                                 + " (the task was handed to it and may have started)")
+                else:
+                    self._take_back(job)
         elif not w.ready:
             self._failed_starts += 1
             self._check_started()
@@ -546,6 +732,7 @@ class WorkerPool:
             log.error("idle worker process %d exited (%s); replacing it", w.pid, rc)
         if not self._closing:
             self._respawn_soon()
+            self._dispatch()
 
     def _respawn_soon(self) -> None:
         """Start a replacement (with back-off after failed starts)."""
