@@ -16,7 +16,7 @@ group / figure         what
                        the registry imported, READY (the start-up cost).
 =====================  ==========================================================
 
-At the end of the module a table prints each figure and the ratios the issue
+After the benchmark tables, ``bench/conftest.py`` prints each figure and the ratios the issue
 asks for (target: process-mode bulk at least 3x ProcessPoolExecutor's).
 """
 
@@ -29,8 +29,12 @@ from typing import Any
 import pytest
 
 from bench.conftest import REPO_ROOT, READY_TIMEOUT_S
-from bench.peers import PoolPeer, ProcessPoolPeer
+from bench.peers import PoolPeer, ProcessPoolPeer, stop_multiprocessing_helpers
 from rsc import Runtime, spawn_remote
+
+# The stdlib pools' semaphores are finalized whenever the collector gets to
+# them, after their resource tracker is stopped: other people's warnings, not ours.
+pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 
 ONE_N = 200
 BULK_N = 5_000
@@ -38,12 +42,8 @@ RESULTS: dict[str, float] = {}  # figure -> ops per second (median round)
 
 
 @pytest.fixture(scope="module", autouse=True)
-def _stop_everything_started_here(no_strays: None, request: pytest.FixtureRequest) -> Iterator[None]:
+def _stop_everything_started_here(no_strays: None) -> Iterator[None]:
     yield
-    reporter = request.config.pluginmanager.get_plugin("terminalreporter")
-    if reporter is not None and RESULTS:
-        for line in report_lines(RESULTS):
-            reporter.write_line(line)
 
 
 def report_lines(r: dict[str, float]) -> list[str]:
@@ -145,7 +145,10 @@ def stdlib_peer(request: pytest.FixtureRequest) -> Iterator[Any]:
     try:
         yield peer
     finally:
-        peer.stop()
+        try:
+            peer.stop()
+        finally:
+            stop_multiprocessing_helpers()
 
 
 @pytest.mark.filterwarnings("ignore")

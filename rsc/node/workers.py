@@ -259,6 +259,7 @@ class WorkerPool:
         self._queue: collections.deque[Job] = collections.deque()
         self._requeue: list[Job] = []  # taken back from a worker: queued first at the next dispatch
         self._balance_armed = False
+        self._dispatch_armed = False
         self._packer = msgpack.Packer(use_bin_type=True)
         self._closing = False
         self._spawning = 0  # replacements being started (counted in _workers once spawned)
@@ -404,7 +405,7 @@ class WorkerPool:
             self._loop.call_soon(self._report, job, PANICKED, "the node's worker pool is closed")
             return job
         self._queue.append(job)
-        self._dispatch()
+        self._dispatch_soon()
         if not self._workers and not self._spawning:  # a pool never started (or all gone)
             self._respawn_soon()
         return job
@@ -553,7 +554,7 @@ class WorkerPool:
             else:
                 w.kill_wanted = False  # its head ended meanwhile: it retires when idle
                 self._retire_if_idle(w)
-        self._dispatch()
+        self._dispatch_soon()
 
     def _take_back(self, job: Job) -> None:
         """A job that never started on its worker: reported if cancelled (or
@@ -571,13 +572,25 @@ class WorkerPool:
             self._requeue.append(job)
 
     # -- handing out jobs -----------------------------------------------------------------
+    def _dispatch_soon(self) -> None:
+        """Dispatch at the end of this loop turn: every job submitted or
+        finished in the turn is then written in one write per worker."""
+        if not self._dispatch_armed:
+            self._dispatch_armed = True
+            assert self._loop is not None
+            self._loop.call_soon(self._dispatch)
+
     def _dispatch(self) -> None:
         """Write queued jobs (taken-back ones first, then oldest first) to the
         least loaded workers, up to PIPELINE_DEPTH each."""
+        self._dispatch_armed = False
+        if self._closing:
+            return
         if self._requeue:
             self._queue.extendleft(reversed(self._requeue))
             self._requeue.clear()
         queue = self._queue
+        batches: dict[_Worker, list[bytes]] = {}
         while queue:
             best = None
             for w in self._workers:
@@ -588,7 +601,12 @@ class WorkerPool:
                         break
             if best is None:
                 break
-            self._run_on(best, queue.popleft())
+            batch = batches.get(best)
+            if batch is None:
+                batch = batches[best] = []
+            batch.append(self._run_on(best, queue.popleft()))
+        for w, batch in batches.items():
+            w.task_w.write(batch[0] if len(batch) == 1 else b"".join(batch))
         if not queue:
             self._balance()
 
@@ -612,7 +630,8 @@ class WorkerPool:
         self._balance_armed = False
         self._balance()
 
-    def _run_on(self, w: _Worker, job: Job) -> None:
+    def _run_on(self, w: _Worker, job: Job) -> bytes:
+        """Give ``job`` to ``w``; returns the RUN message to write to it."""
         tid = w.next_tid
         w.next_tid += 1
         w.runs += 1
@@ -621,7 +640,6 @@ class WorkerPool:
         job.worker = w
         job.tid = tid
         w.fifo.append(job)
-        w.task_w.write(self._packer.pack([RUN, tid, *job.wire]))
         if len(w.fifo) == 1:
             self._became_head(w, job)
         # recycle after this task when a task limit is reached
@@ -629,6 +647,7 @@ class WorkerPool:
         if (self.max_tasks_per_worker is not None and w.runs >= self.max_tasks_per_worker) or \
                 (per_comp is not None and w.counts[name] >= per_comp):
             w.retiring = True
+        return self._packer.pack([RUN, tid, *job.wire])
 
     def _became_head(self, w: _Worker, job: Job) -> None:
         """``job`` is now running on ``w`` (or about to): its time limit starts."""
@@ -660,7 +679,7 @@ class WorkerPool:
             if w.fifo:
                 self._became_head(w, w.fifo[0])
             self._retire_if_idle(w)
-            self._dispatch()
+            self._dispatch_soon()
         elif op == STOLEN:
             self._on_stolen(w, msg[1], msg[2])
         elif op == READY:
@@ -668,7 +687,7 @@ class WorkerPool:
             self.last_start_s = time.monotonic() - w.started_at
             self._failed_starts = 0
             self._check_started()
-            self._dispatch()
+            self._dispatch_soon()
         elif op == FATAL:
             self._fatal = str(msg[1])
             log.error("worker %d could not load registry %r: %s", w.pid, self.spec, msg[1])
@@ -732,7 +751,7 @@ class WorkerPool:
             log.error("idle worker process %d exited (%s); replacing it", w.pid, rc)
         if not self._closing:
             self._respawn_soon()
-            self._dispatch()
+            self._dispatch_soon()
 
     def _respawn_soon(self) -> None:
         """Start a replacement (with back-off after failed starts)."""
