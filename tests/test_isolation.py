@@ -162,6 +162,39 @@ def test_killed_attempt_retried_runs_once_more_and_only_once(cluster: Any, tmp_p
     assert len({ln.split()[1] for ln in lines[:2]}) == 2
 
 
+# ------------------------------------------------------------------ jobs written behind a running one
+
+
+def test_jobs_behind_a_blocked_one_are_taken_back(cluster: Any) -> None:
+    """One worker, blocked in time.sleep: tasks written behind it are taken
+    back when cancelled (Cancelled at once, the worker not killed), and when
+    the worker is killed they run on its replacement (never Panicked)."""
+    c = cluster(1, registry=REGISTRY, extra_args=["--workers", "1", "--cancel-grace", str(GRACE)])
+
+    async def main() -> None:
+        async with Runtime(c.nodes) as rt:
+            cx = rt.cx()
+            blocked = spawn_remote(cx, "worker-1", "sleep_p", 3600)
+            await wait_busy(rt, "worker-1")
+            behind = [spawn_remote(cx, "worker-1", "square_p", i) for i in range(3)]
+            await asyncio.sleep(0.3)  # written to the worker's pipe behind the sleeper
+            before = await rt.status("worker-1")
+            behind[0].abort()
+            with pytest.raises(rsc.RemoteCancelled):
+                await asyncio.wait_for(behind[0].join(), 10)
+            assert (await rt.status("worker-1"))["worker_kills"] == before["worker_kills"]
+            blocked.abort()
+            with pytest.raises(rsc.RemoteCancelled):
+                await asyncio.wait_for(blocked.join(), 30)
+            got = [(await asyncio.wait_for(h.join(), 30))[0] for h in behind[1:]]
+            assert got == [1, 4]
+            after = await rt.status("worker-1")
+            assert after["worker_kills"] == before["worker_kills"] + 1
+            assert after["worker_crashes"] == before["worker_crashes"]
+
+    run(main())
+
+
 # ------------------------------------------------------------------ cancel always wins
 
 
@@ -414,3 +447,25 @@ def test_rsc_status_counts_worker_restarts(shared: LocalCluster, capsys: Any) ->
     cols = dict(zip(header.replace("RSS MiB", "RSS_MiB").split(), row.split()))
     assert cols["WORKERS"] == "2/2"
     assert int(cols["RESTARTS"]) >= st["worker_restarts"] >= 1
+
+
+def test_short_tasks_do_not_wait_behind_a_long_one(shared: LocalCluster) -> None:
+    """Two workers, one blocked for an hour: a burst of short tasks all
+    complete on the other (those written behind the sleeper are taken back)."""
+
+    async def main() -> None:
+        async with Runtime(shared.nodes) as rt:
+            await wait_pool_full(rt, "worker-1")
+            cx = rt.cx()
+            blocked = spawn_remote(cx, "worker-1", "sleep_p", 3600)
+            await wait_busy(rt, "worker-1")
+            burst = [spawn_remote(cx, "worker-1", "square_p", i) for i in range(40)]
+            got = await asyncio.wait_for(asyncio.gather(*(h.join() for h in burst)), 30)
+            assert [g[0] for g in got] == [i * i for i in range(40)]
+            assert not blocked.is_finished()
+            blocked.abort()
+            with pytest.raises(rsc.RemoteCancelled):
+                await asyncio.wait_for(blocked.join(), 30)
+            await wait_pool_full(rt, "worker-1")
+
+    run(main())
