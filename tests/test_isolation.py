@@ -77,8 +77,15 @@ def gone(pids: list[int], timeout: float = 5.0) -> list[int]:
 
 
 def node_children(c: LocalCluster, name: str = "worker-1") -> list[int]:
-    return [p.pid for p in psutil.Process(c.pids[name]).children()
-            if p.status() != psutil.STATUS_ZOMBIE]
+    """The node's live (non-zombie) child processes: its workers."""
+    pids = []
+    for p in psutil.Process(c.pids[name]).children():
+        try:
+            if p.status() != psutil.STATUS_ZOMBIE:
+                pids.append(p.pid)
+        except psutil.NoSuchProcess:  # reaped between the listing and the look
+            pass
+    return pids
 
 
 # ------------------------------------------------------------------ the node's life (own clusters: run before the shared node exists,
