@@ -19,7 +19,6 @@ from rsc._core import messages as _m
 from rsc.errors import (
     InvalidArgument,
     RemoteCancelled,
-    RemotePanicked,
     SerializationError,
     failed_error,
     panicked_error,

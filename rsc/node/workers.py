@@ -83,7 +83,7 @@ from typing import Any
 
 import msgpack
 
-from rsc.errors import InvalidArgument, MemoryLimitExceeded, TimeLimitExceeded, WorkerCrashed
+from rsc.errors import InvalidArgument, TimeLimitExceeded, WorkerCrashed
 from rsc.node.worker_main import (
     CANCEL,
     CANCEL_SIGNAL,
