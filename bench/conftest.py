@@ -172,6 +172,6 @@ def rsc_cluster() -> Iterator[object]:
 def pytest_terminal_summary(terminalreporter: Any) -> None:
     """After the benchmark tables: bench_isolation's figures and ratios (same run)."""
     for name, mod in list(sys.modules.items()):
-        if name.endswith("bench_isolation") and getattr(mod, "RESULTS", None):
+        if name.endswith("bench_isolation") and (getattr(mod, "RESULTS", None) or getattr(mod, "RESULTS_RATIO", None)):
             for line in mod.report_lines(mod.RESULTS):
                 terminalreporter.write_line(line)
