@@ -328,7 +328,7 @@ class WorkerPool:
             if not f.done():
                 f.set_exception(err) if err is not None else f.set_result(None)
 
-    async def _spawn(self, replacement: bool = False) -> None:
+    async def _spawn(self, replacement: bool = False) -> _Worker:
         """Start one worker process and connect its pipes."""
         loop = self._loop
         assert loop is not None
@@ -355,6 +355,7 @@ class WorkerPool:
         w.control_w, _ = await loop.connect_write_pipe(_Pipe, os.fdopen(control_w, "wb", buffering=0))
         w.result_r, _ = await loop.connect_read_pipe(lambda: _Pipe(w, self),
                                                      os.fdopen(result_r, "rb", buffering=0))
+        return w
 
     def _child_env(self) -> dict[str, str]:
         # The worker must import the registry's module exactly as the node did.
@@ -387,6 +388,8 @@ class WorkerPool:
                 self._report(job, PANICKED, "worker pool closed while the task ran")
             w.fifo.clear()
             w.dead = True
+            if w.result_r is not None:
+                w.result_r.close()
         self._workers.clear()
 
     # -- tasks ------------------------------------------------------------------------
@@ -728,6 +731,8 @@ class WorkerPool:
             why = job.kill_why
             if why == _KILL_CANCEL:
                 self._report(job, CANCEL_SIGNAL, None)
+            elif why == _KILL_SHUTDOWN or job.finished:
+                pass  # abandoned: the executor has reported it
             elif why == _KILL_TIME_LIMIT:
                 limit = job.comp.time_limit if job.comp.time_limit is not None else self.time_limit
                 self._report(job, FAILED, TimeLimitExceeded.text(str(job.comp.name), limit))
@@ -770,7 +775,16 @@ class WorkerPool:
     async def _replace(self) -> None:
         try:
             if not self._closing and len(self._workers) < self.size:
-                await self._spawn(replacement=True)
+                w = await self._spawn(replacement=True)
+                if self._closing:  # the pool closed while this one started: it goes too
+                    self._close_pipes(w)
+                    if w.result_r is not None:
+                        w.result_r.close()
+                    if w.proc.poll() is None:
+                        w.proc.kill()
+                    w.proc.wait()
+                    if w in self._workers:
+                        self._workers.remove(w)
         except Exception:
             log.exception("could not start a replacement worker")
             self._failed_starts += 1
