@@ -169,6 +169,27 @@ def test_killed_attempt_retried_runs_once_more_and_only_once(cluster: Any, tmp_p
     assert len({ln.split()[1] for ln in lines[:2]}) == 2
 
 
+def test_process_isolation_on_the_pure_twins(cluster: Any) -> None:
+    """The same path with RSC_NO_EXTENSIONS=1 (node, executor and workers on
+    the sources): a task, a crash, a cancel that kills."""
+    c = cluster(1, registry=REGISTRY, env={"RSC_NO_EXTENSIONS": "1"},
+                extra_args=["--workers", "1", "--cancel-grace", str(GRACE)])
+
+    async def main() -> None:
+        async with Runtime(c.nodes) as rt:
+            assert (await spawn_remote(rt.cx(), "worker-1", "square_p", 5).join())[0] == 25
+            with pytest.raises(WorkerCrashed):
+                await spawn_remote(rt.cx(), "worker-1", "crash_p", "segv").join()
+            h = spawn_remote(rt.cx(), "worker-1", "sleep_p", 3600)
+            await wait_busy(rt, "worker-1")
+            h.abort()
+            with pytest.raises(rsc.RemoteCancelled):
+                await asyncio.wait_for(h.join(), 30)
+            assert (await spawn_remote(rt.cx(), "worker-1", "square_p", 6).join())[0] == 36
+
+    run(main())
+
+
 # ------------------------------------------------------------------ jobs written behind a running one
 
 
