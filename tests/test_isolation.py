@@ -497,3 +497,17 @@ def test_short_tasks_do_not_wait_behind_a_long_one(shared: LocalCluster) -> None
             await wait_pool_full(rt, "worker-1")
 
     run(main())
+
+
+def test_rsc_launch_passes_isolation_flags_to_its_nodes() -> None:
+    import argparse
+
+    from rsc.launch import _node_isolation_args, add_arguments
+
+    p = argparse.ArgumentParser()
+    add_arguments(p)
+    args = p.parse_args(["--registry", REGISTRY, "--isolation", "process", "--workers", "3",
+                         "--memory-limit", "256MiB"])
+    assert _node_isolation_args(args) == ["--isolation", "process", "--workers", "3",
+                                          "--memory-limit", "256MiB"]
+    assert _node_isolation_args(p.parse_args(["--registry", REGISTRY])) == []
