@@ -10,7 +10,7 @@ from rsc._compiled import bind as _bind
 
 # Modules compiled from their own source (rsc._compiled); importing rsc
 # imports none of them.
-COMPILED = ("capability", "clock", "cx", "remote")
+COMPILED = ("capability", "clock", "cx", "handle", "links", "remote")
 _bind(__name__, COMPILED)
 
 # Public names resolve on first use, so importing a low layer (rsc._engine,
@@ -29,7 +29,8 @@ _EXPORTS = {
     "rsc.regions": ("Region", "region"),
     "rsc.sagas": ("CompensationError", "CompensationResult", "Saga", "SagaState", "SagaStepError",
                   "saga"),
-    "rsc.remote": ("RemoteHandle", "Runtime", "spawn_remote"),
+    "rsc.handle": ("RemoteHandle",),
+    "rsc.remote": ("Runtime", "spawn_remote"),
     "rsc.types": (
         "Budget", "CancelKind", "CancelReason", "ComputationName", "IdempotencyKey", "NodeId",
         "RemoteInput", "RemoteOutcome", "RemoteTaskId", "RemoteTaskState", "Severity",

@@ -34,8 +34,11 @@ from collections.abc import Mapping
 from typing import Any
 
 from rsc.errors import InvalidArgument
+from rsc.transport.address import Address
+from rsc.types import NodeId
 
-__all__ = ["CLUSTER_FILE_VERSION", "InvalidClusterFile", "read_cluster_file", "write_cluster_file"]
+__all__ = ["CLUSTER_FILE_VERSION", "InvalidClusterFile", "load_cluster", "read_cluster_file",
+           "write_cluster_file"]
 
 #: The cluster file format this rsc writes and reads.
 CLUSTER_FILE_VERSION = 1
@@ -122,3 +125,13 @@ def write_cluster_file(path: str, nodes: Mapping[str, str], pids: Mapping[str, i
         except FileNotFoundError:
             pass
         raise
+
+
+def load_cluster(cluster: Mapping[str, str] | str | os.PathLike) -> dict[NodeId, Address]:
+    """NodeId -> Address from a mapping or a cluster file (read by
+    :func:`read_cluster_file`, whose ``InvalidClusterFile`` it raises)."""
+    if isinstance(cluster, (str, os.PathLike)) and not isinstance(cluster, Mapping):
+        cluster = {name: entry["address"] for name, entry in read_cluster_file(cluster).items()}
+    if not isinstance(cluster, Mapping) or not cluster:
+        raise InvalidArgument("a cluster is a non-empty mapping NodeId -> 'unix:PATH' or a cluster file path")
+    return {NodeId(k): Address.parse(v) for k, v in cluster.items()}

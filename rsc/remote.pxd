@@ -8,18 +8,8 @@ from rsc.transport.connection cimport FramedConnection
 from rsc.transport.timer cimport EngineTimer
 from rsc.clock cimport SystemClock
 from rsc.cx cimport Cx, RemoteCap
-
-cdef class RemoteHandle:
-    cdef public object _rt, _outcome, _error, _codec, _state, _owner_region, _lease_s, _policy
-    cdef public OriginTask _task
-    cdef public object _region, _holder, _earlier, _waiters, _protocol_errors
-    cdef public bint _done, _observed
-    cdef object __weakref__
-
-    cpdef _settle(self, outcome, error, state)
-
-cdef class _NodeLink:
-    cdef public object node, address, conn, connector, failed_since
+from rsc.handle cimport RemoteHandle
+from rsc.links cimport Links, NodeLink
 
 cdef class Runtime:
     cdef public object cluster, name, key, default_lease_s, connect_timeout_s, backoff_max_s
@@ -28,6 +18,7 @@ cdef class Runtime:
     cdef public SystemClock clock  # the driver's clock (the lab drives engines on virtual time)
     cdef public EngineTimer _timer
     cdef public OriginEngine engine
+    cdef public Links _net
     cdef public dict _links, _handles, _status_waiters, _names
     cdef public bytes _key_buf
     cdef public Py_ssize_t _key_pos
@@ -35,14 +26,12 @@ cdef class Runtime:
     cdef public long long _protocol_errors
     cdef object __weakref__
 
-    cpdef _link(self, node)
-    @cython.locals(cap=RemoteCap, link=_NodeLink, task=OriginTask, handle=RemoteHandle, pos=Py_ssize_t)
+    @cython.locals(cap=RemoteCap, link=NodeLink, task=OriginTask, handle=RemoteHandle, pos=Py_ssize_t)
     cpdef _spawn(self, Cx cx, node, computation, input, lease, budget, idempotency_key, codec,
                  on_lease_expired)
-    cpdef _ensure_connector(self, _NodeLink link)
     @cython.locals(engine=OriginEngine)
     cpdef _on_messages(self, FramedConnection conn, list msgs)
-    @cython.locals(conn=FramedConnection, link=_NodeLink)
+    @cython.locals(conn=FramedConnection, link=NodeLink)
     cpdef _pump(self)
     @cython.locals(handle=RemoteHandle)
     cpdef _on_event(self, int ev, OriginTask task, detail)

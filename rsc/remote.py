@@ -7,7 +7,10 @@ reconnect every unacknowledged or unfinished task is re-sent with its original
 idempotency key, so a reset connection neither loses nor duplicates work.
 
 ``spawn_remote(cx, node, computation, input)`` needs a RemoteCap in ``cx`` and
-returns a ``RemoteHandle`` at once; the spawn leaves on the next loop turn.
+returns a ``RemoteHandle`` (``rsc.handle``) at once; the spawn leaves on the
+next loop turn. The connections themselves are ``rsc.links``; every protocol
+rule is the origin engine's (``rsc._engine.origin``): the runtime turns its
+actions into writes and its events into settled handles.
 """
 
 from __future__ import annotations
@@ -22,8 +25,7 @@ import socket
 from collections.abc import Mapping
 from typing import Any, Callable
 
-from rsc._core.messages import (ERR_AUTH_FAILED, ERR_VERSION_MISMATCH, HANDSHAKE_MAX_FRAME_BYTES,
-                                REJECT_INVALID_INPUT, WELCOME)
+from rsc._core.messages import ERR_AUTH_FAILED, ERR_VERSION_MISMATCH, REJECT_INVALID_INPUT
 from rsc._engine.origin import (
     CLOSE,
     EV_ACCEPTED,
@@ -43,10 +45,11 @@ from rsc._engine.origin import (
     input_too_large,
 )
 from rsc.clock import SystemClock
+from rsc.cluster_file import load_cluster
 from rsc.cx import Cx, RemoteCap
-from rsc._engine.escalation import EscState
-from rsc._engine.states import OriginState
-from rsc.lease import ACTIVE, DEFAULT_POLICY, EXPIRED, RELEASED, Lease, LeasePolicy
+from rsc.handle import RemoteHandle
+from rsc.lease import DEFAULT_POLICY, LeasePolicy
+from rsc.links import Links
 from rsc.errors import (
     InvalidArgument,
     InvalidInput,
@@ -54,12 +57,10 @@ from rsc.errors import (
     NoCapability,
     NodeUnreachable,
     ProtocolError,
-    RemoteProtocolError,
     RuntimeClosed,
     error_from_code,
     spawn_rejected,
 )
-from rsc.transport.address import Address
 from rsc.transport.base import Transport
 from rsc.transport.connection import FramedConnection
 from rsc.transport.timer import EngineTimer
@@ -70,13 +71,11 @@ from rsc.types import (
     ComputationName,
     IdempotencyKey,
     NodeId,
-    OutcomeKind,
     RemoteInput,
-    RemoteOutcome,
-    RemoteTaskId,
     RemoteTaskState,
-    unpack_value,
 )
+
+__all__ = ["RemoteHandle", "Runtime", "load_cluster", "spawn_remote"]
 
 log = logging.getLogger("rsc.origin")
 
@@ -85,271 +84,13 @@ _INFINITE: Budget = Budget.INFINITE  # type: ignore[attr-defined]
 MAX_LEASE_MS = (1 << 32) - 1
 
 
-def load_cluster(cluster: Mapping[str, str] | str | os.PathLike) -> dict[NodeId, Address]:
-    """NodeId -> Address from a mapping or a cluster file (read by
-    ``rsc.cluster_file.read_cluster_file``, whose ``InvalidClusterFile`` it raises)."""
-    if isinstance(cluster, (str, os.PathLike)) and not isinstance(cluster, Mapping):
-        from rsc.cluster_file import read_cluster_file
-
-        cluster = {name: entry["address"] for name, entry in read_cluster_file(cluster).items()}
-    if not isinstance(cluster, Mapping) or not cluster:
-        raise InvalidArgument("a cluster is a non-empty mapping NodeId -> 'unix:PATH' or a cluster file path")
-    return {NodeId(k): Address.parse(v) for k, v in cluster.items()}
-
-
-class RemoteHandle:
-    """A remote task owned by the region of the Cx that spawned it.
-
-    At most one outcome is ever delivered to a handle.
-    """
-
-    __slots__ = ("_rt", "_task", "_done", "_outcome", "_error", "_codec", "_state", "_owner_region",
-                 "_lease_s", "_policy", "_observed", "_region",
-                 "_holder", "_earlier", "_waiters", "_protocol_errors", "__weakref__")
-
-    def __init__(self, rt: Runtime, task: OriginTask, codec: str | None, owner_region: int,
-                 lease_s: float, policy: LeasePolicy, region: Any, holder: int) -> None:
-        self._rt = rt
-        self._task = task
-        # The one outcome: settled once (_done), with the node's outcome as it
-        # came off the wire, a (kind, payload, execution_time_ns) triple, or the
-        # error that stands for it. No asyncio Future per handle: only a join
-        # that has to wait makes one (_wait). No RemoteOutcome either: join
-        # returns a success's bytes straight from the triple, and only
-        # outcome() and the error paths build one (_outcome_obj).
-        self._done = False
-        self._outcome: tuple[int, Any, int] | None = None
-        self._error: BaseException | None = None
-        self._codec = codec
-        # how the handle settled (its RemoteTaskState); read only once _done
-        self._state = _PENDING
-        self._owner_region = owner_region
-        self._lease_s = lease_s
-        self._policy = policy
-        self._observed = False
-        self._region = region
-        self._holder = holder
-        # attempts superseded by a retry, oldest first (None until the first retry:
-        # most handles never retry, and a list per handle costs ~100 bytes)
-        self._earlier: list[tuple[str, int]] | None = None
-        # futures of outcome() calls waiting now (None when nobody waits)
-        self._waiters: list[asyncio.Future[None]] | None = None
-        # messages about this handle's attempts that did not fit their state
-        self._protocol_errors: list[RemoteProtocolError] | None = None
-
-    # -- identity ------------------------------------------------------------------
-    @property
-    def remote_task_id(self) -> RemoteTaskId:
-        return RemoteTaskId(self._task.rtid)
-
-    @property
-    def node(self) -> NodeId:
-        return NodeId(self._task.node)
-
-    @property
-    def computation(self) -> ComputationName:
-        return ComputationName(self._task.computation)
-
-    @property
-    def owner_region(self) -> int:
-        return self._owner_region
-
-    @property
-    def lease(self) -> Lease:
-        """This task's lease now: active (with its expiry), released or expired."""
-        if self.state is RemoteTaskState.LEASE_EXPIRED:
-            state, at = EXPIRED, None
-        elif self._done:
-            state, at = RELEASED, None
-        else:
-            state, at = ACTIVE, self._rt.engine.lease_deadline(self._task.rtid)
-        return Lease(self._lease_s, state, at, self._owner_region, self._holder)
-
-    @property
-    def attempts(self) -> list[tuple[str, int]]:
-        """Every (node, remote task id) this handle was spawned as, oldest first."""
-        return [*(self._earlier or ()), (self._task.node, self._task.rtid)]
-
-    @property
-    def policy(self) -> LeasePolicy:
-        return self._policy
-
-    @property
-    def idempotency_key(self) -> IdempotencyKey:
-        return IdempotencyKey.from_bytes(self._task.key)
-
-    @property
-    def state(self) -> RemoteTaskState:
-        """Once settled, how it settled; before, what the origin engine's state
-        of the current attempt says: RUNNING once the node accepted it,
-        LEASE_EXPIRED while a lapse is being escalated (waiting on the answer
-        to ``cancel(t)``), PENDING otherwise."""
-        if self._done:
-            return self._state
-        task = self._task
-        if (task.state is _LEASE_EXPIRED
-                or self._rt.engine.escalation_state(task.rtid) is EscState.CANCELLING):
-            return RemoteTaskState.LEASE_EXPIRED
-        return _RUNNING if task.accepted else _PENDING
-
-    @property
-    def protocol_errors(self) -> list[RemoteProtocolError]:
-        """Messages from a node about this handle's attempts that did not fit
-        the task's state and were dropped (PROTOCOL.md section 9), oldest first.
-        The last one is also the cause (``__cause__``) of a LeaseExpired that
-        settles the handle."""
-        return list(self._protocol_errors or ())
-
-    def is_finished(self) -> bool:
-        return self._done
-
-    # -- outcome -------------------------------------------------------------------
-    def _settle(self, outcome: tuple[int, Any, int] | None, error: BaseException | None,
-                state: RemoteTaskState) -> bool:
-        if self._done:
-            return False
-        self._done = True
-        self._state = state
-        self._outcome = outcome
-        if error is not None and self._protocol_errors is not None and isinstance(error, LeaseExpired):
-            error.__cause__ = self._protocol_errors[-1]  # what the node said instead of an outcome
-        self._error = error
-        waiters = self._waiters
-        if waiters is not None:
-            self._waiters = None
-            for w in waiters:
-                if not w.done():  # else that wait was cancelled
-                    w.set_result(None)
-        self._rt._handles.pop(self._task.rtid, None)  # the runtime no longer tracks it
-        # Break the handle <-> task cycle: a late message for the task finds no
-        # handle (and is dropped, as for a superseded attempt), and a handle the
-        # caller lets go of is freed at once by its reference count instead of
-        # waiting, with its task record, for the cycle collector.
-        self._task.handle = None
-        if self._region is not None:
-            self._region.handle_done(self)
-        return True
-
-    def _unobserved_error(self) -> BaseException | None:
-        if self._observed or not self._done:
-            return None
-        if self._error is not None:
-            return self._error
-        outcome = self._outcome
-        assert outcome is not None
-        return None if outcome[0] == _SUCCESS else self._outcome_obj().error()
-
-    def _outcome_obj(self) -> RemoteOutcome:
-        kind, payload, exec_ns = self._outcome  # type: ignore[misc]
-        return RemoteOutcome.from_wire(kind, payload, exec_ns)
-
-    def _value(self) -> Any:
-        """The output of the settled, observed handle, or the matching error raised."""
-        outcome = self._outcome
-        if outcome[0] != _SUCCESS:  # type: ignore[index]
-            raise self._outcome_obj().error()
-        data = outcome[1]  # type: ignore[index]
-        return data if self._codec is None else unpack_value(data)
-
-    def _waiter(self) -> asyncio.Future[None]:
-        """A future that _settle completes (the handle must not be settled yet)."""
-        waiter = self._rt._loop.create_future()
-        if self._waiters is None:
-            self._waiters = [waiter]
-        else:
-            self._waiters.append(waiter)
-        return waiter
-
-    async def _wait(self) -> None:
-        """Wait until the handle is settled. A cancelled wait must not cancel
-        the handle: it waits on a fresh future that _settle completes directly
-        (asyncio.shield's idea without its done-callback, which would cost a
-        loop turn before the wake-up)."""
-        waiter = self._waiter()
-        try:
-            await waiter
-        finally:
-            if self._waiters is not None:  # not settled: this wait was cancelled
-                self._waiters.remove(waiter)
-
-    def _take(self) -> None:
-        """Mark the settled handle observed; raise the error that settled it, if one did."""
-        self._observed = True
-        if self._region is not None:
-            self._region.handle_observed(self)
-        if self._error is not None:
-            # raised afresh each time, as a Future would: no traceback piles up
-            raise self._error.with_traceback(None)
-
-    async def outcome(self) -> RemoteOutcome:
-        """Wait for the terminal outcome without raising for failed ones.
-
-        Raises only for outcomes that never came from the node (rejected,
-        lease expired, unreachable)."""
-        if not self._done:
-            await self._wait()
-        self._take()
-        return self._outcome_obj()
-
-    async def join(self, cx: Cx | None = None) -> Any:
-        """Wait for the task; its output (bytes, or the value with codec msgpack),
-        or raise RemoteFailed / RemoteCancelled / RemotePanicked / SpawnRejected /
-        LeaseExpired / NodeUnreachable."""
-        if not self._done:
-            await self._wait()
-        self._take()
-        return self._value()
-
-    def try_join(self) -> Any | None:
-        """The output if finished (raising like ``join``), else None."""
-        if not self._done:
-            return None
-        self._take()
-        return self._value()
-
-    def abort(self, reason: CancelReason | None = None) -> None:
-        """Request cancellation on the node; returns at once."""
-        if self._done:
-            return
-        self._rt._cancel(self._task, reason or CancelReason(CancelKind.USER, "aborted by the origin"))
-
-    async def close(self, cx: Cx | None = None) -> RemoteOutcome:
-        """Cancel and wait for the acknowledged outcome (Cancelled, or the real
-        one if it finished first). Raises like ``outcome()`` when no outcome can
-        come from the node (rejected, lease expired, unreachable)."""
-        self.abort()
-        return await self.outcome()
-
-    def __repr__(self) -> str:
-        return (f"RemoteHandle({self._task.computation!r} on {self._task.node!r}, "
-                f"{RemoteTaskId(self._task.rtid)}, {self.state})")
-
-
-# Enum members read on every task, as module globals (see rsc/_engine/node.py)
-_PENDING, _RUNNING = RemoteTaskState.PENDING, RemoteTaskState.RUNNING
-_LEASE_EXPIRED = OriginState.LEASE_EXPIRED
-
 _KEYS_AT_ONCE = 256  # idempotency keys drawn from the runtime's PRNG per call
-_SUCCESS = int(OutcomeKind.SUCCESS)
 _STATE_OF_KIND = (  # indexed by the wire's outcome kind
     RemoteTaskState.COMPLETED,  # success
     RemoteTaskState.FAILED,  # failed
     RemoteTaskState.CANCELLED,  # cancelled
     RemoteTaskState.FAILED,  # panicked
 )
-
-
-class _NodeLink:
-    """Connection management for one node: connect, reconnect with backoff."""
-
-    __slots__ = ("node", "address", "conn", "connector", "failed_since")
-
-    def __init__(self, node: NodeId, address: Address) -> None:
-        self.node = node
-        self.address = address
-        self.conn: FramedConnection | None = None
-        self.connector: asyncio.Task[None] | None = None
-        self.failed_since: float | None = None
 
 
 class Runtime:
@@ -383,7 +124,8 @@ class Runtime:
         self._key_buf = b""  # _KEYS_AT_ONCE fresh keys, handed out 16 bytes at a time
         self._key_pos = 0
         self._names: dict[str, ComputationName] = {}
-        self._links = {n: _NodeLink(n, a) for n, a in self.cluster.items()}
+        self._net = Links(self, self.cluster, connect_timeout_s, backoff_max_s)
+        self._links = self._net.by_node  # NodeId -> NodeLink, read on every pump
         self._handles: dict[int, RemoteHandle] = {}
         self._status_waiters: dict[str, list[asyncio.Future[dict]]] = {}
         # retries sent back to their node under same_node_within_s: attempt's
@@ -423,18 +165,7 @@ class Runtime:
         for h in list(self._handles.values()):
             h._settle(None, RuntimeClosed(f"runtime closed before the outcome of {h!r} arrived"),
                       RemoteTaskState.FAILED)
-        for link in self._links.values():
-            if link.connector is not None:
-                link.connector.cancel()
-            if link.conn is not None:
-                link.conn.close()
-        for link in self._links.values():
-            if link.connector is not None:
-                try:
-                    await link.connector
-                except asyncio.CancelledError:
-                    pass
-                link.connector = None
+        await self._net.aclose()
         if self._timer is not None:
             self._timer.cancel()
 
@@ -464,10 +195,10 @@ class Runtime:
         """STATUS_REQUEST to ``node``; its stats map."""
         from rsc._core.messages import StatusRequest
 
-        link = self._link(node)
+        link = self._net.get(node)
         fut: asyncio.Future[dict] = self._loop.create_future()
         self._status_waiters.setdefault(link.node, []).append(fut)
-        self._ensure_connector(link)
+        self._net.ensure(link)
         deadline = self._loop.time() + timeout_s
         while not self.engine.is_ready(link.node):
             if self._loop.time() > deadline:
@@ -477,13 +208,6 @@ class Runtime:
         return await asyncio.wait_for(fut, max(0.0, deadline - self._loop.time()))
 
     # -------------------------------------------------------------------- spawn
-    def _link(self, node: str) -> _NodeLink:
-        link = self._links.get(node)  # type: ignore[call-overload]
-        if link is None:
-            raise InvalidArgument(f"node {node!r} is not in this runtime's cluster; known: "
-                                  f"{', '.join(sorted(self._links))}")
-        return link
-
     def spawn(self, cx: Cx, node: str, computation: str, input: Any = b"", *,
               lease: float | None = None, budget: Budget | None = None,
               idempotency_key: IdempotencyKey | None = None, codec: str | None = None,
@@ -503,7 +227,7 @@ class Runtime:
             raise InvalidArgument("this Runtime is closed")
         if self._loop is None:
             raise InvalidArgument("open the Runtime first: `async with Runtime(...) as rt`")
-        link = self._link(node)
+        link = self._net.get(node)
         # validated names, kept here too: calling ComputationName (cached as it
         # is) costs a Python call per spawn
         name = self._names.get(computation) if type(computation) is str else None
@@ -560,7 +284,7 @@ class Runtime:
         if not isinstance(policy, LeasePolicy):
             raise InvalidArgument("on_lease_expired must be rsc.lease.fail(), cancel(...) or retry(...)")
         for n in policy.nodes:
-            self._link(n)
+            self._net.get(n)
         region = cx.region
         handle = RemoteHandle(self, task, codec, task.region, lease_ms / 1000, policy, region,
                               task.task)
@@ -568,7 +292,7 @@ class Runtime:
         task.policy = policy  # the engine escalates a lapse (rsc._engine.escalation)
         self._handles[task.rtid] = handle
         self.engine.spawn(task, now)
-        self._ensure_connector(link)
+        self._net.ensure(link)
         if region is not None:
             region.adopt(handle)
         self._pump()
@@ -576,90 +300,35 @@ class Runtime:
 
     def _cancel(self, task: OriginTask, reason: CancelReason) -> None:
         if self.engine.cancel(task.rtid, reason.to_wire(), self.clock.now_ns()):
-            self._ensure_connector(self._links[task.node])
+            self._net.ensure(self._links[task.node])
         self._pump()
 
     # ---------------------------------------------------------------- connections
-    def _ensure_connector(self, link: _NodeLink) -> None:
-        if link.connector is None or link.connector.done():
-            link.connector = self._loop.create_task(self._connect_loop(link))
-
-    def _wanted(self, link: _NodeLink) -> bool:
-        return not self._closed and (bool(self.engine.tasks_on(link.node))
-                                     or bool(self._status_waiters.get(link.node)))
-
-    async def _connect_loop(self, link: _NodeLink) -> None:
-        backoff = 0.02
-        while self._wanted(link):
-            try:
-                conn = await self._connect(link)
-            except OSError as exc:
-                self._connect_failed(link, exc)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, self.backoff_max_s)
-                continue
-            link.failed_since = None
-            backoff = 0.02
-            assert conn.closed is not None
-            await conn.closed
-            link.conn = None
-            self.engine.link_down(link.node, self.clock.now_ns())
-            self._pump()
-
-    async def _connect(self, link: _NodeLink) -> FramedConnection:
-        factory = lambda: FramedConnection(  # noqa: E731
-            on_messages=self._on_messages, on_protocol_error=self._on_protocol_error,
-            on_close=self._on_close, handshake_max_frame_bytes=HANDSHAKE_MAX_FRAME_BYTES,
-            handshake_last_kind=WELCOME)  # a node's frames before WELCOME are small too
-        addr = link.address
-        if self.transport is not None:
-            conn = await asyncio.wait_for(self.transport.connect(addr, factory), self.connect_timeout_s)
-        elif addr.scheme == "unix":
-            _t, conn = await asyncio.wait_for(self._loop.create_unix_connection(factory, addr.path),
-                                              self.connect_timeout_s)
-        else:
-            _t, conn = await asyncio.wait_for(self._loop.create_connection(factory, addr.host, addr.port),
-                                              self.connect_timeout_s)
-        conn.tag = link.node
-        link.conn = conn
-        self.engine.link_up(link.node, self.clock.now_ns())
-        self._pump()
-        return conn
+    def _wanted(self, node: str) -> bool:
+        """Whether the link to ``node`` should be open: it has tasks or status waiters."""
+        return not self._closed and (bool(self.engine.tasks_on(node))
+                                     or bool(self._status_waiters.get(node)))
 
     def _handshake_failed(self, node: str, code: int, message: str) -> None:
         """The node refused us or we refused it (wrong key, other version): tasks
         that never reached that node fail with the precise error instead of
         waiting out their lease."""
-        link = self._links[node]  # type: ignore[index]
         log.warning("handshake with node %s failed: code %d: %s", node, code, message)
         if code != ERR_VERSION_MISMATCH and code != ERR_AUTH_FAILED:
             return
-        err = error_from_code(code, f"handshake with node {node!r} failed: {message}")
-        self._fail_unsent(link, err)
-        for fut in self._status_waiters.pop(link.node, []):
+        self._unreachable(node, error_from_code(code, f"handshake with node {node!r} failed: {message}"))
+
+    def _unreachable(self, node: str, err: BaseException) -> None:
+        """``node`` cannot be reached (or refused us): its tasks never written to
+        any connection cannot be running anywhere, so they fail with ``err``, as
+        do its status waiters."""
+        for task in self.engine.give_up_unsent(node):
+            h = self._handles.get(task.rtid)
+            if h is not None:
+                h._settle(None, err, RemoteTaskState.FAILED)
+        for fut in self._status_waiters.pop(node, []):
             if not fut.done():
                 fut.set_exception(err)
-
-    def _fail_unsent(self, link: _NodeLink, err: BaseException) -> None:
-        for task in self.engine.tasks_on(link.node):
-            if not task.sent:  # cannot be running anywhere
-                self.engine.forget(task.rtid)
-                h = self._handles.get(task.rtid)
-                if h is not None:
-                    h._settle(None, err, RemoteTaskState.FAILED)
-
-    def _connect_failed(self, link: _NodeLink, exc: BaseException) -> None:
-        now = self._loop.time()
-        if link.failed_since is None:
-            link.failed_since = now
-            log.debug("cannot reach node %s at %s: %s", link.node, link.address, exc)
-        if now - link.failed_since < self.connect_timeout_s:
-            return
-        # Tasks never written to any connection cannot be running anywhere: fail them.
-        self._fail_unsent(link, NodeUnreachable(link.node, f"{link.address}: {exc}"))
-        for fut in self._status_waiters.pop(link.node, []):
-            if not fut.done():
-                fut.set_exception(NodeUnreachable(link.node, f"{link.address}: {exc}"))
 
     # ------------------------------------------------------------------ callbacks
     def _on_messages(self, conn: FramedConnection, msgs: list[Any]) -> None:
@@ -671,9 +340,6 @@ class Runtime:
     def _on_protocol_error(self, conn: FramedConnection, exc: ProtocolError) -> None:
         self.engine.protocol_error(conn.tag, exc, self.clock.now_ns())
         self._pump()
-
-    def _on_close(self, conn: FramedConnection, exc: Exception | None) -> None:
-        pass  # the connect loop notices conn.closed
 
     def _pump(self) -> None:
         engine = self.engine
@@ -691,7 +357,7 @@ class Runtime:
         if engine.events:
             for ev, task, detail in engine.take_events():
                 self._on_event(ev, task, detail)  # a C call when compiled (a bound method is not)
-        self._timer.follow(engine)
+        self._timer.follow(engine.timers)
 
     def _on_event(self, ev: int, task: OriginTask, detail: Any) -> None:
         if ev == EV_RESULT or ev == EV_ACCEPTED:  # the common events first
@@ -722,7 +388,7 @@ class Runtime:
                     fut.set_result(stats)
             return
         if ev == EV_WANT_LINK:
-            self._ensure_connector(self._links[detail])
+            self._net.ensure(self._links[detail])
             return
         handle = task.handle
         if ev == EV_LEASE_EXPIRED or ev == EV_NODE_RESTARTED:
@@ -759,7 +425,7 @@ class Runtime:
         handle._task = new
         new.handle = handle
         self._handles[new.rtid] = handle
-        self._ensure_connector(self._links[new.node])
+        self._net.ensure(self._links[new.node])
 
     def _on_timer(self) -> None:
         self.engine.tick(self.clock.now_ns())

@@ -16,6 +16,7 @@ import pytest
 
 from rsc import Runtime, spawn_remote
 from rsc._engine import node as N
+from rsc._engine.deadlines import NO_DEADLINE
 from rsc.errors import InvalidArgument
 from tests.engine_link import Link
 
@@ -60,14 +61,17 @@ def test_records_and_tombstones_export(idemtable_mod: ModuleType) -> None:
 
 def test_engine_records_expiry_is_a_deadline_of_its_own() -> None:
     """With a long lease armed first, a finished record's (earlier) expiry must
-    still reach the timer through deadline_hint, the only thing EngineTimer reads."""
+    still reach the timer through timers.hint, the only thing EngineTimer reads
+    before it re-reads: the idempotency table tells the engine's Deadlines."""
     link = Link(ttl_ns=200 * MS)
     link.connect()
     link.spawn(lease_ms=60_000)
-    link.node.deadline_hint = None  # the driver read next_deadline(): the renewal, 20 s out
+    assert link.node.timers.next_deadline() == link.now + 20_000 * MS  # the renewal, 20 s out
+    assert link.node.timers.hint == NO_DEADLINE  # the driver read it
     (task,) = link.started
     link.finish(task)
-    assert link.node.deadline_hint is not None and link.node.deadline_hint <= link.now + 200 * MS
+    assert link.node.timers.hint <= link.now + 200 * MS
+    assert link.node.timers.next_deadline() == link.now + 200 * MS  # the record's expiry
 
 
 def test_engine_evicts_a_pile_up_in_bounded_steps() -> None:

@@ -9,21 +9,23 @@ import time
 import pytest
 import uvloop
 
+from rsc._engine.deadlines import NO_DEADLINE, Deadlines
 from rsc.clock import SystemClock, SimClock
 from rsc.transport.timer import EngineTimer, after_io
 
 S = 1_000_000_000
 
 
-class FakeEngine:
-    def __init__(self, deadline: int | None) -> None:
-        self.deadline = deadline
-        self.deadline_hint: int | None = None
+class CountingDeadlines(Deadlines):
+    """An engine's Deadlines that counts how often the timer reads it."""
+
+    def __init__(self) -> None:
+        super().__init__()
         self.reads = 0
 
     def next_deadline(self) -> int | None:
         self.reads += 1
-        return self.deadline
+        return super().next_deadline()
 
 
 def test_follow_reads_the_engine_only_when_a_deadline_could_move_the_timer() -> None:
@@ -31,20 +33,20 @@ def test_follow_reads_the_engine_only_when_a_deadline_could_move_the_timer() -> 
         clock = SimClock()
         fired: list[int] = []
         timer = EngineTimer(asyncio.get_running_loop(), clock, lambda: fired.append(1))
-        engine = FakeEngine(None)
-        timer.follow(engine)  # nothing due: nothing armed
-        assert timer.at is None and engine.reads == 1
-        engine.deadline = engine.deadline_hint = 50 * S
-        timer.follow(engine)
-        assert timer.at == 50 * S and engine.reads == 2 and engine.deadline_hint is None
-        timer.follow(engine)  # armed, no hint: the engine is not read
-        assert engine.reads == 2
-        engine.deadline_hint = 60 * S  # later than armed: left for after the timer fires
-        timer.follow(engine)
-        assert engine.reads == 2 and engine.deadline_hint == 60 * S and timer.at == 50 * S
-        engine.deadline = engine.deadline_hint = 0  # earlier: re-read, re-armed, fires
-        timer.follow(engine)
-        assert timer.at == 0 and engine.reads == 3 and engine.deadline_hint is None
+        timers = CountingDeadlines()
+        timer.follow(timers)  # nothing due: nothing armed
+        assert timer.at is None and timers.reads == 1
+        timers.add(0, 1, 50 * S)
+        timer.follow(timers)
+        assert timer.at == 50 * S and timers.reads == 2 and timers.hint == NO_DEADLINE
+        timer.follow(timers)  # armed, nothing set since: the deadlines are not read
+        assert timers.reads == 2
+        timers.add(0, 2, 60 * S)  # later than armed: left for after the timer fires
+        timer.follow(timers)
+        assert timers.reads == 2 and timers.hint == 60 * S and timer.at == 50 * S
+        timers.add(0, 3, 0)  # earlier: re-read, re-armed, fires
+        timer.follow(timers)
+        assert timer.at == 0 and timers.reads == 3 and timers.hint == NO_DEADLINE
         await asyncio.sleep(0.01)
         assert fired == [1] and timer.at is None
         timer.cancel()
@@ -63,7 +65,7 @@ def _stall_then_fire(new_loop, use_after_io: bool = False) -> list[str]:
     try:
         for s in (busy, busy_peer, ping, ping_peer):
             s.setblocking(False)
-        engine = FakeEngine(None)
+        timers = Deadlines()
         timer = EngineTimer(loop, SystemClock(), lambda: log.append("due"))
 
         def on_ping() -> None:
@@ -75,8 +77,8 @@ def _stall_then_fire(new_loop, use_after_io: bool = False) -> list[str]:
             if use_after_io:
                 loop.call_later(0.01, after_io, loop, log.append, "due")
             else:
-                engine.deadline = engine.deadline_hint = timer._clock.now_ns() + 10_000_000
-                timer.follow(engine)
+                timers.add(0, 1, timer._clock.now_ns() + 10_000_000)
+                timer.follow(timers)
             ping_peer.send(b"ping")  # the peer's frame lands in the buffer ...
             time.sleep(0.05)         # ... while this process is stalled past the deadline
 
@@ -105,14 +107,14 @@ def test_cancel_stops_a_timer_that_fired_but_has_not_called_on_due_yet(new_loop)
     async def main() -> None:
         fired: list[int] = []
         timer = EngineTimer(asyncio.get_running_loop(), SimClock(), lambda: fired.append(1))
-        engine = FakeEngine(0)
-        engine.deadline_hint = 0
-        timer.follow(engine)
+        timers = CountingDeadlines()
+        timers.add(0, 1, 0)
+        timer.follow(timers)
         while isinstance(timer._handle, asyncio.TimerHandle):
             await asyncio.sleep(0)
         assert timer._handle is not None and timer.at == 0 and not fired  # between the hops
-        timer.follow(engine)  # still armed for the due time: nothing new is scheduled
-        assert engine.reads == 1
+        timer.follow(timers)  # still armed for the due time: nothing new is scheduled
+        assert timers.reads == 1
         timer.cancel()
         for _ in range(5):
             await asyncio.sleep(0)

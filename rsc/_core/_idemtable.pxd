@@ -80,6 +80,9 @@ cdef class IdemTable:
     # tombstones are rare (a cancel that overtook its spawn): plain Python
     # tombstones, redeliveries and held results (rsc._core.expiring, shared with the twin)
     cdef object _tombstones, _redeliveries, _held
+    cdef dict _tombstone_entries, _redelivery_entries  # the dicts inside the first two
+    cdef public object watch    # told (note(at)) of the first expiry added after next_expiry()
+    cdef bint _noted
     cdef uint64_t _evict_examined
 
     # the per-task operations: C calls from a compiled engine that holds the
@@ -90,6 +93,7 @@ cdef class IdemTable:
     cpdef owner_of(self, origin, task_id)
     cpdef key_of(self, origin, task_id)
     cpdef has_tombstone(self, origin, task_id)
+    cdef int _expiry_added(self, int64_t at) except -1
 
     cdef int _reserve_slot(self) except -1
     cdef int _kt_room(self) except -1

@@ -59,6 +59,9 @@ class IdemRecord:
 class IdemTable:
     """Idempotency records by 16-byte key, their (origin, task_id) index, tombstones."""
 
+    watch: Any
+    """None, or an object whose ``note(at)`` is called with the first expiry
+    added after each ``next_expiry()`` (the earliest of those to come)."""
     def __init__(self, ttl_ns: int) -> None: ...
     @property
     def ttl_ns(self) -> int: ...

@@ -513,6 +513,9 @@ cdef class IdemTable:
         self._tombstones = ExpiringMap(self._ttl)
         self._redeliveries = ExpiringMap(self._ttl)
         self._held = HeldResults(self._ttl)
+        # their dicts, so the per-spawn "is there any?" costs no Python call
+        self._tombstone_entries = self._tombstones._entries
+        self._redelivery_entries = self._redeliveries._entries
 
     def __dealloc__(self):
         cdef uint32_t i
@@ -1012,6 +1015,8 @@ cdef class IdemTable:
         self._q[(self._q_head + self._q_len) & self._q_mask].gen = r.gen
         self._q_len += 1
         self._last_expiry = expires_at
+        if not self._noted:
+            self._expiry_added(expires_at)
         r.expires_at = expires_at
         _incref(<PyObject*>outcome)
         r.outcome = <PyObject*>outcome  # was NULL (running)
@@ -1047,7 +1052,7 @@ cdef class IdemTable:
         """The key ``(origin, task_id)`` is held under: as owner or alias
         (``owner_of``), or as a redelivery of a record still present."""
         key = self.owner_of(origin, task_id)
-        if key is None and self._redeliveries:
+        if key is None and self._redelivery_entries:
             pair = (_origin_arg(origin), _task_id_arg(task_id))
             key = self._redeliveries.get(pair)
             if key is not None and key not in self:  # the record was evicted or discarded
@@ -1062,7 +1067,9 @@ cdef class IdemTable:
         cdef str o = _origin_arg(origin)
         cdef uint64_t tid = _task_id_arg(task_id)
         cdef bytes k = _key_arg(key, "key")
-        self._redeliveries.set((o, tid), k, _time_arg(now, "now"))
+        cdef int64_t t = _time_arg(now, "now")
+        self._redeliveries.set((o, tid), k, t)
+        self._expiry_added(t + self._ttl)
 
     def discard(self, key):
         """Remove a record (running or finished) at once; returns whether it was there.
@@ -1097,9 +1104,14 @@ cdef class IdemTable:
         if reason is None:
             reason = self._tombstones.get(pair)
         self._tombstones.set(pair, reason, t)
+        self._expiry_added(t + self._ttl)
 
     cpdef has_tombstone(self, origin, task_id):
-        return (_origin_arg(origin), _task_id_arg(task_id)) in self._tombstones
+        cdef str o = _origin_arg(origin)
+        cdef uint64_t tid = _task_id_arg(task_id)
+        if not self._tombstone_entries:  # none at all, the common case: no pair is built
+            return False
+        return (o, tid) in self._tombstone_entries
 
     def take_tombstone(self, origin, task_id):
         """Remove the tombstone of ``(origin, task_id)``; returns whether there was one."""
@@ -1121,7 +1133,9 @@ cdef class IdemTable:
         connection, until ``now + ttl_ns`` (``take_held`` hands it over)."""
         cdef str o = _origin_arg(origin)
         cdef uint64_t tid = _task_id_arg(task_id)
-        self._held.hold(o, tid, outcome, _time_arg(now, "now"))
+        cdef int64_t t = _time_arg(now, "now")
+        self._held.hold(o, tid, outcome, t)
+        self._expiry_added(t + self._ttl)
 
     def take_held(self, origin):
         """Remove and return ``(task_id, outcome)`` of every result held for
@@ -1183,8 +1197,19 @@ cdef class IdemTable:
         """``(origin, task_id, expires_at)`` of every tombstone present."""
         return [(pair[0], pair[1], exp) for pair, exp, _reason in self._tombstones.items()]
 
+    cdef int _expiry_added(self, int64_t at) except -1:
+        """Tell ``watch`` of the first expiry added since ``next_expiry()`` was
+        last called: every expiry is ``now + ttl_ns``, so that one is the
+        earliest of them (what a timer following the table must see)."""
+        if not self._noted and self.watch is not None:
+            self._noted = True
+            self.watch.note(at)
+        return 0
+
     def next_expiry(self):
-        """The earliest expiry among finished records, tombstones, redeliveries and held results, or None."""
+        """The earliest expiry among finished records, tombstones, redeliveries
+        and held results, or None. Re-arms ``watch`` for the next expiry added."""
+        self._noted = False
         self._drop_stale_heads()
         heads = [self._q[self._q_head].expires_at] if self._q_len else []
         for side in (self._tombstones, self._redeliveries, self._held):

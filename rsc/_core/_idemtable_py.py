@@ -270,6 +270,8 @@ class IdemTable:
         "_redeliveries",
         "_tombstones",
         "_ttl",
+        "_noted",
+        "watch",
     )
 
     def __init__(self, ttl_ns: int) -> None:
@@ -283,6 +285,8 @@ class IdemTable:
         self._expiry: deque[tuple[int, IdemRecord]] = deque()
         self._last_expiry = 0
         self._evict_examined = 0  # record-queue entries looked at, for tests
+        self.watch: Any = None
+        self._noted = False
         self._side_structures()
 
     def _side_structures(self) -> None:
@@ -387,6 +391,8 @@ class IdemTable:
         if expires_at < self._last_expiry:
             expires_at = self._last_expiry
         self._last_expiry = expires_at
+        if not self._noted:
+            self._expiry_added(expires_at)
         aliases = rec._aliases
         rec = IdemRecord(key, rec._fingerprint, rec._owner, outcome, expires_at, aliases)
         self._records[key] = rec
@@ -436,6 +442,7 @@ class IdemTable:
         if type(now) is not int or not 0 <= now <= _I64_MAX:
             now = _as_time(now)
         self._redeliveries.set((origin, task_id), key, now)
+        self._expiry_added(now + self._ttl)
 
     def discard(self, key: bytes) -> bool:
         """Remove a record (running or finished) at once; returns whether it was there.
@@ -475,6 +482,7 @@ class IdemTable:
         if reason is None:
             reason = self._tombstones.get(pair)
         self._tombstones.set(pair, reason, now)
+        self._expiry_added(now + self._ttl)
 
     def has_tombstone(self, origin: str, task_id: int) -> bool:
         if type(origin) is not str:
@@ -516,6 +524,7 @@ class IdemTable:
         if type(now) is not int or not 0 <= now <= _I64_MAX:
             now = _as_time(now)
         self._held.hold(origin, task_id, outcome, now)
+        self._expiry_added(now + self._ttl)
 
     def take_held(self, origin: str) -> list[tuple[int, Any]]:
         """Remove and return ``(task_id, outcome)`` of every result held for
@@ -572,8 +581,18 @@ class IdemTable:
         """``(origin, task_id, expires_at)`` of every tombstone present."""
         return [(pair[0], pair[1], exp) for pair, exp, _reason in self._tombstones.items()]
 
+    def _expiry_added(self, at: int) -> None:
+        """Tell ``watch`` of the first expiry added since ``next_expiry()`` was
+        last called: every expiry is ``now + ttl_ns``, so that one is the
+        earliest of them (what a timer following the table must see)."""
+        if not self._noted and self.watch is not None:
+            self._noted = True
+            self.watch.note(at)
+
     def next_expiry(self) -> int | None:
-        """The earliest expiry among finished records, tombstones, redeliveries and held results, or None."""
+        """The earliest expiry among finished records, tombstones, redeliveries
+        and held results, or None. Re-arms ``watch`` for the next expiry added."""
+        self._noted = False
         queue = self._expiry
         records = self._records
         while queue:

@@ -5,10 +5,14 @@
 # be declared here too: a compiled class has no __dict__.
 
 from rsc._core._idemtable cimport IdemTable
-from rsc._core._leaseheap cimport LeaseHeap
+from rsc._engine.deadlines cimport Deadlines
 from rsc._engine.logical cimport LamportClock
 
 cdef Py_ssize_t _RTID, _COMPUTATION, _INPUT, _LEASE_MS, _KEY, _ORIGIN_NODE
+
+cdef class Admission:
+    cpdef find(self, computation)
+    cpdef check(self, comp, data)
 
 cdef class TaskRecord:
     cdef public object origin, rtid, state
@@ -22,19 +26,20 @@ cdef class _Conn:
     cdef public object id, handshake, origin
 
 cdef class NodeEngine:
-    cdef public object name, admission, key, deadline_hint, capacity, max_input_bytes, ttl_ns
+    cdef public Admission admission
+    cdef public object name, key, capacity, max_input_bytes, ttl_ns
     cdef public object max_result_bytes
     cdef public LamportClock clock
     cdef public object _entropy, _stats, _trace
     cdef public list actions
-    cdef public bint draining, _expiry_noted
+    cdef public bint draining
     cdef public dict _conns, _origin_conns, _last_heard, _running, _by_serial
-    cdef public dict _renew, _renew_due, counters
+    cdef public dict _renew, _renew_gid, _renew_group, counters
     cdef public object _journal
     cdef public dict features
     cdef public IdemTable _idem
-    cdef public LeaseHeap _leases, _deadlines
-    cdef public long long _serial
+    cdef public Deadlines timers
+    cdef public long long _serial, _next_gid
 
     # the per-task path, called from C inside the module (and still from Python)
     cpdef _send(self, conn, msg)
@@ -61,5 +66,4 @@ cdef class NodeEngine:
     cpdef _deliver(self, origin, rtid, tuple outcome, now)
     cpdef _renew_add(self, origin, lease_ms, rtid, now)
     cpdef _renew_remove(self, origin, lease_ms, rtid)
-    cpdef _note_deadline(self, at)
     cpdef list take_actions(self)

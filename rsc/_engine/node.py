@@ -8,8 +8,10 @@ actions for its driver in ``self.actions``:
 - ``(START, task, None)``     run ``task.computation`` on ``task.input``
 - ``(CANCEL, task, reason)``  ask the running task to stop (a CancelReason wire tuple)
 
-and exposes ``next_deadline()`` for the driver's timer; at or after it the
-driver calls ``tick(now)``. When a started task ends the driver calls
+and keeps every deadline it has in ``self.timers`` (a ``Deadlines``: origin
+silence checks, budget deadlines, renewal groups, and the idempotency table's
+expiries), which the driver's timer follows; at or after
+``timers.next_deadline()`` the driver calls ``tick(now)``. When a started task ends the driver calls
 ``task_finished``. Every change of a task's state goes through ``process``,
 which follows ``states.NODE_TRANSITIONS``; spawn admission is the ordered list
 ``ADMISSION_RULES``.
@@ -21,8 +23,8 @@ next handshake; duplicates (same key and fingerprint) are never run again and
 become aliases while the first runs; a cancel for an unseen task leaves a
 tombstone; running tasks' leases are renewed in batches every third of the
 lease; a task whose origin is silent past its lease is cancelled
-(lease_expired) and its result kept for the TTL. Every expiry is a deadline
-the driver sees, and a tick evicts a bounded number of records. With a journal
+(lease_expired) and its result kept for the TTL. A tick evicts a bounded
+number of expired records. With a journal
 (``restore``), admissions, outcomes and tombstones are also handed to it, and
 the driver makes them durable before anything they stand for leaves.
 """
@@ -33,7 +35,6 @@ from typing import Any, Callable
 
 from rsc._core import envelope as _envelope
 from rsc._core import idemtable as _idem
-from rsc._core import leaseheap as _lh
 from rsc._core.schema import SPAWN_REQUEST, SpawnRequestF, expect_fields
 from rsc._core.messages import (
     CANCEL_KIND_DEADLINE,
@@ -66,6 +67,7 @@ from rsc._core.messages import (
     StatusReply,
     StatusRequest,
 )
+from rsc._engine.deadlines import Deadlines
 from rsc._engine.handshake import NodeHandshake
 from rsc._engine.logical import LamportClock
 from rsc._engine.states import NodeEvent, NodeState, node_after
@@ -118,6 +120,10 @@ MAX_LEASE_MS = (1 << 32) - 1  # ~49.7 days; longer leases cannot be tracked as d
 MAX_DEADLINE_MS = 1 << 40  # ~35 years: a deadline further out than this is no deadline
 KEY_BYTES = 16
 MS = 1_000_000
+# The kinds of deadline in the engine's timers: keyed by task serial (T_SILENCE:
+# when to check its origin's silence; T_BUDGET: its budget deadline) or by
+# renewal group id (T_RENEW: when that group's next LEASE_RENEWAL_BATCH is due)
+T_SILENCE, T_BUDGET, T_RENEW = 0, 1, 2
 
 _OUTCOME_COUNTERS = ("completed", "failed", "cancelled", "panicked")  # by outcome kind
 CANCEL_LEASE_EXPIRED = (CANCEL_KIND_LEASE_EXPIRED, "origin silent for longer than the task's lease")
@@ -140,7 +146,8 @@ _TOMBSTONED_VERDICT = (VERDICT_TOMBSTONED,)
 
 class Admission:
     """What the engine asks of the node's registry (kept abstract so the engine
-    stays free of user code and I/O)."""
+    stays free of user code and I/O). Subclass it: compiled, its two methods
+    are C calls from the engine (a Python subclass's overrides are called too)."""
 
     def find(self, computation: str) -> Any:  # pragma: no cover - interface
         """The computation registered under that name (opaque to the engine,
@@ -261,16 +268,18 @@ class NodeEngine:
         self._idem = _idem.IdemTable(ttl_ns)
         self._running: dict[bytes, NodeTask] = {}  # key -> owner task not yet finished
         self._by_serial: dict[int, NodeTask] = {}
-        self._leases = _lh.LeaseHeap()  # serial -> when to check the origin's silence
-        self._deadlines = _lh.LeaseHeap()  # serial -> budget deadline
-        self._renew: dict[tuple[str, int], set[int]] = {}  # (origin, lease_ms) -> rtids incl. aliases
-        self._renew_due: dict[tuple[str, int], int] = {}
+        # every deadline the engine has; the idempotency table's expiries count
+        # in it and the table tells it of new ones (IdemTable.watch)
+        self.timers = Deadlines()
+        self.timers.attach(self._idem)
+        self._idem.watch = self.timers
+        # renewal groups: (origin, lease_ms) -> the task ids renewed together
+        # (aliases included), and each group's id (its T_RENEW key) both ways
+        self._renew: dict[tuple[str, int], set[int]] = {}
+        self._renew_gid: dict[tuple[str, int], int] = {}
+        self._renew_group: dict[int, tuple[str, int]] = {}
+        self._next_gid = 0
         self._serial = 0
-        # The earliest timer added since the driver last read next_deadline();
-        # only the kinds that can come due before everything already armed (a
-        # new renewal group, a budget deadline) set it (rsc.transport.timer).
-        self.deadline_hint: int | None = None
-        self._expiry_noted = False  # a record's expiry was noted since the last tick
         self.counters = dict(accepted=0, completed=0, failed=0, cancelled=0, panicked=0,
                              rejected=0, duplicates=0, dropped=0)
 
@@ -598,11 +607,11 @@ class NodeEngine:
         self.counters["accepted"] += 1
         self._ack(c.id, rtid)
         self.process(task, E_SEND_ACK_ACCEPTED)
-        self._leases.add(serial, now + lease_ms * MS)
+        timers = self.timers
+        timers.add(T_SILENCE, serial, now + lease_ms * MS)
         if budget is not None and budget[0] is not None and budget[0] <= MAX_DEADLINE_MS:
             task.deadline_ns = now + budget[0] * MS
-            self._deadlines.add(serial, task.deadline_ns)
-            self._note_deadline(task.deadline_ns)
+            timers.add(T_BUDGET, serial, task.deadline_ns)
         self._renew_add(origin, lease_ms, rtid, now)
         self.actions.append((START, task, None))
 
@@ -634,7 +643,6 @@ class NodeEngine:
             self.process(TaskRecord(msg.origin_node, rtid, _COMPLETED), E_RECV_DUPLICATE_SPAWN)
             if not resend:
                 self._idem.add_redelivery(msg.origin_node, rtid, rec.key, now)
-                self._note_deadline(now + self.ttl_ns)
             self._send_result(c.id, rtid, rec.outcome)
             return
         task = self._running[rec.key]
@@ -662,7 +670,6 @@ class NodeEngine:
             fp = _fingerprint(msg.computation, msg.input)
             idem.check_and_record(msg.idempotency_key, fp, origin, rtid, now)
             idem.complete(msg.idempotency_key, rtid, outcome, now)
-            self._note_deadline(now + self.ttl_ns)
             if journal is not None:
                 journal.admitted(msg.idempotency_key, fp, origin, rtid)
                 journal.finished(msg.idempotency_key, rtid, outcome)
@@ -681,7 +688,6 @@ class NodeEngine:
             self.process(TaskRecord(origin, rtid, _TOMBSTONED if held else _INIT), E_RECV_CANCEL)
             if not held:
                 idem.add_tombstone(origin, rtid, now, msg.reason)
-                self._note_deadline(now + self.ttl_ns)
                 if self._journal is not None:
                     self._journal.tombstone(origin, rtid, msg.reason)
             self._trace_event("tombstone", origin=origin, rtid=rtid)
@@ -713,19 +719,12 @@ class NodeEngine:
             kind, payload = self._deliverable(task, kind, payload)
         del self._running[key]
         del self._by_serial[serial]
-        self._leases.discard(serial)
+        self.timers.discard(T_SILENCE, serial)
         if task.deadline_ns is not None:
-            self._deadlines.discard(serial)
+            self.timers.discard(T_BUDGET, serial)
         self.counters[_OUTCOME_COUNTERS[kind]] += 1
         outcome = (kind, payload, exec_ns)
-        aliases = self._idem.complete(key, task.rtid, outcome, now)
-        if not self._expiry_noted:
-            # The record's expiry is a deadline of its own: the driver's timer
-            # must see it even when nothing else is armed (or only something
-            # later). Expiries come in completion order, so only the first since
-            # the last tick can be the earliest; the tick's re-read covers the rest.
-            self._expiry_noted = True
-            self._note_deadline(now + self.ttl_ns)
+        aliases = self._idem.complete(key, task.rtid, outcome, now)  # its expiry reaches timers
         if self._journal is not None:
             self._journal.finished(key, task.rtid, outcome)
         self._renew_remove(task.origin, task.lease_ms, task.rtid)
@@ -755,7 +754,6 @@ class NodeEngine:
                 self._send_result(conn, rtid, outcome)
             return
         self._idem.hold(origin, rtid, outcome, now)
-        self._note_deadline(now + self.ttl_ns)
 
     # ------------------------------------------------------------------- leases
     def _renew_add(self, origin: str, lease_ms: int, rtid: int, now: int) -> None:
@@ -763,8 +761,10 @@ class NodeEngine:
         ids = self._renew.get(g)
         if ids is None:
             ids = self._renew[g] = set()
-            self._renew_due[g] = due = now + lease_ms * MS // 3
-            self._note_deadline(due)
+            self._next_gid = gid = self._next_gid + 1
+            self._renew_gid[g] = gid
+            self._renew_group[gid] = g
+            self.timers.add(T_RENEW, gid, now + lease_ms * MS // 3)
         ids.add(rtid)
 
     def _renew_remove(self, origin: str, lease_ms: int, rtid: int) -> None:
@@ -774,47 +774,43 @@ class NodeEngine:
             ids.discard(rtid)
             if not ids:
                 del self._renew[g]
-                del self._renew_due[g]
-
-    def _note_deadline(self, at: int) -> None:
-        if self.deadline_hint is None or at < self.deadline_hint:
-            self.deadline_hint = at
+                gid = self._renew_gid.pop(g)
+                del self._renew_group[gid]
+                self.timers.discard(T_RENEW, gid)
 
     def next_deadline(self) -> int | None:
-        cands = [d for d in (self._leases.next_deadline(), self._deadlines.next_deadline()) if d is not None]
-        if self._renew_due:
-            cands.append(min(self._renew_due.values()))
-        nxt = self._idem.next_expiry()
-        if nxt is not None:
-            cands.append(nxt)
-        return min(cands) if cands else None
+        """The earliest deadline in ``timers`` (what the driver's timer follows)."""
+        return self.timers.next_deadline()
 
     def tick(self, now: int) -> None:
-        """Run every timer due at ``now``: renewals, orphan checks, deadlines, expiry."""
-        for g, due in list(self._renew_due.items()):
-            if due <= now:
-                origin, lease_ms = g
-                self._renew_due[g] = now + lease_ms * MS // 3
+        """Run every deadline due at ``now``, earliest first (renewal batches,
+        origin-silence checks, budget deadlines), then evict expired records."""
+        timers = self.timers
+        for kind, key in timers.pop_due(now):
+            if kind == T_RENEW:
+                origin, lease_ms = g = self._renew_group[key]
+                timers.add(T_RENEW, key, now + lease_ms * MS // 3)
                 ids = sorted(self._renew[g])
                 for conn in self._origin_conns.get(origin, ()):
                     self._send(conn, LeaseRenewalBatch(self.name, self._stamp(), lease_ms, self.name, ids))
-        for serial in self._leases.pop_expired(now):
-            task = self._by_serial[serial]
-            silent_since = self._last_heard.get(task.origin, now)
-            lapse = silent_since + task.lease_ms * MS
-            if lapse <= now:
-                self._trace_event("orphan", origin=task.origin, rtid=task.rtid)
-                self._cancel_task(task, CANCEL_LEASE_EXPIRED, E_ORIGIN_SILENT)
-                self._leases.add(serial, now + task.lease_ms * MS)  # keep watching until it ends
-            else:
-                self._leases.add(serial, lapse)
-        for serial in self._deadlines.pop_expired(now):
-            task = self._by_serial[serial]
-            self._cancel_task(task, CANCEL_DEADLINE, E_RECV_CANCEL)
+                continue
+            task = self._by_serial.get(key)
+            if task is None:
+                continue  # (a step earlier in this tick ended it)
+            if kind == T_SILENCE:
+                silent_since = self._last_heard.get(task.origin, now)
+                lapse = silent_since + task.lease_ms * MS
+                if lapse <= now:
+                    self._trace_event("orphan", origin=task.origin, rtid=task.rtid)
+                    self._cancel_task(task, CANCEL_LEASE_EXPIRED, E_ORIGIN_SILENT)
+                    timers.add(T_SILENCE, key, now + task.lease_ms * MS)  # keep watching until it ends
+                else:
+                    timers.add(T_SILENCE, key, lapse)
+            else:  # T_BUDGET
+                self._cancel_task(task, CANCEL_DEADLINE, E_RECV_CANCEL)
         # bounded: if more are due, next_deadline() stays <= now and the
         # driver's timer comes straight back after the loop has polled once
         self._idem.evict_expired(now, EVICT_PER_TICK)
-        self._expiry_noted = False  # the driver re-reads next_deadline() after a tick
 
     # ----------------------------------------------------------- durable state
     def restore(self, records: list[tuple], tombstones: list[tuple], now: int, journal: Any) -> None:
@@ -838,11 +834,9 @@ class NodeEngine:
                 outcome, remaining = RESTARTED_OUTCOME, ttl
                 journal.finished(key, rtid, outcome)
             idem.complete(key, rtid, outcome, max(0, now + min(remaining, ttl) - ttl))
-            self._note_deadline(now + min(remaining, ttl))
         for origin, rtid, reason, remaining in sorted(tombstones, key=lambda t: t[3]):
             remaining = min(remaining, ttl)
             idem.add_tombstone(origin, rtid, max(0, now + remaining - ttl), reason)
-            self._note_deadline(now + remaining)
 
     def durable_state(self, now: int) -> tuple[list[tuple], list[tuple]]:
         """What a journal compaction writes: the live records and tombstones, in

@@ -1,7 +1,7 @@
 # Declarations that make origin.py compile to typed extension types (see node.pxd
 # and rsc/_compiled.py).
 
-from rsc._core._leaseheap cimport LeaseHeap
+from rsc._engine.deadlines cimport Deadlines
 from rsc._engine.logical cimport LamportClock
 
 cdef class OriginTask:
@@ -11,18 +11,19 @@ cdef class OriginTask:
     cdef public bint reported, sent, accepted
 
 cdef class _Link:
-    cdef public object node, handshake, last_sent, instance, journal
+    cdef public object node, lid, handshake, last_sent, instance, journal
     cdef public bint ready, confirmed, ever_ready
     cdef public list first_sends
     cdef public dict tasks, lease_counts
-    cdef public long long ping_nonce, max_input
+    cdef public long long ping_nonce, max_input, ping_at
 
 cdef class OriginEngine:
-    cdef public object name, key, _entropy, _trace, deadline_hint, record, new_rtid
-    cdef public LeaseHeap _leases, _esc_due
+    cdef public object name, key, _entropy, _trace, record, new_rtid
+    cdef public Deadlines timers
     cdef public LamportClock clock
     cdef public list actions, events
     cdef public dict _links, _tasks, _escalations
+    cdef public list _link_list
     cdef public long long dropped, protocol_errors
 
     # the per-task path, called from C inside the module (and still from Python)
@@ -39,6 +40,5 @@ cdef class OriginEngine:
     cpdef _on_ack(self, _Link link, msg, now)
     cpdef _on_renewal(self, _Link link, rtid, lease_ns, now)
     cpdef _on_result(self, _Link link, msg, now)
-    cpdef _note_deadline(self, at)
     cpdef list take_actions(self)
     cpdef list take_events(self)

@@ -10,7 +10,9 @@ queues for its driver:
   ``(EV_NODE_RESTARTED, task, kept_journal)``, ``(EV_PROTOCOL_ERROR, task, RemoteProtocolError)``,
   plus ``(EV_STATUS, None, (node, stats))`` and ``(EV_HANDSHAKE_FAILED, None, (node, code, message))``
 
-and exposes ``next_deadline()``; at or after it the driver calls ``tick(now)``.
+and keeps every deadline it has in ``self.timers`` (a ``Deadlines``: leases,
+escalation steps, keep-alive pings), which the driver's timer follows; at or
+after ``timers.next_deadline()`` the driver calls ``tick(now)``.
 
 Every change of a task's state goes through one method, ``_process(task,
 event)``, which follows ``states.ORIGIN_TRANSITIONS``: an event that does not
@@ -38,7 +40,6 @@ from __future__ import annotations
 from typing import Any, Callable
 
 from rsc._core import envelope as _envelope
-from rsc._core import leaseheap as _lh
 from rsc._core.schema import RESULT_DELIVERY, SPAWN_ACK, expect_fields
 from rsc._core.messages import (
     ACK_ACCEPTED,
@@ -57,6 +58,7 @@ from rsc._core.messages import (
     StatusReply,
     Welcome,
 )
+from rsc._engine.deadlines import NO_DEADLINE, Deadlines
 from rsc._engine.escalation import Cancel, EscEvent, EscState, Escalation, Forget, Reattempt, Settle
 from rsc._engine.handshake import OriginHandshake
 from rsc._engine.logical import LamportClock
@@ -75,6 +77,8 @@ EV_ACCEPTED, EV_REJECTED, EV_RESULT, EV_LEASE_EXPIRED, EV_STATUS, EV_HANDSHAKE_F
 EV_NODE_RESTARTED, EV_PROTOCOL_ERROR = 6, 7
 EV_SETTLE, EV_REATTEMPT, EV_WANT_LINK = 8, 9, 10
 MS = 1_000_000
+# The kinds of deadline in the engine's timers (keyed by task id, or link id for PING)
+T_LEASE, T_ESCALATION, T_PING = 0, 1, 2
 # What an origin assumes a node accepts before its WELCOME says (an input that
 # fits one frame at the default cap).
 DEFAULT_INPUT_LIMIT = DEFAULT_MAX_FRAME_BYTES - FRAME_OVERHEAD_BYTES
@@ -135,11 +139,13 @@ class OriginTask:
 
 
 class _Link:
-    __slots__ = ("node", "handshake", "ready", "confirmed", "ever_ready", "tasks", "lease_counts",
-                 "last_sent", "ping_nonce", "first_sends", "instance", "journal", "max_input")
+    __slots__ = ("node", "lid", "handshake", "ready", "confirmed", "ever_ready", "tasks",
+                 "lease_counts", "last_sent", "ping_nonce", "ping_at", "first_sends", "instance",
+                 "journal", "max_input")
 
-    def __init__(self, node: str) -> None:
+    def __init__(self, node: str, lid: int) -> None:
         self.node = node
+        self.lid = lid  # its key in the engine's timers (its PING deadline)
         # the largest input the node takes (its WELCOME's max_input_bytes)
         self.max_input = DEFAULT_INPUT_LIMIT
         self.handshake: OriginHandshake | None = None
@@ -157,6 +163,7 @@ class _Link:
         self.lease_counts: dict[int, int] = {}
         self.last_sent = 0
         self.ping_nonce = 0
+        self.ping_at = NO_DEADLINE  # when its PING deadline is set for (timers), if it is
         # what the node's last WELCOME said it is: its process instance and
         # its durable journal's id (None from a node that does not say)
         self.instance: Any = None
@@ -176,19 +183,17 @@ class OriginEngine:
         self.actions: list[tuple[int, Any, Any]] = []
         self.events: list[tuple[int, OriginTask, Any]] = []
         self._links: dict[str, _Link] = {}
+        self._link_list: list[_Link] = []  # by link id
         self._tasks: dict[int, OriginTask] = {}
-        self._leases = _lh.LeaseHeap()
-        # the earliest deadline noted since the driver last read next_deadline()
-        # (new leases and the pings they imply; rsc.transport.timer)
-        self.deadline_hint: int | None = None
+        # every deadline: T_LEASE (task id -> lease deadline), T_ESCALATION
+        # (task id -> cancel timeout or same-node window), T_PING (link id)
+        self.timers = Deadlines()
         self.dropped = 0
         self.protocol_errors = 0  # events that did not fit their task's state (_process)
         self.record: list[tuple[int, OriginState, int, OriginState]] | None = None
         # lease escalation (rsc._engine.escalation): one record per remote task
-        # with a policy whose lease lapsed, keyed by its current attempt's id,
-        # and the records' deadlines (cancel timeouts, same-node windows)
+        # with a policy whose lease lapsed, keyed by its current attempt's id
         self._escalations: dict[int, Escalation] = {}
-        self._esc_due = _lh.LeaseHeap()
         # where new attempts' remote task ids come from (the driver's counter)
         self.new_rtid: Callable[[], int] | None = None
 
@@ -196,7 +201,8 @@ class OriginEngine:
     def _link(self, node: str) -> _Link:
         link = self._links.get(node)
         if link is None:
-            link = self._links[node] = _Link(node)
+            link = self._links[node] = _Link(node, len(self._link_list))
+            self._link_list.append(link)
         return link
 
     def _send(self, link: _Link, msg: Message, now: int) -> None:
@@ -225,7 +231,7 @@ class OriginEngine:
 
     @property
     def lease_count(self) -> int:
-        return len(self._leases)
+        return self.timers.count(T_LEASE)
 
     def tasks_on(self, node: str) -> list[OriginTask]:
         link = self._links.get(node)
@@ -251,7 +257,7 @@ class OriginEngine:
 
     def lease_deadline(self, rtid: int) -> int | None:
         """When the task's lease lapses unless renewed (ns), or None if not watched."""
-        return self._leases.deadline_of(rtid)
+        return self.timers.deadline_of(T_LEASE, rtid)
 
     # ------------------------------------------------------------------- links
     def link_up(self, node: str, now: int) -> None:
@@ -285,7 +291,7 @@ class OriginEngine:
             st = task.state
             if task.sent and (st is OriginState.SPAWNED or st is OriginState.RUNNING):
                 self._process(task, _NODE_RESTARTED)
-                self._leases.discard(task.rtid)
+                self.timers.discard(T_LEASE, task.rtid)
                 if task.policy is None:
                     self.events.append((EV_NODE_RESTARTED, task, kept))
                 else:
@@ -342,8 +348,11 @@ class OriginEngine:
             if not link.confirmed:
                 link.first_sends.append(t)
             t.lease_until = now + t.lease_ms * MS
-            self._leases.add(t.rtid, t.lease_until)
-            self._note_deadline(now + t.lease_ms * MS // 3)  # the link's ping may now come sooner
+            self.timers.add(T_LEASE, t.rtid, t.lease_until)
+            at = now + t.lease_ms * MS // 3  # the link's ping may now come sooner
+            if at < link.ping_at:
+                link.ping_at = at
+                self.timers.put(T_PING, link.lid, at)
         budget = t.budget
         if budget is not None and t.deadline_ns is not None:
             remaining = max(0, -(-(t.deadline_ns - now) // MS))
@@ -369,13 +378,27 @@ class OriginEngine:
             if was is OriginState.LEASE_EXPIRED:
                 # watch again: a node that never answers must not pin the task forever
                 task.lease_until = now + task.lease_ms * MS
-                self._leases.add(rtid, task.lease_until)
-                self._note_deadline(task.lease_until)
+                self.timers.add(T_LEASE, rtid, task.lease_until)
             link = self._links[task.node]
             if link.ready:
                 self._send_cancel_msg(link, task, now)
             return True
         return False
+
+    def give_up_unsent(self, node: str) -> list[OriginTask]:
+        """Give up every task on ``node`` never written to a connection (it
+        cannot be running anywhere): each goes REFUSE -> REJECTED and is
+        forgotten. Returns them, for the driver to settle (the node cannot be
+        reached, or refused our handshake)."""
+        link = self._links.get(node)
+        if link is None:
+            return []
+        out = []
+        for task in list(link.tasks.values()):
+            if not task.sent and self._process(task, _REFUSE) is not None:
+                self.forget(task.rtid)
+                out.append(task)
+        return out
 
     def forget(self, rtid: int) -> None:
         """Drop a task (terminal or given up on); a late message for it is traced and dropped."""
@@ -389,10 +412,10 @@ class OriginEngine:
             link.lease_counts[task.lease_ms] = n
         else:
             del link.lease_counts[task.lease_ms]
-        self._leases.discard(rtid)
+        self.timers.discard(T_LEASE, rtid)
         if self._escalations:
             if self._escalations.pop(rtid, None) is not None:
-                self._esc_due.discard(rtid)
+                self.timers.discard(T_ESCALATION, rtid)
 
     def _process(self, task: OriginTask, event: int) -> OriginState | None:
         """The one place a task's state changes: apply ``event`` (an
@@ -425,7 +448,7 @@ class OriginEngine:
         for a task without a policy)."""
         if self._process(task, _LEASE_LAPSED) is None:
             return
-        self._leases.discard(task.rtid)
+        self.timers.discard(T_LEASE, task.rtid)
         self._trace_event("lease_expired", task=repr(task))
         if task.policy is None:
             self.events.append((EV_LEASE_EXPIRED, task, None))
@@ -465,10 +488,9 @@ class OriginEngine:
                 self.forget(rtid)
             elif isinstance(d, Reattempt):
                 rtid = self._reattempt(esc, task, d, now)
-        self._esc_due.discard(rtid)
+        self.timers.discard(T_ESCALATION, rtid)
         if esc.deadline is not None and rtid in self._escalations:
-            self._esc_due.add(rtid, esc.deadline)
-            self._note_deadline(esc.deadline)
+            self.timers.add(T_ESCALATION, rtid, esc.deadline)
 
     def _reattempt(self, esc: Escalation, task: OriginTask, d: Reattempt, now: int) -> int:
         """Supersede ``task`` with a new attempt of the same key on ``d.node``:
@@ -480,7 +502,7 @@ class OriginEngine:
                          task.capability, task.handle)
         new.policy, task.policy = task.policy, None
         self._escalations[new.rtid] = self._escalations.pop(task.rtid)
-        self._esc_due.discard(task.rtid)
+        self.timers.discard(T_ESCALATION, task.rtid)
         if self.cancel(task.rtid, d.reason, now):
             self.events.append((EV_WANT_LINK, task, task.node))
         self.spawn(new, now)
@@ -512,6 +534,7 @@ class OriginEngine:
                     self._trace_event("handshake", node=node)
                     self._check_instance(link, msg.features, now)
                     self._resend_all(link, now)
+                    self._schedule_ping(link, now)
                 elif kind is Error:
                     self._on_peer_error(link, msg, now)
                 else:
@@ -568,7 +591,7 @@ class OriginEngine:
         never reached it: they count as unsent again."""
         for t in link.first_sends:
             t.sent = False
-            self._leases.discard(t.rtid)
+            self.timers.discard(T_LEASE, t.rtid)
         link.first_sends = []
 
     def _drop_unknown(self, link: _Link, rtid: int, what: str) -> None:
@@ -611,7 +634,7 @@ class OriginEngine:
             self._lapse(task, now)
         else:
             task.lease_until = until
-            self._leases.renew(task.rtid, until)
+            self.timers.move(T_LEASE, task.rtid, until)
 
     def _on_result(self, link: _Link, msg: ResultDelivery, now: int) -> None:
         rtid, kind, payload, exec_ns = _fields(msg)  # one call, not four lookups
@@ -624,34 +647,40 @@ class OriginEngine:
         self._report(EV_RESULT, task, (kind, payload, exec_ns))
 
     # ------------------------------------------------------------------ timers
-    def _note_deadline(self, at: int) -> None:
-        if self.deadline_hint is None or at < self.deadline_hint:
-            self.deadline_hint = at
-
     def next_deadline(self) -> int | None:
-        d = self._leases.next_deadline()
-        e = self._esc_due.next_deadline()
-        if e is not None and (d is None or e < d):
-            d = e
-        for link in self._links.values():
-            if link.ready and link.lease_counts:
-                due = link.last_sent + min(link.lease_counts) * MS // 3
-                if d is None or due < d:
-                    d = due
-        return d
+        """The earliest deadline in ``timers`` (what the driver's timer follows)."""
+        return self.timers.next_deadline()
+
+    def _schedule_ping(self, link: _Link, now: int) -> None:
+        """Set the link's PING deadline: a third of its shortest lease after
+        the last frame sent, while it is ready and has tasks with leases."""
+        if link.ready and link.lease_counts:
+            link.ping_at = link.last_sent + min(link.lease_counts) * MS // 3
+            self.timers.put(T_PING, link.lid, link.ping_at)
+        else:
+            link.ping_at = NO_DEADLINE
+            self.timers.discard(T_PING, link.lid)
 
     def tick(self, now: int) -> None:
-        for rtid in self._leases.pop_expired(now):
-            self._lapse(self._tasks[rtid], now)
-        for rtid in self._esc_due.pop_expired(now):
-            task = self._tasks.get(rtid)
-            if task is not None and rtid in self._escalations:
-                self._escalate(task, EscEvent.DEADLINE, None, now)
-        for link in self._links.values():
-            if link.ready and link.lease_counts:
-                if now >= link.last_sent + min(link.lease_counts) * MS // 3:
+        """Run every deadline due at ``now``, earliest first: lapse leases, take
+        escalation steps, send the PINGs that keep quiet links alive."""
+        for kind, key in self.timers.pop_due(now):
+            if kind == T_LEASE:
+                task = self._tasks.get(key)
+                if task is not None:  # (a step earlier in this tick may have forgotten it)
+                    self._lapse(task, now)
+            elif kind == T_ESCALATION:
+                task = self._tasks.get(key)
+                if task is not None and key in self._escalations:
+                    self._escalate(task, EscEvent.DEADLINE, None, now)
+            else:  # T_PING: due a third of the shortest lease after the last frame sent
+                link = self._link_list[key]
+                link.ping_at = NO_DEADLINE
+                if (link.ready and link.lease_counts
+                        and now >= link.last_sent + min(link.lease_counts) * MS // 3):
                     link.ping_nonce += 1
                     self._send(link, Ping(self.name, self.clock.send(), link.ping_nonce), now)
+                self._schedule_ping(link, now)
 
     def terminal(self, task: OriginTask) -> bool:
         return task.state in ORIGIN_TERMINAL

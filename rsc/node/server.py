@@ -351,7 +351,7 @@ class NodeServer:
                     conn = self._conns.get(target)
                     if conn is not None:
                         conn.close()
-        self._timer.follow(self.engine)
+        self._timer.follow(self.engine.timers)
 
     def _sync_journal(self) -> None:
         self._sync_pending = False

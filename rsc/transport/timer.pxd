@@ -2,7 +2,9 @@
 # pure-Python mode; rsc/_compiled.py picks compiled or source). Every batch of
 # engine work ends in follow(), so it is a C call from the compiled drivers.
 
+from rsc._engine.deadlines cimport Deadlines
+
 cdef class EngineTimer:
     cdef public object _loop, _clock, _on_due, _handle, at
 
-    cpdef follow(self, engine)
+    cpdef follow(self, Deadlines timers)

@@ -3,23 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Callable, Protocol
+from typing import Callable
 
+from rsc._engine.deadlines import Deadlines
 from rsc.clock import Clock
-
-
-class TimedEngine(Protocol):
-    """What an engine offers its timer (both the node and the origin engine do).
-
-    ``deadline_hint`` is the earliest deadline the engine added since its
-    driver last read ``next_deadline()`` (None if none): only one that comes
-    before the armed time can move the timer, so a driver with a timer armed
-    need not read ``next_deadline()`` at all otherwise.
-    """
-
-    deadline_hint: int | None
-
-    def next_deadline(self) -> int | None: ...
 
 
 def after_io(loop: asyncio.AbstractEventLoop, fn: Callable[..., None], *args: object) -> None:
@@ -52,21 +39,19 @@ class EngineTimer:
         self._handle: asyncio.Handle | None = None
         self.at: int | None = None  # ns on ``clock`` of the armed timer
 
-    def follow(self, engine: TimedEngine) -> None:
-        """Arm at ``engine.next_deadline()`` if that is earlier than what is armed.
+    def follow(self, timers: Deadlines) -> None:
+        """Arm at ``timers.next_deadline()`` if that is earlier than what is armed.
 
-        Called after every batch of engine work, so the common case is cheap:
-        with a timer armed and no earlier ``deadline_hint``, nothing is read.
-        A later hint is left in place; it stays later than the armed time
-        until the timer fires, and then ``at`` is None and everything is re-read.
+        ``timers`` is the engine's ``Deadlines`` (``engine.timers``). Called
+        after every batch of engine work, so the common case is cheap: with a
+        timer armed and no deadline set earlier than it since the last read
+        (``timers.hint``), nothing is read. A later one is left for after the
+        timer fires: then ``at`` is None and everything is re-read.
         """
         at = self.at
-        if at is not None:
-            hint = engine.deadline_hint
-            if hint is None or hint >= at:
-                return
-        engine.deadline_hint = None
-        nxt = engine.next_deadline()
+        if at is not None and timers.hint >= at:
+            return
+        nxt = timers.next_deadline()  # resets timers.hint
         if nxt is None or (at is not None and at <= nxt):
             return
         if self._handle is not None:

@@ -1,0 +1,13 @@
+# Declarations that make handle.py compile to a typed extension type (Cython
+# pure-Python mode; see rsc/_engine/node.pxd and rsc/_compiled.py).
+
+from rsc._engine.origin cimport OriginTask
+
+cdef class RemoteHandle:
+    cdef public object _rt, _outcome, _error, _codec, _state, _owner_region, _lease_s, _policy
+    cdef public OriginTask _task
+    cdef public object _region, _holder, _earlier, _waiters, _protocol_errors
+    cdef public bint _done, _observed
+    cdef object __weakref__
+
+    cpdef _settle(self, outcome, error, state)

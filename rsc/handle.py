@@ -1,0 +1,279 @@
+"""RemoteHandle: what ``spawn_remote`` returns, one per remote task.
+
+A handle belongs to the region of the Cx that spawned it and receives at most
+one outcome. Its state before that is read from the origin engine's record of
+the task's current attempt (``rsc._engine.origin``); the runtime
+(``rsc.remote.Runtime``) settles it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING, Any, Protocol
+
+from rsc._engine.escalation import EscState
+from rsc._engine.origin import OriginTask
+from rsc._engine.states import OriginState
+from rsc.errors import LeaseExpired, RemoteProtocolError
+from rsc.lease import ACTIVE, EXPIRED, RELEASED, Lease, LeasePolicy
+from rsc.types import (
+    CancelKind,
+    CancelReason,
+    ComputationName,
+    IdempotencyKey,
+    NodeId,
+    OutcomeKind,
+    RemoteOutcome,
+    RemoteTaskId,
+    RemoteTaskState,
+    unpack_value,
+)
+
+if TYPE_CHECKING:
+    from rsc._engine.origin import OriginEngine
+    from rsc.cx import Cx
+
+_SUCCESS = int(OutcomeKind.SUCCESS)
+
+
+class HandleRuntime(Protocol):
+    """What a handle reads from the runtime that made it (an ``rsc.Runtime``)."""
+
+    engine: OriginEngine
+    _loop: asyncio.AbstractEventLoop
+    _handles: dict[int, RemoteHandle]
+
+    def _cancel(self, task: OriginTask, reason: CancelReason) -> None: ...
+
+
+class RemoteHandle:
+    """A remote task owned by the region of the Cx that spawned it.
+
+    At most one outcome is ever delivered to a handle.
+    """
+
+    __slots__ = ("_rt", "_task", "_done", "_outcome", "_error", "_codec", "_state", "_owner_region",
+                 "_lease_s", "_policy", "_observed", "_region",
+                 "_holder", "_earlier", "_waiters", "_protocol_errors", "__weakref__")
+
+    def __init__(self, rt: HandleRuntime, task: OriginTask, codec: str | None, owner_region: int,
+                 lease_s: float, policy: LeasePolicy, region: Any, holder: int) -> None:
+        self._rt = rt
+        self._task = task
+        # The one outcome: settled once (_done), with the node's outcome as it
+        # came off the wire, a (kind, payload, execution_time_ns) triple, or the
+        # error that stands for it. No asyncio Future per handle: only a join
+        # that has to wait makes one (_wait). No RemoteOutcome either: join
+        # returns a success's bytes straight from the triple, and only
+        # outcome() and the error paths build one (_outcome_obj).
+        self._done = False
+        self._outcome: tuple[int, Any, int] | None = None
+        self._error: BaseException | None = None
+        self._codec = codec
+        # how the handle settled (its RemoteTaskState); read only once _done
+        self._state = _PENDING
+        self._owner_region = owner_region
+        self._lease_s = lease_s
+        self._policy = policy
+        self._observed = False
+        self._region = region
+        self._holder = holder
+        # attempts superseded by a retry, oldest first (None until the first retry:
+        # most handles never retry, and a list per handle costs ~100 bytes)
+        self._earlier: list[tuple[str, int]] | None = None
+        # futures of outcome() calls waiting now (None when nobody waits)
+        self._waiters: list[asyncio.Future[None]] | None = None
+        # messages about this handle's attempts that did not fit their state
+        self._protocol_errors: list[RemoteProtocolError] | None = None
+
+    # -- identity ------------------------------------------------------------------
+    @property
+    def remote_task_id(self) -> RemoteTaskId:
+        return RemoteTaskId(self._task.rtid)
+
+    @property
+    def node(self) -> NodeId:
+        return NodeId(self._task.node)
+
+    @property
+    def computation(self) -> ComputationName:
+        return ComputationName(self._task.computation)
+
+    @property
+    def owner_region(self) -> int:
+        return self._owner_region
+
+    @property
+    def lease(self) -> Lease:
+        """This task's lease now: active (with its expiry), released or expired."""
+        if self.state is RemoteTaskState.LEASE_EXPIRED:
+            state, at = EXPIRED, None
+        elif self._done:
+            state, at = RELEASED, None
+        else:
+            state, at = ACTIVE, self._rt.engine.lease_deadline(self._task.rtid)
+        return Lease(self._lease_s, state, at, self._owner_region, self._holder)
+
+    @property
+    def attempts(self) -> list[tuple[str, int]]:
+        """Every (node, remote task id) this handle was spawned as, oldest first."""
+        return [*(self._earlier or ()), (self._task.node, self._task.rtid)]
+
+    @property
+    def policy(self) -> LeasePolicy:
+        return self._policy
+
+    @property
+    def idempotency_key(self) -> IdempotencyKey:
+        return IdempotencyKey.from_bytes(self._task.key)
+
+    @property
+    def state(self) -> RemoteTaskState:
+        """Once settled, how it settled; before, what the origin engine's state
+        of the current attempt says: RUNNING once the node accepted it,
+        LEASE_EXPIRED while a lapse is being escalated (waiting on the answer
+        to ``cancel(t)``), PENDING otherwise."""
+        if self._done:
+            return self._state
+        task = self._task
+        if (task.state is _LEASE_EXPIRED
+                or self._rt.engine.escalation_state(task.rtid) is EscState.CANCELLING):
+            return RemoteTaskState.LEASE_EXPIRED
+        return _RUNNING if task.accepted else _PENDING
+
+    @property
+    def protocol_errors(self) -> list[RemoteProtocolError]:
+        """Messages from a node about this handle's attempts that did not fit
+        the task's state and were dropped (PROTOCOL.md section 9), oldest first.
+        The last one is also the cause (``__cause__``) of a LeaseExpired that
+        settles the handle."""
+        return list(self._protocol_errors or ())
+
+    def is_finished(self) -> bool:
+        return self._done
+
+    # -- outcome -------------------------------------------------------------------
+    def _settle(self, outcome: tuple[int, Any, int] | None, error: BaseException | None,
+                state: RemoteTaskState) -> bool:
+        if self._done:
+            return False
+        self._done = True
+        self._state = state
+        self._outcome = outcome
+        if error is not None and self._protocol_errors is not None and isinstance(error, LeaseExpired):
+            error.__cause__ = self._protocol_errors[-1]  # what the node said instead of an outcome
+        self._error = error
+        waiters = self._waiters
+        if waiters is not None:
+            self._waiters = None
+            for w in waiters:
+                if not w.done():  # else that wait was cancelled
+                    w.set_result(None)
+        self._rt._handles.pop(self._task.rtid, None)  # the runtime no longer tracks it
+        # Break the handle <-> task cycle: a late message for the task finds no
+        # handle (and is dropped, as for a superseded attempt), and a handle the
+        # caller lets go of is freed at once by its reference count instead of
+        # waiting, with its task record, for the cycle collector.
+        self._task.handle = None
+        if self._region is not None:
+            self._region.handle_done(self)
+        return True
+
+    def _unobserved_error(self) -> BaseException | None:
+        if self._observed or not self._done:
+            return None
+        if self._error is not None:
+            return self._error
+        outcome = self._outcome
+        assert outcome is not None
+        return None if outcome[0] == _SUCCESS else self._outcome_obj().error()
+
+    def _outcome_obj(self) -> RemoteOutcome:
+        kind, payload, exec_ns = self._outcome  # type: ignore[misc]
+        return RemoteOutcome.from_wire(kind, payload, exec_ns)
+
+    def _value(self) -> Any:
+        """The output of the settled, observed handle, or the matching error raised."""
+        outcome = self._outcome
+        if outcome[0] != _SUCCESS:  # type: ignore[index]
+            raise self._outcome_obj().error()
+        data = outcome[1]  # type: ignore[index]
+        return data if self._codec is None else unpack_value(data)
+
+    def _waiter(self) -> asyncio.Future[None]:
+        """A future that _settle completes (the handle must not be settled yet)."""
+        waiter = self._rt._loop.create_future()
+        if self._waiters is None:
+            self._waiters = [waiter]
+        else:
+            self._waiters.append(waiter)
+        return waiter
+
+    async def _wait(self) -> None:
+        """Wait until the handle is settled. A cancelled wait must not cancel
+        the handle: it waits on a fresh future that _settle completes directly
+        (asyncio.shield's idea without its done-callback, which would cost a
+        loop turn before the wake-up)."""
+        waiter = self._waiter()
+        try:
+            await waiter
+        finally:
+            if self._waiters is not None:  # not settled: this wait was cancelled
+                self._waiters.remove(waiter)
+
+    def _take(self) -> None:
+        """Mark the settled handle observed; raise the error that settled it, if one did."""
+        self._observed = True
+        if self._region is not None:
+            self._region.handle_observed(self)
+        if self._error is not None:
+            # raised afresh each time, as a Future would: no traceback piles up
+            raise self._error.with_traceback(None)
+
+    async def outcome(self) -> RemoteOutcome:
+        """Wait for the terminal outcome without raising for failed ones.
+
+        Raises only for outcomes that never came from the node (rejected,
+        lease expired, unreachable)."""
+        if not self._done:
+            await self._wait()
+        self._take()
+        return self._outcome_obj()
+
+    async def join(self, cx: Cx | None = None) -> Any:
+        """Wait for the task; its output (bytes, or the value with codec msgpack),
+        or raise RemoteFailed / RemoteCancelled / RemotePanicked / SpawnRejected /
+        LeaseExpired / NodeUnreachable."""
+        if not self._done:
+            await self._wait()
+        self._take()
+        return self._value()
+
+    def try_join(self) -> Any | None:
+        """The output if finished (raising like ``join``), else None."""
+        if not self._done:
+            return None
+        self._take()
+        return self._value()
+
+    def abort(self, reason: CancelReason | None = None) -> None:
+        """Request cancellation on the node; returns at once."""
+        if self._done:
+            return
+        self._rt._cancel(self._task, reason or CancelReason(CancelKind.USER, "aborted by the origin"))
+
+    async def close(self, cx: Cx | None = None) -> RemoteOutcome:
+        """Cancel and wait for the acknowledged outcome (Cancelled, or the real
+        one if it finished first). Raises like ``outcome()`` when no outcome can
+        come from the node (rejected, lease expired, unreachable)."""
+        self.abort()
+        return await self.outcome()
+
+    def __repr__(self) -> str:
+        return (f"RemoteHandle({self._task.computation!r} on {self._task.node!r}, "
+                f"{RemoteTaskId(self._task.rtid)}, {self.state})")
+
+
+# Enum members read on every task, as module globals (see rsc/_engine/node.py)
+_PENDING, _RUNNING = RemoteTaskState.PENDING, RemoteTaskState.RUNNING
+_LEASE_EXPIRED = OriginState.LEASE_EXPIRED

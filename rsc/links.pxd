@@ -1,0 +1,12 @@
+# Declarations that make links.py compile to typed extension types (Cython
+# pure-Python mode; see rsc/_engine/node.pxd and rsc/_compiled.py).
+
+cdef class NodeLink:
+    cdef public object node, address, conn, connector, failed_since
+
+cdef class Links:
+    cdef public object rt, connect_timeout_s, backoff_max_s
+    cdef public dict by_node
+
+    cpdef get(self, node)
+    cpdef ensure(self, NodeLink link)

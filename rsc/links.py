@@ -1,0 +1,148 @@
+"""The origin's connections to its nodes: one per node, opened on first use,
+re-opened with backoff while the node has work or status waiters.
+
+``Links`` dials through the runtime's transport (a ``rsc.transport.base.Transport``)
+or, with none, Unix sockets for ``unix:`` and TCP for ``tcp:`` addresses. What
+a connection carries is the origin engine's business: ``Links`` only tells the
+engine when a link comes up or goes down and hands it the frames read.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING, Any, Callable, Protocol
+
+from rsc._core.messages import HANDSHAKE_MAX_FRAME_BYTES, WELCOME
+from rsc.clock import Clock
+from rsc.errors import InvalidArgument, NodeUnreachable, ProtocolError
+from rsc.transport.address import Address
+from rsc.transport.base import Transport
+from rsc.transport.connection import FramedConnection
+from rsc.types import NodeId
+
+if TYPE_CHECKING:
+    from rsc._engine.origin import OriginEngine
+
+log = logging.getLogger("rsc.origin")
+
+BACKOFF_FIRST_S = 0.02  # the first retry after a failed connect; doubling up to backoff_max_s
+
+
+class LinkOwner(Protocol):
+    """What the links read from and call on the runtime that owns them (an ``rsc.Runtime``)."""
+
+    engine: OriginEngine
+    clock: Clock
+    transport: Transport | None
+    _loop: asyncio.AbstractEventLoop
+
+    def _wanted(self, node: str) -> bool: ...
+    def _unreachable(self, node: str, err: BaseException) -> None: ...
+    def _pump(self) -> None: ...
+    def _on_messages(self, conn: FramedConnection, msgs: list[Any]) -> None: ...
+    def _on_protocol_error(self, conn: FramedConnection, exc: ProtocolError) -> None: ...
+
+
+class NodeLink:
+    """One node's connection: its address, the open connection (or None), the
+    task that keeps it open, and since when connecting has failed."""
+
+    __slots__ = ("node", "address", "conn", "connector", "failed_since")
+
+    def __init__(self, node: NodeId, address: Address) -> None:
+        self.node = node
+        self.address = address
+        self.conn: FramedConnection | None = None
+        self.connector: asyncio.Task[None] | None = None
+        self.failed_since: float | None = None
+
+
+class Links:
+    """Every node link of one runtime (``rt``), keyed by NodeId."""
+
+    def __init__(self, rt: LinkOwner, cluster: dict[NodeId, Address], connect_timeout_s: float,
+                 backoff_max_s: float) -> None:
+        self.rt = rt
+        self.by_node = {n: NodeLink(n, a) for n, a in cluster.items()}
+        self.connect_timeout_s = connect_timeout_s
+        self.backoff_max_s = backoff_max_s
+
+    def get(self, node: str) -> NodeLink:
+        """The link to ``node``, or InvalidArgument naming the nodes there are."""
+        link = self.by_node.get(node)  # type: ignore[call-overload]
+        if link is None:
+            raise InvalidArgument(f"node {node!r} is not in this runtime's cluster; known: "
+                                  f"{', '.join(sorted(self.by_node))}")
+        return link
+
+    def ensure(self, link: NodeLink) -> None:
+        """Make sure something is connecting ``link`` (or holding it open)."""
+        if link.connector is None or link.connector.done():
+            link.connector = self.rt._loop.create_task(self._connect_loop(link))
+
+    async def _connect_loop(self, link: NodeLink) -> None:
+        rt = self.rt
+        backoff = BACKOFF_FIRST_S
+        while rt._wanted(link.node):
+            try:
+                conn = await self._connect(link)
+            except OSError as exc:
+                self._connect_failed(link, exc)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, self.backoff_max_s)
+                continue
+            link.failed_since = None
+            backoff = BACKOFF_FIRST_S
+            assert conn.closed is not None
+            await conn.closed
+            link.conn = None
+            rt.engine.link_down(link.node, rt.clock.now_ns())
+            rt._pump()
+
+    async def _connect(self, link: NodeLink) -> FramedConnection:
+        rt = self.rt
+        factory: Callable[[], FramedConnection] = lambda: FramedConnection(  # noqa: E731
+            on_messages=rt._on_messages, on_protocol_error=rt._on_protocol_error,
+            on_close=_ignore_close, handshake_max_frame_bytes=HANDSHAKE_MAX_FRAME_BYTES,
+            handshake_last_kind=WELCOME)  # a node's frames before WELCOME are small too
+        addr, loop, timeout = link.address, rt._loop, self.connect_timeout_s
+        if rt.transport is not None:
+            conn = await asyncio.wait_for(rt.transport.connect(addr, factory), timeout)
+        elif addr.scheme == "unix":
+            _t, conn = await asyncio.wait_for(loop.create_unix_connection(factory, addr.path), timeout)
+        else:
+            _t, conn = await asyncio.wait_for(loop.create_connection(factory, addr.host, addr.port),
+                                              timeout)
+        conn.tag = link.node
+        link.conn = conn
+        rt.engine.link_up(link.node, rt.clock.now_ns())
+        rt._pump()
+        return conn
+
+    def _connect_failed(self, link: NodeLink, exc: BaseException) -> None:
+        now = self.rt._loop.time()
+        if link.failed_since is None:
+            link.failed_since = now
+            log.debug("cannot reach node %s at %s: %s", link.node, link.address, exc)
+        if now - link.failed_since >= self.connect_timeout_s:
+            self.rt._unreachable(link.node, NodeUnreachable(link.node, f"{link.address}: {exc}"))
+
+    async def aclose(self) -> None:
+        """Close every connection and stop every connector."""
+        for link in self.by_node.values():
+            if link.connector is not None:
+                link.connector.cancel()
+            if link.conn is not None:
+                link.conn.close()
+        for link in self.by_node.values():
+            if link.connector is not None:
+                try:
+                    await link.connector
+                except asyncio.CancelledError:
+                    pass
+                link.connector = None
+
+
+def _ignore_close(conn: FramedConnection, exc: Exception | None) -> None:
+    """The connect loop notices a closed connection through ``conn.closed``."""
