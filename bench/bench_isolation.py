@@ -127,9 +127,9 @@ def test_bulk_ratio_interleaved(benchmark: Any, loop: asyncio.AbstractEventLoop,
     figure is the median of the per-pair ratios (load on a shared VM moves
     each rate by up to 2x within a minute; a pair moves together).
 
-    It runs first, on a fresh node: a node holding the 150,000 idempotency
-    records of the later rounds (kept for the TTL) runs a spawn measurably
-    slower, which would charge rsc for its own history."""
+    It runs first, on a fresh node, so that it does not depend on what the
+    other figures leave behind (a run of all of them holds 100,000 records
+    for the TTL); the spread between runs here is the machine's load."""
     import time
 
     benchmark.group = "iso-ratio"
