@@ -39,6 +39,12 @@ def pid_default(cx: Any, _: Any) -> int:
     return os.getpid()
 
 
+@iso.computation("pid_async", codec="msgpack")
+async def pid_async(cx: Any, _: Any) -> int:
+    """The pid of the process that ran it: always the node's (async runs on its loop)."""
+    return os.getpid()
+
+
 @iso.computation("sleep_p", codec="msgpack", isolation="process")
 def sleep_p(cx: Any, seconds: float) -> str:
     """Blocks in C, deaf to cancellation."""

@@ -111,6 +111,8 @@ def test_thread_is_the_default_and_process_the_flag(cluster: Any) -> None:
             st = await rt.status("proc-1")
             got = await spawn_remote(rt.cx(), "proc-1", "pid_default", 0).join()
             assert st["isolation"] == "process" and got in st["worker_pids"]
+            # async computations are unaffected: they run on the node's loop
+            assert await spawn_remote(rt.cx(), "proc-1", "pid_async", 0).join() == st["pid"]
 
     run(main2())
 
