@@ -409,6 +409,13 @@ class InvalidArgument(RemoteError, ValueError):
     """A caller passed a value rsc cannot use; the message says what to fix."""
 
 
+class WorkerStartError(InvalidArgument):
+    """A node's worker processes (process isolation) could not start: the
+    registry did not import in a fresh interpreter (it must be importable by
+    its module name, not defined in ``__main__``), or a worker died or hung
+    before it was ready. The message says which and what the worker said."""
+
+
 class UnsafePath(InvalidArgument):
     """A file or directory rsc was pointed at is not safe to trust: a socket
     directory others may write without the sticky bit or owned by another user,

@@ -83,7 +83,7 @@ from typing import Any
 
 import msgpack
 
-from rsc.errors import InvalidArgument, TimeLimitExceeded, WorkerCrashed
+from rsc.errors import InvalidArgument, TimeLimitExceeded, WorkerCrashed, WorkerStartError
 from rsc.node.worker_main import (
     CANCEL,
     CANCEL_SIGNAL,
@@ -120,12 +120,6 @@ STEAL_TIMEOUT_S = 1.0
 _KILL_CANCEL, _KILL_TIME_LIMIT, _KILL_SHUTDOWN = "cancel", "time_limit", "shutdown"
 
 Finish = Callable[[Any, int, Any], None]
-
-
-class WorkerStartError(InvalidArgument):
-    """The node's worker processes could not start: the registry did not
-    import in a fresh interpreter, or a worker died or hung before it was
-    ready. The message says which and what the worker said."""
 
 
 def check_pool_options(workers: int | None, time_limit: float | None, memory_limit: int | None,
