@@ -56,3 +56,25 @@ def test_floor_four_hmacs(benchmark) -> None:
         return sig
 
     assert len(benchmark(four)) == 32
+
+
+@pytest.mark.benchmark(group="capability-verify")
+@pytest.mark.parametrize("token_seen", [False, True], ids=["first-use", "seen-before"])
+def test_node_gate_check(benchmark, token_seen: bool) -> None:
+    """What a node that requires capabilities pays per spawn (``TokenGate.check``):
+    a token's first use verifies its chain; later uses of the same token (a
+    client reusing its token, the common case) find the verified chain
+    remembered and check only the caveats."""
+    from rsc.node.tokens import TokenGate
+
+    token = _token(compiled)
+    gate = TokenGate.from_root_keys("worker-1", {"k1": ROOT}, clock=lambda: NOW_MS / 1000)
+    if token_seen:
+        assert gate.check(token, "square", 100) is None
+        result = benchmark(gate.check, token, "square", 100)
+    else:
+        def fresh() -> str | None:
+            gate._verified.clear()
+            return gate.check(token, "square", 100)
+        result = benchmark(fresh)
+    assert result is None

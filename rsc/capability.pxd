@@ -5,3 +5,5 @@
 cpdef bytes _take(bytes token, Py_ssize_t pos, Py_ssize_t n)
 cpdef tuple parse(token)
 cpdef tuple verify(token, dict keys, node, computation, input_bytes, now_ms)
+cpdef tuple verify_chain(token, dict keys, node)
+cpdef tuple check_caveats(list caveats, node, computation, input_bytes, now_ms)

@@ -206,47 +206,75 @@ def verify(token: bytes, keys: dict, node: str, computation: str, input_bytes: i
     this node's derived key. Returns ``(code, detail, max_uses)``: code ``OK``
     (0) or a ``DENY_*`` reason with a detail that names no key material, and
     the tightest ``max_uses`` caveat (0 when there is none) for the caller
-    to count."""
+    to count. It is ``verify_chain`` then ``check_caveats``."""
+    code, detail, caveats = verify_chain(token, keys, node)
+    if code != OK:
+        return code, detail, 0
+    return check_caveats(caveats, node, computation, input_bytes, now_ms)
+
+
+def verify_chain(token: bytes, keys: dict, node: str) -> tuple[int, str, list]:
+    """The half of ``verify`` that depends on the token and the node's keys
+    only: parse it, recompute this node's signature chain, and check every
+    caveat's form. Returns ``(OK, "", caveats)`` or ``(DENY_*, detail, [])``.
+    What it accepts stays accepted until the key is retired, so a verifier
+    may remember it and run only ``check_caveats`` per request."""
     try:
         _version, key_id, nonce, caveats, sigs = parse(token)
     except TokenError as exc:
         code = DENY_VERSION if "version" in str(exc) else DENY_MALFORMED
-        return code, str(exc), 0
+        return code, str(exc), []
     key = keys.get(key_id)
     if key is None:
-        return DENY_UNKNOWN_KEY, f"no key with id {key_id.hex()} on node {node!r}", 0
+        return DENY_UNKNOWN_KEY, f"no key with id {key_id.hex()} on node {node!r}", []
     mine = [sig for n, sig in sigs if n == node]
     if len(mine) != 1:
-        return DENY_NODE, f"the token is not good for node {node!r}", 0
+        return DENY_NODE, f"the token is not good for node {node!r}", []
     sig = _start(key, key_id, nonce)
     for kind, value in caveats:
         sig = _extend(sig, _caveat_bytes(kind, value))
     if not hmac.compare_digest(sig, mine[0]):
-        return DENY_SIGNATURE, "the token's signature does not verify on this node", 0
-    max_uses = 0
+        return DENY_SIGNATURE, "the token's signature does not verify on this node", []
+    checked = []
     for kind, value in caveats:
         if kind in _NAME_LISTS:
             names = _decode_names(value)
             if names is None:
-                return DENY_MALFORMED, f"caveat {kind} is not a list of names", 0
-            if kind == CAVEAT_COMPUTATIONS and computation not in names:
+                return DENY_MALFORMED, f"caveat {kind} is not a list of names", []
+            checked.append((kind, names))
+        elif kind > CAVEAT_MAX_USES:
+            return DENY_UNKNOWN_CAVEAT, f"caveat kind {kind} is unknown here (fails closed)", []
+        elif len(value) != 8:
+            return DENY_MALFORMED, f"caveat {kind} is not a u64", []
+        else:
+            checked.append((kind, int.from_bytes(value, "big")))
+    return OK, "", checked
+
+
+def check_caveats(caveats: list, node: str, computation: str, input_bytes: int,
+                  now_ms: int) -> tuple[int, str, int]:
+    """The half of ``verify`` that depends on the request: every caveat that
+    ``verify_chain`` returned must hold for ``computation`` on ``node`` with
+    ``input_bytes`` of input at ``now_ms``. Returns ``(code, detail, max_uses)``."""
+    max_uses = 0
+    for kind, value in caveats:
+        if kind == CAVEAT_COMPUTATIONS:
+            if computation not in value:
                 return DENY_COMPUTATION, f"the token does not allow computation {computation!r}", 0
-            if kind == CAVEAT_NODES and node not in names:
+        elif kind == CAVEAT_NODES:
+            if node not in value:
                 return DENY_NODE, f"the token does not allow node {node!r}", 0
-            continue
-        if kind > CAVEAT_MAX_USES:
-            return DENY_UNKNOWN_CAVEAT, f"caveat kind {kind} is unknown here (fails closed)", 0
-        if len(value) != 8:
-            return DENY_MALFORMED, f"caveat {kind} is not a u64", 0
-        n = int.from_bytes(value, "big")
-        if kind == CAVEAT_NOT_AFTER and now_ms > n:
-            return DENY_EXPIRED, f"the token expired at {n} ms", 0
-        if kind == CAVEAT_NOT_BEFORE and now_ms < n:
-            return DENY_NOT_YET_VALID, f"the token is valid from {n} ms", 0
-        if kind == CAVEAT_MAX_INPUT_BYTES and input_bytes > n:
-            return DENY_INPUT_TOO_LARGE, f"input of {input_bytes} bytes; the token allows {n}", 0
-        if kind == CAVEAT_MAX_USES:
-            max_uses = n if max_uses == 0 else min(max_uses, n)
+        elif kind == CAVEAT_NOT_AFTER:
+            if now_ms > value:
+                return DENY_EXPIRED, f"the token expired at {value} ms", 0
+        elif kind == CAVEAT_NOT_BEFORE:
+            if now_ms < value:
+                return DENY_NOT_YET_VALID, f"the token is valid from {value} ms", 0
+        elif kind == CAVEAT_MAX_INPUT_BYTES:
+            if input_bytes > value:
+                return DENY_INPUT_TOO_LARGE, f"input of {input_bytes} bytes; the token allows {value}", 0
+        else:  # CAVEAT_MAX_USES
+            max_uses = value if max_uses == 0 else min(max_uses, value)
     return OK, "", max_uses
 
 

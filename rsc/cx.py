@@ -15,7 +15,7 @@ import threading
 from typing import Any, Protocol
 
 from rsc.clock import Clock, SystemClock
-from rsc.errors import Cancelled, InvalidArgument
+from rsc.errors import Cancelled, InvalidArgument, NoCapability
 from rsc.types import Budget, CancelKind, CancelReason, NodeId
 
 
@@ -73,6 +73,33 @@ class RemoteCap:
         self.default_lease_s = float(default_lease_s)
         self.budget = budget
         self.token = token
+
+    def with_token(self, token: Any) -> RemoteCap:
+        """This capability carrying ``token`` (an ``rsc.capability.Capability``
+        or its bytes), which ``spawn_remote`` sends for a node that requires
+        capabilities to check. The token is checked for form here, not for
+        what it allows (only a node's key can tell)."""
+        from rsc.capability import Capability, TokenError
+
+        try:
+            raw = bytes(token if isinstance(token, Capability) else Capability(bytes(token)))
+        except (TokenError, TypeError) as exc:
+            raise InvalidArgument(f"not a capability token: {exc}") from None
+        return RemoteCap(self.runtime, default_lease_s=self.default_lease_s, budget=self.budget,
+                         token=raw)
+
+    def attenuate(self, **caveats: Any) -> RemoteCap:
+        """This capability with its token narrowed by ``caveats`` (the keywords
+        of ``Capability.attenuate``: computations, nodes, expires_at,
+        not_before, max_input_bytes, max_uses). Needs no key; can only narrow."""
+        from rsc.capability import Capability, TokenError
+
+        if self.token is None:
+            raise InvalidArgument("this RemoteCap has no token to narrow; give it one with with_token()")
+        try:
+            return self.with_token(Capability(self.token).attenuate(**caveats))
+        except TokenError as exc:
+            raise InvalidArgument(f"cannot narrow the token: {exc}") from None
 
     @property
     def local_node(self) -> NodeId:
@@ -228,6 +255,17 @@ class Cx:
                   region_id=self.region_id if region_id is None else region_id,
                   entropy=random.Random(self.entropy.getrandbits(64)), node=self.node, parent=self,
                   region=self.region if region is None else region, cancel_state=cancel_state)
+
+    def attenuate(self, **caveats: Any) -> Cx:
+        """A child Cx (``child()``) whose RemoteCap's token is narrowed by
+        ``caveats`` (``RemoteCap.attenuate``): hand it to work that should
+        spawn less than this task may."""
+        if self.remote_cap is None:
+            raise NoCapability()
+        narrowed = self.remote_cap.attenuate(**caveats)
+        c = self.child()
+        c.remote_cap = narrowed
+        return c
 
     def __repr__(self) -> str:
         cap = "cap" if self.remote_cap is not None else "no-cap"

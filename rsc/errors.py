@@ -204,7 +204,18 @@ class IdempotencyConflict(SpawnRejected):
 
 
 class CapabilityDenied(SpawnRejected):
-    """The node requires a capability token and this one does not allow the spawn."""
+    """The node requires a capability token and this one does not allow the
+    spawn. ``denied_by`` names the check that failed: ``missing`` (no token)
+    or one of ``rsc.capability.DENY_REASONS`` (``bad_signature``, ``expired``,
+    ``not_yet_valid``, ``wrong_node``, ``computation_not_allowed``,
+    ``input_too_large``, ``uses_exceeded``, ``unknown_key_id``,
+    ``unknown_caveat``, ``malformed``, ``unknown_version``); ``detail`` says
+    more. Neither ever holds key material."""
+
+    def __init__(self, code: int, detail: str, node: str = "", computation: str = "") -> None:
+        super().__init__(code, detail, node, computation)
+        head, sep, _rest = detail.partition(": ")
+        self.denied_by = head if sep and head.isidentifier() else "unknown"
 
 
 _REJECT_CLASSES: dict[int, type[SpawnRejected]] = {

@@ -70,22 +70,24 @@ def check_dir_is_safe(path: str, what: str = "directory") -> None:
                          "it 0700)")
 
 
-def read_key_file(path: str) -> bytes:
-    """The cluster key: the bytes of ``path`` (at least 16), which must be
-    readable by its owner alone. Raises :class:`InvalidArgument` when it cannot
-    be read or is too short, :class:`UnsafePath` when group or others have any
-    permission on it (the error says ``chmod 600``)."""
+def read_key_file(path: str, flag: str = "--key-file",
+                  holder_can: str = "join the cluster") -> bytes:
+    """A key: the bytes of ``path`` (at least 16), which must be readable by
+    its owner alone (the cluster key by default; ``flag`` and ``holder_can``
+    name another key in the errors). Raises :class:`InvalidArgument` when it
+    cannot be read or is too short, :class:`UnsafePath` when group or others
+    have any permission on it (the error says ``chmod 600``)."""
     try:
         with open(path, "rb") as f:
             mode = stat.S_IMODE(os.fstat(f.fileno()).st_mode)
             key = f.read()
     except OSError as exc:
-        raise InvalidArgument(f"cannot read --key-file {path}: {exc.strerror}") from exc
+        raise InvalidArgument(f"cannot read {flag} {path}: {exc.strerror}") from exc
     if mode & 0o077:
-        raise UnsafePath(f"--key-file {path} has mode {mode:04o}: group or others may read it, and "
-                         f"anyone holding the key can join the cluster; run: chmod 600 {path}")
+        raise UnsafePath(f"{flag} {path} has mode {mode:04o}: group or others may read it, and "
+                         f"anyone holding the key can {holder_can}; run: chmod 600 {path}")
     if len(key) < MIN_KEY_BYTES:
-        raise InvalidArgument(f"--key-file {path} holds {len(key)} bytes; a cluster key needs at "
+        raise InvalidArgument(f"{flag} {path} holds {len(key)} bytes; a key needs at "
                               f"least {MIN_KEY_BYTES}")
     return key
 

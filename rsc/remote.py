@@ -244,13 +244,16 @@ class Runtime:
         else:
             codec = "msgpack"
             data = RemoteInput.pack(input).data
-        limit = self.engine.input_limit(link.node)
-        if len(data) > limit:  # it could never reach the node: refuse it now, not by a lapse
-            raise InvalidInput(REJECT_INVALID_INPUT, input_too_large(len(data), link.node, limit),
-                               link.node, name)
         cap = cx.remote_cap
         if cap is None:
             raise NoCapability()
+        limit = self.engine.input_limit(link.node)
+        token = cap.token
+        if token is not None:
+            limit -= len(token)  # the token travels in the same frame
+        if len(data) > limit:  # it could never reach the node: refuse it now, not by a lapse
+            raise InvalidInput(REJECT_INVALID_INPUT, input_too_large(len(data), link.node, limit),
+                               link.node, name)
         lease_s = cap.default_lease_s if lease is None else lease
         if isinstance(lease_s, bool) or not isinstance(lease_s, (int, float)) or not 0 < lease_s * 1000 <= MAX_LEASE_MS:
             raise InvalidArgument(f"lease must be a positive number of seconds, got {lease_s!r}")
@@ -279,7 +282,7 @@ class Runtime:
                                   f"{type(idempotency_key).__name__}")
         task = OriginTask(next(self._ids), link.node, name, data, lease_ms, key_bytes,
                           wire_budget, eff.deadline_ns, cx.region_id, cx.task_id,
-                          cap.token, None)  # type: ignore[union-attr]
+                          token, None)  # type: ignore[union-attr]
         policy = on_lease_expired or DEFAULT_POLICY
         if not isinstance(policy, LeasePolicy):
             raise InvalidArgument("on_lease_expired must be rsc.lease.fail(), cancel(...) or retry(...)")

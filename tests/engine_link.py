@@ -121,11 +121,12 @@ class Link:
     # -- origin side helpers -----------------------------------------------------------
     def spawn(self, computation: str = "echo", data: bytes = b"in", *, key: bytes | None = None,
               lease_ms: int = 3_000, rtid: int | None = None, budget: tuple | None = None,
-              deadline_ns: int | None = None, flush: bool = True) -> OriginTask:
+              deadline_ns: int | None = None, flush: bool = True,
+              capability: bytes | None = None) -> OriginTask:
         rtid = next(self._rtids) if rtid is None else rtid
         key = key if key is not None else rtid.to_bytes(16, "big")
         task = OriginTask(rtid, "node-1", computation, data, lease_ms, key, budget, deadline_ns,
-                          7, 8, None, None)
+                          7, 8, capability, None)
         self.origin.spawn(task, self.now)
         if flush:
             self.flush()

@@ -146,3 +146,15 @@ async def tree(cx: Any, req: dict) -> str:
     except asyncio.CancelledError:
         _mark(req["marks"][level], "cancelled")
         raise
+
+
+@basic.computation("relay", codec="msgpack")
+async def relay(cx: Any, req: dict) -> Any:
+    """Spawn ``square`` of ``req["x"]`` on ``req["node"]`` under this task's own
+    capability (narrowed to ``computations=["square"]`` first when
+    ``req["narrow"]``) and return its result (nested spawns, capability tokens)."""
+    import rsc
+
+    if req.get("narrow"):
+        cx = cx.attenuate(computations=["square"])
+    return await rsc.spawn_remote(cx, req["node"], "square", req["x"], lease=5.0).join()

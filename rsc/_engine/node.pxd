@@ -8,7 +8,7 @@ from rsc._core._idemtable cimport IdemTable
 from rsc._engine.deadlines cimport Deadlines
 from rsc._engine.logical cimport LamportClock
 
-cdef Py_ssize_t _RTID, _COMPUTATION, _INPUT, _LEASE_MS, _KEY, _ORIGIN_NODE
+cdef Py_ssize_t _RTID, _COMPUTATION, _INPUT, _LEASE_MS, _KEY, _ORIGIN_NODE, _CAPABILITY
 
 cdef class Admission:
     cpdef find(self, computation)
@@ -28,7 +28,7 @@ cdef class _Conn:
 cdef class NodeEngine:
     cdef public Admission admission
     cdef public object name, key, capacity, max_input_bytes, ttl_ns
-    cdef public object max_result_bytes
+    cdef public object max_result_bytes, capabilities
     cdef public LamportClock clock
     cdef public object _entropy, _stats, _trace
     cdef public list actions
@@ -55,6 +55,7 @@ cdef class NodeEngine:
     cpdef _rule_lease_positive(self, origin, tuple f, comp)
     cpdef _rule_lease_trackable(self, origin, tuple f, comp)
     cpdef _rule_input_size(self, origin, tuple f, comp)
+    cpdef _rule_capability(self, origin, tuple f, comp)
     cpdef _rule_task_id_held(self, origin, tuple f, comp)
     cpdef _rule_tombstoned(self, origin, tuple f, comp)
     cpdef _rule_key_known(self, origin, tuple f, comp)
@@ -62,6 +63,7 @@ cdef class NodeEngine:
     cpdef _rule_computation_known(self, origin, tuple f, comp)
     cpdef _rule_capacity(self, origin, tuple f, comp)
     cpdef _rule_input_valid(self, origin, tuple f, comp)
+    cpdef _rule_capability_uses(self, origin, tuple f, comp)
     cpdef task_finished(self, NodeTask task, int kind, payload, exec_ns, now)
     cpdef _deliver(self, origin, rtid, tuple outcome, now)
     cpdef _renew_add(self, origin, lease_ms, rtid, now)

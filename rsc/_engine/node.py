@@ -50,6 +50,7 @@ from rsc._core.messages import (
     OUTCOME_CANCELLED,
     OUTCOME_FAILED,
     OUTCOME_SUCCESS,
+    REJECT_CAPABILITY_DENIED,
     REJECT_CAPACITY_EXCEEDED,
     REJECT_IDEMPOTENCY_CONFLICT,
     REJECT_INVALID_INPUT,
@@ -83,6 +84,7 @@ _INPUT = SpawnRequestF.input
 _LEASE_MS = SpawnRequestF.lease_ms
 _KEY = SpawnRequestF.idempotency_key
 _ORIGIN_NODE = SpawnRequestF.origin_node
+_CAPABILITY = SpawnRequestF.capability
 # The one site that unpacks every field by position checks the order at import.
 _SPAWN_FIELDS = expect_fields(SPAWN_REQUEST, "remote_task_id", "computation", "input", "lease_ms",
                               "idempotency_key", "budget", "origin_node", "origin_region",
@@ -234,8 +236,13 @@ class NodeEngine:
                  key: bytes | None = None, entropy: Callable[[int], bytes],
                  stats: Callable[[], dict] | None = None,
                  trace: Callable[[str, dict], None] | None = None,
-                 max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES) -> None:
+                 max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
+                 capabilities: Any = None) -> None:
+        """``capabilities``: None (tokens are carried, not checked), or the
+        gate of a node that requires them (``rsc.node.tokens.TokenGate``:
+        ``check``, ``uses_left``, ``admitted``)."""
         self.name = str(name)
+        self.capabilities = capabilities
         # The durable journal (rsc.node.journal), set by restore(); None: records
         # live only as long as this process.
         self._journal: Any = None
@@ -485,8 +492,21 @@ class NodeEngine:
                     None)
         return None
 
+    def _rule_capability(self, origin: str, f: tuple, comp: Any) -> tuple | None:
+        """§7.6: a node that requires capabilities rejects capability_denied a
+        spawn whose token is missing or does not allow this computation, on
+        this node, now, for this input size (checked before deduplication, so
+        an idempotency key alone never fetches a result)."""
+        gate = self.capabilities
+        if gate is None:
+            return None
+        why = gate.check(f[_CAPABILITY], f[_COMPUTATION], len(f[_INPUT]))
+        if why is not None:
+            return (VERDICT_REJECT, REJECT_CAPABILITY_DENIED, why, "capability_denied")
+        return None
+
     def _rule_task_id_held(self, origin: str, f: tuple, comp: Any) -> tuple | None:
-        """§7.6: an ``(origin, task id)`` already held (owner, alias or
+        """§7.7: an ``(origin, task id)`` already held (owner, alias or
         redelivery): under the same key and fingerprint it is a resend
         (duplicate), otherwise idempotency_conflict."""
         held_key = self._idem.key_of(origin, f[_RTID])
@@ -502,14 +522,14 @@ class NodeEngine:
         return (VERDICT_DUPLICATE, rec, True)
 
     def _rule_tombstoned(self, origin: str, f: tuple, comp: Any) -> tuple | None:
-        """§7.7: a spawn for a tombstoned ``(origin, task id)`` is acked and
+        """§7.8: a spawn for a tombstoned ``(origin, task id)`` is acked and
         answered Cancelled; nothing runs."""
         if self._idem.has_tombstone(origin, f[_RTID]):
             return _TOMBSTONED_VERDICT
         return None
 
     def _rule_key_known(self, origin: str, f: tuple, comp: Any) -> tuple | None:
-        """§7.8: a known key with another fingerprint is idempotency_conflict;
+        """§7.9: a known key with another fingerprint is idempotency_conflict;
         with the same one the spawn is a duplicate (an alias while it runs)."""
         rec = self._idem.get(f[_KEY])
         if rec is None:
@@ -520,20 +540,20 @@ class NodeEngine:
         return (VERDICT_DUPLICATE, rec, False)
 
     def _rule_not_draining(self, origin: str, f: tuple, comp: Any) -> tuple | None:
-        """§7.9: a draining node rejects new work node_shutting_down."""
+        """§7.10: a draining node rejects new work node_shutting_down."""
         if self.draining:
             return (VERDICT_REJECT, REJECT_NODE_SHUTTING_DOWN, "node is draining", None)
         return None
 
     def _rule_computation_known(self, origin: str, f: tuple, comp: Any) -> tuple | None:
-        """§7.10: a computation the registry does not know is rejected unknown_computation."""
+        """§7.11: a computation the registry does not know is rejected unknown_computation."""
         if comp is None:
             return (VERDICT_REJECT, REJECT_UNKNOWN_COMPUTATION,
                     f"no computation named {f[_COMPUTATION]!r} on node {self.name!r}", None)
         return None
 
     def _rule_capacity(self, origin: str, f: tuple, comp: Any) -> tuple | None:
-        """§7.11: a node running ``capacity`` tasks rejects capacity_exceeded."""
+        """§7.12: a node running ``capacity`` tasks rejects capacity_exceeded."""
         if len(self._running) >= self.capacity:
             return (VERDICT_REJECT, REJECT_CAPACITY_EXCEEDED,
                     f"node {self.name!r} is running {len(self._running)} of {self.capacity} tasks",
@@ -541,11 +561,23 @@ class NodeEngine:
         return None
 
     def _rule_input_valid(self, origin: str, f: tuple, comp: Any) -> tuple | None:
-        """§7.12: an input the registry's check refuses (codec, validator) is
+        """§7.13: an input the registry's check refuses (codec, validator) is
         rejected invalid_input with its reason."""
         why = self.admission.check(comp, f[_INPUT])
         if why is not None:
             return (VERDICT_REJECT, REJECT_INVALID_INPUT, why, None)
+        return None
+
+    def _rule_capability_uses(self, origin: str, f: tuple, comp: Any) -> tuple | None:
+        """§7.14: new work under a token whose ``max_uses`` are all taken is
+        rejected capability_denied (a resend or duplicate of admitted work
+        is no new use: the rules before this one decide it)."""
+        gate = self.capabilities
+        if gate is None:
+            return None
+        why = gate.uses_left(f[_CAPABILITY])
+        if why is not None:
+            return (VERDICT_REJECT, REJECT_CAPABILITY_DENIED, why, "capability_denied")
         return None
 
     def admission_verdict(self, origin: str, f: tuple, comp: Any) -> tuple | None:
@@ -567,6 +599,8 @@ class NodeEngine:
         if v is None:
             v = self._rule_input_size(origin, f, comp)
         if v is None:
+            v = self._rule_capability(origin, f, comp)
+        if v is None:
             v = self._rule_task_id_held(origin, f, comp)
         if v is None:
             v = self._rule_tombstoned(origin, f, comp)
@@ -580,6 +614,8 @@ class NodeEngine:
             v = self._rule_capacity(origin, f, comp)
         if v is None:
             v = self._rule_input_valid(origin, f, comp)
+        if v is None:
+            v = self._rule_capability_uses(origin, f, comp)
         return v
 
     def _on_spawn(self, c: _Conn, msg: SpawnRequest, now: int) -> None:
@@ -593,6 +629,8 @@ class NodeEngine:
             return self._apply_verdict(c, msg, f, v, now)
         (rtid, computation, data, lease_ms, key, budget, _origin_node, origin_region, origin_task,
          capability) = f
+        if self.capabilities is not None:
+            self.capabilities.admitted(capability)
         fp = _fingerprint(computation, data)
         self._idem.check_and_record(key, fp, origin, rtid, now)
         if self._journal is not None:
@@ -890,6 +928,7 @@ ADMISSION_RULES: tuple[str, ...] = (
     "_rule_lease_positive",
     "_rule_lease_trackable",
     "_rule_input_size",
+    "_rule_capability",
     "_rule_task_id_held",
     "_rule_tombstoned",
     "_rule_key_known",
@@ -897,4 +936,5 @@ ADMISSION_RULES: tuple[str, ...] = (
     "_rule_computation_known",
     "_rule_capacity",
     "_rule_input_valid",
+    "_rule_capability_uses",
 )

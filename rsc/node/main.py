@@ -70,6 +70,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cancel-grace", type=float, default=2.0,
                    help="seconds a cancelled sync computation gets to stop by itself before its "
                         "thread is interrupted or its worker process killed (default 2)")
+    p.add_argument("--require-capability", action="store_true",
+                   help="run nothing without a capability token that allows it (rsc.capability); "
+                        "needs --root-key-file or --node-key-file")
+    p.add_argument("--root-key-file", action="append", default=[], metavar="[KEY_ID=]PATH",
+                   help="the cluster's capability root key (mode 600); this node derives its own "
+                        "key from it. Repeat with other key ids to accept several (rotation). "
+                        "KEY_ID defaults to 'default'")
+    p.add_argument("--node-key-file", action="append", default=[], metavar="[KEY_ID=]PATH",
+                   help="this node's derived capability key (rsc.capability.node_key), instead "
+                        "of the root key: a node that holds only it cannot mint for others")
     p.add_argument("--log-level", default="WARNING")
 
 
@@ -116,13 +126,18 @@ async def _serve(args: argparse.Namespace) -> int:
     from rsc.trace import Trace
 
     key = read_key_file(args.key_file) if args.key_file else None
+    from rsc.node.tokens import gate_from_files
+
+    gate = gate_from_files(args.name, args.require_capability, args.root_key_file,
+                           args.node_key_file)
     trace = Trace(args.name, args.trace) if args.trace else None
     server = NodeServer(args.name, args.listen, registry, capacity=args.capacity,
                         max_input_bytes=args.max_input_bytes, max_threads=args.threads,
                         ttl_s=args.ttl, grace_s=args.grace, peers=args.peers, trace=trace,
                         key=key, state_dir=args.state_dir,
                         handshake_timeout_s=args.handshake_timeout,
-                        frame_timeout_s=args.frame_timeout, cancel_grace_s=args.cancel_grace,
+                        frame_timeout_s=args.frame_timeout, capabilities=gate,
+                        cancel_grace_s=args.cancel_grace,
                         isolation=args.isolation, workers=args.workers,
                         time_limit=args.time_limit, memory_limit=args.memory_limit,
                         max_tasks_per_worker=args.max_tasks_per_worker)

@@ -88,7 +88,7 @@ class NodeServer:
                  trace: Callable[[str, dict], None] | None = None,
                  state_dir: str | None = None, handshake_timeout_s: float = 10.0,
                  frame_timeout_s: float = 30.0, transport: Transport | None = None,
-                 isolation: str = "thread", workers: int | None = None,
+                 capabilities: Any = None, isolation: str = "thread", workers: int | None = None,
                  time_limit: float | None = None, memory_limit: int | None = None,
                  max_tasks_per_worker: int | None = None) -> None:
         """``handshake_timeout_s``: a connection that has not sent its AUTH by
@@ -99,6 +99,9 @@ class NodeServer:
         node's records live only as long as its process). ``transport``: how
         it listens (a ``rsc.transport.base.Transport``; None: a Unix socket at
         ``address``, with the permissions of PROTOCOL.md section 1).
+        ``capabilities``: None (tokens are not checked), or a
+        ``rsc.node.tokens.TokenGate``: the node then runs nothing without a
+        token that allows it (``rsc node --require-capability``).
 
         ``isolation``: where sync computations registered without one run,
         ``"thread"`` (the node's thread pool) or ``"process"`` (a worker
@@ -128,7 +131,8 @@ class NodeServer:
         self.engine = NodeEngine(
             self.name, RegistryAdmission(registry), capacity=capacity,
             max_input_bytes=max_input_bytes, ttl_ns=int(ttl_s * 1e9), key=key,
-            entropy=secrets.token_bytes, stats=self._process_stats, trace=trace)
+            entropy=secrets.token_bytes, stats=self._process_stats, trace=trace,
+            capabilities=capabilities)
         # With a state directory, idempotency records outlive this process
         # (rsc.node.journal); _pump syncs the journal before anything leaves.
         self._journal = None if state_dir is None else open_journal(state_dir, self.engine,
@@ -393,16 +397,19 @@ class NodeServer:
             b = task.budget
             budget = Budget(task.deadline_ns, b[1], b[2], b[3]) if b is not None else None
         cx = Cx(region_id=task.origin_region, task_id=task.origin_task, budget=budget,
-                node=self.name, remote_cap=None if self.peers is None else self._remote_cap())
+                node=self.name, remote_cap=None if self.peers is None else self._remote_cap(task))
         self.executor.start(task, task.comp, task.input, cx, self._on_done)
 
-    def _remote_cap(self) -> RemoteCap | None:
+    def _remote_cap(self, task: NodeTask) -> RemoteCap | None:
+        """The RemoteCap a computation's Cx holds on a node with peers: this
+        node's runtime, carrying the token the task's own spawn came with (the
+        computation may narrow it with ``cx.attenuate``, never widen it)."""
         if self.peers is None:
             return None
         if self._runtime is None:
             self._runtime = Runtime(self.peers, name=self.name, key=self.engine.key)
             self._runtime.attach()
-        return RemoteCap(self._runtime)
+        return RemoteCap(self._runtime, token=task.capability)
 
     def _on_done(self, task: NodeTask, kind: int, payload: Any, exec_ns: int) -> None:
         if kind == _CANCELLED:
