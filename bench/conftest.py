@@ -17,6 +17,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import psutil
 import pytest
@@ -166,3 +167,11 @@ def rsc_cluster() -> Iterator[object]:
         left = cluster.stop()
         if left:
             raise RuntimeError(f"rsc nodes still alive after stop (SIGKILLed): {left}")
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """After the benchmark tables: bench_isolation's figures and ratios (same run)."""
+    for name, mod in list(sys.modules.items()):
+        if name.endswith("bench_isolation") and (getattr(mod, "RESULTS", None) or getattr(mod, "RESULTS_RATIO", None)):
+            for line in mod.report_lines(mod.RESULTS):
+                terminalreporter.write_line(line)

@@ -22,7 +22,8 @@ _EXPORTS = {
         "InvalidArgument", "InvalidInput", "LeaseExpired", "NoCapability", "NodeShuttingDown",
         "NodeUnreachable", "ProtocolError", "RemoteCancelled", "RemoteError", "RemoteFailed",
         "RemotePanicked", "RemoteProtocolError", "ResultTooLarge", "RuntimeClosed",
-        "SerializationError", "SpawnRejected", "UnknownComputation",
+        "SerializationError", "SpawnRejected", "UnknownComputation", "TimeLimitExceeded",
+        "MemoryLimitExceeded", "WorkerCrashed",
     ),
     "rsc.registry": ("Registry",),
     "rsc.regions": ("Region", "region"),
@@ -68,5 +69,6 @@ __all__ = [
     "RemoteInput", "RemoteOutcome", "RemotePanicked", "RemoteProtocolError", "RemoteTaskId",
     "RemoteTaskState", "ResultTooLarge", "Runtime", "RuntimeClosed", "Saga", "saga",
     "SagaState", "SagaStepError", "SerializationError", "Severity", "spawn_remote",
-    "SpawnRejected", "UnknownComputation", "__version__",
+    "SpawnRejected", "UnknownComputation", "__version__", "TimeLimitExceeded",
+    "MemoryLimitExceeded", "WorkerCrashed",
 ]

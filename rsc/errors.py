@@ -278,9 +278,69 @@ class ResultTooLarge(RemoteFailed):
         return cls(message, int(m.group(1)), int(m.group(2))) if m else None
 
 
+class TimeLimitExceeded(RemoteFailed):
+    """A process-isolated computation ran past its ``time_limit``: the node
+    killed its worker. ``limit_s`` is the limit in seconds. Raise the limit
+    (``time_limit=`` on the registration, ``rsc node --time-limit``) or make
+    the work shorter."""
+
+    _TEXT = ("TimeLimitExceeded: computation {computation!r} ran past its time_limit of {limit:g} s; "
+             "its worker was killed (raise time_limit=, or split the work)")
+    _PATTERN = re.compile(r"TimeLimitExceeded: computation .* ran past its time_limit of ([0-9.e+-]+) s",
+                          re.DOTALL)
+
+    def __init__(self, message: str, limit_s: float) -> None:
+        super().__init__(message)
+        self.limit_s = limit_s
+
+    @classmethod
+    def text(cls, computation: str, limit_s: float) -> str:
+        return cls._TEXT.format(computation=computation, limit=limit_s)
+
+    @classmethod
+    def parse(cls, message: str) -> TimeLimitExceeded | None:
+        if not message.startswith("TimeLimitExceeded: "):
+            return None
+        m = cls._PATTERN.match(message)
+        return cls(message, float(m.group(1))) if m else None
+
+
+class MemoryLimitExceeded(RemoteFailed):
+    """A process-isolated computation tried to grow past its ``memory_limit``
+    (the worker's RLIMIT_AS): its allocation failed with ``MemoryError`` and
+    the worker was replaced. ``limit`` is the limit in bytes. Raise it
+    (``memory_limit=``, ``rsc node --memory-limit``) or use less memory."""
+
+    _TEXT = ("MemoryLimitExceeded: computation {computation!r} exceeded its memory_limit of {limit} "
+             "bytes ({detail}); raise memory_limit=, or use less memory")
+    _PATTERN = re.compile(r"MemoryLimitExceeded: computation .* exceeded its memory_limit of (\d+) bytes",
+                          re.DOTALL)
+
+    def __init__(self, message: str, limit: int) -> None:
+        super().__init__(message)
+        self.limit = limit
+
+    @classmethod
+    def text(cls, computation: str, limit: int, detail: str) -> str:
+        return cls._TEXT.format(computation=computation, limit=limit, detail=detail)
+
+    @classmethod
+    def parse(cls, message: str) -> MemoryLimitExceeded | None:
+        if not message.startswith("MemoryLimitExceeded: "):
+            return None
+        m = cls._PATTERN.match(message)
+        return cls(message, int(m.group(1))) if m else None
+
+
 def failed_error(message: str) -> RemoteFailed:
-    """The error for a FAILED outcome: ResultTooLarge when the node said so, else RemoteFailed."""
-    return ResultTooLarge.parse(message) or RemoteFailed(message)
+    """The error for a FAILED outcome: ResultTooLarge, TimeLimitExceeded or
+    MemoryLimitExceeded when the node said so, else RemoteFailed."""
+    if message[:1] in ("R", "T", "M"):
+        for cls in (ResultTooLarge, TimeLimitExceeded, MemoryLimitExceeded):
+            err = cls.parse(message)
+            if err is not None:
+                return err
+    return RemoteFailed(message)
 
 
 class RemotePanicked(RemoteTaskError):
@@ -289,6 +349,55 @@ class RemotePanicked(RemoteTaskError):
     def __init__(self, message: str) -> None:
         super().__init__(f"remote task panicked: {message}")
         self.message = message
+
+
+class WorkerCrashed(RemotePanicked):
+    """The worker process running a process-isolated computation died under
+    it: killed by a signal (``signal`` is its number: a segfault, an abort,
+    the kernel's OOM killer's SIGKILL) or exited (``exit_status``). Every
+    other task on the node went on; the node replaced the worker."""
+
+    _PATTERN = re.compile(r"WorkerCrashed: .*?(?:killed by (?:SIG\w+ )?\(signal (\d+)\)|"
+                          r"exited with status (\d+))", re.DOTALL)
+
+    def __init__(self, message: str, signal: int | None, exit_status: int | None) -> None:
+        super().__init__(message)
+        self.signal = signal
+        self.exit_status = exit_status
+
+    @classmethod
+    def text(cls, computation: str, pid: int, returncode: int) -> str:
+        """The PANICKED outcome's message for a worker that died with ``returncode``
+        (``subprocess``'s: negative for a signal)."""
+        if returncode < 0:
+            import signal as _signal
+
+            try:
+                name = _signal.Signals(-returncode).name + " "
+            except ValueError:
+                name = ""
+            how = f"killed by {name}(signal {-returncode})"
+            if -returncode == _signal.SIGKILL:
+                how += "; from outside rsc, e.g. the kernel's OOM killer"
+        else:
+            how = f"exited with status {returncode}"
+        return (f"WorkerCrashed: the worker process (pid {pid}) running computation {computation!r} "
+                f"{how}")
+
+    @classmethod
+    def parse(cls, message: str) -> WorkerCrashed | None:
+        if not message.startswith("WorkerCrashed: "):
+            return None
+        m = cls._PATTERN.match(message)
+        if not m:
+            return None
+        sig, status = m.group(1), m.group(2)
+        return cls(message, int(sig) if sig else None, int(status) if status else None)
+
+
+def panicked_error(message: str) -> RemotePanicked:
+    """The error for a PANICKED outcome: WorkerCrashed when the node said so, else RemotePanicked."""
+    return WorkerCrashed.parse(message) or RemotePanicked(message)
 
 
 class RemoteCancelled(RemoteTaskError):
@@ -309,6 +418,13 @@ class SerializationError(RemoteError):
 
 class InvalidArgument(RemoteError, ValueError):
     """A caller passed a value rsc cannot use; the message says what to fix."""
+
+
+class WorkerStartError(InvalidArgument):
+    """A node's worker processes (process isolation) could not start: the
+    registry did not import in a fresh interpreter (it must be importable by
+    its module name, not defined in ``__main__``), or a worker died or hung
+    before it was ready. The message says which and what the worker said."""
 
 
 class UnsafePath(InvalidArgument):

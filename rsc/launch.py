@@ -60,6 +60,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="give each node a durable idempotency journal in STATE_DIR/NAME (rsc node "
                         "--state-dir): a node restarted on it keeps its records, so a resent key "
                         "is still answered at most once")
+    p.add_argument("--isolation", choices=("thread", "process"), default=None,
+                   help="each node's default for plain computations registered without isolation= "
+                        "(rsc node --isolation; node default thread)")
+    p.add_argument("--workers", type=int, default=None,
+                   help="each node's worker processes for process-isolated computations")
+    p.add_argument("--time-limit", default=None,
+                   help="each node's default time limit (s) for process-isolated computations")
+    p.add_argument("--memory-limit", default=None,
+                   help="each node's default memory limit for process-isolated computations, "
+                        "e.g. 512MiB")
+    p.add_argument("--max-tasks-per-worker", default=None,
+                   help="each node replaces a worker process after this many tasks")
     p.add_argument("--ready-timeout", type=float, default=30.0,
                    help="seconds each node gets to become ready (default 30)")
     p.add_argument("--quiet", action="store_true",
@@ -81,6 +93,19 @@ class _Backoff:
             self.failures[name] = 0
         k = self.failures[name] = self.failures.get(name, 0) + 1
         return min(self.MAX_S, self.FIRST_S * 2 ** (k - 1))
+
+
+def _node_isolation_args(args: argparse.Namespace) -> list[str]:
+    """The isolation flags given to ``rsc launch``, passed on to every node
+    (which checks them and says what to fix)."""
+    out: list[str] = []
+    for flag, attr in (("--isolation", "isolation"), ("--workers", "workers"),
+                       ("--time-limit", "time_limit"), ("--memory-limit", "memory_limit"),
+                       ("--max-tasks-per-worker", "max_tasks_per_worker")):
+        value = getattr(args, attr, None)
+        if value is not None:
+            out += [flag, str(value)]
+    return out
 
 
 def _say(msg: str) -> None:
@@ -119,7 +144,7 @@ def run(args: argparse.Namespace) -> int:
             capacity=args.capacity, threads=args.threads, grace=args.grace,
             cluster_file=args.cluster_file, ready_timeout=args.ready_timeout,
             stderr_sink=None if args.quiet else sink, key_file=args.key_file,
-            state_dir=args.state_dir)
+            state_dir=args.state_dir, extra_args=_node_isolation_args(args))
     except (ValueError, InvalidArgument) as exc:
         _say(str(exc))
         return 2

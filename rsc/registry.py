@@ -18,6 +18,12 @@ return bytes-like output. With ``codec="msgpack"`` the input is unpacked (never
 unpickled: only plain values) and the output packed with MessagePack.
 
 ``load_registry("package.module:attr")`` finds a node's registry by name.
+
+A plain ``def`` may be registered ``isolation="process"``: the node then runs
+it in a worker process of its own pool (``rsc.node.workers``), where a cancel
+always wins (the worker is killed when the computation ignores it), a crash
+is that one task's outcome, and ``time_limit=`` / ``memory_limit=`` /
+``max_tasks_per_worker=`` hold (docs/ISOLATION.md).
 """
 
 from __future__ import annotations
@@ -34,9 +40,12 @@ import msgpack
 from rsc.errors import InvalidArgument, SerializationError
 from rsc.types import ComputationName, unpack_value
 
-__all__ = ["CODECS", "Computation", "Registry", "load_registry"]
+__all__ = ["CODECS", "ISOLATIONS", "Computation", "Registry", "load_registry"]
 
 CODECS: tuple[str | None, ...] = (None, "msgpack")
+#: Where a sync computation may run: None (the node's ``--isolation`` decides),
+#: "thread" (a thread of the node process), "process" (a worker process).
+ISOLATIONS: tuple[str | None, ...] = (None, "thread", "process")
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -101,6 +110,10 @@ class Computation:
     codec: str | None = None
     validate: Callable[[Any], Any] | None = None
     inline: bool = False
+    isolation: str | None = None
+    time_limit: float | None = None
+    memory_limit: int | None = None
+    max_tasks_per_worker: int | None = None
     is_async: bool = field(init=False)
 
     def __post_init__(self) -> None:
@@ -124,6 +137,45 @@ class Computation:
                 f"computation {str(self.name)!r}: inline is for plain functions (def) that take "
                 "microseconds; an async def already runs on the node's event loop, so drop inline=True"
             )
+        self._check_isolation()
+
+    def _check_isolation(self) -> None:
+        """Validate isolation and the limits; a limit without an isolation
+        implies ``isolation="process"`` (only a worker process can enforce it)."""
+        name = str(self.name)
+        if self.isolation not in ISOLATIONS:
+            raise InvalidArgument(f"computation {name!r}: isolation must be 'thread', 'process' or None "
+                                  f"(the node's --isolation decides), got {self.isolation!r}")
+        for what, v, kind in (("time_limit", self.time_limit, (int, float)),
+                              ("memory_limit", self.memory_limit, int),
+                              ("max_tasks_per_worker", self.max_tasks_per_worker, int)):
+            if v is None:
+                continue
+            if isinstance(v, bool) or not isinstance(v, kind) or not v > 0:
+                unit = {"time_limit": "seconds > 0", "memory_limit": "bytes > 0 (an int)",
+                        "max_tasks_per_worker": "an int >= 1"}[what]
+                raise InvalidArgument(f"computation {name!r}: {what} must be {unit}, or None for no "
+                                      f"limit; got {v!r}")
+        limited = [w for w in ("time_limit", "memory_limit", "max_tasks_per_worker")
+                   if getattr(self, w) is not None]
+        if self.memory_limit is not None and self.memory_limit < 1 << 20:
+            raise InvalidArgument(f"computation {name!r}: memory_limit is in bytes and must be at "
+                                  f"least 1 MiB (1048576), got {self.memory_limit!r}")
+        if self.isolation == "process" or (limited and self.isolation is None):
+            if self.is_async:
+                raise InvalidArgument(
+                    f"computation {name!r}: process isolation is for plain functions (def); an async "
+                    "def runs on the node's event loop and is cancelled there, so drop "
+                    + ("isolation='process'" if self.isolation else ", ".join(f"{w}=" for w in limited)))
+            if self.inline:
+                raise InvalidArgument(f"computation {name!r}: inline=True runs on the node's loop "
+                                      "thread; it cannot also run in a worker process (drop one)")
+            if self.isolation is None:
+                object.__setattr__(self, "isolation", "process")
+        elif limited:
+            raise InvalidArgument(
+                f"computation {name!r}: {', '.join(limited)} can only be enforced in a worker "
+                "process; register it with isolation='process' (or leave isolation unset)")
 
     # -- input ------------------------------------------------------------------
     def decode_input(self, data: bytes) -> Any:
@@ -187,6 +239,7 @@ class Computation:
         kind = "async" if self.is_async else "sync"
         extra = f", codec={self.codec!r}" if self.codec else ""
         extra += ", validated" if self.validate is not None else ""
+        extra += f", isolation={self.isolation!r}" if self.isolation else ""
         return f"Computation({str(self.name)!r}, {kind} {_describe(self.fn)}{extra})"
 
 
@@ -194,13 +247,17 @@ class Registry:
     """Name → Computation. Names are unique; iteration yields names in
     registration order."""
 
-    __slots__ = ("_items",)
+    __slots__ = ("_items", "_spec")
 
     def __init__(self) -> None:
         self._items: dict[ComputationName, Computation] = {}
+        self._spec: str | None = None  # "module:attr", once known (load_registry, import_spec)
 
     def register(self, name: str, fn: Callable[..., Any], *, codec: str | None = None,
-                 validate: Callable[[Any], Any] | None = None, inline: bool = False) -> Computation:
+                 validate: Callable[[Any], Any] | None = None, inline: bool = False,
+                 isolation: str | None = None, time_limit: float | None = None,
+                 memory_limit: int | None = None,
+                 max_tasks_per_worker: int | None = None) -> Computation:
         """Register ``fn`` under ``name``; returns the new Computation.
 
         ``inline=True`` (plain functions only) has the node call ``fn`` on its
@@ -212,10 +269,25 @@ class Registry:
         started (one that arrives first means it never runs). Use it for
         short, non-blocking work only.
 
+        ``isolation`` (plain functions only): ``"process"`` runs ``fn`` in a
+        worker process of the node's pool, ``"thread"`` in the node's thread
+        pool, None lets the node's ``--isolation`` decide (thread by default).
+        In a worker, ``time_limit`` (seconds; the worker is killed and the
+        outcome is the failure ``TimeLimitExceeded``), ``memory_limit`` (bytes
+        of address space the computation may add, RLIMIT_AS; exceeding it is
+        the failure ``MemoryLimitExceeded``) and ``max_tasks_per_worker`` (a
+        worker that ran this computation that many times is replaced) hold.
+        Setting any of the three with isolation None means ``"process"``.
+        The worker imports this registry by module name, so it must live in
+        an importable module (not ``__main__``).
+
         Raises ``InvalidArgument`` for a bad name (empty, over 255 UTF-8 bytes,
         control characters), a name already registered, a codec other than
         None/'msgpack', an ``fn`` that cannot be called as ``fn(cx, data)``,
-        or ``inline=True`` on an async function.
+        ``inline=True`` on an async function, an isolation other than
+        None/'thread'/'process', process isolation (or a limit) on an async or
+        inline function, a limit with isolation 'thread', or a limit that is
+        not a positive number.
         """
         cname = ComputationName(name)
         if cname in self._items:
@@ -223,12 +295,16 @@ class Registry:
                 f"computation {str(cname)!r} is already registered "
                 f"(to {_describe(self._items[cname].fn)}); names must be unique"
             )
-        comp = Computation(cname, fn, codec=codec, validate=validate, inline=inline)
+        comp = Computation(cname, fn, codec=codec, validate=validate, inline=inline,
+                           isolation=isolation, time_limit=time_limit, memory_limit=memory_limit,
+                           max_tasks_per_worker=max_tasks_per_worker)
         self._items[cname] = comp
         return comp
 
     def computation(self, name: str | Callable[..., Any] | None = None, *, codec: str | None = None,
-                    validate: Callable[[Any], Any] | None = None, inline: bool = False) -> Any:
+                    validate: Callable[[Any], Any] | None = None, inline: bool = False,
+                    isolation: str | None = None, time_limit: float | None = None,
+                    memory_limit: int | None = None, max_tasks_per_worker: int | None = None) -> Any:
         """Decorator form of :meth:`register`; returns the function unchanged.
 
         ``@registry.computation("name")``, ``@registry.computation()`` (the
@@ -241,7 +317,9 @@ class Registry:
 
         def decorate(fn: F) -> F:
             self.register(self._default_name(fn) if name is None else name, fn,
-                          codec=codec, validate=validate, inline=inline)
+                          codec=codec, validate=validate, inline=inline, isolation=isolation,
+                          time_limit=time_limit, memory_limit=memory_limit,
+                          max_tasks_per_worker=max_tasks_per_worker)
             return fn
 
         return decorate
@@ -261,6 +339,36 @@ class Registry:
             return None
         return self._items.get(name)  # type: ignore[call-overload]
 
+    def import_spec(self) -> str | None:
+        """``"package.module:attr"`` under which a fresh interpreter finds this
+        very registry (what a node's worker processes import), or None.
+
+        Known when :func:`load_registry` loaded it; otherwise looked for as a
+        global of the modules its functions come from (never ``__main__``,
+        which a worker cannot import by name)."""
+        if self._spec is not None:
+            return self._spec
+        import sys
+
+        for comp in self._items.values():
+            fn: Any = comp.fn
+            while isinstance(fn, functools.partial):
+                fn = fn.func
+            mod_name = getattr(fn, "__module__", None)
+            mod = sys.modules.get(mod_name) if isinstance(mod_name, str) else None
+            if mod is None or mod_name == "__main__":
+                continue
+            for attr, value in vars(mod).items():
+                if value is self and _dotted(attr):
+                    self._spec = f"{mod_name}:{attr}"
+                    return self._spec
+        return None
+
+    def needs_workers(self, default_isolation: str = "thread") -> bool:
+        """True if any computation would run in a worker process on a node
+        whose ``--isolation`` is ``default_isolation``."""
+        return any(runs_in_process(c, default_isolation) for c in self._items.values())
+
     def names(self) -> tuple[ComputationName, ...]:
         return tuple(self._items)
 
@@ -275,6 +383,16 @@ class Registry:
 
     def __repr__(self) -> str:
         return f"Registry({', '.join(map(repr, map(str, self._items)))})"
+
+
+def runs_in_process(comp: Computation, default_isolation: str = "thread") -> bool:
+    """Whether a node with ``--isolation default_isolation`` runs ``comp`` in
+    a worker process: sync, not inline, and process-isolated by its own
+    registration or by the node's default."""
+    if comp.is_async or comp.inline:
+        return False
+    iso = comp.isolation
+    return iso == "process" or (iso is None and default_isolation == "process")
 
 
 def _dotted(part: str) -> bool:
@@ -320,4 +438,6 @@ def load_registry(spec: str) -> Registry:
             f"registry spec {spec!r} names a {type(obj).__name__}, not an rsc Registry; "
             "point it at the object created with Registry()"
         )
+    if obj._spec is None:
+        obj._spec = f"{module_name}:{attr}"
     return obj

@@ -91,8 +91,11 @@ def _is_down(r: BaseException) -> bool:
 
 def _print_status_table(entries: Mapping[str, Mapping[str, Any]],
                         results: Mapping[str, dict | BaseException], out: IO[str]) -> None:
-    cols = ["NAME", "PID", "RUNNING", "ACCEPTED", "COMPLETED", "FAILED", "CANCELLED", "RSS MiB",
-            "UPTIME"]
+    # WORKERS: alive/size of the node's worker pool ("-" without one); RESTARTS:
+    # worker processes it replaced (crashed, killed for a cancel or a time
+    # limit, recycled), so a computation that keeps crashing shows here.
+    cols = ["NAME", "PID", "RUNNING", "ACCEPTED", "COMPLETED", "FAILED", "CANCELLED", "WORKERS",
+            "RESTARTS", "RSS MiB", "UPTIME"]
     rows: list[list[str]] = []
     for name, e in entries.items():
         r = results[name]
@@ -103,6 +106,8 @@ def _print_status_table(entries: Mapping[str, Mapping[str, Any]],
         rows.append([name, str(r.get("pid", e.get("pid"))), str(r.get("running", "?")),
                      str(r.get("accepted", "?")), str(r.get("completed", "?")),
                      str(r.get("failed", "?")), str(r.get("cancelled", "?")),
+                     f"{r['workers_alive']}/{r['workers']}" if "workers" in r else "-",
+                     str(r.get("worker_restarts", "-")),
                      f"{r.get('rss_bytes', 0) / 2**20:.1f}", _fmt_uptime(r.get("uptime_s", 0))])
     full = [cols] + [row for row in rows if len(row) == len(cols)]
     widths = [max(len(row[i]) for row in full) for i in range(len(cols))]

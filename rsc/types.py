@@ -19,9 +19,9 @@ from rsc._core import messages as _m
 from rsc.errors import (
     InvalidArgument,
     RemoteCancelled,
-    RemotePanicked,
     SerializationError,
     failed_error,
+    panicked_error,
 )
 
 U64_MAX = (1 << 64) - 1
@@ -465,7 +465,7 @@ class RemoteOutcome:
         if self.kind is OutcomeKind.CANCELLED:
             return RemoteCancelled(self.value)
         if self.kind is OutcomeKind.PANICKED:
-            return RemotePanicked(self.value)
+            return panicked_error(self.value)
         raise InvalidArgument("a successful outcome has no error")
 
     def to_wire(self) -> tuple[int, Any]:

@@ -2,7 +2,7 @@
 # rsc/_engine/node.pxd and rsc/_compiled.py).
 
 cdef class _Task:
-    cdef public object key, comp, data, cx, on_done, atask, cfuture, thread_ident, grace_timer
+    cdef public object key, comp, data, cx, on_done, atask, cfuture, thread_ident, grace_timer, job
     cdef public long long start_ns
     cdef public bint interrupted, finished, stepped
 
@@ -12,6 +12,7 @@ cdef _output_of(comp, out)
 
 cdef class Executor:
     cdef public object _max_threads, _clock_ns, _cancel_grace_s, _loop, _pool, _thread_lock
+    cdef public object isolation, workers
     cdef public dict _tasks, _task_names
     cdef public bint _closing, _closed, _plain_tasks
     cdef public list _idle_waiters, _inline_queue
@@ -21,6 +22,7 @@ cdef class Executor:
     cpdef start(self, key, comp, data, cx, on_done)
     cpdef _start_async(self, _Task task)
     cpdef _start_inline(self, _Task task)
+    cpdef _start_process(self, _Task task)
     cpdef _run_inline_queue(self)
     cpdef _run_inline(self, _Task task)
     cpdef _finish(self, _Task task, int kind, payload)

@@ -36,6 +36,10 @@ Rules this module keeps:
   C call). Its outcome is delivered only when its thread has really returned.
 * Nothing a computation or ``on_done`` does can raise out of the executor into
   the loop; every asyncio task's result is retrieved.
+* A process-isolated computation (``rsc.registry.runs_in_process``) goes to
+  the node's ``rsc.node.workers.WorkerPool`` (``Executor.workers``), whose
+  outcome comes back through the same ``_finish``. There a cancel always wins:
+  the worker is killed when the computation ignores it for ``cancel_grace_s``.
 """
 
 from __future__ import annotations
@@ -148,7 +152,7 @@ class _Task:
     ``_thread_lock``)."""
 
     __slots__ = ("key", "comp", "data", "cx", "on_done", "start_ns", "atask", "cfuture",
-                 "thread_ident", "interrupted", "grace_timer", "finished", "stepped")
+                 "thread_ident", "interrupted", "grace_timer", "finished", "stepped", "job")
 
     def __init__(self, key: Hashable, comp: Computation, data: bytes, cx: Cx,
                  on_done: OnDone, start_ns: int) -> None:
@@ -165,6 +169,7 @@ class _Task:
         self.grace_timer: asyncio.TimerHandle | None = None
         self.finished = False  # on_done has been (or is being) called
         self.stepped = False  # an async computation's coroutine has taken its first step
+        self.job: Any = None  # its rsc.node.workers.Job while a worker pool has it
 
 
 class Executor:
@@ -177,13 +182,20 @@ class Executor:
     """
 
     def __init__(self, *, max_threads: int, clock_ns: Callable[[], int] = time.monotonic_ns,
-                 cancel_grace_s: float = 2.0) -> None:
+                 cancel_grace_s: float = 2.0, isolation: str = "thread") -> None:
         if isinstance(max_threads, bool) or not isinstance(max_threads, int) or max_threads < 1:
             raise InvalidArgument(f"max_threads must be an int >= 1, got {max_threads!r}")
         if isinstance(cancel_grace_s, bool) or not isinstance(cancel_grace_s, (int, float)) \
                 or cancel_grace_s < 0:
             raise InvalidArgument(f"cancel_grace_s must be a number >= 0, got {cancel_grace_s!r}")
+        if isolation not in ("thread", "process"):
+            raise InvalidArgument(f"isolation must be 'thread' or 'process', got {isolation!r}")
         self._max_threads = max_threads
+        # The node's default for sync computations registered without an
+        # isolation, and the pool that runs process-isolated ones (set by the
+        # NodeServer; None: a process-isolated computation fails, saying so).
+        self.isolation = isolation
+        self.workers: Any = None
         self._clock_ns = clock_ns
         self._cancel_grace_s = float(cancel_grace_s)
         self._tasks: dict[Hashable, _Task] = {}
@@ -246,8 +258,10 @@ class Executor:
             self._start_async(task)
         elif comp.inline:
             self._start_inline(task)
-        else:
+        elif comp.isolation == "thread" or (comp.isolation is None and self.isolation == "thread"):
             self._start_sync(task)
+        else:
+            self._start_process(task)
         if cx.cancelled:  # cancelled before it started: ask it to stop right away
             self._request_stop(task)
 
@@ -313,6 +327,24 @@ class Executor:
         self.live_tasks += 1
         cf.add_done_callback(lambda f, task=task: self._on_thread_done(task, f))
 
+    def _start_process(self, task: _Task) -> None:
+        self.live_tasks += 1
+        if self.workers is None:
+            assert self._loop is not None
+            self._loop.call_soon(self._finish, task, _FAILED, (
+                f"IsolationUnavailable: computation {str(task.comp.name)!r} runs in a worker process, "
+                "but this node has no worker pool (was it registered after the node started? "
+                "register it before, or start the node with --isolation process)"))
+            return
+        data, task.data = task.data, None
+        task.job = self.workers.submit(task, task.comp, data, task.cx)
+
+    def finish_task(self, task: _Task, kind: int, payload: Any) -> None:
+        """How the worker pool reports a task's outcome: ``kind`` is an
+        outcome kind, or -1 for "ended by a cancellation" (judged against the
+        task's Cx: Cancelled with its reason, else Panicked)."""
+        self._finish(task, kind, payload)
+
     # -- cancel ---------------------------------------------------------------------
     def cancel(self, key: Hashable, reason: CancelReason) -> bool:
         """Ask the running task ``key`` to stop with ``reason`` (the first
@@ -333,6 +365,10 @@ class Executor:
             # so a cancel would end it unreported; it checks cx.cancelled there.
             if task.stepped:
                 task.atask.cancel()
+            return
+        if task.job is not None:  # in the worker pool: it kills the worker if need be
+            reason = task.cx.cancel_reason or CancelReason(CancelKind.USER)
+            self.workers.cancel(task.job, reason.to_wire())
             return
         cf = task.cfuture
         if cf is not None and cf.cancel():
@@ -465,6 +501,7 @@ class Executor:
         finally:
             task.atask = None
             task.cfuture = None
+            task.job = None
             if not self._tasks:
                 self._wake_idle_waiters()
 
@@ -515,6 +552,8 @@ class Executor:
             # Every task has reported, so every worker is idle: joining is quick.
             self._pool.shutdown(wait=True)
             self._pool = None
+        if self.workers is not None:
+            await self.workers.aclose()
         self._closed = True
 
     def abandon(self, why: str) -> int:
@@ -524,6 +563,8 @@ class Executor:
         stopped). Its late outcome is dropped. Returns how many were abandoned."""
         tasks = list(self._tasks.values())
         for task in tasks:
+            if task.job is not None:  # a worker process can be stopped: kill it, do not leave it
+                self.workers.abandon(task.job)
             logger.error("computation %r (key %r) %s; abandoning it", str(task.comp.name), task.key, why)
             self._finish(task, _PANICKED, f"abandoned at shutdown: {why} (blocked outside Python?)")
         if tasks and self._pool is not None:

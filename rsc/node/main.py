@@ -52,6 +52,24 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="seconds a connection may take to finish its handshake (default 10)")
     p.add_argument("--frame-timeout", type=float, default=30.0,
                    help="seconds a started frame may stay incomplete (default 30)")
+    p.add_argument("--isolation", choices=("thread", "process"), default="thread",
+                   help="where sync computations registered without isolation= run: the node's "
+                        "threads (default; fast, but a cancel cannot interrupt a blocking call) or "
+                        "worker processes (a cancel always wins, a crash is one task's outcome)")
+    p.add_argument("--workers", type=int, default=None,
+                   help="worker processes for process-isolated computations (default: the CPU "
+                        "count, at least 2)")
+    p.add_argument("--time-limit", type=float, default=None,
+                   help="seconds a process-isolated computation may run before its worker is "
+                        "killed (TimeLimitExceeded), unless it sets time_limit= (default: none)")
+    p.add_argument("--memory-limit", type=parse_bytes, default=None,
+                   help="address space a process-isolated computation may add, e.g. 512MiB or 2G "
+                        "(MemoryLimitExceeded), unless it sets memory_limit= (default: none)")
+    p.add_argument("--max-tasks-per-worker", type=int, default=None,
+                   help="replace a worker process after it ran this many tasks (default: never)")
+    p.add_argument("--cancel-grace", type=float, default=2.0,
+                   help="seconds a cancelled sync computation gets to stop by itself before its "
+                        "thread is interrupted or its worker process killed (default 2)")
     p.add_argument("--require-capability", action="store_true",
                    help="run nothing without a capability token that allows it (rsc.capability); "
                         "needs --root-key-file or --node-key-file")
@@ -63,6 +81,25 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="this node's derived capability key (rsc.capability.node_key), instead "
                         "of the root key: a node that holds only it cannot mint for others")
     p.add_argument("--log-level", default="WARNING")
+
+
+_UNITS = {"": 1, "b": 1, "k": 1 << 10, "kb": 1000, "kib": 1 << 10, "m": 1 << 20, "mb": 10**6,
+          "mib": 1 << 20, "g": 1 << 30, "gb": 10**9, "gib": 1 << 30}
+
+
+def parse_bytes(text: str) -> int:
+    """``"512MiB"``, ``"2G"``, ``"1048576"`` -> bytes (K/M/G are binary, KB/MB/GB decimal)."""
+    t = text.strip().lower().replace(" ", "")
+    num = t.rstrip("kmgib")
+    unit = t[len(num):]
+    try:
+        value = float(num)
+    except ValueError:
+        value = -1.0
+    if unit not in _UNITS or value <= 0:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a size; write bytes, or a number with K, M, G (binary) or KB, MB, GB")
+    return int(value * _UNITS[unit])
 
 
 def new_event_loop() -> asyncio.AbstractEventLoop:
@@ -84,6 +121,8 @@ async def _serve(args: argparse.Namespace) -> int:
     for flag, v in (("--capacity", args.capacity), ("--max-input-bytes", args.max_input_bytes)):
         if v < 1:
             raise InvalidArgument(f"{flag} must be at least 1, got {v}")
+    if not args.cancel_grace >= 0:
+        raise InvalidArgument(f"--cancel-grace must be seconds >= 0, got {args.cancel_grace}")
     from rsc.trace import Trace
 
     key = read_key_file(args.key_file) if args.key_file else None
@@ -97,7 +136,11 @@ async def _serve(args: argparse.Namespace) -> int:
                         ttl_s=args.ttl, grace_s=args.grace, peers=args.peers, trace=trace,
                         key=key, state_dir=args.state_dir,
                         handshake_timeout_s=args.handshake_timeout,
-                        frame_timeout_s=args.frame_timeout, capabilities=gate)
+                        frame_timeout_s=args.frame_timeout, capabilities=gate,
+                        cancel_grace_s=args.cancel_grace,
+                        isolation=args.isolation, workers=args.workers,
+                        time_limit=args.time_limit, memory_limit=args.memory_limit,
+                        max_tasks_per_worker=args.max_tasks_per_worker)
     if trace is not None:  # each record carries the node's Lamport time (rsc trace merge)
         trace.lamport = lambda: server.engine.clock.time
     await server.start()

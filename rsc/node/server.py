@@ -26,6 +26,7 @@ from rsc.cx import Cx, RemoteCap
 from rsc.errors import InvalidArgument, PeerTimeout, ProtocolError
 from rsc.node.executor import Executor
 from rsc.node.journal import open_journal
+from rsc.node.workers import WorkerPool, check_pool_options
 from rsc.registry import Computation, Registry
 from rsc.remote import Runtime
 from rsc.transport.address import Address
@@ -87,7 +88,9 @@ class NodeServer:
                  trace: Callable[[str, dict], None] | None = None,
                  state_dir: str | None = None, handshake_timeout_s: float = 10.0,
                  frame_timeout_s: float = 30.0, transport: Transport | None = None,
-                 capabilities: Any = None) -> None:
+                 capabilities: Any = None, isolation: str = "thread", workers: int | None = None,
+                 time_limit: float | None = None, memory_limit: int | None = None,
+                 max_tasks_per_worker: int | None = None) -> None:
         """``handshake_timeout_s``: a connection that has not sent its AUTH by
         then gets ERROR 7 and is closed; ``frame_timeout_s``: likewise one
         whose partial frame saw no frame complete for that long (both checked
@@ -98,7 +101,15 @@ class NodeServer:
         ``address``, with the permissions of PROTOCOL.md section 1).
         ``capabilities``: None (tokens are not checked), or a
         ``rsc.node.tokens.TokenGate``: the node then runs nothing without a
-        token that allows it (``rsc node --require-capability``)."""
+        token that allows it (``rsc node --require-capability``).
+
+        ``isolation``: where sync computations registered without one run,
+        ``"thread"`` (the node's thread pool) or ``"process"`` (a worker
+        process). When any computation runs in a worker process, the node owns
+        a ``rsc.node.workers.WorkerPool`` of ``workers`` processes (default:
+        the CPU count, at least 2), started by :meth:`start`; ``time_limit``
+        (s), ``memory_limit`` (bytes) and ``max_tasks_per_worker`` are its
+        defaults for computations that set none (docs/ISOLATION.md)."""
         self.name = NodeId(name)
         self.address = Address.parse(address)
         if transport is not None and not isinstance(transport, Transport):
@@ -128,7 +139,20 @@ class NodeServer:
                                                                     self.clock.now_ns())
         self._sync_pending = self._compacting = False
         self.executor = Executor(max_threads=max_threads or max(4, (os.cpu_count() or 1) * 2),
-                                 cancel_grace_s=cancel_grace_s)
+                                 cancel_grace_s=cancel_grace_s, isolation=isolation)
+        check_pool_options(workers, time_limit, memory_limit, max_tasks_per_worker)
+        if registry.needs_workers(isolation):
+            spec = registry.import_spec()
+            if spec is None:
+                raise InvalidArgument(
+                    "process-isolated computations run in worker processes that import the registry "
+                    "by name, but this registry is not a global of an importable module (is it "
+                    "defined in __main__?); define it in a module and load it with "
+                    "rsc.registry.load_registry('package.module:attr')")
+            self.executor.workers = WorkerPool(
+                spec, size=workers or max(2, os.cpu_count() or 1), finish=self.executor.finish_task,
+                cancel_grace_s=cancel_grace_s, time_limit=time_limit, memory_limit=memory_limit,
+                max_tasks_per_worker=max_tasks_per_worker, node=str(self.name))
         self._conns: dict[int, FramedConnection] = {}
         self._conn_ids = itertools.count(1)
         self._server: asyncio.AbstractServer | None = None
@@ -152,6 +176,8 @@ class NodeServer:
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
         self._timer = EngineTimer(self._loop, self.clock, self._on_timer)
+        if self.executor.workers is not None:  # ready before the first connection
+            await self.executor.workers.start()
         if self.transport is not None:
             self._server = await self.transport.listen(self.address, self._make_connection)
         else:
@@ -405,8 +431,12 @@ class NodeServer:
             cpu = self._proc.cpu_percent(None)
         except psutil.Error:  # pragma: no cover - process vanished mid-read
             rss, cpu = 0, 0.0
-        return dict(pid=os.getpid(), uptime_s=time.monotonic() - self._started, rss_bytes=rss,
-                    cpu_percent=cpu, version=__version__, node=str(self.name))
+        stats = dict(pid=os.getpid(), uptime_s=time.monotonic() - self._started, rss_bytes=rss,
+                     cpu_percent=cpu, version=__version__, node=str(self.name),
+                     isolation=self.executor.isolation)
+        if self.executor.workers is not None:
+            stats.update(self.executor.workers.stats())
+        return stats
 
 
 async def _bounded(aw: Any, timeout_s: float) -> None:
