@@ -1,4 +1,4 @@
-"""The ``rsc`` command: ``rsc node``, ``rsc launch``, ``rsc status``."""
+"""The ``rsc`` command: ``rsc node``, ``rsc launch``, ``rsc status``, ``rsc probe``."""
 
 from __future__ import annotations
 
@@ -23,6 +23,12 @@ def main(argv: list[str] | None = None) -> int:
     p_status = sub.add_parser("status", help="ask every node of a cluster for its stats")
     status.add_arguments(p_status)
 
+    from rsc import health
+
+    p_probe = sub.add_parser("probe", help="check that one node is ready (or alive), for an "
+                                           "orchestrator's probes")
+    health.add_arguments(p_probe)
+
     args = parser.parse_args(argv)
     if args.verb == "node":
         return node_main.run(args)
@@ -30,6 +36,8 @@ def main(argv: list[str] | None = None) -> int:
         return launch.run(args)
     if args.verb == "status":
         return status.run(args)
+    if args.verb == "probe":
+        return health.run(args)
     parser.error(f"unknown verb {args.verb}")  # pragma: no cover
     return 2
 

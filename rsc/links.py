@@ -2,7 +2,9 @@
 re-opened with backoff while the node has work or status waiters.
 
 ``Links`` dials through the runtime's transport (a ``rsc.transport.base.Transport``)
-or, with none, Unix sockets for ``unix:`` and TCP for ``tcp:`` addresses. What
+or, with none, Unix sockets for ``unix:`` and TCP for ``tcp:`` addresses (over
+mutual TLS when the runtime has a ``TlsConfig``: the node's certificate must
+then name the NodeId dialled). What
 a connection carries is the origin engine's business: ``Links`` only tells the
 engine when a link comes up or goes down and hands it the frames read.
 """
@@ -19,6 +21,8 @@ from rsc.errors import InvalidArgument, NodeUnreachable, ProtocolError
 from rsc.transport.address import Address
 from rsc.transport.base import Transport
 from rsc.transport.connection import FramedConnection
+from rsc.transport.tcp import connect_tcp
+from rsc.transport.tls import TlsConfig
 from rsc.types import NodeId
 
 if TYPE_CHECKING:
@@ -35,6 +39,7 @@ class LinkOwner(Protocol):
     engine: OriginEngine
     clock: Clock
     transport: Transport | None
+    tls: TlsConfig | None
     _loop: asyncio.AbstractEventLoop
 
     def _wanted(self, node: str) -> bool: ...
@@ -112,8 +117,7 @@ class Links:
         elif addr.scheme == "unix":
             _t, conn = await asyncio.wait_for(loop.create_unix_connection(factory, addr.path), timeout)
         else:
-            _t, conn = await asyncio.wait_for(loop.create_connection(factory, addr.host, addr.port),
-                                              timeout)
+            conn = await asyncio.wait_for(connect_tcp(addr, factory, rt.tls, link.node), timeout)
         conn.tag = link.node
         link.conn = conn
         rt.engine.link_up(link.node, rt.clock.now_ns())

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from rsc.errors import InvalidArgument
 from rsc.localfs import read_key_file
+from rsc.transport.tls import TlsConfig
 
 if TYPE_CHECKING:  # pragma: no cover
     from rsc.node.server import NodeServer
@@ -24,35 +25,89 @@ from rsc.registry import load_registry
 GC_GEN0_THRESHOLD = 20_000
 
 
+ENV_PREFIX = "RSC_"
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--name", required=True, help="this node's NodeId, e.g. worker-1")
-    p.add_argument("--listen", required=True, help="unix:PATH of the socket to serve on")
-    p.add_argument("--registry", required=True, help="package.module:attribute of an rsc.Registry")
-    p.add_argument("--capacity", type=int, default=16384, help="max tasks running at once (default 16384)")
-    p.add_argument("--max-input-bytes", type=int, default=16 * 1024 * 1024,
-                   help="largest input accepted (default 16 MiB)")
-    p.add_argument("--threads", type=int, default=None, help="thread pool size for sync computations")
-    p.add_argument("--grace", type=float, default=5.0,
-                   help="seconds running tasks get on shutdown (default 5). A node is gone within "
-                        "grace + 10 s of SIGTERM whatever its computations do; a second "
-                        "SIGTERM/SIGINT makes it leave at once")
-    p.add_argument("--ttl", type=float, default=300.0, help="seconds results stay for duplicates")
-    p.add_argument("--peers", default=None,
-                   help="cluster file of nodes this node's computations may spawn on (nested work)")
-    p.add_argument("--key-file", default=None,
-                   help="file holding the cluster key (>= 16 bytes, mode 600): the handshake then "
-                        "proves it both ways")
-    p.add_argument("--lifeline-stdin", action="store_true",
-                   help="shut down gracefully when stdin closes (the launcher died)")
-    p.add_argument("--trace", default=None, help="append trace events as JSON lines to this file")
-    p.add_argument("--state-dir", default=None,
-                   help="directory of this node's durable idempotency journal (created 0700; one node "
-                        "per directory): records, results and tombstones survive a restart")
-    p.add_argument("--handshake-timeout", type=float, default=10.0,
-                   help="seconds a connection may take to finish its handshake (default 10)")
-    p.add_argument("--frame-timeout", type=float, default=30.0,
-                   help="seconds a started frame may stay incomplete (default 30)")
-    p.add_argument("--log-level", default="WARNING")
+    """``rsc node``'s options. Every option may also come from the environment
+    as ``RSC_`` + its name in capitals with ``_`` for ``-`` (``--tls-cert`` is
+    ``RSC_TLS_CERT``; a flag is on when its variable is ``1``/``true``/``yes``);
+    the command line wins. A container or unit file can then configure a node
+    from its environment (see docs/DEPLOY.md)."""
+    opt = EnvOptions(p)
+    opt("--name", required=True, help="this node's NodeId, e.g. worker-1 (RSC_NAME; in a "
+                                       "container, the pod's hostname)")
+    opt("--listen", required=True,
+        help="where to serve: unix:PATH, or tcp:HOST:PORT (tcp:[::1]:PORT for IPv6; a host that is "
+             "not loopback needs --tls-* and --key-file, or --insecure)")
+    opt("--registry", required=True, help="package.module:attribute of an rsc.Registry")
+    opt("--capacity", type=int, default=16384, help="max tasks running at once (default 16384)")
+    opt("--max-input-bytes", type=int, default=16 * 1024 * 1024,
+        help="largest input accepted (default 16 MiB)")
+    opt("--threads", type=int, default=None, help="thread pool size for sync computations")
+    opt("--grace", type=float, default=5.0,
+        help="seconds running tasks get on shutdown (default 5). A node is gone within "
+             "grace + 10 s of SIGTERM whatever its computations do; a second "
+             "SIGTERM/SIGINT makes it leave at once")
+    opt("--ttl", type=float, default=300.0, help="seconds results stay for duplicates")
+    opt("--peers", default=None,
+        help="cluster file of nodes this node's computations may spawn on (nested work)")
+    opt("--key-file", default=None,
+        help="file holding the cluster key (>= 16 bytes, mode 600): the handshake then "
+             "proves it both ways")
+    opt("--tls-cert", default=None,
+        help="PEM certificate of this node for a tcp: listener; its subjectAltName must name "
+             "the node (--name) as a DNS name")
+    opt("--tls-key", default=None, help="PEM private key of --tls-cert (mode 600)")
+    opt("--tls-ca", default=None,
+        help="PEM CA certificate(s): clients must present a certificate it issued")
+    opt("--insecure", action="store_true",
+        help="allow a non-loopback tcp: listener without TLS and a cluster key (a trusted "
+             "network only)")
+    opt("--allow-uid", type=int, action="append", default=None, metavar="UID",
+        help="on a Unix socket, also accept connections from this user id (repeatable; "
+             "checked with SO_PEERCRED; by default only this process's own user)")
+    opt("--lifeline-stdin", action="store_true",
+        help="shut down gracefully when stdin closes (the launcher died)")
+    opt("--trace", default=None, help="append trace events as JSON lines to this file")
+    opt("--state-dir", default=None,
+        help="directory of this node's durable idempotency journal (created 0700; one node "
+             "per directory): records, results and tombstones survive a restart")
+    opt("--handshake-timeout", type=float, default=10.0,
+        help="seconds a connection may take to finish its handshake, a TLS one included "
+             "(default 10)")
+    opt("--frame-timeout", type=float, default=30.0,
+        help="seconds a started frame may stay incomplete (default 30)")
+    opt("--log-level", default="WARNING")
+
+
+class EnvOptions:
+    """``add_argument`` with the default taken from ``RSC_<NAME>`` when set."""
+
+    def __init__(self, parser: argparse.ArgumentParser) -> None:
+        self.parser = parser
+
+    def __call__(self, flag: str, **kw: Any) -> None:
+        var = ENV_PREFIX + flag.lstrip("-").upper().replace("-", "_")
+        raw = os.environ.get(var)
+        if raw is not None and raw != "":
+            kw["required"] = False
+            if kw.get("action") == "store_true":
+                kw["default"] = raw.strip().lower() in ("1", "true", "yes", "on")
+            elif kw.get("action") == "append":
+                kind = kw.get("type", str)
+                try:
+                    kw["default"] = [kind(v) for v in raw.replace(",", " ").split()]
+                except ValueError:
+                    raise InvalidArgument(f"{var}={raw!r} is not a list of {kind.__name__}") from None
+            else:
+                kind = kw.get("type", str)
+                try:
+                    kw["default"] = kind(raw)
+                except ValueError:
+                    raise InvalidArgument(f"{var}={raw!r}: {flag} takes a {kind.__name__}") from None
+        kw["help"] = f"{kw.get('help', '')} [env {var}]".strip()
+        self.parser.add_argument(flag, **kw)
 
 
 def new_event_loop() -> asyncio.AbstractEventLoop:
@@ -77,13 +132,15 @@ async def _serve(args: argparse.Namespace) -> int:
     from rsc.trace import Trace
 
     key = read_key_file(args.key_file) if args.key_file else None
+    tls = TlsConfig.from_args(args.tls_cert, args.tls_key, args.tls_ca)
     trace = Trace(args.name, args.trace) if args.trace else None
     server = NodeServer(args.name, args.listen, registry, capacity=args.capacity,
                         max_input_bytes=args.max_input_bytes, max_threads=args.threads,
                         ttl_s=args.ttl, grace_s=args.grace, peers=args.peers, trace=trace,
                         key=key, state_dir=args.state_dir,
                         handshake_timeout_s=args.handshake_timeout,
-                        frame_timeout_s=args.frame_timeout)
+                        frame_timeout_s=args.frame_timeout, tls=tls, insecure=args.insecure,
+                        allow_uids=tuple(args.allow_uid or ()))
     await server.start()
     tune_gc()
     stopper = _Stopper(server, asyncio.get_running_loop())
