@@ -31,6 +31,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("rsc.origin")
 
 BACKOFF_FIRST_S = 0.02  # the first retry after a failed connect; doubling up to backoff_max_s
+CLOSE_WAIT_S = 1.0  # how long aclose waits for its connections to finish closing
 
 
 class LinkOwner(Protocol):
@@ -100,7 +101,9 @@ class Links:
             link.failed_since = None
             backoff = BACKOFF_FIRST_S
             assert conn.closed is not None
-            await conn.closed
+            # shielded: cancelling this loop (aclose) must not cancel the
+            # future aclose then waits on for the close to finish
+            await asyncio.shield(conn.closed)
             link.conn = None
             rt.engine.link_down(link.node, rt.clock.now_ns())
             rt._pump()
@@ -133,12 +136,23 @@ class Links:
             self.rt._unreachable(link.node, NodeUnreachable(link.node, f"{link.address}: {exc}"))
 
     async def aclose(self) -> None:
-        """Close every connection and stop every connector."""
+        """Close every connection and stop every connector. A TLS connection
+        closes with an exchange of close_notify alerts, so the closes are
+        awaited (for at most CLOSE_WAIT_S, then aborted): a loop that ends
+        right after would otherwise leave their sockets open."""
+        closing = []
         for link in self.by_node.values():
             if link.connector is not None:
                 link.connector.cancel()
             if link.conn is not None:
                 link.conn.close()
+                if link.conn.closed is not None and not link.conn.closed.done():
+                    closing.append(link.conn)
+        if closing:
+            await asyncio.wait([c.closed for c in closing], timeout=CLOSE_WAIT_S)
+            for conn in closing:
+                if not conn.closed.done():
+                    conn.abort()
         for link in self.by_node.values():
             if link.connector is not None:
                 try:

@@ -24,15 +24,10 @@ from rsc.node.server import NodeServer
 from rsc.transport.address import Address
 from rsc.transport.tcp import InsecureListen, TcpTransport, check_exposure, is_loopback
 from rsc.transport.tls import TlsConfig
-from tests.pki import Pki, make_pki
+from tests.pki import Pki
 from tests.registries import basic
 
 KEY = b"k" * 32
-
-
-@pytest.fixture(scope="module")
-def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
-    return make_pki(str(tmp_path_factory.mktemp("pki")))
 
 
 def have_ipv6() -> bool:
@@ -110,8 +105,8 @@ def test_loopback_is_told_from_the_network() -> None:
 
 def test_a_node_on_the_network_needs_tls_and_a_key(pki: Pki, tmp_path: Path) -> None:
     wide = Address.parse("tcp:0.0.0.0:7000")
-    for tls, key, lacking in ((None, None, "no TLS .* and no a cluster key"),
-                              (pki.nodes, None, "no a cluster key"),
+    for tls, key, lacking in ((None, None, "no TLS .* and no cluster key"),
+                              (pki.nodes, None, "no cluster key"),
                               (None, KEY, "no TLS")):
         with pytest.raises(InsecureListen, match=f"refusing to listen on tcp:0.0.0.0:7000.*{lacking}"):
             check_exposure(wide, tls, key)

@@ -62,7 +62,7 @@ def check_exposure(address: Address, tls: TlsConfig | None, key: bytes | None,
     if address.scheme != "tcp" or insecure or is_loopback(address.host):
         return
     lacking = [what for what, have in (("TLS (--tls-cert, --tls-key, --tls-ca)", tls),
-                                       ("a cluster key (--key-file)", key)) if have is None]
+                                       ("cluster key (--key-file)", key)) if have is None]
     if lacking:
         raise InsecureListen(
             f"refusing to listen on {address}: it is not a loopback address, so anyone who can "
