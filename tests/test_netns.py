@@ -222,7 +222,10 @@ def test_a_node_on_the_network_without_tls_and_key_refuses_to_start(
             j = args.index(flag)
             del args[j:j + 2]
     proc = hosts.start("worker-1", args, wait_ready=False)
-    err = stop(proc)
+    try:
+        _out, err = proc.communicate(timeout=60)  # it exits by itself
+    finally:
+        stop(proc)
     assert proc.returncode == 2, err
     assert f"refusing to listen on tcp:{host_of('worker-1')}:{PORT + 1}" in err, err
     assert "--insecure" in err

@@ -18,6 +18,7 @@ import pwd
 import shutil
 import socket
 import subprocess
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -113,7 +114,10 @@ def test_another_user_is_refused(cluster: Callable[..., Any],
     msg = unpack_body(body)
     assert msg[0] == ERROR and msg[3] == E_AUTH_FAILED, msg
     assert f"uid {uid} may not connect" in msg[4] and f"--allow-uid {uid}" in msg[4], msg
-    assert "refused a connection from uid" in c.stderr_of("worker-1")
+    deadline = time.monotonic() + 10  # the node's log line reaches us through a pipe
+    while "refused a connection from uid" not in c.stderr_of("worker-1"):
+        assert time.monotonic() < deadline, c.stderr_of("worker-1")
+        time.sleep(0.02)
     # the node's own user is served as before
     from tests.rawclient import RawClient
     with RawClient(c.socket_path("worker-1"), "owner") as rc:
