@@ -11,7 +11,12 @@ What is shown:
   it to the other host, and the first host serves again once the link is up;
 * a node killed and started again (a new incarnation, ``features.instance``
   in WELCOME): the origin learns it on reconnecting and applies the task's
-  policy at once, without waiting for the lease.
+  policy at once, without waiting for the lease;
+* a node killed and started again on its durable journal (``--state-dir``,
+  ``features.journal``): the origin resends its in-flight work with the same
+  keys, the task that was running is answered Cancelled ("node restarted
+  while it ran"), and a finished one's key is answered from the journal, not
+  run again.
 
 Needs root and ``ip netns``; skips, saying why, where the machine does not
 allow them. Traffic stays on this machine: the namespaces have no route but
@@ -34,7 +39,8 @@ from typing import Any
 import pytest
 
 from rsc import Runtime, spawn_remote
-from rsc.errors import LeaseExpired
+from rsc.errors import LeaseExpired, RemoteCancelled
+from rsc.types import IdempotencyKey
 from rsc.lease import retry
 from tests.cluster import REPO_ROOT
 from tests.pki import Pki
@@ -154,15 +160,20 @@ def key_file(tmp_path_factory: pytest.TempPathFactory) -> str:
 
 
 @pytest.fixture(scope="module")
-def hosts(pki: Pki, key_file: str) -> Iterator[Hosts]:
+def state_dir(tmp_path_factory: pytest.TempPathFactory) -> str:
+    return str(tmp_path_factory.mktemp("state") / "worker-2")
+
+
+@pytest.fixture(scope="module")
+def hosts(pki: Pki, key_file: str, state_dir: str) -> Iterator[Hosts]:
     why = netns_unavailable()
     if why is not None:
         pytest.skip(why)
     h = Hosts()
     try:
         h.build()
-        for name in HOSTS:
-            h.start(name, node_args(name, pki, key_file))
+        h.start("worker-1", node_args("worker-1", pki, key_file))
+        h.start("worker-2", node_args("worker-2", pki, key_file) + ["--state-dir", state_dir])
         yield h
     finally:
         h.teardown()
@@ -256,20 +267,48 @@ def test_a_link_down_mid_task_escalates_and_recovers(hosts: Hosts, pki: Pki,
 
 
 def test_a_restarted_node_is_handled_at_once(hosts: Hosts, pki: Pki, key_file: str) -> None:
-    """worker-2 is killed under a task with a 300 s lease and started again
-    on the same address: the origin sees the new incarnation on reconnecting
-    and settles the task by its policy (fail: LeaseExpired naming the
-    restart), long before the lease could lapse."""
+    """worker-1 (no journal) is killed under a task with a 300 s lease and
+    started again on the same address: the origin sees the new incarnation on
+    reconnecting and settles the task by its policy (fail: LeaseExpired
+    naming the restart), long before the lease could lapse."""
     async def main() -> None:
         async with runtime(pki, key_file) as rt:
+            h = spawn_remote(rt.cx(), "worker-1", "sleep_ms", 600_000, lease=300.0)
+            while h.state.name != "RUNNING":
+                await asyncio.sleep(0.02)
+            await asyncio.to_thread(stop, hosts.procs["worker-1"], signal.SIGKILL)
+            await asyncio.to_thread(hosts.start, "worker-1", node_args("worker-1", pki, key_file))
+            with pytest.raises(LeaseExpired, match="restarted while the task was in flight"):
+                await asyncio.wait_for(h.join(), 120)
+            assert await spawn_remote(rt.cx(), "worker-1", "square", 3).join() == 9
+
+    run(main)
+
+
+def test_a_node_restarted_on_its_journal_answers_from_it(hosts: Hosts, pki: Pki, key_file: str,
+                                                         state_dir: str, tmp_path: Any) -> None:
+    """worker-2 keeps a journal. A task finished before the crash is not run
+    again when its key comes back; the one running at the crash is resent
+    with its key by the origin and answered Cancelled from the journal."""
+    ran = str(tmp_path / "ran.txt")
+    key = IdempotencyKey.from_bytes(os.urandom(16))
+    request = {"token": "once", "path": ran}
+
+    async def main() -> None:
+        async with runtime(pki, key_file) as rt:
+            assert await spawn_remote(rt.cx(), "worker-2", "count", request,
+                                      idempotency_key=key).join() == "once"
             h = spawn_remote(rt.cx(), "worker-2", "sleep_ms", 600_000, lease=300.0)
             while h.state.name != "RUNNING":
                 await asyncio.sleep(0.02)
-            old = hosts.procs["worker-2"]
-            await asyncio.to_thread(stop, old, signal.SIGKILL)
-            await asyncio.to_thread(hosts.start, "worker-2", node_args("worker-2", pki, key_file))
-            with pytest.raises(LeaseExpired, match="restarted while the task was in flight"):
+            await asyncio.to_thread(stop, hosts.procs["worker-2"], signal.SIGKILL)
+            await asyncio.to_thread(hosts.start, "worker-2",
+                                    node_args("worker-2", pki, key_file) + ["--state-dir", state_dir])
+            with pytest.raises(RemoteCancelled, match="node restarted while it ran"):
                 await asyncio.wait_for(h.join(), 120)
-            assert await spawn_remote(rt.cx(), "worker-2", "square", 3).join() == 9
+            assert await spawn_remote(rt.cx(), "worker-2", "count", request,
+                                      idempotency_key=key).join() == "once"
 
     run(main)
+    with open(ran, encoding="utf-8") as f:
+        assert f.read() == "once\n"  # ran once, before the crash
