@@ -97,10 +97,15 @@ def test_the_statefulset_keeps_what_deploy_md_promises() -> None:
     (claim,) = sts["spec"]["volumeClaimTemplates"]
     mounts = {m["name"]: m["mountPath"] for m in node["volumeMounts"]}
     assert config["RSC_STATE_DIR"].startswith(mounts[claim["metadata"]["name"]] + "/")
-    # the Secrets are private to the node's user, and nothing widens them
+    # the Secrets are readable by the node's own group only (rsc.localfs:
+    # root's file, group-read for this process's group), and the kubelet
+    # never reopens the journal directory rsc made 0700
     secrets = {v["name"]: v["secret"] for v in pod["spec"]["volumes"] if "secret" in v}
-    assert secrets and all(s["defaultMode"] == 0o400 for s in secrets.values())
-    assert "fsGroup" not in pod["spec"].get("securityContext", {})
+    assert secrets and all(s["defaultMode"] == 0o440 for s in secrets.values())
+    security = pod["spec"]["securityContext"]
+    assert security["fsGroup"] == security["runAsGroup"] != 0
+    assert security["fsGroupChangePolicy"] == "OnRootMismatch"
+    assert security["runAsNonRoot"] and security["runAsUser"] != 0
     for var in ("RSC_TLS_CERT", "RSC_TLS_KEY", "RSC_TLS_CA", "RSC_KEY_FILE"):
         assert any(config[var].startswith(mounts[v] + "/") for v in secrets), var
     assert config["RSC_LISTEN"].startswith("tcp:")

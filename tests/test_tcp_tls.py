@@ -61,6 +61,20 @@ def test_bad_tcp_addresses_say_the_form(text: str) -> None:
         Address.parse(text)
 
 
+def test_a_cluster_file_holds_tcp_addresses(tmp_path: Path) -> None:
+    from rsc.cluster_file import load_cluster, write_cluster_file
+
+    path = str(tmp_path / "cluster.json")
+    write_cluster_file(path, {"rsc-node-0": "tcp:rsc-node-0.rsc-nodes.prod.svc.cluster.local:7000",
+                              "v6": "tcp:[::1]:7001", "local": f"unix:{tmp_path}/l.sock"},
+                       {"rsc-node-0": 0, "v6": 0, "local": 0})
+    cluster = load_cluster(path)
+    assert cluster["rsc-node-0"] == Address("tcp", host="rsc-node-0.rsc-nodes.prod.svc.cluster.local",
+                                            port=7000)
+    assert cluster["v6"] == Address("tcp", host="::1", port=7001)
+    assert cluster["local"].scheme == "unix"
+
+
 # ------------------------------------------------------------ the TLS config
 
 
@@ -84,6 +98,27 @@ def test_tls_config_names_what_to_fix(pki: Pki, tmp_path: Path) -> None:
     ctx = good.client_context()
     assert ctx.minimum_version == ssl.TLSVersion.TLSv1_3 and ctx.check_hostname
     assert good.server_context().verify_mode == ssl.CERT_REQUIRED
+
+
+def test_a_secret_root_shares_with_our_group_only_is_private(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Kubernetes mounts a Secret with fsGroup as root:GROUP 0440: accepted
+    when GROUP is this process's own non-root group, refused otherwise."""
+    from rsc.localfs import check_private_file
+
+    def st(mode: int, uid: int, gid: int) -> os.stat_result:
+        return os.stat_result((0o100000 | mode, 1, 1, 1, uid, gid, 32, 0, 0, 0))
+
+    monkeypatch.setattr(os, "getegid", lambda: 10001)
+    check_private_file("k", st(0o440, 0, 10001), "--tls-key", "x")
+    check_private_file("k", st(0o640, 0, 10001), "--tls-key", "x")
+    check_private_file("k", st(0o600, 10001, 10001), "--tls-key", "x")
+    for mode, uid, gid in ((0o440, 10001, 10001), (0o440, 0, 10002), (0o444, 0, 10001),
+                           (0o460, 0, 10001), (0o640, 5, 10001)):
+        with pytest.raises(UnsafePath, match="chmod 600"):
+            check_private_file("k", st(mode, uid, gid), "--tls-key", "x")
+    monkeypatch.setattr(os, "getegid", lambda: 0)  # a root process shares with nobody
+    with pytest.raises(UnsafePath):
+        check_private_file("k", st(0o440, 0, 0), "--tls-key", "x")
 
 
 def test_runtime_and_node_refuse_a_tls_that_is_not_a_tls_config(tmp_path: Path) -> None:

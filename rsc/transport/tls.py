@@ -23,7 +23,7 @@ What each side checks (docs/TLS.md):
 
 Construction checks everything it can at once, so a mistake shows at start,
 not at the first connection: every file exists and is readable, the key file
-is private (no permission bit for group or others, as for ``--key-file``),
+is private (as for ``--key-file``: ``rsc.localfs.check_private_file``),
 and the certificate, key and CA load and belong together. Each failure is an
 :class:`~rsc.errors.InvalidArgument` (``UnsafePath`` for the key's mode) that
 names the flag, the file and what to do.
@@ -33,10 +33,10 @@ from __future__ import annotations
 
 import os
 import ssl
-import stat
 from dataclasses import dataclass
 
-from rsc.errors import InvalidArgument, UnsafePath
+from rsc.errors import InvalidArgument
+from rsc.localfs import check_private_file
 
 __all__ = ["TlsConfig"]
 
@@ -56,14 +56,13 @@ class TlsConfig:
                 raise InvalidArgument(f"{flag} must name a PEM file, got {path!r}")
             try:
                 with open(path, "rb") as f:
-                    mode = stat.S_IMODE(os.fstat(f.fileno()).st_mode)
+                    st = os.fstat(f.fileno())
             except OSError as exc:
                 raise InvalidArgument(f"cannot read {flag} {path}: {exc.strerror}; give the path of "
                                       "a readable PEM file") from exc
-            if flag == "--tls-key" and mode & 0o077:
-                raise UnsafePath(f"--tls-key {path} has mode {mode:04o}: group or others may read "
-                                 f"it, and anyone holding it can pose as this process; run: "
-                                 f"chmod 600 {path}")
+            if flag == "--tls-key":
+                check_private_file(os.fspath(path), st, flag,
+                                   "anyone holding it can pose as this process")
         self.server_context()  # loads all three: a mismatch shows now
 
     @classmethod
