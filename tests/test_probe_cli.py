@@ -79,3 +79,4 @@ def test_probe_of_nothing_fails_and_bad_flags_say_so(tmp_path: Any, pki: Pki) ->
     partial = rsc_probe("--live", "--name", NODE, "--listen", "tcp:127.0.0.1:9",
                         "--tls-cert", pki.origin.cert)
     assert partial.returncode == 2 and "missing --tls-key, --tls-ca" in partial.stderr
+
