@@ -50,3 +50,41 @@ def test_a_replayed_auth_fails_over_tls(cluster: Callable[..., Any], pki: Pki,
             wrong.send(AUTH, proof)
             err = wrong.recv(5)
             assert err[0] == ERROR and err[3] == E_AUTH_FAILED, err
+
+
+def test_every_bad_frame_over_tls_closes_only_its_connection(cluster: Callable[..., Any],
+                                                             pki: Pki) -> None:
+    """The conformance suite's bad frames (tests/test_wire_conformance.py),
+    each on its own TCP+TLS connection, after the handshake and some before
+    it: each draws its ERROR and a close, while a task on another
+    connection runs on and completes, and the node answers afterwards."""
+    import msgpack
+
+    from tests.rawclient import SUCCESS
+    from tests.test_wire_conformance import BAD_CASES, _bad
+
+    c = cluster(1, tcp_host="127.0.0.1", tls=pki.nodes)
+
+    def client(name: str, handshake: bool = True) -> RawClient:
+        rc = RawClient(c.nodes[NODE], name, tls=pki.origin.client_context(), server_hostname=NODE)
+        if handshake:
+            rc.handshake()
+        return rc
+
+    with client("bystander") as bystander:
+        bystander.spawn(5, "sleep_ms", msgpack.packb(1500))
+        assert bystander.recv_ack(5)[4] == 0
+        before = {"zero-length", "not-msgpack", "too-large", "trailing-bytes", "sender-empty",
+                  "time-str"}
+        for case in BAD_CASES + [f"pre:{b}" for b in sorted(before)]:
+            name = case.removeprefix("pre:")
+            with client("x", handshake=not case.startswith("pre:")) as rc:
+                data, code = _bad("x")[name]
+                rc.send_raw(data)
+                err = rc.recv_error(5)
+                assert err[3] == code, (case, err)
+                assert rc.expect_closed(5), case
+        res = bystander.recv_result(5, 30)
+        assert (res[4], msgpack.unpackb(res[5])) == (SUCCESS, 1500), res
+        bystander.ping(7)
+        assert bystander.recv_kind(17, 5)[3] == 7
