@@ -81,8 +81,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     opt("--log-level", default="WARNING")
 
 
+_KIND_NAMES = {int: "an integer", float: "a number of seconds"}
+
+
 class EnvOptions:
-    """``add_argument`` with the default taken from ``RSC_<NAME>`` when set."""
+    """``add_argument`` with the default taken from ``RSC_<NAME>`` when set.
+    A value that does not convert is a usage error naming the variable."""
 
     def __init__(self, parser: argparse.ArgumentParser) -> None:
         self.parser = parser
@@ -99,13 +103,13 @@ class EnvOptions:
                 try:
                     kw["default"] = [kind(v) for v in raw.replace(",", " ").split()]
                 except ValueError:
-                    raise InvalidArgument(f"{var}={raw!r} is not a list of {kind.__name__}") from None
+                    self.parser.error(f"{var}={raw!r}: {flag} takes numbers separated by commas")
             else:
                 kind = kw.get("type", str)
                 try:
                     kw["default"] = kind(raw)
                 except ValueError:
-                    raise InvalidArgument(f"{var}={raw!r}: {flag} takes a {kind.__name__}") from None
+                    self.parser.error(f"{var}={raw!r}: {flag} takes {_KIND_NAMES.get(kind, 'a value')}")
         kw["help"] = f"{kw.get('help', '')} [env {var}]".strip()
         self.parser.add_argument(flag, **kw)
 
