@@ -8,7 +8,7 @@ PURE_PXD := $(filter-out rsc/_core/%,$(wildcard rsc/*.pxd rsc/*/*.pxd))
 SOURCES := $(wildcard rsc/_core/*.pyx rsc/_core/*.pxd) $(PURE_PXD) $(PURE_PXD:.pxd=.py) \
 	setup.py pyproject.toml
 
-.PHONY: demo test test-core bench clean venv
+.PHONY: demo test test-core bench lab clean venv
 
 venv: $(STAMP)
 
@@ -37,6 +37,21 @@ bench: $(STAMP)
 	$(VPY) -m pytest bench -q -p no:cacheprovider --benchmark-only --benchmark-autosave \
 		--benchmark-columns=min,median,mean,ops,rounds --benchmark-group-by=group
 	$(VPY) bench/report.py
+
+# The lab (docs/LAB.md): every shipped scenario over LAB_SEEDS seeds in FIFO
+# order, then over LAB_SHUFFLED more with shuffled ready callbacks; stops at the
+# first violation and prints the command that replays it. The suite runs a few
+# hundred seeds of each; this is the long exploration (about 7 minutes here).
+LAB_SEEDS ?= 2000
+LAB_SHUFFLED ?= 1000
+LAB_SCENARIOS := $(filter-out examples/lab/lab_registry.py,$(wildcard examples/lab/*.py))
+
+lab: $(STAMP)
+	@for s in $(LAB_SCENARIOS); do \
+		echo "== $$s"; \
+		$(VPY) -m rsc lab explore $$s --seeds $(LAB_SEEDS) || exit 1; \
+		$(VPY) -m rsc lab explore $$s --seeds $(LAB_SHUFFLED) --start $(LAB_SEEDS) --shuffle || exit 1; \
+	done
 
 clean:
 	rm -rf $(VENV) build *.egg-info rsc/_core/_*.c rsc/_core/_*.so rsc/_core/_*.html .benchmarks

@@ -1,4 +1,5 @@
-"""The ``rsc`` command: ``rsc node``, ``rsc launch``, ``rsc status``, ``rsc probe``."""
+"""The ``rsc`` command: ``rsc node``, ``rsc launch``, ``rsc status``, ``rsc probe``, ``rsc lab``,
+``rsc trace``."""
 
 from __future__ import annotations
 
@@ -29,6 +30,13 @@ def main(argv: list[str] | None = None) -> int:
                                            "orchestrator's probes")
     health.add_arguments(p_probe)
 
+    from rsc.lab import cli as lab_cli
+
+    p_lab = sub.add_parser("lab", help="simulate a cluster deterministically: run or explore a scenario")
+    lab_cli.add_lab_arguments(p_lab)
+    p_trace = sub.add_parser("trace", help="merge traces causally, or show one task's story")
+    lab_cli.add_trace_arguments(p_trace)
+
     args = parser.parse_args(argv)
     if args.verb == "node":
         return node_main.run(args)
@@ -38,6 +46,10 @@ def main(argv: list[str] | None = None) -> int:
         return status.run(args)
     if args.verb == "probe":
         return health.run(args)
+    if args.verb == "lab":
+        return lab_cli.run_lab(args)
+    if args.verb == "trace":
+        return lab_cli.run_trace(args)
     parser.error(f"unknown verb {args.verb}")  # pragma: no cover
     return 2
 

@@ -76,7 +76,9 @@ class Region:
                      entropy=random.Random(parent.entropy.getrandbits(64)), node=parent.node,
                      parent=parent, region=self, cancel_state=CancelState())
         self._tasks: dict[asyncio.Task[Any], Cx] = {}
-        self._handles: set[RemoteHandle] = set()
+        # insertion-ordered (a dict, not a set): a cancel aborts them in spawn
+        # order, the same in every run, never in the order of their ids' hashes
+        self._handles: dict[RemoteHandle, None] = {}
         self._errors: list[BaseException] = []
         self._host: asyncio.Task[Any] | None = None
         self._host_cancels = 0
@@ -163,7 +165,7 @@ class Region:
         """Called by the runtime for every handle spawned with a Cx of this region."""
         if self._closed:
             raise InvalidArgument(f"{self.name} has exited; spawn remote work in an open region")
-        self._handles.add(handle)
+        self._handles[handle] = None
         if self.cx.cancelled:
             handle.abort(self._child_reason())
 
@@ -172,14 +174,14 @@ class Region:
         exit (a success) is let go at once, so a region that runs for days
         holds only its live handles and its unobserved failures."""
         if handle._unobserved_error() is None:
-            self._handles.discard(handle)
+            self._handles.pop(handle, None)
         if self._changed is not None:
             self._changed.set()
 
     def handle_observed(self, handle: RemoteHandle) -> None:
         """The caller looked at a settled handle's outcome (join, outcome,
         try_join, close): its failure is the caller's now, not the region's."""
-        self._handles.discard(handle)
+        self._handles.pop(handle, None)
 
     def _child_reason(self) -> CancelReason:
         reason = self.cx.cancel_reason or CancelReason(CancelKind.USER)
@@ -234,6 +236,8 @@ class Region:
                 self.cancel(CancelReason(CancelKind.PARENT_CANCELLED, f"task hosting {self.name} cancelled"))
         self._closed = True
         _live_regions -= 1
+        if self.cx.trace is not None:  # the lab's oracle: no live remote descendant from here on
+            self.cx.trace("region_closed", dict(region_id=self.id, cancelled=self.cx.cancelled))
         if self._deadline_timer is not None:
             self._deadline_timer.cancel()
         if self._parent_cb is not None:

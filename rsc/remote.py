@@ -328,12 +328,10 @@ class Runtime:
         """``node`` cannot be reached (or refused us): its tasks never written to
         any connection cannot be running anywhere, so they fail with ``err``, as
         do its status waiters."""
-        for task in self.engine.tasks_on(node):
-            if not task.sent:
-                self.engine.forget(task.rtid)
-                h = self._handles.get(task.rtid)
-                if h is not None:
-                    h._settle(None, err, RemoteTaskState.FAILED)
+        for task in self.engine.give_up_unsent(node):
+            h = self._handles.get(task.rtid)
+            if h is not None:
+                h._settle(None, err, RemoteTaskState.FAILED)
         for fut in self._status_waiters.pop(node, []):
             if not fut.done():
                 fut.set_exception(err)

@@ -219,3 +219,23 @@ def test_runtime_counts_protocol_errors_and_the_handle_shows_them(tmp_path) -> N
             assert rt.debug_counts() == dict(handles=0, tasks=0, leases=0)
 
     asyncio.run(main())
+
+
+def test_unsent_spawns_given_up_go_through_the_table() -> None:
+    """A node that cannot be reached (or refuses the handshake): the tasks never
+    written to it are given up by the engine, REFUSE -> REJECTED, including
+    one cancelled before it was ever written; a task already written is not."""
+    link = recording_link()
+    link.connect()
+    sent = link.spawn()
+    link.disconnect()
+    waiting = link.spawn(flush=False)
+    cancelled = link.spawn(flush=False)
+    assert link.origin.cancel(cancelled.rtid, (1, "user"), link.now)
+    given_up = link.origin.give_up_unsent("node-1")
+    assert given_up == [waiting, cancelled]
+    assert waiting.state is OriginState.REJECTED and cancelled.state is OriginState.REJECTED
+    assert (cancelled.rtid, OriginState.CANCEL_SENT, OE.REFUSE, OriginState.REJECTED) in link.origin.record
+    assert link.origin.get(waiting.rtid) is None and link.origin.get(cancelled.rtid) is None
+    assert link.origin.get(sent.rtid) is sent and sent.state is OriginState.RUNNING
+    assert_all_in_table(link)

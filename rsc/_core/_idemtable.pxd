@@ -80,6 +80,7 @@ cdef class IdemTable:
     # tombstones are rare (a cancel that overtook its spawn): plain Python
     # tombstones, redeliveries and held results (rsc._core.expiring, shared with the twin)
     cdef object _tombstones, _redeliveries, _held
+    cdef dict _tombstone_entries, _redelivery_entries  # the dicts inside the first two
     cdef public object watch    # told (note(at)) of the first expiry added after next_expiry()
     cdef bint _noted
     cdef uint64_t _evict_examined

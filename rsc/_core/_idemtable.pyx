@@ -513,6 +513,9 @@ cdef class IdemTable:
         self._tombstones = ExpiringMap(self._ttl)
         self._redeliveries = ExpiringMap(self._ttl)
         self._held = HeldResults(self._ttl)
+        # their dicts, so the per-spawn "is there any?" costs no Python call
+        self._tombstone_entries = self._tombstones._entries
+        self._redelivery_entries = self._redeliveries._entries
 
     def __dealloc__(self):
         cdef uint32_t i
@@ -1049,7 +1052,7 @@ cdef class IdemTable:
         """The key ``(origin, task_id)`` is held under: as owner or alias
         (``owner_of``), or as a redelivery of a record still present."""
         key = self.owner_of(origin, task_id)
-        if key is None and self._redeliveries:
+        if key is None and self._redelivery_entries:
             pair = (_origin_arg(origin), _task_id_arg(task_id))
             key = self._redeliveries.get(pair)
             if key is not None and key not in self:  # the record was evicted or discarded
@@ -1104,7 +1107,11 @@ cdef class IdemTable:
         self._expiry_added(t + self._ttl)
 
     cpdef has_tombstone(self, origin, task_id):
-        return (_origin_arg(origin), _task_id_arg(task_id)) in self._tombstones
+        cdef str o = _origin_arg(origin)
+        cdef uint64_t tid = _task_id_arg(task_id)
+        if not self._tombstone_entries:  # none at all, the common case: no pair is built
+            return False
+        return (o, tid) in self._tombstone_entries
 
     def take_tombstone(self, origin, task_id):
         """Remove the tombstone of ``(origin, task_id)``; returns whether there was one."""

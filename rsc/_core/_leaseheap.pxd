@@ -37,6 +37,11 @@ cdef class LeaseHeap:
     cpdef renew(self, lease_id, expires_at)
     cpdef discard(self, lease_id)
     cpdef next_deadline(self)
+    # the same on C values, for a compiled caller (rsc._engine.deadlines);
+    # the pure twin has them as aliases of add, renew and discard
+    cdef int add_raw(self, uint64_t lid, int64_t t) except -1
+    cdef int renew_raw(self, uint64_t lid, int64_t t) except -1
+    cdef bint discard_raw(self, uint64_t lid) noexcept
 
     cdef Py_ssize_t _find(self, uint64_t lease_id) noexcept
     cdef void _table_delete(self, Py_ssize_t slot) noexcept

@@ -149,9 +149,29 @@ cdef class LeaseHeap:
         """Start tracking ``lease_id``, expiring at ``expires_at``."""
         cdef uint64_t lid
         cdef int64_t t
-        cdef HeapEntry entry
         _lease_id(lease_id, &lid)
         _time(expires_at, "expires_at", &t)
+        self.add_raw(lid, t)
+
+    cpdef renew(self, lease_id, expires_at):
+        """Move the deadline of ``lease_id`` (earlier or later); ``KeyError`` if absent."""
+        cdef uint64_t lid
+        cdef int64_t t
+        _lease_id(lease_id, &lid)
+        _time(expires_at, "expires_at", &t)
+        self.renew_raw(lid, t)
+
+    cpdef discard(self, lease_id):
+        """Stop tracking ``lease_id`` if present; return whether it was."""
+        cdef uint64_t lid
+        _lease_id(lease_id, &lid)
+        return self.discard_raw(lid)
+
+    # --- the same on C values (a compiled caller that has them: no int objects) ---
+
+    cdef int add_raw(self, uint64_t lid, int64_t t) except -1:
+        """``add`` of a lease id and a time already checked (``t >= 0``)."""
+        cdef HeapEntry entry
         self._reserve_one()
         cdef TableEntry* table = self._table
         cdef Py_ssize_t mask = self._table_mask
@@ -169,14 +189,11 @@ cdef class LeaseHeap:
         self._seq += 1
         self._len += 1
         self._sift_up(self._len - 1, entry)  # also sets table[i].pos
+        return 0
 
-    cpdef renew(self, lease_id, expires_at):
-        """Move the deadline of ``lease_id`` (earlier or later); ``KeyError`` if absent."""
-        cdef uint64_t lid
-        cdef int64_t t
+    cdef int renew_raw(self, uint64_t lid, int64_t t) except -1:
+        """``renew`` of a lease id and a time already checked (``t >= 0``)."""
         cdef HeapEntry entry
-        _lease_id(lease_id, &lid)
-        _time(expires_at, "expires_at", &t)
         cdef Py_ssize_t slot = self._find(lid)
         if slot < 0:
             raise KeyError(lid)
@@ -191,6 +208,20 @@ cdef class LeaseHeap:
             self._sift_up(pos, entry)
         else:
             self._sift_down(pos, entry)
+        return 0
+
+    cdef bint discard_raw(self, uint64_t lid) noexcept:
+        """``discard`` of a lease id already checked."""
+        cdef Py_ssize_t slot = self._find(lid)
+        if slot < 0:
+            return False
+        cdef Py_ssize_t pos = self._table[slot].pos
+        self._table_delete(slot)
+        self._heap_delete(pos)
+        self._shrink_to_fit()
+        return True
+
+    # --- the rest of the public API ------------------------------------------------
 
     def remove(self, lease_id):
         """Stop tracking ``lease_id``; ``KeyError`` if absent."""
@@ -203,19 +234,6 @@ cdef class LeaseHeap:
         self._table_delete(slot)
         self._heap_delete(pos)
         self._shrink_to_fit()
-
-    cpdef discard(self, lease_id):
-        """Stop tracking ``lease_id`` if present; return whether it was."""
-        cdef uint64_t lid
-        _lease_id(lease_id, &lid)
-        cdef Py_ssize_t slot = self._find(lid)
-        if slot < 0:
-            return False
-        cdef Py_ssize_t pos = self._table[slot].pos
-        self._table_delete(slot)
-        self._heap_delete(pos)
-        self._shrink_to_fit()
-        return True
 
     def pop_expired(self, now, limit=None):
         """Remove and return the ids of leases with ``expires_at <= now``, in order.

@@ -145,6 +145,12 @@ class LeaseHeap:
             self._rebuild()
         return True
 
+    # The compiled heap has these on C values for a compiled caller
+    # (rsc._engine.deadlines); here they are the same methods.
+    add_raw = add
+    renew_raw = renew
+    discard_raw = discard
+
     def pop_expired(self, now: int, limit: int | None = None) -> list[int]:
         """Remove and return the ids of leases with ``expires_at <= now``, in order.
 

@@ -3,10 +3,14 @@
 
 from rsc._core._leaseheap cimport LeaseHeap
 
+cdef long long _id(int kind, long long key) except -1
+cdef long long _check_time(long long at) except -1
+
 cdef class Deadlines:
     cdef public LeaseHeap _heap
     cdef public long long hint
-    cdef public list _sources, _counts
+    cdef public list _sources
+    cdef long long _counts[8]
 
     # the per-task path: C calls from the compiled engines
     cpdef add(self, int kind, long long key, long long at)

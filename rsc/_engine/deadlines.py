@@ -35,6 +35,28 @@ KIND_MASK = (1 << KIND_BITS) - 1
 NO_DEADLINE = (1 << 63) - 1
 
 
+MAX_KEY = (1 << (63 - KIND_BITS)) - 1
+
+
+def _id(kind: int, key: int) -> int:
+    """The heap id of ``(kind, key)``. The bounds are written as literals so
+    the compiled build compares C values (a module global would be a Python
+    object); the assert below holds them to KIND_BITS."""
+    if not 0 <= kind <= 7 or not 0 <= key <= 1152921504606846975:
+        raise ValueError(f"a deadline's kind is an int in [0, {KIND_MASK}] and its key one in "
+                         f"[0, {MAX_KEY}], got ({kind}, {key})")
+    return key << 3 | kind
+
+
+assert KIND_MASK == 7 and MAX_KEY == 1152921504606846975
+
+
+def _check_time(at: int) -> int:
+    if at < 0:
+        raise ValueError(f"a deadline is an int of ns >= 0, got {at}")
+    return at
+
+
 class ExpirySource(Protocol):
     """What ``attach`` takes: something with its own ordered expiries."""
 
@@ -44,7 +66,7 @@ class ExpirySource(Protocol):
 class Deadlines:
     """One engine's timers: ``(kind, key) -> deadline`` in one heap, plus the
     attached sources. Times are int ns on the engine's clock; a kind is an
-    int in ``[0, 8)`` and a key an int in ``[0, 2**61)``."""
+    int in ``[0, 8)`` and a key an int in ``[0, MAX_KEY]``."""
 
     __slots__ = ("_heap", "hint", "_sources", "_counts")
 
@@ -52,40 +74,41 @@ class Deadlines:
         self._heap = _lh.LeaseHeap()
         self.hint = NO_DEADLINE  # the earliest deadline set since the last next_deadline()
         self._sources: list[Any] = []
-        self._counts = [0] * (1 << KIND_BITS)
+        self._counts = [0, 0, 0, 0, 0, 0, 0, 0]  # per kind (a C array when compiled)
 
+    # The per-task calls hand the heap C values (its *_raw methods): no int
+    # object is made for a key or a time. Times are >= 0 on every engine clock.
     def add(self, kind: int, key: int, at: int) -> None:
         """Set the deadline of ``(kind, key)``, which must not have one."""
-        self._heap.add(key << KIND_BITS | kind, at)
+        self._heap.add_raw(_id(kind, key), _check_time(at))
         self._counts[kind] += 1
         if at < self.hint:
             self.hint = at
 
     def move(self, kind: int, key: int, at: int) -> None:
         """Move the deadline of ``(kind, key)``, which must have one (KeyError if not)."""
-        self._heap.renew(key << KIND_BITS | kind, at)
+        self._heap.renew_raw(_id(kind, key), _check_time(at))
         if at < self.hint:
             self.hint = at
 
     def put(self, kind: int, key: int, at: int) -> None:
         """Set the deadline of ``(kind, key)``, whether or not it had one."""
-        if self._heap.discard(key << KIND_BITS | kind):
-            self._counts[kind] -= 1
+        self.discard(kind, key)
         self.add(kind, key, at)
 
     def discard(self, kind: int, key: int) -> bool:
         """Drop the deadline of ``(kind, key)`` if it has one; whether it had."""
-        if self._heap.discard(key << KIND_BITS | kind):
+        if self._heap.discard_raw(_id(kind, key)):
             self._counts[kind] -= 1
             return True
         return False
 
     def deadline_of(self, kind: int, key: int) -> int | None:
-        return self._heap.deadline_of(key << KIND_BITS | kind)
+        return self._heap.deadline_of(_id(kind, key))
 
     def count(self, kind: int) -> int:
         """How many deadlines of ``kind`` are set."""
-        return self._counts[kind]
+        return self._counts[_id(kind, 0) & KIND_MASK]
 
     def note(self, at: int) -> None:
         """An attached source added an expiry at ``at``."""
@@ -110,10 +133,9 @@ class Deadlines:
         first (equal deadlines in the order they were set). Attached sources
         expire their own entries (the engine asks them in ``tick``)."""
         out = []
-        counts = self._counts
         for k in self._heap.pop_expired(now):
             kind = k & KIND_MASK
-            counts[kind] -= 1
+            self._counts[kind] -= 1
             out.append((kind, k >> KIND_BITS))
         return out
 

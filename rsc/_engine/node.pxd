@@ -10,6 +10,10 @@ from rsc._engine.logical cimport LamportClock
 
 cdef Py_ssize_t _RTID, _COMPUTATION, _INPUT, _LEASE_MS, _KEY, _ORIGIN_NODE
 
+cdef class Admission:
+    cpdef find(self, computation)
+    cpdef check(self, comp, data)
+
 cdef class TaskRecord:
     cdef public object origin, rtid, state
 
@@ -22,7 +26,8 @@ cdef class _Conn:
     cdef public object id, handshake, origin
 
 cdef class NodeEngine:
-    cdef public object name, admission, key, capacity, max_input_bytes, ttl_ns
+    cdef public Admission admission
+    cdef public object name, key, capacity, max_input_bytes, ttl_ns
     cdef public object max_result_bytes
     cdef public LamportClock clock
     cdef public object _entropy, _stats, _trace

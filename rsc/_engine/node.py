@@ -146,7 +146,8 @@ _TOMBSTONED_VERDICT = (VERDICT_TOMBSTONED,)
 
 class Admission:
     """What the engine asks of the node's registry (kept abstract so the engine
-    stays free of user code and I/O)."""
+    stays free of user code and I/O). Subclass it: compiled, its two methods
+    are C calls from the engine (a Python subclass's overrides are called too)."""
 
     def find(self, computation: str) -> Any:  # pragma: no cover - interface
         """The computation registered under that name (opaque to the engine,

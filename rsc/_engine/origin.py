@@ -385,6 +385,21 @@ class OriginEngine:
             return True
         return False
 
+    def give_up_unsent(self, node: str) -> list[OriginTask]:
+        """Give up every task on ``node`` never written to a connection (it
+        cannot be running anywhere): each goes REFUSE -> REJECTED and is
+        forgotten. Returns them, for the driver to settle (the node cannot be
+        reached, or refused our handshake)."""
+        link = self._links.get(node)
+        if link is None:
+            return []
+        out = []
+        for task in list(link.tasks.values()):
+            if not task.sent and self._process(task, _REFUSE) is not None:
+                self.forget(task.rtid)
+                out.append(task)
+        return out
+
     def forget(self, rtid: int) -> None:
         """Drop a task (terminal or given up on); a late message for it is traced and dropped."""
         task = self._tasks.pop(rtid, None)

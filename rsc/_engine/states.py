@@ -16,10 +16,15 @@ Rules the tables keep:
    RESULT can arrive before its ACK is read (SPAWNED -> COMPLETED) once the
    ACK was written by the node first but reordered in our own queues. Two
    origin-only events: NODE_RESTARTED (a reconnect found a new node process;
-   what was written to the old one lapses at once) and REFUSE (an unsent
-   spawn whose input the node's WELCOME says it cannot take is rejected here).
+   what was written to the old one lapses at once) and REFUSE (the origin
+   gives up a spawn it never wrote: its input is more than the node's WELCOME
+   says it takes, or the node cannot be reached or refused the handshake; a
+   spawn cancelled before it was written is given up the same way).
 4. The node table is PROTOCOL.md's diagram, with TOMBSTONED for a cancel that
-   arrived before its spawn. The node engine changes a task's state only
+   arrived before its spawn. It has no CANCEL_PENDING (a cancel between a
+   spawn's receipt and its ack): the node decides a spawn within the step that
+   receives it, so nothing could hold that state; a later cancel meets the
+   task RUNNING, or its finished record. The node engine changes a task's state only
    through ``NodeEngine.process``, which reads this table; PROTOCOL.md section
    6 says what holds each node state (TOMBSTONED: the idempotency table's
    tombstone; REJECTED: nothing past the step that rejects).
@@ -49,18 +54,17 @@ class OriginEvent(enum.IntEnum):
     SEND_CANCEL = 5
     LEASE_LAPSED = 6
     NODE_RESTARTED = 7  # the node answered a reconnect as a new process
-    REFUSE = 8  # the origin refuses an unsent spawn the node could not take
+    REFUSE = 8  # the origin gives up a spawn it never wrote (see rule 3)
 
 
 class NodeState(enum.IntEnum):
     INIT = 0
     SPAWN_RECEIVED = 1
-    CANCEL_PENDING = 2
-    RUNNING = 3
-    CANCEL_RECEIVED = 4
-    COMPLETED = 5
-    REJECTED = 6
-    TOMBSTONED = 7
+    RUNNING = 2
+    CANCEL_RECEIVED = 3
+    COMPLETED = 4
+    REJECTED = 5
+    TOMBSTONED = 6
 
 
 class NodeEvent(enum.IntEnum):
@@ -99,6 +103,7 @@ ORIGIN_TRANSITIONS: dict[tuple[OriginState, OriginEvent], OriginState] = {
     (O.CANCEL_SENT, OE.SEND_CANCEL): O.CANCEL_SENT,  # re-sent after a reconnect
     (O.CANCEL_SENT, OE.RESULT): O.COMPLETED,
     (O.CANCEL_SENT, OE.LEASE_LAPSED): O.LEASE_EXPIRED,
+    (O.CANCEL_SENT, OE.REFUSE): O.REJECTED,  # cancelled before it was ever written
     (O.LEASE_EXPIRED, OE.SEND_CANCEL): O.CANCEL_SENT,
     (O.LEASE_EXPIRED, OE.RESULT): O.COMPLETED,
 }
@@ -108,9 +113,6 @@ NODE_TRANSITIONS: dict[tuple[NodeState, NodeEvent], NodeState] = {
     (N.INIT, NE.RECV_CANCEL): N.TOMBSTONED,
     (N.SPAWN_RECEIVED, NE.SEND_ACK_ACCEPTED): N.RUNNING,
     (N.SPAWN_RECEIVED, NE.SEND_ACK_REJECTED): N.REJECTED,
-    (N.SPAWN_RECEIVED, NE.RECV_CANCEL): N.CANCEL_PENDING,
-    (N.CANCEL_PENDING, NE.SEND_ACK_ACCEPTED): N.CANCEL_RECEIVED,
-    (N.CANCEL_PENDING, NE.SEND_ACK_REJECTED): N.REJECTED,
     (N.RUNNING, NE.RECV_CANCEL): N.CANCEL_RECEIVED,
     (N.RUNNING, NE.ORIGIN_SILENT): N.CANCEL_RECEIVED,
     (N.RUNNING, NE.SEND_RESULT): N.COMPLETED,

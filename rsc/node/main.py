@@ -145,6 +145,8 @@ async def _serve(args: argparse.Namespace) -> int:
                         handshake_timeout_s=args.handshake_timeout,
                         frame_timeout_s=args.frame_timeout, tls=tls, insecure=args.insecure,
                         allow_uids=tuple(args.allow_uid or ()))
+    if trace is not None:  # each record carries the node's Lamport time (rsc trace merge)
+        trace.lamport = lambda: server.engine.clock.time
     await server.start()
     tune_gc()
     stopper = _Stopper(server, asyncio.get_running_loop())

@@ -3,11 +3,18 @@
 
 cimport cython
 
-from rsc._engine.node cimport NodeEngine, NodeTask
+from rsc._engine.node cimport Admission, NodeEngine, NodeTask
 from rsc.transport.connection cimport FramedConnection
 from rsc.transport.timer cimport EngineTimer
 from rsc.clock cimport SystemClock
 from rsc.node.executor cimport Executor
+
+cdef class RegistryAdmission(Admission):
+    cdef public object registry
+    cdef public dict _items
+
+    cpdef find(self, computation)
+    cpdef check(self, comp, data)
 
 cdef class NodeServer:
     cdef public object name, address, registry, grace_s, peers, _runtime, _started, _proc

@@ -1,0 +1,46 @@
+"""Deliberately broken engines, each breaking one promise the lab's oracles
+check (tests/test_lab_oracles.py shows each is caught). Never use them
+outside a test."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rsc._engine.logical import LamportClock
+from rsc._engine.node import NodeEngine
+from rsc._engine.origin import EV_RESULT, OriginEngine
+
+
+class RunsDuplicates(NodeEngine):
+    """A node that forgets to deduplicate: a spawn it already holds (same key,
+    or same origin and task id) is admitted and run again."""
+
+    def _rule_key_known(self, origin: str, f: tuple, comp: Any) -> tuple | None:
+        return None
+
+    def _rule_task_id_held(self, origin: str, f: tuple, comp: Any) -> tuple | None:
+        return None
+
+
+class NeverCancelsOrphans(NodeEngine):
+    """A node that never notices a silent origin: its orphans run on."""
+
+    def tick(self, now: int) -> None:
+        for origin in list(self._last_heard):
+            self._last_heard[origin] = now
+        super().tick(now)
+
+
+class TwoOutcomes(OriginEngine):
+    """An origin engine that reports every result twice."""
+
+    def take_events(self) -> list:
+        events = super().take_events()
+        return events + [e for e in events if e[0] == EV_RESULT]
+
+
+class ForgetfulClock(LamportClock):
+    """A Lamport clock that ticks on send but ignores the times it receives."""
+
+    def merge(self, wire_time: Any) -> int:
+        return self.time
