@@ -13,7 +13,6 @@ import asyncio
 import os
 import socket
 import ssl
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -297,10 +296,3 @@ def free_port() -> int:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
 
-
-@pytest.fixture
-def no_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    for var in list(os.environ):
-        if var.startswith("RSC_") and var not in ("RSC_NO_EXTENSIONS", "RSC_NO_UVLOOP"):
-            monkeypatch.delenv(var)
-    yield
