@@ -31,6 +31,7 @@ _EXPORTS = {
                   "saga"),
     "rsc.handle": ("RemoteHandle",),
     "rsc.remote": ("Runtime", "spawn_remote"),
+    "rsc.transport.tls": ("TlsConfig",),
     "rsc.types": (
         "Budget", "CancelKind", "CancelReason", "ComputationName", "IdempotencyKey", "NodeId",
         "RemoteInput", "RemoteOutcome", "RemoteTaskId", "RemoteTaskState", "Severity",
@@ -68,7 +69,7 @@ __all__ = [
     "Registry", "RemoteCancelled", "RemoteCap", "RemoteError", "RemoteFailed", "RemoteHandle",
     "RemoteInput", "RemoteOutcome", "RemotePanicked", "RemoteProtocolError", "RemoteTaskId",
     "RemoteTaskState", "ResultTooLarge", "Runtime", "RuntimeClosed", "Saga", "saga",
-    "SagaState", "SagaStepError", "SerializationError", "Severity", "spawn_remote",
+    "SagaState", "TlsConfig", "SagaStepError", "SerializationError", "Severity", "spawn_remote",
     "SpawnRejected", "UnknownComputation", "__version__", "TimeLimitExceeded",
     "MemoryLimitExceeded", "WorkerCrashed",
 ]

@@ -1,4 +1,5 @@
-"""The ``rsc`` command: ``rsc node``, ``rsc launch``, ``rsc status``, ``rsc lab``, ``rsc trace``."""
+"""The ``rsc`` command: ``rsc node``, ``rsc launch``, ``rsc status``, ``rsc probe``, ``rsc lab``,
+``rsc trace``."""
 
 from __future__ import annotations
 
@@ -23,6 +24,12 @@ def main(argv: list[str] | None = None) -> int:
     p_status = sub.add_parser("status", help="ask every node of a cluster for its stats")
     status.add_arguments(p_status)
 
+    from rsc import health
+
+    p_probe = sub.add_parser("probe", help="check that one node is ready (or alive), for an "
+                                           "orchestrator's probes")
+    health.add_arguments(p_probe)
+
     from rsc.lab import cli as lab_cli
 
     p_lab = sub.add_parser("lab", help="simulate a cluster deterministically: run or explore a scenario")
@@ -37,6 +44,8 @@ def main(argv: list[str] | None = None) -> int:
         return launch.run(args)
     if args.verb == "status":
         return status.run(args)
+    if args.verb == "probe":
+        return health.run(args)
     if args.verb == "lab":
         return lab_cli.run_lab(args)
     if args.verb == "trace":

@@ -30,6 +30,7 @@ from rsc.errors import InvalidArgument
 from rsc.probe import LaunchInterrupted, probe
 from rsc.status import run as status  # `rsc status`, by the name it always had here
 from rsc.supervise import LocalCluster, NodeStartError
+from rsc.transport.tls import TlsConfig
 
 __all__ = ["InvalidClusterFile", "LaunchInterrupted", "LocalCluster", "NodeStartError",
            "add_arguments", "probe", "read_cluster_file", "run", "status", "write_cluster_file"]
@@ -56,6 +57,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--key-file", default=None,
                    help="cluster key file (>= 16 bytes, mode 600) given to every node; handshakes "
                         "then prove it")
+    p.add_argument("--tcp-host", default=None,
+                   help="nodes listen on tcp:TCP_HOST:PORT (ports picked by the system, kept across "
+                        "restarts) instead of Unix sockets; a host that is not loopback needs "
+                        "--tls-* and --key-file")
+    p.add_argument("--tls-cert", default=None,
+                   help="PEM certificate every node presents (its subjectAltNames must name every "
+                        "node, PREFIX-1..N); the launcher's probes present it too")
+    p.add_argument("--tls-key", default=None, help="PEM private key of --tls-cert (mode 600)")
+    p.add_argument("--tls-ca", default=None, help="PEM CA the nodes and the launcher trust")
     p.add_argument("--state-dir", default=None,
                    help="give each node a durable idempotency journal in STATE_DIR/NAME (rsc node "
                         "--state-dir): a node restarted on it keeps its records, so a resent key "
@@ -139,12 +149,14 @@ def run(args: argparse.Namespace) -> int:
         print(f"[{name}] {line}", file=sys.stderr, flush=True)
 
     try:
+        tls = TlsConfig.from_args(args.tls_cert, args.tls_key, args.tls_ca)
         cluster = LocalCluster(
             args.nodes, args.registry, directory=args.dir, name_prefix=args.name_prefix,
             capacity=args.capacity, threads=args.threads, grace=args.grace,
             cluster_file=args.cluster_file, ready_timeout=args.ready_timeout,
             stderr_sink=None if args.quiet else sink, key_file=args.key_file,
-            state_dir=args.state_dir, extra_args=_node_isolation_args(args))
+            state_dir=args.state_dir, extra_args=_node_isolation_args(args),
+            tcp_host=args.tcp_host, tls=tls)
     except (ValueError, InvalidArgument) as exc:
         _say(str(exc))
         return 2

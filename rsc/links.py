@@ -2,7 +2,9 @@
 re-opened with backoff while the node has work or status waiters.
 
 ``Links`` dials through the runtime's transport (a ``rsc.transport.base.Transport``)
-or, with none, Unix sockets for ``unix:`` and TCP for ``tcp:`` addresses. What
+or, with none, Unix sockets for ``unix:`` and TCP for ``tcp:`` addresses (over
+mutual TLS when the runtime has a ``TlsConfig``: the node's certificate must
+then name the NodeId dialled). What
 a connection carries is the origin engine's business: ``Links`` only tells the
 engine when a link comes up or goes down and hands it the frames read.
 """
@@ -19,6 +21,8 @@ from rsc.errors import InvalidArgument, NodeUnreachable, ProtocolError
 from rsc.transport.address import Address
 from rsc.transport.base import Transport
 from rsc.transport.connection import FramedConnection
+from rsc.transport.tcp import connect_tcp
+from rsc.transport.tls import TlsConfig
 from rsc.types import NodeId
 
 if TYPE_CHECKING:
@@ -27,6 +31,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("rsc.origin")
 
 BACKOFF_FIRST_S = 0.02  # the first retry after a failed connect; doubling up to backoff_max_s
+CLOSE_WAIT_S = 1.0  # how long aclose waits for its connections to finish closing
 
 
 class LinkOwner(Protocol):
@@ -35,6 +40,7 @@ class LinkOwner(Protocol):
     engine: OriginEngine
     clock: Clock
     transport: Transport | None
+    tls: TlsConfig | None
     _loop: asyncio.AbstractEventLoop
 
     def _wanted(self, node: str) -> bool: ...
@@ -95,7 +101,9 @@ class Links:
             link.failed_since = None
             backoff = BACKOFF_FIRST_S
             assert conn.closed is not None
-            await conn.closed
+            # shielded: cancelling this loop (aclose) must not cancel the
+            # future aclose then waits on for the close to finish
+            await asyncio.shield(conn.closed)
             link.conn = None
             rt.engine.link_down(link.node, rt.clock.now_ns())
             rt._pump()
@@ -112,8 +120,7 @@ class Links:
         elif addr.scheme == "unix":
             _t, conn = await asyncio.wait_for(loop.create_unix_connection(factory, addr.path), timeout)
         else:
-            _t, conn = await asyncio.wait_for(loop.create_connection(factory, addr.host, addr.port),
-                                              timeout)
+            conn = await asyncio.wait_for(connect_tcp(addr, factory, rt.tls, link.node), timeout)
         conn.tag = link.node
         link.conn = conn
         rt.engine.link_up(link.node, rt.clock.now_ns())
@@ -129,12 +136,23 @@ class Links:
             self.rt._unreachable(link.node, NodeUnreachable(link.node, f"{link.address}: {exc}"))
 
     async def aclose(self) -> None:
-        """Close every connection and stop every connector."""
+        """Close every connection and stop every connector. A TLS connection
+        closes with an exchange of close_notify alerts, so the closes are
+        awaited (for at most CLOSE_WAIT_S, then aborted): a loop that ends
+        right after would otherwise leave their sockets open."""
+        closing = []
         for link in self.by_node.values():
             if link.connector is not None:
                 link.connector.cancel()
             if link.conn is not None:
                 link.conn.close()
+                if link.conn.closed is not None and not link.conn.closed.done():
+                    closing.append(link.conn)
+        if closing:
+            await asyncio.wait([c.closed for c in closing], timeout=CLOSE_WAIT_S)
+            for conn in closing:
+                if not conn.closed.done():
+                    conn.abort()
         for link in self.by_node.values():
             if link.connector is not None:
                 try:

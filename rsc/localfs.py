@@ -8,8 +8,12 @@ The rules, kept here and nowhere else:
   directory only if it is safe: owned by this user (or root), and, when group or
   others may write it, sticky (like ``/tmp``), so that nobody else can remove or
   replace what rsc puts there. Anything else is :class:`~rsc.errors.UnsafePath`.
-* **Key files** must be private: no permission bit for group or others
-  (``chmod 600``), else :class:`~rsc.errors.UnsafePath`.
+* **Key files** (the cluster key, a TLS private key) must be private: no
+  permission bit for group or others (``chmod 600``), else
+  :class:`~rsc.errors.UnsafePath`. One exception, for orchestrators that mount
+  secrets owned by root and readable by the service's group (Kubernetes'
+  ``fsGroup``): a file owned by root whose group is this process's own
+  (non-root) group may also be group-readable (``0440``/``0640``), and no more.
 * **Launcher directories** are locked (``flock`` on ``DIR/.rsc-launch.lock``)
   for as long as their cluster runs; a second launcher gets
   :class:`~rsc.errors.PathInUse`.
@@ -23,7 +27,7 @@ import stat
 
 from rsc.errors import InvalidArgument, PathInUse, UnsafePath
 
-__all__ = ["DirLock", "ensure_private_dir", "read_key_file"]
+__all__ = ["DirLock", "check_private_file", "ensure_private_dir", "read_key_file"]
 
 MIN_KEY_BYTES = 16
 
@@ -70,22 +74,37 @@ def check_dir_is_safe(path: str, what: str = "directory") -> None:
                          "it 0700)")
 
 
+def check_private_file(path: str, st: os.stat_result, flag: str, what: str) -> None:
+    """Raise :class:`UnsafePath` unless the file ``st`` describes is private
+    (see the module docstring: no bit for group or others, or, owned by root,
+    at most group-read for this process's own non-root group). ``flag``
+    names it in the message (``--key-file``), ``what`` says what someone
+    reading it could do."""
+    mode = stat.S_IMODE(st.st_mode)
+    if not mode & 0o077:
+        return
+    gid = os.getegid()
+    if (not mode & 0o037 and st.st_uid == 0 and gid != 0 and st.st_gid == gid):
+        return  # root's secret, readable by this service's own group only
+    raise UnsafePath(f"{flag} {path} has mode {mode:04o}: group or others may read it, and "
+                     f"{what}; run: chmod 600 {path}")
+
+
 def read_key_file(path: str, flag: str = "--key-file",
                   holder_can: str = "join the cluster") -> bytes:
-    """A key: the bytes of ``path`` (at least 16), which must be readable by
-    its owner alone (the cluster key by default; ``flag`` and ``holder_can``
-    name another key in the errors). Raises :class:`InvalidArgument` when it
-    cannot be read or is too short, :class:`UnsafePath` when group or others
-    have any permission on it (the error says ``chmod 600``)."""
+    """A key: the bytes of ``path`` (at least 16), which must be private
+    (``check_private_file``; the cluster key by default, ``flag`` and
+    ``holder_can`` name another key in the errors). Raises
+    :class:`InvalidArgument` when it cannot be read or is too short,
+    :class:`UnsafePath` when group or others may read it (the error says
+    ``chmod 600``)."""
     try:
         with open(path, "rb") as f:
-            mode = stat.S_IMODE(os.fstat(f.fileno()).st_mode)
+            st = os.fstat(f.fileno())
             key = f.read()
     except OSError as exc:
         raise InvalidArgument(f"cannot read {flag} {path}: {exc.strerror}") from exc
-    if mode & 0o077:
-        raise UnsafePath(f"{flag} {path} has mode {mode:04o}: group or others may read it, and "
-                         f"anyone holding the key can {holder_can}; run: chmod 600 {path}")
+    check_private_file(path, st, flag, f"anyone holding the key can {holder_can}")
     if len(key) < MIN_KEY_BYTES:
         raise InvalidArgument(f"{flag} {path} holds {len(key)} bytes; a key needs at "
                               f"least {MIN_KEY_BYTES}")

@@ -11,7 +11,10 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from rsc.transport.tls import TlsConfig
 
 __all__ = ["LaunchInterrupted", "probe"]
 
@@ -22,12 +25,13 @@ class LaunchInterrupted(RuntimeError):
 
 
 async def _probe_async(nodes: Mapping[str, str], timeout_s: float,
-                       abort: threading.Event | None, key: bytes | None = None) -> dict[str, dict | BaseException]:
+                       abort: threading.Event | None, key: bytes | None = None,
+                       tls: TlsConfig | None = None) -> dict[str, dict | BaseException]:
     """Handshake + STATUS_REQUEST with every node at once; name -> stats or error."""
     from rsc.remote import Runtime
 
     out: dict[str, dict | BaseException] = {}
-    async with Runtime(dict(nodes), connect_timeout_s=min(5.0, timeout_s), key=key) as rt:
+    async with Runtime(dict(nodes), connect_timeout_s=min(5.0, timeout_s), key=key, tls=tls) as rt:
         tasks = {asyncio.ensure_future(rt.status(name, timeout_s)): name for name in nodes}
         pending = set(tasks)
         try:
@@ -47,7 +51,8 @@ async def _probe_async(nodes: Mapping[str, str], timeout_s: float,
 
 
 def probe(nodes: Mapping[str, str], timeout_s: float = 5.0,
-          abort: threading.Event | None = None, key: bytes | None = None) -> dict[str, dict | BaseException]:
+          abort: threading.Event | None = None, key: bytes | None = None,
+          tls: TlsConfig | None = None) -> dict[str, dict | BaseException]:
     """Ask each node for its stats over a real handshake; name -> stats dict or
     the exception that prevented it. Blocks the calling thread only: the probe
     runs on its own event loop in a helper thread, so it is safe to call from
@@ -56,7 +61,7 @@ def probe(nodes: Mapping[str, str], timeout_s: float = 5.0,
 
     def target() -> None:
         try:
-            result.append(asyncio.run(_probe_async(nodes, timeout_s, abort, key)))
+            result.append(asyncio.run(_probe_async(nodes, timeout_s, abort, key, tls)))
         except BaseException as exc:  # carried to the caller's thread
             result.append(exc)
 

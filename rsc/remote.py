@@ -64,6 +64,7 @@ from rsc.errors import (
 from rsc.transport.base import Transport
 from rsc.transport.connection import FramedConnection
 from rsc.transport.timer import EngineTimer
+from rsc.transport.tls import TlsConfig
 from rsc.types import (
     Budget,
     CancelKind,
@@ -100,15 +101,20 @@ class Runtime:
                  key: bytes | None = None, default_lease_s: float = 30.0,
                  connect_timeout_s: float = 5.0, backoff_max_s: float = 2.0,
                  trace: Callable[[str, dict], None] | None = None,
-                 transport: Transport | None = None) -> None:
+                 transport: Transport | None = None, tls: TlsConfig | None = None) -> None:
         """``transport``: how connections to the nodes are opened (a
         ``rsc.transport.base.Transport``, e.g. ``MemoryTransport`` in a unit
         test); None dials ``unix:`` addresses as Unix sockets and ``tcp:`` as
-        plain TCP."""
+        TCP: over mutual TLS with ``tls`` (an ``rsc.TlsConfig``; each node's
+        certificate must name its NodeId), else plain."""
         if transport is not None and not isinstance(transport, Transport):
             raise InvalidArgument(f"transport must have connect() and listen() coroutines "
                                   f"(rsc.transport.base.Transport), got {type(transport).__name__}")
         self.transport = transport
+        if tls is not None and not isinstance(tls, TlsConfig):
+            raise InvalidArgument(f"tls must be an rsc.TlsConfig (cert, key, ca), got "
+                                  f"{type(tls).__name__}")
+        self.tls = tls
         self.cluster = load_cluster(cluster)
         self.name = NodeId(name or f"origin-{socket.gethostname()[:64]}-{os.getpid()}-{secrets.token_hex(3)}")
         self.key = key

@@ -13,6 +13,7 @@ from rsc.cluster_file import InvalidClusterFile, read_cluster_file
 from rsc.errors import InvalidArgument
 from rsc.localfs import read_key_file
 from rsc.probe import probe
+from rsc.transport.tls import TlsConfig
 from rsc.transport.uds import dead_socket_error
 
 __all__ = ["add_arguments", "run"]
@@ -31,6 +32,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cluster", required=True, help="cluster file written by rsc launch")
     p.add_argument("--json", action="store_true")
     p.add_argument("--key-file", default=None, help="cluster key file (mode 600), for a keyed cluster")
+    p.add_argument("--tls-cert", default=None, help="PEM client certificate from the cluster's CA "
+                                                    "(tcp: nodes with mutual TLS)")
+    p.add_argument("--tls-key", default=None, help="PEM private key of --tls-cert (mode 600)")
+    p.add_argument("--tls-ca", default=None, help="PEM CA that issued the nodes' certificates")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -48,15 +53,15 @@ def run(args: argparse.Namespace) -> int:
         if why is not None:
             results[name] = why
     alive = {n: e["address"] for n, e in entries.items() if n not in results}
-    key = None
-    if getattr(args, "key_file", None):
-        try:
-            key = read_key_file(args.key_file)
-        except InvalidArgument as exc:
-            print(f"rsc status: {exc}", file=sys.stderr)
-            return 2
+    try:
+        key = read_key_file(args.key_file) if getattr(args, "key_file", None) else None
+        tls = TlsConfig.from_args(getattr(args, "tls_cert", None), getattr(args, "tls_key", None),
+                                  getattr(args, "tls_ca", None))
+    except InvalidArgument as exc:
+        print(f"rsc status: {exc}", file=sys.stderr)
+        return 2
     if alive:
-        results.update(probe(alive, timeout, key=key))
+        results.update(probe(alive, timeout, key=key, tls=tls))
     unreachable = [n for n, r in results.items() if isinstance(r, BaseException)]
     if args.json:
         out: dict[str, Any] = {"cluster": os.path.abspath(args.cluster), "nodes": {}}

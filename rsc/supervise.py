@@ -33,6 +33,7 @@ import psutil
 from rsc.cluster_file import write_cluster_file
 from rsc.localfs import DirLock, ensure_private_dir, read_key_file
 from rsc.probe import LaunchInterrupted, probe
+from rsc.transport.tls import TlsConfig
 from rsc.transport.uds import dead_socket_error
 
 log = logging.getLogger("rsc.launch")
@@ -175,7 +176,13 @@ class LocalCluster:
                  cluster_file: str | None = None, ready_timeout: float = 30.0,
                  cwd: str | None = None, stderr_sink: Callable[[str, str], None] | None = None,
                  python: str | None = None, key_file: str | None = None,
-                 state_dir: str | None = None) -> None:
+                 state_dir: str | None = None, tcp_host: str | None = None,
+                 tls: TlsConfig | None = None) -> None:
+        """``tcp_host``: the nodes listen on ``tcp:HOST:PORT`` instead of Unix
+        sockets, each on a port the system picks at its first start and keeps
+        across restarts. ``tls``: mutual TLS for them (one certificate whose
+        subjectAltNames name every node, e.g. ``worker-1``..``worker-N``); the
+        launcher's own probes present it too."""
         if isinstance(n, bool) or not isinstance(n, int) or n < 1:
             raise ValueError(f"a cluster needs at least one node, got n={n!r}")
         if not isinstance(registry, str) or ":" not in registry:
@@ -195,6 +202,13 @@ class LocalCluster:
         # durable nodes: each gets --state-dir STATE_DIR/NAME (rsc.node.journal)
         self.state_dir = None if state_dir is None else os.path.abspath(state_dir)
         self.key: bytes | None = None
+        if tls is not None and not isinstance(tls, TlsConfig):
+            raise ValueError(f"tls must be an rsc.TlsConfig, got {type(tls).__name__}")
+        if tls is not None and tcp_host is None:
+            raise ValueError("tls is for TCP nodes: give tcp_host too (e.g. '127.0.0.1')")
+        self.tcp_host = tcp_host
+        self.tls = tls
+        self._tcp_addresses: dict[str, str] = {}  # name -> tcp:HOST:PORT once bound
         if key_file is not None:
             self.key = read_key_file(key_file)
         self.ready_timeout = float(ready_timeout)
@@ -241,6 +255,9 @@ class LocalCluster:
         return os.path.join(self.directory, f"{name}.sock")
 
     def address_of(self, name: str) -> str:
+        if self.tcp_host is not None:
+            host = f"[{self.tcp_host}]" if ":" in self.tcp_host else self.tcp_host
+            return self._tcp_addresses.get(name, f"tcp:{host}:0")
         return f"unix:{self.socket_path(name)}"
 
     def stderr_of(self, name: str) -> str:
@@ -372,7 +389,7 @@ class LocalCluster:
 
     def status(self, timeout_s: float = 5.0) -> dict[str, dict | BaseException]:
         """Each node's STATUS_REPLY stats (or the error that prevented it)."""
-        return probe(self.nodes, timeout_s, key=self.key)
+        return probe(self.nodes, timeout_s, key=self.key, tls=self.tls)
 
     # ------------------------------------------------------- context managers
     def __enter__(self) -> LocalCluster:
@@ -450,6 +467,8 @@ class LocalCluster:
             argv += ["--grace", str(self.grace)]
         if self.key_file is not None:
             argv += ["--key-file", self.key_file]
+        if self.tls is not None:
+            argv += ["--tls-cert", self.tls.cert, "--tls-key", self.tls.key, "--tls-ca", self.tls.ca]
         if self.state_dir is not None:
             argv += ["--state-dir", os.path.join(self.state_dir, name)]
         return argv + list(self.extra_args)
@@ -492,13 +511,16 @@ class LocalCluster:
                 raise self._fail(name, f"not ready within {self.ready_timeout:g} s (no READY line)")
         assert p.ready_line is not None
         rname, rpid, raddr = p.ready_line
+        if self.tcp_host is not None and name not in self._tcp_addresses and raddr.startswith("tcp:"):
+            self._tcp_addresses[name] = raddr  # the port the system picked, kept for restarts
         if rname != name or rpid != p.pid or raddr != self.address_of(name):
             raise self._fail(name, f"printed an unexpected READY line: READY {rname} {rpid} {raddr} "
                                    f"(expected READY {name} {p.pid} {self.address_of(name)})")
 
     def _check_handshakes(self, names: Sequence[str], deadline: float) -> None:
         remaining = max(0.5, deadline - time.monotonic())
-        results = probe({n: self.address_of(n) for n in names}, remaining, self.interrupt, self.key)
+        results = probe({n: self.address_of(n) for n in names}, remaining, self.interrupt, self.key,
+                        self.tls)
         for name in names:
             res = results.get(name)
             if isinstance(res, BaseException) or res is None:

@@ -51,6 +51,14 @@ def both_leaseheaps() -> tuple[ModuleType, ModuleType]:
 pytest_plugins = ["tests.cluster"]
 
 
+@pytest.fixture(scope="session")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> object:
+    """Throwaway certificates for mutual TLS (tests/pki.py), one set per run."""
+    from tests.pki import make_pki
+
+    return make_pki(str(tmp_path_factory.mktemp("pki")))
+
+
 @pytest.fixture(autouse=True)
 def _no_leaked_regions_or_leases() -> Iterator[None]:
     """Every test leaves no open region and leaks no lease (rsc.regions' debug counters)."""

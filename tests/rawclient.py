@@ -18,6 +18,7 @@ import hashlib
 import hmac
 import os
 import socket
+import ssl
 import struct
 import time
 from collections.abc import Callable
@@ -134,13 +135,17 @@ def node_proof(key: bytes, nonce_o: bytes, nonce_n: bytes) -> bytes:
 
 
 class RawClient:
-    """One connection to a node's Unix socket.
+    """One connection to a node: its Unix socket (``PATH`` or ``unix:PATH``),
+    or ``tcp:HOST:PORT`` (``tcp:[::1]:PORT``), over TLS when ``tls`` (an
+    ``ssl.SSLContext``) is given, checking the node's certificate against
+    ``server_hostname``.
 
     ``received`` keeps every decoded message in arrival order (including those
     ``recv_until`` skipped); ``peer_times`` the Lamport value of each.
     """
 
-    def __init__(self, path: str, name: str = "raw-origin", *, connect_timeout: float = 5.0) -> None:
+    def __init__(self, path: str, name: str = "raw-origin", *, connect_timeout: float = 5.0,
+                 tls: ssl.SSLContext | None = None, server_hostname: str | None = None) -> None:
         if path.startswith("unix:"):
             path = path[len("unix:"):]
         self.path = path
@@ -153,6 +158,17 @@ class RawClient:
         self.nonce_o: bytes | None = None  # our HELLO nonce, once sent
         self._buf = bytearray()
         self._eof = False
+        if path.startswith("tcp:"):
+            host, _sep, port = path[len("tcp:"):].rpartition(":")
+            sock = socket.create_connection((host.strip("[]"), int(port)), connect_timeout)
+            if tls is not None:
+                try:
+                    sock = tls.wrap_socket(sock, server_hostname=server_hostname)
+                except BaseException:
+                    sock.close()
+                    raise
+            self.sock = sock
+            return
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             self.sock.settimeout(connect_timeout)

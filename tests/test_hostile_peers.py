@@ -20,6 +20,7 @@ from __future__ import annotations
 import os
 import random
 import socket
+import ssl
 import time
 import tracemalloc
 from collections.abc import Callable, Iterator
@@ -243,9 +244,32 @@ def peak_rss(pid: int) -> int:
 
 
 class Node:
-    def __init__(self, cluster: Any) -> None:
-        self.path = cluster.nodes[NODE][len("unix:"):]
+    """The one node of a cluster: its address, pid, and for a TCP+TLS node
+    the client context a raw client connects with."""
+
+    def __init__(self, cluster: Any, tls: ssl.SSLContext | None = None) -> None:
+        self.address = cluster.nodes[NODE]
         self.pid = cluster.pids[NODE]
+        self.tls = tls
+
+
+@pytest.fixture(params=["unix", "tcp+tls"])
+def start_node(request: pytest.FixtureRequest, cluster: Callable[..., Any],
+               pki: Any) -> Callable[..., Node]:
+    """``start_node(**LocalCluster kw)``: a one-node cluster on a Unix socket,
+    or on loopback TCP with mutual TLS: every limit and timeout here must
+    hold on both (issue 15)."""
+    def start(**kw: Any) -> Node:
+        if request.param == "unix":
+            return Node(cluster(1, **kw))
+        return Node(cluster(1, tcp_host="127.0.0.1", tls=pki.nodes, **kw),
+                    pki.origin.client_context())
+    return start
+
+
+#: What a write to a node that closed (or stopped reading) may raise, plain or TLS.
+WRITE_REFUSED = (BrokenPipeError, ConnectionResetError, ssl.SSLError)
+WOULD_BLOCK = (BlockingIOError, ssl.SSLWantWriteError)
 
 
 @pytest.fixture
@@ -258,7 +282,7 @@ def clients() -> Iterator[list[RawClient]]:
 
 def connect(node: Node, opened: list[RawClient], handshake: bool = True,
             name: str | None = None) -> RawClient:
-    rc = RawClient(node.path, name or f"raw-{len(opened)}")
+    rc = RawClient(node.address, name or f"raw-{len(opened)}", tls=node.tls, server_hostname=NODE)
     opened.append(rc)
     if handshake:
         rc.handshake()
@@ -278,16 +302,16 @@ def unknown_kind_frame(size: int) -> bytes:
     return frame(body_of(99, b"", 4, array_header(count) + b"\x90" * count))
 
 
-def test_a_big_frame_before_the_handshake_is_refused(cluster: Callable[..., Any],
+def test_a_big_frame_before_the_handshake_is_refused(start_node: Callable[..., Node],
                                                      clients: list[RawClient]) -> None:
-    node = Node(cluster(1))
+    node = start_node()
     before = peak_rss(node.pid)
     rc = connect(node, clients, handshake=False)
     # The 16 MiB unknown-kind frame of empty arrays: refused on its header.
     data = unknown_kind_frame(16 * MIB)
     try:
         rc.send_raw(data)
-    except (BrokenPipeError, ConnectionResetError):
+    except WRITE_REFUSED:
         pass  # the node may close before it has read everything
     err = assert_error_then_closed(rc, E_FRAME_TOO_LARGE)
     assert "before its handshake completes" in err[4], err
@@ -295,7 +319,7 @@ def test_a_big_frame_before_the_handshake_is_refused(cluster: Callable[..., Any]
     rc2 = connect(node, clients, handshake=False)
     try:
         rc2.send_frame(pack([0, "x", 1, 1, "origin", os.urandom(32), {"pad": b"\0" * (70 * 1024)}]))
-    except (BrokenPipeError, ConnectionResetError):
+    except WRITE_REFUSED:
         pass  # refused on its header, before the rest was written
     assert_error_then_closed(rc2, E_FRAME_TOO_LARGE)
     # After the handshake a big frame is fine (the same node serves it).
@@ -306,11 +330,11 @@ def test_a_big_frame_before_the_handshake_is_refused(cluster: Callable[..., Any]
     assert peak_rss(node.pid) - before < 100 * MIB
 
 
-def test_an_unknown_kind_after_the_handshake_costs_no_memory(cluster: Callable[..., Any],
+def test_an_unknown_kind_after_the_handshake_costs_no_memory(start_node: Callable[..., Node],
                                                             clients: list[RawClient]) -> None:
     """The 16 MiB frame of sixteen million empty arrays, from an authenticated
     peer: ERROR 5 at the cost of the frame, not ~1.2 GB."""
-    node = Node(cluster(1))
+    node = start_node()
     before = peak_rss(node.pid)
     rc = connect(node, clients)
     rc.send_raw(unknown_kind_frame(16 * MIB))
@@ -319,9 +343,9 @@ def test_an_unknown_kind_after_the_handshake_costs_no_memory(cluster: Callable[.
     assert grew < 100 * MIB, f"node peak RSS grew by {grew / MIB:.0f} MiB"
 
 
-def test_a_stalled_handshake_is_closed(cluster: Callable[..., Any],
+def test_a_stalled_handshake_is_closed(start_node: Callable[..., Node],
                                        clients: list[RawClient]) -> None:
-    node = Node(cluster(1, extra_args=["--handshake-timeout", "0.5"]))
+    node = start_node(extra_args=["--handshake-timeout", "0.5"])
     silent = connect(node, clients, handshake=False)
     two_bytes = connect(node, clients, handshake=False)
     two_bytes.send_raw(b"\x00\x00")
@@ -338,9 +362,9 @@ def test_a_stalled_handshake_is_closed(cluster: Callable[..., Any],
     assert ok.recv(T)[3] == 3
 
 
-def test_a_stalled_frame_is_closed(cluster: Callable[..., Any],
+def test_a_stalled_frame_is_closed(start_node: Callable[..., Node],
                                    clients: list[RawClient]) -> None:
-    node = Node(cluster(1, extra_args=["--frame-timeout", "0.5"]))
+    node = start_node(extra_args=["--frame-timeout", "0.5"])
     header_only = connect(node, clients)
     header_only.send_raw(b"\x00\x00")
     half = connect(node, clients)
@@ -356,17 +380,17 @@ def test_a_stalled_frame_is_closed(cluster: Callable[..., Any],
         time.sleep(0.2)
 
 
-def test_stalled_connections_do_not_pile_up(cluster: Callable[..., Any],
+def test_stalled_connections_do_not_pile_up(start_node: Callable[..., Node],
                                             clients: list[RawClient]) -> None:
     """200 connections stall a handshake or half a frame; all are closed."""
-    node = Node(cluster(1, extra_args=["--handshake-timeout", "0.5", "--frame-timeout", "0.5"]))
+    node = start_node(extra_args=["--handshake-timeout", "0.5", "--frame-timeout", "0.5"])
     stalled = []
     for i in range(200):
         for _attempt in range(200):  # the listen backlog may be full for a moment
             try:
                 rc = connect(node, clients, handshake=False)
                 break
-            except BlockingIOError:
+            except WOULD_BLOCK:
                 time.sleep(0.01)
         rc.send_raw(b"\x00\x00" if i % 2 else frame(b"\x00" * 60_000)[:30_000])
         stalled.append(rc)
@@ -381,12 +405,12 @@ def test_stalled_connections_do_not_pile_up(cluster: Callable[..., Any],
 BIG_OUTPUT = 256 * 1024
 
 
-def test_a_peer_that_does_not_read_cannot_grow_the_node(cluster: Callable[..., Any],
+def test_a_peer_that_does_not_read_cannot_grow_the_node(start_node: Callable[..., Node],
                                                         clients: list[RawClient]) -> None:
     """Batches of spawns whose outputs are 256 KiB, never reading a reply.
     Without back-pressure the node would queue every result for the peer
     (1,920 x 256 KiB = 480 MiB, and more while the peer keeps sending)."""
-    node = Node(cluster(1, capacity=32))
+    node = start_node(capacity=32)
     before = peak_rss(node.pid)
     flood = connect(node, clients, name="flood")
     flood.sock.setblocking(False)
@@ -398,7 +422,7 @@ def test_a_peer_that_does_not_read_cannot_grow_the_node(cluster: Callable[..., A
         try:
             while data:
                 data = data[flood.sock.send(data):]
-        except BlockingIOError:
+        except WOULD_BLOCK:
             blocked += 1  # the node stopped reading: what is left waits in our buffer
             break
         sent += 32

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from rsc.errors import InvalidArgument
 from rsc.localfs import read_key_file
+from rsc.transport.tls import TlsConfig
 
 if TYPE_CHECKING:  # pragma: no cover
     from rsc.node.server import NodeServer
@@ -24,63 +25,121 @@ from rsc.registry import load_registry
 GC_GEN0_THRESHOLD = 20_000
 
 
+ENV_PREFIX = "RSC_"
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--name", required=True, help="this node's NodeId, e.g. worker-1")
-    p.add_argument("--listen", required=True, help="unix:PATH of the socket to serve on")
-    p.add_argument("--registry", required=True, help="package.module:attribute of an rsc.Registry")
-    p.add_argument("--capacity", type=int, default=16384, help="max tasks running at once (default 16384)")
-    p.add_argument("--max-input-bytes", type=int, default=16 * 1024 * 1024,
-                   help="largest input accepted (default 16 MiB)")
-    p.add_argument("--threads", type=int, default=None, help="thread pool size for sync computations")
-    p.add_argument("--grace", type=float, default=5.0,
-                   help="seconds running tasks get on shutdown (default 5). A node is gone within "
-                        "grace + 10 s of SIGTERM whatever its computations do; a second "
-                        "SIGTERM/SIGINT makes it leave at once")
-    p.add_argument("--ttl", type=float, default=300.0, help="seconds results stay for duplicates")
-    p.add_argument("--peers", default=None,
-                   help="cluster file of nodes this node's computations may spawn on (nested work)")
-    p.add_argument("--key-file", default=None,
-                   help="file holding the cluster key (>= 16 bytes, mode 600): the handshake then "
-                        "proves it both ways")
-    p.add_argument("--lifeline-stdin", action="store_true",
-                   help="shut down gracefully when stdin closes (the launcher died)")
-    p.add_argument("--trace", default=None, help="append trace events as JSON lines to this file")
-    p.add_argument("--state-dir", default=None,
-                   help="directory of this node's durable idempotency journal (created 0700; one node "
-                        "per directory): records, results and tombstones survive a restart")
-    p.add_argument("--handshake-timeout", type=float, default=10.0,
-                   help="seconds a connection may take to finish its handshake (default 10)")
-    p.add_argument("--frame-timeout", type=float, default=30.0,
-                   help="seconds a started frame may stay incomplete (default 30)")
-    p.add_argument("--isolation", choices=("thread", "process"), default="thread",
-                   help="where sync computations registered without isolation= run: the node's "
-                        "threads (default; fast, but a cancel cannot interrupt a blocking call) or "
-                        "worker processes (a cancel always wins, a crash is one task's outcome)")
-    p.add_argument("--workers", type=int, default=None,
-                   help="worker processes for process-isolated computations (default: the CPU "
-                        "count, at least 2)")
-    p.add_argument("--time-limit", type=float, default=None,
-                   help="seconds a process-isolated computation may run before its worker is "
-                        "killed (TimeLimitExceeded), unless it sets time_limit= (default: none)")
-    p.add_argument("--memory-limit", type=parse_bytes, default=None,
-                   help="address space a process-isolated computation may add, e.g. 512MiB or 2G "
-                        "(MemoryLimitExceeded), unless it sets memory_limit= (default: none)")
-    p.add_argument("--max-tasks-per-worker", type=int, default=None,
-                   help="replace a worker process after it ran this many tasks (default: never)")
-    p.add_argument("--cancel-grace", type=float, default=2.0,
-                   help="seconds a cancelled sync computation gets to stop by itself before its "
-                        "thread is interrupted or its worker process killed (default 2)")
-    p.add_argument("--require-capability", action="store_true",
-                   help="run nothing without a capability token that allows it (rsc.capability); "
-                        "needs --root-key-file or --node-key-file")
-    p.add_argument("--root-key-file", action="append", default=[], metavar="[KEY_ID=]PATH",
-                   help="the cluster's capability root key (mode 600); this node derives its own "
-                        "key from it. Repeat with other key ids to accept several (rotation). "
-                        "KEY_ID defaults to 'default'")
-    p.add_argument("--node-key-file", action="append", default=[], metavar="[KEY_ID=]PATH",
-                   help="this node's derived capability key (rsc.capability.node_key), instead "
-                        "of the root key: a node that holds only it cannot mint for others")
-    p.add_argument("--log-level", default="WARNING")
+    """``rsc node``'s options. Every option may also come from the environment
+    as ``RSC_`` + its name in capitals with ``_`` for ``-`` (``--tls-cert`` is
+    ``RSC_TLS_CERT``; a flag is on when its variable is ``1``/``true``/``yes``);
+    the command line wins. A container or unit file can then configure a node
+    from its environment (see docs/DEPLOY.md)."""
+    opt = EnvOptions(p)
+    opt("--name", required=True, help="this node's NodeId, e.g. worker-1 (RSC_NAME; in a "
+                                       "container, the pod's hostname)")
+    opt("--listen", required=True,
+        help="where to serve: unix:PATH, or tcp:HOST:PORT (tcp:[::1]:PORT for IPv6; a host that is "
+             "not loopback needs --tls-* and --key-file, or --insecure)")
+    opt("--registry", required=True, help="package.module:attribute of an rsc.Registry")
+    opt("--capacity", type=int, default=16384, help="max tasks running at once (default 16384)")
+    opt("--max-input-bytes", type=int, default=16 * 1024 * 1024,
+        help="largest input accepted (default 16 MiB)")
+    opt("--threads", type=int, default=None, help="thread pool size for sync computations")
+    opt("--grace", type=float, default=5.0,
+        help="seconds running tasks get on shutdown (default 5). A node is gone within "
+             "grace + 10 s of SIGTERM whatever its computations do; a second "
+             "SIGTERM/SIGINT makes it leave at once")
+    opt("--ttl", type=float, default=300.0, help="seconds results stay for duplicates")
+    opt("--peers", default=None,
+        help="cluster file of nodes this node's computations may spawn on (nested work)")
+    opt("--key-file", default=None,
+        help="file holding the cluster key (>= 16 bytes, mode 600): the handshake then "
+             "proves it both ways")
+    opt("--tls-cert", default=None,
+        help="PEM certificate of this node for a tcp: listener; its subjectAltName must name "
+             "the node (--name) as a DNS name")
+    opt("--tls-key", default=None, help="PEM private key of --tls-cert (mode 600)")
+    opt("--tls-ca", default=None,
+        help="PEM CA certificate(s): clients must present a certificate it issued")
+    opt("--insecure", action="store_true",
+        help="allow a non-loopback tcp: listener without TLS and a cluster key (a trusted "
+             "network only)")
+    opt("--allow-uid", type=int, action="append", default=None, metavar="UID",
+        help="on a Unix socket, also accept connections from this user id (repeatable; "
+             "checked with SO_PEERCRED; by default only this process's own user)")
+    opt("--lifeline-stdin", action="store_true",
+        help="shut down gracefully when stdin closes (the launcher died)")
+    opt("--trace", default=None, help="append trace events as JSON lines to this file")
+    opt("--state-dir", default=None,
+        help="directory of this node's durable idempotency journal (created 0700; one node "
+             "per directory): records, results and tombstones survive a restart")
+    opt("--handshake-timeout", type=float, default=10.0,
+        help="seconds a connection may take to finish its handshake, a TLS one included "
+             "(default 10)")
+    opt("--frame-timeout", type=float, default=30.0,
+        help="seconds a started frame may stay incomplete (default 30)")
+    opt("--isolation", choices=("thread", "process"), default="thread",
+        help="where sync computations registered without isolation= run: the node's "
+             "threads (default; fast, but a cancel cannot interrupt a blocking call) or "
+             "worker processes (a cancel always wins, a crash is one task's outcome)")
+    opt("--workers", type=int, default=None,
+        help="worker processes for process-isolated computations (default: the CPU "
+             "count, at least 2)")
+    opt("--time-limit", type=float, default=None,
+        help="seconds a process-isolated computation may run before its worker is "
+             "killed (TimeLimitExceeded), unless it sets time_limit= (default: none)")
+    opt("--memory-limit", type=parse_bytes, default=None,
+        help="address space a process-isolated computation may add, e.g. 512MiB or 2G "
+             "(MemoryLimitExceeded), unless it sets memory_limit= (default: none)")
+    opt("--max-tasks-per-worker", type=int, default=None,
+        help="replace a worker process after it ran this many tasks (default: never)")
+    opt("--cancel-grace", type=float, default=2.0,
+        help="seconds a cancelled sync computation gets to stop by itself before its "
+             "thread is interrupted or its worker process killed (default 2)")
+    opt("--require-capability", action="store_true",
+        help="run nothing without a capability token that allows it (rsc.capability); "
+             "needs --root-key-file or --node-key-file")
+    opt("--root-key-file", action="append", default=None, metavar="[KEY_ID=]PATH",
+        help="the cluster's capability root key (mode 600); this node derives its own "
+             "key from it. Repeat with other key ids to accept several (rotation). "
+             "KEY_ID defaults to 'default'")
+    opt("--node-key-file", action="append", default=None, metavar="[KEY_ID=]PATH",
+        help="this node's derived capability key (rsc.capability.node_key), instead "
+             "of the root key: a node that holds only it cannot mint for others")
+    opt("--log-level", default="WARNING")
+
+
+_KIND_NAMES = {int: "an integer", float: "a number of seconds"}
+
+
+class EnvOptions:
+    """``add_argument`` with the default taken from ``RSC_<NAME>`` when set.
+    A value that does not convert is a usage error naming the variable."""
+
+    def __init__(self, parser: argparse.ArgumentParser) -> None:
+        self.parser = parser
+
+    def __call__(self, flag: str, **kw: Any) -> None:
+        var = ENV_PREFIX + flag.lstrip("-").upper().replace("-", "_")
+        raw = os.environ.get(var)
+        if raw is not None and raw != "":
+            kw["required"] = False
+            if kw.get("action") == "store_true":
+                kw["default"] = raw.strip().lower() in ("1", "true", "yes", "on")
+            elif kw.get("action") == "append":
+                kind = kw.get("type", str)
+                try:
+                    kw["default"] = [kind(v) for v in raw.replace(",", " ").split()]
+                except ValueError:
+                    self.parser.error(f"{var}={raw!r}: {flag} takes numbers separated by commas")
+            else:
+                kind = kw.get("type", str)
+                try:
+                    kw["default"] = kind(raw)
+                except (ValueError, argparse.ArgumentTypeError):
+                    self.parser.error(f"{var}={raw!r}: {flag} takes {_KIND_NAMES.get(kind, 'a value')}")
+        kw["help"] = f"{kw.get('help', '')} [env {var}]".strip()
+        self.parser.add_argument(flag, **kw)
 
 
 _UNITS = {"": 1, "b": 1, "k": 1 << 10, "kb": 1000, "kib": 1 << 10, "m": 1 << 20, "mb": 10**6,
@@ -128,8 +187,9 @@ async def _serve(args: argparse.Namespace) -> int:
     key = read_key_file(args.key_file) if args.key_file else None
     from rsc.node.tokens import gate_from_files
 
-    gate = gate_from_files(args.name, args.require_capability, args.root_key_file,
-                           args.node_key_file)
+    gate = gate_from_files(args.name, args.require_capability, args.root_key_file or [],
+                           args.node_key_file or [])
+    tls = TlsConfig.from_args(args.tls_cert, args.tls_key, args.tls_ca)
     trace = Trace(args.name, args.trace) if args.trace else None
     server = NodeServer(args.name, args.listen, registry, capacity=args.capacity,
                         max_input_bytes=args.max_input_bytes, max_threads=args.threads,
@@ -140,7 +200,8 @@ async def _serve(args: argparse.Namespace) -> int:
                         cancel_grace_s=args.cancel_grace,
                         isolation=args.isolation, workers=args.workers,
                         time_limit=args.time_limit, memory_limit=args.memory_limit,
-                        max_tasks_per_worker=args.max_tasks_per_worker)
+                        max_tasks_per_worker=args.max_tasks_per_worker,
+                        tls=tls, insecure=args.insecure, allow_uids=tuple(args.allow_uid or ()))
     if trace is not None:  # each record carries the node's Lamport time (rsc trace merge)
         trace.lamport = lambda: server.engine.clock.time
     await server.start()

@@ -27,7 +27,8 @@ cdef class NodeServer:
     cdef public object handshake_timeout_s, frame_timeout_s, _sweep_s, _sweep_handle
     cdef public object _handshake_sweeps, _frame_sweeps
     cdef public EngineTimer _timer
-    cdef public object transport
+    cdef public object transport, tls, allow_uids
+    cdef public bint _check_peer_uid
     cdef public object _socket_id  # (st_dev, st_ino) of the socket file this node created
     cdef object __weakref__
 

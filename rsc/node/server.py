@@ -1,4 +1,4 @@
-"""The node process's server: the NodeEngine driven by asyncio over Unix sockets.
+"""The node process's server: the NodeEngine driven by asyncio over Unix sockets or TCP (with mutual TLS).
 
 One NodeServer owns the listener, every accepted connection, the engine and
 the executor. It turns engine actions into writes, closes, task starts and
@@ -23,7 +23,7 @@ from rsc._core.messages import AUTH, DEFAULT_MAX_FRAME_BYTES, HANDSHAKE_MAX_FRAM
 from rsc._engine.node import CANCEL, CLOSE, SEND, START, Admission, NodeEngine, NodeTask
 from rsc.clock import SystemClock
 from rsc.cx import Cx, RemoteCap
-from rsc.errors import InvalidArgument, PeerTimeout, ProtocolError
+from rsc.errors import AuthFailed, InvalidArgument, PeerTimeout, ProtocolError
 from rsc.node.executor import Executor
 from rsc.node.journal import open_journal
 from rsc.node.workers import WorkerPool, check_pool_options
@@ -33,7 +33,9 @@ from rsc.transport.address import Address
 from rsc.transport.base import Transport
 from rsc.transport.connection import FramedConnection
 from rsc.transport.timer import EngineTimer
-from rsc.transport.uds import listen_unix, remove_socket
+from rsc.transport.tcp import bound_address, check_exposure, listen_tcp
+from rsc.transport.tls import TlsConfig
+from rsc.transport.uds import listen_unix, peer_uid, remove_socket
 from rsc.types import Budget, CancelReason, NodeId, OutcomeKind
 
 log = logging.getLogger("rsc.node")
@@ -90,7 +92,8 @@ class NodeServer:
                  frame_timeout_s: float = 30.0, transport: Transport | None = None,
                  capabilities: Any = None, isolation: str = "thread", workers: int | None = None,
                  time_limit: float | None = None, memory_limit: int | None = None,
-                 max_tasks_per_worker: int | None = None) -> None:
+                 max_tasks_per_worker: int | None = None, tls: TlsConfig | None = None,
+                 insecure: bool = False, allow_uids: tuple[int, ...] = ()) -> None:
         """``handshake_timeout_s``: a connection that has not sent its AUTH by
         then gets ERROR 7 and is closed; ``frame_timeout_s``: likewise one
         whose partial frame saw no frame complete for that long (both checked
@@ -98,7 +101,13 @@ class NodeServer:
         ``state_dir``: the durable idempotency journal's directory (None: the
         node's records live only as long as its process). ``transport``: how
         it listens (a ``rsc.transport.base.Transport``; None: a Unix socket at
-        ``address``, with the permissions of PROTOCOL.md section 1).
+        ``address``, with the permissions of PROTOCOL.md section 1, or TCP for
+        a ``tcp:`` address). ``tls``: mutual TLS for a ``tcp:`` listener (and
+        for the computations' own connections to ``peers``). A ``tcp:``
+        address that is not loopback is refused (``InsecureListen``) without
+        both ``tls`` and ``key``, unless ``insecure``. ``allow_uids``: users
+        besides this process's own whose connections a Unix socket accepts
+        (checked with SO_PEERCRED; anyone else gets ERROR auth_failed).
         ``capabilities``: None (tokens are not checked), or a
         ``rsc.node.tokens.TokenGate``: the node then runs nothing without a
         token that allows it (``rsc node --require-capability``).
@@ -116,8 +125,17 @@ class NodeServer:
             raise InvalidArgument(f"transport must have connect() and listen() coroutines "
                                   f"(rsc.transport.base.Transport), got {type(transport).__name__}")
         self.transport = transport
-        if transport is None and self.address.scheme != "unix":
-            raise NotImplementedError("TCP listeners come with the TLS transport; use unix:PATH")
+        if tls is not None and not isinstance(tls, TlsConfig):
+            raise InvalidArgument(f"tls must be an rsc.TlsConfig, got {type(tls).__name__}")
+        if tls is not None and self.address.scheme != "tcp":
+            raise InvalidArgument(f"TLS is for tcp: addresses; {self.address} is a Unix socket, "
+                                  "whose peers the kernel names (SO_PEERCRED)")
+        self.tls = tls
+        if transport is None:
+            check_exposure(self.address, tls, key, insecure)
+        self.allow_uids = frozenset(int(u) for u in allow_uids) | {os.geteuid()}
+        # Only a real Unix socket of ours can name its peer's user.
+        self._check_peer_uid = transport is None and self.address.scheme == "unix"
         self.registry = registry
         self.grace_s = grace_s
         # With a peers cluster file, computations get a RemoteCap and may spawn
@@ -180,6 +198,10 @@ class NodeServer:
             await self.executor.workers.start()
         if self.transport is not None:
             self._server = await self.transport.listen(self.address, self._make_connection)
+        elif self.address.scheme == "tcp":
+            self._server = await listen_tcp(self.address, self._make_connection, self.tls,
+                                            self.handshake_timeout_s)
+            self.address = bound_address(self._server, self.address)
         else:
             self._server, self._socket_id = await listen_unix(self.address.path, self._make_connection)
         self._sweep_handle = self._loop.call_later(self._sweep_s, self._sweep)
@@ -202,6 +224,8 @@ class NodeServer:
     def remove_socket(self) -> bool:
         """Unlink our socket file, unless another listener has replaced it
         since; True if removed. Safe from any thread, and to call twice."""
+        if self.address.scheme != "unix":
+            return False
         removed = remove_socket(self.address.path, self._socket_id)
         self._socket_id = None
         return removed
@@ -299,6 +323,15 @@ class NodeServer:
         conn.tag = cid
         self._conns[cid] = conn
         self.engine.open_connection(cid, self.clock.now_ns())
+        if self._check_peer_uid:
+            uid = peer_uid(conn.transport)
+            if uid is not None and uid not in self.allow_uids:
+                log.error("node %s: refused a connection from uid %d (only uids %s may connect)",
+                          self.name, uid, ", ".join(map(str, sorted(self.allow_uids))))
+                self.engine.protocol_error(cid, AuthFailed(
+                    f"uid {uid} may not connect to node {self.name}; its operator can allow it "
+                    f"with --allow-uid {uid}"), self.clock.now_ns())
+                self._pump()
 
     def _on_messages(self, conn: FramedConnection, msgs: list[Any]) -> None:
         engine, now, cid = self.engine, self.clock.now_ns(), conn.tag
@@ -407,7 +440,7 @@ class NodeServer:
         if self.peers is None:
             return None
         if self._runtime is None:
-            self._runtime = Runtime(self.peers, name=self.name, key=self.engine.key)
+            self._runtime = Runtime(self.peers, name=self.name, key=self.engine.key, tls=self.tls)
             self._runtime.attach()
         return RemoteCap(self._runtime, token=task.capability)
 

@@ -1,4 +1,6 @@
-"""Node addresses: ``unix:/path/to/socket`` (default) or ``tcp:host:port``."""
+"""Node addresses: ``unix:/path/to/socket`` (default) or ``tcp:HOST:PORT``
+(IPv6 hosts in brackets: ``tcp:[::1]:7000``; port 0 asks a listener for any
+free port)."""
 
 from __future__ import annotations
 
@@ -25,12 +27,19 @@ class Address:
             return cls("unix", path=path)
         if text.startswith("tcp:"):
             host, sep, port = text[4:].rpartition(":")
-            if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-                raise InvalidArgument(f"address {text!r} must look like tcp:HOST:PORT")
+            if not sep or not host or not port.isdigit() or not 0 <= int(port) < 65536:
+                raise InvalidArgument(f"address {text!r} must look like tcp:HOST:PORT "
+                                      "(tcp:[ADDR]:PORT for IPv6), with a port from 0 to 65535")
+            if host.startswith("[") != host.endswith("]"):
+                raise InvalidArgument(f"address {text!r} has an unbalanced bracket; write IPv6 "
+                                      "hosts as tcp:[::1]:PORT")
             return cls("tcp", host=host.strip("[]"), port=int(port))
         if text.startswith("/") or text.startswith("."):
             return cls("unix", path=text)
         raise InvalidArgument(f"address {text!r} must start with 'unix:' or 'tcp:'")
 
     def __str__(self) -> str:
-        return f"unix:{self.path}" if self.scheme == "unix" else f"tcp:{self.host}:{self.port}"
+        if self.scheme == "unix":
+            return f"unix:{self.path}"
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"tcp:{host}:{self.port}"

@@ -12,6 +12,7 @@ import asyncio
 import os
 import socket
 import stat
+import struct
 from typing import Callable
 
 from rsc.errors import InvalidArgument, PathInUse
@@ -93,6 +94,22 @@ async def connect_unix(path: str, factory: Callable[[], asyncio.Protocol]) -> as
     loop = asyncio.get_running_loop()
     _transport, protocol = await loop.create_unix_connection(factory, path)
     return protocol
+
+
+def peer_uid(transport: asyncio.BaseTransport | None) -> int | None:
+    """The uid of the process at the other end of a Unix-socket connection
+    (SO_PEERCRED: the kernel's record of who connected), or None where the
+    platform or the transport cannot tell."""
+    sock = None if transport is None else transport.get_extra_info("socket")
+    option = getattr(socket, "SO_PEERCRED", None)
+    if sock is None or option is None:
+        return None
+    try:
+        creds = sock.getsockopt(socket.SOL_SOCKET, option, struct.calcsize("3i"))
+    except OSError:
+        return None
+    _pid, uid, _gid = struct.unpack("3i", creds)
+    return uid
 
 
 class UnixListener:
