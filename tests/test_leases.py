@@ -21,6 +21,7 @@ import rsc.lease
 from rsc import InvalidArgument, Lease, LeaseError, LeaseState, RemoteTaskState, Runtime, spawn_remote
 from rsc._engine.states import OriginEvent
 from rsc.handle import RemoteLease
+from rsc.lab import Lab
 from rsc.launch import LocalCluster
 
 
@@ -224,6 +225,50 @@ def test_lease_snapshot_and_legacy_fields() -> None:
     assert lease.expires_at_ns is None and lease.expires_at == 50.0
     assert repr(lease) == ("Lease(Released, expires_at=50.0, initial_duration=30.0, renewals=1, "
                            "region=1, holder=2, obligation=3)")
+
+
+# ---------------------------------------- handle.lease in the lab (virtual time)
+
+
+lab_registry = rsc.Registry()
+
+
+@lab_registry.computation("nap", codec="msgpack")
+async def nap(cx: Any, seconds: float) -> float:
+    await asyncio.sleep(seconds)
+    return seconds
+
+
+def test_handle_lease_in_the_lab_counts_each_renewal_on_virtual_time() -> None:
+    """On the lab's clock the node renews exactly every third of the lease: a
+    3 s lease over a 10 s task is renewed at 1, 2, ... 9 s (the one due at
+    10 s comes after the result), each moving the expiry to 3 s later."""
+    seen: dict[str, Any] = {}
+
+    async def scenario(lab: Lab) -> None:
+        await lab.start_node("n1", lab_registry)
+        rt = await lab.start_origin("o1")
+        h = spawn_remote(rt.cx(), "n1", "nap", 10.0, lease=3.0)
+        lease = h.lease
+        assert lease.expires_at is None  # not yet written: the connection is not up
+        assert lease.remaining() == 3.0 and lease.is_active()
+        await asyncio.sleep(0.5)
+        assert lease.now() == rt.clock.now_ns() / 1e9  # the lab's virtual clock
+        seen["start"] = (lease.now(), lease.renewal_count, lease.expires_at, lease.remaining())
+        await asyncio.sleep(4.0)
+        seen["mid"] = (lease.now(), lease.renewal_count, lease.expires_at, lease.remaining())
+        assert await h.join() == 10.0
+        seen["end"] = (lease.renewal_count, lease.state, lease.expires_at)
+
+    report = Lab(1).run(scenario)
+    assert report.ok, report.format()
+
+    def near(x: float) -> Any:  # frames take microseconds of virtual time
+        return pytest.approx(x, abs=0.01)
+
+    assert seen["start"] == (near(0.5), 0, near(3.0), near(2.5))
+    assert seen["mid"] == (near(4.5), 4, near(7.0), near(2.5))  # renewed at 1, 2, 3 and 4 s
+    assert seen["end"] == (9, LeaseState.RELEASED, near(12.0))
 
 
 # ------------------------------------------------ handle.lease over real nodes
