@@ -94,6 +94,8 @@ MAX_LEASE_MS = (1 << 32) - 1
 _KEYS_AT_ONCE = 256  # idempotency keys drawn from the runtime's PRNG per call
 # the origin engine's events in its transition record (Runtime._on_renewal)
 _EV_RENEWAL, _EV_LAPSED = int(OriginEvent.RENEWAL), int(OriginEvent.LEASE_LAPSED)
+# the messages _on_messages sends to _on_renewal (C variables when compiled: remote.pxd)
+_RENEWAL_BATCH, _RENEWAL = LeaseRenewalBatch, LeaseRenewal
 _STATE_OF_KIND = (  # indexed by the wire's outcome kind
     RemoteTaskState.COMPLETED,  # success
     RemoteTaskState.FAILED,  # failed
@@ -344,7 +346,7 @@ class Runtime:
         engine, now, node = self.engine, self.clock.now_ns(), conn.tag
         for msg in msgs:
             kind = type(msg)
-            if kind is LeaseRenewalBatch or kind is LeaseRenewal:
+            if kind is _RENEWAL_BATCH or kind is _RENEWAL:
                 self._on_renewal(node, msg, now)
             else:
                 engine.receive(node, msg, now)  # a C call when compiled (a bound method is not)
