@@ -359,7 +359,7 @@ class Runtime:
         transition, not followed by a lapse (a renewal that comes after the
         deadline lapses the task instead). Only renewal messages take this path."""
         engine = self.engine
-        outer = engine.record  # a test's or the lab's record, if any, gets every transition too
+        outer = engine.record  # a record a test set, if any, still gets every transition
         record: list = []
         engine.record = record
         try:
