@@ -8,7 +8,7 @@ errors, reject codes for ``SpawnRejected``).
 from __future__ import annotations
 
 import re
-from typing import Any, Protocol
+from typing import Any, ClassVar, Protocol
 
 from rsc._core.messages import (
     ERR_AUTH_FAILED,
@@ -410,6 +410,55 @@ class RemoteCancelled(RemoteTaskError):
 
 class LeaseExpired(RemoteTaskError):
     """The task's lease lapsed with neither a renewal nor a result."""
+
+
+class LeaseError(RemoteError):
+    """A lease operation that the lease's state does not allow (``rsc.Lease``).
+
+    Each kind is a subclass, caught by name (``except LeaseError.Expired``):
+
+    - ``LeaseError.Expired``, "lease expired": renewing a lease whose time ran
+      out (which also marks it expired), or releasing an expired lease;
+    - ``LeaseError.Released``, "lease already released": renewing a released
+      lease, or marking it expired;
+    - ``LeaseError.AlreadyReleased``, a ``Released``: releasing a lease twice;
+    - ``LeaseError.CreationFailed``, "lease creation failed: ...": a lease
+      could not be made (rsc itself raises it nowhere today).
+
+    ``str()`` of a kind made without a detail is that text; when rsc raises
+    one, what happened follows after a colon. ``detail`` holds that part.
+    """
+
+    text: ClassVar[str] = "lease error"
+    Expired: ClassVar[type[LeaseError]]
+    Released: ClassVar[type[LeaseError]]
+    AlreadyReleased: ClassVar[type[LeaseError]]
+    CreationFailed: ClassVar[type[LeaseError]]
+
+    def __init__(self, detail: str = "") -> None:
+        self.detail = detail
+        super().__init__(f"{self.text}: {detail}" if detail else self.text)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return type(self), (self.detail,)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__qualname__}({self.detail!r})"
+
+
+def _lease_error_kind(name: str, text: str, base: type[LeaseError] = LeaseError) -> type[LeaseError]:
+    """A kind of LeaseError, reachable as ``LeaseError.<name>`` (and pickled by that name)."""
+    cls = type(name, (base,), {"text": text, "__module__": __name__,
+                               "__qualname__": f"LeaseError.{name}",
+                               "__doc__": f"LeaseError.{name}: {text}."})
+    setattr(LeaseError, name, cls)
+    return cls
+
+
+_lease_error_kind("Expired", "lease expired")
+_lease_error_kind("Released", "lease already released")
+_lease_error_kind("AlreadyReleased", "lease already released", LeaseError.Released)
+_lease_error_kind("CreationFailed", "lease creation failed")
 
 
 class SerializationError(RemoteError):

@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 from rsc._engine.escalation import EscState
 from rsc._engine.origin import OriginTask
 from rsc._engine.states import OriginState
-from rsc.errors import LeaseExpired, RemoteProtocolError
-from rsc.lease import ACTIVE, EXPIRED, RELEASED, Lease, LeasePolicy
+from rsc.errors import InvalidArgument, LeaseExpired, RemoteProtocolError
+from rsc.lease import ACTIVE, EXPIRED, RELEASED, Lease, LeasePolicy, LeaseState
 from rsc.types import (
     CancelKind,
     CancelReason,
@@ -40,6 +40,7 @@ class HandleRuntime(Protocol):
     """What a handle reads from the runtime that made it (an ``rsc.Runtime``)."""
 
     engine: OriginEngine
+    clock: Any  # an rsc.clock.Clock: now_ns()
     _loop: asyncio.AbstractEventLoop
     _handles: dict[int, RemoteHandle]
 
@@ -54,7 +55,7 @@ class RemoteHandle:
 
     __slots__ = ("_rt", "_task", "_done", "_outcome", "_error", "_codec", "_state", "_owner_region",
                  "_lease_s", "_policy", "_observed", "_region",
-                 "_holder", "_earlier", "_waiters", "_protocol_errors", "__weakref__")
+                 "_holder", "_earlier", "_waiters", "_protocol_errors", "_renewals", "__weakref__")
 
     def __init__(self, rt: HandleRuntime, task: OriginTask, codec: str | None, owner_region: int,
                  lease_s: float, policy: LeasePolicy, region: Any, holder: int) -> None:
@@ -85,6 +86,10 @@ class RemoteHandle:
         self._waiters: list[asyncio.Future[None]] | None = None
         # messages about this handle's attempts that did not fit their state
         self._protocol_errors: list[RemoteProtocolError] | None = None
+        # _renewals, the renewals the engine applied to the current attempt's
+        # lease (Runtime._on_renewal counts them), is not set here: no cost per
+        # spawn. Compiled it is a C field, 0 from the start; the pure twin's
+        # slot stays unset until the first renewal (read it with getattr).
 
     # -- identity ------------------------------------------------------------------
     @property
@@ -104,15 +109,17 @@ class RemoteHandle:
         return self._owner_region
 
     @property
-    def lease(self) -> Lease:
-        """This task's lease now: active (with its expiry), released or expired."""
-        if self.state is RemoteTaskState.LEASE_EXPIRED:
-            state, at = EXPIRED, None
-        elif self._done:
-            state, at = RELEASED, None
-        else:
-            state, at = ACTIVE, self._rt.engine.lease_deadline(self._task.rtid)
-        return Lease(self._lease_s, state, at, self._owner_region, self._holder)
+    def local_task_id(self) -> int | None:
+        """The id of the local task that owns the handle: the task of the Cx
+        that spawned it (``cx.task_id``)."""
+        return self._holder
+
+    @property
+    def lease(self) -> RemoteLease:
+        """This task's lease, live (a ``RemoteLease``, an ``rsc.Lease``): each
+        read says what the origin knows now. Made on each access (a spawn
+        makes none); ``lease.snapshot()`` keeps one as it is."""
+        return RemoteLease(self)
 
     @property
     def attempts(self) -> list[tuple[str, int]]:
@@ -272,6 +279,112 @@ class RemoteHandle:
     def __repr__(self) -> str:
         return (f"RemoteHandle({self._task.computation!r} on {self._task.node!r}, "
                 f"{RemoteTaskId(self._task.rtid)}, {self.state})")
+
+
+class RemoteLease(Lease):
+    """A remote task's lease as its origin holds it, read live from the
+    handle (``handle.lease``). The same surface as ``rsc.Lease``:
+
+    - ``state``: Active until the outcome arrives (Released) or the lease
+      lapses with neither renewal nor outcome (Expired: the handle is in
+      LEASE_EXPIRED, settled or escalating). A lapse that the policy answers
+      with a retry moves the handle, and this view, to the new attempt's
+      lease: Active again, with its own expiry and renewal count.
+    - ``expires_at``: the deadline the origin holds for it (seconds on the
+      runtime's clock: ``time.monotonic()`` for an ``rsc.Runtime``, virtual
+      time in the lab); once released, the last one it held; once expired,
+      when the origin found it run out; None while the spawn is not yet
+      written to its node (the lease clock has not started).
+    - ``renewal_count``: the node's renewals (LEASE_RENEWAL) the origin
+      engine applied to it; the node's first accept restarts the lease clock
+      but is not counted.
+    - ``initial_duration``: the spawn's ``lease`` (seconds); ``region``: the
+      owning region's id; ``holder``: the local task id (``local_task_id``);
+      ``obligation_id``: the remote task id of the attempt holding it.
+    - ``remaining``, ``is_active``, ``is_expired`` take ``now`` on the
+      runtime's clock (default: read it).
+
+    The node renews it and the outcome releases it, so ``renew``,
+    ``release`` and ``mark_expired`` raise InvalidArgument (``handle.abort()``
+    ends the task early).
+    """
+
+    __slots__ = ("_handle",)
+
+    def __init__(self, handle: RemoteHandle) -> None:
+        # Lease.__init__ is not called: every field is read from the handle
+        self._handle = handle
+
+    @property
+    def obligation_id(self) -> int:
+        return RemoteTaskId(self._handle._task.rtid)
+
+    @property
+    def region(self) -> int | None:
+        return self._handle._owner_region
+
+    @property
+    def holder(self) -> int | None:
+        return self._handle._holder
+
+    @property
+    def initial_duration(self) -> float:
+        return self._handle._lease_s
+
+    @property
+    def renewal_count(self) -> int:
+        return getattr(self._handle, "_renewals", 0)
+
+    @property
+    def state(self) -> LeaseState:
+        h = self._handle
+        if h.state is RemoteTaskState.LEASE_EXPIRED:
+            return EXPIRED
+        return RELEASED if h._done else ACTIVE
+
+    @property
+    def expires_at(self) -> float | None:
+        h = self._handle
+        task = h._task
+        state = self.state
+        if state is ACTIVE and not h._done:
+            at = h._rt.engine.lease_deadline(task.rtid)
+            return None if at is None else at / 1e9
+        until = task.lease_until
+        if not until:
+            return None  # never written to its node: the lease clock never started
+        if state is EXPIRED and task.cancel_reason is not None:
+            # The cancel the origin sends after a lapse watches the task one
+            # more lease (rsc._engine.origin, cancel()): the lease ran out
+            # when that watch began.
+            until -= task.lease_ms * 1_000_000
+        return until / 1e9
+
+    @property
+    def expires_at_ns(self) -> int | None:
+        h = self._handle
+        if h._done or self.state is not ACTIVE:
+            return None
+        return h._rt.engine.lease_deadline(h._task.rtid)
+
+    def now(self) -> float:
+        """The time on the runtime's clock (seconds)."""
+        return self._handle._rt.clock.now_ns() / 1e9
+
+    def _refuse(self, what: str) -> None:
+        raise InvalidArgument(
+            f"handle.lease is a live view of remote task {RemoteTaskId(self._handle._task.rtid)}'s "
+            f"lease: its node renews it and its outcome releases it, so it cannot be {what} here; "
+            f"call handle.abort() to end the task, or make a standalone rsc.Lease to manage one yourself")
+
+    def renew(self, duration: float, now: float | None = None) -> None:
+        self._refuse("renewed")
+
+    def release(self, now: float | None = None) -> None:
+        self._refuse("released")
+
+    def mark_expired(self) -> None:
+        self._refuse("marked expired")
 
 
 # Enum members read on every task, as module globals (see rsc/_engine/node.py)

@@ -1,5 +1,10 @@
 """Leases as the caller sees them, and what to do when one lapses.
 
+A lease is a time-bounded obligation that keeps work alive: its holder renews
+it before it runs out; it is released when the work is done, or expires if
+neither happens in time. ``Lease`` is one (the original design's, rules below);
+``handle.lease`` is a remote task's, a live ``RemoteLease`` (``rsc.handle``).
+
 A remote task's lease is an obligation of the region that spawned it: the
 node renews it while the task runs; it is released when the task's outcome
 arrives. If it lapses with neither renewal nor result, the spawn's escalation
@@ -33,12 +38,14 @@ it is at least once.
 
 from __future__ import annotations
 
+import enum
+import itertools
+import math
 from dataclasses import dataclass
-from typing import ClassVar
+from time import monotonic
+from typing import Any, ClassVar
 
-from rsc.errors import InvalidArgument
-
-ACTIVE, RELEASED, EXPIRED = "active", "released", "expired"
+from rsc.errors import InvalidArgument, LeaseError
 
 
 class LeasePolicy:
@@ -132,16 +139,237 @@ def prefers_same_node(policy: LeasePolicy) -> bool:
 DEFAULT_POLICY = fail()
 
 
-@dataclass(frozen=True, slots=True)
-class Lease:
-    """A snapshot of one remote task's lease."""
 
-    duration_s: float
-    state: str  # ACTIVE, RELEASED or EXPIRED
-    expires_at_ns: int | None  # on the origin's clock; None once not active
-    region: int
-    holder: int
+
+# ------------------------------------------------------------------- leases
+
+
+class LeaseState(str, enum.Enum):
+    """Where a lease is. ``str()`` prints ``Active``, ``Released`` or
+    ``Expired``; a member also equals its value, the lower-case word
+    (``LeaseState.RELEASED == "released"``), as ``handle.lease.state`` was a
+    plain string before."""
+
+    ACTIVE = "active"  # not released, not marked expired (its time may have run out: is_expired(now))
+    RELEASED = "released"  # released by its holder (a remote task's: its outcome arrived)
+    EXPIRED = "expired"  # ran out with neither renewal nor release
+
+    def __str__(self) -> str:
+        return self.name.title()
+
+    def __format__(self, spec: str) -> str:
+        return format(str(self), spec)
+
+
+ACTIVE, RELEASED, EXPIRED = LeaseState.ACTIVE, LeaseState.RELEASED, LeaseState.EXPIRED
+
+#: obligation ids of the standalone leases made without one (process-wide, from 1)
+_obligation_ids = itertools.count(1)
+
+
+def _number(x: Any, what: str) -> float:
+    if isinstance(x, bool) or not isinstance(x, (int, float)) or not math.isfinite(x):
+        raise InvalidArgument(f"{what} must be a finite number of seconds (int or float), got {x!r}")
+    return float(x)
+
+
+def _duration(x: Any) -> float:
+    d = _number(x, "a lease duration")
+    if d < 0:
+        raise InvalidArgument(f"a lease duration must be >= 0 seconds, got {x!r}")
+    return d
+
+
+class Lease:
+    """A time-bounded obligation that keeps work alive (the original design's
+    ``Lease``): made active, expiring ``duration`` seconds after ``now``;
+    ``renew`` moves the expiry to ``now + duration``, ``release`` ends it
+    cleanly, ``mark_expired`` records that it ran out::
+
+        create -> Active --renew()--> Active (extended)
+                    |-- release() ----> Released
+                    '-- runs out -----> Expired (renew() after it, or mark_expired())
+
+    Rules: renewing at or after the expiry fails with ``LeaseError.Expired``
+    and marks the lease expired; renewing a released lease fails with
+    ``LeaseError.Released``; releasing twice fails with
+    ``LeaseError.AlreadyReleased``; releasing an expired lease fails with
+    ``LeaseError.Expired``; ``mark_expired`` is idempotent but fails with
+    ``LeaseError.Released`` on a released lease.
+
+    Time is seconds (float) on one clock, the lease's: ``time.monotonic()``
+    when a ``now`` argument is None (the default), or any clock you pass
+    consistently as ``now`` (virtual time in a test: ``Lease(30, now=10)``
+    expires at 40). ``now()`` reads the lease's clock.
+
+    ``region``, ``holder`` and ``obligation_id`` are for bookkeeping (ints,
+    or None); ``obligation_id`` defaults to a fresh number, unique in the
+    process among leases made without one.
+
+    ``handle.lease`` is a ``RemoteLease`` (``rsc.handle``), a live view of a
+    remote task's lease with the same surface: its node renews it and its
+    outcome releases it, so its ``renew``/``release``/``mark_expired`` refuse.
+    """
+
+    __slots__ = ("_obligation_id", "_region", "_holder", "_expires_at", "_initial_duration",
+                 "_state", "_renewal_count")
+
+    def __init__(self, duration: float, now: float | None = None, *, region: int | None = None,
+                 holder: int | None = None, obligation_id: int | None = None) -> None:
+        duration = _duration(duration)
+        start = self.now() if now is None else _number(now, "now")
+        for name, v in (("region", region), ("holder", holder), ("obligation_id", obligation_id)):
+            if v is not None and (isinstance(v, bool) or not isinstance(v, int)):
+                raise InvalidArgument(f"a lease's {name} must be an int or None, got {v!r}")
+        self._obligation_id = next(_obligation_ids) if obligation_id is None else obligation_id
+        self._region = region
+        self._holder = holder
+        self._expires_at: float | None = start + duration
+        self._initial_duration = duration
+        self._state = ACTIVE
+        self._renewal_count = 0
+
+    # -- what it is -------------------------------------------------------------
+    @property
+    def obligation_id(self) -> int:
+        """The obligation this lease stands for (a remote task's: its remote task id)."""
+        return self._obligation_id
 
     @property
-    def is_active(self) -> bool:
-        return self.state == ACTIVE
+    def region(self) -> int | None:
+        """The region that owns the lease."""
+        return self._region
+
+    @property
+    def holder(self) -> int | None:
+        """The task that holds the lease (a remote task's: the local task that spawned it)."""
+        return self._holder
+
+    @property
+    def expires_at(self) -> float | None:
+        """When the lease runs out unless renewed (seconds on the lease's clock).
+        Kept once released or expired. None only for a remote task's lease
+        whose clock has not started (the spawn is not yet written to its node)."""
+        return self._expires_at
+
+    @property
+    def initial_duration(self) -> float:
+        """The duration it was made with (seconds)."""
+        return self._initial_duration
+
+    @property
+    def state(self) -> LeaseState:
+        return self._state
+
+    @property
+    def renewal_count(self) -> int:
+        """How many renewals were applied to it."""
+        return self._renewal_count
+
+    @property
+    def duration_s(self) -> float:
+        """``initial_duration`` (the name of the snapshot this class replaced)."""
+        return self.initial_duration
+
+    @property
+    def expires_at_ns(self) -> int | None:
+        """``expires_at`` in int ns while the state is Active, else None (the
+        field of the snapshot this class replaced)."""
+        at = self.expires_at
+        return round(at * 1e9) if at is not None and self.state is ACTIVE else None
+
+    # -- reading it at a time ---------------------------------------------------------
+    def now(self) -> float:
+        """The time on the lease's clock (seconds): ``time.monotonic()``."""
+        return monotonic()
+
+    def _at(self, now: float | None) -> float:
+        return self.now() if now is None else _number(now, "now")
+
+    def remaining(self, now: float | None = None) -> float:
+        """Seconds left before the expiry at ``now`` (default: the lease's
+        clock), 0.0 at or after it; the whole duration if not started."""
+        at = self.expires_at
+        if at is None:
+            return self.initial_duration
+        return max(0.0, at - self._at(now))
+
+    def is_active(self, now: float | None = None) -> bool:
+        """Active and not run out at ``now`` (default: the lease's clock)."""
+        if self.state is not ACTIVE:
+            return False
+        at = self.expires_at
+        return at is None or self._at(now) < at
+
+    def is_expired(self, now: float | None = None) -> bool:
+        """Marked expired, or active with its time run out at ``now`` (default:
+        the lease's clock)."""
+        state = self.state
+        if state is EXPIRED:
+            return True
+        at = self.expires_at
+        return state is ACTIVE and at is not None and self._at(now) >= at
+
+    @property
+    def is_released(self) -> bool:
+        return self.state is RELEASED
+
+    # -- changing it -----------------------------------------------------------------
+    def renew(self, duration: float, now: float | None = None) -> None:
+        """Extend the lease to expire ``duration`` seconds after ``now``
+        (default: the lease's clock) and count the renewal. Raises
+        ``LeaseError.Released`` if released, ``LeaseError.Expired`` if expired
+        or if its time ran out at ``now`` (and marks it expired)."""
+        duration = _duration(duration)
+        at = self._at(now)
+        if self._state is RELEASED:
+            raise LeaseError.Released(f"lease {self._obligation_id} was released; "
+                                      f"a released lease cannot be renewed")
+        if self._state is EXPIRED:
+            raise LeaseError.Expired(f"lease {self._obligation_id} expired; "
+                                     f"an expired lease cannot be renewed")
+        if self._expires_at is not None and at >= self._expires_at:
+            self._state = EXPIRED
+            raise LeaseError.Expired(f"lease {self._obligation_id} ran out at {self._expires_at} "
+                                     f"before this renewal at {at}; it is now expired")
+        self._expires_at = at + duration
+        self._renewal_count += 1
+
+    def release(self, now: float | None = None) -> None:
+        """Release the lease (the obligation is met). Raises
+        ``LeaseError.AlreadyReleased`` if released before, ``LeaseError.Expired``
+        if expired. ``now`` is checked but not kept."""
+        if now is not None:
+            _number(now, "now")
+        if self._state is RELEASED:
+            raise LeaseError.AlreadyReleased(f"lease {self._obligation_id} was released before; "
+                                             f"release() may be called once")
+        if self._state is EXPIRED:
+            raise LeaseError.Expired(f"lease {self._obligation_id} expired; "
+                                     f"an expired lease cannot be released")
+        self._state = RELEASED
+
+    def mark_expired(self) -> None:
+        """Record that the lease ran out (idempotent). Raises
+        ``LeaseError.Released`` if it was released."""
+        if self._state is RELEASED:
+            raise LeaseError.Released(f"lease {self._obligation_id} was released; "
+                                      f"a released lease cannot expire")
+        self._state = EXPIRED
+
+    def snapshot(self) -> Lease:
+        """A standalone copy of the lease as it is now (``Lease``, not live)."""
+        out = Lease.__new__(Lease)
+        out._obligation_id = self.obligation_id
+        out._region = self.region
+        out._holder = self.holder
+        out._expires_at = self.expires_at
+        out._initial_duration = self.initial_duration
+        out._state = self.state
+        out._renewal_count = self.renewal_count
+        return out
+
+    def __repr__(self) -> str:
+        return (f"{type(self).__name__}({self.state}, expires_at={self.expires_at}, "
+                f"initial_duration={self.initial_duration}, renewals={self.renewal_count}, "
+                f"region={self.region}, holder={self.holder}, obligation={self.obligation_id})")
