@@ -8,8 +8,6 @@ cdef class RemoteHandle:
     cdef public OriginTask _task
     cdef public object _region, _holder, _earlier, _waiters, _protocol_errors
     cdef public bint _done, _observed
-    # never set by __init__ (no cost per spawn): a C field is 0 from the start
-    cdef public long long _renewals
     cdef object __weakref__
 
     cpdef _settle(self, outcome, error, state)

@@ -55,7 +55,7 @@ class RemoteHandle:
 
     __slots__ = ("_rt", "_task", "_done", "_outcome", "_error", "_codec", "_state", "_owner_region",
                  "_lease_s", "_policy", "_observed", "_region",
-                 "_holder", "_earlier", "_waiters", "_protocol_errors", "_renewals", "__weakref__")
+                 "_holder", "_earlier", "_waiters", "_protocol_errors", "__weakref__")
 
     def __init__(self, rt: HandleRuntime, task: OriginTask, codec: str | None, owner_region: int,
                  lease_s: float, policy: LeasePolicy, region: Any, holder: int) -> None:
@@ -86,10 +86,6 @@ class RemoteHandle:
         self._waiters: list[asyncio.Future[None]] | None = None
         # messages about this handle's attempts that did not fit their state
         self._protocol_errors: list[RemoteProtocolError] | None = None
-        # _renewals, the renewals the engine applied to the current attempt's
-        # lease (Runtime._on_renewal counts them), is not set here: no cost per
-        # spawn. Compiled it is a C field, 0 from the start; the pure twin's
-        # slot stays unset until the first renewal (read it with getattr).
 
     # -- identity ------------------------------------------------------------------
     @property
@@ -333,7 +329,7 @@ class RemoteLease(Lease):
 
     @property
     def renewal_count(self) -> int:
-        return getattr(self._handle, "_renewals", 0)
+        return self._handle._task.renewals  # counted by the origin engine (OriginTask.renewals)
 
     @property
     def state(self) -> LeaseState:

@@ -11,9 +11,6 @@ from rsc.cx cimport Cx, RemoteCap
 from rsc.handle cimport RemoteHandle
 from rsc.links cimport Links, NodeLink
 
-# the renewal messages Runtime._on_messages tells apart (C variables: no lookup per message)
-cdef object _RENEWAL_BATCH, _RENEWAL
-
 cdef class Runtime:
     cdef public object cluster, name, key, default_lease_s, connect_timeout_s, backoff_max_s
     cdef public object transport, tls

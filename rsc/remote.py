@@ -25,13 +25,7 @@ import socket
 from collections.abc import Mapping
 from typing import Any, Callable
 
-from rsc._core.messages import (
-    ERR_AUTH_FAILED,
-    ERR_VERSION_MISMATCH,
-    REJECT_INVALID_INPUT,
-    LeaseRenewal,
-    LeaseRenewalBatch,
-)
+from rsc._core.messages import ERR_AUTH_FAILED, ERR_VERSION_MISMATCH, REJECT_INVALID_INPUT
 from rsc._engine.origin import (
     CLOSE,
     EV_ACCEPTED,
@@ -50,7 +44,6 @@ from rsc._engine.origin import (
     OriginTask,
     input_too_large,
 )
-from rsc._engine.states import OriginEvent
 from rsc.clock import SystemClock
 from rsc.cluster_file import load_cluster
 from rsc.cx import Cx, RemoteCap
@@ -93,10 +86,6 @@ MAX_LEASE_MS = (1 << 32) - 1
 
 
 _KEYS_AT_ONCE = 256  # idempotency keys drawn from the runtime's PRNG per call
-# the origin engine's events in its transition record (Runtime._on_renewal)
-_EV_RENEWAL, _EV_LAPSED = int(OriginEvent.RENEWAL), int(OriginEvent.LEASE_LAPSED)
-# the messages _on_messages sends to _on_renewal (C variables when compiled: remote.pxd)
-_RENEWAL_BATCH, _RENEWAL = LeaseRenewalBatch, LeaseRenewal
 _STATE_OF_KIND = (  # indexed by the wire's outcome kind
     RemoteTaskState.COMPLETED,  # success
     RemoteTaskState.FAILED,  # failed
@@ -354,36 +343,8 @@ class Runtime:
     def _on_messages(self, conn: FramedConnection, msgs: list[Any]) -> None:
         engine, now, node = self.engine, self.clock.now_ns(), conn.tag
         for msg in msgs:
-            kind = type(msg)
-            if kind is _RENEWAL_BATCH or kind is _RENEWAL:
-                self._on_renewal(node, msg, now)
-            else:
-                engine.receive(node, msg, now)  # a C call when compiled (a bound method is not)
+            engine.receive(node, msg, now)  # a C call when compiled (a bound method is not)
         self._pump()
-
-    def _on_renewal(self, node: str, msg: Any, now: int) -> None:
-        """Give the engine a LEASE_RENEWAL(_BATCH) and count, on each task's
-        handle, the renewals it applied (``RemoteLease.renewal_count``). The
-        engine says which it applied in its transition record: a RENEWAL
-        transition, not followed by a lapse (a renewal that comes after the
-        deadline lapses the task instead). Only renewal messages take this path."""
-        engine = self.engine
-        outer = engine.record  # a record a test set, if any, still gets every transition
-        record: list = []
-        engine.record = record
-        try:
-            engine.receive(node, msg, now)
-        finally:
-            engine.record = outer
-        if outer is not None:
-            outer.extend(record)
-        lapsed = {r[0] for r in record if r[2] == _EV_LAPSED}
-        for rtid, _before, event, _after in record:
-            if event == _EV_RENEWAL and rtid not in lapsed:
-                task = engine.get(rtid)
-                handle = task.handle if task is not None else None
-                if handle is not None:
-                    handle._renewals = getattr(handle, "_renewals", 0) + 1
 
     def _on_protocol_error(self, conn: FramedConnection, exc: ProtocolError) -> None:
         self.engine.protocol_error(conn.tag, exc, self.clock.now_ns())
@@ -471,7 +432,6 @@ class Runtime:
             handle._earlier = []
         handle._earlier.append((old.node, old.rtid))
         handle._task = new
-        handle._renewals = 0  # handle.lease is the new attempt's lease now
         new.handle = handle
         self._handles[new.rtid] = handle
         self._net.ensure(self._links[new.node])

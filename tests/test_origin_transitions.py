@@ -240,3 +240,19 @@ def test_unsent_spawns_given_up_go_through_the_table() -> None:
     assert link.origin.get(waiting.rtid) is None and link.origin.get(cancelled.rtid) is None
     assert link.origin.get(sent.rtid) is sent and sent.state is OriginState.RUNNING
     assert_all_in_table(link)
+
+
+def test_the_engine_counts_the_renewals_it_applies_and_not_a_late_one() -> None:
+    """OriginTask.renewals (what handle.lease.renewal_count reads): each
+    renewal batch that moves the deadline counts; the first accept does not;
+    one that comes after the deadline lapses the task instead."""
+    link = recording_link()
+    link.connect()
+    t = link.spawn(lease_ms=3_000)
+    assert t.renewals == 0  # accepted, not renewed
+    for _ in range(3):
+        link.advance(1_000)  # the node's batch every third of the lease
+        link.flush()
+    assert t.renewals == 3
+    link.origin._on_renewal(link.origin._links["node-1"], t.rtid, 3_000 * MS, t.lease_until + 1)
+    assert t.renewals == 3 and t.state is OriginState.LEASE_EXPIRED

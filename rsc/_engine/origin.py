@@ -108,7 +108,7 @@ class OriginTask:
 
     __slots__ = ("rtid", "node", "computation", "input", "lease_ms", "key", "deadline_ns",
                  "budget", "region", "task", "capability", "state", "handle", "reported",
-                 "cancel_reason", "sent", "accepted", "policy", "lease_until")
+                 "cancel_reason", "sent", "accepted", "policy", "lease_until", "renewals")
 
     def __init__(self, rtid: int, node: str, computation: str, input: bytes, lease_ms: int,
                  key: bytes, budget: tuple | None, deadline_ns: int | None, region: int,
@@ -131,6 +131,7 @@ class OriginTask:
         self.sent = False  # written to a connection at least once (may have reached the node)
         self.accepted = False  # the node accepted it (its first SPAWN_ACK said so)
         self.lease_until = 0  # its lease's deadline (ns) while watched, as in the lease heap
+        self.renewals = 0  # renewals from its node that moved that deadline (handle.lease)
         # its lease escalation policy (rsc.lease); None: the engine only reports
         # a lapse (EV_LEASE_EXPIRED) or a node restart (EV_NODE_RESTARTED)
         self.policy: Any = None
@@ -641,6 +642,8 @@ class OriginEngine:
             return  # renewals racing a result are normal; nothing to trace
         if self._process(task, _RENEWAL) is None:
             return
+        if now <= task.lease_until:  # else _renew lapses it: not a renewal applied
+            task.renewals += 1
         self._renew(task, now + lease_ns, now)
 
     def _renew(self, task: OriginTask, until: int, now: int) -> None:
