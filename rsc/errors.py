@@ -8,7 +8,7 @@ errors, reject codes for ``SpawnRejected``).
 from __future__ import annotations
 
 import re
-from typing import Any, ClassVar, Protocol
+from typing import Any, Callable, ClassVar, Protocol
 
 from rsc._core.messages import (
     ERR_AUTH_FAILED,
@@ -248,7 +248,29 @@ class RemoteFailed(RemoteTaskError):
         self.message = message
 
 
-class ResultTooLarge(RemoteFailed):
+class _WireText:
+    """An error a node states in an outcome's text (a FAILED or PANICKED
+    outcome, so an older origin still shows the text): the text starts with
+    the class's name, ``_PATTERN`` matches it, and its groups, converted by
+    ``_GROUPS`` (None stays None), are the constructor's arguments after the
+    message. ``text`` (each class's own) makes it; ``parse`` reads it back."""
+
+    _PATTERN: ClassVar[re.Pattern[str]]
+    _GROUPS: ClassVar[tuple[Callable[[str], Any], ...]]
+
+    @classmethod
+    def parse(cls, message: str) -> Any:
+        """The error an outcome with ``message`` stands for, if it is this one, else None."""
+        if not message.startswith(cls.__name__ + ": "):
+            return None
+        m = cls._PATTERN.match(message)
+        if m is None:
+            return None
+        return cls(message, *(None if g is None else conv(g)  # type: ignore[call-arg]
+                              for conv, g in zip(cls._GROUPS, m.groups())))
+
+
+class ResultTooLarge(_WireText, RemoteFailed):
     """The computation finished, but its output is too large to deliver in one
     frame: the node delivered this failure instead (``size`` and ``limit`` in
     bytes). Return less, or pass large data by another channel."""
@@ -258,6 +280,7 @@ class ResultTooLarge(RemoteFailed):
     _TEXT = "ResultTooLarge: the output of {computation!r} is {size} bytes; this node delivers at most {limit}"
     _PATTERN = re.compile(r"ResultTooLarge: the output of .* is (\d+) bytes; this node delivers at most (\d+)\Z",
                           re.DOTALL)
+    _GROUPS = (int, int)
 
     def __init__(self, message: str, size: int, limit: int) -> None:
         super().__init__(message)
@@ -269,16 +292,9 @@ class ResultTooLarge(RemoteFailed):
         """The FAILED outcome's message a node sends for an oversized output."""
         return cls._TEXT.format(computation=computation, size=size, limit=limit)
 
-    @classmethod
-    def parse(cls, message: str) -> ResultTooLarge | None:
-        """The error a FAILED outcome with ``message`` stands for, if it is this one."""
-        if not message.startswith("ResultTooLarge: "):
-            return None
-        m = cls._PATTERN.match(message)
-        return cls(message, int(m.group(1)), int(m.group(2))) if m else None
 
 
-class TimeLimitExceeded(RemoteFailed):
+class TimeLimitExceeded(_WireText, RemoteFailed):
     """A process-isolated computation ran past its ``time_limit``: the node
     killed its worker. ``limit_s`` is the limit in seconds. Raise the limit
     (``time_limit=`` on the registration, ``rsc node --time-limit``) or make
@@ -288,6 +304,7 @@ class TimeLimitExceeded(RemoteFailed):
              "its worker was killed (raise time_limit=, or split the work)")
     _PATTERN = re.compile(r"TimeLimitExceeded: computation .* ran past its time_limit of ([0-9.e+-]+) s",
                           re.DOTALL)
+    _GROUPS = (float,)
 
     def __init__(self, message: str, limit_s: float) -> None:
         super().__init__(message)
@@ -297,15 +314,9 @@ class TimeLimitExceeded(RemoteFailed):
     def text(cls, computation: str, limit_s: float) -> str:
         return cls._TEXT.format(computation=computation, limit=limit_s)
 
-    @classmethod
-    def parse(cls, message: str) -> TimeLimitExceeded | None:
-        if not message.startswith("TimeLimitExceeded: "):
-            return None
-        m = cls._PATTERN.match(message)
-        return cls(message, float(m.group(1))) if m else None
 
 
-class MemoryLimitExceeded(RemoteFailed):
+class MemoryLimitExceeded(_WireText, RemoteFailed):
     """A process-isolated computation tried to grow past its ``memory_limit``
     (the worker's RLIMIT_AS): its allocation failed with ``MemoryError`` and
     the worker was replaced. ``limit`` is the limit in bytes. Raise it
@@ -315,6 +326,7 @@ class MemoryLimitExceeded(RemoteFailed):
              "bytes ({detail}); raise memory_limit=, or use less memory")
     _PATTERN = re.compile(r"MemoryLimitExceeded: computation .* exceeded its memory_limit of (\d+) bytes",
                           re.DOTALL)
+    _GROUPS = (int,)
 
     def __init__(self, message: str, limit: int) -> None:
         super().__init__(message)
@@ -324,12 +336,6 @@ class MemoryLimitExceeded(RemoteFailed):
     def text(cls, computation: str, limit: int, detail: str) -> str:
         return cls._TEXT.format(computation=computation, limit=limit, detail=detail)
 
-    @classmethod
-    def parse(cls, message: str) -> MemoryLimitExceeded | None:
-        if not message.startswith("MemoryLimitExceeded: "):
-            return None
-        m = cls._PATTERN.match(message)
-        return cls(message, int(m.group(1))) if m else None
 
 
 def failed_error(message: str) -> RemoteFailed:
@@ -351,7 +357,7 @@ class RemotePanicked(RemoteTaskError):
         self.message = message
 
 
-class WorkerCrashed(RemotePanicked):
+class WorkerCrashed(_WireText, RemotePanicked):
     """The worker process running a process-isolated computation died under
     it: killed by a signal (``signal`` is its number: a segfault, an abort,
     the kernel's OOM killer's SIGKILL) or exited (``exit_status``). Every
@@ -359,6 +365,7 @@ class WorkerCrashed(RemotePanicked):
 
     _PATTERN = re.compile(r"WorkerCrashed: .*?(?:killed by (?:SIG\w+ )?\(signal (\d+)\)|"
                           r"exited with status (\d+))", re.DOTALL)
+    _GROUPS = (int, int)
 
     def __init__(self, message: str, signal: int | None, exit_status: int | None) -> None:
         super().__init__(message)
@@ -384,20 +391,12 @@ class WorkerCrashed(RemotePanicked):
         return (f"WorkerCrashed: the worker process (pid {pid}) running computation {computation!r} "
                 f"{how}")
 
-    @classmethod
-    def parse(cls, message: str) -> WorkerCrashed | None:
-        if not message.startswith("WorkerCrashed: "):
-            return None
-        m = cls._PATTERN.match(message)
-        if not m:
-            return None
-        sig, status = m.group(1), m.group(2)
-        return cls(message, int(sig) if sig else None, int(status) if status else None)
 
 
 def panicked_error(message: str) -> RemotePanicked:
     """The error for a PANICKED outcome: WorkerCrashed when the node said so, else RemotePanicked."""
-    return WorkerCrashed.parse(message) or RemotePanicked(message)
+    err: RemotePanicked | None = WorkerCrashed.parse(message)
+    return err if err is not None else RemotePanicked(message)
 
 
 class RemoteCancelled(RemoteTaskError):
