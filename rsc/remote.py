@@ -63,6 +63,7 @@ from rsc.errors import (
 )
 from rsc.transport.base import Transport
 from rsc.transport.connection import FramedConnection
+from rsc.trace import Trace
 from rsc.transport.timer import EngineTimer
 from rsc.transport.tls import TlsConfig
 from rsc.types import (
@@ -124,6 +125,8 @@ class Runtime:
         self.clock = SystemClock()
         self.trace = trace
         self.engine = OriginEngine(self.name, key=key, entropy=secrets.token_bytes, trace=trace)
+        if isinstance(trace, Trace):
+            trace.follow_clock(self.engine.clock)  # records carry the origin's Lamport time
         self._ids = itertools.count(1)  # remote task ids: never reused in this runtime
         self.engine.new_rtid = self._ids.__next__  # for the attempts escalation makes
         self._key_rng = random.Random(os.urandom(32))

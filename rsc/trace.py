@@ -82,6 +82,13 @@ class Trace:
         self._own_file = isinstance(sink, str)
         self._file: IO[str] | None = open(sink, "a", buffering=1) if isinstance(sink, str) else sink
 
+    def follow_clock(self, clock: Any) -> None:
+        """Stamp records with ``clock.time`` (a Lamport clock: an engine's) unless
+        the trace already reads one. ``Runtime`` and ``NodeServer`` call it with
+        their engine's clock, so their traces merge causally (``rsc trace merge``)."""
+        if self.lamport is None:
+            self.lamport = lambda: clock.time
+
     def __call__(self, event: str, fields: dict[str, Any]) -> None:
         with self._lock:
             self._seq += 1

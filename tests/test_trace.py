@@ -82,3 +82,24 @@ def test_the_remote_events_keep_their_documented_names_and_are_traced_per_task()
     assert [f["rtid"] for f in sent][:2] == [done.rtid, done.rtid + 1]
     assert any(f["rtid"] == lapsing.rtid for e, f in link.traces if e == T.LEASE_EXPIRED)
     assert N.TN.CANCEL_RECEIVED == T.CANCEL_RECEIVED
+
+
+def test_a_runtimes_and_a_nodes_trace_carry_their_engines_lamport_time(tmp_path: Path) -> None:
+    """No hand wiring: Runtime and NodeServer stamp a Trace with their engine's
+    Lamport clock (rsc trace merge orders by it); a trace that already reads a
+    clock keeps it."""
+    from rsc import Registry, Runtime
+    from rsc.node.server import NodeServer
+
+    rt_trace = Trace("o1")
+    rt = Runtime({"n1": "unix:/nonexistent/n1.sock"}, trace=rt_trace)
+    rt.engine.clock.time = 41
+    rt_trace("x", {})
+    node_trace = Trace("n1")
+    node = NodeServer("n1", f"unix:{tmp_path}/n1.sock", Registry(), trace=node_trace)
+    node.engine.clock.time = 7
+    node_trace("y", {})
+    own = Trace("o2", lamport=lambda: 99)
+    Runtime({"n1": "unix:/nonexistent/n1.sock"}, trace=own)
+    own("z", {})
+    assert [r["lamport"] for r in (*rt_trace.records, *node_trace.records, *own.records)] == [41, 7, 99]

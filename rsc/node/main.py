@@ -202,8 +202,6 @@ async def _serve(args: argparse.Namespace) -> int:
                         time_limit=args.time_limit, memory_limit=args.memory_limit,
                         max_tasks_per_worker=args.max_tasks_per_worker,
                         tls=tls, insecure=args.insecure, allow_uids=tuple(args.allow_uid or ()))
-    if trace is not None:  # each record carries the node's Lamport time (rsc trace merge)
-        trace.lamport = lambda: server.engine.clock.time
     await server.start()
     tune_gc()
     stopper = _Stopper(server, asyncio.get_running_loop())

@@ -32,6 +32,7 @@ from rsc.remote import Runtime
 from rsc.transport.address import Address
 from rsc.transport.base import Transport
 from rsc.transport.connection import FramedConnection
+from rsc.trace import Trace
 from rsc.transport.timer import EngineTimer
 from rsc.transport.tcp import bound_address, check_exposure, listen_tcp
 from rsc.transport.tls import TlsConfig
@@ -151,6 +152,8 @@ class NodeServer:
             max_input_bytes=max_input_bytes, ttl_ns=int(ttl_s * 1e9), key=key,
             entropy=secrets.token_bytes, stats=self._process_stats, trace=trace,
             capabilities=capabilities)
+        if isinstance(trace, Trace):
+            trace.follow_clock(self.engine.clock)  # records carry the node's Lamport time
         # With a state directory, idempotency records outlive this process
         # (rsc.node.journal); _pump syncs the journal before anything leaves.
         self._journal = None if state_dir is None else open_journal(state_dir, self.engine,
