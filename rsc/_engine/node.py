@@ -827,7 +827,10 @@ class NodeEngine:
         timers = self.timers
         for kind, key in timers.pop_due(now):
             if kind == T_RENEW:
-                origin, lease_ms = g = self._renew_group[key]
+                g = self._renew_group.get(key)
+                if g is None:
+                    continue  # (the group emptied earlier in this tick)
+                origin, lease_ms = g
                 timers.add(T_RENEW, key, now + lease_ms * MS // 3)
                 ids = sorted(self._renew[g])
                 for conn in self._origin_conns.get(origin, ()):
