@@ -13,8 +13,45 @@ from rsc._compiled import bind as _bind
 COMPILED = ("capability", "clock", "cx", "handle", "links", "remote")
 _bind(__name__, COMPILED)
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # what mypy and pyright see: the real classes (at run time, see below)
+    from rsc import cx, errors, lease, regions, remote, sagas, trace, types  # noqa: F401
+    from rsc.cx import Cx as Cx, RemoteCap as RemoteCap
+    from rsc.errors import (
+        Cancelled as Cancelled, CapabilityDenied as CapabilityDenied,
+        CapacityExceeded as CapacityExceeded, IdempotencyConflict as IdempotencyConflict,
+        InvalidArgument as InvalidArgument, InvalidInput as InvalidInput, LeaseError as LeaseError,
+        LeaseExpired as LeaseExpired, MemoryLimitExceeded as MemoryLimitExceeded,
+        NoCapability as NoCapability, NodeShuttingDown as NodeShuttingDown,
+        NodeUnreachable as NodeUnreachable, ProtocolError as ProtocolError,
+        RemoteCancelled as RemoteCancelled, RemoteError as RemoteError, RemoteFailed as RemoteFailed,
+        RemotePanicked as RemotePanicked, RemoteProtocolError as RemoteProtocolError,
+        ResultTooLarge as ResultTooLarge, RuntimeClosed as RuntimeClosed,
+        SerializationError as SerializationError, SpawnRejected as SpawnRejected,
+        TimeLimitExceeded as TimeLimitExceeded, UnknownComputation as UnknownComputation,
+        WorkerCrashed as WorkerCrashed,
+    )
+    from rsc.handle import RemoteHandle as RemoteHandle
+    from rsc.lease import Lease as Lease, LeaseState as LeaseState
+    from rsc.regions import Region as Region, region as region
+    from rsc.registry import Registry as Registry
+    from rsc.remote import Runtime as Runtime, spawn_remote as spawn_remote
+    from rsc.sagas import (
+        CompensationError as CompensationError, CompensationResult as CompensationResult,
+        Saga as Saga, SagaState as SagaState, SagaStepError as SagaStepError, saga as saga,
+    )
+    from rsc.transport.tls import TlsConfig as TlsConfig
+    from rsc.types import (
+        Budget as Budget, CancelKind as CancelKind, CancelReason as CancelReason,
+        ComputationName as ComputationName, IdempotencyKey as IdempotencyKey, NodeId as NodeId,
+        RemoteInput as RemoteInput, RemoteOutcome as RemoteOutcome, RemoteTaskId as RemoteTaskId,
+        RemoteTaskState as RemoteTaskState, Severity as Severity,
+    )
+
 # Public names resolve on first use, so importing a low layer (rsc._engine,
-# rsc._core) does not drag in asyncio and the transport.
+# rsc._core) does not drag in asyncio and the transport. tests/test_typing.py
+# holds the static list above to this one.
 _EXPORTS = {
     "rsc.cx": ("Cx", "RemoteCap"),
     "rsc.errors": (

@@ -8,7 +8,10 @@ import sys
 
 
 def main(argv: list[str] | None = None) -> int:
+    from rsc import __version__
+
     parser = argparse.ArgumentParser(prog="rsc", description="remote structured concurrency")
+    parser.add_argument("--version", action="version", version=f"rsc {__version__}")
     sub = parser.add_subparsers(dest="verb", required=True)
 
     from rsc.node import main as node_main

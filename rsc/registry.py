@@ -33,7 +33,7 @@ import importlib
 import inspect
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, TypeVar, overload
 
 import msgpack
 
@@ -300,6 +300,16 @@ class Registry:
                            max_tasks_per_worker=max_tasks_per_worker)
         self._items[cname] = comp
         return comp
+
+    @overload
+    def computation(self, name: F, /) -> F: ...
+
+    @overload
+    def computation(self, name: str | None = None, *, codec: str | None = None,
+                    validate: Callable[[Any], Any] | None = None, inline: bool = False,
+                    isolation: str | None = None, time_limit: float | None = None,
+                    memory_limit: int | None = None,
+                    max_tasks_per_worker: int | None = None) -> Callable[[F], F]: ...
 
     def computation(self, name: str | Callable[..., Any] | None = None, *, codec: str | None = None,
                     validate: Callable[[Any], Any] | None = None, inline: bool = False,

@@ -507,3 +507,12 @@ def test_rsc_launch_is_the_same_verb() -> None:
         assert flag in out.stdout
     bad = rsc_cli("launch", "-n", "0", "--registry", REGISTRY)
     assert bad.returncode == 2 and "at least 1" in bad.stderr
+
+
+def test_rsc_version(capsys: pytest.CaptureFixture[str]) -> None:
+    import rsc
+    from rsc.cli import main
+
+    with pytest.raises(SystemExit) as done:
+        main(["--version"])
+    assert done.value.code == 0 and capsys.readouterr().out == f"rsc {rsc.__version__}\n"
