@@ -1,4 +1,4 @@
-"""A raw-socket rsc protocol client written from ../shared/PROTOCOL.md alone.
+"""A raw-socket rsc protocol client written from the wire specification alone.
 
 Deliberately independent of rsc: it uses only the standard library and
 ``msgpack`` (``use_bin_type=True`` / ``raw=False``), never rsc's codec or

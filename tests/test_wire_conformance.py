@@ -1,4 +1,4 @@
-"""Conformance of a real node process to ../shared/PROTOCOL.md.
+"""Conformance of a real node process to the wire protocol (docs/PROTOCOL.md).
 
 Every test talks to a node started with ``tests.registries:basic`` through
 ``tests/rawclient.py``, a client written from PROTOCOL.md alone (no rsc code), so
