@@ -35,8 +35,6 @@ CACHE_TOKENS = 4096
 MAX_COUNTED_TOKENS = 65536
 
 
-def _digest(token: bytes) -> bytes:
-    return hashlib.blake2b(token, digest_size=16).digest()
 
 
 def denial(code: int, detail: str) -> str:
@@ -50,7 +48,7 @@ class TokenGate:
     str) to this node's derived key (``node_key(root, node)``); several ids
     are several keys accepted at once (rotation: retire one by leaving it out)."""
 
-    __slots__ = ("node", "keys", "_clock", "_verified", "_uses")
+    __slots__ = ("node", "keys", "_clock", "_verified", "_uses", "_last_token", "_last_digest")
 
     def __init__(self, node: str, keys: dict, *, clock: Callable[[], float] = time.time) -> None:
         if not keys:
@@ -63,6 +61,15 @@ class TokenGate:
         self._clock = clock  # Unix seconds (the lab hands in its own)
         self._verified: OrderedDict[bytes, tuple[list, int]] = OrderedDict()  # digest -> (caveats, max_uses)
         self._uses: dict[bytes, int] = {}
+        # the three calls of one spawn (check, uses_left, admitted) hash its token once
+        self._last_token: bytes | None = None
+        self._last_digest = b""
+
+    def _digest(self, token: bytes) -> bytes:
+        if token is not self._last_token:
+            self._last_token = token
+            self._last_digest = hashlib.blake2b(token, digest_size=16).digest()
+        return self._last_digest
 
     @classmethod
     def from_root_keys(cls, node: str, root_keys: dict, **kw: object) -> TokenGate:
@@ -74,7 +81,7 @@ class TokenGate:
         here and now; else the reject's detail (``denial``)."""
         if token is None:
             return "missing: this node requires a capability token (RemoteCap.with_token)"
-        digest = _digest(token)
+        digest = self._digest(token)
         known = self._verified.get(digest)
         if known is None:
             code, detail, caveats = verify_chain(token, self.keys, self.node)
@@ -98,7 +105,7 @@ class TokenGate:
         accepted), else the reject's detail."""
         if token is None:
             return None
-        digest = _digest(token)
+        digest = self._digest(token)
         known = self._verified.get(digest)
         max_uses = 0 if known is None else known[1]
         if max_uses == 0:
@@ -114,14 +121,14 @@ class TokenGate:
         """A new task was admitted under ``token``: count a use if it has a limit."""
         if token is None:
             return
-        digest = _digest(token)
+        digest = self._digest(token)
         known = self._verified.get(digest)
         if known is not None and known[1]:
             self._uses[digest] = self._uses.get(digest, 0) + 1
 
     def uses(self, token: bytes) -> int:
         """How many tasks were admitted under ``token`` (counted only for tokens with ``max_uses``)."""
-        return self._uses.get(_digest(token), 0)
+        return self._uses.get(self._digest(token), 0)
 
 
 DEFAULT_KEY_ID = "default"
