@@ -289,7 +289,8 @@ class RemoteLease(Lease):
     - ``expires_at``: the deadline the origin holds for it (seconds on the
       runtime's clock: ``time.monotonic()`` for an ``rsc.Runtime``, virtual
       time in the lab); once released, the last one it held; once expired,
-      when the origin found it run out; None while the spawn is not yet
+      the deadline that passed (``OriginTask.lapsed_at``: for a node found
+      restarted, when the origin found that out); None while the spawn is not yet
       written to its node (the lease clock has not started).
     - ``renewal_count``: the node's renewals (LEASE_RENEWAL) the origin
       engine applied to it; the node's first accept restarts the lease clock
@@ -346,14 +347,9 @@ class RemoteLease(Lease):
         if state is ACTIVE and not h._done:
             at = h._rt.engine.lease_deadline(task.rtid)
             return None if at is None else at / 1e9
-        until = task.lease_until
+        until = task.lapsed_at if state is EXPIRED and task.lapsed_at else task.lease_until
         if not until:
             return None  # never written to its node: the lease clock never started
-        if state is EXPIRED and task.cancel_reason is not None:
-            # The cancel the origin sends after a lapse watches the task one
-            # more lease (rsc._engine.origin, cancel()): the lease ran out
-            # when that watch began.
-            until -= task.lease_ms * 1_000_000
         return until / 1e9
 
     @property

@@ -254,5 +254,7 @@ def test_the_engine_counts_the_renewals_it_applies_and_not_a_late_one() -> None:
         link.advance(1_000)  # the node's batch every third of the lease
         link.flush()
     assert t.renewals == 3
-    link.origin._on_renewal(link.origin._links["node-1"], t.rtid, 3_000 * MS, t.lease_until + 1)
+    deadline = t.lease_until
+    link.origin._on_renewal(link.origin._links["node-1"], t.rtid, 3_000 * MS, deadline + 1)
     assert t.renewals == 3 and t.state is OriginState.LEASE_EXPIRED
+    assert t.lapsed_at == deadline  # what handle.lease.expires_at says once expired

@@ -7,7 +7,7 @@ from rsc._engine.logical cimport LamportClock
 cdef class OriginTask:
     cdef public object rtid, node, computation, input, key, deadline_ns, budget, region, task
     cdef public object capability, state, handle, cancel_reason, policy
-    cdef public long long lease_ms, lease_until, renewals
+    cdef public long long lease_ms, lease_until, renewals, lapsed_at
     cdef public bint reported, sent, accepted
 
 cdef class _Link:

@@ -108,7 +108,7 @@ class OriginTask:
 
     __slots__ = ("rtid", "node", "computation", "input", "lease_ms", "key", "deadline_ns",
                  "budget", "region", "task", "capability", "state", "handle", "reported",
-                 "cancel_reason", "sent", "accepted", "policy", "lease_until", "renewals")
+                 "cancel_reason", "sent", "accepted", "policy", "lease_until", "renewals", "lapsed_at")
 
     def __init__(self, rtid: int, node: str, computation: str, input: bytes, lease_ms: int,
                  key: bytes, budget: tuple | None, deadline_ns: int | None, region: int,
@@ -132,6 +132,7 @@ class OriginTask:
         self.accepted = False  # the node accepted it (its first SPAWN_ACK said so)
         self.lease_until = 0  # its lease's deadline (ns) while watched, as in the lease heap
         self.renewals = 0  # renewals from its node that moved that deadline (handle.lease)
+        self.lapsed_at = 0  # when its lease ran out (ns; 0: it has not), as handle.lease says
         # its lease escalation policy (rsc.lease); None: the engine only reports
         # a lapse (EV_LEASE_EXPIRED) or a node restart (EV_NODE_RESTARTED)
         self.policy: Any = None
@@ -293,6 +294,7 @@ class OriginEngine:
             st = task.state
             if task.sent and (st is OriginState.SPAWNED or st is OriginState.RUNNING):
                 self._process(task, _NODE_RESTARTED)
+                task.lapsed_at = now
                 self.timers.discard(T_LEASE, task.rtid)
                 if task.policy is None:
                     self.events.append((EV_NODE_RESTARTED, task, kept))
@@ -457,6 +459,7 @@ class OriginEngine:
         for a task without a policy)."""
         if self._process(task, _LEASE_LAPSED) is None:
             return
+        task.lapsed_at = min(task.lease_until, now)  # the deadline (a late renewal finds it passed)
         self.timers.discard(T_LEASE, task.rtid)
         self._trace_event(TN.LEASE_EXPIRED, node=task.node, rtid=task.rtid, task=repr(task))
         if task.policy is None:
@@ -543,7 +546,7 @@ class OriginEngine:
                     self._trace_event(TN.HANDSHAKE, node=node)
                     self._check_instance(link, msg.features, now)
                     self._resend_all(link, now)
-                    self._schedule_ping(link, now)
+                    self._schedule_ping(link)
                 elif kind is Error:
                     self._on_peer_error(link, msg, now)
                 else:
@@ -674,7 +677,7 @@ class OriginEngine:
         """The earliest deadline in ``timers`` (what the driver's timer follows)."""
         return self.timers.next_deadline()
 
-    def _schedule_ping(self, link: _Link, now: int) -> None:
+    def _schedule_ping(self, link: _Link) -> None:
         """Set the link's PING deadline: a third of its shortest lease after
         the last frame sent, while it is ready and has tasks with leases."""
         if link.ready and link.lease_counts:
@@ -696,14 +699,13 @@ class OriginEngine:
                 task = self._tasks.get(key)
                 if task is not None and key in self._escalations:
                     self._escalate(task, EscEvent.DEADLINE, None, now)
-            else:  # T_PING: due a third of the shortest lease after the last frame sent
+            else:  # T_PING: re-read from the last frame sent; due now, or later
                 link = self._link_list[key]
-                link.ping_at = NO_DEADLINE
-                if (link.ready and link.lease_counts
-                        and now >= link.last_sent + min(link.lease_counts) * MS // 3):
+                self._schedule_ping(link)
+                if link.ping_at <= now:
                     link.ping_nonce += 1
                     self._send(link, Ping(self.name, self.clock.send(), link.ping_nonce), now)
-                self._schedule_ping(link, now)
+                    self._schedule_ping(link)
 
     def terminal(self, task: OriginTask) -> bool:
         return task.state in ORIGIN_TERMINAL
