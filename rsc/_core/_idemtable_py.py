@@ -30,10 +30,9 @@ results; ``tests/test_idemtable.py`` holds them to it.
 from __future__ import annotations
 
 import hashlib
-from collections import deque
 from typing import Any, Final
 
-from rsc._core.expiring import ExpiringMap, HeldResults
+from rsc._core.expiring import ExpiringMap, ExpiryFifo, HeldResults
 from rsc.errors import InvalidArgument
 
 __all__ = [
@@ -262,10 +261,8 @@ class IdemTable:
 
     __slots__ = (
         "_by_task",
-        "_evict_examined",
         "_held",
         "_expiry",
-        "_last_expiry",
         "_records",
         "_redeliveries",
         "_tombstones",
@@ -279,12 +276,10 @@ class IdemTable:
         self._records: dict[bytes, IdemRecord] = {}
         # (origin, task_id) of every owner and alias present -> the record's key.
         self._by_task: dict[tuple[str, int], bytes] = {}
-        # (expires_at, record) per finished record, in completion order; sorted
-        # by construction. A finished record is never replaced, so an entry whose
-        # record is no longer the one in the table is stale (it was discarded).
-        self._expiry: deque[tuple[int, IdemRecord]] = deque()
-        self._last_expiry = 0
-        self._evict_examined = 0  # record-queue entries looked at, for tests
+        # (expires_at, key) per finished record, in completion order (the same
+        # queue the side structures use). An entry is stale when its key's
+        # record is gone or is another one, with another expiry (_record_live).
+        self._expiry = ExpiryFifo(self._ttl)
         self.watch: Any = None
         self._noted = False
         self._side_structures()
@@ -385,18 +380,12 @@ class IdemTable:
                 f"task {task_id} does not own the record for key {key.hex()} "
                 f"(its owner is task {rec._owner[1]})"
             )
-        expires_at = now + self._ttl
-        if expires_at > _I64_MAX:
-            raise InvalidArgument(f"now + ttl_ns overflows int64 (now={now})")
-        if expires_at < self._last_expiry:
-            expires_at = self._last_expiry
-        self._last_expiry = expires_at
+        expires_at = self._expiry.push(key, now)  # raises, changing nothing, on overflow
         if not self._noted:
             self._expiry_added(expires_at)
         aliases = rec._aliases
         rec = IdemRecord(key, rec._fingerprint, rec._owner, outcome, expires_at, aliases)
         self._records[key] = rec
-        self._expiry.append((expires_at, rec))
         return list(aliases)
 
     def get(self, key: bytes) -> IdemRecord | None:
@@ -554,18 +543,7 @@ class IdemTable:
         cap = _as_limit(limit)
         if cap is None:
             cap = _I64_MAX
-        removed = 0
-        queue = self._expiry
-        records = self._records
-        while queue and queue[0][0] <= now and removed < cap:
-            rec = queue.popleft()[1]
-            self._evict_examined += 1
-            key = rec._key
-            if records.get(key) is not rec:
-                continue  # stale: the record was discarded
-            del records[key]
-            self._unindex(rec)
-            removed += 1
+        removed = self._expiry.evict(now, cap, self._evict_record)
         for side in (self._tombstones, self._redeliveries, self._held):
             removed += side.evict(now, cap - removed)
         return removed
@@ -589,18 +567,22 @@ class IdemTable:
             self._noted = True
             self.watch.note(at)
 
+    def _record_live(self, expires_at: int, key: bytes) -> bool:
+        rec = self._records.get(key)
+        return rec is not None and rec._expires_at == expires_at
+
+    def _evict_record(self, expires_at: int, key: bytes) -> bool:
+        if not self._record_live(expires_at, key):
+            return False  # stale: the record was discarded (and maybe made again)
+        self._unindex(self._records.pop(key))
+        return True
+
     def next_expiry(self) -> int | None:
         """The earliest expiry among finished records, tombstones, redeliveries
         and held results, or None. Re-arms ``watch`` for the next expiry added."""
         self._noted = False
-        queue = self._expiry
-        records = self._records
-        while queue:
-            rec = queue[0][1]
-            if records.get(rec._key) is rec:
-                break
-            queue.popleft()
-        heads = [queue[0][0]] if queue else []
+        head = self._expiry.next_expiry(self._record_live)
+        heads = [] if head is None else [head]
         for side in (self._tombstones, self._redeliveries, self._held):
             head = side.next_expiry()
             if head is not None:
@@ -609,22 +591,23 @@ class IdemTable:
 
     def clear(self) -> None:
         """Forget every record, tombstone, redelivery and held result (the TTL stays)."""
-        self._records = {}
+        old = self._records  # outcomes' finalizers may use the table: they run
+        self._records = {}  # once it is consistent (empty), when ``old`` goes
         self._by_task = {}
-        self._expiry = deque()
-        self._last_expiry = 0
+        self._expiry = ExpiryFifo(self._ttl)
         self._side_structures()
+        del old
 
     def _debug_counters(self) -> dict[str, int]:
         """Sizes of the internal structures, for tests (not a stable API)."""
         return {
             "records": len(self._records),
             "task_index": len(self._by_task),
-            "expiry_queue": len(self._expiry),
+            "expiry_queue": len(self._expiry.queue),
             "tombstones": len(self._tombstones),
             "tombstone_queue": len(self._tombstones.fifo.queue),
             "redeliveries": len(self._redeliveries),
             "held_origins": len(self._held),
-            "evict_examined": self._evict_examined + sum(
+            "evict_examined": self._expiry.examined + sum(
                 side.fifo.examined for side in (self._tombstones, self._redeliveries, self._held)),
         }
