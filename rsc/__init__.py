@@ -7,6 +7,7 @@ concurrency gives inside one: capabilities, regions, leases, idempotency.
 __version__ = "0.1.0"
 
 from rsc._compiled import bind as _bind
+from rsc._lazy import lazy_exports as _lazy_exports
 
 # Modules compiled from their own source (rsc._compiled); importing rsc
 # imports none of them.
@@ -75,24 +76,8 @@ _EXPORTS = {
         "RemoteInput", "RemoteOutcome", "RemoteTaskId", "RemoteTaskState", "Severity",
     ),
 }
-_WHERE = {name: mod for mod, names in _EXPORTS.items() for name in names}
-
-
-_SUBMODULES = frozenset({"lease", "errors", "types", "regions", "sagas", "trace", "launch", "cx",
-                         "remote"})
-
-
-def __getattr__(name: str) -> object:
-    import importlib
-
-    if name in _SUBMODULES:  # rsc.lease.retry(...) works after a bare `import rsc`
-        return importlib.import_module(f"rsc.{name}")
-    mod = _WHERE.get(name)
-    if mod is None:
-        raise AttributeError(f"module 'rsc' has no attribute {name!r}")
-    value = getattr(importlib.import_module(mod), name)
-    globals()[name] = value
-    return value
+__getattr__ = _lazy_exports(__name__, globals(), _EXPORTS, (
+    "lease", "errors", "types", "regions", "sagas", "trace", "launch", "cx", "remote"))
 
 
 def __dir__() -> list[str]:

@@ -10,7 +10,7 @@ importing the node and the runtime until they run something.
 
 from __future__ import annotations
 
-import importlib
+from rsc._lazy import lazy_exports
 
 _EXPORTS = {
     "rsc.lab.cluster": ("Lab", "address_of"),
@@ -20,20 +20,11 @@ _EXPORTS = {
     "rsc.lab.processes": ("LabNode", "LabRuntime"),
     "rsc.lab.scenario": ("Scenario", "load_scenario", "run_seed"),
 }
-_WHERE = {name: mod for mod, names in _EXPORTS.items() for name in names}
-
-
-def __getattr__(name: str) -> object:
-    mod = _WHERE.get(name)
-    if mod is None:
-        raise AttributeError(f"module 'rsc.lab' has no attribute {name!r}")
-    value = getattr(importlib.import_module(mod), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_exports(__name__, globals(), _EXPORTS)
 
 
 def __dir__() -> list[str]:
     return sorted(__all__)
 
 
-__all__ = sorted(_WHERE)
+__all__ = sorted(name for names in _EXPORTS.values() for name in names)
