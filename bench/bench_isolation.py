@@ -31,7 +31,7 @@ from typing import Any
 
 import pytest
 
-from bench.conftest import REPO_ROOT, READY_TIMEOUT_S
+from bench.conftest import bench_cluster
 from bench.peers import PoolPeer, ProcessPoolPeer, stop_multiprocessing_helpers
 from rsc import Runtime, spawn_remote
 
@@ -87,17 +87,7 @@ def record(benchmark: Any, figure: str, ops: int) -> None:
 
 @pytest.fixture(scope="module")
 def iso_node() -> Iterator[Any]:
-    from rsc.launch import LocalCluster
-
-    cluster = LocalCluster(1, "bench.registry_iso:registry", cwd=REPO_ROOT, capacity=200_000,
-                           ready_timeout=READY_TIMEOUT_S, extra_args=["--workers", "2"])
-    cluster.start()
-    try:
-        yield cluster
-    finally:
-        left = cluster.stop()
-        if left:
-            raise RuntimeError(f"rsc node still alive after stop (SIGKILLed): {left}")
+    yield from bench_cluster(1, "bench.registry_iso:registry", extra_args=["--workers", "2"])
 
 
 @pytest.fixture(scope="module")

@@ -153,13 +153,13 @@ def echo_server() -> Iterator[str]:
         os.rmdir(directory)
 
 
-@pytest.fixture(scope="class")
-def rsc_cluster() -> Iterator[object]:
-    """Two rsc nodes on bench.registry:registry, room for 200,000 tasks each."""
+def bench_cluster(n: int, registry: str, **kw: Any) -> Iterator[Any]:
+    """``n`` started rsc nodes on ``registry``, room for 200,000 tasks each,
+    stopped by pid afterwards (a fixture's body: ``yield from``)."""
     from rsc.launch import LocalCluster
 
-    cluster = LocalCluster(2, "bench.registry:registry", cwd=REPO_ROOT, capacity=200_000,
-                           ready_timeout=READY_TIMEOUT_S)
+    cluster = LocalCluster(n, registry, cwd=REPO_ROOT, capacity=200_000,
+                           ready_timeout=READY_TIMEOUT_S, **kw)
     cluster.start()
     try:
         yield cluster
@@ -167,6 +167,12 @@ def rsc_cluster() -> Iterator[object]:
         left = cluster.stop()
         if left:
             raise RuntimeError(f"rsc nodes still alive after stop (SIGKILLed): {left}")
+
+
+@pytest.fixture(scope="class")
+def rsc_cluster() -> Iterator[object]:
+    """Two rsc nodes on bench.registry:registry, room for 200,000 tasks each."""
+    yield from bench_cluster(2, "bench.registry:registry")
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:
