@@ -27,7 +27,8 @@ import time
 from collections import OrderedDict
 from typing import Callable
 
-from rsc.capability import DENY_REASONS, DENY_USES_EXCEEDED, OK, check_caveats, node_key, verify_chain
+from rsc.capability import (CAVEAT_MAX_USES, DENY_REASONS, DENY_USES_EXCEEDED, OK, check_caveats,
+                            node_key, verify_chain)
 from rsc.errors import InvalidArgument
 from rsc.localfs import read_key_file
 
@@ -87,18 +88,16 @@ class TokenGate:
             code, detail, caveats = verify_chain(token, self.keys, self.node)
             if code != OK:
                 return denial(code, detail)
-            known = (caveats, 0)
+            limits = [n for kind, n in caveats if kind == CAVEAT_MAX_USES]
+            known = (caveats, min(limits) if limits else 0)
             if len(self._verified) >= CACHE_TOKENS:
                 self._verified.popitem(last=False)
-        self._verified[digest] = known
-        self._verified.move_to_end(digest)
-        code, detail, max_uses = check_caveats(known[0], self.node, computation, input_bytes,
-                                               int(self._clock() * 1000))
-        if code != OK:
-            return denial(code, detail)
-        if max_uses != known[1]:
-            self._verified[digest] = (known[0], max_uses)
-        return None
+            self._verified[digest] = known
+        else:
+            self._verified.move_to_end(digest)
+        code, detail, _max_uses = check_caveats(known[0], self.node, computation, input_bytes,
+                                                int(self._clock() * 1000))
+        return None if code == OK else denial(code, detail)
 
     def uses_left(self, token: bytes | None) -> str | None:
         """None if a new task may be admitted under ``token`` (which ``check``
