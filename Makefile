@@ -1,6 +1,8 @@
 # rsc — every target creates .venv if needed and is safe to run twice.
+# Another CPython (3.11 to 3.13) in its own venv, beside the default one:
+#   make test PY=/path/to/python3.13 VENV=.venv313
 PY ?= python3
-VENV := .venv
+VENV ?= .venv
 VPY := $(VENV)/bin/python
 STAMP := $(VENV)/.rsc-installed
 # Pure-mode modules (a .py with a .pxd beside it, outside rsc/_core) are compiled too.
