@@ -14,6 +14,10 @@ from __future__ import annotations
 import importlib
 import os
 from types import ModuleType
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # what type checkers see: the compiled modules' stubs (the twins match them)
+    from rsc._core import _envelope as envelope, _idemtable as idemtable, _leaseheap as leaseheap
 
 NAMES = ("envelope", "idemtable", "leaseheap")
 

@@ -23,11 +23,14 @@ one per frame on the hot path.
 
 from __future__ import annotations
 
-from typing import Any
+import inspect
+from collections.abc import Callable
+from typing import Any, ClassVar, TypeVar, dataclass_transform
 
 # Message kinds (PROTOCOL.md section 4); the schema is their one home.
 from rsc._core.schema import (  # re-exported: callers import the kinds from here
     AUTH,
+    BY_KIND,
     CANCEL_REQUEST,
     ERROR,
     HELLO,
@@ -42,7 +45,11 @@ from rsc._core.schema import (  # re-exported: callers import the kinds from her
     STATUS_REPLY,
     STATUS_REQUEST,
     WELCOME,
+    PY_TYPES,
+    LogicalTime,
     MessageSpec,
+    WireBudget,
+    WireReason,
 )
 
 PROTOCOL_VERSION = 1
@@ -106,15 +113,49 @@ MAX_VECTOR_CLOCK_ENTRIES = 1024
 MAX_NODE_ID_BYTES = 255
 
 
+_M = TypeVar("_M", bound="Message")
+
+
+@dataclass_transform(eq_default=False)
+def declared(kind: int | None) -> Callable[[type[_M]], type[_M]]:
+    """Class decorator: the message class of schema kind ``kind``, built by
+    ``message_class`` from the schema, after checking that the decorated
+    declaration names the schema's fields in wire order with the Python types
+    of their field type codes (``schema.PY_TYPES``); an ``ImportError`` says
+    what differs. The declaration is what type checkers see: its annotated
+    fields (after the envelope's, declared on ``Message``) are the
+    constructor's parameters. ``kind=None`` marks ``Message`` itself, whose
+    fields are the envelope's."""
+
+    def build(cls: type[_M]) -> type[_M]:
+        own = {name: text for name, text in inspect.get_annotations(cls).items()
+               if not text.startswith("ClassVar[")}
+        if kind is None:
+            want: dict[str, str] = {"sender": "str", "sender_time": "LogicalTime"}
+            if own != want:
+                raise ImportError(f"rsc._core.messages: Message declares {own}, not {want}")
+            return cls
+        spec = BY_KIND[kind]
+        want = {name: PY_TYPES[code] for name, code in spec.fields}
+        if cls.__name__ != spec.class_name or list(own.items()) != list(want.items()):
+            raise ImportError(
+                f"rsc._core.messages: class {cls.__name__} declares fields {own}; the schema's "
+                f"{spec.wire_name} is {spec.class_name} with fields {want}, in this order")
+        return message_class(spec, cls.__doc__)  # type: ignore[return-value]  # same fields, built
+
+    return build
+
+
+@declared(None)
 class Message:
     """Base of all wire messages: field-wise equality and a readable repr."""
 
     __slots__ = ("sender", "sender_time")
-    kind: int = -1
-    fields: tuple[str, ...] = ()
+    kind: ClassVar[int] = -1
+    fields: ClassVar[tuple[str, ...]] = ()
 
     sender: str
-    sender_time: Any
+    sender_time: LogicalTime
 
     def __eq__(self, other: object) -> bool:
         if type(other) is not type(self):
@@ -136,11 +177,12 @@ class Message:
         return f"{type(self).__name__}({parts})"
 
 
-def message_class(spec: MessageSpec) -> type[Message]:
+def message_class(spec: MessageSpec, doc: str | None = None) -> type[Message]:
     """The message class of ``spec``: a ``Message`` subclass named
     ``spec.class_name`` whose ``__slots__`` and ``fields`` are the spec's field
     names and whose constructor takes ``(sender, sender_time, *fields)``,
-    positionally or by name, in wire order."""
+    positionally or by name, in wire order; ``doc`` is its docstring (by
+    default one naming the fields)."""
     names = spec.field_names
     params = ", ".join(("sender", "sender_time") + names)
     body = "".join(f"\n    self.{name} = {name}" for name in ("sender", "sender_time") + names)
@@ -153,26 +195,145 @@ def message_class(spec: MessageSpec) -> type[Message]:
     cls = type(spec.class_name, (Message,), {
         "__slots__": names, "kind": spec.kind, "fields": names, "__init__": init,
         "__module__": __name__,
-        "__doc__": f"{spec.wire_name} (kind {spec.kind}): fields {', '.join(names) or 'none'}.",
+        "__doc__": doc or f"{spec.wire_name} (kind {spec.kind}): fields {', '.join(names) or 'none'}.",
     })
     return cls
 
 
-_CLASSES = {spec.kind: message_class(spec) for spec in MESSAGES}
+# The message classes. Each declaration below is checked against the schema
+# when this module is imported (``declared``), and the class it names is the
+# one built from the schema; the declarations are what type checkers read.
 
-Hello = _CLASSES[HELLO]
-Welcome = _CLASSES[WELCOME]
-Auth = _CLASSES[AUTH]
-Error = _CLASSES[ERROR]
-SpawnRequest = _CLASSES[SPAWN_REQUEST]
-SpawnAck = _CLASSES[SPAWN_ACK]
-CancelRequest = _CLASSES[CANCEL_REQUEST]
-ResultDelivery = _CLASSES[RESULT_DELIVERY]
-LeaseRenewal = _CLASSES[LEASE_RENEWAL]
-LeaseRenewalBatch = _CLASSES[LEASE_RENEWAL_BATCH]
-Ping = _CLASSES[PING]
-Pong = _CLASSES[PONG]
-StatusRequest = _CLASSES[STATUS_REQUEST]
-StatusReply = _CLASSES[STATUS_REPLY]
+@declared(HELLO)
+class Hello(Message):
+    """HELLO (kind 0): the dialling side's first frame."""
 
-MESSAGE_CLASSES: dict[int, type[Message]] = dict(_CLASSES)
+    protocol_version: int
+    role: str
+    nonce: bytes
+    features: dict[str, Any]
+
+
+@declared(WELCOME)
+class Welcome(Message):
+    """WELCOME (kind 1): the node's answer to HELLO."""
+
+    protocol_version: int
+    nonce: bytes
+    proof: bytes | None
+    features: dict[str, Any]
+
+
+@declared(AUTH)
+class Auth(Message):
+    """AUTH (kind 2): the dialling side's proof, ending the handshake."""
+
+    proof: bytes | None
+
+
+@declared(ERROR)
+class Error(Message):
+    """ERROR (kind 3): a connection-level error; the sender closes after it."""
+
+    code: int
+    message: str
+
+
+@declared(SPAWN_REQUEST)
+class SpawnRequest(Message):
+    """SPAWN_REQUEST (kind 10): run a named computation."""
+
+    remote_task_id: int
+    computation: str
+    input: bytes
+    lease_ms: int
+    idempotency_key: bytes
+    budget: WireBudget | None
+    origin_node: str
+    origin_region: int
+    origin_task: int
+    capability: bytes | None
+
+
+@declared(SPAWN_ACK)
+class SpawnAck(Message):
+    """SPAWN_ACK (kind 11): a spawn accepted or rejected."""
+
+    remote_task_id: int
+    status: int
+    reject_code: int
+    reject_detail: str
+    assigned_node: str
+
+
+@declared(CANCEL_REQUEST)
+class CancelRequest(Message):
+    """CANCEL_REQUEST (kind 12): cancel a remote task."""
+
+    remote_task_id: int
+    reason: WireReason
+    origin_node: str
+
+
+@declared(RESULT_DELIVERY)
+class ResultDelivery(Message):
+    """RESULT_DELIVERY (kind 13): a task's outcome; ``payload`` is typed by
+    ``outcome_kind`` (the output bytes, a failure or panic message, or a cancel
+    reason)."""
+
+    remote_task_id: int
+    outcome_kind: int
+    payload: bytes | str | WireReason
+    execution_time_ns: int
+
+
+@declared(LEASE_RENEWAL)
+class LeaseRenewal(Message):
+    """LEASE_RENEWAL (kind 14): one task's lease renewed."""
+
+    remote_task_id: int
+    new_lease_ms: int
+    current_state: int
+    node: str
+
+
+@declared(LEASE_RENEWAL_BATCH)
+class LeaseRenewalBatch(Message):
+    """LEASE_RENEWAL_BATCH (kind 15): the leases of several tasks renewed."""
+
+    new_lease_ms: int
+    node: str
+    remote_task_ids: list[int]
+
+
+@declared(PING)
+class Ping(Message):
+    """PING (kind 16): keeps a quiet connection alive."""
+
+    nonce: int
+
+
+@declared(PONG)
+class Pong(Message):
+    """PONG (kind 17): the answer to a PING, with its nonce."""
+
+    nonce: int
+
+
+@declared(STATUS_REQUEST)
+class StatusRequest(Message):
+    """STATUS_REQUEST (kind 18): ask a node for its figures."""
+
+
+@declared(STATUS_REPLY)
+class StatusReply(Message):
+    """STATUS_REPLY (kind 19): a node's figures."""
+
+    stats: dict[str, Any]
+
+
+MESSAGE_CLASSES: dict[int, type[Message]] = {cls.kind: cls for cls in (
+    Hello, Welcome, Auth, Error, SpawnRequest, SpawnAck, CancelRequest, ResultDelivery,
+    LeaseRenewal, LeaseRenewalBatch, Ping, Pong, StatusRequest, StatusReply)}
+if sorted(MESSAGE_CLASSES) != [spec.kind for spec in MESSAGES]:
+    raise ImportError("rsc._core.messages: a schema kind has no declared class")

@@ -25,7 +25,7 @@ type code. What a caller may rely on:
 from __future__ import annotations
 
 import keyword
-from typing import NamedTuple
+from typing import Any, NamedTuple, Protocol, cast
 
 # Message kinds (PROTOCOL.md section 4).
 HELLO = 0
@@ -63,6 +63,18 @@ UINT_LIST = "uint_list"        # array of uint
 # A PAYLOAD's type, by the value of the OUTCOME before it (0 success: the
 # output; 1 failed: the message; 2 cancelled: the reason; 3 panicked: the message).
 PAYLOAD_TYPES: dict[int, str] = {0: BIN, 1: STR, 2: REASON, 3: STR}
+
+# The Python value a message holds for a field, by field type code: the
+# annotation its class declares in rsc._core.messages (checked at import).
+LogicalTime = int | tuple[int, int] | dict[str, int]  # Lamport, hybrid, vector
+WireBudget = tuple[int | None, int | None, int | None, int]  # deadline_ms, poll, cost, priority
+WireReason = tuple[int, str | None]  # cancel kind, message
+PY_TYPES: dict[str, str] = {
+    UINT: "int", STR: "str", BIN: "bytes", BIN_OR_NIL: "bytes | None", BIN32: "bytes",
+    BIN32_OR_NIL: "bytes | None", BUDGET: "WireBudget | None", REASON: "WireReason",
+    STATUS: "int", STATE: "int", OUTCOME: "int", PAYLOAD: "bytes | str | WireReason",
+    VERSION: "int", STR_MAP: "dict[str, Any]", UINT_LIST: "list[int]",
+}
 
 FIELD_TYPES: tuple[str, ...] = (UINT, STR, BIN, BIN_OR_NIL, BIN32, BIN32_OR_NIL, BUDGET,
                                 REASON, STATUS, STATE, OUTCOME, PAYLOAD, VERSION, STR_MAP,
@@ -152,13 +164,19 @@ def check(messages: tuple[MessageSpec, ...]) -> None:
 check(MESSAGES)
 
 
-def field_index(spec: MessageSpec) -> type:
+class FieldIndices(Protocol):
+    """What type checkers know of a ``field_index`` class: each attribute is an int."""
+
+    def __getattr__(self, name: str) -> int: ...
+
+
+def field_index(spec: MessageSpec) -> FieldIndices:
     """A class whose attributes are ``spec``'s field names, each holding the
     field's index in ``envelope.fields(msg)``: ``fs[SpawnRequestF.computation]``
     reads a field by name from the tuple one ``fields`` call returns."""
-    return type(spec.class_name + "F", (), {
-        "__slots__": (), "__doc__": f"Field indices of {spec.wire_name}.",
-        **{name: index for index, name in enumerate(spec.field_names)}})
+    namespace: dict[str, Any] = {name: index for index, name in enumerate(spec.field_names)}
+    return cast(FieldIndices, type(spec.class_name + "F", (), {
+        "__slots__": (), "__doc__": f"Field indices of {spec.wire_name}.", **namespace}))
 
 
 HelloF = field_index(BY_KIND[HELLO])

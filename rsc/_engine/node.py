@@ -72,7 +72,7 @@ from rsc._engine.deadlines import Deadlines
 from rsc._engine.handshake import NodeHandshake
 from rsc._engine.logical import LamportClock
 from rsc._engine import trace_names as TN
-from rsc._engine.states import NodeEvent, NodeState, node_after
+from rsc._engine.states import NODE_TRANSITIONS, NodeEvent, NodeState, node_after
 from rsc.errors import ProtocolError, ResultTooLarge, UnexpectedMessage
 
 SEND, CLOSE, START, CANCEL = 0, 1, 2, 3
@@ -99,7 +99,7 @@ _AFTER: tuple[tuple[NodeState | None, ...], ...] = tuple(node_after(e) for e in 
 _INIT = NodeState.INIT
 # The state a received spawn is in while the admission rules decide it:
 # INIT --RECV_SPAWN--> SPAWN_RECEIVED, read from the table once.
-_RECEIVED = _AFTER[NodeEvent.RECV_SPAWN][NodeState.INIT]
+_RECEIVED = NODE_TRANSITIONS[NodeState.INIT, NodeEvent.RECV_SPAWN]
 _COMPLETED = NodeState.COMPLETED
 _TOMBSTONED = NodeState.TOMBSTONED
 E_RECV_SPAWN = int(NodeEvent.RECV_SPAWN)
@@ -377,16 +377,16 @@ class NodeEngine:
                 self._receive_handshake(c, msg, now)
                 return
             self._last_heard[c.origin] = now
-            kind = type(msg)
-            if kind is SpawnRequest:
+            # type(msg) in each test (Py_TYPE when compiled) narrows msg for type checkers
+            if type(msg) is SpawnRequest:
                 self._on_spawn(c, msg, now)
-            elif kind is CancelRequest:
+            elif type(msg) is CancelRequest:
                 self._on_cancel(c, msg, now)
-            elif kind is Ping:
+            elif type(msg) is Ping:
                 self._send(conn, Pong(self.name, self._stamp(), msg.nonce))
-            elif kind is StatusRequest:
+            elif type(msg) is StatusRequest:
                 self._send(conn, StatusReply(self.name, self._stamp(), self.stats()))
-            elif kind is Error:
+            elif type(msg) is Error:
                 self._trace_event(TN.PEER_ERROR, conn=conn, code=msg.code, message=msg.message)
                 self.actions.append((CLOSE, conn, None))
                 self.close_connection(conn, now)
@@ -396,10 +396,9 @@ class NodeEngine:
             self.protocol_error(conn, exc, now)
 
     def _receive_handshake(self, c: _Conn, msg: Message, now: int) -> None:
-        kind = type(msg)
-        if kind is Hello:
+        if type(msg) is Hello:
             self._send(c.id, c.handshake.on_hello(msg, self._stamp()))
-        elif kind is Auth:
+        elif type(msg) is Auth:
             c.handshake.on_auth(msg)
             origin = c.handshake.peer
             assert origin is not None
@@ -409,7 +408,7 @@ class NodeEngine:
             self._trace_event(TN.HANDSHAKE, conn=c.id, origin=origin)
             for rtid, outcome in self._idem.take_held(origin):
                 self._send_result(c.id, rtid, outcome)
-        elif kind is Error:
+        elif type(msg) is Error:
             self.actions.append((CLOSE, c.id, None))
             self.close_connection(c.id, now)
         else:
@@ -517,6 +516,7 @@ class NodeEngine:
             return (VERDICT_REJECT, REJECT_IDEMPOTENCY_CONFLICT,
                     f"task {origin}/{f[_RTID]} is already held under another idempotency key", None)
         rec = self._idem.get(held_key)
+        assert rec is not None  # key_of named it
         if rec.fingerprint != _fingerprint(f[_COMPUTATION], f[_INPUT]):
             return (VERDICT_REJECT, REJECT_IDEMPOTENCY_CONFLICT,
                     "resend of a task with a different computation or input", None)
@@ -624,6 +624,7 @@ class NodeEngine:
         # a Python attribute lookup (and a task reads most of them twice).
         f = _fields(msg)
         origin = c.origin
+        assert origin is not None  # receive passes only connections past the handshake
         comp = self.admission.find(f[_COMPUTATION])
         v = self.admission_verdict(origin, f, comp)
         if v is not None:
@@ -656,18 +657,20 @@ class NodeEngine:
 
     def _apply_verdict(self, c: _Conn, msg: SpawnRequest, f: tuple, v: tuple, now: int) -> None:
         """Carry out an admission rule's verdict on a spawn that is not admitted."""
+        origin = c.origin
+        assert origin is not None  # past the handshake
         kind = v[0]
         if kind == VERDICT_REJECT:
             if v[3] is not None:
-                self._trace_event(v[3], conn=c.id, claimed=f[_ORIGIN_NODE], origin=c.origin)
-            req = TaskRecord(c.origin, f[_RTID], _INIT)
+                self._trace_event(v[3], conn=c.id, claimed=f[_ORIGIN_NODE], origin=origin)
+            req = TaskRecord(origin, f[_RTID], _INIT)
             self.process(req, E_RECV_SPAWN)
             self._ack(c.id, f[_RTID], v[1], v[2])
             self.process(req, E_SEND_ACK_REJECTED)
         elif kind == VERDICT_DUPLICATE:
             rec, resend = v[1], v[2]
             if not resend:
-                self._idem.check_and_record(f[_KEY], rec.fingerprint, c.origin, f[_RTID], now)  # attaches the alias
+                self._idem.check_and_record(f[_KEY], rec.fingerprint, origin, f[_RTID], now)  # attaches the alias
                 rec = self._idem.get(f[_KEY])
             self._on_duplicate(c, msg, rec, now, resend)
         else:
@@ -692,6 +695,7 @@ class NodeEngine:
 
     def _on_tombstoned_spawn(self, c: _Conn, msg: SpawnRequest, now: int) -> None:
         origin, rtid = c.origin, msg.remote_task_id
+        assert origin is not None  # past the handshake
         idem = self._idem
         tomb = TaskRecord(origin, rtid, _TOMBSTONED)
         self.process(tomb, E_RECV_SPAWN)
@@ -735,7 +739,9 @@ class NodeEngine:
         if task is None:
             # the finished record holds COMPLETED; it answers by sending the result again
             self.process(TaskRecord(origin, rtid, _COMPLETED), E_RECV_CANCEL)
-            self._send_result(c.id, rtid, self._idem.get(key).outcome)
+            rec = self._idem.get(key)
+            assert rec is not None  # key_of named it
+            self._send_result(c.id, rtid, rec.outcome)
             return
         self._cancel_task(task, msg.reason, E_RECV_CANCEL)
 
@@ -884,11 +890,11 @@ class NodeEngine:
     def durable_state(self, now: int) -> tuple[list[tuple], list[tuple]]:
         """What a journal compaction writes: the live records and tombstones, in
         ``restore``'s form (running records with no outcome and no expiry)."""
-        records = []
+        records: list[tuple] = []
         for r in self._idem.records():
             if not r.finished:
                 records.append((r.key, r.fingerprint, r.origin, r.task_id, None, None))
-            elif r.expires_at > now:
+            elif r.expires_at is not None and r.expires_at > now:  # a finished record's is set
                 records.append((r.key, r.fingerprint, r.origin, r.task_id, r.outcome, r.expires_at - now))
         idem = self._idem
         tombstones = [(origin, rtid, idem.tombstone_reason(origin, rtid) or TOMBSTONE_REASON, exp - now)

@@ -372,9 +372,10 @@ class OriginEngine:
             self._trace_event(TN.SPAWN_REQUEST_SENT, node=link.node, rtid=t.rtid)
 
     def _send_cancel_msg(self, link: _Link, t: OriginTask, now: int) -> None:
-        self._send(link, CancelRequest(self.name, self.clock.send(), t.rtid, t.cancel_reason,
-                                       self.name), now)
-        self._trace_event(TN.CANCEL_SENT, node=link.node, rtid=t.rtid, reason=t.cancel_reason)
+        reason = t.cancel_reason
+        assert reason is not None  # cancel() set it before any CANCEL_REQUEST is sent
+        self._send(link, CancelRequest(self.name, self.clock.send(), t.rtid, reason, self.name), now)
+        self._trace_event(TN.CANCEL_SENT, node=link.node, rtid=t.rtid, reason=reason)
 
     def cancel(self, rtid: int, reason: tuple, now: int) -> bool:
         """Ask the node to cancel; True if a CANCEL_REQUEST is (or will be) sent."""
@@ -534,10 +535,10 @@ class OriginEngine:
         if link is None or link.handshake is None:
             return
         self.clock.merge(msg.sender_time)
-        kind = type(msg)
+        # type(msg) in each test (Py_TYPE when compiled) narrows msg for type checkers
         try:
             if not link.ready:
-                if kind is Welcome:
+                if type(msg) is Welcome:
                     if msg.sender != node:
                         raise UnexpectedMessage(f"dialled node {node!r} but {msg.sender!r} answered")
                     self._send(link, link.handshake.on_welcome(msg, self.clock.send()), now)
@@ -547,39 +548,39 @@ class OriginEngine:
                     self._check_instance(link, msg.features, now)
                     self._resend_all(link, now)
                     self._schedule_ping(link)
-                elif kind is Error:
+                elif type(msg) is Error:
                     self._on_peer_error(link, msg, now)
                 else:
-                    raise UnexpectedMessage(f"{kind.__name__} before the handshake completed")
+                    raise UnexpectedMessage(f"{type(msg).__name__} before the handshake completed")
                 return
-            if not link.confirmed and kind is not Error:
+            if not link.confirmed and type(msg) is not Error:
                 link.confirmed = link.ever_ready = True
                 link.first_sends = []
-            if kind is ResultDelivery:
+            if type(msg) is ResultDelivery:
                 self._on_result(link, msg, now)
-            elif kind is SpawnAck:
+            elif type(msg) is SpawnAck:
                 self._on_ack(link, msg, now)
-            elif kind is LeaseRenewalBatch:
+            elif type(msg) is LeaseRenewalBatch:
                 if self._trace is not None:
                     self._trace_event(TN.LEASE_RENEWAL_RECEIVED, node=node, lease_ms=msg.new_lease_ms,
                                       rtids=list(msg.remote_task_ids))
                 lease_ns = msg.new_lease_ms * MS
                 for rtid in msg.remote_task_ids:
                     self._on_renewal(link, rtid, lease_ns, now)
-            elif kind is LeaseRenewal:
+            elif type(msg) is LeaseRenewal:
                 self._trace_event(TN.LEASE_RENEWAL_RECEIVED, node=node, lease_ms=msg.new_lease_ms,
                                   rtids=[msg.remote_task_id])
                 self._on_renewal(link, msg.remote_task_id, msg.new_lease_ms * MS, now)
-            elif kind is Pong:
+            elif type(msg) is Pong:
                 pass
-            elif kind is Ping:
+            elif type(msg) is Ping:
                 self._send(link, Pong(self.name, self.clock.send(), msg.nonce), now)
-            elif kind is StatusReply:
+            elif type(msg) is StatusReply:
                 self.events.append((EV_STATUS, None, (node, msg.stats)))  # type: ignore[arg-type]
-            elif kind is Error:
+            elif type(msg) is Error:
                 self._on_peer_error(link, msg, now)
             else:
-                raise UnexpectedMessage(f"an origin does not accept {kind.__name__}")
+                raise UnexpectedMessage(f"an origin does not accept {type(msg).__name__}")
         except ProtocolError as exc:
             self.protocol_error(node, exc, now)
 
