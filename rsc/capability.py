@@ -235,7 +235,7 @@ def verify_chain(token: bytes, keys: dict, node: str) -> tuple[int, str, list]:
         sig = _extend(sig, _caveat_bytes(kind, value))
     if not hmac.compare_digest(sig, mine[0]):
         return DENY_SIGNATURE, "the token's signature does not verify on this node", []
-    checked = []
+    checked: list[tuple[int, list[str] | int]] = []
     for kind, value in caveats:
         if kind in _NAME_LISTS:
             names = _decode_names(value)

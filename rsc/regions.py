@@ -39,7 +39,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from typing import TYPE_CHECKING, Any, Awaitable, Callable
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, Coroutine
 
 from rsc._engine.trace_names import REGION_CLOSED, REGION_LEAK
 from rsc.cx import CancelState, Cx, next_region_id, next_task_id
@@ -138,7 +138,8 @@ class Region:
         return self.cx.clock.now_ns()
 
     # ---------------------------------------------------------------- children
-    def spawn(self, fn: Callable[..., Awaitable[Any]], *args: Any, name: str | None = None) -> asyncio.Task[Any]:
+    def spawn(self, fn: Callable[..., Coroutine[Any, Any, Any]], *args: Any,
+              name: str | None = None) -> asyncio.Task[Any]:
         """Run ``fn(cx, *args)`` as a local task of this region; ``cx`` is the task's own Cx."""
         if self._closed or self._loop is None:
             raise InvalidArgument(f"{self.name} is not open; spawn inside `async with region(cx)`")

@@ -72,7 +72,7 @@ def _check_callable(fn: object) -> None:
         raise InvalidArgument(
             f"a computation must be a callable taking (cx, data), got {type(fn).__name__} {fn!r}"
         )
-    target = fn
+    target: Callable[..., Any] = fn  # callable, checked above
     while isinstance(target, functools.partial):
         target = target.func
     if inspect.isasyncgenfunction(target) or inspect.isgeneratorfunction(target):

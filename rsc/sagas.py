@@ -197,7 +197,7 @@ class _SagaBase:
     def _raise(step_error: BaseException | None, failures: list[CompensationError], what: str) -> None:
         if failures:
             errors: list[Exception] = [step_error] if isinstance(step_error, Exception) else []
-            raise ExceptionGroup(what, errors + failures)  # type: ignore[arg-type]
+            raise ExceptionGroup(what, [*errors, *failures])
         if step_error is not None:
             raise step_error
 
@@ -442,7 +442,7 @@ class AsyncSaga(_SagaBase):
         failures = await self._compensate_shielded(cancelled=cancelled)
         if failures:
             group = [exc] if isinstance(exc, Exception) else []
-            raise ExceptionGroup(f"{self.name} aborted: {_describe(exc)}", group + failures) from None
+            raise ExceptionGroup(f"{self.name} aborted: {_describe(exc)}", [*group, *failures]) from None
         return False
 
 

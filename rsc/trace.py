@@ -150,8 +150,8 @@ def story(records: list[dict[str, Any]], *, task: int | None = None, origin: str
     """The records about remote task ``task`` (of ``origin``, if given; its
     later attempts included) or about region ``region``, in the given order."""
     out = []
-    rtids = {task} if task is not None else set()
-    regions = {region} if region is not None else set()
+    rtids: set[int | None] = {task} if task is not None else set()
+    regions: set[int | None] = {region} if region is not None else set()
     for rec in records:
         if (region is not None and rec.get("event") in _SPAWNS
                 and rec.get("region_id") in regions):

@@ -55,7 +55,7 @@ class NodeId(str):
 
     def __new__(cls, value: str) -> NodeId:
         if type(value) is cls:
-            return value  # type: ignore[return-value]
+            return value
         return super().__new__(cls, _check_name("NodeId", value))
 
     def __repr__(self) -> str:
@@ -76,7 +76,7 @@ class ComputationName(str):
 
     def __new__(cls, value: str) -> ComputationName:
         if type(value) is cls:
-            return value  # type: ignore[return-value]
+            return value
         cached = _NAME_CACHE.get(value) if type(value) is str else None
         if cached is not None:
             return cached
@@ -312,7 +312,8 @@ class CancelReason:
                             self.timestamp_ns, self.cause._truncated(keep - 1))
 
     def chain(self) -> list[CancelReason]:
-        out, r = [], self
+        out: list[CancelReason] = []
+        r: CancelReason | None = self
         while r is not None:
             out.append(r)
             r = r.cause

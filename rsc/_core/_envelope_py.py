@@ -560,7 +560,7 @@ def _d_generic(value: Any, what: str, level: int) -> None:
 def _d_extras(body: _Body | list, start: int, what: str, level: int) -> None:
     """Trailing elements a v1 receiver does not know: checked, then dropped
     (a walked body: walked, never built); nothing may follow the array."""
-    if type(body) is list:
+    if isinstance(body, list):
         _d_rest(body, start, what, level)
     else:
         body.skip_rest(start, level)
@@ -910,7 +910,7 @@ class _Body:
         if what != _ARRAY:
             raise MalformedFrame(f"body: expected array, got {_marker_name(data, 0)}")
         self.index = 0
-        self.shapes = _ENVELOPE
+        self.shapes: tuple[tuple[int, bool], ...] = _ENVELOPE
 
     def __len__(self) -> int:
         return self.count
@@ -1092,8 +1092,9 @@ class FrameDecoder:
         self._start()
 
     def _start(self) -> None:
-        self._opening = self._opening_max is not None
-        self._limit = min(self._opening_max, self._max) if self._opening else self._max
+        opening_max = self._opening_max
+        self._opening = opening_max is not None
+        self._limit = min(opening_max, self._max) if opening_max is not None else self._max
 
     @property
     def max_frame_bytes(self) -> int:

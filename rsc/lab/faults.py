@@ -62,7 +62,7 @@ class Faults:
         self._fault("partition", a=sorted(a), b=sorted(b))
         self.net.partition(a, b)
 
-    def heal(self) -> None:
+    def heal(self: Any) -> None:
         self._fault("heal")
         self.net.heal()
 

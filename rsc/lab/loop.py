@@ -33,7 +33,7 @@ import asyncio
 import concurrent.futures
 import random
 from collections import deque
-from typing import Any, Callable
+from typing import Any, Callable, TypeVar, TypeVarTuple, Unpack
 
 from rsc.clock import SystemClock
 
@@ -41,6 +41,9 @@ __all__ = ["InlinePool", "LabClock", "Stuck", "TimeLimit", "VirtualLoop"]
 
 NS = 1_000_000_000
 
+
+_T = TypeVar("_T")
+_Ts = TypeVarTuple("_Ts")
 
 class Stuck(RuntimeError):
     """Nothing is ready and no timer is armed, yet the run has not finished:
@@ -65,7 +68,7 @@ class _VirtualSelector:
         if timeout > 0:
             # Jump exactly to the head timer's deadline (not now + timeout,
             # whose float sum may fall a hair short of it).
-            head = loop._scheduled[0]._when if loop._scheduled else loop._now + timeout
+            head = loop._scheduled[0].when() if loop._scheduled else loop._now + timeout
             loop._now = max(loop._now, min(head, loop._now + timeout))
             if loop._now > loop.time_limit:
                 raise TimeLimit(f"virtual time passed {loop.time_limit:g} s")
@@ -86,6 +89,11 @@ class VirtualLoop(asyncio.BaseEventLoop):
     callbacks (None: FIFO). ``time_limit``: virtual seconds after which the
     loop raises :class:`TimeLimit` (default: none).
     """
+
+    # BaseEventLoop's own queues, which this loop reads and reorders (typeshed
+    # leaves these private attributes out)
+    _ready: deque[asyncio.Handle]
+    _scheduled: list[asyncio.TimerHandle]
 
     def __init__(self, *, shuffle: random.Random | None = None,
                  time_limit: float = float("inf")) -> None:
@@ -115,7 +123,8 @@ class VirtualLoop(asyncio.BaseEventLoop):
     def _write_to_self(self) -> None:
         pass  # call_soon_threadsafe from the loop thread itself: nothing to wake
 
-    def run_in_executor(self, executor: Any, func: Callable[..., Any], *args: Any) -> asyncio.Future[Any]:
+    def run_in_executor(self, executor: concurrent.futures.Executor | None,
+                        func: Callable[[Unpack[_Ts]], _T], *args: Unpack[_Ts]) -> asyncio.Future[_T]:
         """Runs ``func`` on the loop thread at the next turn (no threads in the lab)."""
         fut = self.create_future()
 

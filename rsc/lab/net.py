@@ -228,7 +228,7 @@ class SimNetwork:
         self.paused: set[str] = set()
         self.dead: set[str] = set()
         self.on_frame: FrameObserver | None = None
-        self.on_event: Callable[[str, dict[str, Any]], None] | None = None
+        self.on_event: Callable[[str, dict[str, Any]], object] | None = None
         #: what the network did, counted: frames, bytes, lost, duplicated, resets
         self.counts = dict(frames=0, bytes=0, lost=0, duplicated=0, resets=0, refused=0)
 

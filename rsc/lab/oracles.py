@@ -112,7 +112,7 @@ def snapshot(lab: Any) -> dict[str, Any]:
             counters=dict(node.engine.counters), incarnation=node.incarnation,
             running_tasks=[(str(t.origin), t.rtid) for t in node.engine.running_tasks()])
     origins = {}
-    unsettled = set()  # (origin, first rtid) of spawns with no outcome yet
+    unsettled: set[tuple[str, int]] = set()  # (origin, first rtid) of spawns with no outcome yet
     for name, rt in lab.origins.items():
         if not rt.crashed:
             origins[name] = rt.debug_counts()
@@ -238,7 +238,7 @@ def check(lab: Any) -> Report:
 
 def _check_regions(lab: Any, trace: list[dict[str, Any]], add: Any) -> None:
     # (origin, rtid) -> (region ordinal, lease ns) from the spawn records
-    region_of: dict[tuple[str, int], tuple[int, int]] = {}
+    region_of: dict[tuple[str, int], tuple[int | None, int]] = {}
     for rec in trace:
         if rec["event"] == "spawn":
             region_of[(rec["who"], rec["rtid"])] = (rec.get("region_id"), rec["lease_ms"] * 1_000_000)
@@ -288,8 +288,9 @@ def _check_regions(lab: Any, trace: list[dict[str, Any]], add: Any) -> None:
         rate = slowest.get(node, 1.0)
         allowed = int(leases * lease_ns / rate) if rate > 0 else end
         for a, b in paused.get(node, ()):
-            b = end if b is None else b
-            allowed += max(0, min(b, end) - max(a, since))
+            assert a is not None  # a stretch's start is always set
+            until = end if b is None else b
+            allowed += max(0, min(until, end) - max(a, since))
         return allowed + NS // 10
 
     for origin, region, t_close, seq in closes:

@@ -94,8 +94,8 @@ class LabRuntime(Runtime):
         return handle
 
     def _on_event(self, ev: int, task: Any, detail: Any) -> None:
-        rtid = task.rtid if task is not None else None
-        rec = self.spawns.get(rtid) if rtid is not None else None
+        rtid: int = task.rtid if task is not None else -1  # -1: no task, so no record
+        rec = self.spawns.get(rtid)
         if rec is not None and ev in TERMINAL_EVENTS:
             seq = self.lab.trace.emit(str(self.name), "outcome", dict(
                 rtid=rtid, how=_EVENT_NAMES[ev], current=rtid == rec.current,
@@ -131,7 +131,7 @@ class LabNode(NodeServer):
         self.engine._entropy = _entropy(rng)
         self.engine.features["instance"] = rng.getrandbits(64).to_bytes(8, "big").hex()
         self.executor._clock_ns = self.clock.now_ns
-        self.executor._pool = InlinePool(lab.loop)
+        self.executor._pool = InlinePool(lab.loop)  # type: ignore[assignment]  # submit and shutdown, on the virtual loop
         self.incarnation = incarnation
         self.crashed = False
         self.started_keys: dict[bytes, list[int]] = {}  # idempotency key -> trace positions

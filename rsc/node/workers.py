@@ -157,7 +157,7 @@ class Job:
         self.finished = False
 
 
-class _Pipe:
+class _Pipe(asyncio.Protocol):
     """The asyncio protocol of one pipe end (only losses matter for writes)."""
 
     def __init__(self, worker: _Worker | None = None, pool: WorkerPool | None = None) -> None:
@@ -169,7 +169,7 @@ class _Pipe:
         pass
 
     def data_received(self, data: bytes) -> None:
-        assert self.unpacker is not None and self.pool is not None
+        assert self.unpacker is not None and self.pool is not None and self.worker is not None
         self.unpacker.feed(data)
         for msg in self.unpacker:
             self.pool._on_message(self.worker, msg)
@@ -178,7 +178,8 @@ class _Pipe:
         return False
 
     def connection_lost(self, exc: Exception | None) -> None:
-        if self.pool is not None:
+        if self.pool is not None:  # the result pipe: it has a worker
+            assert self.worker is not None
             self.pool._on_result_pipe_closed(self.worker)
 
     def pause_writing(self) -> None:
@@ -729,6 +730,7 @@ class WorkerPool:
                 pass  # abandoned: the executor has reported it
             elif why == _KILL_TIME_LIMIT:
                 limit = job.comp.time_limit if job.comp.time_limit is not None else self.time_limit
+                assert limit is not None  # a time-limit kill had a limit
                 self._report(job, FAILED, TimeLimitExceeded.text(str(job.comp.name), limit))
             else:
                 self.crashes += 1

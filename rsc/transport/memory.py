@@ -87,7 +87,10 @@ class _Pipe(asyncio.Transport):
             self._paused = False
             held, self._held = self._held, []
             for chunk in held:
-                self._loop.call_soon(self._arrive if chunk is not None else self._peer_closed, chunk)
+                if chunk is not None:
+                    self._loop.call_soon(self._arrive, chunk)
+                else:
+                    self._loop.call_soon(self._peer_closed)
 
     def is_reading(self) -> bool:
         return not self._paused and not self._closing
