@@ -195,7 +195,7 @@ class Cx:
         self.node = node
         self.parent = parent
         self.region = region  # the rsc.region.Region that owns this Cx's work, if any
-        self.trace = trace if trace is not None else (parent.trace if parent is not None else None)
+        self.trace: Any = trace if trace is not None else (parent.trace if parent is not None else None)
         self._cancel = cancel_state if cancel_state is not None else CancelState()
 
     @property

@@ -38,7 +38,10 @@ class LinkOwner(Protocol):
     """What the links read from and call on the runtime that owns them (an ``rsc.Runtime``)."""
 
     engine: OriginEngine
-    clock: Clock
+
+    @property
+    def clock(self) -> Clock: ...
+
     transport: Transport | None
     tls: TlsConfig | None
     _loop: asyncio.AbstractEventLoop
@@ -70,13 +73,13 @@ class Links:
     def __init__(self, rt: LinkOwner, cluster: dict[NodeId, Address], connect_timeout_s: float,
                  backoff_max_s: float) -> None:
         self.rt = rt
-        self.by_node = {n: NodeLink(n, a) for n, a in cluster.items()}
+        self.by_node: dict[str, NodeLink] = {n: NodeLink(n, a) for n, a in cluster.items()}
         self.connect_timeout_s = connect_timeout_s
         self.backoff_max_s = backoff_max_s
 
     def get(self, node: str) -> NodeLink:
         """The link to ``node``, or InvalidArgument naming the nodes there are."""
-        link = self.by_node.get(node)  # type: ignore[call-overload]
+        link = self.by_node.get(node)
         if link is None:
             raise InvalidArgument(f"node {node!r} is not in this runtime's cluster; known: "
                                   f"{', '.join(sorted(self.by_node))}")
@@ -118,7 +121,8 @@ class Links:
         if rt.transport is not None:
             conn = await asyncio.wait_for(rt.transport.connect(addr, factory), timeout)
         elif addr.scheme == "unix":
-            _t, conn = await asyncio.wait_for(loop.create_unix_connection(factory, addr.path), timeout)
+            _t, conn = await asyncio.wait_for(
+                loop.create_unix_connection(factory, addr.path), timeout)  # type: ignore[type-var]  # asyncio calls only StreamProtocol's methods
         else:
             conn = await asyncio.wait_for(connect_tcp(addr, factory, rt.tls, link.node), timeout)
         conn.tag = link.node
@@ -149,9 +153,10 @@ class Links:
                 if link.conn.closed is not None and not link.conn.closed.done():
                     closing.append(link.conn)
         if closing:
-            await asyncio.wait([c.closed for c in closing], timeout=CLOSE_WAIT_S)
+            await asyncio.wait([c.closed for c in closing if c.closed is not None],
+                               timeout=CLOSE_WAIT_S)
             for conn in closing:
-                if not conn.closed.done():
+                if conn.closed is not None and not conn.closed.done():
                     conn.abort()
         for link in self.by_node.values():
             if link.connector is not None:

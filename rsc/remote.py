@@ -268,8 +268,8 @@ class Runtime:
             raise InvalidArgument(f"lease must be a positive number of seconds, got {lease_s!r}")
         lease_ms = max(1, int(lease_s * 1000))
         eff = cx.budget
-        if cap.budget is not None:  # type: ignore[union-attr]
-            eff = eff.meet(cap.budget)  # type: ignore[union-attr]
+        if cap.budget is not None:
+            eff = eff.meet(cap.budget)
         if budget is not None:
             eff = eff.meet(budget)
         now = self.clock.now_ns()
@@ -291,7 +291,7 @@ class Runtime:
                                   f"{type(idempotency_key).__name__}")
         task = OriginTask(next(self._ids), link.node, name, data, lease_ms, key_bytes,
                           wire_budget, eff.deadline_ns, cx.region_id, cx.task_id,
-                          token, None)  # type: ignore[union-attr]
+                          token, None)
         policy = on_lease_expired or DEFAULT_POLICY
         if not isinstance(policy, LeasePolicy):
             raise InvalidArgument("on_lease_expired must be rsc.lease.fail(), cancel(...) or retry(...)")

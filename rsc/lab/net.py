@@ -40,14 +40,13 @@ import errno
 import itertools
 import random
 from dataclasses import dataclass, replace
-from typing import Any, Callable, TypeVar
+from typing import Any, Callable
 
 from rsc._core import envelope
 from rsc.transport.address import Address
+from rsc.transport.base import P, StreamProtocol
 
 __all__ = ["LinkProfile", "PRESETS", "SimNetwork", "preset"]
-
-P = TypeVar("P", bound=asyncio.BaseProtocol)
 
 
 @dataclass(frozen=True)
@@ -103,7 +102,7 @@ class _Direction:
 class _End(asyncio.Transport):
     """One end of a simulated connection, as its protocol sees it."""
 
-    def __init__(self, conn: _SimConnection, side: int, protocol: asyncio.BaseProtocol) -> None:
+    def __init__(self, conn: _SimConnection, side: int, protocol: StreamProtocol) -> None:
         super().__init__()
         self._conn = conn
         self._side = side
@@ -185,13 +184,13 @@ class _ProcessTransport:
         return await self._net._connect(self.process, str(address), protocol_factory)
 
     async def listen(self, address: Address,
-                     protocol_factory: Callable[[], asyncio.BaseProtocol]) -> _SimListener:
+                     protocol_factory: Callable[[], StreamProtocol]) -> _SimListener:
         return self._net._listen(self.process, str(address), protocol_factory)
 
 
 class _SimListener:
     def __init__(self, net: SimNetwork, process: str, address: str,
-                 factory: Callable[[], asyncio.BaseProtocol]) -> None:
+                 factory: Callable[[], StreamProtocol]) -> None:
         self._net = net
         self.process = process
         self.address = address
@@ -286,7 +285,7 @@ class SimNetwork:
 
     # -- connect / listen ------------------------------------------------------------------
     def _listen(self, process: str, address: str,
-                factory: Callable[[], asyncio.BaseProtocol]) -> _SimListener:
+                factory: Callable[[], StreamProtocol]) -> _SimListener:
         if address in self._listeners:
             raise OSError(errno.EADDRINUSE, f"address already in use: {address}")
         lst = self._listeners[address] = _SimListener(self, process, address, factory)
@@ -398,12 +397,12 @@ class SimNetwork:
             chunk.append(frame)
         if chunk:
             data = b"".join(chunk)
-            end.protocol.data_received(data)  # type: ignore[attr-defined]
+            end.protocol.data_received(data)
             if self.on_frame is not None:
                 for msg in conn.decoders[side].feed(data):
                     self.on_frame(conn.id, sender, receiver, msg)
         if eof and not end.lost:
-            keep = end.protocol.eof_received()  # type: ignore[attr-defined]
+            keep = end.protocol.eof_received()
             if not keep:
                 end.close()
         if q:

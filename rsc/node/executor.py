@@ -63,7 +63,8 @@ __all__ = ["CancelInterrupt", "Executor", "OnDone"]
 
 logger = logging.getLogger("rsc.node.executor")
 
-OnDone = Callable[[Hashable, int, Any, int], None]
+# on_done(key, outcome kind, payload, execution ns): the key is whatever start() was given
+OnDone = Callable[[Any, int, Any, int], None]
 
 _AsyncioTask = asyncio.Task  # a global read, not an attribute lookup on the module per task
 _SUCCESS = int(OutcomeKind.SUCCESS)
@@ -296,12 +297,14 @@ class Executor:
     def _run_inline(self, task: _Task) -> None:
         """Run an inline (plain, short) computation on the loop thread; never raises."""
         comp, cx = task.comp, task.cx
+        payload: Any
         task.stepped = True
         if cx.cancelled:  # cancelled before it ran: it never starts
             self._finish(task, _CANCEL_SIGNAL, None)
             return
         try:
             data, task.data = task.data, None
+            assert data is not None  # taken once
             out = comp.fn(cx, _input_of(comp, data))
             if type(out) is not bytes and inspect.isawaitable(out):
                 kind, payload = _FAILED, _returned_awaitable(
@@ -325,7 +328,7 @@ class Executor:
             return
         task.cfuture = cf
         self.live_tasks += 1
-        cf.add_done_callback(lambda f, task=task: self._on_thread_done(task, f))
+        cf.add_done_callback(lambda f, task=task: self._on_thread_done(task, f))  # type: ignore[misc]  # mypy cannot infer a lambda with a default
 
     def _start_process(self, task: _Task) -> None:
         self.live_tasks += 1
@@ -407,6 +410,7 @@ class Executor:
             if cx.cancelled:  # cancelled before its first step: do not start it
                 raise asyncio.CancelledError
             data, task.data = task.data, None
+            assert data is not None  # taken once
             out = await comp.fn(cx, _input_of(comp, data))
         except BaseException as exc:
             kind, payload = _ended_by(exc)
@@ -428,6 +432,7 @@ class Executor:
             if cx.cancelled:
                 return _CANCEL_SIGNAL, None  # cancelled while queued; do not start it
             data, task.data = task.data, None
+            assert data is not None  # taken once
             out = comp.fn(cx, _input_of(comp, data))
             if type(out) is not bytes and inspect.isawaitable(out):
                 return _FAILED, _returned_awaitable(comp, out, "sync", "define it with async def")

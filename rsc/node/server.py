@@ -30,7 +30,7 @@ from rsc.node.workers import WorkerPool, check_pool_options
 from rsc.registry import Computation, Registry
 from rsc.remote import Runtime
 from rsc.transport.address import Address
-from rsc.transport.base import Transport
+from rsc.transport.base import Listener, Transport
 from rsc.transport.connection import FramedConnection
 from rsc.trace import Trace
 from rsc.transport.timer import EngineTimer
@@ -73,7 +73,7 @@ class RegistryAdmission(Admission):
 
     def find(self, computation: str) -> Computation | None:
         # the codec decodes a computation name as str, so no type check is needed
-        return self._items.get(computation)
+        return self._items.get(computation)  # type: ignore[call-overload]  # a str finds its ComputationName key
 
     def check(self, comp: Computation, data: bytes) -> str | None:
         if comp.codec is None and comp.validate is None:
@@ -176,7 +176,7 @@ class NodeServer:
                 max_tasks_per_worker=max_tasks_per_worker, node=str(self.name))
         self._conns: dict[int, FramedConnection] = {}
         self._conn_ids = itertools.count(1)
-        self._server: asyncio.AbstractServer | None = None
+        self._server: Listener | None = None
         self._timer: EngineTimer = None  # type: ignore[assignment]  # made in start()
         self._idle = asyncio.Event()
         self._stopped = asyncio.Event()
@@ -202,9 +202,10 @@ class NodeServer:
         if self.transport is not None:
             self._server = await self.transport.listen(self.address, self._make_connection)
         elif self.address.scheme == "tcp":
-            self._server = await listen_tcp(self.address, self._make_connection, self.tls,
-                                            self.handshake_timeout_s)
-            self.address = bound_address(self._server, self.address)
+            server = await listen_tcp(self.address, self._make_connection, self.tls,
+                                      self.handshake_timeout_s)
+            self.address = bound_address(server, self.address)
+            self._server = server
         else:
             self._server, self._socket_id = await listen_unix(self.address.path, self._make_connection)
         self._sweep_handle = self._loop.call_later(self._sweep_s, self._sweep)
@@ -372,7 +373,7 @@ class NodeServer:
         if self._journal is not None and self._journal.dirty:
             if not self._sync_pending:
                 self._sync_pending = True
-                self._loop.call_soon(self._sync_journal)
+                self._loop.call_soon(self._sync_journal)  # type: ignore[union-attr]  # started
             return
         engine = self.engine
         while engine.actions:
@@ -396,6 +397,9 @@ class NodeServer:
     def _sync_journal(self) -> None:
         self._sync_pending = False
         journal = self._journal
+        if journal is None:  # closed by shutdown since this sync was asked for (closing synced it)
+            self._pump()
+            return
         try:
             journal.sync()
             if not self._compacting and journal.needs_compaction():
@@ -416,7 +420,7 @@ class NodeServer:
         self._compacting = True
         journal.begin_compaction()
         state = self.engine.durable_state(self.clock.now_ns())
-        done = self._loop.run_in_executor(None, journal.write_snapshot, *state)
+        done = self._loop.run_in_executor(None, journal.write_snapshot, *state)  # type: ignore[union-attr]  # started
         done.add_done_callback(lambda fut: self._compacted(journal, fut))
 
     def _compacted(self, journal: Any, fut: asyncio.Future) -> None:

@@ -30,9 +30,22 @@ from typing import Callable, Protocol, TypeVar, runtime_checkable
 
 from rsc.transport.address import Address
 
-__all__ = ["Listener", "ProtocolFactory", "Transport"]
+__all__ = ["Listener", "ProtocolFactory", "StreamProtocol", "Transport"]
 
-P = TypeVar("P", bound=asyncio.BaseProtocol)
+
+class StreamProtocol(Protocol):
+    """The protocol object a transport makes per connection and drives: the
+    callbacks of an ``asyncio.Protocol``. Any ``asyncio.Protocol`` is one;
+    so is rsc's framed connection, a compiled class with these methods and no
+    Python base (asyncio itself only calls the methods)."""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None: ...
+    def data_received(self, data: bytes) -> None: ...
+    def eof_received(self) -> bool | None: ...
+    def connection_lost(self, exc: Exception | None) -> None: ...
+
+
+P = TypeVar("P", bound=StreamProtocol)
 #: Makes the protocol object for one new connection (one per connection).
 ProtocolFactory = Callable[[], P]
 
@@ -60,7 +73,7 @@ class Transport(Protocol):
         ...
 
     async def listen(self, address: Address,
-                     protocol_factory: Callable[[], asyncio.BaseProtocol]) -> Listener:
+                     protocol_factory: Callable[[], StreamProtocol]) -> Listener:
         """Accept connections at ``address``, each with a new protocol from
         ``protocol_factory``, until the returned listener is closed."""
         ...

@@ -18,13 +18,12 @@ import asyncio
 import errno
 import itertools
 from dataclasses import dataclass
-from typing import Any, Callable, TypeVar
+from typing import Any, Callable
 
 from rsc.transport.address import Address
+from rsc.transport.base import P, StreamProtocol
 
 __all__ = ["MemoryListener", "MemoryTransport", "Record"]
-
-P = TypeVar("P", bound=asyncio.BaseProtocol)
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,7 +42,7 @@ class _Pipe(asyncio.Transport):
     """One end of an in-memory connection: an asyncio transport whose writes
     reach the other end's protocol on the next turn of the loop."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, protocol: asyncio.BaseProtocol,
+    def __init__(self, loop: asyncio.AbstractEventLoop, protocol: StreamProtocol,
                  peername: str, record: Callable[[bytes], None] | None) -> None:
         super().__init__()
         self._loop = loop
@@ -108,7 +107,7 @@ class _Pipe(asyncio.Transport):
         if self._paused:
             self._held.append(chunk)
             return
-        self._protocol.data_received(chunk)  # type: ignore[attr-defined]
+        self._protocol.data_received(chunk)
 
     def _peer_closed(self, _: None = None) -> None:
         if self._lost:
@@ -116,7 +115,7 @@ class _Pipe(asyncio.Transport):
         if self._paused:  # like a socket's EOF, read only after the bytes before it
             self._held.append(None)
             return
-        keep_open = self._protocol.eof_received()  # type: ignore[attr-defined]
+        keep_open = self._protocol.eof_received()
         if not keep_open:
             self.close()
 
@@ -130,7 +129,7 @@ class MemoryListener:
     """What :meth:`MemoryTransport.listen` returns."""
 
     def __init__(self, transport: MemoryTransport, address: str,
-                 factory: Callable[[], asyncio.BaseProtocol]) -> None:
+                 factory: Callable[[], StreamProtocol]) -> None:
         self._transport = transport
         self.address = address
         self.factory = factory
@@ -157,7 +156,7 @@ class MemoryTransport:
         self.records: list[Record] = []
 
     async def listen(self, address: Address,
-                     protocol_factory: Callable[[], asyncio.BaseProtocol]) -> MemoryListener:
+                     protocol_factory: Callable[[], StreamProtocol]) -> MemoryListener:
         """Accept connections at ``address``; raises ``OSError`` (EADDRINUSE)
         when something already listens there."""
         key = str(address)

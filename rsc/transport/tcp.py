@@ -27,6 +27,7 @@ from typing import Callable
 
 from rsc.errors import InvalidArgument
 from rsc.transport.address import Address
+from rsc.transport.base import P, StreamProtocol
 from rsc.transport.tls import TlsConfig
 
 __all__ = ["InsecureListen", "TcpTransport", "check_exposure", "connect_tcp", "is_loopback",
@@ -71,9 +72,8 @@ def check_exposure(address: Address, tls: TlsConfig | None, key: bytes | None,
             "--insecure (NodeServer(insecure=True)) if the network itself is trusted")
 
 
-async def connect_tcp(address: Address, protocol_factory: Callable[[], asyncio.Protocol],
-                      tls: TlsConfig | None = None, server_name: str | None = None
-                      ) -> asyncio.Protocol:
+async def connect_tcp(address: Address, protocol_factory: Callable[[], P],
+                      tls: TlsConfig | None = None, server_name: str | None = None) -> P:
     """Connect to ``address``; with ``tls``, over mutual TLS, checking that
     the node's certificate names ``server_name`` (the NodeId dialled;
     default: the host). Raises ``OSError`` (``ssl.SSLError`` for a refused
@@ -82,15 +82,15 @@ async def connect_tcp(address: Address, protocol_factory: Callable[[], asyncio.P
         raise InvalidArgument(f"the TCP transport serves tcp: addresses only, not {address}")
     loop = asyncio.get_running_loop()
     if tls is None:
-        _t, protocol = await loop.create_connection(protocol_factory, address.host, address.port)
+        _t, protocol = await loop.create_connection(protocol_factory, address.host, address.port)  # type: ignore[type-var]  # asyncio calls only StreamProtocol's methods
     else:
-        _t, protocol = await loop.create_connection(
+        _t, protocol = await loop.create_connection(  # type: ignore[type-var]  # asyncio calls only StreamProtocol's methods
             protocol_factory, address.host, address.port, ssl=tls.client_context(),
             server_hostname=server_name or address.host)
     return protocol
 
 
-async def listen_tcp(address: Address, protocol_factory: Callable[[], asyncio.Protocol],
+async def listen_tcp(address: Address, protocol_factory: Callable[[], StreamProtocol],
                      tls: TlsConfig | None = None, handshake_timeout_s: float = 10.0
                      ) -> asyncio.AbstractServer:
     """Serve ``address`` (port 0: one the system picks, see :func:`bound_address`);
@@ -101,10 +101,10 @@ async def listen_tcp(address: Address, protocol_factory: Callable[[], asyncio.Pr
     loop = asyncio.get_running_loop()
     host = address.host or None
     if tls is None:
-        return await loop.create_server(protocol_factory, host, address.port, reuse_address=True)
-    return await loop.create_server(protocol_factory, host, address.port, reuse_address=True,
-                                    ssl=tls.server_context(),
-                                    ssl_handshake_timeout=handshake_timeout_s)
+        return await loop.create_server(protocol_factory, host, address.port, reuse_address=True)  # type: ignore[arg-type]  # asyncio calls only StreamProtocol's methods
+    return await loop.create_server(
+        protocol_factory, host, address.port,  # type: ignore[arg-type]  # asyncio calls only StreamProtocol's methods
+        reuse_address=True, ssl=tls.server_context(), ssl_handshake_timeout=handshake_timeout_s)
 
 
 def bound_address(server: asyncio.AbstractServer, address: Address) -> Address:
@@ -126,11 +126,11 @@ class TcpTransport:
         self.tls = tls
         self.handshake_timeout_s = handshake_timeout_s
 
-    async def connect(self, address: Address, protocol_factory: Callable[[], asyncio.Protocol],
-                      server_name: str | None = None) -> asyncio.Protocol:
+    async def connect(self, address: Address, protocol_factory: Callable[[], P],
+                      server_name: str | None = None) -> P:
         return await connect_tcp(address, protocol_factory, self.tls, server_name)
 
-    async def listen(self, address: Address, protocol_factory: Callable[[], asyncio.Protocol]
+    async def listen(self, address: Address, protocol_factory: Callable[[], StreamProtocol]
                      ) -> asyncio.AbstractServer:
         return await listen_tcp(address, protocol_factory, self.tls, self.handshake_timeout_s)
 

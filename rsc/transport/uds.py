@@ -18,6 +18,7 @@ from typing import Callable
 from rsc.errors import InvalidArgument, PathInUse
 from rsc.localfs import ensure_private_dir
 from rsc.transport.address import Address
+from rsc.transport.base import P, StreamProtocol
 
 #: (st_dev, st_ino) of the socket file a listener created.
 SocketId = tuple[int, int]
@@ -61,14 +62,14 @@ def prepare_socket_path(path: str) -> None:
     os.unlink(path)
 
 
-async def listen_unix(path: str, factory: Callable[[], asyncio.Protocol]
+async def listen_unix(path: str, factory: Callable[[], StreamProtocol]
                       ) -> tuple[asyncio.AbstractServer, SocketId]:
     """Bind ``path`` (see :func:`prepare_socket_path`), make the socket 0600,
     then start serving. Returns the server and the socket file's identity, for
     :func:`remove_socket`."""
     prepare_socket_path(path)
     loop = asyncio.get_running_loop()
-    server = await loop.create_unix_server(factory, path, start_serving=False)
+    server = await loop.create_unix_server(factory, path, start_serving=False)  # type: ignore[arg-type]  # asyncio calls only StreamProtocol's methods
     st = os.lstat(path)
     os.chmod(path, 0o600)
     await server.start_serving()
@@ -90,9 +91,9 @@ def remove_socket(path: str, ident: SocketId | None) -> bool:
     return True
 
 
-async def connect_unix(path: str, factory: Callable[[], asyncio.Protocol]) -> asyncio.Protocol:
+async def connect_unix(path: str, factory: Callable[[], P]) -> P:
     loop = asyncio.get_running_loop()
-    _transport, protocol = await loop.create_unix_connection(factory, path)
+    _transport, protocol = await loop.create_unix_connection(factory, path)  # type: ignore[type-var]  # asyncio calls only StreamProtocol's methods
     return protocol
 
 
@@ -136,11 +137,10 @@ class UnixTransport:
     """Unix domain sockets as a :class:`rsc.transport.base.Transport`: ``unix:``
     addresses only (anything else is an :class:`InvalidArgument`)."""
 
-    async def connect(self, address: Address, protocol_factory: Callable[[], asyncio.Protocol]
-                      ) -> asyncio.Protocol:
+    async def connect(self, address: Address, protocol_factory: Callable[[], P]) -> P:
         return await connect_unix(_unix_path(address), protocol_factory)
 
-    async def listen(self, address: Address, protocol_factory: Callable[[], asyncio.Protocol]
+    async def listen(self, address: Address, protocol_factory: Callable[[], StreamProtocol]
                      ) -> UnixListener:
         path = _unix_path(address)
         server, ident = await listen_unix(path, protocol_factory)
