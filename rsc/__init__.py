@@ -17,7 +17,10 @@ _bind(__name__, COMPILED)
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # what mypy and pyright see: the real classes (at run time, see below)
-    from rsc import cx, errors, lease, regions, remote, sagas, trace, types  # noqa: F401
+    from rsc import (
+        cx as cx, errors as errors, launch as launch, lease as lease, regions as regions,
+        remote as remote, sagas as sagas, trace as trace, types as types,
+    )
     from rsc.cx import Cx as Cx, RemoteCap as RemoteCap
     from rsc.errors import (
         Cancelled as Cancelled, CapabilityDenied as CapabilityDenied,
@@ -76,8 +79,9 @@ _EXPORTS = {
         "RemoteInput", "RemoteOutcome", "RemoteTaskId", "RemoteTaskState", "Severity",
     ),
 }
-__getattr__ = _lazy_exports(__name__, globals(), _EXPORTS, (
-    "lease", "errors", "types", "regions", "sagas", "trace", "launch", "cx", "remote"))
+# Submodules a bare `import rsc` reaches as attributes (rsc.lease.retry(...)).
+_SUBMODULES = ("lease", "errors", "types", "regions", "sagas", "trace", "launch", "cx", "remote")
+__getattr__ = _lazy_exports(__name__, globals(), _EXPORTS, _SUBMODULES)
 
 
 def __dir__() -> list[str]:

@@ -122,6 +122,15 @@ def _valid(code: str) -> Any:
             schema.STR_MAP: {}, schema.UINT_LIST: []}[code]
 
 
+def test_the_declared_message_classes_agree_with_the_schema() -> None:
+    """What type checkers read of each class (its declaration) is the schema's
+    layout: field names in wire order, each with its field type's Python type."""
+    assert m.declaration_mismatches() == []
+    assert set(m.DECLARED) == {"Message"} | {spec.class_name for spec in schema.MESSAGES}
+    assert set(schema.PY_TYPES) == set(schema.FIELD_TYPES)
+    assert m.DECLARED["SpawnRequest"]["budget"] == "WireBudget | None"
+
+
 # --- one place: a field added to a copy of the schema -------------------------------
 
 
@@ -180,6 +189,11 @@ def test_a_trailing_field_added_in_the_schema_alone_round_trips(
     large = messages.ResultDelivery("node-1", 1, 42, m.OUTCOME_SUCCESS, bytes(70_000), 10,
                                     "worker-2", None)
     assert codec.decode(codec.encode(large)) == large
+    # What type checkers read is now behind the schema, and the suite says so.
+    drift = messages.declaration_mismatches()
+    assert [d.split(" declares")[0] for d in drift] == [
+        "class SpawnRequest", "class ResultDelivery", "class StatusRequest"], drift
+    assert "'deadline_hint_ms': 'int'" in drift[0] and "in this order" in drift[0]
     with pytest.raises(InvalidArgument, match=r"^SpawnRequest\.deadline_hint_ms "):
         codec.encode(messages.SpawnRequest("origin-1", 7, 42, "math.add", b"", 1, bytes(16),
                                            None, "origin-1", 3, 9, None, "soon"))

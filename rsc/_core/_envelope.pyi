@@ -3,6 +3,8 @@
 from collections.abc import Iterable
 from typing import Any, Final, Literal
 
+from typing_extensions import disjoint_base
+
 from rsc._core.messages import Message, ResultDelivery, SpawnAck, SpawnRequest
 
 __all__ = [
@@ -45,6 +47,7 @@ def decode(body: bytes | bytearray | memoryview) -> Message:
     for any bytes (``TypeError`` if ``body`` is not bytes-like).
     """
 
+@disjoint_base
 class FrameDecoder:
     """Cuts a byte stream into messages; see ``rsc._core._envelope_py.FrameDecoder``."""
 

@@ -2,6 +2,8 @@
 
 from typing import Any, Final, final
 
+from typing_extensions import disjoint_base
+
 __all__ = [
     "CONFLICT",
     "DEDUP_CONFLICT",
@@ -21,6 +23,7 @@ DEDUP_CONFLICT: Final = 2
 def fingerprint(computation: str, input: bytes) -> bytes:
     """BLAKE2b-128 of the length-prefixed (computation, input); stable everywhere."""
 
+@disjoint_base
 class Decision:
     """``NEW`` or ``CONFLICT`` (module singletons): a decision without a record."""
 
@@ -90,5 +93,5 @@ class IdemTable:
     def next_expiry(self) -> int | None: ...
     def clear(self) -> None: ...
     def __len__(self) -> int: ...
-    def __contains__(self, key: object) -> bool: ...
+    def __contains__(self, key: object, /) -> bool: ...
     def _debug_counters(self) -> dict[str, int]: ...

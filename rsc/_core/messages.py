@@ -116,34 +116,46 @@ MAX_NODE_ID_BYTES = 255
 _M = TypeVar("_M", bound="Message")
 
 
+# What each message class declares (class name -> its annotated fields),
+# recorded by ``declared``; ``declaration_mismatches`` compares it to the schema.
+DECLARED: dict[str, dict[str, str]] = {}
+
+
 @dataclass_transform(eq_default=False)
 def declared(kind: int | None) -> Callable[[type[_M]], type[_M]]:
     """Class decorator: the message class of schema kind ``kind``, built by
-    ``message_class`` from the schema, after checking that the decorated
-    declaration names the schema's fields in wire order with the Python types
-    of their field type codes (``schema.PY_TYPES``); an ``ImportError`` says
-    what differs. The declaration is what type checkers see: its annotated
-    fields (after the envelope's, declared on ``Message``) are the
-    constructor's parameters. ``kind=None`` marks ``Message`` itself, whose
-    fields are the envelope's."""
+    ``message_class`` from the schema (its fields, slots and constructor come
+    from the schema alone). The decorated declaration is what type checkers
+    read: its annotated fields, after the envelope's declared on ``Message``,
+    are the constructor's parameters. ``declaration_mismatches`` (run by the
+    test suite) holds each declaration to the schema. ``kind=None`` marks
+    ``Message`` itself, whose fields are the envelope's."""
 
     def build(cls: type[_M]) -> type[_M]:
-        own = {name: text for name, text in inspect.get_annotations(cls).items()
-               if not text.startswith("ClassVar[")}
+        DECLARED[cls.__name__] = {name: text for name, text in inspect.get_annotations(cls).items()
+                                  if not text.startswith("ClassVar[")}
         if kind is None:
-            want: dict[str, str] = {"sender": "str", "sender_time": "LogicalTime"}
-            if own != want:
-                raise ImportError(f"rsc._core.messages: Message declares {own}, not {want}")
             return cls
-        spec = BY_KIND[kind]
-        want = {name: PY_TYPES[code] for name, code in spec.fields}
-        if cls.__name__ != spec.class_name or list(own.items()) != list(want.items()):
-            raise ImportError(
-                f"rsc._core.messages: class {cls.__name__} declares fields {own}; the schema's "
-                f"{spec.wire_name} is {spec.class_name} with fields {want}, in this order")
-        return message_class(spec, cls.__doc__)  # type: ignore[return-value]  # same fields, built
+        return message_class(BY_KIND[kind], cls.__doc__)  # type: ignore[return-value]  # its declaration, built
 
     return build
+
+
+def declaration_mismatches() -> list[str]:
+    """How the declared message classes differ from the schema: each must name
+    its schema message's fields in wire order, annotated with the Python types
+    of their field type codes (``schema.PY_TYPES``). Empty when they agree."""
+    out = []
+    envelope = {"sender": "str", "sender_time": "LogicalTime"}
+    if DECLARED.get("Message") != envelope:
+        out.append(f"Message declares {DECLARED.get('Message')}, the envelope is {envelope}")
+    for spec in MESSAGES:
+        want = {name: PY_TYPES[code] for name, code in spec.fields}
+        have = DECLARED.get(spec.class_name)
+        if have is None or list(have.items()) != list(want.items()):
+            out.append(f"class {spec.class_name} declares fields {have}; the schema's "
+                       f"{spec.wire_name} has {want}, in this order")
+    return out
 
 
 @declared(None)
@@ -200,9 +212,10 @@ def message_class(spec: MessageSpec, doc: str | None = None) -> type[Message]:
     return cls
 
 
-# The message classes. Each declaration below is checked against the schema
-# when this module is imported (``declared``), and the class it names is the
-# one built from the schema; the declarations are what type checkers read.
+# The message classes. Each name below is bound to the class built from the
+# schema; the declaration under it is what type checkers read, and
+# ``declaration_mismatches`` holds it to the schema. A field added to the
+# schema is declared here too.
 
 @declared(HELLO)
 class Hello(Message):

@@ -19,7 +19,9 @@ type code. What a caller may rely on:
 - a field's index in ``MessageSpec.fields`` is its index in the tuple that
   ``envelope.fields(msg)`` returns, and its wire element is that index + 3;
 - a new field is added at the end of its message (a v1 receiver drops
-  trailing elements it does not know), by adding it here.
+  trailing elements it does not know), by adding it here; its class in
+  ``rsc._core.messages`` declares it too, with the Python type of its code
+  (``PY_TYPES``), for type checkers (``messages.declaration_mismatches``).
 """
 
 from __future__ import annotations
