@@ -39,7 +39,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from typing import TYPE_CHECKING, Any, Awaitable, Callable, Coroutine
+from typing import TYPE_CHECKING, Any, Callable, Coroutine
 
 from rsc._engine.trace_names import REGION_CLOSED, REGION_LEAK
 from rsc.cx import CancelState, Cx, next_region_id, next_task_id
