@@ -284,3 +284,41 @@ def test_a_running_node_compacts_in_the_background(tmp_path: Path, monkeypatch: 
         assert len(recs) == 240 and all(r[4] is not None and r[4][0] == 0 for r in recs)
     finally:
         j2.close()
+
+
+def test_a_sync_asked_for_before_shutdown_closes_the_journal_finds_it_closed(tmp_path: Path) -> None:
+    """A journal sync is asked for on one loop turn and runs on the next; if
+    shutdown closes the journal in between (closing syncs it), the sync does
+    nothing to the closed journal and the node's pending actions still go out
+    (it once called sync() on None: an exception in a loop callback)."""
+    from rsc.node.server import NodeServer
+    from tests.registries import basic
+
+    errors: list[dict] = []
+
+    async def main() -> None:
+        asyncio.get_running_loop().set_exception_handler(lambda _loop, ctx: errors.append(ctx))
+        server = NodeServer("worker-1", f"unix:{tmp_path}/n.sock", basic, ttl_s=600.0,
+                            state_dir=str(tmp_path / "s"))
+        await server.start()
+        try:
+            journal = server._journal
+            journal.admitted(b"K" * 16, b"F" * 16, "origin-1", 1)  # an unsynced entry
+            server._pump()  # asks for the sync on the next turn
+            assert server._sync_pending
+            server._journal = None  # what shutdown does, within the same turn
+            journal.close()
+            await asyncio.sleep(0)
+            await asyncio.sleep(0)
+            assert not server._sync_pending
+        finally:
+            await server.shutdown(0.5)
+
+    asyncio.run(main())
+    assert errors == []
+    j2 = J.Journal(str(tmp_path / "s"), 10**9)
+    try:
+        recs, _ = j2.load()
+        assert [r[0] for r in recs] == [b"K" * 16]  # closing synced it
+    finally:
+        j2.close()
