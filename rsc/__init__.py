@@ -17,9 +17,10 @@ _bind(__name__, COMPILED)
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # what mypy and pyright see: the real classes (at run time, see below)
+    # (rsc.launch, the CLI's launcher, is left out: it imports the node, which imports rsc)
     from rsc import (
-        cx as cx, errors as errors, launch as launch, lease as lease, regions as regions,
-        remote as remote, sagas as sagas, trace as trace, types as types,
+        cx as cx, errors as errors, lease as lease, regions as regions, remote as remote,
+        sagas as sagas, trace as trace, types as types,
     )
     from rsc.cx import Cx as Cx, RemoteCap as RemoteCap
     from rsc.errors import (

@@ -38,8 +38,9 @@ def test_the_names_type_checkers_see_are_the_names_rsc_exports() -> None:
     lazy = {name for names in rsc._EXPORTS.values() for name in names}
     assert _static_names() == lazy
     assert lazy <= set(rsc.__all__)
-    # pyright reports a submodule reached as rsc.lease unless it is re-exported
-    assert _static_names(submodules=True) == set(rsc._SUBMODULES)
+    # pyright reports a submodule reached as rsc.lease unless it is re-exported; the
+    # launcher is not (it imports the node, which imports rsc: a circle)
+    assert _static_names(submodules=True) == set(rsc._SUBMODULES) - {"launch"}
 
 
 def test_mypy_strict_sees_the_real_types_of_a_users_service(tmp_path) -> None:
