@@ -325,6 +325,7 @@ class NodeServer:
         cid = next(self._conn_ids)
         conn.tag = cid
         self._conns[cid] = conn
+        log.info("node %s: connection %d opened", self.name, cid)
         self.engine.open_connection(cid, self.clock.now_ns())
         if self._check_peer_uid:
             uid = peer_uid(conn.transport)
@@ -354,7 +355,9 @@ class NodeServer:
         self._pump()
 
     def _on_close(self, conn: FramedConnection, exc: Exception | None) -> None:
-        self._conns.pop(conn.tag, None)
+        if self._conns.pop(conn.tag, None) is not None:
+            log.info("node %s: connection %s closed%s", self.name, conn.tag,
+                     f" ({exc})" if exc is not None else "")
         self.engine.close_connection(conn.tag, self.clock.now_ns())
 
     # ---------------------------------------------------------------- actions

@@ -9,6 +9,7 @@ the functions below are its parts."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import socket
 import stat
@@ -18,6 +19,8 @@ from typing import Callable
 from rsc.errors import InvalidArgument, PathInUse
 from rsc.localfs import ensure_private_dir
 from rsc.transport.address import Address
+
+log = logging.getLogger("rsc.transport")
 
 #: (st_dev, st_ino) of the socket file a listener created.
 SocketId = tuple[int, int]
@@ -58,6 +61,7 @@ def prepare_socket_path(path: str) -> None:
     if dead_socket_error(path) is None:
         raise PathInUse(f"{path} is in use: a process (another node?) accepts connections on it; "
                         "stop it first, or listen on another path")
+    log.info("replacing stale socket %s (nobody answers on it)", path)
     os.unlink(path)
 
 
@@ -135,6 +139,9 @@ class UnixListener:
 class UnixTransport:
     """Unix domain sockets as a :class:`rsc.transport.base.Transport`: ``unix:``
     addresses only (anything else is an :class:`InvalidArgument`)."""
+
+    #: The address schemes it dials and serves (``Runtime`` refuses others at once).
+    schemes = ("unix",)
 
     async def connect(self, address: Address, protocol_factory: Callable[[], asyncio.Protocol]
                       ) -> asyncio.Protocol:
