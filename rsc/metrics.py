@@ -98,8 +98,8 @@ NODE_METRICS: tuple[Spec, ...] = (
 #: An origin's metrics, from ``Runtime.stats()``.
 ORIGIN_METRICS: tuple[Spec, ...] = (
     Spec("tasks_by_state", "rsc_origin_tasks", "gauge",
-         "Remote tasks outstanding, by state (init, spawned, running, cancel_sent, "
-         "lease_expired).", "state"),
+         "Remote tasks outstanding, by state (spawned, running, cancel_sent, lease_expired; "
+         "init only inside a spawn call).", "state"),
     Spec("handles", "rsc_origin_handles", "gauge", "Remote handles not yet settled."),
     Spec("leases", "rsc_origin_leases", "gauge", "Leases watched (work a node holds)."),
     Spec("connections", "rsc_origin_connections", "gauge", "Connections open to nodes."),

@@ -197,9 +197,10 @@ class Runtime:
 
         - ``tasks``: remote tasks outstanding (sent or waiting to be, not yet
           settled), and ``tasks_by_state``: those by state, lower-case names
-          of the origin's task states (``init``: not written yet,
-          ``spawned``: sent, not yet accepted, ``running``: accepted,
-          ``cancel_sent``, ``lease_expired``: lapsed, its policy deciding);
+          of the origin's task states (``spawned``: sent, or waiting for
+          its node's connection, not yet accepted; ``running``: accepted;
+          ``cancel_sent``; ``lease_expired``: lapsed, its policy deciding;
+          ``init`` only inside a spawn call);
         - ``handles``: unsettled ``RemoteHandle`` objects;
         - ``leases``: leases being watched (tasks whose node has the work);
         - ``connections``: connections open to nodes; ``reconnects``:

@@ -40,10 +40,15 @@ def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
 
 def test_a_node_serves_its_figures_on_metrics_port(tmp_path: Path) -> None:
     sock = tmp_path / "w1.sock"
-    p = subprocess.Popen([sys.executable, "-m", "rsc", "node", "--name", "w1", "--listen",
-                          f"unix:{sock}", "--registry", "tests.registries:basic",
-                          "--metrics-port", "0"], cwd=REPO_ROOT, stdin=subprocess.DEVNULL,
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    with subprocess.Popen([sys.executable, "-m", "rsc", "node", "--name", "w1", "--listen",
+                           f"unix:{sock}", "--registry", "tests.registries:basic",
+                           "--metrics-port", "0"], cwd=REPO_ROOT, stdin=subprocess.DEVNULL,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as p:
+        _scrape_a_node(p, sock)
+    assert p.returncode == 0
+
+
+def _scrape_a_node(p: subprocess.Popen, sock: Path) -> None:
     try:
         assert p.stdout is not None
         metrics_line = p.stdout.readline()
@@ -79,7 +84,6 @@ def test_a_node_serves_its_figures_on_metrics_port(tmp_path: Path) -> None:
         assert not any(name.startswith("rsc_node_worker") for name, _ in got)  # no pool here
     finally:
         terminate(p)
-    assert p.returncode == 0
 
 
 def test_a_metrics_port_in_use_is_one_line(tmp_path: Path) -> None:

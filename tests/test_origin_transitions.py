@@ -208,7 +208,7 @@ def test_runtime_counts_protocol_errors_and_the_handle_shows_them(tmp_path) -> N
                                       task.rtid, "RUNNING", "ACK_REJECTED")
             stats = rt.stats()
             assert (stats["handles"], stats["tasks"], stats["leases"], stats["protocol_errors"]) == (1, 1, 0, 0)
-            assert stats["tasks_by_state"] == {"init": 1}
+            assert stats["tasks_by_state"] == {"spawned": 1}  # queued for a node not reached yet
             rt.engine.events.append((O.EV_PROTOCOL_ERROR, task, err))
             rt._pump()
             assert rt.stats()["protocol_errors"] == 1 and h.protocol_errors == [err]

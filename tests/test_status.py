@@ -133,8 +133,12 @@ def test_default_cluster_file_location(monkeypatch: pytest.MonkeyPatch, tmp_path
 def test_watch_redraws_in_place_and_ctrl_c_exits_zero(cluster, tmp_path: Path) -> None:
     cf = tmp_path / "cluster.json"
     cluster(1, cluster_file=str(cf))
-    p = subprocess.Popen([*RSC, "status", "--cluster", str(cf), "--watch", "0.2"], cwd=REPO_ROOT,
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    with subprocess.Popen([*RSC, "status", "--cluster", str(cf), "--watch", "0.2"], cwd=REPO_ROOT,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE) as p:
+        _check_watch_frames(p)
+
+
+def _check_watch_frames(p: subprocess.Popen) -> None:
     try:
         assert p.stdout is not None
         seen = b""
@@ -154,12 +158,17 @@ def test_watch_redraws_in_place_and_ctrl_c_exits_zero(cluster, tmp_path: Path) -
 def test_watch_json_prints_one_object_per_refresh(cluster, tmp_path: Path) -> None:
     cf = tmp_path / "cluster.json"
     c = cluster(1, cluster_file=str(cf))
-    p = subprocess.Popen([*RSC, "status", "--cluster", str(cf), "--watch", "0.2", "--json"],
-                         cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    with subprocess.Popen([*RSC, "status", "--cluster", str(cf), "--watch", "0.2", "--json"],
+                          cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          text=True) as p:
+        _check_json_lines(p, c.pids["worker-1"])
+
+
+def _check_json_lines(p: subprocess.Popen, pid: int) -> None:
     try:
         assert p.stdout is not None
         reports = [json.loads(p.stdout.readline()) for _ in range(2)]
-        assert all(r["nodes"]["worker-1"]["stats"]["pid"] == c.pids["worker-1"] for r in reports)
+        assert all(r["nodes"]["worker-1"]["stats"]["pid"] == pid for r in reports)
         p.send_signal(signal.SIGINT)
         assert p.wait(20) == 0
     finally:
