@@ -17,6 +17,7 @@ importable from here.
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import signal
 import sys
@@ -33,6 +34,7 @@ from rsc.cluster_file import (
 )
 from rsc.errors import InvalidArgument
 from rsc.localfs import ensure_private_dir
+from rsc.logs import LEVELS
 from rsc.probe import LaunchInterrupted, probe
 from rsc.status import run as status  # `rsc status`, by the name it always had here
 from rsc.supervise import LocalCluster, NodeStartError
@@ -93,6 +95,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="each node replaces a worker process after this many tasks")
     p.add_argument("--ready-timeout", type=float, default=30.0,
                    help="seconds each node gets to become ready")
+    p.add_argument("--node-log-level", default="WARNING", type=str.upper, choices=LEVELS,
+                   help="each node's --log-level: what of its log the launcher echoes (INFO adds "
+                        "a line per connection, `rsc status` calls included)")
     p.add_argument("--quiet", action="store_true",
                    help="print only the cluster file path; no progress, and the nodes' stderr is "
                         "not echoed")
@@ -199,7 +204,9 @@ def run(args: argparse.Namespace) -> int:
         return 2
     from rsc.logs import configure
 
-    configure("INFO", fmt="rsc launch: %(message)s")
+    # the launcher's own events; its probes' connections (rsc.origin) only when they fail
+    configure("WARNING", fmt="rsc launch: %(message)s")
+    logging.getLogger("rsc.launch").setLevel(logging.INFO)
     stop = threading.Event()
     got: list[int] = []
     # A node's stderr is echoed once the cluster is up. While it starts, the
@@ -221,7 +228,7 @@ def run(args: argparse.Namespace) -> int:
             capacity=args.capacity, threads=args.threads, grace=args.grace,
             cluster_file=cluster_file, ready_timeout=args.ready_timeout,
             stderr_sink=None if args.quiet else sink, key_file=args.key_file,
-            state_dir=args.state_dir, extra_args=_node_isolation_args(args),
+            state_dir=args.state_dir, extra_args=[*_node_isolation_args(args), "--log-level", args.node_log_level],
             tcp_host=args.tcp_host, tls=tls)
     except (ValueError, InvalidArgument) as exc:
         _say(str(exc))

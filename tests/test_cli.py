@@ -342,7 +342,7 @@ def test_log_level_flag_quiets_the_node(tmp_path: Path, procs) -> None:
 def test_the_origin_logs_connections_and_escalations_not_tasks(cluster, caplog) -> None:
     import logging
 
-    import rsc.lease
+    from tests.test_metrics import retry_after_a_lapse
 
     c = cluster(2)
     caplog.set_level(logging.INFO, logger="rsc")
@@ -351,15 +351,7 @@ def test_the_origin_logs_connections_and_escalations_not_tasks(cluster, caplog) 
         async with Runtime(c.nodes) as rt:
             cx = rt.cx()
             await asyncio.gather(*(spawn_remote(cx, "worker-1", "square", i).join() for i in range(100)))
-            pid = c.pids["worker-1"]
-            h = spawn_remote(cx, "worker-1", "sleep_ms", 1500, lease=0.5,
-                             on_lease_expired=rsc.lease.retry(1, nodes=["worker-2"]))
-            await asyncio.sleep(0.2)
-            os.kill(pid, signal.SIGSTOP)
-            try:
-                assert await asyncio.wait_for(h.join(), 20) == 1500
-            finally:
-                os.kill(pid, signal.SIGCONT)
+            await retry_after_a_lapse(cx, c.pids["worker-1"])
 
     asyncio.run(main())
     msgs = [(r.name, r.levelname, r.getMessage()) for r in caplog.records if r.name.startswith("rsc")]
@@ -374,3 +366,21 @@ def test_the_library_is_quiet_by_default() -> None:
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True,
                          text=True, timeout=30)
     assert out.stdout.strip() == "True", out
+
+
+# ------------------------------------------------------------ the build's progress (make venv/demo)
+
+
+def test_the_build_shows_progress_lines_only_and_pips_log_when_it_fails(tmp_path: Path) -> None:
+    script = os.path.join(REPO_ROOT, "scripts", "pip_progress.py")
+    ok = subprocess.run([sys.executable, script, "--no-deps", "--no-index", "prometheus-client"],
+                        capture_output=True, text=True, timeout=300)
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    lines = ok.stdout.splitlines()
+    assert lines and all(s.startswith("rsc build [") for s in lines), lines  # pip's log kept back
+    assert lines[-1].endswith("] installed") and ok.stderr == ""
+    bad = subprocess.run([sys.executable, script, "--no-deps", "--no-index", str(tmp_path / "nothing")],
+                         capture_output=True, text=True, timeout=300)
+    assert bad.returncode != 0
+    assert "nothing" in bad.stderr  # pip's own words, shown because it failed
+    assert re.search(r"pip failed with exit status \d+", bad.stdout.splitlines()[-1]), bad.stdout

@@ -15,6 +15,7 @@ import subprocess
 import sys
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
@@ -36,6 +37,19 @@ def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
         for s in family.samples:
             out[(s.name, tuple(sorted(s.labels.items())))] = s.value
     return out
+
+
+async def retry_after_a_lapse(cx: Any, pid: int) -> None:
+    """A task on worker-1 (``pid``) whose lease lapses while that node is
+    stopped (SIGSTOP), retried on worker-2 by its policy, where it finishes."""
+    h = spawn_remote(cx, "worker-1", "sleep_ms", 1500, lease=0.5,
+                     on_lease_expired=rsc.lease.retry(1, nodes=["worker-2"]))
+    await asyncio.sleep(0.2)
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        assert await asyncio.wait_for(h.join(), 20) == 1500
+    finally:
+        os.kill(pid, signal.SIGCONT)
 
 
 def test_a_node_serves_its_figures_on_metrics_port(tmp_path: Path) -> None:
@@ -124,16 +138,7 @@ def test_runtime_stats_count_what_happened_and_export_to_prometheus(cluster) -> 
             with pytest.raises(Exception):
                 await slow.join()
 
-            # a lapse under a retry policy: one escalation, one retry
-            pid = c.pids["worker-1"]
-            h = spawn_remote(cx, "worker-1", "sleep_ms", 1500, lease=0.5,
-                             on_lease_expired=rsc.lease.retry(1, nodes=["worker-2"]))
-            await asyncio.sleep(0.2)
-            os.kill(pid, signal.SIGSTOP)
-            try:
-                assert await asyncio.wait_for(h.join(), 20) == 1500
-            finally:
-                os.kill(pid, signal.SIGCONT)
+            await retry_after_a_lapse(cx, c.pids["worker-1"])  # one escalation, one retry
             s = rt.stats()
             assert (s["escalations"], s["retries"]) == (1, 1), s
 
