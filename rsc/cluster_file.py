@@ -35,7 +35,7 @@ from typing import Any
 
 from rsc.errors import InvalidArgument
 from rsc.transport.address import Address
-from rsc.types import NodeId
+from rsc.types import NodeId, check_node_name
 
 __all__ = ["CLUSTER_FILE_VERSION", "InvalidClusterFile", "default_cluster_file", "gone_launcher",
            "load_cluster", "read_cluster_file", "remove_cluster_file", "write_cluster_file"]
@@ -138,6 +138,10 @@ def _read_json(path: str | os.PathLike[str]) -> dict[str, Any]:
 
 def _entry(path: str | os.PathLike[str], name: str, entry: Any) -> dict[str, Any]:
     """One node's entry as ``{"address": ..., "pid": ...}``."""
+    try:
+        check_node_name(name)
+    except InvalidArgument as exc:
+        raise InvalidClusterFile(path, str(exc)) from None
     if isinstance(entry, str):
         address, pid = entry, None
     elif isinstance(entry, dict):

@@ -392,6 +392,7 @@ class Runtime:
         self._pump()
 
     def _on_protocol_error(self, conn: FramedConnection, exc: ProtocolError) -> None:
+        log.warning("node %s broke the protocol (%s); closing the connection", conn.tag, exc)
         self.engine.protocol_error(conn.tag, exc, self.clock.now_ns())
         self._pump()
 

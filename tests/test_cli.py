@@ -12,6 +12,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -315,12 +316,20 @@ def test_a_node_logs_one_line_per_event_not_per_task(tmp_path: Path, procs) -> N
 
     _read_until(p, lambda s: s.startswith("READY w1 "))
     asyncio.run(work())
+    with socket.socket(socket.AF_UNIX) as raw:  # a peer that sends garbage: one line, its own
+        raw.settimeout(10)
+        raw.connect(str(sock))
+        raw.sendall(b"\xff" * 64)
+        while raw.recv(4096):
+            pass
     assert terminate(p) == 0
     lines = (p.stderr.read() if p.stderr else "").splitlines()
     text = "\n".join(lines)
     assert re.search(r"INFO rsc\.node: node w1 listening on unix:", text), text
     assert re.search(r"INFO rsc\.node: node w1: connection 1 opened", text), text
     assert re.search(r"INFO rsc\.node: node w1: connection 1 closed", text), text
+    assert re.search(r"INFO rsc\.node: node w1: connection 2 broke the protocol \(.+\); closing it",
+                     text), text
     assert re.search(r"INFO rsc\.node: node w1 stopped", text), text
     assert len(lines) < 10, text  # 200 tasks, a handful of lines
 

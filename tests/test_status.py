@@ -173,3 +173,12 @@ def _check_json_lines(p: subprocess.Popen, pid: int) -> None:
         assert p.wait(20) == 0
     finally:
         terminate(p)
+
+
+def test_a_cluster_file_with_a_bad_node_name_is_refused(tmp_path: Path) -> None:
+    cf = tmp_path / "cluster.json"
+    cf.write_text(json.dumps({"version": 1, "nodes": {"worker 1": f"unix:{tmp_path}/w.sock"}}))
+    out = status("--cluster", str(cf))
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert out.stderr.startswith(f"rsc status: cannot read cluster file {cf}: node name 'worker 1' "
+                                 "contains whitespace"), out.stderr

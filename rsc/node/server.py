@@ -351,6 +351,8 @@ class NodeServer:
         self._pump()
 
     def _on_protocol_error(self, conn: FramedConnection, exc: ProtocolError) -> None:
+        log.info("node %s: connection %s broke the protocol (%s); closing it", self.name,
+                 conn.tag, exc)
         self.engine.protocol_error(conn.tag, exc, self.clock.now_ns())
         self._pump()
 
