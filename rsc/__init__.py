@@ -6,11 +6,6 @@ concurrency gives inside one: capabilities, regions, leases, idempotency.
 
 __version__ = "0.1.0"
 
-import logging as _logging
-
-# A library is quiet unless its application configures logging (rsc.logs).
-_logging.getLogger("rsc").addHandler(_logging.NullHandler())
-
 from rsc._compiled import bind as _bind
 from rsc._lazy import lazy_exports as _lazy_exports
 

@@ -12,9 +12,9 @@ engine when a link comes up or goes down and hands it the frames read.
 from __future__ import annotations
 
 import asyncio
-import logging
 from typing import TYPE_CHECKING, Any, Callable, Protocol
 
+from rsc.logs import get_logger
 from rsc._core.messages import HANDSHAKE_MAX_FRAME_BYTES, WELCOME
 from rsc.clock import Clock
 from rsc.errors import InvalidArgument, NodeUnreachable, ProtocolError
@@ -28,7 +28,7 @@ from rsc.types import NodeId
 if TYPE_CHECKING:
     from rsc._engine.origin import OriginEngine
 
-log = logging.getLogger("rsc.origin")
+log = get_logger("rsc.origin")
 
 BACKOFF_FIRST_S = 0.02  # the first retry after a failed connect; doubling up to backoff_max_s
 CLOSE_WAIT_S = 1.0  # how long aclose waits for its connections to finish closing

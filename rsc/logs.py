@@ -5,6 +5,8 @@ rsc logs through :mod:`logging`, one logger per layer, all under ``rsc``:
 ==================  =============================================================
 ``rsc.node``        a node process: start, listening, stop, connections opened
                     and closed, handshakes refused, shutdown steps, its journal
+``rsc.node.executor``  a node's threads: a computation that raised after
+                    its task was settled, a blocked thread
 ``rsc.node.workers``  a node's worker processes (process isolation): crashes,
                     kills for an ignored cancel or a time limit, replacements
 ``rsc.origin``      an origin's ``Runtime``: connections to nodes up and down,
@@ -30,11 +32,23 @@ import logging
 import sys
 from typing import IO
 
-__all__ = ["LAYERS", "configure"]
+__all__ = ["LAYERS", "configure", "get_logger"]
 
 #: The loggers rsc writes to (see the module docstring).
-LAYERS = ("rsc.node", "rsc.node.workers", "rsc.origin", "rsc.transport", "rsc.launch",
-          "rsc.regions", "rsc.metrics")
+LAYERS = ("rsc.node", "rsc.node.executor", "rsc.node.workers", "rsc.origin", "rsc.transport",
+          "rsc.launch", "rsc.regions", "rsc.metrics")
+
+# A library is quiet unless its application configures logging. Every module
+# that logs takes its logger from get_logger, so this runs before any record
+# can be made (and importing rsc alone imports no logging, nor its threading).
+logging.getLogger("rsc").addHandler(logging.NullHandler())
+
+
+def get_logger(layer: str) -> logging.Logger:
+    """The logger of one of rsc's layers (:data:`LAYERS`)."""
+    if layer not in LAYERS:
+        raise ValueError(f"{layer!r} is not one of rsc's loggers: {', '.join(LAYERS)}")
+    return logging.getLogger(layer)
 
 LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 

@@ -24,12 +24,12 @@ saying so, and the rest of rsc works as before.
 
 from __future__ import annotations
 
-import logging
 import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from rsc.logs import get_logger
 from rsc.errors import InvalidArgument
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -39,7 +39,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from rsc.node.server import NodeServer
     from rsc.remote import Runtime
 
-log = logging.getLogger("rsc.metrics")
+log = get_logger("rsc.metrics")
 
 __all__ = ["NODE_METRICS", "ORIGIN_METRICS", "MetricsEndpoint", "Spec", "node_metric_families",
            "origin_metric_families", "register", "serve_node_metrics", "unregister"]

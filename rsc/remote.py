@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import logging
 import os
 import random
 import secrets
@@ -25,6 +24,7 @@ import socket
 from collections.abc import Mapping
 from typing import Any, Callable
 
+from rsc.logs import get_logger
 from rsc._core.messages import ERR_AUTH_FAILED, ERR_VERSION_MISMATCH, REJECT_INVALID_INPUT
 from rsc._engine.origin import (
     CLOSE,
@@ -80,7 +80,7 @@ from rsc.types import (
 
 __all__ = ["RemoteHandle", "Runtime", "load_cluster", "spawn_remote"]
 
-log = logging.getLogger("rsc.origin")
+log = get_logger("rsc.origin")
 
 MS = 1_000_000
 _INFINITE: Budget = Budget.INFINITE  # type: ignore[attr-defined]

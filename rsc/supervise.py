@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import logging
 import os
 import signal
 import subprocess
@@ -30,6 +29,7 @@ from typing import Any
 
 import psutil
 
+from rsc.logs import get_logger
 from rsc.cluster_file import remove_cluster_file, write_cluster_file
 from rsc.localfs import DirLock, ensure_private_dir, read_key_file
 from rsc.probe import LaunchInterrupted, probe
@@ -38,7 +38,7 @@ from rsc.types import check_node_name
 from rsc.transport.tls import TlsConfig
 from rsc.transport.uds import dead_socket_error
 
-log = logging.getLogger("rsc.launch")
+log = get_logger("rsc.launch")
 
 __all__ = ["LaunchInterrupted", "LocalCluster", "NodeStartError"]
 

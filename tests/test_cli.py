@@ -370,7 +370,7 @@ def test_the_origin_logs_connections_and_escalations_not_tasks(cluster, caplog) 
 
 
 def test_the_library_is_quiet_by_default() -> None:
-    code = ("import logging, rsc; lg = logging.getLogger('rsc'); "
+    code = ("import logging, rsc; rsc.Runtime; lg = logging.getLogger('rsc'); "
             "print(any(isinstance(h, logging.NullHandler) for h in lg.handlers))")
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True,
                          text=True, timeout=30)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import logging
 import math
 import os
 import secrets
@@ -18,6 +17,7 @@ from typing import Any, Callable
 
 import psutil
 
+from rsc.logs import get_logger
 from rsc import __version__
 from rsc._core.messages import AUTH, DEFAULT_MAX_FRAME_BYTES, HANDSHAKE_MAX_FRAME_BYTES
 from rsc._engine.node import CANCEL, CLOSE, SEND, START, Admission, NodeEngine, NodeTask
@@ -39,7 +39,7 @@ from rsc.transport.tls import TlsConfig
 from rsc.transport.uds import listen_unix, peer_uid, remove_socket
 from rsc.types import Budget, CancelReason, NodeId, OutcomeKind
 
-log = logging.getLogger("rsc.node")
+log = get_logger("rsc.node")
 
 _CANCELLED = int(OutcomeKind.CANCELLED)  # a global: Enum class attributes are slow to read (3.11)
 

@@ -9,18 +9,18 @@ the functions below are its parts."""
 from __future__ import annotations
 
 import asyncio
-import logging
 import os
 import socket
 import stat
 import struct
 from typing import Callable
 
+from rsc.logs import get_logger
 from rsc.errors import InvalidArgument, PathInUse
 from rsc.localfs import ensure_private_dir
 from rsc.transport.address import Address
 
-log = logging.getLogger("rsc.transport")
+log = get_logger("rsc.transport")
 
 #: (st_dev, st_ino) of the socket file a listener created.
 SocketId = tuple[int, int]
