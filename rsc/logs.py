@@ -5,8 +5,8 @@ rsc logs through :mod:`logging`, one logger per layer, all under ``rsc``:
 ==================  =============================================================
 ``rsc.node``        a node process: start, listening, stop, connections opened
                     and closed, handshakes refused, shutdown steps, its journal
-``rsc.node.executor``  a node's threads: a computation that raised after
-                    its task was settled, a blocked thread
+``rsc.node.executor``  a node's threads: a computation that ignored its
+                    cancel and had its thread interrupted, or was abandoned
 ``rsc.node.workers``  a node's worker processes (process isolation): crashes,
                     kills for an ignored cancel or a time limit, replacements
 ``rsc.origin``      an origin's ``Runtime``: connections to nodes up and down,
