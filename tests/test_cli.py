@@ -393,3 +393,35 @@ def test_the_build_shows_progress_lines_only_and_pips_log_when_it_fails(tmp_path
     assert bad.returncode != 0
     assert "nothing" in bad.stderr  # pip's own words, shown because it failed
     assert re.search(r"pip failed with exit status \d+", bad.stdout.splitlines()[-1]), bad.stdout
+
+
+def _launch_quiet(procs: list[subprocess.Popen], default_file: Path) -> tuple[subprocess.Popen, str]:
+    p = _start(procs, [*PYTHON_M, "launch", "-n", "1", "--registry", "tests.registries:basic",
+                       "--quiet"], cwd=Path(REPO_ROOT), PYTHONPATH=REPO_ROOT,
+               RSC_CLUSTER_FILE=str(default_file))
+    return p, _read_until(p, lambda s: s.endswith(".json"))[-1]
+
+
+def test_launch_takes_a_stale_default_cluster_file_and_leaves_a_live_ones_alone(
+        tmp_path: Path, procs) -> None:
+    from rsc.cluster_file import read_cluster_file, write_cluster_file
+
+    default = tmp_path / "rsc" / "cluster.json"
+    default.parent.mkdir(mode=0o700)
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait(30)
+    write_cluster_file(str(default), {"old-1": f"unix:{tmp_path}/old.sock"}, {"old-1": 1},
+                       launcher_pid=gone.pid)
+    first, cf = _launch_quiet(procs, default)
+    assert cf == str(default) and list(read_cluster_file(cf)) == ["worker-1"]  # stale: replaced
+
+    second, cf2 = _launch_quiet(procs, default)  # the first still runs: its file is left alone
+    assert cf2 != str(default) and os.path.basename(cf2) == "cluster.json"
+    assert read_cluster_file(cf)["worker-1"]["pid"] != read_cluster_file(cf2)["worker-1"]["pid"]
+    second.send_signal(signal.SIGTERM)
+    assert second.wait(30) == 0
+    assert "another launcher's cluster uses the default cluster file" in (second.stderr.read()
+                                                                          if second.stderr else "")
+    assert default.exists()  # the second launcher removed only its own file
+    first.send_signal(signal.SIGTERM)
+    assert first.wait(30) == 0 and not default.exists()
