@@ -19,16 +19,19 @@ $(VENV)/bin/python:
 	$(VPY) -m pip install --quiet --upgrade pip
 
 # Editable install compiles the extensions in place; a failed compile fails here.
+# scripts/pip_progress.py shows which module is compiling (pip's own log only
+# when it fails: no setuptools banners).
 # editable_mode=compat puts the checkout on sys.path with a .pth file, which
 # type checkers follow (the default import hook they cannot see).
 $(STAMP): $(VENV)/bin/python $(SOURCES)
 	$(VPY) -m pip install --quiet "Cython==3.3.1" "setuptools>=68" wheel
-	$(VPY) -m pip install --quiet --no-build-isolation --config-settings editable_mode=compat -e ".[test]"
+	$(VPY) scripts/pip_progress.py --no-build-isolation --config-settings editable_mode=compat -e ".[test]"
 	$(VPY) -c "import rsc._core as c, rsc.remote, rsc._engine.node, rsc.node.server; [c.load(n, compiled=True) for n in c.NAMES]; print('rsc: compiled core and engines OK')"
 	touch $(STAMP)
 
+# The first run builds the venv (progress shown while it compiles), then the demo.
 demo: $(STAMP)
-	$(VPY) scripts/demo.py
+	@$(VPY) scripts/demo.py
 
 # One run covers both twins: every rsc._core test is parametrized c/py; the
 # rest of the suite runs on the compiled core and engines, and

@@ -35,10 +35,10 @@ from typing import Any
 
 from rsc.errors import InvalidArgument
 from rsc.transport.address import Address
-from rsc.types import NodeId
+from rsc.types import NodeId, check_node_name
 
-__all__ = ["CLUSTER_FILE_VERSION", "InvalidClusterFile", "load_cluster", "read_cluster_file",
-           "write_cluster_file"]
+__all__ = ["CLUSTER_FILE_VERSION", "InvalidClusterFile", "default_cluster_file", "gone_launcher",
+           "load_cluster", "read_cluster_file", "remove_cluster_file", "write_cluster_file"]
 
 #: The cluster file format this rsc writes and reads.
 CLUSTER_FILE_VERSION = 1
@@ -60,6 +60,66 @@ def read_cluster_file(path: str | os.PathLike[str]) -> dict[str, dict[str, Any]]
     :class:`InvalidClusterFile` if the file cannot be read or is not a cluster
     file of a version this rsc reads (see the module docstring). Addresses are
     checked to be non-empty strings only; ``Address.parse`` judges their form."""
+    data = _read_json(path)
+    nodes = data.get("nodes")
+    if not isinstance(nodes, dict):
+        raise InvalidClusterFile(path, "has no 'nodes' object")
+    if not nodes:
+        raise InvalidClusterFile(path, "lists no nodes")
+    return {name: _entry(path, name, entry) for name, entry in nodes.items()}
+
+
+def gone_launcher(path: str | os.PathLike[str]) -> int | None:
+    """The ``launcher_pid`` of the cluster file at ``path`` when that process
+    is gone (the file is stale: whoever wrote it died without removing it),
+    else None (the launcher runs, or the file names none). A process that
+    started after the file was last written is not its launcher (its pid was
+    reused), so it counts as gone too. Raises :class:`InvalidClusterFile`
+    like :func:`read_cluster_file`."""
+    import psutil
+
+    pid = _read_json(path).get("launcher_pid")
+    if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 0:
+        return None
+    try:
+        started = psutil.Process(pid).create_time()
+        written = os.stat(path).st_mtime
+    except psutil.NoSuchProcess:
+        return pid
+    except (psutil.Error, OSError):
+        return None  # cannot tell: not stale as far as we know
+    return pid if started > written + 1.0 else None
+
+
+def remove_cluster_file(path: str | os.PathLike[str]) -> bool:
+    """Remove the cluster file at ``path`` if this process wrote it (its
+    ``launcher_pid`` is ours); True if removed. Another launcher may have
+    taken the path over since (the default cluster file): its file stays."""
+    try:
+        if _read_json(path).get("launcher_pid") != os.getpid():
+            return False
+        os.unlink(path)
+    except (InvalidClusterFile, FileNotFoundError):
+        return False
+    return True
+
+
+def default_cluster_file() -> str:
+    """Where ``rsc launch`` writes its cluster file when given neither
+    ``--dir`` nor ``--cluster-file``, and where ``rsc status`` looks without
+    ``--cluster``: ``$RSC_CLUSTER_FILE`` when set, else ``rsc/cluster.json``
+    in ``$XDG_RUNTIME_DIR`` (the user's private runtime directory), else in
+    ``/tmp/rsc-UID``."""
+    explicit = os.environ.get("RSC_CLUSTER_FILE")
+    if explicit:
+        return os.path.abspath(explicit)
+    runtime_dir = os.environ.get("XDG_RUNTIME_DIR")
+    base = os.path.join(runtime_dir, "rsc") if runtime_dir else f"/tmp/rsc-{os.geteuid()}"
+    return os.path.join(base, "cluster.json")
+
+
+def _read_json(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The cluster file's JSON object, of a version this rsc reads."""
     try:
         with open(path, encoding="utf-8") as f:
             data = json.load(f)
@@ -73,16 +133,15 @@ def read_cluster_file(path: str | os.PathLike[str]) -> dict[str, dict[str, Any]]
     if version != CLUSTER_FILE_VERSION or isinstance(version, bool):
         raise InvalidClusterFile(path, f"has version {version!r}; this rsc reads version "
                                        f"{CLUSTER_FILE_VERSION} only")
-    nodes = data.get("nodes")
-    if not isinstance(nodes, dict):
-        raise InvalidClusterFile(path, "has no 'nodes' object")
-    if not nodes:
-        raise InvalidClusterFile(path, "lists no nodes")
-    return {name: _entry(path, name, entry) for name, entry in nodes.items()}
+    return data
 
 
 def _entry(path: str | os.PathLike[str], name: str, entry: Any) -> dict[str, Any]:
     """One node's entry as ``{"address": ..., "pid": ...}``."""
+    try:
+        check_node_name(name)
+    except InvalidArgument as exc:
+        raise InvalidClusterFile(path, str(exc)) from None
     if isinstance(entry, str):
         address, pid = entry, None
     elif isinstance(entry, dict):

@@ -25,7 +25,7 @@ import sys
 
 from rsc.errors import InvalidArgument
 from rsc.localfs import read_key_file
-from rsc.node.main import EnvOptions
+from rsc.node.main import EnvOptions, node_name
 from rsc.probe import probe
 from rsc.transport.address import Address
 from rsc.transport.tls import TlsConfig
@@ -38,7 +38,8 @@ _WILDCARD_TO_LOOPBACK = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     opt = EnvOptions(p)
-    opt("--name", required=True, help="the node's NodeId (its TLS certificate must name it)")
+    opt("--name", required=True, type=node_name,
+        help="the node's NodeId (its TLS certificate must name it)")
     opt("--listen", required=True, help="the node's address: unix:PATH or tcp:HOST:PORT")
     opt("--key-file", default=None, help="cluster key file (mode 600), for a keyed node")
     opt("--tls-cert", default=None, help="PEM client certificate from the node's CA")
@@ -50,7 +51,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     which.add_argument("--live", action="store_true",
                        help="pass when the node's loop answers within --timeout, draining or not")
     p.add_argument("--timeout", type=float, default=3.0,
-                   help="seconds the node has to answer (default 3)")
+                   help="seconds the node has to answer")
 
 
 def probe_address(listen: str) -> str:

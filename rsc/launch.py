@@ -25,8 +25,16 @@ import threading
 import time
 from typing import Any
 
-from rsc.cluster_file import InvalidClusterFile, read_cluster_file, write_cluster_file
+from rsc.cluster_file import (
+    InvalidClusterFile,
+    default_cluster_file,
+    gone_launcher,
+    read_cluster_file,
+    write_cluster_file,
+)
 from rsc.errors import InvalidArgument
+from rsc.localfs import ensure_private_dir
+from rsc.logs import LEVELS
 from rsc.probe import LaunchInterrupted, probe
 from rsc.status import run as status  # `rsc status`, by the name it always had here
 from rsc.supervise import LocalCluster, NodeStartError
@@ -44,9 +52,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="directory for the sockets, locked while the cluster runs (created 0700 "
                         "and removed on exit when missing; an existing one keeps its mode and must "
                         "be yours and not writable by others; default: a fresh temporary one)")
-    p.add_argument("--name-prefix", default="worker", help="nodes are named PREFIX-1..N (default worker)")
-    p.add_argument("--cluster-file", default=None, help="where to write the cluster file "
-                                                        "(default DIR/cluster.json)")
+    p.add_argument("--name-prefix", default="worker", help="nodes are named PREFIX-1..N")
+    p.add_argument("--cluster-file", default=None,
+                   help="where to write the cluster file (default: with --dir, DIR/cluster.json; "
+                        "without, the default cluster file that rsc status reads, "
+                        "$RSC_CLUSTER_FILE or $XDG_RUNTIME_DIR/rsc/cluster.json or "
+                        "/tmp/rsc-UID/cluster.json, unless another running launcher owns it)")
     p.add_argument("--restart", action="store_true",
                    help="restart a node that dies (same name and address, with backoff); without "
                         "it a dead node stays down and the others keep serving")
@@ -83,9 +94,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-tasks-per-worker", default=None,
                    help="each node replaces a worker process after this many tasks")
     p.add_argument("--ready-timeout", type=float, default=30.0,
-                   help="seconds each node gets to become ready (default 30)")
+                   help="seconds each node gets to become ready")
+    p.add_argument("--node-log-level", default="WARNING", type=str.upper, choices=LEVELS,
+                   help="each node's --log-level: what of its log the launcher echoes (INFO adds "
+                        "a line per connection, `rsc status` calls included)")
     p.add_argument("--quiet", action="store_true",
-                   help="print only the cluster file path; do not echo the nodes' stderr")
+                   help="print only the cluster file path; no progress, and the nodes' stderr is "
+                        "not echoed")
 
 
 class _Backoff:
@@ -129,8 +144,54 @@ def _print_table(cluster: LocalCluster, registry: str) -> None:
              f"{'NAME':<{w}}  {'PID':>7}  ADDRESS"]
     lines += [f"{name:<{w}}  {pids[name]:>7}  {addr}" for name, addr in nodes.items()]
     lines.append(f"cluster file: {cluster.cluster_file}")
-    lines.append("Ctrl-C or SIGTERM stops every node.")
+    if cluster.cluster_file == default_cluster_file():
+        lines.append("`rsc status` shows the nodes; Ctrl-C or SIGTERM stops every node.")
+    else:
+        lines.append(f"`rsc status --cluster {cluster.cluster_file}` shows the nodes; Ctrl-C or "
+                     "SIGTERM stops every node.")
     print("\n".join(lines), flush=True)
+
+
+class _Progress:
+    """Which nodes are ready and which not yet, while a cluster starts: one
+    line redrawn in place on a terminal, one line per node otherwise."""
+
+    def __init__(self, total: int, out: Any = None) -> None:
+        self.total = total
+        self.out = out if out is not None else sys.stderr
+        self.tty = self.out.isatty()
+        self.t0 = time.monotonic()
+
+    def __call__(self, ready: list[str], waiting: list[str]) -> None:
+        elapsed = time.monotonic() - self.t0
+        if self.tty:
+            rest = f"; waiting for {', '.join(waiting)}" if waiting else ""
+            self.out.write(f"\r\033[Krsc launch: {len(ready)}/{self.total} ready "
+                           f"({elapsed:.1f} s){rest}")
+            if not waiting:
+                self.out.write("\n")
+        else:
+            self.out.write(f"rsc launch: {ready[-1]} ready ({len(ready)}/{self.total}, "
+                           f"{elapsed:.1f} s)\n")
+        self.out.flush()
+
+
+def _default_cluster_file() -> str | None:
+    """The default cluster file, for a launcher given neither --dir nor
+    --cluster-file; None (the cluster file goes in its directory) when
+    another launcher that still runs owns it. A stale one is replaced."""
+    path = default_cluster_file()
+    ensure_private_dir(os.path.dirname(path), "the default cluster file's directory")
+    if os.path.lexists(path):
+        try:
+            stale = gone_launcher(path) is not None
+        except InvalidClusterFile:
+            stale = True  # not a cluster file any more: ours to replace
+        if not stale:
+            _say(f"another launcher's cluster uses the default cluster file {path}; this "
+                 "cluster's file goes in its own directory")
+            return None
+    return path
 
 
 def run(args: argparse.Namespace) -> int:
@@ -141,25 +202,39 @@ def run(args: argparse.Namespace) -> int:
     if args.nodes < 1:
         _say(f"--nodes must be at least 1, got {args.nodes}")
         return 2
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="rsc launch: %(message)s")
+    from rsc.logs import configure
+
+    # the launcher's own events; its probes' connections (rsc.origin) only when they fail
+    configure("WARNING", fmt="rsc launch: %(message)s")
+    logging.getLogger("rsc.launch").setLevel(logging.INFO)
     stop = threading.Event()
     got: list[int] = []
+    # A node's stderr is echoed once the cluster is up. While it starts, the
+    # tail is only kept: a node that fails to start is reported with it
+    # (once, not once per node that failed the same way).
+    echo = threading.Event()
 
     def sink(name: str, line: str) -> None:
-        print(f"[{name}] {line}", file=sys.stderr, flush=True)
+        if echo.is_set():
+            print(f"[{name}] {line}", file=sys.stderr, flush=True)
 
     try:
+        cluster_file = args.cluster_file
+        if cluster_file is None and args.dir is None:
+            cluster_file = _default_cluster_file()
         tls = TlsConfig.from_args(args.tls_cert, args.tls_key, args.tls_ca)
         cluster = LocalCluster(
             args.nodes, args.registry, directory=args.dir, name_prefix=args.name_prefix,
             capacity=args.capacity, threads=args.threads, grace=args.grace,
-            cluster_file=args.cluster_file, ready_timeout=args.ready_timeout,
+            cluster_file=cluster_file, ready_timeout=args.ready_timeout,
             stderr_sink=None if args.quiet else sink, key_file=args.key_file,
-            state_dir=args.state_dir, extra_args=_node_isolation_args(args),
+            state_dir=args.state_dir, extra_args=[*_node_isolation_args(args), "--log-level", args.node_log_level],
             tcp_host=args.tcp_host, tls=tls)
     except (ValueError, InvalidArgument) as exc:
         _say(str(exc))
         return 2
+    if not args.quiet:
+        cluster.on_progress = _Progress(args.nodes)
 
     def on_signal(signum: int, _frame: Any) -> None:
         got.append(signum)
@@ -168,14 +243,18 @@ def run(args: argparse.Namespace) -> int:
 
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
     try:
-        return _run_cluster(cluster, args, stop, got)
+        return _run_cluster(cluster, args, stop, got, echo)
     finally:
         for s, h in previous.items():
             signal.signal(s, h)
 
 
 def _run_cluster(cluster: LocalCluster, args: argparse.Namespace, stop: threading.Event,
-                 got: list[int]) -> int:
+                 got: list[int], echo: threading.Event) -> int:
+    if not args.quiet:
+        _say(f"starting {cluster.n} node{'s' if cluster.n != 1 else ''} "
+             f"({', '.join(cluster.names) if cluster.n <= 4 else cluster.names[0] + '..' + cluster.names[-1]}) "
+             f"with registry {args.registry}")
     try:
         cluster.start()
     except NodeStartError as exc:
@@ -188,6 +267,7 @@ def _run_cluster(cluster: LocalCluster, args: argparse.Namespace, stop: threadin
     except ValueError as exc:
         _say(str(exc))
         return 2
+    echo.set()
     if args.quiet:
         print(cluster.cluster_file, flush=True)
     else:
@@ -223,8 +303,8 @@ def _run_cluster(cluster: LocalCluster, args: argparse.Namespace, stop: threadin
                 del restart_at[name]
                 try:
                     pid = cluster.restart(name)
-                except NodeStartError as exc:
-                    _say(f"restart failed: {exc}")
+                except NodeStartError as exc:  # its stderr was echoed already unless --quiet
+                    _say(f"restart failed: {exc if args.quiet else exc.reason}")
                     continue  # dead again: the next pass schedules it with a longer delay
                 except LaunchInterrupted:
                     break

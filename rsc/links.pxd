@@ -3,6 +3,8 @@
 
 cdef class NodeLink:
     cdef public object node, address, conn, connector, failed_since
+    cdef public long long connects
+    cdef public bint unreachable_logged
 
 cdef class Links:
     cdef public object rt, connect_timeout_s, backoff_max_s

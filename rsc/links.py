@@ -12,9 +12,9 @@ engine when a link comes up or goes down and hands it the frames read.
 from __future__ import annotations
 
 import asyncio
-import logging
 from typing import TYPE_CHECKING, Any, Callable, Protocol
 
+from rsc.logs import get_logger
 from rsc._core.messages import HANDSHAKE_MAX_FRAME_BYTES, WELCOME
 from rsc.clock import Clock
 from rsc.errors import InvalidArgument, NodeUnreachable, ProtocolError
@@ -28,7 +28,7 @@ from rsc.types import NodeId
 if TYPE_CHECKING:
     from rsc._engine.origin import OriginEngine
 
-log = logging.getLogger("rsc.origin")
+log = get_logger("rsc.origin")
 
 BACKOFF_FIRST_S = 0.02  # the first retry after a failed connect; doubling up to backoff_max_s
 CLOSE_WAIT_S = 1.0  # how long aclose waits for its connections to finish closing
@@ -57,7 +57,8 @@ class NodeLink:
     """One node's connection: its address, the open connection (or None), the
     task that keeps it open, and since when connecting has failed."""
 
-    __slots__ = ("node", "address", "conn", "connector", "failed_since")
+    __slots__ = ("node", "address", "conn", "connector", "failed_since", "connects",
+                 "unreachable_logged")
 
     def __init__(self, node: NodeId, address: Address) -> None:
         self.node = node
@@ -65,6 +66,8 @@ class NodeLink:
         self.conn: FramedConnection | None = None
         self.connector: asyncio.Task[None] | None = None
         self.failed_since: float | None = None
+        self.connects = 0  # connections opened (Runtime.stats: reconnects are the later ones)
+        self.unreachable_logged = False  # said once per outage, not once per attempt
 
 
 class Links:
@@ -73,6 +76,12 @@ class Links:
     def __init__(self, rt: LinkOwner, cluster: dict[NodeId, Address], connect_timeout_s: float,
                  backoff_max_s: float) -> None:
         self.rt = rt
+        schemes = getattr(rt.transport, "schemes", None)  # what a transport of rsc's dials
+        for n, a in cluster.items():
+            if schemes is not None and a.scheme not in schemes:
+                raise InvalidArgument(f"node {n} is at {a}, but this runtime's transport "
+                                      f"({rt.transport!r}) dials {' and '.join(schemes)}: addresses "
+                                      "only")
         self.by_node: dict[str, NodeLink] = {n: NodeLink(n, a) for n, a in cluster.items()}
         self.connect_timeout_s = connect_timeout_s
         self.backoff_max_s = backoff_max_s
@@ -84,6 +93,13 @@ class Links:
             raise InvalidArgument(f"node {node!r} is not in this runtime's cluster; known: "
                                   f"{', '.join(sorted(self.by_node))}")
         return link
+
+    def reconnects(self) -> int:
+        """Connections opened to a node that had been connected before."""
+        return sum(max(0, link.connects - 1) for link in list(self.by_node.values()))
+
+    def open_connections(self) -> int:
+        return sum(1 for link in list(self.by_node.values()) if link.conn is not None)
 
     def ensure(self, link: NodeLink) -> None:
         """Make sure something is connecting ``link`` (or holding it open)."""
@@ -101,13 +117,19 @@ class Links:
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, self.backoff_max_s)
                 continue
+            except InvalidArgument as exc:  # an address this runtime's transport cannot dial
+                log.error("cannot connect to node %s: %s", link.node, exc)
+                rt._unreachable(link.node, NodeUnreachable(link.node, str(exc)))
+                return
             link.failed_since = None
+            link.unreachable_logged = False
             backoff = BACKOFF_FIRST_S
             assert conn.closed is not None
             # shielded: cancelling this loop (aclose) must not cancel the
             # future aclose then waits on for the close to finish
             await asyncio.shield(conn.closed)
             link.conn = None
+            log.info("connection to node %s at %s closed", link.node, link.address)
             rt.engine.link_down(link.node, rt.clock.now_ns())
             rt._pump()
 
@@ -127,6 +149,9 @@ class Links:
             conn = await asyncio.wait_for(connect_tcp(addr, factory, rt.tls, link.node), timeout)
         conn.tag = link.node
         link.conn = conn
+        link.connects += 1
+        log.info("%s node %s at %s", "connected to" if link.connects == 1 else "reconnected to",
+                 link.node, link.address)
         rt.engine.link_up(link.node, rt.clock.now_ns())
         rt._pump()
         return conn
@@ -137,6 +162,10 @@ class Links:
             link.failed_since = now
             log.debug("cannot reach node %s at %s: %s", link.node, link.address, exc)
         if now - link.failed_since >= self.connect_timeout_s:
+            if not link.unreachable_logged:
+                link.unreachable_logged = True
+                log.warning("node %s at %s unreachable for %.1f s: %s", link.node, link.address,
+                            now - link.failed_since, exc)
             self.rt._unreachable(link.node, NodeUnreachable(link.node, f"{link.address}: {exc}"))
 
     async def aclose(self) -> None:

@@ -37,10 +37,10 @@ Rules a region keeps:
 from __future__ import annotations
 
 import asyncio
-import logging
 import random
 from typing import TYPE_CHECKING, Any, Callable, Coroutine
 
+from rsc.logs import get_logger
 from rsc._engine.trace_names import REGION_CLOSED, REGION_LEAK
 from rsc.cx import CancelState, Cx, next_region_id, next_task_id
 from rsc.errors import InvalidArgument, RemoteCancelled, RemoteError
@@ -49,7 +49,7 @@ from rsc.types import Budget, CancelKind, CancelReason
 if TYPE_CHECKING:  # pragma: no cover
     from rsc.remote import RemoteHandle
 
-log = logging.getLogger("rsc.regions")
+log = get_logger("rsc.regions")
 
 LEAKED_LEASES = 0
 _live_regions = 0

@@ -31,6 +31,8 @@ from __future__ import annotations
 import functools
 import importlib
 import inspect
+import os
+import traceback
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, TypeVar, overload
@@ -409,6 +411,37 @@ def _dotted(part: str) -> bool:
     return bool(part) and all(p.isidentifier() for p in part.split("."))
 
 
+def import_failure(spec: str, module_name: str, exc: BaseException) -> str:
+    """Why importing ``module_name`` (for ``spec``) failed, in one line: a
+    module that is not found is told apart from one that is found but imports
+    something missing, and an exception raised while importing names the file
+    and line that raised it."""
+    if isinstance(exc, ModuleNotFoundError) and exc.name is not None:
+        missing = exc.name
+        if module_name == missing or module_name.startswith(missing + "."):
+            return (f"registry {spec!r}: no module named {missing!r} (looked in the current "
+                    f"directory {os.getcwd()} and the installed packages; run from the directory "
+                    "that holds it, or put it on PYTHONPATH)")
+        return (f"registry {spec!r}: module {module_name!r} imports {missing!r}, which is not "
+                f"installed ({_where(exc)}; pip install the package that provides it)")
+    if isinstance(exc, SyntaxError):
+        return (f"registry {spec!r}: {exc.filename}:{exc.lineno}: {type(exc).__name__}: "
+                f"{exc.msg}")
+    return (f"registry {spec!r}: importing module {module_name!r} raised "
+            f"{type(exc).__name__}: {exc} ({_where(exc)})")
+
+
+def _where(exc: BaseException) -> str:
+    """``file:line`` of the innermost frame of ``exc``'s traceback outside
+    importlib's machinery: where the registry's code raised it."""
+    frames = [f for f in traceback.extract_tb(exc.__traceback__)
+              if "importlib" not in f.filename and not f.filename.startswith("<frozen")]
+    if not frames:
+        return "raised while importing"
+    last = frames[-1]
+    return f"at {last.filename}:{last.lineno}"
+
+
 def load_registry(spec: str) -> Registry:
     """Import ``"package.module:attr"`` (``attr`` may be dotted) and return the
     Registry it names. Raises ``InvalidArgument`` saying what went wrong."""
@@ -424,16 +457,8 @@ def load_registry(spec: str) -> Registry:
         )
     try:
         obj: Any = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise InvalidArgument(
-            f"registry spec {spec!r}: cannot import module {module_name!r}: {exc} "
-            "(is it installed or on PYTHONPATH?)"
-        ) from exc
     except Exception as exc:
-        raise InvalidArgument(
-            f"registry spec {spec!r}: importing module {module_name!r} raised "
-            f"{type(exc).__name__}: {exc}"
-        ) from exc
+        raise InvalidArgument(import_failure(spec, module_name, exc)) from exc
     walked = module_name
     for part in attr.split("."):
         try:

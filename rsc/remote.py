@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import logging
 import os
 import random
 import secrets
@@ -25,6 +24,7 @@ import socket
 from collections.abc import Mapping
 from typing import Any, Callable
 
+from rsc.logs import get_logger
 from rsc._core.messages import ERR_AUTH_FAILED, ERR_VERSION_MISMATCH, REJECT_INVALID_INPUT
 from rsc._engine.origin import (
     CLOSE,
@@ -44,6 +44,7 @@ from rsc._engine.origin import (
     OriginTask,
     input_too_large,
 )
+from rsc._engine.states import OriginState
 from rsc.clock import SystemClock
 from rsc.cluster_file import load_cluster
 from rsc.cx import Cx, RemoteCap
@@ -79,7 +80,7 @@ from rsc.types import (
 
 __all__ = ["RemoteHandle", "Runtime", "load_cluster", "spawn_remote"]
 
-log = logging.getLogger("rsc.origin")
+log = get_logger("rsc.origin")
 
 MS = 1_000_000
 _INFINITE: Budget = Budget.INFINITE  # type: ignore[attr-defined]
@@ -87,6 +88,7 @@ MAX_LEASE_MS = (1 << 32) - 1
 
 
 _KEYS_AT_ONCE = 256  # idempotency keys drawn from the runtime's PRNG per call
+_STATE_NAMES = {int(s): s.name.lower() for s in OriginState}  # Runtime.stats
 _STATE_OF_KIND = (  # indexed by the wire's outcome kind
     RemoteTaskState.COMPLETED,  # success
     RemoteTaskState.FAILED,  # failed
@@ -189,11 +191,40 @@ class Runtime:
     def live_handles(self) -> int:
         return len(self._handles)
 
-    def stats(self) -> dict[str, int]:
-        """The runtime's figures: ``debug_counts()`` plus ``protocol_errors``, the
-        messages from nodes that did not fit their task's state and were
-        dropped since the runtime started (see ``RemoteHandle.protocol_errors``)."""
-        return dict(self.debug_counts(), protocol_errors=self._protocol_errors)
+    def stats(self) -> dict[str, Any]:
+        """The runtime's figures, read at the moment of the call (safe from
+        another thread, e.g. a metrics scrape; ``rsc.metrics`` exports them):
+
+        - ``tasks``: remote tasks outstanding (sent or waiting to be, not yet
+          settled), and ``tasks_by_state``: those by state, lower-case names
+          of the origin's task states (``spawned``: sent, or waiting for
+          its node's connection, not yet accepted; ``running``: accepted;
+          ``cancel_sent``; ``lease_expired``: lapsed, its policy deciding;
+          ``init`` only inside a spawn call);
+        - ``handles``: unsettled ``RemoteHandle`` objects;
+        - ``leases``: leases being watched (tasks whose node has the work);
+        - ``connections``: connections open to nodes; ``reconnects``:
+          connections opened to a node that had been connected before;
+        - ``escalations``: leases that lapsed under a policy; ``retries``:
+          new attempts those policies made (``rsc.lease.retry``);
+        - ``protocol_errors``: messages from nodes that did not fit their
+          task's state, dropped (see ``RemoteHandle.protocol_errors``);
+          ``connection_errors``: connections this runtime closed because a
+          node broke the protocol; ``dropped``: messages ignored as stale
+          (a result for a task already settled, and such).
+
+        Counters run from the runtime's start and only grow."""
+        engine = self.engine
+        by_state: dict[str, int] = {}
+        for task in list(engine._tasks.values()):
+            name = _STATE_NAMES[task.state]
+            by_state[name] = by_state.get(name, 0) + 1
+        return dict(tasks=sum(by_state.values()), tasks_by_state=by_state,
+                    handles=len(self._handles), leases=engine.lease_count,
+                    connections=self._net.open_connections(), reconnects=self._net.reconnects(),
+                    escalations=engine.escalations, retries=engine.retries,
+                    protocol_errors=self._protocol_errors,
+                    connection_errors=engine.connection_errors, dropped=engine.dropped)
 
     def debug_counts(self) -> dict[str, int]:
         """Live handles, engine tasks and leases: all zero when nothing is in flight."""
@@ -201,7 +232,18 @@ class Runtime:
                     leases=self.engine.lease_count)
 
     async def status(self, node: str, timeout_s: float = 5.0) -> dict:
-        """STATUS_REQUEST to ``node``; its stats map."""
+        """STATUS_REQUEST to ``node``; its figures as a dict (``rsc status --json``
+        shows the same): ``node``, ``pid``, ``version``, ``uptime_s``,
+        ``rss_bytes`` and ``cpu_percent`` of its process (psutil; CPU since the
+        previous request), ``isolation``, ``capacity``, ``running``; counters
+        since it started: ``accepted``, ``completed``, ``failed``,
+        ``cancelled``, ``panicked``, ``rejected``, ``duplicates``,
+        ``dropped``; ``idempotency_records``, ``tombstones``,
+        ``connections``, ``draining``; and with a worker pool ``workers``,
+        ``workers_alive``, ``workers_busy``, ``worker_pids``,
+        ``worker_restarts``, ``worker_crashes``, ``worker_kills``,
+        ``worker_recycles``, ``worker_queue``, ``worker_start_ms``
+        (docs/OPERATING.md says what each means). Keys may be added."""
         from rsc._core.messages import StatusRequest
 
         link = self._net.get(node)
@@ -350,6 +392,7 @@ class Runtime:
         self._pump()
 
     def _on_protocol_error(self, conn: FramedConnection, exc: ProtocolError) -> None:
+        log.warning("node %s broke the protocol (%s); closing the connection", conn.tag, exc)
         self.engine.protocol_error(conn.tag, exc, self.clock.now_ns())
         self._pump()
 

@@ -1,4 +1,4 @@
-"""``rsc status``: every node of a cluster file, its stats or why it did not answer."""
+"""``rsc status``: every node of a cluster, its figures or why it did not answer."""
 
 from __future__ import annotations
 
@@ -6,17 +6,167 @@ import argparse
 import json
 import os
 import sys
+import time
 from collections.abc import Mapping
 from typing import IO, Any
 
-from rsc.cluster_file import InvalidClusterFile, read_cluster_file
+from rsc.cluster_file import InvalidClusterFile, default_cluster_file, gone_launcher, read_cluster_file
 from rsc.errors import InvalidArgument
 from rsc.localfs import read_key_file
 from rsc.probe import probe
 from rsc.transport.tls import TlsConfig
 from rsc.transport.uds import dead_socket_error
 
-__all__ = ["add_arguments", "run"]
+__all__ = ["DETAILS", "add_arguments", "collect", "run"]
+
+#: ``rsc status --help`` after its one-line summary.
+DETAILS = """\
+Without --cluster it reads the default cluster file, the one `rsc launch` writes
+when given neither --dir nor --cluster-file ($RSC_CLUSTER_FILE, else
+$XDG_RUNTIME_DIR/rsc/cluster.json, else /tmp/rsc-UID/cluster.json).
+
+Columns: RUNNING tasks now; ACCEPTED, COMPLETED, FAILED, CANCELLED, REJECTED
+since the node started; WORKERS alive/size of its worker pool ("-" without
+one); RESTARTS of worker processes; RSS MiB; UPTIME.
+
+--json prints one object:
+  {"cluster": PATH, "stale": null or {"launcher_pid": PID},
+   "nodes": {NAME: {"address": ADDR, "pid": PID or null, "reachable": true,
+                    "stats": {...the node's STATUS_REPLY figures...}}
+             NAME: {"address": ADDR, "pid": PID or null, "reachable": false,
+                    "down": true when nothing listens there, "error": "Type: why"}}}
+With --watch, one such object per line at each refresh.
+
+Exit status: 0 when every node answered, 1 when one did not or the cluster file
+is stale (its launcher is gone), 2 when the cluster file cannot be read."""
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--cluster", default=None, metavar="FILE",
+                   help="cluster file written by rsc launch (default: the default cluster file, "
+                        "see above)")
+    p.add_argument("--node", action="append", default=None, metavar="NAME",
+                   help="show only this node (repeatable)")
+    p.add_argument("--json", action="store_true",
+                   help="print the figures as JSON (format above) instead of a table")
+    p.add_argument("--watch", nargs="?", type=float, const=2.0, default=None, metavar="SECONDS",
+                   help="refresh every SECONDS (2 when not given) in place, like top; Ctrl-C "
+                        "quits")
+    p.add_argument("--timeout", type=float, default=3.0,
+                   help="seconds each node has to answer")
+    p.add_argument("--key-file", default=None, help="cluster key file (mode 600), for a keyed cluster")
+    p.add_argument("--tls-cert", default=None, help="PEM client certificate from the cluster's CA "
+                                                    "(tcp: nodes with mutual TLS)")
+    p.add_argument("--tls-key", default=None, help="PEM private key of --tls-cert (mode 600)")
+    p.add_argument("--tls-ca", default=None, help="PEM CA that issued the nodes' certificates")
+
+
+def run(args: argparse.Namespace) -> int:
+    """``rsc status``: see :data:`DETAILS` for the output and exit status."""
+    path = os.path.abspath(getattr(args, "cluster", None) or default_cluster_file())
+    try:
+        key = read_key_file(args.key_file) if getattr(args, "key_file", None) else None
+        tls = TlsConfig.from_args(getattr(args, "tls_cert", None), getattr(args, "tls_key", None),
+                                  getattr(args, "tls_ca", None))
+    except InvalidArgument as exc:
+        print(f"rsc status: {exc}", file=sys.stderr)
+        return 2
+    timeout = float(getattr(args, "timeout", 3.0) or 3.0)
+    only = getattr(args, "node", None)
+    watch = getattr(args, "watch", None)
+    if watch is None:
+        return _show(path, args.json, timeout, key, tls, only, sys.stdout)
+    if not watch > 0:
+        print(f"rsc status: --watch takes a number of seconds > 0, got {watch:g}", file=sys.stderr)
+        return 2
+    try:
+        while True:
+            if args.json:
+                code = _show(path, True, timeout, key, tls, only, sys.stdout, compact=True)
+            else:
+                sys.stdout.write("\033[H\033[2J")  # home, clear screen
+                print(f"rsc status  {path}  {time.strftime('%H:%M:%S')}  (every {watch:g} s; "
+                      "Ctrl-C quits)\n")
+                code = _show(path, False, timeout, key, tls, only, sys.stdout)
+            sys.stdout.flush()
+            time.sleep(watch)
+    except KeyboardInterrupt:
+        return 0
+    return code  # pragma: no cover - the loop ends by Ctrl-C
+
+
+def _show(path: str, as_json: bool, timeout: float, key: bytes | None, tls: TlsConfig | None,
+          only: list[str] | None, out: IO[str], compact: bool = False) -> int:
+    try:
+        report = collect(path, timeout, key=key, tls=tls, only=only)
+    except InvalidClusterFile as exc:
+        hint = ""
+        if not os.path.exists(path) and path == default_cluster_file():
+            hint = (" (rsc launch writes it there when started without --dir or --cluster-file; "
+                    "or give --cluster FILE)")
+        print(f"rsc status: cannot read cluster file {path}: {exc.problem}{hint}", file=sys.stderr)
+        return 2
+    except InvalidArgument as exc:
+        print(f"rsc status: {exc}", file=sys.stderr)
+        return 2
+    if as_json:
+        print(json.dumps(report, indent=None if compact else 2, default=str), file=out)
+    elif report["stale"] is not None:
+        print(f"cluster file {path} is stale: its launcher (pid {report['stale']['launcher_pid']}) "
+              "is gone, and its nodes with it; start the cluster again (rsc launch)", file=out)
+    else:
+        _print_status_table(report["nodes"], out)
+    out.flush()
+    stale = report["stale"] is not None
+    return 1 if stale or any(not r["reachable"] for r in report["nodes"].values()) else 0
+
+
+def collect(path: str, timeout_s: float = 3.0, *, key: bytes | None = None,
+            tls: TlsConfig | None = None, only: list[str] | None = None) -> dict[str, Any]:
+    """What ``rsc status --json`` prints for the cluster file at ``path``
+    (see :data:`DETAILS`). A stale file (its launcher is gone) has
+    ``stale`` set and its nodes are not asked. ``only``: these nodes
+    (``InvalidArgument`` naming the others for a name the file lacks).
+    Raises :class:`InvalidClusterFile` when the file cannot be read."""
+    entries = read_cluster_file(path)
+    if only:
+        unknown = [n for n in only if n not in entries]
+        if unknown:
+            raise InvalidArgument(f"no node {', '.join(map(repr, unknown))} in {path}; its nodes: "
+                                  f"{', '.join(entries)}")
+        entries = {n: e for n, e in entries.items() if n in only}
+    report: dict[str, Any] = {"cluster": os.path.abspath(path), "stale": None, "nodes": {}}
+    pid = gone_launcher(path)
+    if pid is not None:
+        report["stale"] = {"launcher_pid": pid}
+        return report
+    results: dict[str, dict | BaseException] = {}
+    for name, e in entries.items():  # a dead node answers at once, not after the timeout
+        why = _refused(e["address"])
+        if why is not None:
+            results[name] = why
+    alive = {n: e["address"] for n, e in entries.items() if n not in results}
+    if alive:
+        results.update(probe(alive, timeout_s, key=key, tls=tls))
+    for name, e in entries.items():
+        r = results[name]
+        row: dict[str, Any] = {"address": e["address"], "pid": e["pid"],
+                               "reachable": not isinstance(r, BaseException)}
+        if isinstance(r, BaseException):
+            row["error"] = f"{type(r).__name__}: {r}"
+            row["down"] = isinstance(r, (FileNotFoundError, ConnectionRefusedError))
+        else:
+            row["stats"] = r
+        report["nodes"][name] = row
+    return report
+
+
+def _refused(address: str) -> OSError | None:
+    """The error of a plain connect to a Unix-socket address when nobody can
+    be listening there (no socket file, connection refused): the node is down."""
+    if not address.startswith("unix:"):
+        return None
+    return dead_socket_error(address[len("unix:"):])
 
 
 def _fmt_uptime(s: float) -> str:
@@ -28,92 +178,31 @@ def _fmt_uptime(s: float) -> str:
     return f"{s // 3600}h{(s % 3600) // 60:02d}m"
 
 
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--cluster", required=True, help="cluster file written by rsc launch")
-    p.add_argument("--json", action="store_true")
-    p.add_argument("--key-file", default=None, help="cluster key file (mode 600), for a keyed cluster")
-    p.add_argument("--tls-cert", default=None, help="PEM client certificate from the cluster's CA "
-                                                    "(tcp: nodes with mutual TLS)")
-    p.add_argument("--tls-key", default=None, help="PEM private key of --tls-cert (mode 600)")
-    p.add_argument("--tls-ca", default=None, help="PEM CA that issued the nodes' certificates")
+_COLUMNS = ["NAME", "PID", "RUNNING", "ACCEPTED", "COMPLETED", "FAILED", "CANCELLED", "REJECTED",
+            "WORKERS", "RESTARTS", "RSS MiB", "UPTIME"]
 
 
-def run(args: argparse.Namespace) -> int:
-    """``rsc status --cluster FILE [--json]``: every node's stats; exit 1 if any
-    node is unreachable, 2 if the cluster file cannot be read."""
-    try:
-        entries = read_cluster_file(args.cluster)
-    except InvalidClusterFile as exc:
-        print(f"rsc status: cannot read cluster file {exc.path}: {exc.problem}", file=sys.stderr)
-        return 2
-    timeout = float(getattr(args, "timeout", 3.0) or 3.0)
-    results: dict[str, dict | BaseException] = {}
-    for name, e in entries.items():  # a dead node answers at once, not after the timeout
-        why = _refused(e["address"])
-        if why is not None:
-            results[name] = why
-    alive = {n: e["address"] for n, e in entries.items() if n not in results}
-    try:
-        key = read_key_file(args.key_file) if getattr(args, "key_file", None) else None
-        tls = TlsConfig.from_args(getattr(args, "tls_cert", None), getattr(args, "tls_key", None),
-                                  getattr(args, "tls_ca", None))
-    except InvalidArgument as exc:
-        print(f"rsc status: {exc}", file=sys.stderr)
-        return 2
-    if alive:
-        results.update(probe(alive, timeout, key=key, tls=tls))
-    unreachable = [n for n, r in results.items() if isinstance(r, BaseException)]
-    if args.json:
-        out: dict[str, Any] = {"cluster": os.path.abspath(args.cluster), "nodes": {}}
-        for name, e in entries.items():
-            r = results[name]
-            row: dict[str, Any] = {"address": e["address"], "pid": e["pid"],
-                                   "reachable": not isinstance(r, BaseException)}
-            if isinstance(r, BaseException):
-                row["error"] = f"{type(r).__name__}: {r}"
-                row["down"] = _is_down(r)
-            else:
-                row["stats"] = r
-            out["nodes"][name] = row
-        print(json.dumps(out, indent=2, default=str))
-    else:
-        _print_status_table(entries, results, sys.stdout)
-    return 1 if unreachable else 0
+def _row(name: str, pid: Any, r: Mapping[str, Any]) -> list[str]:
+    return [name, str(r.get("pid", pid)), str(r.get("running", "?")),
+            str(r.get("accepted", "?")), str(r.get("completed", "?")), str(r.get("failed", "?")),
+            str(r.get("cancelled", "?")), str(r.get("rejected", "?")),
+            f"{r['workers_alive']}/{r['workers']}" if "workers" in r else "-",
+            str(r.get("worker_restarts", "-")),
+            f"{r.get('rss_bytes', 0) / 2**20:.1f}", _fmt_uptime(r.get("uptime_s", 0))]
 
 
-def _refused(address: str) -> OSError | None:
-    """The error of a plain connect to a Unix-socket address when nobody can
-    be listening there (no socket file, connection refused): the node is down."""
-    if not address.startswith("unix:"):
-        return None
-    return dead_socket_error(address[len("unix:"):])
-
-
-def _is_down(r: BaseException) -> bool:
-    """Nobody listens at the node's address (as opposed to a node that does not answer)."""
-    return isinstance(r, (FileNotFoundError, ConnectionRefusedError))
-
-
-def _print_status_table(entries: Mapping[str, Mapping[str, Any]],
-                        results: Mapping[str, dict | BaseException], out: IO[str]) -> None:
+def _print_status_table(nodes: Mapping[str, Mapping[str, Any]], out: IO[str]) -> None:
     # WORKERS: alive/size of the node's worker pool ("-" without one); RESTARTS:
     # worker processes it replaced (crashed, killed for a cancel or a time
     # limit, recycled), so a computation that keeps crashing shows here.
-    cols = ["NAME", "PID", "RUNNING", "ACCEPTED", "COMPLETED", "FAILED", "CANCELLED", "WORKERS",
-            "RESTARTS", "RSS MiB", "UPTIME"]
     rows: list[list[str]] = []
-    for name, e in entries.items():
-        r = results[name]
-        if isinstance(r, BaseException):
-            state = "down" if _is_down(r) else "unreachable"
-            rows.append([name, str(e.get("pid") or "-"), f"{state} ({type(r).__name__}: {r})"])
-            continue
-        rows.append([name, str(r.get("pid", e.get("pid"))), str(r.get("running", "?")),
-                     str(r.get("accepted", "?")), str(r.get("completed", "?")),
-                     str(r.get("failed", "?")), str(r.get("cancelled", "?")),
-                     f"{r['workers_alive']}/{r['workers']}" if "workers" in r else "-",
-                     str(r.get("worker_restarts", "-")),
-                     f"{r.get('rss_bytes', 0) / 2**20:.1f}", _fmt_uptime(r.get("uptime_s", 0))])
+    for name, n in nodes.items():
+        if not n["reachable"]:
+            state = "down" if n["down"] else "unreachable"
+            rows.append([name, str(n.get("pid") or "-"), f"{state} ({n['error']})"])
+        else:
+            rows.append(_row(name, n.get("pid"), n["stats"]))
+    cols = _COLUMNS
     full = [cols] + [row for row in rows if len(row) == len(cols)]
     widths = [max(len(row[i]) for row in full) for i in range(len(cols))]
     for row in rows:  # unreachable rows still line up their name and pid
@@ -127,4 +216,3 @@ def _print_status_table(entries: Mapping[str, Mapping[str, Any]],
     print(fmt(cols), file=out)
     for row in rows:
         print(fmt(row), file=out)
-    out.flush()

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import logging
 import os
 import signal
 import subprocess
@@ -30,19 +29,20 @@ from typing import Any
 
 import psutil
 
-from rsc.cluster_file import write_cluster_file
+from rsc.logs import get_logger
+from rsc.cluster_file import remove_cluster_file, write_cluster_file
 from rsc.localfs import DirLock, ensure_private_dir, read_key_file
 from rsc.probe import LaunchInterrupted, probe
+from rsc.transport.address import MAX_UNIX_PATH_BYTES
+from rsc.types import check_node_name
 from rsc.transport.tls import TlsConfig
 from rsc.transport.uds import dead_socket_error
 
-log = logging.getLogger("rsc.launch")
+log = get_logger("rsc.launch")
 
 __all__ = ["LaunchInterrupted", "LocalCluster", "NodeStartError"]
 
 STDERR_TAIL_LINES = 200
-# sockaddr_un.sun_path is 108 bytes on Linux (104 on macOS/BSD), NUL included.
-MAX_UNIX_PATH_BYTES = 103 if sys.platform == "darwin" else 107
 _RSC_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -227,7 +227,11 @@ class LocalCluster:
         self.last_stderr: dict[str, str] = {}
         self._lock = threading.RLock()
         self._started = False
-        self.names = [f"{name_prefix}-{i}" for i in range(1, n + 1)]
+        self.names = [check_node_name(f"{name_prefix}-{i}") for i in range(1, n + 1)]
+        #: Called as ``on_progress(ready, waiting)`` (two lists of node names,
+        #: the newly ready one last in ``ready``) each time a node prints its
+        #: READY line during start(); ``rsc launch`` shows it.
+        self.on_progress: Callable[[list[str], list[str]], None] | None = None
         #: Set (from any thread or a signal handler) to make a start/restart in
         #: progress give up promptly with LaunchInterrupted.
         self.interrupt = threading.Event()
@@ -289,8 +293,7 @@ class LocalCluster:
                 for name in self.names:
                     self._spawn(name)
                 deadline = time.monotonic() + self.ready_timeout
-                for name in self.names:
-                    self._wait_ready_line(name, deadline)
+                self._wait_all_ready(deadline)
                 self._check_handshakes(self.names, deadline)
                 self._started = True
                 self.write_cluster_file()
@@ -496,6 +499,26 @@ class LocalCluster:
         p = self._procs[name]
         return NodeStartError(name, reason, returncode=p.proc.poll(), stderr=p.stderr_text())
 
+    def _wait_all_ready(self, deadline: float) -> None:
+        """Wait for every node's READY line, in whatever order they come,
+        telling ``on_progress`` as each arrives."""
+        waiting = list(self.names)
+        ready: list[str] = []
+        while waiting:
+            done = [n for n in waiting if self._procs[n].ready.is_set() or not self._procs[n].alive()]
+            if not done:
+                if self.interrupt.is_set() or time.monotonic() > deadline:
+                    done = waiting[:1]  # _wait_ready_line raises the reason
+                else:
+                    self._procs[waiting[0]].ready.wait(0.05)
+                    continue
+            for name in done:
+                self._wait_ready_line(name, deadline)
+                waiting.remove(name)
+                ready.append(name)
+                if self.on_progress is not None:
+                    self.on_progress(list(ready), list(waiting))
+
     def _wait_ready_line(self, name: str, deadline: float) -> None:
         p = self._procs[name]
         while not p.ready.wait(0.02):
@@ -573,7 +596,7 @@ class LocalCluster:
         if self.directory is None:
             return
         if self.cluster_file is not None:
-            _unlink(self.cluster_file)
+            remove_cluster_file(self.cluster_file)
         for name in self.names:
             path = self.socket_path(name)
             if os.path.lexists(path) and dead_socket_error(path) is not None:

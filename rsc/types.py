@@ -45,8 +45,31 @@ def _check_name(kind: str, value: object) -> str:
     return value
 
 
+#: Characters a NodeId may not hold besides whitespace and control characters:
+#: path separators (a node's name becomes its socket file's name).
+_NODE_NAME_FORBIDDEN = frozenset("/\\")
+
+
+def check_node_name(value: object) -> str:
+    """``value`` if it is a valid NodeId, else ``InvalidArgument`` saying why:
+    1 to 255 bytes in UTF-8, printable, with no whitespace and no path
+    separator (``/`` or ``\\``)."""
+    name = _check_name("node name", value)
+    for c in name:
+        if c.isspace() or not c.isprintable() or c in _NODE_NAME_FORBIDDEN:
+            what = "a path separator" if c in _NODE_NAME_FORBIDDEN else (
+                "whitespace" if c.isspace() else "an unprintable character")
+            raise InvalidArgument(
+                f"node name {name!r} contains {what} ({c!r}); a node name is 1 to "
+                f"{MAX_NAME_BYTES} bytes of printable characters without whitespace, '/' or '\\' "
+                "(e.g. worker-1)")
+    return name
+
+
 class NodeId(str):
-    """Name of a node in a cluster (1..255 UTF-8 bytes, no control characters).
+    """Name of a node or an origin in a cluster: 1 to 255 bytes in UTF-8 of
+    printable characters without whitespace or path separators
+    (:func:`check_node_name`).
 
     A ``str`` subclass, so it goes on the wire and into dicts as itself.
     """
@@ -56,7 +79,7 @@ class NodeId(str):
     def __new__(cls, value: str) -> NodeId:
         if type(value) is cls:
             return value
-        return super().__new__(cls, _check_name("NodeId", value))
+        return super().__new__(cls, check_node_name(value))
 
     def __repr__(self) -> str:
         return f"NodeId({str.__repr__(self)})"

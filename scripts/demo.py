@@ -77,7 +77,11 @@ async def demo(nodes: dict[str, str]) -> None:
 
 def main() -> int:
     say("starting 4 nodes with examples.demo_registry:registry ...")
-    cluster = LocalCluster(4, "examples.demo_registry:registry", cwd=ROOT).start()
+    cluster = LocalCluster(4, "examples.demo_registry:registry", cwd=ROOT)
+    cluster.on_progress = lambda ready, waiting: say(
+        f"  {ready[-1]} ready ({len(ready)}/{cluster.n})"
+        + (f"; waiting for {', '.join(waiting)}" if waiting else ""))
+    cluster.start()
     try:
         for name, addr in cluster.nodes.items():
             say(f"  {name}  pid {cluster.pids[name]:>7}  {addr}")

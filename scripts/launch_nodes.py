@@ -17,10 +17,12 @@ if ROOT not in sys.path:  # run from a checkout without installing
     sys.path.insert(0, ROOT)
 
 from rsc import launch  # noqa: E402
+from rsc.cli import HelpFormatter  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="launch_nodes.py", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="launch_nodes.py", description=__doc__.split("\n\n")[0],
+                                     formatter_class=HelpFormatter)
     launch.add_arguments(parser)
     return launch.run(parser.parse_args(argv))
 

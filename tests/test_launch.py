@@ -37,10 +37,13 @@ ROW = re.compile(r"^(worker-\d+)\s+(\d+)\s+(unix:\S+)$")
 class Launcher:
     """A launcher subprocess with its stdout/stderr drained by threads."""
 
-    def __init__(self, *args: str) -> None:
+    def __init__(self, *args: str, default_cluster_file: Path) -> None:
+        # the default cluster file (a launcher given neither --dir nor
+        # --cluster-file writes it) is the test's own, not the user's
+        env = dict(os.environ, RSC_CLUSTER_FILE=str(default_cluster_file))
         self.proc = subprocess.Popen(
             [*LAUNCH, *args], cwd=REPO_ROOT, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE, text=True, start_new_session=True)
+            stderr=subprocess.PIPE, text=True, start_new_session=True, env=env)
         self.lines: queue.Queue[str] = queue.Queue()
         self.stdout: list[str] = []
         self.stderr: list[str] = []
@@ -114,11 +117,11 @@ class Launcher:
 
 
 @pytest.fixture
-def launcher() -> Iterator[Callable[..., Launcher]]:
+def launcher(tmp_path: Path) -> Iterator[Callable[..., Launcher]]:
     started: list[Launcher] = []
 
     def start(*args: str) -> Launcher:
-        lau = Launcher(*args)
+        lau = Launcher(*args, default_cluster_file=tmp_path / "default" / "cluster.json")
         started.append(lau)
         return lau
 
@@ -155,15 +158,16 @@ async def square_on(nodes: dict[str, str], node: str, x: int) -> int:
 # ------------------------------------------------------------------ the launcher
 
 
-def test_launch_status_and_sigterm(launcher: Callable[..., Launcher]) -> None:
+def test_launch_status_and_sigterm(launcher: Callable[..., Launcher], tmp_path: Path) -> None:
     lau = launcher("-n", "2", "--registry", REGISTRY)
     rows, cf = lau.table()
     assert sorted(rows) == ["worker-1", "worker-2"]
+    assert cf == str(tmp_path / "default" / "cluster.json")  # neither --dir nor --cluster-file
 
     data = json.loads(Path(cf).read_text())
     assert data["version"] == 1 and data["launcher_pid"] == lau.proc.pid
     assert {n: (e["pid"], e["address"]) for n, e in data["nodes"].items()} == rows
-    sock_dir = os.path.dirname(cf)
+    sock_dir = os.path.dirname(rows["worker-1"][1][len("unix:"):])
     assert stat.S_IMODE(os.stat(sock_dir).st_mode) == 0o700
     launcher_kids = {c.pid for c in psutil.Process(lau.proc.pid).children()}
     for pid, addr in rows.values():
@@ -208,7 +212,7 @@ def test_sigint_stops_cleanly_with_given_dir(launcher: Callable[..., Launcher], 
 
 @pytest.mark.parametrize("spec, expect", [
     ("tests.registries:nope", "has no attribute 'nope'"),
-    ("tests.no_such_module:basic", "cannot import module 'tests.no_such_module'"),
+    ("tests.no_such_module:basic", "no module named 'tests.no_such_module'"),
     ("tests.registries:not_a_registry", "not an rsc Registry"),
 ])
 def test_bad_registry_exits_nonzero_with_node_error(launcher: Callable[..., Launcher], tmp_path: Path,
@@ -220,6 +224,8 @@ def test_bad_registry_exits_nonzero_with_node_error(launcher: Callable[..., Laun
     assert rc == 1, err
     assert "failed to start" in err and expect in err, err
     assert re.search(r"node 'worker-\d' failed to start: exited with code 2", err), err
+    assert err.count(expect) == 1, err  # once, not once per node nor echoed and then repeated
+    assert "Traceback" not in err, err
     assert not d.exists()
     leaked = [p for p in psutil.process_iter(["cmdline"]) if str(d) in " ".join(p.info["cmdline"] or [])]
     assert not leaked, leaked
@@ -307,7 +313,8 @@ def test_a_dead_node_without_restart_stays_down_and_the_others_serve(
     lau.proc.send_signal(signal.SIGTERM)
     assert lau.wait(30) == 0, lau.err()
     assert all(gone(p) for p in lau.node_procs.values())
-    assert not os.path.exists(cf) and not os.path.exists(os.path.dirname(cf))
+    sock_dir = os.path.dirname(rows["worker-1"][1][len("unix:"):])
+    assert not os.path.exists(cf) and not os.path.exists(sock_dir)
 
 
 def test_a_launcher_stops_when_every_node_is_down(launcher: Callable[..., Launcher]) -> None:

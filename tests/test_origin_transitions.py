@@ -206,7 +206,9 @@ def test_runtime_counts_protocol_errors_and_the_handle_shows_them(tmp_path) -> N
             task = h._task
             err = RemoteProtocolError("origin table has no transition (RUNNING, ACK_REJECTED)", "n",
                                       task.rtid, "RUNNING", "ACK_REJECTED")
-            assert rt.stats() == dict(handles=1, tasks=1, leases=0, protocol_errors=0)
+            stats = rt.stats()
+            assert (stats["handles"], stats["tasks"], stats["leases"], stats["protocol_errors"]) == (1, 1, 0, 0)
+            assert stats["tasks_by_state"] == {"spawned": 1}  # queued for a node not reached yet
             rt.engine.events.append((O.EV_PROTOCOL_ERROR, task, err))
             rt._pump()
             assert rt.stats()["protocol_errors"] == 1 and h.protocol_errors == [err]

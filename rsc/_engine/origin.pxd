@@ -24,7 +24,7 @@ cdef class OriginEngine:
     cdef public list actions, events
     cdef public dict _links, _tasks, _escalations
     cdef public list _link_list
-    cdef public long long dropped, protocol_errors
+    cdef public long long dropped, protocol_errors, connection_errors, escalations, retries
 
     # the per-task path, called from C inside the module (and still from Python)
     cpdef _link(self, node)

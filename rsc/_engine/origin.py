@@ -193,6 +193,10 @@ class OriginEngine:
         self.timers = Deadlines()
         self.dropped = 0
         self.protocol_errors = 0  # events that did not fit their task's state (_process)
+        # figures for Runtime.stats(), counted where the event happens (never per task)
+        self.connection_errors = 0  # connections closed for a protocol error we found
+        self.escalations = 0  # leases that lapsed under a policy (an escalation began)
+        self.retries = 0  # new attempts made by escalation (retry policies)
         self.record: list[tuple[int, OriginState, int, OriginState]] | None = None
         # lease escalation (rsc._engine.escalation): one record per remote task
         # with a policy whose lease lapsed, keyed by its current attempt's id
@@ -479,6 +483,7 @@ class OriginEngine:
         """Run the task's escalation machine on ``event`` and apply its decisions."""
         esc = self._escalations.get(task.rtid)
         if esc is None:
+            self.escalations += 1
             esc = self._escalations[task.rtid] = Escalation(task.policy)
         self._trace_event(TN.ESCALATE, task=repr(task), on=event.name, policy=str(task.policy))
         if event is EscEvent.LAPSED:
@@ -510,6 +515,7 @@ class OriginEngine:
         the old one is cancelled where reachable (a later lapse or result of it
         is reported with no policy) and the escalation record moves to the new one."""
         assert self.new_rtid is not None, "an engine that escalates needs new_rtid"
+        self.retries += 1
         new = OriginTask(self.new_rtid(), d.node, task.computation, task.input, task.lease_ms,
                          task.key, task.budget, task.deadline_ns, task.region, task.task,
                          task.capability, task.handle)
@@ -588,6 +594,7 @@ class OriginEngine:
         link = self._links.get(node)
         if link is None:
             return
+        self.connection_errors += 1
         if not link.confirmed:
             self._handshake_refused(link)
             self.events.append((EV_HANDSHAKE_FAILED, None, (node, exc.code, exc.message)))  # type: ignore[arg-type]

@@ -48,12 +48,12 @@ import asyncio
 import concurrent.futures
 import ctypes
 import inspect
-import logging
 import threading
 import time
 from collections.abc import Callable, Hashable
 from typing import Any
 
+from rsc.logs import get_logger
 from rsc.cx import Cx
 from rsc.errors import Cancelled, InvalidArgument
 from rsc.registry import Computation
@@ -61,7 +61,7 @@ from rsc.types import CancelKind, CancelReason, OutcomeKind
 
 __all__ = ["CancelInterrupt", "Executor", "OnDone"]
 
-logger = logging.getLogger("rsc.node.executor")
+logger = get_logger("rsc.node.executor")
 
 # on_done(key, outcome kind, payload, execution ns): the key is whatever start() was given
 OnDone = Callable[[Any, int, Any, int], None]

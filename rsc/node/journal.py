@@ -41,7 +41,6 @@ from __future__ import annotations
 
 import errno
 import fcntl
-import logging
 import os
 import secrets
 import stat
@@ -52,9 +51,10 @@ from typing import Any
 
 import msgpack
 
+from rsc.logs import get_logger
 from rsc.errors import InvalidArgument
 
-log = logging.getLogger("rsc.node")
+log = get_logger("rsc.node")
 
 JOURNAL_FILE = "journal.log"
 LOCK_FILE = "lock"

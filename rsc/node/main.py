@@ -15,7 +15,9 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from rsc.errors import InvalidArgument
 from rsc.localfs import read_key_file
+from rsc.logs import LEVELS, configure as configure_logging
 from rsc.transport.tls import TlsConfig
+from rsc.types import check_node_name
 
 if TYPE_CHECKING:  # pragma: no cover
     from rsc.node.server import NodeServer
@@ -35,18 +37,19 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     the command line wins. A container or unit file can then configure a node
     from its environment (see docs/DEPLOY.md)."""
     opt = EnvOptions(p)
-    opt("--name", required=True, help="this node's NodeId, e.g. worker-1 (RSC_NAME; in a "
-                                       "container, the pod's hostname)")
+    opt("--name", required=True, type=node_name,
+        help="this node's NodeId, e.g. worker-1: 1 to 255 bytes, no whitespace, control "
+             "characters or path separators (in a container, the pod's hostname)")
     opt("--listen", required=True,
         help="where to serve: unix:PATH, or tcp:HOST:PORT (tcp:[::1]:PORT for IPv6; a host that is "
              "not loopback needs --tls-* and --key-file, or --insecure)")
     opt("--registry", required=True, help="package.module:attribute of an rsc.Registry")
-    opt("--capacity", type=int, default=16384, help="max tasks running at once (default 16384)")
+    opt("--capacity", type=int, default=16384, help="max tasks running at once")
     opt("--max-input-bytes", type=int, default=16 * 1024 * 1024,
-        help="largest input accepted (default 16 MiB)")
+        help="largest input accepted, in bytes")
     opt("--threads", type=int, default=None, help="thread pool size for sync computations")
     opt("--grace", type=float, default=5.0,
-        help="seconds running tasks get on shutdown (default 5). A node is gone within "
+        help="seconds running tasks get on shutdown. A node is gone within "
              "grace + 10 s of SIGTERM whatever its computations do; a second "
              "SIGTERM/SIGINT makes it leave at once")
     opt("--ttl", type=float, default=300.0, help="seconds results stay for duplicates")
@@ -74,13 +77,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="directory of this node's durable idempotency journal (created 0700; one node "
              "per directory): records, results and tombstones survive a restart")
     opt("--handshake-timeout", type=float, default=10.0,
-        help="seconds a connection may take to finish its handshake, a TLS one included "
-             "(default 10)")
+        help="seconds a connection may take to finish its handshake, a TLS one included")
     opt("--frame-timeout", type=float, default=30.0,
-        help="seconds a started frame may stay incomplete (default 30)")
+        help="seconds a started frame may stay incomplete")
     opt("--isolation", choices=("thread", "process"), default="thread",
-        help="where sync computations registered without isolation= run: the node's "
-             "threads (default; fast, but a cancel cannot interrupt a blocking call) or "
+        help="where sync computations registered without isolation= run: thread, the "
+             "node's threads (fast, but a cancel cannot interrupt a blocking call), or process, "
              "worker processes (a cancel always wins, a crash is one task's outcome)")
     opt("--workers", type=int, default=None,
         help="worker processes for process-isolated computations (default: the CPU "
@@ -95,7 +97,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="replace a worker process after it ran this many tasks (default: never)")
     opt("--cancel-grace", type=float, default=2.0,
         help="seconds a cancelled sync computation gets to stop by itself before its "
-             "thread is interrupted or its worker process killed (default 2)")
+             "thread is interrupted or its worker process killed")
     opt("--require-capability", action="store_true",
         help="run nothing without a capability token that allows it (rsc.capability); "
              "needs --root-key-file or --node-key-file")
@@ -106,10 +108,27 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     opt("--node-key-file", action="append", default=None, metavar="[KEY_ID=]PATH",
         help="this node's derived capability key (rsc.capability.node_key), instead "
              "of the root key: a node that holds only it cannot mint for others")
-    opt("--log-level", default="WARNING")
+    opt("--log-level", default="INFO", type=str.upper, choices=LEVELS,
+        help="rsc's log records at this level and above go to stderr, one line each: INFO is "
+             "one line per event that matters (start, stop, connections, refusals), never one "
+             "per task")
+    opt("--metrics-port", type=int, default=None, metavar="PORT",
+        help="serve Prometheus metrics at http://METRICS_HOST:PORT/metrics (needs the "
+             "prometheus-client package: pip install 'rsc[metrics]'); 0 picks a free port, "
+             "printed as METRICS <url> on stdout")
+    opt("--metrics-host", default="127.0.0.1",
+        help="the address --metrics-port listens on (0.0.0.0: every interface)")
 
 
 _KIND_NAMES = {int: "an integer", float: "a number of seconds"}
+
+
+def node_name(text: str) -> str:
+    """``--name``: a valid NodeId (``rsc.types.check_node_name``), else a usage error."""
+    try:
+        return check_node_name(text)
+    except InvalidArgument as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 class EnvOptions:
@@ -136,7 +155,9 @@ class EnvOptions:
                 kind = kw.get("type", str)
                 try:
                     kw["default"] = kind(raw)
-                except (ValueError, argparse.ArgumentTypeError):
+                except argparse.ArgumentTypeError as exc:
+                    self.parser.error(f"{var}={raw!r}: {exc}")
+                except ValueError:
                     self.parser.error(f"{var}={raw!r}: {flag} takes {_KIND_NAMES.get(kind, 'a value')}")
         kw["help"] = f"{kw.get('help', '')} [env {var}]".strip()
         self.parser.add_argument(flag, **kw)
@@ -202,15 +223,26 @@ async def _serve(args: argparse.Namespace) -> int:
                         time_limit=args.time_limit, memory_limit=args.memory_limit,
                         max_tasks_per_worker=args.max_tasks_per_worker,
                         tls=tls, insecure=args.insecure, allow_uids=tuple(args.allow_uid or ()))
-    await server.start()
-    tune_gc()
-    stopper = _Stopper(server, asyncio.get_running_loop())
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, stopper.on_signal)
-    if args.lifeline_stdin:
-        await _watch_lifeline(stopper.begin)
-    print(f"READY {server.name} {os.getpid()} {server.address}", flush=True)
-    await server.serve_until_stopped()
+    metrics = None
+    if args.metrics_port is not None:
+        from rsc.metrics import serve_node_metrics
+
+        metrics = serve_node_metrics(server, args.metrics_port, args.metrics_host)
+    try:
+        await server.start()
+        tune_gc()
+        stopper = _Stopper(server, asyncio.get_running_loop())
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, stopper.on_signal)
+        if args.lifeline_stdin:
+            await _watch_lifeline(stopper.begin)
+        if metrics is not None:
+            print(f"METRICS {metrics.url}", flush=True)
+        print(f"READY {server.name} {os.getpid()} {server.address}", flush=True)
+        await server.serve_until_stopped()
+    finally:
+        if metrics is not None:
+            metrics.close()
     return 0
 
 
@@ -317,8 +349,11 @@ def _exit(code: int) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
-                        format=f"%(asctime)s {args.name} %(levelname)s %(message)s")
+    """``rsc node``: serve until SIGTERM/SIGINT. Exit 0 after a graceful stop,
+    1 when the node cannot listen, 2 on bad arguments (a registry that does
+    not import included); the reason is one line on stderr."""
+    configure_logging(args.log_level)
+    log = logging.getLogger("rsc.node")
     try:
         with asyncio.Runner(loop_factory=new_event_loop) as runner:
             code = runner.run(_serve(args))
@@ -326,12 +361,13 @@ def run(args: argparse.Namespace) -> int:
         print(f"rsc node {args.name}: {exc}", file=sys.stderr)
         return 2
     except OSError as exc:
-        print(f"rsc node {args.name}: cannot listen on {args.listen}: {exc}", file=sys.stderr)
+        print(f"rsc node {args.name}: cannot listen on {args.listen}: {exc.strerror or exc}",
+              file=sys.stderr)
         return 1
+    log.info("node %s stopped", args.name)
     stuck = _stuck_threads()
     if stuck:  # the shutdown already reported their tasks abandoned; do not wait for them
-        logging.getLogger("rsc.node").warning(
-            "node %s: %d thread(s) still blocked (%s); leaving without them", args.name, len(stuck),
-            ", ".join(t.name for t in stuck))
+        log.warning("node %s: %d thread(s) still blocked (%s); leaving without them", args.name,
+                    len(stuck), ", ".join(t.name for t in stuck))
         _exit(code)
     return code

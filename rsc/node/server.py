@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import logging
 import math
 import os
 import secrets
@@ -18,6 +17,7 @@ from typing import Any, Callable
 
 import psutil
 
+from rsc.logs import get_logger
 from rsc import __version__
 from rsc._core.messages import AUTH, DEFAULT_MAX_FRAME_BYTES, HANDSHAKE_MAX_FRAME_BYTES
 from rsc._engine.node import CANCEL, CLOSE, SEND, START, Admission, NodeEngine, NodeTask
@@ -39,7 +39,7 @@ from rsc.transport.tls import TlsConfig
 from rsc.transport.uds import listen_unix, peer_uid, remove_socket
 from rsc.types import Budget, CancelReason, NodeId, OutcomeKind
 
-log = logging.getLogger("rsc.node")
+log = get_logger("rsc.node")
 
 _CANCELLED = int(OutcomeKind.CANCELLED)  # a global: Enum class attributes are slow to read (3.11)
 
@@ -326,6 +326,7 @@ class NodeServer:
         cid = next(self._conn_ids)
         conn.tag = cid
         self._conns[cid] = conn
+        log.info("node %s: connection %d opened", self.name, cid)
         self.engine.open_connection(cid, self.clock.now_ns())
         if self._check_peer_uid:
             uid = peer_uid(conn.transport)
@@ -351,11 +352,15 @@ class NodeServer:
         self._pump()
 
     def _on_protocol_error(self, conn: FramedConnection, exc: ProtocolError) -> None:
+        log.info("node %s: connection %s broke the protocol (%s); closing it", self.name,
+                 conn.tag, exc)
         self.engine.protocol_error(conn.tag, exc, self.clock.now_ns())
         self._pump()
 
     def _on_close(self, conn: FramedConnection, exc: Exception | None) -> None:
-        self._conns.pop(conn.tag, None)
+        if self._conns.pop(conn.tag, None) is not None:
+            log.info("node %s: connection %s closed%s", self.name, conn.tag,
+                     f" ({exc})" if exc is not None else "")
         self.engine.close_connection(conn.tag, self.clock.now_ns())
 
     # ---------------------------------------------------------------- actions

@@ -72,7 +72,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import logging
 import os
 import signal
 import subprocess
@@ -83,6 +82,7 @@ from typing import Any
 
 import msgpack
 
+from rsc.logs import get_logger
 from rsc.errors import InvalidArgument, TimeLimitExceeded, WorkerCrashed, WorkerStartError
 from rsc.node.worker_main import (
     CANCEL,
@@ -99,7 +99,7 @@ from rsc.node.worker_main import (
 
 __all__ = ["KILL_AFTER_TERM_S", "WorkerPool", "WorkerStartError"]
 
-log = logging.getLogger("rsc.node.workers")
+log = get_logger("rsc.node.workers")
 
 #: Seconds between the SIGTERM and the SIGKILL of a worker the node kills.
 KILL_AFTER_TERM_S = 0.5

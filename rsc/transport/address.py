@@ -4,9 +4,27 @@ free port)."""
 
 from __future__ import annotations
 
+import os
+import sys
 from dataclasses import dataclass
 
 from rsc.errors import InvalidArgument
+
+#: The longest Unix socket path the kernel takes, in bytes: ``sun_path`` is
+#: 108 bytes on Linux (104 on macOS and the BSDs), its final NUL included.
+MAX_UNIX_PATH_BYTES = 103 if sys.platform == "darwin" else 107
+
+
+def check_unix_path(path: str) -> str:
+    """``path`` if a Unix socket can be bound or dialled there, else
+    ``InvalidArgument`` saying its length and the limit."""
+    n = len(os.fsencode(path))
+    if n > MAX_UNIX_PATH_BYTES:
+        raise InvalidArgument(
+            f"Unix socket path {path!r} is {n} bytes; the kernel takes at most "
+            f"{MAX_UNIX_PATH_BYTES}. Use a shorter directory (e.g. under /tmp or "
+            "$XDG_RUNTIME_DIR) or a shorter node name")
+    return path
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,7 +42,7 @@ class Address:
             path = text[5:]
             if not path:
                 raise InvalidArgument(f"address {text!r} names no socket path")
-            return cls("unix", path=path)
+            return cls("unix", path=check_unix_path(path))
         if text.startswith("tcp:"):
             host, sep, port = text[4:].rpartition(":")
             if not sep or not host or not port.isdigit() or not 0 <= int(port) < 65536:
@@ -35,7 +53,7 @@ class Address:
                                       "hosts as tcp:[::1]:PORT")
             return cls("tcp", host=host.strip("[]"), port=int(port))
         if text.startswith("/") or text.startswith("."):
-            return cls("unix", path=text)
+            return cls("unix", path=check_unix_path(text))
         raise InvalidArgument(f"address {text!r} must start with 'unix:' or 'tcp:'")
 
     def __str__(self) -> str:

@@ -120,6 +120,9 @@ class TcpTransport:
     """TCP, optionally with mutual TLS, as a :class:`rsc.transport.base.Transport`.
     ``handshake_timeout_s`` bounds a listener's TLS handshakes."""
 
+    #: The address schemes it dials and serves (``Runtime`` refuses others at once).
+    schemes = ("tcp",)
+
     def __init__(self, tls: TlsConfig | None = None, handshake_timeout_s: float = 10.0) -> None:
         if tls is not None and not isinstance(tls, TlsConfig):
             raise InvalidArgument(f"tls must be an rsc.TlsConfig, got {type(tls).__name__}")

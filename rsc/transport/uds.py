@@ -15,10 +15,13 @@ import stat
 import struct
 from typing import Callable
 
+from rsc.logs import get_logger
 from rsc.errors import InvalidArgument, PathInUse
 from rsc.localfs import ensure_private_dir
 from rsc.transport.address import Address
 from rsc.transport.base import P, StreamProtocol
+
+log = get_logger("rsc.transport")
 
 #: (st_dev, st_ino) of the socket file a listener created.
 SocketId = tuple[int, int]
@@ -59,6 +62,7 @@ def prepare_socket_path(path: str) -> None:
     if dead_socket_error(path) is None:
         raise PathInUse(f"{path} is in use: a process (another node?) accepts connections on it; "
                         "stop it first, or listen on another path")
+    log.info("replacing stale socket %s (nobody answers on it)", path)
     os.unlink(path)
 
 
@@ -136,6 +140,9 @@ class UnixListener:
 class UnixTransport:
     """Unix domain sockets as a :class:`rsc.transport.base.Transport`: ``unix:``
     addresses only (anything else is an :class:`InvalidArgument`)."""
+
+    #: The address schemes it dials and serves (``Runtime`` refuses others at once).
+    schemes = ("unix",)
 
     async def connect(self, address: Address, protocol_factory: Callable[[], P]) -> P:
         return await connect_unix(_unix_path(address), protocol_factory)
