@@ -8,6 +8,8 @@ import sys
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The ``rsc`` command: parse ``argv`` (default: the process's arguments), run the
+    subcommand, return its exit status."""
     from rsc import __version__
 
     parser = argparse.ArgumentParser(prog="rsc", description="remote structured concurrency")

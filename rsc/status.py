@@ -29,6 +29,7 @@ def _fmt_uptime(s: float) -> str:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    """``rsc status``'s options."""
     p.add_argument("--cluster", required=True, help="cluster file written by rsc launch")
     p.add_argument("--json", action="store_true")
     p.add_argument("--key-file", default=None, help="cluster key file (mode 600), for a keyed cluster")

@@ -317,6 +317,7 @@ def _exit(code: int) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """``rsc node``: serve until SIGTERM/SIGINT (parsed ``args``); the exit status."""
     logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
                         format=f"%(asctime)s {args.name} %(levelname)s %(message)s")
     try:
