@@ -53,3 +53,19 @@ def test_the_concepts_page_s_snippets_run(cluster: Any) -> None:
     total = asyncio.run(main())
     assert printed == [(144,)]
     assert total == sum(i * i for i in range(100))
+
+
+def test_every_python_block_of_the_guide_compiles() -> None:
+    """Blocks that need names from around them (``rt``, ``registry``) cannot run
+    alone, but each is valid Python, inside a coroutine where it awaits."""
+    pages = ["README.md", "docs/index.md"] + sorted(
+        str(p.relative_to(ROOT)) for p in (ROOT / "docs" / "guide").glob("*.md"))
+    checked = 0
+    for page in pages:
+        for block in python_blocks(page):
+            try:
+                compile(block, page, "exec")
+            except SyntaxError:  # an await outside a function: the body of one
+                compile("async def _body():\n" + textwrap.indent(block, "    "), page, "exec")
+            checked += 1
+    assert checked >= 10
