@@ -35,11 +35,12 @@ class SourceSignature:
 def _source_path(module: Any) -> str:
     import os
 
-    path = module.__file__
+    path: str = module.__file__
     if path.endswith(".py"):
         return path
     # a compiled build: name.cpython-311-x86_64-linux-gnu.so beside name.py
-    return os.path.join(os.path.dirname(path), module.__name__.rpartition(".")[2] + ".py")
+    name: str = module.__name__
+    return os.path.join(os.path.dirname(path), name.rpartition(".")[2] + ".py")
 
 
 def init_signature(cls: type) -> Any:
