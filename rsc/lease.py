@@ -2,7 +2,7 @@
 
 A lease is a time-bounded obligation that keeps work alive: its holder renews
 it before it runs out; it is released when the work is done, or expires if
-neither happens in time. ``Lease`` is one (the original design's, rules below);
+neither happens in time. ``Lease`` is one you hold yourself (rules below);
 ``handle.lease`` is a remote task's, a live ``RemoteLease`` (``rsc.handle``).
 
 A remote task's lease is an obligation of the region that spawned it: the
@@ -199,8 +199,8 @@ def _duration(x: Any) -> float:
 
 
 class Lease:
-    """A time-bounded obligation that keeps work alive (the original design's
-    ``Lease``): made active, expiring ``duration`` seconds after ``now``;
+    """A time-bounded obligation that keeps work alive, for your own
+    bookkeeping: made active, expiring ``duration`` seconds after ``now``;
     ``renew`` moves the expiry to ``now + duration``, ``release`` ends it
     cleanly, ``mark_expired`` records that it ran out::
 

@@ -130,3 +130,15 @@ def test_the_lease_policies_are_documented() -> None:
     for fn in (rsc.lease.fail, rsc.lease.cancel, rsc.lease.retry):
         assert _own_doc(fn), fn
         assert "LeaseExpired" in _own_doc(fn) or "idempotency key" in _own_doc(fn), fn
+
+
+def test_docstrings_speak_of_rsc_alone() -> None:
+    """A user reads only rsc: no docstring of rsc's sources points at a design
+    or a document outside the repository."""
+    from pathlib import Path
+
+    outside = ("original design", "the seed's", "the seed design")
+    hits = [f"{p.relative_to(REPO_ROOT)}: {phrase}"
+            for p in sorted(Path(REPO_ROOT, "rsc").rglob("*.py"))
+            for phrase in outside if phrase in p.read_text().lower()]
+    assert not hits, hits
