@@ -10,7 +10,7 @@ PURE_PXD := $(filter-out rsc/_core/%,$(wildcard rsc/*.pxd rsc/*/*.pxd))
 SOURCES := $(wildcard rsc/_core/*.pyx rsc/_core/*.pxd) $(PURE_PXD) $(PURE_PXD:.pxd=.py) \
 	setup.py pyproject.toml
 
-.PHONY: demo test test-core bench lab clean venv
+.PHONY: demo test test-core bench lab docs clean venv
 
 venv: $(STAMP)
 
@@ -60,7 +60,14 @@ lab: $(STAMP)
 		$(VPY) -m rsc lab explore $$s --seeds $(LAB_SHUFFLED) --start $(LAB_SEEDS) --shuffle || exit 1; \
 	done
 
+# The documentation site (mkdocs.yml), built offline into site/ (git-ignored);
+# --strict turns every warning (a broken link, a page missing from the nav)
+# into a failure, as tests/test_docs_build.py does.
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(VPY) -m mkdocs build --strict --site-dir site
+	@echo "docs: open site/index.html"
+
 clean:
-	rm -rf $(VENV) build *.egg-info rsc/_core/_*.c rsc/_core/_*.so rsc/_core/_*.html .benchmarks
+	rm -rf $(VENV) build site *.egg-info rsc/_core/_*.c rsc/_core/_*.so rsc/_core/_*.html .benchmarks
 	rm -f $(PURE_PXD:.pxd=.c) $(foreach p,$(PURE_PXD:.pxd=),$(wildcard $(p).*.so))
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +

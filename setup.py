@@ -26,6 +26,12 @@ DIRECTIVES = {
     "cdivision": True,
     "initializedcheck": False,
     "embedsignature": True,
+    # Argument Clinic form: a function's signature becomes its __text_signature__
+    # (what inspect.signature reads) instead of a first line of its docstring,
+    # so compiled docstrings read like the pure twins'. (The default form also
+    # wrote a wrong constructor signature, keyword-only marker misplaced, into
+    # compiled classes' docstrings.)
+    "embedsignature.format": "clinic",
 }
 
 
@@ -46,7 +52,11 @@ def extensions():
             # only the .pxd types them, so the compiled module accepts what the
             # pure one does. cdivision stays off: // and % keep Python's meaning.
             + cythonize(pure_mode, language_level=3, quiet=True, nthreads=jobs,
-                        compiler_directives={"embedsignature": True, "annotation_typing": False}))
+                        # binding: functions and methods are cyfunctions, which
+                        # inspect.signature reads like Python functions (a compiled
+                        # class's own signature: rsc._signature)
+                        compiler_directives={"embedsignature": True, "embedsignature.format": "clinic",
+                                             "binding": True, "annotation_typing": False}))
 
 
 # Both steps run on every core: the .c generation (nthreads above) and the C

@@ -85,6 +85,10 @@ _NAME_LISTS = (CAVEAT_COMPUTATIONS, CAVEAT_NODES)
 class TokenError(ValueError):
     """A token that cannot be parsed, or an attenuation that cannot be made."""
 
+    def __init__(self, message: str) -> None:
+        """``message`` says what is wrong with the token or the attenuation."""
+        super().__init__(message)
+
 
 def node_key(root_key: bytes, node: str) -> bytes:
     """The key ``node`` verifies tokens with, derived from the root key."""
@@ -351,6 +355,7 @@ class Capability:
 
     @property
     def key_id(self) -> bytes:
+        """The id of the root key the token was minted from."""
         return parse(self.token)[1]
 
     @property

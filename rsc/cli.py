@@ -53,6 +53,8 @@ def import_from_cwd() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The ``rsc`` command: parse ``argv`` (default: the process's arguments), run the
+    subcommand, return its exit status."""
     from rsc import __version__, health, launch, status
     from rsc.lab import cli as lab_cli
     from rsc.node import main as node_main

@@ -5,8 +5,12 @@ from __future__ import annotations
 from time import monotonic_ns
 from typing import Protocol
 
+from rsc._signature import SourceSignature
+
 
 class Clock(Protocol):
+    """What reads time: ``now_ns()``, monotonic nanoseconds."""
+
     def now_ns(self) -> int:
         """Monotonic nanoseconds; only differences are meaningful."""
         ...
@@ -15,14 +19,19 @@ class Clock(Protocol):
 class SystemClock:
     """The process's monotonic clock."""
 
+    __signature__ = SourceSignature()  # what inspect.signature reports, compiled too
+
     __slots__ = ()
 
     def now_ns(self) -> int:
+        """``time.monotonic_ns()``."""
         return monotonic_ns()
 
 
 class SimClock:
     """Virtual time for the lab: advances only when told to."""
+
+    __signature__ = SourceSignature()  # what inspect.signature reports, compiled too
 
     __slots__ = ("_now",)
 
@@ -30,14 +39,17 @@ class SimClock:
         self._now = start_ns
 
     def now_ns(self) -> int:
+        """The virtual time (nanoseconds)."""
         return self._now
 
     def advance(self, ns: int) -> None:
+        """Move the virtual time forward by ``ns``."""
         if ns < 0:
             raise ValueError("SimClock cannot go backwards")
         self._now += ns
 
     def set(self, now_ns: int) -> None:
+        """Set the virtual time to ``now_ns`` (never backwards)."""
         if now_ns < self._now:
             raise ValueError("SimClock cannot go backwards")
         self._now = now_ns

@@ -14,6 +14,7 @@ import random
 import threading
 from typing import Any, Protocol
 
+from rsc._signature import SourceSignature
 from rsc.clock import Clock, SystemClock
 from rsc.errors import Cancelled, InvalidArgument, NoCapability
 from rsc.types import Budget, CancelKind, CancelReason, NodeId
@@ -28,13 +29,16 @@ class CapRuntime(Protocol):
     """
 
     @property
-    def name(self) -> NodeId: ...
+    def name(self) -> NodeId:
+        """The runtime's NodeId (an origin's name)."""
 
     @property
-    def clock(self) -> Clock: ...
+    def clock(self) -> Clock:
+        """The clock the runtime's deadlines are on."""
 
     @property
-    def engine(self) -> Any: ...
+    def engine(self) -> Any:
+        """The runtime's protocol engine (its Lamport clock stamps ``Cx.logical_time``)."""
 
 DEFAULT_LEASE_S = 30.0
 _SYSTEM_CLOCK = SystemClock()
@@ -44,10 +48,12 @@ _task_ids = itertools.count(1)
 
 
 def next_region_id() -> int:
+    """A fresh region id, unique in this process."""
     return next(_region_ids)
 
 
 def next_task_id() -> int:
+    """A fresh local task id, unique in this process."""
     return next(_task_ids)
 
 
@@ -61,6 +67,8 @@ class RemoteCap:
     Holding one in a Cx is what lets ``spawn_remote`` run; a Cx without it
     raises ``NoCapability``.
     """
+
+    __signature__ = SourceSignature()  # what inspect.signature reports, compiled too
 
     __slots__ = ("runtime", "default_lease_s", "budget", "token")
 
@@ -103,6 +111,7 @@ class RemoteCap:
 
     @property
     def local_node(self) -> NodeId:
+        """The NodeId of the runtime this capability spawns through."""
         return self.runtime.name
 
     def __repr__(self) -> str:
@@ -120,6 +129,8 @@ class CancelState:
     state would be an allocation per task.
     """
 
+    __signature__ = SourceSignature()  # what inspect.signature reports, compiled too
+
     __slots__ = ("reason", "_event", "_callbacks")
 
     _lock = threading.Lock()
@@ -131,6 +142,7 @@ class CancelState:
 
     @property
     def cancelled(self) -> bool:
+        """Whether a cancel has been requested (``reason`` is then set)."""
         return self.reason is not None
 
     def cancel(self, reason: CancelReason) -> bool:
@@ -159,6 +171,7 @@ class CancelState:
         cb(self.reason)
 
     def remove_callback(self, cb: Any) -> None:
+        """Forget ``cb`` (added by ``add_callback``); no error if it is not there."""
         with self._lock:
             if self._callbacks is not None and cb in self._callbacks:
                 self._callbacks.remove(cb)
@@ -176,6 +189,8 @@ class CancelState:
 
 class Cx:
     """Capability context of one task."""
+
+    __signature__ = SourceSignature()  # what inspect.signature reports, compiled too
 
     __slots__ = ("region_id", "task_id", "budget", "remote_cap", "_entropy", "_seed", "node",
                  "_cancel", "parent", "region", "trace")
@@ -221,14 +236,18 @@ class Cx:
     # -- cancellation -----------------------------------------------------------
     @property
     def cancelled(self) -> bool:
+        """Whether this task has been cancelled."""
         return self._cancel.reason is not None
 
     @property
     def cancel_reason(self) -> CancelReason | None:
+        """The ``CancelReason`` this task was cancelled with, or None."""
         return self._cancel.reason
 
     @property
     def cancel_state(self) -> CancelState:
+        """The ``CancelState`` this Cx shares with whatever cancels it (its region, its
+        node)."""
         return self._cancel
 
     def checkpoint(self) -> None:
@@ -238,6 +257,9 @@ class Cx:
             raise Cancelled(reason)
 
     def cancel(self, reason: CancelReason | None = None) -> bool:
+        """Cancel this task (reason: ``user`` unless given); True if this call was the
+        first. The work sees it at its next ``checkpoint()``, or as the wake-up of
+        ``wait_cancelled``."""
         return self._cancel.cancel(reason or CancelReason(CancelKind.USER))
 
     def wait_cancelled(self, timeout: float | None = None) -> bool:

@@ -34,14 +34,23 @@ class CancelReasonLike(Protocol):
     """
 
     @property
-    def kind(self) -> int: ...
+    def kind(self) -> int:
+        """The cancel's kind (an ``rsc.CancelKind``)."""
 
     @property
-    def message(self) -> str | None: ...
+    def message(self) -> str | None:
+        """The cancel's message, or None."""
 
 
 class RemoteError(Exception):
     """Base of every error rsc raises on purpose."""
+
+    def __init__(self, *args: object) -> None:
+        """``args`` as for ``Exception``: usually one message saying what
+        happened and what to do about it."""
+        # Written out so that inspect.signature can read the errors that add
+        # no fields of their own (Exception's own __init__ has no signature).
+        super().__init__(*args)
 
 
 # --- wire / connection level -------------------------------------------------

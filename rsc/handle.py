@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING, Any, Protocol
 
+from rsc._signature import SourceSignature
 from rsc._engine.escalation import EscState
 from rsc._engine.origin import OriginTask
 from rsc._engine.states import OriginState
@@ -53,6 +54,8 @@ class RemoteHandle:
     At most one outcome is ever delivered to a handle.
     """
 
+    __signature__ = SourceSignature()  # what inspect.signature reports, compiled too
+
     __slots__ = ("_rt", "_task", "_done", "_outcome", "_error", "_codec", "_state", "_owner_region",
                  "_lease_s", "_policy", "_observed", "_region",
                  "_holder", "_earlier", "_waiters", "_protocol_errors", "__weakref__")
@@ -90,18 +93,22 @@ class RemoteHandle:
     # -- identity ------------------------------------------------------------------
     @property
     def remote_task_id(self) -> RemoteTaskId:
+        """The id of this task on the wire (of the current attempt, after a retry)."""
         return RemoteTaskId(self._task.rtid)
 
     @property
     def node(self) -> NodeId:
+        """The node the task runs on (the current attempt's, after a retry moved it)."""
         return NodeId(self._task.node)
 
     @property
     def computation(self) -> ComputationName:
+        """The name of the computation spawned."""
         return ComputationName(self._task.computation)
 
     @property
     def owner_region(self) -> int:
+        """The id of the region that owns the task."""
         return self._owner_region
 
     @property
@@ -124,10 +131,12 @@ class RemoteHandle:
 
     @property
     def policy(self) -> LeasePolicy:
+        """The escalation policy that decides when the lease lapses (``rsc.lease``)."""
         return self._policy
 
     @property
     def idempotency_key(self) -> IdempotencyKey:
+        """The task's idempotency key: the same for every attempt of it."""
         return IdempotencyKey.from_bytes(self._task.key)
 
     @property
@@ -153,6 +162,7 @@ class RemoteHandle:
         return list(self._protocol_errors or ())
 
     def is_finished(self) -> bool:
+        """Whether the task has its outcome (``join`` would not wait)."""
         return self._done
 
     # -- outcome -------------------------------------------------------------------
@@ -314,26 +324,33 @@ class RemoteLease(Lease):
 
     @property
     def obligation_id(self) -> int:
+        """The remote task id of the attempt holding the lease."""
         return RemoteTaskId(self._handle._task.rtid)
 
     @property
     def region(self) -> int | None:
+        """The owning region's id."""
         return self._handle._owner_region
 
     @property
     def holder(self) -> int | None:
+        """The local task id of the task that spawned it."""
         return self._handle._holder
 
     @property
     def initial_duration(self) -> float:
+        """The spawn's ``lease`` (seconds)."""
         return self._handle._lease_s
 
     @property
     def renewal_count(self) -> int:
+        """The node's renewals the origin applied to this attempt's lease."""
         return self._handle._task.renewals  # counted by the origin engine (OriginTask.renewals)
 
     @property
     def state(self) -> LeaseState:
+        """Active until the outcome arrives (Released), or until it lapses with neither
+        renewal nor outcome (Expired)."""
         h = self._handle
         if h.state is RemoteTaskState.LEASE_EXPIRED:
             return EXPIRED
@@ -341,6 +358,8 @@ class RemoteLease(Lease):
 
     @property
     def expires_at(self) -> float | None:
+        """The deadline the origin holds (seconds on the runtime's clock); None while the
+        spawn is not yet written to its node."""
         h = self._handle
         task = h._task
         state = self.state
@@ -354,6 +373,7 @@ class RemoteLease(Lease):
 
     @property
     def expires_at_ns(self) -> int | None:
+        """``expires_at`` in nanoseconds while Active, else None."""
         h = self._handle
         if h._done or self.state is not ACTIVE:
             return None
@@ -370,12 +390,17 @@ class RemoteLease(Lease):
             f"call handle.abort() to end the task, or make a standalone rsc.Lease to manage one yourself")
 
     def renew(self, duration: float, now: float | None = None) -> None:
+        """Refused (InvalidArgument): the node renews a remote task's lease."""
         self._refuse("renewed")
 
     def release(self, now: float | None = None) -> None:
+        """Refused (InvalidArgument): the outcome releases a remote task's lease;
+        ``handle.abort()`` ends the task."""
         self._refuse("released")
 
     def mark_expired(self) -> None:
+        """Refused (InvalidArgument): the origin marks a remote task's lease expired when
+        it lapses."""
         self._refuse("marked expired")
 
 

@@ -37,6 +37,8 @@ _WILDCARD_TO_LOOPBACK = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    """``rsc probe``'s options (each may also come from its ``RSC_*`` environment
+    variable)."""
     opt = EnvOptions(p)
     opt("--name", required=True, type=node_name,
         help="the node's NodeId (its TLS certificate must name it)")
@@ -75,6 +77,8 @@ def check(name: str, listen: str, *, live: bool, timeout_s: float, key: bytes | 
 
 
 def run(args: argparse.Namespace) -> int:
+    """``rsc probe``: exit status 0 if the node is ready (``--ready``) or alive
+    (``--live``), 1 if not (the reason on stderr), 2 for bad arguments."""
     try:
         key = read_key_file(args.key_file) if args.key_file else None
         tls = TlsConfig.from_args(args.tls_cert, args.tls_key, args.tls_ca)

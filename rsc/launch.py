@@ -45,6 +45,7 @@ __all__ = ["InvalidClusterFile", "LaunchInterrupted", "LocalCluster", "NodeStart
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    """``rsc launch``'s options."""
     p.add_argument("-n", "--nodes", type=int, default=os.cpu_count() or 1,
                    help="how many nodes to start (default: one per core, %(default)s here)")
     p.add_argument("--registry", required=True, help="package.module:attribute of an rsc.Registry")

@@ -2,7 +2,7 @@
 
 A lease is a time-bounded obligation that keeps work alive: its holder renews
 it before it runs out; it is released when the work is done, or expires if
-neither happens in time. ``Lease`` is one (the original design's, rules below);
+neither happens in time. ``Lease`` is one you hold yourself (rules below);
 ``handle.lease`` is a remote task's, a live ``RemoteLease`` (``rsc.handle``).
 
 A remote task's lease is an obligation of the region that spawned it: the
@@ -30,7 +30,7 @@ keeps the retry on that node if it restarted on its journal. Such a node
 whose policy does not send it elsewhere is simply asked again there (a
 result it finished is returned; one it was running is answered cancelled).
 
-What holds (README "Guarantees"): a key runs at most once on one node while
+What holds (the guide's "Idempotency: exactly what it guarantees"): a key runs at most once on one node while
 that node keeps its records (its TTL; across restarts only with a journal);
 a retry on another node may run work the first node also ran, so across nodes
 it is at least once.
@@ -104,10 +104,17 @@ class Retry(LeasePolicy):
 
 
 def fail() -> Fail:
+    """The default policy: when the lease lapses, ``join`` raises
+    LeaseExpired at once (a best-effort cancel is still sent to the node)."""
     return Fail()
 
 
 def cancel(timeout_s: float = 5.0) -> CancelThen:
+    """The policy that, when the lease lapses, sends the node a cancel and
+    waits up to ``timeout_s`` seconds for its answer: ``join`` then raises
+    RemoteCancelled (or returns the real outcome, if the task finished
+    first); if no answer comes, LeaseExpired. Raises InvalidArgument for a
+    ``timeout_s`` that is not positive."""
     if not timeout_s > 0:
         raise InvalidArgument(f"cancel() needs a positive timeout, got {timeout_s!r}")
     return CancelThen(float(timeout_s))
@@ -115,9 +122,20 @@ def cancel(timeout_s: float = 5.0) -> CancelThen:
 
 def retry(attempts: int = 1, nodes: list[str] | tuple[str, ...] | None = None,
           same_node_within_s: float | None = None) -> Retry:
-    """Spawn again with the same key: on ``nodes`` in turn (the same node if
-    none), or first on the same node if ``same_node_within_s`` is given (see
-    the module docstring)."""
+    """The policy that spawns the task again when its lease lapses (or its
+    node is found restarted), with the same idempotency key, up to
+    ``attempts`` times: on the next of ``nodes`` in turn, or on the same node
+    if ``nodes`` is empty. With ``same_node_within_s=S`` each retry goes back
+    to the same node first and moves on to ``nodes`` only if that node has
+    not accepted it within S seconds (a node restarted on its journal then
+    answers the key from it). The superseded attempt is cancelled where
+    reachable and its late result dropped. Once the attempts are spent,
+    ``join`` raises LeaseExpired.
+
+    On one node that keeps its records a key runs at most once; a retry on
+    another node may run work the first node also ran (at least once).
+    Raises InvalidArgument for ``attempts < 1`` or a ``same_node_within_s``
+    that is not a positive number."""
     if isinstance(attempts, bool) or not isinstance(attempts, int) or attempts < 1:
         raise InvalidArgument(f"retry() needs attempts >= 1, got {attempts!r}")
     if same_node_within_s is not None:
@@ -181,8 +199,8 @@ def _duration(x: Any) -> float:
 
 
 class Lease:
-    """A time-bounded obligation that keeps work alive (the original design's
-    ``Lease``): made active, expiring ``duration`` seconds after ``now``;
+    """A time-bounded obligation that keeps work alive, for your own
+    bookkeeping: made active, expiring ``duration`` seconds after ``now``;
     ``renew`` moves the expiry to ``now + duration``, ``release`` ends it
     cleanly, ``mark_expired`` records that it ran out::
 
@@ -259,6 +277,7 @@ class Lease:
 
     @property
     def state(self) -> LeaseState:
+        """``ACTIVE``, ``RELEASED`` or ``EXPIRED`` (an ``rsc.LeaseState``)."""
         return self._state
 
     @property
@@ -312,6 +331,7 @@ class Lease:
 
     @property
     def is_released(self) -> bool:
+        """Whether the lease was released (its work is done)."""
         return self.state is RELEASED
 
     # -- changing it -----------------------------------------------------------------

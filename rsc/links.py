@@ -15,6 +15,7 @@ import asyncio
 from typing import TYPE_CHECKING, Any, Callable, Protocol
 
 from rsc.logs import get_logger
+from rsc._signature import SourceSignature
 from rsc._core.messages import HANDSHAKE_MAX_FRAME_BYTES, WELCOME
 from rsc.clock import Clock
 from rsc.errors import InvalidArgument, NodeUnreachable, ProtocolError
@@ -57,6 +58,8 @@ class NodeLink:
     """One node's connection: its address, the open connection (or None), the
     task that keeps it open, and since when connecting has failed."""
 
+    __signature__ = SourceSignature()  # what inspect.signature reports, compiled too
+
     __slots__ = ("node", "address", "conn", "connector", "failed_since", "connects",
                  "unreachable_logged")
 
@@ -72,6 +75,8 @@ class NodeLink:
 
 class Links:
     """Every node link of one runtime (``rt``), keyed by NodeId."""
+
+    __signature__ = SourceSignature()  # what inspect.signature reports, compiled too
 
     def __init__(self, rt: LinkOwner, cluster: dict[NodeId, Address], connect_timeout_s: float,
                  backoff_max_s: float) -> None:

@@ -23,6 +23,10 @@ class LaunchInterrupted(RuntimeError):
     """Starting, restarting or probing nodes was interrupted: the ``abort``
     event of :func:`probe` (``LocalCluster.interrupt``) was set."""
 
+    def __init__(self, message: str) -> None:
+        """``message`` says what was being waited for."""
+        super().__init__(message)
+
 
 async def _probe_async(nodes: Mapping[str, str], timeout_s: float,
                        abort: threading.Event | None, key: bytes | None = None,

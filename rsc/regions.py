@@ -47,7 +47,7 @@ from rsc.errors import InvalidArgument, RemoteCancelled, RemoteError
 from rsc.types import Budget, CancelKind, CancelReason
 
 if TYPE_CHECKING:  # pragma: no cover
-    from rsc.remote import RemoteHandle
+    from rsc.handle import RemoteHandle
 
 log = get_logger("rsc.regions")
 
@@ -94,17 +94,22 @@ class Region:
     # ---------------------------------------------------------------- inspection
     @property
     def cancelled(self) -> bool:
+        """Whether the region has been cancelled."""
         return self.cx.cancelled
 
     @property
     def cancel_reason(self) -> CancelReason | None:
+        """The reason the region was cancelled with, or None."""
         return self.cx.cancel_reason
 
     @property
     def closed(self) -> bool:
+        """Whether the region has exited (every task and remote handle of it has ended)."""
         return self._closed
 
     def live_children(self) -> dict[str, int]:
+        """What still runs in the region: ``{"tasks": local tasks, "handles": remote
+        tasks without an outcome}``."""
         return dict(tasks=len(self._tasks),
                     handles=sum(1 for h in self._handles if not h.is_finished()))
 

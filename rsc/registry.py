@@ -382,6 +382,7 @@ class Registry:
         return any(runs_in_process(c, default_isolation) for c in self._items.values())
 
     def names(self) -> tuple[ComputationName, ...]:
+        """The names of the registered computations, in registration order."""
         return tuple(self._items)
 
     def __contains__(self, name: object) -> bool:

@@ -25,6 +25,7 @@ from collections.abc import Mapping
 from typing import Any, Callable
 
 from rsc.logs import get_logger
+from rsc._signature import SourceSignature
 from rsc._core.messages import ERR_AUTH_FAILED, ERR_VERSION_MISMATCH, REJECT_INVALID_INPUT
 from rsc._engine.origin import (
     CLOSE,
@@ -78,7 +79,9 @@ from rsc.types import (
     RemoteTaskState,
 )
 
-__all__ = ["RemoteHandle", "Runtime", "load_cluster", "spawn_remote"]
+# RemoteHandle is rsc.handle's (and rsc's): the compiled build of this module
+# cimports it, so it is no attribute here and `import *` would fail on it.
+__all__ = ["Runtime", "load_cluster", "spawn_remote"]
 
 log = get_logger("rsc.origin")
 
@@ -98,7 +101,13 @@ _STATE_OF_KIND = (  # indexed by the wire's outcome kind
 
 
 class Runtime:
-    """The origin side of rsc in one event loop (the seed's RemoteRuntime)."""
+    """The origin side of rsc in one event loop: connections to the nodes of
+    ``cluster`` (a mapping of NodeId to ``unix:PATH`` / ``tcp:HOST:PORT``,
+    or the path of a cluster file), the tasks spawned through its ``cx()``,
+    and their outcomes. Use it as ``async with Runtime(cluster) as rt:``;
+    leaving the block cancels what still runs (``aclose``)."""
+
+    __signature__ = SourceSignature()  # what inspect.signature reports, compiled too
 
     def __init__(self, cluster: Mapping[str, str] | str | os.PathLike, *, name: str | None = None,
                  key: bytes | None = None, default_lease_s: float = 30.0,
@@ -155,6 +164,8 @@ class Runtime:
         await self.aclose()
 
     async def start(self) -> None:
+        """Bind to the running event loop (``async with Runtime(...)`` does it).
+        Connections open on first use."""
         self.attach()
 
     def attach(self) -> None:
@@ -189,6 +200,7 @@ class Runtime:
     # ---------------------------------------------------------------- inspection
     @property
     def live_handles(self) -> int:
+        """How many handles the runtime still tracks (their outcome has not arrived)."""
         return len(self._handles)
 
     def stats(self) -> dict[str, Any]:

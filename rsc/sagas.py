@@ -19,7 +19,7 @@ last-to-first. Two forms:
 Rules both keep:
 
 1. A step fails when its action raises, or returns ``rsc.sagas.Err(message)``
-   (the original design's ``Err``). The error's message is the ``Err``'s text,
+   (a failure stated as a value). The error's message is the ``Err``'s text,
    or ``"ExcType: text"`` for a raised exception.
 2. Compensations run last-to-first, each exactly once, and only for steps whose
    action succeeded (a failure at step 0 runs none).

@@ -42,6 +42,7 @@ is stale (its launcher is gone), 2 when the cluster file cannot be read."""
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    """``rsc status``'s options."""
     p.add_argument("--cluster", default=None, metavar="FILE",
                    help="cluster file written by rsc launch (default: the default cluster file, "
                         "see above)")

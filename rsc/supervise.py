@@ -244,21 +244,27 @@ class LocalCluster:
 
     @property
     def pids(self) -> dict[str, int]:
+        """Node name -> pid of its current process."""
         return {name: p.pid for name, p in self._procs.items()}
 
     @property
     def procs(self) -> dict[str, subprocess.Popen]:
+        """Node name -> its current ``subprocess.Popen``."""
         return {name: p.proc for name, p in self._procs.items()}
 
     @property
     def started(self) -> bool:
+        """Whether ``start()`` has run (and ``stop()`` has not)."""
         return self._started
 
     def socket_path(self, name: str) -> str:
+        """The Unix socket path of node ``name``."""
         assert self.directory is not None
         return os.path.join(self.directory, f"{name}.sock")
 
     def address_of(self, name: str) -> str:
+        """The address of node ``name`` as a Runtime takes it (``unix:PATH`` or
+        ``tcp:HOST:PORT``)."""
         if self.tcp_host is not None:
             host = f"[{self.tcp_host}]" if ":" in self.tcp_host else self.tcp_host
             return self._tcp_addresses.get(name, f"tcp:{host}:0")
@@ -387,6 +393,7 @@ class LocalCluster:
             return self._procs[name].pid
 
     def write_cluster_file(self) -> None:
+        """Write the cluster file (``cluster_file``): every node's name, address and pid."""
         assert self.cluster_file is not None
         write_cluster_file(self.cluster_file, self.nodes, self.pids)
 
@@ -402,9 +409,12 @@ class LocalCluster:
         self.stop()
 
     async def astart(self) -> LocalCluster:
+        """``start()`` from a coroutine, without blocking the event loop."""
         return await asyncio.to_thread(self.start)
 
     async def astop(self, timeout: float | None = None) -> list[int]:
+        """``stop(timeout)`` from a coroutine, without blocking the event loop; the pids
+        still alive after SIGKILL."""
         return await asyncio.to_thread(self.stop, timeout)
 
     async def __aenter__(self) -> LocalCluster:

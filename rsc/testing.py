@@ -43,10 +43,13 @@ DEFAULT_NODES = 2
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
+    """The ``rsc_registry`` ini option: the registry ``rsc_cluster`` nodes serve by
+    default."""
     parser.addini("rsc_registry", "the registry rsc_cluster nodes serve, as package.module:attribute")
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    """Declare the ``rsc_cluster`` marker."""
     config.addinivalue_line(
         "markers", f"{MARKER}(registry=None, nodes={DEFAULT_NODES}, **kw): the local cluster the "
                    "rsc_cluster fixture starts (registry as package.module:attribute; kw go to "

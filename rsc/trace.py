@@ -101,9 +101,11 @@ class Trace:
                 self._file.write(json.dumps(rec, default=str) + "\n")
 
     def events(self, event: str | None = None) -> list[dict[str, Any]]:
+        """The records kept so far, or only those of ``event``."""
         return [r for r in self.records if event is None or r["event"] == event]
 
     def close(self) -> None:
+        """Close the trace's file, if the trace opened it."""
         if self._own_file and self._file is not None:
             self._file.close()
             self._file = None

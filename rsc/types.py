@@ -147,6 +147,7 @@ class RemoteTaskIdAllocator:
         self._lock = threading.Lock()
 
     def next(self) -> RemoteTaskId:
+        """The next id (1, 2, 3, ...)."""
         with self._lock:
             return RemoteTaskId(next(self._counter))
 
@@ -166,6 +167,7 @@ class RemoteInput:
 
     @classmethod
     def empty(cls) -> RemoteInput:
+        """An empty input (``b""``)."""
         return cls(b"")
 
     @classmethod
@@ -182,6 +184,7 @@ class RemoteInput:
 
     @property
     def data(self) -> bytes:
+        """The input's bytes."""
         return self._data
 
     def __bytes__(self) -> bytes:
@@ -228,10 +231,13 @@ class IdempotencyKey:
 
     @classmethod
     def from_raw(cls, value: int) -> IdempotencyKey:
+        """The key whose 128-bit value is ``value``."""
         return cls(value)
 
     @classmethod
     def from_bytes(cls, data: bytes) -> IdempotencyKey:
+        """The key of 16 big-endian bytes (its wire form); InvalidArgument for any other
+        length."""
         if not isinstance(data, (bytes, bytearray)) or len(data) != 16:
             raise InvalidArgument("IdempotencyKey.from_bytes needs exactly 16 bytes")
         return cls(int.from_bytes(data, "big"))
@@ -242,6 +248,7 @@ class IdempotencyKey:
         return cls(rng.getrandbits(128))
 
     def to_bytes(self) -> bytes:
+        """The key as 16 big-endian bytes (its wire form)."""
         return self.raw.to_bytes(16, "big")
 
     def __str__(self) -> str:
@@ -335,6 +342,8 @@ class CancelReason:
                             self.timestamp_ns, self.cause._truncated(keep - 1))
 
     def chain(self) -> list[CancelReason]:
+        """This reason, then its cause, its cause's cause, ...: the whole chain, newest
+        first."""
         out: list[CancelReason] = []
         r: CancelReason | None = self
         while r is not None:
@@ -352,13 +361,17 @@ class CancelReason:
 
     @classmethod
     def user(cls, message: str | None = None) -> CancelReason:
+        """A reason of kind ``user`` with ``message``: a cancel the program asked for."""
         return cls(CancelKind.USER, message)
 
     def to_wire(self) -> tuple[int, str | None]:
+        """``(kind, message)``, the reason's form on the wire (the cause chain stays
+        local)."""
         return (int(self.kind), self.message)
 
     @classmethod
     def from_wire(cls, value: tuple) -> CancelReason:
+        """The reason of a wire ``(kind, message)``."""
         return cls(CancelKind(value[0]), value[1])
 
     def __str__(self) -> str:
@@ -406,18 +419,25 @@ class Budget:
 
     @property
     def is_unlimited(self) -> bool:
+        """Whether the budget sets no deadline and no quota."""
         return self.deadline_ns is None and self.poll_quota is None and self.cost_quota is None
 
     def remaining_ms(self, now_ns: int) -> int | None:
+        """Milliseconds left until the deadline at ``now_ns`` (rounded up, 0 once
+        passed), or None without a deadline."""
         if self.deadline_ns is None:
             return None
         return max(0, -(-(self.deadline_ns - now_ns) // 1_000_000))
 
     def to_wire(self, now_ns: int) -> tuple[int | None, int | None, int | None, int]:
+        """``(remaining_ms, poll_quota, cost_quota, priority)`` at ``now_ns``: the
+        deadline crosses the wire as time remaining."""
         return (self.remaining_ms(now_ns), self.poll_quota, self.cost_quota, self.priority)
 
     @classmethod
     def from_wire(cls, value: tuple, now_ns: int) -> Budget:
+        """The budget of a wire tuple, its deadline rebuilt on this side's clock at
+        ``now_ns``."""
         remaining_ms, poll, cost, prio = value[0], value[1], value[2], value[3]
         deadline = None if remaining_ms is None else now_ns + remaining_ms * 1_000_000
         return cls(deadline, poll, cost, prio)
@@ -455,26 +475,32 @@ class RemoteOutcome:
 
     @classmethod
     def success(cls, data: bytes, execution_time_ns: int = 0) -> RemoteOutcome:
+        """A successful outcome with output ``data``."""
         return cls(OutcomeKind.SUCCESS, bytes(data), execution_time_ns)
 
     @classmethod
     def failed(cls, message: str, execution_time_ns: int = 0) -> RemoteOutcome:
+        """A failed outcome: the computation raised; ``message`` is ``"ExcType: text"``."""
         return cls(OutcomeKind.FAILED, message, execution_time_ns)
 
     @classmethod
     def cancelled(cls, reason: CancelReason, execution_time_ns: int = 0) -> RemoteOutcome:
+        """A cancelled outcome, with the reason that took effect."""
         return cls(OutcomeKind.CANCELLED, reason, execution_time_ns)
 
     @classmethod
     def panicked(cls, message: str, execution_time_ns: int = 0) -> RemoteOutcome:
+        """A panicked outcome: the computation ended outside the error path."""
         return cls(OutcomeKind.PANICKED, message, execution_time_ns)
 
     @property
     def severity(self) -> Severity:
+        """Where the outcome sits in the severity order: Ok < Err < Cancelled < Panicked."""
         return Severity(int(self.kind))
 
     @property
     def is_success(self) -> bool:
+        """Whether the task succeeded."""
         return self.kind is OutcomeKind.SUCCESS
 
     def unwrap(self) -> bytes:
@@ -484,6 +510,8 @@ class RemoteOutcome:
         raise self.error()
 
     def error(self) -> Exception:
+        """The error ``join`` raises for this outcome (RemoteFailed, RemoteCancelled,
+        RemotePanicked or a subclass); InvalidArgument for a success."""
         if self.kind is OutcomeKind.FAILED:
             return failed_error(self.value)
         if self.kind is OutcomeKind.CANCELLED:
@@ -493,12 +521,14 @@ class RemoteOutcome:
         raise InvalidArgument("a successful outcome has no error")
 
     def to_wire(self) -> tuple[int, Any]:
+        """``(kind, payload)``, the outcome's form in RESULT_DELIVERY."""
         if self.kind is OutcomeKind.CANCELLED:
             return (2, self.value.to_wire())
         return (int(self.kind), self.value)
 
     @classmethod
     def from_wire(cls, kind: int, payload: Any, execution_time_ns: int = 0) -> RemoteOutcome:
+        """The outcome of a RESULT_DELIVERY's ``(kind, payload)``."""
         k = _OUTCOME_KINDS[kind]  # (calling the Enum is ~10x slower than indexing)
         if k is _CANCELLED_KIND:
             payload = CancelReason.from_wire(payload)
@@ -526,6 +556,7 @@ class RemoteTaskState(enum.IntEnum):
 
     @property
     def is_terminal(self) -> bool:
+        """Whether the task has ended (Completed, Failed or Cancelled)."""
         return self in (RemoteTaskState.COMPLETED, RemoteTaskState.FAILED, RemoteTaskState.CANCELLED)
 
     def __str__(self) -> str:

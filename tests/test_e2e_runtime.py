@@ -301,33 +301,6 @@ def test_spawn_to_a_node_that_died_fails_unreachable_not_lost(cluster: Any) -> N
     run(main())
 
 
-def test_readme_examples_run(cluster: Any) -> None:
-    """The README's snippets are real code: run them against a 4-node cluster."""
-    import re
-    import textwrap
-
-    readme = (Path(__file__).parent.parent / "README.md").read_text()
-    blocks = re.findall(r"```python\n(.*?)```", readme, re.S)
-    first = next(b for b in blocks if "async with rsc.Runtime" in b)
-    region = next(b for b in blocks if "async with rsc.region" in b)
-    c = cluster(4)
-
-    async def main() -> dict:
-        ns: dict = {"rsc": rsc, "print": lambda *a: ns.setdefault("printed", []).append(a)}
-        code = "async def _first():\n" + textwrap.indent(first.replace('"cluster.json"', "NODES"), "    ")
-        code += "\nasync def _region(rt):\n" + textwrap.indent(region, "    ") + "    return total\n"
-        ns["NODES"] = c.nodes
-        exec(compile(code, "README.md", "exec"), ns)
-        await ns["_first"]()
-        async with Runtime(c.nodes) as rt:
-            ns["total"] = await ns["_region"](rt)
-        return ns
-
-    ns = asyncio.run(main())
-    assert ns["printed"] == [(144,)]
-    assert ns["total"] == sum(i * i for i in range(100))
-
-
 def test_closing_the_runtime_settles_what_never_answered(tmp_path: Path) -> None:
     async def main() -> None:
         rt = Runtime({"ghost": f"unix:{tmp_path}/none.sock"}, connect_timeout_s=30)

@@ -12,6 +12,7 @@ __all__ = ["add_lab_arguments", "add_trace_arguments", "run_lab", "run_trace"]
 
 
 def add_lab_arguments(p: argparse.ArgumentParser) -> None:
+    """``rsc lab``'s subcommands (``run``, ``explore``) and options."""
     sub = p.add_subparsers(dest="lab_verb", required=True)
     for verb, helptext in (("run", "run a scenario for one seed: oracle report and digest"),
                            ("explore", "run a scenario over many seeds; stop at the first violation")):
@@ -44,6 +45,7 @@ def _replay_command(args: argparse.Namespace, seed: int) -> str:
 
 
 def run_lab(args: argparse.Namespace) -> int:
+    """``rsc lab run`` / ``explore``; the exit status (1 on a violation)."""
     import logging
 
     from rsc.lab.scenario import load_scenario, run_seed
@@ -94,6 +96,7 @@ def _run_lab(args: argparse.Namespace, load_scenario: Any, run_seed: Any) -> int
 
 
 def add_trace_arguments(p: argparse.ArgumentParser) -> None:
+    """``rsc trace``'s subcommands (``merge``, ``show``) and options."""
     sub = p.add_subparsers(dest="trace_verb", required=True)
     m = sub.add_parser("merge", help="order the traces of many processes causally (JSON lines out)")
     m.add_argument("files", nargs="+")
@@ -106,6 +109,7 @@ def add_trace_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run_trace(args: argparse.Namespace) -> int:
+    """``rsc trace merge`` / ``show``; the exit status."""
     import json
 
     from rsc.trace import format_record, merge, story

@@ -57,16 +57,21 @@ class Faults:
         self.trace.emit("lab", "fault", dict(fault=what, **fields))
 
     def partition(self: Any, side_a: list[str] | str, side_b: list[str] | str) -> None:
+        """Cut every link between ``side_a`` and ``side_b`` (process names) until
+        ``heal``."""
         a = [side_a] if isinstance(side_a, str) else list(side_a)
         b = [side_b] if isinstance(side_b, str) else list(side_b)
         self._fault("partition", a=sorted(a), b=sorted(b))
         self.net.partition(a, b)
 
     def heal(self: Any) -> None:
+        """Restore every cut link."""
         self._fault("heal")
         self.net.heal()
 
     def crash(self: Any, node: str) -> None:
+        """Crash ``node``: its connections drop, its tasks and records die with it
+        (nothing if it is down)."""
         srv = self.nodes.get(node)
         if srv is None or srv.crashed:
             return
@@ -95,6 +100,8 @@ class Faults:
         self.loop.create_task(self.start_node(node))
 
     def pause(self: Any, process: str, seconds: float) -> None:
+        """Freeze ``process`` for ``seconds`` (a GC pause, a stopped VM): no delivery,
+        its clock stands still."""
         self._fault("pause", process=process, seconds=seconds)
         self.net.pause(process)
         clock = self._clock_of(process)
@@ -107,6 +114,8 @@ class Faults:
         self.net.resume(process)
 
     def crash_origin(self: Any, origin: str) -> None:
+        """Crash ``origin``: its tasks end and its connections drop; its handles are
+        settled RuntimeClosed."""
         rt = self.origins.get(origin)
         if rt is None or rt.crashed:
             return
@@ -133,6 +142,8 @@ class Faults:
                       RemoteTaskState.FAILED)
 
     def expire_leases(self: Any, origin: str) -> None:
+        """Make every lease ``origin`` holds lapse now, as if no renewal had come in
+        time."""
         rt = self.origins.get(origin)
         if rt is None or rt.crashed:
             return
@@ -143,6 +154,7 @@ class Faults:
         rt._on_timer()
 
     def skew(self: Any, process: str, rate: float) -> None:
+        """Run ``process``'s clock at ``rate`` against virtual time from now on."""
         self._fault("skew", process=process, rate=rate)
         self._clock_of(process).set_rate(rate)
 

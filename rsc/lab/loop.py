@@ -49,9 +49,17 @@ class Stuck(RuntimeError):
     """Nothing is ready and no timer is armed, yet the run has not finished:
     every task waits for something that can no longer happen (a deadlock)."""
 
+    def __init__(self, message: str) -> None:
+        """``message`` says at which virtual time the run got stuck."""
+        super().__init__(message)
+
 
 class TimeLimit(RuntimeError):
     """The run went past its virtual time limit without finishing."""
+
+    def __init__(self, message: str) -> None:
+        """``message`` names the limit that passed."""
+        super().__init__(message)
 
 
 class _VirtualSelector:
@@ -107,6 +115,7 @@ class VirtualLoop(asyncio.BaseEventLoop):
         self.set_exception_handler(self._record_unhandled)
 
     def time(self) -> float:
+        """The virtual time (seconds since the run began)."""
         return self._now
 
     def now_ns(self) -> int:
@@ -140,6 +149,7 @@ class VirtualLoop(asyncio.BaseEventLoop):
         return fut
 
     def close(self) -> None:
+        """Drop every pending callback and close the loop."""
         self._ready.clear()
         super().close()
 
@@ -160,13 +170,18 @@ class LabClock(SystemClock):
         self._frozen_at: tuple[int, float] | None = None
 
     def now_ns(self) -> int:
+        """This process's time (nanoseconds): the virtual time, run at the clock's rate
+        since its last change."""
         return self._base_local + int((self._loop.now_ns() - self._base_virtual) * self._rate)
 
     @property
     def rate(self) -> float:
+        """How fast this clock runs against virtual time (1.0: in step)."""
         return self._rate
 
     def set_rate(self, rate: float) -> None:
+        """Run the clock at ``rate`` from now on (a skew fault); ValueError for a
+        negative rate."""
         if rate < 0:
             raise ValueError("a clock rate is >= 0")
         self._base_local = self.now_ns()
@@ -205,6 +220,7 @@ class InlinePool:
         self._loop = loop
 
     def submit(self, fn: Callable[..., Any], *args: Any) -> concurrent.futures.Future[Any]:
+        """Run ``fn(*args)`` on the loop thread at the next loop turn; its future."""
         fut: concurrent.futures.Future[Any] = concurrent.futures.Future()
         self._loop.call_soon(self._run, fut, fn, args)
         return fut
@@ -219,4 +235,5 @@ class InlinePool:
             fut.set_exception(exc)
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        """Nothing to shut down: calls run on the loop thread."""
         pass

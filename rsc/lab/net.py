@@ -62,6 +62,7 @@ class LinkProfile:
     reset_after_s: float = 1.0
 
     def with_(self, **changes: Any) -> LinkProfile:
+        """A copy with ``changes`` applied (``preset("lan").with_(loss=0.01)``)."""
         return replace(self, **changes)
 
 
@@ -79,6 +80,8 @@ PRESETS: dict[str, LinkProfile] = {
 
 
 def preset(name: str) -> LinkProfile:
+    """The named link profile (``local``, ``lan``, ``wan``, ``lossy``, ``congested``,
+    ...); ValueError naming the presets for an unknown name."""
     try:
         return PRESETS[name]
     except KeyError:
@@ -233,6 +236,7 @@ class SimNetwork:
 
     # -- configuration ---------------------------------------------------------------
     def transport_for(self, process: str) -> _ProcessTransport:
+        """The transport process ``process`` connects and listens through."""
         return _ProcessTransport(self, process)
 
     def set_link(self, a: str, b: str, profile: LinkProfile | str) -> None:
@@ -240,6 +244,7 @@ class SimNetwork:
         self._profiles[_pair(a, b)] = preset(profile) if isinstance(profile, str) else profile
 
     def profile(self, a: str, b: str) -> LinkProfile:
+        """The profile of the link between ``a`` and ``b``."""
         return self._profiles.get(_pair(a, b), self.default)
 
     # -- faults ----------------------------------------------------------------------------
@@ -260,12 +265,15 @@ class SimNetwork:
         self._kick_all()
 
     def is_cut(self, a: str, b: str) -> bool:
+        """Whether the link between ``a`` and ``b`` is cut by a partition."""
         return _pair(a, b) in self._cuts
 
     def pause(self, process: str) -> None:
+        """Stop delivering to and from ``process`` (a paused process), until ``resume``."""
         self.paused.add(process)
 
     def resume(self, process: str) -> None:
+        """Deliver to and from ``process`` again."""
         self.paused.discard(process)
         self._kick_all()
 
@@ -444,6 +452,7 @@ class SimNetwork:
 
     @property
     def open_connections(self) -> int:
+        """How many simulated connections are open."""
         return len(self._conns)
 
 

@@ -86,9 +86,11 @@ class Report:
 
     @property
     def ok(self) -> bool:
+        """Whether every oracle held."""
         return not self.violations
 
     def format(self) -> str:
+        """The report as text: the verdict, the figures, each violation."""
         lines = [f"seed {self.seed}: " + ("all oracles hold" if self.ok else
                                           f"{len(self.violations)} violation(s)")]
         for k in sorted(self.figures):
@@ -123,6 +125,7 @@ def snapshot(lab: Any) -> dict[str, Any]:
 
 
 def check(lab: Any) -> Report:
+    """Run every oracle over the finished ``lab``'s trace; the report."""
     trace = lab.trace.records
     report = Report(lab.seed, lab.trace.digest())
     v = report.violations

@@ -124,6 +124,7 @@ class LabTrace:
         return h.hexdigest()
 
     def write(self, path: str) -> None:
+        """Write the trace to ``path`` as JSON lines."""
         with open(path, "w") as f:
             for rec in self.records:
                 f.write(json.dumps(rec, sort_keys=True, separators=(",", ":")) + "\n")

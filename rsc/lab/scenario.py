@@ -36,6 +36,7 @@ class Scenario:
 
     @property
     def name(self) -> str:
+        """The scenario file's name without ``.py``."""
         return os.path.splitext(os.path.basename(self.path))[0]
 
 

@@ -54,6 +54,7 @@ from collections.abc import Callable, Hashable
 from typing import Any
 
 from rsc.logs import get_logger
+from rsc._signature import SourceSignature
 from rsc.cx import Cx
 from rsc.errors import Cancelled, InvalidArgument
 from rsc.registry import Computation
@@ -182,6 +183,8 @@ class Executor:
     many tasks it admits at all).
     """
 
+    __signature__ = SourceSignature()  # what inspect.signature reports, compiled too
+
     def __init__(self, *, max_threads: int, clock_ns: Callable[[], int] = time.monotonic_ns,
                  cancel_grace_s: float = 2.0, isolation: str = "thread") -> None:
         if isinstance(max_threads, bool) or not isinstance(max_threads, int) or max_threads < 1:
@@ -223,10 +226,12 @@ class Executor:
         return len(self._tasks)
 
     def is_running(self, key: Hashable) -> bool:
+        """Whether the task ``key`` was started and has not finished."""
         return key in self._tasks
 
     @property
     def max_threads(self) -> int:
+        """The most sync computations that run at once (the thread pool's size)."""
         return self._max_threads
 
     @property
@@ -236,6 +241,7 @@ class Executor:
 
     @property
     def closing(self) -> bool:
+        """Whether ``close()`` has begun (no new task starts)."""
         return self._closing
 
     # -- start ----------------------------------------------------------------------

@@ -226,6 +226,8 @@ class Journal:
     # appended to the new one before it replaces the old.
 
     def begin_compaction(self) -> None:
+        """Start rewriting the journal as the live state only (called when
+        ``needs_compaction``)."""
         if self._fd >= 0:
             self.sync()  # what is buffered reaches the old file first
         else:
@@ -291,6 +293,7 @@ class Journal:
             pass
 
     def needs_compaction(self) -> bool:
+        """Whether the journal holds enough dead entries to be worth rewriting."""
         return self.entries >= COMPACT_MIN and self.entries >= COMPACT_FACTOR * self.live
 
     # ------------------------------------------------------ appends (no I/O)
@@ -300,17 +303,23 @@ class Journal:
         return bool(self._buf)
 
     def admitted(self, key: bytes, fingerprint: bytes, origin: str, rtid: int) -> None:
+        """Append: the task ``rtid`` of ``origin`` was admitted under ``key`` (written at
+        the next ``sync``)."""
         self._buf.append(_entry([J_RECORD, key, fingerprint, origin, rtid]))
 
     def finished(self, key: bytes, rtid: int, outcome: tuple) -> None:
+        """Append: the task under ``key`` ended with ``outcome``, kept for the TTL."""
         kind, payload, exec_ns = outcome
         self._buf.append(_entry([J_DONE, key, rtid, kind, payload, exec_ns,
                                  time.time_ns() + self.ttl_ns]))
 
     def tombstone(self, origin: str, rtid: int, reason: tuple) -> None:
+        """Append: the task ``rtid`` of ``origin`` was cancelled before it arrived, with
+        ``reason``."""
         self._buf.append(_entry([J_TOMB, origin, rtid, reason, time.time_ns() + self.ttl_ns]))
 
     def untombstone(self, origin: str, rtid: int) -> None:
+        """Append: the tombstone of ``(origin, rtid)`` is gone."""
         self._buf.append(_entry([J_UNTOMB, origin, rtid]))
 
     # -------------------------------------------------------------------- I/O

@@ -19,6 +19,7 @@ import psutil
 
 from rsc.logs import get_logger
 from rsc import __version__
+from rsc._signature import SourceSignature
 from rsc._core.messages import AUTH, DEFAULT_MAX_FRAME_BYTES, HANDSHAKE_MAX_FRAME_BYTES
 from rsc._engine.node import CANCEL, CLOSE, SEND, START, Admission, NodeEngine, NodeTask
 from rsc.clock import SystemClock
@@ -67,15 +68,20 @@ def shutdown_bound_s(grace_s: float, cancel_grace_s: float = CANCEL_GRACE_S) -> 
 class RegistryAdmission(Admission):
     """Admission answers from a Registry."""
 
+    __signature__ = SourceSignature()  # what inspect.signature reports, compiled too
+
     def __init__(self, registry: Registry) -> None:
         self.registry = registry
         self._items = registry._items  # the registry's own dict: later registrations show
 
     def find(self, computation: str) -> Computation | None:
         # the codec decodes a computation name as str, so no type check is needed
+        """The computation registered as ``computation``, or None."""
         return self._items.get(computation)  # type: ignore[call-overload]  # a str finds its ComputationName key
 
     def check(self, comp: Computation, data: bytes) -> str | None:
+        """Why ``data`` is not an acceptable input of ``comp`` (its codec or validator
+        refuses it), or None."""
         if comp.codec is None and comp.validate is None:
             return None  # raw bytes, no validator: nothing to check (the common case)
         return comp.check_input(data)
@@ -83,6 +89,8 @@ class RegistryAdmission(Admission):
 
 class NodeServer:
     """A node: serves named computations from ``registry`` at ``address``."""
+
+    __signature__ = SourceSignature()  # what inspect.signature reports, compiled too
 
     def __init__(self, name: str, address: str, registry: Registry, *, capacity: int = 16384,
                  max_input_bytes: int = 16 * 1024 * 1024, max_threads: int | None = None,
@@ -195,6 +203,8 @@ class NodeServer:
 
     # -------------------------------------------------------------- lifecycle
     async def start(self) -> None:
+        """Start serving: the worker pool (if any), then the listener; the node answers
+        once this returns."""
         self._loop = asyncio.get_running_loop()
         self._timer = EngineTimer(self._loop, self.clock, self._on_timer)
         if self.executor.workers is not None:  # ready before the first connection
@@ -212,6 +222,7 @@ class NodeServer:
         log.info("node %s listening on %s", self.name, self.address)
 
     async def serve_until_stopped(self) -> None:
+        """Wait until the node has shut down (``request_shutdown`` or ``shutdown``)."""
         await self._stopped.wait()
 
     def request_shutdown(self) -> None:

@@ -272,13 +272,19 @@ class WorkerPool:
     # -- queries --------------------------------------------------------------------
     @property
     def pids(self) -> list[int]:
+        """The pids of the live worker processes."""
         return [w.pid for w in self._workers if not w.dead]
 
     @property
     def queued(self) -> int:
+        """Jobs waiting for a worker."""
         return len(self._queue)
 
     def stats(self) -> dict[str, Any]:
+        """The pool's figures for a node's STATUS_REPLY: ``workers``,
+        ``workers_alive``, ``workers_busy``, ``worker_pids``, ``worker_restarts``,
+        ``worker_crashes``, ``worker_kills``, ``worker_recycles``, ``worker_queue``,
+        ``worker_start_ms``."""
         return dict(workers=self.size, workers_alive=sum(1 for w in self._workers if not w.dead),
                     workers_busy=sum(1 for w in self._workers if w.fifo),
                     worker_pids=self.pids, worker_restarts=self.restarts,

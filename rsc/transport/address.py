@@ -36,6 +36,8 @@ class Address:
 
     @classmethod
     def parse(cls, text: str) -> Address:
+        """The address of ``unix:PATH``, ``tcp:HOST:PORT`` or ``tcp:[IPV6]:PORT``;
+        InvalidArgument saying what is wrong otherwise."""
         if not isinstance(text, str) or not text:
             raise InvalidArgument(f"an address must be a non-empty str like 'unix:/run/rsc/w1.sock', got {text!r}")
         if text.startswith("unix:"):

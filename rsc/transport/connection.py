@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any, Callable
 
+from rsc._signature import SourceSignature
 from rsc._core import envelope
 from rsc._core.messages import DEFAULT_MAX_FRAME_BYTES, Message
 from rsc.errors import ProtocolError
@@ -34,6 +35,8 @@ class FramedConnection:
     It does not derive from ``asyncio.Protocol`` (a compiled class cannot
     derive from a Python one) but has every method a transport calls.
     """
+
+    __signature__ = SourceSignature()  # what inspect.signature reports, compiled too
 
     def __init__(self, *, on_open: Callable[[FramedConnection], None] | None = None,
                  on_messages: Callable[[FramedConnection, list[Message]], None],
@@ -75,6 +78,7 @@ class FramedConnection:
 
     # -- asyncio.Protocol -----------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        """asyncio protocol callback: the transport is up."""
         self.transport = transport  # type: ignore[assignment]
         self._loop = asyncio.get_running_loop()
         self.closed = self._loop.create_future()
@@ -82,6 +86,8 @@ class FramedConnection:
             self._on_open(self)
 
     def data_received(self, data: bytes) -> None:
+        """asyncio protocol callback: cut ``data`` into frames and hand the messages on;
+        a malformed frame is a protocol error that closes this connection."""
         if self._closing:
             return
         try:
@@ -100,6 +106,7 @@ class FramedConnection:
             self._on_messages(self, msgs)
 
     def eof_received(self) -> bool | None:
+        """asyncio protocol callback: the peer closed its end; close ours."""
         return None  # close the transport
 
     def pause_writing(self) -> None:
@@ -157,6 +164,8 @@ class FramedConnection:
         return None
 
     def connection_lost(self, exc: Exception | None) -> None:
+        """asyncio protocol callback: the connection is gone; drop what was queued and
+        report the close."""
         self._closing = True
         self._pending.clear()
         if self.closed is not None and not self.closed.done():
@@ -180,6 +189,7 @@ class FramedConnection:
             self._write_pending()
 
     def flush(self) -> None:
+        """Write everything queued now, instead of at the end of the loop turn."""
         self._flush_scheduled = False
         self._write_pending()
 
@@ -199,10 +209,12 @@ class FramedConnection:
             self.transport.close()
 
     def abort(self) -> None:
+        """Close at once, dropping what is queued."""
         self._closing = True
         if self.transport is not None:
             self.transport.abort()
 
     @property
     def is_closing(self) -> bool:
+        """Whether the connection is closing or closed."""
         return self._closing

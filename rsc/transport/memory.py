@@ -142,6 +142,7 @@ class MemoryListener:
             self._transport._listeners.pop(self.address, None)
 
     async def wait_closed(self) -> None:
+        """Return at once: an in-memory listener has nothing to wait for."""
         return None
 
 

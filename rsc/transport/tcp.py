@@ -131,10 +131,15 @@ class TcpTransport:
 
     async def connect(self, address: Address, protocol_factory: Callable[[], P],
                       server_name: str | None = None) -> P:
+        """Connect to ``address`` (over mutual TLS when the transport has a
+        ``TlsConfig``; ``server_name`` is the NodeId the node's certificate must
+        name); the protocol made by ``protocol_factory``."""
         return await connect_tcp(address, protocol_factory, self.tls, server_name)
 
     async def listen(self, address: Address, protocol_factory: Callable[[], StreamProtocol]
                      ) -> asyncio.AbstractServer:
+        """Serve ``address``, each connection with a protocol made by
+        ``protocol_factory``."""
         return await listen_tcp(address, protocol_factory, self.tls, self.handshake_timeout_s)
 
     def __repr__(self) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import Callable
 
+from rsc._signature import SourceSignature
 from rsc._engine.deadlines import Deadlines
 from rsc.clock import Clock
 
@@ -29,6 +30,8 @@ class EngineTimer:
     in between on both asyncio and uvloop (each runs only the callbacks that
     were ready when its turn began, and polls before the next turn).
     """
+
+    __signature__ = SourceSignature()  # what inspect.signature reports, compiled too
 
     __slots__ = ("_loop", "_clock", "_on_due", "_handle", "at")
 
@@ -73,6 +76,7 @@ class EngineTimer:
         self._on_due()
 
     def cancel(self) -> None:
+        """Disarm the timer."""
         if self._handle is not None:
             self._handle.cancel()
             self._handle = None

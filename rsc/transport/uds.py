@@ -96,6 +96,7 @@ def remove_socket(path: str, ident: SocketId | None) -> bool:
 
 
 async def connect_unix(path: str, factory: Callable[[], P]) -> P:
+    """Connect to the Unix socket ``path``; the protocol made by ``factory``."""
     loop = asyncio.get_running_loop()
     _transport, protocol = await loop.create_unix_connection(factory, path)  # type: ignore[type-var]  # asyncio calls only StreamProtocol's methods
     return protocol
@@ -127,9 +128,11 @@ class UnixListener:
         self.socket_id = ident
 
     def close(self) -> None:
+        """Stop accepting connections."""
         self.server.close()
 
     async def wait_closed(self) -> None:
+        """Wait until the server has closed."""
         await self.server.wait_closed()
 
     def remove_socket(self) -> bool:
@@ -145,10 +148,13 @@ class UnixTransport:
     schemes = ("unix",)
 
     async def connect(self, address: Address, protocol_factory: Callable[[], P]) -> P:
+        """Connect to a ``unix:PATH`` address; the protocol made by ``protocol_factory``."""
         return await connect_unix(_unix_path(address), protocol_factory)
 
     async def listen(self, address: Address, protocol_factory: Callable[[], StreamProtocol]
                      ) -> UnixListener:
+        """Serve a ``unix:PATH`` address (socket mode 0600), each connection with a
+        protocol made by ``protocol_factory``."""
         path = _unix_path(address)
         server, ident = await listen_unix(path, protocol_factory)
         return UnixListener(path, server, ident)
