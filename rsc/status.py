@@ -36,6 +36,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                                                     "(tcp: nodes with mutual TLS)")
     p.add_argument("--tls-key", default=None, help="PEM private key of --tls-cert (mode 600)")
     p.add_argument("--tls-ca", default=None, help="PEM CA that issued the nodes' certificates")
+    p.add_argument("--node", default=None, help="only this node of the cluster file")
+    p.add_argument("--computations", action="store_true",
+                   help="list what the nodes serve: name, codec, kind, isolation, docstring")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -46,6 +49,12 @@ def run(args: argparse.Namespace) -> int:
     except InvalidClusterFile as exc:
         print(f"rsc status: cannot read cluster file {exc.path}: {exc.problem}", file=sys.stderr)
         return 2
+    if getattr(args, "node", None) is not None:
+        if args.node not in entries:
+            print(f"rsc status: no node {args.node!r} in {args.cluster} (it has: "
+                  f"{', '.join(entries) or 'none'})", file=sys.stderr)
+            return 2
+        entries = {args.node: entries[args.node]}
     timeout = float(getattr(args, "timeout", 3.0) or 3.0)
     results: dict[str, dict | BaseException] = {}
     for name, e in entries.items():  # a dead node answers at once, not after the timeout
@@ -60,6 +69,12 @@ def run(args: argparse.Namespace) -> int:
     except InvalidArgument as exc:
         print(f"rsc status: {exc}", file=sys.stderr)
         return 2
+    if getattr(args, "computations", False):
+        from rsc.catalogue_cli import fetch_computations, print_computations
+
+        served = {**results, **(fetch_computations(alive, timeout, key, tls) if alive else {})}
+        print_computations({n: served[n] for n in entries}, sys.stdout, args.json)
+        return 1 if any(isinstance(r, BaseException) for r in served.values()) else 0
     if alive:
         results.update(probe(alive, timeout, key=key, tls=tls))
     unreachable = [n for n, r in results.items() if isinstance(r, BaseException)]
