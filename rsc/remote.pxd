@@ -26,7 +26,8 @@ cdef class Runtime:
     cdef public long long _protocol_errors
     cdef object __weakref__
 
-    @cython.locals(cap=RemoteCap, link=NodeLink, task=OriginTask, handle=RemoteHandle, pos=Py_ssize_t)
+    @cython.locals(cap=RemoteCap, link=NodeLink, task=OriginTask, handle=RemoteHandle, pos=Py_ssize_t,
+                   codecs=dict)
     cpdef _spawn(self, Cx cx, node, computation, input, lease, budget, idempotency_key, codec,
                  on_lease_expired)
     @cython.locals(engine=OriginEngine)

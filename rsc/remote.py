@@ -489,7 +489,13 @@ def spawn_remote(cx: Cx, node: str, computation: str, input: Any = b"", *,
     """Spawn the named ``computation`` on ``node`` with ``input``; needs a RemoteCap in ``cx``.
 
     ``input`` as bytes (or RemoteInput) is sent as is and ``join`` returns bytes;
-    any other value is packed with msgpack and ``join`` returns the unpacked output.
+    any other value (or bytes with ``codec="msgpack"``) is packed with msgpack and
+    ``join`` returns the unpacked output. Once the node's catalogue is known
+    (``rsc.catalogue``), a spawn it refuses raises here, and one made before
+    is refused from ``join``, never sent: ``ComputationNotServed`` (an
+    ``UnknownComputation``, saying what the node serves) and ``CodecMismatch``
+    (an ``InvalidInput``: packed input for a raw-bytes computation, or raw
+    bytes for a msgpack one).
     ``lease`` is in seconds (default: the RemoteCap's, 30 s); ``on_lease_expired``
     is the escalation policy (``rsc.lease.fail()`` by default, ``cancel(t)``, ``retry(n, nodes)``).
     The handle belongs to ``cx``'s region, if it has one.

@@ -72,7 +72,8 @@ def run(args: argparse.Namespace) -> int:
     if getattr(args, "computations", False):
         from rsc.catalogue_cli import fetch_computations, print_computations
 
-        served = {**results, **(fetch_computations(alive, timeout, key, tls) if alive else {})}
+        served: dict[str, Any] = {**results, **(fetch_computations(alive, timeout, key, tls)
+                                                if alive else {})}
         print_computations({n: served[n] for n in entries}, sys.stdout, args.json)
         return 1 if any(isinstance(r, BaseException) for r in served.values()) else 0
     if alive:
