@@ -213,19 +213,23 @@ def test_a_registry_too_big_for_the_handshake(cluster: Any) -> None:
     async def main() -> None:
         async with Runtime(c.nodes) as rt:
             cx = rt.cx()
-            assert await spawn_remote(cx, "worker-1", "op_0000_" + "n" * 60, b"a").join() == b"a"
-            # not in the WELCOME's part: the origin cannot tell, the node decides
+            # spawned before the WELCOME, checked against its partial list when
+            # it comes: a name outside it may be served, so the node decides
             h = spawn_remote(cx, "worker-1", "no_such_op", b"x")
             with pytest.raises(UnknownComputation) as e:
                 await h.join()
             assert type(e.value) is UnknownComputation  # the node's rejection
-            all_of_it = await rt.computations("worker-1")  # fetches the rest
-            assert len(all_of_it) == 401 and all_of_it[-1].name == "last_square"
+            # the origin asked for the rest right after its AUTH: all known now
             with pytest.raises(ComputationNotServed):
                 spawn_remote(cx, "worker-1", "no_such_op", b"x")
             with pytest.raises(CodecMismatch, match="'last_square' takes msgpack"):
                 spawn_remote(cx, "worker-1", "last_square", b"\x03")
             assert await spawn_remote(cx, "worker-1", "last_square", 3).join() == 9
+            assert await spawn_remote(cx, "worker-1", "op_0000_" + "n" * 60, b"a").join() == b"a"
+            all_of_it = await rt.computations("worker-1")
+            assert len(all_of_it) == 401 and all_of_it[-1].name == "last_square"
+            assert all_of_it[-1].doc == ("Square ``x``: the last computation of a registry too "
+                                         "big for the handshake.")
             await settled(rt)
 
     asyncio.run(main())

@@ -58,6 +58,7 @@ from rsc._core.messages import (
     ResultDelivery,
     SpawnAck,
     StatusReply,
+    StatusRequest,
     Welcome,
 )
 from rsc._engine.deadlines import NO_DEADLINE, Deadlines
@@ -583,6 +584,9 @@ class OriginEngine:
                     self._send(link, link.handshake.on_welcome(msg, self.clock.send()), now)
                     link.ready = True
                     self._learn_limits(link, msg.features)
+                    if link.catalogue is not None and not link.catalogue.complete:
+                        # the rest of what the node serves comes in its STATUS_REPLY
+                        self._send(link, StatusRequest(self.name, self.clock.send()), now)
                     self._trace_event(TN.HANDSHAKE, node=node)
                     self._check_instance(link, msg.features, now)
                     self._resend_all(link, now)
@@ -615,6 +619,10 @@ class OriginEngine:
             elif kind is Ping:
                 self._send(link, Pong(self.name, self.clock.send(), msg.nonce), now)
             elif kind is StatusReply:
+                if link.catalogue is not None and not link.catalogue.complete:
+                    fuller = parse_catalogue(node, msg.stats)
+                    if fuller is not None:
+                        self.learn_catalogue(node, fuller)
                 self.events.append((EV_STATUS, None, (node, msg.stats)))  # type: ignore[arg-type]
             elif kind is Error:
                 self._on_peer_error(link, msg, now)
