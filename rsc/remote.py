@@ -46,7 +46,7 @@ from rsc._engine.origin import (
 )
 from rsc.clock import SystemClock
 from rsc.cluster_file import load_cluster
-from rsc.catalogue import MSGPACK as _MSGPACK, RAW as _RAW, ComputationInfo, parse as parse_catalogue
+from rsc.catalogue import MSGPACK as _MSGPACK, RAW as _RAW, ComputationInfo
 from rsc.cx import Cx, RemoteCap
 from rsc.handle import RemoteHandle
 from rsc.lease import DEFAULT_POLICY, LeasePolicy
@@ -230,18 +230,15 @@ class Runtime:
         one), ``NodeUnreachable`` if the node cannot be reached in time."""
         cat = self.engine.catalogue(node) if self.engine.is_ready(node) else None
         if cat is None or not cat.complete:
-            stats = await self.status(node, timeout_s)  # connects and completes the handshake
+            # connects, completes the handshake; the engine merges a reply's entries
+            await self.status(node, timeout_s)
             cat = self.engine.catalogue(node)
             if cat is None:
                 raise CatalogueUnavailable(node)
-            fuller = None if cat.complete else parse_catalogue(node, stats)
-            if fuller is not None:
-                self.engine.learn_catalogue(node, fuller)
-                cat = self.engine.catalogue(node)
-            if not cat.complete:  # type: ignore[union-attr]
+            if not cat.complete:
                 log.warning("node %s serves %d computations; its catalogue lists %d (the rest "
-                            "did not fit its STATUS_REPLY)", node, cat.total, len(cat.computations))  # type: ignore[union-attr]
-        return cat.computations  # type: ignore[union-attr]
+                            "did not fit its STATUS_REPLY)", node, cat.total, len(cat.computations))
+        return cat.computations
 
     # -------------------------------------------------------------------- spawn
     def spawn(self, cx: Cx, node: str, computation: str, input: Any = b"", *,
@@ -288,12 +285,14 @@ class Runtime:
         cap = cx.remote_cap
         if cap is None:
             raise NoCapability()
-        codecs = self.engine.codecs(link.node)
-        if codecs is not None and codecs.get(name) is not sent:  # not served, or another codec
-            err = self.engine.catalogue(link.node).refusal(name, sent, type(input).__name__)  # type: ignore[union-attr]
+        elink = self.engine.link_for(link.node)  # its limits and catalogue, in one call
+        codecs = elink.codecs
+        # keyed by the caller's str (an exact str finds its entry fastest)
+        if codecs is not None and codecs.get(computation) is not sent:  # not served, or another codec
+            err = elink.catalogue.refusal(name, sent, type(input).__name__)  # type: ignore[union-attr]
             if err is not None:
                 raise err
-        limit = self.engine.input_limit(link.node)
+        limit = elink.max_input
         token = cap.token
         if token is not None:
             limit -= len(token)  # the token travels in the same frame

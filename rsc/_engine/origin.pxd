@@ -29,7 +29,7 @@ cdef class OriginEngine:
     # the per-task path, called from C inside the module (and still from Python)
     cpdef _link(self, node)
     cpdef input_limit(self, node)
-    cpdef codecs(self, node)
+    cpdef _Link link_for(self, node)
     cpdef _send(self, _Link link, msg, now)
     cpdef spawn(self, OriginTask task, now)
     cpdef _send_spawn_msg(self, _Link link, OriginTask t, now)

@@ -271,11 +271,13 @@ class OriginEngine:
         link = self._links.get(node)
         return DEFAULT_INPUT_LIMIT if link is None else link.max_input
 
-    def codecs(self, node: str) -> dict[str, str] | None:
-        """The codec of each computation ``node``'s catalogue lists (what a
-        spawn is checked against), or None while it is not known."""
+    def link_for(self, node: str) -> _Link:
+        """The engine's record of ``node`` (made if need be), which the
+        runtime reads once per spawn: ``max_input`` (``input_limit``) and
+        ``codecs``, the codec of each computation its catalogue lists (None
+        while the catalogue is not known)."""
         link = self._links.get(node)
-        return None if link is None else link.codecs
+        return self._link(node) if link is None else link
 
     def catalogue(self, node: str) -> Catalogue | None:
         """What ``node`` said it serves (``rsc.catalogue.Catalogue``), or None."""
