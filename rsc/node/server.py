@@ -144,6 +144,7 @@ class NodeServer:
         self.registry = registry
         self.catalogue = catalogue
         self._status_catalogue: dict | None = None  # STATUS_REPLY's, when WELCOME's is partial
+        self._catalogued = 0  # how many computations the published catalogue counts
         self.grace_s = grace_s
         # With a peers cluster file, computations get a RemoteCap and may spawn
         # remote work themselves (nested regions); the runtime opens on first use.
@@ -205,9 +206,8 @@ class NodeServer:
         self._timer = EngineTimer(self._loop, self.clock, self._on_timer)
         if self.executor.workers is not None:  # ready before the first connection
             await self.executor.workers.start()
-        if self.catalogue:  # as registered now, before the first WELCOME
-            self._status_catalogue = publish_catalogue(self.engine.features, self.registry,
-                                                       self.executor.isolation)
+        if self.catalogue:  # before the first WELCOME
+            self._publish_catalogue()
         if self.transport is not None:
             self._server = await self.transport.listen(self.address, self._make_connection)
         elif self.address.scheme == "tcp":
@@ -330,7 +330,17 @@ class NodeServer:
         self._pump()  # writes the ERROR and closes
         conn.abort()  # and drops what a peer that does not read would leave buffered
 
+    def _publish_catalogue(self) -> None:
+        """Put the registry's catalogue in the WELCOME features (and, when that
+        is partial, in STATUS_REPLY): at start, and again for the next
+        connection whenever the registry has grown since (``_on_open``)."""
+        self._status_catalogue = publish_catalogue(self.engine.features, self.registry,
+                                                   self.executor.isolation)
+        self._catalogued = len(self.registry)
+
     def _on_open(self, conn: FramedConnection) -> None:
+        if self.catalogue and len(self.registry) != self._catalogued:
+            self._publish_catalogue()  # computations registered since: list them from now on
         cid = next(self._conn_ids)
         conn.tag = cid
         self._conns[cid] = conn
