@@ -353,68 +353,65 @@ def old_node(tmp_path: Any) -> Any:
         os.rmdir(short)
 
 
+def _with_node(registry: Any, body: Any, **kw: Any) -> None:
+    """Run ``body(address)`` against a NodeServer serving ``registry`` in this
+    process, on a real Unix socket, and stop it afterwards."""
+    import tempfile
+
+    from rsc.node.server import NodeServer
+
+    short = tempfile.mkdtemp(prefix="rsc-cat-")  # a Unix socket path must stay short
+    address = "unix:" + os.path.join(short, "n.sock")
+
+    async def main() -> None:
+        node = NodeServer("n1", address, registry, **kw)
+        await node.start()
+        try:
+            await body(address)
+        finally:
+            await node.shutdown()
+
+    try:
+        asyncio.run(main())
+    finally:
+        os.rmdir(short)
+
+
 def test_a_node_republishes_for_new_connections_when_its_registry_grows() -> None:
     """Computations registered after the node started are served, and listed
     to every origin that connects after that (one that was connected before
     keeps the catalogue of its handshake until it reconnects)."""
-    import tempfile
-
     from rsc import Registry
-    from rsc.node.server import NodeServer
     from tests.registries_catalogue import _make_op
 
     reg = Registry()
     reg.register("first", _make_op(1))
-    short = tempfile.mkdtemp(prefix="rsc-cat-")
-    address = "unix:" + os.path.join(short, "n.sock")
 
-    async def main() -> None:
-        node = NodeServer("n1", address, reg)
-        await node.start()
-        try:
-            async with Runtime({"n1": address}) as rt:
-                assert [c.name for c in await rt.computations("n1")] == ["first"]
-            reg.register("later", _make_op(2))
-            async with Runtime({"n1": address}) as rt:
-                assert [c.name for c in await rt.computations("n1")] == ["first", "later"]
-                assert await spawn_remote(rt.cx(), "n1", "later", b"z").join() == b"z"
-        finally:
-            await node.shutdown()
+    async def body(address: str) -> None:
+        async with Runtime({"n1": address}) as rt:
+            assert [c.name for c in await rt.computations("n1")] == ["first"]
+        reg.register("later", _make_op(2))
+        async with Runtime({"n1": address}) as rt:
+            assert [c.name for c in await rt.computations("n1")] == ["first", "later"]
+            assert await spawn_remote(rt.cx(), "n1", "later", b"z").join() == b"z"
 
-    try:
-        asyncio.run(main())
-    finally:
-        os.rmdir(short)
+    _with_node(reg, body)
 
 
 def test_a_node_without_its_catalogue_is_treated_as_an_older_one() -> None:
-    import tempfile
-
-    from rsc.node.server import NodeServer
     from tests.registries_catalogue import greeter
 
-    short = tempfile.mkdtemp(prefix="rsc-cat-")
-    address = "unix:" + os.path.join(short, "n.sock")
+    async def body(address: str) -> None:
+        async with Runtime({"n1": address}) as rt:
+            with pytest.raises(CatalogueUnavailable):
+                await rt.computations("n1")
+            # nothing is refused at the origin: the node decides, as before
+            h = spawn_remote(rt.cx(), "n1", "gret", "bob")
+            with pytest.raises(UnknownComputation) as e:
+                await h.join()
+            assert type(e.value) is UnknownComputation
+            # a str to a raw computation arrives packed, as before catalogues
+            # (its packed bytes upper-cased still unpack, as "BOB")
+            assert await spawn_remote(rt.cx(), "n1", "shout", "bob").join() == "BOB"
 
-    async def main() -> None:
-        node = NodeServer("n1", address, greeter, catalogue=False)
-        await node.start()
-        try:
-            async with Runtime({"n1": address}) as rt:
-                with pytest.raises(CatalogueUnavailable):
-                    await rt.computations("n1")
-                # nothing is refused at the origin: the node decides, as before
-                h = spawn_remote(rt.cx(), "n1", "gret", "bob")
-                with pytest.raises(UnknownComputation) as e:
-                    await h.join()
-                assert type(e.value) is UnknownComputation
-                # a str to a raw computation arrives packed, as before catalogues
-                # (its packed bytes upper-cased still unpack, as "BOB")
-                assert await spawn_remote(rt.cx(), "n1", "shout", "bob").join() == "BOB"
-        finally:
-            await node.shutdown()
-
-    try:
-        asyncio.run(main())
-    finally:
-        os.rmdir(short)
+    _with_node(greeter, body, catalogue=False)
