@@ -227,6 +227,55 @@ class CapabilityDenied(SpawnRejected):
         self.denied_by = head if sep and head.isidentifier() else "unknown"
 
 
+class ComputationNotServed(UnknownComputation):
+    """Refused at the origin, before anything was sent: the node's catalogue
+    (``rsc.catalogue``) is complete and does not list the name. ``served``
+    holds every name the node serves, ``suggestions`` the close matches
+    (possibly none). An ``UnknownComputation``, as the node would have sent."""
+
+    def __init__(self, node: str, computation: str, served: tuple[str, ...],
+                 suggestions: tuple[str, ...], shown: int = 20) -> None:
+        self.served = served
+        self.suggestions = suggestions
+        hint = f"did you mean {' or '.join(map(repr, suggestions))}? " if suggestions else ""
+        listed = ", ".join(served[:shown]) + (f" and {len(served) - shown} more" if len(served) > shown else "")
+        detail = (f"node {str(node)!r} serves no computation {str(computation)!r}; {hint}"
+                  f"it serves: {listed or 'nothing'}")
+        super().__init__(REJECT_UNKNOWN_COMPUTATION, detail, node, computation)
+
+
+class CatalogueUnavailable(RemoteError):
+    """The node publishes no computation catalogue (an older rsc, or one
+    started without it): ``Runtime.computations`` has nothing to return, and
+    spawns to it are checked by the node alone, as before catalogues."""
+
+    def __init__(self, node: str) -> None:
+        super().__init__(f"node {str(node)!r} publishes no computation catalogue (an older rsc, "
+                         "or a node started without one); its spawns are checked by the node alone")
+        self.node = node
+
+
+class CodecMismatch(InvalidInput):
+    """Refused at the origin, before anything was sent: the input does not fit
+    the codec the node's catalogue gives the computation (``codec``: "raw" or
+    "msgpack"; ``sent``: how the input would have been sent). An
+    ``InvalidInput``, as the node would have sent."""
+
+    def __init__(self, node: str, computation: str, codec: str, sent: str, value_type: str = "") -> None:
+        self.codec = codec
+        self.sent = sent
+        got = f"a {value_type}" if value_type else "an input"
+        if codec == "raw":
+            detail = (f"computation {str(computation)!r} takes raw bytes (codec 'raw'), but {got} "
+                      "would be sent packed with msgpack; pass bytes, bytearray, memoryview or "
+                      "RemoteInput (and no codec=)")
+        else:
+            detail = (f"computation {str(computation)!r} takes msgpack values (codec {codec!r}), but "
+                      f"{got} would be sent as raw bytes; pass codec='msgpack' to send the bytes as a "
+                      "msgpack value, or RemoteInput(data) if they are msgpack-encoded already")
+        super().__init__(REJECT_INVALID_INPUT, detail, node, computation)
+
+
 _REJECT_CLASSES: dict[int, type[SpawnRejected]] = {
     REJECT_UNKNOWN_COMPUTATION: UnknownComputation,
     REJECT_CAPACITY_EXCEEDED: CapacityExceeded,

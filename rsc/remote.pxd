@@ -3,7 +3,7 @@
 
 cimport cython
 
-from rsc._engine.origin cimport OriginEngine, OriginTask
+from rsc._engine.origin cimport OriginEngine, OriginTask, _Link
 from rsc.transport.connection cimport FramedConnection
 from rsc.transport.timer cimport EngineTimer
 from rsc.clock cimport SystemClock
@@ -26,7 +26,8 @@ cdef class Runtime:
     cdef public long long _protocol_errors
     cdef object __weakref__
 
-    @cython.locals(cap=RemoteCap, link=NodeLink, task=OriginTask, handle=RemoteHandle, pos=Py_ssize_t)
+    @cython.locals(cap=RemoteCap, link=NodeLink, task=OriginTask, handle=RemoteHandle, pos=Py_ssize_t,
+                   codecs=dict, elink=_Link)
     cpdef _spawn(self, Cx cx, node, computation, input, lease, budget, idempotency_key, codec,
                  on_lease_expired)
     @cython.locals(engine=OriginEngine)

@@ -48,11 +48,13 @@ from rsc._engine.origin import (
 from rsc._engine.states import OriginState
 from rsc.clock import SystemClock
 from rsc.cluster_file import load_cluster
+from rsc.catalogue import MSGPACK as _MSGPACK, RAW as _RAW, ComputationInfo
 from rsc.cx import Cx, RemoteCap
 from rsc.handle import RemoteHandle
 from rsc.lease import DEFAULT_POLICY, LeasePolicy
 from rsc.links import Links
 from rsc.errors import (
+    CatalogueUnavailable,
     InvalidArgument,
     InvalidInput,
     LeaseExpired,
@@ -270,6 +272,28 @@ class Runtime:
         link.conn.send(StatusRequest(self.name, self.engine.clock.send()))  # type: ignore[union-attr]
         return await asyncio.wait_for(fut, max(0.0, deadline - self._loop.time()))
 
+    async def computations(self, node: str, timeout_s: float = 5.0) -> tuple[ComputationInfo, ...]:
+        """What ``node`` serves: one ``rsc.catalogue.ComputationInfo`` (name,
+        codec, kind, isolation, docstring line) per computation, in the
+        order the node registered them. Connects to the node if need be.
+
+        The node's WELCOME carries as much as fits a handshake frame; when
+        that is partial, the rest comes in a STATUS_REPLY, fetched here, and
+        spawns are checked against all of it from then on. Raises
+        ``CatalogueUnavailable`` for a node that publishes none (an older
+        one), ``NodeUnreachable`` if the node cannot be reached in time."""
+        cat = self.engine.catalogue(node) if self.engine.is_ready(node) else None
+        if cat is None or not cat.complete:
+            # connects, completes the handshake; the engine merges a reply's entries
+            await self.status(node, timeout_s)
+            cat = self.engine.catalogue(node)
+            if cat is None:
+                raise CatalogueUnavailable(node)
+            if not cat.complete:
+                log.warning("node %s serves %d computations; its catalogue lists %d (the rest "
+                            "did not fit its STATUS_REPLY)", node, cat.total, len(cat.computations))
+        return cat.computations
+
     # -------------------------------------------------------------------- spawn
     def spawn(self, cx: Cx, node: str, computation: str, input: Any = b"", *,
               lease: float | None = None, budget: Budget | None = None,
@@ -300,17 +324,29 @@ class Runtime:
                 self._names[computation] = name
         if codec not in (None, "msgpack"):
             raise InvalidArgument(f"codec must be None or 'msgpack', got {codec!r}")
+        # How the input is sent never depends on the node's catalogue (rsc.catalogue):
+        # raw bytes, a RemoteInput's bytes (pre-encoded: any codec), or packed.
         if isinstance(input, (bytes, bytearray, memoryview)) and codec is None:
             data = bytes(input)  # the same object for bytes
+            sent = _RAW
         elif isinstance(input, RemoteInput):
             data = input.data
+            sent = None
         else:
             codec = "msgpack"
             data = RemoteInput.pack(input).data
+            sent = _MSGPACK
         cap = cx.remote_cap
         if cap is None:
             raise NoCapability()
-        limit = self.engine.input_limit(link.node)
+        elink = self.engine.link_for(link.node)  # its limits and catalogue, in one call
+        codecs = elink.codecs
+        # keyed by the caller's str (an exact str finds its entry fastest)
+        if codecs is not None and codecs.get(computation) is not sent:  # not served, or another codec
+            err = elink.catalogue.refusal(name, sent, type(input).__name__)  # type: ignore[union-attr]
+            if err is not None:
+                raise err
+        limit = elink.max_input
         token = cap.token
         if token is not None:
             limit -= len(token)  # the token travels in the same frame
@@ -346,6 +382,7 @@ class Runtime:
         task = OriginTask(next(self._ids), link.node, name, data, lease_ms, key_bytes,
                           wire_budget, eff.deadline_ns, cx.region_id, cx.task_id,
                           token, None)
+        task.input_codec = sent  # checked when the node's WELCOME arrives, if it is not yet known
         policy = on_lease_expired or DEFAULT_POLICY
         if not isinstance(policy, LeasePolicy):
             raise InvalidArgument("on_lease_expired must be rsc.lease.fail(), cancel(...) or retry(...)")
@@ -469,10 +506,10 @@ class Runtime:
             if ev == EV_REATTEMPT:
                 self.engine.forget(detail.rtid)
             return
-        if ev == EV_REJECTED:
-            code, detail_s = detail
-            handle._settle(None, spawn_rejected(code, detail_s, task.node, task.computation),
-                           RemoteTaskState.FAILED)
+        if ev == EV_REJECTED:  # by the node, or at the origin by its catalogue (a third element)
+            err = detail[2] if len(detail) > 2 else spawn_rejected(detail[0], detail[1], task.node,
+                                                                    task.computation)
+            handle._settle(None, err, RemoteTaskState.FAILED)
         elif ev == EV_SETTLE:
             log.info("lease escalation of %r under %s: %s", handle, handle._policy, detail)
             handle._settle(None, LeaseExpired(detail), RemoteTaskState.LEASE_EXPIRED)
@@ -506,7 +543,13 @@ def spawn_remote(cx: Cx, node: str, computation: str, input: Any = b"", *,
     """Spawn the named ``computation`` on ``node`` with ``input``; needs a RemoteCap in ``cx``.
 
     ``input`` as bytes (or RemoteInput) is sent as is and ``join`` returns bytes;
-    any other value is packed with msgpack and ``join`` returns the unpacked output.
+    any other value (or bytes with ``codec="msgpack"``) is packed with msgpack and
+    ``join`` returns the unpacked output. Once the node's catalogue is known
+    (``rsc.catalogue``), a spawn it refuses raises here, and one made before
+    is refused from ``join``, never sent: ``ComputationNotServed`` (an
+    ``UnknownComputation``, saying what the node serves) and ``CodecMismatch``
+    (an ``InvalidInput``: packed input for a raw-bytes computation, or raw
+    bytes for a msgpack one).
     ``lease`` is in seconds (default: the RemoteCap's, 30 s); ``on_lease_expired``
     is the escalation policy (``rsc.lease.fail()`` by default, ``cancel(t)``, ``retry(n, nodes)``).
     The handle belongs to ``cx``'s region, if it has one.

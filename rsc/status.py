@@ -60,6 +60,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                                                     "(tcp: nodes with mutual TLS)")
     p.add_argument("--tls-key", default=None, help="PEM private key of --tls-cert (mode 600)")
     p.add_argument("--tls-ca", default=None, help="PEM CA that issued the nodes' certificates")
+    p.add_argument("--computations", action="store_true",
+                   help="list what the nodes serve: name, codec, kind, isolation, docstring")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -74,6 +76,8 @@ def run(args: argparse.Namespace) -> int:
         return 2
     timeout = float(getattr(args, "timeout", 3.0) or 3.0)
     only = getattr(args, "node", None)
+    if getattr(args, "computations", False):
+        return _show_computations(path, args.json, timeout, key, tls, only)
     watch = getattr(args, "watch", None)
     if watch is None:
         return _show(path, args.json, timeout, key, tls, only, sys.stdout)
@@ -94,6 +98,35 @@ def run(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         return 0
     return code  # pragma: no cover - the loop ends by Ctrl-C
+
+
+def _show_computations(path: str, as_json: bool, timeout: float, key: bytes | None,
+                       tls: TlsConfig | None, only: list[str] | None) -> int:
+    """``rsc status --computations``: what each node serves; exit 1 if a node did not answer."""
+    from rsc.catalogue_cli import fetch_computations, print_computations
+
+    try:
+        entries = read_cluster_file(path)
+    except InvalidClusterFile as exc:
+        print(f"rsc status: cannot read cluster file {path}: {exc.problem}", file=sys.stderr)
+        return 2
+    if only:
+        unknown = [n for n in only if n not in entries]
+        if unknown:
+            print(f"rsc status: no node {', '.join(map(repr, unknown))} in {path} (it has: "
+                  f"{', '.join(entries) or 'none'})", file=sys.stderr)
+            return 2
+        entries = {n: e for n, e in entries.items() if n in only}
+    served: dict[str, Any] = {}
+    for name, e in entries.items():  # a dead node answers at once, not after the timeout
+        why = _refused(e["address"])
+        if why is not None:
+            served[name] = why
+    alive = {n: e["address"] for n, e in entries.items() if n not in served}
+    if alive:
+        served.update(fetch_computations(alive, timeout, key, tls))
+    print_computations({n: served[n] for n in entries}, sys.stdout, as_json)
+    return 1 if any(isinstance(r, BaseException) for r in served.values()) else 0
 
 
 def _show(path: str, as_json: bool, timeout: float, key: bytes | None, tls: TlsConfig | None,

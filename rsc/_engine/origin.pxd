@@ -6,12 +6,12 @@ from rsc._engine.logical cimport LamportClock
 
 cdef class OriginTask:
     cdef public object rtid, node, computation, input, key, deadline_ns, budget, region, task
-    cdef public object capability, state, handle, cancel_reason, policy
+    cdef public object capability, state, handle, cancel_reason, policy, input_codec
     cdef public long long lease_ms, lease_until, renewals, lapsed_at
     cdef public bint reported, sent, accepted
 
 cdef class _Link:
-    cdef public object node, lid, handshake, last_sent, instance, journal
+    cdef public object node, lid, handshake, last_sent, instance, journal, catalogue, codecs
     cdef public bint ready, confirmed, ever_ready
     cdef public list first_sends
     cdef public dict tasks, lease_counts
@@ -29,6 +29,7 @@ cdef class OriginEngine:
     # the per-task path, called from C inside the module (and still from Python)
     cpdef _link(self, node)
     cpdef input_limit(self, node)
+    cpdef _Link link_for(self, node)
     cpdef _send(self, _Link link, msg, now)
     cpdef spawn(self, OriginTask task, now)
     cpdef _send_spawn_msg(self, _Link link, OriginTask t, now)

@@ -8,7 +8,9 @@ queues for its driver:
 - ``self.actions``: ``(SEND, node, message)`` and ``(CLOSE, node, None)``;
 - ``self.events``: ``(EV_ACCEPTED | EV_REJECTED | EV_RESULT | EV_LEASE_EXPIRED, task, detail)``,
   ``(EV_NODE_RESTARTED, task, kept_journal)``, ``(EV_PROTOCOL_ERROR, task, RemoteProtocolError)``,
-  plus ``(EV_STATUS, None, (node, stats))`` and ``(EV_HANDSHAKE_FAILED, None, (node, code, message))``
+  plus ``(EV_STATUS, None, (node, stats))`` and ``(EV_HANDSHAKE_FAILED, None, (node, code, message))``;
+  an EV_REJECTED's detail is ``(reject_code, detail)``, or ``(reject_code, detail, error)``
+  for a spawn refused at the origin by the node's catalogue (``rsc.catalogue``)
 
 and keeps every deadline it has in ``self.timers`` (a ``Deadlines``: leases,
 escalation steps, keep-alive pings), which the driver's timer follows; at or
@@ -56,6 +58,7 @@ from rsc._core.messages import (
     ResultDelivery,
     SpawnAck,
     StatusReply,
+    StatusRequest,
     Welcome,
 )
 from rsc._engine.deadlines import NO_DEADLINE, Deadlines
@@ -64,6 +67,7 @@ from rsc._engine.handshake import OriginHandshake
 from rsc._engine.logical import LamportClock
 from rsc._engine import trace_names as TN
 from rsc._engine.states import ORIGIN_TERMINAL, OriginEvent, OriginState, origin_after
+from rsc.catalogue import Catalogue, parse as parse_catalogue
 from rsc.errors import ProtocolError, RemoteProtocolError, UnexpectedMessage
 
 SEND, CLOSE = 0, 1
@@ -108,7 +112,8 @@ class OriginTask:
 
     __slots__ = ("rtid", "node", "computation", "input", "lease_ms", "key", "deadline_ns",
                  "budget", "region", "task", "capability", "state", "handle", "reported",
-                 "cancel_reason", "sent", "accepted", "policy", "lease_until", "renewals", "lapsed_at")
+                 "cancel_reason", "sent", "accepted", "policy", "lease_until", "renewals", "lapsed_at",
+                 "input_codec")
 
     def __init__(self, rtid: int, node: str, computation: str, input: bytes, lease_ms: int,
                  key: bytes, budget: tuple | None, deadline_ns: int | None, region: int,
@@ -136,6 +141,10 @@ class OriginTask:
         # its lease escalation policy (rsc.lease); None: the engine only reports
         # a lapse (EV_LEASE_EXPIRED) or a node restart (EV_NODE_RESTARTED)
         self.policy: Any = None
+        # how its input was encoded ("raw", "msgpack"; None: by the caller, it
+        # fits any codec): checked against the node's catalogue if it is sent
+        # only once the node's WELCOME has said what it serves (_resend_all)
+        self.input_codec: str | None = None
 
     def __repr__(self) -> str:
         return f"OriginTask({self.node}/{self.rtid} {self.computation} {self.state.name})"
@@ -144,13 +153,17 @@ class OriginTask:
 class _Link:
     __slots__ = ("node", "lid", "handshake", "ready", "confirmed", "ever_ready", "tasks",
                  "lease_counts", "last_sent", "ping_nonce", "ping_at", "first_sends", "instance",
-                 "journal", "max_input")
+                 "journal", "max_input", "catalogue", "codecs")
 
     def __init__(self, node: str, lid: int) -> None:
         self.node = node
         self.lid = lid  # its key in the engine's timers (its PING deadline)
         # the largest input the node takes (its WELCOME's max_input_bytes)
         self.max_input = DEFAULT_INPUT_LIMIT
+        # what the node serves (its WELCOME's catalogue, rsc.catalogue), and
+        # its codecs by name: None from a node that does not say
+        self.catalogue: Catalogue | None = None
+        self.codecs: dict[str, str] | None = None
         self.handshake: OriginHandshake | None = None
         self.ready = False
         # The handshake ends with our AUTH, which the node never acknowledges: a
@@ -262,6 +275,25 @@ class OriginEngine:
         link = self._links.get(node)
         return DEFAULT_INPUT_LIMIT if link is None else link.max_input
 
+    def link_for(self, node: str) -> _Link:
+        """The engine's record of ``node`` (made if need be), which the
+        runtime reads once per spawn: ``max_input`` (``input_limit``) and
+        ``codecs``, the codec of each computation its catalogue lists (None
+        while the catalogue is not known)."""
+        link = self._links.get(node)
+        return self._link(node) if link is None else link
+
+    def catalogue(self, node: str) -> Catalogue | None:
+        """What ``node`` said it serves (``rsc.catalogue.Catalogue``), or None."""
+        link = self._links.get(node)
+        return None if link is None else link.catalogue
+
+    def learn_catalogue(self, node: str, catalogue: Catalogue) -> None:
+        """Add a fuller list of ``node``'s computations (its STATUS_REPLY's)."""
+        link = self._link(node)
+        cat = catalogue if link.catalogue is None else link.catalogue.merged(catalogue)
+        link.catalogue, link.codecs = cat, cat.codecs
+
     def lease_deadline(self, rtid: int) -> int | None:
         """When the task's lease lapses unless renewed (ns), or None if not watched."""
         return self.timers.deadline_of(T_LEASE, rtid)
@@ -306,12 +338,14 @@ class OriginEngine:
                     self._escalate(task, EscEvent.NODE_RESTARTED, kept, now)
 
     def _learn_limits(self, link: _Link, features: dict) -> None:
-        """Take the node's limits from its WELCOME (an older node sends none)."""
+        """Take the node's limits and catalogue from its WELCOME (an older node sends neither)."""
         limit = features.get("max_input_bytes")
         if type(limit) is int and 0 <= limit:
             link.max_input = min(limit, DEFAULT_INPUT_LIMIT)
         else:
             link.max_input = DEFAULT_INPUT_LIMIT
+        cat = link.catalogue = parse_catalogue(link.node, features)
+        link.codecs = None if cat is None else cat.codecs
 
     def _resend_all(self, link: _Link, now: int) -> None:
         for task in list(link.tasks.values()):
@@ -323,6 +357,14 @@ class OriginEngine:
                 self._report(EV_REJECTED, task, (REJECT_INVALID_INPUT, input_too_large(
                     len(task.input), link.node, link.max_input)))
                 continue
+            if not task.sent and link.catalogue is not None:
+                # spawned before the node said what it serves: refused as at spawn time
+                err = link.catalogue.refusal(task.computation, task.input_codec)
+                if err is not None:
+                    self._process(task, _REFUSE)
+                    self.forget(task.rtid)
+                    self._report(EV_REJECTED, task, (err.code, err.detail, err))
+                    continue
             st = task.state
             if st is OriginState.CANCEL_SENT:
                 self._send_cancel_msg(link, task, now)
@@ -520,6 +562,7 @@ class OriginEngine:
                          task.key, task.budget, task.deadline_ns, task.region, task.task,
                          task.capability, task.handle)
         new.policy, task.policy = task.policy, None
+        new.input_codec = task.input_codec
         self._escalations[new.rtid] = self._escalations.pop(task.rtid)
         self.timers.discard(T_ESCALATION, task.rtid)
         if self.cancel(task.rtid, d.reason, now):
@@ -550,6 +593,9 @@ class OriginEngine:
                     self._send(link, link.handshake.on_welcome(msg, self.clock.send()), now)
                     link.ready = True
                     self._learn_limits(link, msg.features)
+                    if link.catalogue is not None and not link.catalogue.complete:
+                        # the rest of what the node serves comes in its STATUS_REPLY
+                        self._send(link, StatusRequest(self.name, self.clock.send()), now)
                     self._trace_event(TN.HANDSHAKE, node=node)
                     self._check_instance(link, msg.features, now)
                     self._resend_all(link, now)
@@ -582,6 +628,10 @@ class OriginEngine:
             elif type(msg) is Ping:
                 self._send(link, Pong(self.name, self.clock.send(), msg.nonce), now)
             elif type(msg) is StatusReply:
+                if link.catalogue is not None and not link.catalogue.complete:
+                    fuller = parse_catalogue(node, msg.stats)
+                    if fuller is not None:
+                        self.learn_catalogue(node, fuller)
                 self.events.append((EV_STATUS, None, (node, msg.stats)))  # type: ignore[arg-type]
             elif type(msg) is Error:
                 self._on_peer_error(link, msg, now)

@@ -22,6 +22,7 @@ from rsc import __version__
 from rsc._signature import SourceSignature
 from rsc._core.messages import AUTH, DEFAULT_MAX_FRAME_BYTES, HANDSHAKE_MAX_FRAME_BYTES
 from rsc._engine.node import CANCEL, CLOSE, SEND, START, Admission, NodeEngine, NodeTask
+from rsc.catalogue import publish_catalogue
 from rsc.clock import SystemClock
 from rsc.cx import Cx, RemoteCap
 from rsc.errors import AuthFailed, InvalidArgument, PeerTimeout, ProtocolError
@@ -102,7 +103,8 @@ class NodeServer:
                  capabilities: Any = None, isolation: str = "thread", workers: int | None = None,
                  time_limit: float | None = None, memory_limit: int | None = None,
                  max_tasks_per_worker: int | None = None, tls: TlsConfig | None = None,
-                 insecure: bool = False, allow_uids: tuple[int, ...] = ()) -> None:
+                 insecure: bool = False, allow_uids: tuple[int, ...] = (),
+                 catalogue: bool = True) -> None:
         """``handshake_timeout_s``: a connection that has not sent its AUTH by
         then gets ERROR 7 and is closed; ``frame_timeout_s``: likewise one
         whose partial frame saw no frame complete for that long (both checked
@@ -117,6 +119,8 @@ class NodeServer:
         both ``tls`` and ``key``, unless ``insecure``. ``allow_uids``: users
         besides this process's own whose connections a Unix socket accepts
         (checked with SO_PEERCRED; anyone else gets ERROR auth_failed).
+        ``catalogue``: publish the registry's computation catalogue to
+        origins (``rsc.catalogue``; False: answer as a node that has none).
         ``capabilities``: None (tokens are not checked), or a
         ``rsc.node.tokens.TokenGate``: the node then runs nothing without a
         token that allows it (``rsc node --require-capability``).
@@ -146,6 +150,9 @@ class NodeServer:
         # Only a real Unix socket of ours can name its peer's user.
         self._check_peer_uid = transport is None and self.address.scheme == "unix"
         self.registry = registry
+        self.catalogue = catalogue
+        self._status_catalogue: dict | None = None  # STATUS_REPLY's, when WELCOME's is partial
+        self._catalogued = 0  # how many computations the published catalogue counts
         self.grace_s = grace_s
         # With a peers cluster file, computations get a RemoteCap and may spawn
         # remote work themselves (nested regions); the runtime opens on first use.
@@ -209,6 +216,8 @@ class NodeServer:
         self._timer = EngineTimer(self._loop, self.clock, self._on_timer)
         if self.executor.workers is not None:  # ready before the first connection
             await self.executor.workers.start()
+        if self.catalogue:  # before the first WELCOME
+            self._publish_catalogue()
         if self.transport is not None:
             self._server = await self.transport.listen(self.address, self._make_connection)
         elif self.address.scheme == "tcp":
@@ -333,7 +342,17 @@ class NodeServer:
         self._pump()  # writes the ERROR and closes
         conn.abort()  # and drops what a peer that does not read would leave buffered
 
+    def _publish_catalogue(self) -> None:
+        """Put the registry's catalogue in the WELCOME features (and, when that
+        is partial, in STATUS_REPLY): at start, and again for the next
+        connection whenever the registry has grown since (``_on_open``)."""
+        self._status_catalogue = publish_catalogue(self.engine.features, self.registry,
+                                                   self.executor.isolation)
+        self._catalogued = len(self.registry)
+
     def _on_open(self, conn: FramedConnection) -> None:
+        if self.catalogue and len(self.registry) != self._catalogued:
+            self._publish_catalogue()  # computations registered since: list them from now on
         cid = next(self._conn_ids)
         conn.tag = cid
         self._conns[cid] = conn
@@ -492,6 +511,8 @@ class NodeServer:
                      isolation=self.executor.isolation)
         if self.executor.workers is not None:
             stats.update(self.executor.workers.stats())
+        if self._status_catalogue is not None:
+            stats.update(self._status_catalogue)
         return stats
 
 
