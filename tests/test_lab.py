@@ -123,11 +123,11 @@ def test_a_lab_clock_follows_virtual_time_at_its_rate_freezes_and_jumps() -> Non
     loop.close()
 
 
-def test_sync_computations_run_on_the_loop_thread_in_the_lab() -> None:
+def test_sync_computations_run_on_a_lab_thread_in_lockstep() -> None:
     async def scenario(lab: Lab) -> None:
         await lab.start_node("n1", registry)
         rt = await lab.start_origin("o1")
-        assert await spawn_remote(rt.cx(), "n1", "where", None).join() == threading.current_thread().name
+        assert await spawn_remote(rt.cx(), "n1", "where", None).join() == "rsc-lab-computation"
 
     report = Lab(1).run(scenario)
     assert report.ok, report.format()

@@ -18,11 +18,13 @@ from collections.abc import Awaitable, Callable, Coroutine
 from typing import IO, Any
 
 import rsc.cx as rsc_cx
+from rsc.lab.disk import SimDisk
 from rsc.lab.faults import Faults
 from rsc.lab.loop import Stuck, TimeLimit, VirtualLoop
 from rsc.lab.net import LinkProfile, SimNetwork
 from rsc.lab.processes import LabNode, LabRuntime
 from rsc.lab.record import LabTrace
+from rsc.lab.threads import LabThreads
 from rsc.registry import Registry
 from rsc.regions import live_regions
 
@@ -53,6 +55,7 @@ class Lab(Faults):
         self.loop = VirtualLoop(shuffle=self.fork("shuffle") if shuffle else None,
                                 time_limit=time_limit_s)
         self.trace = LabTrace(self.loop.now_ns, trace_sink)
+        self.threads = LabThreads(self.loop)
         self.net = SimNetwork(self.loop, self.fork("net"), network)
         self.net.on_frame = self._on_frame
         self.net.on_event = lambda event, fields: self.trace.emit("net", event, fields)
@@ -65,6 +68,7 @@ class Lab(Faults):
         self.all_nodes: list[LabNode] = []  # every incarnation, crashed ones included
         self.origins: dict[str, LabRuntime] = {}
         self._registries: dict[str, tuple[Registry, dict[str, Any]]] = {}
+        self.disks: dict[str, SimDisk] = {}  # the disk of each durable node, by name
         self._origin_tasks: dict[str, list[asyncio.Task[Any]]] = {}
         self._lamport_of: dict[str, Callable[[], int]] = {}
         self.notes: list[str] = []  # things the report should mention that are not violations
@@ -81,7 +85,10 @@ class Lab(Faults):
     async def start_node(self, name: str, registry: Registry | None = None, **kwargs: Any) -> LabNode:
         """Start node ``name`` serving ``registry`` (a restart reuses the last
         registry and options when they are not given). ``kwargs`` go to
-        ``NodeServer`` (``capacity``, ``ttl_s``, ``grace_s``...)."""
+        ``NodeServer`` (``capacity``, ``ttl_s``, ``grace_s``...), except
+        ``durable=True``: the node keeps its idempotency journal on a disk of
+        its own that outlives a crash (``rsc.lab.disk``), as ``rsc node
+        --state-dir`` does, so a restart keeps its records."""
         if name in self.nodes and not self.nodes[name].crashed:
             raise ValueError(f"node {name!r} is already running")
         if registry is None:
@@ -93,11 +100,17 @@ class Lab(Faults):
         if self.node_engine is not None:
             node.engine = _rebuilt_engine(self.node_engine, node.engine)
             node.engine._entropy = _Entropy(self.fork(f"node/{name}/{incarnation}/engine"))
+        if node.durable:
+            disk = self.disks.get(name)
+            if disk is None:
+                disk = self.disks[name] = SimDisk(self.fork(f"disk/{name}"))
+            node.open_journal(disk)
         self.net.revive(name)
+        self.net.contexts[name] = node.context
         self.nodes[name] = node
         self.all_nodes.append(node)
         self._lamport_of[name] = node._lamport
-        await node.start()
+        await self.loop.create_task(node.start(), context=node.context.copy())
         self.trace.emit(name, "node_started", dict(incarnation=incarnation), node._lamport())
         return node
 
@@ -114,13 +127,16 @@ class Lab(Faults):
             rt.engine.new_rtid = rt._ids.__next__
         self.origins[name] = rt
         self._lamport_of[name] = rt._lamport
-        await rt.start()
+        self.net.contexts[name] = rt.context
+        await self.loop.create_task(rt.start(), context=rt.context.copy())
         self.trace.emit(name, "origin_started", None, rt._lamport())
         return rt
 
     def task(self, origin: str, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
-        """Run ``coro`` as part of origin ``origin``: an origin crash cancels it."""
-        t = self.loop.create_task(coro)
+        """Run ``coro`` as part of origin ``origin``: an origin crash cancels it,
+        and pausing the origin freezes it."""
+        rt = self.origins.get(origin)
+        t = self.loop.create_task(coro, context=None if rt is None else rt.context.copy())
         self._origin_tasks.setdefault(origin, []).append(t)
         return t
 
@@ -140,13 +156,17 @@ class Lab(Faults):
         # process its own counters back afterwards.
         saved = rsc_cx._region_ids, rsc_cx._task_ids
         rsc_cx._region_ids, rsc_cx._task_ids = itertools.count(1), itertools.count(1)
+        self.threads.install()
         try:
             self.loop.run_until_complete(self._main(scenario))
         except (Stuck, TimeLimit) as exc:
             self.failure = exc
         finally:
-            self._close_loop()
-            rsc_cx._region_ids, rsc_cx._task_ids = saved
+            try:
+                self._close_loop()
+            finally:
+                self.threads.uninstall()
+                rsc_cx._region_ids, rsc_cx._task_ids = saved
         return check(self)
 
     async def _main(self, scenario: Callable[[Lab], Awaitable[Any]]) -> None:
@@ -202,6 +222,9 @@ class Lab(Faults):
         # the run is over: what the cancellations below make happen (in the
         # order of a set) is not part of its trace
         self.trace.closed = True
+        for tag in list(loop._paused):
+            loop.release(tag)
+        self.threads.close()
         for t in left:
             t.cancel()
         try:

@@ -5,9 +5,12 @@
 through their public attributes: their clock is a :class:`LabClock` on
 virtual time, every source of entropy (idempotency keys, handshake nonces,
 the node's instance id) is drawn from the run's seed, and a node's sync
-computations run on the loop (:class:`InlinePool`). They override only the
-hooks the oracles watch (``_spawn``, ``_on_event``, ``_start``,
-``_on_done``), each calling the production method unchanged.
+computations run on the lab's lockstep threads (:class:`rsc.lab.threads.LabPool`).
+They override only the hooks the oracles watch (``_spawn``, ``_on_event``,
+``_start``, ``_on_done``), each calling the production method unchanged.
+
+Each process runs in a context of its own (:func:`rsc.lab.loop.process_context`),
+so everything it schedules can be told apart from the others' (``pause``).
 """
 
 from __future__ import annotations
@@ -17,7 +20,9 @@ from typing import Any
 
 from rsc._engine.origin import (EV_LEASE_EXPIRED, EV_NODE_RESTARTED, EV_REATTEMPT, EV_REJECTED,
                                 EV_RESULT, EV_SETTLE)
-from rsc.lab.loop import InlinePool, LabClock
+from rsc.lab.loop import LabClock, ProcessTag, process_context
+from rsc.lab.threads import LabPool
+from rsc.node.journal import open_journal
 from rsc.node.server import NodeServer
 from rsc.remote import Runtime
 
@@ -74,6 +79,8 @@ class LabRuntime(Runtime):
         self.spawns: dict[int, SpawnRecord] = {}  # by every rtid the spawn had
         self.records: list[SpawnRecord] = []
         self.crashed = False
+        self.tag = ProcessTag(name)
+        self.context = process_context(self.tag)
 
     def _lamport(self) -> int:
         return self.engine.clock.time
@@ -123,24 +130,39 @@ class LabNode(NodeServer):
     restarts: a restart is a new LabNode under the same name and address."""
 
     def __init__(self, lab: Any, name: str, address: str, registry: Any, rng: random.Random,
-                 incarnation: int, **kwargs: Any) -> None:
+                 incarnation: int, *, durable: bool = False, **kwargs: Any) -> None:
         self.lab = lab
+        self.durable = durable
+        self._rng = rng
         super().__init__(name, address, registry, transport=lab.net.transport_for(name),
                          trace=lab.trace.for_process(name, self._lamport), **kwargs)
         self.clock = LabClock(lab.loop)
         self.engine._entropy = _entropy(rng)
         self.engine.features["instance"] = rng.getrandbits(64).to_bytes(8, "big").hex()
         self.executor._clock_ns = self.clock.now_ns
-        self.executor._pool = InlinePool(lab.loop)
+        self.executor._pool = LabPool(lab.threads, self.executor.max_threads)
+        self.tag = ProcessTag(name)
+        self.context = process_context(self.tag)
         self.incarnation = incarnation
         self.crashed = False
         self.started_keys: dict[bytes, list[int]] = {}  # idempotency key -> trace positions
         self.finished_count = 0  # executions that reported their outcome
+        self.restored = 0  # idempotency records its journal gave it at start
 
     def _lamport(self) -> int:
         return self.engine.clock.time
 
+    def open_journal(self, disk: Any) -> None:
+        """Keep the idempotency records on ``disk`` (a ``SimDisk``): the
+        production journal, replayed from what an earlier incarnation of this
+        node made durable (what ``--state-dir`` does for a real node)."""
+        self._journal = open_journal(f"/rsc-lab/{self.name}", self.engine, self.clock.now_ns(),
+                                     disk.mount(self.clock))
+        self.restored = self.engine.idempotency_records
+
     def _start(self, task: Any) -> None:
+        if self.crashed:
+            return  # a start queued behind its journal's sync: a dead process starts nothing
         seq = self.lab.trace.emit(str(self.name), "execute", dict(
             rtid=task.rtid, origin=str(task.origin), computation=str(task.computation),
             key=bytes(task.key).hex(), incarnation=self.incarnation), self._lamport())
