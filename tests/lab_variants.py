@@ -9,6 +9,7 @@ from typing import Any
 from rsc._engine.logical import LamportClock
 from rsc._engine.node import NodeEngine
 from rsc._engine.origin import EV_RESULT, OriginEngine
+from rsc.lab.disk import SimDisk
 
 
 class RunsDuplicates(NodeEngine):
@@ -44,3 +45,14 @@ class ForgetfulClock(LamportClock):
 
     def merge(self, wire_time: Any) -> int:
         return self.time
+
+
+class ForgetsOnCrash(SimDisk):
+    """A disk on which a crash loses everything, synced or not (a journal
+    that never really reached stable storage)."""
+
+    def crash(self) -> None:
+        for ino in self.names.values():
+            ino.synced = 0
+        self._durable = {}
+        super().crash()

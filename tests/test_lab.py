@@ -33,6 +33,24 @@ async def nap(cx: Any, seconds: float) -> float:
     return seconds
 
 
+@registry.computation("ticker", codec="msgpack")
+async def ticker(cx: Any, n: int) -> list[float]:
+    out = []
+    for _ in range(n):
+        await asyncio.sleep(0.1)
+        out.append(round(asyncio.get_running_loop().time(), 6))
+    return out
+
+
+@registry.computation("ticks", codec="msgpack")
+def ticks(cx: Any, n: int) -> list[float]:
+    out = []
+    for _ in range(n):
+        time.sleep(0.1)  # virtual in the lab: the thread gives the loop its turn
+        out.append(round(time.monotonic(), 6))
+    return out
+
+
 @registry.computation("where", codec="msgpack")
 def where(cx: Any, _: Any) -> str:
     return threading.current_thread().name
@@ -266,6 +284,32 @@ def test_pause_freezes_a_node_and_expire_leases_lapses_them_now() -> None:
     report = Lab(1).run(scenario)
     assert report.ok, report.format()
     assert report.figures["faults"] == 3  # pause, resume, expire_leases
+
+
+def test_a_pause_freezes_a_nodes_coroutines_threads_and_timers_but_not_the_others() -> None:
+    got: dict[str, Any] = {}
+
+    async def scenario(lab: Lab) -> None:
+        for n in ("n1", "n2"):
+            await lab.start_node(n, registry)
+        rt = await lab.start_origin("o1")
+        lab.at(0.55, lab.pause, "n1", 1.0)
+        hs = {(n, c): spawn_remote(rt.cx(), n, c, 20, lease=30.0)
+              for n in ("n1", "n2") for c in ("ticks", "ticker")}
+        for k, h in hs.items():
+            got[k] = await h.join()
+
+    report = Lab(2).run(scenario)
+    assert report.ok, report.format()
+    for comp in ("ticks", "ticker"):
+        paused, free = got[("n1", comp)], got[("n2", comp)]
+        # nothing of n1 ran between 0.55 s and its resume at 1.55 s ...
+        assert not [t for t in paused if 0.56 < t < 1.55], (comp, paused)
+        # ... then its overdue step ran at once, and the rest went on from there
+        assert any(abs(t - 1.55) < 0.002 for t in paused), (comp, paused)
+        # n2 ticked right through
+        assert [t for t in free if 0.56 < t < 1.55], (comp, free)
+        assert len(paused) == len(free) == 20
 
 
 def test_chaos_draws_the_same_faults_for_the_same_seed() -> None:
