@@ -52,15 +52,15 @@ def test_the_simulated_disk_keeps_only_what_was_synced_and_renames_made_durable(
     assert disk.crashes == 2 and disk.syncs >= 2
 
 
-def test_a_durable_node_keeps_its_records_across_crash_and_restart_over_seeds() -> None:
-    scenario = load_scenario(SCENARIO)
-    restored = 0
-    for seed in range(120):
-        report = run_seed(scenario, seed)
-        assert report.ok, report.format()
-        assert report.figures["reexecuted_after_crash"] == 0
-        restored += report.figures["records_restored"]
-    assert restored >= 120 * 10  # every restart found its records
+def test_a_restart_finds_its_records_and_the_origin_is_told_the_journal_was_kept() -> None:
+    lab = Lab(4, network="lan")
+    report = lab.run(load_scenario(SCENARIO).fn)
+    assert report.ok, report.format()
+    assert report.figures["records_restored"] == 20 and report.figures["reexecuted_after_crash"] == 0
+    restarts = [r for r in lab.trace.records if r["event"] == "remote::node_restarted"]
+    assert restarts and all(r["kept_journal"] for r in restarts)
+    assert lab.disks["n1"].crashes == 1 and lab.disks["n1"].syncs > 0
+    # (every seed of the scenario: tests/test_lab_scenarios.py)
 
 
 def test_without_a_journal_the_same_crash_reruns_keys_and_says_so() -> None:

@@ -67,6 +67,8 @@ class Lab(Faults):
         self.nodes: dict[str, LabNode] = {}  # the current incarnation of each node
         self.all_nodes: list[LabNode] = []  # every incarnation, crashed ones included
         self.origins: dict[str, LabRuntime] = {}
+        self.nested: list[LabRuntime] = []  # the nodes' own runtimes (``peers``), every incarnation's
+        self._client_lamport: dict[str, Callable[[], int]] = {}  # a node's nested runtime's clock
         self._registries: dict[str, tuple[Registry, dict[str, Any]]] = {}
         self.disks: dict[str, SimDisk] = {}  # the disk of each durable node, by name
         self._origin_tasks: dict[str, list[asyncio.Task[Any]]] = {}
@@ -88,12 +90,17 @@ class Lab(Faults):
         ``NodeServer`` (``capacity``, ``ttl_s``, ``grace_s``...), except
         ``durable=True``: the node keeps its idempotency journal on a disk of
         its own that outlives a crash (``rsc.lab.disk``), as ``rsc node
-        --state-dir`` does, so a restart keeps its records."""
+        --state-dir`` does, so a restart keeps its records; and ``peers``, a
+        list of node names: its computations get a RemoteCap and spawn remote
+        work on them through the lab's network (``rsc node --peers``)."""
         if name in self.nodes and not self.nodes[name].crashed:
             raise ValueError(f"node {name!r} is already running")
         if registry is None:
             registry, kwargs = self._registries[name]
         self._registries[name] = (registry, kwargs)
+        peers = kwargs.get("peers")
+        if peers is not None and not isinstance(peers, dict):  # names: the lab's addresses
+            kwargs = dict(kwargs, peers={p: address_of(p) for p in peers})
         incarnation = sum(1 for n in self.all_nodes if str(n.name) == name) + 1
         node = LabNode(self, name, address_of(name), registry,
                        self.fork(f"node/{name}/{incarnation}"), incarnation, **kwargs)
@@ -132,6 +139,23 @@ class Lab(Faults):
         self.trace.emit(name, "origin_started", None, rt._lamport())
         return rt
 
+    def _start_nested(self, node: LabNode) -> LabRuntime:
+        """The runtime a node's computations spawn through (its ``peers``),
+        started on first use as ``NodeServer`` does, inside the node's process."""
+        name = str(node.name)
+        rt = LabRuntime(self, name, dict(node.peers), self.fork(f"nested/{name}/{node.incarnation}"),
+                        tag=node.tag, key=node.engine.key)
+        rt.attach()
+        self.nested.append(rt)
+        self._client_lamport[name] = rt._lamport
+        self.trace.emit(name, "nested_runtime_started", dict(incarnation=node.incarnation),
+                        rt._lamport())
+        return rt
+
+    def runtimes(self) -> list[LabRuntime]:
+        """Every runtime of the run: the origins, then the nodes' nested ones."""
+        return [*self.origins.values(), *self.nested]
+
     def task(self, origin: str, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
         """Run ``coro`` as part of origin ``origin``: an origin crash cancels it,
         and pausing the origin freezes it."""
@@ -141,8 +165,9 @@ class Lab(Faults):
         return t
 
     # -- observing ---------------------------------------------------------------------
-    def _on_frame(self, conn: int, sender: str, receiver: str, msg: Any) -> None:
-        lamport = self._lamport_of.get(receiver)
+    def _on_frame(self, conn: int, sender: str, receiver: str, msg: Any, to_client: bool) -> None:
+        lamport = (self._client_lamport.get(receiver) if to_client else None) or \
+            self._lamport_of.get(receiver)
         self.trace.frame(conn, sender, receiver, msg, lamport() if lamport is not None else 0)
 
     # -- running -----------------------------------------------------------------------
@@ -195,6 +220,7 @@ class Lab(Faults):
         for rt in self.origins.values():
             if not rt.crashed:
                 await rt.aclose(cancel_timeout_s=1.0)
+        # (a node's shutdown closes its nested runtime)
         for node in self.nodes.values():
             if not node.crashed:
                 await node.shutdown(0.0)
@@ -205,7 +231,7 @@ class Lab(Faults):
         await asyncio.sleep(0)
 
     def _quiet(self) -> bool:
-        for rt in self.origins.values():
+        for rt in self.runtimes():
             if rt.crashed:
                 continue
             if any(not r.handle.is_finished() for r in rt.records) or any(rt.debug_counts().values()):

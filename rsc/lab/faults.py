@@ -77,6 +77,9 @@ class Faults:
                     records=srv.engine.idempotency_records)
         srv.crashed = True
         self.net.crash(node)
+        if srv._runtime is not None and not srv._runtime.crashed:  # its nested runtime dies too
+            self._fault("crash_origin", origin=node, live=srv._runtime.live_handles, nested=True)
+            self._kill_runtime(srv._runtime)
         srv._timer.cancel()
         srv._timer = DeadTimer(self.loop, srv.clock, _nothing)
         if srv._sweep_handle is not None:
@@ -121,9 +124,17 @@ class Faults:
         if rt is None or rt.crashed:
             return
         self._fault("crash_origin", origin=origin, live=rt.live_handles)
+        self.net.crash(origin)
+        self._kill_runtime(rt)
+        for t in self._origin_tasks.get(origin, ()):
+            t.cancel()
+
+    def _kill_runtime(self: Any, rt: Any) -> None:
+        """A runtime whose process died: nothing it does reaches the network or
+        re-arms its timer, and its handles are settled so that its cancelled
+        code can end (the oracles do not judge a dead runtime's outcomes)."""
         rt.crashed = True
         rt._closed = True  # nothing reconnects
-        self.net.crash(origin)
         if rt._timer is not None:
             rt._timer.cancel()
         # what its cancelled tasks still do to its engine (a region's exit
@@ -132,15 +143,11 @@ class Faults:
         for link in rt._links.values():
             if link.connector is not None:
                 link.connector.cancel()
-        for t in self._origin_tasks.get(origin, ()):
-            t.cancel()
         # Its handles will never hear anything again. Settle them, so that the
-        # cancelled tasks' own exit code (a region waits for its handles)
-        # ends instead of waiting forever on a process that no longer exists.
-        # The oracles do not judge a crashed origin's outcomes.
+        # cancelled code's own exit (a region waits for its handles) ends
+        # instead of waiting forever on a process that no longer exists.
         for h in list(rt._handles.values()):
-            h._settle(None, RuntimeClosed(f"origin {origin} crashed (the lab)"),
-                      RemoteTaskState.FAILED)
+            h._settle(None, RuntimeClosed(f"{rt.name} crashed (the lab)"), RemoteTaskState.FAILED)
 
     def expire_leases(self: Any, origin: str) -> None:
         rt = self.origins.get(origin)

@@ -213,8 +213,9 @@ class _SimListener:
         return None
 
 
-#: ``on_frame(conn_id, sender, receiver, message)`` after the receiver has read it
-FrameObserver = Callable[[int, str, str, Any], None]
+#: ``on_frame(conn_id, sender, receiver, message, to_client)`` after the receiver
+#: has read it (``to_client``: the receiving end is the one that connected)
+FrameObserver = Callable[[int, str, str, Any, bool], None]
 
 
 class SimNetwork:
@@ -411,7 +412,7 @@ class SimNetwork:
             end.protocol.data_received(data)  # type: ignore[attr-defined]
             if self.on_frame is not None:
                 for msg in conn.decoders[side].feed(data):
-                    self.on_frame(conn.id, sender, receiver, msg)
+                    self.on_frame(conn.id, sender, receiver, msg, side == 1)
         if eof and not end.lost:
             keep = end.protocol.eof_received()  # type: ignore[attr-defined]
             if not keep:

@@ -116,7 +116,8 @@ def snapshot(lab: Any) -> dict[str, Any]:
             running_tasks=[(str(t.origin), t.rtid) for t in node.engine.running_tasks()])
     origins = {}
     unsettled = set()  # (origin, first rtid) of spawns with no outcome yet
-    for name, rt in lab.origins.items():
+    for rt in lab.runtimes():
+        name = str(rt.name)
         if not rt.crashed:
             origins[name] = rt.debug_counts()
             unsettled.update((name, rec.rtids[0]) for rec in rt.records
@@ -144,7 +145,8 @@ def check(lab: Any) -> Report:
 
     # -- exactly one outcome ------------------------------------------------------------------
     spawns = late = 0
-    for name, rt in lab.origins.items():
+    for rt in lab.runtimes():
+        name = str(rt.name)
         for rec in rt.records:
             spawns += 1
             if rt.crashed:
@@ -199,7 +201,7 @@ def check(lab: Any) -> Report:
         for name, s in q["nodes"].items():
             c = s["counters"]
             if s["running"] or s["executor_running"]:
-                crashed = sorted(o for o, r in lab.origins.items() if r.crashed)
+                crashed = sorted({str(r.name) for r in lab.runtimes() if r.crashed})
                 orphans = [x for x in s["running_tasks"] if x[0] in crashed]
                 what = "no_orphans" if orphans else "quiescence"
                 add(what, t, pos, f"node {name} still runs {s['running']} task(s) "
@@ -252,17 +254,27 @@ def check(lab: Any) -> Report:
     return report
 
 
+#: what the closed-region and orphan bounds allow beyond their leases: the
+#: nanoseconds lost converting a lease between a node's clock and virtual time
+ROUNDING_NS = 1_000
+
+
 def _check_regions(lab: Any, trace: list[dict[str, Any]], add: Any) -> None:
-    # (origin, rtid) -> (region ordinal, lease ns) from the spawn records
-    region_of: dict[tuple[str, int], tuple[int, int]] = {}
+    # (origin, rtid) -> (region ordinal, lease ns, node) from the spawn records,
+    # and the node task whose computation spawned it (a nested runtime's spawns)
+    spawned: dict[tuple[str, int], tuple[int, int, str]] = {}
+    children: dict[tuple[str, int], list[tuple[str, int]]] = {}
     for rec in trace:
         if rec["event"] == "spawn":
-            region_of[(rec["who"], rec["rtid"])] = (rec.get("region_id"), rec["lease_ms"] * 1_000_000)
+            key = (rec["who"], rec["rtid"])
+            spawned[key] = (rec.get("region_id"), rec["lease_ms"] * 1_000_000, rec["node"])
+            if "parent" in rec:
+                children.setdefault((rec["parent"][0], rec["parent"][1]), []).append(key)
         elif rec["event"] == "reattempt":
-            prev = region_of.get((rec["who"], rec["rtid"]))
+            prev = spawned.get((rec["who"], rec["rtid"]))
             if prev is not None:
-                region_of[(rec["who"], rec["new_rtid"])] = prev
-    # per (node, origin, rtid): the executions' [start, end) in trace order
+                spawned[(rec["who"], rec["new_rtid"])] = (prev[0], prev[1], rec["node"])
+    # per (origin, rtid): the executions [node, start, end) in trace order
     running: dict[tuple[str, int], list[list[Any]]] = {}
     closes: list[tuple[str, int, int, int]] = []  # (origin, region, t_ns, seq)
     origin_crashes: list[tuple[str, int, int]] = []  # (origin, t_ns, seq)
@@ -299,36 +311,52 @@ def _check_regions(lab: Any, trace: list[dict[str, Any]], add: Any) -> None:
             closes.append((rec["who"], rec["region_id"], rec["t_ns"], rec["seq"]))
     end = lab.loop.now_ns()
 
-    def allowance(node: str, since: int, lease_ns: int, leases: int) -> int:
-        """How long after ``since`` the node may take to stop a task of that lease."""
-        rate = slowest.get(node, 1.0)
-        allowed = int(leases * lease_ns / rate) if rate > 0 else end
-        for a, b in paused.get(node, ()):
-            b = end if b is None else b
-            allowed += max(0, min(b, end) - max(a, since))
-        return allowed + NS // 10
+    def allowance(path: list[tuple[str, int]], since: int) -> int:
+        """How long after ``since`` a task may run at the end of ``path`` (the
+        (node, lease) of each task from the region's own down to it): each
+        level's node notices on its own clock, and only while it runs."""
+        allowed = 0
+        for node, lease_ns in path:
+            rate = slowest.get(node, 1.0)
+            allowed += int(lease_ns / rate) if rate > 0 else end
+        for node in {n for n, _ in path}:
+            for a, b in paused.get(node, ()):
+                b = end if b is None else b
+                allowed += max(0, min(b, end) - max(a, since))
+        return allowed + ROUNDING_NS * len(path)
+
+    def descendants(roots: list[tuple[str, int]]) -> list[tuple[tuple[str, int], list[tuple[str, int]]]]:
+        """Each task below ``roots`` (themselves included) with its path of (node, lease)."""
+        out, todo = [], [(r, [(spawned[r][2], spawned[r][1])]) for r in roots]
+        while todo:
+            task, path = todo.pop()
+            out.append((task, path))
+            for child in children.get(task, ()):
+                todo.append((child, path + [(spawned[child][2], spawned[child][1])]))
+        return out
 
     for origin, region, t_close, seq in closes:
-        for (o, rtid), (r, lease_ns) in region_of.items():
-            if o != origin or r != region:
-                continue
+        roots = sorted(k for k, v in spawned.items() if k[0] == origin and v[0] == region)
+        for (o, rtid), path in descendants(roots):
             for node, _start, stop in running.get((o, rtid), ()):
                 stop = end if stop is None else stop
-                if _start <= t_close and stop > t_close + allowance(node, t_close, lease_ns, 1):
+                if stop > t_close + allowance(path, t_close):
+                    depth = f" (a descendant {len(path) - 1} level(s) down)" if len(path) > 1 else ""
                     add("closed_region", t_close, seq,
-                        f"region {region} of {origin} closed while rtid {rtid} ran on {node} "
-                        f"until {stop / NS:.6f} s (more than its lease later)")
+                        f"region {region} of {origin} closed while rtid {rtid} of {o}{depth} ran on "
+                        f"{node} until {stop / NS:.6f} s (more than its leases later)")
     for origin, t_crash, seq in origin_crashes:
-        for (o, rtid), spans in sorted(running.items()):
-            if o != origin:
-                continue
-            lease_ns = region_of.get((o, rtid), (None, 0))[1]
-            for node, _start, stop in spans:
+        roots = sorted(k for k in running if k[0] == origin and k in spawned)
+        for (o, rtid), path in descendants(roots):
+            # the task may have started just before the crash: its node's
+            # silence check is then a lease after it last heard the origin,
+            # at most two leases after the crash (then the leases below it)
+            lease_ns = path[0][1]
+            for node, _start, stop in running.get((o, rtid), ()):
                 stop = end if stop is None else stop
-                if (_start <= t_crash + lease_ns
-                        and stop > t_crash + allowance(node, t_crash, lease_ns, 2)):
+                if _start <= t_crash + lease_ns and stop > t_crash + allowance(path[:1] + path, t_crash):
                     add("no_orphans", t_crash, seq,
-                        f"origin {origin} crashed, yet its rtid {rtid} ran on {node} until "
+                        f"origin {origin} crashed, yet rtid {rtid} of {o} ran on {node} until "
                         f"{stop / NS:.6f} s (a node cancels an orphan within two leases)")
 
 

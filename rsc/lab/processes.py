@@ -22,6 +22,8 @@ from rsc._engine.origin import (EV_LEASE_EXPIRED, EV_NODE_RESTARTED, EV_REATTEMP
                                 EV_RESULT, EV_SETTLE)
 from rsc.lab.loop import LabClock, ProcessTag, process_context
 from rsc.lab.threads import LabPool
+from rsc.cx import RemoteCap
+from rsc.node.executor import Executor
 from rsc.node.journal import open_journal
 from rsc.node.server import NodeServer
 from rsc.remote import Runtime
@@ -69,7 +71,7 @@ class LabRuntime(Runtime):
     """An origin runtime inside a lab run (module docstring)."""
 
     def __init__(self, lab: Any, name: str, cluster: dict[str, str], rng: random.Random,
-                 **kwargs: Any) -> None:
+                 *, tag: ProcessTag | None = None, **kwargs: Any) -> None:
         self.lab = lab
         super().__init__(cluster, name=name, transport=lab.net.transport_for(name),
                          trace=lab.trace.for_process(name, self._lamport), **kwargs)
@@ -79,8 +81,12 @@ class LabRuntime(Runtime):
         self.spawns: dict[int, SpawnRecord] = {}  # by every rtid the spawn had
         self.records: list[SpawnRecord] = []
         self.crashed = False
-        self.tag = ProcessTag(name)
+        # a node's nested runtime is part of the node's process: the same tag
+        self.tag = ProcessTag(name) if tag is None else tag
         self.context = process_context(self.tag)
+        #: id(RemoteCap) -> (the cap, parent origin, parent rtid): the node task
+        #: whose computation holds the cap (a nested runtime's spawns only)
+        self.parents: dict[int, tuple[Any, str, int]] = {}
 
     def _lamport(self) -> int:
         return self.engine.clock.time
@@ -92,9 +98,13 @@ class LabRuntime(Runtime):
         lab = self.lab
         task = handle._task
         key = bytes(task.key).hex()
-        seq = lab.trace.emit(str(self.name), "spawn", dict(
-            rtid=task.rtid, node=str(node), computation=str(computation), key=key,
-            region_id=task.region, lease_ms=task.lease_ms), self._lamport())
+        fields = dict(rtid=task.rtid, node=str(node), computation=str(computation), key=key,
+                      region_id=task.region, lease_ms=task.lease_ms)
+        if self.parents:
+            parent = self.parents.get(id(cx.remote_cap))
+            if parent is not None:
+                fields["parent"] = [parent[1], parent[2]]
+        seq = lab.trace.emit(str(self.name), "spawn", fields, self._lamport())
         rec = SpawnRecord(str(self.name), handle, seq, lab.loop.now_ns(), key)
         self.spawns[rec.current] = rec
         self.records.append(rec)
@@ -125,6 +135,16 @@ class LabRuntime(Runtime):
         super()._on_event(ev, task, detail)
 
 
+class _TracingExecutor(Executor):
+    """A node's executor that gives each computation's Cx the node's trace, so
+    that the regions a computation opens (nested remote work) record their
+    closing, as an origin's regions do."""
+
+    def start(self, key: Any, comp: Any, data: bytes, cx: Any, on_done: Any) -> None:
+        cx.trace = self.trace
+        super().start(key, comp, data, cx, on_done)
+
+
 class LabNode(NodeServer):
     """A node inside a lab run (module docstring). ``incarnation`` counts its
     restarts: a restart is a new LabNode under the same name and address."""
@@ -137,6 +157,12 @@ class LabNode(NodeServer):
         super().__init__(name, address, registry, transport=lab.net.transport_for(name),
                          trace=lab.trace.for_process(name, self._lamport), **kwargs)
         self.clock = LabClock(lab.loop)
+        if self.peers is not None:
+            old = self.executor
+            self.executor = _TracingExecutor(max_threads=old.max_threads,
+                                             cancel_grace_s=old.cancel_grace_s,
+                                             isolation=old.isolation)
+            self.executor.trace = lab.trace.for_process(name, self._lamport)
         self.engine._entropy = _entropy(rng)
         self.engine.features["instance"] = rng.getrandbits(64).to_bytes(8, "big").hex()
         self.executor._clock_ns = self.clock.now_ns
@@ -159,6 +185,18 @@ class LabNode(NodeServer):
         self._journal = open_journal(f"/rsc-lab/{self.name}", self.engine, self.clock.now_ns(),
                                      disk.mount(self.clock))
         self.restored = self.engine.idempotency_records
+
+    def _remote_cap(self, task: Any) -> Any:
+        """A computation's RemoteCap on a node given ``peers``: the node's nested
+        runtime, a lab runtime on the lab's network inside this node's process
+        (the production one would dial real sockets)."""
+        if self.peers is None:
+            return None
+        if self._runtime is None:
+            self._runtime = self.lab._start_nested(self)
+        cap = RemoteCap(self._runtime, token=task.capability)
+        self._runtime.parents[id(cap)] = (cap, str(task.origin), task.rtid)
+        return cap
 
     def _start(self, task: Any) -> None:
         if self.crashed:
