@@ -56,3 +56,14 @@ class ForgetsOnCrash(SimDisk):
             ino.synced = 0
         self._durable = {}
         super().crash()
+
+
+class LateOrphanCheck(NodeEngine):
+    """A node that believes it heard each origin half a second after it did:
+    its silence check cancels an orphan half a second late."""
+
+    def receive(self, conn: Any, msg: Any, now: int) -> None:
+        super().receive(conn, msg, now)
+        c = self._conns.get(conn)
+        if c is not None and c.origin is not None and c.origin in self._last_heard:
+            self._last_heard[c.origin] = now + 500_000_000
