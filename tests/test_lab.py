@@ -323,20 +323,32 @@ def test_chaos_draws_the_same_faults_for_the_same_seed() -> None:
 
 
 # -- determinism across processes -------------------------------------------------------------
-def _digest(env: dict[str, str]) -> str:
-    out = subprocess.run([sys.executable, "-m", "rsc", "lab", "run",
-                          str(REPO / "examples" / "lab" / "lossy_retries.py"), "--seed", "3"],
-                         env={**os.environ, **env}, capture_output=True, text=True, check=True,
-                         timeout=120)
-    line = out.stdout.strip().splitlines()[-1]
-    assert line.startswith("digest: ")
-    return line.split()[1]
+# one scenario per thing that could leak the process into a run: resets and
+# replays, sync computations on lab threads under shuffled callbacks, a
+# durable journal, nested runtimes
+_DIGESTS = """
+import sys
+from rsc.lab import load_scenario, run_seed
+for name, seed, shuffle in (("lossy_retries", 3, False), ("happy_path", 4, True),
+                            ("durable_restart", 5, False), ("nested_tree", 6, False)):
+    report = run_seed(load_scenario(f"{sys.argv[1]}/{name}.py"), seed, shuffle=shuffle or None)
+    assert report.ok, report.format()
+    print(name, report.digest)
+"""
+
+
+def _digests(env: dict[str, str]) -> str:
+    out = subprocess.run([sys.executable, "-c", _DIGESTS, str(REPO / "examples" / "lab")],
+                         env={**os.environ, **env}, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert len(out.stdout.splitlines()) == 4
+    return out.stdout
 
 
 def test_a_digest_does_not_depend_on_hash_seed_or_on_the_twins() -> None:
-    a = _digest({"PYTHONHASHSEED": "1"})
-    b = _digest({"PYTHONHASHSEED": "2"})
-    c = _digest({"PYTHONHASHSEED": "3", "RSC_NO_EXTENSIONS": "1"})
+    a = _digests({"PYTHONHASHSEED": "1"})
+    b = _digests({"PYTHONHASHSEED": "2"})
+    c = _digests({"PYTHONHASHSEED": "3", "RSC_NO_EXTENSIONS": "1"})
     assert a == b == c
 
 
