@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from rsc.lab import Lab, load_scenario, run_seed
+from rsc.lab import Lab, load_scenario
 from rsc.lab.disk import SimDisk
 from rsc.node.journal import JOURNAL_FILE, Journal, StateDirError
 from tests.lab_variants import ForgetsOnCrash
