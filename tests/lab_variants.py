@@ -10,6 +10,7 @@ from rsc._engine.logical import LamportClock
 from rsc._engine.node import NodeEngine
 from rsc._engine.origin import EV_RESULT, OriginEngine
 from rsc.lab.disk import SimDisk
+from rsc.sagas import AsyncSaga
 
 
 class RunsDuplicates(NodeEngine):
@@ -67,3 +68,11 @@ class LateOrphanCheck(NodeEngine):
         c = self._conns.get(conn)
         if c is not None and c.origin is not None and c.origin in self._last_heard:
             self._last_heard[c.origin] = now + 500_000_000
+
+
+class CompensatesFirstToLast(AsyncSaga):
+    """A saga that undoes its steps in the order they were done."""
+
+    async def _compensate(self) -> list:
+        self._entries = list(reversed(self._entries))
+        return await super()._compensate()

@@ -14,8 +14,8 @@ import rsc
 from rsc import Registry, spawn_remote
 from rsc.lab import Lab, load_scenario, run_seed
 from rsc.lab.oracles import _check_sagas
-from tests.lab_variants import (ForgetfulClock, LateOrphanCheck, NeverCancelsOrphans, RunsDuplicates,
-                                TwoOutcomes)
+from tests.lab_variants import (CompensatesFirstToLast, ForgetfulClock, LateOrphanCheck,
+                                NeverCancelsOrphans, RunsDuplicates, TwoOutcomes)
 
 registry = Registry()
 
@@ -68,6 +68,20 @@ def test_orphans_of_a_crashed_origin_are_named_as_such() -> None:
     assert "no_orphans" in found, found
 
 
+def test_a_saga_that_compensates_first_to_last_is_caught(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(rsc, "saga", lambda cx, **kw: CompensatesFirstToLast(cx, **kw))
+    s = load_scenario(str(SCENARIOS / "saga_partition.py"))
+    for seed in range(50):
+        report = run_seed(s, seed)
+        if not report.ok:
+            break
+    else:
+        pytest.fail("a saga compensating first to last went unnoticed for 50 seeds")
+    v = report.violations[0]
+    assert v.oracle == "saga_compensation", report.format()
+    assert "not last-to-first" in v.message and v.seed == seed and v.t_ns > 0 and v.position > 0
+
+
 def test_a_clock_that_does_not_merge_breaks_the_lamport_oracle() -> None:
     async def scenario(lab: Lab) -> None:
         await lab.start_node("n1", registry)
@@ -78,7 +92,9 @@ def test_a_clock_that_does_not_merge_breaks_the_lamport_oracle() -> None:
 
     report = Lab(1).run(scenario)
     assert [v.oracle for v in report.violations] == ["lamport"], report.format()
-    assert "n1 read" in report.violations[0].message
+    v = report.violations[0]
+    assert "n1 read" in v.message and v.seed == 1 and v.t_ns > 0 and v.position > 0
+    assert str(v).startswith(f"VIOLATION lamport (seed 1, t={v.t_ns / 1e9:.6f} s, trace #{v.position})")
 
 
 def test_work_left_running_breaks_quiescence_and_the_outcome_oracle() -> None:
