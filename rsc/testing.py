@@ -175,7 +175,7 @@ class LabRunner:
         """Run ``scenario`` for each seed (``seeds``: a count from the marker's
         ``start``, or the seeds themselves); fail the test at the first seed
         whose report shows a violation. Returns the reports."""
-        from rsc.lab import Lab
+        from rsc.lab.cluster import Lab
 
         if seeds is None:
             seeds = self.seeds

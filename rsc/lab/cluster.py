@@ -143,7 +143,8 @@ class Lab(Faults):
         """The runtime a node's computations spawn through (its ``peers``),
         started on first use as ``NodeServer`` does, inside the node's process."""
         name = str(node.name)
-        rt = LabRuntime(self, name, dict(node.peers), self.fork(f"nested/{name}/{node.incarnation}"),
+        peers: Any = node.peers
+        rt = LabRuntime(self, name, dict(peers), self.fork(f"nested/{name}/{node.incarnation}"),
                         tag=node.tag, key=node.engine.key)
         rt.attach()
         self.nested.append(rt)

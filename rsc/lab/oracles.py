@@ -262,7 +262,7 @@ ROUNDING_NS = 1_000
 def _check_regions(lab: Any, trace: list[dict[str, Any]], add: Any) -> None:
     # (origin, rtid) -> (region ordinal, lease ns, node) from the spawn records,
     # and the node task whose computation spawned it (a nested runtime's spawns)
-    spawned: dict[tuple[str, int], tuple[int, int, str]] = {}
+    spawned: dict[tuple[str, int], tuple[Any, int, str]] = {}
     children: dict[tuple[str, int], list[tuple[str, int]]] = {}
     for rec in trace:
         if rec["event"] == "spawn":

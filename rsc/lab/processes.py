@@ -140,6 +140,8 @@ class _TracingExecutor(Executor):
     that the regions a computation opens (nested remote work) record their
     closing, as an origin's regions do."""
 
+    trace: Any = None
+
     def start(self, key: Any, comp: Any, data: bytes, cx: Any, on_done: Any) -> None:
         cx.trace = self.trace
         super().start(key, comp, data, cx, on_done)
@@ -192,10 +194,11 @@ class LabNode(NodeServer):
         (the production one would dial real sockets)."""
         if self.peers is None:
             return None
-        if self._runtime is None:
-            self._runtime = self.lab._start_nested(self)
-        cap = RemoteCap(self._runtime, token=task.capability)
-        self._runtime.parents[id(cap)] = (cap, str(task.origin), task.rtid)
+        rt: Any = self._runtime
+        if rt is None:
+            rt = self._runtime = self.lab._start_nested(self)
+        cap = RemoteCap(rt, token=task.capability)
+        rt.parents[id(cap)] = (cap, str(task.origin), task.rtid)
         return cap
 
     def _start(self, task: Any) -> None:
