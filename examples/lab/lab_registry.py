@@ -24,7 +24,7 @@ async def work(cx: Any, args: list[Any]) -> Any:
 
 @registry.computation("square", codec="msgpack")
 def square(cx: Any, x: int) -> int:
-    """A sync computation (a thread on a real node; the loop itself in the lab)."""
+    """A sync computation (a pool thread on a real node; in the lab, a thread in lockstep with the loop)."""
     return x * x
 
 

@@ -187,10 +187,14 @@ class VirtualLoop(asyncio.BaseEventLoop):
         pass
 
     def _write_to_self(self) -> None:
-        pass  # call_soon_threadsafe from the loop thread itself: nothing to wake
+        # call_soon_threadsafe comes from the loop thread, or from a lab
+        # computation thread while the loop waits for it (rsc.lab.threads):
+        # the loop never sleeps in select, so there is nothing to wake
+        pass
 
     def run_in_executor(self, executor: Any, func: Callable[..., Any], *args: Any) -> asyncio.Future[Any]:
-        """Runs ``func`` on the loop thread at the next turn (no threads in the lab)."""
+        """Runs ``func`` on the loop thread at the next turn (what a node runs in its default
+        executor: a journal compaction's write, in the lab on the simulated disk)."""
         fut = self.create_future()
 
         def run() -> None:
