@@ -28,9 +28,10 @@ virtual time and the trace position where the rule broke:
     + cancelled + panicked; every live origin holds no handle, task or
     lease; no asyncio task is left when the run ends.
 ``no_orphans``
-    Work of a crashed origin is cancelled by the nodes: none of it runs more
-    than two leases after the crash (the node's silence check runs at the
-    lease's end, and then at most a lease after the origin was last heard).
+    Work of a crashed origin is cancelled by the nodes: none of what ran at
+    the crash runs more than its lease after it (a crash drops what the
+    origin's connections carried, so a node last heard it at the crash at the
+    latest, and cancels its tasks a lease after it last heard it).
 ``closed_region``
     When a region closes, no remote task spawned in it still runs on a node
     past the task's lease (a node can only learn of a lost origin by its
@@ -346,18 +347,19 @@ def _check_regions(lab: Any, trace: list[dict[str, Any]], add: Any) -> None:
                         f"region {region} of {origin} closed while rtid {rtid} of {o}{depth} ran on "
                         f"{node} until {stop / NS:.6f} s (more than its leases later)")
     for origin, t_crash, seq in origin_crashes:
+        # A crash resets the origin's connections and drops what they carried:
+        # nothing of it reaches a node afterwards, so a node last heard it at
+        # the crash at the latest, and its silence check cancels each task of
+        # it a lease later (descendants: the leases below, as for a region)
         roots = sorted(k for k in running if k[0] == origin and k in spawned)
         for (o, rtid), path in descendants(roots):
-            # the task may have started just before the crash: its node's
-            # silence check is then a lease after it last heard the origin,
-            # at most two leases after the crash (then the leases below it)
-            lease_ns = path[0][1]
             for node, _start, stop in running.get((o, rtid), ()):
                 stop = end if stop is None else stop
-                if _start <= t_crash + lease_ns and stop > t_crash + allowance(path[:1] + path, t_crash):
+                if _start <= t_crash and stop > t_crash + allowance(path, t_crash):
                     add("no_orphans", t_crash, seq,
                         f"origin {origin} crashed, yet rtid {rtid} of {o} ran on {node} until "
-                        f"{stop / NS:.6f} s (a node cancels an orphan within two leases)")
+                        f"{stop / NS:.6f} s (a node cancels an orphan a lease after it last heard "
+                        f"its origin)")
 
 
 def _check_sagas(trace: list[dict[str, Any]], add: Any) -> None:
