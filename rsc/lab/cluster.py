@@ -43,8 +43,9 @@ class Lab(Faults):
     each loop turn's ready callbacks by the seed. ``time_limit_s``: virtual
     seconds a run may take in all. ``settle_s``: virtual seconds the cluster
     gets, after the scenario returns, to reach quiescence. ``node_engine`` /
-    ``origin_engine``: engine classes to use instead of the production ones
-    (how the suite shows that a broken engine is caught).
+    ``origin_engine``: engine classes to use instead of the production ones,
+    for every node and every runtime, a node's nested one included (how the
+    suite shows that a broken engine is caught).
     """
 
     def __init__(self, seed: int, *, network: LinkProfile | str = "local", shuffle: bool = False,
@@ -127,11 +128,7 @@ class Lab(Faults):
         names = sorted(self.nodes) if nodes is None else list(nodes)
         rt = LabRuntime(self, name, {n: address_of(n) for n in names}, self.fork(f"origin/{name}"),
                         **kwargs)
-        if self.origin_engine is not None:
-            old = rt.engine
-            rt.engine = self.origin_engine(old.name, key=old.key, entropy=old._entropy,
-                                           trace=old._trace)
-            rt.engine.new_rtid = rt._ids.__next__
+        self._use_origin_engine(rt)
         self.origins[name] = rt
         self._lamport_of[name] = rt._lamport
         self.net.contexts[name] = rt.context
@@ -146,12 +143,22 @@ class Lab(Faults):
         peers: Any = node.peers
         rt = LabRuntime(self, name, dict(peers), self.fork(f"nested/{name}/{node.incarnation}"),
                         tag=node.tag, key=node.engine.key)
+        rt.clock = node.clock  # one process, one clock: a skew or pause of the node is its too
+        self._use_origin_engine(rt)
         rt.attach()
         self.nested.append(rt)
         self._client_lamport[name] = rt._lamport
         self.trace.emit(name, "nested_runtime_started", dict(incarnation=node.incarnation),
                         rt._lamport())
         return rt
+
+    def _use_origin_engine(self, rt: LabRuntime) -> None:
+        """Give ``rt`` an engine of the ``origin_engine`` class, if one was asked for."""
+        if self.origin_engine is not None:
+            old = rt.engine
+            rt.engine = self.origin_engine(old.name, key=old.key, entropy=old._entropy,
+                                           trace=old._trace)
+            rt.engine.new_rtid = rt._ids.__next__
 
     def runtimes(self) -> list[LabRuntime]:
         """Every runtime of the run: the origins, then the nodes' nested ones."""
