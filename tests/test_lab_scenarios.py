@@ -28,8 +28,8 @@ SEEDS = {
     "cancel_race": 300,
     "saga_partition": 300,
     "chaos": 200,
-    "durable_restart": 150,
-    "nested_tree": 150,
+    "durable_restart": 200,
+    "nested_tree": 200,
 }
 
 

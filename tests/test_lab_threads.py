@@ -10,6 +10,8 @@ import threading
 import time
 from typing import Any
 
+import pytest
+
 import rsc
 from rsc import Registry, spawn_remote
 from rsc.lab import Lab
@@ -67,6 +69,7 @@ def test_a_sleeping_sync_computation_costs_virtual_time_not_wall_time() -> None:
     assert {o[2] for o in got["out"]} == {"rsc-lab-computation"}
     assert 602.0 < got["t"] < 603.0  # they slept side by side, not one after another
     assert time.sleep.__module__ == "time"  # the lab gave the time module back
+    assert not [t for t in threading.enumerate() if t.name == "rsc-lab-computation"]
 
 
 def test_a_sync_computation_that_ignores_its_cancel_is_interrupted_after_the_grace() -> None:
@@ -117,3 +120,20 @@ def test_sync_computations_replay_to_the_same_digest() -> None:
     a, b = Lab(5, shuffle=True).run(scenario), Lab(5, shuffle=True).run(scenario)
     assert a.ok and a.digest == b.digest
     assert Lab(6, shuffle=True).run(scenario).digest != a.digest
+
+
+def test_a_crash_stops_a_nodes_sleeping_computations_and_no_thread_outlives_the_run() -> None:
+    async def scenario(lab: Lab) -> None:
+        await lab.start_node("n1", registry)
+        rt = await lab.start_origin("o1")
+        h = spawn_remote(rt.cx(), "n1", "stubborn", 0.5, lease=1.0)
+        await asyncio.sleep(0.2)
+        lab.crash("n1")  # the thread sleeps; it must not run on, nor report
+        with pytest.raises(rsc.LeaseExpired):
+            await h.join()
+
+    lab = Lab(1)
+    report = lab.run(scenario)
+    assert report.ok, report.format()
+    assert [r["event"] for r in lab.trace.records if r["event"] in ("execute", "finished")] == ["execute"]
+    assert not [t for t in threading.enumerate() if t.name == "rsc-lab-computation"]
