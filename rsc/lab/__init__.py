@@ -14,7 +14,8 @@ from rsc._lazy import lazy_exports
 
 _EXPORTS = {
     "rsc.lab.cluster": ("Lab", "address_of"),
-    "rsc.lab.loop": ("LabClock", "Stuck", "TimeLimit", "VirtualLoop"),
+    "rsc.lab.disk": ("SimDisk", "SimFiles"),
+    "rsc.lab.loop": ("LabClock", "ProcessTag", "Stuck", "TimeLimit", "VirtualLoop"),
     "rsc.lab.net": ("LinkProfile", "PRESETS", "SimNetwork", "preset"),
     "rsc.lab.oracles": ("Report", "Violation"),
     "rsc.lab.processes": ("LabNode", "LabRuntime"),
