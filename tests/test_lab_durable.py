@@ -88,3 +88,21 @@ def test_a_journal_that_forgets_in_a_crash_breaks_at_most_once() -> None:
     v = report.violations[0]
     assert v.oracle == "at_most_once" and "durable node n1" in v.message, report.format()
     assert v.seed == seed and v.position > 0
+
+
+def test_a_node_compacting_its_journal_as_it_runs_keeps_its_records(monkeypatch: pytest.MonkeyPatch) -> None:
+    import rsc.node.journal as journal
+
+    # compact after a few entries, not 65,536: the running node's compaction
+    # (state taken on the loop, snapshot written, tail appended, renamed)
+    monkeypatch.setattr(journal, "COMPACT_MIN", 8)
+    monkeypatch.setattr(journal, "COMPACT_FACTOR", 2)
+    scenario = load_scenario(SCENARIO)
+    renames = 0
+    for seed in range(15):
+        lab = Lab(seed, network="lan")
+        report = lab.run(scenario.fn)
+        assert report.ok, report.format()
+        assert report.figures["records_restored"] == 20
+        renames += lab.disks["n1"].renames
+    assert renames > 15 * 2  # beyond the compaction at each of its two opens (start, restart)

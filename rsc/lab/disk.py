@@ -46,8 +46,8 @@ class _Inode:
 
 
 class SimDisk:
-    """One node's disk (module docstring). ``crashes``, ``syncs`` and
-    ``lost_bytes`` count what happened to it."""
+    """One node's disk (module docstring). ``crashes``, ``syncs``,
+    ``renames`` and ``lost_bytes`` count what happened to it."""
 
     def __init__(self, rng: random.Random) -> None:
         self._rng = rng
@@ -55,7 +55,7 @@ class SimDisk:
         self._durable: dict[str, _Inode] = {}  # the entries a crash keeps
         self._dirs: set[str] = set()
         self._mount: SimFiles | None = None  # the live process's, while it runs
-        self.crashes = self.syncs = self.lost_bytes = 0
+        self.crashes = self.syncs = self.renames = self.lost_bytes = 0
 
     def mount(self, clock: Any) -> SimFiles:
         """The file operations of the process that starts now (``clock``: its
@@ -139,6 +139,7 @@ class SimFiles:
             if src not in names:
                 raise FileNotFoundError(src)
             names[dst] = names.pop(src)
+            self._disk.renames += 1
 
     def sync_dir(self, path: str) -> None:
         if self._live():
