@@ -29,12 +29,10 @@ import itertools
 import random
 from typing import Any
 
+from rsc.lab.loop import EPOCH_NS
 from rsc.node.journal import StateDirError
 
 __all__ = ["SimDisk", "SimFiles"]
-
-#: what a node's wall clock reads at virtual time 0 (2026-01-01T00:00:00Z)
-EPOCH_NS = 1_767_225_600 * 1_000_000_000
 
 
 class _Inode:

@@ -38,12 +38,9 @@ import time
 from collections import deque
 from typing import Any, Callable
 
-__all__ = ["LabThreads", "LabPool", "ProcessDied"]
+from rsc.lab.loop import EPOCH_NS, NS
 
-NS = 1_000_000_000
-#: what ``time.time()`` reads at virtual time 0 (a fixed wall-clock epoch:
-#: 2026-01-01T00:00:00Z), so that wall-clock readings are the seed's too
-EPOCH_S = 1_767_225_600
+__all__ = ["LabThreads", "LabPool", "ProcessDied"]
 
 
 class ProcessDied(BaseException):
@@ -191,7 +188,7 @@ class LabThreads:
         time.sleep = sleep  # type: ignore[assignment]
         for name in names[1:]:
             scale = NS if name.endswith("_ns") else 1.0
-            offset = float(EPOCH_S) if name.startswith("time") else 0.0
+            offset = EPOCH_NS / NS if name.startswith("time") else 0.0
             setattr(time, name, clock(name, scale, offset))
 
     def uninstall(self) -> None:
