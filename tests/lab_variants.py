@@ -9,6 +9,8 @@ from typing import Any
 from rsc._engine.logical import LamportClock
 from rsc._engine.node import NodeEngine
 from rsc._engine.origin import EV_RESULT, OriginEngine
+from rsc.lab.disk import SimDisk
+from rsc.sagas import AsyncSaga
 
 
 class RunsDuplicates(NodeEngine):
@@ -44,3 +46,33 @@ class ForgetfulClock(LamportClock):
 
     def merge(self, wire_time: Any) -> int:
         return self.time
+
+
+class ForgetsOnCrash(SimDisk):
+    """A disk on which a crash loses everything, synced or not (a journal
+    that never really reached stable storage)."""
+
+    def crash(self) -> None:
+        for ino in self.names.values():
+            ino.synced = 0
+        self._durable = {}
+        super().crash()
+
+
+class LateOrphanCheck(NodeEngine):
+    """A node that believes it heard each origin half a second after it did:
+    its silence check cancels an orphan half a second late."""
+
+    def receive(self, conn: Any, msg: Any, now: int) -> None:
+        super().receive(conn, msg, now)
+        c = self._conns.get(conn)
+        if c is not None and c.origin is not None and c.origin in self._last_heard:
+            self._last_heard[c.origin] = now + 500_000_000
+
+
+class CompensatesFirstToLast(AsyncSaga):
+    """A saga that undoes its steps in the order they were done."""
+
+    async def _compensate(self) -> list:
+        self._entries = list(reversed(self._entries))
+        return await super()._compensate()

@@ -33,6 +33,24 @@ async def nap(cx: Any, seconds: float) -> float:
     return seconds
 
 
+@registry.computation("ticker", codec="msgpack")
+async def ticker(cx: Any, n: int) -> list[float]:
+    out = []
+    for _ in range(n):
+        await asyncio.sleep(0.1)
+        out.append(round(asyncio.get_running_loop().time(), 6))
+    return out
+
+
+@registry.computation("ticks", codec="msgpack")
+def ticks(cx: Any, n: int) -> list[float]:
+    out = []
+    for _ in range(n):
+        time.sleep(0.1)  # virtual in the lab: the thread gives the loop its turn
+        out.append(round(time.monotonic(), 6))
+    return out
+
+
 @registry.computation("where", codec="msgpack")
 def where(cx: Any, _: Any) -> str:
     return threading.current_thread().name
@@ -123,11 +141,11 @@ def test_a_lab_clock_follows_virtual_time_at_its_rate_freezes_and_jumps() -> Non
     loop.close()
 
 
-def test_sync_computations_run_on_the_loop_thread_in_the_lab() -> None:
+def test_sync_computations_run_on_a_lab_thread_in_lockstep() -> None:
     async def scenario(lab: Lab) -> None:
         await lab.start_node("n1", registry)
         rt = await lab.start_origin("o1")
-        assert await spawn_remote(rt.cx(), "n1", "where", None).join() == threading.current_thread().name
+        assert await spawn_remote(rt.cx(), "n1", "where", None).join() == "rsc-lab-computation"
 
     report = Lab(1).run(scenario)
     assert report.ok, report.format()
@@ -268,6 +286,32 @@ def test_pause_freezes_a_node_and_expire_leases_lapses_them_now() -> None:
     assert report.figures["faults"] == 3  # pause, resume, expire_leases
 
 
+def test_a_pause_freezes_a_nodes_coroutines_threads_and_timers_but_not_the_others() -> None:
+    got: dict[str, Any] = {}
+
+    async def scenario(lab: Lab) -> None:
+        for n in ("n1", "n2"):
+            await lab.start_node(n, registry)
+        rt = await lab.start_origin("o1")
+        lab.at(0.55, lab.pause, "n1", 1.0)
+        hs = {(n, c): spawn_remote(rt.cx(), n, c, 20, lease=30.0)
+              for n in ("n1", "n2") for c in ("ticks", "ticker")}
+        for k, h in hs.items():
+            got[k] = await h.join()
+
+    report = Lab(2).run(scenario)
+    assert report.ok, report.format()
+    for comp in ("ticks", "ticker"):
+        paused, free = got[("n1", comp)], got[("n2", comp)]
+        # nothing of n1 ran between 0.55 s and its resume at 1.55 s ...
+        assert not [t for t in paused if 0.56 < t < 1.55], (comp, paused)
+        # ... then its overdue step ran at once, and the rest went on from there
+        assert any(abs(t - 1.55) < 0.002 for t in paused), (comp, paused)
+        # n2 ticked right through
+        assert [t for t in free if 0.56 < t < 1.55], (comp, free)
+        assert len(paused) == len(free) == 20
+
+
 def test_chaos_draws_the_same_faults_for_the_same_seed() -> None:
     plans = []
     for seed in (5, 5, 6):
@@ -279,20 +323,32 @@ def test_chaos_draws_the_same_faults_for_the_same_seed() -> None:
 
 
 # -- determinism across processes -------------------------------------------------------------
-def _digest(env: dict[str, str]) -> str:
-    out = subprocess.run([sys.executable, "-m", "rsc", "lab", "run",
-                          str(REPO / "examples" / "lab" / "lossy_retries.py"), "--seed", "3"],
-                         env={**os.environ, **env}, capture_output=True, text=True, check=True,
-                         timeout=120)
-    line = out.stdout.strip().splitlines()[-1]
-    assert line.startswith("digest: ")
-    return line.split()[1]
+# one scenario per thing that could leak the process into a run: resets and
+# replays, sync computations on lab threads under shuffled callbacks, a
+# durable journal, nested runtimes
+_DIGESTS = """
+import sys
+from rsc.lab import load_scenario, run_seed
+for name, seed, shuffle in (("lossy_retries", 3, False), ("happy_path", 4, True),
+                            ("durable_restart", 5, False), ("nested_tree", 6, False)):
+    report = run_seed(load_scenario(f"{sys.argv[1]}/{name}.py"), seed, shuffle=shuffle or None)
+    assert report.ok, report.format()
+    print(name, report.digest)
+"""
+
+
+def _digests(env: dict[str, str]) -> str:
+    out = subprocess.run([sys.executable, "-c", _DIGESTS, str(REPO / "examples" / "lab")],
+                         env={**os.environ, **env}, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert len(out.stdout.splitlines()) == 4
+    return out.stdout
 
 
 def test_a_digest_does_not_depend_on_hash_seed_or_on_the_twins() -> None:
-    a = _digest({"PYTHONHASHSEED": "1"})
-    b = _digest({"PYTHONHASHSEED": "2"})
-    c = _digest({"PYTHONHASHSEED": "3", "RSC_NO_EXTENSIONS": "1"})
+    a = _digests({"PYTHONHASHSEED": "1"})
+    b = _digests({"PYTHONHASHSEED": "2"})
+    c = _digests({"PYTHONHASHSEED": "3", "RSC_NO_EXTENSIONS": "1"})
     assert a == b == c
 
 

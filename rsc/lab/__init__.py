@@ -14,11 +14,13 @@ from rsc._lazy import lazy_exports
 
 _EXPORTS = {
     "rsc.lab.cluster": ("Lab", "address_of"),
-    "rsc.lab.loop": ("InlinePool", "LabClock", "Stuck", "TimeLimit", "VirtualLoop"),
+    "rsc.lab.disk": ("SimDisk", "SimFiles"),
+    "rsc.lab.loop": ("LabClock", "ProcessTag", "Stuck", "TimeLimit", "VirtualLoop"),
     "rsc.lab.net": ("LinkProfile", "PRESETS", "SimNetwork", "preset"),
     "rsc.lab.oracles": ("Report", "Violation"),
     "rsc.lab.processes": ("LabNode", "LabRuntime"),
     "rsc.lab.scenario": ("Scenario", "load_scenario", "run_seed"),
+    "rsc.lab.threads": ("LabPool", "LabThreads", "ProcessDied"),
 }
 __getattr__ = lazy_exports(__name__, globals(), _EXPORTS)
 

@@ -18,11 +18,13 @@ from collections.abc import Awaitable, Callable, Coroutine
 from typing import IO, Any
 
 import rsc.cx as rsc_cx
+from rsc.lab.disk import SimDisk
 from rsc.lab.faults import Faults
 from rsc.lab.loop import Stuck, TimeLimit, VirtualLoop
 from rsc.lab.net import LinkProfile, SimNetwork
 from rsc.lab.processes import LabNode, LabRuntime
 from rsc.lab.record import LabTrace
+from rsc.lab.threads import LabThreads
 from rsc.registry import Registry
 from rsc.regions import live_regions
 
@@ -41,8 +43,9 @@ class Lab(Faults):
     each loop turn's ready callbacks by the seed. ``time_limit_s``: virtual
     seconds a run may take in all. ``settle_s``: virtual seconds the cluster
     gets, after the scenario returns, to reach quiescence. ``node_engine`` /
-    ``origin_engine``: engine classes to use instead of the production ones
-    (how the suite shows that a broken engine is caught).
+    ``origin_engine``: engine classes to use instead of the production ones,
+    for every node and every runtime, a node's nested one included (how the
+    suite shows that a broken engine is caught).
     """
 
     def __init__(self, seed: int, *, network: LinkProfile | str = "local", shuffle: bool = False,
@@ -53,6 +56,7 @@ class Lab(Faults):
         self.loop = VirtualLoop(shuffle=self.fork("shuffle") if shuffle else None,
                                 time_limit=time_limit_s)
         self.trace = LabTrace(self.loop.now_ns, trace_sink)
+        self.threads = LabThreads(self.loop)
         self.net = SimNetwork(self.loop, self.fork("net"), network)
         self.net.on_frame = self._on_frame
         self.net.on_event = lambda event, fields: self.trace.emit("net", event, fields)
@@ -64,7 +68,10 @@ class Lab(Faults):
         self.nodes: dict[str, LabNode] = {}  # the current incarnation of each node
         self.all_nodes: list[LabNode] = []  # every incarnation, crashed ones included
         self.origins: dict[str, LabRuntime] = {}
+        self.nested: list[LabRuntime] = []  # the nodes' own runtimes (``peers``), every incarnation's
+        self._client_lamport: dict[str, Callable[[], int]] = {}  # a node's nested runtime's clock
         self._registries: dict[str, tuple[Registry, dict[str, Any]]] = {}
+        self.disks: dict[str, SimDisk] = {}  # the disk of each durable node, by name
         self._origin_tasks: dict[str, list[asyncio.Task[Any]]] = {}
         self._lamport_of: dict[str, Callable[[], int]] = {}
         self.notes: list[str] = []  # things the report should mention that are not violations
@@ -81,23 +88,37 @@ class Lab(Faults):
     async def start_node(self, name: str, registry: Registry | None = None, **kwargs: Any) -> LabNode:
         """Start node ``name`` serving ``registry`` (a restart reuses the last
         registry and options when they are not given). ``kwargs`` go to
-        ``NodeServer`` (``capacity``, ``ttl_s``, ``grace_s``...)."""
+        ``NodeServer`` (``capacity``, ``ttl_s``, ``grace_s``...), except
+        ``durable=True``: the node keeps its idempotency journal on a disk of
+        its own that outlives a crash (``rsc.lab.disk``), as ``rsc node
+        --state-dir`` does, so a restart keeps its records; and ``peers``, a
+        list of node names: its computations get a RemoteCap and spawn remote
+        work on them through the lab's network (``rsc node --peers``)."""
         if name in self.nodes and not self.nodes[name].crashed:
             raise ValueError(f"node {name!r} is already running")
         if registry is None:
             registry, kwargs = self._registries[name]
         self._registries[name] = (registry, kwargs)
+        peers = kwargs.get("peers")
+        if peers is not None and not isinstance(peers, dict):  # names: the lab's addresses
+            kwargs = dict(kwargs, peers={p: address_of(p) for p in peers})
         incarnation = sum(1 for n in self.all_nodes if str(n.name) == name) + 1
         node = LabNode(self, name, address_of(name), registry,
                        self.fork(f"node/{name}/{incarnation}"), incarnation, **kwargs)
         if self.node_engine is not None:
             node.engine = _rebuilt_engine(self.node_engine, node.engine)
             node.engine._entropy = _Entropy(self.fork(f"node/{name}/{incarnation}/engine"))
+        if node.durable:
+            disk = self.disks.get(name)
+            if disk is None:
+                disk = self.disks[name] = SimDisk(self.fork(f"disk/{name}"))
+            node.open_journal(disk)
         self.net.revive(name)
+        self.net.contexts[name] = node.context
         self.nodes[name] = node
         self.all_nodes.append(node)
         self._lamport_of[name] = node._lamport
-        await node.start()
+        await self.loop.create_task(node.start(), context=node.context.copy())
         self.trace.emit(name, "node_started", dict(incarnation=incarnation), node._lamport())
         return node
 
@@ -107,26 +128,54 @@ class Lab(Faults):
         names = sorted(self.nodes) if nodes is None else list(nodes)
         rt = LabRuntime(self, name, {n: address_of(n) for n in names}, self.fork(f"origin/{name}"),
                         **kwargs)
+        self._use_origin_engine(rt)
+        self.origins[name] = rt
+        self._lamport_of[name] = rt._lamport
+        self.net.contexts[name] = rt.context
+        await self.loop.create_task(rt.start(), context=rt.context.copy())
+        self.trace.emit(name, "origin_started", None, rt._lamport())
+        return rt
+
+    def _start_nested(self, node: LabNode) -> LabRuntime:
+        """The runtime a node's computations spawn through (its ``peers``),
+        started on first use as ``NodeServer`` does, inside the node's process."""
+        name = str(node.name)
+        peers: Any = node.peers
+        rt = LabRuntime(self, name, dict(peers), self.fork(f"nested/{name}/{node.incarnation}"),
+                        tag=node.tag, key=node.engine.key)
+        rt.clock = node.clock  # one process, one clock: a skew or pause of the node is its too
+        self._use_origin_engine(rt)
+        rt.attach()
+        self.nested.append(rt)
+        self._client_lamport[name] = rt._lamport
+        self.trace.emit(name, "nested_runtime_started", dict(incarnation=node.incarnation),
+                        rt._lamport())
+        return rt
+
+    def _use_origin_engine(self, rt: LabRuntime) -> None:
+        """Give ``rt`` an engine of the ``origin_engine`` class, if one was asked for."""
         if self.origin_engine is not None:
             old = rt.engine
             rt.engine = self.origin_engine(old.name, key=old.key, entropy=old._entropy,
                                            trace=old._trace)
             rt.engine.new_rtid = rt._ids.__next__
-        self.origins[name] = rt
-        self._lamport_of[name] = rt._lamport
-        await rt.start()
-        self.trace.emit(name, "origin_started", None, rt._lamport())
-        return rt
+
+    def runtimes(self) -> list[LabRuntime]:
+        """Every runtime of the run: the origins, then the nodes' nested ones."""
+        return [*self.origins.values(), *self.nested]
 
     def task(self, origin: str, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
-        """Run ``coro`` as part of origin ``origin``: an origin crash cancels it."""
-        t = self.loop.create_task(coro)
+        """Run ``coro`` as part of origin ``origin``: an origin crash cancels it,
+        and pausing the origin freezes it."""
+        rt = self.origins.get(origin)
+        t = self.loop.create_task(coro, context=None if rt is None else rt.context.copy())
         self._origin_tasks.setdefault(origin, []).append(t)
         return t
 
     # -- observing ---------------------------------------------------------------------
-    def _on_frame(self, conn: int, sender: str, receiver: str, msg: Any) -> None:
-        lamport = self._lamport_of.get(receiver)
+    def _on_frame(self, conn: int, sender: str, receiver: str, msg: Any, to_client: bool) -> None:
+        lamport = (self._client_lamport.get(receiver) if to_client else None) or \
+            self._lamport_of.get(receiver)
         self.trace.frame(conn, sender, receiver, msg, lamport() if lamport is not None else 0)
 
     # -- running -----------------------------------------------------------------------
@@ -140,13 +189,17 @@ class Lab(Faults):
         # process its own counters back afterwards.
         saved = rsc_cx._region_ids, rsc_cx._task_ids
         rsc_cx._region_ids, rsc_cx._task_ids = itertools.count(1), itertools.count(1)
+        self.threads.install()
         try:
             self.loop.run_until_complete(self._main(scenario))
         except (Stuck, TimeLimit) as exc:
             self.failure = exc
         finally:
-            self._close_loop()
-            rsc_cx._region_ids, rsc_cx._task_ids = saved
+            try:
+                self._close_loop()
+            finally:
+                self.threads.uninstall()
+                rsc_cx._region_ids, rsc_cx._task_ids = saved
         return check(self)
 
     async def _main(self, scenario: Callable[[Lab], Awaitable[Any]]) -> None:
@@ -175,6 +228,7 @@ class Lab(Faults):
         for rt in self.origins.values():
             if not rt.crashed:
                 await rt.aclose(cancel_timeout_s=1.0)
+        # (a node's shutdown closes its nested runtime)
         for node in self.nodes.values():
             if not node.crashed:
                 await node.shutdown(0.0)
@@ -185,7 +239,7 @@ class Lab(Faults):
         await asyncio.sleep(0)
 
     def _quiet(self) -> bool:
-        for rt in self.origins.values():
+        for rt in self.runtimes():
             if rt.crashed:
                 continue
             if any(not r.handle.is_finished() for r in rt.records) or any(rt.debug_counts().values()):
@@ -202,6 +256,9 @@ class Lab(Faults):
         # the run is over: what the cancellations below make happen (in the
         # order of a set) is not part of its trace
         self.trace.closed = True
+        for tag in list(loop._paused):
+            loop.release(tag)
+        self.threads.close()
         for t in left:
             t.cancel()
         try:

@@ -12,14 +12,17 @@ What each one models:
   cut reset after the link's ``reset_after_s``, connects fail).
 * ``crash(node)``: the node process dies. Its connections reset, its
   computations stop and report nothing, and everything it held in memory is
-  gone: idempotency records, tombstones, held results. ``restart(node)``
+  gone: idempotency records, tombstones, held results. A ``durable`` node's
+  disk keeps what its journal had synced (``rsc.lab.disk``). ``restart(node)``
   starts a new process under the same name and address, with empty memory
   and a new instance id (what the origin uses to tell a restart from a
   dropped connection).
-* ``pause(node, seconds)``: SIGSTOP, then SIGCONT. The node's clock stops and
-  no frame reaches or leaves it; on resume its clock jumps and what waited is
-  delivered. (Its computations' own coroutines are not frozen: only its
-  network and clock are. A pause is how a node looks from outside.)
+* ``pause(process, seconds)``: SIGSTOP, then SIGCONT. The process's clock
+  stops, no frame reaches or leaves it, and nothing of it runs: its
+  coroutines, timers, network reads and sync computation threads are set
+  aside by the loop (``VirtualLoop.hold``). On resume its clock jumps, and
+  what came due meanwhile runs at once, in order, then what waited on the
+  network is delivered.
 * ``crash_origin(origin)``: the origin process dies; its tasks
   (``lab.task``) are cancelled and its handles never settle. Nodes must
   notice its silence and cancel its orphans.
@@ -79,6 +82,9 @@ class Faults:
                     records=srv.engine.idempotency_records)
         srv.crashed = True
         self.net.crash(node)
+        if srv._runtime is not None and not srv._runtime.crashed:  # its nested runtime dies too
+            self._fault("crash_origin", origin=node, live=srv._runtime.live_handles, nested=True)
+            self._kill_runtime(srv._runtime)
         srv._timer.cancel()
         srv._timer = DeadTimer(self.loop, srv.clock, _nothing)
         if srv._sweep_handle is not None:
@@ -89,6 +95,10 @@ class Faults:
             elif task.cfuture is not None:
                 task.cfuture.cancel()
         srv._stopped.set()
+        if node in self.disks:
+            self.disks[node].crash()
+        self.loop.release(srv.tag)  # a dead process is not paused: its coroutines unwind
+        srv.executor._pool.kill()
 
     def restart(self: Any, node: str) -> None:
         """Start ``node`` again (after a crash) under the same name and address;
@@ -103,14 +113,17 @@ class Faults:
         """Freeze ``process`` for ``seconds`` (a GC pause, a stopped VM): no delivery,
         its clock stands still."""
         self._fault("pause", process=process, seconds=seconds)
+        proc = self._process(process)
         self.net.pause(process)
-        clock = self._clock_of(process)
-        clock.freeze()
-        self.loop.call_later(seconds, self._resume, process)
+        proc.clock.freeze()
+        self.loop.hold(proc.tag)
+        self.loop.call_later(seconds, self._resume, process, proc)
 
-    def _resume(self: Any, process: str) -> None:
+    def _resume(self: Any, process: str, proc: Any = None) -> None:
         self._fault("resume", process=process)
-        self._clock_of(process).thaw()
+        proc = proc or self._process(process)
+        proc.clock.thaw()
+        self.loop.release(proc.tag)
         self.net.resume(process)
 
     def crash_origin(self: Any, origin: str) -> None:
@@ -120,9 +133,17 @@ class Faults:
         if rt is None or rt.crashed:
             return
         self._fault("crash_origin", origin=origin, live=rt.live_handles)
+        self.net.crash(origin)
+        self._kill_runtime(rt)
+        for t in self._origin_tasks.get(origin, ()):
+            t.cancel()
+
+    def _kill_runtime(self: Any, rt: Any) -> None:
+        """A runtime whose process died: nothing it does reaches the network or
+        re-arms its timer, and its handles are settled so that its cancelled
+        code can end (the oracles do not judge a dead runtime's outcomes)."""
         rt.crashed = True
         rt._closed = True  # nothing reconnects
-        self.net.crash(origin)
         if rt._timer is not None:
             rt._timer.cancel()
         # what its cancelled tasks still do to its engine (a region's exit
@@ -131,15 +152,11 @@ class Faults:
         for link in rt._links.values():
             if link.connector is not None:
                 link.connector.cancel()
-        for t in self._origin_tasks.get(origin, ()):
-            t.cancel()
         # Its handles will never hear anything again. Settle them, so that the
-        # cancelled tasks' own exit code (a region waits for its handles)
-        # ends instead of waiting forever on a process that no longer exists.
-        # The oracles do not judge a crashed origin's outcomes.
+        # cancelled code's own exit (a region waits for its handles) ends
+        # instead of waiting forever on a process that no longer exists.
         for h in list(rt._handles.values()):
-            h._settle(None, RuntimeClosed(f"origin {origin} crashed (the lab)"),
-                      RemoteTaskState.FAILED)
+            h._settle(None, RuntimeClosed(f"{rt.name} crashed (the lab)"), RemoteTaskState.FAILED)
 
     def expire_leases(self: Any, origin: str) -> None:
         """Make every lease ``origin`` holds lapse now, as if no renewal had come in
@@ -151,7 +168,7 @@ class Faults:
         self._fault("expire_leases", origin=origin, jump_ms=longest + 1)
         rt.clock.jump((longest + 1) * 1_000_000)
         rt._timer.cancel()
-        rt._on_timer()
+        rt.context.run(rt._on_timer)
 
     def skew(self: Any, process: str, rate: float) -> None:
         """Run ``process``'s clock at ``rate`` against virtual time from now on."""
@@ -159,9 +176,16 @@ class Faults:
         self._clock_of(process).set_rate(rate)
 
     def _clock_of(self: Any, process: str) -> Any:
-        if process in self.nodes:
-            return self.nodes[process].clock
-        return self.origins[process].clock
+        return self._process(process).clock
+
+    def _process(self: Any, name: str) -> Any:
+        """The current incarnation of node ``name``, or origin ``name``."""
+        if name in self.nodes:
+            return self.nodes[name]
+        if name in self.origins:
+            return self.origins[name]
+        raise ValueError(f"no process {name!r} in this lab (nodes: {sorted(self.nodes)}, "
+                         f"origins: {sorted(self.origins)})")
 
     # -- drawn from the seed -------------------------------------------------------------
     def chaos(self: Any, *, nodes: list[str], origins: list[str] = (), start_s: float = 0.05,  # type: ignore[assignment]

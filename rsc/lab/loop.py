@@ -22,24 +22,35 @@ would on another loop implementation).
 virtual time through a per-process rate and offset, so a node's clock can be
 slowed, sped up or frozen (``pause``) by a fault.
 
-:class:`InlinePool` stands in for the executor's thread pool: a sync
-computation runs on the loop thread at the next turn, like an ``inline``
-one, so its interleaving is decided by the loop alone.
+:class:`ProcessTag` and :data:`PROCESS` say which lab process a callback
+belongs to: each process (a node incarnation, an origin) runs in its own
+``contextvars.Context`` holding its tag, and every callback, timer and task
+it makes inherits that context (asyncio copies the current context into each
+handle). :meth:`VirtualLoop.hold` sets a process's callbacks aside as they
+come due, and :meth:`VirtualLoop.release` puts them back in the ready queue,
+in order: that is how ``pause`` freezes a process's coroutines, timers and
+network reads at once, as SIGSTOP would, while the other processes run on.
 """
 
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
+import contextvars
+import heapq
 import random
 from collections import deque
 from typing import Any, Callable, TypeVar, TypeVarTuple, Unpack
 
 from rsc.clock import SystemClock
 
-__all__ = ["InlinePool", "LabClock", "Stuck", "TimeLimit", "VirtualLoop"]
+__all__ = ["LabClock", "PROCESS", "ProcessTag", "Stuck", "TimeLimit", "VirtualLoop",
+           "process_context"]
 
 NS = 1_000_000_000
+#: what a lab process's wall clock reads at virtual time 0 (2026-01-01T00:00:00Z):
+#: wall-clock readings in a run (a journal's expiries, ``time.time()`` in a
+#: computation thread) are the seed's like everything else
+EPOCH_NS = 1_767_225_600 * NS
 
 
 _T = TypeVar("_T")
@@ -62,6 +73,34 @@ class TimeLimit(RuntimeError):
         super().__init__(message)
 
 
+class ProcessTag:
+    """Which lab process a callback belongs to (one per node incarnation or
+    origin); ``held`` keeps its callbacks while it is paused."""
+
+    __slots__ = ("name", "paused", "held")
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.paused = False
+        self.held: deque[asyncio.Handle] = deque()
+
+    def __repr__(self) -> str:
+        return f"ProcessTag({self.name!r}{', paused' if self.paused else ''})"
+
+
+#: the :class:`ProcessTag` of the process the running code belongs to (None:
+#: the lab itself, or a scenario's own code)
+PROCESS: contextvars.ContextVar[ProcessTag | None] = contextvars.ContextVar("rsc_lab_process",
+                                                                          default=None)
+
+
+def process_context(tag: ProcessTag) -> contextvars.Context:
+    """A context for the code of one process: the current one, tagged."""
+    ctx = contextvars.copy_context()
+    ctx.run(PROCESS.set, tag)
+    return ctx
+
+
 class _VirtualSelector:
     """What ``BaseEventLoop._run_once`` calls ``select`` on: instead of
     waiting ``timeout`` seconds it advances the loop's clock by them."""
@@ -80,6 +119,8 @@ class _VirtualSelector:
             loop._now = max(loop._now, min(head, loop._now + timeout))
             if loop._now > loop.time_limit:
                 raise TimeLimit(f"virtual time passed {loop.time_limit:g} s")
+        if loop._paused:
+            loop._set_aside_paused()
         if loop._shuffle is not None and len(loop._ready) > 1:
             ready = list(loop._ready)
             loop._shuffle.shuffle(ready)
@@ -110,6 +151,7 @@ class VirtualLoop(asyncio.BaseEventLoop):
         self._shuffle = shuffle
         self.time_limit = time_limit
         self._selector = _VirtualSelector(self)
+        self._paused: list[ProcessTag] = []  # processes whose callbacks are held
         #: exceptions that reached the loop's exception handler, as contexts
         self.unhandled: list[dict[str, Any]] = []
         self.set_exception_handler(self._record_unhandled)
@@ -125,16 +167,55 @@ class VirtualLoop(asyncio.BaseEventLoop):
     def _record_unhandled(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
         self.unhandled.append(context)
 
+    # -- pausing one process -------------------------------------------------------------
+    def hold(self, tag: ProcessTag) -> None:
+        """From now on set the callbacks of ``tag``'s process aside as they come
+        due (its tasks' steps, its timers, what the network delivers to it)."""
+        if not tag.paused:
+            tag.paused = True
+            self._paused.append(tag)
+
+    def release(self, tag: ProcessTag) -> None:
+        """Let ``tag``'s process run again: what was set aside is ready now, in
+        the order it came due (a resumed process first runs what was overdue)."""
+        if tag.paused:
+            tag.paused = False
+            self._paused.remove(tag)
+            self._ready.extend(tag.held)
+            tag.held.clear()
+
+    def _set_aside_paused(self) -> None:
+        # Take the timers due now into the ready queue here, as _run_once
+        # would right after select() (the same test, at the same time), so
+        # that a paused process's timers are set aside too.
+        end_time = self.time() + self._clock_resolution
+        scheduled, ready = self._scheduled, self._ready
+        while scheduled and scheduled[0]._when < end_time:
+            handle = heapq.heappop(scheduled)
+            handle._scheduled = False
+            ready.append(handle)
+        keep: deque[asyncio.Handle] = deque()
+        for handle in ready:
+            tag = handle._context.get(PROCESS)
+            if tag is not None and tag.paused:
+                tag.held.append(handle)
+            else:
+                keep.append(handle)
+        self._ready = keep
+
     # -- what BaseEventLoop leaves to a selector loop ------------------------------------
     def _process_events(self, event_list: list[Any]) -> None:
         pass
 
     def _write_to_self(self) -> None:
-        pass  # call_soon_threadsafe from the loop thread itself: nothing to wake
+        # call_soon_threadsafe comes from the loop thread, or from a lab
+        # computation thread while the loop waits for it (rsc.lab.threads):
+        # the loop never sleeps in select, so there is nothing to wake
+        pass
 
-    def run_in_executor(self, executor: concurrent.futures.Executor | None,
-                        func: Callable[[Unpack[_Ts]], _T], *args: Unpack[_Ts]) -> asyncio.Future[_T]:
-        """Runs ``func`` on the loop thread at the next turn (no threads in the lab)."""
+    def run_in_executor(self, executor: Any, func: Callable[..., Any], *args: Any) -> asyncio.Future[Any]:
+        """Runs ``func`` on the loop thread at the next turn (what a node runs in its default
+        executor: a journal compaction's write, in the lab on the simulated disk)."""
         fut = self.create_future()
 
         def run() -> None:
@@ -208,32 +289,3 @@ class LabClock(SystemClock):
         if ns < 0:
             raise ValueError("a clock only jumps forward")
         self._base_local += ns
-
-
-class InlinePool:
-    """The part of ``concurrent.futures.ThreadPoolExecutor`` the node's
-    executor uses (``submit``, ``shutdown``), running each call on the loop
-    thread at the next loop turn. A future cancelled before its turn never
-    runs, as a queued pool job would not."""
-
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._loop = loop
-
-    def submit(self, fn: Callable[..., Any], *args: Any) -> concurrent.futures.Future[Any]:
-        """Run ``fn(*args)`` on the loop thread at the next loop turn; its future."""
-        fut: concurrent.futures.Future[Any] = concurrent.futures.Future()
-        self._loop.call_soon(self._run, fut, fn, args)
-        return fut
-
-    @staticmethod
-    def _run(fut: concurrent.futures.Future[Any], fn: Callable[..., Any], args: tuple[Any, ...]) -> None:
-        if not fut.set_running_or_notify_cancel():
-            return
-        try:
-            fut.set_result(fn(*args))
-        except BaseException as exc:  # noqa: BLE001 - the executor classifies it
-            fut.set_exception(exc)
-
-    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
-        """Nothing to shut down: calls run on the loop thread."""
-        pass

@@ -31,11 +31,15 @@ frame is never silently missing from the middle of a connection):
 * **crash** (of a process): its connections are reset, what was in flight to
   it is lost, connects to it are refused until something listens again.
 * **pause** (of a process): frames to and from it wait until it resumes.
+
+Each delivery runs in the receiving process's context (``contexts``, set by
+the lab), so what the reading sets off belongs to the receiver.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import errno
 import itertools
 import random
@@ -123,8 +127,9 @@ class _End(asyncio.Transport):
         if self.closing or self.lost:
             return
         self.closing = True
-        self._conn.net._send_eof(self._conn, self._side)
-        self._conn.net._loop.call_soon(self._lose, None)
+        net = self._conn.net
+        net._send_eof(self._conn, self._side)
+        net._loop.call_soon(self._lose, None, context=net.contexts.get(self._conn.names[self._side]))
 
     def abort(self) -> None:
         if self.lost:
@@ -210,8 +215,9 @@ class _SimListener:
         return None
 
 
-#: ``on_frame(conn_id, sender, receiver, message)`` after the receiver has read it
-FrameObserver = Callable[[int, str, str, Any], None]
+#: ``on_frame(conn_id, sender, receiver, message, to_client)`` after the receiver
+#: has read it (``to_client``: the receiving end is the one that connected)
+FrameObserver = Callable[[int, str, str, Any, bool], None]
 
 
 class SimNetwork:
@@ -229,6 +235,9 @@ class SimNetwork:
         self._cuts: dict[tuple[str, str], float] = {}  # pair -> virtual time the cut began
         self.paused: set[str] = set()
         self.dead: set[str] = set()
+        #: the context each process's callbacks run in (rsc.lab.loop.process_context)
+        self.contexts: dict[str, contextvars.Context] = {}
+        self._own = contextvars.Context()  # the network's own timers belong to no process
         self.on_frame: FrameObserver | None = None
         self.on_event: Callable[[str, dict[str, Any]], object] | None = None
         #: what the network did, counted: frames, bytes, lost, duplicated, resets
@@ -255,7 +264,8 @@ class SimNetwork:
             for b in side_b:
                 if a != b:
                     self._cuts.setdefault(_pair(a, b), now)
-                    self._loop.call_later(self.profile(a, b).reset_after_s, self._reset_if_cut, a, b, now)
+                    self._loop.call_later(self.profile(a, b).reset_after_s, self._reset_if_cut,
+                                          a, b, now, context=self._own)
         self._emit("partition", a=sorted(side_a), b=sorted(side_b))
 
     def heal(self) -> None:
@@ -349,7 +359,7 @@ class SimNetwork:
             end.handshake_frames += 1
             if prof.loss and after_handshake and rng.random() < prof.loss:
                 self.counts["lost"] += 1
-                self._loop.call_at(arrive, self._lose_at, conn)
+                self._loop.call_at(arrive, self._lose_at, conn, context=self._own)
                 d.queue.append((arrive, b""))  # a marker: nothing after it gets through
                 break
             d.queue.append((arrive, frame))
@@ -369,7 +379,8 @@ class SimNetwork:
         if conn.scheduled[side] or conn.dead or not conn.dirs[side].queue:
             return
         conn.scheduled[side] = True
-        self._loop.call_at(conn.dirs[side].queue[0][0], self._deliver, conn, side)
+        self._loop.call_at(conn.dirs[side].queue[0][0], self._deliver, conn, side,
+                           context=self.contexts.get(conn.names[1 - side]))
 
     def _kick(self, conn: _SimConnection, side: int) -> None:
         self._schedule(conn, side)
@@ -408,7 +419,7 @@ class SimNetwork:
             end.protocol.data_received(data)
             if self.on_frame is not None:
                 for msg in conn.decoders[side].feed(data):
-                    self.on_frame(conn.id, sender, receiver, msg)
+                    self.on_frame(conn.id, sender, receiver, msg, side == 1)
         if eof and not end.lost:
             keep = end.protocol.eof_received()
             if not keep:
@@ -440,11 +451,12 @@ class SimNetwork:
         self._emit("reset", conn=conn.id, why=str(exc))
         for i, end in enumerate(conn.ends):
             end.closing = True
+            ctx = self.contexts.get(conn.names[i])
             if conn.names[i] in self.dead and i != quiet_side:
                 # a dead process's protocol objects hear nothing more
-                self._loop.call_soon(_mark_lost, end)
+                self._loop.call_soon(_mark_lost, end, context=ctx)
             else:
-                self._loop.call_soon(end._lose, None if i == quiet_side else exc)
+                self._loop.call_soon(end._lose, None if i == quiet_side else exc, context=ctx)
 
     def _emit(self, event: str, **fields: Any) -> None:
         if self.on_event is not None:

@@ -16,18 +16,22 @@ virtual time and the trace position where the rule broke:
     the report (``late_results_dropped``), not a violation.
 ``at_most_once``
     No node incarnation starts one idempotency key twice (it holds the
-    record for its TTL, longer than any lab run). A key started again by a
-    *new* incarnation, after a crash lost the record, is allowed and
-    counted in the report (``reexecuted_after_crash``): visible, not hidden.
+    record for its TTL, longer than any lab run). A ``durable`` node (its
+    journal on a disk that outlives a crash) does not start a key again
+    after a restart either, within the TTL. A key started again by a *new*
+    incarnation of a node without a journal, after a crash lost the record,
+    is allowed and counted in the report (``reexecuted_after_crash``):
+    visible, not hidden.
 ``quiescence``
     After settling, on every live node nothing runs (engine and executor),
     every execution started has finished, and accepted <= completed + failed
     + cancelled + panicked; every live origin holds no handle, task or
     lease; no asyncio task is left when the run ends.
 ``no_orphans``
-    Work of a crashed origin is cancelled by the nodes: none of it runs more
-    than two leases after the crash (the node's silence check runs at the
-    lease's end, and then at most a lease after the origin was last heard).
+    Work of a crashed origin is cancelled by the nodes: none of what ran at
+    the crash runs more than its lease after it (a crash drops what the
+    origin's connections carried, so a node last heard it at the crash at the
+    latest, and cancels its tasks a lease after it last heard it).
 ``closed_region``
     When a region closes, no remote task spawned in it still runs on a node
     past the task's lease (a node can only learn of a lost origin by its
@@ -36,8 +40,8 @@ virtual time and the trace position where the rule broke:
     it runs, so a node whose clock was slowed (``skew``) gets the lease
     divided by its slowest rate, and one that was paused gets its paused time.
 ``lamport``
-    Along every delivered message, the receiver's Lamport time after reading
-    it is greater than the sender's stamp on it.
+    Along every message delivered until the cluster settled, the receiver's
+    Lamport time after reading it is greater than the sender's stamp on it.
 ``saga_compensation``
     A saga's compensations run last step first, each at most once, and only
     for steps that completed.
@@ -114,8 +118,9 @@ def snapshot(lab: Any) -> dict[str, Any]:
             counters=dict(node.engine.counters), incarnation=node.incarnation,
             running_tasks=[(str(t.origin), t.rtid) for t in node.engine.running_tasks()])
     origins = {}
-    unsettled: set[tuple[str, int]] = set()  # (origin, first rtid) of spawns with no outcome yet
-    for name, rt in lab.origins.items():
+    unsettled = set()  # (origin, first rtid) of spawns with no outcome yet
+    for rt in lab.runtimes():
+        name = str(rt.name)
         if not rt.crashed:
             origins[name] = rt.debug_counts()
             unsettled.update((name, rec.rtids[0]) for rec in rt.records
@@ -144,7 +149,8 @@ def check(lab: Any) -> Report:
 
     # -- exactly one outcome ------------------------------------------------------------------
     spawns = late = 0
-    for name, rt in lab.origins.items():
+    for rt in lab.runtimes():
+        name = str(rt.name)
         for rec in rt.records:
             spawns += 1
             if rt.crashed:
@@ -169,8 +175,9 @@ def check(lab: Any) -> Report:
 
     # -- at most once per held key ----------------------------------------------------------
     reexecuted = 0
-    first_by_key: dict[bytes, tuple[str, int]] = {}
+    first_by_key: dict[bytes, tuple[str, int, int]] = {}  # key -> (node, incarnation, seq)
     for node in lab.all_nodes:
+        ttl_ns = node.engine.ttl_ns
         for key, seqs in node.started_keys.items():
             if len(seqs) > 1:
                 rec = trace[seqs[1] - 1]
@@ -179,9 +186,18 @@ def check(lab: Any) -> Report:
                     f"again (first at trace #{seqs[0]})")
             prev = first_by_key.get(key)
             if prev is not None and prev[0] == str(node.name):
-                reexecuted += 1
+                first, again = trace[prev[2] - 1], trace[seqs[0] - 1]
+                if node.durable and again["t_ns"] - first["t_ns"] <= ttl_ns:
+                    # its journal held the record across the crash: running it again breaks
+                    # at most once (a record lives at least the TTL after the task started)
+                    add("at_most_once", again["t_ns"], seqs[0],
+                        f"durable node {node.name} (incarnation {node.incarnation}) started key "
+                        f"{key.hex()} again after a restart (first by incarnation {prev[1]} at "
+                        f"trace #{prev[2]}): its journal should have kept the record")
+                else:
+                    reexecuted += 1
             else:
-                first_by_key[key] = (str(node.name), node.incarnation)
+                first_by_key[key] = (str(node.name), node.incarnation, seqs[0])
 
     # -- quiescence and orphans -----------------------------------------------------------------
     if q is not None:
@@ -189,7 +205,7 @@ def check(lab: Any) -> Report:
         for name, s in q["nodes"].items():
             c = s["counters"]
             if s["running"] or s["executor_running"]:
-                crashed = sorted(o for o, r in lab.origins.items() if r.crashed)
+                crashed = sorted({str(r.name) for r in lab.runtimes() if r.crashed})
                 orphans = [x for x in s["running_tasks"] if x[0] in crashed]
                 what = "no_orphans" if orphans else "quiescence"
                 add(what, t, pos, f"node {name} still runs {s['running']} task(s) "
@@ -219,7 +235,9 @@ def check(lab: Any) -> Report:
     _check_regions(lab, trace, add)
 
     # -- Lamport order along causal edges ----------------------------------------------------------
-    for rec in trace:
+    # (up to settling: what arrives while the lab then closes the processes, a
+    # closed runtime drops unread, so its clock does not move)
+    for rec in trace[:q["end_seq"] if q is not None else len(trace)]:
         if (rec["event"] == "recv" and rec.get("stamp") is not None
                 and rec["lamport"] <= rec["stamp"]):
             add("lamport", rec["t_ns"], rec["seq"], f"{rec['who']} read {rec['kind']} from "
@@ -234,22 +252,33 @@ def check(lab: Any) -> Report:
         frames=lab.net.counts["frames"], resets=lab.net.counts["resets"],
         lost=lab.net.counts["lost"], duplicated=lab.net.counts["duplicated"],
         faults=sum(1 for r in trace if r["event"] == "fault"),
-        reexecuted_after_crash=reexecuted, late_results_dropped=late)
+        reexecuted_after_crash=reexecuted, late_results_dropped=late,
+        records_restored=sum(n.restored for n in lab.all_nodes))
     report.notes = list(lab.notes)
     return report
 
 
+#: what the closed-region and orphan bounds allow beyond their leases: the
+#: nanoseconds lost converting a lease between a node's clock and virtual time
+ROUNDING_NS = 1_000
+
+
 def _check_regions(lab: Any, trace: list[dict[str, Any]], add: Any) -> None:
-    # (origin, rtid) -> (region ordinal, lease ns) from the spawn records
-    region_of: dict[tuple[str, int], tuple[int | None, int]] = {}
+    # (origin, rtid) -> (region ordinal, lease ns, node) from the spawn records,
+    # and the node task whose computation spawned it (a nested runtime's spawns)
+    spawned: dict[tuple[str, int], tuple[Any, int, str]] = {}
+    children: dict[tuple[str, int], list[tuple[str, int]]] = {}
     for rec in trace:
         if rec["event"] == "spawn":
-            region_of[(rec["who"], rec["rtid"])] = (rec.get("region_id"), rec["lease_ms"] * 1_000_000)
+            key = (rec["who"], rec["rtid"])
+            spawned[key] = (rec.get("region_id"), rec["lease_ms"] * 1_000_000, rec["node"])
+            if "parent" in rec:
+                children.setdefault((rec["parent"][0], rec["parent"][1]), []).append(key)
         elif rec["event"] == "reattempt":
-            prev = region_of.get((rec["who"], rec["rtid"]))
+            prev = spawned.get((rec["who"], rec["rtid"]))
             if prev is not None:
-                region_of[(rec["who"], rec["new_rtid"])] = prev
-    # per (node, origin, rtid): the executions' [start, end) in trace order
+                spawned[(rec["who"], rec["new_rtid"])] = (prev[0], prev[1], rec["node"])
+    # per (origin, rtid): the executions [node, start, end) in trace order
     running: dict[tuple[str, int], list[list[Any]]] = {}
     closes: list[tuple[str, int, int, int]] = []  # (origin, region, t_ns, seq)
     origin_crashes: list[tuple[str, int, int]] = []  # (origin, t_ns, seq)
@@ -286,38 +315,54 @@ def _check_regions(lab: Any, trace: list[dict[str, Any]], add: Any) -> None:
             closes.append((rec["who"], rec["region_id"], rec["t_ns"], rec["seq"]))
     end = lab.loop.now_ns()
 
-    def allowance(node: str, since: int, lease_ns: int, leases: int) -> int:
-        """How long after ``since`` the node may take to stop a task of that lease."""
-        rate = slowest.get(node, 1.0)
-        allowed = int(leases * lease_ns / rate) if rate > 0 else end
-        for a, b in paused.get(node, ()):
-            assert a is not None  # a stretch's start is always set
-            until = end if b is None else b
-            allowed += max(0, min(until, end) - max(a, since))
-        return allowed + NS // 10
+    def allowance(path: list[tuple[str, int]], since: int) -> int:
+        """How long after ``since`` a task may run at the end of ``path`` (the
+        (node, lease) of each task from the region's own down to it): each
+        level's node notices on its own clock, and only while it runs."""
+        allowed = 0
+        for node, lease_ns in path:
+            rate = slowest.get(node, 1.0)
+            allowed += int(lease_ns / rate) if rate > 0 else end
+        for node in {n for n, _ in path}:
+            for a, b in paused.get(node, ()):
+                b = end if b is None else b
+                allowed += max(0, min(b, end) - max(a, since))
+        return allowed + ROUNDING_NS * len(path)
+
+    def descendants(roots: list[tuple[str, int]]) -> list[tuple[tuple[str, int], list[tuple[str, int]]]]:
+        """Each task below ``roots`` (themselves included) with its path of (node, lease)."""
+        out, todo = [], [(r, [(spawned[r][2], spawned[r][1])]) for r in roots]
+        while todo:
+            task, path = todo.pop()
+            out.append((task, path))
+            for child in children.get(task, ()):
+                todo.append((child, path + [(spawned[child][2], spawned[child][1])]))
+        return out
 
     for origin, region, t_close, seq in closes:
-        for (o, rtid), (r, lease_ns) in region_of.items():
-            if o != origin or r != region:
-                continue
+        roots = sorted(k for k, v in spawned.items() if k[0] == origin and v[0] == region)
+        for (o, rtid), path in descendants(roots):
             for node, _start, stop in running.get((o, rtid), ()):
                 stop = end if stop is None else stop
-                if _start <= t_close and stop > t_close + allowance(node, t_close, lease_ns, 1):
+                if stop > t_close + allowance(path, t_close):
+                    depth = f" (a descendant {len(path) - 1} level(s) down)" if len(path) > 1 else ""
                     add("closed_region", t_close, seq,
-                        f"region {region} of {origin} closed while rtid {rtid} ran on {node} "
-                        f"until {stop / NS:.6f} s (more than its lease later)")
+                        f"region {region} of {origin} closed while rtid {rtid} of {o}{depth} ran on "
+                        f"{node} until {stop / NS:.6f} s (more than its leases later)")
     for origin, t_crash, seq in origin_crashes:
-        for (o, rtid), spans in sorted(running.items()):
-            if o != origin:
-                continue
-            lease_ns = region_of.get((o, rtid), (None, 0))[1]
-            for node, _start, stop in spans:
+        # A crash resets the origin's connections and drops what they carried:
+        # nothing of it reaches a node afterwards, so a node last heard it at
+        # the crash at the latest, and its silence check cancels each task of
+        # it a lease later (descendants: the leases below, as for a region)
+        roots = sorted(k for k in running if k[0] == origin and k in spawned)
+        for (o, rtid), path in descendants(roots):
+            for node, _start, stop in running.get((o, rtid), ()):
                 stop = end if stop is None else stop
-                if (_start <= t_crash + lease_ns
-                        and stop > t_crash + allowance(node, t_crash, lease_ns, 2)):
+                if _start <= t_crash and stop > t_crash + allowance(path, t_crash):
                     add("no_orphans", t_crash, seq,
-                        f"origin {origin} crashed, yet its rtid {rtid} ran on {node} until "
-                        f"{stop / NS:.6f} s (a node cancels an orphan within two leases)")
+                        f"origin {origin} crashed, yet rtid {rtid} of {o} ran on {node} until "
+                        f"{stop / NS:.6f} s (a node cancels an orphan a lease after it last heard "
+                        f"its origin)")
 
 
 def _check_sagas(trace: list[dict[str, Any]], add: Any) -> None:

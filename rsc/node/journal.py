@@ -35,6 +35,11 @@ The journal has a random 16-byte id, made with the directory and kept by every
 compaction: the node advertises it in WELCOME (``features["journal"]``), so an
 origin can tell a restarted node that kept its records from one that did not
 (PROTOCOL.md section 5).
+
+Every file operation goes through one object, :class:`PosixFiles` by
+default; a simulation gives the journal its own (``Journal(files=...)``), with
+the same calls and the same durability contract: what ``datasync``/``fsync``
+returned from survives a crash, a ``replace`` survives once ``sync_dir`` has.
 """
 
 from __future__ import annotations
@@ -75,26 +80,95 @@ class StateDirError(InvalidArgument):
     """The state directory cannot be used (unsafe, in use, unreadable); the message says why."""
 
 
-def _check_dir(path: str) -> None:
-    """Create ``path`` 0700 (and missing parents, 0700 too), or accept an
-    existing directory only if it is safe; never changes an existing one."""
-    try:
-        os.makedirs(os.path.dirname(path), 0o700, exist_ok=True)
-        os.mkdir(path, 0o700)
-        return
-    except FileExistsError:
-        pass
-    except OSError as exc:
-        raise StateDirError(f"cannot create state directory {path}: {exc.strerror}") from exc
-    st = os.stat(path)
-    if not stat.S_ISDIR(st.st_mode):
-        raise StateDirError(f"state directory {path} exists and is not a directory")
-    if st.st_uid != os.geteuid():
-        raise StateDirError(f"state directory {path} belongs to uid {st.st_uid}, not this user "
-                            f"({os.geteuid()}); use a directory of your own")
-    if st.st_mode & 0o022:
-        raise StateDirError(f"state directory {path} is writable by group or others (mode "
-                            f"{stat.S_IMODE(st.st_mode):o}); use a private one (chmod 700)")
+class PosixFiles:
+    """The journal's file operations on the real file system (see the module docstring)."""
+
+    @staticmethod
+    def prepare(path: str) -> None:
+        """Create ``path`` 0700 (and missing parents, 0700 too), or accept an
+        existing directory only if it is safe; never changes an existing one."""
+        try:
+            os.makedirs(os.path.dirname(path), 0o700, exist_ok=True)
+            os.mkdir(path, 0o700)
+            return
+        except FileExistsError:
+            pass
+        except OSError as exc:
+            raise StateDirError(f"cannot create state directory {path}: {exc.strerror}") from exc
+        st = os.stat(path)
+        if not stat.S_ISDIR(st.st_mode):
+            raise StateDirError(f"state directory {path} exists and is not a directory")
+        if st.st_uid != os.geteuid():
+            raise StateDirError(f"state directory {path} belongs to uid {st.st_uid}, not this user "
+                                f"({os.geteuid()}); use a directory of your own")
+        if st.st_mode & 0o022:
+            raise StateDirError(f"state directory {path} is writable by group or others (mode "
+                                f"{stat.S_IMODE(st.st_mode):o}); use a private one (chmod 700)")
+
+    @staticmethod
+    def lock(path: str) -> int:
+        """Take the directory's exclusive lock for this process's life (its descriptor)."""
+        fd = os.open(os.path.join(path, LOCK_FILE), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+            os.close(fd)
+            if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
+                raise StateDirError(f"state directory {path} is in use by another node "
+                                    f"(pid {holder}); give each node its own") from None
+            raise StateDirError(f"cannot lock state directory {path}: {exc.strerror}") from exc
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        return fd
+
+    @staticmethod
+    def read(path: str) -> bytes:
+        """The whole file (empty if it does not exist)."""
+        try:
+            with open(path, "rb") as f:
+                return f.read()
+        except FileNotFoundError:
+            return b""
+
+    @staticmethod
+    def create(path: str) -> int:
+        """A new empty file (truncated if it exists), open for writing."""
+        return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+
+    @staticmethod
+    def append(fd: int, data: bytes) -> None:
+        _write_all(fd, data)
+
+    datasync = staticmethod(os.fdatasync)
+    fsync = staticmethod(os.fsync)
+    close = staticmethod(os.close)
+    replace = staticmethod(os.replace)
+
+    @staticmethod
+    def sync_dir(path: str) -> None:
+        """Make the directory's entries (a rename) durable."""
+        dfd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+
+    @staticmethod
+    def unlink(path: str) -> None:
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
+
+    wall_ns = staticmethod(time.time_ns)
+
+    @staticmethod
+    def new_id() -> bytes:
+        return secrets.token_bytes(16)
+
+
+POSIX = PosixFiles()
 
 
 def _entry(body: list) -> bytes:
@@ -140,11 +214,12 @@ class Journal:
     before it lets anything those entries stand for leave the process.
     """
 
-    def __init__(self, path: str, ttl_ns: int) -> None:
+    def __init__(self, path: str, ttl_ns: int, files: Any = None) -> None:
+        self._files = files = POSIX if files is None else files
         self.path = os.path.abspath(path)
         self.ttl_ns = ttl_ns
-        _check_dir(self.path)
-        self._lock_fd = self._lock()
+        files.prepare(self.path)
+        self._lock_fd = files.lock(self.path)
         self._file = os.path.join(self.path, JOURNAL_FILE)
         self._buf: list[bytes] = []
         self._fd = -1
@@ -156,30 +231,11 @@ class Journal:
         self._tail_entries = 0
 
     # ------------------------------------------------------------------ files
-    def _lock(self) -> int:
-        fd = os.open(os.path.join(self.path, LOCK_FILE), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as exc:
-            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
-            os.close(fd)
-            if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
-                raise StateDirError(f"state directory {self.path} is in use by another node "
-                                    f"(pid {holder}); give each node its own") from None
-            raise StateDirError(f"cannot lock state directory {self.path}: {exc.strerror}") from exc
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-        return fd
-
     def load(self, now_wall_ns: int | None = None) -> tuple[list[Record], list[Tombstone]]:
         """Replay the file: the live records and tombstones, each with the time
         it has left (None for a record whose task was running)."""
-        now_wall = time.time_ns() if now_wall_ns is None else now_wall_ns
-        try:
-            with open(self._file, "rb") as f:
-                data = f.read()
-        except FileNotFoundError:
-            data = b""
+        now_wall = self._files.wall_ns() if now_wall_ns is None else now_wall_ns
+        data = self._files.read(self._file)
         entries, end = _read_entries(data)
         self.torn_bytes = len(data) - end
         if self.torn_bytes:
@@ -208,7 +264,7 @@ class Journal:
                                         f"{FORMAT_VERSION}; it was written by another rsc version")
                 self.journal_id = e[2]
         if not self.journal_id:
-            self.journal_id = secrets.token_bytes(16)
+            self.journal_id = self._files.new_id()
         live_recs = [tuple(r) for r in records.values() if r[5] is None or r[5] > 0]
         live_tombs = [tuple(t) for t in tombs.values() if t[3] > 0]
         return live_recs, live_tombs
@@ -238,7 +294,8 @@ class Journal:
     def write_snapshot(self, records: list[Record], tombstones: list[Tombstone]) -> tuple[int, int]:
         """Write the live state to a temporary file and fsync it; returns its
         open descriptor and how many entries it holds (for ``finish_compaction``)."""
-        now_wall = time.time_ns()
+        files = self._files
+        now_wall = files.wall_ns()
         parts = [_entry([J_HEAD, FORMAT_VERSION, self.journal_id])]
         for key, fp, origin, rtid, outcome, remaining in records:
             parts.append(_entry([J_RECORD, key, fp, origin, rtid]))
@@ -247,39 +304,36 @@ class Journal:
                                      now_wall + remaining]))
         for origin, rtid, reason, remaining in tombstones:
             parts.append(_entry([J_TOMB, origin, rtid, reason, now_wall + remaining]))
-        fd = os.open(self._file + ".tmp", os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        fd = files.create(self._file + ".tmp")
         try:
-            _write_all(fd, b"".join(parts))
-            os.fsync(fd)
+            files.append(fd, b"".join(parts))
+            files.fsync(fd)
         except BaseException:
-            os.close(fd)
+            files.close(fd)
             raise
         return fd, len(parts)
 
     def finish_compaction(self, fd: int, n_entries: int) -> None:
         """Append what was synced since ``begin_compaction``, then put the new
         file in the old one's place (rename, fsync the directory) and write to it."""
+        files = self._files
         tail, self._tail = self._tail, None
         if self._lock_fd < 0 or tail is None:  # closed (or aborted) meanwhile
-            os.close(fd)
+            files.close(fd)
             self.abort_compaction()
             return
         try:
             if tail:
-                _write_all(fd, b"".join(tail))
-                os.fdatasync(fd)
-            os.replace(self._file + ".tmp", self._file)
-            dfd = os.open(self.path, os.O_RDONLY | os.O_DIRECTORY)
-            try:
-                os.fsync(dfd)
-            finally:
-                os.close(dfd)
+                files.append(fd, b"".join(tail))
+                files.datasync(fd)
+            files.replace(self._file + ".tmp", self._file)
+            files.sync_dir(self.path)
         except BaseException:
-            os.close(fd)
+            files.close(fd)
             self.abort_compaction()
             raise
         if self._fd >= 0:
-            os.close(self._fd)
+            files.close(self._fd)
         self._fd = fd  # positioned at its end: appends continue there
         self.live = n_entries
         self.entries = n_entries + self._tail_entries
@@ -287,10 +341,7 @@ class Journal:
     def abort_compaction(self) -> None:
         """Forget a compaction that failed or was overtaken; the old file stays."""
         self._tail = None
-        try:
-            os.unlink(self._file + ".tmp")
-        except FileNotFoundError:
-            pass
+        self._files.unlink(self._file + ".tmp")
 
     def needs_compaction(self) -> bool:
         """Whether the journal holds enough dead entries to be worth rewriting."""
@@ -311,12 +362,12 @@ class Journal:
         """Append: the task under ``key`` ended with ``outcome``, kept for the TTL."""
         kind, payload, exec_ns = outcome
         self._buf.append(_entry([J_DONE, key, rtid, kind, payload, exec_ns,
-                                 time.time_ns() + self.ttl_ns]))
+                                 self._files.wall_ns() + self.ttl_ns]))
 
     def tombstone(self, origin: str, rtid: int, reason: tuple) -> None:
         """Append: the task ``rtid`` of ``origin`` was cancelled before it arrived, with
         ``reason``."""
-        self._buf.append(_entry([J_TOMB, origin, rtid, reason, time.time_ns() + self.ttl_ns]))
+        self._buf.append(_entry([J_TOMB, origin, rtid, reason, self._files.wall_ns() + self.ttl_ns]))
 
     def untombstone(self, origin: str, rtid: int) -> None:
         """Append: the tombstone of ``(origin, rtid)`` is gone."""
@@ -334,19 +385,19 @@ class Journal:
             self._tail.append(data)
             self._tail_entries += len(self._buf)
         self._buf = []
-        _write_all(self._fd, data)
-        os.fdatasync(self._fd)
+        self._files.append(self._fd, data)
+        self._files.datasync(self._fd)
 
     def close(self) -> None:
         """Sync, close the file and release the directory's lock."""
         try:
             if self._fd >= 0:
                 self.sync()
-                os.close(self._fd)
+                self._files.close(self._fd)
         finally:
             self._fd = -1
             if self._lock_fd >= 0:
-                os.close(self._lock_fd)  # closing the descriptor releases the flock
+                self._files.close(self._lock_fd)  # closing the descriptor releases the lock
                 self._lock_fd = -1
 
 
@@ -357,10 +408,11 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[n:]
 
 
-def open_journal(path: str, engine: Any, now_ns: int) -> Journal:
-    """Open (or create) the journal in ``path``, give the engine the state it
-    holds, and start a fresh compacted file; the engine then writes to it."""
-    journal = Journal(path, engine.ttl_ns)
+def open_journal(path: str, engine: Any, now_ns: int, files: Any = None) -> Journal:
+    """Open (or create) the journal in ``path`` (on ``files``, default the real
+    file system), give the engine the state it holds, and start a fresh
+    compacted file; the engine then writes to it."""
+    journal = Journal(path, engine.ttl_ns, files)
     try:
         records, tombstones = journal.load()
         engine.restore(records, tombstones, now_ns, journal)
