@@ -5,7 +5,11 @@ processes, the same functions and inputs as rsc's ``noop`` / ``cpu``:
 
 - ``one(n)``: ``n`` no-op calls, one at a time (submit, wait for the result);
 - ``bulk(n)``: ``n`` no-op calls submitted at once, then every result collected;
-- ``cpu(n, work)``: ``n`` calls of ``burn(work)`` (about 1 ms each) over the two workers.
+- ``cpu(n, work)``: ``n`` calls of ``burn(work)`` (about 1 ms each) over the two workers;
+- ``submit(data)``: one ``peer_noop(data)`` started, and a function that waits for
+  its result; ``submit_then(data, callback)`` the same, calling ``callback()``
+  (from any thread) when the result is back. The payload sweep
+  (``windowed``) and the open-loop latency benchmark use these.
 
 =====================  ========================================================
 ``processpool``        ``concurrent.futures.ProcessPoolExecutor(2)``: ``submit``
@@ -38,6 +42,9 @@ import multiprocessing
 import multiprocessing.pool
 import shutil
 import tempfile
+from collections import deque
+from collections.abc import Callable
+from typing import Any
 
 from bench.registry import peer_cpu, peer_noop
 
@@ -67,6 +74,12 @@ class Peer:
 
     def cpu(self, n: int, work: int) -> list[bytes]:
         """The ``n`` results: each ``peer_cpu``'s busy ns as decimal bytes."""
+        raise NotImplementedError
+
+    def submit(self, data: Any) -> Callable[[], Any]:
+        raise NotImplementedError
+
+    def submit_then(self, data: Any, callback: Callable[[], None]) -> None:
         raise NotImplementedError
 
     def warm_up(self, work: int) -> None:
@@ -119,6 +132,12 @@ class ProcessPoolPeer(Peer):
         futures = [submit(peer_cpu, work) for _ in range(n)]
         return [f.result() for f in futures]
 
+    def submit(self, data: Any) -> Callable[[], Any]:
+        return self.ex.submit(peer_noop, data).result
+
+    def submit_then(self, data: Any, callback: Callable[[], None]) -> None:
+        self.ex.submit(peer_noop, data).add_done_callback(lambda _f: callback())
+
     def stop(self) -> None:
         self.ex.shutdown(wait=True, cancel_futures=True)
 
@@ -139,6 +158,12 @@ class PoolPeer(Peer):
 
     def cpu(self, n: int, work: int) -> list[bytes]:
         return self.pool.starmap(peer_cpu, [(work,)] * n, chunksize=1)
+
+    def submit(self, data: Any) -> Callable[[], Any]:
+        return self.pool.apply_async(peer_noop, (data,)).get
+
+    def submit_then(self, data: Any, callback: Callable[[], None]) -> None:
+        self.pool.apply_async(peer_noop, (data,), callback=lambda _r: callback())
 
     def stop(self) -> None:
         self.pool.close()
@@ -184,6 +209,12 @@ class DaskPeer(Peer):
     def cpu(self, n: int, work: int) -> list[bytes]:
         return self.client.gather(self.client.map(peer_cpu, [work] * n, pure=False))
 
+    def submit(self, data: Any) -> Callable[[], Any]:
+        return self.client.submit(peer_noop, data, pure=False).result
+
+    def submit_then(self, data: Any, callback: Callable[[], None]) -> None:
+        self.client.submit(peer_noop, data, pure=False).add_done_callback(lambda _f: callback())
+
     def stop(self) -> None:
         try:
             self.client.close()
@@ -228,6 +259,13 @@ class RayPeer(Peer):
         remote = self.burn.remote
         return self.ray.get([remote(work) for _ in range(n)])
 
+    def submit(self, data: Any) -> Callable[[], Any]:
+        ref = self.noop.remote(data)
+        return lambda: self.ray.get(ref)
+
+    def submit_then(self, data: Any, callback: Callable[[], None]) -> None:
+        self.noop.remote(data).future().add_done_callback(lambda _f: callback())
+
     def stop(self) -> None:
         try:
             self.ray.shutdown()
@@ -254,9 +292,22 @@ def start_peer(name: str, work: int) -> Peer:
     return peer
 
 
+def windowed(peer: Peer, data: Any, n: int, window: int) -> Any:
+    """``n`` calls of ``peer_noop(data)`` with up to ``window`` in flight (waited
+    for in order, each replaced by a new one); the last result."""
+    waits = deque(peer.submit(data) for _ in range(min(n, window)))
+    sent, out = len(waits), None
+    while waits:
+        out = waits.popleft()()
+        if sent < n:
+            waits.append(peer.submit(data))
+            sent += 1
+    return out
+
+
 def describe(name: str) -> str:
     return LABELS.get(name, name)
 
 
 __all__ = ["LABELS", "NAMES", "Peer", "PeerUnavailable", "describe", "start_peer",
-           "stop_multiprocessing_helpers"]
+           "stop_multiprocessing_helpers", "windowed"]
