@@ -6,7 +6,12 @@ decoded from one read are handed to ``on_messages`` together, so a driver does
 its bookkeeping once per read rather than once per message. A decode error is handed to
 ``on_protocol_error`` (which answers ERROR and closes this connection only).
 Outgoing messages queued in one loop iteration leave in one ``write`` (in
-writes of FLUSH_FRAMES frames when a burst queues more).
+writes of FLUSH_FRAMES frames when a burst queues more). A message with a
+large ``bytes`` value (an input or a result of 64 KiB or more) is written at
+once, after what is queued, as the parts ``encode_frame_parts`` returns, so
+the value itself goes to the transport without being copied into a frame;
+the decoder, for its part, receives such a value straight into the bytes
+object the message keeps.
 
 What a peer can make a connection hold is bounded (docs/PROTOCOL.md section 1):
 before the handshake a frame is capped at the decoder's handshake cap; a
@@ -64,7 +69,7 @@ class FramedConnection:
         self._progress = 0
         self._progress_mark = 0
         self._stalled = 0
-        self._encode_frame = envelope.encode_frame
+        self._encode_frame = envelope.encode_frame_parts
         self._pending: list[bytes] = []
         self._flush_scheduled = False
         self._closing = False
@@ -171,8 +176,12 @@ class FramedConnection:
         at once instead of one waiting for the other's whole batch."""
         if self._closing:
             return
+        frame = self._encode_frame(msg)
+        if type(frame) is tuple:
+            self._write_parts(frame)
+            return
         pending = self._pending
-        pending.append(self._encode_frame(msg))
+        pending.append(frame)
         if not self._flush_scheduled:
             self._flush_scheduled = True
             self._loop.call_soon(self.flush)  # type: ignore[union-attr]
@@ -188,6 +197,14 @@ class FramedConnection:
             data = self._pending[0] if len(self._pending) == 1 else b"".join(self._pending)
             self._pending.clear()
             self.transport.write(data)
+
+    def _write_parts(self, parts: tuple) -> None:
+        """A frame with a large value: what is queued first, then its parts in
+        one ``writelines`` (the transport keeps a reference to each part
+        until it is sent; none is copied on the way)."""
+        self._write_pending()
+        if not self._closing and self.transport is not None:
+            self.transport.writelines(parts)
 
     def close(self) -> None:
         """Send what is queued, then close."""
