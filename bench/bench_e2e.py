@@ -52,7 +52,7 @@ from typing import Any
 import psutil
 import pytest
 
-from bench.conftest import open_runtime
+from bench.conftest import open_runtime, runtime_on
 from bench.echo_peer import EchoClient
 from bench.figures import record, run_on
 from bench.peers import NAMES as PEER_NAMES
@@ -166,11 +166,7 @@ def nodes(rsc_cluster: Any) -> list[str]:
 @pytest.fixture(scope="class")
 def rt(loop: asyncio.AbstractEventLoop, rsc_cluster: Any) -> Iterator[Runtime]:
     """A Runtime connected to both nodes (shared by the speed figures)."""
-    runtime = loop.run_until_complete(open_runtime(rsc_cluster.nodes))
-    try:
-        yield runtime
-    finally:
-        loop.run_until_complete(runtime.aclose())
+    yield from runtime_on(loop, rsc_cluster.nodes)
 
 
 class TestRsc:

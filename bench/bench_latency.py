@@ -47,7 +47,7 @@ from typing import Any
 
 import pytest
 
-from bench.conftest import bench_cluster, open_runtime
+from bench.conftest import bench_cluster, runtime_on
 from bench.figures import latency_figures, record, run_on
 from bench.peers import NAMES as PEER_NAMES
 from bench.peers import Peer, describe
@@ -82,11 +82,7 @@ def latency_node() -> Iterator[Any]:
 
 @pytest.fixture(scope="class")
 def latency_rt(loop: asyncio.AbstractEventLoop, latency_node: Any) -> Iterator[Runtime]:
-    runtime = loop.run_until_complete(open_runtime(latency_node.nodes))
-    try:
-        yield runtime
-    finally:
-        loop.run_until_complete(runtime.aclose())
+    yield from runtime_on(loop, latency_node.nodes)
 
 
 async def rsc_unloaded(rt: Runtime, node: str, n: int) -> list[float]:

@@ -42,7 +42,7 @@ from typing import Any
 
 import pytest
 
-from bench.conftest import bench_cluster, open_runtime
+from bench.conftest import bench_cluster, runtime_on
 from bench.echo_peer import SizedEchoClient, frame
 from bench.figures import record, run_on
 from bench.peers import NAMES as PEER_NAMES
@@ -57,6 +57,10 @@ SIZE_LABEL = {64: "64B", 4 * KiB: "4KiB", 64 * KiB: "64KiB", 1 * MiB: "1MiB", 16
 KINDS = ("bytes", "msgpack")
 ROUNDS = {"raw": 5, "rsc": 3, "processpool": 3, "pool": 3, "dask": 1, "ray": 1}
 MAX_INPUT = 40 * MiB  # the node's --max-input-bytes: a 16 MiB blob in a msgpack map fits
+# The node keeps each finished task's result for duplicates for --ttl seconds
+# (300 by default), whatever its size: a round of 16 MiB results would keep
+# gigabytes. A short TTL lets them go while the sweep runs.
+RESULT_TTL_S = 5
 
 
 def plan(size: int) -> tuple[int, int]:
@@ -113,18 +117,14 @@ class TestRawPayload:
 
 @pytest.fixture(scope="class")
 def payload_node() -> Iterator[Any]:
-    """One node that takes inputs up to MAX_INPUT bytes."""
+    """One node that takes inputs up to MAX_INPUT bytes and keeps results RESULT_TTL_S."""
     yield from bench_cluster(1, "bench.registry:registry",
-                             extra_args=["--max-input-bytes", str(MAX_INPUT)])
+                             extra_args=["--max-input-bytes", str(MAX_INPUT), "--ttl", str(RESULT_TTL_S)])
 
 
 @pytest.fixture(scope="class")
 def payload_rt(loop: asyncio.AbstractEventLoop, payload_node: Any) -> Iterator[Runtime]:
-    runtime = loop.run_until_complete(open_runtime(payload_node.nodes))
-    try:
-        yield runtime
-    finally:
-        loop.run_until_complete(runtime.aclose())
+    yield from runtime_on(loop, payload_node.nodes)
 
 
 async def rsc_windowed(rt: Runtime, node: str, computation: str, data: Any, n: int,

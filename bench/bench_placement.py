@@ -30,7 +30,7 @@ from typing import Any
 
 import pytest
 
-from bench.conftest import ECHO_PIDS, bench_cluster, open_runtime
+from bench.conftest import ECHO_PIDS, bench_cluster, runtime_on
 from bench.echo_peer import EchoClient
 from bench.figures import pin, record, run_on
 from rsc import Runtime, spawn_remote
@@ -59,11 +59,7 @@ def placement_node() -> Iterator[Any]:
 
 @pytest.fixture(scope="module")
 def placement_rt(loop: asyncio.AbstractEventLoop, placement_node: Any) -> Iterator[Runtime]:
-    runtime = loop.run_until_complete(open_runtime(placement_node.nodes))
-    try:
-        yield runtime
-    finally:
-        loop.run_until_complete(runtime.aclose())
+    yield from runtime_on(loop, placement_node.nodes)
 
 
 @pytest.fixture(scope="module")
@@ -89,8 +85,8 @@ def _unpin_at_end() -> Iterator[None]:
 
 
 @pytest.mark.skipif(len(ALLOWED) < 2, reason="placement needs two CPUs to pin to")
-@pytest.mark.parametrize("placement", PLACEMENTS)
 @pytest.mark.parametrize("who", ("raw", "rsc"))
+@pytest.mark.parametrize("placement", PLACEMENTS)
 def test_one_in_flight_placed(benchmark: Any, loop: asyncio.AbstractEventLoop, placement: str, who: str,
                               placement_echo: tuple[EchoClient, int], placement_rt: Runtime,
                               placement_node: Any) -> None:

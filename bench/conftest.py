@@ -226,6 +226,15 @@ async def open_runtime(nodes: dict[str, str], **kw: Any) -> Any:
     return rt
 
 
+def runtime_on(loop: asyncio.AbstractEventLoop, nodes: dict[str, str]) -> Iterator[Any]:
+    """``open_runtime(nodes)`` on ``loop``, closed afterwards (a fixture's body: ``yield from``)."""
+    runtime = loop.run_until_complete(open_runtime(nodes))
+    try:
+        yield runtime
+    finally:
+        loop.run_until_complete(runtime.aclose())
+
+
 def pytest_terminal_summary(terminalreporter: Any) -> None:
     """After the benchmark tables: bench_isolation's figures and ratios (same run)."""
     for name, mod in list(sys.modules.items()):

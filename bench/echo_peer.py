@@ -35,6 +35,7 @@ import asyncio
 import os
 import signal
 import sys
+from typing import Any
 
 HEADER = 4
 
@@ -120,13 +121,12 @@ async def serve(path: str, stream: bool = False) -> None:
 # ----------------------------------------------------------------------------- client
 
 
-class EchoClient(asyncio.Protocol):
-    """One connection to the echo server; see the module docstring."""
+class _Client:
+    """What both clients share: the connection, and the state of a run."""
 
     def __init__(self) -> None:
-        self.buf = bytearray()
         self.transport: asyncio.Transport | None = None
-        self._waiter: asyncio.Future[None] | None = None
+        self._waiter: asyncio.Future[None] | None = None  # one_in_flight's round trip
         # pipelined state
         self._frame = b""
         self._to_send = 0
@@ -134,9 +134,10 @@ class EchoClient(asyncio.Protocol):
         self._done: asyncio.Future[None] | None = None
 
     @classmethod
-    async def connect(cls, path: str) -> EchoClient:
+    async def connect(cls, path: str) -> Any:
+        """A connected client of the echo server listening at ``path``."""
         loop = asyncio.get_running_loop()
-        _t, proto = await loop.create_unix_connection(cls, path)
+        _t, proto = await loop.create_unix_connection(cls, path)  # type: ignore[arg-type]
         return proto
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -147,6 +148,18 @@ class EchoClient(asyncio.Protocol):
         for fut in (self._waiter, self._done):
             if fut is not None and not fut.done():
                 fut.set_exception(err)
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+
+
+class EchoClient(_Client, asyncio.Protocol):
+    """One connection to the echo server; see the module docstring."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.buf = bytearray()
 
     def data_received(self, data: bytes) -> None:
         buf = self.buf
@@ -191,12 +204,8 @@ class EchoClient(asyncio.Protocol):
         finally:
             self._done = None
 
-    def close(self) -> None:
-        if self.transport is not None:
-            self.transport.close()
 
-
-class SizedEchoClient(asyncio.BufferedProtocol):
+class SizedEchoClient(_Client, asyncio.BufferedProtocol):
     """One connection to the echo server for frames of any size.
 
     It reads into one reusable buffer and only follows the frame headers,
@@ -208,27 +217,10 @@ class SizedEchoClient(asyncio.BufferedProtocol):
     READ_BYTES = 256 * 1024
 
     def __init__(self) -> None:
-        self.transport: asyncio.Transport | None = None
+        super().__init__()
         self._scratch = memoryview(bytearray(self.READ_BYTES))
         self._header = bytearray()
         self._left = 0  # body bytes of the current frame still to come
-        self._frame = b""
-        self._to_send = 0
-        self._to_receive = 0
-        self._done: asyncio.Future[None] | None = None
-
-    @classmethod
-    async def connect(cls, path: str) -> SizedEchoClient:
-        loop = asyncio.get_running_loop()
-        _t, proto = await loop.create_unix_connection(cls, path)
-        return proto
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        if self._done is not None and not self._done.done():
-            self._done.set_exception(ConnectionError(f"echo connection lost: {exc}"))
 
     def get_buffer(self, sizehint: int) -> memoryview:
         return self._scratch
@@ -284,10 +276,6 @@ class SizedEchoClient(asyncio.BufferedProtocol):
             await done
         finally:
             self._done = None
-
-    def close(self) -> None:
-        if self.transport is not None:
-            self.transport.close()
 
 
 def main(argv: list[str]) -> int:

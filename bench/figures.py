@@ -13,7 +13,8 @@ import psutil
 
 def record(benchmark: Any, figure: str, ops: int, **extra: Any) -> None:
     """Tag the benchmark with its figure key and per-operation figures (median round)."""
-    info: dict[str, Any] = dict(figure=figure, ops=ops, **extra)
+    # the machine's 1-minute load average when the figure was taken (it is shared)
+    info: dict[str, Any] = dict(figure=figure, ops=ops, loadavg_1m=round(os.getloadavg()[0], 2), **extra)
     if benchmark.stats is not None:  # None under --benchmark-disable
         median = benchmark.stats.stats.median
         info.update(us_per_op=round(median / ops * 1e6, 2), ops_per_s=round(ops / median, 1))

@@ -373,7 +373,7 @@ def latency_section(table: Table, figs: dict[str, Figure], attach: Callable[[Tar
                 table.row([f"  {label}", "not run"])
             continue
         table.row([f"  {label}: unloaded (one at a time)", fmt_tail(unloaded) if unloaded else "not measured"])
-        table.row([f"    maximum rate (closed loop)", fmt_rate(top.per_s) if top else "not measured"])
+        table.row(["    maximum rate (closed loop)", fmt_rate(top.per_s) if top else "not measured"])
         for load in (50, 90):
             f = figs.get(f"{who}.lat.{load}")
             if f is None:
