@@ -32,7 +32,8 @@ result thread.
 ``extra_info``: ``p50_us``, ``p99_us``, ``p999_us``, ``max_us``, ``samples``,
 ``rate`` (offered, per second), ``achieved`` (completions per second) and
 ``send_lag_p99_us`` (how late the sender itself sent, p99: what the harness
-adds). The report judges rsc's p99 at 50% load against five times its
+adds); for rsc also the origin's garbage-collector passes during the run
+(``gc_passes``, ``gc_total_ms``, ``gc_longest_us``). The report judges rsc's p99 at 50% load against five times its
 unloaded p50.
 """
 
@@ -156,15 +157,44 @@ class TestRscLatency:
         rate = MAX_RATE["rsc"] * load / 100
         n = max(200, int(rate * LOAD_S))
         got: list[tuple[list[float], list[float], float]] = []
-        benchmark.pedantic(run_on(loop, lambda: _keep(got, rsc_open_loop(latency_rt, node, rate, n))),
-                           rounds=ROUNDS)
+        with GcPauses() as pauses:
+            benchmark.pedantic(run_on(loop, lambda: _keep(got, rsc_open_loop(latency_rt, node, rate, n))),
+                               rounds=ROUNDS)
         latencies, lags, elapsed = got[-1]
         load_figures(benchmark, f"rsc.lat.{load}", latencies, lags, rate, elapsed, load=load,
-                     gc_gen0_threshold=gc.get_threshold()[0])
+                     gc_gen0_threshold=gc.get_threshold()[0], **pauses.figures())
 
 
 async def _keep(into: list[Any], coro: Any) -> None:
     into.append(await coro)
+
+
+class GcPauses:
+    """The collector's passes in this process while it is entered: how many,
+    and the total and longest pause (a pause delays every request due in it)."""
+
+    def __init__(self) -> None:
+        self.count, self.total_s, self.longest_s, self._t0 = 0, 0.0, 0.0, 0.0
+
+    def _on(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._t0 = time.perf_counter()
+        else:
+            took = time.perf_counter() - self._t0
+            self.count += 1
+            self.total_s += took
+            self.longest_s = max(self.longest_s, took)
+
+    def __enter__(self) -> GcPauses:
+        gc.callbacks.append(self._on)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        gc.callbacks.remove(self._on)
+
+    def figures(self) -> dict[str, float]:
+        return {"gc_passes": self.count, "gc_total_ms": round(self.total_s * 1e3, 2),
+                "gc_longest_us": round(self.longest_s * 1e6, 1)}
 
 
 # ---------------------------------------------------------------------------------- peers
@@ -211,7 +241,7 @@ class TestPeerLatency:
             clock = time.perf_counter
             for _ in range(n):
                 t0 = clock()
-                peer.submit(b"")()
+                peer.submit(b"").result()
                 got.append(clock() - t0)
 
         benchmark.pedantic(one_at_a_time, rounds=ROUNDS, warmup_rounds=1)

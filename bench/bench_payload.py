@@ -2,7 +2,8 @@
 
 Every size in ``SIZES`` (64 B to 16 MiB) goes through the same job: ``n``
 calls whose input and output are ``size`` bytes, with up to ``window`` in
-flight (each call waited for in order and replaced by a new one), so a round
+flight (the oldest call waited for, every later one already done taken with
+it, and as many new ones started together), so a round
 moves ``2 * n * size`` payload bytes whatever runs it. ``n`` and ``window``
 shrink with the size (``plan``) to keep a round near a quarter of a second
 and the bytes in flight under 32 MiB.
@@ -129,15 +130,21 @@ def payload_rt(loop: asyncio.AbstractEventLoop, payload_node: Any) -> Iterator[R
 
 async def rsc_windowed(rt: Runtime, node: str, computation: str, data: Any, n: int,
                        window: int) -> Any:
-    """``n`` spawns of ``computation(data)`` with up to ``window`` in flight; the last output."""
+    """``n`` spawns of ``computation(data)`` with up to ``window`` in flight; the
+    last output. Waits for the oldest, takes every later one already finished,
+    and spawns as many new ones together (one write for them all)."""
     cx = rt.cx()
     handles = deque(spawn_remote(cx, node, computation, data) for _ in range(min(n, window)))
     sent, out = len(handles), None
     while handles:
         out = await handles.popleft().join()
-        if sent < n:
+        done = 1
+        while handles and handles[0].is_finished():
+            out = handles.popleft().try_join()
+            done += 1
+        for _ in range(min(done, n - sent)):
             handles.append(spawn_remote(cx, node, computation, data))
-            sent += 1
+        sent += min(done, n - sent)
     return out
 
 
