@@ -31,6 +31,14 @@ from rsc.errors import ProtocolError
 
 
 FLUSH_FRAMES = 256  # queued frames that are written at once, without waiting for the loop turn's end
+# With pause_reading_on_backlog: the bytes a connection's transport may hold
+# unsent before the connection stops reading. With the transports' default
+# (64 KiB) one result of 64 KiB or more stopped reading until the peer had
+# taken nearly all of it, so a node answering large results read and answered
+# by turns, each turn waiting for the peer to be scheduled. What the buffer
+# holds are mostly the results themselves, which a node keeps for duplicates
+# anyway (large values are written as parts, not copied).
+WRITE_HIGH_WATER = 4 * 1024 * 1024
 
 
 class FramedConnection:
@@ -83,6 +91,11 @@ class FramedConnection:
         self.transport = transport  # type: ignore[assignment]
         self._loop = asyncio.get_running_loop()
         self.closed = self._loop.create_future()
+        if self._pause_reading:
+            try:
+                transport.set_write_buffer_limits(WRITE_HIGH_WATER)  # type: ignore[attr-defined]
+            except NotImplementedError:  # a transport without limits of its own
+                pass
         if self._on_open is not None:
             self._on_open(self)
 
