@@ -197,3 +197,32 @@ def test_a_node_echoes_large_inputs_byte_for_byte(one: Any) -> None:
             assert [await h.join() for h in small] == [b"s%d" % i for i in range(50)]
 
     asyncio.run(asyncio.wait_for(main(), 120))
+
+
+def test_a_node_side_connection_reads_on_until_4_mib_of_replies_wait() -> None:
+    # With the transport's default (64 KiB) one large result stopped the node
+    # reading until the peer had taken it; the node side now allows 4 MiB.
+    import socket
+
+    from rsc.transport.connection import WRITE_HIGH_WATER, FramedConnection
+
+    def make(pause: bool) -> FramedConnection:
+        return FramedConnection(on_messages=lambda c, msgs: None, on_protocol_error=lambda c, e: None,
+                                on_close=lambda c, e: None, pause_reading_on_backlog=pause)
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        a, b = socket.socketpair()
+        node_side, origin_side = make(True), make(False)
+        ta, _ = await loop.create_unix_connection(lambda: node_side, sock=a)
+        tb, _ = await loop.create_unix_connection(lambda: origin_side, sock=b)
+        try:
+            assert WRITE_HIGH_WATER == 4 * MiB
+            assert ta.get_write_buffer_limits()[1] == WRITE_HIGH_WATER
+            assert tb.get_write_buffer_limits()[1] == 64 * KiB  # the transport's own default
+        finally:
+            ta.close()
+            tb.close()
+            await asyncio.sleep(0)
+
+    asyncio.run(main())
