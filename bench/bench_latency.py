@@ -24,6 +24,8 @@ sender is a coroutine that yields to the loop between sends with
 ``asyncio.sleep(0)`` rather than sleeping on a timer, because the loop's
 timers have 1 ms resolution (libuv), which would delay most sends by up to
 a millisecond; completions are noticed in the same pass (``is_finished()``).
+Before its open-loop runs this process calls ``gc.collect()`` and
+``gc.freeze()`` (undone afterwards), as a node does after start-up.
 Peers (``ProcessPoolExecutor(2)``, ``multiprocessing.Pool(2)``, Dask, Ray
 when installed) are driven from a thread that sleeps until each send is due;
 their completion times are taken by a done-callback in the peer's own
