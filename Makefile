@@ -40,9 +40,16 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(VPY) -m pytest -q -p no:cacheprovider
 
+# The pytest-benchmark suites (bench/README.md), then the instruction counts
+# (callgrind, about 15 minutes; BENCH_INSTRUCTIONS=0 skips them and the report
+# shows the last saved ones), then the report of both.
+BENCH_INSTRUCTIONS ?= 1
+
 bench: $(STAMP)
 	$(VPY) -m pytest bench -q -p no:cacheprovider --benchmark-only --benchmark-autosave \
 		--benchmark-columns=min,median,mean,ops,rounds --benchmark-group-by=group
+	@if [ "$(BENCH_INSTRUCTIONS)" != 0 ]; then \
+		$(VPY) bench/instructions.py --side all --json .benchmarks/instructions.json; fi
 	$(VPY) bench/report.py
 
 # The lab (docs/LAB.md): every shipped scenario over LAB_SEEDS seeds in FIFO

@@ -46,15 +46,17 @@ import asyncio
 import gc
 import time
 import tracemalloc
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import psutil
 import pytest
 
+from bench.conftest import open_runtime, runtime_on
 from bench.echo_peer import EchoClient
+from bench.figures import record, run_on
 from bench.peers import NAMES as PEER_NAMES
-from bench.peers import Peer, PeerUnavailable, describe, start_peer, stop_multiprocessing_helpers
+from bench.peers import Peer, describe
 from rsc import RemoteTaskState, Runtime, spawn_remote
 from rsc._core import envelope
 from rsc._core.messages import LeaseRenewal, LeaseRenewalBatch
@@ -83,15 +85,6 @@ def _stop_everything_started_here(no_strays: None) -> Iterator[None]:
     yield
 
 
-def record(benchmark: Any, figure: str, ops: int, **extra: Any) -> None:
-    """Tag the benchmark with its figure key and per-operation figures (median round)."""
-    info: dict[str, Any] = dict(figure=figure, ops=ops, **extra)
-    if benchmark.stats is not None:  # None under --benchmark-disable
-        median = benchmark.stats.stats.median
-        info.update(us_per_op=round(median / ops * 1e6, 2), ops_per_s=round(ops / median, 1))
-    benchmark.extra_info.update(info)
-
-
 def cpu_figures(rounds: list[tuple[int, float]]) -> dict[str, float]:
     """From (busy ns summed over the tasks, wall seconds) per round: ``cores_busy``,
     busy time over wall time (median round; 2.0 keeps both cores busy), and
@@ -101,11 +94,6 @@ def cpu_figures(rounds: list[tuple[int, float]]) -> dict[str, float]:
     busy = sorted(b / 1e9 / w for b, w in rounds)
     return dict(cores_busy=round(busy[len(busy) // 2], 3),
                 burn_ms=round(sum(b for b, _ in rounds) / 1e6 / (CPU_N * len(rounds)), 3))
-
-
-def run_on(loop: asyncio.AbstractEventLoop, make: Callable[[], Any]) -> Callable[[], Any]:
-    """A sync benchmark target that runs the coroutine ``make()`` to completion on ``loop``."""
-    return lambda: loop.run_until_complete(make())
 
 
 # ------------------------------------------------------------------------------ raw limit
@@ -170,16 +158,6 @@ async def _cancel_all(handles: list[Any]) -> float:
     return time.perf_counter() - t0
 
 
-async def _open_runtime(nodes: dict[str, str], **kw: Any) -> Runtime:
-    rt = Runtime(nodes, **kw)
-    await rt.start()
-    cx = rt.cx()
-    for node in nodes:  # connect and handshake with every node before timing anything
-        for _ in range(50):
-            assert await spawn_remote(cx, node, "noop", b"warm").join() == b"warm"
-    return rt
-
-
 @pytest.fixture(scope="class")
 def nodes(rsc_cluster: Any) -> list[str]:
     return list(rsc_cluster.nodes)
@@ -188,11 +166,7 @@ def nodes(rsc_cluster: Any) -> list[str]:
 @pytest.fixture(scope="class")
 def rt(loop: asyncio.AbstractEventLoop, rsc_cluster: Any) -> Iterator[Runtime]:
     """A Runtime connected to both nodes (shared by the speed figures)."""
-    runtime = loop.run_until_complete(_open_runtime(rsc_cluster.nodes))
-    try:
-        yield runtime
-    finally:
-        loop.run_until_complete(runtime.aclose())
+    yield from runtime_on(loop, rsc_cluster.nodes)
 
 
 class TestRsc:
@@ -248,7 +222,7 @@ class TestRsc:
         state: dict[str, Any] = {}
 
         def setup() -> None:
-            state["rt"] = loop.run_until_complete(_open_runtime(rsc_cluster.nodes))
+            state["rt"] = loop.run_until_complete(open_runtime(rsc_cluster.nodes))
             gc.collect()
             tracemalloc.start()
             state["traced0"] = tracemalloc.get_traced_memory()[0]
@@ -309,7 +283,7 @@ class TestRsc:
             conn._on_messages = counting
 
         async def start_tasks() -> None:
-            rt = state["rt"] = await _open_runtime(rsc_cluster.nodes)
+            rt = state["rt"] = await open_runtime(rsc_cluster.nodes)
             cx = rt.cx()
             handles = state["handles"] = []
             # In chunks: a spawn still queued behind thousands of others when its
@@ -346,22 +320,6 @@ class TestRsc:
 
 
 # ---------------------------------------------------------------------------------- peers
-
-
-@pytest.fixture(scope="class")
-def peer(request: pytest.FixtureRequest, burn_work: int) -> Iterator[Peer]:
-    name = request.param
-    try:
-        p = start_peer(name, burn_work)
-    except PeerUnavailable as exc:
-        pytest.skip(f"peer {describe(name)} not measured: {exc}")
-    try:
-        yield p
-    finally:
-        try:
-            p.stop()
-        finally:
-            stop_multiprocessing_helpers()
 
 
 # Peers are other people's code: their warnings (ports, unclosed sockets at

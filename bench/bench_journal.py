@@ -27,8 +27,9 @@ from typing import Any
 
 import pytest
 
-from bench.bench_e2e import _join_all, _open_runtime, record, run_on
-from bench.conftest import READY_TIMEOUT_S, REPO_ROOT
+from bench.bench_e2e import _join_all
+from bench.conftest import READY_TIMEOUT_S, REPO_ROOT, open_runtime
+from bench.figures import record, run_on
 from rsc import Runtime, spawn_remote
 from rsc.launch import LocalCluster
 
@@ -50,7 +51,7 @@ def journal_rt(request: pytest.FixtureRequest, loop: asyncio.AbstractEventLoop) 
                            ready_timeout=READY_TIMEOUT_S, state_dir=state)
     cluster.start()
     try:
-        rt = loop.run_until_complete(_open_runtime(cluster.nodes))
+        rt = loop.run_until_complete(open_runtime(cluster.nodes))
         try:
             yield request.param, rt
         finally:

@@ -128,9 +128,25 @@ def no_strays(request: pytest.FixtureRequest) -> Iterator[None]:
 @pytest.fixture(scope="class")
 def echo_server() -> Iterator[str]:
     """The raw echo server (bench/echo_peer.py) in its own process; its socket path."""
+    yield from start_echo_server()
+
+
+@pytest.fixture(scope="class")
+def stream_echo_server() -> Iterator[str]:
+    """The byte-stream echo server (``echo_peer.py --stream``); its socket path."""
+    yield from start_echo_server(stream=True)
+
+
+ECHO_PIDS: dict[str, int] = {}  # socket path -> echo server pid, while it runs
+
+
+def start_echo_server(stream: bool = False) -> Iterator[str]:
+    """An echo server process, stopped by pid afterwards (a fixture's body:
+    ``yield from``); its pid is in ``ECHO_PIDS`` under its socket path meanwhile."""
     directory = tempfile.mkdtemp(prefix="rsc-echo-")
     path = os.path.join(directory, "echo.sock")
-    proc = subprocess.Popen([sys.executable, ECHO_SCRIPT, path], stdin=subprocess.PIPE,
+    proc = subprocess.Popen([sys.executable, ECHO_SCRIPT, path] + (["--stream"] if stream else []),
+                            stdin=subprocess.PIPE,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             cwd=REPO_ROOT, close_fds=True)
     try:
@@ -143,8 +159,10 @@ def echo_server() -> Iterator[str]:
             stop_pid(proc)
             raise RuntimeError(f"echo server did not start: stdout {line!r}, "
                                f"stderr {proc.stderr.read() if proc.stderr else ''!r}")
+        ECHO_PIDS[path] = proc.pid
         yield path
     finally:
+        ECHO_PIDS.pop(path, None)
         stop_pid(proc)
         try:
             os.unlink(path)
@@ -173,6 +191,48 @@ def bench_cluster(n: int, registry: str, **kw: Any) -> Iterator[Any]:
 def rsc_cluster() -> Iterator[object]:
     """Two rsc nodes on bench.registry:registry, room for 200,000 tasks each."""
     yield from bench_cluster(2, "bench.registry:registry")
+
+
+@pytest.fixture(scope="class")
+def peer(request: pytest.FixtureRequest, burn_work: int) -> Iterator[Any]:
+    """The peer ``request.param`` (bench.peers), started and warmed up; skipped
+    with a message when its package is not installed."""
+    from bench.peers import PeerUnavailable, describe, start_peer, stop_multiprocessing_helpers
+
+    name = request.param
+    try:
+        p = start_peer(name, burn_work)
+    except PeerUnavailable as exc:
+        pytest.skip(f"peer {describe(name)} not measured: {exc}")
+    try:
+        yield p
+    finally:
+        try:
+            p.stop()
+        finally:
+            stop_multiprocessing_helpers()
+
+
+async def open_runtime(nodes: dict[str, str], **kw: Any) -> Any:
+    """A started Runtime that has connected to every node and run 50 no-ops on each."""
+    from rsc import Runtime, spawn_remote
+
+    rt = Runtime(nodes, **kw)
+    await rt.start()
+    cx = rt.cx()
+    for node in nodes:  # connect and handshake with every node before timing anything
+        for _ in range(50):
+            assert await spawn_remote(cx, node, "noop", b"warm").join() == b"warm"
+    return rt
+
+
+def runtime_on(loop: asyncio.AbstractEventLoop, nodes: dict[str, str]) -> Iterator[Any]:
+    """``open_runtime(nodes)`` on ``loop``, closed afterwards (a fixture's body: ``yield from``)."""
+    runtime = loop.run_until_complete(open_runtime(nodes))
+    try:
+        yield runtime
+    finally:
+        loop.run_until_complete(runtime.aclose())
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:

@@ -17,6 +17,13 @@ the two shapes the benchmarks compare rsc against:
   ``data_received`` that completes ``k`` responses sends up to ``k`` more in
   one ``write``.
 
+With ``--stream`` the server is the byte-stream limit instead: it writes
+every chunk back as it arrives (one ``write`` per read, no framing, no
+buffering), which is what echoing large frames costs at the least; the
+payload sweep measures against it with :class:`SizedEchoClient`, a client
+that reads into one reusable buffer (``asyncio.BufferedProtocol``: no copy
+of its own) and only counts frame boundaries.
+
 The server prints ``READY <pid>`` once it listens, exits on SIGTERM/SIGINT,
 and also when its stdin closes (the benchmark process holds it: a benchmark
 that dies leaves no echo server behind).
@@ -28,6 +35,7 @@ import asyncio
 import os
 import signal
 import sys
+from typing import Any
 
 HEADER = 4
 
@@ -69,6 +77,16 @@ class EchoServerProtocol(asyncio.Protocol):
             del buf[:end]
 
 
+class StreamEchoServerProtocol(asyncio.Protocol):
+    """``--stream``: every chunk read is written straight back."""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.write = transport.write  # type: ignore[attr-defined]
+
+    def data_received(self, data: bytes) -> None:
+        self.write(data)
+
+
 class _Lifeline(asyncio.Protocol):
     def __init__(self, stop: asyncio.Event) -> None:
         self.stop = stop
@@ -77,7 +95,7 @@ class _Lifeline(asyncio.Protocol):
         self.stop.set()
 
 
-async def serve(path: str) -> None:
+async def serve(path: str, stream: bool = False) -> None:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -86,7 +104,8 @@ async def serve(path: str) -> None:
         await loop.connect_read_pipe(lambda: _Lifeline(stop), sys.stdin)
     if os.path.exists(path):
         os.unlink(path)
-    server = await loop.create_unix_server(EchoServerProtocol, path)
+    server = await loop.create_unix_server(StreamEchoServerProtocol if stream else EchoServerProtocol,
+                                           path)
     print(f"READY {os.getpid()}", flush=True)
     try:
         await stop.wait()
@@ -102,13 +121,12 @@ async def serve(path: str) -> None:
 # ----------------------------------------------------------------------------- client
 
 
-class EchoClient(asyncio.Protocol):
-    """One connection to the echo server; see the module docstring."""
+class _Client:
+    """What both clients share: the connection, and the state of a run."""
 
     def __init__(self) -> None:
-        self.buf = bytearray()
         self.transport: asyncio.Transport | None = None
-        self._waiter: asyncio.Future[None] | None = None
+        self._waiter: asyncio.Future[None] | None = None  # one_in_flight's round trip
         # pipelined state
         self._frame = b""
         self._to_send = 0
@@ -116,9 +134,10 @@ class EchoClient(asyncio.Protocol):
         self._done: asyncio.Future[None] | None = None
 
     @classmethod
-    async def connect(cls, path: str) -> EchoClient:
+    async def connect(cls, path: str) -> Any:
+        """A connected client of the echo server listening at ``path``."""
         loop = asyncio.get_running_loop()
-        _t, proto = await loop.create_unix_connection(cls, path)
+        _t, proto = await loop.create_unix_connection(cls, path)  # type: ignore[arg-type]
         return proto
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -129,6 +148,18 @@ class EchoClient(asyncio.Protocol):
         for fut in (self._waiter, self._done):
             if fut is not None and not fut.done():
                 fut.set_exception(err)
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+
+
+class EchoClient(_Client, asyncio.Protocol):
+    """One connection to the echo server; see the module docstring."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.buf = bytearray()
 
     def data_received(self, data: bytes) -> None:
         buf = self.buf
@@ -173,14 +204,85 @@ class EchoClient(asyncio.Protocol):
         finally:
             self._done = None
 
-    def close(self) -> None:
-        if self.transport is not None:
-            self.transport.close()
+
+class SizedEchoClient(_Client, asyncio.BufferedProtocol):
+    """One connection to the echo server for frames of any size.
+
+    It reads into one reusable buffer and only follows the frame headers,
+    so receiving costs no copy of its own: what it measures is the socket.
+    ``pipelined(n, size, window)`` sends ``n`` frames of ``size`` body bytes
+    with up to ``window`` in flight (a prebuilt frame, written as it is).
+    """
+
+    READ_BYTES = 256 * 1024
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._scratch = memoryview(bytearray(self.READ_BYTES))
+        self._header = bytearray()
+        self._left = 0  # body bytes of the current frame still to come
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return self._scratch
+
+    def buffer_updated(self, nbytes: int) -> None:
+        view, pos, done = self._scratch, 0, 0
+        while pos < nbytes:
+            if self._left:
+                take = min(self._left, nbytes - pos)
+                self._left -= take
+                pos += take
+                if not self._left:
+                    done += 1
+                continue
+            take = min(HEADER - len(self._header), nbytes - pos)
+            self._header += view[pos:pos + take]
+            pos += take
+            if len(self._header) == HEADER:
+                self._left = int.from_bytes(self._header, "big")
+                self._header.clear()
+                if not self._left:
+                    done += 1
+        if done and self._done is not None:
+            self._to_receive -= done
+            more = min(done, self._to_send)
+            if more:
+                self._to_send -= more
+                self._send(more)
+            if self._to_receive <= 0 and not self._done.done():
+                self._done.set_result(None)
+
+    def _send(self, k: int) -> None:
+        """``k`` frames: small ones joined into one write, large ones written
+        as they are (no copy)."""
+        write = self.transport.write  # type: ignore[union-attr]
+        if len(self._frame) < 65536:
+            write(self._frame * k)
+        else:
+            for _ in range(k):
+                write(self._frame)
+
+    async def pipelined(self, n: int, size: int, window: int) -> None:
+        """``n`` frames of ``size`` body bytes, up to ``window`` in flight."""
+        loop = asyncio.get_running_loop()
+        if len(self._frame) != HEADER + size:
+            self._frame = frame(size)
+        first = min(n, window)
+        self._to_send = n - first
+        self._to_receive = n
+        self._done = done = loop.create_future()
+        self._send(first)
+        try:
+            await done
+        finally:
+            self._done = None
 
 
 def main(argv: list[str]) -> int:
+    stream = "--stream" in argv
+    argv = [a for a in argv if a != "--stream"]
     if len(argv) != 1:
-        print("usage: python bench/echo_peer.py SOCKET_PATH", file=sys.stderr)
+        print("usage: python bench/echo_peer.py SOCKET_PATH [--stream]", file=sys.stderr)
         return 2
     try:
         import uvloop
@@ -189,7 +291,7 @@ def main(argv: list[str]) -> int:
     else:
         runner = asyncio.Runner(loop_factory=uvloop.new_event_loop)
     with runner:
-        runner.run(serve(argv[0]))
+        runner.run(serve(argv[0], stream))
     return 0
 
 

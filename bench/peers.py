@@ -5,7 +5,12 @@ processes, the same functions and inputs as rsc's ``noop`` / ``cpu``:
 
 - ``one(n)``: ``n`` no-op calls, one at a time (submit, wait for the result);
 - ``bulk(n)``: ``n`` no-op calls submitted at once, then every result collected;
-- ``cpu(n, work)``: ``n`` calls of ``burn(work)`` (about 1 ms each) over the two workers.
+- ``cpu(n, work)``: ``n`` calls of ``burn(work)`` (about 1 ms each) over the two workers;
+- ``submit(data)``: one ``peer_noop(data)`` started, as an object with ``done()``
+  and ``result()`` (a ``concurrent.futures.Future`` or the like);
+  ``submit_then(data, callback)`` the same, calling ``callback()`` (from any
+  thread) when the result is back. The payload sweep
+  (``windowed``) and the open-loop latency benchmark use these.
 
 =====================  ========================================================
 ``processpool``        ``concurrent.futures.ProcessPoolExecutor(2)``: ``submit``
@@ -38,6 +43,9 @@ import multiprocessing
 import multiprocessing.pool
 import shutil
 import tempfile
+from collections import deque
+from collections.abc import Callable
+from typing import Any
 
 from bench.registry import peer_cpu, peer_noop
 
@@ -67,6 +75,12 @@ class Peer:
 
     def cpu(self, n: int, work: int) -> list[bytes]:
         """The ``n`` results: each ``peer_cpu``'s busy ns as decimal bytes."""
+        raise NotImplementedError
+
+    def submit(self, data: Any) -> Any:
+        raise NotImplementedError
+
+    def submit_then(self, data: Any, callback: Callable[[], None]) -> None:
         raise NotImplementedError
 
     def warm_up(self, work: int) -> None:
@@ -119,8 +133,21 @@ class ProcessPoolPeer(Peer):
         futures = [submit(peer_cpu, work) for _ in range(n)]
         return [f.result() for f in futures]
 
+    def submit(self, data: Any) -> Any:
+        return self.ex.submit(peer_noop, data)
+
+    def submit_then(self, data: Any, callback: Callable[[], None]) -> None:
+        self.ex.submit(peer_noop, data).add_done_callback(lambda _f: callback())
+
     def stop(self) -> None:
         self.ex.shutdown(wait=True, cancel_futures=True)
+
+
+class _AsyncResult:
+    """A ``multiprocessing`` AsyncResult with a Future's ``done()`` and ``result()``."""
+
+    def __init__(self, r: multiprocessing.pool.AsyncResult) -> None:
+        self.done, self.result = r.ready, r.get
 
 
 class PoolPeer(Peer):
@@ -139,6 +166,12 @@ class PoolPeer(Peer):
 
     def cpu(self, n: int, work: int) -> list[bytes]:
         return self.pool.starmap(peer_cpu, [(work,)] * n, chunksize=1)
+
+    def submit(self, data: Any) -> Any:
+        return _AsyncResult(self.pool.apply_async(peer_noop, (data,)))
+
+    def submit_then(self, data: Any, callback: Callable[[], None]) -> None:
+        self.pool.apply_async(peer_noop, (data,), callback=lambda _r: callback())
 
     def stop(self) -> None:
         self.pool.close()
@@ -184,6 +217,12 @@ class DaskPeer(Peer):
     def cpu(self, n: int, work: int) -> list[bytes]:
         return self.client.gather(self.client.map(peer_cpu, [work] * n, pure=False))
 
+    def submit(self, data: Any) -> Any:
+        return self.client.submit(peer_noop, data, pure=False)
+
+    def submit_then(self, data: Any, callback: Callable[[], None]) -> None:
+        self.client.submit(peer_noop, data, pure=False).add_done_callback(lambda _f: callback())
+
     def stop(self) -> None:
         try:
             self.client.close()
@@ -228,6 +267,12 @@ class RayPeer(Peer):
         remote = self.burn.remote
         return self.ray.get([remote(work) for _ in range(n)])
 
+    def submit(self, data: Any) -> Any:
+        return self.noop.remote(data).future()
+
+    def submit_then(self, data: Any, callback: Callable[[], None]) -> None:
+        self.noop.remote(data).future().add_done_callback(lambda _f: callback())
+
     def stop(self) -> None:
         try:
             self.ray.shutdown()
@@ -254,9 +299,27 @@ def start_peer(name: str, work: int) -> Peer:
     return peer
 
 
+def windowed(peer: Peer, data: Any, n: int, window: int) -> Any:
+    """``n`` calls of ``peer_noop(data)`` with up to ``window`` in flight; the
+    last result. Waits for the oldest call, takes every later one already
+    done, and starts as many new ones together (as rsc's driver does)."""
+    pending = deque(peer.submit(data) for _ in range(min(n, window)))
+    sent, out = len(pending), None
+    while pending:
+        out = pending.popleft().result()
+        done = 1
+        while pending and pending[0].done():
+            out = pending.popleft().result()
+            done += 1
+        for _ in range(min(done, n - sent)):
+            pending.append(peer.submit(data))
+        sent += min(done, n - sent)
+    return out
+
+
 def describe(name: str) -> str:
     return LABELS.get(name, name)
 
 
 __all__ = ["LABELS", "NAMES", "Peer", "PeerUnavailable", "describe", "start_peer",
-           "stop_multiprocessing_helpers"]
+           "stop_multiprocessing_helpers", "windowed"]

@@ -6,7 +6,8 @@ the peers (ProcessPoolExecutor, multiprocessing.Pool, Dask, Ray) pickle the
 plain functions below by reference, so keep it free of test-only imports:
 only ``rsc`` and the standard library.
 
-The same work runs everywhere: ``noop`` returns its input; ``cpu`` runs
+The same work runs everywhere: ``noop`` returns its input (``noop_msgpack``
+the same for MessagePack values); ``cpu`` runs
 ``burn(n)``, a pure-Python loop whose ``n`` the benchmark calibrates to about
 1 ms on this machine (``calibrate_burn``) and sends as the input, so rsc and
 every peer do exactly the same arithmetic, and returns how long that took.
@@ -69,6 +70,12 @@ def noop_inline(cx: Any, data: bytes) -> bytes:
     on its loop thread, with no asyncio task (what a microseconds-long
     computation should be registered as)."""
     return data
+
+
+@registry.computation("noop_msgpack", codec="msgpack")
+async def noop_msgpack(cx: Any, value: Any) -> Any:
+    """``noop`` for MessagePack values: unpacked on the way in, packed on the way out."""
+    return value
 
 
 def timed_burn(n: int) -> bytes:

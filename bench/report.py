@@ -1,6 +1,6 @@
 """Print the benchmark table: rsc against the raw limit and its peers, and the targets.
 
-Usage: ``python bench/report.py [RESULT.json | DIRECTORY]``. Without an
+Usage: ``python bench/report.py [RESULT.json | DIRECTORY] [--instructions COUNTS.json]``. Without an
 argument it reads the newest JSON that ``pytest --benchmark-autosave`` wrote
 under ``.benchmarks/`` (in the repository root); a directory means the newest
 JSON under it.
@@ -12,7 +12,9 @@ column ``xX`` is the row's speed divided by X's speed on the same job, so above
 1 means faster than X (for latency that is X's time divided by the row's). The
 targets of issue 5 follow with what was measured and PASS/FAIL, then the core
 micro-benchmarks (compiled vs its twin and the stdlib approach) when the file
-has them. Anything missing from the file shows as "-" / "not measured": the
+has them, and the instruction counts ``bench/instructions.py --json`` saved
+(``.benchmarks/instructions.json`` unless ``--instructions`` names another
+file) beside the raw echo's. Anything missing from the file shows as "-" / "not measured": the
 report never fails for a missing group.
 """
 
@@ -49,7 +51,8 @@ CORE_TARGETS: dict[str, tuple[float, float | None]] = {
 
 
 def newest_json(where: str) -> str | None:
-    files = glob.glob(os.path.join(where, "**", "*.json"), recursive=True)
+    files = [f for f in glob.glob(os.path.join(where, "**", "*.json"), recursive=True)
+             if os.path.basename(f) != "instructions.json"]
     return max(files, key=os.path.getmtime) if files else None
 
 
@@ -288,10 +291,143 @@ def build(figs: dict[str, Figure], data: dict[str, Any]) -> tuple[Table, list[Ta
     else:
         attach(Target("heartbeats independent of tasks", "not measured", None))
 
+    payload_section(table, figs, attach)
+    latency_section(table, figs, attach)
+    placement_section(table, figs, attach, notes)
     core_section(table, data, attach)
     interleaved_section(table, data, attach)
     lab_section(table, data, attach)
     return table, targets, notes
+
+
+PAYLOAD_SIZES = (64, 4096, 65536, 1 << 20, 16 << 20)
+PAYLOAD_KINDS = ("bytes", "msgpack")
+PAYLOAD_RAW_SHARE = 0.5  # rsc's MB/s over the raw socket's, from 1 MiB up
+LATENCY_P99_OVER_P50 = 5.0  # rsc's p99 at 50% load over its unloaded p50
+
+
+def fmt_size(n: int) -> str:
+    for unit, k in (("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if n >= k and n % k == 0:
+            return f"{n // k} {unit}"
+    return f"{n} B"
+
+
+def mb_ratio(a: Figure | None, b: Figure | None) -> float | None:
+    if a is None or b is None or not b.extra.get("mb_per_s"):
+        return None
+    return a.extra["mb_per_s"] / b.extra["mb_per_s"]
+
+
+def payload_section(table: Table, figs: dict[str, Figure], attach: Callable[[Target], None]) -> None:
+    """The payload sweep (bench_payload.py): MB/s of payload both ways, against the
+    raw socket and the peers at the same size."""
+    if not any(k.startswith("payload.") for k in figs):
+        table.section("payload sweep: not in this file (bench/bench_payload.py)")
+        return
+    table.section("payload sweep: input and output of each size, MB/s of payload both ways "
+                  "(tasks/s); x = MB/s over the other's at the same size")
+    for size in PAYLOAD_SIZES:
+        raw = figs.get(f"payload.raw.{size}")
+        table.row([f"  {fmt_size(size)}: raw socket echo",
+                   f"{raw.extra['mb_per_s']:,.1f} MB/s ({raw.extra['tasks_per_s']:,.0f}/s)" if raw else "not measured"])
+        for kind in PAYLOAD_KINDS:
+            f = figs.get(f"payload.rsc.{kind}.{size}")
+            if f is None:
+                table.row([f"    rsc, {kind}", "not measured"])
+                continue
+            peers = [figs.get(f"payload.{p}.{kind}.{size}") for p in PEERS]
+            table.row([f"    rsc, {kind}", f"{f.extra['mb_per_s']:,.1f} MB/s ({f.extra['tasks_per_s']:,.0f}/s)",
+                       fmt_ratio(mb_ratio(f, raw))] + [fmt_ratio(mb_ratio(f, pf)) for pf in peers])
+            if size >= 1 << 20:
+                r = mb_ratio(f, raw)
+                attach(Target(f">= {PAYLOAD_RAW_SHARE:.0%} of raw MB/s", "not measured" if r is None else f"{r:.1%}",
+                              None if r is None else r >= PAYLOAD_RAW_SHARE))
+            ahead = [mb_ratio(f, pf) for pf in peers if pf is not None]
+            if ahead:
+                attach(Target("ahead of every peer", f"worst {fmt_ratio(min(ahead))}", min(ahead) > 1.0))
+            for p, pf in zip(PEERS, peers):
+                if pf is not None:
+                    table.row([f"      {PEER_LABELS[p]}, {kind}",
+                               f"{pf.extra['mb_per_s']:,.1f} MB/s ({pf.extra['tasks_per_s']:,.0f}/s)",
+                               fmt_ratio(mb_ratio(pf, raw))])
+
+
+def fmt_tail(f: Figure) -> str:
+    return f"{f.extra['p50_us']:,.0f} / {f.extra['p99_us']:,.0f} / {f.extra['p999_us']:,.0f} us"
+
+
+def latency_section(table: Table, figs: dict[str, Figure], attach: Callable[[Target], None]) -> None:
+    """Open-loop tail latency (bench_latency.py): p50 / p99 / p99.9 from the due time."""
+    if not any(".lat." in k for k in figs):
+        table.section("tail latency: not in this file (bench/bench_latency.py)")
+        return
+    table.section("tail latency, open loop (latency from each request's due time): "
+                  "p50 / p99 / p99.9 round trip")
+    for who in ("rsc",) + PEERS:
+        unloaded = figs.get(f"{who}.lat.unloaded")
+        top = figs.get(f"{who}.lat.max")
+        label = "rsc noop -> 1 node" if who == "rsc" else PEER_LABELS[who]
+        if unloaded is None and top is None:
+            if who != "rsc":
+                table.row([f"  {label}", "not run"])
+            continue
+        table.row([f"  {label}: unloaded (one at a time)", fmt_tail(unloaded) if unloaded else "not measured"])
+        table.row(["    maximum rate (closed loop)", fmt_rate(top.per_s) if top else "not measured"])
+        for load in (50, 90):
+            f = figs.get(f"{who}.lat.{load}")
+            if f is None:
+                table.row([f"    at {load}% of it", "not measured"])
+                continue
+            gc_note = (f", {f.extra['gc_passes']} gc passes, longest {f.extra['gc_longest_us']:,.0f} us"
+                       if "gc_passes" in f.extra else "")
+            table.row([f"    at {load}% ({f.extra['rate']:,.0f}/s offered, {f.extra['achieved']:,.0f}/s done, "
+                       f"sender lag p99 {f.extra['send_lag_p99_us']:,.0f} us{gc_note}; "
+                       f"load avg {f.extra.get('loadavg_1m', 0):.1f})", fmt_tail(f)])
+            if who == "rsc" and load == 50 and unloaded is not None:
+                r = f.extra["p99_us"] / unloaded.extra["p50_us"]
+                attach(Target(f"p99 < {LATENCY_P99_OVER_P50:g}x unloaded p50", f"{r:.1f}x",
+                              r < LATENCY_P99_OVER_P50))
+
+
+def placement_section(table: Table, figs: dict[str, Figure], attach: Callable[[Target], None],
+                      notes: list[str]) -> None:
+    """One-in-flight round trips with both ends pinned (bench_placement.py)."""
+    if not any(k.startswith("place.") for k in figs):
+        table.section("placement: not in this file (bench/bench_placement.py)")
+        return
+    table.section("placement: one in flight, both ends pinned (same core / cross core / not pinned)")
+    for placement, text in (("same", "same core"), ("cross", "cross core"), ("free", "not pinned")):
+        raw, one = figs.get(f"place.raw.{placement}"), figs.get(f"place.rsc.{placement}")
+        table.row([f"  raw echo, {text}", fmt_us(raw.us_per_op) if raw else "not measured"])
+        table.row([f"  rsc noop, {text}", fmt_us(one.us_per_op) if one else "not measured",
+                   fmt_ratio(speed_ratio(one, raw))])
+        if raw is not None and one is not None:
+            r = one.us_per_op / raw.us_per_op
+            attach(Target("RTT <= 1.5x raw RTT", fmt_ratio(r), r <= 1.5))
+
+
+INSTRUCTION_ROWS = (("node", "echo-server", "node / echo server"),
+                    ("origin", "echo-client", "origin / echo client"))
+
+
+def instructions_section(table: Table, counts: dict[str, Any] | None, where: str) -> None:
+    """bench/instructions.py's saved counts, rsc beside the raw echo (x raw: raw's count over rsc's)."""
+    if not counts:
+        table.section(f"instructions per task: none saved ({where}; run bench/instructions.py "
+                      "--side all --json FILE)")
+        return
+    c = counts.get("counts", {})
+    runs = counts.get("runs", {})
+    stamp = next(iter(runs.values()), {})
+    table.section(f"instructions per task (callgrind, user space; python {stamp.get('python', '?')}, "
+                  f"commit {stamp.get('commit', '?')}); x raw: the raw echo's count per request over rsc's")
+    for rsc_side, raw_side, label in INSTRUCTION_ROWS:
+        for mode, text in (("pipe", "pipelined"), ("one", "one in flight")):
+            n, raw = c.get(f"{rsc_side}.{mode}"), c.get(f"{raw_side}.{mode}")
+            table.row([f"  {label}, {text}",
+                       f"{n:,.0f} / {raw:,.0f}" if n and raw else (f"{n:,.0f} / -" if n else "not measured"),
+                       fmt_ratio(raw / n) if n and raw else "-"])
 
 
 def core_section(table: Table, data: dict[str, Any], attach: Callable[[Target], None]) -> None:
@@ -365,7 +501,15 @@ def lab_section(table: Table, data: dict[str, Any], attach: Callable[[Target], N
                       rate >= LAB_SEEDS_PER_MIN))
 
 
+INSTRUCTIONS_JSON = os.path.join(REPO_ROOT, ".benchmarks", "instructions.json")
+
+
 def main(argv: list[str]) -> int:
+    counts_path = INSTRUCTIONS_JSON
+    if "--instructions" in argv:
+        i = argv.index("--instructions")
+        counts_path = argv[i + 1]
+        argv = argv[:i] + argv[i + 2:]
     where = argv[0] if argv else os.path.join(REPO_ROOT, ".benchmarks")
     path = newest_json(where) if os.path.isdir(where) else where
     if not path or not os.path.exists(path):
@@ -384,6 +528,8 @@ def main(argv: list[str]) -> int:
     if not figs:
         print("no end-to-end figures in this file (bench/bench_e2e.py did not run)")
     table, targets, notes = build(figs, data)
+    instructions_section(table, load(counts_path) if os.path.exists(counts_path) else None,
+                         os.path.relpath(counts_path))
     print("x X = this row's speed / X's speed on the same job (above 1: faster than X)")
     print()
     print(table.render())

@@ -19,6 +19,14 @@ cdef class FrameDecoder:
     cdef unsigned char* _buf
     cdef Py_ssize_t _held
     cdef Py_ssize_t _cap
+    # A large frame in progress whose body holds one large top-level bin (an
+    # input or a result payload, at least LARGE_BIN bytes): the bin's bytes go
+    # straight into _big, the bytes object the message will hold, while _buf
+    # holds the frame's other bytes (the part before the payload, its bin
+    # header included, then the part after it). _big_len is 0 when no such
+    # frame is in progress.
+    cdef object _big
+    cdef Py_ssize_t _big_len, _big_filled, _big_at, _big_header, _big_element, _frame_total
     # Set by the first error; while set, feed() raises it again.
     cdef object _error_class
     cdef object _error_text
@@ -26,5 +34,9 @@ cdef class FrameDecoder:
     cdef int _append(self, const unsigned char* data, Py_ssize_t size) except -1
     cdef unsigned long long _frame_length(self, const unsigned char* header) except 0
     cdef int _feed(self, const unsigned char* data, Py_ssize_t size, list out) except -1
+    cdef bint _start_big(self, const unsigned char* frame, Py_ssize_t avail, Py_ssize_t length) except -1
+    cdef Py_ssize_t _feed_big(self, const unsigned char* data, Py_ssize_t size, list out) except -1
+    cdef object _decode_big(self)
+    cdef void _drop_big(self) noexcept
     cdef int _handshake_frame(self, object msg) except -1
     cdef _start(self)

@@ -37,6 +37,10 @@ def encode(msg: Message) -> bytes:
 def encode_frame(msg: Message) -> bytes:
     """``msg`` as one frame: a u32 big-endian length, then the body."""
 
+def encode_frame_parts(msg: Message) -> bytes | tuple[bytes, ...]:
+    """``msg`` as one frame: its bytes, or parts whose concatenation they are
+    (a ``bytes`` value of 64 KiB or more is a part of its own, not copied)."""
+
 def encode_frames(msgs: Iterable[Message]) -> bytes:
     """Several frames back to back, for one coalesced write."""
 

@@ -43,7 +43,7 @@ from cpython.unicode cimport PyUnicode_Check
 from cpython.ref cimport Py_INCREF
 from libc.stdint cimport int8_t, int16_t, int32_t, int64_t, uint16_t, uint32_t, uint64_t
 from libc.stdlib cimport free, realloc
-from libc.string cimport memcmp, memcpy
+from libc.string cimport memcmp, memcpy, memmove
 
 import reprlib
 import types
@@ -179,6 +179,7 @@ __all__ = [
     "decode",
     "encode",
     "encode_frame",
+    "encode_frame_parts",
     "encode_frames",
     "fields",
     "result_delivery",
@@ -194,6 +195,11 @@ cdef enum:
     K_RESULT_DELIVERY = 13
     MAX_FIELDS = 10           # fields after the envelope (SPAWN_REQUEST has 10)
     STACK_BYTES = 400         # encode buffer on the C stack before growing into bytes
+    # A bin of at least LARGE_BIN bytes is not copied into a frame by
+    # encode_frame_parts, and a frame of at least LARGE_BIN bytes that holds one
+    # is received straight into the bytes object the message keeps (FrameDecoder).
+    LARGE_BIN = 65536
+    MAX_HOLES = 4             # large values one frame leaves out of its buffer, at most
     C_MAX_DEPTH = 64          # = MAX_NESTING_DEPTH
     C_MAX_VECTOR = 1024       # = messages.MAX_VECTOR_CLOCK_ENTRIES
     C_MAX_NODE_ID = 255       # = messages.MAX_NODE_ID_BYTES
@@ -367,6 +373,13 @@ cdef struct Writer:
     Py_ssize_t pos
     Py_ssize_t cap
     PyObject* obj            # the bytes object once grown (owned), else NULL
+    # encode_frame_parts only (holes is -1 otherwise): large bytes values left
+    # out of buf, each at the offset of buf where its bytes belong (borrowed:
+    # the message being encoded holds them); hole_bytes is their total size
+    int holes
+    Py_ssize_t hole_at[MAX_HOLES]
+    PyObject* hole_obj[MAX_HOLES]
+    Py_ssize_t hole_bytes
     unsigned char stack[STACK_BYTES]
 
 
@@ -375,6 +388,7 @@ cdef inline void w_open(Writer* w) noexcept:
     w.pos = 0
     w.cap = STACK_BYTES
     w.obj = NULL
+    w.holes = -1
 
 
 cdef int w_grow(Writer* w, Py_ssize_t n) except -1:
@@ -629,6 +643,12 @@ cdef int put_bin(Writer* w, object v, Py_ssize_t size) except -1:
         if size >= 0 and PyBytes_GET_SIZE(v) != size:
             return 1
         w_bin_header(w, PyBytes_GET_SIZE(v))
+        if PyBytes_GET_SIZE(v) >= LARGE_BIN and 0 <= w.holes < MAX_HOLES and PyBytes_CheckExact(v):
+            w.hole_at[w.holes] = w.pos    # not copied: encode_frame_parts returns it as a part
+            w.hole_obj[w.holes] = <PyObject*>v
+            w.holes += 1
+            w.hole_bytes += PyBytes_GET_SIZE(v)
+            return 0
         w_raw(w, PyBytes_AS_STRING(v), PyBytes_GET_SIZE(v))
         return 0
     if PyByteArray_Check(v):
@@ -931,6 +951,40 @@ def encode_frame(msg):
     try:
         _put_frame(&w, msg)
         return w_close(&w)
+    finally:
+        w_discard(&w)
+
+
+def encode_frame_parts(msg):
+    """``msg`` as one frame, like ``encode_frame``; but when a ``bytes`` value in
+    it has at least 64 KiB, a tuple of parts to write in this order, whose
+    concatenation is the frame: the bytes around each such value, and the
+    value itself, not copied (at most four a frame; more are copied)."""
+    cdef Writer w
+    cdef Py_ssize_t body, prev
+    cdef int i
+    w_open(&w)
+    w.holes = 0
+    w.hole_bytes = 0
+    try:
+        w_reserve(&w, 4)
+        w.pos = 4
+        _put_message(&w, msg)
+        body = w.pos - 4 + w.hole_bytes
+        if <unsigned long long>body > 0xffffffffULL:
+            raise InvalidArgument(f"a body of {body} bytes does not fit a frame (at most 2**32-1)")
+        rsc_st32(w.buf, <uint32_t>body)
+        if w.holes == 0:
+            return w_close(&w)
+        parts = []
+        prev = 0
+        for i in range(w.holes):
+            parts.append(PyBytes_FromStringAndSize(<char*>w.buf + prev, w.hole_at[i] - prev))
+            parts.append(<object>w.hole_obj[i])
+            prev = w.hole_at[i]
+        if w.pos > prev:
+            parts.append(PyBytes_FromStringAndSize(<char*>w.buf + prev, w.pos - prev))
+        return tuple(parts)
     finally:
         w_discard(&w)
 
@@ -1772,6 +1826,9 @@ cdef class FrameDecoder:
         self._buf = NULL
         self._held = 0
         self._cap = 0
+        self._big = None
+        self._big_len = 0
+        self._big_filled = 0
 
     def __init__(self, max_frame_bytes=DEFAULT_MAX_FRAME_BYTES, handshake_max_frame_bytes=None,
                  handshake_last_kind=None):
@@ -1809,11 +1866,12 @@ cdef class FrameDecoder:
     @property
     def buffered(self):
         """Bytes held for a frame that is not complete yet."""
-        return self._held
+        return self._held + self._big_filled
 
     def reset(self):
         """Forget buffered bytes and any error, ready for a new stream (whose
         frames get the handshake cap again, if there is one)."""
+        self._drop_big()
         self._held = 0
         if self._cap > 65536:
             free(self._buf)
@@ -1892,10 +1950,126 @@ cdef class FrameDecoder:
             self._limit = self._full_limit
         return 0
 
+    cdef void _drop_big(self) noexcept:
+        self._big = None
+        self._big_len = 0
+        self._big_filled = 0
+
+    cdef bint _start_big(self, const unsigned char* frame, Py_ssize_t avail,
+                         Py_ssize_t length) except -1:
+        """The first ``avail`` bytes of a frame of ``length`` body bytes (more
+        than ``avail - 4``) are at ``frame``. If its body's top-level array has
+        a bin of at least LARGE_BIN bytes whose header is among them, keep
+        them as a large frame in progress (see ``_big`` in the .pxd) and
+        return True; else False, and nothing is kept (the frame is then
+        buffered whole, as any other). Malformed bytes are not reported here:
+        the frame's decode reports them once it is complete."""
+        cdef Reader r
+        cdef Py_ssize_t count, element, n, h, start
+        cdef unsigned char b
+        cdef unsigned char* big
+        r.p = frame + 4
+        r.end = frame + avail
+        try:
+            if r_array_len(&r, &count):
+                return False
+            for element in range(count):
+                if r.p >= r.end:
+                    return False
+                b = r.p[0]
+                if b == 0xc5 or b == 0xc6:
+                    h = 3 if b == 0xc5 else 5
+                    if r.end - r.p < h:
+                        return False
+                    n = rsc_ld16(r.p + 1) if b == 0xc5 else rsc_ld32(r.p + 1)
+                    if n >= LARGE_BIN:
+                        start = (r.p - frame) + h
+                        if start + n > 4 + length:
+                            return False
+                        break
+                r_skip_value(&r, 2)
+            else:
+                return False
+        except ProtocolError:
+            return False
+        self._big = PyBytes_FromStringAndSize(NULL, n)
+        self._big_len = n
+        self._big_at = start
+        self._big_header = h
+        self._big_element = element
+        self._frame_total = 4 + length
+        big = <unsigned char*>PyBytes_AS_STRING(self._big)
+        self._append(frame, start)
+        self._big_filled = min(n, avail - start)
+        memcpy(big, frame + start, self._big_filled)
+        if avail > start + n:
+            self._append(frame + start + n, avail - start - n)
+        return True
+
+    cdef Py_ssize_t _feed_big(self, const unsigned char* data, Py_ssize_t size,
+                              list out) except -1:
+        """Take what the large frame in progress still needs from ``data``
+        (the payload's bytes into ``_big``, the rest into ``_buf``); once it
+        is complete, decode it into ``out``. Returns the bytes taken."""
+        cdef Py_ssize_t pos = 0, take, need
+        cdef object msg
+        if self._big_filled < self._big_len:
+            take = min(self._big_len - self._big_filled, size)
+            memcpy(<unsigned char*>PyBytes_AS_STRING(self._big) + self._big_filled, data, take)
+            self._big_filled += take
+            pos = take
+            if self._big_filled < self._big_len:
+                return pos
+        need = self._frame_total - self._big_len - self._held
+        take = min(need, size - pos)
+        if take:
+            self._append(data + pos, take)
+            pos += take
+        if take < need:
+            return pos
+        msg = self._decode_big()
+        out.append(msg)
+        if self._opening:
+            self._handshake_frame(msg)
+        return pos
+
+    cdef object _decode_big(self):
+        """Decode the completed large frame: its other bytes, with the
+        payload's bin header replaced by an empty bin's, then the payload put
+        in the field that empty bin decoded into."""
+        cdef Py_ssize_t head = self._big_at - self._big_header
+        cdef Py_ssize_t tail = self._held - self._big_at
+        cdef Py_ssize_t field = self._big_element - 3
+        cdef int kind
+        cdef PyObject* value
+        big = self._big
+        self._drop_big()
+        self._held = 0
+        self._buf[head] = 0xc4
+        self._buf[head + 1] = 0
+        memmove(self._buf + head + 2, self._buf + self._big_at, tail)
+        try:
+            msg = _decode(self._buf + 4, head + 2 + tail - 4)
+        finally:
+            if self._cap > 65536:
+                free(self._buf)
+                self._buf = NULL
+                self._cap = 0
+        kind = _kind_of(msg)
+        if 0 <= field < NFIELDS[kind]:
+            value = rsc_slot(<PyObject*>msg, OFFSET[kind][field + 2])
+            if value != NULL and PyBytes_CheckExact(<object>value) and PyBytes_GET_SIZE(<object>value) == 0:
+                rsc_slot_set(<PyObject*>msg, OFFSET[kind][field + 2], <PyObject*>big)
+        return msg
+
     cdef int _feed(self, const unsigned char* data, Py_ssize_t size, list out) except -1:
         cdef Py_ssize_t pos = 0, take, length
         cdef object msg
-        if self._held:
+        if self._big_len:
+            pos = self._feed_big(data, size, out)
+            if self._big_len:
+                return 0
+        elif self._held:
             # Complete the pending frame first, taking only the bytes it needs.
             if self._held < 4:
                 take = min(4 - self._held, size)
@@ -1923,6 +2097,8 @@ cdef class FrameDecoder:
         while size - pos >= 4:
             length = <Py_ssize_t>self._frame_length(data + pos)
             if size - pos - 4 < length:
+                if length >= LARGE_BIN and self._start_big(data + pos, size - pos, length):
+                    return 0
                 break
             msg = _decode(data + pos + 4, length)
             out.append(msg)

@@ -13,3 +13,4 @@ cdef class FramedConnection:
     cpdef send(self, msg)
     cpdef flush(self)
     cpdef _write_pending(self)
+    cdef _write_parts(self, tuple parts)

@@ -6,7 +6,12 @@ decoded from one read are handed to ``on_messages`` together, so a driver does
 its bookkeeping once per read rather than once per message. A decode error is handed to
 ``on_protocol_error`` (which answers ERROR and closes this connection only).
 Outgoing messages queued in one loop iteration leave in one ``write`` (in
-writes of FLUSH_FRAMES frames when a burst queues more).
+writes of FLUSH_FRAMES frames when a burst queues more). A message with a
+large ``bytes`` value (an input or a result of 64 KiB or more) is written at
+once, after what is queued, as the parts ``encode_frame_parts`` returns, so
+the value itself goes to the transport without being copied into a frame;
+the decoder, for its part, receives such a value straight into the bytes
+object the message keeps.
 
 What a peer can make a connection hold is bounded (docs/PROTOCOL.md section 1):
 before the handshake a frame is capped at the decoder's handshake cap; a
@@ -27,6 +32,14 @@ from rsc.errors import ProtocolError
 
 
 FLUSH_FRAMES = 256  # queued frames that are written at once, without waiting for the loop turn's end
+# With pause_reading_on_backlog: the bytes a connection's transport may hold
+# unsent before the connection stops reading. With the transports' default
+# (64 KiB) one result of 64 KiB or more stopped reading until the peer had
+# taken nearly all of it, so a node answering large results read and answered
+# by turns, each turn waiting for the peer to be scheduled. What the buffer
+# holds are mostly the results themselves, which a node keeps for duplicates
+# anyway (large values are written as parts, not copied).
+WRITE_HIGH_WATER = 4 * 1024 * 1024
 
 
 class FramedConnection:
@@ -67,7 +80,7 @@ class FramedConnection:
         self._progress = 0
         self._progress_mark = 0
         self._stalled = 0
-        self._encode_frame = envelope.encode_frame
+        self._encode_frame = envelope.encode_frame_parts
         self._pending: list[bytes] = []
         self._flush_scheduled = False
         self._closing = False
@@ -82,6 +95,11 @@ class FramedConnection:
         self.transport = transport  # type: ignore[assignment]
         self._loop = asyncio.get_running_loop()
         self.closed = self._loop.create_future()
+        if self._pause_reading:
+            try:
+                transport.set_write_buffer_limits(WRITE_HIGH_WATER)  # type: ignore[attr-defined]
+            except NotImplementedError:  # a transport without limits of its own
+                pass
         if self._on_open is not None:
             self._on_open(self)
 
@@ -180,8 +198,12 @@ class FramedConnection:
         at once instead of one waiting for the other's whole batch."""
         if self._closing:
             return
+        frame = self._encode_frame(msg)
+        if type(frame) is tuple:
+            self._write_parts(frame)
+            return
         pending = self._pending
-        pending.append(self._encode_frame(msg))
+        pending.append(frame)
         if not self._flush_scheduled:
             self._flush_scheduled = True
             self._loop.call_soon(self.flush)  # type: ignore[union-attr]
@@ -198,6 +220,14 @@ class FramedConnection:
             data = self._pending[0] if len(self._pending) == 1 else b"".join(self._pending)
             self._pending.clear()
             self.transport.write(data)
+
+    def _write_parts(self, parts: tuple) -> None:
+        """A frame with a large value: what is queued first, then its parts in
+        one ``writelines`` (the transport keeps a reference to each part
+        until it is sent; none is copied on the way)."""
+        self._write_pending()
+        if not self._closing and self.transport is not None:
+            self.transport.writelines(parts)
 
     def close(self) -> None:
         """Send what is queued, then close."""

@@ -1,0 +1,278 @@
+"""Tail latency under load, open loop: p50, p99 and p99.9 of a no-op's round trip.
+
+A closed-loop benchmark (send, wait, send) slows its sending down whenever
+the system stalls, so the stall is counted once instead of for every request
+that should have gone out meanwhile (coordinated omission). Here requests go
+out on a schedule: request ``i`` is due at ``t0 + i / rate``, it is sent as
+soon as the sender sees it is due, and its latency is counted from the time
+it was *due* to the time its result is back, so a stall anywhere (in the
+system or in the sender) shows in every request it delayed.
+
+For rsc and each peer, in the ``latency`` group:
+
+``<who>.lat.unloaded``
+    ``UNLOADED_N`` calls one at a time (each sent when the previous one is
+    back): the unloaded round trip, the yardstick of the target.
+``<who>.lat.max``
+    The maximum rate: ``MAX_N`` calls submitted at once, then every result
+    collected (closed loop, like ``e2e-bulk``). Its rate sets the load below.
+``<who>.lat.50``, ``<who>.lat.90``
+    Open loop at 50% and 90% of that maximum rate for ``LOAD_S`` seconds.
+
+rsc runs ``noop`` on one node from one origin (this process, uvloop). Its
+sender is a coroutine that yields to the loop between sends with
+``asyncio.sleep(0)`` rather than sleeping on a timer, because the loop's
+timers have 1 ms resolution (libuv), which would delay most sends by up to
+a millisecond; completions are noticed in the same pass (``is_finished()``).
+Before its open-loop runs this process calls ``gc.collect()`` and
+``gc.freeze()`` (undone afterwards), as a node does after start-up.
+Peers (``ProcessPoolExecutor(2)``, ``multiprocessing.Pool(2)``, Dask, Ray
+when installed) are driven from a thread that sleeps until each send is due;
+their completion times are taken by a done-callback in the peer's own
+result thread.
+
+``extra_info``: ``p50_us``, ``p99_us``, ``p999_us``, ``max_us``, ``samples``,
+``rate`` (offered, per second), ``achieved`` (completions per second) and
+``send_lag_p99_us`` (how late the sender itself sent, p99: what the harness
+adds); for rsc also the origin's garbage-collector passes during the run
+(``gc_passes``, ``gc_total_ms``, ``gc_longest_us``). The report judges rsc's p99 at 50% load against five times its
+unloaded p50.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import threading
+import time
+from collections import deque
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from bench.conftest import bench_cluster, runtime_on
+from bench.figures import latency_figures, record, run_on
+from bench.peers import NAMES as PEER_NAMES
+from bench.peers import Peer, describe
+from rsc import Runtime, spawn_remote
+
+pytestmark = pytest.mark.usefixtures("no_strays")
+
+UNLOADED_N = 2000
+MAX_N = 10_000
+MAX_N_FOR = {"dask": 1000, "ray": 2000}
+LOAD_S = 2.0
+LOADS = (50, 90)
+ROUNDS = 1
+GROUP = "latency"
+MAX_RATE: dict[str, float] = {}  # who -> measured maximum rate (per second), this run
+
+
+def load_figures(benchmark: Any, key: str, latencies: list[float], lags: list[float],
+                 rate: float, elapsed: float, **extra: Any) -> None:
+    record(benchmark, key, len(latencies), **latency_figures(latencies), rate=round(rate, 1),
+           achieved=round(len(latencies) / elapsed, 1) if elapsed > 0 else 0.0,
+           send_lag_p99_us=latency_figures(lags)["p99_us"] if lags else 0.0, **extra)
+
+
+# ------------------------------------------------------------------------------------ rsc
+
+
+@pytest.fixture(scope="class")
+def latency_node() -> Iterator[Any]:
+    yield from bench_cluster(1, "bench.registry:registry")
+
+
+@pytest.fixture(scope="class")
+def latency_rt(loop: asyncio.AbstractEventLoop, latency_node: Any) -> Iterator[Runtime]:
+    yield from runtime_on(loop, latency_node.nodes)
+
+
+async def rsc_unloaded(rt: Runtime, node: str, n: int) -> list[float]:
+    cx, out, clock = rt.cx(), [], time.perf_counter
+    for _ in range(n):
+        t0 = clock()
+        await spawn_remote(cx, node, "noop", b"").join()
+        out.append(clock() - t0)
+    return out
+
+
+async def rsc_max(rt: Runtime, node: str, n: int) -> None:
+    cx = rt.cx()
+    handles = [spawn_remote(cx, node, "noop", b"") for _ in range(n)]
+    for h in handles:
+        await h.join()
+
+
+async def rsc_open_loop(rt: Runtime, node: str, rate: float, n: int) -> tuple[list[float], list[float], float]:
+    """``n`` no-ops due at ``rate`` per second: (latencies from due time, send lags, seconds)."""
+    cx, clock = rt.cx(), time.perf_counter
+    interval = 1.0 / rate
+    pending: deque[tuple[float, Any]] = deque()
+    latencies: list[float] = []
+    lags: list[float] = []
+    sent = 0
+    t0 = clock() + 0.001
+    while len(latencies) < n:
+        now = clock()
+        while sent < n and t0 + sent * interval <= now:
+            due = t0 + sent * interval
+            pending.append((due, spawn_remote(cx, node, "noop", b"")))
+            lags.append(now - due)
+            sent += 1
+        while pending and pending[0][1].is_finished():
+            due, h = pending.popleft()
+            latencies.append(clock() - due)
+            h.try_join()
+        await asyncio.sleep(0)
+    return latencies, lags, clock() - t0
+
+
+class TestRscLatency:
+    def test_rsc_unloaded(self, benchmark: Any, loop: asyncio.AbstractEventLoop, latency_rt: Runtime,
+                          latency_node: Any) -> None:
+        benchmark.group = GROUP
+        node = next(iter(latency_node.nodes))
+        got: list[list[float]] = []
+        benchmark.pedantic(run_on(loop, lambda: _keep(got, rsc_unloaded(latency_rt, node, UNLOADED_N))),
+                           rounds=ROUNDS, warmup_rounds=1)
+        record(benchmark, "rsc.lat.unloaded", UNLOADED_N, **latency_figures(got[-1]))
+
+    def test_rsc_max(self, benchmark: Any, loop: asyncio.AbstractEventLoop, latency_rt: Runtime,
+                     latency_node: Any) -> None:
+        benchmark.group = GROUP
+        node = next(iter(latency_node.nodes))
+        benchmark.pedantic(run_on(loop, lambda: rsc_max(latency_rt, node, MAX_N)), rounds=3,
+                           warmup_rounds=1)
+        record(benchmark, "rsc.lat.max", MAX_N)
+        MAX_RATE["rsc"] = MAX_N / benchmark.stats.stats.median
+
+    @pytest.mark.parametrize("load", LOADS)
+    def test_rsc_open_loop(self, benchmark: Any, loop: asyncio.AbstractEventLoop, latency_rt: Runtime,
+                           latency_node: Any, load: int) -> None:
+        benchmark.group = GROUP
+        if "rsc" not in MAX_RATE:
+            pytest.skip("rsc's maximum rate was not measured in this run (run test_rsc_max)")
+        node = next(iter(latency_node.nodes))
+        rate = MAX_RATE["rsc"] * load / 100
+        n = max(200, int(rate * LOAD_S))
+        got: list[tuple[list[float], list[float], float]] = []
+        # What a service is advised to do once it has started (and what a node
+        # does): move what is already alive out of the collector's way, so a
+        # full collection does not walk this process's whole heap while
+        # requests wait (a 77 ms pause at 50% load here without it).
+        gc.collect()
+        gc.freeze()
+        try:
+            with GcPauses() as pauses:
+                benchmark.pedantic(run_on(loop, lambda: _keep(got, rsc_open_loop(latency_rt, node, rate, n))),
+                                   rounds=ROUNDS)
+        finally:
+            gc.unfreeze()
+        latencies, lags, elapsed = got[-1]
+        load_figures(benchmark, f"rsc.lat.{load}", latencies, lags, rate, elapsed, load=load,
+                     gc_gen0_threshold=gc.get_threshold()[0], **pauses.figures())
+
+
+async def _keep(into: list[Any], coro: Any) -> None:
+    into.append(await coro)
+
+
+class GcPauses:
+    """The collector's passes in this process while it is entered: how many,
+    and the total and longest pause (a pause delays every request due in it)."""
+
+    def __init__(self) -> None:
+        self.count, self.total_s, self.longest_s, self._t0 = 0, 0.0, 0.0, 0.0
+
+    def _on(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._t0 = time.perf_counter()
+        else:
+            took = time.perf_counter() - self._t0
+            self.count += 1
+            self.total_s += took
+            self.longest_s = max(self.longest_s, took)
+
+    def __enter__(self) -> GcPauses:
+        gc.callbacks.append(self._on)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        gc.callbacks.remove(self._on)
+
+    def figures(self) -> dict[str, float]:
+        return {"gc_passes": self.count, "gc_total_ms": round(self.total_s * 1e3, 2),
+                "gc_longest_us": round(self.longest_s * 1e6, 1)}
+
+
+# ---------------------------------------------------------------------------------- peers
+
+
+def peer_open_loop(peer: Peer, rate: float, n: int) -> tuple[list[float], list[float], float]:
+    """As ``rsc_open_loop``, for a peer: sends from this thread, sleeping until
+    each is due; completion times are taken by the peer's done-callbacks."""
+    clock = time.perf_counter
+    interval = 1.0 / rate
+    done_at = [0.0] * n
+    lags: list[float] = []
+    finished = threading.Semaphore(0)
+
+    def on_done(i: int) -> None:
+        done_at[i] = clock()
+        finished.release()
+
+    t0 = clock() + 0.001
+    for i in range(n):
+        due = t0 + i * interval
+        wait = due - clock()
+        if wait > 0:
+            time.sleep(wait)
+        lags.append(max(0.0, clock() - due))
+        peer.submit_then(b"", lambda i=i: on_done(i))
+    for _ in range(n):
+        if not finished.acquire(timeout=60):
+            raise TimeoutError("a peer call did not come back within 60 s")
+    end = max(done_at)
+    return [done_at[i] - (t0 + i * interval) for i in range(n)], lags, end - t0
+
+
+@pytest.mark.filterwarnings("ignore")
+@pytest.mark.parametrize("peer", PEER_NAMES, indirect=True, scope="class")
+class TestPeerLatency:
+    def test_peer_unloaded(self, benchmark: Any, peer: Peer) -> None:
+        benchmark.group = GROUP
+        n = UNLOADED_N if peer.name in ("processpool", "pool") else 200
+        got: list[float] = []
+
+        def one_at_a_time() -> None:
+            got.clear()
+            clock = time.perf_counter
+            for _ in range(n):
+                t0 = clock()
+                peer.submit(b"").result()
+                got.append(clock() - t0)
+
+        benchmark.pedantic(one_at_a_time, rounds=ROUNDS, warmup_rounds=1)
+        record(benchmark, f"{peer.name}.lat.unloaded", n, peer=describe(peer.name), **latency_figures(got))
+
+    def test_peer_max(self, benchmark: Any, peer: Peer) -> None:
+        benchmark.group = GROUP
+        n = MAX_N_FOR.get(peer.name, MAX_N)
+        benchmark.pedantic(peer.bulk, args=(n,), rounds=1, warmup_rounds=1)
+        record(benchmark, f"{peer.name}.lat.max", n, peer=describe(peer.name))
+        MAX_RATE[peer.name] = n / benchmark.stats.stats.median
+
+    @pytest.mark.parametrize("load", LOADS)
+    def test_peer_open_loop(self, benchmark: Any, peer: Peer, load: int) -> None:
+        benchmark.group = GROUP
+        if peer.name not in MAX_RATE:
+            pytest.skip(f"{peer.name}'s maximum rate was not measured in this run")
+        rate = MAX_RATE[peer.name] * load / 100
+        n = max(200, int(rate * LOAD_S))
+        got: list[tuple[list[float], list[float], float]] = []
+        benchmark.pedantic(lambda: got.append(peer_open_loop(peer, rate, n)), rounds=ROUNDS)
+        latencies, lags, elapsed = got[-1]
+        load_figures(benchmark, f"{peer.name}.lat.{load}", latencies, lags, rate, elapsed, load=load,
+                     peer=describe(peer.name))

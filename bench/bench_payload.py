@@ -1,0 +1,184 @@
+"""The payload sweep: what a task costs as its input and output grow.
+
+Every size in ``SIZES`` (64 B to 16 MiB) goes through the same job: ``n``
+calls whose input and output are ``size`` bytes, with up to ``window`` in
+flight (the oldest call waited for, every later one already done taken with
+it, and as many new ones started together), so a round
+moves ``2 * n * size`` payload bytes whatever runs it. ``n`` and ``window``
+shrink with the size (``plan``) to keep a round near a quarter of a second
+and the bytes in flight under 32 MiB.
+
+``payload-<size>`` groups, one per size:
+
+``raw.<size>``
+    The Unix socket's limit for that many bytes: frames of ``size`` body
+    bytes echoed by ``bench/echo_peer.py --stream`` (every chunk written
+    back as it is read) to ``SizedEchoClient`` (reads into one reusable
+    buffer, only follows frame headers). Nobody decodes, nothing is copied
+    but by the kernel and the server's one read buffer.
+``rsc.bytes.<size>``
+    ``spawn_remote(cx, node, "noop", data)`` with ``data`` a ``bytes`` of
+    ``size``; ``join`` returns the same bytes back (codec None).
+``rsc.msgpack.<size>``
+    ``spawn_remote(cx, node, "noop_msgpack", {"id": 7, "blob": data})``: the
+    value packed with MessagePack at the origin, unpacked and packed again
+    by the node (``codec="msgpack"``), unpacked by ``join``.
+``<peer>.bytes.<size>``, ``<peer>.msgpack.<size>``
+    The peer's ``peer_noop`` on the same ``bytes`` / the same dict (pickled
+    by the peer), same ``n`` and ``window``, two worker processes.
+
+Each figure's ``extra_info`` holds ``size``, ``n``, ``window``,
+``tasks_per_s`` and ``mb_per_s`` (payload bytes in both directions per
+second, 1 MB = 10**6 bytes; median round). The report puts rsc's MB/s beside
+the raw socket's at the same size (target: at least 50% from 1 MiB up) and
+each peer's (target: ahead of every peer at every size).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from bench.conftest import bench_cluster, runtime_on
+from bench.echo_peer import SizedEchoClient, frame
+from bench.figures import record, run_on
+from bench.peers import NAMES as PEER_NAMES
+from bench.peers import Peer, describe, windowed
+from rsc import Runtime, spawn_remote
+
+pytestmark = pytest.mark.usefixtures("no_strays")
+
+KiB, MiB = 1024, 1024 * 1024
+SIZES = (64, 4 * KiB, 64 * KiB, 1 * MiB, 16 * MiB)
+SIZE_LABEL = {64: "64B", 4 * KiB: "4KiB", 64 * KiB: "64KiB", 1 * MiB: "1MiB", 16 * MiB: "16MiB"}
+KINDS = ("bytes", "msgpack")
+ROUNDS = {"raw": 5, "rsc": 3, "processpool": 3, "pool": 3, "dask": 1, "ray": 1}
+MAX_INPUT = 40 * MiB  # the node's --max-input-bytes: a 16 MiB blob in a msgpack map fits
+# The node keeps each finished task's result for duplicates for --ttl seconds
+# (300 by default), whatever its size: a round of 16 MiB results would keep
+# gigabytes. A short TTL lets them go while the sweep runs.
+RESULT_TTL_S = 5
+
+
+def plan(size: int) -> tuple[int, int]:
+    """(calls per round, calls in flight) for payloads of ``size`` bytes."""
+    n = max(8, min(2000, (64 * MiB) // size))
+    window = max(2, min(256, (32 * MiB) // size))
+    return n, window
+
+
+def payload(size: int) -> bytes:
+    return frame(size)[4:]  # the same bytes the raw echo carries
+
+
+def value(kind: str, size: int) -> Any:
+    data = payload(size)
+    return data if kind == "bytes" else {"id": 7, "blob": data}
+
+
+def figures(benchmark: Any, key: str, size: int, n: int, window: int, **extra: Any) -> None:
+    record(benchmark, key, n, size=size, window=window, **extra)
+    if benchmark.stats is not None:
+        per_s = n / benchmark.stats.stats.median
+        benchmark.extra_info.update(tasks_per_s=round(per_s, 1),
+                                    mb_per_s=round(per_s * 2 * size / 1e6, 2))
+
+
+# ------------------------------------------------------------------------------ raw limit
+
+
+@pytest.fixture(scope="class")
+def sized_echo(loop: asyncio.AbstractEventLoop, stream_echo_server: str) -> Iterator[SizedEchoClient]:
+    client = loop.run_until_complete(SizedEchoClient.connect(stream_echo_server))
+    loop.run_until_complete(client.pipelined(64, 64, 16))
+    try:
+        yield client
+    finally:
+        client.close()
+        loop.run_until_complete(asyncio.sleep(0))
+
+
+class TestRawPayload:
+    @pytest.mark.parametrize("size", SIZES, ids=[SIZE_LABEL[s] for s in SIZES])
+    def test_raw_payload(self, benchmark: Any, loop: asyncio.AbstractEventLoop,
+                         sized_echo: SizedEchoClient, size: int) -> None:
+        benchmark.group = f"payload-{SIZE_LABEL[size]}"
+        n, window = plan(size)
+        benchmark.pedantic(run_on(loop, lambda: sized_echo.pipelined(n, size, window)),
+                           rounds=ROUNDS["raw"], warmup_rounds=1)
+        figures(benchmark, f"payload.raw.{size}", size, n, window)
+
+
+# ------------------------------------------------------------------------------------ rsc
+
+
+@pytest.fixture(scope="class")
+def payload_node() -> Iterator[Any]:
+    """One node that takes inputs up to MAX_INPUT bytes and keeps results RESULT_TTL_S."""
+    yield from bench_cluster(1, "bench.registry:registry",
+                             extra_args=["--max-input-bytes", str(MAX_INPUT), "--ttl", str(RESULT_TTL_S)])
+
+
+@pytest.fixture(scope="class")
+def payload_rt(loop: asyncio.AbstractEventLoop, payload_node: Any) -> Iterator[Runtime]:
+    yield from runtime_on(loop, payload_node.nodes)
+
+
+async def rsc_windowed(rt: Runtime, node: str, computation: str, data: Any, n: int,
+                       window: int) -> Any:
+    """``n`` spawns of ``computation(data)`` with up to ``window`` in flight; the
+    last output. Waits for the oldest, takes every later one already finished,
+    and spawns as many new ones together (one write for them all)."""
+    cx = rt.cx()
+    handles = deque(spawn_remote(cx, node, computation, data) for _ in range(min(n, window)))
+    sent, out = len(handles), None
+    while handles:
+        out = await handles.popleft().join()
+        done = 1
+        while handles and handles[0].is_finished():
+            out = handles.popleft().try_join()
+            done += 1
+        for _ in range(min(done, n - sent)):
+            handles.append(spawn_remote(cx, node, computation, data))
+        sent += min(done, n - sent)
+    return out
+
+
+class TestRscPayload:
+    @pytest.mark.parametrize("kind", KINDS)
+    @pytest.mark.parametrize("size", SIZES, ids=[SIZE_LABEL[s] for s in SIZES])
+    def test_rsc_payload(self, benchmark: Any, loop: asyncio.AbstractEventLoop, payload_rt: Runtime,
+                         payload_node: Any, size: int, kind: str) -> None:
+        benchmark.group = f"payload-{SIZE_LABEL[size]}"
+        node = next(iter(payload_node.nodes))
+        n, window = plan(size)
+        data = value(kind, size)
+        computation = "noop" if kind == "bytes" else "noop_msgpack"
+        out = loop.run_until_complete(rsc_windowed(payload_rt, node, computation, data, 2, 2))
+        assert out == data, "the echo came back different"
+        benchmark.pedantic(run_on(loop, lambda: rsc_windowed(payload_rt, node, computation, data,
+                                                             n, window)),
+                           rounds=ROUNDS["rsc"], warmup_rounds=1)
+        figures(benchmark, f"payload.rsc.{kind}.{size}", size, n, window, kind=kind)
+
+
+# ---------------------------------------------------------------------------------- peers
+
+
+@pytest.mark.filterwarnings("ignore")
+@pytest.mark.parametrize("peer", PEER_NAMES, indirect=True, scope="class")
+class TestPeerPayload:
+    @pytest.mark.parametrize("kind", KINDS)
+    @pytest.mark.parametrize("size", SIZES, ids=[SIZE_LABEL[s] for s in SIZES])
+    def test_peer_payload(self, benchmark: Any, peer: Peer, size: int, kind: str) -> None:
+        benchmark.group = f"payload-{SIZE_LABEL[size]}"
+        n, window = plan(size)
+        data = value(kind, size)
+        assert windowed(peer, data, 2, 2) == data, "the echo came back different"
+        benchmark.pedantic(windowed, args=(peer, data, n, window), rounds=ROUNDS[peer.name])
+        figures(benchmark, f"payload.{peer.name}.{kind}.{size}", size, n, window, kind=kind,
+                peer=describe(peer.name))
