@@ -33,6 +33,8 @@ from rsc._core.schema import (  # re-exported: callers import the kinds from her
     HELLO,
     LEASE_RENEWAL,
     LEASE_RENEWAL_BATCH,
+    LEASE_RENEWAL_DIGEST,
+    LEASE_RESYNC_REQUEST,
     MESSAGES,
     PING,
     PONG,
@@ -174,5 +176,7 @@ Ping = _CLASSES[PING]
 Pong = _CLASSES[PONG]
 StatusRequest = _CLASSES[STATUS_REQUEST]
 StatusReply = _CLASSES[STATUS_REPLY]
+LeaseRenewalDigest = _CLASSES[LEASE_RENEWAL_DIGEST]
+LeaseResyncRequest = _CLASSES[LEASE_RESYNC_REQUEST]
 
 MESSAGE_CLASSES: dict[int, type[Message]] = dict(_CLASSES)
