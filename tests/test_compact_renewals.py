@@ -415,3 +415,47 @@ def test_a_node_that_stops_offering_digests_renews_by_id_again() -> None:
     for _ in range(6):
         assert [type(m) for m in period(link)] == [LeaseRenewalBatch]
     assert t.state is OriginState.RUNNING and link.origin.renewals_of(t) == 7
+
+
+# -- a real node process ------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def real_node(module_cluster: Any) -> Any:
+    return module_cluster(1)
+
+
+def test_a_runtime_and_a_real_node_renew_by_digest(real_node: Any) -> None:
+    """200 tasks on a real node process, renewed for 2 s with 0.6 s leases: the
+    node sends digests only (one a period), the runtime's views match them
+    without a resync, every lease holds and is counted."""
+    import asyncio
+
+    from rsc import Runtime, spawn_remote
+
+    n = 200
+    seen: list[Any] = []
+    traced: list[tuple[str, dict]] = []
+
+    async def main() -> None:
+        async with Runtime(real_node.nodes, trace=lambda e, f: traced.append((e, f))) as rt:
+            cx = rt.cx()
+            hs = [spawn_remote(cx, "worker-1", "sleep_ms", 2000, lease=0.6) for _ in range(n)]
+            conn = rt._links["worker-1"].conn
+            while conn is None:
+                await asyncio.sleep(0.01)
+                conn = rt._links["worker-1"].conn
+            on_messages = conn._on_messages
+
+            def counting(c: Any, msgs: list[Any]) -> None:
+                seen.extend(m for m in msgs if isinstance(m, RENEWAL_KINDS))
+                on_messages(c, msgs)
+
+            conn._on_messages = counting
+            assert [await h.join() for h in hs] == [2000] * n
+            assert all(h.lease.renewal_count >= 3 for h in hs), [h.lease.renewal_count for h in hs]
+
+    asyncio.run(main())
+    assert len(seen) >= 5 and all(isinstance(m, LeaseRenewalDigest) for m in seen), seen[:3]
+    assert max(m.task_count for m in seen) == n
+    assert not [f for e, f in traced if e == "remote::lease_resync_sent"]
