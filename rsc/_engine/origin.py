@@ -99,7 +99,6 @@ _SEND_SPAWN, _ACK_ACCEPTED, _ACK_REJECTED = int(OriginEvent.SEND_SPAWN), int(Ori
 _RENEWAL, _RESULT, _SEND_CANCEL = int(OriginEvent.RENEWAL), int(OriginEvent.RESULT), int(OriginEvent.SEND_CANCEL)
 _LEASE_LAPSED, _NODE_RESTARTED, _REFUSE = int(OriginEvent.LEASE_LAPSED), int(OriginEvent.NODE_RESTARTED), int(OriginEvent.REFUSE)
 _SPAWNED = OriginState.SPAWNED
-_LEASE_EXPIRED = OriginState.LEASE_EXPIRED
 _INIT = OriginState.INIT  # a module global, not an Enum class attribute read per task (node.py)
 
 
@@ -288,7 +287,7 @@ class OriginEngine:
         if at is None or task is None:
             return at
         g = task.group
-        if g is not None and g.covers(task.lease_until):
+        if g is not None and g.covers(task.group_mark, task.lease_until):
             return g.until  # renewed with its group; its timer catches up when it fires
         return task.lease_until
 
@@ -334,8 +333,7 @@ class OriginEngine:
             st = task.state
             if task.sent and (st is OriginState.SPAWNED or st is OriginState.RUNNING):
                 self._process(task, _NODE_RESTARTED)
-                if task.group is not None:
-                    self._leave_group(link, task)
+                self._leave_group(link, task)
                 task.lapsed_at = now
                 self.timers.discard(T_LEASE, task.rtid)
                 if task.policy is None:
@@ -358,8 +356,7 @@ class OriginEngine:
         link.digests = self.compact_renewals and offers_digests(features)
         if not link.digests and link.groups:
             for task in list(link.tasks.values()):
-                if task.group is not None:
-                    self._leave_group(link, task)
+                self._leave_group(link, task)
             link.groups.clear()
 
     def _resend_all(self, link: _Link, now: int) -> None:
@@ -471,8 +468,7 @@ class OriginEngine:
             return
         link = self._links[task.node]
         del link.tasks[rtid]
-        if task.group is not None:
-            self._leave_group(link, task)
+        self._leave_group(link, task)
         n = link.lease_counts[task.lease_ms] - 1
         if n:
             link.lease_counts[task.lease_ms] = n
@@ -514,8 +510,7 @@ class OriginEngine:
         for a task without a policy)."""
         if self._process(task, _LEASE_LAPSED) is None:
             return
-        if task.group is not None:
-            self._leave_group(self._links[task.node], task)
+        self._leave_group(self._links[task.node], task)
         task.lapsed_at = min(task.lease_until, now)  # the deadline (a late renewal finds it passed)
         self.timers.discard(T_LEASE, task.rtid)
         self._trace_event(TN.LEASE_EXPIRED, node=task.node, rtid=task.rtid, task=repr(task))
@@ -687,6 +682,12 @@ class OriginEngine:
         if self._process(task, _ACK_ACCEPTED if accepted else _ACK_REJECTED) is None:
             return
         if accepted:
+            if link.digests:
+                # The node put it in a renewal group before this ACK left. It
+                # joins the view before the first accept's renewal below: if
+                # that renewal comes too late and lapses it, the lapse takes
+                # it out again.
+                self._join_group(link, task)
             if state is _SPAWNED:  # the first accept
                 if self._trace is not None:
                     self._trace_event(TN.SPAWN_ACK_RECEIVED, node=link.node, rtid=rtid)
@@ -696,9 +697,6 @@ class OriginEngine:
                 # reconnect does not, so reconnects that make no progress cannot
                 # keep a lease alive (LEASE_RENEWAL batches renew a running task).
                 self._renew(task, now + task.lease_ms * MS, now)
-            if link.digests and task.group is None:
-                # the node put it in a renewal group before this ACK left it
-                self._join_group(link, task, task.lease_ms)
         else:
             self._trace_event(TN.SPAWN_REJECTED, node=link.node, rtid=rtid, code=reject_code,
                               detail=reject_detail)
@@ -728,9 +726,14 @@ class OriginEngine:
     # its link from its node's accept to its outcome or its lapse; while it
     # is, its lease is the later of its own deadline and the group's (fold).
 
-    def _join_group(self, link: _Link, task: OriginTask, lease_ms: int) -> None:
-        if task.state is _LEASE_EXPIRED or link.tasks.get(task.rtid) is not task:
-            return  # lapsed or forgotten meanwhile (its accept came too late)
+    def _join_group(self, link: _Link, task: OriginTask) -> None:
+        """Put ``task`` in the view of the group of the lease it asked for (the
+        node's group, unless the node raised the lease or made it an alias:
+        then a full list moves it, ``_on_full_list``). No-op if it is in one."""
+        if task.group is None:
+            self._join(link, task, task.lease_ms)
+
+    def _join(self, link: _Link, task: OriginTask, lease_ms: int) -> None:
         g = link.groups.get(lease_ms)
         if g is None:
             g = link.groups[lease_ms] = LeaseGroup(lease_ms)
@@ -744,14 +747,21 @@ class OriginEngine:
         the renewals applied are counted (its timer still holds the old
         deadline; ``tick`` re-arms it there when it fires)."""
         g = task.group
+        mark = task.group_mark
+        if mark == g.renewals:
+            return  # no group renewal since it joined or was last folded
         own = task.lease_until
-        task.renewals += g.renewals_since(task.group_mark, own)
+        task.renewals += g.renewals_since(mark, own)
         task.group_mark = g.renewals
-        if g.covers(own):
+        if g.covers(mark, own):
             task.lease_until = g.until
 
     def _leave_group(self, link: _Link, task: OriginTask) -> None:
+        """Take ``task`` out of its group's view, its deadline and renewals
+        folded in (no-op if it is in none)."""
         g = task.group
+        if g is None:
+            return
         self._fold(task)
         g.remove(task.rtid)
         task.group = None
@@ -812,7 +822,7 @@ class OriginEngine:
                 if task.group is not None and task.group.lease_ms != lease_ms:
                     self._leave_group(link, task)
                 if task.group is None:
-                    self._join_group(link, task, lease_ms)
+                    self._join(link, task, lease_ms)
 
     def _renew(self, task: OriginTask, until: int, now: int) -> None:
         """Move the task's lease deadline to ``until``, unless it has passed

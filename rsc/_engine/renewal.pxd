@@ -26,5 +26,5 @@ cdef class LeaseGroup:
     cpdef remove(self, unsigned long long rtid)
     cpdef bint matches(self, count, digest)
     cpdef renewed(self, long long now, long long lease_ns)
-    cpdef bint covers(self, long long own_until)
+    cpdef bint covers(self, long long mark, long long own_until)
     cpdef long long renewals_since(self, long long mark, long long own_until)

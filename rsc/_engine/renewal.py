@@ -150,10 +150,12 @@ class LeaseGroup:
         self.renewals += 1
         self.until = now + lease_ns
 
-    def covers(self, own_until: int) -> bool:
-        """True if the group's gap-free span runs past a task's own deadline
-        ``own_until`` from at or before it: some renewal reached the task in time."""
-        return self.alive_since <= own_until < self.until
+    def covers(self, mark: int, own_until: int) -> bool:
+        """True if a renewal of the group reached a task in time: one came
+        since the task joined (when ``renewals`` was ``mark``), and the
+        group's gap-free span runs past the task's own deadline ``own_until``
+        from at or before it."""
+        return self.renewals != mark and self.alive_since <= own_until < self.until
 
     def renewals_since(self, mark: int, own_until: int) -> int:
         """The group's renewals applied to a task that joined when ``renewals``
