@@ -399,7 +399,25 @@ def test_a_restarted_node_takes_its_tasks_out_of_the_views() -> None:
     link.node.features["instance"] = "f" * 16  # a new process answers the reconnect
     link.connect()
     assert t.state is OriginState.LEASE_EXPIRED and t.group is None
-    assert not link.origin._links["node-1"].groups
+    assert all(g.count == 0 for g in link.origin._links["node-1"].groups.values())
+
+
+def test_empty_views_are_kept_for_reuse_and_dropped_in_bulk() -> None:
+    """Tasks that come and go one at a time reuse their group's view instead
+    of making and dropping one each; views left empty are dropped when a
+    link holds MAX_IDLE_GROUPS and needs another."""
+    link = Link()
+    link.connect()
+    first = link.spawn(lease_ms=LEASE)
+    group = first.group
+    link.finish(link.started[-1])
+    again = link.spawn(lease_ms=LEASE)
+    assert again.group is group and group.count == 1
+    for i in range(O.MAX_IDLE_GROUPS + 3):
+        link.spawn(lease_ms=LEASE + 1 + i)
+        link.finish(link.started[-1])
+    groups = link.origin._links["node-1"].groups
+    assert len(groups) <= O.MAX_IDLE_GROUPS + 1 and groups[LEASE] is group
 
 
 def test_a_node_that_stops_offering_digests_renews_by_id_again() -> None:

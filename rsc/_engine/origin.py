@@ -88,6 +88,9 @@ T_LEASE, T_ESCALATION, T_PING = 0, 1, 2
 # What an origin assumes a node accepts before its WELCOME says (an input that
 # fits one frame at the default cap).
 DEFAULT_INPUT_LIMIT = DEFAULT_MAX_FRAME_BYTES - FRAME_OVERHEAD_BYTES
+# Views of renewal groups a link keeps before a new one makes it drop the
+# empty ones (one per lease length in use, plus these).
+MAX_IDLE_GROUPS = 16
 
 
 # states.ORIGIN_TRANSITIONS as one tuple per event, indexed by state
@@ -734,9 +737,13 @@ class OriginEngine:
             self._join(link, task, task.lease_ms)
 
     def _join(self, link: _Link, task: OriginTask, lease_ms: int) -> None:
-        g = link.groups.get(lease_ms)
+        groups = link.groups
+        g = groups.get(lease_ms)
         if g is None:
-            g = link.groups[lease_ms] = LeaseGroup(lease_ms)
+            if len(groups) >= MAX_IDLE_GROUPS:
+                for empty in [k for k, v in groups.items() if not v.count]:
+                    del groups[empty]
+            g = groups[lease_ms] = LeaseGroup(lease_ms)
         g.add(task.rtid)
         task.group = g
         task.group_mark = g.renewals
@@ -765,8 +772,8 @@ class OriginEngine:
         self._fold(task)
         g.remove(task.rtid)
         task.group = None
-        if g.count == 0 and link.groups.get(g.lease_ms) is g:
-            del link.groups[g.lease_ms]
+        # An emptied group stays: tasks that come and go one at a time would
+        # otherwise make and drop a group each (_join drops idle ones in bulk).
 
     def _on_digest(self, link: _Link, msg: LeaseRenewalDigest, now: int) -> None:
         """LEASE_RENEWAL_DIGEST: every task of one of the node's renewal
