@@ -28,9 +28,11 @@ from the median round, ``bytes_per_task``, ...) plus ``figure``, the key
     (tracemalloc) and RSS, each as a delta over the idle, connected runtime.
     The round's time (spawning 100k with tracemalloc on) is not a speed figure.
 ``e2e-heartbeat``
-    ``rsc.heartbeat10`` / ``rsc.heartbeat10000``: LEASE_RENEWAL(_BATCH) frames
-    and bytes the origin receives from one node per second while that node
-    runs 10 / 10,000 tasks (0.6 s leases, so a renewal every 0.2 s; 3 s window).
+    ``rsc.heartbeat10`` / ``rsc.heartbeat10000``: LEASE_RENEWAL(_BATCH) and
+    LEASE_RENEWAL_DIGEST frames and bytes the origin receives from one node
+    per second while that node runs 10 / 10,000 tasks (0.6 s leases, so a
+    renewal every 0.2 s; 3 s window). ``ids_per_s`` counts the tasks those
+    frames renewed (a digest renews its group's count).
 
 Dask runs its bulk round with 2,000 tasks instead of 10,000 so that the whole
 module stays near three minutes (Dask manages a few hundred no-ops a second
@@ -59,7 +61,7 @@ from bench.peers import NAMES as PEER_NAMES
 from bench.peers import Peer, describe
 from rsc import RemoteTaskState, Runtime, spawn_remote
 from rsc._core import envelope
-from rsc._core.messages import LeaseRenewal, LeaseRenewalBatch
+from rsc._core.messages import LeaseRenewal, LeaseRenewalBatch, LeaseRenewalDigest
 
 ONE_N = 200  # calls per round, one in flight
 # figure key suffix per no-op: the async one, and the plain one registered inline=True
@@ -274,10 +276,11 @@ class TestRsc:
             def counting(c: Any, msgs: list[Any]) -> None:
                 for msg in msgs:
                     kind = type(msg)
-                    if kind is LeaseRenewalBatch or kind is LeaseRenewal:
+                    if kind is LeaseRenewalBatch or kind is LeaseRenewal or kind is LeaseRenewalDigest:
                         counts["frames"] += 1
                         counts["bytes"] += len(envelope.encode_frame(msg))
-                        counts["ids"] += len(msg.remote_task_ids) if kind is LeaseRenewalBatch else 1
+                        counts["ids"] += (len(msg.remote_task_ids) if kind is LeaseRenewalBatch
+                                          else msg.task_count if kind is LeaseRenewalDigest else 1)
                 on_messages(c, msgs)
 
             conn._on_messages = counting

@@ -302,8 +302,8 @@ class RemoteLease(Lease):
       the deadline that passed (``OriginTask.lapsed_at``: for a node found
       restarted, when the origin found that out); None while the spawn is not yet
       written to its node (the lease clock has not started).
-    - ``renewal_count``: the node's renewals (LEASE_RENEWAL) the origin
-      engine applied to it; the node's first accept restarts the lease clock
+    - ``renewal_count``: the node's renewals (by id, or compact renewals of
+      its group) the origin engine applied to it; the node's first accept restarts the lease clock
       but is not counted.
     - ``initial_duration``: the spawn's ``lease`` (seconds); ``region``: the
       owning region's id; ``holder``: the local task id (``local_task_id``);
@@ -345,7 +345,8 @@ class RemoteLease(Lease):
     @property
     def renewal_count(self) -> int:
         """The node's renewals the origin applied to this attempt's lease."""
-        return self._handle._task.renewals  # counted by the origin engine (OriginTask.renewals)
+        h = self._handle
+        return h._rt.engine.renewals_of(h._task)  # counted by the origin engine
 
     @property
     def state(self) -> LeaseState:

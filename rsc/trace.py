@@ -35,6 +35,7 @@ from rsc._engine.trace_names import (  # noqa: F401 - the public names of trace 
     LEASE_EXPIRED,
     LEASE_RENEWAL_RECEIVED,
     LEASE_RENEWAL_SENT,
+    LEASE_RESYNC_SENT,
     NODE_RESTARTED,
     ORPHAN_CANCELLED,
     PEER_ERROR,
@@ -56,7 +57,7 @@ from rsc._engine.trace_names import (  # noqa: F401 - the public names of trace 
 __all__ = ["Trace", "format_record", "load", "merge", "story", "REMOTE_EVENTS",
            "SPAWN_REQUEST_CREATED", "SPAWN_REQUEST_SENT", "SPAWN_ACK_RECEIVED", "SPAWN_REJECTED",
            "CANCEL_SENT", "CANCEL_RECEIVED", "RESULT_DELIVERED", "LEASE_RENEWAL_SENT",
-           "LEASE_RENEWAL_RECEIVED", "LEASE_EXPIRED", "HANDSHAKE", "PROTOCOL_ERROR", "PEER_ERROR",
+           "LEASE_RENEWAL_RECEIVED", "LEASE_RESYNC_SENT", "LEASE_EXPIRED", "HANDSHAKE", "PROTOCOL_ERROR", "PEER_ERROR",
            "DROPPED", "NODE_RESTARTED", "TOMBSTONE", "ORPHAN_CANCELLED", "RESULT_TOO_LARGE",
            "SPAWN_ORIGIN_MISMATCH", "CAPABILITY_DENIED", "ESCALATE", "REGION_CLOSED",
            "REGION_LEAK", "SAGA_PREFIX"]

@@ -41,6 +41,11 @@ PING = 16
 PONG = 17
 STATUS_REQUEST = 18
 STATUS_REPLY = 19
+# The compact-renewal extension (section 4, "Compact renewals"), offered with
+# HELLO/WELCOME features {"renewal_digest": 1}.
+LEASE_RENEWAL_DIGEST = 20
+LEASE_RESYNC_REQUEST = 21
+RENEWAL_DIGEST_FEATURE = "renewal_digest"
 
 # ERROR codes (section 5).
 E_VERSION_MISMATCH = 1
@@ -110,6 +115,24 @@ def unpack_body(body: bytes) -> list:
     if not isinstance(value[0], int) or isinstance(value[0], bool) or value[0] < 0:
         raise ProtocolViolation(f"message kind is not a uint: {value!r}")
     return value
+
+
+def task_hash(task_id: int) -> int:
+    """A task id's 64-bit hash for a renewal digest: SplitMix64's output
+    function applied to ``task_id + 0x9E3779B97F4A7C15`` (mod 2**64)."""
+    mask = (1 << 64) - 1
+    z = (task_id + 0x9E3779B97F4A7C15) & mask
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & mask
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & mask
+    return z ^ (z >> 31)
+
+
+def renewal_digest(task_ids: Any) -> int:
+    """The digest of a renewal group: the XOR of ``task_hash`` over its ids."""
+    d = 0
+    for task_id in task_ids:
+        d ^= task_hash(task_id)
+    return d
 
 
 def lamport_of(t: Any) -> int:

@@ -11,8 +11,12 @@ from __future__ import annotations
 
 import random
 
+import pytest
+
 from rsc._engine.trace_names import DROPPED
-from rsc._core.messages import LeaseRenewal, LeaseRenewalBatch, ResultDelivery, SpawnAck
+from rsc._core.messages import (LeaseRenewal, LeaseRenewalBatch, LeaseRenewalDigest, ResultDelivery,
+                                SpawnAck)
+from rsc._engine.renewal import task_hash
 from rsc._engine import origin as O
 from rsc._engine.node import NodeEngine
 from rsc._engine.states import ORIGIN_TRANSITIONS, OriginEvent as OE, OriginState
@@ -244,19 +248,29 @@ def test_unsent_spawns_given_up_go_through_the_table() -> None:
     assert_all_in_table(link)
 
 
-def test_the_engine_counts_the_renewals_it_applies_and_not_a_late_one() -> None:
-    """OriginTask.renewals (what handle.lease.renewal_count reads): each
-    renewal batch that moves the deadline counts; the first accept does not;
-    one that comes after the deadline lapses the task instead."""
-    link = recording_link()
+@pytest.mark.parametrize("compact", [False, True], ids=["batches", "digests"])
+def test_the_engine_counts_the_renewals_it_applies_and_not_a_late_one(compact: bool) -> None:
+    """``renewals_of`` (what handle.lease.renewal_count reads): each renewal
+    that moves the deadline counts, by id (a batch) or with its group (a
+    compact renewal); the first accept does not; one that comes after the
+    deadline lapses the task instead, at the deadline that passed."""
+    link = recording_link(compact_origin=compact)
     link.connect()
     t = link.spawn(lease_ms=3_000)
-    assert t.renewals == 0  # accepted, not renewed
+    assert link.origin.renewals_of(t) == 0  # accepted, not renewed
     for _ in range(3):
-        link.advance(1_000)  # the node's batch every third of the lease
+        link.advance(1_000)  # the node's renewal every third of the lease
         link.flush()
-    assert t.renewals == 3
-    deadline = t.lease_until
-    link.origin._on_renewal(link.origin._links["node-1"], t.rtid, 3_000 * MS, deadline + 1)
-    assert t.renewals == 3 and t.state is OriginState.LEASE_EXPIRED
+    assert link.origin.renewals_of(t) == 3
+    deadline = link.origin.lease_deadline(t.rtid)
+    assert deadline == link.now + 3_000 * MS  # the last renewal's
+    late = deadline + 1
+    if compact:
+        assert t.group is not None  # renewed with its group, its timer still at an older deadline
+        link.origin.receive("node-1", LeaseRenewalDigest("node-1", 900, 3_000, 1, task_hash(t.rtid)),
+                            late)
+        link.origin.tick(late)
+    else:
+        link.origin._on_renewal(link.origin._links["node-1"], t.rtid, 3_000 * MS, late)
+    assert link.origin.renewals_of(t) == 3 and t.state is OriginState.LEASE_EXPIRED
     assert t.lapsed_at == deadline  # what handle.lease.expires_at says once expired

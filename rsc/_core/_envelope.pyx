@@ -188,7 +188,7 @@ __all__ = [
 ]
 
 cdef enum:
-    KIND_SLOTS = 20           # kinds are 0..19
+    KIND_SLOTS = 32           # kinds are 0..31 (= schema.MAX_KINDS, checked at import)
     # the kinds the builders make, as C constants (_load_layout checks them)
     K_SPAWN_REQUEST = 10
     K_SPAWN_ACK = 11
@@ -322,6 +322,9 @@ def _load_layout():
     order = hot + [kind for kind in sorted(_SCHEMA) if kind not in hot]
     if sorted(order) != sorted(_messages.MESSAGE_CLASSES) or sorted(order) != sorted(_SCHEMA):
         raise ImportError("rsc._core._envelope: message kinds differ from rsc._core.schema")
+    if _schema.MAX_KINDS != KIND_SLOTS:
+        raise ImportError(f"rsc._core._envelope: KIND_SLOTS is {KIND_SLOTS}, rsc._core.schema "
+                          f"allows kinds below {_schema.MAX_KINDS}")
     if max(len(fields) for fields in _SCHEMA.values()) > MAX_FIELDS:
         raise ImportError(f"rsc._core._envelope: a message has more than {MAX_FIELDS} fields; "
                           "raise MAX_FIELDS")

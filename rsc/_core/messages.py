@@ -36,6 +36,8 @@ from rsc._core.schema import (  # re-exported: callers import the kinds from her
     HELLO as HELLO,
     LEASE_RENEWAL as LEASE_RENEWAL,
     LEASE_RENEWAL_BATCH as LEASE_RENEWAL_BATCH,
+    LEASE_RENEWAL_DIGEST as LEASE_RENEWAL_DIGEST,
+    LEASE_RESYNC_REQUEST as LEASE_RESYNC_REQUEST,
     MESSAGES as MESSAGES,
     PING as PING,
     PONG as PONG,
@@ -317,6 +319,23 @@ class LeaseRenewalBatch(Message):
     new_lease_ms: int
     node: str
     remote_task_ids: list[int]
+
+
+@declared(LEASE_RENEWAL_DIGEST)
+class LeaseRenewalDigest(Message):
+    """LEASE_RENEWAL_DIGEST (kind 20): every task of one lease group renewed, named by
+    their count and the XOR of their ids' hashes (compact renewals)."""
+
+    new_lease_ms: int
+    task_count: int
+    digest: int
+
+
+@declared(LEASE_RESYNC_REQUEST)
+class LeaseResyncRequest(Message):
+    """LEASE_RESYNC_REQUEST (kind 21): the origin asks for a lease group's full list."""
+
+    lease_ms: int
 
 
 @declared(PING)

@@ -44,6 +44,10 @@ PING = 16
 PONG = 17
 STATUS_REQUEST = 18
 STATUS_REPLY = 19
+# The compact-renewal extension of v1 (PROTOCOL.md section 4, "Compact
+# renewals"): sent only to a peer whose HELLO/WELCOME ``features`` asked for it.
+LEASE_RENEWAL_DIGEST = 20
+LEASE_RESYNC_REQUEST = 21
 
 # Field type codes: what a field may hold on the wire (PROTOCOL.md section 2).
 UINT = "uint"                  # uint 0..2**64-1
@@ -133,7 +137,14 @@ MESSAGES: tuple[MessageSpec, ...] = (
     MessageSpec(STATUS_REQUEST, "STATUS_REQUEST", "StatusRequest", ()),
     MessageSpec(STATUS_REPLY, "STATUS_REPLY", "StatusReply", (
         ("stats", STR_MAP),)),
+    MessageSpec(LEASE_RENEWAL_DIGEST, "LEASE_RENEWAL_DIGEST", "LeaseRenewalDigest", (
+        ("new_lease_ms", UINT), ("task_count", UINT), ("digest", UINT))),
+    MessageSpec(LEASE_RESYNC_REQUEST, "LEASE_RESYNC_REQUEST", "LeaseResyncRequest", (
+        ("lease_ms", UINT),)),
 )
+
+# Kinds are below this (the compiled codec keeps one table slot per kind).
+MAX_KINDS = 32
 
 BY_KIND: dict[int, MessageSpec] = {spec.kind: spec for spec in MESSAGES}
 
@@ -143,8 +154,8 @@ def check(messages: tuple[MessageSpec, ...]) -> None:
     unique and ascending, names unique identifiers, known field type codes, a PAYLOAD
     only right after an OUTCOME and a VERSION only as a first field."""
     kinds = [spec.kind for spec in messages]
-    if kinds != sorted(set(kinds)) or any(not 0 <= k < 20 for k in kinds):
-        raise ValueError(f"message kinds must be unique, ascending, in 0..19: {kinds}")
+    if kinds != sorted(set(kinds)) or any(not 0 <= k < MAX_KINDS for k in kinds):
+        raise ValueError(f"message kinds must be unique, ascending, in 0..{MAX_KINDS - 1}: {kinds}")
     for spec in messages:
         names = spec.field_names
         # The classes and the pure codec are generated from these names.
@@ -195,6 +206,8 @@ PingF = field_index(BY_KIND[PING])
 PongF = field_index(BY_KIND[PONG])
 StatusRequestF = field_index(BY_KIND[STATUS_REQUEST])
 StatusReplyF = field_index(BY_KIND[STATUS_REPLY])
+LeaseRenewalDigestF = field_index(BY_KIND[LEASE_RENEWAL_DIGEST])
+LeaseResyncRequestF = field_index(BY_KIND[LEASE_RESYNC_REQUEST])
 
 
 def expect_fields(kind: int, *names: str) -> tuple[str, ...]:

@@ -13,6 +13,6 @@ from __future__ import annotations
 
 from rsc._compiled import bind
 
-COMPILED = ("deadlines", "logical", "node", "origin")
+COMPILED = ("deadlines", "logical", "node", "origin", "renewal")
 
 bind(__name__, COMPILED)

@@ -4,9 +4,12 @@
 # own pure twin (see rsc/_compiled.py). A new attribute of these classes must
 # be declared here too: a compiled class has no __dict__.
 
+cimport cython
+
 from rsc._core._idemtable cimport IdemTable
 from rsc._engine.deadlines cimport Deadlines
 from rsc._engine.logical cimport LamportClock
+from rsc._engine.renewal cimport RenewalGroup
 
 cdef Py_ssize_t _RTID, _COMPUTATION, _INPUT, _LEASE_MS, _KEY, _ORIGIN_NODE, _CAPABILITY
 
@@ -23,7 +26,8 @@ cdef class NodeTask(TaskRecord):
     cdef public long long lease_ms, serial
 
 cdef class _Conn:
-    cdef public object id, handshake, origin
+    cdef public object id, handshake, origin, resync
+    cdef public bint digests
 
 cdef class NodeEngine:
     cdef public Admission admission
@@ -32,9 +36,9 @@ cdef class NodeEngine:
     cdef public LamportClock clock
     cdef public object _entropy, _stats, _trace
     cdef public list actions
-    cdef public bint draining
+    cdef public bint draining, compact_renewals
     cdef public dict _conns, _origin_conns, _last_heard, _running, _by_serial
-    cdef public dict _renew, _renew_gid, _renew_group, counters
+    cdef public dict _renew, _renew_group, counters
     cdef public object _journal
     cdef public dict features
     cdef public IdemTable _idem
@@ -66,6 +70,8 @@ cdef class NodeEngine:
     cpdef _rule_capability_uses(self, origin, tuple f, comp)
     cpdef task_finished(self, NodeTask task, int kind, payload, exec_ns, now)
     cpdef _deliver(self, origin, rtid, tuple outcome, now)
+    @cython.locals(group=RenewalGroup)
     cpdef _renew_add(self, origin, lease_ms, rtid, now)
+    @cython.locals(group=RenewalGroup)
     cpdef _renew_remove(self, origin, lease_ms, rtid)
     cpdef list take_actions(self)

@@ -61,6 +61,8 @@ from rsc._core.messages import (
     Error,
     Hello,
     LeaseRenewalBatch,
+    LeaseRenewalDigest,
+    LeaseResyncRequest,
     Message,
     Ping,
     Pong,
@@ -71,6 +73,9 @@ from rsc._core.messages import (
 from rsc._engine.deadlines import Deadlines
 from rsc._engine.handshake import NodeHandshake
 from rsc._engine.logical import LamportClock
+from rsc._engine.renewal import FEATURE as RENEWAL_FEATURE
+from rsc._engine.renewal import VERSION as RENEWAL_VERSION
+from rsc._engine.renewal import RenewalGroup, offers_digests
 from rsc._engine import trace_names as TN
 from rsc._engine.states import NODE_TRANSITIONS, NodeEvent, NodeState, node_after
 from rsc.errors import ProtocolError, ResultTooLarge, UnexpectedMessage
@@ -221,12 +226,17 @@ class NodeTask(TaskRecord):
 
 
 class _Conn:
-    __slots__ = ("id", "handshake", "origin")
+    __slots__ = ("id", "handshake", "origin", "digests", "resync")
 
     def __init__(self, conn_id: Any, handshake: NodeHandshake) -> None:
         self.id = conn_id
         self.handshake = handshake
         self.origin: str | None = None  # set once the handshake completes
+        # its HELLO offered compact renewals (and this node sends them)
+        self.digests = False
+        # renewal group id -> a LEASE_RESYNC_REQUEST for it was answered this
+        # period (False) or is owed at the group's next renewal (True); None: none
+        self.resync: dict[int, bool] | None = None
 
 
 class NodeEngine:
@@ -238,10 +248,12 @@ class NodeEngine:
                  stats: Callable[[], dict] | None = None,
                  trace: Callable[[str, dict], None] | None = None,
                  max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
-                 capabilities: Any = None) -> None:
+                 capabilities: Any = None, compact_renewals: bool = True) -> None:
         """``capabilities``: None (tokens are carried, not checked), or the
         gate of a node that requires them (``rsc.node.tokens.TokenGate``:
-        ``check``, ``uses_left``, ``admitted``)."""
+        ``check``, ``uses_left``, ``admitted``). ``compact_renewals``: offer
+        LEASE_RENEWAL_DIGEST in WELCOME and send it to origins that offered it
+        too (False: behave as a node without the extension)."""
         self.name = str(name)
         self.capabilities = capabilities
         # The durable journal (rsc.node.journal), set by restore(); None: records
@@ -261,6 +273,9 @@ class NodeEngine:
         self.features: dict = dict(instance=entropy(8).hex(), max_frame_bytes=max_frame_bytes,
                                    max_input_bytes=self.max_input_bytes,
                                    max_result_bytes=self.max_result_bytes)
+        self.compact_renewals = compact_renewals
+        if compact_renewals:
+            self.features[RENEWAL_FEATURE] = RENEWAL_VERSION
         self.ttl_ns = ttl_ns
         self.key = key
         self._entropy = entropy
@@ -281,11 +296,11 @@ class NodeEngine:
         self.timers = Deadlines()
         self.timers.attach(self._idem)
         self._idem.watch = self.timers
-        # renewal groups: (origin, lease_ms) -> the task ids renewed together
-        # (aliases included), and each group's id (its T_RENEW key) both ways
-        self._renew: dict[tuple[str, int], set[int]] = {}
-        self._renew_gid: dict[tuple[str, int], int] = {}
-        self._renew_group: dict[int, tuple[str, int]] = {}
+        # renewal groups: (origin, lease_ms) -> the group of task ids renewed
+        # together (aliases included, rsc._engine.renewal), and by group id
+        # (its T_RENEW key)
+        self._renew: dict[tuple[str, int], RenewalGroup] = {}
+        self._renew_group: dict[int, RenewalGroup] = {}
         self._next_gid = 0
         self._serial = 0
         self.counters = dict(accepted=0, completed=0, failed=0, cancelled=0, panicked=0,
@@ -386,6 +401,8 @@ class NodeEngine:
                 self._send(conn, Pong(self.name, self._stamp(), msg.nonce))
             elif type(msg) is StatusRequest:
                 self._send(conn, StatusReply(self.name, self._stamp(), self.stats()))
+            elif type(msg) is LeaseResyncRequest:
+                self._on_resync_request(c, msg.lease_ms)
             elif type(msg) is Error:
                 self._trace_event(TN.PEER_ERROR, conn=conn, code=msg.code, message=msg.message)
                 self.actions.append((CLOSE, conn, None))
@@ -398,6 +415,7 @@ class NodeEngine:
     def _receive_handshake(self, c: _Conn, msg: Message, now: int) -> None:
         if type(msg) is Hello:
             self._send(c.id, c.handshake.on_hello(msg, self._stamp()))
+            c.digests = self.compact_renewals and offers_digests(msg.features)
         elif type(msg) is Auth:
             c.handshake.on_auth(msg)
             origin = c.handshake.peer
@@ -803,25 +821,70 @@ class NodeEngine:
     # ------------------------------------------------------------------- leases
     def _renew_add(self, origin: str, lease_ms: int, rtid: int, now: int) -> None:
         g = (origin, lease_ms)
-        ids = self._renew.get(g)
-        if ids is None:
-            ids = self._renew[g] = set()
+        group = self._renew.get(g)
+        if group is None:
             self._next_gid = gid = self._next_gid + 1
-            self._renew_gid[g] = gid
-            self._renew_group[gid] = g
+            group = self._renew[g] = RenewalGroup(origin, lease_ms, gid)
+            self._renew_group[gid] = group
             self.timers.add(T_RENEW, gid, now + lease_ms * MS // 3)
-        ids.add(rtid)
+        group.add(rtid)
 
     def _renew_remove(self, origin: str, lease_ms: int, rtid: int) -> None:
         g = (origin, lease_ms)
-        ids = self._renew.get(g)
-        if ids is not None:
-            ids.discard(rtid)
-            if not ids:
-                del self._renew[g]
-                gid = self._renew_gid.pop(g)
-                del self._renew_group[gid]
-                self.timers.discard(T_RENEW, gid)
+        group = self._renew.get(g)
+        if group is not None and group.discard(rtid):
+            del self._renew[g]
+            gid = group.gid
+            del self._renew_group[gid]
+            self.timers.discard(T_RENEW, gid)
+            for conn in self._origin_conns.get(origin, ()):
+                resync = self._conns[conn].resync
+                if resync:
+                    resync.pop(gid, None)
+
+    def _send_renewals(self, group: RenewalGroup) -> None:
+        """One renewal period of ``group``: to each live connection of its
+        origin a LEASE_RENEWAL_DIGEST if that connection negotiated compact
+        renewals and owes no resync, else the LEASE_RENEWAL_BATCH listing
+        every id (built once, only if some connection needs it)."""
+        ids: list[int] | None = None
+        for conn in self._origin_conns.get(group.origin, ()):
+            c = self._conns[conn]
+            owed = False
+            if c.resync:
+                owed = c.resync.pop(group.gid, False)  # a new period: answered marks clear
+            if c.digests and not owed:
+                self._send(conn, LeaseRenewalDigest(self.name, self._stamp(), group.lease_ms,
+                                                    len(group.ids), group.digest))
+            else:
+                if ids is None:
+                    ids = sorted(group.ids)
+                self._send(conn, LeaseRenewalBatch(self.name, self._stamp(), group.lease_ms,
+                                                   self.name, ids))
+        if self._trace is not None:
+            self._trace_event(TN.LEASE_RENEWAL_SENT, origin=group.origin, lease_ms=group.lease_ms,
+                              count=len(group.ids), digest=group.digest,
+                              rtids=sorted(group.ids) if ids is None else ids)
+
+    def _on_resync_request(self, c: _Conn, lease_ms: int) -> None:
+        """LEASE_RESYNC_REQUEST: the origin's view of the ``(origin, lease_ms)``
+        group disagrees with its digest. Answered on that connection with the
+        group's LEASE_RENEWAL_BATCH (empty if the group has no tasks now), at
+        once the first time in a renewal period and at the group's next
+        renewal after that, so one connection gets at most two full lists
+        per group and period however often it asks."""
+        group = self._renew.get((c.origin, lease_ms))
+        if group is None:
+            self._send(c.id, LeaseRenewalBatch(self.name, self._stamp(), lease_ms, self.name, []))
+            return
+        if c.resync is None:
+            c.resync = {}
+        if group.gid in c.resync:
+            c.resync[group.gid] = True  # owed: the next renewal sends the list
+            return
+        c.resync[group.gid] = False
+        self._send(c.id, LeaseRenewalBatch(self.name, self._stamp(), lease_ms, self.name,
+                                           sorted(group.ids)))
 
     def next_deadline(self) -> int | None:
         """The earliest deadline in ``timers`` (what the driver's timer follows)."""
@@ -833,15 +896,11 @@ class NodeEngine:
         timers = self.timers
         for kind, key in timers.pop_due(now):
             if kind == T_RENEW:
-                g = self._renew_group.get(key)
-                if g is None:
+                group = self._renew_group.get(key)
+                if group is None:
                     continue  # (the group emptied earlier in this tick)
-                origin, lease_ms = g
-                timers.add(T_RENEW, key, now + lease_ms * MS // 3)
-                ids = sorted(self._renew[g])
-                for conn in self._origin_conns.get(origin, ()):
-                    self._send(conn, LeaseRenewalBatch(self.name, self._stamp(), lease_ms, self.name, ids))
-                self._trace_event(TN.LEASE_RENEWAL_SENT, origin=origin, lease_ms=lease_ms, rtids=ids)
+                timers.add(T_RENEW, key, now + group.lease_ms * MS // 3)
+                self._send_renewals(group)
                 continue
             task = self._by_serial.get(key)
             if task is None:

@@ -1,24 +1,29 @@
 # Declarations that make origin.py compile to typed extension types (see node.pxd
 # and rsc/_compiled.py).
 
+cimport cython
+
 from rsc._engine.deadlines cimport Deadlines
 from rsc._engine.logical cimport LamportClock
+from rsc._engine.renewal cimport LeaseGroup
 
 cdef class OriginTask:
     cdef public object rtid, node, computation, input, key, deadline_ns, budget, region, task
-    cdef public object capability, state, handle, cancel_reason, policy, input_codec
-    cdef public long long lease_ms, lease_until, renewals, lapsed_at
+    cdef public object capability, state, handle, cancel_reason, policy, input_codec, group
+    cdef public long long lease_ms, lease_until, renewals, lapsed_at, group_mark
     cdef public bint reported, sent, accepted
 
 cdef class _Link:
     cdef public object node, lid, handshake, last_sent, instance, journal, catalogue, codecs
-    cdef public bint ready, confirmed, ever_ready
+    cdef public bint ready, confirmed, ever_ready, digests
     cdef public list first_sends
-    cdef public dict tasks, lease_counts
+    cdef public dict tasks, lease_counts, groups
     cdef public long long ping_nonce, max_input, ping_at
 
 cdef class OriginEngine:
     cdef public object name, key, _entropy, _trace, record, new_rtid
+    cdef public dict features
+    cdef public bint compact_renewals
     cdef public Deadlines timers
     cdef public LamportClock clock
     cdef public list actions, events
@@ -40,6 +45,13 @@ cdef class OriginEngine:
     cpdef receive(self, node, msg, now)
     cpdef _on_ack(self, _Link link, msg, now)
     cpdef _on_renewal(self, _Link link, rtid, lease_ns, now)
+    cpdef _join_group(self, _Link link, OriginTask task)
+    @cython.locals(g=LeaseGroup)
+    cpdef _join(self, _Link link, OriginTask task, lease_ms)
+    @cython.locals(g=LeaseGroup)
+    cpdef _fold(self, OriginTask task)
+    @cython.locals(g=LeaseGroup)
+    cpdef _leave_group(self, _Link link, OriginTask task)
     cpdef _on_result(self, _Link link, msg, now)
     cpdef list take_actions(self)
     cpdef list take_events(self)

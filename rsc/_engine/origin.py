@@ -52,6 +52,8 @@ from rsc._core.messages import (
     Error,
     LeaseRenewal,
     LeaseRenewalBatch,
+    LeaseRenewalDigest,
+    LeaseResyncRequest,
     Message,
     Ping,
     Pong,
@@ -65,6 +67,9 @@ from rsc._engine.deadlines import NO_DEADLINE, Deadlines
 from rsc._engine.escalation import Cancel, EscEvent, EscState, Escalation, Forget, Reattempt, Settle
 from rsc._engine.handshake import OriginHandshake
 from rsc._engine.logical import LamportClock
+from rsc._engine.renewal import FEATURE as RENEWAL_FEATURE
+from rsc._engine.renewal import VERSION as RENEWAL_VERSION
+from rsc._engine.renewal import LeaseGroup, offers_digests
 from rsc._engine import trace_names as TN
 from rsc._engine.states import ORIGIN_TERMINAL, OriginEvent, OriginState, origin_after
 from rsc.catalogue import Catalogue, parse as parse_catalogue
@@ -87,6 +92,9 @@ T_LEASE, T_ESCALATION, T_PING = 0, 1, 2
 # What an origin assumes a node accepts before its WELCOME says (an input that
 # fits one frame at the default cap).
 DEFAULT_INPUT_LIMIT = DEFAULT_MAX_FRAME_BYTES - FRAME_OVERHEAD_BYTES
+# Views of renewal groups a link keeps before a new one makes it drop the
+# empty ones (one per lease length in use, plus these).
+MAX_IDLE_GROUPS = 16
 
 
 # states.ORIGIN_TRANSITIONS as one tuple per event, indexed by state
@@ -113,7 +121,7 @@ class OriginTask:
     __slots__ = ("rtid", "node", "computation", "input", "lease_ms", "key", "deadline_ns",
                  "budget", "region", "task", "capability", "state", "handle", "reported",
                  "cancel_reason", "sent", "accepted", "policy", "lease_until", "renewals", "lapsed_at",
-                 "input_codec")
+                 "input_codec", "group", "group_mark")
 
     def __init__(self, rtid: int, node: str, computation: str, input: bytes, lease_ms: int,
                  key: bytes, budget: tuple | None, deadline_ns: int | None, region: int,
@@ -138,6 +146,11 @@ class OriginTask:
         self.lease_until = 0  # its lease's deadline (ns) while watched, as in the lease heap
         self.renewals = 0  # renewals from its node that moved that deadline (handle.lease)
         self.lapsed_at = 0  # when its lease ran out (ns; 0: it has not), as handle.lease says
+        # the LeaseGroup whose compact renewals keep its lease (None: its own
+        # deadline only), and that group's ``renewals`` when it joined or was
+        # last folded in (OriginEngine._fold)
+        self.group: Any = None
+        self.group_mark = 0
         # its lease escalation policy (rsc.lease); None: the engine only reports
         # a lapse (EV_LEASE_EXPIRED) or a node restart (EV_NODE_RESTARTED)
         self.policy: Any = None
@@ -153,7 +166,7 @@ class OriginTask:
 class _Link:
     __slots__ = ("node", "lid", "handshake", "ready", "confirmed", "ever_ready", "tasks",
                  "lease_counts", "last_sent", "ping_nonce", "ping_at", "first_sends", "instance",
-                 "journal", "max_input", "catalogue", "codecs")
+                 "journal", "max_input", "catalogue", "codecs", "digests", "groups")
 
     def __init__(self, node: str, lid: int) -> None:
         self.node = node
@@ -184,14 +197,25 @@ class _Link:
         # its durable journal's id (None from a node that does not say)
         self.instance: Any = None
         self.journal: Any = None
+        # compact renewals: both ends offered them (the node's last WELCOME
+        # did), and this origin's view of each of the node's renewal groups,
+        # by the group's lease_ms (rsc._engine.renewal.LeaseGroup)
+        self.digests = False
+        self.groups: dict[int, LeaseGroup] = {}
 
 
 class OriginEngine:
     """Per-origin task table, resend on reconnect, lease watch and keep-alive."""
 
     def __init__(self, name: str, *, key: bytes | None = None, entropy: Callable[[int], bytes],
-                 trace: Callable[[str, dict], None] | None = None) -> None:
+                 trace: Callable[[str, dict], None] | None = None,
+                 compact_renewals: bool = True) -> None:
+        """``compact_renewals``: offer LEASE_RENEWAL_DIGEST in HELLO (False:
+        behave as an origin without the extension, renewed by full batches)."""
         self.name = str(name)
+        self.compact_renewals = compact_renewals
+        # HELLO's features (PROTOCOL.md section 3, "Negotiation")
+        self.features: dict = {RENEWAL_FEATURE: RENEWAL_VERSION} if compact_renewals else {}
         self.key = key
         self._entropy = entropy
         self._trace = trace
@@ -296,7 +320,22 @@ class OriginEngine:
 
     def lease_deadline(self, rtid: int) -> int | None:
         """When the task's lease lapses unless renewed (ns), or None if not watched."""
-        return self.timers.deadline_of(T_LEASE, rtid)
+        at = self.timers.deadline_of(T_LEASE, rtid)
+        task = self._tasks.get(rtid)
+        if at is None or task is None:
+            return at
+        g = task.group
+        if g is not None and g.covers(task.group_mark, task.lease_until):
+            return g.until  # renewed with its group; its timer catches up when it fires
+        return task.lease_until
+
+    def renewals_of(self, task: OriginTask) -> int:
+        """The node's renewals applied to ``task``'s lease (handle.lease.renewal_count):
+        its own, plus its group's compact renewals since it joined."""
+        g = task.group
+        if g is None:
+            return task.renewals
+        return task.renewals + g.renewals_since(task.group_mark, task.lease_until)
 
     # ------------------------------------------------------------------- links
     def link_up(self, node: str, now: int) -> None:
@@ -304,7 +343,9 @@ class OriginEngine:
         link = self._link(node)
         link.ready = link.confirmed = False
         link.first_sends = []
-        link.handshake = OriginHandshake(self.name, self.key, self._entropy(32))
+        link.handshake = OriginHandshake(self.name, self.key, self._entropy(32), self.features)
+        for g in link.groups.values():
+            g.resync_asked = False  # an answer still owed died with the old connection
         self._send(link, link.handshake.hello(self.clock.send()), now)
 
     def link_down(self, node: str, now: int) -> None:
@@ -330,6 +371,7 @@ class OriginEngine:
             st = task.state
             if task.sent and (st is OriginState.SPAWNED or st is OriginState.RUNNING):
                 self._process(task, _NODE_RESTARTED)
+                self._leave_group(link, task)
                 task.lapsed_at = now
                 self.timers.discard(T_LEASE, task.rtid)
                 if task.policy is None:
@@ -346,6 +388,16 @@ class OriginEngine:
             link.max_input = DEFAULT_INPUT_LIMIT
         cat = link.catalogue = parse_catalogue(link.node, features)
         link.codecs = None if cat is None else cat.codecs
+
+    def _learn_renewals(self, link: _Link, features: Any) -> None:
+        """Whether the node's compact renewals are on for this link (both ends
+        offered them). A node that stops offering them (an older one in its
+        place) renews every task by its id again: views of its groups go."""
+        link.digests = self.compact_renewals and offers_digests(features)
+        if not link.digests and link.groups:
+            for task in list(link.tasks.values()):
+                self._leave_group(link, task)
+            link.groups.clear()
 
     def _resend_all(self, link: _Link, now: int) -> None:
         for task in list(link.tasks.values()):
@@ -465,6 +517,7 @@ class OriginEngine:
             return
         link = self._links[task.node]
         del link.tasks[rtid]
+        self._leave_group(link, task)
         n = link.lease_counts[task.lease_ms] - 1
         if n:
             link.lease_counts[task.lease_ms] = n
@@ -506,6 +559,7 @@ class OriginEngine:
         for a task without a policy)."""
         if self._process(task, _LEASE_LAPSED) is None:
             return
+        self._leave_group(self._links[task.node], task)
         task.lapsed_at = min(task.lease_until, now)  # the deadline (a late renewal finds it passed)
         self.timers.discard(T_LEASE, task.rtid)
         self._trace_event(TN.LEASE_EXPIRED, node=task.node, rtid=task.rtid, task=repr(task))
@@ -593,6 +647,7 @@ class OriginEngine:
                     self._send(link, link.handshake.on_welcome(msg, self.clock.send()), now)
                     link.ready = True
                     self._learn_limits(link, msg.features)
+                    self._learn_renewals(link, msg.features)
                     if link.catalogue is not None and not link.catalogue.complete:
                         # the rest of what the node serves comes in its STATUS_REPLY
                         self._send(link, StatusRequest(self.name, self.clock.send()), now)
@@ -612,13 +667,18 @@ class OriginEngine:
                 self._on_result(link, msg, now)
             elif type(msg) is SpawnAck:
                 self._on_ack(link, msg, now)
+            elif type(msg) is LeaseRenewalDigest:
+                self._on_digest(link, msg, now)
             elif type(msg) is LeaseRenewalBatch:
                 if self._trace is not None:
                     self._trace_event(TN.LEASE_RENEWAL_RECEIVED, node=node, lease_ms=msg.new_lease_ms,
                                       rtids=list(msg.remote_task_ids))
-                lease_ns = msg.new_lease_ms * MS
-                for rtid in msg.remote_task_ids:
-                    self._on_renewal(link, rtid, lease_ns, now)
+                if link.digests:
+                    self._on_full_list(link, msg.new_lease_ms, msg.remote_task_ids, now)
+                else:
+                    lease_ns = msg.new_lease_ms * MS
+                    for rtid in msg.remote_task_ids:
+                        self._on_renewal(link, rtid, lease_ns, now)
             elif type(msg) is LeaseRenewal:
                 self._trace_event(TN.LEASE_RENEWAL_RECEIVED, node=node, lease_ms=msg.new_lease_ms,
                                   rtids=[msg.remote_task_id])
@@ -682,6 +742,12 @@ class OriginEngine:
         if self._process(task, _ACK_ACCEPTED if accepted else _ACK_REJECTED) is None:
             return
         if accepted:
+            if link.digests:
+                # The node put it in a renewal group before this ACK left. It
+                # joins the view before the first accept's renewal below: if
+                # that renewal comes too late and lapses it, the lapse takes
+                # it out again.
+                self._join_group(link, task)
             if state is _SPAWNED:  # the first accept
                 if self._trace is not None:
                     self._trace_event(TN.SPAWN_ACK_RECEIVED, node=link.node, rtid=rtid)
@@ -697,15 +763,130 @@ class OriginEngine:
             self.forget(task.rtid)
             self._report(EV_REJECTED, task, (reject_code, reject_detail))
 
-    def _on_renewal(self, link: _Link, rtid: int, lease_ns: int, now: int) -> None:
+    def _on_renewal(self, link: _Link, rtid: int, lease_ns: int, now: int) -> bool:
+        """One task's renewal (LEASE_RENEWAL, or an id of a batch); True if it
+        renewed the lease (False: unknown task, a state it does not fit, or
+        too late)."""
         task = link.tasks.get(rtid)
         if task is None:
-            return  # renewals racing a result are normal; nothing to trace
+            return False  # renewals racing a result are normal; nothing to trace
         if self._process(task, _RENEWAL) is None:
-            return
-        if now <= task.lease_until:  # else _renew lapses it: not a renewal applied
-            task.renewals += 1
+            return False
+        if task.group is not None:
+            self._fold(task)  # its deadline as its group's renewals have kept it
+        if now > task.lease_until:
+            self._renew(task, now + lease_ns, now)  # lapses it: not a renewal applied
+            return False
+        task.renewals += 1
         self._renew(task, now + lease_ns, now)
+        return True
+
+    # ------------------------------------------------------ compact renewals
+    # PROTOCOL.md section 4, "Compact renewals". A task is in a LeaseGroup of
+    # its link from its node's accept to its outcome or its lapse; while it
+    # is, its lease is the later of its own deadline and the group's (fold).
+
+    def _join_group(self, link: _Link, task: OriginTask) -> None:
+        """Put ``task`` in the view of the group of the lease it asked for (the
+        node's group, unless the node raised the lease or made it an alias:
+        then a full list moves it, ``_on_full_list``). No-op if it is in one."""
+        if task.group is None:
+            self._join(link, task, task.lease_ms)
+
+    def _join(self, link: _Link, task: OriginTask, lease_ms: int) -> None:
+        groups = link.groups
+        g = groups.get(lease_ms)
+        if g is None:
+            if len(groups) >= MAX_IDLE_GROUPS:
+                for empty in [k for k, v in groups.items() if not v.count]:
+                    del groups[empty]
+            g = groups[lease_ms] = LeaseGroup(lease_ms)
+        g.add(task.rtid)
+        task.group = g
+        task.group_mark = g.renewals
+
+    def _fold(self, task: OriginTask) -> None:
+        """Write what the task's group's renewals did for it into the task:
+        its own deadline moves to the group's if the group covered it, and
+        the renewals applied are counted (its timer still holds the old
+        deadline; ``tick`` re-arms it there when it fires)."""
+        g = task.group
+        mark = task.group_mark
+        if mark == g.renewals:
+            return  # no group renewal since it joined or was last folded
+        own = task.lease_until
+        task.renewals += g.renewals_since(mark, own)
+        task.group_mark = g.renewals
+        if g.covers(mark, own):
+            task.lease_until = g.until
+
+    def _leave_group(self, link: _Link, task: OriginTask) -> None:
+        """Take ``task`` out of its group's view, its deadline and renewals
+        folded in (no-op if it is in none)."""
+        g = task.group
+        if g is None:
+            return
+        self._fold(task)
+        g.remove(task.rtid)
+        task.group = None
+        # An emptied group stays: tasks that come and go one at a time would
+        # otherwise make and drop a group each (_join drops idle ones in bulk).
+
+    def _on_digest(self, link: _Link, msg: LeaseRenewalDigest, now: int) -> None:
+        """LEASE_RENEWAL_DIGEST: every task of one of the node's renewal
+        groups is alive. If the count and digest match this origin's view of
+        the group, the group's lease moves (every task in it renewed at once);
+        otherwise ask for the list, once until it comes."""
+        if not link.digests:
+            raise UnexpectedMessage("LEASE_RENEWAL_DIGEST from a node whose WELCOME did not "
+                                    "offer compact renewals")
+        lease_ms, count, digest = _fields(msg)
+        g = link.groups.get(lease_ms)
+        matched = g is not None and g.matches(count, digest)
+        if self._trace is not None:
+            self._trace_event(TN.LEASE_RENEWAL_RECEIVED, node=link.node, lease_ms=lease_ms,
+                              count=count, digest=digest, matched=matched)
+        if matched:
+            g.resync_asked = False
+            if now > g.until > 0:
+                # Late: the group's span ran out before this renewal came, and
+                # it starts a new one. First write the old span into every
+                # task of the group (O(tasks), but only after such a gap), so
+                # each keeps the deadline that passed and lapses at it.
+                for task in list(link.tasks.values()):
+                    if task.group is g:
+                        self._fold(task)
+            g.renewed(now, lease_ms * MS)
+        elif g is None or not g.resync_asked:
+            if g is not None:
+                g.resync_asked = True
+            self._send(link, LeaseResyncRequest(self.name, self.clock.send(), lease_ms), now)
+            self._trace_event(TN.LEASE_RESYNC_SENT, node=link.node, lease_ms=lease_ms,
+                              count=count, expected=0 if g is None else g.count)
+
+    def _on_full_list(self, link: _Link, lease_ms: int, rtids: list, now: int) -> None:
+        """A LEASE_RENEWAL_BATCH from a node with compact renewals (the answer
+        to a resync request, or a renewal period that owed one): it lists the
+        node's whole ``(origin, lease_ms)`` group. Each task listed is renewed
+        as in any batch, and the view of the group becomes what it lists:
+        tasks listed join it (from the group they were guessed in), tasks in it
+        that are not listed leave it (their own deadlines decide them)."""
+        g = link.groups.get(lease_ms)
+        if g is not None:
+            g.resync_asked = False
+            if g.count:
+                listed = set(rtids)
+                for task in list(link.tasks.values()):
+                    if task.group is g and task.rtid not in listed:
+                        self._leave_group(link, task)
+        lease_ns = lease_ms * MS
+        for rtid in rtids:
+            if self._on_renewal(link, rtid, lease_ns, now):
+                task = link.tasks[rtid]
+                if task.group is not None and task.group.lease_ms != lease_ms:
+                    self._leave_group(link, task)
+                if task.group is None:
+                    self._join(link, task, lease_ms)
 
     def _renew(self, task: OriginTask, until: int, now: int) -> None:
         """Move the task's lease deadline to ``until``, unless it has passed
@@ -751,7 +932,13 @@ class OriginEngine:
         for kind, key in self.timers.pop_due(now):
             if kind == T_LEASE:
                 task = self._tasks.get(key)
-                if task is not None:  # (a step earlier in this tick may have forgotten it)
+                if task is None:
+                    continue  # (a step earlier in this tick may have forgotten it)
+                if task.group is not None:
+                    self._fold(task)
+                if task.lease_until > now:  # its group renewed it: watch the new deadline
+                    self.timers.add(T_LEASE, key, task.lease_until)
+                else:
                     self._lapse(task, now)
             elif kind == T_ESCALATION:
                 task = self._tasks.get(key)

@@ -31,6 +31,8 @@ CANCEL_RECEIVED = "remote::cancel_received"
 RESULT_DELIVERED = "remote::result_delivered"
 LEASE_RENEWAL_SENT = "remote::lease_renewal_sent"
 LEASE_RENEWAL_RECEIVED = "remote::lease_renewal_received"
+# an origin asked a node for a renewal group's full list (its digest disagreed)
+LEASE_RESYNC_SENT = "remote::lease_resync_sent"
 LEASE_EXPIRED = "remote::lease_expired"
 
 # -- remote::, per connection ---------------------------------------------------------------

@@ -22,7 +22,8 @@ import hashlib
 import json
 from typing import IO, Any, Callable
 
-from rsc._core.messages import (CANCEL_REQUEST, ERROR, LEASE_RENEWAL_BATCH, MESSAGE_CLASSES,
+from rsc._core.messages import (CANCEL_REQUEST, ERROR, LEASE_RENEWAL_BATCH, LEASE_RENEWAL_DIGEST,
+                                LEASE_RESYNC_REQUEST, MESSAGE_CLASSES,
                                 RESULT_DELIVERY, SPAWN_ACK, SPAWN_REQUEST)
 
 __all__ = ["LabTrace", "KIND_NAMES"]
@@ -137,5 +138,7 @@ _DETAIL: dict[int, tuple[str, ...]] = {
     CANCEL_REQUEST: ("reason",),
     RESULT_DELIVERY: ("outcome_kind", "execution_time_ns"),
     LEASE_RENEWAL_BATCH: ("remote_task_ids",),
+    LEASE_RENEWAL_DIGEST: ("new_lease_ms", "task_count", "digest"),
+    LEASE_RESYNC_REQUEST: ("lease_ms",),
     ERROR: ("code", "message"),
 }

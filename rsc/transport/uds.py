@@ -13,7 +13,8 @@ import os
 import socket
 import stat
 import struct
-from typing import Callable
+import sys
+from typing import Any, Callable
 
 from rsc.logs import get_logger
 from rsc.errors import InvalidArgument, PathInUse
@@ -22,6 +23,12 @@ from rsc.transport.address import Address
 from rsc.transport.base import P, StreamProtocol
 
 log = get_logger("rsc.transport")
+
+# From CPython 3.13 on, asyncio's (and uvloop's) Unix server unlinks its socket
+# file when it closes. rsc keeps that rule in one place, remove_socket (which
+# unlinks only the file this listener bound), so it asks them not to; 3.11
+# and 3.12 never unlink and do not take the argument.
+_NO_CLEANUP: dict[str, Any] = {"cleanup_socket": False} if sys.version_info >= (3, 13) else {}
 
 #: (st_dev, st_ino) of the socket file a listener created.
 SocketId = tuple[int, int]
@@ -73,7 +80,7 @@ async def listen_unix(path: str, factory: Callable[[], StreamProtocol]
     :func:`remove_socket`."""
     prepare_socket_path(path)
     loop = asyncio.get_running_loop()
-    server = await loop.create_unix_server(factory, path, start_serving=False)  # type: ignore[arg-type]  # asyncio calls only StreamProtocol's methods
+    server = await loop.create_unix_server(factory, path, start_serving=False, **_NO_CLEANUP)  # type: ignore[arg-type]  # asyncio calls only StreamProtocol's methods
     st = os.lstat(path)
     os.chmod(path, 0o600)
     await server.start_serving()

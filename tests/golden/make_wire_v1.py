@@ -197,6 +197,17 @@ def build() -> None:
         "cancelled": 0, "panicked": 0, "rejected": 1, "idempotency_records": 9,
         "tombstones": 0, "connections": 1, "version": "0.1.0"}))
     roundtrip("status_reply_empty", m.StatusReply("node-1", 16, {}))
+    # The compact-renewal extension (kinds 20 and 21). The digest of ids 1..3
+    # is task_hash(1) ^ task_hash(2) ^ task_hash(3) (SplitMix64, PROTOCOL.md
+    # section 4, "Compact renewals"): 0x1b590cd64e9485e2.
+    roundtrip("lease_renewal_digest", m.LeaseRenewalDigest("node-1", 17, 30_000, 3,
+                                                           0x1B590CD64E9485E2))
+    roundtrip("lease_renewal_digest_empty", m.LeaseRenewalDigest("node-1", 17, 100, 0, 0))
+    roundtrip("lease_renewal_digest_max", m.LeaseRenewalDigest("node-1", 17, 2**32 - 1,
+                                                               2**64 - 1, 2**64 - 1))
+    roundtrip("lease_resync_request", m.LeaseResyncRequest("origin-1", 18, 30_000))
+    roundtrip("hello_renewal_digest", m.Hello("origin-1", 1, 1, "origin", NONCE_O,
+                                              {"renewal_digest": 1}))
 
     # Every kind with hybrid and with vector time.
     hybrid = (1_700_000_000_123_456_789, 3)
@@ -216,6 +227,9 @@ def build() -> None:
         roundtrip(f"lease_renewal_{label}", m.LeaseRenewal("node-1", time, 42, 100, 1, "node-1"))
         roundtrip(f"lease_renewal_batch_{label}", m.LeaseRenewalBatch("node-1", time, 100,
                                                                       "node-1", [42]))
+        roundtrip(f"lease_renewal_digest_{label}", m.LeaseRenewalDigest("node-1", time, 100, 1,
+                                                                        0xE220A8397B1DCDAF))
+        roundtrip(f"lease_resync_request_{label}", m.LeaseResyncRequest("origin-1", time, 100))
         roundtrip(f"ping_{label}", m.Ping("origin-1", time, 1))
         roundtrip(f"pong_{label}", m.Pong("node-1", time, 1))
         roundtrip(f"status_request_{label}", m.StatusRequest("origin-1", time))
@@ -261,6 +275,8 @@ def build() -> None:
     decode_only("extra_top_level_elements",
                 pack(16, "origin-1", 1, 5, "later field", {"x": [1, 2]}, None),
                 m.Ping("origin-1", 1, 5))
+    decode_only("extra_digest_elements", pack(20, "node-1", 1, 100, 1, 5, "later"),
+                m.LeaseRenewalDigest("node-1", 1, 100, 1, 5))
     decode_only("extra_budget_elements",
                 pack(10, "origin-1", 7, 42, "math.add", b"\x92\x01\x02", 30_000, KEY,
                      [5_000, None, 1_000, 3, "extra", [1]], "origin-1", 3, 9, None),
@@ -457,6 +473,13 @@ def build() -> None:
             MalformedFrame)
     invalid("batch_ids_with_negative", pack(15, "node-1", 1, 100, "node-1", [1, -2]),
             MalformedFrame)
+    invalid("digest_count_negative", pack(20, "node-1", 1, 100, -1, 5), MalformedFrame)
+    invalid("digest_digest_str", pack(20, "node-1", 1, 100, 1, "5"), MalformedFrame)
+    invalid("digest_digest_float", pack(20, "node-1", 1, 100, 1, 1.5), MalformedFrame)
+    invalid("digest_missing_digest", pack(20, "node-1", 1, 100, 1), MalformedFrame)
+    invalid("resync_lease_bool", pack(21, "origin-1", 1, True), MalformedFrame)
+    invalid("resync_missing_lease", pack(21, "origin-1", 1), MalformedFrame)
+    invalid("kind_22_unknown", pack(22, "origin-1", 1), UnexpectedMessage)
     invalid("status_reply_stats_array", pack(19, "node-1", 1, [1, 2]), MalformedFrame)
     invalid("status_reply_stats_bin_key", pack(19, "node-1", 1, {b"pid": 1}), MalformedFrame)
 
