@@ -161,6 +161,8 @@ class NodeServer:
         self._sync_pending = self._compacting = False
         self.executor = Executor(max_threads=max_threads or max(4, (os.cpu_count() or 1) * 2),
                                  cancel_grace_s=cancel_grace_s, isolation=isolation)
+        self.executor.driver_runs_ready = True  # _pump runs started computations' first steps
+        self._pumping = False
         check_pool_options(workers, time_limit, memory_limit, max_tasks_per_worker)
         if registry.needs_workers(isolation):
             spec = registry.import_spec()
@@ -361,27 +363,48 @@ class NodeServer:
     def _pump(self) -> None:
         """Carry out everything the engine queued, then re-arm the timer.
 
-        Starts and cancels go first: a started async computation's first step
-        is then scheduled before the connection's flush, so a computation that
-        finishes at once has its RESULT leave in the same write as its ACK.
+        Starts and cancels go first, then the writes; then the first steps of
+        the computations just started (``Executor.run_ready``: inline ones, and
+        async ones on Python 3.12+). A computation that ends there reports
+        through ``_on_done``, whose engine work this same pump carries out:
+        its RESULT leaves in the same write as its ACK, and a batch of
+        spawns read together costs one pump, not one per task. A call made
+        while a pump runs (from ``_on_done``) leaves its work to that pump.
 
         With a journal that has unsynced entries, nothing is carried out now:
         one sync at the end of this loop turn covers every entry the turn
         wrote, and only then do its ACKs and RESULTs leave and its tasks start.
         """
-        if self._journal is not None and self._journal.dirty:
-            if not self._sync_pending:
-                self._sync_pending = True
-                self._loop.call_soon(self._sync_journal)
+        if self._pumping:
             return
-        engine = self.engine
-        while engine.actions:
+        self._pumping = True
+        try:
+            synced = self._carry_out()
+        finally:
+            self._pumping = False
+        if synced:
+            self._timer.follow(self.engine.timers)
+
+    def _carry_out(self) -> bool:
+        """The loop of ``_pump``; False when it stopped for a journal sync."""
+        engine, executor = self.engine, self.executor
+        while True:
+            if self._journal is not None and self._journal.dirty:
+                if not self._sync_pending:
+                    self._sync_pending = True
+                    self._loop.call_soon(self._sync_journal)
+                return False
+            if not engine.actions:
+                executor.run_ready()  # may queue more engine work (results)
+                if not engine.actions:
+                    return True
+                continue
             actions = engine.take_actions()
             for op, target, arg in actions:
                 if op == START:
                     self._start(target)
                 elif op == CANCEL:
-                    self.executor.cancel(target, CancelReason.from_wire(arg))
+                    executor.cancel(target, CancelReason.from_wire(arg))
             for op, target, arg in actions:
                 if op == SEND:
                     conn = self._conns.get(target)
@@ -391,7 +414,6 @@ class NodeServer:
                     conn = self._conns.get(target)
                     if conn is not None:
                         conn.close()
-        self._timer.follow(self.engine.timers)
 
     def _sync_journal(self) -> None:
         self._sync_pending = False
