@@ -43,11 +43,12 @@ from rsc._engine.origin import (
     OriginEngine,
     OriginTask,
     input_too_large,
+    new_task,
 )
 from rsc.clock import SystemClock
 from rsc.cluster_file import load_cluster
 from rsc.cx import Cx, RemoteCap
-from rsc.handle import RemoteHandle
+from rsc.handle import RemoteHandle, new_handle
 from rsc.lease import DEFAULT_POLICY, LeasePolicy
 from rsc.links import Links
 from rsc.errors import (
@@ -289,17 +290,17 @@ class Runtime:
         else:
             raise InvalidArgument(f"idempotency_key must be an IdempotencyKey, got "
                                   f"{type(idempotency_key).__name__}")
-        task = OriginTask(next(self._ids), link.node, name, data, lease_ms, key_bytes,
-                          wire_budget, eff.deadline_ns, cx.region_id, cx.task_id,
-                          token, None)  # type: ignore[union-attr]
+        task = new_task(next(self._ids), link.node, name, data, lease_ms, key_bytes,
+                        wire_budget, eff.deadline_ns, cx.region_id, cx.task_id,
+                        token, None)  # type: ignore[union-attr]
         policy = on_lease_expired or DEFAULT_POLICY
         if not isinstance(policy, LeasePolicy):
             raise InvalidArgument("on_lease_expired must be rsc.lease.fail(), cancel(...) or retry(...)")
         for n in policy.nodes:
             self._net.get(n)
         region = cx.region
-        handle = RemoteHandle(self, task, codec, task.region, lease_ms / 1000, policy, region,
-                              task.task)
+        handle = new_handle(self, task, codec, task.region, lease_ms / 1000, policy, region,
+                            task.task)
         task.handle = handle
         task.policy = policy  # the engine escalates a lapse (rsc._engine.escalation)
         self._handles[task.rtid] = handle

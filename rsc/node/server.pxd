@@ -30,6 +30,7 @@ cdef class NodeServer:
     cdef public object transport, tls, allow_uids
     cdef public bint _check_peer_uid
     cdef public object _socket_id  # (st_dev, st_ino) of the socket file this node created
+    cdef public object _on_done_cb
     cdef object __weakref__
 
     @cython.locals(engine=NodeEngine)

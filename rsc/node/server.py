@@ -22,7 +22,7 @@ from rsc import __version__
 from rsc._core.messages import AUTH, DEFAULT_MAX_FRAME_BYTES, HANDSHAKE_MAX_FRAME_BYTES
 from rsc._engine.node import CANCEL, CLOSE, SEND, START, Admission, NodeEngine, NodeTask
 from rsc.clock import SystemClock
-from rsc.cx import Cx, RemoteCap
+from rsc.cx import RemoteCap, task_cx
 from rsc.errors import AuthFailed, InvalidArgument, PeerTimeout, ProtocolError
 from rsc.node.executor import Executor
 from rsc.node.journal import open_journal
@@ -162,6 +162,7 @@ class NodeServer:
         self.executor = Executor(max_threads=max_threads or max(4, (os.cpu_count() or 1) * 2),
                                  cancel_grace_s=cancel_grace_s, isolation=isolation)
         self.executor.driver_runs_ready = True  # _pump runs started computations' first steps
+        self._on_done_cb = self._on_done  # bound once, not once per task
         self._pumping = False
         check_pool_options(workers, time_limit, memory_limit, max_tasks_per_worker)
         if registry.needs_workers(isolation):
@@ -395,9 +396,9 @@ class NodeServer:
                     self._loop.call_soon(self._sync_journal)
                 return False
             if not engine.actions:
-                executor.run_ready()  # may queue more engine work (results)
-                if not engine.actions:
+                if not executor._ready:  # (read, not called: most pumps have none)
                     return True
+                executor.run_ready()  # may queue more engine work (results)
                 continue
             actions = engine.take_actions()
             for op, target, arg in actions:
@@ -454,9 +455,9 @@ class NodeServer:
         if task.deadline_ns is not None or task.budget is not None:
             b = task.budget
             budget = Budget(task.deadline_ns, b[1], b[2], b[3]) if b is not None else None
-        cx = Cx(region_id=task.origin_region, task_id=task.origin_task, budget=budget,
-                node=self.name, remote_cap=None if self.peers is None else self._remote_cap(task))
-        self.executor.start(task, task.comp, task.input, cx, self._on_done)
+        cx = task_cx(task.origin_region, task.origin_task, budget, self.name,
+                     None if self.peers is None else self._remote_cap(task))
+        self.executor.start(task, task.comp, task.input, cx, self._on_done_cb)
 
     def _remote_cap(self, task: NodeTask) -> RemoteCap | None:
         """The RemoteCap a computation's Cx holds on a node with peers: this
