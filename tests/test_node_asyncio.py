@@ -20,20 +20,13 @@ import pytest
 import rsc
 from rsc import CancelKind, Runtime, spawn_remote
 from rsc.launch import LocalCluster
+from tests.test_e2e_runtime import settled
 
 REGISTRY = "tests.registries_asyncio:inside"
 
 
 def run(coro: Any) -> Any:
     return asyncio.run(asyncio.wait_for(coro, 60))
-
-
-async def settled(rt: Runtime) -> None:
-    for _ in range(200):
-        if rt.debug_counts() == dict(handles=0, tasks=0, leases=0):
-            return
-        await asyncio.sleep(0.01)
-    raise AssertionError(f"runtime still holds {rt.debug_counts()}")
 
 
 @pytest.fixture(scope="module")
