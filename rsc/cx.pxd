@@ -1,6 +1,8 @@
 # Declarations that make cx.py compile to typed extension types (Cython
 # pure-Python mode; see rsc/_engine/node.pxd and rsc/_compiled.py).
 
+cimport cython
+
 cdef class RemoteCap:
     cdef public object runtime, default_lease_s, budget, token
 
@@ -12,3 +14,9 @@ cdef class Cx:
     cdef public object region, trace
     cdef public CancelState _cancel
     cdef object __weakref__
+
+    cdef _init(self, remote_cap, budget, region_id, task_id, entropy, node, seed, parent,
+               cancel_state, region, trace)
+
+@cython.locals(cx=Cx)
+cpdef Cx task_cx(region_id, task_id, budget, node, remote_cap)

@@ -201,6 +201,14 @@ class Cx:
                  seed: int | None = None, parent: Cx | None = None,
                  cancel_state: CancelState | None = None, region: Any = None,
                  trace: Any = None) -> None:
+        self._init(remote_cap, budget, region_id, task_id, entropy, node, seed, parent,
+                   cancel_state, region, trace)
+
+    def _init(self, remote_cap: RemoteCap | None, budget: Budget | None, region_id: int | None,
+              task_id: int | None, entropy: random.Random | None, node: NodeId | None,
+              seed: int | None, parent: Cx | None, cancel_state: CancelState | None,
+              region: Any, trace: Any) -> None:
+        """``__init__``'s work, positional (a C call when compiled: see ``task_cx``)."""
         self.region_id = next_region_id() if region_id is None else region_id
         self.task_id = next_task_id() if task_id is None else task_id
         self.budget = budget if budget is not None else _INFINITE
@@ -293,3 +301,12 @@ class Cx:
         cap = "cap" if self.remote_cap is not None else "no-cap"
         state = f", cancelled={self.cancel_reason}" if self.cancelled else ""
         return f"Cx(region={self.region_id}, task={self.task_id}, {cap}{state})"
+
+
+def task_cx(region_id: int, task_id: int, budget: Budget | None, node: NodeId | None,
+            remote_cap: RemoteCap | None) -> Cx:
+    """``Cx(region_id=, task_id=, budget=, node=, remote_cap=)``, the Cx a node
+    gives each computation, made without parsing keywords (one per task)."""
+    cx = Cx.__new__(Cx)
+    cx._init(remote_cap, budget, region_id, task_id, None, node, None, None, None, None, None)
+    return cx

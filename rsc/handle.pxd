@@ -1,6 +1,8 @@
 # Declarations that make handle.py compile to a typed extension type (Cython
 # pure-Python mode; see rsc/_engine/node.pxd and rsc/_compiled.py).
 
+cimport cython
+
 from rsc._engine.origin cimport OriginTask
 
 cdef class RemoteHandle:
@@ -11,3 +13,8 @@ cdef class RemoteHandle:
     cdef object __weakref__
 
     cpdef _settle(self, outcome, error, state)
+    cdef _init(self, rt, OriginTask task, codec, owner_region, lease_s, policy, region, holder)
+
+@cython.locals(h=RemoteHandle)
+cpdef RemoteHandle new_handle(rt, OriginTask task, codec, owner_region, lease_s, policy, region,
+                              holder)

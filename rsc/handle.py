@@ -62,6 +62,11 @@ class RemoteHandle:
 
     def __init__(self, rt: HandleRuntime, task: OriginTask, codec: str | None, owner_region: int,
                  lease_s: float, policy: LeasePolicy, region: Any, holder: int) -> None:
+        self._init(rt, task, codec, owner_region, lease_s, policy, region, holder)
+
+    def _init(self, rt: HandleRuntime, task: OriginTask, codec: str | None, owner_region: int,
+              lease_s: float, policy: LeasePolicy, region: Any, holder: int) -> None:
+        """``__init__``'s work (a C call when compiled: see ``new_handle``)."""
         self._rt = rt
         self._task = task
         # The one outcome: settled once (_done), with the node's outcome as it
@@ -285,6 +290,14 @@ class RemoteHandle:
     def __repr__(self) -> str:
         return (f"RemoteHandle({self._task.computation!r} on {self._task.node!r}, "
                 f"{RemoteTaskId(self._task.rtid)}, {self.state})")
+
+
+def new_handle(rt: HandleRuntime, task: OriginTask, codec: str | None, owner_region: int,
+               lease_s: float, policy: LeasePolicy, region: Any, holder: int) -> RemoteHandle:
+    """``RemoteHandle(...)`` without a Python-level call (one per spawn)."""
+    h = RemoteHandle.__new__(RemoteHandle)
+    h._init(rt, task, codec, owner_region, lease_s, policy, region, holder)
+    return h
 
 
 class RemoteLease(Lease):

@@ -44,13 +44,14 @@ from rsc._engine.origin import (
     OriginEngine,
     OriginTask,
     input_too_large,
+    new_task,
 )
 from rsc._engine.states import OriginState
 from rsc.clock import SystemClock
 from rsc.cluster_file import load_cluster
 from rsc.catalogue import MSGPACK as _MSGPACK, RAW as _RAW, ComputationInfo
 from rsc.cx import Cx, RemoteCap
-from rsc.handle import RemoteHandle
+from rsc.handle import RemoteHandle, new_handle
 from rsc.lease import DEFAULT_POLICY, LeasePolicy
 from rsc.links import Links
 from rsc.errors import (
@@ -379,9 +380,9 @@ class Runtime:
         else:
             raise InvalidArgument(f"idempotency_key must be an IdempotencyKey, got "
                                   f"{type(idempotency_key).__name__}")
-        task = OriginTask(next(self._ids), link.node, name, data, lease_ms, key_bytes,
-                          wire_budget, eff.deadline_ns, cx.region_id, cx.task_id,
-                          token, None)
+        task = new_task(next(self._ids), link.node, name, data, lease_ms, key_bytes,
+                        wire_budget, eff.deadline_ns, cx.region_id, cx.task_id,
+                        token, None)  # type: ignore[union-attr]
         task.input_codec = sent  # checked when the node's WELCOME arrives, if it is not yet known
         policy = on_lease_expired or DEFAULT_POLICY
         if not isinstance(policy, LeasePolicy):
@@ -389,8 +390,8 @@ class Runtime:
         for n in policy.nodes:
             self._net.get(n)
         region = cx.region
-        handle = RemoteHandle(self, task, codec, task.region, lease_ms / 1000, policy, region,
-                              task.task)
+        handle = new_handle(self, task, codec, task.region, lease_ms / 1000, policy, region,
+                            task.task)
         task.handle = handle
         task.policy = policy  # the engine escalates a lapse (rsc._engine.escalation)
         self._handles[task.rtid] = handle

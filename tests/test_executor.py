@@ -19,7 +19,7 @@ import pytest
 
 from rsc.cx import Cx
 from rsc.errors import Cancelled, InvalidArgument
-from rsc.node.executor import CancelInterrupt, Executor
+from rsc.node.executor import EAGER_TASKS, CancelInterrupt, Executor
 from rsc.registry import Computation
 from rsc.types import CancelKind, CancelReason
 
@@ -888,3 +888,116 @@ def test_start_errors() -> None:
 def test_constructor_validates(kwargs: dict[str, Any]) -> None:
     with pytest.raises(InvalidArgument):
         Executor(**kwargs)
+
+
+# -- ready tasks: run_ready (the node calls it after each batch of starts) -------------
+
+
+def test_run_ready_runs_a_first_step_eagerly_on_312() -> None:
+    """On 3.12+ an async computation that never suspends ends inside
+    run_ready, in its own asyncio task; on 3.11 its first step is scheduled
+    on the loop when it starts. on_done is never called from inside start."""
+    seen: list[Any] = []
+
+    async def f(cx: Cx, data: bytes) -> bytes:
+        seen.append(asyncio.current_task())
+        return data + b"!"
+
+    async def main() -> None:
+        ex = Executor(max_threads=1)
+        ex.driver_runs_ready = True
+        res = Results()
+        ex.start("k", comp(f), b"x", Cx(), res)
+        assert res.calls == [] and seen == []
+        ex.run_ready()
+        if EAGER_TASKS:
+            assert [c[:3] for c in res.calls] == [("k", SUCCESS, b"x!")]
+        else:
+            assert res.calls == []
+            await res.wait("k")
+        assert res.get("k") == (SUCCESS, b"x!")
+        assert len(seen) == 1 and isinstance(seen[0], asyncio.Task)
+        assert seen[0].get_name() == "rsc:f"
+        await ex.aclose(1.0)
+        assert_clean(ex)
+
+    run(main())
+
+
+def test_run_ready_then_a_suspended_computation_is_cancellable() -> None:
+    steps: list[str] = []
+
+    async def f(cx: Cx, data: bytes) -> bytes:
+        steps.append("first")
+        try:
+            await asyncio.sleep(30)
+        except asyncio.CancelledError:
+            steps.append("cancelled")
+            raise
+        return b""
+
+    async def main() -> None:
+        ex = Executor(max_threads=1)
+        ex.driver_runs_ready = True
+        res = Results()
+        ex.start("k", comp(f), b"", Cx(), res)
+        ex.run_ready()
+        await asyncio.sleep(0.01)
+        assert steps == ["first"] and res.calls == []
+        assert ex.cancel("k", USER)
+        await res.wait("k")
+        assert res.get("k") == (CANCELLED, USER)
+        assert steps == ["first", "cancelled"]
+        await ex.aclose(1.0)
+        assert_clean(ex)
+
+    run(main())
+
+
+def test_cancelled_before_run_ready_never_runs() -> None:
+    ran: list[bool] = []
+
+    async def f(cx: Cx, data: bytes) -> bytes:
+        ran.append(True)
+        return b""
+
+    def g(cx: Cx, data: bytes) -> bytes:
+        ran.append(True)
+        return b""
+
+    async def main() -> None:
+        ex = Executor(max_threads=1)
+        ex.driver_runs_ready = True
+        res = Results()
+        ex.start("a", comp(f), b"", Cx(), res)
+        ex.start("i", Computation("g", g, inline=True), b"", Cx(), res)
+        assert ex.cancel("a", USER) and ex.cancel("i", USER)
+        ex.run_ready()
+        await res.wait("a", "i")
+        assert res.get("a") == (CANCELLED, USER) and res.get("i") == (CANCELLED, USER)
+        await ex.aclose(1.0)
+        assert_clean(ex)
+
+    run(main())
+    assert ran == []
+
+
+def test_ready_tasks_run_at_the_next_turn_without_a_driver() -> None:
+    async def f(cx: Cx, data: bytes) -> bytes:
+        return b"a"
+
+    def g(cx: Cx, data: bytes) -> bytes:
+        return b"i"
+
+    async def main() -> None:
+        ex = Executor(max_threads=1)  # nobody calls run_ready: the loop does
+        res = Results()
+        ex.start("a", comp(f), b"", Cx(), res)
+        ex.start("i", Computation("g", g, inline=True), b"", Cx(), res)
+        assert res.calls == []
+        await res.wait("a", "i")
+        assert res.get("a") == (SUCCESS, b"a") and res.get("i") == (SUCCESS, b"i")
+        await ex.aclose(1.0)
+        assert_clean(ex)
+
+    run(main())

@@ -7,11 +7,24 @@ from rsc._engine.deadlines cimport Deadlines
 from rsc._engine.logical cimport LamportClock
 from rsc._engine.renewal cimport LeaseGroup
 
+# private module globals a task reads: C globals, not module-dict lookups
+cdef tuple _AFTER
+cdef object _fields, _spawn_request, _SPAWNED, _INIT
+cdef int _SEND_SPAWN, _ACK_ACCEPTED, _ACK_REJECTED, _RENEWAL, _RESULT, _SEND_CANCEL
+cdef int _LEASE_LAPSED, _NODE_RESTARTED, _REFUSE
+
 cdef class OriginTask:
     cdef public object rtid, node, computation, input, key, deadline_ns, budget, region, task
     cdef public object capability, state, handle, cancel_reason, policy, input_codec, group
     cdef public long long lease_ms, lease_until, renewals, lapsed_at, group_mark
     cdef public bint reported, sent, accepted
+
+    cdef _init(self, rtid, node, computation, input, lease_ms, key, budget, deadline_ns, region,
+               task, capability, handle)
+
+@cython.locals(t=OriginTask)
+cpdef OriginTask new_task(rtid, node, computation, input, lease_ms, key, budget, deadline_ns,
+                          region, task, capability, handle)
 
 cdef class _Link:
     cdef public object node, lid, handshake, last_sent, instance, journal, catalogue, codecs

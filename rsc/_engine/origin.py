@@ -126,6 +126,13 @@ class OriginTask:
     def __init__(self, rtid: int, node: str, computation: str, input: bytes, lease_ms: int,
                  key: bytes, budget: tuple | None, deadline_ns: int | None, region: int,
                  task: int, capability: bytes | None, handle: Any) -> None:
+        self._init(rtid, node, computation, input, lease_ms, key, budget, deadline_ns, region, task,
+                   capability, handle)
+
+    def _init(self, rtid: int, node: str, computation: str, input: bytes, lease_ms: int,  # noqa: A002
+              key: bytes, budget: tuple | None, deadline_ns: int | None, region: int,
+              task: int, capability: bytes | None, handle: Any) -> None:
+        """``__init__``'s work (a C call when compiled: see ``new_task``)."""
         self.rtid = rtid
         self.node = node
         self.computation = computation
@@ -161,6 +168,16 @@ class OriginTask:
 
     def __repr__(self) -> str:
         return f"OriginTask({self.node}/{self.rtid} {self.computation} {self.state.name})"
+
+
+def new_task(rtid: int, node: str, computation: str, input: bytes, lease_ms: int,  # noqa: A002
+             key: bytes, budget: tuple | None, deadline_ns: int | None, region: int,
+             task: int, capability: bytes | None, handle: Any) -> OriginTask:
+    """``OriginTask(...)`` without a Python-level call (one per spawn)."""
+    t = OriginTask.__new__(OriginTask)
+    t._init(rtid, node, computation, input, lease_ms, key, budget, deadline_ns, region, task,
+            capability, handle)
+    return t
 
 
 class _Link:

@@ -15,14 +15,16 @@ cdef class Executor:
     cdef public object isolation, workers
     cdef public dict _tasks, _task_names
     cdef public bint _closing, _closed, _plain_tasks
-    cdef public list _idle_waiters, _inline_queue
+    cdef public list _idle_waiters, _ready
+    cdef public bint driver_runs_ready, _eager
     cdef public long long live_tasks
     cdef object __weakref__
 
     cpdef start(self, key, comp, data, cx, on_done)
     cpdef _start_async(self, _Task task)
-    cpdef _start_inline(self, _Task task)
+    cpdef _make_ready(self, _Task task)
+    cpdef _step_eagerly(self, _Task task)
     cpdef _start_process(self, _Task task)
-    cpdef _run_inline_queue(self)
+    cpdef run_ready(self)
     cpdef _run_inline(self, _Task task)
     cpdef _finish(self, _Task task, int kind, payload)

@@ -3,10 +3,22 @@
 Async computations run as asyncio tasks on the loop; sync ones in a bounded
 thread pool, so the loop keeps answering while they compute; sync ones
 registered ``inline=True`` (microseconds of work) are called on the loop
-thread at the next loop turn, with neither a thread nor a task. For every task
-that :meth:`Executor.start` accepts, ``on_done(key, outcome_kind, payload,
-execution_time_ns)`` is called exactly once, on the loop thread, with the
-RESULT_DELIVERY outcome of PROTOCOL.md:
+thread, with neither a thread nor a task.
+
+Inline computations, and async ones on Python 3.12+, are *ready* once started:
+they run when :meth:`Executor.run_ready` is called (by the node after each
+batch of engine work, once that batch's replies are queued) or, failing that,
+at the next loop turn. On 3.12+ an async computation's first step runs there
+eagerly (``asyncio.Task(..., eager_start=True)``): inside its own asyncio
+task, so ``asyncio.current_task()``, ``asyncio.timeout()`` and ``TaskGroup``
+work as ever, but the task is scheduled on the loop only if the computation
+suspends, and one that never does costs no loop turn. On 3.11 the task's first
+step is scheduled on the loop when the computation starts.
+
+For every task that :meth:`Executor.start` accepts, ``on_done(key,
+outcome_kind, payload, execution_time_ns)`` is called exactly once, on the
+loop thread, never from inside ``start``, with the RESULT_DELIVERY outcome of
+PROTOCOL.md:
 
 ==========  ===============================================================
 0 success   ``bytes`` from ``Computation.encode_output``
@@ -48,6 +60,7 @@ import asyncio
 import concurrent.futures
 import ctypes
 import inspect
+import sys
 import threading
 import time
 from collections.abc import Callable, Hashable
@@ -68,6 +81,9 @@ logger = get_logger("rsc.node.executor")
 OnDone = Callable[[Any, int, Any, int], None]
 
 _AsyncioTask = asyncio.Task  # a global read, not an attribute lookup on the module per task
+# Python 3.12+ can run a new task's first step at once, inside its own task
+# (asyncio.Task's eager_start); 3.11 schedules it on the loop.
+EAGER_TASKS = sys.version_info >= (3, 12)
 _SUCCESS = int(OutcomeKind.SUCCESS)
 _FAILED = int(OutcomeKind.FAILED)
 _CANCELLED = int(OutcomeKind.CANCELLED)
@@ -214,7 +230,13 @@ class Executor:
         # cheaper: an unnamed one formats "Task-<n>" for every task.
         self._task_names: dict[str, str] = {}
         self._plain_tasks = False  # the loop has no task factory: make asyncio.Task directly
-        self._inline_queue: list[_Task] = []  # inline tasks started, to run at the next turn
+        # Started tasks whose first step is still to run (inline ones, and
+        # async ones started eagerly): run_ready runs them, in start order.
+        self._ready: list[_Task] = []
+        # Whether the node calls run_ready after every batch of starts (then
+        # no loop callback is scheduled for them); else the loop's next turn does.
+        self.driver_runs_ready = False
+        self._eager = False  # async computations start eagerly (3.12+, no task factory)
         # Debug counter: asyncio tasks and pool futures created and not yet
         # finished. Tests assert it returns to 0 (uvloop's live-handle habit).
         self.live_tasks = 0
@@ -259,12 +281,16 @@ class Executor:
         if self._loop is None:
             self._loop = asyncio.get_running_loop()
             self._plain_tasks = self._loop.get_task_factory() is None
+            self._eager = EAGER_TASKS and self._plain_tasks
         task = _Task(key, comp, data, cx, on_done, self._clock_ns())
         self._tasks[key] = task
         if comp.is_async:
-            self._start_async(task)
+            if self._eager:
+                self._make_ready(task)
+            else:
+                self._start_async(task)
         elif comp.inline:
-            self._start_inline(task)
+            self._make_ready(task)
         elif comp.isolation == "thread" or (comp.isolation is None and self.isolation == "thread"):
             self._start_sync(task)
         else:
@@ -285,20 +311,44 @@ class Executor:
             task.atask = self._loop.create_task(self._run_async(task), name=name)  # type: ignore[union-attr]
         self.live_tasks += 1
 
-    def _start_inline(self, task: _Task) -> None:
-        # Called on the loop thread at the next turn, where an async
-        # computation's first step would run: not from inside start (on_done
-        # never is), and after the node has queued this task's ACK. The tasks
-        # started in one turn share one loop callback.
-        self._inline_queue.append(task)
-        if len(self._inline_queue) == 1:
-            self._loop.call_soon(self._run_inline_queue)  # type: ignore[union-attr]
+    def _make_ready(self, task: _Task) -> None:
+        # Its first step runs in run_ready: not from inside start (on_done
+        # never is), and after the node has queued this task's ACK. Without a
+        # driver that calls run_ready, the tasks started in one turn share one
+        # loop callback.
+        ready = self._ready
+        ready.append(task)
+        if len(ready) == 1 and not self.driver_runs_ready:
+            self._loop.call_soon(self.run_ready)  # type: ignore[union-attr]
         self.live_tasks += 1
 
-    def _run_inline_queue(self) -> None:
-        queue, self._inline_queue = self._inline_queue, []
-        for task in queue:
-            self._run_inline(task)
+    def run_ready(self) -> None:
+        """Run the first step of every ready task (inline computations, and
+        async ones on 3.12+), in the order they were started. A computation
+        that ends in it has ``on_done`` called from here; one that suspends
+        goes on as an asyncio task on the loop. Never raises."""
+        while self._ready:
+            ready, self._ready = self._ready, []
+            for task in ready:
+                if task.finished:  # abandoned before it ran
+                    continue
+                if task.comp.is_async:
+                    self._step_eagerly(task)
+                else:
+                    self._run_inline(task)
+
+    def _step_eagerly(self, task: _Task) -> None:
+        """Make the async task's asyncio task with its first step run now."""
+        if task.cx.cancelled:  # cancelled before it started: it never does
+            task.stepped = True
+            self._finish(task, _CANCEL_SIGNAL, None)
+            return
+        name = self._task_names.get(task.comp.name)
+        if name is None:
+            name = self._task_names[task.comp.name] = "rsc:" + str(task.comp.name)
+        atask = _AsyncioTask(self._run_async(task), loop=self._loop, name=name, eager_start=True)
+        if not task.finished:  # it suspended: a cancel now goes to its asyncio task
+            task.atask = atask
 
     def _run_inline(self, task: _Task) -> None:
         """Run an inline (plain, short) computation on the loop thread; never raises."""
@@ -369,6 +419,8 @@ class Executor:
     def _request_stop(self, task: _Task) -> None:
         if task.comp.inline:
             return  # it checks cx.cancelled before it runs, and cannot be stopped once it does
+        if task.comp.is_async and self._eager and task.atask is None:
+            return  # ready, not stepped yet: run_ready checks cx.cancelled before its first step
         if task.atask is not None:
             # Before its first step the coroutine has not entered its try block,
             # so a cancel would end it unreported; it checks cx.cancelled there.

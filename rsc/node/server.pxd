@@ -23,7 +23,7 @@ cdef class NodeServer:
     cdef public Executor executor
     cdef public dict _conns
     cdef public object _conn_ids, _server, _idle, _stopped, _loop, _journal
-    cdef public bint _sync_pending, _compacting
+    cdef public bint _sync_pending, _compacting, _pumping
     cdef public object handshake_timeout_s, frame_timeout_s, _sweep_s, _sweep_handle
     cdef public object _handshake_sweeps, _frame_sweeps
     cdef public EngineTimer _timer
@@ -31,11 +31,13 @@ cdef class NodeServer:
     cdef public bint _check_peer_uid
     cdef public object _socket_id  # (st_dev, st_ino) of the socket file this node created
     cdef public object catalogue, _status_catalogue, _catalogued  # rsc.catalogue (_publish_catalogue)
+    cdef public object _on_done_cb
     cdef object __weakref__
 
     @cython.locals(engine=NodeEngine)
     cpdef _on_messages(self, FramedConnection conn, list msgs)
-    @cython.locals(conn=FramedConnection)
     cpdef _pump(self)
+    @cython.locals(conn=FramedConnection, engine=NodeEngine, executor=Executor)
+    cpdef bint _carry_out(self)
     cpdef _start(self, NodeTask task)
     cpdef _on_done(self, NodeTask task, int kind, payload, exec_ns)

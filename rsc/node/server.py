@@ -24,7 +24,7 @@ from rsc._core.messages import AUTH, DEFAULT_MAX_FRAME_BYTES, HANDSHAKE_MAX_FRAM
 from rsc._engine.node import CANCEL, CLOSE, SEND, START, Admission, NodeEngine, NodeTask
 from rsc.catalogue import publish_catalogue
 from rsc.clock import SystemClock
-from rsc.cx import Cx, RemoteCap
+from rsc.cx import RemoteCap, task_cx
 from rsc.errors import AuthFailed, InvalidArgument, PeerTimeout, ProtocolError
 from rsc.node.executor import Executor
 from rsc.node.journal import open_journal
@@ -176,6 +176,9 @@ class NodeServer:
         self._sync_pending = self._compacting = False
         self.executor = Executor(max_threads=max_threads or max(4, (os.cpu_count() or 1) * 2),
                                  cancel_grace_s=cancel_grace_s, isolation=isolation)
+        self.executor.driver_runs_ready = True  # _pump runs started computations' first steps
+        self._on_done_cb = self._on_done  # bound once, not once per task
+        self._pumping = False
         check_pool_options(workers, time_limit, memory_limit, max_tasks_per_worker)
         if registry.needs_workers(isolation):
             spec = registry.import_spec()
@@ -397,27 +400,48 @@ class NodeServer:
     def _pump(self) -> None:
         """Carry out everything the engine queued, then re-arm the timer.
 
-        Starts and cancels go first: a started async computation's first step
-        is then scheduled before the connection's flush, so a computation that
-        finishes at once has its RESULT leave in the same write as its ACK.
+        Starts and cancels go first, then the writes; then the first steps of
+        the computations just started (``Executor.run_ready``: inline ones, and
+        async ones on Python 3.12+). A computation that ends there reports
+        through ``_on_done``, whose engine work this same pump carries out:
+        its RESULT leaves in the same write as its ACK, and a batch of
+        spawns read together costs one pump, not one per task. A call made
+        while a pump runs (from ``_on_done``) leaves its work to that pump.
 
         With a journal that has unsynced entries, nothing is carried out now:
         one sync at the end of this loop turn covers every entry the turn
         wrote, and only then do its ACKs and RESULTs leave and its tasks start.
         """
-        if self._journal is not None and self._journal.dirty:
-            if not self._sync_pending:
-                self._sync_pending = True
-                self._loop.call_soon(self._sync_journal)  # type: ignore[union-attr]  # started
+        if self._pumping:
             return
-        engine = self.engine
-        while engine.actions:
+        self._pumping = True
+        try:
+            synced = self._carry_out()
+        finally:
+            self._pumping = False
+        if synced:
+            self._timer.follow(self.engine.timers)
+
+    def _carry_out(self) -> bool:
+        """The loop of ``_pump``; False when it stopped for a journal sync."""
+        engine, executor = self.engine, self.executor
+        while True:
+            if self._journal is not None and self._journal.dirty:
+                if not self._sync_pending:
+                    self._sync_pending = True
+                    self._loop.call_soon(self._sync_journal)  # type: ignore[union-attr]  # started
+                return False
+            if not engine.actions:
+                if not executor._ready:  # (read, not called: most pumps have none)
+                    return True
+                executor.run_ready()  # may queue more engine work (results)
+                continue
             actions = engine.take_actions()
             for op, target, arg in actions:
                 if op == START:
                     self._start(target)
                 elif op == CANCEL:
-                    self.executor.cancel(target, CancelReason.from_wire(arg))
+                    executor.cancel(target, CancelReason.from_wire(arg))
             for op, target, arg in actions:
                 if op == SEND:
                     conn = self._conns.get(target)
@@ -427,7 +451,6 @@ class NodeServer:
                     conn = self._conns.get(target)
                     if conn is not None:
                         conn.close()
-        self._timer.follow(self.engine.timers)
 
     def _sync_journal(self) -> None:
         self._sync_pending = False
@@ -471,9 +494,9 @@ class NodeServer:
         if task.deadline_ns is not None or task.budget is not None:
             b = task.budget
             budget = Budget(task.deadline_ns, b[1], b[2], b[3]) if b is not None else None
-        cx = Cx(region_id=task.origin_region, task_id=task.origin_task, budget=budget,
-                node=self.name, remote_cap=None if self.peers is None else self._remote_cap(task))
-        self.executor.start(task, task.comp, task.input, cx, self._on_done)
+        cx = task_cx(task.origin_region, task.origin_task, budget, self.name,
+                     None if self.peers is None else self._remote_cap(task))
+        self.executor.start(task, task.comp, task.input, cx, self._on_done_cb)
 
     def _remote_cap(self, task: NodeTask) -> RemoteCap | None:
         """The RemoteCap a computation's Cx holds on a node with peers: this
