@@ -382,7 +382,7 @@ class Runtime:
                                   f"{type(idempotency_key).__name__}")
         task = new_task(next(self._ids), link.node, name, data, lease_ms, key_bytes,
                         wire_budget, eff.deadline_ns, cx.region_id, cx.task_id,
-                        token, None)  # type: ignore[union-attr]
+                        token, None)
         task.input_codec = sent  # checked when the node's WELCOME arrives, if it is not yet known
         policy = on_lease_expired or DEFAULT_POLICY
         if not isinstance(policy, LeasePolicy):

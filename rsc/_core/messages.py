@@ -366,6 +366,7 @@ class StatusReply(Message):
 
 MESSAGE_CLASSES: dict[int, type[Message]] = {cls.kind: cls for cls in (
     Hello, Welcome, Auth, Error, SpawnRequest, SpawnAck, CancelRequest, ResultDelivery,
-    LeaseRenewal, LeaseRenewalBatch, Ping, Pong, StatusRequest, StatusReply)}
+    LeaseRenewal, LeaseRenewalBatch, Ping, Pong, StatusRequest, StatusReply,
+    LeaseRenewalDigest, LeaseResyncRequest)}
 if sorted(MESSAGE_CLASSES) != [spec.kind for spec in MESSAGES]:
     raise ImportError("rsc._core.messages: a schema kind has no declared class")

@@ -873,7 +873,7 @@ class NodeEngine:
         once the first time in a renewal period and at the group's next
         renewal after that, so one connection gets at most two full lists
         per group and period however often it asks."""
-        group = self._renew.get((c.origin, lease_ms))
+        group = self._renew.get((c.origin, lease_ms))  # type: ignore[arg-type]  # after the handshake: origin is set
         if group is None:
             self._send(c.id, LeaseRenewalBatch(self.name, self._stamp(), lease_ms, self.name, []))
             return

@@ -432,7 +432,7 @@ class OriginEngine:
                 if err is not None:
                     self._process(task, _REFUSE)
                     self.forget(task.rtid)
-                    self._report(EV_REJECTED, task, (err.code, err.detail, err))
+                    self._report(EV_REJECTED, task, (err.code, err.detail, err))  # type: ignore[attr-defined]  # a RemoteError
                     continue
             st = task.state
             if st is OriginState.CANCEL_SENT:
@@ -864,6 +864,7 @@ class OriginEngine:
             self._trace_event(TN.LEASE_RENEWAL_RECEIVED, node=link.node, lease_ms=lease_ms,
                               count=count, digest=digest, matched=matched)
         if matched:
+            assert g is not None  # matched implies a group
             g.resync_asked = False
             if now > g.until > 0:
                 # Late: the group's span ran out before this renewal came, and

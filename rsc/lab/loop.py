@@ -39,7 +39,7 @@ import contextvars
 import heapq
 import random
 from collections import deque
-from typing import Any, Callable, TypeVar, TypeVarTuple, Unpack
+from typing import Any, Callable, TypeVar
 
 from rsc.clock import SystemClock
 
@@ -54,7 +54,6 @@ EPOCH_NS = 1_767_225_600 * NS
 
 
 _T = TypeVar("_T")
-_Ts = TypeVarTuple("_Ts")
 
 class Stuck(RuntimeError):
     """Nothing is ready and no timer is armed, yet the run has not finished:
@@ -188,15 +187,15 @@ class VirtualLoop(asyncio.BaseEventLoop):
         # Take the timers due now into the ready queue here, as _run_once
         # would right after select() (the same test, at the same time), so
         # that a paused process's timers are set aside too.
-        end_time = self.time() + self._clock_resolution
+        end_time = self.time() + self._clock_resolution  # type: ignore[attr-defined]  # BaseEventLoop's
         scheduled, ready = self._scheduled, self._ready
-        while scheduled and scheduled[0]._when < end_time:
-            handle = heapq.heappop(scheduled)
-            handle._scheduled = False
-            ready.append(handle)
+        while scheduled and scheduled[0]._when < end_time:  # type: ignore[attr-defined]  # asyncio's own fields
+            timer = heapq.heappop(scheduled)
+            timer._scheduled = False  # type: ignore[attr-defined]
+            ready.append(timer)
         keep: deque[asyncio.Handle] = deque()
         for handle in ready:
-            tag = handle._context.get(PROCESS)
+            tag = handle._context.get(PROCESS)  # type: ignore[attr-defined]
             if tag is not None and tag.paused:
                 tag.held.append(handle)
             else:
@@ -213,7 +212,7 @@ class VirtualLoop(asyncio.BaseEventLoop):
         # the loop never sleeps in select, so there is nothing to wake
         pass
 
-    def run_in_executor(self, executor: Any, func: Callable[..., Any], *args: Any) -> asyncio.Future[Any]:
+    def run_in_executor(self, executor: Any, func: Callable[..., Any], *args: Any) -> asyncio.Future[Any]:  # type: ignore[override]  # any callable, as asyncio's
         """Runs ``func`` on the loop thread at the next turn (what a node runs in its default
         executor: a journal compaction's write, in the lab on the simulated disk)."""
         fut = self.create_future()

@@ -118,7 +118,7 @@ def snapshot(lab: Any) -> dict[str, Any]:
             counters=dict(node.engine.counters), incarnation=node.incarnation,
             running_tasks=[(str(t.origin), t.rtid) for t in node.engine.running_tasks()])
     origins = {}
-    unsettled = set()  # (origin, first rtid) of spawns with no outcome yet
+    unsettled: set[tuple[str, int]] = set()  # (origin, first rtid) of spawns with no outcome yet
     for rt in lab.runtimes():
         name = str(rt.name)
         if not rt.crashed:
@@ -325,6 +325,7 @@ def _check_regions(lab: Any, trace: list[dict[str, Any]], add: Any) -> None:
             allowed += int(lease_ns / rate) if rate > 0 else end
         for node in {n for n, _ in path}:
             for a, b in paused.get(node, ()):
+                assert a is not None  # a stretch's start is always set
                 b = end if b is None else b
                 allowed += max(0, min(b, end) - max(a, since))
         return allowed + ROUNDING_NS * len(path)

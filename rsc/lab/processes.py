@@ -168,7 +168,7 @@ class LabNode(NodeServer):
         self.engine._entropy = _entropy(rng)
         self.engine.features["instance"] = rng.getrandbits(64).to_bytes(8, "big").hex()
         self.executor._clock_ns = self.clock.now_ns
-        self.executor._pool = LabPool(lab.threads, self.executor.max_threads)
+        self.executor._pool = LabPool(lab.threads, self.executor.max_threads)  # type: ignore[assignment]  # submit and shutdown, on lab threads
         self.tag = ProcessTag(name)
         self.context = process_context(self.tag)
         self.incarnation = incarnation

@@ -346,7 +346,7 @@ class Executor:
         name = self._task_names.get(task.comp.name)
         if name is None:
             name = self._task_names[task.comp.name] = "rsc:" + str(task.comp.name)
-        atask = _AsyncioTask(self._run_async(task), loop=self._loop, name=name, eager_start=True)
+        atask = _AsyncioTask(self._run_async(task), loop=self._loop, name=name, eager_start=True)  # type: ignore[call-arg]  # Python 3.12+
         if not task.finished:  # it suspended: a cancel now goes to its asyncio task
             task.atask = atask
 

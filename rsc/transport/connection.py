@@ -203,7 +203,7 @@ class FramedConnection:
             self._write_parts(frame)
             return
         pending = self._pending
-        pending.append(frame)
+        pending.append(frame)  # type: ignore[arg-type]  # bytes: a tuple returned above
         if not self._flush_scheduled:
             self._flush_scheduled = True
             self._loop.call_soon(self.flush)  # type: ignore[union-attr]
