@@ -22,10 +22,12 @@ if TYPE_CHECKING:  # what mypy and pyright see: the real classes (at run time, s
         cx as cx, errors as errors, lease as lease, regions as regions, remote as remote,
         sagas as sagas, trace as trace, types as types,
     )
+    from rsc.catalogue import ComputationInfo as ComputationInfo
     from rsc.cx import Cx as Cx, RemoteCap as RemoteCap
     from rsc.errors import (
         Cancelled as Cancelled, CapabilityDenied as CapabilityDenied,
-        CapacityExceeded as CapacityExceeded, IdempotencyConflict as IdempotencyConflict,
+        CatalogueUnavailable as CatalogueUnavailable, CodecMismatch as CodecMismatch,
+        ComputationNotServed as ComputationNotServed, CapacityExceeded as CapacityExceeded, IdempotencyConflict as IdempotencyConflict,
         InvalidArgument as InvalidArgument, InvalidInput as InvalidInput, LeaseError as LeaseError,
         LeaseExpired as LeaseExpired, MemoryLimitExceeded as MemoryLimitExceeded,
         NoCapability as NoCapability, NodeShuttingDown as NodeShuttingDown,
@@ -58,9 +60,11 @@ if TYPE_CHECKING:  # what mypy and pyright see: the real classes (at run time, s
 # rsc._core) does not drag in asyncio and the transport. tests/test_typing.py
 # holds the static list above to this one.
 _EXPORTS = {
+    "rsc.catalogue": ("ComputationInfo",),
     "rsc.cx": ("Cx", "RemoteCap"),
     "rsc.errors": (
-        "Cancelled", "CapabilityDenied", "CapacityExceeded", "IdempotencyConflict",
+        "Cancelled", "CapabilityDenied", "CatalogueUnavailable", "CodecMismatch",
+        "ComputationNotServed", "CapacityExceeded", "IdempotencyConflict",
         "InvalidArgument", "InvalidInput", "LeaseError", "LeaseExpired", "NoCapability", "NodeShuttingDown",
         "NodeUnreachable", "ProtocolError", "RemoteCancelled", "RemoteError", "RemoteFailed",
         "RemotePanicked", "RemoteProtocolError", "ResultTooLarge", "RuntimeClosed",
@@ -91,6 +95,7 @@ def __dir__() -> list[str]:
 
 __all__ = [
     "Budget", "CancelKind", "Cancelled", "CancelReason", "CapabilityDenied", "CapacityExceeded",
+    "CatalogueUnavailable", "CodecMismatch", "ComputationInfo", "ComputationNotServed",
     "CompensationError", "CompensationResult", "ComputationName", "Cx", "IdempotencyConflict",
     "IdempotencyKey", "InvalidArgument", "InvalidInput", "Lease", "LeaseError", "LeaseExpired",
     "LeaseState", "NoCapability", "NodeId", "NodeShuttingDown", "NodeUnreachable", "ProtocolError",
