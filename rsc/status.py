@@ -106,23 +106,14 @@ def _show_computations(path: str, as_json: bool, timeout: float, key: bytes | No
     from rsc.catalogue_cli import fetch_computations, print_computations
 
     try:
-        entries = read_cluster_file(path)
+        entries = _entries(path, only)
     except InvalidClusterFile as exc:
         print(f"rsc status: cannot read cluster file {path}: {exc.problem}", file=sys.stderr)
         return 2
-    if only:
-        unknown = [n for n in only if n not in entries]
-        if unknown:
-            print(f"rsc status: no node {', '.join(map(repr, unknown))} in {path} (it has: "
-                  f"{', '.join(entries) or 'none'})", file=sys.stderr)
-            return 2
-        entries = {n: e for n, e in entries.items() if n in only}
-    served: dict[str, Any] = {}
-    for name, e in entries.items():  # a dead node answers at once, not after the timeout
-        why = _refused(e["address"])
-        if why is not None:
-            served[name] = why
-    alive = {n: e["address"] for n, e in entries.items() if n not in served}
+    except InvalidArgument as exc:
+        print(f"rsc status: {exc}", file=sys.stderr)
+        return 2
+    served, alive = _split_dead(entries)
     if alive:
         served.update(fetch_computations(alive, timeout, key, tls))
     print_computations({n: served[n] for n in entries}, sys.stdout, as_json)
@@ -162,24 +153,13 @@ def collect(path: str, timeout_s: float = 3.0, *, key: bytes | None = None,
     ``stale`` set and its nodes are not asked. ``only``: these nodes
     (``InvalidArgument`` naming the others for a name the file lacks).
     Raises :class:`InvalidClusterFile` when the file cannot be read."""
-    entries = read_cluster_file(path)
-    if only:
-        unknown = [n for n in only if n not in entries]
-        if unknown:
-            raise InvalidArgument(f"no node {', '.join(map(repr, unknown))} in {path}; its nodes: "
-                                  f"{', '.join(entries)}")
-        entries = {n: e for n, e in entries.items() if n in only}
+    entries = _entries(path, only)
     report: dict[str, Any] = {"cluster": os.path.abspath(path), "stale": None, "nodes": {}}
     pid = gone_launcher(path)
     if pid is not None:
         report["stale"] = {"launcher_pid": pid}
         return report
-    results: dict[str, dict | BaseException] = {}
-    for name, e in entries.items():  # a dead node answers at once, not after the timeout
-        why = _refused(e["address"])
-        if why is not None:
-            results[name] = why
-    alive = {n: e["address"] for n, e in entries.items() if n not in results}
+    results, alive = _split_dead(entries)
     if alive:
         results.update(probe(alive, timeout_s, key=key, tls=tls))
     for name, e in entries.items():
@@ -193,6 +173,30 @@ def collect(path: str, timeout_s: float = 3.0, *, key: bytes | None = None,
             row["stats"] = r
         report["nodes"][name] = row
     return report
+
+
+def _entries(path: str, only: list[str] | None) -> dict[str, Any]:
+    """The cluster file's entries, only those named in ``only`` when given
+    (``InvalidArgument`` naming the file's nodes for a name it lacks)."""
+    entries = read_cluster_file(path)
+    if only:
+        unknown = [n for n in only if n not in entries]
+        if unknown:
+            raise InvalidArgument(f"no node {', '.join(map(repr, unknown))} in {path}; its nodes: "
+                                  f"{', '.join(entries)}")
+        entries = {n: e for n, e in entries.items() if n in only}
+    return entries
+
+
+def _split_dead(entries: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
+    """(the error of each node that is certainly down, the addresses of the
+    others): a dead node answers at once, not after the timeout."""
+    dead: dict[str, Any] = {}
+    for name, e in entries.items():
+        why = _refused(e["address"])
+        if why is not None:
+            dead[name] = why
+    return dead, {n: e["address"] for n, e in entries.items() if n not in dead}
 
 
 def _refused(address: str) -> OSError | None:

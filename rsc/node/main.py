@@ -98,6 +98,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     opt("--cancel-grace", type=float, default=2.0,
         help="seconds a cancelled sync computation gets to stop by itself before its "
              "thread is interrupted or its worker process killed")
+    opt("--no-catalogue", action="store_true",
+        help="do not tell origins what this node serves (WELCOME's computation catalogue); "
+             "origins then learn of an unknown computation or a wrong codec only from the "
+             "node's rejection")
     opt("--require-capability", action="store_true",
         help="run nothing without a capability token that allows it (rsc.capability); "
              "needs --root-key-file or --node-key-file")
@@ -222,7 +226,8 @@ async def _serve(args: argparse.Namespace) -> int:
                         isolation=args.isolation, workers=args.workers,
                         time_limit=args.time_limit, memory_limit=args.memory_limit,
                         max_tasks_per_worker=args.max_tasks_per_worker,
-                        tls=tls, insecure=args.insecure, allow_uids=tuple(args.allow_uid or ()))
+                        tls=tls, insecure=args.insecure, allow_uids=tuple(args.allow_uid or ()),
+                        catalogue=not args.no_catalogue)
     metrics = None
     if args.metrics_port is not None:
         from rsc.metrics import serve_node_metrics
