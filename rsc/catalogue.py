@@ -186,6 +186,7 @@ class Catalogue:
 
     @property
     def complete(self) -> bool:
+        """True when every computation the node serves is listed."""
         return len(self.computations) >= self.total
 
     def get(self, name: str) -> ComputationInfo | None:

@@ -41,7 +41,8 @@ class LinkOwner(Protocol):
     engine: OriginEngine
 
     @property
-    def clock(self) -> Clock: ...
+    def clock(self) -> Clock:
+        """The runtime's clock (deadlines and back-off read it)."""
 
     transport: Transport | None
     tls: TlsConfig | None
@@ -104,6 +105,7 @@ class Links:
         return sum(max(0, link.connects - 1) for link in list(self.by_node.values()))
 
     def open_connections(self) -> int:
+        """How many nodes this runtime has a connection to now."""
         return sum(1 for link in list(self.by_node.values()) if link.conn is not None)
 
     def ensure(self, link: NodeLink) -> None:

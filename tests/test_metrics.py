@@ -56,7 +56,7 @@ def test_a_node_serves_its_figures_on_metrics_port(tmp_path: Path) -> None:
     sock = tmp_path / "w1.sock"
     with subprocess.Popen([sys.executable, "-m", "rsc", "node", "--name", "w1", "--listen",
                            f"unix:{sock}", "--registry", "tests.registries:basic",
-                           "--metrics-port", "0"], cwd=REPO_ROOT, stdin=subprocess.DEVNULL,
+                           "--metrics-port", "0", "--no-catalogue"], cwd=REPO_ROOT, stdin=subprocess.DEVNULL,
                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as p:
         _scrape_a_node(p, sock)
     assert p.returncode == 0

@@ -15,6 +15,7 @@ __all__ = [
     "decode",
     "encode",
     "encode_frame",
+    "encode_frame_parts",
     "encode_frames",
     "fields",
     "result_delivery",

@@ -20,7 +20,7 @@ on memory, with the durability contract the journal relies on:
 
 The journal's wall-clock expiries read the node's clock (virtual time from a
 fixed epoch) and its id is drawn from the seed, so a durable node's run is
-the seed's like any other.
+decided by the lab's seed like any other.
 """
 
 from __future__ import annotations
@@ -92,9 +92,11 @@ class SimFiles:
         return self._disk._mount is self
 
     def prepare(self, path: str) -> None:
+        """Create the state directory ``path`` on the simulated disk."""
         self._disk._dirs.add(path)
 
     def lock(self, path: str) -> int:
+        """Take the state directory's lock (a simulated descriptor)."""
         if self._disk._mount is not None:
             raise StateDirError(f"state directory {path} is in use by another node (the lab's)")
         self._disk._mount = self
@@ -102,9 +104,11 @@ class SimFiles:
         return self._lock_fd
 
     def read(self, path: str) -> bytes:
+        """The durable bytes of ``path`` (empty if it does not exist)."""
         return self._disk.file(path)
 
     def create(self, path: str) -> int:
+        """Create (or truncate) ``path``; its descriptor."""
         fd = next(self._next_fd)
         if self._live():
             ino = self._disk.names[path] = _Inode()
@@ -112,11 +116,13 @@ class SimFiles:
         return fd
 
     def append(self, fd: int, data: bytes) -> None:
+        """Append ``data`` to ``fd``; it survives a crash only once synced."""
         ino = self._fds.get(fd)
         if ino is not None and self._live():
             ino.data += data
 
     def datasync(self, fd: int) -> None:
+        """Make what was appended to ``fd`` survive a crash (``fsync`` too)."""
         ino = self._fds.get(fd)
         if ino is not None and self._live():
             ino.synced = len(ino.data)
@@ -125,6 +131,7 @@ class SimFiles:
     fsync = datasync
 
     def close(self, fd: int) -> None:
+        """Close ``fd``."""
         self._fds.pop(fd, None)
         if fd == self._lock_fd:
             self._lock_fd = -1
@@ -132,6 +139,7 @@ class SimFiles:
                 self._disk._mount = None
 
     def replace(self, src: str, dst: str) -> None:
+        """Rename ``src`` over ``dst``; durable once the directory is synced."""
         if self._live():
             names = self._disk.names
             if src not in names:
@@ -140,15 +148,19 @@ class SimFiles:
             self._disk.renames += 1
 
     def sync_dir(self, path: str) -> None:
+        """Make the renames and removals in ``path`` survive a crash."""
         if self._live():
             self._disk._durable = dict(self._disk.names)
 
     def unlink(self, path: str) -> None:
+        """Remove ``path`` (nothing if it is gone)."""
         if self._live():
             self._disk.names.pop(path, None)
 
     def wall_ns(self) -> int:
+        """The node's wall clock: virtual time from the lab's fixed epoch."""
         return EPOCH_NS + self._clock.now_ns()
 
     def new_id(self) -> bytes:
+        """A journal id drawn from the lab's seed."""
         return self._rng.getrandbits(128).to_bytes(16, "big")

@@ -49,7 +49,7 @@ __all__ = ["LabClock", "PROCESS", "ProcessTag", "Stuck", "TimeLimit", "VirtualLo
 NS = 1_000_000_000
 #: what a lab process's wall clock reads at virtual time 0 (2026-01-01T00:00:00Z):
 #: wall-clock readings in a run (a journal's expiries, ``time.time()`` in a
-#: computation thread) are the seed's like everything else
+#: computation thread) are decided by the lab's seed like everything else
 EPOCH_NS = 1_767_225_600 * NS
 
 

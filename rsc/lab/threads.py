@@ -47,6 +47,9 @@ class ProcessDied(BaseException):
     """Raised in a computation thread whose node crashed: the thread's code
     unwinds (a real crash would end it outright) and its outcome is ignored."""
 
+    def __init__(self, *args: object) -> None:
+        super().__init__(*args)
+
 
 def _binary_semaphore() -> Any:
     # A raw lock, taken: release() lets one acquire() through. Not a
@@ -192,6 +195,7 @@ class LabThreads:
             setattr(time, name, clock(name, scale, offset))
 
     def uninstall(self) -> None:
+        """Put back the real ``time`` functions replaced for the run."""
         for name, fn in self._saved.items():
             setattr(time, name, fn)
         self._saved = {}
@@ -230,6 +234,7 @@ class LabPool:
         self.dead = False
 
     def submit(self, fn: Callable[..., Any], *args: Any) -> concurrent.futures.Future[Any]:
+        """Run ``fn(*args)`` on a lab thread when its turn comes; its future."""
         fut: concurrent.futures.Future[Any] = concurrent.futures.Future()
         ctx = contextvars.copy_context()
         self._queue.append((fut, fn, args, ctx))
@@ -264,6 +269,7 @@ class LabPool:
         self._threads.kill(self)
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        """Nothing to wait for: lab threads end with their computations."""
         if cancel_futures:
             for fut, _fn, _args, _ctx in self._queue:
                 fut.cancel()

@@ -138,6 +138,7 @@ class PosixFiles:
 
     @staticmethod
     def append(fd: int, data: bytes) -> None:
+        """Write ``data`` at the end of the open file ``fd``, all of it."""
         _write_all(fd, data)
 
     datasync = staticmethod(os.fdatasync)
@@ -156,15 +157,20 @@ class PosixFiles:
 
     @staticmethod
     def unlink(path: str) -> None:
+        """Remove ``path``; a file that is already gone is not an error."""
         try:
             os.unlink(path)
         except FileNotFoundError:
             pass
 
-    wall_ns = staticmethod(time.time_ns)
+    @staticmethod
+    def wall_ns() -> int:
+        """The wall clock in nanoseconds since the epoch (record expiries)."""
+        return time.time_ns()
 
     @staticmethod
     def new_id() -> bytes:
+        """A fresh random journal id (16 bytes)."""
         return secrets.token_bytes(16)
 
 

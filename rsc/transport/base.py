@@ -39,10 +39,14 @@ class StreamProtocol(Protocol):
     so is rsc's framed connection, a compiled class with these methods and no
     Python base (asyncio itself only calls the methods)."""
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None: ...
-    def data_received(self, data: bytes) -> None: ...
-    def eof_received(self) -> bool | None: ...
-    def connection_lost(self, exc: Exception | None) -> None: ...
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        """The connection is up; ``transport`` writes to it."""
+    def data_received(self, data: bytes) -> None:
+        """Bytes arrived."""
+    def eof_received(self) -> bool | None:
+        """The peer closed its side; True keeps ours open."""
+    def connection_lost(self, exc: Exception | None) -> None:
+        """The connection is gone (``exc`` None for a clean close)."""
 
 
 P = TypeVar("P", bound=StreamProtocol)
