@@ -39,7 +39,7 @@ import contextvars
 import heapq
 import random
 from collections import deque
-from typing import Any, Callable, TypeVar
+from typing import Any, Callable
 
 from rsc.clock import SystemClock
 
@@ -53,7 +53,6 @@ NS = 1_000_000_000
 EPOCH_NS = 1_767_225_600 * NS
 
 
-_T = TypeVar("_T")
 
 class Stuck(RuntimeError):
     """Nothing is ready and no timer is armed, yet the run has not finished:
