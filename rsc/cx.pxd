@@ -9,6 +9,9 @@ cdef class RemoteCap:
 cdef class CancelState:
     cdef public object reason, _event, _callbacks
 
+@cython.locals(state=CancelState)
+cdef CancelState _new_cancel_state()
+
 cdef class Cx:
     cdef public object region_id, task_id, budget, remote_cap, _entropy, _seed, node, parent
     cdef public object region, trace

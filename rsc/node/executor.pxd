@@ -1,10 +1,21 @@
+cimport cython
+
 # Declarations that make executor.py compile to typed extension types (see
 # rsc/_engine/node.pxd and rsc/_compiled.py).
 
+from rsc.cx cimport Cx
+
 cdef class _Task:
-    cdef public object key, comp, data, cx, on_done, atask, cfuture, thread_ident, grace_timer, job
+    cdef public object key, comp, data, on_done, atask, cfuture, thread_ident, grace_timer, job
+    cdef public Cx cx
     cdef public long long start_ns
     cdef public bint interrupted, finished, stepped
+
+    cdef _init(self, key, comp, data, Cx cx, on_done, start_ns)
+
+@cython.locals(task=_Task)
+cdef _Task _new_task(key, comp, data, Cx cx, on_done, start_ns)
+cdef bint _cancelled(Cx cx)
 
 # the codec's raw-bytes shortcut, shared by the async, inline and sync paths
 cdef _input_of(comp, data)
@@ -13,7 +24,7 @@ cdef _output_of(comp, out)
 cdef class Executor:
     cdef public object _max_threads, _clock_ns, _cancel_grace_s, _loop, _pool, _thread_lock
     cdef public object isolation, workers
-    cdef public dict _tasks, _task_names
+    cdef public dict _tasks, _task_names, _eager_kwargs
     cdef public bint _closing, _closed, _plain_tasks
     cdef public list _idle_waiters, _ready
     cdef public bint driver_runs_ready, _eager

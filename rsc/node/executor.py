@@ -174,6 +174,11 @@ class _Task:
 
     def __init__(self, key: Hashable, comp: Computation, data: bytes, cx: Cx,
                  on_done: OnDone, start_ns: int) -> None:
+        self._init(key, comp, data, cx, on_done, start_ns)
+
+    def _init(self, key: Hashable, comp: Computation, data: bytes, cx: Cx,
+              on_done: OnDone, start_ns: int) -> None:
+        """``__init__``'s work, positional (a C call when compiled: see ``_new_task``)."""
         self.key = key
         self.comp = comp
         self.data: bytes | None = data  # dropped once the computation has it
@@ -188,6 +193,20 @@ class _Task:
         self.finished = False  # on_done has been (or is being) called
         self.stepped = False  # an async computation's coroutine has taken its first step
         self.job: Any = None  # its rsc.node.workers.Job while a worker pool has it
+
+
+def _new_task(key: Hashable, comp: Computation, data: bytes, cx: Cx, on_done: OnDone,
+              start_ns: int) -> _Task:
+    """``_Task(...)`` without a Python-level class call (one per started computation)."""
+    task = _Task.__new__(_Task)
+    task._init(key, comp, data, cx, on_done, start_ns)
+    return task
+
+
+def _cancelled(cx: Cx) -> bool:
+    """``cx.cancelled``, read as two fields (a C read when compiled, where a
+    property is a Python attribute lookup)."""
+    return cx._cancel.reason is not None
 
 
 class Executor:
@@ -229,6 +248,7 @@ class Executor:
         # (one str per computation name, made once). A named task is also
         # cheaper: an unnamed one formats "Task-<n>" for every task.
         self._task_names: dict[str, str] = {}
+        self._eager_kwargs: dict[str, dict] = {}  # (_step_eagerly)
         self._plain_tasks = False  # the loop has no task factory: make asyncio.Task directly
         # Started tasks whose first step is still to run (inline ones, and
         # async ones started eagerly): run_ready runs them, in start order.
@@ -282,7 +302,7 @@ class Executor:
             self._loop = asyncio.get_running_loop()
             self._plain_tasks = self._loop.get_task_factory() is None
             self._eager = EAGER_TASKS and self._plain_tasks
-        task = _Task(key, comp, data, cx, on_done, self._clock_ns())
+        task = _new_task(key, comp, data, cx, on_done, self._clock_ns())
         self._tasks[key] = task
         if comp.is_async:
             if self._eager:
@@ -295,7 +315,7 @@ class Executor:
             self._start_sync(task)
         else:
             self._start_process(task)
-        if cx.cancelled:  # cancelled before it started: ask it to stop right away
+        if _cancelled(cx):  # cancelled before it started: ask it to stop right away
             self._request_stop(task)
 
     def _start_async(self, task: _Task) -> None:
@@ -339,14 +359,17 @@ class Executor:
 
     def _step_eagerly(self, task: _Task) -> None:
         """Make the async task's asyncio task with its first step run now."""
-        if task.cx.cancelled:  # cancelled before it started: it never does
+        if _cancelled(task.cx):  # cancelled before it started: it never does
             task.stepped = True
             self._finish(task, _CANCEL_SIGNAL, None)
             return
-        name = self._task_names.get(task.comp.name)
-        if name is None:
-            name = self._task_names[task.comp.name] = "rsc:" + str(task.comp.name)
-        atask = _AsyncioTask(self._run_async(task), loop=self._loop, name=name, eager_start=True)  # type: ignore[call-arg]  # Python 3.12+
+        # asyncio.Task's keywords, one dict per computation name: a call with
+        # keywords written out builds that dict for every task
+        kwargs = self._eager_kwargs.get(task.comp.name)
+        if kwargs is None:
+            kwargs = self._eager_kwargs[task.comp.name] = dict(
+                loop=self._loop, name="rsc:" + str(task.comp.name), eager_start=True)
+        atask = _AsyncioTask(self._run_async(task), **kwargs)
         if not task.finished:  # it suspended: a cancel now goes to its asyncio task
             task.atask = atask
 
@@ -355,7 +378,7 @@ class Executor:
         comp, cx = task.comp, task.cx
         payload: Any
         task.stepped = True
-        if cx.cancelled:  # cancelled before it ran: it never starts
+        if _cancelled(cx):  # cancelled before it ran: it never starts
             self._finish(task, _CANCEL_SIGNAL, None)
             return
         try:
@@ -465,7 +488,7 @@ class Executor:
         comp, cx = task.comp, task.cx
         task.stepped = True
         try:
-            if cx.cancelled:  # cancelled before its first step: do not start it
+            if _cancelled(cx):  # cancelled before its first step: do not start it
                 raise asyncio.CancelledError
             data, task.data = task.data, None
             assert data is not None  # taken once
