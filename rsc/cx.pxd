@@ -3,6 +3,8 @@
 
 cimport cython
 
+cdef object _INFINITE
+
 cdef class RemoteCap:
     cdef public object runtime, default_lease_s, budget, token
 

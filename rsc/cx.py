@@ -58,7 +58,7 @@ def next_task_id() -> int:
 
 
 # a global read, not a class attribute lookup per Cx
-_INFINITE: Budget = Budget.INFINITE  # type: ignore[attr-defined]
+_INFINITE: Budget = Budget.INFINITE  # type: ignore[attr-defined]  # (cx.pxd: a C global)
 
 
 class RemoteCap:

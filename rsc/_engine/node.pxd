@@ -16,7 +16,7 @@ cdef Py_ssize_t _RTID, _COMPUTATION, _INPUT, _LEASE_MS, _KEY, _ORIGIN_NODE, _CAP
 cdef tuple _AFTER
 cdef long long _MS, _MIN_LEASE_MS, _MAX_LEASE_MS, _MAX_DEADLINE_MS
 cdef int _KEY_BYTES, _T_SILENCE, _T_BUDGET, _T_RENEW, _E_SEND_ACK_ACCEPTED, _E_SEND_RESULT
-cdef int _OUTCOME_SUCCESS, _OUTCOME_CANCELLED, _MAX_FAILURE_MESSAGE_CHARS
+cdef int _OUTCOME_SUCCESS, _OUTCOME_CANCELLED, _MAX_FAILURE_MESSAGE_CHARS, _SEND, _START
 cdef object _fields, _fingerprint, _spawn_ack, _result_delivery, _RECEIVED, _INIT, _COMPLETED, _TOMBSTONED
 
 cdef class Admission:
@@ -86,6 +86,7 @@ cdef class NodeEngine:
     cpdef _rule_capability_uses(self, origin, tuple f, comp)
     cpdef task_finished(self, NodeTask task, int kind, payload, exec_ns, now)
     cpdef _deliver(self, origin, rtid, tuple outcome, now)
+    @cython.locals(group=RenewalGroup)
     cpdef RenewalGroup _renew_find(self, origin, long long lease_ms)
     @cython.locals(group=RenewalGroup)
     cpdef _renew_add(self, origin, lease_ms, rtid, now)

@@ -153,6 +153,7 @@ _KEY_BYTES, _T_SILENCE, _T_BUDGET, _T_RENEW = KEY_BYTES, T_SILENCE, T_BUDGET, T_
 _E_SEND_ACK_ACCEPTED, _E_SEND_RESULT = E_SEND_ACK_ACCEPTED, E_SEND_RESULT
 _OUTCOME_SUCCESS, _OUTCOME_CANCELLED = OUTCOME_SUCCESS, OUTCOME_CANCELLED
 _MAX_FAILURE_MESSAGE_CHARS = MAX_FAILURE_MESSAGE_CHARS
+_SEND, _START = SEND, START
 
 # What an admission rule decides (the first element of its verdict).
 VERDICT_REJECT, VERDICT_DUPLICATE, VERDICT_TOMBSTONED = 0, 1, 2
@@ -346,7 +347,7 @@ class NodeEngine:
 
     # ------------------------------------------------------------------ utilities
     def _send(self, conn: Any, msg: Message) -> None:
-        self.actions.append((SEND, conn, msg))
+        self.actions.append((_SEND, conn, msg))
 
     def _stamp(self) -> int:
         return self.clock.send()
@@ -708,7 +709,7 @@ class NodeEngine:
             task.deadline_ns = now + budget[0] * _MS
             timers.add(_T_BUDGET, serial, task.deadline_ns)
         self._renew_add(origin, lease, rtid, now)
-        self.actions.append((START, task, None))
+        self.actions.append((_START, task, None))
 
     def _apply_verdict(self, c: _Conn, msg: SpawnRequest, f: tuple, v: tuple, now: int) -> None:
         """Carry out an admission rule's verdict on a spawn that is not admitted."""
@@ -878,18 +879,27 @@ class NodeEngine:
         group.add(rtid)
 
     def _renew_remove(self, origin: str, lease_ms: int, rtid: int) -> None:
+        """Take ``rtid`` out of its renewal group. A group left empty stays
+        (with its timer) until its next renewal time, when ``tick`` drops it
+        if it is still empty: tasks that each end before the next one starts
+        (a no-op at a time) share one group instead of making and dropping
+        one each."""
         group = self._renew_find(origin, lease_ms)
-        if group is not None and group.discard(rtid):
-            del self._renew[(origin, lease_ms)]
-            if self._last_renew is group:
-                self._last_renew = None
-            gid = group.gid
-            del self._renew_group[gid]
-            self.timers.discard(_T_RENEW, gid)
-            for conn in self._origin_conns.get(origin, ()):
-                resync = self._conns[conn].resync
-                if resync:
-                    resync.pop(gid, None)
+        if group is not None:
+            group.discard(rtid)
+
+    def _drop_renew_group(self, group: RenewalGroup) -> None:
+        """Forget an empty renewal group whose renewal time has come (its
+        timer has fired: no deadline is left for it)."""
+        del self._renew[(group.origin, group.lease_ms)]
+        if self._last_renew is group:
+            self._last_renew = None
+        gid = group.gid
+        del self._renew_group[gid]
+        for conn in self._origin_conns.get(group.origin, ()):
+            resync = self._conns[conn].resync
+            if resync:
+                resync.pop(gid, None)
 
     def _send_renewals(self, group: RenewalGroup) -> None:
         """One renewal period of ``group``: to each live connection of its
@@ -923,7 +933,7 @@ class NodeEngine:
         renewal after that, so one connection gets at most two full lists
         per group and period however often it asks."""
         group = self._renew.get((c.origin, lease_ms))  # type: ignore[arg-type]  # after the handshake: origin is set
-        if group is None:
+        if group is None or not group.ids:  # (an empty group is dropped at its next renewal)
             self._send(c.id, LeaseRenewalBatch(self.name, self._stamp(), lease_ms, self.name, []))
             return
         if c.resync is None:
@@ -947,7 +957,10 @@ class NodeEngine:
             if kind == T_RENEW:
                 group = self._renew_group.get(key)
                 if group is None:
-                    continue  # (the group emptied earlier in this tick)
+                    continue
+                if not group.ids:  # emptied since its last renewal: nothing to renew
+                    self._drop_renew_group(group)
+                    continue
                 timers.add(T_RENEW, key, now + group.lease_ms * MS // 3)
                 self._send_renewals(group)
                 continue

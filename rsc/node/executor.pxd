@@ -5,6 +5,10 @@ cimport cython
 
 from rsc.cx cimport Cx
 
+# private module globals a task reads: C globals, not module-dict lookups
+cdef object _AsyncioTask
+cdef int _SUCCESS, _FAILED, _CANCELLED, _PANICKED, _CANCEL_SIGNAL
+
 cdef class _Task:
     cdef public object key, comp, data, on_done, atask, cfuture, thread_ident, grace_timer, job
     cdef public Cx cx
