@@ -30,6 +30,10 @@ cdef class NodeTask(TaskRecord):
     cdef public object key, computation, input, budget, cancel_reason
     cdef public object deadline_ns, origin_region, origin_task, capability, comp
     cdef public long long lease_ms, serial
+    # the executor's fields (rsc.node.executor): one record per task for both
+    cdef public object cx, on_done, atask, cfuture, thread_ident, grace_timer, job, ekey
+    cdef public long long start_ns
+    cdef public bint interrupted, finished, stepped
 
     cdef _init(self, origin, rtid, key, computation, input, lease_ms, budget, origin_region,
                origin_task, capability, serial, comp)

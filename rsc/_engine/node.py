@@ -201,11 +201,18 @@ class TaskRecord:
 
 
 class NodeTask(TaskRecord):
-    """One admitted task on this node (the owner of an idempotency record)."""
+    """One admitted task on this node (the owner of an idempotency record).
+
+    It is also the executor's record of the running computation
+    (``rsc.node.executor``): one object per task for both, so the fields
+    from ``cx`` on belong to the executor, which fills them when the driver
+    starts the task (``input`` is dropped once the computation has it)."""
 
     __slots__ = ("key", "computation", "input", "lease_ms", "budget",
                  "cancel_reason", "serial", "deadline_ns", "origin_region",
-                 "origin_task", "capability", "comp")
+                 "origin_task", "capability", "comp",
+                 "cx", "on_done", "start_ns", "atask", "cfuture", "thread_ident",
+                 "interrupted", "grace_timer", "finished", "stepped", "job", "ekey")
 
     def __init__(self, origin: str, rtid: int, key: bytes, computation: str, input: bytes,  # noqa: A002
                  lease_ms: int, budget: tuple | None, origin_region: int, origin_task: int,
@@ -235,6 +242,16 @@ class NodeTask(TaskRecord):
         self.cancel_reason: tuple | None = None
         self.serial = serial
         self.deadline_ns: int | None = None
+        self.cx: Any = None  # the executor's fields (rsc.node.executor._exec_init)
+        self.on_done: Any = None
+        self.start_ns = 0
+        self.atask: Any = None
+        self.cfuture: Any = None
+        self.thread_ident: int | None = None
+        self.interrupted = self.finished = self.stepped = False
+        self.grace_timer: Any = None
+        self.job: Any = None
+        self.ekey: Any = None
 
     def __repr__(self) -> str:
         return f"NodeTask({self.origin}/{self.rtid} {self.computation} {NodeState(self.state).name})"

@@ -4,21 +4,17 @@ cimport cython
 # rsc/_engine/node.pxd and rsc/_compiled.py).
 
 from rsc.cx cimport Cx
+from rsc._engine.node cimport NodeTask
 
 # private module globals a task reads: C globals, not module-dict lookups
 cdef object _AsyncioTask
 cdef int _SUCCESS, _FAILED, _CANCELLED, _PANICKED, _CANCEL_SIGNAL
 
-cdef class _Task:
-    cdef public object key, comp, data, on_done, atask, cfuture, thread_ident, grace_timer, job
-    cdef public Cx cx
-    cdef public long long start_ns
-    cdef public bint interrupted, finished, stepped
+cdef class _Task(NodeTask):
+    pass
 
-    cdef _init(self, key, comp, data, Cx cx, on_done, start_ns)
-
-@cython.locals(task=_Task)
-cdef _Task _new_task(key, comp, data, Cx cx, on_done, start_ns)
+cdef _exec_init(NodeTask task, key, comp, data, Cx cx, on_done, long long start_ns)
+cdef _key(NodeTask task)
 cdef bint _cancelled(Cx cx)
 
 # the codec's raw-bytes shortcut, shared by the async, inline and sync paths
@@ -35,11 +31,12 @@ cdef class Executor:
     cdef public long long live_tasks
     cdef object __weakref__
 
+    @cython.locals(task=NodeTask)
     cpdef start(self, key, comp, data, cx, on_done)
-    cpdef _start_async(self, _Task task)
-    cpdef _make_ready(self, _Task task)
-    cpdef _step_eagerly(self, _Task task)
-    cpdef _start_process(self, _Task task)
+    cpdef _start_async(self, NodeTask task)
+    cpdef _make_ready(self, NodeTask task)
+    cpdef _step_eagerly(self, NodeTask task)
+    cpdef _start_process(self, NodeTask task)
     cpdef run_ready(self)
-    cpdef _run_inline(self, _Task task)
-    cpdef _finish(self, _Task task, int kind, payload)
+    cpdef _run_inline(self, NodeTask task)
+    cpdef _finish(self, NodeTask task, int kind, payload)
