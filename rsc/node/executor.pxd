@@ -37,6 +37,8 @@ cdef class Executor:
     cpdef _make_ready(self, NodeTask task)
     cpdef _step_eagerly(self, NodeTask task)
     cpdef _start_process(self, NodeTask task)
+    @cython.locals(task=NodeTask, ready=list)
     cpdef run_ready(self)
+    cpdef _first_call(self, NodeTask task)
     cpdef _run_inline(self, NodeTask task)
     cpdef _finish(self, NodeTask task, int kind, payload)
