@@ -228,7 +228,7 @@ class NodeTask(TaskRecord):
         self.rtid = rtid
         self.key = key
         self.computation = computation
-        self.input = input
+        self.input: bytes | None = input  # the executor drops it once the computation has it
         self.lease_ms = lease_ms
         self.budget = budget
         self.origin_region = origin_region

@@ -499,7 +499,8 @@ class NodeServer:
             budget = Budget(task.deadline_ns, b[1], b[2], b[3]) if b is not None else None
         cx = task_cx(task.origin_region, task.origin_task, budget, self.name,
                      None if self.peers is None else self._remote_cap(task))
-        self.executor.start(task, task.comp, task.input, cx, self._on_done_cb)
+        # (the input is there until the executor takes it)
+        self.executor.start(task, task.comp, task.input, cx, self._on_done_cb)  # type: ignore[arg-type]
 
     def _remote_cap(self, task: NodeTask) -> RemoteCap | None:
         """The RemoteCap a computation's Cx holds on a node with peers: this
