@@ -21,6 +21,11 @@ Rules this file keeps (docs/PROTOCOL.md section 7, "Rules the node keeps"):
   cancel or resend; it lives while that record does, at most ``ttl_ns``.
 - Results for an origin with no live connection are held here too
   (``hold``, ``take_held``), each ``ttl_ns`` from when it was held.
+- Kept results have a byte budget (``max_kept_bytes``; each ``complete`` says
+  how many bytes its outcome keeps). Over it, the oldest kept results are
+  replaced by ``dropped_outcome`` (in the records and in what is held for their
+  owner and aliases) until the rest fit; the records stay, so a key is still
+  never run twice, and a duplicate is answered with ``dropped_outcome``.
 
 Implementation (layout in ``_idemtable.pxd``): records are C structs in one
 array with a free list; a key index and an ``(origin, task_id)`` index are open
@@ -445,6 +450,17 @@ cdef class IdemRecord:
             return ()
         return tuple(self._alias_list[:self._n_aliases])
 
+    @property
+    def kept_bytes(self):
+        """The bytes its outcome counts against the table's budget (0 once dropped)."""
+        return self._rec.kept if self._rec.kept > 0 else 0
+
+    @property
+    def result_dropped(self):
+        """Its outcome was dropped for the kept-result budget (``outcome`` is
+        then the table's ``dropped_outcome``)."""
+        return self._rec.kept < 0
+
     def __repr__(self):
         state = f"finished, expires_at={self.expires_at}" if self.finished else "running"
         return (
@@ -471,7 +487,7 @@ cdef class IdemTable:
     shortens a life below the TTL and the expiry queues stay sorted.
 
     Memory: 189 bytes per finished record at 100,000 records (tracemalloc,
-    ``bench/bench_idemtable.py``), all of it C arrays: an 80-byte record, an
+    ``bench/bench_idemtable.py``), all of it C arrays: an 88-byte record, an
     8-byte key slot and a 16-byte task slot at load 0.35..0.7, a 16-byte expiry
     entry, each with power-of-two growth slack, so 130..260 bytes depending on
     where the count falls. Keys and fingerprints are copied, so the caller's
@@ -500,9 +516,18 @@ cdef class IdemTable:
         self._q_len = 0
         self._last_expiry = 0
         self._evict_examined = 0
+        self._max_kept = -1
+        self._kept_total = 0
+        self._results_dropped = 0
+        self._q_passed = 0
 
-    def __init__(self, ttl_ns):
+    def __init__(self, ttl_ns, max_kept_bytes=None, dropped_outcome=None):
+        """``max_kept_bytes``: the budget of kept results' bytes (None: no
+        budget); ``dropped_outcome``: what a record whose result was dropped
+        for it holds instead."""
         self._ttl = _time_arg(ttl_ns, "ttl_ns")
+        self._max_kept = -1 if max_kept_bytes is None else _time_arg(max_kept_bytes, "max_kept_bytes")
+        self._dropped_outcome = dropped_outcome
         self._side_structures()
 
     def _side_structures(self):
@@ -533,6 +558,20 @@ cdef class IdemTable:
     @property
     def ttl_ns(self):
         return self._ttl
+
+    @property
+    def max_kept_bytes(self):
+        return None if self._max_kept < 0 else self._max_kept
+
+    @property
+    def kept_bytes(self):
+        """Bytes of the results the table keeps now (what the budget counts)."""
+        return self._kept_total
+
+    @property
+    def results_dropped(self):
+        """How many results were dropped for the budget since the table was made."""
+        return self._results_dropped
 
     def __len__(self):
         return self._count
@@ -771,6 +810,9 @@ cdef class IdemTable:
                     (idx + 1) | ALIAS_BIT,
                 )
         r = &self._recs[idx]
+        if r.kept > 0:
+            self._kept_total -= r.kept
+        r.kept = 0
         outcome = <object>r.outcome if r.outcome != NULL else None
         _xdecref(r.outcome)  # the reference moves to `outcome`
         r.outcome = NULL
@@ -826,8 +868,13 @@ cdef class IdemTable:
             e = &self._q[self._q_head]
             if self._recs[e.idx].gen == e.gen:
                 return
-            self._q_head = (self._q_head + 1) & self._q_mask
-            self._q_len -= 1
+            self._pop_queue_head()
+
+    cdef void _pop_queue_head(self) noexcept:
+        self._q_head = (self._q_head + 1) & self._q_mask
+        self._q_len -= 1
+        if self._q_passed:
+            self._q_passed -= 1  # the budget's cursor stays on its entry
 
     cdef void _shrink(self) noexcept:
         # After evictions: give memory back once a structure is 1/8 full. The
@@ -927,6 +974,7 @@ cdef class IdemTable:
                 r.f1 = ff[1]
                 r.task_id = tid
                 r.expires_at = -1
+                r.kept = 0
                 _incref(<PyObject*>o)
                 r.origin = <PyObject*>o
                 r.aliases = NULL
@@ -969,9 +1017,11 @@ cdef class IdemTable:
             self._tt_used += 1
             return self._view(idx)
 
-    cpdef complete(self, key, task_id, outcome, now):
+    cpdef complete(self, key, task_id, outcome, now, kept_bytes=0):
         """Store the outcome of the record's task; it expires at ``now + ttl_ns``.
 
+        ``kept_bytes`` is what keeping ``outcome`` counts against the budget;
+        over it, the oldest kept results (this one included) are dropped.
         Returns the aliases to deliver the outcome to, in arrival order (the
         owner is not among them). Raises ``InvalidArgument`` for an unknown key,
         a record already finished, or a ``task_id`` other than the owner's.
@@ -981,6 +1031,7 @@ cdef class IdemTable:
         _prefetch(&self._kt[kh & self._kt_mask])
         cdef uint64_t tid = _task_id_arg(task_id)
         cdef int64_t t = _time_arg(now, "now")
+        cdef int64_t kept = _time_arg(kept_bytes, "kept_bytes")
         cdef uint64_t kk[2]
         cdef bint found
         cdef Py_ssize_t pos
@@ -1020,9 +1071,46 @@ cdef class IdemTable:
         r.expires_at = expires_at
         _incref(<PyObject*>outcome)
         r.outcome = <PyObject*>outcome  # was NULL (running)
-        if r.aliases == NULL:
-            return []
-        return (<list>r.aliases)[:]
+        r.kept = kept
+        aliases = [] if r.aliases == NULL else (<list>r.aliases)[:]
+        if kept:
+            self._kept_total += kept
+            if self._max_kept >= 0 and self._kept_total > self._max_kept:
+                self._drop_oldest_results()
+        return aliases
+
+    cdef int _drop_oldest_results(self) except -1:
+        """Drop kept results, oldest first, until the rest fit the budget.
+
+        The expiry queue is in completion order, so it is the order to drop
+        in; ``_q_passed`` counts the entries at its head already walked past
+        (none of them keeps a result), so each entry is looked at once."""
+        cdef QEntry e
+        cdef Rec* r
+        cdef object old
+        cdef object stand_in = self._dropped_outcome
+        cdef list pairs
+        while self._kept_total > self._max_kept and self._q_passed < self._q_len:
+            e = self._q[(self._q_head + self._q_passed) & self._q_mask]
+            self._q_passed += 1
+            r = &self._recs[e.idx]
+            if r.gen != e.gen or r.kept <= 0:
+                continue
+            self._kept_total -= r.kept
+            self._results_dropped += 1
+            r.kept = -1
+            old = <object>r.outcome
+            _decref(r.outcome)  # `old` holds it now
+            _incref(<PyObject*>stand_in)
+            r.outcome = <PyObject*>stand_in
+            if self._held:
+                pairs = [(<object>r.origin, r.task_id)]
+                if r.aliases != NULL:
+                    pairs.extend(<list>r.aliases)
+                for origin, task_id in pairs:
+                    self._held.replace(origin, task_id, stand_in)
+            old = None  # may run a finalizer; the table is consistent here
+        return 0
 
     cpdef get(self, key):
         """The record for ``key`` (expired but not yet evicted included), or None."""
@@ -1134,6 +1222,10 @@ cdef class IdemTable:
         cdef str o = _origin_arg(origin)
         cdef uint64_t tid = _task_id_arg(task_id)
         cdef int64_t t = _time_arg(now, "now")
+        cdef bint found
+        cdef Py_ssize_t pos = self._tt_find(o, tid, _pair_hash(hash(o), tid), &found)
+        if found and self._recs[(self._tt[pos].ref & ~ALIAS_BIT) - 1].kept < 0:
+            outcome = self._dropped_outcome  # its result is no longer kept: hold what stands in
         self._held.hold(o, tid, outcome, t)
         self._expiry_added(t + self._ttl)
 
@@ -1168,8 +1260,7 @@ cdef class IdemTable:
             if e.expires_at > t:
                 break
             self._prefetch_ahead()
-            self._q_head = (self._q_head + 1) & self._q_mask
-            self._q_len -= 1
+            self._pop_queue_head()
             self._evict_examined += 1
             if self._recs[e.idx].gen != e.gen:
                 continue  # stale: the record was discarded
@@ -1245,6 +1336,8 @@ cdef class IdemTable:
         self._q_mask = MIN_TABLE - 1
         self._q_head = 0
         self._q_len = 0
+        self._q_passed = 0
+        self._kept_total = 0
         self._recs = NULL
         self._rec_cap = 0
         self._free_head = FREE_END
@@ -1271,6 +1364,8 @@ cdef class IdemTable:
             "tombstone_queue": len(self._tombstones.fifo.queue),
             "redeliveries": len(self._redeliveries),
             "held_origins": len(self._held),
+            "kept_bytes": self._kept_total,
+            "results_dropped": self._results_dropped,
             "evict_examined": self._evict_examined + sum(
                 side.fifo.examined for side in (self._tombstones, self._redeliveries, self._held)),
         }

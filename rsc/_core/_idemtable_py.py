@@ -22,6 +22,11 @@ Rules this file keeps (docs/PROTOCOL.md section 7, "Rules the node keeps"):
   (``hold``, ``take_held``), each ``ttl_ns`` from when it was held.
 - Records handed out (``IdemRecord``) are immutable snapshots: a record changes
   by being replaced in the table, never in place.
+- Kept results have a byte budget (``max_kept_bytes``; each ``complete`` says
+  how many bytes its outcome keeps). Over it, the oldest kept results are
+  replaced by ``dropped_outcome`` (in the records and in what is held for their
+  owner and aliases) until the rest fit; the records stay, so a key is still
+  never run twice, and a duplicate is answered with ``dropped_outcome``.
 
 Both twins take the same arguments, raise the same errors and return the same
 results; ``tests/test_idemtable.py`` holds them to it.
@@ -174,7 +179,7 @@ class IdemRecord:
     that arrived while it ran, in arrival order (the owner is not among them).
     """
 
-    __slots__ = ("_aliases", "_expires_at", "_fingerprint", "_key", "_outcome", "_owner")
+    __slots__ = ("_aliases", "_expires_at", "_fingerprint", "_kept", "_key", "_outcome", "_owner")
 
     def __init__(
         self,
@@ -184,6 +189,7 @@ class IdemRecord:
         outcome: Any,
         expires_at: int | None,
         aliases: tuple[tuple[str, int], ...],
+        kept: int = 0,
     ) -> None:
         self._key = key
         self._fingerprint = fingerprint
@@ -191,6 +197,7 @@ class IdemRecord:
         self._outcome = outcome
         self._expires_at = expires_at
         self._aliases = aliases
+        self._kept = kept  # bytes its outcome counts against the budget; -1: dropped
 
     @property
     def dedup(self) -> int:
@@ -229,6 +236,17 @@ class IdemRecord:
     def aliases(self) -> tuple[tuple[str, int], ...]:
         return self._aliases
 
+    @property
+    def kept_bytes(self) -> int:
+        """The bytes its outcome counts against the table's budget (0 once dropped)."""
+        return self._kept if self._kept > 0 else 0
+
+    @property
+    def result_dropped(self) -> bool:
+        """Its outcome was dropped for the kept-result budget (``outcome`` is
+        then the table's ``dropped_outcome``)."""
+        return self._kept < 0
+
     def __repr__(self) -> str:
         state = f"finished, expires_at={self._expires_at}" if self._expires_at is not None else "running"
         return (
@@ -261,8 +279,12 @@ class IdemTable:
 
     __slots__ = (
         "_by_task",
+        "_dropped",
+        "_dropped_outcome",
         "_held",
         "_expiry",
+        "_kept",
+        "_max_kept",
         "_records",
         "_redeliveries",
         "_tombstones",
@@ -271,8 +293,16 @@ class IdemTable:
         "watch",
     )
 
-    def __init__(self, ttl_ns: int) -> None:
+    def __init__(self, ttl_ns: int, max_kept_bytes: int | None = None,
+                 dropped_outcome: Any = None) -> None:
+        """``max_kept_bytes``: the budget of kept results' bytes (None: no
+        budget); ``dropped_outcome``: what a record whose result was dropped
+        for it holds instead."""
         self._ttl = _as_time(ttl_ns, "ttl_ns")
+        self._max_kept = None if max_kept_bytes is None else _as_time(max_kept_bytes, "max_kept_bytes")
+        self._dropped_outcome = dropped_outcome
+        self._kept = 0  # bytes of the results kept now
+        self._dropped = 0  # results dropped for the budget, ever
         self._records: dict[bytes, IdemRecord] = {}
         # (origin, task_id) of every owner and alias present -> the record's key.
         self._by_task: dict[tuple[str, int], bytes] = {}
@@ -295,6 +325,20 @@ class IdemTable:
     @property
     def ttl_ns(self) -> int:
         return self._ttl
+
+    @property
+    def max_kept_bytes(self) -> int | None:
+        return self._max_kept
+
+    @property
+    def kept_bytes(self) -> int:
+        """Bytes of the results the table keeps now (what the budget counts)."""
+        return self._kept
+
+    @property
+    def results_dropped(self) -> int:
+        """How many results were dropped for the budget since the table was made."""
+        return self._dropped
 
     def __len__(self) -> int:
         return len(self._records)
@@ -357,13 +401,18 @@ class IdemTable:
             self._by_task[pair] = key
         return rec
 
-    def complete(self, key: bytes, task_id: int, outcome: Any, now: int) -> list[tuple[str, int]]:
+    def complete(self, key: bytes, task_id: int, outcome: Any, now: int,
+                 kept_bytes: int = 0) -> list[tuple[str, int]]:
         """Store the outcome of the record's task; it expires at ``now + ttl_ns``.
 
+        ``kept_bytes`` is what keeping ``outcome`` counts against the budget;
+        over it, the oldest kept results (this one included) are dropped.
         Returns the aliases to deliver the outcome to, in arrival order (the
         owner is not among them). Raises ``InvalidArgument`` for an unknown key,
         a record already finished, or a ``task_id`` other than the owner's.
         """
+        if type(kept_bytes) is not int or not 0 <= kept_bytes <= _I64_MAX:
+            kept_bytes = _as_time(kept_bytes, "kept_bytes")
         if type(key) is not bytes or len(key) != 16:
             key = _as_key(key, "key")
         if type(task_id) is not int or not 0 <= task_id <= _U64_MAX:
@@ -384,9 +433,36 @@ class IdemTable:
         if not self._noted:
             self._expiry_added(expires_at)
         aliases = rec._aliases
-        rec = IdemRecord(key, rec._fingerprint, rec._owner, outcome, expires_at, aliases)
+        rec = IdemRecord(key, rec._fingerprint, rec._owner, outcome, expires_at, aliases, kept_bytes)
         self._records[key] = rec
+        if kept_bytes:
+            self._kept += kept_bytes
+            if self._max_kept is not None and self._kept > self._max_kept:
+                self._drop_oldest_results()
         return list(aliases)
+
+    def _drop_oldest_results(self) -> None:
+        """Drop kept results, oldest first, until the rest fit the budget.
+
+        The expiry queue is in completion order, so it is the order to drop
+        in; ``passed`` counts the entries at its head already walked past
+        (none of them keeps a result), so each entry is looked at once."""
+        fifo, records = self._expiry, self._records
+        queue, limit = fifo.queue, self._max_kept
+        while self._kept > limit and fifo.passed < len(queue):
+            expires_at, key = queue[fifo.passed]
+            fifo.passed += 1
+            rec = records.get(key)
+            if rec is None or rec._expires_at != expires_at or rec._kept <= 0:
+                continue
+            self._kept -= rec._kept
+            self._dropped += 1
+            outcome = self._dropped_outcome
+            records[key] = IdemRecord(key, rec._fingerprint, rec._owner, outcome, expires_at,
+                                      rec._aliases, -1)
+            if self._held:
+                for origin, task_id in (rec._owner, *rec._aliases):
+                    self._held.replace(origin, task_id, outcome)
 
     def get(self, key: bytes) -> IdemRecord | None:
         """The record for ``key`` (expired but not yet evicted included), or None."""
@@ -448,6 +524,8 @@ class IdemTable:
         return True  # its expiry entry, if any, is now stale
 
     def _unindex(self, rec: IdemRecord) -> None:
+        if rec._kept > 0:
+            self._kept -= rec._kept
         by_task = self._by_task
         del by_task[rec._owner]
         for pair in rec._aliases:
@@ -512,6 +590,9 @@ class IdemTable:
             task_id = _as_task_id(task_id)
         if type(now) is not int or not 0 <= now <= _I64_MAX:
             now = _as_time(now)
+        key = self._by_task.get((origin, task_id))
+        if key is not None and self._records[key]._kept < 0:
+            outcome = self._dropped_outcome  # its result is no longer kept: hold what stands in
         self._held.hold(origin, task_id, outcome, now)
         self._expiry_added(now + self._ttl)
 
@@ -595,6 +676,7 @@ class IdemTable:
         self._records = {}  # once it is consistent (empty), when ``old`` goes
         self._by_task = {}
         self._expiry = ExpiryFifo(self._ttl)
+        self._kept = 0
         self._side_structures()
         del old
 
@@ -608,6 +690,8 @@ class IdemTable:
             "tombstone_queue": len(self._tombstones.fifo.queue),
             "redeliveries": len(self._redeliveries),
             "held_origins": len(self._held),
+            "kept_bytes": self._kept,
+            "results_dropped": self._dropped,
             "evict_examined": self._expiry.examined + sum(
                 side.fifo.examined for side in (self._tombstones, self._redeliveries, self._held)),
         }
