@@ -34,7 +34,7 @@ def K(i: int) -> bytes:
     return i.to_bytes(16, "big")
 
 
-FP = bytes(range(16))
+FP = bytes(range(17))  # a fingerprint: an algorithm tag, then 16 bytes
 
 
 def finish(table: Any, i: int, size: int, now: int = 0, origin: str = "o") -> list:
@@ -241,3 +241,37 @@ def test_journal_replays_through_the_budget(cluster: Any, tmp_path: Path) -> Non
 
     asyncio.run(after())
     assert _lines(counter) == ["t0", "t1", "t2", "t3"]  # nothing ran again after the restart
+
+
+# --- the lab: the oracles with results dropped as soon as they are kept ----------------
+
+
+def test_lab_oracles_hold_when_no_result_is_kept() -> None:
+    """Duplicate frames (one in ten) against nodes that keep no result at
+    all (budget 0): every duplicate spawn is answered from a record whose
+    result was dropped, nothing runs twice (at_most_once) and every spawn
+    still gets exactly one outcome, the real one."""
+    import sys
+
+    from rsc.lab import Lab, LinkProfile, load_scenario
+
+    load_scenario(str(Path(__file__).resolve().parent.parent / "examples" / "lab" / "duplicates.py"))
+    registry = sys.modules["lab_registry"].registry
+
+    async def scenario(lab: Any) -> None:
+        for n in ("n1", "n2"):
+            await lab.start_node(n, registry, max_kept_result_bytes=0)
+        rt = await lab.start_origin("o1")
+        async with rsc.region(rt.cx(seed=lab.seed)) as r:
+            handles = [spawn_remote(r.cx, f"n{1 + i % 2}", "work", [i, lab.random.uniform(0, 0.5)])
+                       for i in range(40)]
+            for i, h in enumerate(handles):
+                assert await h.join() == 2 * i
+
+    dropped = 0
+    for seed in range(4):
+        lab = Lab(seed, network=LinkProfile(latency_s=0.001, jitter_s=0.002, duplicate=0.1))
+        report = lab.run(scenario)
+        assert report.ok, report.format()
+        dropped += sum(node.engine._idem.results_dropped for node in lab.nodes.values())
+    assert dropped >= 4 * 40  # every result was dropped, and the run still held

@@ -23,6 +23,7 @@ cdef struct Rec:
     PyObject* aliases       # owned ref to a list of (str, int) tuples, or NULL
     uint32_t khash          # low 32 bits of the key's hash (probe start, quick compare)
     uint32_t gen            # bumped when the slot is freed; expiry entries carry it
+    unsigned char ftag      # the fingerprint's algorithm tag (its first byte)
 
 
 cdef struct KSlot:

@@ -14,14 +14,31 @@ __all__ = [
     "IdemRecord",
     "IdemTable",
     "fingerprint",
+    "fingerprint_matches",
+    "FP_BLAKE2B",
+    "FP_SHA256",
+    "FP_SHA256_MIN_INPUT",
+    "legacy_fingerprint",
 ]
 
 DEDUP_NEW: Final = 0
 DEDUP_DUPLICATE: Final = 1
 DEDUP_CONFLICT: Final = 2
 
+FP_BLAKE2B: Final = 1
+FP_SHA256: Final = 2
+FP_SHA256_MIN_INPUT: Final = 2048
+
 def fingerprint(computation: str, input: bytes) -> bytes:
-    """BLAKE2b-128 of the length-prefixed (computation, input); stable everywhere."""
+    """17 bytes: an algorithm tag (FP_BLAKE2B under FP_SHA256_MIN_INPUT bytes
+    of input, else FP_SHA256), then a 16-byte digest of the length-prefixed
+    (computation, input); stable everywhere."""
+
+def fingerprint_matches(fp: bytes, computation: str, input: bytes) -> bool:
+    """Whether ``fp`` is (computation, input)'s fingerprint under the algorithm its tag names."""
+
+def legacy_fingerprint(fp: bytes) -> bytes:
+    """A 16-byte fingerprint of an older rsc (BLAKE2b), tagged; a 17-byte one as it is."""
 
 @disjoint_base
 class Decision:

@@ -54,6 +54,8 @@ from libc.string cimport memcpy
 
 cimport cython
 
+import hashlib
+
 from rsc._core.expiring import ExpiringMap, HeldResults
 from rsc.errors import InvalidArgument
 
@@ -77,6 +79,11 @@ __all__ = [
     "IdemRecord",
     "IdemTable",
     "fingerprint",
+    "fingerprint_matches",
+    "FP_BLAKE2B",
+    "FP_SHA256",
+    "FP_SHA256_MIN_INPUT",
+    "legacy_fingerprint",
 ]
 
 DEDUP_NEW = 0
@@ -117,6 +124,14 @@ cdef extern from *:
 cdef object _U64_MAX = (1 << 64) - 1
 cdef object _I64_MAX = (1 << 63) - 1
 cdef bytes _FP_PERSON = b"rsc/idem-fp/v1"
+# The fingerprint's algorithm tags (its first byte) and where SHA-256 takes over
+# (the rules are written out in the pure twin, ``_idemtable_py``).
+FP_BLAKE2B = 1
+FP_SHA256 = 2
+FP_SHA256_MIN_INPUT = 2048
+cdef Py_ssize_t _SHA_MIN = FP_SHA256_MIN_INPUT
+cdef bytes _FP_SHA_PREFIX = b"rsc/idem-fp/v2\x00\x00"
+cdef object _sha256 = hashlib.sha256
 
 
 # --- fingerprint ---------------------------------------------------------------
@@ -227,30 +242,24 @@ for _i, _b in enumerate(_FP_PERSON):
 cdef Py_ssize_t _FP_NOGIL_BYTES = 64 * 1024  # hashing bigger inputs lets other threads run
 
 
-def fingerprint(computation, input):
-    """The 16-byte fingerprint of a request: BLAKE2b-128 of (computation, input).
-
-    Stable across processes, runs and both twins. The encoding is length
-    prefixed (``u64be len(utf8(computation)) | utf8(computation) | u64be
-    len(input) | input``, personalised ``rsc/idem-fp/v1``), so ``("ab", b"c")``
-    and ``("a", b"bc")`` differ.
-    """
-    cdef Py_ssize_t name_len, data_len
-    cdef const char *name
-    cdef const unsigned char *data
-    cdef unsigned char lenbuf[8]
-    cdef unsigned char out[16]
-    cdef rsc_b2b S
+cdef const char *_fp_name(object computation, object input, Py_ssize_t *name_len) except NULL:
     if not isinstance(computation, str):
         raise InvalidArgument(f"computation must be a str, not {type(computation).__name__}")
     if not isinstance(input, bytes):
         raise InvalidArgument(f"input must be bytes, not {type(input).__name__}")
     try:
-        name = PyUnicode_AsUTF8AndSize(computation, &name_len)
+        return PyUnicode_AsUTF8AndSize(computation, name_len)
     except UnicodeEncodeError as exc:
         raise InvalidArgument(f"computation is not valid UTF-8 text: {exc}") from None
-    data = <const unsigned char *>PyBytes_AS_STRING(input)
-    data_len = PyBytes_GET_SIZE(input)
+
+
+cdef bytes _blake2b_fp(const char *name, Py_ssize_t name_len, bytes input):
+    cdef const unsigned char *data = <const unsigned char *>PyBytes_AS_STRING(input)
+    cdef Py_ssize_t data_len = PyBytes_GET_SIZE(input)
+    cdef unsigned char lenbuf[8]
+    cdef unsigned char out[17]
+    cdef rsc_b2b S
+    out[0] = 1  # FP_BLAKE2B
     rsc_b2b_init(&S, 16, _FP_PERSON16)
     rsc_b2b_put_u64be(lenbuf, <uint64_t>name_len)
     rsc_b2b_update(&S, lenbuf, 8)
@@ -260,11 +269,65 @@ def fingerprint(computation, input):
     if data_len >= _FP_NOGIL_BYTES:
         with nogil:  # ``input`` is held by the caller's reference meanwhile
             rsc_b2b_update(&S, data, <size_t>data_len)
-            rsc_b2b_final(&S, out, 16)
+            rsc_b2b_final(&S, out + 1, 16)
     else:
         rsc_b2b_update(&S, data, <size_t>data_len)
-        rsc_b2b_final(&S, out, 16)
-    return PyBytes_FromStringAndSize(<char *>out, 16)
+        rsc_b2b_final(&S, out + 1, 16)
+    return PyBytes_FromStringAndSize(<char *>out, 17)
+
+
+cdef bytes _sha256_fp(const char *name, Py_ssize_t name_len, bytes input):
+    # hashlib's SHA-256 (SHA-NI where the CPU has it) releases the GIL while it
+    # hashes a large input
+    cdef unsigned char lenbuf[8]
+    rsc_b2b_put_u64be(lenbuf, <uint64_t>name_len)
+    head = _FP_SHA_PREFIX + PyBytes_FromStringAndSize(<char *>lenbuf, 8) + PyBytes_FromStringAndSize(name, name_len)
+    rsc_b2b_put_u64be(lenbuf, <uint64_t>PyBytes_GET_SIZE(input))
+    h = _sha256(head + PyBytes_FromStringAndSize(<char *>lenbuf, 8))
+    h.update(input)
+    return b"\x02" + h.digest()[:16]
+
+
+def fingerprint(computation, input):
+    """The 17-byte fingerprint of a request: an algorithm tag, then a 16-byte
+    digest of (computation, input).
+
+    Inputs under ``FP_SHA256_MIN_INPUT`` bytes: ``FP_BLAKE2B`` then BLAKE2b-128
+    (the encoding rsc has always used, personalised ``rsc/idem-fp/v1``);
+    larger ones: ``FP_SHA256`` then the first 16 bytes of SHA-256 (prefixed
+    ``rsc/idem-fp/v2`` and two zero bytes). Both hash the same length-prefixed
+    encoding (``u64be len(utf8(computation)) | utf8(computation) | u64be
+    len(input) | input``), so ``("ab", b"c")`` and ``("a", b"bc")`` differ.
+    Stable across processes, runs and both twins.
+    """
+    cdef Py_ssize_t name_len
+    cdef const char *name = _fp_name(computation, input, &name_len)
+    if PyBytes_GET_SIZE(input) >= _SHA_MIN:
+        return _sha256_fp(name, name_len, input)
+    return _blake2b_fp(name, name_len, input)
+
+
+def fingerprint_matches(fp, computation, input):
+    """Whether ``fp`` (a fingerprint, possibly written by an older rsc) is the
+    fingerprint of (computation, input) under the algorithm its tag names.
+    An unknown tag matches nothing."""
+    cdef Py_ssize_t name_len
+    cdef const char *name = _fp_name(computation, input, &name_len)
+    cdef bytes f = _fp_arg(fp)
+    cdef unsigned char tag = <unsigned char>PyBytes_AS_STRING(f)[0]
+    if tag == 2:  # FP_SHA256
+        return _sha256_fp(name, name_len, input) == f
+    if tag == 1:  # FP_BLAKE2B
+        return _blake2b_fp(name, name_len, input) == f
+    return False
+
+
+def legacy_fingerprint(fp):
+    """The fingerprint an older rsc wrote as 16 untagged bytes (always
+    BLAKE2b-128), tagged; a 17-byte one is returned as it is."""
+    if isinstance(fp, bytes) and len(fp) == 16:
+        return bytes((FP_BLAKE2B,)) + fp
+    return _fp_arg(fp)
 
 
 # --- argument checks: inline fast path for the exact types, slow path else ------
@@ -282,6 +345,21 @@ cdef inline bytes _key_arg(object value, str what):
     if PyBytes_CheckExact(value) and PyBytes_GET_SIZE(value) == 16:
         return <bytes>value
     return _key_slow(value, what)
+
+
+cdef bytes _fp_slow(object value):
+    if not isinstance(value, bytes):
+        raise InvalidArgument(f"fingerprint must be 17 bytes, not {type(value).__name__}")
+    if len(value) != 17:
+        raise InvalidArgument(f"fingerprint must be 17 bytes (an algorithm tag and a 16-byte digest), "
+                              f"not {len(value)}")
+    return bytes(memoryview(value))
+
+
+cdef inline bytes _fp_arg(object value):
+    if PyBytes_CheckExact(value) and PyBytes_GET_SIZE(value) == 17:
+        return <bytes>value
+    return _fp_slow(value)
 
 
 cdef str _origin_slow(object value):
@@ -420,7 +498,10 @@ cdef class IdemRecord:
 
     @property
     def fingerprint(self):
-        return PyBytes_FromStringAndSize(<char*>&self._rec.f0, 16)
+        cdef unsigned char out[17]
+        out[0] = self._rec.ftag
+        memcpy(out + 1, &self._rec.f0, 16)
+        return PyBytes_FromStringAndSize(<char*>out, 17)
 
     @property
     def origin(self):
@@ -477,8 +558,8 @@ cdef class IdemRecord:
 cdef class IdemTable:
     """Idempotency records, their ``(origin, task_id)`` index, and tombstones.
 
-    Times are ints in nanoseconds from one monotonic clock. Keys and
-    fingerprints are ``bytes`` of length 16, origins ``str``, task ids uint64
+    Times are ints in nanoseconds from one monotonic clock. Keys are
+    ``bytes`` of length 16, fingerprints of length 17 (``fingerprint``), origins ``str``, task ids uint64
     ints; anything else raises ``InvalidArgument``, as do a negative time and
     the refusals of ``complete``.
 
@@ -487,7 +568,7 @@ cdef class IdemTable:
     shortens a life below the TTL and the expiry queues stay sorted.
 
     Memory: 189 bytes per finished record at 100,000 records (tracemalloc,
-    ``bench/bench_idemtable.py``), all of it C arrays: an 88-byte record, an
+    ``bench/bench_idemtable.py``), all of it C arrays: a 96-byte record, an
     8-byte key slot and a 16-byte task slot at load 0.35..0.7, a 16-byte expiry
     entry, each with power-of-two growth slack, so 130..260 bytes depending on
     where the count falls. Keys and fingerprints are copied, so the caller's
@@ -939,7 +1020,7 @@ cdef class IdemTable:
         cdef uint32_t kh = _fold(<uint64_t>hash(k))
         # Start loading the key's slot now; the remaining checks overlap it.
         _prefetch(&self._kt[kh & self._kt_mask])
-        cdef bytes f = _key_arg(fingerprint, "fingerprint")
+        cdef bytes f = _fp_arg(fingerprint)
         cdef str o = _origin_arg(origin)
         cdef uint64_t tid = _task_id_arg(task_id)
         _time_arg(now, "now")
@@ -948,7 +1029,8 @@ cdef class IdemTable:
         cdef uint64_t kk[2]
         cdef uint64_t ff[2]
         memcpy(kk, PyBytes_AS_STRING(k), 16)
-        memcpy(ff, PyBytes_AS_STRING(f), 16)
+        memcpy(ff, PyBytes_AS_STRING(f) + 1, 16)
+        cdef unsigned char ftag = <unsigned char>PyBytes_AS_STRING(f)[0]
         cdef bint kfound, tfound
         cdef Py_ssize_t kpos, tpos
         cdef uint32_t idx
@@ -972,6 +1054,7 @@ cdef class IdemTable:
                 r.k1 = kk[1]
                 r.f0 = ff[0]
                 r.f1 = ff[1]
+                r.ftag = ftag
                 r.task_id = tid
                 r.expires_at = -1
                 r.kept = 0
@@ -991,7 +1074,7 @@ cdef class IdemTable:
                 return _NEW
             idx = self._kt[kpos].ref - 1
             r = &self._recs[idx]
-            if r.f0 != ff[0] or r.f1 != ff[1]:
+            if r.f0 != ff[0] or r.f1 != ff[1] or r.ftag != ftag:
                 return _CONFLICT
             if r.task_id == tid and o == <str>r.origin:
                 return self._view(idx)  # a resend by the owner (the common duplicate)

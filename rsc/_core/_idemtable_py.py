@@ -3,7 +3,7 @@
 Rules this file keeps (docs/PROTOCOL.md section 7, "Rules the node keeps"):
 
 - A record is keyed by its 16-byte idempotency key and remembers the request's
-  fingerprint (a hash of computation and input, see ``fingerprint``), its owner
+  fingerprint (a tagged hash of computation and input, see ``fingerprint``), its owner
   ``(origin, task_id)``, its aliases, and once finished its outcome and expiry.
 - ``check_and_record`` decides New / Duplicate / Conflict in one step. A
   duplicate arriving while the task runs becomes an alias; ``complete`` returns
@@ -50,6 +50,11 @@ __all__ = [
     "IdemRecord",
     "IdemTable",
     "fingerprint",
+    "fingerprint_matches",
+    "FP_BLAKE2B",
+    "FP_SHA256",
+    "FP_SHA256_MIN_INPUT",
+    "legacy_fingerprint",
 ]
 
 DEDUP_NEW: Final = 0
@@ -59,34 +64,86 @@ DEDUP_CONFLICT: Final = 2
 _U64_MAX: Final = (1 << 64) - 1
 _I64_MAX: Final = (1 << 63) - 1
 _FP_PERSON: Final = b"rsc/idem-fp/v1"
+_FP_SHA_PREFIX: Final = b"rsc/idem-fp/v2\x00\x00"
+
+# A fingerprint's first byte names its algorithm, so one written by an older
+# rsc (always BLAKE2b, 16 untagged bytes in its journal) is still checked the
+# way it was made. SHA-256 hashes large inputs about twice as fast where the
+# CPU has SHA instructions, but costs a hashlib object per call, which small
+# inputs (most spawns) do not repay: under FP_SHA256_MIN_INPUT bytes the
+# compiled BLAKE2b is cheaper (bench/bench_payload.py, docs/DESIGN.md).
+FP_BLAKE2B: Final = 1
+FP_SHA256: Final = 2
+FP_SHA256_MIN_INPUT: Final = 2048
 
 
 # --- fingerprint ---------------------------------------------------------------
 
 
-def fingerprint(computation: str, input: bytes) -> bytes:  # noqa: A002 - the wire field's name
-    """The 16-byte fingerprint of a request: BLAKE2b-128 of (computation, input).
-
-    Stable across processes, runs and both twins. The encoding is length
-    prefixed (``u64be len(utf8(computation)) | utf8(computation) | u64be
-    len(input) | input``, personalised ``rsc/idem-fp/v1``), so ``("ab", b"c")``
-    and ``("a", b"bc")`` differ.
-    """
+def _fp_name(computation: object, input: object) -> bytes:  # noqa: A002
     if not isinstance(computation, str):
         raise InvalidArgument(f"computation must be a str, not {type(computation).__name__}")
     if not isinstance(input, bytes):
         raise InvalidArgument(f"input must be bytes, not {type(input).__name__}")
     try:
-        name = computation.encode("utf-8")
+        return computation.encode("utf-8")
     except UnicodeEncodeError as exc:
         raise InvalidArgument(f"computation is not valid UTF-8 text: {exc}") from None
-    h = hashlib.blake2b(
-        len(name).to_bytes(8, "big") + name + len(input).to_bytes(8, "big"),
-        digest_size=16,
-        person=_FP_PERSON,
-    )
+
+
+def _encoding_head(name: bytes, input: bytes) -> bytes:  # noqa: A002
+    return len(name).to_bytes(8, "big") + name + len(input).to_bytes(8, "big")
+
+
+def _blake2b_fp(name: bytes, input: bytes) -> bytes:  # noqa: A002
+    h = hashlib.blake2b(_encoding_head(name, input), digest_size=16, person=_FP_PERSON)
     h.update(input)
-    return h.digest()
+    return bytes((FP_BLAKE2B,)) + h.digest()
+
+
+def _sha256_fp(name: bytes, input: bytes) -> bytes:  # noqa: A002
+    h = hashlib.sha256(_FP_SHA_PREFIX + _encoding_head(name, input))
+    h.update(input)
+    return bytes((FP_SHA256,)) + h.digest()[:16]
+
+
+def fingerprint(computation: str, input: bytes) -> bytes:  # noqa: A002 - the wire field's name
+    """The 17-byte fingerprint of a request: an algorithm tag, then a 16-byte
+    digest of (computation, input).
+
+    Inputs under ``FP_SHA256_MIN_INPUT`` bytes: ``FP_BLAKE2B`` then BLAKE2b-128
+    (the encoding rsc has always used, personalised ``rsc/idem-fp/v1``);
+    larger ones: ``FP_SHA256`` then the first 16 bytes of SHA-256 (prefixed
+    ``rsc/idem-fp/v2`` and two zero bytes). Both hash the same length-prefixed
+    encoding (``u64be len(utf8(computation)) | utf8(computation) | u64be
+    len(input) | input``), so ``("ab", b"c")`` and ``("a", b"bc")`` differ.
+    Stable across processes, runs and both twins.
+    """
+    name = _fp_name(computation, input)
+    if len(input) >= FP_SHA256_MIN_INPUT:
+        return _sha256_fp(name, input)
+    return _blake2b_fp(name, input)
+
+
+def fingerprint_matches(fp: bytes, computation: str, input: bytes) -> bool:  # noqa: A002
+    """Whether ``fp`` (a fingerprint, possibly written by an older rsc) is the
+    fingerprint of (computation, input) under the algorithm its tag names.
+    An unknown tag matches nothing."""
+    name = _fp_name(computation, input)
+    fp = _as_fingerprint(fp)
+    if fp[0] == FP_SHA256:
+        return _sha256_fp(name, input) == fp
+    if fp[0] == FP_BLAKE2B:
+        return _blake2b_fp(name, input) == fp
+    return False
+
+
+def legacy_fingerprint(fp: bytes) -> bytes:
+    """The fingerprint an older rsc wrote as 16 untagged bytes (always
+    BLAKE2b-128), tagged; a 17-byte one is returned as it is."""
+    if isinstance(fp, bytes) and len(fp) == 16:
+        return bytes((FP_BLAKE2B,)) + fp
+    return _as_fingerprint(fp)
 
 
 # --- argument checks (slow paths; the hot paths test the common case inline) ----
@@ -98,6 +155,15 @@ def _as_key(value: object, what: str) -> bytes:
     if len(value) != 16:
         raise InvalidArgument(f"{what} must be 16 bytes, not {len(value)}")
     return bytes(memoryview(value))  # a bytes subclass is stored as plain bytes
+
+
+def _as_fingerprint(value: object) -> bytes:
+    if not isinstance(value, bytes):
+        raise InvalidArgument(f"fingerprint must be 17 bytes, not {type(value).__name__}")
+    if len(value) != 17:
+        raise InvalidArgument(f"fingerprint must be 17 bytes (an algorithm tag and a 16-byte digest), "
+                              f"not {len(value)}")
+    return bytes(memoryview(value))
 
 
 def _as_origin(value: object) -> str:
@@ -261,8 +327,8 @@ class IdemRecord:
 class IdemTable:
     """Idempotency records, their ``(origin, task_id)`` index, and tombstones.
 
-    Times are ints in nanoseconds from one monotonic clock. Keys and
-    fingerprints are ``bytes`` of length 16, origins ``str``, task ids uint64
+    Times are ints in nanoseconds from one monotonic clock. Keys are
+    ``bytes`` of length 16, fingerprints of length 17 (``fingerprint``), origins ``str``, task ids uint64
     ints; anything else raises ``InvalidArgument``, as do a negative time and
     the refusals of ``complete``.
 
@@ -374,8 +440,8 @@ class IdemTable:
         """
         if type(key) is not bytes or len(key) != 16:
             key = _as_key(key, "key")
-        if type(fingerprint) is not bytes or len(fingerprint) != 16:
-            fingerprint = _as_key(fingerprint, "fingerprint")
+        if type(fingerprint) is not bytes or len(fingerprint) != 17:
+            fingerprint = _as_fingerprint(fingerprint)
         if type(origin) is not str:
             origin = _as_origin(origin)
         if type(task_id) is not int or not 0 <= task_id <= _U64_MAX:

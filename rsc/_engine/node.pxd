@@ -14,7 +14,7 @@ from rsc._engine.renewal cimport RenewalGroup
 cdef Py_ssize_t _RTID, _COMPUTATION, _INPUT, _LEASE_MS, _KEY, _ORIGIN_NODE, _CAPABILITY
 # private module globals a task reads: C globals, not module-dict lookups
 cdef tuple _AFTER, _OUTCOME_COUNTERS
-cdef object _fields, _fingerprint, _spawn_ack, _result_delivery, _RECEIVED, _INIT, _COMPLETED, _TOMBSTONED
+cdef object _fields, _fingerprint, _fingerprint_matches, _spawn_ack, _result_delivery, _RECEIVED, _INIT, _COMPLETED, _TOMBSTONED
 
 cdef class Admission:
     cpdef find(self, computation)

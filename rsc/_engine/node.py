@@ -122,6 +122,7 @@ _fields = _envelope.fields
 # Module attributes bound once: `_idem.fingerprint` in a hot path would be an
 # attribute lookup on the module every call, a global is a cached read.
 _fingerprint = _idem.fingerprint
+_fingerprint_matches = _idem.fingerprint_matches
 
 MIN_LEASE_MS = 100
 MAX_LEASE_MS = (1 << 32) - 1  # ~49.7 days; longer leases cannot be tracked as deadlines
@@ -550,7 +551,7 @@ class NodeEngine:
                     f"task {origin}/{f[_RTID]} is already held under another idempotency key", None)
         rec = self._idem.get(held_key)
         assert rec is not None  # key_of named it
-        if rec.fingerprint != _fingerprint(f[_COMPUTATION], f[_INPUT]):
+        if not _fingerprint_matches(rec.fingerprint, f[_COMPUTATION], f[_INPUT]):
             return (VERDICT_REJECT, REJECT_IDEMPOTENCY_CONFLICT,
                     "resend of a task with a different computation or input", None)
         return (VERDICT_DUPLICATE, rec, True)
@@ -568,7 +569,7 @@ class NodeEngine:
         rec = self._idem.get(f[_KEY])
         if rec is None:
             return None
-        if rec.fingerprint != _fingerprint(f[_COMPUTATION], f[_INPUT]):
+        if not _fingerprint_matches(rec.fingerprint, f[_COMPUTATION], f[_INPUT]):
             return (VERDICT_REJECT, REJECT_IDEMPOTENCY_CONFLICT,
                     "idempotency key reused for a different computation or input", None)
         return (VERDICT_DUPLICATE, rec, False)
