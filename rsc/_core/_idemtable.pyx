@@ -289,16 +289,10 @@ cdef bytes _sha256_fp(const char *name, Py_ssize_t name_len, bytes input):
 
 
 def fingerprint(computation, input):
-    """The 17-byte fingerprint of a request: an algorithm tag, then a 16-byte
-    digest of (computation, input).
-
-    Inputs under ``FP_SHA256_MIN_INPUT`` bytes: ``FP_BLAKE2B`` then BLAKE2b-128
-    (the encoding rsc has always used, personalised ``rsc/idem-fp/v1``);
-    larger ones: ``FP_SHA256`` then the first 16 bytes of SHA-256 (prefixed
-    ``rsc/idem-fp/v2`` and two zero bytes). Both hash the same length-prefixed
-    encoding (``u64be len(utf8(computation)) | utf8(computation) | u64be
-    len(input) | input``), so ``("ab", b"c")`` and ``("a", b"bc")`` differ.
-    Stable across processes, runs and both twins.
+    """The 17-byte fingerprint of a request: an algorithm tag (``FP_BLAKE2B``
+    under ``FP_SHA256_MIN_INPUT`` bytes of input, else ``FP_SHA256``), then a
+    16-byte digest of (computation, input); the encoding is written out in
+    ``rsc._core._idemtable_py.fingerprint``, which gives the same bytes.
     """
     cdef Py_ssize_t name_len
     cdef const char *name = _fp_name(computation, input, &name_len)

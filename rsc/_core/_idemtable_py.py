@@ -515,6 +515,7 @@ class IdemTable:
         (none of them keeps a result), so each entry is looked at once."""
         fifo, records = self._expiry, self._records
         queue, limit = fifo.queue, self._max_kept
+        assert limit is not None  # called only under a budget
         while self._kept > limit and fifo.passed < len(queue):
             expires_at, key = queue[fifo.passed]
             fifo.passed += 1
