@@ -17,7 +17,7 @@ cdef tuple _AFTER
 cdef long long _MS, _MIN_LEASE_MS, _MAX_LEASE_MS, _MAX_DEADLINE_MS
 cdef int _KEY_BYTES, _T_SILENCE, _T_BUDGET, _T_RENEW, _E_SEND_ACK_ACCEPTED, _E_SEND_RESULT
 cdef int _OUTCOME_SUCCESS, _OUTCOME_CANCELLED, _MAX_FAILURE_MESSAGE_CHARS, _SEND, _START
-cdef object _fields, _fingerprint, _spawn_ack, _result_delivery, _RECEIVED, _INIT, _COMPLETED, _TOMBSTONED
+cdef object _fields, _fingerprint, _fingerprint_matches, _spawn_ack, _result_delivery, _RECEIVED, _INIT, _COMPLETED, _TOMBSTONED
 
 cdef class Admission:
     cpdef find(self, computation)
@@ -49,7 +49,7 @@ cdef class _Conn:
 cdef class NodeEngine:
     cdef public Admission admission
     cdef public object name, key, capacity, max_input_bytes, ttl_ns
-    cdef public object max_result_bytes, capabilities
+    cdef public object max_result_bytes, max_kept_result_bytes, capabilities
     cdef public LamportClock clock
     cdef public object _entropy, _stats, _trace
     cdef public list actions

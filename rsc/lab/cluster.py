@@ -145,6 +145,7 @@ class Lab(Faults):
                         tag=node.tag, key=node.engine.key)
         rt.clock = node.clock  # one process, one clock: a skew or pause of the node is its too
         self._use_origin_engine(rt)
+        rt.engine.clock = node.engine.clock  # one process, one Lamport clock (as NodeServer does)
         rt.attach()
         self.nested.append(rt)
         self._client_lamport[name] = rt._lamport
@@ -284,6 +285,6 @@ def _rebuilt_engine(cls: type, old: Any) -> Any:
     """A node engine of class ``cls`` with the production engine's settings."""
     new = cls(old.name, old.admission, capacity=old.capacity, max_input_bytes=old.max_input_bytes,
               ttl_ns=old.ttl_ns, key=old.key, entropy=old._entropy, stats=old._stats,
-              trace=old._trace)
+              trace=old._trace, max_kept_result_bytes=old.max_kept_result_bytes)
     new.features["instance"] = old.features["instance"]
     return new
