@@ -167,7 +167,7 @@ _TOMBSTONED_VERDICT = (VERDICT_TOMBSTONED,)
 def _kept_bytes(outcome: tuple) -> int:
     """What keeping a finished outcome counts against the kept-result budget:
     the length of its output or message (a cancel's reason counts nothing)."""
-    return 0 if outcome[0] == OUTCOME_CANCELLED else len(outcome[1])
+    return 0 if outcome[0] == _OUTCOME_CANCELLED else len(outcome[1])
 
 
 class Admission:
