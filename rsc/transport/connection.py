@@ -5,8 +5,14 @@ Incoming bytes go through the envelope's streaming FrameDecoder; the messages
 decoded from one read are handed to ``on_messages`` together, so a driver does
 its bookkeeping once per read rather than once per message. A decode error is handed to
 ``on_protocol_error`` (which answers ERROR and closes this connection only).
-Outgoing messages queued in one loop iteration leave in one ``write`` (in
-writes of FLUSH_FRAMES frames when a burst queues more). A message with a
+The first message sent in a loop iteration is written at once: a request
+sent on an idle connection leaves with no delay, not a loop turn later (when
+the peer does not keep up, the transport only adds it to what it holds).
+The messages sent after it in the same iteration are queued and leave
+together in one ``write`` at the end of the iteration (in writes of
+FLUSH_FRAMES frames when a burst queues more), so a burst costs one write
+more than it would fully coalesced, and each message of a lone request none
+of the wait. A message with a
 large ``bytes`` value (an input or a result of 64 KiB or more) is written at
 once, after what is queued, as the parts ``encode_frame_parts`` returns, so
 the value itself goes to the transport without being copied into a frame;
@@ -32,6 +38,10 @@ from rsc.errors import ProtocolError
 
 
 FLUSH_FRAMES = 256  # queued frames that are written at once, without waiting for the loop turn's end
+# The first frame of a loop turn is written at once (see ``send``). False
+# queues it too, as every frame after it: the fewest writes, each frame a
+# loop turn later (what a comparison of the two measures).
+WRITE_FIRST_AT_ONCE = True
 # With pause_reading_on_backlog: the bytes a connection's transport may hold
 # unsent before the connection stops reading. With the transports' default
 # (64 KiB) one result of 64 KiB or more stopped reading until the peer had
@@ -192,22 +202,29 @@ class FramedConnection:
 
     # -- sending --------------------------------------------------------------------
     def send(self, msg: Message) -> None:
-        """Queue one message; queued messages leave together at the end of this
-        loop turn, or as soon as FLUSH_FRAMES are queued: a burst of spawns then
-        reaches the peer while the rest are still being made, so both ends work
-        at once instead of one waiting for the other's whole batch."""
+        """Send one message. The first one of a loop turn is written at once
+        (latency: a lone request waits for nothing); those after it in the
+        same turn are queued and leave together at the end of the turn, or as
+        soon as FLUSH_FRAMES are queued (throughput: a burst of spawns costs
+        a few writes, and reaches the peer while the rest are still being
+        made, so both ends work at once)."""
         if self._closing:
             return
         frame = self._encode_frame(msg)
         if type(frame) is tuple:
             self._write_parts(frame)
             return
-        pending = self._pending
-        pending.append(frame)  # type: ignore[arg-type]  # bytes: a tuple returned above
         if not self._flush_scheduled:
+            # The turn's first frame: nothing is queued before it (a flush
+            # empties the queue and ends the turn's coalescing together).
             self._flush_scheduled = True
             self._loop.call_soon(self.flush)  # type: ignore[union-attr]
-        elif len(pending) >= FLUSH_FRAMES:
+            if WRITE_FIRST_AT_ONCE and self.transport is not None:
+                self.transport.write(frame)
+                return
+        pending = self._pending
+        pending.append(frame)  # type: ignore[arg-type]  # bytes: a tuple returned above
+        if len(pending) >= FLUSH_FRAMES:
             self._write_pending()
 
     def flush(self) -> None:
