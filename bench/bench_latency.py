@@ -19,22 +19,29 @@ For rsc and each peer, in the ``latency`` group:
 ``<who>.lat.50``, ``<who>.lat.90``
     Open loop at 50% and 90% of that maximum rate for ``LOAD_S`` seconds.
 
-rsc runs ``noop`` on one node from one origin (this process, uvloop). Its
-sender is a coroutine that yields to the loop between sends with
-``asyncio.sleep(0)`` rather than sleeping on a timer, because the loop's
-timers have 1 ms resolution (libuv), which would delay most sends by up to
-a millisecond; completions are noticed in the same pass (``is_finished()``).
-Before its open-loop runs this process calls ``gc.collect()`` and
-``gc.freeze()`` (undone afterwards), as a node does after start-up.
-Peers (``ProcessPoolExecutor(2)``, ``multiprocessing.Pool(2)``, Dask, Ray
-when installed) are driven from a thread that sleeps until each send is due;
-their completion times are taken by a done-callback in the peer's own
-result thread.
+Every open-loop run has the same sender (``pace``): a thread of its own that
+sleeps until the next request is due (with a 1 us timer slack instead of
+Linux's 50 us) and then hands over every request due by then. rsc runs
+``noop`` on one node from one origin (this process, uvloop): the sender hands
+the requests to the loop with ``call_soon_threadsafe``, the loop spawns them,
+and one coroutine awaits the handles in order (``await h.join()``) and takes
+the time when each returns, so the loop sleeps in its poll between requests
+and a result counts when an awaiting coroutine would see it: what a service
+that receives requests and spawns them sees. Before its open-loop runs this
+process calls ``gc.collect()`` and ``gc.freeze()`` (undone afterwards), as a
+node does after start-up. ``rsc.lat.50.spin`` is the same 50% run with the
+sender this benchmark had before, for comparison: a coroutine on the loop
+that yields with ``asyncio.sleep(0)`` between passes and polls
+``is_finished()``, so the loop never sleeps and the origin holds a core all
+the time, competing with the node it measures. Peers (``ProcessPoolExecutor(2)``,
+``multiprocessing.Pool(2)``, Dask, Ray when installed) are submitted to from
+the sender thread itself; their completion times are taken by a
+done-callback in the peer's own result thread.
 
 ``extra_info``: ``p50_us``, ``p99_us``, ``p999_us``, ``max_us``, ``samples``,
 ``rate`` (offered, per second), ``achieved`` (completions per second) and
-``send_lag_p99_us`` (how late the sender itself sent, p99: what the harness
-adds); for rsc also the origin's garbage-collector passes during the run
+``send_lag_p99_us`` (how late the sender thread handed requests over, p99:
+what the harness adds); for rsc also the origin's garbage-collector passes during the run
 (``gc_passes``, ``gc_total_ms``, ``gc_longest_us``). The report judges rsc's p99 at 50% load against five times its
 unloaded p50.
 """

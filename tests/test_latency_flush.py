@@ -22,7 +22,7 @@ import pytest
 import uvloop
 
 from rsc._core import envelope
-from rsc._core.messages import Ping
+from rsc._core.messages import Ping, Pong
 from rsc.errors import ProtocolError
 from rsc.transport import connection as compiled_connection
 from rsc.transport.address import Address
@@ -130,6 +130,38 @@ def test_frames_after_the_first_of_a_turn_leave_together_at_the_turns_end(
             await asyncio.sleep(0)
             await asyncio.sleep(0)
             assert decoder.feed(recv_now(theirs)) == [ping(n) for n in range(2, 6)]
+        finally:
+            transport.close()
+            await asyncio.sleep(0)
+            theirs.close()
+
+    run_on(loop_name, main())
+
+
+@pytest.mark.parametrize("loop_name", sorted(LOOPS))
+def test_replies_to_one_read_leave_together_when_its_handling_returns(
+        conn_mod: ModuleType, loop_name: str) -> None:
+    """A node answering a read of three PINGs: the three PONGs are on the
+    socket, in one write, when the connection's data_received returns (not
+    the first alone, not at the end of the loop turn)."""
+
+    def answer(conn: Any, msgs: list[Any]) -> None:
+        for m in msgs:
+            conn.send(Pong("node", 2, m.nonce))
+
+    async def main() -> None:
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        theirs.setblocking(False)
+        loop = asyncio.get_running_loop()
+        transport, conn = await loop.connect_accepted_socket(
+            lambda: conn_mod.FramedConnection(on_messages=answer, on_protocol_error=_never,
+                                              on_close=lambda c, exc: None), ours)
+        try:
+            await asyncio.sleep(0)
+            # what the transport does when three frames arrive in one read
+            conn.data_received(b"".join(envelope.encode_frame(ping(n)) for n in (1, 2, 3)))
+            got = recv_now(theirs)
+            assert envelope.FrameDecoder(1 << 20).feed(got) == [Pong("node", 2, n) for n in (1, 2, 3)]
         finally:
             transport.close()
             await asyncio.sleep(0)

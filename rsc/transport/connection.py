@@ -5,14 +5,16 @@ Incoming bytes go through the envelope's streaming FrameDecoder; the messages
 decoded from one read are handed to ``on_messages`` together, so a driver does
 its bookkeeping once per read rather than once per message. A decode error is handed to
 ``on_protocol_error`` (which answers ERROR and closes this connection only).
-The first message sent in a loop iteration is written at once: a request
-sent on an idle connection leaves with no delay, not a loop turn later (when
-the peer does not keep up, the transport only adds it to what it holds).
-The messages sent after it in the same iteration are queued and leave
-together in one ``write`` at the end of the iteration (in writes of
-FLUSH_FRAMES frames when a burst queues more), so a burst costs one write
-more than it would fully coalesced, and each message of a lone request none
-of the wait. A message with a
+When messages are written: the replies sent while the messages of one read
+are handled (inside ``on_messages``) leave together in one ``write`` as soon
+as that handling returns. Otherwise the first message sent in a loop
+iteration is written at once: a request sent on an idle connection leaves
+with no delay, not a loop turn later (when the peer does not keep up, the
+transport only adds it to what it holds). The messages sent after those in
+the same iteration are queued and leave together in one ``write`` at the end
+of the iteration (in writes of FLUSH_FRAMES frames when a burst queues more),
+so a burst costs one write more than it would fully coalesced, and a lone
+request or reply waits for nothing. A message with a
 large ``bytes`` value (an input or a result of 64 KiB or more) is written at
 once, after what is queued, as the parts ``encode_frame_parts`` returns, so
 the value itself goes to the transport without being copied into a frame;
@@ -93,6 +95,7 @@ class FramedConnection:
         self._encode_frame = envelope.encode_frame_parts
         self._pending: list[bytes] = []
         self._flush_scheduled = False
+        self._replying = False  # inside on_messages: what is sent is held until it returns
         self._closing = False
         self.transport: asyncio.Transport | None = None
         self.closed: asyncio.Future[None] | None = None
@@ -131,7 +134,12 @@ class FramedConnection:
             return
         if msgs:
             self._progress += 1
-            self._on_messages(self, msgs)
+            self._replying = True
+            try:
+                self._on_messages(self, msgs)
+            finally:
+                self._replying = False
+            self._write_pending()  # the replies to this read, together, now
 
     def eof_received(self) -> bool | None:
         """asyncio protocol callback: the peer closed its end; close ours."""
@@ -202,12 +210,14 @@ class FramedConnection:
 
     # -- sending --------------------------------------------------------------------
     def send(self, msg: Message) -> None:
-        """Send one message. The first one of a loop turn is written at once
-        (latency: a lone request waits for nothing); those after it in the
-        same turn are queued and leave together at the end of the turn, or as
-        soon as FLUSH_FRAMES are queued (throughput: a burst of spawns costs
-        a few writes, and reaches the peer while the rest are still being
-        made, so both ends work at once)."""
+        """Send one message. Inside ``on_messages`` it is held and leaves
+        with the other replies to that read when the handler returns.
+        Otherwise the first one of a loop turn is written at once (latency: a
+        lone request waits for nothing); those after it in the same turn are
+        queued and leave together at the end of the turn, or as soon as
+        FLUSH_FRAMES are queued (throughput: a burst of spawns costs a few
+        writes, and reaches the peer while the rest are still being made, so
+        both ends work at once)."""
         if self._closing:
             return
         frame = self._encode_frame(msg)
@@ -219,7 +229,7 @@ class FramedConnection:
             # empties the queue and ends the turn's coalescing together).
             self._flush_scheduled = True
             self._loop.call_soon(self.flush)  # type: ignore[union-attr]
-            if WRITE_FIRST_AT_ONCE and self.transport is not None:
+            if WRITE_FIRST_AT_ONCE and not self._replying and self.transport is not None:
                 self.transport.write(frame)
                 return
         pending = self._pending
