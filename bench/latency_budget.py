@@ -320,7 +320,7 @@ def run(args: argparse.Namespace) -> None:
 
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     for policy in args.write:
-        connection.WRITE_FIRST_AT_ONCE = policy == "first"
+        connection.WRITE_AT_ONCE = policy == "now"
         tmp = tempfile.mkdtemp(prefix="rsc-budget-")
         address, out = f"unix:{tmp}/node.sock", f"{tmp}/stamps"
         node = subprocess.Popen([sys.executable, "-m", "bench.latency_budget", "--node", address, out,
@@ -343,7 +343,7 @@ def run(args: argparse.Namespace) -> None:
         os.unlink(out)
         os.rmdir(tmp)
         table = [(name, budget(reqs, o.writes, n_reads, n_writes)) for name, reqs, _ in rows]
-        print(f"\nwrites: {'first frame of a turn at once' if policy == 'first' else 'at the end of the turn'}"
+        print(f"\nwrites: {'at once (now)' if policy == 'now' else 'at the end of the turn (turn)'}"
               f"; load average {os.getloadavg()[0]:.2f}; origin gc {'frozen' if args.freeze else 'as is'}")
         show(table)
         for name, reqs, cpu in rows:
@@ -390,7 +390,8 @@ async def measure(args: argparse.Namespace, address: str, node_pid: int) -> tupl
         rows.append(("unloaded", reqs, cpu))
         await max_rate(o, 10_000)  # warm-up
         rate = max([await max_rate(o, 10_000) for _ in range(3)])
-        print(f"maximum rate {rate:,.0f}/s")
+        print(f"maximum rate {rate:,.0f}/s" + (f" (loads are of {args.rate:,.0f}/s)" if args.rate else ""))
+        rate = args.rate or rate
         for sender in args.sender:
             for load in args.load:
                 reqs = o.new_run()
@@ -413,20 +414,23 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--node", nargs=2, metavar=("ADDRESS", "OUT"), help=argparse.SUPPRESS)
     p.add_argument("--load", type=int, nargs="*", default=[50], help="percent of the maximum rate")
+    p.add_argument("--rate", type=float, default=0.0,
+                   help="the 100%% rate, per second (default: the maximum rate measured)")
     p.add_argument("--seconds", type=float, default=2.0, help="length of each open-loop run")
     p.add_argument("--unloaded", type=int, default=2000, help="requests one at a time")
     p.add_argument("--sender", choices=("spin", "thread"), nargs="*", default=["thread", "spin"],
                    help="thread: bench_latency.py's sender; spin: the one it had before")
-    p.add_argument("--write", choices=("first", "turn"), nargs="*", default=["first"],
-                   help="first: the first frame of a loop turn is written at once (rsc's "
-                        "policy); turn: every frame waits for the turn's end (before)")
+    p.add_argument("--write", choices=("now", "turn"), nargs="*", default=["now"],
+                   help="now: replies when their read is handled, else the first frame of a "
+                        "loop turn at once (rsc's policy); turn: every frame waits for the "
+                        "turn's end (rsc's policy before)")
     p.add_argument("--no-freeze", dest="freeze", action="store_false",
                    help="leave the origin's collector as it is during the open-loop runs")
     args = p.parse_args()
     if args.node:
         from rsc.transport import connection
 
-        connection.WRITE_FIRST_AT_ONCE = args.write == ["first"]
+        connection.WRITE_AT_ONCE = args.write == ["now"]
         node_main(*args.node)
     else:
         run(args)

@@ -40,10 +40,11 @@ from rsc.errors import ProtocolError
 
 
 FLUSH_FRAMES = 256  # queued frames that are written at once, without waiting for the loop turn's end
-# The first frame of a loop turn is written at once (see ``send``). False
-# queues it too, as every frame after it: the fewest writes, each frame a
-# loop turn later (what a comparison of the two measures).
-WRITE_FIRST_AT_ONCE = True
+# Replies to a read leave when its handling returns, and the first frame of a
+# loop turn at once (see ``send``). False queues every frame until the end of
+# the loop turn: the fewest writes, each frame a loop turn later (rsc's
+# policy before; what a comparison of the two measures).
+WRITE_AT_ONCE = True
 # With pause_reading_on_backlog: the bytes a connection's transport may hold
 # unsent before the connection stops reading. With the transports' default
 # (64 KiB) one result of 64 KiB or more stopped reading until the peer had
@@ -139,7 +140,8 @@ class FramedConnection:
                 self._on_messages(self, msgs)
             finally:
                 self._replying = False
-            self._write_pending()  # the replies to this read, together, now
+            if WRITE_AT_ONCE:
+                self._write_pending()  # the replies to this read, together, now
 
     def eof_received(self) -> bool | None:
         """asyncio protocol callback: the peer closed its end; close ours."""
@@ -229,7 +231,7 @@ class FramedConnection:
             # empties the queue and ends the turn's coalescing together).
             self._flush_scheduled = True
             self._loop.call_soon(self.flush)  # type: ignore[union-attr]
-            if WRITE_FIRST_AT_ONCE and not self._replying and self.transport is not None:
+            if WRITE_AT_ONCE and not self._replying and self.transport is not None:
                 self.transport.write(frame)
                 return
         pending = self._pending
