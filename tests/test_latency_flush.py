@@ -84,58 +84,62 @@ def recv_now(sock: socket.socket) -> bytes:
         return b""
 
 
+def on_socket(loop_name: str, make: Callable[[], Any],
+              body: Callable[[Any, socket.socket], Coroutine[Any, Any, None]]) -> None:
+    """Run ``body(conn, theirs)`` on ``loop_name``: ``conn = make()`` is the
+    protocol of one end of a real Unix socket pair, connected and idle;
+    ``theirs`` is the other end, a plain non-blocking socket."""
+
+    async def main() -> None:
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        theirs.setblocking(False)
+        transport, conn = await asyncio.get_running_loop().connect_accepted_socket(make, ours)
+        try:
+            await asyncio.sleep(0)  # connected, idle
+            await body(conn, theirs)
+        finally:
+            transport.close()
+            await asyncio.sleep(0)
+            theirs.close()
+
+    run_on(loop_name, main())
+
+
+async def next_turn() -> None:
+    """Let the loop finish this turn and start the next."""
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)
+
+
 @pytest.mark.parametrize("loop_name", sorted(LOOPS))
 def test_a_frame_sent_on_an_idle_connection_is_on_the_socket_when_send_returns(
         conn_mod: ModuleType, loop_name: str) -> None:
     """No loop turn between ``send`` and the write: the peer can read the frame
     before the sender's loop runs again."""
 
-    async def main() -> None:
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        theirs.setblocking(False)
-        loop = asyncio.get_running_loop()
-        transport, conn = await loop.connect_accepted_socket(lambda: make_conn(conn_mod), ours)
-        try:
-            await asyncio.sleep(0)  # connected, idle
-            conn.send(ping(1))
-            got = recv_now(theirs)  # before this coroutine yields to the loop
-            assert envelope.FrameDecoder(1 << 20).feed(got) == [ping(1)]
-            # the next turn's first frame goes at once too
-            await asyncio.sleep(0)
-            await asyncio.sleep(0)
-            conn.send(ping(2))
-            assert envelope.FrameDecoder(1 << 20).feed(recv_now(theirs)) == [ping(2)]
-        finally:
-            transport.close()
-            await asyncio.sleep(0)
-            theirs.close()
+    async def body(conn: Any, theirs: socket.socket) -> None:
+        conn.send(ping(1))
+        got = recv_now(theirs)  # before this coroutine yields to the loop
+        assert envelope.FrameDecoder(1 << 20).feed(got) == [ping(1)]
+        await next_turn()  # the next turn's first frame goes at once too
+        conn.send(ping(2))
+        assert envelope.FrameDecoder(1 << 20).feed(recv_now(theirs)) == [ping(2)]
 
-    run_on(loop_name, main())
+    on_socket(loop_name, lambda: make_conn(conn_mod), body)
 
 
 @pytest.mark.parametrize("loop_name", sorted(LOOPS))
 def test_frames_after_the_first_of_a_turn_leave_together_at_the_turns_end(
         conn_mod: ModuleType, loop_name: str) -> None:
-    async def main() -> None:
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        theirs.setblocking(False)
-        loop = asyncio.get_running_loop()
-        transport, conn = await loop.connect_accepted_socket(lambda: make_conn(conn_mod), ours)
-        try:
-            await asyncio.sleep(0)
-            for n in range(1, 6):
-                conn.send(ping(n))
-            decoder = envelope.FrameDecoder(1 << 20)
-            assert decoder.feed(recv_now(theirs)) == [ping(1)]  # the first: at once
-            await asyncio.sleep(0)
-            await asyncio.sleep(0)
-            assert decoder.feed(recv_now(theirs)) == [ping(n) for n in range(2, 6)]
-        finally:
-            transport.close()
-            await asyncio.sleep(0)
-            theirs.close()
+    async def body(conn: Any, theirs: socket.socket) -> None:
+        for n in range(1, 6):
+            conn.send(ping(n))
+        decoder = envelope.FrameDecoder(1 << 20)
+        assert decoder.feed(recv_now(theirs)) == [ping(1)]  # the first: at once
+        await next_turn()
+        assert decoder.feed(recv_now(theirs)) == [ping(n) for n in range(2, 6)]
 
-    run_on(loop_name, main())
+    on_socket(loop_name, lambda: make_conn(conn_mod), body)
 
 
 @pytest.mark.parametrize("loop_name", sorted(LOOPS))
@@ -149,25 +153,14 @@ def test_replies_to_one_read_leave_together_when_its_handling_returns(
         for m in msgs:
             conn.send(Pong("node", 2, m.nonce))
 
-    async def main() -> None:
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        theirs.setblocking(False)
-        loop = asyncio.get_running_loop()
-        transport, conn = await loop.connect_accepted_socket(
-            lambda: conn_mod.FramedConnection(on_messages=answer, on_protocol_error=_never,
-                                              on_close=lambda c, exc: None), ours)
-        try:
-            await asyncio.sleep(0)
-            # what the transport does when three frames arrive in one read
-            conn.data_received(b"".join(envelope.encode_frame(ping(n)) for n in (1, 2, 3)))
-            got = recv_now(theirs)
-            assert envelope.FrameDecoder(1 << 20).feed(got) == [Pong("node", 2, n) for n in (1, 2, 3)]
-        finally:
-            transport.close()
-            await asyncio.sleep(0)
-            theirs.close()
+    async def body(conn: Any, theirs: socket.socket) -> None:
+        # what the transport does when three frames arrive in one read
+        conn.data_received(b"".join(envelope.encode_frame(ping(n)) for n in (1, 2, 3)))
+        got = recv_now(theirs)
+        assert envelope.FrameDecoder(1 << 20).feed(got) == [Pong("node", 2, n) for n in (1, 2, 3)]
 
-    run_on(loop_name, main())
+    on_socket(loop_name, lambda: conn_mod.FramedConnection(
+        on_messages=answer, on_protocol_error=_never, on_close=lambda c, exc: None), body)
 
 
 def test_a_burst_costs_one_write_more_than_fully_coalesced(conn_mod: ModuleType) -> None:
