@@ -232,7 +232,7 @@ class FramedConnection:
             self._flush_scheduled = True
             self._loop.call_soon(self.flush)  # type: ignore[union-attr]
             if WRITE_AT_ONCE and not self._replying and self.transport is not None:
-                self.transport.write(frame)
+                self.transport.write(frame)  # type: ignore[arg-type]  # bytes: a tuple returned above
                 return
         pending = self._pending
         pending.append(frame)  # type: ignore[arg-type]  # bytes: a tuple returned above
