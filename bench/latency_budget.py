@@ -39,6 +39,7 @@ import asyncio
 import bisect
 import gc
 import os
+import shutil
 import signal
 import struct
 import subprocess
@@ -150,6 +151,15 @@ class _NodeSide(StampProtocol):
 
     def connection_made(self, transport: Any) -> None:
         self._conn.connection_made(StampTransport(transport, self._writes))
+
+
+def stop_node(node: subprocess.Popen, out: str) -> tuple[array, array]:
+    """SIGTERM the budget node (by pid), wait for it, and read its stamps."""
+    node.send_signal(signal.SIGTERM)
+    node.wait(30)
+    assert node.stdout is not None
+    node.stdout.close()
+    return read_node_stamps(out)
 
 
 def read_node_stamps(path: str) -> tuple[array, array]:
@@ -334,14 +344,12 @@ def run(args: argparse.Namespace) -> None:
                 rows, o = loop.run_until_complete(measure(args, address, node.pid))
             finally:
                 loop.close()
+            n_reads, n_writes = stop_node(node, out)
         finally:
-            node.send_signal(signal.SIGTERM)
-            node.wait(30)
-            assert node.stdout is not None
-            node.stdout.close()
-        n_reads, n_writes = read_node_stamps(out)
-        os.unlink(out)
-        os.rmdir(tmp)
+            if node.poll() is None:
+                node.kill()
+                node.wait(30)
+            shutil.rmtree(tmp, ignore_errors=True)
         table = [(name, budget(reqs, o.writes, n_reads, n_writes)) for name, reqs, _ in rows]
         print(f"\nwrites: {'at once (now)' if policy == 'now' else 'at the end of the turn (turn)'}"
               f"; load average {os.getloadavg()[0]:.2f}; origin gc {'frozen' if args.freeze else 'as is'}")
