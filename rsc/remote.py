@@ -7,8 +7,9 @@ reconnect every unacknowledged or unfinished task is re-sent with its original
 idempotency key, so a reset connection neither loses nor duplicates work.
 
 ``spawn_remote(cx, node, computation, input)`` needs a RemoteCap in ``cx`` and
-returns a ``RemoteHandle`` (``rsc.handle``) at once; the spawn leaves on the
-next loop turn. The connections themselves are ``rsc.links``; every protocol
+returns a ``RemoteHandle`` (``rsc.handle``) at once; on an open connection the
+spawn is written at once, or, after the first of a loop turn, with the rest
+of that turn at its end (``rsc.transport.connection``). The connections themselves are ``rsc.links``; every protocol
 rule is the origin engine's (``rsc._engine.origin``): the runtime turns its
 actions into writes and its events into settled handles.
 """
