@@ -8,6 +8,7 @@ from rsc._engine.origin cimport OriginTask
 cdef class RemoteHandle:
     cdef public object _rt, _outcome, _error, _codec, _state, _owner_region, _lease_s, _policy
     cdef public OriginTask _task
+    cdef public dict _live
     cdef public object _region, _holder, _earlier, _waiters, _protocol_errors
     cdef public bint _done, _observed
     cdef object __weakref__

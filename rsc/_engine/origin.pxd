@@ -12,6 +12,8 @@ cdef tuple _AFTER
 cdef object _fields, _spawn_request, _SPAWNED, _INIT
 cdef int _SEND_SPAWN, _ACK_ACCEPTED, _ACK_REJECTED, _RENEWAL, _RESULT, _SEND_CANCEL
 cdef int _LEASE_LAPSED, _NODE_RESTARTED, _REFUSE
+cdef long long _MS
+cdef int _SEND, _EV_RESULT, _T_LEASE, _T_PING
 
 cdef class OriginTask:
     cdef public object rtid, node, computation, input, key, deadline_ns, budget, region, task
@@ -36,7 +38,7 @@ cdef class _Link:
 cdef class OriginEngine:
     cdef public object name, key, _entropy, _trace, record, new_rtid
     cdef public dict features
-    cdef public bint compact_renewals
+    cdef public bint compact_renewals, accept_events
     cdef public Deadlines timers
     cdef public LamportClock clock
     cdef public list actions, events
@@ -52,6 +54,7 @@ cdef class OriginEngine:
     cpdef spawn(self, OriginTask task, now)
     cpdef _send_spawn_msg(self, _Link link, OriginTask t, now)
     cpdef forget(self, rtid)
+    cdef _retire(self, _Link link, OriginTask task)
     cpdef _report(self, int ev, OriginTask task, detail)
     cpdef _process(self, OriginTask task, int event)
     cpdef _renew(self, OriginTask task, long long until, long long now)

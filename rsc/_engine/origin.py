@@ -6,7 +6,8 @@ it link events (``link_up`` once a byte stream to the node is open,
 queues for its driver:
 
 - ``self.actions``: ``(SEND, node, message)`` and ``(CLOSE, node, None)``;
-- ``self.events``: ``(EV_ACCEPTED | EV_REJECTED | EV_RESULT | EV_LEASE_EXPIRED, task, detail)``,
+- ``self.events``: ``(EV_ACCEPTED | EV_REJECTED | EV_RESULT | EV_LEASE_EXPIRED, task, detail)``
+  (EV_ACCEPTED only while ``accept_events`` is set, as it is by default),
   ``(EV_NODE_RESTARTED, task, kept_journal)``, ``(EV_PROTOCOL_ERROR, task, RemoteProtocolError)``,
   plus ``(EV_STATUS, None, (node, stats))`` and ``(EV_HANDSHAKE_FAILED, None, (node, code, message))``;
   an EV_REJECTED's detail is ``(reject_code, detail)``, or ``(reject_code, detail, error)``
@@ -106,6 +107,9 @@ _SEND_SPAWN, _ACK_ACCEPTED, _ACK_REJECTED = int(OriginEvent.SEND_SPAWN), int(Ori
 _RENEWAL, _RESULT, _SEND_CANCEL = int(OriginEvent.RENEWAL), int(OriginEvent.RESULT), int(OriginEvent.SEND_CANCEL)
 _LEASE_LAPSED, _NODE_RESTARTED, _REFUSE = int(OriginEvent.LEASE_LAPSED), int(OriginEvent.NODE_RESTARTED), int(OriginEvent.REFUSE)
 _SPAWNED = OriginState.SPAWNED
+# ... and the public constants a task's path reads, as private copies (C
+# globals when compiled: origin.pxd; a module global is a dict lookup per read)
+_MS, _SEND, _EV_RESULT, _T_LEASE, _T_PING = MS, SEND, EV_RESULT, T_LEASE, T_PING
 _INIT = OriginState.INIT  # a module global, not an Enum class attribute read per task (node.py)
 
 
@@ -231,6 +235,10 @@ class OriginEngine:
         behave as an origin without the extension, renewed by full batches)."""
         self.name = str(name)
         self.compact_renewals = compact_renewals
+        # Report a node's first accept of each task as EV_ACCEPTED. A driver
+        # that reads acceptance from the task (``OriginTask.accepted``, as
+        # rsc.Runtime does) turns it off: one event fewer per task.
+        self.accept_events = True
         # HELLO's features (PROTOCOL.md section 3, "Negotiation")
         self.features: dict = {RENEWAL_FEATURE: RENEWAL_VERSION} if compact_renewals else {}
         self.key = key
@@ -268,7 +276,7 @@ class OriginEngine:
 
     def _send(self, link: _Link, msg: Message, now: int) -> None:
         link.last_sent = now
-        self.actions.append((SEND, link.node, msg))
+        self.actions.append((_SEND, link.node, msg))
 
     def _trace_event(self, event: str, **fields: Any) -> None:
         if self._trace is not None:
@@ -470,15 +478,15 @@ class OriginEngine:
             t.sent = True
             if not link.confirmed:
                 link.first_sends.append(t)
-            t.lease_until = now + t.lease_ms * MS
-            self.timers.add(T_LEASE, t.rtid, t.lease_until)
-            at = now + t.lease_ms * MS // 3  # the link's ping may now come sooner
+            t.lease_until = now + t.lease_ms * _MS
+            self.timers.add(_T_LEASE, t.rtid, t.lease_until)
+            at = now + t.lease_ms * _MS // 3  # the link's ping may now come sooner
             if at < link.ping_at:
                 link.ping_at = at
-                self.timers.put(T_PING, link.lid, at)
+                self.timers.put(_T_PING, link.lid, at)
         budget = t.budget
         if budget is not None and t.deadline_ns is not None:
-            remaining = max(0, -(-(t.deadline_ns - now) // MS))
+            remaining = max(0, -(-(t.deadline_ns - now) // _MS))
             budget = (remaining, budget[1], budget[2], budget[3])
         self._send(link, _spawn_request(self.name, self.clock.send(), t.rtid, t.computation, t.input,
                                         t.lease_ms, t.key, budget, self.name, t.region, t.task,
@@ -529,10 +537,14 @@ class OriginEngine:
 
     def forget(self, rtid: int) -> None:
         """Drop a task (terminal or given up on); a late message for it is traced and dropped."""
-        task = self._tasks.pop(rtid, None)
-        if task is None:
-            return
-        link = self._links[task.node]
+        task = self._tasks.get(rtid)
+        if task is not None:
+            self._retire(self._links[task.node], task)
+
+    def _retire(self, link: _Link, task: OriginTask) -> None:
+        """``forget`` for a live task of ``link``, both known."""
+        rtid = task.rtid
+        del self._tasks[rtid]
         del link.tasks[rtid]
         self._leave_group(link, task)
         n = link.lease_counts[task.lease_ms] - 1
@@ -540,7 +552,7 @@ class OriginEngine:
             link.lease_counts[task.lease_ms] = n
         else:
             del link.lease_counts[task.lease_ms]
-        self.timers.discard(T_LEASE, rtid)
+        self.timers.discard(_T_LEASE, rtid)
         if self._escalations:
             if self._escalations.pop(rtid, None) is not None:
                 self.timers.discard(T_ESCALATION, rtid)
@@ -769,11 +781,12 @@ class OriginEngine:
                 if self._trace is not None:
                     self._trace_event(TN.SPAWN_ACK_RECEIVED, node=link.node, rtid=rtid)
                 task.accepted = True
-                self.events.append((EV_ACCEPTED, task, None))
+                if self.accept_events:
+                    self.events.append((EV_ACCEPTED, task, None))
                 # Only the first accept renews: the answer to a resend after a
                 # reconnect does not, so reconnects that make no progress cannot
                 # keep a lease alive (LEASE_RENEWAL batches renew a running task).
-                self._renew(task, now + task.lease_ms * MS, now)
+                self._renew(task, now + task.lease_ms * _MS, now)
         else:
             self._trace_event(TN.SPAWN_REJECTED, node=link.node, rtid=rtid, code=reject_code,
                               detail=reject_detail)
@@ -914,7 +927,7 @@ class OriginEngine:
             self._lapse(task, now)
         else:
             task.lease_until = until
-            self.timers.move(T_LEASE, task.rtid, until)
+            self.timers.move(_T_LEASE, task.rtid, until)
 
     def _on_result(self, link: _Link, msg: ResultDelivery, now: int) -> None:
         rtid, kind, payload, exec_ns = _fields(msg)  # one call, not four lookups
@@ -926,8 +939,8 @@ class OriginEngine:
         if self._trace is not None:
             self._trace_event(TN.RESULT_DELIVERED, node=link.node, rtid=rtid, kind=kind,
                               execution_time_ns=exec_ns)
-        self.forget(task.rtid)
-        self._report(EV_RESULT, task, (kind, payload, exec_ns))
+        self._retire(link, task)
+        self._report(_EV_RESULT, task, (kind, payload, exec_ns))
 
     # ------------------------------------------------------------------ timers
     def next_deadline(self) -> int | None:
