@@ -9,8 +9,10 @@ the task's current attempt (``rsc._engine.origin``); the runtime
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any, Protocol
 
+from rsc._settled import settled as _settled
 from rsc._signature import SourceSignature
 from rsc._engine.escalation import EscState
 from rsc._engine.origin import OriginTask
@@ -259,10 +261,20 @@ class RemoteHandle:
         self._take()
         return self._outcome_obj()
 
-    async def join(self, cx: Cx | None = None) -> Any:
+    def join(self, cx: Cx | None = None) -> Coroutine[Any, Any, Any]:
         """Wait for the task; its output (bytes, or the value with codec msgpack),
         or raise RemoteFailed / RemoteCancelled / RemotePanicked / SpawnRejected /
-        LeaseExpired / NodeUnreachable."""
+        LeaseExpired / NodeUnreachable. A coroutine, as from an ``async def``."""
+        outcome = self._outcome
+        if outcome is not None and outcome[0] == _SUCCESS and self._codec is None:
+            # Settled with raw output: nothing to wait for, decode or raise.
+            # The handle counts as observed from this call (a success has
+            # no failure for its region to report either way).
+            self._take()
+            return _settled(outcome[1])
+        return self._join()
+
+    async def _join(self) -> Any:
         if not self._done:
             await self._wait()
         self._take()

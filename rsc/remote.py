@@ -336,7 +336,7 @@ class Runtime:
             name = ComputationName(computation)
             if len(self._names) < 1024:
                 self._names[computation] = name
-        if codec not in (None, "msgpack"):
+        if codec is not None and codec != "msgpack":
             raise InvalidArgument(f"codec must be None or 'msgpack', got {codec!r}")
         # How the input is sent never depends on the node's catalogue (rsc.catalogue):
         # raw bytes, a RemoteInput's bytes (pre-encoded: any codec), or packed.

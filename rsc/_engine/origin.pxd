@@ -14,6 +14,7 @@ cdef int _SEND_SPAWN, _ACK_ACCEPTED, _ACK_REJECTED, _RENEWAL, _RESULT, _SEND_CAN
 cdef int _LEASE_LAPSED, _NODE_RESTARTED, _REFUSE
 cdef long long _MS
 cdef int _SEND, _EV_RESULT, _T_LEASE, _T_PING
+cdef object _ACK_OK, _ResultDelivery, _SpawnAck
 
 cdef class OriginTask:
     cdef public object rtid, node, computation, input, key, deadline_ns, budget, region, task
@@ -50,16 +51,20 @@ cdef class OriginEngine:
     cpdef _link(self, node)
     cpdef input_limit(self, node)
     cpdef _Link link_for(self, node)
-    cpdef _send(self, _Link link, msg, now)
-    cpdef spawn(self, OriginTask task, now)
-    cpdef _send_spawn_msg(self, _Link link, OriginTask t, now)
+    cpdef _send(self, _Link link, msg, long long now)
+    @cython.locals(link=_Link, counts=dict)
+    cpdef spawn(self, OriginTask task, long long now)
+    cpdef _send_spawn_msg(self, _Link link, OriginTask t, long long now)
     cpdef forget(self, rtid)
     cdef _retire(self, _Link link, OriginTask task)
     cpdef _report(self, int ev, OriginTask task, detail)
     cpdef _process(self, OriginTask task, int event)
     cpdef _renew(self, OriginTask task, long long until, long long now)
-    cpdef receive(self, node, msg, now)
-    cpdef _on_ack(self, _Link link, msg, now)
+    @cython.locals(link=_Link)
+    cpdef receive(self, node, msg, long long now)
+    @cython.locals(task=OriginTask)
+    cpdef _on_ack(self, _Link link, msg, long long now)
+    @cython.locals(task=OriginTask)
     cpdef _on_renewal(self, _Link link, rtid, lease_ns, now)
     cpdef _join_group(self, _Link link, OriginTask task)
     @cython.locals(g=LeaseGroup)
@@ -68,6 +73,7 @@ cdef class OriginEngine:
     cpdef _fold(self, OriginTask task)
     @cython.locals(g=LeaseGroup)
     cpdef _leave_group(self, _Link link, OriginTask task)
-    cpdef _on_result(self, _Link link, msg, now)
+    @cython.locals(task=OriginTask)
+    cpdef _on_result(self, _Link link, msg, long long now)
     cpdef list take_actions(self)
     cpdef list take_events(self)

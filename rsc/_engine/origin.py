@@ -110,6 +110,7 @@ _SPAWNED = OriginState.SPAWNED
 # ... and the public constants a task's path reads, as private copies (C
 # globals when compiled: origin.pxd; a module global is a dict lookup per read)
 _MS, _SEND, _EV_RESULT, _T_LEASE, _T_PING = MS, SEND, EV_RESULT, T_LEASE, T_PING
+_ACK_OK, _ResultDelivery, _SpawnAck = ACK_ACCEPTED, ResultDelivery, SpawnAck
 _INIT = OriginState.INIT  # a module global, not an Enum class attribute read per task (node.py)
 
 
@@ -692,9 +693,9 @@ class OriginEngine:
             if not link.confirmed and type(msg) is not Error:
                 link.confirmed = link.ever_ready = True
                 link.first_sends = []
-            if type(msg) is ResultDelivery:
+            if type(msg) is _ResultDelivery:
                 self._on_result(link, msg, now)
-            elif type(msg) is SpawnAck:
+            elif type(msg) is _SpawnAck:
                 self._on_ack(link, msg, now)
             elif type(msg) is LeaseRenewalDigest:
                 self._on_digest(link, msg, now)
@@ -766,7 +767,7 @@ class OriginEngine:
         task = link.tasks.get(rtid)
         if task is None:
             return self._drop_unknown(link, rtid, "SPAWN_ACK")
-        accepted = status == ACK_ACCEPTED
+        accepted = status == _ACK_OK
         state = task.state
         if self._process(task, _ACK_ACCEPTED if accepted else _ACK_REJECTED) is None:
             return
