@@ -34,7 +34,11 @@ cdef class _Link:
     cdef public bint ready, confirmed, ever_ready, digests
     cdef public list first_sends
     cdef public dict tasks, lease_counts, groups
-    cdef public long long ping_nonce, max_input, ping_at
+    cdef public long long ping_nonce, max_input, ping_at, main_lease, main_count
+
+    cdef count_lease(self, long long lease_ms)
+    cdef uncount_lease(self, long long lease_ms)
+    cpdef long long shortest_lease(self)
 
 cdef class OriginEngine:
     cdef public object name, key, _entropy, _trace, record, new_rtid
@@ -52,7 +56,7 @@ cdef class OriginEngine:
     cpdef input_limit(self, node)
     cpdef _Link link_for(self, node)
     cpdef _send(self, _Link link, msg, long long now)
-    @cython.locals(link=_Link, counts=dict)
+    @cython.locals(link=_Link)
     cpdef spawn(self, OriginTask task, long long now)
     cpdef _send_spawn_msg(self, _Link link, OriginTask t, long long now)
     cpdef forget(self, rtid)

@@ -187,7 +187,8 @@ def new_task(rtid: int, node: str, computation: str, input: bytes, lease_ms: int
 
 class _Link:
     __slots__ = ("node", "lid", "handshake", "ready", "confirmed", "ever_ready", "tasks",
-                 "lease_counts", "last_sent", "ping_nonce", "ping_at", "first_sends", "instance",
+                 "lease_counts", "main_lease", "main_count", "last_sent", "ping_nonce", "ping_at",
+                 "first_sends", "instance",
                  "journal", "max_input", "catalogue", "codecs", "digests", "groups")
 
     def __init__(self, node: str, lid: int) -> None:
@@ -211,6 +212,11 @@ class _Link:
         # refuses the handshake they never reached it
         self.first_sends: list[OriginTask] = []
         self.tasks: dict[int, OriginTask] = {}
+        # How many of its tasks ask for each lease length (ms): the first
+        # length it saw (main_lease; most spawns ask for their cap's default)
+        # counted in main_count, every other one in lease_counts.
+        self.main_lease = 0
+        self.main_count = 0
         self.lease_counts: dict[int, int] = {}
         self.last_sent = 0
         self.ping_nonce = 0
@@ -224,6 +230,39 @@ class _Link:
         # by the group's lease_ms (rsc._engine.renewal.LeaseGroup)
         self.digests = False
         self.groups: dict[int, LeaseGroup] = {}
+
+
+    def count_lease(self, lease_ms: int) -> None:
+        """One more of its tasks asks for ``lease_ms``."""
+        if lease_ms == self.main_lease:
+            self.main_count += 1
+        elif self.main_lease == 0:
+            self.main_lease = lease_ms
+            self.main_count = 1
+        else:
+            counts = self.lease_counts
+            counts[lease_ms] = counts.get(lease_ms, 0) + 1
+
+    def uncount_lease(self, lease_ms: int) -> None:
+        """One task that asked for ``lease_ms`` is gone."""
+        if lease_ms == self.main_lease:
+            self.main_count -= 1
+            return
+        counts = self.lease_counts
+        n = counts[lease_ms] - 1
+        if n:
+            counts[lease_ms] = n
+        else:
+            del counts[lease_ms]
+
+    def shortest_lease(self) -> int:
+        """The shortest lease (ms) any of its tasks asks for; 0 if none does."""
+        shortest = self.main_lease if self.main_count else 0
+        if self.lease_counts:
+            other = min(self.lease_counts)
+            if not shortest or other < shortest:
+                shortest = other
+        return shortest
 
 
 class OriginEngine:
@@ -468,8 +507,7 @@ class OriginEngine:
         if link is None:
             link = self._link(task.node)
         link.tasks[rtid] = task
-        counts = link.lease_counts
-        counts[task.lease_ms] = counts.get(task.lease_ms, 0) + 1
+        link.count_lease(task.lease_ms)
         if link.ready:
             self._send_spawn_msg(link, task, now)
         # else: the lease clock starts when the spawn is first written (_send_spawn_msg)
@@ -548,11 +586,7 @@ class OriginEngine:
         del self._tasks[rtid]
         del link.tasks[rtid]
         self._leave_group(link, task)
-        n = link.lease_counts[task.lease_ms] - 1
-        if n:
-            link.lease_counts[task.lease_ms] = n
-        else:
-            del link.lease_counts[task.lease_ms]
+        link.uncount_lease(task.lease_ms)
         self.timers.discard(_T_LEASE, rtid)
         if self._escalations:
             if self._escalations.pop(rtid, None) is not None:
@@ -951,8 +985,9 @@ class OriginEngine:
     def _schedule_ping(self, link: _Link) -> None:
         """Set the link's PING deadline: a third of its shortest lease after
         the last frame sent, while it is ready and has tasks with leases."""
-        if link.ready and link.lease_counts:
-            link.ping_at = link.last_sent + min(link.lease_counts) * MS // 3
+        shortest = link.shortest_lease()
+        if link.ready and shortest:
+            link.ping_at = link.last_sent + shortest * MS // 3
             self.timers.put(T_PING, link.lid, link.ping_at)
         else:
             link.ping_at = NO_DEADLINE
