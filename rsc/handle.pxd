@@ -15,6 +15,7 @@ cdef class RemoteHandle:
     cdef public dict _live
 
     cpdef join(self, cx=*)
+    cpdef _take(self)
     cdef public object _region, _holder, _earlier, _waiters, _protocol_errors
     cdef public bint _done, _observed
     cdef object __weakref__

@@ -34,6 +34,7 @@ cdef class _Link:
     cdef public bint ready, confirmed, ever_ready, digests
     cdef public list first_sends
     cdef public dict tasks, lease_counts, groups
+    cdef public LeaseGroup last_group
     cdef public long long ping_nonce, max_input, ping_at, main_lease, main_count
 
     cdef count_lease(self, long long lease_ms)

@@ -189,7 +189,7 @@ class _Link:
     __slots__ = ("node", "lid", "handshake", "ready", "confirmed", "ever_ready", "tasks",
                  "lease_counts", "main_lease", "main_count", "last_sent", "ping_nonce", "ping_at",
                  "first_sends", "instance",
-                 "journal", "max_input", "catalogue", "codecs", "digests", "groups")
+                 "journal", "max_input", "catalogue", "codecs", "digests", "groups", "last_group")
 
     def __init__(self, node: str, lid: int) -> None:
         self.node = node
@@ -230,6 +230,7 @@ class _Link:
         # by the group's lease_ms (rsc._engine.renewal.LeaseGroup)
         self.digests = False
         self.groups: dict[int, LeaseGroup] = {}
+        self.last_group: LeaseGroup | None = None  # the group a task joined last (in groups)
 
 
     def count_lease(self, lease_ms: int) -> None:
@@ -463,6 +464,7 @@ class OriginEngine:
             for task in list(link.tasks.values()):
                 self._leave_group(link, task)
             link.groups.clear()
+            link.last_group = None
 
     def _resend_all(self, link: _Link, now: int) -> None:
         for task in list(link.tasks.values()):
@@ -859,13 +861,16 @@ class OriginEngine:
             self._join(link, task, task.lease_ms)
 
     def _join(self, link: _Link, task: OriginTask, lease_ms: int) -> None:
-        groups = link.groups
-        g = groups.get(lease_ms)
-        if g is None:
-            if len(groups) >= MAX_IDLE_GROUPS:
-                for empty in [k for k, v in groups.items() if not v.count]:
-                    del groups[empty]
-            g = groups[lease_ms] = LeaseGroup(lease_ms)
+        g = link.last_group  # consecutive tasks mostly join the same group
+        if g is None or g.lease_ms != lease_ms:
+            groups = link.groups
+            g = groups.get(lease_ms)
+            if g is None:
+                if len(groups) >= MAX_IDLE_GROUPS:
+                    for empty in [k for k, v in groups.items() if not v.count]:
+                        del groups[empty]
+                g = groups[lease_ms] = LeaseGroup(lease_ms)
+            link.last_group = g
         g.add(task.rtid)
         task.group = g
         task.group_mark = g.renewals
