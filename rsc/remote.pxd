@@ -35,7 +35,7 @@ cdef class Runtime:
     cdef object __weakref__
 
     @cython.locals(cap=RemoteCap, link=NodeLink, task=OriginTask, handle=RemoteHandle, pos=Py_ssize_t,
-                   codecs=dict, elink=_Link)
+                   codecs=dict, elink=_Link, kp="const char*")
     cpdef _spawn(self, Cx cx, node, computation, input, lease, budget, idempotency_key, codec,
                  on_lease_expired)
     @cython.locals(engine=OriginEngine)

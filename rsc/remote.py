@@ -94,7 +94,7 @@ MAX_LEASE_MS = (1 << 32) - 1
 # (remote.pxd), where a module global is a dict lookup per read on 3.12+.
 _INFINITE = Budget.INFINITE  # type: ignore[attr-defined]
 _MSGPACK, _RAW = MSGPACK, RAW
-_DEFAULT_POLICY = DEFAULT_POLICY
+_DEFAULT_POLICY: LeasePolicy = DEFAULT_POLICY
 _FLUSH_AT = FLUSH_FRAMES
 _SEND, _CLOSE, _EV_RESULT = SEND, CLOSE, EV_RESULT
 
@@ -391,7 +391,8 @@ class Runtime:
                 self._key_buf = self._key_rng.getrandbits(128 * _KEYS_AT_ONCE).to_bytes(
                     16 * _KEYS_AT_ONCE, "big")
                 pos = 0
-            key_bytes = self._key_buf[pos:pos + 16]
+            kp = self._key_buf  # compiled: a pointer into it, so the slice is one copy (remote.pxd)
+            key_bytes = kp[pos:pos + 16]
             self._key_pos = pos + 16
         elif isinstance(idempotency_key, IdempotencyKey):
             key_bytes = idempotency_key.to_bytes()
@@ -402,7 +403,8 @@ class Runtime:
         # both types are known to the compiled build, so these are C calls
         task = OriginTask.__new__(OriginTask)
         task._init(next(self._ids), link.node, name, data, lease_ms, key_bytes, wire_budget,
-                   eff.deadline_ns, cx.region_id, cx.task_id, token, None)
+                   None if wire_budget is None else eff.deadline_ns, cx.region_id, cx.task_id,
+                   token, None)
         task.input_codec = sent  # checked when the node's WELCOME arrives, if it is not yet known
         if on_lease_expired is None:
             policy = _DEFAULT_POLICY  # fail(): names no nodes
