@@ -100,6 +100,13 @@ _SEND, _CLOSE, _EV_RESULT = SEND, CLOSE, EV_RESULT
 
 
 _KEYS_AT_ONCE = 256  # idempotency keys drawn from the runtime's PRNG per call
+
+
+def first_task_id(rng: random.Random) -> int:
+    """The first remote task id of a runtime: 1 + a random 52-bit number, so
+    two runs under one origin name do not meet (see ``Runtime._seed``) and the
+    ids stay below 2**53 for 2**52 spawns."""
+    return 1 + rng.getrandbits(52)
 _STATE_NAMES = {int(s): s.name.lower() for s in OriginState}  # Runtime.stats
 _STATE_OF_KIND = (  # indexed by the wire's outcome kind
     RemoteTaskState.COMPLETED,  # success
@@ -148,9 +155,7 @@ class Runtime:
         self.engine.accept_events = False  # a handle reads acceptance from its task
         if isinstance(trace, Trace):
             trace.follow_clock(self.engine.clock)  # records carry the origin's Lamport time
-        self._ids = itertools.count(1)  # remote task ids: never reused in this runtime
-        self.engine.new_rtid = self._ids.__next__  # for the attempts escalation makes
-        self._key_rng = random.Random(os.urandom(32))
+        self._seed(random.Random(os.urandom(32)))
         self._key_buf = b""  # _KEYS_AT_ONCE fresh keys, handed out 16 bytes at a time
         self._key_pos = 0
         self._names: dict[str, ComputationName] = {}
@@ -184,6 +189,17 @@ class Runtime:
         Connections open on first use."""
         self.attach()
 
+
+    def _seed(self, rng: random.Random) -> None:
+        """Draw this runtime's remote task ids and idempotency keys from ``rng``.
+        Task ids count up from a random start below 2**52, not from 1: the
+        nodes hold an ``(origin, task id)`` for the records' TTL, so a runtime
+        restarted under the same ``name`` that counted from 1 again would be
+        refused (its ids already held under other keys) or answered from the
+        earlier run's tombstones. Ids stay below 2**53, exact in JSON traces."""
+        self._key_rng = rng
+        self._ids = itertools.count(first_task_id(rng))  # never reused in this runtime
+        self.engine.new_rtid = self._ids.__next__  # for the attempts escalation makes
     def attach(self) -> None:
         """Bind to the running event loop (what ``start`` does, callable from sync code on the loop)."""
         self._loop = asyncio.get_running_loop()

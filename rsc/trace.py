@@ -153,15 +153,16 @@ def story(records: list[dict[str, Any]], *, task: int | None = None, origin: str
     """The records about remote task ``task`` (of ``origin``, if given; its
     later attempts included) or about region ``region``, in the given order."""
     out = []
-    rtids: set[int | None] = {task} if task is not None else set()
-    regions: set[int | None] = {region} if region is not None else set()
+    rtids: set[int] = {task} if task is not None else set()
+    regions: set[int] = {region} if region is not None else set()
     for rec in records:
         if (region is not None and rec.get("event") in _SPAWNS
-                and rec.get("region_id") in regions):
+                and rec.get("region_id") in regions and rec.get("rtid") is not None):
             if origin is None or rec.get("who") == origin:
-                rtids.add(rec.get("rtid"))
-        if rec.get("event") == "reattempt" and rec.get("rtid") in rtids:
-            rtids.add(rec.get("new_rtid"))
+                rtids.add(rec["rtid"])
+        if (rec.get("event") == "reattempt" and rec.get("rtid") in rtids
+                and rec.get("new_rtid") is not None):
+            rtids.add(rec["new_rtid"])
         about_task = rec.get("rtid") in rtids or rec.get("new_rtid") in rtids
         if about_task and origin is not None:
             about_task = origin in (rec.get("who"), rec.get("from"), rec.get("origin"))

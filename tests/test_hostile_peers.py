@@ -188,7 +188,9 @@ def test_the_walk_decodes_what_the_compiled_twin_decodes(
                 del mutated[rng.randrange(len(mutated) + 1):]
             bodies.append(bytes(mutated))
     for body in bodies:
-        assert decode_outcome(pure, body) == decode_outcome(compiled, body), body.hex()
+        a, b = decode_outcome(pure, body), decode_outcome(compiled, body)
+        # equal, or equal as text: a mutated float can decode to NaN, which != itself
+        assert a == b or (type(a) is type(b) and repr(a) == repr(b)), body.hex()
 
 
 def auth_frame(envelope_mod: ModuleType) -> bytes:

@@ -87,11 +87,12 @@ def test_trace_merge_orders_processes_causally_and_show_tells_one_tasks_story(
             assert r["stamp"] < r["lamport"]
     lam = [r["lamport"] for r in merged if "lamport" in r]
     assert lam == sorted(lam)  # Lamport order first
-    assert main(["trace", "show", *paths, "--task", "3", "--origin", "o1"]) == 0
+    third = [r["rtid"] for r in records if r["who"] == "o1" and r["event"] == "spawn"][2]
+    assert main(["trace", "show", *paths, "--task", str(third), "--origin", "o1"]) == 0
     story = capsys.readouterr().out.splitlines()
     kinds = " ".join(story)
     assert "spawn" in kinds and "recv SpawnRequest from o1" in kinds and "recv ResultDelivery" in kinds
-    assert all("rtid=3" in line for line in story)
+    assert all(f"rtid={third}" in line for line in story)
     assert main(["trace", "show", str(full), "--region", "1"]) == 0
     region = capsys.readouterr().out.splitlines()
     assert "region::closed" in region[-1]

@@ -103,3 +103,20 @@ def test_a_runtimes_and_a_nodes_trace_carry_their_engines_lamport_time(tmp_path:
     Runtime({"n1": "unix:/nonexistent/n1.sock"}, trace=own)
     own("z", {})
     assert [r["lamport"] for r in (*rt_trace.records, *node_trace.records, *own.records)] == [41, 7, 99]
+
+
+def test_a_story_is_not_joined_by_records_without_a_task_id() -> None:
+    """A spawn record of the region that carries no task id (a spawn refused
+    before it had one) must not pull in every record that has none."""
+    from rsc.trace import story
+
+    records = [
+        {"event": "spawn", "who": "o1", "region_id": 7},  # no rtid
+        {"event": "spawn", "who": "o1", "region_id": 7, "rtid": 3},
+        {"event": "handshake", "who": "n1", "conn": 1},  # about no task
+        {"event": "result", "who": "o1", "rtid": 3},
+        {"event": "reattempt", "who": "o1", "rtid": 3},  # no new_rtid
+        {"event": "result", "who": "o1", "rtid": 4},
+    ]
+    told = story(records, region=7)
+    assert [r["event"] for r in told] == ["spawn", "spawn", "result", "reattempt"]

@@ -145,6 +145,7 @@ class Lab(Faults):
                         tag=node.tag, key=node.engine.key)
         rt.clock = node.clock  # one process, one clock: a skew or pause of the node is its too
         self._use_origin_engine(rt)
+        rt.engine.clock = node.engine.clock  # one process, one Lamport clock (as NodeServer does)
         rt.attach()
         self.nested.append(rt)
         self._client_lamport[name] = rt._lamport

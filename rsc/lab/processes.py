@@ -76,7 +76,7 @@ class LabRuntime(Runtime):
         super().__init__(cluster, name=name, transport=lab.net.transport_for(name),
                          trace=lab.trace.for_process(name, self._lamport), **kwargs)
         self.clock = LabClock(lab.loop)
-        self._key_rng = random.Random(rng.getrandbits(64))
+        self._seed(random.Random(rng.getrandbits(64)))
         self.engine._entropy = _entropy(rng)
         self.spawns: dict[int, SpawnRecord] = {}  # by every rtid the spawn had
         self.records: list[SpawnRecord] = []

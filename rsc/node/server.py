@@ -506,6 +506,8 @@ class NodeServer:
             return None
         if self._runtime is None:
             self._runtime = Runtime(self.peers, name=self.name, key=self.engine.key, tls=self.tls)
+            # one process, one Lamport clock: a nested spawn comes after the spawn that caused it
+            self._runtime.engine.clock = self.engine.clock
             self._runtime.attach()
         return RemoteCap(self._runtime, token=task.capability)
 

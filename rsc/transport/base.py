@@ -67,7 +67,13 @@ class Listener(Protocol):
 
 @runtime_checkable
 class Transport(Protocol):
-    """Opens and accepts byte streams for rsc's wire protocol."""
+    """Opens and accepts byte streams for rsc's wire protocol.
+
+    A transport may also have a ``schemes`` attribute, the address schemes it
+    dials (``("unix",)``, ``("tcp",)``): a ``Runtime`` then refuses a cluster
+    address of another scheme when it is created. Without it (a transport for
+    tests, say) every address is handed to ``connect``. It is not a protocol
+    member, so a transport without it still passes ``isinstance``."""
 
     async def connect(self, address: Address, protocol_factory: Callable[[], P]) -> P:
         """Connect to ``address``; return the protocol ``protocol_factory`` made
