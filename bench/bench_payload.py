@@ -59,9 +59,9 @@ KINDS = ("bytes", "msgpack")
 ROUNDS = {"raw": 5, "rsc": 3, "processpool": 3, "pool": 3, "dask": 1, "ray": 1}
 MAX_INPUT = 40 * MiB  # the node's --max-input-bytes: a 16 MiB blob in a msgpack map fits
 # The node keeps each finished task's result for duplicates for --ttl seconds
-# (300 by default), whatever its size: a round of 16 MiB results would keep
-# gigabytes. A short TTL lets them go while the sweep runs.
-RESULT_TTL_S = 5
+# (300 by default), within its kept-result budget (--max-kept-result-bytes,
+# 256 MiB by default): past it the oldest results are dropped, so a sweep of
+# 16 MiB results runs with the defaults a user gets.
 
 
 def plan(size: int) -> tuple[int, int]:
@@ -118,9 +118,8 @@ class TestRawPayload:
 
 @pytest.fixture(scope="class")
 def payload_node() -> Iterator[Any]:
-    """One node that takes inputs up to MAX_INPUT bytes and keeps results RESULT_TTL_S."""
-    yield from bench_cluster(1, "bench.registry:registry",
-                             extra_args=["--max-input-bytes", str(MAX_INPUT), "--ttl", str(RESULT_TTL_S)])
+    """One node that takes inputs up to MAX_INPUT bytes (its other settings the defaults)."""
+    yield from bench_cluster(1, "bench.registry:registry", extra_args=["--max-input-bytes", str(MAX_INPUT)])
 
 
 @pytest.fixture(scope="class")

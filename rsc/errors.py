@@ -351,6 +351,29 @@ class ResultTooLarge(_WireText, RemoteFailed):
         return cls._TEXT.format(computation=computation, size=size, limit=limit)
 
 
+class ResultNotKept(_WireText, RemoteFailed):
+    """A duplicate of a task that ran and finished, whose result the node no
+    longer keeps: the node keeps at most ``limit`` bytes of finished results
+    for duplicates and dropped the oldest ones to stay within it (the record
+    stays, so the task is not run again under its idempotency key). Use a
+    new idempotency key to run it again, or raise the node's budget
+    (``rsc node --max-kept-result-bytes``)."""
+
+    _TEXT = ("ResultNotKept: node {node!r} no longer keeps this task's result: it ran once, but the node "
+             "keeps at most {limit} bytes of results for duplicates and dropped the oldest; it will not "
+             "run again under this idempotency key (use a new key, or raise --max-kept-result-bytes)")
+    _PATTERN = re.compile(r"ResultNotKept: node .* keeps at most (\d+) bytes of results", re.DOTALL)
+    _GROUPS = (int,)
+
+    def __init__(self, message: str, limit: int) -> None:
+        super().__init__(message)
+        self.limit = limit
+
+    @classmethod
+    def text(cls, node: str, limit: int) -> str:
+        """The FAILED outcome's message a node answers a duplicate with once its result is dropped."""
+        return cls._TEXT.format(node=node, limit=limit)
+
 
 class TimeLimitExceeded(_WireText, RemoteFailed):
     """A process-isolated computation ran past its ``time_limit``: the node
@@ -397,10 +420,11 @@ class MemoryLimitExceeded(_WireText, RemoteFailed):
 
 
 def failed_error(message: str) -> RemoteFailed:
-    """The error for a FAILED outcome: ResultTooLarge, TimeLimitExceeded or
-    MemoryLimitExceeded when the node said so, else RemoteFailed."""
+    """The error for a FAILED outcome: ResultTooLarge, ResultNotKept,
+    TimeLimitExceeded or MemoryLimitExceeded when the node said so, else
+    RemoteFailed."""
     if message[:1] in ("R", "T", "M"):
-        for cls in (ResultTooLarge, TimeLimitExceeded, MemoryLimitExceeded):
+        for cls in (ResultTooLarge, ResultNotKept, TimeLimitExceeded, MemoryLimitExceeded):
             err = cls.parse(message)
             if err is not None:
                 return err

@@ -89,6 +89,15 @@ def count(cx: Any, req: dict) -> str:
     return token
 
 
+@basic.computation("count_big", codec="msgpack")
+def count_big(cx: Any, req: dict) -> bytes:
+    """Like ``count`` (appends ``req["token"]`` to ``req["path"]``), but returns
+    ``req["n"]`` bytes: the token, padded with its own first byte."""
+    count(cx, req)
+    token = str(req["token"]).encode()
+    return (token + token[:1] * int(req["n"]))[:int(req["n"])]
+
+
 @basic.computation("positive", codec="msgpack",
                    validate=lambda v: isinstance(v, int) and not isinstance(v, bool) and v > 0)
 def positive(cx: Any, v: int) -> int:

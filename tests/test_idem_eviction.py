@@ -30,7 +30,7 @@ def _key(i: int) -> bytes:
 def test_evict_expired_limit_removes_at_most_that_many(idemtable_mod: ModuleType) -> None:
     t = idemtable_mod.IdemTable(10)
     for i in range(10):
-        t.check_and_record(_key(i), b"f" * 16, "o", i, 0)
+        t.check_and_record(_key(i), b"f" * 17, "o", i, 0)
         t.complete(_key(i), i, ("out", i), 0)
     t.add_tombstone("o", 99, 0)
     assert t.evict_expired(100, 4) == 4
@@ -46,14 +46,14 @@ def test_evict_expired_limit_removes_at_most_that_many(idemtable_mod: ModuleType
 
 def test_records_and_tombstones_export(idemtable_mod: ModuleType) -> None:
     t = idemtable_mod.IdemTable(10)
-    t.check_and_record(_key(1), b"a" * 16, "o", 1, 0)
-    t.check_and_record(_key(2), b"b" * 16, "o", 2, 0)
+    t.check_and_record(_key(1), b"a" * 17, "o", 1, 0)
+    t.check_and_record(_key(2), b"b" * 17, "o", 2, 0)
     t.complete(_key(2), 2, (0, b"x", 3), 5)
     t.add_tombstone("p", 7, 6)
     recs = sorted(t.records(), key=lambda r: r.key)
     assert [(r.key, r.fingerprint, r.origin, r.task_id, r.finished, r.outcome, r.expires_at)
-            for r in recs] == [(_key(1), b"a" * 16, "o", 1, False, None, None),
-                               (_key(2), b"b" * 16, "o", 2, True, (0, b"x", 3), 15)]
+            for r in recs] == [(_key(1), b"a" * 17, "o", 1, False, None, None),
+                               (_key(2), b"b" * 17, "o", 2, True, (0, b"x", 3), 15)]
     assert t.tombstones() == [("p", 7, 16)]
     t.evict_expired(100)
     assert [r.key for r in t.records()] == [_key(1)] and t.tombstones() == []

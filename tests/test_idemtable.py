@@ -33,8 +33,8 @@ def K(i: int) -> bytes:
     return i.to_bytes(16, "big")
 
 
-FP_A = bytes(range(16))
-FP_B = bytes(range(16, 32))
+FP_A = bytes(range(17))  # fingerprints: 17 bytes, an algorithm tag first
+FP_B = bytes(range(16, 33))
 
 
 def compiled(mod: ModuleType) -> bool:
@@ -80,11 +80,12 @@ def assert_consistent(t: Any) -> None:
 
 def test_fingerprint_golden_values(idemtable_mod: ModuleType) -> None:
     fp = idemtable_mod.fingerprint
-    assert fp("ab", b"c").hex() == "443b05b4bd5f41ad88f5b4af7afb6faf"
-    assert fp("a", b"bc").hex() == "4a4511a2ce91ccc146eb368ca6364476"
-    assert fp("", b"").hex() == "fc3075bcfef4f9b36b698eb9c30f42c2"
-    assert fp("resize_image", bytes(range(64))).hex() == "8ffdbf8d0d3bf92cb57986682a7bb6a1"
-    assert fp("名前", b"\x00").hex() == "d13363de4f6ded0ee831915d3621800a"
+    # small inputs: tag 1 and the BLAKE2b-128 digest rsc has always written
+    assert fp("ab", b"c").hex() == "01443b05b4bd5f41ad88f5b4af7afb6faf"
+    assert fp("a", b"bc").hex() == "014a4511a2ce91ccc146eb368ca6364476"
+    assert fp("", b"").hex() == "01fc3075bcfef4f9b36b698eb9c30f42c2"
+    assert fp("resize_image", bytes(range(64))).hex() == "018ffdbf8d0d3bf92cb57986682a7bb6a1"
+    assert fp("名前", b"\x00").hex() == "01d13363de4f6ded0ee831915d3621800a"
 
 
 def test_fingerprint_is_the_documented_encoding(idemtable_mod: ModuleType) -> None:
@@ -95,14 +96,20 @@ def test_fingerprint_is_the_documented_encoding(idemtable_mod: ModuleType) -> No
         digest_size=16,
         person=b"rsc/idem-fp/v1",
     ).digest()
-    assert idemtable_mod.fingerprint(name, data) == expected
+    assert idemtable_mod.fingerprint(name, data) == b"\x01" + expected
+    big = data * 1000  # over FP_SHA256_MIN_INPUT: SHA-256, prefixed and truncated
+    assert len(big) >= idemtable_mod.FP_SHA256_MIN_INPUT
+    expected = hashlib.sha256(
+        b"rsc/idem-fp/v2\x00\x00" + len(raw).to_bytes(8, "big") + raw + len(big).to_bytes(8, "big") + big
+    ).digest()[:16]
+    assert idemtable_mod.fingerprint(name, big) == b"\x02" + expected
 
 
 def test_fingerprint_separates_computation_from_input(idemtable_mod: ModuleType) -> None:
     fp = idemtable_mod.fingerprint
     assert fp("ab", b"c") != fp("a", b"bc")
     assert fp("a", b"") != fp("", b"a")
-    assert len(fp("x", b"y")) == 16
+    assert len(fp("x", b"y")) == 17
     assert type(fp("x", b"y")) is bytes
 
 
@@ -134,14 +141,22 @@ def test_fingerprint_twins_agree(computation: str, data: bytes) -> None:
 def test_fingerprint_compiled_blake2b_at_block_boundaries(name_len: int) -> None:
     """The compiled module carries its own BLAKE2b; check it against hashlib's
     where the 128-byte blocks split the header, the name and the input, and
-    past the size where it releases the GIL."""
+    past the size where it releases the GIL (large inputs reach it through
+    fingerprint_matches, checking a BLAKE2b fingerprint an older rsc wrote)."""
     from rsc._core import _idemtable, _idemtable_py
 
     rng = random.Random(name_len)
     name = "n" * name_len
-    for size in [0, 1, 127, 128, 129, 255, 256, 257, 1000, 64 * 1024 - 1, 64 * 1024, 300_000]:
+    raw = name.encode()
+    for size in [0, 1, 127, 128, 129, 255, 256, 257, 1000, 2047, 2048, 64 * 1024 - 1, 64 * 1024, 300_000]:
         data = rng.randbytes(size)
         assert _idemtable.fingerprint(name, data) == _idemtable_py.fingerprint(name, data), size
+        h = hashlib.blake2b(len(raw).to_bytes(8, "big") + raw + len(data).to_bytes(8, "big"),
+                            digest_size=16, person=b"rsc/idem-fp/v1")
+        h.update(data)
+        legacy = b"\x01" + h.digest()
+        assert _idemtable.fingerprint_matches(legacy, name, data), size
+        assert _idemtable_py.fingerprint_matches(legacy, name, data), size
 
 
 # --- decisions -------------------------------------------------------------------
@@ -484,6 +499,7 @@ def test_evict_counts_records_and_tombstones(idemtable_mod: ModuleType) -> None:
 # --- arguments -----------------------------------------------------------------
 
 BAD_KEYS = [b"", b"x" * 15, b"x" * 17, "x" * 16, bytearray(16), memoryview(bytes(16)), None, 16]
+BAD_FPS = [b"", b"x" * 16, b"x" * 18, "x" * 17, bytearray(17), memoryview(bytes(17)), None, 17]
 BAD_ORIGINS = [b"o", None, 1]
 BAD_TASK_IDS = [-1, 1 << 64, 1.0, True, "1", None]
 BAD_TIMES = [-1, 1 << 63, 1.0, False, None, "0"]
@@ -494,12 +510,13 @@ def _bad_calls(t: Any) -> list[tuple[str, Callable[[], Any]]]:
     for k in BAD_KEYS:
         calls += [
             ("car key", lambda k=k: t.check_and_record(k, FP_A, "o", 1, 0)),
-            ("car fp", lambda k=k: t.check_and_record(K(1), k, "o", 1, 0)),
             ("complete key", lambda k=k: t.complete(k, 1, None, 0)),
             ("get", lambda k=k: t.get(k)),
             ("discard", lambda k=k: t.discard(k)),
             ("contains", lambda k=k: k in t),
         ]
+    for f in BAD_FPS:
+        calls.append(("car fp", lambda f=f: t.check_and_record(K(1), f, "o", 1, 0)))
     for o in BAD_ORIGINS:
         calls += [
             ("car origin", lambda o=o: t.check_and_record(K(1), FP_A, o, 1, 0)),
@@ -559,10 +576,10 @@ def test_expiry_overflow_is_refused(idemtable_mod: ModuleType) -> None:
 def test_extreme_values(idemtable_mod: ModuleType) -> None:
     t = idemtable_mod.IdemTable(0)
     key = b"\xff" * 16
-    assert t.check_and_record(key, b"\x00" * 16, "", U64_MAX, I64_MAX) is idemtable_mod.NEW
+    assert t.check_and_record(key, b"\x00" * 17, "", U64_MAX, I64_MAX) is idemtable_mod.NEW
     assert t.owner_of("", U64_MAX) == key
     assert t.complete(key, U64_MAX, None, I64_MAX) == []
-    assert snap(t.get(key)) == (key, b"\x00" * 16, "", U64_MAX, None, True, I64_MAX, ())
+    assert snap(t.get(key)) == (key, b"\x00" * 17, "", U64_MAX, None, True, I64_MAX, ())
 
 
 class _Bytes(bytes):

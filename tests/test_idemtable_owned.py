@@ -17,7 +17,7 @@ def K(i: int) -> bytes:
     return i.to_bytes(16, "big")
 
 
-FP = b"f" * 16
+FP = b"f" * 17  # a fingerprint: 17 bytes, an algorithm tag first
 
 
 def test_tombstone_reasons(idemtable_mod: ModuleType) -> None:

@@ -17,11 +17,13 @@ cdef struct Rec:
     uint64_t f1             # fingerprint bytes 8..15
     uint64_t task_id        # owner's task id; in a free slot: the next free slot
     int64_t expires_at      # -1 while running
+    int64_t kept            # bytes its outcome counts against the budget; -1 once dropped
     PyObject* origin        # owned ref to an exact str; NULL marks a free slot
     PyObject* outcome       # owned ref once finished; NULL while running
     PyObject* aliases       # owned ref to a list of (str, int) tuples, or NULL
     uint32_t khash          # low 32 bits of the key's hash (probe start, quick compare)
     uint32_t gen            # bumped when the slot is freed; expiry entries carry it
+    unsigned char ftag      # the fingerprint's algorithm tag (its first byte)
 
 
 cdef struct KSlot:
@@ -77,6 +79,13 @@ cdef class IdemTable:
     cdef uint32_t _q_head
     cdef uint32_t _q_len
     cdef int64_t _last_expiry
+    # kept-result budget: entries [head, head + _q_passed) of the expiry queue
+    # keep no result (already dropped, or walked past by the budget)
+    cdef int64_t _max_kept      # -1: no budget
+    cdef int64_t _kept_total
+    cdef uint64_t _results_dropped
+    cdef uint32_t _q_passed
+    cdef object _dropped_outcome
     # tombstones are rare (a cancel that overtook its spawn): plain Python
     # tombstones, redeliveries and held results (rsc._core.expiring, shared with the twin)
     cdef object _tombstones, _redeliveries, _held
@@ -88,12 +97,14 @@ cdef class IdemTable:
     # the per-task operations: C calls from a compiled engine that holds the
     # table typed (rsc/_engine/node.pxd), ordinary methods from Python
     cpdef check_and_record(self, key, fingerprint, origin, task_id, now)
-    cpdef complete(self, key, task_id, outcome, now)
+    cpdef complete(self, key, task_id, outcome, now, kept_bytes=*)
     cpdef get(self, key)
     cpdef owner_of(self, origin, task_id)
     cpdef key_of(self, origin, task_id)
     cpdef has_tombstone(self, origin, task_id)
     cdef int _expiry_added(self, int64_t at) except -1
+    cdef int _drop_oldest_results(self) except -1
+    cdef void _pop_queue_head(self) noexcept
 
     cdef int _reserve_slot(self) except -1
     cdef int _kt_room(self) except -1

@@ -14,14 +14,31 @@ __all__ = [
     "IdemRecord",
     "IdemTable",
     "fingerprint",
+    "fingerprint_matches",
+    "FP_BLAKE2B",
+    "FP_SHA256",
+    "FP_SHA256_MIN_INPUT",
+    "legacy_fingerprint",
 ]
 
 DEDUP_NEW: Final = 0
 DEDUP_DUPLICATE: Final = 1
 DEDUP_CONFLICT: Final = 2
 
+FP_BLAKE2B: Final = 1
+FP_SHA256: Final = 2
+FP_SHA256_MIN_INPUT: Final = 2048
+
 def fingerprint(computation: str, input: bytes) -> bytes:
-    """BLAKE2b-128 of the length-prefixed (computation, input); stable everywhere."""
+    """17 bytes: an algorithm tag (FP_BLAKE2B under FP_SHA256_MIN_INPUT bytes
+    of input, else FP_SHA256), then a 16-byte digest of the length-prefixed
+    (computation, input); stable everywhere."""
+
+def fingerprint_matches(fp: bytes, computation: str, input: bytes) -> bool:
+    """Whether ``fp`` is (computation, input)'s fingerprint under the algorithm its tag names."""
+
+def legacy_fingerprint(fp: bytes) -> bytes:
+    """A 16-byte fingerprint of an older rsc (BLAKE2b), tagged; a 17-byte one as it is."""
 
 @disjoint_base
 class Decision:
@@ -57,6 +74,10 @@ class IdemRecord:
     def expires_at(self) -> int | None: ...
     @property
     def aliases(self) -> tuple[tuple[str, int], ...]: ...
+    @property
+    def kept_bytes(self) -> int: ...
+    @property
+    def result_dropped(self) -> bool: ...
 
 @final
 class IdemTable:
@@ -65,13 +86,21 @@ class IdemTable:
     watch: Any
     """None, or an object whose ``note(at)`` is called with the first expiry
     added after each ``next_expiry()`` (the earliest of those to come)."""
-    def __init__(self, ttl_ns: int) -> None: ...
+    def __init__(self, ttl_ns: int, max_kept_bytes: int | None = None,
+                 dropped_outcome: Any = None) -> None: ...
+    @property
+    def max_kept_bytes(self) -> int | None: ...
+    @property
+    def kept_bytes(self) -> int: ...
+    @property
+    def results_dropped(self) -> int: ...
     @property
     def ttl_ns(self) -> int: ...
     def check_and_record(
         self, key: bytes, fingerprint: bytes, origin: str, task_id: int, now: int
     ) -> Decision | IdemRecord: ...
-    def complete(self, key: bytes, task_id: int, outcome: Any, now: int) -> list[tuple[str, int]]: ...
+    def complete(self, key: bytes, task_id: int, outcome: Any, now: int,
+                 kept_bytes: int = 0) -> list[tuple[str, int]]: ...
     def get(self, key: bytes) -> IdemRecord | None: ...
     def owner_of(self, origin: str, task_id: int) -> bytes | None: ...
     def key_of(self, origin: str, task_id: int) -> bytes | None: ...

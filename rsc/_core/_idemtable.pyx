@@ -21,6 +21,11 @@ Rules this file keeps (docs/PROTOCOL.md section 7, "Rules the node keeps"):
   cancel or resend; it lives while that record does, at most ``ttl_ns``.
 - Results for an origin with no live connection are held here too
   (``hold``, ``take_held``), each ``ttl_ns`` from when it was held.
+- Kept results have a byte budget (``max_kept_bytes``; each ``complete`` says
+  how many bytes its outcome keeps). Over it, the oldest kept results are
+  replaced by ``dropped_outcome`` (in the records and in what is held for their
+  owner and aliases) until the rest fit; the records stay, so a key is still
+  never run twice, and a duplicate is answered with ``dropped_outcome``.
 
 Implementation (layout in ``_idemtable.pxd``): records are C structs in one
 array with a free list; a key index and an ``(origin, task_id)`` index are open
@@ -49,6 +54,8 @@ from libc.string cimport memcpy
 
 cimport cython
 
+import hashlib
+
 from rsc._core.expiring import ExpiringMap, HeldResults
 from rsc.errors import InvalidArgument
 
@@ -72,6 +79,11 @@ __all__ = [
     "IdemRecord",
     "IdemTable",
     "fingerprint",
+    "fingerprint_matches",
+    "FP_BLAKE2B",
+    "FP_SHA256",
+    "FP_SHA256_MIN_INPUT",
+    "legacy_fingerprint",
 ]
 
 DEDUP_NEW = 0
@@ -112,6 +124,14 @@ cdef extern from *:
 cdef object _U64_MAX = (1 << 64) - 1
 cdef object _I64_MAX = (1 << 63) - 1
 cdef bytes _FP_PERSON = b"rsc/idem-fp/v1"
+# The fingerprint's algorithm tags (its first byte) and where SHA-256 takes over
+# (the rules are written out in the pure twin, ``_idemtable_py``).
+FP_BLAKE2B = 1
+FP_SHA256 = 2
+FP_SHA256_MIN_INPUT = 2048
+cdef Py_ssize_t _SHA_MIN = FP_SHA256_MIN_INPUT
+cdef bytes _FP_SHA_PREFIX = b"rsc/idem-fp/v2\x00\x00"
+cdef object _sha256 = hashlib.sha256
 
 
 # --- fingerprint ---------------------------------------------------------------
@@ -222,30 +242,24 @@ for _i, _b in enumerate(_FP_PERSON):
 cdef Py_ssize_t _FP_NOGIL_BYTES = 64 * 1024  # hashing bigger inputs lets other threads run
 
 
-def fingerprint(computation, input):
-    """The 16-byte fingerprint of a request: BLAKE2b-128 of (computation, input).
-
-    Stable across processes, runs and both twins. The encoding is length
-    prefixed (``u64be len(utf8(computation)) | utf8(computation) | u64be
-    len(input) | input``, personalised ``rsc/idem-fp/v1``), so ``("ab", b"c")``
-    and ``("a", b"bc")`` differ.
-    """
-    cdef Py_ssize_t name_len, data_len
-    cdef const char *name
-    cdef const unsigned char *data
-    cdef unsigned char lenbuf[8]
-    cdef unsigned char out[16]
-    cdef rsc_b2b S
+cdef const char *_fp_name(object computation, object input, Py_ssize_t *name_len) except NULL:
     if not isinstance(computation, str):
         raise InvalidArgument(f"computation must be a str, not {type(computation).__name__}")
     if not isinstance(input, bytes):
         raise InvalidArgument(f"input must be bytes, not {type(input).__name__}")
     try:
-        name = PyUnicode_AsUTF8AndSize(computation, &name_len)
+        return PyUnicode_AsUTF8AndSize(computation, name_len)
     except UnicodeEncodeError as exc:
         raise InvalidArgument(f"computation is not valid UTF-8 text: {exc}") from None
-    data = <const unsigned char *>PyBytes_AS_STRING(input)
-    data_len = PyBytes_GET_SIZE(input)
+
+
+cdef bytes _blake2b_fp(const char *name, Py_ssize_t name_len, bytes input):
+    cdef const unsigned char *data = <const unsigned char *>PyBytes_AS_STRING(input)
+    cdef Py_ssize_t data_len = PyBytes_GET_SIZE(input)
+    cdef unsigned char lenbuf[8]
+    cdef unsigned char out[17]
+    cdef rsc_b2b S
+    out[0] = 1  # FP_BLAKE2B
     rsc_b2b_init(&S, 16, _FP_PERSON16)
     rsc_b2b_put_u64be(lenbuf, <uint64_t>name_len)
     rsc_b2b_update(&S, lenbuf, 8)
@@ -255,11 +269,59 @@ def fingerprint(computation, input):
     if data_len >= _FP_NOGIL_BYTES:
         with nogil:  # ``input`` is held by the caller's reference meanwhile
             rsc_b2b_update(&S, data, <size_t>data_len)
-            rsc_b2b_final(&S, out, 16)
+            rsc_b2b_final(&S, out + 1, 16)
     else:
         rsc_b2b_update(&S, data, <size_t>data_len)
-        rsc_b2b_final(&S, out, 16)
-    return PyBytes_FromStringAndSize(<char *>out, 16)
+        rsc_b2b_final(&S, out + 1, 16)
+    return PyBytes_FromStringAndSize(<char *>out, 17)
+
+
+cdef bytes _sha256_fp(const char *name, Py_ssize_t name_len, bytes input):
+    # hashlib's SHA-256 (SHA-NI where the CPU has it) releases the GIL while it
+    # hashes a large input
+    cdef unsigned char lenbuf[8]
+    rsc_b2b_put_u64be(lenbuf, <uint64_t>name_len)
+    head = _FP_SHA_PREFIX + PyBytes_FromStringAndSize(<char *>lenbuf, 8) + PyBytes_FromStringAndSize(name, name_len)
+    rsc_b2b_put_u64be(lenbuf, <uint64_t>PyBytes_GET_SIZE(input))
+    h = _sha256(head + PyBytes_FromStringAndSize(<char *>lenbuf, 8))
+    h.update(input)
+    return b"\x02" + h.digest()[:16]
+
+
+def fingerprint(computation, input):
+    """The 17-byte fingerprint of a request: an algorithm tag (``FP_BLAKE2B``
+    under ``FP_SHA256_MIN_INPUT`` bytes of input, else ``FP_SHA256``), then a
+    16-byte digest of (computation, input); the encoding is written out in
+    ``rsc._core._idemtable_py.fingerprint``, which gives the same bytes.
+    """
+    cdef Py_ssize_t name_len
+    cdef const char *name = _fp_name(computation, input, &name_len)
+    if PyBytes_GET_SIZE(input) >= _SHA_MIN:
+        return _sha256_fp(name, name_len, input)
+    return _blake2b_fp(name, name_len, input)
+
+
+def fingerprint_matches(fp, computation, input):
+    """Whether ``fp`` (a fingerprint, possibly written by an older rsc) is the
+    fingerprint of (computation, input) under the algorithm its tag names.
+    An unknown tag matches nothing."""
+    cdef Py_ssize_t name_len
+    cdef const char *name = _fp_name(computation, input, &name_len)
+    cdef bytes f = _fp_arg(fp)
+    cdef unsigned char tag = <unsigned char>PyBytes_AS_STRING(f)[0]
+    if tag == 2:  # FP_SHA256
+        return _sha256_fp(name, name_len, input) == f
+    if tag == 1:  # FP_BLAKE2B
+        return _blake2b_fp(name, name_len, input) == f
+    return False
+
+
+def legacy_fingerprint(fp):
+    """The fingerprint an older rsc wrote as 16 untagged bytes (always
+    BLAKE2b-128), tagged; a 17-byte one is returned as it is."""
+    if isinstance(fp, bytes) and len(fp) == 16:
+        return bytes((FP_BLAKE2B,)) + fp
+    return _fp_arg(fp)
 
 
 # --- argument checks: inline fast path for the exact types, slow path else ------
@@ -277,6 +339,21 @@ cdef inline bytes _key_arg(object value, str what):
     if PyBytes_CheckExact(value) and PyBytes_GET_SIZE(value) == 16:
         return <bytes>value
     return _key_slow(value, what)
+
+
+cdef bytes _fp_slow(object value):
+    if not isinstance(value, bytes):
+        raise InvalidArgument(f"fingerprint must be 17 bytes, not {type(value).__name__}")
+    if len(value) != 17:
+        raise InvalidArgument(f"fingerprint must be 17 bytes (an algorithm tag and a 16-byte digest), "
+                              f"not {len(value)}")
+    return bytes(memoryview(value))
+
+
+cdef inline bytes _fp_arg(object value):
+    if PyBytes_CheckExact(value) and PyBytes_GET_SIZE(value) == 17:
+        return <bytes>value
+    return _fp_slow(value)
 
 
 cdef str _origin_slow(object value):
@@ -415,7 +492,10 @@ cdef class IdemRecord:
 
     @property
     def fingerprint(self):
-        return PyBytes_FromStringAndSize(<char*>&self._rec.f0, 16)
+        cdef unsigned char out[17]
+        out[0] = self._rec.ftag
+        memcpy(out + 1, &self._rec.f0, 16)
+        return PyBytes_FromStringAndSize(<char*>out, 17)
 
     @property
     def origin(self):
@@ -445,6 +525,17 @@ cdef class IdemRecord:
             return ()
         return tuple(self._alias_list[:self._n_aliases])
 
+    @property
+    def kept_bytes(self):
+        """The bytes its outcome counts against the table's budget (0 once dropped)."""
+        return self._rec.kept if self._rec.kept > 0 else 0
+
+    @property
+    def result_dropped(self):
+        """Its outcome was dropped for the kept-result budget (``outcome`` is
+        then the table's ``dropped_outcome``)."""
+        return self._rec.kept < 0
+
     def __repr__(self):
         state = f"finished, expires_at={self.expires_at}" if self.finished else "running"
         return (
@@ -461,8 +552,8 @@ cdef class IdemRecord:
 cdef class IdemTable:
     """Idempotency records, their ``(origin, task_id)`` index, and tombstones.
 
-    Times are ints in nanoseconds from one monotonic clock. Keys and
-    fingerprints are ``bytes`` of length 16, origins ``str``, task ids uint64
+    Times are ints in nanoseconds from one monotonic clock. Keys are
+    ``bytes`` of length 16, fingerprints of length 17 (``fingerprint``), origins ``str``, task ids uint64
     ints; anything else raises ``InvalidArgument``, as do a negative time and
     the refusals of ``complete``.
 
@@ -471,7 +562,7 @@ cdef class IdemTable:
     shortens a life below the TTL and the expiry queues stay sorted.
 
     Memory: 189 bytes per finished record at 100,000 records (tracemalloc,
-    ``bench/bench_idemtable.py``), all of it C arrays: an 80-byte record, an
+    ``bench/bench_idemtable.py``), all of it C arrays: a 96-byte record, an
     8-byte key slot and a 16-byte task slot at load 0.35..0.7, a 16-byte expiry
     entry, each with power-of-two growth slack, so 130..260 bytes depending on
     where the count falls. Keys and fingerprints are copied, so the caller's
@@ -500,9 +591,18 @@ cdef class IdemTable:
         self._q_len = 0
         self._last_expiry = 0
         self._evict_examined = 0
+        self._max_kept = -1
+        self._kept_total = 0
+        self._results_dropped = 0
+        self._q_passed = 0
 
-    def __init__(self, ttl_ns):
+    def __init__(self, ttl_ns, max_kept_bytes=None, dropped_outcome=None):
+        """``max_kept_bytes``: the budget of kept results' bytes (None: no
+        budget); ``dropped_outcome``: what a record whose result was dropped
+        for it holds instead."""
         self._ttl = _time_arg(ttl_ns, "ttl_ns")
+        self._max_kept = -1 if max_kept_bytes is None else _time_arg(max_kept_bytes, "max_kept_bytes")
+        self._dropped_outcome = dropped_outcome
         self._side_structures()
 
     def _side_structures(self):
@@ -533,6 +633,20 @@ cdef class IdemTable:
     @property
     def ttl_ns(self):
         return self._ttl
+
+    @property
+    def max_kept_bytes(self):
+        return None if self._max_kept < 0 else self._max_kept
+
+    @property
+    def kept_bytes(self):
+        """Bytes of the results the table keeps now (what the budget counts)."""
+        return self._kept_total
+
+    @property
+    def results_dropped(self):
+        """How many results were dropped for the budget since the table was made."""
+        return self._results_dropped
 
     def __len__(self):
         return self._count
@@ -771,6 +885,9 @@ cdef class IdemTable:
                     (idx + 1) | ALIAS_BIT,
                 )
         r = &self._recs[idx]
+        if r.kept > 0:
+            self._kept_total -= r.kept
+        r.kept = 0
         outcome = <object>r.outcome if r.outcome != NULL else None
         _xdecref(r.outcome)  # the reference moves to `outcome`
         r.outcome = NULL
@@ -826,8 +943,13 @@ cdef class IdemTable:
             e = &self._q[self._q_head]
             if self._recs[e.idx].gen == e.gen:
                 return
-            self._q_head = (self._q_head + 1) & self._q_mask
-            self._q_len -= 1
+            self._pop_queue_head()
+
+    cdef void _pop_queue_head(self) noexcept:
+        self._q_head = (self._q_head + 1) & self._q_mask
+        self._q_len -= 1
+        if self._q_passed:
+            self._q_passed -= 1  # the budget's cursor stays on its entry
 
     cdef void _shrink(self) noexcept:
         # After evictions: give memory back once a structure is 1/8 full. The
@@ -892,7 +1014,7 @@ cdef class IdemTable:
         cdef uint32_t kh = _fold(<uint64_t>hash(k))
         # Start loading the key's slot now; the remaining checks overlap it.
         _prefetch(&self._kt[kh & self._kt_mask])
-        cdef bytes f = _key_arg(fingerprint, "fingerprint")
+        cdef bytes f = _fp_arg(fingerprint)
         cdef str o = _origin_arg(origin)
         cdef uint64_t tid = _task_id_arg(task_id)
         _time_arg(now, "now")
@@ -901,7 +1023,8 @@ cdef class IdemTable:
         cdef uint64_t kk[2]
         cdef uint64_t ff[2]
         memcpy(kk, PyBytes_AS_STRING(k), 16)
-        memcpy(ff, PyBytes_AS_STRING(f), 16)
+        memcpy(ff, PyBytes_AS_STRING(f) + 1, 16)
+        cdef unsigned char ftag = <unsigned char>PyBytes_AS_STRING(f)[0]
         cdef bint kfound, tfound
         cdef Py_ssize_t kpos, tpos
         cdef uint32_t idx
@@ -925,8 +1048,10 @@ cdef class IdemTable:
                 r.k1 = kk[1]
                 r.f0 = ff[0]
                 r.f1 = ff[1]
+                r.ftag = ftag
                 r.task_id = tid
                 r.expires_at = -1
+                r.kept = 0
                 _incref(<PyObject*>o)
                 r.origin = <PyObject*>o
                 r.aliases = NULL
@@ -943,7 +1068,7 @@ cdef class IdemTable:
                 return _NEW
             idx = self._kt[kpos].ref - 1
             r = &self._recs[idx]
-            if r.f0 != ff[0] or r.f1 != ff[1]:
+            if r.f0 != ff[0] or r.f1 != ff[1] or r.ftag != ftag:
                 return _CONFLICT
             if r.task_id == tid and o == <str>r.origin:
                 return self._view(idx)  # a resend by the owner (the common duplicate)
@@ -969,9 +1094,11 @@ cdef class IdemTable:
             self._tt_used += 1
             return self._view(idx)
 
-    cpdef complete(self, key, task_id, outcome, now):
+    cpdef complete(self, key, task_id, outcome, now, kept_bytes=0):
         """Store the outcome of the record's task; it expires at ``now + ttl_ns``.
 
+        ``kept_bytes`` is what keeping ``outcome`` counts against the budget;
+        over it, the oldest kept results (this one included) are dropped.
         Returns the aliases to deliver the outcome to, in arrival order (the
         owner is not among them). Raises ``InvalidArgument`` for an unknown key,
         a record already finished, or a ``task_id`` other than the owner's.
@@ -981,6 +1108,7 @@ cdef class IdemTable:
         _prefetch(&self._kt[kh & self._kt_mask])
         cdef uint64_t tid = _task_id_arg(task_id)
         cdef int64_t t = _time_arg(now, "now")
+        cdef int64_t kept = _time_arg(kept_bytes, "kept_bytes")
         cdef uint64_t kk[2]
         cdef bint found
         cdef Py_ssize_t pos
@@ -1020,9 +1148,46 @@ cdef class IdemTable:
         r.expires_at = expires_at
         _incref(<PyObject*>outcome)
         r.outcome = <PyObject*>outcome  # was NULL (running)
-        if r.aliases == NULL:
-            return []
-        return (<list>r.aliases)[:]
+        r.kept = kept
+        aliases = [] if r.aliases == NULL else (<list>r.aliases)[:]
+        if kept:
+            self._kept_total += kept
+            if self._max_kept >= 0 and self._kept_total > self._max_kept:
+                self._drop_oldest_results()
+        return aliases
+
+    cdef int _drop_oldest_results(self) except -1:
+        """Drop kept results, oldest first, until the rest fit the budget.
+
+        The expiry queue is in completion order, so it is the order to drop
+        in; ``_q_passed`` counts the entries at its head already walked past
+        (none of them keeps a result), so each entry is looked at once."""
+        cdef QEntry e
+        cdef Rec* r
+        cdef object old
+        cdef object stand_in = self._dropped_outcome
+        cdef list pairs
+        while self._kept_total > self._max_kept and self._q_passed < self._q_len:
+            e = self._q[(self._q_head + self._q_passed) & self._q_mask]
+            self._q_passed += 1
+            r = &self._recs[e.idx]
+            if r.gen != e.gen or r.kept <= 0:
+                continue
+            self._kept_total -= r.kept
+            self._results_dropped += 1
+            r.kept = -1
+            old = <object>r.outcome
+            _decref(r.outcome)  # `old` holds it now
+            _incref(<PyObject*>stand_in)
+            r.outcome = <PyObject*>stand_in
+            if self._held:
+                pairs = [(<object>r.origin, r.task_id)]
+                if r.aliases != NULL:
+                    pairs.extend(<list>r.aliases)
+                for origin, task_id in pairs:
+                    self._held.replace(origin, task_id, stand_in)
+            old = None  # may run a finalizer; the table is consistent here
+        return 0
 
     cpdef get(self, key):
         """The record for ``key`` (expired but not yet evicted included), or None."""
@@ -1134,6 +1299,10 @@ cdef class IdemTable:
         cdef str o = _origin_arg(origin)
         cdef uint64_t tid = _task_id_arg(task_id)
         cdef int64_t t = _time_arg(now, "now")
+        cdef bint found
+        cdef Py_ssize_t pos = self._tt_find(o, tid, _pair_hash(hash(o), tid), &found)
+        if found and self._recs[(self._tt[pos].ref & ~ALIAS_BIT) - 1].kept < 0:
+            outcome = self._dropped_outcome  # its result is no longer kept: hold what stands in
         self._held.hold(o, tid, outcome, t)
         self._expiry_added(t + self._ttl)
 
@@ -1168,8 +1337,7 @@ cdef class IdemTable:
             if e.expires_at > t:
                 break
             self._prefetch_ahead()
-            self._q_head = (self._q_head + 1) & self._q_mask
-            self._q_len -= 1
+            self._pop_queue_head()
             self._evict_examined += 1
             if self._recs[e.idx].gen != e.gen:
                 continue  # stale: the record was discarded
@@ -1245,6 +1413,8 @@ cdef class IdemTable:
         self._q_mask = MIN_TABLE - 1
         self._q_head = 0
         self._q_len = 0
+        self._q_passed = 0
+        self._kept_total = 0
         self._recs = NULL
         self._rec_cap = 0
         self._free_head = FREE_END
@@ -1271,6 +1441,8 @@ cdef class IdemTable:
             "tombstone_queue": len(self._tombstones.fifo.queue),
             "redeliveries": len(self._redeliveries),
             "held_origins": len(self._held),
+            "kept_bytes": self._kept_total,
+            "results_dropped": self._results_dropped,
             "evict_examined": self._evict_examined + sum(
                 side.fifo.examined for side in (self._tombstones, self._redeliveries, self._held)),
         }

@@ -3,7 +3,7 @@
 Rules this file keeps (docs/PROTOCOL.md section 7, "Rules the node keeps"):
 
 - A record is keyed by its 16-byte idempotency key and remembers the request's
-  fingerprint (a hash of computation and input, see ``fingerprint``), its owner
+  fingerprint (a tagged hash of computation and input, see ``fingerprint``), its owner
   ``(origin, task_id)``, its aliases, and once finished its outcome and expiry.
 - ``check_and_record`` decides New / Duplicate / Conflict in one step. A
   duplicate arriving while the task runs becomes an alias; ``complete`` returns
@@ -22,6 +22,11 @@ Rules this file keeps (docs/PROTOCOL.md section 7, "Rules the node keeps"):
   (``hold``, ``take_held``), each ``ttl_ns`` from when it was held.
 - Records handed out (``IdemRecord``) are immutable snapshots: a record changes
   by being replaced in the table, never in place.
+- Kept results have a byte budget (``max_kept_bytes``; each ``complete`` says
+  how many bytes its outcome keeps). Over it, the oldest kept results are
+  replaced by ``dropped_outcome`` (in the records and in what is held for their
+  owner and aliases) until the rest fit; the records stay, so a key is still
+  never run twice, and a duplicate is answered with ``dropped_outcome``.
 
 Both twins take the same arguments, raise the same errors and return the same
 results; ``tests/test_idemtable.py`` holds them to it.
@@ -45,6 +50,11 @@ __all__ = [
     "IdemRecord",
     "IdemTable",
     "fingerprint",
+    "fingerprint_matches",
+    "FP_BLAKE2B",
+    "FP_SHA256",
+    "FP_SHA256_MIN_INPUT",
+    "legacy_fingerprint",
 ]
 
 DEDUP_NEW: Final = 0
@@ -54,34 +64,86 @@ DEDUP_CONFLICT: Final = 2
 _U64_MAX: Final = (1 << 64) - 1
 _I64_MAX: Final = (1 << 63) - 1
 _FP_PERSON: Final = b"rsc/idem-fp/v1"
+_FP_SHA_PREFIX: Final = b"rsc/idem-fp/v2\x00\x00"
+
+# A fingerprint's first byte names its algorithm, so one written by an older
+# rsc (always BLAKE2b, 16 untagged bytes in its journal) is still checked the
+# way it was made. SHA-256 hashes large inputs about twice as fast where the
+# CPU has SHA instructions, but costs a hashlib object per call, which small
+# inputs (most spawns) do not repay: under FP_SHA256_MIN_INPUT bytes the
+# compiled BLAKE2b is cheaper (bench/bench_payload.py, docs/DESIGN.md).
+FP_BLAKE2B: Final = 1
+FP_SHA256: Final = 2
+FP_SHA256_MIN_INPUT: Final = 2048
 
 
 # --- fingerprint ---------------------------------------------------------------
 
 
-def fingerprint(computation: str, input: bytes) -> bytes:  # noqa: A002 - the wire field's name
-    """The 16-byte fingerprint of a request: BLAKE2b-128 of (computation, input).
-
-    Stable across processes, runs and both twins. The encoding is length
-    prefixed (``u64be len(utf8(computation)) | utf8(computation) | u64be
-    len(input) | input``, personalised ``rsc/idem-fp/v1``), so ``("ab", b"c")``
-    and ``("a", b"bc")`` differ.
-    """
+def _fp_name(computation: object, input: object) -> bytes:  # noqa: A002
     if not isinstance(computation, str):
         raise InvalidArgument(f"computation must be a str, not {type(computation).__name__}")
     if not isinstance(input, bytes):
         raise InvalidArgument(f"input must be bytes, not {type(input).__name__}")
     try:
-        name = computation.encode("utf-8")
+        return computation.encode("utf-8")
     except UnicodeEncodeError as exc:
         raise InvalidArgument(f"computation is not valid UTF-8 text: {exc}") from None
-    h = hashlib.blake2b(
-        len(name).to_bytes(8, "big") + name + len(input).to_bytes(8, "big"),
-        digest_size=16,
-        person=_FP_PERSON,
-    )
+
+
+def _encoding_head(name: bytes, input: bytes) -> bytes:  # noqa: A002
+    return len(name).to_bytes(8, "big") + name + len(input).to_bytes(8, "big")
+
+
+def _blake2b_fp(name: bytes, input: bytes) -> bytes:  # noqa: A002
+    h = hashlib.blake2b(_encoding_head(name, input), digest_size=16, person=_FP_PERSON)
     h.update(input)
-    return h.digest()
+    return bytes((FP_BLAKE2B,)) + h.digest()
+
+
+def _sha256_fp(name: bytes, input: bytes) -> bytes:  # noqa: A002
+    h = hashlib.sha256(_FP_SHA_PREFIX + _encoding_head(name, input))
+    h.update(input)
+    return bytes((FP_SHA256,)) + h.digest()[:16]
+
+
+def fingerprint(computation: str, input: bytes) -> bytes:  # noqa: A002 - the wire field's name
+    """The 17-byte fingerprint of a request: an algorithm tag, then a 16-byte
+    digest of (computation, input).
+
+    Inputs under ``FP_SHA256_MIN_INPUT`` bytes: ``FP_BLAKE2B`` then BLAKE2b-128
+    (the encoding rsc has always used, personalised ``rsc/idem-fp/v1``);
+    larger ones: ``FP_SHA256`` then the first 16 bytes of SHA-256 (prefixed
+    ``rsc/idem-fp/v2`` and two zero bytes). Both hash the same length-prefixed
+    encoding (``u64be len(utf8(computation)) | utf8(computation) | u64be
+    len(input) | input``), so ``("ab", b"c")`` and ``("a", b"bc")`` differ.
+    Stable across processes, runs and both twins.
+    """
+    name = _fp_name(computation, input)
+    if len(input) >= FP_SHA256_MIN_INPUT:
+        return _sha256_fp(name, input)
+    return _blake2b_fp(name, input)
+
+
+def fingerprint_matches(fp: bytes, computation: str, input: bytes) -> bool:  # noqa: A002
+    """Whether ``fp`` (a fingerprint, possibly written by an older rsc) is the
+    fingerprint of (computation, input) under the algorithm its tag names.
+    An unknown tag matches nothing."""
+    name = _fp_name(computation, input)
+    fp = _as_fingerprint(fp)
+    if fp[0] == FP_SHA256:
+        return _sha256_fp(name, input) == fp
+    if fp[0] == FP_BLAKE2B:
+        return _blake2b_fp(name, input) == fp
+    return False
+
+
+def legacy_fingerprint(fp: bytes) -> bytes:
+    """The fingerprint an older rsc wrote as 16 untagged bytes (always
+    BLAKE2b-128), tagged; a 17-byte one is returned as it is."""
+    if isinstance(fp, bytes) and len(fp) == 16:
+        return bytes((FP_BLAKE2B,)) + fp
+    return _as_fingerprint(fp)
 
 
 # --- argument checks (slow paths; the hot paths test the common case inline) ----
@@ -93,6 +155,15 @@ def _as_key(value: object, what: str) -> bytes:
     if len(value) != 16:
         raise InvalidArgument(f"{what} must be 16 bytes, not {len(value)}")
     return bytes(memoryview(value))  # a bytes subclass is stored as plain bytes
+
+
+def _as_fingerprint(value: object) -> bytes:
+    if not isinstance(value, bytes):
+        raise InvalidArgument(f"fingerprint must be 17 bytes, not {type(value).__name__}")
+    if len(value) != 17:
+        raise InvalidArgument(f"fingerprint must be 17 bytes (an algorithm tag and a 16-byte digest), "
+                              f"not {len(value)}")
+    return bytes(memoryview(value))
 
 
 def _as_origin(value: object) -> str:
@@ -174,7 +245,7 @@ class IdemRecord:
     that arrived while it ran, in arrival order (the owner is not among them).
     """
 
-    __slots__ = ("_aliases", "_expires_at", "_fingerprint", "_key", "_outcome", "_owner")
+    __slots__ = ("_aliases", "_expires_at", "_fingerprint", "_kept", "_key", "_outcome", "_owner")
 
     def __init__(
         self,
@@ -184,6 +255,7 @@ class IdemRecord:
         outcome: Any,
         expires_at: int | None,
         aliases: tuple[tuple[str, int], ...],
+        kept: int = 0,
     ) -> None:
         self._key = key
         self._fingerprint = fingerprint
@@ -191,6 +263,7 @@ class IdemRecord:
         self._outcome = outcome
         self._expires_at = expires_at
         self._aliases = aliases
+        self._kept = kept  # bytes its outcome counts against the budget; -1: dropped
 
     @property
     def dedup(self) -> int:
@@ -229,6 +302,17 @@ class IdemRecord:
     def aliases(self) -> tuple[tuple[str, int], ...]:
         return self._aliases
 
+    @property
+    def kept_bytes(self) -> int:
+        """The bytes its outcome counts against the table's budget (0 once dropped)."""
+        return self._kept if self._kept > 0 else 0
+
+    @property
+    def result_dropped(self) -> bool:
+        """Its outcome was dropped for the kept-result budget (``outcome`` is
+        then the table's ``dropped_outcome``)."""
+        return self._kept < 0
+
     def __repr__(self) -> str:
         state = f"finished, expires_at={self._expires_at}" if self._expires_at is not None else "running"
         return (
@@ -243,8 +327,8 @@ class IdemRecord:
 class IdemTable:
     """Idempotency records, their ``(origin, task_id)`` index, and tombstones.
 
-    Times are ints in nanoseconds from one monotonic clock. Keys and
-    fingerprints are ``bytes`` of length 16, origins ``str``, task ids uint64
+    Times are ints in nanoseconds from one monotonic clock. Keys are
+    ``bytes`` of length 16, fingerprints of length 17 (``fingerprint``), origins ``str``, task ids uint64
     ints; anything else raises ``InvalidArgument``, as do a negative time and
     the refusals of ``complete``.
 
@@ -261,8 +345,12 @@ class IdemTable:
 
     __slots__ = (
         "_by_task",
+        "_dropped",
+        "_dropped_outcome",
         "_held",
         "_expiry",
+        "_kept",
+        "_max_kept",
         "_records",
         "_redeliveries",
         "_tombstones",
@@ -271,8 +359,16 @@ class IdemTable:
         "watch",
     )
 
-    def __init__(self, ttl_ns: int) -> None:
+    def __init__(self, ttl_ns: int, max_kept_bytes: int | None = None,
+                 dropped_outcome: Any = None) -> None:
+        """``max_kept_bytes``: the budget of kept results' bytes (None: no
+        budget); ``dropped_outcome``: what a record whose result was dropped
+        for it holds instead."""
         self._ttl = _as_time(ttl_ns, "ttl_ns")
+        self._max_kept = None if max_kept_bytes is None else _as_time(max_kept_bytes, "max_kept_bytes")
+        self._dropped_outcome = dropped_outcome
+        self._kept = 0  # bytes of the results kept now
+        self._dropped = 0  # results dropped for the budget, ever
         self._records: dict[bytes, IdemRecord] = {}
         # (origin, task_id) of every owner and alias present -> the record's key.
         self._by_task: dict[tuple[str, int], bytes] = {}
@@ -295,6 +391,20 @@ class IdemTable:
     @property
     def ttl_ns(self) -> int:
         return self._ttl
+
+    @property
+    def max_kept_bytes(self) -> int | None:
+        return self._max_kept
+
+    @property
+    def kept_bytes(self) -> int:
+        """Bytes of the results the table keeps now (what the budget counts)."""
+        return self._kept
+
+    @property
+    def results_dropped(self) -> int:
+        """How many results were dropped for the budget since the table was made."""
+        return self._dropped
 
     def __len__(self) -> int:
         return len(self._records)
@@ -330,8 +440,8 @@ class IdemTable:
         """
         if type(key) is not bytes or len(key) != 16:
             key = _as_key(key, "key")
-        if type(fingerprint) is not bytes or len(fingerprint) != 16:
-            fingerprint = _as_key(fingerprint, "fingerprint")
+        if type(fingerprint) is not bytes or len(fingerprint) != 17:
+            fingerprint = _as_fingerprint(fingerprint)
         if type(origin) is not str:
             origin = _as_origin(origin)
         if type(task_id) is not int or not 0 <= task_id <= _U64_MAX:
@@ -357,13 +467,18 @@ class IdemTable:
             self._by_task[pair] = key
         return rec
 
-    def complete(self, key: bytes, task_id: int, outcome: Any, now: int) -> list[tuple[str, int]]:
+    def complete(self, key: bytes, task_id: int, outcome: Any, now: int,
+                 kept_bytes: int = 0) -> list[tuple[str, int]]:
         """Store the outcome of the record's task; it expires at ``now + ttl_ns``.
 
+        ``kept_bytes`` is what keeping ``outcome`` counts against the budget;
+        over it, the oldest kept results (this one included) are dropped.
         Returns the aliases to deliver the outcome to, in arrival order (the
         owner is not among them). Raises ``InvalidArgument`` for an unknown key,
         a record already finished, or a ``task_id`` other than the owner's.
         """
+        if type(kept_bytes) is not int or not 0 <= kept_bytes <= _I64_MAX:
+            kept_bytes = _as_time(kept_bytes, "kept_bytes")
         if type(key) is not bytes or len(key) != 16:
             key = _as_key(key, "key")
         if type(task_id) is not int or not 0 <= task_id <= _U64_MAX:
@@ -384,9 +499,37 @@ class IdemTable:
         if not self._noted:
             self._expiry_added(expires_at)
         aliases = rec._aliases
-        rec = IdemRecord(key, rec._fingerprint, rec._owner, outcome, expires_at, aliases)
+        rec = IdemRecord(key, rec._fingerprint, rec._owner, outcome, expires_at, aliases, kept_bytes)
         self._records[key] = rec
+        if kept_bytes:
+            self._kept += kept_bytes
+            if self._max_kept is not None and self._kept > self._max_kept:
+                self._drop_oldest_results()
         return list(aliases)
+
+    def _drop_oldest_results(self) -> None:
+        """Drop kept results, oldest first, until the rest fit the budget.
+
+        The expiry queue is in completion order, so it is the order to drop
+        in; ``passed`` counts the entries at its head already walked past
+        (none of them keeps a result), so each entry is looked at once."""
+        fifo, records = self._expiry, self._records
+        queue, limit = fifo.queue, self._max_kept
+        assert limit is not None  # called only under a budget
+        while self._kept > limit and fifo.passed < len(queue):
+            expires_at, key = queue[fifo.passed]
+            fifo.passed += 1
+            rec = records.get(key)
+            if rec is None or rec._expires_at != expires_at or rec._kept <= 0:
+                continue
+            self._kept -= rec._kept
+            self._dropped += 1
+            outcome = self._dropped_outcome
+            records[key] = IdemRecord(key, rec._fingerprint, rec._owner, outcome, expires_at,
+                                      rec._aliases, -1)
+            if self._held:
+                for origin, task_id in (rec._owner, *rec._aliases):
+                    self._held.replace(origin, task_id, outcome)
 
     def get(self, key: bytes) -> IdemRecord | None:
         """The record for ``key`` (expired but not yet evicted included), or None."""
@@ -448,6 +591,8 @@ class IdemTable:
         return True  # its expiry entry, if any, is now stale
 
     def _unindex(self, rec: IdemRecord) -> None:
+        if rec._kept > 0:
+            self._kept -= rec._kept
         by_task = self._by_task
         del by_task[rec._owner]
         for pair in rec._aliases:
@@ -512,6 +657,9 @@ class IdemTable:
             task_id = _as_task_id(task_id)
         if type(now) is not int or not 0 <= now <= _I64_MAX:
             now = _as_time(now)
+        key = self._by_task.get((origin, task_id))
+        if key is not None and self._records[key]._kept < 0:
+            outcome = self._dropped_outcome  # its result is no longer kept: hold what stands in
         self._held.hold(origin, task_id, outcome, now)
         self._expiry_added(now + self._ttl)
 
@@ -595,6 +743,7 @@ class IdemTable:
         self._records = {}  # once it is consistent (empty), when ``old`` goes
         self._by_task = {}
         self._expiry = ExpiryFifo(self._ttl)
+        self._kept = 0
         self._side_structures()
         del old
 
@@ -608,6 +757,8 @@ class IdemTable:
             "tombstone_queue": len(self._tombstones.fifo.queue),
             "redeliveries": len(self._redeliveries),
             "held_origins": len(self._held),
+            "kept_bytes": self._kept,
+            "results_dropped": self._dropped,
             "evict_examined": self._expiry.examined + sum(
                 side.fifo.examined for side in (self._tombstones, self._redeliveries, self._held)),
         }

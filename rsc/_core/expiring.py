@@ -26,13 +26,16 @@ _I64_MAX = (1 << 63) - 1
 class ExpiryFifo:
     """``(expires_at, item)`` in expiry order; callers say which are still live."""
 
-    __slots__ = ("ttl", "queue", "_last", "examined")
+    __slots__ = ("ttl", "queue", "_last", "examined", "passed")
 
     def __init__(self, ttl: int) -> None:
         self.ttl = ttl
         self.queue: deque[tuple[int, Any]] = deque()
         self._last = 0
         self.examined = 0  # entries eviction looked at (a debug figure)
+        # How many entries from the head a caller has walked past already (the
+        # kept-result budget's cursor); popping the head keeps it on its entry.
+        self.passed = 0
 
     def push(self, item: Any, now: int) -> int:
         """Queue ``item`` to expire ``ttl`` after ``now`` (a validated int); its expiry."""
@@ -53,6 +56,8 @@ class ExpiryFifo:
             if live(expires_at, item):
                 return expires_at
             queue.popleft()
+            if self.passed:
+                self.passed -= 1
         return None
 
     def evict(self, now: int, limit: int, remove: Callable[[int, Any], bool]) -> int:
@@ -62,6 +67,8 @@ class ExpiryFifo:
         removed = 0
         while queue and queue[0][0] <= now and removed < limit:
             expires_at, item = queue.popleft()
+            if self.passed:
+                self.passed -= 1
             self.examined += 1
             if remove(expires_at, item):
                 removed += 1
@@ -135,29 +142,56 @@ class ExpiringMap(_Expiring):
 
 
 class HeldResults(_Expiring):
-    """Outcomes held per origin, in the order they were held, each for ``ttl``."""
+    """Outcomes held per origin, in the order they were held, each for ``ttl``.
 
-    __slots__ = ("_by_origin",)
+    Each is a mutable cell ``[expires_at, task_id, outcome]``, found by
+    ``(origin, task_id)`` too, so ``replace`` can swap an outcome the table no
+    longer keeps (the kept-result budget) for what stands in for it."""
+
+    __slots__ = ("_by_origin", "_cells")
 
     def __init__(self, ttl: int) -> None:
         super().__init__(ttl)
-        self._by_origin: dict[str, deque[tuple[int, int, Any]]] = {}
+        self._by_origin: dict[str, deque[list]] = {}
+        self._cells: dict[tuple[str, int], list] = {}
 
     def hold(self, origin: str, task_id: int, outcome: Any, now: int) -> None:
         expires_at = self.fifo.push(origin, now)
         held = self._by_origin.get(origin)
         if held is None:
             held = self._by_origin[origin] = deque()
-        held.append((expires_at, task_id, outcome))
+        cell = [expires_at, task_id, outcome]
+        held.append(cell)
+        self._cells[(origin, task_id)] = cell
+
+    def replace(self, origin: str, task_id: int, outcome: Any) -> bool:
+        """Hold ``outcome`` instead of what is held for ``(origin, task_id)``; whether one was."""
+        cell = self._cells.get((origin, task_id))
+        if cell is None:
+            return False
+        cell[2] = outcome
+        return True
 
     def take(self, origin: str) -> list[tuple[int, Any]]:
         """``(task_id, outcome)`` of everything held for ``origin``, oldest first; forgets them."""
         held = self._by_origin.pop(origin, None)
-        return [] if held is None else [(task_id, outcome) for _e, task_id, outcome in held]
+        if held is None:
+            return []
+        for cell in held:
+            self._forget(origin, cell)
+        return [(task_id, outcome) for _e, task_id, outcome in held]
+
+    def _forget(self, origin: str, cell: list) -> None:
+        pair = (origin, cell[1])
+        if self._cells.get(pair) is cell:
+            del self._cells[pair]
 
     def __len__(self) -> int:
         """Origins with something held."""
         return len(self._by_origin)
+
+    def __bool__(self) -> bool:
+        return bool(self._by_origin)
 
     def _live(self, expires_at: int, origin: str) -> bool:
         held = self._by_origin.get(origin)
@@ -165,6 +199,6 @@ class HeldResults(_Expiring):
 
     def _drop(self, origin: str) -> None:
         held = self._by_origin[origin]
-        held.popleft()
+        self._forget(origin, held.popleft())
         if not held:
             del self._by_origin[origin]

@@ -14,7 +14,7 @@ from rsc._engine.renewal cimport RenewalGroup
 cdef Py_ssize_t _RTID, _COMPUTATION, _INPUT, _LEASE_MS, _KEY, _ORIGIN_NODE, _CAPABILITY
 # private module globals a task reads: C globals, not module-dict lookups
 cdef tuple _AFTER, _OUTCOME_COUNTERS
-cdef object _fields, _fingerprint, _spawn_ack, _result_delivery, _RECEIVED, _INIT, _COMPLETED, _TOMBSTONED
+cdef object _fields, _fingerprint, _fingerprint_matches, _spawn_ack, _result_delivery, _RECEIVED, _INIT, _COMPLETED, _TOMBSTONED
 
 cdef class Admission:
     cpdef find(self, computation)
@@ -35,7 +35,7 @@ cdef class _Conn:
 cdef class NodeEngine:
     cdef public Admission admission
     cdef public object name, key, capacity, max_input_bytes, ttl_ns
-    cdef public object max_result_bytes, capabilities
+    cdef public object max_result_bytes, max_kept_result_bytes, capabilities
     cdef public LamportClock clock
     cdef public object _entropy, _stats, _trace
     cdef public list actions

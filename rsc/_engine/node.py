@@ -78,7 +78,7 @@ from rsc._engine.renewal import VERSION as RENEWAL_VERSION
 from rsc._engine.renewal import RenewalGroup, offers_digests
 from rsc._engine import trace_names as TN
 from rsc._engine.states import NODE_TRANSITIONS, NodeEvent, NodeState, node_after
-from rsc.errors import ProtocolError, ResultTooLarge, UnexpectedMessage
+from rsc.errors import ProtocolError, ResultNotKept, ResultTooLarge, UnexpectedMessage
 
 SEND, CLOSE, START, CANCEL = 0, 1, 2, 3
 # SPAWN_REQUEST's fields by name, as indices into ``envelope.fields(msg)``
@@ -122,6 +122,7 @@ _fields = _envelope.fields
 # Module attributes bound once: `_idem.fingerprint` in a hot path would be an
 # attribute lookup on the module every call, a global is a cached read.
 _fingerprint = _idem.fingerprint
+_fingerprint_matches = _idem.fingerprint_matches
 
 MIN_LEASE_MS = 100
 MAX_LEASE_MS = (1 << 32) - 1  # ~49.7 days; longer leases cannot be tracked as deadlines
@@ -140,6 +141,9 @@ CANCEL_SHUTDOWN = (CANCEL_KIND_SHUTDOWN, "node shutting down")
 # What a task that was running when its node died is answered with after the
 # node restarts on its journal: it may have had effects, so it is not run again
 # (at most once); "cancelled" because the node stopped it, not the computation.
+# The bytes of finished results a node keeps for duplicates, by default (four
+# results of the largest size one frame carries); past it the oldest are dropped.
+DEFAULT_MAX_KEPT_RESULT_BYTES = 256 * 1024 * 1024
 RESTARTED_OUTCOME = (OUTCOME_CANCELLED, (CANCEL_KIND_SHUTDOWN, "node restarted while it ran"), 0)
 TOMBSTONE_REASON = (CANCEL_KIND_USER, "cancelled before it was spawned")  # a tombstone laid without one
 # Idempotency records evicted per tick at most: a pile-up that came due at once
@@ -150,6 +154,12 @@ EVICT_PER_TICK = 4096
 # What an admission rule decides (the first element of its verdict).
 VERDICT_REJECT, VERDICT_DUPLICATE, VERDICT_TOMBSTONED = 0, 1, 2
 _TOMBSTONED_VERDICT = (VERDICT_TOMBSTONED,)
+
+
+def _kept_bytes(outcome: tuple) -> int:
+    """What keeping a finished outcome counts against the kept-result budget:
+    the length of its output or message (a cancel's reason counts nothing)."""
+    return 0 if outcome[0] == OUTCOME_CANCELLED else len(outcome[1])
 
 
 class Admission:
@@ -248,8 +258,11 @@ class NodeEngine:
                  stats: Callable[[], dict] | None = None,
                  trace: Callable[[str, dict], None] | None = None,
                  max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
-                 capabilities: Any = None, compact_renewals: bool = True) -> None:
-        """``capabilities``: None (tokens are carried, not checked), or the
+                 capabilities: Any = None, compact_renewals: bool = True,
+                 max_kept_result_bytes: int = DEFAULT_MAX_KEPT_RESULT_BYTES) -> None:
+        """``max_kept_result_bytes``: the bytes of finished results kept for
+        duplicates; past it the oldest are dropped (their records stay, and a
+        duplicate of one is answered ``ResultNotKept``). ``capabilities``: None (tokens are carried, not checked), or the
         gate of a node that requires them (``rsc.node.tokens.TokenGate``:
         ``check``, ``uses_left``, ``admitted``). ``compact_renewals``: offer
         LEASE_RENEWAL_DIGEST in WELCOME and send it to origins that offered it
@@ -288,7 +301,9 @@ class NodeEngine:
         self._conns: dict[Any, _Conn] = {}
         self._origin_conns: dict[str, list[Any]] = {}
         self._last_heard: dict[str, int] = {}
-        self._idem = _idem.IdemTable(ttl_ns)
+        self.max_kept_result_bytes = max_kept_result_bytes
+        self._idem = _idem.IdemTable(ttl_ns, max_kept_result_bytes, (
+            OUTCOME_FAILED, ResultNotKept.text(self.name, max_kept_result_bytes), 0))
         self._running: dict[bytes, NodeTask] = {}  # key -> owner task not yet finished
         self._by_serial: dict[int, NodeTask] = {}
         # every deadline the engine has; the idempotency table's expiries count
@@ -355,6 +370,7 @@ class NodeEngine:
         s.update(self.counters)
         s.update(capacity=self.capacity, running=self.running,
                  idempotency_records=len(self._idem), tombstones=self._idem.tombstone_count,
+                 kept_result_bytes=self._idem.kept_bytes, results_dropped=self._idem.results_dropped,
                  connections=len(self._conns), draining=self.draining)
         return s
 
@@ -535,7 +551,7 @@ class NodeEngine:
                     f"task {origin}/{f[_RTID]} is already held under another idempotency key", None)
         rec = self._idem.get(held_key)
         assert rec is not None  # key_of named it
-        if rec.fingerprint != _fingerprint(f[_COMPUTATION], f[_INPUT]):
+        if not _fingerprint_matches(rec.fingerprint, f[_COMPUTATION], f[_INPUT]):
             return (VERDICT_REJECT, REJECT_IDEMPOTENCY_CONFLICT,
                     "resend of a task with a different computation or input", None)
         return (VERDICT_DUPLICATE, rec, True)
@@ -553,7 +569,7 @@ class NodeEngine:
         rec = self._idem.get(f[_KEY])
         if rec is None:
             return None
-        if rec.fingerprint != _fingerprint(f[_COMPUTATION], f[_INPUT]):
+        if not _fingerprint_matches(rec.fingerprint, f[_COMPUTATION], f[_INPUT]):
             return (VERDICT_REJECT, REJECT_IDEMPOTENCY_CONFLICT,
                     "idempotency key reused for a different computation or input", None)
         return (VERDICT_DUPLICATE, rec, False)
@@ -787,7 +803,8 @@ class NodeEngine:
             self.timers.discard(T_BUDGET, serial)
         self.counters[_OUTCOME_COUNTERS[kind]] += 1
         outcome = (kind, payload, exec_ns)
-        aliases = self._idem.complete(key, task.rtid, outcome, now)  # its expiry reaches timers
+        aliases = self._idem.complete(key, task.rtid, outcome, now,  # its expiry reaches timers
+                                      _kept_bytes(outcome))
         if self._journal is not None:
             self._journal.finished(key, task.rtid, outcome)
         self._renew_remove(task.origin, task.lease_ms, task.rtid)
@@ -941,7 +958,7 @@ class NodeEngine:
             if outcome is None:
                 outcome, remaining = RESTARTED_OUTCOME, ttl
                 journal.finished(key, rtid, outcome)
-            idem.complete(key, rtid, outcome, max(0, now + min(remaining, ttl) - ttl))
+            idem.complete(key, rtid, outcome, max(0, now + min(remaining, ttl) - ttl), _kept_bytes(outcome))
         for origin, rtid, reason, remaining in sorted(tombstones, key=lambda t: t[3]):
             remaining = min(remaining, ttl)
             idem.add_tombstone(origin, rtid, max(0, now + remaining - ttl), reason)

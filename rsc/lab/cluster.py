@@ -285,6 +285,6 @@ def _rebuilt_engine(cls: type, old: Any) -> Any:
     """A node engine of class ``cls`` with the production engine's settings."""
     new = cls(old.name, old.admission, capacity=old.capacity, max_input_bytes=old.max_input_bytes,
               ttl_ns=old.ttl_ns, key=old.key, entropy=old._entropy, stats=old._stats,
-              trace=old._trace)
+              trace=old._trace, max_kept_result_bytes=old.max_kept_result_bytes)
     new.features["instance"] = old.features["instance"]
     return new

@@ -18,6 +18,11 @@ restarted on the same directory starts from them. What a caller may rely on:
   short or fails its checksum (a write torn by the crash) and drops it and
   everything after it; entries before it are whole, because each sync ends
   with an fsync.
+- **Readable after an upgrade.** The head entry names the format. Format 2
+  writes fingerprints with their algorithm's tag (17 bytes); a format-1
+  journal, written by an older rsc, is read too, its 16-byte fingerprints
+  taken as the BLAKE2b they were (``legacy_fingerprint``), so a resend after
+  the upgrade is still recognised as the same request.
 - **Bounded.** Expired entries are dropped on replay (expiries are written as
   wall-clock times, so a TTL keeps counting while the node is down), and the
   file is rewritten from the live state at start and whenever it holds
@@ -56,6 +61,7 @@ from typing import Any
 
 import msgpack
 
+from rsc._core import idemtable as _idem
 from rsc.logs import get_logger
 from rsc.errors import InvalidArgument
 
@@ -63,7 +69,8 @@ log = get_logger("rsc.node")
 
 JOURNAL_FILE = "journal.log"
 LOCK_FILE = "lock"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: fingerprints carry their algorithm's tag (17 bytes)
+READABLE_VERSIONS = (1, 2)  # 1: an older rsc's, whose fingerprints are 16 untagged bytes (BLAKE2b)
 COMPACT_MIN = 65_536  # entries appended before a compaction is considered
 COMPACT_FACTOR = 4  # ... and then only when the file holds this many times the live entries
 _HEADER = struct.Struct(">II")  # body length, crc32(body)
@@ -253,7 +260,7 @@ class Journal:
             kind = e[0]
             if kind == J_RECORD:
                 _, key, fp, origin, rtid = e
-                records[key] = [key, fp, origin, rtid, None, None]
+                records[key] = [key, _idem.legacy_fingerprint(fp), origin, rtid, None, None]
             elif kind == J_DONE:
                 _, key, _rtid, okind, payload, exec_ns, expires = e
                 rec = records.get(key)
@@ -265,9 +272,9 @@ class Journal:
             elif kind == J_UNTOMB:
                 tombs.pop((e[1], e[2]), None)
             elif kind == J_HEAD:
-                if len(e) < 3 or e[1] != FORMAT_VERSION or not isinstance(e[2], bytes):
-                    raise StateDirError(f"journal {self._file} is in format {e[1:2]!r}, not "
-                                        f"{FORMAT_VERSION}; it was written by another rsc version")
+                if len(e) < 3 or e[1] not in READABLE_VERSIONS or not isinstance(e[2], bytes):
+                    raise StateDirError(f"journal {self._file} is in format {e[1:2]!r}, not one of "
+                                        f"{READABLE_VERSIONS}; it was written by another rsc version")
                 self.journal_id = e[2]
         if not self.journal_id:
             self.journal_id = self._files.new_id()

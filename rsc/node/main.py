@@ -53,6 +53,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
              "grace + 10 s of SIGTERM whatever its computations do; a second "
              "SIGTERM/SIGINT makes it leave at once")
     opt("--ttl", type=float, default=300.0, help="seconds results stay for duplicates")
+    opt("--max-kept-result-bytes", type=int, default=256 * 1024 * 1024,
+        help="bytes of finished results kept for duplicates; past it the oldest are dropped and "
+             "a duplicate of one gets ResultNotKept (0 keeps none)")
     opt("--peers", default=None,
         help="cluster file of nodes this node's computations may spawn on (nested work)")
     opt("--key-file", default=None,
@@ -205,6 +208,8 @@ async def _serve(args: argparse.Namespace) -> int:
     for flag, v in (("--capacity", args.capacity), ("--max-input-bytes", args.max_input_bytes)):
         if v < 1:
             raise InvalidArgument(f"{flag} must be at least 1, got {v}")
+    if args.max_kept_result_bytes < 0:
+        raise InvalidArgument(f"--max-kept-result-bytes must be bytes >= 0, got {args.max_kept_result_bytes}")
     if not args.cancel_grace >= 0:
         raise InvalidArgument(f"--cancel-grace must be seconds >= 0, got {args.cancel_grace}")
     from rsc.trace import Trace
@@ -219,6 +224,7 @@ async def _serve(args: argparse.Namespace) -> int:
     server = NodeServer(args.name, args.listen, registry, capacity=args.capacity,
                         max_input_bytes=args.max_input_bytes, max_threads=args.threads,
                         ttl_s=args.ttl, grace_s=args.grace, peers=args.peers, trace=trace,
+                        max_kept_result_bytes=args.max_kept_result_bytes,
                         key=key, state_dir=args.state_dir,
                         handshake_timeout_s=args.handshake_timeout,
                         frame_timeout_s=args.frame_timeout, capabilities=gate,

@@ -21,7 +21,8 @@ from rsc.logs import get_logger
 from rsc import __version__
 from rsc._signature import SourceSignature
 from rsc._core.messages import AUTH, DEFAULT_MAX_FRAME_BYTES, HANDSHAKE_MAX_FRAME_BYTES
-from rsc._engine.node import CANCEL, CLOSE, SEND, START, Admission, NodeEngine, NodeTask
+from rsc._engine.node import (CANCEL, CLOSE, DEFAULT_MAX_KEPT_RESULT_BYTES, SEND, START, Admission,
+                              NodeEngine, NodeTask)
 from rsc.catalogue import publish_catalogue
 from rsc.clock import SystemClock
 from rsc.cx import RemoteCap, task_cx
@@ -104,7 +105,8 @@ class NodeServer:
                  time_limit: float | None = None, memory_limit: int | None = None,
                  max_tasks_per_worker: int | None = None, tls: TlsConfig | None = None,
                  insecure: bool = False, allow_uids: tuple[int, ...] = (),
-                 catalogue: bool = True) -> None:
+                 catalogue: bool = True,
+                 max_kept_result_bytes: int = DEFAULT_MAX_KEPT_RESULT_BYTES) -> None:
         """``handshake_timeout_s``: a connection that has not sent its AUTH by
         then gets ERROR 7 and is closed; ``frame_timeout_s``: likewise one
         whose partial frame saw no frame complete for that long (both checked
@@ -119,6 +121,9 @@ class NodeServer:
         both ``tls`` and ``key``, unless ``insecure``. ``allow_uids``: users
         besides this process's own whose connections a Unix socket accepts
         (checked with SO_PEERCRED; anyone else gets ERROR auth_failed).
+        ``max_kept_result_bytes``: the bytes of finished results kept for
+        duplicates (``rsc node --max-kept-result-bytes``); past it the oldest
+        are dropped and a duplicate of one gets ``ResultNotKept``.
         ``catalogue``: publish the registry's computation catalogue to
         origins (``rsc.catalogue``; False: answer as a node that has none).
         ``capabilities``: None (tokens are not checked), or a
@@ -166,7 +171,7 @@ class NodeServer:
             self.name, RegistryAdmission(registry), capacity=capacity,
             max_input_bytes=max_input_bytes, ttl_ns=int(ttl_s * 1e9), key=key,
             entropy=secrets.token_bytes, stats=self._process_stats, trace=trace,
-            capabilities=capabilities)
+            capabilities=capabilities, max_kept_result_bytes=max_kept_result_bytes)
         if isinstance(trace, Trace):
             trace.follow_clock(self.engine.clock)  # records carry the node's Lamport time
         # With a state directory, idempotency records outlive this process
