@@ -901,6 +901,20 @@ def test_twins_agree_on_every_result(
     assert c_table._debug_counters() == py_table._debug_counters()
 
 
+def test_twins_agree_on_what_eviction_examined_after_clear(
+        both_idemtables: tuple[ModuleType, ModuleType]) -> None:
+    """Found by the property above: ``clear`` reset the twin's count of examined
+    queue entries (a new queue) but not the compiled table's."""
+    c_mod, py_mod = both_idemtables
+    tables = c_mod.IdemTable(0), py_mod.IdemTable(0)
+    for t in tables:
+        t.check_and_record(K(0), FP_A, "a", 0, 0)
+        t.complete(K(0), 0, None, 0)
+        assert t.evict_expired(0) == 1
+        t.clear()
+    assert tables[0]._debug_counters() == tables[1]._debug_counters()
+
+
 def _random_ops(rng: random.Random, n: int, n_keys: int) -> list[tuple[Any, ...]]:
     """Many keys and pairs, so the hash tables grow, shrink and shift on delete."""
     ops: list[tuple[Any, ...]] = []

@@ -1414,6 +1414,7 @@ cdef class IdemTable:
         self._q_head = 0
         self._q_len = 0
         self._q_passed = 0
+        self._evict_examined = 0  # as the twin, whose new queue has examined nothing
         self._kept_total = 0
         self._recs = NULL
         self._rec_cap = 0
