@@ -7,11 +7,12 @@ reconnect every unacknowledged or unfinished task is re-sent with its original
 idempotency key, so a reset connection neither loses nor duplicates work.
 
 ``spawn_remote(cx, node, computation, input)`` needs a RemoteCap in ``cx`` and
-returns a ``RemoteHandle`` (``rsc.handle``) at once; the spawn leaves at the
-end of the loop turn, with every other spawn made in it. The connections
-themselves are ``rsc.links``; every protocol rule is the origin engine's
-(``rsc._engine.origin``): the runtime turns its actions into writes and its
-events into settled handles.
+returns a ``RemoteHandle`` (``rsc.handle``) at once. On an open connection
+the first spawn of a loop turn is written at once; the others made in that
+turn share one pump and leave together at its end (``rsc.transport.connection``
+writes them). The connections themselves are ``rsc.links``; every protocol
+rule is the origin engine's (``rsc._engine.origin``): the runtime turns its
+actions into writes and its events into settled handles.
 """
 
 from __future__ import annotations
@@ -441,14 +442,16 @@ class Runtime:
             self._net.ensure(link)
         if region is not None:
             region.adopt(handle)
-        # One pump per batch: the spawns made in one loop turn leave together
-        # at its end (or every FLUSH_FRAMES of them, so a node starts on a
-        # burst's first spawns while the rest are still being made).
-        if len(self.engine.actions) >= _FLUSH_AT:
-            self._pump()
-        elif not self._pump_due:
+        # One pump per batch: the turn's first spawn is pumped at once (a
+        # lone request waits for nothing), the others made in the same turn
+        # leave together at its end, or every FLUSH_FRAMES of them, so a node
+        # starts on a burst's first spawns while the rest are still being made.
+        if not self._pump_due:
             self._pump_due = True
             self._loop.call_soon(self._pump_turn)
+            self._pump()
+        elif len(self.engine.actions) >= _FLUSH_AT:
+            self._pump()
         return handle
 
     def _cancel(self, task: OriginTask, reason: CancelReason) -> None:

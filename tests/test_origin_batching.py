@@ -59,15 +59,19 @@ async def connected(rt: Runtime, node: str) -> WriteLog:
     return log
 
 
-def test_the_spawns_of_one_loop_turn_leave_in_one_write(one: LocalCluster) -> None:
+def test_the_spawns_of_one_loop_turn_leave_in_two_writes(one: LocalCluster) -> None:
+    """The turn's first spawn is written at once; the rest share one pump and
+    one write at the end of the turn."""
     async def main() -> None:
         async with Runtime(one.nodes) as rt:
             log = await connected(rt, "worker-1")
-            hs = [spawn_remote(rt.cx(), "worker-1", "echo", b"%d" % i) for i in range(50)]
-            assert log.writes == []  # nothing leaves before the loop turn ends
-            assert rt.engine.actions  # queued in the engine, for one pump
+            hs = [spawn_remote(rt.cx(), "worker-1", "echo", b"0")]
+            assert log.spawns_per_write() == [1] and not rt.engine.actions
+            hs += [spawn_remote(rt.cx(), "worker-1", "echo", b"%d" % i) for i in range(1, 50)]
+            assert log.spawns_per_write() == [1]  # the others wait for the turn's end
+            assert len(rt.engine.actions) == 49  # queued in the engine, for one pump
             await asyncio.sleep(0)
-            assert log.spawns_per_write() == [50]
+            assert log.spawns_per_write() == [1, 49]
             assert [await h.join() for h in hs] == [b"%d" % i for i in range(50)]
 
     run(main())
@@ -80,9 +84,11 @@ def test_a_burst_leaves_every_flush_frames_spawns_while_it_is_made(one: LocalClu
             log = await connected(rt, "worker-1")
             n = 2 * FLUSH_FRAMES + 10
             hs = [spawn_remote(rt.cx(), "worker-1", "echo", b"b") for _ in range(n)]
-            assert log.spawns_per_write() == [FLUSH_FRAMES, FLUSH_FRAMES]  # within the turn
+            within = log.spawns_per_write()
+            assert sum(within) >= 2 * FLUSH_FRAMES  # written while the burst was made
             await asyncio.sleep(0)
-            assert log.spawns_per_write() == [FLUSH_FRAMES, FLUSH_FRAMES, 10]
+            after = log.spawns_per_write()
+            assert sum(after) == n and len(after) <= len(within) + 1 <= 5
             assert await asyncio.gather(*(h.join() for h in hs)) == [b"b"] * n
 
     run(main())

@@ -1,0 +1,448 @@
+"""Where a no-op's round trip spends its time: a latency budget, unloaded and
+under open-loop load.
+
+Run it as ``python -m bench.latency_budget`` (``--help`` for the options). It
+starts one node of its own (the node of ``rsc node``, with the collector set
+up the same way) whose connections are wrapped to record the time of every
+read and write, and runs from this process (uvloop) the computation
+``stamp``, a no-op that returns the time it ran. Every clock is
+``time.monotonic_ns()``, which both processes share, so one request's
+stages can be put end to end:
+
+``lag``
+    due -> ``spawn_remote`` called (the sender's own lateness)
+``o.queue``
+    spawn -> the origin's ``write`` of the frame that carries it
+``o->n``
+    that write -> the node's read of it (the kernel, and the node getting
+    the CPU and reaching its socket)
+``n.run``
+    the node's read -> the computation running (decoding, admission, the
+    loop turn(s) before the computation's first step)
+``n.queue``
+    the computation -> the node's ``write`` of its result
+``n->o``
+    that write -> the origin's read of it
+``o.done``
+    the origin's read -> the caller noticing the result (the harness)
+
+For each stage it prints p50 and p99 across the requests, unloaded (one at a
+time) and at each load (open loop, a fraction of the maximum rate measured
+first, as in ``bench_latency.py``). The wrappers add a few microseconds to
+every read and write, the same in every row.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import bisect
+import gc
+import os
+import shutil
+import signal
+import struct
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from array import array
+from typing import Any
+
+from rsc import Registry, Runtime, spawn_remote
+
+registry = Registry()
+
+
+@registry.computation("stamp")
+async def stamp(cx: Any, data: bytes) -> bytes:
+    """The time it ran (monotonic ns)."""
+    return struct.pack("<q", time.monotonic_ns())
+
+
+STAGES = ("lag", "o.queue", "o->n", "n.run", "n.queue", "n->o", "o.done", "total")
+
+
+# ------------------------------------------------------------------- stamping wrappers
+
+
+class StampTransport:
+    """A transport that records the time and size of every write it passes on."""
+
+    def __init__(self, transport: Any, writes: array) -> None:
+        self._t = transport
+        self._writes = writes
+
+    def write(self, data: bytes) -> None:
+        self._writes.append(time.monotonic_ns())
+        self._t.write(data)
+
+    def writelines(self, parts: Any) -> None:
+        self._writes.append(time.monotonic_ns())
+        self._t.writelines(parts)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._t, name)
+
+
+class StampProtocol:
+    """A protocol in front of a FramedConnection that records every read."""
+
+    def __init__(self, conn: Any, reads: array, after_read: Any = None) -> None:
+        self._conn = conn
+        self._reads = reads
+        self._after_read = after_read
+
+    def connection_made(self, transport: Any) -> None:
+        self._conn.connection_made(transport)
+
+    def data_received(self, data: bytes) -> None:
+        t = time.monotonic_ns()
+        self._reads.append(t)
+        self._conn.data_received(data)
+        if self._after_read is not None:
+            self._after_read(t)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._conn, name)
+
+
+# ----------------------------------------------------------------------------- the node
+
+
+def node_main(address: str, out: str) -> None:
+    """A node on ``address`` whose reads and writes are recorded; on SIGTERM it
+    shuts down and writes them to ``out`` (two arrays of ns)."""
+    from rsc.node.main import new_event_loop, tune_gc
+    from rsc.node.server import NodeServer
+
+    reads, writes = array("q"), array("q")
+
+    class StampingNode(NodeServer):
+        def _make_connection(self) -> Any:
+            conn = NodeServer._make_connection(self)
+            return _NodeSide(conn, reads, writes)
+
+    async def serve() -> None:
+        server = StampingNode("budget", address, registry, capacity=200_000)
+        await server.start()
+        tune_gc()
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGTERM, server.request_shutdown)
+        print("READY", flush=True)
+        await server.serve_until_stopped()
+
+    loop = new_event_loop()
+    try:
+        loop.run_until_complete(serve())
+    finally:
+        loop.close()
+    with open(out, "wb") as f:
+        f.write(struct.pack("<qq", len(reads), len(writes)))
+        reads.tofile(f)
+        writes.tofile(f)
+
+
+class _NodeSide(StampProtocol):
+    def __init__(self, conn: Any, reads: array, writes: array) -> None:
+        super().__init__(conn, reads)
+        self._writes = writes
+
+    def connection_made(self, transport: Any) -> None:
+        self._conn.connection_made(StampTransport(transport, self._writes))
+
+
+def stop_node(node: subprocess.Popen, out: str) -> tuple[array, array]:
+    """SIGTERM the budget node (by pid), wait for it, and read its stamps."""
+    node.send_signal(signal.SIGTERM)
+    node.wait(30)
+    assert node.stdout is not None
+    node.stdout.close()
+    return read_node_stamps(out)
+
+
+def read_node_stamps(path: str) -> tuple[array, array]:
+    with open(path, "rb") as f:
+        nr, nw = struct.unpack("<qq", f.read(16))
+        reads, writes = array("q"), array("q")
+        reads.fromfile(f, nr)
+        writes.fromfile(f, nw)
+    return reads, writes
+
+
+# --------------------------------------------------------------------------- the origin
+
+
+class Origin:
+    """The origin's side of the stamping: its connection to the node wrapped,
+    and the requests of the current run."""
+
+    def __init__(self, rt: Runtime, node: str) -> None:
+        self.rt, self.node, self.cx = rt, node, rt.cx()
+        self.reads, self.writes = array("q"), array("q")
+        self.reqs: list[list[Any]] = []  # [due, spawned, handle, origin read, noticed]
+        self._unread = 0  # index of the first request whose result has not been read
+
+    async def wrap(self) -> None:
+        await spawn_remote(self.cx, self.node, "stamp", b"").join()  # connects
+        conn = self.rt._net.by_node[self.node].conn
+        real = conn.transport
+        conn.transport = StampTransport(real, self.writes)
+        real.set_protocol(StampProtocol(conn, self.reads, self._after_read))
+
+    def _after_read(self, t: int) -> None:
+        reqs, i = self.reqs, self._unread
+        while i < len(reqs) and reqs[i][2] is not None and reqs[i][2].is_finished():
+            reqs[i][3] = t
+            i += 1
+        self._unread = i
+
+    def send(self, due: int) -> list[Any]:
+        req = [due, 0, None, 0, 0]
+        self.reqs.append(req)
+        req[1] = time.monotonic_ns()
+        req[2] = spawn_remote(self.cx, self.node, "stamp", b"")
+        return req
+
+    def new_run(self) -> list[list[Any]]:
+        """Start a new list of requests (the read and write records go on)."""
+        self.reqs, self._unread = [], 0
+        return self.reqs
+
+
+async def unloaded(o: Origin, n: int) -> None:
+    for _ in range(n):
+        req = o.send(time.monotonic_ns())
+        await req[2].join()
+        req[4] = time.monotonic_ns()
+
+
+async def max_rate(o: Origin, n: int) -> float:
+    t0 = time.perf_counter()
+    hs = [spawn_remote(o.cx, o.node, "stamp", b"") for _ in range(n)]
+    for h in hs:
+        await h.join()
+    return n / (time.perf_counter() - t0)
+
+
+async def open_loop_spin(o: Origin, rate: float, n: int) -> None:
+    """The sender of bench_latency.py before: a coroutine on the runtime's loop
+    that yields with ``asyncio.sleep(0)`` between passes."""
+    interval = int(1e9 / rate)
+    t0 = time.monotonic_ns() + 1_000_000
+    sent = done = 0
+    while done < n:
+        now = time.monotonic_ns()
+        while sent < n and t0 + sent * interval <= now:
+            o.send(t0 + sent * interval)
+            sent += 1
+        while done < sent and o.reqs[done][2].is_finished():
+            o.reqs[done][4] = time.monotonic_ns()
+            o.reqs[done][2].try_join()
+            done += 1
+        await asyncio.sleep(0)
+
+
+async def open_loop_thread(o: Origin, rate: float, n: int) -> None:
+    """The sender of bench_latency.py: a thread (``pace``) hands the loop each
+    request when it is due; one coroutine awaits the handles in order."""
+    from bench.bench_latency import pace
+
+    loop = asyncio.get_running_loop()
+    interval = int(1e9 / rate)
+    t0 = time.monotonic_ns() + 5_000_000
+    pending: list[list[Any]] = []
+    idle: list[asyncio.Future[None] | None] = [None]
+
+    def send(i: int, j: int) -> None:
+        for k in range(i, j):
+            pending.append(o.send(t0 + k * interval))
+        if idle[0] is not None:
+            idle[0].set_result(None)
+            idle[0] = None
+
+    def hand(i: int, j: int) -> None:
+        loop.call_soon_threadsafe(send, i, j)
+
+    lags: list[float] = []
+    th = threading.Thread(target=pace, args=(t0 / 1e9, interval / 1e9, n, hand, lags, lambda: time.monotonic_ns() / 1e9),
+                          name="budget-sender", daemon=True)
+    th.start()
+    done = 0
+    while done < n:
+        if done == len(pending):
+            idle[0] = loop.create_future()
+            await idle[0]
+            continue
+        req = pending[done]
+        await req[2].join()
+        req[4] = time.monotonic_ns()
+        done += 1
+    th.join()
+
+
+# ----------------------------------------------------------------------------- analysis
+
+
+def budget(reqs: list[list[Any]], o_writes: array, n_reads: array,
+           n_writes: array) -> dict[str, list[float]]:
+    """Each request's stages in us."""
+    ow, nr, nw = sorted(o_writes), sorted(n_reads), sorted(n_writes)
+    out: dict[str, list[float]] = {s: [] for s in STAGES}
+    for due, spawned, h, oread, noticed in reqs:
+        if not oread or not noticed:
+            continue
+        ran = struct.unpack("<q", h.try_join())[0]
+        i = bisect.bisect_left(ow, spawned)
+        owrite = ow[i] if i < len(ow) else spawned
+        j = bisect.bisect_right(nr, ran) - 1
+        nread = nr[j] if j >= 0 else ran
+        k = bisect.bisect_left(nw, ran)
+        nwrite = nw[k] if k < len(nw) else ran
+        for name, a, b in (("lag", due, spawned), ("o.queue", spawned, owrite),
+                           ("o->n", owrite, nread), ("n.run", nread, ran),
+                           ("n.queue", ran, nwrite), ("n->o", nwrite, oread),
+                           ("o.done", oread, noticed), ("total", due, noticed)):
+            out[name].append((b - a) / 1000)
+    return out
+
+
+def pct(values: list[float], q: float) -> float:
+    s = sorted(values)
+    return s[min(len(s) - 1, max(0, int(round(q * len(s) + 0.5)) - 1))] if s else float("nan")
+
+
+def show(rows: list[tuple[str, dict[str, list[float]]]]) -> None:
+    print("stage".ljust(10) + "".join(name.rjust(22) for name, _ in rows))
+    for s in STAGES:
+        cells = [f"{pct(b[s], 0.5):9.0f} /{pct(b[s], 0.99):9.0f}" for _, b in rows]
+        print(s.ljust(10) + "".join(c.rjust(22) for c in cells))
+    print("(p50 / p99 in us; " + ", ".join(f"{name}: {len(b['total'])} requests" for name, b in rows) + ")")
+
+
+# --------------------------------------------------------------------------------- main
+
+
+def run(args: argparse.Namespace) -> None:
+    from rsc.node.main import new_event_loop
+    from rsc.transport import connection
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    for policy in args.write:
+        connection.WRITE_AT_ONCE = policy == "now"
+        tmp = tempfile.mkdtemp(prefix="rsc-budget-")
+        address, out = f"unix:{tmp}/node.sock", f"{tmp}/stamps"
+        node = subprocess.Popen([sys.executable, "-m", "bench.latency_budget", "--node", address, out,
+                                 "--write", policy], stdout=subprocess.PIPE, text=True, cwd=root)
+        try:
+            assert node.stdout is not None
+            if node.stdout.readline().strip() != "READY":
+                raise RuntimeError("the budget node did not start")
+            loop = new_event_loop()
+            try:
+                rows, o = loop.run_until_complete(measure(args, address, node.pid))
+            finally:
+                loop.close()
+            n_reads, n_writes = stop_node(node, out)
+        finally:
+            if node.poll() is None:
+                node.kill()
+                node.wait(30)
+            shutil.rmtree(tmp, ignore_errors=True)
+        table = [(name, budget(reqs, o.writes, n_reads, n_writes)) for name, reqs, _ in rows]
+        print(f"\nwrites: {'at once (now)' if policy == 'now' else 'at the end of the turn (turn)'}"
+              f"; load average {os.getloadavg()[0]:.2f}; origin gc {'frozen' if args.freeze else 'as is'}")
+        show(table)
+        for name, reqs, cpu in rows:
+            n = len(reqs)
+            wall = (cpu.wall[0] - cpu.wall[1]) / 1e9
+            print(f"  {name}: CPU per request: origin {cpu.origin_s / n * 1e6:.1f} us, node "
+                  f"{cpu.node_s / n * 1e6:.1f} us; busy: origin {cpu.origin_s / wall:.0%}, node "
+                  f"{cpu.node_s / wall:.0%}; requests per origin read {n / max(1, cpu.io[0]):.1f}, "
+                  f"per origin write {n / max(1, cpu.io[1]):.1f}")
+
+
+class Cpu:
+    """CPU seconds used by this process and the node's during a run, and the
+    reads and writes this process made."""
+
+    def __init__(self, o: Origin, node_pid: int) -> None:
+        import psutil
+
+        self.o, self.node = o, psutil.Process(node_pid)
+
+    def __enter__(self) -> Cpu:
+        self.c0 = sum(os.times()[:2])
+        self.n0 = sum(self.node.cpu_times()[:2])
+        self.wall0 = time.monotonic_ns()
+        self.io0 = len(self.o.reads), len(self.o.writes)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.origin_s = sum(os.times()[:2]) - self.c0
+        self.node_s = sum(self.node.cpu_times()[:2]) - self.n0
+        self.wall = (time.monotonic_ns(), self.wall0)
+        self.io = len(self.o.reads) - self.io0[0], len(self.o.writes) - self.io0[1]
+
+
+async def measure(args: argparse.Namespace, address: str, node_pid: int) -> tuple[list[Any], Origin]:
+    rows: list[Any] = []
+    async with Runtime({"budget": address}) as rt:
+        o = Origin(rt, "budget")
+        await o.wrap()
+        await unloaded(o, 200)  # warm-up
+        reqs = o.new_run()
+        with Cpu(o, node_pid) as cpu:
+            await unloaded(o, args.unloaded)
+        rows.append(("unloaded", reqs, cpu))
+        await max_rate(o, 10_000)  # warm-up
+        rate = max([await max_rate(o, 10_000) for _ in range(3)])
+        print(f"maximum rate {rate:,.0f}/s" + (f" (loads are of {args.rate:,.0f}/s)" if args.rate else ""))
+        rate = args.rate or rate
+        for sender in args.sender:
+            for load in args.load:
+                reqs = o.new_run()
+                r = rate * load / 100
+                n = max(200, int(r * args.seconds))
+                if args.freeze:
+                    gc.collect()
+                    gc.freeze()
+                try:
+                    with Cpu(o, node_pid) as cpu:
+                        await (open_loop_spin if sender == "spin" else open_loop_thread)(o, r, n)
+                finally:
+                    if args.freeze:
+                        gc.unfreeze()
+                rows.append((f"{sender} {load}% {r / 1000:.1f}k/s", reqs, cpu))
+    return rows, o
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--node", nargs=2, metavar=("ADDRESS", "OUT"), help=argparse.SUPPRESS)
+    p.add_argument("--load", type=int, nargs="*", default=[50], help="percent of the maximum rate")
+    p.add_argument("--rate", type=float, default=0.0,
+                   help="the 100%% rate, per second (default: the maximum rate measured)")
+    p.add_argument("--seconds", type=float, default=2.0, help="length of each open-loop run")
+    p.add_argument("--unloaded", type=int, default=2000, help="requests one at a time")
+    p.add_argument("--sender", choices=("spin", "thread"), nargs="*", default=["thread", "spin"],
+                   help="thread: bench_latency.py's sender; spin: the one it had before")
+    p.add_argument("--write", choices=("now", "turn"), nargs="*", default=["now"],
+                   help="now: replies when their read is handled, else the first frame of a "
+                        "loop turn at once (rsc's policy); turn: every frame waits for the "
+                        "turn's end (rsc's policy before)")
+    p.add_argument("--no-freeze", dest="freeze", action="store_false",
+                   help="leave the origin's collector as it is during the open-loop runs")
+    args = p.parse_args()
+    if args.node:
+        from rsc.transport import connection
+
+        connection.WRITE_AT_ONCE = args.write == ["now"]
+        node_main(*args.node)
+    else:
+        run(args)
+
+
+if __name__ == "__main__":
+    main()
