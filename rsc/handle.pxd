@@ -5,9 +5,17 @@ cimport cython
 
 from rsc._engine.origin cimport OriginTask
 
+# module globals join reads: C globals, not module-dict lookups
+cdef object _settled
+cdef long long _SUCCESS
+
 cdef class RemoteHandle:
     cdef public object _rt, _outcome, _error, _codec, _state, _owner_region, _lease_s, _policy
     cdef public OriginTask _task
+    cdef public dict _live
+
+    cpdef join(self, cx=*)
+    cpdef _take(self)
     cdef public object _region, _holder, _earlier, _waiters, _protocol_errors
     cdef public bint _done, _observed
     cdef object __weakref__

@@ -9,8 +9,10 @@ the task's current attempt (``rsc._engine.origin``); the runtime
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any, Protocol
 
+from rsc._settled import settled as _settled
 from rsc._signature import SourceSignature
 from rsc._engine.escalation import EscState
 from rsc._engine.origin import OriginTask
@@ -56,7 +58,7 @@ class RemoteHandle:
 
     __signature__ = SourceSignature()  # what inspect.signature reports, compiled too
 
-    __slots__ = ("_rt", "_task", "_done", "_outcome", "_error", "_codec", "_state", "_owner_region",
+    __slots__ = ("_rt", "_live", "_task", "_done", "_outcome", "_error", "_codec", "_state", "_owner_region",
                  "_lease_s", "_policy", "_observed", "_region",
                  "_holder", "_earlier", "_waiters", "_protocol_errors", "__weakref__")
 
@@ -68,6 +70,7 @@ class RemoteHandle:
               lease_s: float, policy: LeasePolicy, region: Any, holder: int) -> None:
         """``__init__``'s work (a C call when compiled: see ``new_handle``)."""
         self._rt = rt
+        self._live = rt._handles  # the runtime's unsettled handles (_settle takes this one out)
         self._task = task
         # The one outcome: settled once (_done), with the node's outcome as it
         # came off the wire, a (kind, payload, execution_time_ns) triple, or the
@@ -187,7 +190,7 @@ class RemoteHandle:
             for w in waiters:
                 if not w.done():  # else that wait was cancelled
                     w.set_result(None)
-        self._rt._handles.pop(self._task.rtid, None)  # the runtime no longer tracks it
+        self._live.pop(self._task.rtid, None)  # the runtime no longer tracks it
         # Break the handle <-> task cycle: a late message for the task finds no
         # handle (and is dropped, as for a superseded attempt), and a handle the
         # caller lets go of is freed at once by its reference count instead of
@@ -258,10 +261,20 @@ class RemoteHandle:
         self._take()
         return self._outcome_obj()
 
-    async def join(self, cx: Cx | None = None) -> Any:
+    def join(self, cx: Cx | None = None) -> Coroutine[Any, Any, Any]:
         """Wait for the task; its output (bytes, or the value with codec msgpack),
         or raise RemoteFailed / RemoteCancelled / RemotePanicked / SpawnRejected /
-        LeaseExpired / NodeUnreachable."""
+        LeaseExpired / NodeUnreachable. A coroutine, as from an ``async def``."""
+        outcome = self._outcome
+        if outcome is not None and outcome[0] == _SUCCESS and self._codec is None:
+            # Settled with raw output: nothing to wait for, decode or raise.
+            # The handle counts as observed from this call (a success has
+            # no failure for its region to report either way).
+            self._take()
+            return _settled(outcome[1])
+        return self._join()
+
+    async def _join(self) -> Any:
         if not self._done:
             await self._wait()
         self._take()

@@ -8,7 +8,7 @@ cdef class NodeLink:
 
 cdef class Links:
     cdef public object rt, connect_timeout_s, backoff_max_s
-    cdef public dict by_node
+    cdef public dict by_node, by_name
 
     cpdef get(self, node)
     cpdef ensure(self, NodeLink link)

@@ -12,6 +12,7 @@ engine when a link comes up or goes down and hands it the frames read.
 from __future__ import annotations
 
 import asyncio
+import sys
 from typing import TYPE_CHECKING, Any, Callable, Protocol
 
 from rsc.logs import get_logger
@@ -89,12 +90,18 @@ class Links:
                                       f"({rt.transport!r}) dials {' and '.join(schemes)}: addresses "
                                       "only")
         self.by_node: dict[str, NodeLink] = {n: NodeLink(n, a) for n, a in cluster.items()}
+        # The same links keyed by plain, interned ``str`` names, which ``get``
+        # reads on every spawn: a dict whose keys are all exact ``str`` is
+        # searched by the interpreter's string fast path, where NodeId keys
+        # (a str subclass) cost a generic comparison per lookup.
+        self.by_name: dict[str, NodeLink] = {sys.intern(str.__str__(n)): link
+                                             for n, link in self.by_node.items()}
         self.connect_timeout_s = connect_timeout_s
         self.backoff_max_s = backoff_max_s
 
     def get(self, node: str) -> NodeLink:
         """The link to ``node``, or InvalidArgument naming the nodes there are."""
-        link = self.by_node.get(node)
+        link = self.by_name.get(node)  # a NodeId finds its entry too (equal strings)
         if link is None:
             raise InvalidArgument(f"node {node!r} is not in this runtime's cluster; known: "
                                   f"{', '.join(sorted(self.by_node))}")

@@ -11,6 +11,12 @@ from rsc.cx cimport Cx, RemoteCap
 from rsc.handle cimport RemoteHandle
 from rsc.links cimport Links, NodeLink
 
+# private module globals a spawn reads: C globals, not module-dict lookups
+cdef object _INFINITE, _MSGPACK, _RAW, _DEFAULT_POLICY
+cdef Py_ssize_t _FLUSH_AT
+cdef int _SEND, _CLOSE, _EV_RESULT
+cdef tuple _STATE_OF_KIND
+
 cdef class Runtime:
     cdef public object cluster, name, key, default_lease_s, connect_timeout_s, backoff_max_s
     cdef public object transport, tls
@@ -22,18 +28,20 @@ cdef class Runtime:
     cdef public dict _links, _handles, _status_waiters, _names
     cdef public bytes _key_buf
     cdef public Py_ssize_t _key_pos
-    cdef public bint _closed
+    cdef public bint _closed, _pump_due
+    cdef public object _lease_seen, _lease_s_seen
+    cdef public long long _lease_ms_seen
     cdef public long long _protocol_errors
     cdef object __weakref__
 
     @cython.locals(cap=RemoteCap, link=NodeLink, task=OriginTask, handle=RemoteHandle, pos=Py_ssize_t,
-                   codecs=dict, elink=_Link)
+                   codecs=dict, elink=_Link, kp="const char*")
     cpdef _spawn(self, Cx cx, node, computation, input, lease, budget, idempotency_key, codec,
                  on_lease_expired)
     @cython.locals(engine=OriginEngine)
     cpdef _on_messages(self, FramedConnection conn, list msgs)
-    @cython.locals(conn=FramedConnection, link=NodeLink)
-    cpdef _pump(self)
+    @cython.locals(conn=FramedConnection, last=FramedConnection, link=NodeLink)
+    cpdef _pump(self, bint flush=*)
     @cython.locals(handle=RemoteHandle)
     cpdef _on_event(self, int ev, OriginTask task, detail)
 

@@ -7,9 +7,10 @@ reconnect every unacknowledged or unfinished task is re-sent with its original
 idempotency key, so a reset connection neither loses nor duplicates work.
 
 ``spawn_remote(cx, node, computation, input)`` needs a RemoteCap in ``cx`` and
-returns a ``RemoteHandle`` (``rsc.handle``) at once; on an open connection the
-spawn is written at once, or, after the first of a loop turn, with the rest
-of that turn at its end (``rsc.transport.connection``). The connections themselves are ``rsc.links``; every protocol
+returns a ``RemoteHandle`` (``rsc.handle``) at once. On an open connection
+the first spawn of a loop turn is written at once; the others made in that
+turn share one pump and leave together at its end (``rsc.transport.connection``
+writes them). The connections themselves are ``rsc.links``; every protocol
 rule is the origin engine's (``rsc._engine.origin``): the runtime turns its
 actions into writes and its events into settled handles.
 """
@@ -45,14 +46,13 @@ from rsc._engine.origin import (
     OriginEngine,
     OriginTask,
     input_too_large,
-    new_task,
 )
 from rsc._engine.states import OriginState
 from rsc.clock import SystemClock
 from rsc.cluster_file import load_cluster
-from rsc.catalogue import MSGPACK as _MSGPACK, RAW as _RAW, ComputationInfo
+from rsc.catalogue import MSGPACK, RAW, ComputationInfo
 from rsc.cx import Cx, RemoteCap
-from rsc.handle import RemoteHandle, new_handle
+from rsc.handle import RemoteHandle
 from rsc.lease import DEFAULT_POLICY, LeasePolicy
 from rsc.links import Links
 from rsc.errors import (
@@ -68,7 +68,7 @@ from rsc.errors import (
     spawn_rejected,
 )
 from rsc.transport.base import Transport
-from rsc.transport.connection import FramedConnection
+from rsc.transport.connection import FLUSH_FRAMES, FramedConnection
 from rsc.trace import Trace
 from rsc.transport.timer import EngineTimer
 from rsc.transport.tls import TlsConfig
@@ -90,8 +90,14 @@ __all__ = ["Runtime", "load_cluster", "spawn_remote"]
 log = get_logger("rsc.origin")
 
 MS = 1_000_000
-_INFINITE: Budget = Budget.INFINITE  # type: ignore[attr-defined]
 MAX_LEASE_MS = (1 << 32) - 1
+# What a spawn reads, as private module globals: C globals when compiled
+# (remote.pxd), where a module global is a dict lookup per read on 3.12+.
+_INFINITE = Budget.INFINITE  # type: ignore[attr-defined]
+_MSGPACK, _RAW = MSGPACK, RAW
+_DEFAULT_POLICY: LeasePolicy = DEFAULT_POLICY
+_FLUSH_AT = FLUSH_FRAMES
+_SEND, _CLOSE, _EV_RESULT = SEND, CLOSE, EV_RESULT
 
 
 _KEYS_AT_ONCE = 256  # idempotency keys drawn from the runtime's PRNG per call
@@ -147,6 +153,7 @@ class Runtime:
         self.clock = SystemClock()
         self.trace = trace
         self.engine = OriginEngine(self.name, key=key, entropy=secrets.token_bytes, trace=trace)
+        self.engine.accept_events = False  # a handle reads acceptance from its task
         if isinstance(trace, Trace):
             trace.follow_clock(self.engine.clock)  # records carry the origin's Lamport time
         self._seed(random.Random(os.urandom(32)))
@@ -163,6 +170,12 @@ class Runtime:
         self._loop: asyncio.AbstractEventLoop = None  # type: ignore[assignment]
         self._timer: EngineTimer = None  # type: ignore[assignment]  # made in attach()
         self._closed = False
+        self._pump_due = False  # a pump is scheduled for the end of this loop turn (_spawn)
+        # the last lease a spawn asked for (the object: a cap's default is the
+        # same one every time), validated, in ms and as the handle reports it
+        self._lease_seen: Any = None
+        self._lease_ms_seen = 0
+        self._lease_s_seen = 0.0
 
     # ----------------------------------------------------------------- lifecycle
     async def __aenter__(self) -> Runtime:
@@ -340,12 +353,12 @@ class Runtime:
             name = ComputationName(computation)
             if len(self._names) < 1024:
                 self._names[computation] = name
-        if codec not in (None, "msgpack"):
+        if codec is not None and codec != "msgpack":
             raise InvalidArgument(f"codec must be None or 'msgpack', got {codec!r}")
         # How the input is sent never depends on the node's catalogue (rsc.catalogue):
         # raw bytes, a RemoteInput's bytes (pre-encoded: any codec), or packed.
         if isinstance(input, (bytes, bytearray, memoryview)) and codec is None:
-            data = bytes(input)  # the same object for bytes
+            data = input if type(input) is bytes else bytes(input)
             sent = _RAW
         elif isinstance(input, RemoteInput):
             data = input.data
@@ -372,9 +385,14 @@ class Runtime:
             raise InvalidInput(REJECT_INVALID_INPUT, input_too_large(len(data), link.node, limit),
                                link.node, name)
         lease_s = cap.default_lease_s if lease is None else lease
-        if isinstance(lease_s, bool) or not isinstance(lease_s, (int, float)) or not 0 < lease_s * 1000 <= MAX_LEASE_MS:
-            raise InvalidArgument(f"lease must be a positive number of seconds, got {lease_s!r}")
-        lease_ms = max(1, int(lease_s * 1000))
+        if lease_s is self._lease_seen:  # the same object as the last spawn's (its cap's default)
+            lease_ms = self._lease_ms_seen
+        else:
+            if isinstance(lease_s, bool) or not isinstance(lease_s, (int, float)) or not 0 < lease_s * 1000 <= MAX_LEASE_MS:
+                raise InvalidArgument(f"lease must be a positive number of seconds, got {lease_s!r}")
+            lease_ms = max(1, int(lease_s * 1000))
+            self._lease_seen, self._lease_ms_seen = lease_s, lease_ms
+            self._lease_s_seen = lease_ms / 1000
         eff = cx.budget
         if cap.budget is not None:
             eff = eff.meet(cap.budget)
@@ -390,33 +408,50 @@ class Runtime:
                 self._key_buf = self._key_rng.getrandbits(128 * _KEYS_AT_ONCE).to_bytes(
                     16 * _KEYS_AT_ONCE, "big")
                 pos = 0
-            key_bytes = self._key_buf[pos:pos + 16]
+            kp = self._key_buf  # compiled: a pointer into it, so the slice is one copy (remote.pxd)
+            key_bytes = kp[pos:pos + 16]
             self._key_pos = pos + 16
         elif isinstance(idempotency_key, IdempotencyKey):
             key_bytes = idempotency_key.to_bytes()
         else:
             raise InvalidArgument(f"idempotency_key must be an IdempotencyKey, got "
                                   f"{type(idempotency_key).__name__}")
-        task = new_task(next(self._ids), link.node, name, data, lease_ms, key_bytes,
-                        wire_budget, eff.deadline_ns, cx.region_id, cx.task_id,
-                        token, None)
+        # OriginTask(...) and RemoteHandle(...) without Python-level calls:
+        # both types are known to the compiled build, so these are C calls
+        task = OriginTask.__new__(OriginTask)
+        task._init(next(self._ids), link.node, name, data, lease_ms, key_bytes, wire_budget,
+                   None if wire_budget is None else eff.deadline_ns, cx.region_id, cx.task_id,
+                   token, None)
         task.input_codec = sent  # checked when the node's WELCOME arrives, if it is not yet known
-        policy = on_lease_expired or DEFAULT_POLICY
-        if not isinstance(policy, LeasePolicy):
-            raise InvalidArgument("on_lease_expired must be rsc.lease.fail(), cancel(...) or retry(...)")
-        for n in policy.nodes:
-            self._net.get(n)
+        if on_lease_expired is None:
+            policy = _DEFAULT_POLICY  # fail(): names no nodes
+        else:
+            policy = on_lease_expired
+            if not isinstance(policy, LeasePolicy):
+                raise InvalidArgument("on_lease_expired must be rsc.lease.fail(), cancel(...) or retry(...)")
+            for n in policy.nodes:
+                self._net.get(n)
         region = cx.region
-        handle = new_handle(self, task, codec, task.region, lease_ms / 1000, policy, region,
-                            task.task)
+        handle = RemoteHandle.__new__(RemoteHandle)
+        handle._init(self, task, codec, task.region, self._lease_s_seen, policy, region, task.task)
         task.handle = handle
         task.policy = policy  # the engine escalates a lapse (rsc._engine.escalation)
         self._handles[task.rtid] = handle
         self.engine.spawn(task, now)
-        self._net.ensure(link)
+        if link.conn is None:  # (an open connection has its connect loop waiting on it)
+            self._net.ensure(link)
         if region is not None:
             region.adopt(handle)
-        self._pump()
+        # One pump per batch: the turn's first spawn is pumped at once (a
+        # lone request waits for nothing), the others made in the same turn
+        # leave together at its end, or every FLUSH_FRAMES of them, so a node
+        # starts on a burst's first spawns while the rest are still being made.
+        if not self._pump_due:
+            self._pump_due = True
+            self._loop.call_soon(self._pump_turn)
+            self._pump()
+        elif len(self.engine.actions) >= _FLUSH_AT:
+            self._pump()
         return handle
 
     def _cancel(self, task: OriginTask, reason: CancelReason) -> None:
@@ -463,32 +498,48 @@ class Runtime:
         self.engine.protocol_error(conn.tag, exc, self.clock.now_ns())
         self._pump()
 
-    def _pump(self) -> None:
+    def _pump_turn(self) -> None:
+        """The pump the spawns of one loop turn share (``_spawn`` schedules it).
+        What it sends is written now, not a loop turn later."""
+        self._pump_due = False
+        if not self._closed:
+            self._pump(True)
+
+    def _pump(self, flush: bool = False) -> None:
+        """Turn the engine's actions into writes and closes, its events into
+        settled handles, and re-arm the timer. ``flush``: write what was sent
+        at once instead of at the end of the loop turn."""
         engine = self.engine
         if engine.actions:
             links = self._links
+            last = None  # the connection written last (flushed when another is, and at the end)
             for op, node, arg in engine.take_actions():
                 link = links.get(node)
                 conn = link.conn if link is not None else None
                 if conn is None:
                     continue
-                if op == SEND:
+                if op == _SEND:
+                    if flush and conn is not last and last is not None:
+                        last.flush()
                     conn.send(arg)
-                elif op == CLOSE:
+                    last = conn
+                elif op == _CLOSE:
                     conn.close()
+            if flush and last is not None:
+                last.flush()
         if engine.events:
             for ev, task, detail in engine.take_events():
                 self._on_event(ev, task, detail)  # a C call when compiled (a bound method is not)
         self._timer.follow(engine.timers)
 
     def _on_event(self, ev: int, task: OriginTask, detail: Any) -> None:
-        if ev == EV_RESULT or ev == EV_ACCEPTED:  # the common events first
+        if ev == _EV_RESULT:  # the common event first
             handle: RemoteHandle | None = task.handle
-            if handle is None:  # a superseded attempt or a task given up on
-                return
-            if ev == EV_RESULT:
+            if handle is not None:  # else a superseded attempt or a task given up on
                 handle._settle(detail, None, _STATE_OF_KIND[detail[0]])
-            return  # an accept shows in handle.state (the engine's task state)
+            return
+        if ev == EV_ACCEPTED:  # (the runtime turns these off: handle.state reads the task)
+            return
         if ev == EV_PROTOCOL_ERROR:
             self._protocol_errors += 1
             log.warning("%s", detail)

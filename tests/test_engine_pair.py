@@ -432,3 +432,32 @@ def test_unusable_durations_are_invalid_input_and_record_nothing() -> None:
     link.spawn(budget=((1 << 64) - 1, None, None, 0), lease_ms=1000)
     (task,) = link.started
     assert task.deadline_ns is None and link.node.running == 1
+
+
+def test_the_ping_follows_the_shortest_lease_of_the_live_tasks() -> None:
+    """The lease lengths a link's tasks ask for are counted (the first one
+    seen apart from the rest): the PING keeps to a third of the shortest
+    one still live, whichever came first."""
+    link = Link()
+    link.connect()
+    elink = link.origin._links["node-1"]
+    link.spawn(lease_ms=30_000)  # the first length the link sees
+    link.spawn(lease_ms=3_000)
+    link.spawn(lease_ms=3_000)
+    assert elink.shortest_lease() == 3_000
+    link.advance(1_001)
+    assert any(isinstance(m, Ping) for m in link.to_node)
+    long, short1, short2 = link.started
+    link.finish(short1)
+    assert elink.shortest_lease() == 3_000  # one 3 s task is still live
+    link.finish(short2)
+    assert elink.shortest_lease() == 30_000
+    link.advance(1_001)  # the due PING deadline is re-read: 10 s after the last frame now
+    pings = sum(1 for m in link.to_node if isinstance(m, Ping))
+    link.advance(5_000)
+    assert sum(1 for m in link.to_node if isinstance(m, Ping)) == pings
+    link.spawn(lease_ms=3_000)  # another length than the first again
+    assert elink.shortest_lease() == 3_000
+    link.finish(long)
+    link.finish(link.started[-1])
+    assert elink.shortest_lease() == 0 and not link.origin.live_tasks

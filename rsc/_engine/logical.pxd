@@ -1,5 +1,7 @@
 # Declarations that make logical.py compile to a typed extension type (see node.pxd).
 
+cdef object _MAX_MERGED
+
 cdef class LamportClock:
     cdef public long long time
 

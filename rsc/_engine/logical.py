@@ -26,6 +26,7 @@ def lamport_value(t: Any) -> int:
 # one bad peer would break every connection of this side. Such a time is still
 # accepted (PROTOCOL.md: never reject a message for its time value).
 MAX_MERGED_TIME = 1 << 62
+_MAX_MERGED = MAX_MERGED_TIME  # what merge reads: a C global when compiled (logical.pxd)
 
 
 class LamportClock:
@@ -45,7 +46,7 @@ class LamportClock:
     def merge(self, wire_time: Any) -> int:
         # Called for every message received: the plain Lamport stamp skips a call.
         v = wire_time if type(wire_time) is int else lamport_value(wire_time)
-        if v > MAX_MERGED_TIME:
+        if v > _MAX_MERGED:
             v = 0
         self.time = (v if v > self.time else self.time) + 1
         return self.time

@@ -12,6 +12,9 @@ cdef tuple _AFTER
 cdef object _fields, _spawn_request, _SPAWNED, _INIT
 cdef int _SEND_SPAWN, _ACK_ACCEPTED, _ACK_REJECTED, _RENEWAL, _RESULT, _SEND_CANCEL
 cdef int _LEASE_LAPSED, _NODE_RESTARTED, _REFUSE
+cdef long long _MS
+cdef int _SEND, _EV_RESULT, _T_LEASE, _T_PING
+cdef object _ACK_OK, _ResultDelivery, _SpawnAck
 
 cdef class OriginTask:
     cdef public object rtid, node, computation, input, key, deadline_ns, budget, region, task
@@ -31,12 +34,17 @@ cdef class _Link:
     cdef public bint ready, confirmed, ever_ready, digests
     cdef public list first_sends
     cdef public dict tasks, lease_counts, groups
-    cdef public long long ping_nonce, max_input, ping_at
+    cdef public LeaseGroup last_group
+    cdef public long long ping_nonce, max_input, ping_at, main_lease, main_count
+
+    cdef count_lease(self, long long lease_ms)
+    cdef uncount_lease(self, long long lease_ms)
+    cpdef long long shortest_lease(self)
 
 cdef class OriginEngine:
     cdef public object name, key, _entropy, _trace, record, new_rtid
     cdef public dict features
-    cdef public bint compact_renewals
+    cdef public bint compact_renewals, accept_events
     cdef public Deadlines timers
     cdef public LamportClock clock
     cdef public list actions, events
@@ -48,15 +56,20 @@ cdef class OriginEngine:
     cpdef _link(self, node)
     cpdef input_limit(self, node)
     cpdef _Link link_for(self, node)
-    cpdef _send(self, _Link link, msg, now)
-    cpdef spawn(self, OriginTask task, now)
-    cpdef _send_spawn_msg(self, _Link link, OriginTask t, now)
+    cpdef _send(self, _Link link, msg, long long now)
+    @cython.locals(link=_Link)
+    cpdef spawn(self, OriginTask task, long long now)
+    cpdef _send_spawn_msg(self, _Link link, OriginTask t, long long now)
     cpdef forget(self, rtid)
+    cdef _retire(self, _Link link, OriginTask task)
     cpdef _report(self, int ev, OriginTask task, detail)
     cpdef _process(self, OriginTask task, int event)
     cpdef _renew(self, OriginTask task, long long until, long long now)
-    cpdef receive(self, node, msg, now)
-    cpdef _on_ack(self, _Link link, msg, now)
+    @cython.locals(link=_Link)
+    cpdef receive(self, node, msg, long long now)
+    @cython.locals(task=OriginTask)
+    cpdef _on_ack(self, _Link link, msg, long long now)
+    @cython.locals(task=OriginTask)
     cpdef _on_renewal(self, _Link link, rtid, lease_ns, now)
     cpdef _join_group(self, _Link link, OriginTask task)
     @cython.locals(g=LeaseGroup)
@@ -65,6 +78,7 @@ cdef class OriginEngine:
     cpdef _fold(self, OriginTask task)
     @cython.locals(g=LeaseGroup)
     cpdef _leave_group(self, _Link link, OriginTask task)
-    cpdef _on_result(self, _Link link, msg, now)
+    @cython.locals(task=OriginTask)
+    cpdef _on_result(self, _Link link, msg, long long now)
     cpdef list take_actions(self)
     cpdef list take_events(self)

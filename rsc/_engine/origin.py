@@ -6,7 +6,8 @@ it link events (``link_up`` once a byte stream to the node is open,
 queues for its driver:
 
 - ``self.actions``: ``(SEND, node, message)`` and ``(CLOSE, node, None)``;
-- ``self.events``: ``(EV_ACCEPTED | EV_REJECTED | EV_RESULT | EV_LEASE_EXPIRED, task, detail)``,
+- ``self.events``: ``(EV_ACCEPTED | EV_REJECTED | EV_RESULT | EV_LEASE_EXPIRED, task, detail)``
+  (EV_ACCEPTED only while ``accept_events`` is set, as it is by default),
   ``(EV_NODE_RESTARTED, task, kept_journal)``, ``(EV_PROTOCOL_ERROR, task, RemoteProtocolError)``,
   plus ``(EV_STATUS, None, (node, stats))`` and ``(EV_HANDSHAKE_FAILED, None, (node, code, message))``;
   an EV_REJECTED's detail is ``(reject_code, detail)``, or ``(reject_code, detail, error)``
@@ -106,6 +107,10 @@ _SEND_SPAWN, _ACK_ACCEPTED, _ACK_REJECTED = int(OriginEvent.SEND_SPAWN), int(Ori
 _RENEWAL, _RESULT, _SEND_CANCEL = int(OriginEvent.RENEWAL), int(OriginEvent.RESULT), int(OriginEvent.SEND_CANCEL)
 _LEASE_LAPSED, _NODE_RESTARTED, _REFUSE = int(OriginEvent.LEASE_LAPSED), int(OriginEvent.NODE_RESTARTED), int(OriginEvent.REFUSE)
 _SPAWNED = OriginState.SPAWNED
+# ... and the public constants a task's path reads, as private copies (C
+# globals when compiled: origin.pxd; a module global is a dict lookup per read)
+_MS, _SEND, _EV_RESULT, _T_LEASE, _T_PING = MS, SEND, EV_RESULT, T_LEASE, T_PING
+_ACK_OK, _ResultDelivery, _SpawnAck = ACK_ACCEPTED, ResultDelivery, SpawnAck
 _INIT = OriginState.INIT  # a module global, not an Enum class attribute read per task (node.py)
 
 
@@ -182,8 +187,9 @@ def new_task(rtid: int, node: str, computation: str, input: bytes, lease_ms: int
 
 class _Link:
     __slots__ = ("node", "lid", "handshake", "ready", "confirmed", "ever_ready", "tasks",
-                 "lease_counts", "last_sent", "ping_nonce", "ping_at", "first_sends", "instance",
-                 "journal", "max_input", "catalogue", "codecs", "digests", "groups")
+                 "lease_counts", "main_lease", "main_count", "last_sent", "ping_nonce", "ping_at",
+                 "first_sends", "instance",
+                 "journal", "max_input", "catalogue", "codecs", "digests", "groups", "last_group")
 
     def __init__(self, node: str, lid: int) -> None:
         self.node = node
@@ -206,6 +212,11 @@ class _Link:
         # refuses the handshake they never reached it
         self.first_sends: list[OriginTask] = []
         self.tasks: dict[int, OriginTask] = {}
+        # How many of its tasks ask for each lease length (ms): the first
+        # length it saw (main_lease; most spawns ask for their cap's default)
+        # counted in main_count, every other one in lease_counts.
+        self.main_lease = 0
+        self.main_count = 0
         self.lease_counts: dict[int, int] = {}
         self.last_sent = 0
         self.ping_nonce = 0
@@ -219,6 +230,40 @@ class _Link:
         # by the group's lease_ms (rsc._engine.renewal.LeaseGroup)
         self.digests = False
         self.groups: dict[int, LeaseGroup] = {}
+        self.last_group: LeaseGroup | None = None  # the group a task joined last (in groups)
+
+
+    def count_lease(self, lease_ms: int) -> None:
+        """One more of its tasks asks for ``lease_ms``."""
+        if lease_ms == self.main_lease:
+            self.main_count += 1
+        elif self.main_lease == 0:
+            self.main_lease = lease_ms
+            self.main_count = 1
+        else:
+            counts = self.lease_counts
+            counts[lease_ms] = counts.get(lease_ms, 0) + 1
+
+    def uncount_lease(self, lease_ms: int) -> None:
+        """One task that asked for ``lease_ms`` is gone."""
+        if lease_ms == self.main_lease:
+            self.main_count -= 1
+            return
+        counts = self.lease_counts
+        n = counts[lease_ms] - 1
+        if n:
+            counts[lease_ms] = n
+        else:
+            del counts[lease_ms]
+
+    def shortest_lease(self) -> int:
+        """The shortest lease (ms) any of its tasks asks for; 0 if none does."""
+        shortest = self.main_lease if self.main_count else 0
+        if self.lease_counts:
+            other = min(self.lease_counts)
+            if not shortest or other < shortest:
+                shortest = other
+        return shortest
 
 
 class OriginEngine:
@@ -231,6 +276,10 @@ class OriginEngine:
         behave as an origin without the extension, renewed by full batches)."""
         self.name = str(name)
         self.compact_renewals = compact_renewals
+        # Report a node's first accept of each task as EV_ACCEPTED. A driver
+        # that reads acceptance from the task (``OriginTask.accepted``, as
+        # rsc.Runtime does) turns it off: one event fewer per task.
+        self.accept_events = True
         # HELLO's features (PROTOCOL.md section 3, "Negotiation")
         self.features: dict = {RENEWAL_FEATURE: RENEWAL_VERSION} if compact_renewals else {}
         self.key = key
@@ -268,7 +317,7 @@ class OriginEngine:
 
     def _send(self, link: _Link, msg: Message, now: int) -> None:
         link.last_sent = now
-        self.actions.append((SEND, link.node, msg))
+        self.actions.append((_SEND, link.node, msg))
 
     def _trace_event(self, event: str, **fields: Any) -> None:
         if self._trace is not None:
@@ -415,6 +464,7 @@ class OriginEngine:
             for task in list(link.tasks.values()):
                 self._leave_group(link, task)
             link.groups.clear()
+            link.last_group = None
 
     def _resend_all(self, link: _Link, now: int) -> None:
         for task in list(link.tasks.values()):
@@ -459,8 +509,7 @@ class OriginEngine:
         if link is None:
             link = self._link(task.node)
         link.tasks[rtid] = task
-        counts = link.lease_counts
-        counts[task.lease_ms] = counts.get(task.lease_ms, 0) + 1
+        link.count_lease(task.lease_ms)
         if link.ready:
             self._send_spawn_msg(link, task, now)
         # else: the lease clock starts when the spawn is first written (_send_spawn_msg)
@@ -470,15 +519,15 @@ class OriginEngine:
             t.sent = True
             if not link.confirmed:
                 link.first_sends.append(t)
-            t.lease_until = now + t.lease_ms * MS
-            self.timers.add(T_LEASE, t.rtid, t.lease_until)
-            at = now + t.lease_ms * MS // 3  # the link's ping may now come sooner
+            t.lease_until = now + t.lease_ms * _MS
+            self.timers.add(_T_LEASE, t.rtid, t.lease_until)
+            at = now + t.lease_ms * _MS // 3  # the link's ping may now come sooner
             if at < link.ping_at:
                 link.ping_at = at
-                self.timers.put(T_PING, link.lid, at)
+                self.timers.put(_T_PING, link.lid, at)
         budget = t.budget
         if budget is not None and t.deadline_ns is not None:
-            remaining = max(0, -(-(t.deadline_ns - now) // MS))
+            remaining = max(0, -(-(t.deadline_ns - now) // _MS))
             budget = (remaining, budget[1], budget[2], budget[3])
         self._send(link, _spawn_request(self.name, self.clock.send(), t.rtid, t.computation, t.input,
                                         t.lease_ms, t.key, budget, self.name, t.region, t.task,
@@ -529,18 +578,18 @@ class OriginEngine:
 
     def forget(self, rtid: int) -> None:
         """Drop a task (terminal or given up on); a late message for it is traced and dropped."""
-        task = self._tasks.pop(rtid, None)
-        if task is None:
-            return
-        link = self._links[task.node]
+        task = self._tasks.get(rtid)
+        if task is not None:
+            self._retire(self._links[task.node], task)
+
+    def _retire(self, link: _Link, task: OriginTask) -> None:
+        """``forget`` for a live task of ``link``, both known."""
+        rtid = task.rtid
+        del self._tasks[rtid]
         del link.tasks[rtid]
         self._leave_group(link, task)
-        n = link.lease_counts[task.lease_ms] - 1
-        if n:
-            link.lease_counts[task.lease_ms] = n
-        else:
-            del link.lease_counts[task.lease_ms]
-        self.timers.discard(T_LEASE, rtid)
+        link.uncount_lease(task.lease_ms)
+        self.timers.discard(_T_LEASE, rtid)
         if self._escalations:
             if self._escalations.pop(rtid, None) is not None:
                 self.timers.discard(T_ESCALATION, rtid)
@@ -680,9 +729,9 @@ class OriginEngine:
             if not link.confirmed and type(msg) is not Error:
                 link.confirmed = link.ever_ready = True
                 link.first_sends = []
-            if type(msg) is ResultDelivery:
+            if type(msg) is _ResultDelivery:
                 self._on_result(link, msg, now)
-            elif type(msg) is SpawnAck:
+            elif type(msg) is _SpawnAck:
                 self._on_ack(link, msg, now)
             elif type(msg) is LeaseRenewalDigest:
                 self._on_digest(link, msg, now)
@@ -754,7 +803,7 @@ class OriginEngine:
         task = link.tasks.get(rtid)
         if task is None:
             return self._drop_unknown(link, rtid, "SPAWN_ACK")
-        accepted = status == ACK_ACCEPTED
+        accepted = status == _ACK_OK
         state = task.state
         if self._process(task, _ACK_ACCEPTED if accepted else _ACK_REJECTED) is None:
             return
@@ -769,11 +818,12 @@ class OriginEngine:
                 if self._trace is not None:
                     self._trace_event(TN.SPAWN_ACK_RECEIVED, node=link.node, rtid=rtid)
                 task.accepted = True
-                self.events.append((EV_ACCEPTED, task, None))
+                if self.accept_events:
+                    self.events.append((EV_ACCEPTED, task, None))
                 # Only the first accept renews: the answer to a resend after a
                 # reconnect does not, so reconnects that make no progress cannot
                 # keep a lease alive (LEASE_RENEWAL batches renew a running task).
-                self._renew(task, now + task.lease_ms * MS, now)
+                self._renew(task, now + task.lease_ms * _MS, now)
         else:
             self._trace_event(TN.SPAWN_REJECTED, node=link.node, rtid=rtid, code=reject_code,
                               detail=reject_detail)
@@ -811,13 +861,16 @@ class OriginEngine:
             self._join(link, task, task.lease_ms)
 
     def _join(self, link: _Link, task: OriginTask, lease_ms: int) -> None:
-        groups = link.groups
-        g = groups.get(lease_ms)
-        if g is None:
-            if len(groups) >= MAX_IDLE_GROUPS:
-                for empty in [k for k, v in groups.items() if not v.count]:
-                    del groups[empty]
-            g = groups[lease_ms] = LeaseGroup(lease_ms)
+        g = link.last_group  # consecutive tasks mostly join the same group
+        if g is None or g.lease_ms != lease_ms:
+            groups = link.groups
+            g = groups.get(lease_ms)
+            if g is None:
+                if len(groups) >= MAX_IDLE_GROUPS:
+                    for empty in [k for k, v in groups.items() if not v.count]:
+                        del groups[empty]
+                g = groups[lease_ms] = LeaseGroup(lease_ms)
+            link.last_group = g
         g.add(task.rtid)
         task.group = g
         task.group_mark = g.renewals
@@ -914,7 +967,7 @@ class OriginEngine:
             self._lapse(task, now)
         else:
             task.lease_until = until
-            self.timers.move(T_LEASE, task.rtid, until)
+            self.timers.move(_T_LEASE, task.rtid, until)
 
     def _on_result(self, link: _Link, msg: ResultDelivery, now: int) -> None:
         rtid, kind, payload, exec_ns = _fields(msg)  # one call, not four lookups
@@ -926,8 +979,8 @@ class OriginEngine:
         if self._trace is not None:
             self._trace_event(TN.RESULT_DELIVERED, node=link.node, rtid=rtid, kind=kind,
                               execution_time_ns=exec_ns)
-        self.forget(task.rtid)
-        self._report(EV_RESULT, task, (kind, payload, exec_ns))
+        self._retire(link, task)
+        self._report(_EV_RESULT, task, (kind, payload, exec_ns))
 
     # ------------------------------------------------------------------ timers
     def next_deadline(self) -> int | None:
@@ -937,8 +990,9 @@ class OriginEngine:
     def _schedule_ping(self, link: _Link) -> None:
         """Set the link's PING deadline: a third of its shortest lease after
         the last frame sent, while it is ready and has tasks with leases."""
-        if link.ready and link.lease_counts:
-            link.ping_at = link.last_sent + min(link.lease_counts) * MS // 3
+        shortest = link.shortest_lease()
+        if link.ready and shortest:
+            link.ping_at = link.last_sent + shortest * MS // 3
             self.timers.put(T_PING, link.lid, link.ping_at)
         else:
             link.ping_at = NO_DEADLINE
