@@ -3,11 +3,16 @@
 
 cimport cython
 
+cdef object _INFINITE
+
 cdef class RemoteCap:
     cdef public object runtime, default_lease_s, budget, token
 
 cdef class CancelState:
     cdef public object reason, _event, _callbacks
+
+@cython.locals(state=CancelState)
+cdef CancelState _new_cancel_state()
 
 cdef class Cx:
     cdef public object region_id, task_id, budget, remote_cap, _entropy, _seed, node, parent

@@ -58,7 +58,7 @@ def next_task_id() -> int:
 
 
 # a global read, not a class attribute lookup per Cx
-_INFINITE: Budget = Budget.INFINITE  # type: ignore[attr-defined]
+_INFINITE: Budget = Budget.INFINITE  # type: ignore[attr-defined]  # (cx.pxd: a C global)
 
 
 class RemoteCap:
@@ -187,6 +187,13 @@ class CancelState:
         return event.wait(timeout)
 
 
+def _new_cancel_state() -> CancelState:
+    """``CancelState()`` without a Python-level class call (one per Cx)."""
+    state = CancelState.__new__(CancelState)
+    state.reason = state._event = state._callbacks = None
+    return state
+
+
 class Cx:
     """Capability context of one task."""
 
@@ -219,7 +226,7 @@ class Cx:
         self.parent = parent
         self.region = region  # the rsc.region.Region that owns this Cx's work, if any
         self.trace: Any = trace if trace is not None else (parent.trace if parent is not None else None)
-        self._cancel = cancel_state if cancel_state is not None else CancelState()
+        self._cancel = cancel_state if cancel_state is not None else _new_cancel_state()
 
     @property
     def clock(self) -> Clock:

@@ -77,5 +77,8 @@ def test_engine_deadlines_of_every_kind_are_in_its_timers() -> None:
     assert link.origin.next_deadline() == link.now + 10_000 * MS  # the ping: a third of the lease
     (task,) = link.started
     link.finish(task)
-    assert (node.count(T_SILENCE), node.count(T_BUDGET), node.count(T_RENEW)) == (0, 0, 0)
+    # the renewal group, now empty, stays until its renewal time, then goes
+    assert (node.count(T_SILENCE), node.count(T_BUDGET), node.count(T_RENEW)) == (0, 0, 1)
     assert origin.count(T_LEASE) == 0
+    link.advance(10_000)
+    assert node.count(T_RENEW) == 0 and not link.node._renew and not link.node._renew_group

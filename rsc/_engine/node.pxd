@@ -13,7 +13,11 @@ from rsc._engine.renewal cimport RenewalGroup
 
 cdef Py_ssize_t _RTID, _COMPUTATION, _INPUT, _LEASE_MS, _KEY, _ORIGIN_NODE, _CAPABILITY
 # private module globals a task reads: C globals, not module-dict lookups
-cdef tuple _AFTER, _OUTCOME_COUNTERS
+cdef tuple _AFTER
+cdef long long _MS, _MIN_LEASE_MS, _MAX_LEASE_MS, _MAX_DEADLINE_MS
+cdef int _KEY_BYTES, _T_SILENCE, _T_BUDGET, _T_RENEW, _E_SEND_ACK_ACCEPTED, _E_SEND_RESULT
+cdef int _OUTCOME_SUCCESS, _OUTCOME_CANCELLED, _MAX_FAILURE_MESSAGE_CHARS, _SEND, _START
+cdef Py_ssize_t _kept_bytes(tuple outcome) except -1  # a C call per finished task
 cdef object _fields, _fingerprint, _fingerprint_matches, _spawn_ack, _result_delivery, _RECEIVED, _INIT, _COMPLETED, _TOMBSTONED
 
 cdef class Admission:
@@ -27,6 +31,17 @@ cdef class NodeTask(TaskRecord):
     cdef public object key, computation, input, budget, cancel_reason
     cdef public object deadline_ns, origin_region, origin_task, capability, comp
     cdef public long long lease_ms, serial
+    # the executor's fields (rsc.node.executor): one record per task for both
+    cdef public object cx, on_done, atask, cfuture, thread_ident, grace_timer, job, ekey
+    cdef public long long start_ns
+    cdef public bint interrupted, finished, stepped
+
+    cdef _init(self, origin, rtid, key, computation, input, lease_ms, budget, origin_region,
+               origin_task, capability, serial, comp)
+
+@cython.locals(task=NodeTask)
+cpdef NodeTask new_node_task(origin, rtid, key, computation, input, lease_ms, budget,
+                             origin_region, origin_task, capability, serial, comp)
 
 cdef class _Conn:
     cdef public object id, handshake, origin, resync
@@ -41,7 +56,10 @@ cdef class NodeEngine:
     cdef public list actions
     cdef public bint draining, compact_renewals
     cdef public dict _conns, _origin_conns, _last_heard, _running, _by_serial
-    cdef public dict _renew, _renew_group, counters
+    cdef public dict _renew, _renew_group
+    cdef public RenewalGroup _last_renew
+    cdef public long long _n_accepted, _n_rejected, _n_duplicates, _n_dropped
+    cdef public list _n_outcomes
     cdef public object _journal
     cdef public dict features
     cdef public IdemTable _idem
@@ -73,6 +91,8 @@ cdef class NodeEngine:
     cpdef _rule_capability_uses(self, origin, tuple f, comp)
     cpdef task_finished(self, NodeTask task, int kind, payload, exec_ns, now)
     cpdef _deliver(self, origin, rtid, tuple outcome, now)
+    @cython.locals(group=RenewalGroup)
+    cpdef RenewalGroup _renew_find(self, origin, long long lease_ms)
     @cython.locals(group=RenewalGroup)
     cpdef _renew_add(self, origin, lease_ms, rtid, now)
     @cython.locals(group=RenewalGroup)

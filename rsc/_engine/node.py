@@ -134,7 +134,6 @@ MS = 1_000_000
 # renewal group id (T_RENEW: when that group's next LEASE_RENEWAL_BATCH is due)
 T_SILENCE, T_BUDGET, T_RENEW = 0, 1, 2
 
-_OUTCOME_COUNTERS = ("completed", "failed", "cancelled", "panicked")  # by outcome kind
 CANCEL_LEASE_EXPIRED = (CANCEL_KIND_LEASE_EXPIRED, "origin silent for longer than the task's lease")
 CANCEL_DEADLINE = (CANCEL_KIND_DEADLINE, "budget deadline passed")
 CANCEL_SHUTDOWN = (CANCEL_KIND_SHUTDOWN, "node shutting down")
@@ -150,6 +149,15 @@ TOMBSTONE_REASON = (CANCEL_KIND_USER, "cancelled before it was spawned")  # a to
 # (a burst finished together, a long stall) is spread over several loop turns,
 # each a short one, instead of freezing the loop while it is walked.
 EVICT_PER_TICK = 4096
+# The constants a task's path reads, as private copies that node.pxd types as C
+# values: a module global is a dict lookup (about 150 instructions) per read,
+# a C global none; the public names above stay for other modules.
+_MS, _MIN_LEASE_MS, _MAX_LEASE_MS, _MAX_DEADLINE_MS = MS, MIN_LEASE_MS, MAX_LEASE_MS, MAX_DEADLINE_MS
+_KEY_BYTES, _T_SILENCE, _T_BUDGET, _T_RENEW = KEY_BYTES, T_SILENCE, T_BUDGET, T_RENEW
+_E_SEND_ACK_ACCEPTED, _E_SEND_RESULT = E_SEND_ACK_ACCEPTED, E_SEND_RESULT
+_OUTCOME_SUCCESS, _OUTCOME_CANCELLED = OUTCOME_SUCCESS, OUTCOME_CANCELLED
+_MAX_FAILURE_MESSAGE_CHARS = MAX_FAILURE_MESSAGE_CHARS
+_SEND, _START = SEND, START
 
 # What an admission rule decides (the first element of its verdict).
 VERDICT_REJECT, VERDICT_DUPLICATE, VERDICT_TOMBSTONED = 0, 1, 2
@@ -159,7 +167,7 @@ _TOMBSTONED_VERDICT = (VERDICT_TOMBSTONED,)
 def _kept_bytes(outcome: tuple) -> int:
     """What keeping a finished outcome counts against the kept-result budget:
     the length of its output or message (a cancel's reason counts nothing)."""
-    return 0 if outcome[0] == OUTCOME_CANCELLED else len(outcome[1])
+    return 0 if outcome[0] == _OUTCOME_CANCELLED else len(outcome[1])
 
 
 class Admission:
@@ -203,20 +211,34 @@ class TaskRecord:
 
 
 class NodeTask(TaskRecord):
-    """One admitted task on this node (the owner of an idempotency record)."""
+    """One admitted task on this node (the owner of an idempotency record).
+
+    It is also the executor's record of the running computation
+    (``rsc.node.executor``): one object per task for both, so the fields
+    from ``cx`` on belong to the executor, which fills them when the driver
+    starts the task (``input`` is dropped once the computation has it)."""
 
     __slots__ = ("key", "computation", "input", "lease_ms", "budget",
                  "cancel_reason", "serial", "deadline_ns", "origin_region",
-                 "origin_task", "capability", "comp")
+                 "origin_task", "capability", "comp",
+                 "cx", "on_done", "start_ns", "atask", "cfuture", "thread_ident",
+                 "interrupted", "grace_timer", "finished", "stepped", "job", "ekey")
 
     def __init__(self, origin: str, rtid: int, key: bytes, computation: str, input: bytes,  # noqa: A002
                  lease_ms: int, budget: tuple | None, origin_region: int, origin_task: int,
                  capability: bytes | None, serial: int, comp: Any) -> None:
+        self._init(origin, rtid, key, computation, input, lease_ms, budget, origin_region,
+                   origin_task, capability, serial, comp)
+
+    def _init(self, origin: str, rtid: int, key: bytes, computation: str, input: bytes,  # noqa: A002
+              lease_ms: int, budget: tuple | None, origin_region: int, origin_task: int,
+              capability: bytes | None, serial: int, comp: Any) -> None:
+        """``__init__``'s work, positional (a C call when compiled: see ``new_node_task``)."""
         self.origin = origin
         self.rtid = rtid
         self.key = key
         self.computation = computation
-        self.input = input
+        self.input: bytes | None = input  # the executor drops it once the computation has it
         self.lease_ms = lease_ms
         self.budget = budget
         self.origin_region = origin_region
@@ -230,9 +252,29 @@ class NodeTask(TaskRecord):
         self.cancel_reason: tuple | None = None
         self.serial = serial
         self.deadline_ns: int | None = None
+        self.cx: Any = None  # the executor's fields (rsc.node.executor._exec_init)
+        self.on_done: Any = None
+        self.start_ns = 0
+        self.atask: Any = None
+        self.cfuture: Any = None
+        self.thread_ident: int | None = None
+        self.interrupted = self.finished = self.stepped = False
+        self.grace_timer: Any = None
+        self.job: Any = None
+        self.ekey: Any = None
 
     def __repr__(self) -> str:
         return f"NodeTask({self.origin}/{self.rtid} {self.computation} {NodeState(self.state).name})"
+
+
+def new_node_task(origin: str, rtid: int, key: bytes, computation: str, input: bytes,  # noqa: A002
+                  lease_ms: int, budget: tuple | None, origin_region: int, origin_task: int,
+                  capability: bytes | None, serial: int, comp: Any) -> NodeTask:
+    """``NodeTask(...)`` without a Python-level class call (one per admitted spawn)."""
+    task = NodeTask.__new__(NodeTask)
+    task._init(origin, rtid, key, computation, input, lease_ms, budget, origin_region,
+               origin_task, capability, serial, comp)
+    return task
 
 
 class _Conn:
@@ -316,14 +358,28 @@ class NodeEngine:
         # (its T_RENEW key)
         self._renew: dict[tuple[str, int], RenewalGroup] = {}
         self._renew_group: dict[int, RenewalGroup] = {}
+        self._last_renew: RenewalGroup | None = None  # (_renew_find)
         self._next_gid = 0
         self._serial = 0
-        self.counters = dict(accepted=0, completed=0, failed=0, cancelled=0, panicked=0,
-                             rejected=0, duplicates=0, dropped=0)
+        # What ``counters`` reports, as plain integer fields (C integers when
+        # compiled: a dict's `+= 1` is two lookups per task); by outcome kind
+        # for completed, failed, cancelled and panicked.
+        self._n_accepted = self._n_rejected = self._n_duplicates = self._n_dropped = 0
+        self._n_outcomes = [0, 0, 0, 0]
+
+    @property
+    def counters(self) -> dict:
+        """How many spawns this engine accepted, rejected and took as
+        duplicates, how many tasks completed, failed, were cancelled or
+        panicked, and how many messages it dropped (a new dict each read)."""
+        completed, failed, cancelled, panicked = self._n_outcomes
+        return dict(accepted=self._n_accepted, completed=completed, failed=failed,
+                    cancelled=cancelled, panicked=panicked, rejected=self._n_rejected,
+                    duplicates=self._n_duplicates, dropped=self._n_dropped)
 
     # ------------------------------------------------------------------ utilities
     def _send(self, conn: Any, msg: Message) -> None:
-        self.actions.append((SEND, conn, msg))
+        self.actions.append((_SEND, conn, msg))
 
     def _stamp(self) -> int:
         return self.clock.send()
@@ -333,7 +389,7 @@ class NodeEngine:
             self._trace(event, fields)
 
     def _drop(self, why: str, **fields: Any) -> None:
-        self.counters["dropped"] += 1
+        self._n_dropped += 1
         self._trace_event(TN.DROPPED, why=why, **fields)
 
     def take_actions(self) -> list[tuple[int, Any, Any]]:
@@ -476,7 +532,7 @@ class NodeEngine:
     def _ack(self, conn: Any, rtid: int, code: int = 0, detail: str = "") -> None:
         status = ACK_ACCEPTED if code == 0 else ACK_REJECTED  # code 0: no reject code
         if code:
-            self.counters["rejected"] += 1
+            self._n_rejected += 1
         self._send(conn, _spawn_ack(self.name, self._stamp(), rtid, status, code, detail, self.name))
 
     # Admission (PROTOCOL.md section 7, "Spawn admission"): the rules below, in
@@ -499,7 +555,7 @@ class NodeEngine:
 
     def _rule_key_length(self, origin: str, f: tuple, comp: Any) -> tuple | None:
         """§7.2: an idempotency key that is not 16 bytes is rejected invalid_input."""
-        if len(f[_KEY]) != KEY_BYTES:
+        if len(f[_KEY]) != _KEY_BYTES:
             return (VERDICT_REJECT, REJECT_INVALID_INPUT,
                     f"idempotency_key must be {KEY_BYTES} bytes, got {len(f[_KEY])}", None)
         return None
@@ -513,7 +569,7 @@ class NodeEngine:
     def _rule_lease_trackable(self, origin: str, f: tuple, comp: Any) -> tuple | None:
         """§7.4: a lease over MAX_LEASE_MS (it could not be tracked as a
         deadline) is rejected invalid_input."""
-        if f[_LEASE_MS] > MAX_LEASE_MS:
+        if f[_LEASE_MS] > _MAX_LEASE_MS:
             return (VERDICT_REJECT, REJECT_INVALID_INPUT,
                     f"lease_ms {f[_LEASE_MS]} is over the {MAX_LEASE_MS} ms this node tracks", None)
         return None
@@ -672,22 +728,21 @@ class NodeEngine:
         if self._journal is not None:
             self._journal.admitted(key, fp, origin, rtid)
         self._serial = serial = self._serial + 1
-        if lease_ms < MIN_LEASE_MS:
-            lease_ms = MIN_LEASE_MS
-        task = NodeTask(origin, rtid, key, computation, data, lease_ms, budget, origin_region,
-                        origin_task, capability, serial, comp)
+        lease = lease_ms if lease_ms >= _MIN_LEASE_MS else _MIN_LEASE_MS
+        task = new_node_task(origin, rtid, key, computation, data, lease, budget, origin_region,
+                             origin_task, capability, serial, comp)
         self._running[key] = task
         self._by_serial[serial] = task
-        self.counters["accepted"] += 1
+        self._n_accepted += 1
         self._ack(c.id, rtid)
-        self.process(task, E_SEND_ACK_ACCEPTED)
+        self.process(task, _E_SEND_ACK_ACCEPTED)
         timers = self.timers
-        timers.add(T_SILENCE, serial, now + lease_ms * MS)
-        if budget is not None and budget[0] is not None and budget[0] <= MAX_DEADLINE_MS:
-            task.deadline_ns = now + budget[0] * MS
-            timers.add(T_BUDGET, serial, task.deadline_ns)
-        self._renew_add(origin, lease_ms, rtid, now)
-        self.actions.append((START, task, None))
+        timers.add(_T_SILENCE, serial, now + lease * _MS)
+        if budget is not None and budget[0] is not None and budget[0] <= _MAX_DEADLINE_MS:
+            task.deadline_ns = now + budget[0] * _MS
+            timers.add(_T_BUDGET, serial, task.deadline_ns)
+        self._renew_add(origin, lease, rtid, now)
+        self.actions.append((_START, task, None))
 
     def _apply_verdict(self, c: _Conn, msg: SpawnRequest, f: tuple, v: tuple, now: int) -> None:
         """Carry out an admission rule's verdict on a spawn that is not admitted."""
@@ -711,7 +766,7 @@ class NodeEngine:
             self._on_tombstoned_spawn(c, msg, now)
 
     def _on_duplicate(self, c: _Conn, msg: SpawnRequest, rec: Any, now: int, resend: bool) -> None:
-        self.counters["duplicates"] += 1
+        self._n_duplicates += 1
         rtid = msg.remote_task_id
         self._ack(c.id, rtid)
         if rec.finished:
@@ -750,7 +805,7 @@ class NodeEngine:
             if journal is not None:
                 journal.admitted(msg.idempotency_key, fp, origin, rtid)
                 journal.finished(msg.idempotency_key, rtid, outcome)
-        self.counters["cancelled"] += 1
+        self._n_outcomes[_OUTCOME_CANCELLED] += 1
         self._send_result(c.id, rtid, outcome)
 
     # ------------------------------------------------------------------- cancel
@@ -791,17 +846,17 @@ class NodeEngine:
     def task_finished(self, task: NodeTask, kind: int, payload: Any, exec_ns: int, now: int) -> None:
         """The executor reports ``task`` ended; deliver its result (to aliases too)."""
         key, serial = task.key, task.serial
-        if self._running.get(key) is not task or self.process(task, E_SEND_RESULT) is None:
+        if self._running.get(key) is not task or self.process(task, _E_SEND_RESULT) is None:
             return self._drop("result for a task not running", task=repr(task))
-        if kind != OUTCOME_CANCELLED and len(payload) > (
-                self.max_result_bytes if kind == OUTCOME_SUCCESS else MAX_FAILURE_MESSAGE_CHARS):
+        if kind != _OUTCOME_CANCELLED and len(payload) > (
+                self.max_result_bytes if kind == _OUTCOME_SUCCESS else _MAX_FAILURE_MESSAGE_CHARS):
             kind, payload = self._deliverable(task, kind, payload)
         del self._running[key]
         del self._by_serial[serial]
-        self.timers.discard(T_SILENCE, serial)
+        self.timers.discard(_T_SILENCE, serial)
         if task.deadline_ns is not None:
-            self.timers.discard(T_BUDGET, serial)
-        self.counters[_OUTCOME_COUNTERS[kind]] += 1
+            self.timers.discard(_T_BUDGET, serial)
+        self._n_outcomes[kind] += 1
         outcome = (kind, payload, exec_ns)
         aliases = self._idem.complete(key, task.rtid, outcome, now,  # its expiry reaches timers
                                       _kept_bytes(outcome))
@@ -836,28 +891,49 @@ class NodeEngine:
         self._idem.hold(origin, rtid, outcome, now)
 
     # ------------------------------------------------------------------- leases
+    def _renew_find(self, origin: str, lease_ms: int) -> RenewalGroup | None:
+        """The renewal group of ``(origin, lease_ms)``, or None. The last one
+        found is kept aside: a run of tasks from one origin with one lease
+        (the common case) finds it without making and hashing a key."""
+        group = self._last_renew
+        if group is not None and group.origin is origin and group.lease_ms == lease_ms:
+            return group
+        group = self._renew.get((origin, lease_ms))
+        if group is not None:
+            self._last_renew = group
+        return group
+
     def _renew_add(self, origin: str, lease_ms: int, rtid: int, now: int) -> None:
-        g = (origin, lease_ms)
-        group = self._renew.get(g)
+        group = self._renew_find(origin, lease_ms)
         if group is None:
             self._next_gid = gid = self._next_gid + 1
-            group = self._renew[g] = RenewalGroup(origin, lease_ms, gid)
+            group = self._renew[(origin, lease_ms)] = RenewalGroup(origin, lease_ms, gid)
             self._renew_group[gid] = group
-            self.timers.add(T_RENEW, gid, now + lease_ms * MS // 3)
+            self.timers.add(_T_RENEW, gid, now + lease_ms * _MS // 3)
         group.add(rtid)
 
     def _renew_remove(self, origin: str, lease_ms: int, rtid: int) -> None:
-        g = (origin, lease_ms)
-        group = self._renew.get(g)
-        if group is not None and group.discard(rtid):
-            del self._renew[g]
-            gid = group.gid
-            del self._renew_group[gid]
-            self.timers.discard(T_RENEW, gid)
-            for conn in self._origin_conns.get(origin, ()):
-                resync = self._conns[conn].resync
-                if resync:
-                    resync.pop(gid, None)
+        """Take ``rtid`` out of its renewal group. A group left empty stays
+        (with its timer) until its next renewal time, when ``tick`` drops it
+        if it is still empty: tasks that each end before the next one starts
+        (a no-op at a time) share one group instead of making and dropping
+        one each."""
+        group = self._renew_find(origin, lease_ms)
+        if group is not None:
+            group.discard(rtid)
+
+    def _drop_renew_group(self, group: RenewalGroup) -> None:
+        """Forget an empty renewal group whose renewal time has come (its
+        timer has fired: no deadline is left for it)."""
+        del self._renew[(group.origin, group.lease_ms)]
+        if self._last_renew is group:
+            self._last_renew = None
+        gid = group.gid
+        del self._renew_group[gid]
+        for conn in self._origin_conns.get(group.origin, ()):
+            resync = self._conns[conn].resync
+            if resync:
+                resync.pop(gid, None)
 
     def _send_renewals(self, group: RenewalGroup) -> None:
         """One renewal period of ``group``: to each live connection of its
@@ -891,7 +967,7 @@ class NodeEngine:
         renewal after that, so one connection gets at most two full lists
         per group and period however often it asks."""
         group = self._renew.get((c.origin, lease_ms))  # type: ignore[arg-type]  # after the handshake: origin is set
-        if group is None:
+        if group is None or not group.ids:  # (an empty group is dropped at its next renewal)
             self._send(c.id, LeaseRenewalBatch(self.name, self._stamp(), lease_ms, self.name, []))
             return
         if c.resync is None:
@@ -915,7 +991,10 @@ class NodeEngine:
             if kind == T_RENEW:
                 group = self._renew_group.get(key)
                 if group is None:
-                    continue  # (the group emptied earlier in this tick)
+                    continue
+                if not group.ids:  # emptied since its last renewal: nothing to renew
+                    self._drop_renew_group(group)
+                    continue
                 timers.add(T_RENEW, key, now + group.lease_ms * MS // 3)
                 self._send_renewals(group)
                 continue

@@ -68,6 +68,7 @@ from typing import Any
 
 from rsc.logs import get_logger
 from rsc._signature import SourceSignature
+from rsc._engine.node import NodeTask
 from rsc.cx import Cx
 from rsc.errors import Cancelled, InvalidArgument
 from rsc.registry import Computation
@@ -164,30 +165,47 @@ def _returned_awaitable(comp: Computation, out: Any, registered_as: str, fix: st
             f"returned an awaitable ({type(out).__name__}); {fix}")
 
 
-class _Task:
-    """Book-keeping for one started computation (loop-thread owned, except
-    ``thread_ident`` and ``interrupted`` which are guarded by the executor's
-    ``_thread_lock``)."""
+class _Task(NodeTask):
+    """The record of a computation started under a key of the caller's.
 
-    __slots__ = ("key", "comp", "data", "cx", "on_done", "start_ns", "atask", "cfuture",
-                 "thread_ident", "interrupted", "grace_timer", "finished", "stepped", "job")
+    The executor's fields are ``NodeTask``'s (``cx`` to ``ekey``): a node
+    starts its own ``NodeTask`` as the key, and the executor keeps its
+    book-keeping on that same object (one record per task); any other key
+    gets one of these, with the key in ``ekey``. Loop-thread owned, except
+    ``thread_ident`` and ``interrupted``, which are guarded by the
+    executor's ``_thread_lock``."""
 
-    def __init__(self, key: Hashable, comp: Computation, data: bytes, cx: Cx,
-                 on_done: OnDone, start_ns: int) -> None:
-        self.key = key
-        self.comp = comp
-        self.data: bytes | None = data  # dropped once the computation has it
-        self.cx = cx
-        self.on_done = on_done
-        self.start_ns = start_ns
-        self.atask: asyncio.Task[None] | None = None
-        self.cfuture: concurrent.futures.Future[tuple[int, Any]] | None = None
-        self.thread_ident: int | None = None  # set while a pool thread runs it
-        self.interrupted = False  # an async exception was sent to its thread
-        self.grace_timer: asyncio.TimerHandle | None = None
-        self.finished = False  # on_done has been (or is being) called
-        self.stepped = False  # an async computation's coroutine has taken its first step
-        self.job: Any = None  # its rsc.node.workers.Job while a worker pool has it
+    __slots__ = ()
+
+
+def _exec_init(task: NodeTask, key: Hashable, comp: Computation, data: bytes, cx: Cx,
+               on_done: OnDone, start_ns: int) -> None:
+    """Fill the executor's fields of ``task`` for a start."""
+    task.ekey = key
+    task.comp = comp
+    task.input = data  # dropped once the computation has it
+    task.cx = cx
+    task.on_done = on_done
+    task.start_ns = start_ns
+    task.atask = None
+    task.cfuture = None
+    task.thread_ident = None  # set while a pool thread runs it
+    task.interrupted = False  # an async exception was sent to its thread
+    task.grace_timer = None
+    task.finished = False  # on_done has been (or is being) called
+    task.stepped = False  # an async computation's coroutine has taken its first step
+    task.job = None  # its rsc.node.workers.Job while a worker pool has it
+
+
+def _key(task: NodeTask) -> Any:
+    """The key ``task`` was started under: a node's own task is its own key."""
+    return task if type(task) is NodeTask else task.ekey
+
+
+def _cancelled(cx: Cx) -> bool:
+    """``cx.cancelled``, read as two fields (a C read when compiled, where a
+    property is a Python attribute lookup)."""
+    return cx._cancel.reason is not None
 
 
 class Executor:
@@ -218,7 +236,7 @@ class Executor:
         self.workers: Any = None
         self._clock_ns = clock_ns
         self._cancel_grace_s = float(cancel_grace_s)
-        self._tasks: dict[Hashable, _Task] = {}
+        self._tasks: dict[Hashable, NodeTask] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._pool: concurrent.futures.ThreadPoolExecutor | None = None
         self._thread_lock = threading.Lock()
@@ -229,10 +247,11 @@ class Executor:
         # (one str per computation name, made once). A named task is also
         # cheaper: an unnamed one formats "Task-<n>" for every task.
         self._task_names: dict[str, str] = {}
+        self._eager_kwargs: dict[str, dict] = {}  # (_step_eagerly)
         self._plain_tasks = False  # the loop has no task factory: make asyncio.Task directly
         # Started tasks whose first step is still to run (inline ones, and
         # async ones started eagerly): run_ready runs them, in start order.
-        self._ready: list[_Task] = []
+        self._ready: list[NodeTask] = []
         # Whether the node calls run_ready after every batch of starts (then
         # no loop callback is scheduled for them); else the loop's next turn does.
         self.driver_runs_ready = False
@@ -282,7 +301,10 @@ class Executor:
             self._loop = asyncio.get_running_loop()
             self._plain_tasks = self._loop.get_task_factory() is None
             self._eager = EAGER_TASKS and self._plain_tasks
-        task = _Task(key, comp, data, cx, on_done, self._clock_ns())
+        # The node's own task record is the key: the executor's fields live on
+        # it (one record per task); any other key gets a record of its own.
+        task = key if type(key) is NodeTask else _Task.__new__(_Task)
+        _exec_init(task, None if task is key else key, comp, data, cx, on_done, self._clock_ns())
         self._tasks[key] = task
         if comp.is_async:
             if self._eager:
@@ -295,10 +317,10 @@ class Executor:
             self._start_sync(task)
         else:
             self._start_process(task)
-        if cx.cancelled:  # cancelled before it started: ask it to stop right away
+        if _cancelled(cx):  # cancelled before it started: ask it to stop right away
             self._request_stop(task)
 
-    def _start_async(self, task: _Task) -> None:
+    def _start_async(self, task: NodeTask) -> None:
         # No done-callback: _run_async reports from inside its last step and
         # never raises, and the asyncio task is never cancelled before that
         # first step (see _request_stop), so its coroutine always runs.
@@ -311,7 +333,7 @@ class Executor:
             task.atask = self._loop.create_task(self._run_async(task), name=name)  # type: ignore[union-attr]
         self.live_tasks += 1
 
-    def _make_ready(self, task: _Task) -> None:
+    def _make_ready(self, task: NodeTask) -> None:
         # Its first step runs in run_ready: not from inside start (on_done
         # never is), and after the node has queued this task's ACK. Without a
         # driver that calls run_ready, the tasks started in one turn share one
@@ -337,29 +359,32 @@ class Executor:
                 else:
                     self._run_inline(task)
 
-    def _step_eagerly(self, task: _Task) -> None:
+    def _step_eagerly(self, task: NodeTask) -> None:
         """Make the async task's asyncio task with its first step run now."""
-        if task.cx.cancelled:  # cancelled before it started: it never does
+        if _cancelled(task.cx):  # cancelled before it started: it never does
             task.stepped = True
             self._finish(task, _CANCEL_SIGNAL, None)
             return
-        name = self._task_names.get(task.comp.name)
-        if name is None:
-            name = self._task_names[task.comp.name] = "rsc:" + str(task.comp.name)
-        atask = _AsyncioTask(self._run_async(task), loop=self._loop, name=name, eager_start=True)  # type: ignore[call-arg]  # Python 3.12+
+        # asyncio.Task's keywords, one dict per computation name: a call with
+        # keywords written out builds that dict for every task
+        kwargs = self._eager_kwargs.get(task.comp.name)
+        if kwargs is None:
+            kwargs = self._eager_kwargs[task.comp.name] = dict(
+                loop=self._loop, name="rsc:" + str(task.comp.name), eager_start=True)
+        atask = _AsyncioTask(self._run_async(task), **kwargs)
         if not task.finished:  # it suspended: a cancel now goes to its asyncio task
             task.atask = atask
 
-    def _run_inline(self, task: _Task) -> None:
+    def _run_inline(self, task: NodeTask) -> None:
         """Run an inline (plain, short) computation on the loop thread; never raises."""
         comp, cx = task.comp, task.cx
         payload: Any
         task.stepped = True
-        if cx.cancelled:  # cancelled before it ran: it never starts
+        if _cancelled(cx):  # cancelled before it ran: it never starts
             self._finish(task, _CANCEL_SIGNAL, None)
             return
         try:
-            data, task.data = task.data, None
+            data, task.input = task.input, None
             assert data is not None  # taken once
             out = comp.fn(cx, _input_of(comp, data))
             if type(out) is not bytes and inspect.isawaitable(out):
@@ -371,7 +396,7 @@ class Executor:
             kind, payload = _ended_by(exc)
         self._finish(task, kind, payload)
 
-    def _start_sync(self, task: _Task) -> None:
+    def _start_sync(self, task: NodeTask) -> None:
         if self._pool is None:
             self._pool = concurrent.futures.ThreadPoolExecutor(
                 max_workers=self._max_threads, thread_name_prefix="rsc-computation")
@@ -386,7 +411,7 @@ class Executor:
         self.live_tasks += 1
         cf.add_done_callback(lambda f, task=task: self._on_thread_done(task, f))  # type: ignore[misc]  # mypy cannot infer a lambda with a default
 
-    def _start_process(self, task: _Task) -> None:
+    def _start_process(self, task: NodeTask) -> None:
         self.live_tasks += 1
         if self.workers is None:
             assert self._loop is not None
@@ -395,10 +420,10 @@ class Executor:
                 "but this node has no worker pool (was it registered after the node started? "
                 "register it before, or start the node with --isolation process)"))
             return
-        data, task.data = task.data, None
+        data, task.input = task.input, None
         task.job = self.workers.submit(task, task.comp, data, task.cx)
 
-    def finish_task(self, task: _Task, kind: int, payload: Any) -> None:
+    def finish_task(self, task: NodeTask, kind: int, payload: Any) -> None:
         """How the worker pool reports a task's outcome: ``kind`` is an
         outcome kind, or -1 for "ended by a cancellation" (judged against the
         task's Cx: Cancelled with its reason, else Panicked)."""
@@ -416,7 +441,7 @@ class Executor:
         self._request_stop(task)
         return True
 
-    def _request_stop(self, task: _Task) -> None:
+    def _request_stop(self, task: NodeTask) -> None:
         if task.comp.inline:
             return  # it checks cx.cancelled before it runs, and cannot be stopped once it does
         if task.comp.is_async and self._eager and task.atask is None:
@@ -437,7 +462,7 @@ class Executor:
         if task.grace_timer is None and self._loop is not None:
             task.grace_timer = self._loop.call_later(self._cancel_grace_s, self._interrupt, task)
 
-    def _interrupt(self, task: _Task) -> None:
+    def _interrupt(self, task: NodeTask) -> None:
         """Grace is over and the sync computation is still running: raise
         CancelInterrupt in its thread (once)."""
         task.grace_timer = None
@@ -451,35 +476,41 @@ class Executor:
             task.interrupted = True
             n = _set_async_exc(ident, _interrupt_class(reason))
         logger.warning("computation %r (key %r) ignored its cancel for %.1fs; interrupting its thread",
-                       str(task.comp.name), task.key, self._cancel_grace_s)
+                       str(task.comp.name), _key(task), self._cancel_grace_s)
         if n != 1:  # pragma: no cover - the thread vanished under us
             logger.error("could not interrupt the thread of computation %r (key %r): %d thread states",
-                         str(task.comp.name), task.key, n)
+                         str(task.comp.name), _key(task), n)
 
     # -- running ----------------------------------------------------------------------
-    async def _run_async(self, task: _Task) -> None:
+    async def _run_async(self, task: NodeTask) -> None:
         """Run an async computation; never raises (a BaseException escaping an
         asyncio task would stop the node's loop). It reports from inside its own
         last step (not a done-callback one loop turn later), so a computation
         that ends at once has its result written together with its ACK."""
-        comp, cx = task.comp, task.cx
-        task.stepped = True
         try:
-            if cx.cancelled:  # cancelled before its first step: do not start it
-                raise asyncio.CancelledError
-            data, task.data = task.data, None
-            assert data is not None  # taken once
-            out = await comp.fn(cx, _input_of(comp, data))
+            out = await self._first_call(task)
         except BaseException as exc:
             kind, payload = _ended_by(exc)
         else:
             try:
-                kind, payload = _SUCCESS, _output_of(comp, out)
+                kind, payload = _SUCCESS, _output_of(task.comp, out)
             except Exception as exc:
                 kind, payload = _FAILED, _message(exc)
         self._finish(task, kind, payload)
 
-    def _run_sync(self, task: _Task) -> tuple[int, Any]:
+    def _first_call(self, task: NodeTask) -> Any:
+        """The async computation called (what ``_run_async`` awaits), at its
+        first step; raises CancelledError instead if it was cancelled before.
+        (A method of its own: compiled, it reads the record's fields as C.)"""
+        task.stepped = True
+        if _cancelled(task.cx):  # cancelled before its first step: do not start it
+            raise asyncio.CancelledError
+        comp = task.comp
+        data, task.input = task.input, None
+        assert data is not None  # taken once
+        return comp.fn(task.cx, _input_of(comp, data))
+
+    def _run_sync(self, task: NodeTask) -> tuple[int, Any]:
         """Run a sync computation in a pool thread; never raises unless the
         interrupt lands after the computation's own frame is gone (then the
         pool records it and _on_thread_done classifies it)."""
@@ -489,7 +520,7 @@ class Executor:
             comp, cx = task.comp, task.cx
             if cx.cancelled:
                 return _CANCEL_SIGNAL, None  # cancelled while queued; do not start it
-            data, task.data = task.data, None
+            data, task.input = task.input, None
             assert data is not None  # taken once
             out = comp.fn(cx, _input_of(comp, data))
             if type(out) is not bytes and inspect.isawaitable(out):
@@ -510,7 +541,7 @@ class Executor:
                     _clear_async_exc(threading.get_ident(), None)
 
     # -- finishing (loop thread) ------------------------------------------------------------
-    def _on_thread_done(self, task: _Task, cf: concurrent.futures.Future[tuple[int, Any]]) -> None:
+    def _on_thread_done(self, task: NodeTask, cf: concurrent.futures.Future[tuple[int, Any]]) -> None:
         """Runs in the pool thread (or on the loop when cancelled while queued)."""
         loop = self._loop
         if loop is None:  # pragma: no cover - start() always sets it first
@@ -519,9 +550,9 @@ class Executor:
             loop.call_soon_threadsafe(self._finish_thread, task, cf)
         except RuntimeError:  # loop closed: only after an abandoning aclose
             logger.debug("computation %r (key %r) finished after its loop closed",
-                         str(task.comp.name), task.key)
+                         str(task.comp.name), _key(task))
 
-    def _finish_thread(self, task: _Task, cf: concurrent.futures.Future[tuple[int, Any]]) -> None:
+    def _finish_thread(self, task: NodeTask, cf: concurrent.futures.Future[tuple[int, Any]]) -> None:
         if cf.cancelled():
             kind, payload = _CANCEL_SIGNAL, None
         else:
@@ -534,7 +565,7 @@ class Executor:
                 kind, payload = _PANICKED, f"worker thread died: {_message(exc)}"
         self._finish(task, kind, payload)
 
-    def _finish(self, task: _Task, kind: int, payload: Any) -> None:
+    def _finish(self, task: NodeTask, kind: int, payload: Any) -> None:
         if task.finished:
             return
         task.finished = True
@@ -542,8 +573,9 @@ class Executor:
         if task.grace_timer is not None:
             task.grace_timer.cancel()
             task.grace_timer = None
-        if self._tasks.get(task.key) is task:
-            del self._tasks[task.key]
+        key = _key(task)
+        if self._tasks.get(key) is task:
+            del self._tasks[key]
         if kind == _CANCEL_SIGNAL:
             reason = task.cx.cancel_reason
             if reason is not None:
@@ -557,10 +589,10 @@ class Executor:
             logger.exception("clock_ns failed while finishing computation %r", str(task.comp.name))
             elapsed = 0
         try:
-            task.on_done(task.key, kind, payload, elapsed)
+            task.on_done(key, kind, payload, elapsed)
         except Exception:
             logger.exception("on_done for computation %r (key %r) raised; outcome %d dropped by it",
-                             str(task.comp.name), task.key, kind)
+                             str(task.comp.name), key, kind)
         finally:
             task.atask = None
             task.cfuture = None
@@ -628,7 +660,7 @@ class Executor:
         for task in tasks:
             if task.job is not None:  # a worker process can be stopped: kill it, do not leave it
                 self.workers.abandon(task.job)
-            logger.error("computation %r (key %r) %s; abandoning it", str(task.comp.name), task.key, why)
+            logger.error("computation %r (key %r) %s; abandoning it", str(task.comp.name), _key(task), why)
             self._finish(task, _PANICKED, f"abandoned at shutdown: {why} (blocked outside Python?)")
         if tasks and self._pool is not None:
             self._pool.shutdown(wait=False, cancel_futures=True)

@@ -8,6 +8,9 @@ from rsc.transport.connection cimport FramedConnection
 from rsc.transport.timer cimport EngineTimer
 from rsc.clock cimport SystemClock
 from rsc.node.executor cimport Executor
+from rsc.cx cimport task_cx
+
+cdef int _SEND, _CLOSE, _START, _CANCEL
 
 cdef class RegistryAdmission(Admission):
     cdef public object registry

@@ -45,6 +45,9 @@ from rsc.types import Budget, CancelReason, NodeId, OutcomeKind
 log = get_logger("rsc.node")
 
 _CANCELLED = int(OutcomeKind.CANCELLED)  # a global: Enum class attributes are slow to read (3.11)
+# The engine's action codes as private copies that server.pxd types as C ints
+# (_carry_out compares every action with them: no module-dict lookup each).
+_SEND, _CLOSE, _START, _CANCEL = SEND, CLOSE, START, CANCEL
 
 #: Seconds a shutdown gives its connections, all together, to write their last
 #: frames (results, ERROR shutting_down) and close.
@@ -443,16 +446,16 @@ class NodeServer:
                 continue
             actions = engine.take_actions()
             for op, target, arg in actions:
-                if op == START:
+                if op == _START:
                     self._start(target)
-                elif op == CANCEL:
+                elif op == _CANCEL:
                     executor.cancel(target, CancelReason.from_wire(arg))
             for op, target, arg in actions:
-                if op == SEND:
+                if op == _SEND:
                     conn = self._conns.get(target)
                     if conn is not None:
                         conn.send(arg)
-                elif op == CLOSE:
+                elif op == _CLOSE:
                     conn = self._conns.get(target)
                     if conn is not None:
                         conn.close()
@@ -501,7 +504,8 @@ class NodeServer:
             budget = Budget(task.deadline_ns, b[1], b[2], b[3]) if b is not None else None
         cx = task_cx(task.origin_region, task.origin_task, budget, self.name,
                      None if self.peers is None else self._remote_cap(task))
-        self.executor.start(task, task.comp, task.input, cx, self._on_done_cb)
+        # (the input is there until the executor takes it)
+        self.executor.start(task, task.comp, task.input, cx, self._on_done_cb)  # type: ignore[arg-type]
 
     def _remote_cap(self, task: NodeTask) -> RemoteCap | None:
         """The RemoteCap a computation's Cx holds on a node with peers: this
@@ -522,7 +526,7 @@ class NodeServer:
                 payload.to_wire() if isinstance(payload, CancelReason) else (0, None))
         self.engine.task_finished(task, kind, payload, exec_ns, self.clock.now_ns())
         self._pump()
-        if not self.engine.running:
+        if not self.engine._running:  # (the dict, not the `running` property: a C read)
             self._idle.set()
 
     def _on_timer(self) -> None:
