@@ -52,13 +52,15 @@ class Link:
                  key_node: bytes | None = None, key_origin: bytes | None = None,
                  max_input_bytes: int = 1024, ttl_ns: int = 60_000 * MS,
                  bad_inputs: set[bytes] | None = None, origin_name: str = "origin-a",
-                 compact_node: bool = True, compact_origin: bool = True) -> None:
+                 compact_node: bool = True, compact_origin: bool = True,
+                 **node_kw: Any) -> None:
+        """``node_kw``: more of NodeEngine's keywords (``max_kept_result_bytes``, ...)."""
         self.now = 1_000 * MS
         self.traces: list[tuple[str, dict]] = []
         self.node = NodeEngine("node-1", FakeAdmission(set(names), bad_inputs), capacity=capacity,
                                max_input_bytes=max_input_bytes, ttl_ns=ttl_ns, key=key_node,
                                entropy=entropy_from(1), trace=lambda e, f: self.traces.append((e, f)),
-                               compact_renewals=compact_node)
+                               compact_renewals=compact_node, **node_kw)
         self.origin = OriginEngine(origin_name, key=key_origin, entropy=entropy_from(100),
                                    trace=lambda e, f: self.traces.append((e, f)),
                                    compact_renewals=compact_origin)

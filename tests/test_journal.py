@@ -22,6 +22,8 @@ from typing import Any
 
 import pytest
 
+from rsc.errors import InvalidArgument
+
 from rsc import Runtime, spawn_remote
 from rsc._core.messages import CancelRequest
 from rsc.errors import RemoteCancelled
@@ -158,6 +160,41 @@ def test_records_outcomes_and_tombstones_replay(tmp_path: Path) -> None:
         assert again.node.features["journal"] == journal.journal_id.hex() == j2.journal_id.hex()
     finally:
         j2.close()
+
+
+def test_replay_keeps_the_newest_results_within_the_budget(tmp_path: Path) -> None:
+    """A replay drops results oldest first as it reads, as the running node
+    did: the records stay (nothing runs twice), the dropped ones holding the
+    engine's stand-in, and the budget the restarted engine counts is met."""
+    link, journal = _engine_with_journal(tmp_path / "s")
+    for i in range(5):
+        link.spawn("echo", b"x", key=bytes([65 + i]) * 16)
+        link.finish(link.started[i], 0, bytes([97 + i]) * 100)
+    journal.sync()
+    journal.close()
+    j2 = J.Journal(str(tmp_path / "s"), 10**9)
+    try:
+        with pytest.raises(InvalidArgument):
+            j2.load(max_kept_bytes=250)  # a budget needs the stand-in its drops hold
+        dropped = (1, "not kept", 0)
+        records, _ = j2.load(max_kept_bytes=250, dropped_outcome=dropped)
+        outcomes = {r[0][:1]: r[4] for r in records}
+        assert [outcomes[k] is dropped for k in (b"A", b"B", b"C", b"D", b"E")] == [
+            True, True, True, False, False]
+        assert outcomes[b"E"][1] == b"e" * 100
+        assert j2.load()[0][0][4] is not dropped  # no budget: every result, as written
+    finally:
+        j2.close()
+
+    again = Link(ttl_ns=60_000 * MS, max_kept_result_bytes=250)
+    j3 = J.open_journal(str(tmp_path / "s"), again.node, again.now)
+    try:
+        recs = {r.key[:1]: r for r in again.node._idem.records()}
+        assert len(recs) == 5 and again.node._idem.kept_bytes == 200
+        assert recs[b"A"].outcome == again.node.dropped_outcome
+        assert recs[b"E"].outcome[1] == b"e" * 100
+    finally:
+        j3.close()
 
 
 def test_ttl_is_respected_on_replay(tmp_path: Path) -> None:

@@ -243,6 +243,44 @@ def test_journal_replays_through_the_budget(cluster: Any, tmp_path: Path) -> Non
     assert _lines(counter) == ["t0", "t1", "t2", "t3"]  # nothing ran again after the restart
 
 
+def _peak_rss(pid: int) -> int:
+    """The process's peak resident set (VmHWM), in bytes."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    raise AssertionError("no VmHWM in /proc/PID/status")
+
+
+def test_a_restart_replays_a_large_journal_within_the_budget(cluster: Any, tmp_path: Path) -> None:
+    """A journal holding 48 MiB of results (48 of 1 MiB, before any compaction)
+    is replayed by a node with a 4 MiB budget without holding them all at once:
+    its peak RSS after the restart stays near a fresh node's, not 48 MiB above."""
+    state, counter = tmp_path / "state", tmp_path / "count.txt"
+    args = ["--state-dir", str(state), "--max-kept-result-bytes", str(4 * MiB)]
+    c = cluster(1, extra_args=args)
+
+    async def fill() -> None:
+        async with Runtime(c.nodes) as rt:
+            req = {"token": "w", "path": str(counter), "n": MiB}
+            for _ in range(48):
+                await spawn_remote(rt.cx(), "worker-1", "count_big", req).join()
+
+    asyncio.run(fill())
+    assert sum(f.stat().st_size for f in state.iterdir()) > 48 * MiB  # the journal holds them all
+    fresh = cluster(1, extra_args=["--state-dir", str(tmp_path / "fresh"), "--max-kept-result-bytes",
+                                   str(4 * MiB)], directory=str(tmp_path / "fresh-sockets"))
+    fresh_peak = _peak_rss(fresh.pids["worker-1"])
+    c.kill("worker-1")
+    c.procs["worker-1"].wait(10.0)
+    c.restart("worker-1")
+    cluster.track(c)
+    restarted_peak = _peak_rss(c.pids["worker-1"])
+    assert asyncio.run(_status(c.nodes))["kept_result_bytes"] <= 4 * MiB
+    grown = restarted_peak - fresh_peak
+    assert grown < 20 * MiB, f"replaying the journal took the peak RSS {grown / MiB:.1f} MiB above a fresh node's"
+
+
 # --- the lab: the oracles with results dropped as soon as they are kept ----------------
 
 

@@ -134,6 +134,7 @@ def test_a_node_upgraded_on_an_old_journal_recognises_its_requests(cluster: Any,
     asyncio.run(main())
     assert _lines(counter) == []  # nothing ran: both were answered from the old journal
     # the node rewrote the journal in the current format, fingerprints tagged
-    head, *rest = J._read_entries((state / J.JOURNAL_FILE).read_bytes())[0]
+    with open(state / J.JOURNAL_FILE, "rb") as f:
+        head, *rest = list(J._Entries(f))
     assert head[1] == J.FORMAT_VERSION == 2
     assert {len(e[2]) for e in rest if e[0] == J.J_RECORD} == {17}

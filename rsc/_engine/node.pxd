@@ -50,7 +50,7 @@ cdef class _Conn:
 cdef class NodeEngine:
     cdef public Admission admission
     cdef public object name, key, capacity, max_input_bytes, ttl_ns
-    cdef public object max_result_bytes, max_kept_result_bytes, capabilities
+    cdef public object max_result_bytes, max_kept_result_bytes, capabilities, dropped_outcome
     cdef public LamportClock clock
     cdef public object _entropy, _stats, _trace
     cdef public list actions

@@ -170,6 +170,13 @@ def _kept_bytes(outcome: tuple) -> int:
     return 0 if outcome[0] == _OUTCOME_CANCELLED else len(outcome[1])
 
 
+def kept_result_bytes(outcome: tuple) -> int:
+    """What keeping the finished ``outcome`` counts against a node's kept-result
+    budget (``max_kept_result_bytes``): the length of its output or message; a
+    cancel's reason counts nothing. The journal's replay applies the same rule."""
+    return _kept_bytes(outcome)
+
+
 class Admission:
     """What the engine asks of the node's registry (kept abstract so the engine
     stays free of user code and I/O). Subclass it: compiled, its two methods
@@ -344,8 +351,9 @@ class NodeEngine:
         self._origin_conns: dict[str, list[Any]] = {}
         self._last_heard: dict[str, int] = {}
         self.max_kept_result_bytes = max_kept_result_bytes
-        self._idem = _idem.IdemTable(ttl_ns, max_kept_result_bytes, (
-            OUTCOME_FAILED, ResultNotKept.text(self.name, max_kept_result_bytes), 0))
+        # what a record whose result the budget dropped holds instead (a duplicate reads ResultNotKept)
+        self.dropped_outcome = (OUTCOME_FAILED, ResultNotKept.text(self.name, max_kept_result_bytes), 0)
+        self._idem = _idem.IdemTable(ttl_ns, max_kept_result_bytes, self.dropped_outcome)
         self._running: dict[bytes, NodeTask] = {}  # key -> owner task not yet finished
         self._by_serial: dict[int, NodeTask] = {}
         # every deadline the engine has; the idempotency table's expiries count
@@ -1022,7 +1030,9 @@ class NodeEngine:
 
         ``records`` are ``(key, fingerprint, origin, task_id, outcome | None,
         remaining_ns | None)``; one with no outcome was running when the node
-        died and is finished now as RESTARTED_OUTCOME (and journalled so).
+        died and is finished now as RESTARTED_OUTCOME (and journalled so); an
+        outcome that is ``dropped_outcome`` itself is a result the replay
+        dropped under the budget (it counts no bytes).
         ``tombstones`` are ``(origin, task_id, reason, remaining_ns)``. Each
         keeps the time it had left (its life counted from ``now``).
         """
@@ -1037,7 +1047,8 @@ class NodeEngine:
             if outcome is None:
                 outcome, remaining = RESTARTED_OUTCOME, ttl
                 journal.finished(key, rtid, outcome)
-            idem.complete(key, rtid, outcome, max(0, now + min(remaining, ttl) - ttl), _kept_bytes(outcome))
+            idem.complete(key, rtid, outcome, max(0, now + min(remaining, ttl) - ttl),
+                          0 if outcome is self.dropped_outcome else _kept_bytes(outcome))
         for origin, rtid, reason, remaining in sorted(tombstones, key=lambda t: t[3]):
             remaining = min(remaining, ttl)
             idem.add_tombstone(origin, rtid, max(0, now + remaining - ttl), reason)

@@ -25,6 +25,7 @@ decided by the lab's seed like any other.
 
 from __future__ import annotations
 
+import io
 import itertools
 import random
 from typing import Any
@@ -103,9 +104,9 @@ class SimFiles:
         self._lock_fd = next(self._next_fd)
         return self._lock_fd
 
-    def read(self, path: str) -> bytes:
-        """The durable bytes of ``path`` (empty if it does not exist)."""
-        return self._disk.file(path)
+    def open_read(self, path: str) -> io.BytesIO:
+        """The durable bytes of ``path``, open for reading (empty if it does not exist)."""
+        return io.BytesIO(self._disk.file(path))
 
     def create(self, path: str) -> int:
         """Create (or truncate) ``path``; its descriptor."""

@@ -57,11 +57,13 @@ import stat
 import struct
 import time
 import zlib
-from typing import Any
+from collections.abc import Iterator
+from typing import Any, BinaryIO
 
 import msgpack
 
 from rsc._core import idemtable as _idem
+from rsc._engine.node import kept_result_bytes
 from rsc.logs import get_logger
 from rsc.errors import InvalidArgument
 
@@ -130,13 +132,12 @@ class PosixFiles:
         return fd
 
     @staticmethod
-    def read(path: str) -> bytes:
-        """The whole file (empty if it does not exist)."""
+    def open_read(path: str) -> BinaryIO | None:
+        """``path`` open for reading from its start (None if it does not exist)."""
         try:
-            with open(path, "rb") as f:
-                return f.read()
+            return open(path, "rb")
         except FileNotFoundError:
-            return b""
+            return None
 
     @staticmethod
     def create(path: str) -> int:
@@ -189,26 +190,35 @@ def _entry(body: list) -> bytes:
     return _HEADER.pack(len(data), zlib.crc32(data)) + data
 
 
-def _read_entries(data: bytes) -> tuple[list[list], int]:
-    """The whole entries at the start of ``data`` and the offset after the last one."""
-    out, pos, n = [], 0, len(data)
-    while pos + _HEADER.size <= n:
-        length, crc = _HEADER.unpack_from(data, pos)
-        end = pos + _HEADER.size + length
-        if length > MAX_ENTRY_BYTES or end > n:
-            break
-        body = data[pos + _HEADER.size:end]
-        if zlib.crc32(body) != crc:
-            break
-        try:
-            entry = msgpack.unpackb(body, raw=False, use_list=True, strict_map_key=False)
-        except Exception:  # a checksum collision on garbage: treat as the torn tail
-            break
-        if not isinstance(entry, list) or not entry:
-            break
-        out.append(entry)
-        pos = end
-    return out, pos
+class _Entries:
+    """The whole entries at the start of the open file ``f``, read one at a
+    time (``end``: the offset after the last one read), so a replay holds one
+    entry's bytes at a time however large the file."""
+
+    def __init__(self, f: BinaryIO) -> None:
+        self._f = f
+        self.end = 0
+
+    def __iter__(self) -> Iterator[list]:
+        f, header = self._f, _HEADER.size
+        while True:
+            head = f.read(header)
+            if len(head) < header:
+                return
+            length, crc = _HEADER.unpack(head)
+            if length > MAX_ENTRY_BYTES:
+                return
+            body = f.read(length)
+            if len(body) < length or zlib.crc32(body) != crc:
+                return
+            try:
+                entry = msgpack.unpackb(body, raw=False, use_list=True, strict_map_key=False)
+            except Exception:  # a checksum collision on garbage: treat as the torn tail
+                return
+            if not isinstance(entry, list) or not entry:
+                return
+            self.end += header + length
+            yield entry
 
 
 def _as_reason(value: Any) -> tuple:
@@ -244,38 +254,70 @@ class Journal:
         self._tail_entries = 0
 
     # ------------------------------------------------------------------ files
-    def load(self, now_wall_ns: int | None = None) -> tuple[list[Record], list[Tombstone]]:
+    def load(self, now_wall_ns: int | None = None, *, max_kept_bytes: int | None = None,
+             dropped_outcome: tuple | None = None) -> tuple[list[Record], list[Tombstone]]:
         """Replay the file: the live records and tombstones, each with the time
-        it has left (None for a record whose task was running)."""
+        it has left (None for a record whose task was running).
+
+        The file is read one entry at a time. With ``max_kept_bytes`` (the
+        node's kept-result budget), results are dropped oldest first as the
+        replay goes, their records keeping ``dropped_outcome`` instead, so a
+        replay holds at most the budget of results, as the running node did,
+        whatever the file holds."""
         now_wall = self._files.wall_ns() if now_wall_ns is None else now_wall_ns
-        data = self._files.read(self._file)
-        entries, end = _read_entries(data)
-        self.torn_bytes = len(data) - end
-        if self.torn_bytes:
-            log.warning("journal %s: dropped a torn or corrupt tail of %d bytes after %d whole entries",
-                        self._file, self.torn_bytes, len(entries))
         records: dict[bytes, list] = {}
         tombs: dict[tuple[str, int], list] = {}
-        for e in entries:
-            kind = e[0]
-            if kind == J_RECORD:
-                _, key, fp, origin, rtid = e
-                records[key] = [key, _idem.legacy_fingerprint(fp), origin, rtid, None, None]
-            elif kind == J_DONE:
-                _, key, _rtid, okind, payload, exec_ns, expires = e
-                rec = records.get(key)
-                if rec is not None:
-                    rec[4], rec[5] = _outcome(okind, payload, exec_ns), expires - now_wall
-            elif kind == J_TOMB:
-                _, origin, rtid, reason, expires = e
-                tombs[(origin, rtid)] = [origin, rtid, _as_reason(reason), expires - now_wall]
-            elif kind == J_UNTOMB:
-                tombs.pop((e[1], e[2]), None)
-            elif kind == J_HEAD:
-                if len(e) < 3 or e[1] not in READABLE_VERSIONS or not isinstance(e[2], bytes):
-                    raise StateDirError(f"journal {self._file} is in format {e[1:2]!r}, not one of "
-                                        f"{READABLE_VERSIONS}; it was written by another rsc version")
-                self.journal_id = e[2]
+        kept: dict[bytes, int] = {}  # key -> bytes its result counts, oldest first
+        kept_total = 0
+        read = 0
+        if max_kept_bytes is not None and dropped_outcome is None:
+            raise InvalidArgument("Journal.load: max_kept_bytes needs the dropped_outcome its "
+                                  "dropped results are replaced by")
+        f = self._files.open_read(self._file)
+        entries = _Entries(f) if f is not None else None
+        try:
+            for e in entries if entries is not None else ():
+                read += 1
+                kind = e[0]
+                if kind == J_RECORD:
+                    _, key, fp, origin, rtid = e
+                    kept_total -= kept.pop(key, 0)
+                    records[key] = [key, _idem.legacy_fingerprint(fp), origin, rtid, None, None]
+                elif kind == J_DONE:
+                    _, key, _rtid, okind, payload, exec_ns, expires = e
+                    rec = records.get(key)
+                    if rec is None:
+                        continue
+                    outcome = _outcome(okind, payload, exec_ns)
+                    rec[4], rec[5] = outcome, expires - now_wall
+                    kept_total -= kept.pop(key, 0)
+                    size = kept_result_bytes(outcome)
+                    if max_kept_bytes is None or not size:
+                        continue
+                    kept[key] = size
+                    kept_total += size
+                    while kept_total > max_kept_bytes:
+                        oldest = next(iter(kept))
+                        kept_total -= kept.pop(oldest)
+                        records[oldest][4] = dropped_outcome
+                elif kind == J_TOMB:
+                    _, origin, rtid, reason, expires = e
+                    tombs[(origin, rtid)] = [origin, rtid, _as_reason(reason), expires - now_wall]
+                elif kind == J_UNTOMB:
+                    tombs.pop((e[1], e[2]), None)
+                elif kind == J_HEAD:
+                    if len(e) < 3 or e[1] not in READABLE_VERSIONS or not isinstance(e[2], bytes):
+                        raise StateDirError(f"journal {self._file} is in format {e[1:2]!r}, not one of "
+                                            f"{READABLE_VERSIONS}; it was written by another rsc version")
+                    self.journal_id = e[2]
+            if f is not None and entries is not None:
+                self.torn_bytes = f.seek(0, os.SEEK_END) - entries.end
+        finally:
+            if f is not None:
+                f.close()
+        if self.torn_bytes:
+            log.warning("journal %s: dropped a torn or corrupt tail of %d bytes after %d whole entries",
+                        self._file, self.torn_bytes, read)
         if not self.journal_id:
             self.journal_id = self._files.new_id()
         live_recs = [tuple(r) for r in records.values() if r[5] is None or r[5] > 0]
@@ -427,7 +469,8 @@ def open_journal(path: str, engine: Any, now_ns: int, files: Any = None) -> Jour
     compacted file; the engine then writes to it."""
     journal = Journal(path, engine.ttl_ns, files)
     try:
-        records, tombstones = journal.load()
+        records, tombstones = journal.load(max_kept_bytes=engine.max_kept_result_bytes,
+                                           dropped_outcome=engine.dropped_outcome)
         engine.restore(records, tombstones, now_ns, journal)
         journal.compact(*engine.durable_state(now_ns))
     except BaseException:
