@@ -43,7 +43,8 @@ FLUSH_FRAMES = 256  # queued frames that are written at once, without waiting fo
 # Replies to a read leave when its handling returns, and the first frame of a
 # loop turn at once (see ``send``). False queues every frame until the end of
 # the loop turn: the fewest writes, each frame a loop turn later (rsc's
-# policy before; what a comparison of the two measures).
+# policy before; what a comparison of the two measures). Read when a
+# connection is made, so set it before making the connections it should rule.
 WRITE_AT_ONCE = True
 # With pause_reading_on_backlog: the bytes a connection's transport may hold
 # unsent before the connection stops reading. With the transports' default
@@ -97,6 +98,7 @@ class FramedConnection:
         self._pending: list[bytes] = []
         self._flush_scheduled = False
         self._replying = False  # inside on_messages: what is sent is held until it returns
+        self._write_at_once = WRITE_AT_ONCE  # read once here, not on every send
         self._closing = False
         self.transport: asyncio.Transport | None = None
         self.closed: asyncio.Future[None] | None = None
@@ -140,7 +142,7 @@ class FramedConnection:
                 self._on_messages(self, msgs)
             finally:
                 self._replying = False
-            if WRITE_AT_ONCE:
+            if self._write_at_once:
                 self._write_pending()  # the replies to this read, together, now
 
     def eof_received(self) -> bool | None:
@@ -231,7 +233,7 @@ class FramedConnection:
             # empties the queue and ends the turn's coalescing together).
             self._flush_scheduled = True
             self._loop.call_soon(self.flush)  # type: ignore[union-attr]
-            if WRITE_AT_ONCE and not self._replying and self.transport is not None:
+            if self._write_at_once and not self._replying and self.transport is not None:
                 self.transport.write(frame)  # type: ignore[arg-type]  # bytes: a tuple returned above
                 return
         pending = self._pending
