@@ -9,8 +9,13 @@ read and write, and runs from this process (uvloop) the computation
 ``time.monotonic_ns()``, which both processes share, so one request's
 stages can be put end to end:
 
-``lag``
-    due -> ``spawn_remote`` called (the sender's own lateness)
+``pace``
+    due -> the sender handing the request over (its own lateness)
+``hand``
+    -> ``spawn_remote`` called on the origin's loop (for the process
+    sender: the socket, and the origin's loop getting the CPU and reading
+    it; for the thread sender: ``call_soon_threadsafe``, the interpreter
+    lock, the loop's turn)
 ``o.queue``
     spawn -> the origin's ``write`` of the frame that carries it
 ``o->n``
@@ -45,11 +50,11 @@ import struct
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from array import array
 from typing import Any
 
+from bench.latency_sender import SENDERS
 from rsc import Registry, Runtime, spawn_remote
 
 registry = Registry()
@@ -61,7 +66,7 @@ async def stamp(cx: Any, data: bytes) -> bytes:
     return struct.pack("<q", time.monotonic_ns())
 
 
-STAGES = ("lag", "o.queue", "o->n", "n.run", "n.queue", "n->o", "o.done", "total")
+STAGES = ("pace", "hand", "o.queue", "o->n", "n.run", "n.queue", "n->o", "o.done", "total")
 
 
 # ------------------------------------------------------------------- stamping wrappers
@@ -108,16 +113,68 @@ class StampProtocol:
         return getattr(self._conn, name)
 
 
+# ---------------------------------------------------------------------- the collector
+
+
+class GcLog:
+    """Every pass of this process's collector: start and end (monotonic ns)
+    and generation, recorded from ``gc.callbacks`` once ``start`` is called."""
+
+    def __init__(self) -> None:
+        self.starts, self.ends, self.gens = array("q"), array("q"), array("b")
+
+    def start(self) -> None:
+        gc.callbacks.append(self._on)
+
+    def _on(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self.starts.append(time.monotonic_ns())
+            self.gens.append(info["generation"])
+        else:
+            self.ends.append(time.monotonic_ns())
+
+    def dump(self) -> bytes:
+        n = len(self.ends)
+        return struct.pack("<q", n) + self.starts[:n].tobytes() + self.ends[:n].tobytes() + self.gens[:n].tobytes()
+
+    @classmethod
+    def load(cls, f: Any) -> GcLog:
+        log = cls()
+        (n,) = struct.unpack("<q", f.read(8))
+        log.starts.fromfile(f, n)
+        log.ends.fromfile(f, n)
+        log.gens.fromfile(f, n)
+        return log
+
+    def overlaps(self, t0: int, t1: int) -> bool:
+        """Whether a pass ran during part of ``t0`` to ``t1``."""
+        i = bisect.bisect_left(self.starts, t1)  # passes before i started before t1
+        return i > 0 and (self.starts[i - 1] >= t0 or self.ends[i - 1] > t0)
+
+    def within(self, t0: int, t1: int) -> str:
+        """The passes that started between ``t0`` and ``t1``: how many, per
+        generation, the total and the longest pause."""
+        took = [(e - s, g) for s, e, g in zip(self.starts, self.ends, self.gens) if t0 <= s <= t1]
+        if not took:
+            return "no collections"
+        per_gen = "/".join(str(sum(1 for _, g in took if g == gen)) for gen in range(3))
+        return (f"{len(took)} collections (gen 0/1/2: {per_gen}), {sum(d for d, _ in took) / 1e6:.1f} ms, "
+                f"longest {max(d for d, _ in took) / 1e3:.0f} us")
+
+
 # ----------------------------------------------------------------------------- the node
 
 
-def node_main(address: str, out: str) -> None:
+def node_main(address: str, out: str, collector: str = "on") -> None:
     """A node on ``address`` whose reads and writes are recorded; on SIGTERM it
-    shuts down and writes them to ``out`` (two arrays of ns)."""
+    shuts down and writes them to ``out`` (two arrays of ns, then its
+    collector's passes). ``collector``: ``on`` (as ``rsc node`` sets it up)
+    or ``off`` (disabled once listening: what the node costs without it)."""
     from rsc.node.main import new_event_loop, tune_gc
     from rsc.node.server import NodeServer
 
     reads, writes = array("q"), array("q")
+    gcs = GcLog()
 
     class StampingNode(NodeServer):
         def _make_connection(self) -> Any:
@@ -128,6 +185,9 @@ def node_main(address: str, out: str) -> None:
         server = StampingNode("budget", address, registry, capacity=200_000)
         await server.start()
         tune_gc()
+        gcs.start()
+        if collector == "off":
+            gc.disable()
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGTERM, server.request_shutdown)
         print("READY", flush=True)
@@ -142,6 +202,7 @@ def node_main(address: str, out: str) -> None:
         f.write(struct.pack("<qq", len(reads), len(writes)))
         reads.tofile(f)
         writes.tofile(f)
+        f.write(gcs.dump())
 
 
 class _NodeSide(StampProtocol):
@@ -153,7 +214,7 @@ class _NodeSide(StampProtocol):
         self._conn.connection_made(StampTransport(transport, self._writes))
 
 
-def stop_node(node: subprocess.Popen, out: str) -> tuple[array, array]:
+def stop_node(node: subprocess.Popen, out: str) -> tuple[array, array, GcLog]:
     """SIGTERM the budget node (by pid), wait for it, and read its stamps."""
     node.send_signal(signal.SIGTERM)
     node.wait(30)
@@ -162,13 +223,13 @@ def stop_node(node: subprocess.Popen, out: str) -> tuple[array, array]:
     return read_node_stamps(out)
 
 
-def read_node_stamps(path: str) -> tuple[array, array]:
+def read_node_stamps(path: str) -> tuple[array, array, GcLog]:
     with open(path, "rb") as f:
         nr, nw = struct.unpack("<qq", f.read(16))
         reads, writes = array("q"), array("q")
         reads.fromfile(f, nr)
         writes.fromfile(f, nw)
-    return reads, writes
+        return reads, writes, GcLog.load(f)
 
 
 # --------------------------------------------------------------------------- the origin
@@ -181,7 +242,9 @@ class Origin:
     def __init__(self, rt: Runtime, node: str) -> None:
         self.rt, self.node, self.cx = rt, node, rt.cx()
         self.reads, self.writes = array("q"), array("q")
-        self.reqs: list[list[Any]] = []  # [due, spawned, handle, origin read, noticed]
+        self.gcs = GcLog()
+        self.gcs.start()
+        self.reqs: list[list[Any]] = []  # [due, handed, spawned, handle, origin read, noticed]
         self._unread = 0  # index of the first request whose result has not been read
 
     async def wrap(self) -> None:
@@ -193,16 +256,16 @@ class Origin:
 
     def _after_read(self, t: int) -> None:
         reqs, i = self.reqs, self._unread
-        while i < len(reqs) and reqs[i][2] is not None and reqs[i][2].is_finished():
-            reqs[i][3] = t
+        while i < len(reqs) and reqs[i][3] is not None and reqs[i][3].is_finished():
+            reqs[i][4] = t
             i += 1
         self._unread = i
 
     def send(self, due: int) -> list[Any]:
-        req = [due, 0, None, 0, 0]
+        req = [due, 0, 0, None, 0, 0]
         self.reqs.append(req)
-        req[1] = time.monotonic_ns()
-        req[2] = spawn_remote(self.cx, self.node, "stamp", b"")
+        req[1] = req[2] = time.monotonic_ns()
+        req[3] = spawn_remote(self.cx, self.node, "stamp", b"")
         return req
 
     def new_run(self) -> list[list[Any]]:
@@ -214,8 +277,8 @@ class Origin:
 async def unloaded(o: Origin, n: int) -> None:
     for _ in range(n):
         req = o.send(time.monotonic_ns())
-        await req[2].join()
-        req[4] = time.monotonic_ns()
+        await req[3].join()
+        req[5] = time.monotonic_ns()
 
 
 async def max_rate(o: Origin, n: int) -> float:
@@ -237,49 +300,45 @@ async def open_loop_spin(o: Origin, rate: float, n: int) -> None:
         while sent < n and t0 + sent * interval <= now:
             o.send(t0 + sent * interval)
             sent += 1
-        while done < sent and o.reqs[done][2].is_finished():
-            o.reqs[done][4] = time.monotonic_ns()
-            o.reqs[done][2].try_join()
+        while done < sent and o.reqs[done][3].is_finished():
+            o.reqs[done][5] = time.monotonic_ns()
+            o.reqs[done][3].try_join()
             done += 1
         await asyncio.sleep(0)
 
 
-async def open_loop_thread(o: Origin, rate: float, n: int) -> None:
-    """The sender of bench_latency.py: a thread (``pace``) hands the loop each
-    request when it is due; one coroutine awaits the handles in order."""
-    from bench.bench_latency import pace
-
+async def open_loop(o: Origin, sender: str, rate: float, n: int) -> None:
+    """An open-loop run with a sender of ``bench.latency_sender`` (``proc``:
+    a process writing to a socket the loop reads; ``thread``: a thread of
+    this process): the loop spawns each request as it arrives, and one
+    coroutine awaits the handles in order."""
     loop = asyncio.get_running_loop()
-    interval = int(1e9 / rate)
-    t0 = time.monotonic_ns() + 5_000_000
+    interval = 1.0 / rate
     pending: list[list[Any]] = []
     idle: list[asyncio.Future[None] | None] = [None]
+    t0: list[float] = [0.0]
 
-    def send(i: int, j: int) -> None:
+    def arrive(i: int, j: int) -> None:
         for k in range(i, j):
-            pending.append(o.send(t0 + k * interval))
+            pending.append(o.send(int((t0[0] + k * interval) * 1e9)))
         if idle[0] is not None:
             idle[0].set_result(None)
             idle[0] = None
 
-    def hand(i: int, j: int) -> None:
-        loop.call_soon_threadsafe(send, i, j)
-
-    lags: list[float] = []
-    th = threading.Thread(target=pace, args=(t0 / 1e9, interval / 1e9, n, hand, lags, lambda: time.monotonic_ns() / 1e9),
-                          name="budget-sender", daemon=True)
-    th.start()
-    done = 0
-    while done < n:
-        if done == len(pending):
-            idle[0] = loop.create_future()
-            await idle[0]
-            continue
-        req = pending[done]
-        await req[2].join()
-        req[4] = time.monotonic_ns()
-        done += 1
-    th.join()
+    async with SENDERS[sender](interval, n, arrive) as s:
+        t0[0] = s.t0
+        done = 0
+        while done < n:
+            if done == len(pending):
+                idle[0] = loop.create_future()
+                await idle[0]
+                continue
+            req = pending[done]
+            await req[3].join()
+            req[5] = time.monotonic_ns()
+            done += 1
+    for req, handed in zip(pending, s.sent):
+        req[1] = handed
 
 
 # ----------------------------------------------------------------------------- analysis
@@ -290,7 +349,7 @@ def budget(reqs: list[list[Any]], o_writes: array, n_reads: array,
     """Each request's stages in us."""
     ow, nr, nw = sorted(o_writes), sorted(n_reads), sorted(n_writes)
     out: dict[str, list[float]] = {s: [] for s in STAGES}
-    for due, spawned, h, oread, noticed in reqs:
+    for due, handed, spawned, h, oread, noticed in reqs:
         if not oread or not noticed:
             continue
         ran = struct.unpack("<q", h.try_join())[0]
@@ -300,12 +359,21 @@ def budget(reqs: list[list[Any]], o_writes: array, n_reads: array,
         nread = nr[j] if j >= 0 else ran
         k = bisect.bisect_left(nw, ran)
         nwrite = nw[k] if k < len(nw) else ran
-        for name, a, b in (("lag", due, spawned), ("o.queue", spawned, owrite),
+        for name, a, b in (("pace", due, handed), ("hand", handed, spawned), ("o.queue", spawned, owrite),
                            ("o->n", owrite, nread), ("n.run", nread, ran),
                            ("n.queue", ran, nwrite), ("n->o", nwrite, oread),
                            ("o.done", oread, noticed), ("total", due, noticed)):
             out[name].append((b - a) / 1000)
     return out
+
+
+def slowest_in_collections(reqs: list[list[Any]], logs: dict[str, GcLog]) -> str:
+    """Of the slowest 1% of requests (due -> noticed), the share that were in
+    flight while each process's collector ran."""
+    done = sorted((r for r in reqs if r[5]), key=lambda r: r[5] - r[0])
+    worst = done[len(done) - max(1, len(done) // 100):]
+    return ", ".join(f"{name} {sum(1 for r in worst if log.overlaps(r[0], r[5])) / len(worst):.0%}"
+                     for name, log in logs.items())
 
 
 def pct(values: list[float], q: float) -> float:
@@ -334,7 +402,7 @@ def run(args: argparse.Namespace) -> None:
         tmp = tempfile.mkdtemp(prefix="rsc-budget-")
         address, out = f"unix:{tmp}/node.sock", f"{tmp}/stamps"
         node = subprocess.Popen([sys.executable, "-m", "bench.latency_budget", "--node", address, out,
-                                 "--write", policy], stdout=subprocess.PIPE, text=True, cwd=root)
+                                 "--write", policy, "--node-gc", args.node_gc], stdout=subprocess.PIPE, text=True, cwd=root)
         try:
             assert node.stdout is not None
             if node.stdout.readline().strip() != "READY":
@@ -344,7 +412,7 @@ def run(args: argparse.Namespace) -> None:
                 rows, o = loop.run_until_complete(measure(args, address, node.pid))
             finally:
                 loop.close()
-            n_reads, n_writes = stop_node(node, out)
+            n_reads, n_writes, n_gc = stop_node(node, out)
         finally:
             if node.poll() is None:
                 node.kill()
@@ -352,7 +420,8 @@ def run(args: argparse.Namespace) -> None:
             shutil.rmtree(tmp, ignore_errors=True)
         table = [(name, budget(reqs, o.writes, n_reads, n_writes)) for name, reqs, _ in rows]
         print(f"\nwrites: {'at once (now)' if policy == 'now' else 'at the end of the turn (turn)'}"
-              f"; load average {os.getloadavg()[0]:.2f}; origin gc {'frozen' if args.freeze else 'as is'}")
+              f"; load average {os.getloadavg()[0]:.2f}; origin gc {args.origin_gc}, node gc {args.node_gc}"
+              f"; switch interval {sys.getswitchinterval() * 1e3:g} ms")
         show(table)
         for name, reqs, cpu in rows:
             n = len(reqs)
@@ -361,6 +430,9 @@ def run(args: argparse.Namespace) -> None:
                   f"{cpu.node_s / n * 1e6:.1f} us; busy: origin {cpu.origin_s / wall:.0%}, node "
                   f"{cpu.node_s / wall:.0%}; requests per origin read {n / max(1, cpu.io[0]):.1f}, "
                   f"per origin write {n / max(1, cpu.io[1]):.1f}")
+            print(f"    collector: origin {o.gcs.within(cpu.wall[1], cpu.wall[0])}; "
+                  f"node {n_gc.within(cpu.wall[1], cpu.wall[0])}; the slowest 1% in flight during "
+                  f"one: {slowest_in_collections(reqs, {'origin': o.gcs, 'node': n_gc})}")
 
 
 class Cpu:
@@ -405,14 +477,20 @@ async def measure(args: argparse.Namespace, address: str, node_pid: int) -> tupl
                 reqs = o.new_run()
                 r = rate * load / 100
                 n = max(200, int(r * args.seconds))
-                if args.freeze:
+                if args.origin_gc != "as-is":
                     gc.collect()
                     gc.freeze()
+                if args.origin_gc == "off":
+                    gc.disable()
                 try:
                     with Cpu(o, node_pid) as cpu:
-                        await (open_loop_spin if sender == "spin" else open_loop_thread)(o, r, n)
+                        if sender == "spin":
+                            await open_loop_spin(o, r, n)
+                        else:
+                            await open_loop(o, sender, r, n)
                 finally:
-                    if args.freeze:
+                    gc.enable()
+                    if args.origin_gc != "as-is":
                         gc.unfreeze()
                 rows.append((f"{sender} {load}% {r / 1000:.1f}k/s", reqs, cpu))
     return rows, o
@@ -426,21 +504,31 @@ def main() -> None:
                    help="the 100%% rate, per second (default: the maximum rate measured)")
     p.add_argument("--seconds", type=float, default=2.0, help="length of each open-loop run")
     p.add_argument("--unloaded", type=int, default=2000, help="requests one at a time")
-    p.add_argument("--sender", choices=("spin", "thread"), nargs="*", default=["thread", "spin"],
-                   help="thread: bench_latency.py's sender; spin: the one it had before")
+    p.add_argument("--sender", choices=("proc", "thread", "spin"), nargs="*", default=["proc", "thread"],
+                   help="proc: a process writing to a socket the origin's loop reads "
+                        "(bench_latency.py's sender); thread: a thread of the origin's process "
+                        "(call_soon_threadsafe); spin: a coroutine polling on the loop")
+    p.add_argument("--node-gc", choices=("on", "off"), default="on",
+                   help="the node's collector: on (as rsc node sets it up) or off (disabled)")
+    p.add_argument("--switch-interval", type=float, default=0.0,
+                   help="the origin's sys.setswitchinterval, in seconds (default: as is, 5 ms)")
     p.add_argument("--write", choices=("now", "turn"), nargs="*", default=["now"],
                    help="now: replies when their read is handled, else the first frame of a "
                         "loop turn at once (rsc's policy); turn: every frame waits for the "
                         "turn's end (rsc's policy before)")
-    p.add_argument("--no-freeze", dest="freeze", action="store_false",
-                   help="leave the origin's collector as it is during the open-loop runs")
+    p.add_argument("--origin-gc", choices=("freeze", "off", "as-is"), default="freeze",
+                   help="the origin's collector during each open-loop run: freeze (gc.collect() "
+                        "and gc.freeze() before it, as bench_latency.py), off (frozen and disabled: "
+                        "what the run costs without it), as-is")
     args = p.parse_args()
     if args.node:
         from rsc.transport import connection
 
         connection.WRITE_AT_ONCE = args.write == ["now"]
-        node_main(*args.node)
+        node_main(*args.node, collector=args.node_gc)
     else:
+        if args.switch_interval:
+            sys.setswitchinterval(args.switch_interval)
         run(args)
 
 
