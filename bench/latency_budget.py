@@ -120,22 +120,27 @@ class GcLog:
     """Every pass of this process's collector: start and end (monotonic ns)
     and generation, recorded from ``gc.callbacks`` once ``start`` is called."""
 
-    def __init__(self) -> None:
+    def __init__(self, count_objects: bool = False) -> None:
         self.starts, self.ends, self.gens = array("q"), array("q"), array("b")
+        self.walked = array("q")  # objects in the generations a pass examines (with count_objects)
+        self._count = count_objects
 
     def start(self) -> None:
         gc.callbacks.append(self._on)
 
     def _on(self, phase: str, info: dict[str, int]) -> None:
         if phase == "start":
+            g = info["generation"]
+            self.walked.append(sum(len(gc.get_objects(i)) for i in range(g + 1)) if self._count else 0)
             self.starts.append(time.monotonic_ns())
-            self.gens.append(info["generation"])
+            self.gens.append(g)
         else:
             self.ends.append(time.monotonic_ns())
 
     def dump(self) -> bytes:
         n = len(self.ends)
-        return struct.pack("<q", n) + self.starts[:n].tobytes() + self.ends[:n].tobytes() + self.gens[:n].tobytes()
+        return (struct.pack("<q", n) + self.starts[:n].tobytes() + self.ends[:n].tobytes()
+                + self.gens[:n].tobytes() + self.walked[:n].tobytes())
 
     @classmethod
     def load(cls, f: Any) -> GcLog:
@@ -144,6 +149,8 @@ class GcLog:
         log.starts.fromfile(f, n)
         log.ends.fromfile(f, n)
         log.gens.fromfile(f, n)
+        log.walked.fromfile(f, n)
+        log._count = any(log.walked)
         return log
 
     def overlaps(self, t0: int, t1: int) -> bool:
@@ -158,8 +165,10 @@ class GcLog:
         if not took:
             return "no collections"
         per_gen = "/".join(str(sum(1 for _, g in took if g == gen)) for gen in range(3))
+        walked = [w for s, w in zip(self.starts, self.walked) if t0 <= s <= t1]
         return (f"{len(took)} collections (gen 0/1/2: {per_gen}), {sum(d for d, _ in took) / 1e6:.1f} ms, "
-                f"longest {max(d for d, _ in took) / 1e3:.0f} us")
+                f"longest {max(d for d, _ in took) / 1e3:.0f} us"
+                + (f", {sum(walked):,} objects examined (most {max(walked):,})" if self._count else ""))
 
 
 # ----------------------------------------------------------------------------- the node
@@ -168,13 +177,14 @@ class GcLog:
 def node_main(address: str, out: str, collector: str = "on") -> None:
     """A node on ``address`` whose reads and writes are recorded; on SIGTERM it
     shuts down and writes them to ``out`` (two arrays of ns, then its
-    collector's passes). ``collector``: ``on`` (as ``rsc node`` sets it up)
-    or ``off`` (disabled once listening: what the node costs without it)."""
+    collector's passes). ``collector``: ``on`` (as ``rsc node`` sets it up),
+    ``off`` (disabled once listening: what the node costs without it) or
+    ``count`` (on, counting the objects each pass examines)."""
     from rsc.node.main import new_event_loop, tune_gc
     from rsc.node.server import NodeServer
 
     reads, writes = array("q"), array("q")
-    gcs = GcLog()
+    gcs = GcLog(count_objects=collector == "count")
 
     class StampingNode(NodeServer):
         def _make_connection(self) -> Any:
@@ -235,17 +245,42 @@ def read_node_stamps(path: str) -> tuple[array, array, GcLog]:
 # --------------------------------------------------------------------------- the origin
 
 
+class Run:
+    """One run's requests, as columns of monotonic ns (arrays: nothing here
+    for the origin's collector to walk, which would otherwise be the harness's
+    own pauses): ``due``, ``handed`` (by the sender), ``spawned``, ``oread``
+    (the origin's read of its result), ``noticed`` (by the awaiting
+    coroutine) and ``ran`` (the node's stamp). A handle is held only while
+    its request is in flight."""
+
+    COLUMNS = ("due", "handed", "spawned", "oread", "noticed", "ran")
+
+    def __init__(self, n: int) -> None:
+        for name in self.COLUMNS:
+            setattr(self, name, array("q", bytes(8 * n)))
+        self.handles: list[Any] = []
+        self.unread = 0  # the first request whose result the origin has not read
+
+    def __len__(self) -> int:
+        return len(self.handles)
+
+    def done(self, k: int, t: int) -> None:
+        """Request ``k``'s result, noticed at ``t``: keep its stamp, drop its handle."""
+        self.noticed[k] = t
+        self.ran[k] = struct.unpack("<q", self.handles[k].try_join())[0]
+        self.handles[k] = None
+
+
 class Origin:
     """The origin's side of the stamping: its connection to the node wrapped,
     and the requests of the current run."""
 
-    def __init__(self, rt: Runtime, node: str) -> None:
+    def __init__(self, rt: Runtime, node: str, count_objects: bool = False) -> None:
         self.rt, self.node, self.cx = rt, node, rt.cx()
         self.reads, self.writes = array("q"), array("q")
-        self.gcs = GcLog()
+        self.gcs = GcLog(count_objects=count_objects)
         self.gcs.start()
-        self.reqs: list[list[Any]] = []  # [due, handed, spawned, handle, origin read, noticed]
-        self._unread = 0  # index of the first request whose result has not been read
+        self.run = Run(0)
 
     async def wrap(self) -> None:
         await spawn_remote(self.cx, self.node, "stamp", b"").join()  # connects
@@ -255,30 +290,33 @@ class Origin:
         real.set_protocol(StampProtocol(conn, self.reads, self._after_read))
 
     def _after_read(self, t: int) -> None:
-        reqs, i = self.reqs, self._unread
-        while i < len(reqs) and reqs[i][3] is not None and reqs[i][3].is_finished():
-            reqs[i][4] = t
+        run = self.run
+        hs, i = run.handles, run.unread
+        while i < len(hs) and (hs[i] is None or hs[i].is_finished()):
+            run.oread[i] = t
             i += 1
-        self._unread = i
+        run.unread = i
 
-    def send(self, due: int) -> list[Any]:
-        req = [due, 0, 0, None, 0, 0]
-        self.reqs.append(req)
-        req[1] = req[2] = time.monotonic_ns()
-        req[3] = spawn_remote(self.cx, self.node, "stamp", b"")
-        return req
+    def send(self, due: int) -> int:
+        """Spawn a request due at ``due``: its index in the run."""
+        run = self.run
+        k = len(run.handles)
+        run.due[k] = due
+        run.handed[k] = run.spawned[k] = time.monotonic_ns()
+        run.handles.append(spawn_remote(self.cx, self.node, "stamp", b""))
+        return k
 
-    def new_run(self) -> list[list[Any]]:
-        """Start a new list of requests (the read and write records go on)."""
-        self.reqs, self._unread = [], 0
-        return self.reqs
+    def new_run(self, n: int) -> Run:
+        """Start a run of ``n`` requests (the read and write records go on)."""
+        self.run = Run(n)
+        return self.run
 
 
 async def unloaded(o: Origin, n: int) -> None:
     for _ in range(n):
-        req = o.send(time.monotonic_ns())
-        await req[3].join()
-        req[5] = time.monotonic_ns()
+        k = o.send(time.monotonic_ns())
+        await o.run.handles[k].join()
+        o.run.done(k, time.monotonic_ns())
 
 
 async def max_rate(o: Origin, n: int) -> float:
@@ -295,14 +333,14 @@ async def open_loop_spin(o: Origin, rate: float, n: int) -> None:
     interval = int(1e9 / rate)
     t0 = time.monotonic_ns() + 1_000_000
     sent = done = 0
+    hs = o.run.handles
     while done < n:
         now = time.monotonic_ns()
         while sent < n and t0 + sent * interval <= now:
             o.send(t0 + sent * interval)
             sent += 1
-        while done < sent and o.reqs[done][3].is_finished():
-            o.reqs[done][5] = time.monotonic_ns()
-            o.reqs[done][3].try_join()
+        while done < sent and hs[done].is_finished():
+            o.run.done(done, time.monotonic_ns())
             done += 1
         await asyncio.sleep(0)
 
@@ -314,13 +352,13 @@ async def open_loop(o: Origin, sender: str, rate: float, n: int) -> None:
     coroutine awaits the handles in order."""
     loop = asyncio.get_running_loop()
     interval = 1.0 / rate
-    pending: list[list[Any]] = []
+    run = o.run
     idle: list[asyncio.Future[None] | None] = [None]
     t0: list[float] = [0.0]
 
     def arrive(i: int, j: int) -> None:
         for k in range(i, j):
-            pending.append(o.send(int((t0[0] + k * interval) * 1e9)))
+            o.send(int((t0[0] + k * interval) * 1e9))
         if idle[0] is not None:
             idle[0].set_result(None)
             idle[0] = None
@@ -329,30 +367,27 @@ async def open_loop(o: Origin, sender: str, rate: float, n: int) -> None:
         t0[0] = s.t0
         done = 0
         while done < n:
-            if done == len(pending):
+            if done == len(run):
                 idle[0] = loop.create_future()
                 await idle[0]
                 continue
-            req = pending[done]
-            await req[3].join()
-            req[5] = time.monotonic_ns()
+            await run.handles[done].join()
+            run.done(done, time.monotonic_ns())
             done += 1
-    for req, handed in zip(pending, s.sent):
-        req[1] = handed
+    run.handed[:] = s.sent
 
 
 # ----------------------------------------------------------------------------- analysis
 
 
-def budget(reqs: list[list[Any]], o_writes: array, n_reads: array,
-           n_writes: array) -> dict[str, list[float]]:
+def budget(run: Run, o_writes: array, n_reads: array, n_writes: array) -> dict[str, list[float]]:
     """Each request's stages in us."""
     ow, nr, nw = sorted(o_writes), sorted(n_reads), sorted(n_writes)
     out: dict[str, list[float]] = {s: [] for s in STAGES}
-    for due, handed, spawned, h, oread, noticed in reqs:
+    for due, handed, spawned, oread, noticed, ran in zip(run.due, run.handed, run.spawned, run.oread,
+                                                         run.noticed, run.ran):
         if not oread or not noticed:
             continue
-        ran = struct.unpack("<q", h.try_join())[0]
         i = bisect.bisect_left(ow, spawned)
         owrite = ow[i] if i < len(ow) else spawned
         j = bisect.bisect_right(nr, ran) - 1
@@ -367,12 +402,12 @@ def budget(reqs: list[list[Any]], o_writes: array, n_reads: array,
     return out
 
 
-def slowest_in_collections(reqs: list[list[Any]], logs: dict[str, GcLog]) -> str:
+def slowest_in_collections(run: Run, logs: dict[str, GcLog]) -> str:
     """Of the slowest 1% of requests (due -> noticed), the share that were in
     flight while each process's collector ran."""
-    done = sorted((r for r in reqs if r[5]), key=lambda r: r[5] - r[0])
+    done = sorted((k for k in range(len(run)) if run.noticed[k]), key=lambda k: run.noticed[k] - run.due[k])
     worst = done[len(done) - max(1, len(done) // 100):]
-    return ", ".join(f"{name} {sum(1 for r in worst if log.overlaps(r[0], r[5])) / len(worst):.0%}"
+    return ", ".join(f"{name} {sum(1 for k in worst if log.overlaps(run.due[k], run.noticed[k])) / len(worst):.0%}"
                      for name, log in logs.items())
 
 
@@ -387,6 +422,17 @@ def show(rows: list[tuple[str, dict[str, list[float]]]]) -> None:
         cells = [f"{pct(b[s], 0.5):9.0f} /{pct(b[s], 0.99):9.0f}" for _, b in rows]
         print(s.ljust(10) + "".join(c.rjust(22) for c in cells))
     print("(p50 / p99 in us; " + ", ".join(f"{name}: {len(b['total'])} requests" for name, b in rows) + ")")
+    print("the slowest 1% (by total), mean per stage:")
+    for s in STAGES:
+        print(s.ljust(10) + "".join(f"{slowest_mean(b, s):9.0f}".rjust(22) for _, b in rows))
+
+
+def slowest_mean(stages: dict[str, list[float]], stage: str) -> float:
+    """The mean of ``stage`` over the slowest 1% of requests by total."""
+    total = stages["total"]
+    order = sorted(range(len(total)), key=total.__getitem__)
+    worst = order[len(order) - max(1, len(order) // 100):]
+    return sum(stages[stage][i] for i in worst) / len(worst) if worst else float("nan")
 
 
 # --------------------------------------------------------------------------------- main
@@ -461,10 +507,11 @@ class Cpu:
 async def measure(args: argparse.Namespace, address: str, node_pid: int) -> tuple[list[Any], Origin]:
     rows: list[Any] = []
     async with Runtime({"budget": address}) as rt:
-        o = Origin(rt, "budget")
+        o = Origin(rt, "budget", count_objects=args.node_gc == "count")
         await o.wrap()
+        o.new_run(200)
         await unloaded(o, 200)  # warm-up
-        reqs = o.new_run()
+        reqs = o.new_run(args.unloaded)
         with Cpu(o, node_pid) as cpu:
             await unloaded(o, args.unloaded)
         rows.append(("unloaded", reqs, cpu))
@@ -474,9 +521,9 @@ async def measure(args: argparse.Namespace, address: str, node_pid: int) -> tupl
         rate = args.rate or rate
         for sender in args.sender:
             for load in args.load:
-                reqs = o.new_run()
                 r = rate * load / 100
                 n = max(200, int(r * args.seconds))
+                reqs = o.new_run(n)
                 if args.origin_gc != "as-is":
                     gc.collect()
                     gc.freeze()
@@ -508,8 +555,10 @@ def main() -> None:
                    help="proc: a process writing to a socket the origin's loop reads "
                         "(bench_latency.py's sender); thread: a thread of the origin's process "
                         "(call_soon_threadsafe); spin: a coroutine polling on the loop")
-    p.add_argument("--node-gc", choices=("on", "off"), default="on",
-                   help="the node's collector: on (as rsc node sets it up) or off (disabled)")
+    p.add_argument("--node-gc", choices=("on", "off", "count"), default="on",
+                   help="the node's collector: on (as rsc node sets it up), off (disabled), or "
+                        "count (on, and both processes count the objects each pass examines, "
+                        "which lengthens the passes)")
     p.add_argument("--switch-interval", type=float, default=0.0,
                    help="the origin's sys.setswitchinterval, in seconds (default: as is, 5 ms)")
     p.add_argument("--write", choices=("now", "turn"), nargs="*", default=["now"],
