@@ -19,38 +19,44 @@ For rsc and each peer, in the ``latency`` group:
 ``<who>.lat.50``, ``<who>.lat.90``
     Open loop at 50% and 90% of that maximum rate for ``LOAD_S`` seconds.
 
-Every open-loop run has the same sender (``pace``): a thread of its own that
-sleeps until the next request is due (with a 1 us timer slack instead of
-Linux's 50 us) and then hands over every request due by then. rsc runs
-``noop`` on one node from one origin (this process, uvloop): the sender hands
-the requests to the loop with ``call_soon_threadsafe``, the loop spawns them,
-and one coroutine awaits the handles in order (``await h.join()``) and takes
-the time when each returns, so the loop sleeps in its poll between requests
-and a result counts when an awaiting coroutine would see it: what a service
-that receives requests and spawns them sees. Before its open-loop runs this
+rsc runs ``noop`` on one node from one origin (this process, uvloop). Its
+open-loop sender is a process of its own (``bench.latency_sender``: it
+sleeps until the next request is due, with a 1 us timer slack instead of
+Linux's 50 us, then writes one byte per request due to a Unix socket) whose
+socket the origin's loop reads, as a service's loop reads its clients'
+requests: the loop spawns each request as it arrives, and one coroutine
+awaits the handles in order (``await h.join()``) and takes the time when each
+returns, so the loop sleeps in its poll between requests and a result counts
+when an awaiting coroutine would see it. Before its open-loop runs this
 process calls ``gc.collect()`` and ``gc.freeze()`` (undone afterwards), as a
-node does after start-up. ``rsc.lat.50.spin`` is the same 50% run with the
-sender this benchmark had before, for comparison: a coroutine on the loop
-that yields with ``asyncio.sleep(0)`` between passes and polls
-``is_finished()``, so the loop never sleeps and the origin holds a core all
-the time, competing with the node it measures. Peers (``ProcessPoolExecutor(2)``,
-``multiprocessing.Pool(2)``, Dask, Ray when installed) are submitted to from
-the sender thread itself; their completion times are taken by a
+node does after start-up. Two senders it had before are measured at 50% in
+the same run for comparison: ``rsc.lat.50.thread``, the same schedule on a
+thread of this process handing requests to the loop with
+``call_soon_threadsafe`` (that thread shares the interpreter lock and the
+process's CPU time with the loop it measures; a service does not receive
+requests that way), and ``rsc.lat.50.spin``, a coroutine on the loop that
+yields with ``asyncio.sleep(0)`` between passes and polls ``is_finished()``,
+so the loop never sleeps and the origin holds a core all the time. Peers
+(``ProcessPoolExecutor(2)``, ``multiprocessing.Pool(2)``, Dask, Ray when
+installed) have no event loop: the same schedule (``pace``) submits to them
+from a thread of this process, and their completion times are taken by a
 done-callback in the peer's own result thread.
 
 ``extra_info``: ``p50_us``, ``p99_us``, ``p999_us``, ``max_us``, ``samples``,
 ``rate`` (offered, per second), ``achieved`` (completions per second) and
-``send_lag_p99_us`` (how late the sender thread handed requests over, p99:
-what the harness adds); for rsc also the origin's garbage-collector passes during the run
-(``gc_passes``, ``gc_total_ms``, ``gc_longest_us``). The report judges rsc's p99 at 50% load against five times its
+``send_lag_p99_us`` (how late the sender handed requests over, p99: what
+the harness adds, counted in the latencies); for rsc also the origin's garbage-collector passes during the run
+(``gc_passes``, ``gc_passes_per_generation``, ``gc_total_ms``,
+``gc_longest_us``) and ``origin_cpu_us``, this process's CPU time per
+request (with the thread sender, the thread's own too). The report judges rsc's p99 at 50% load against five times its
 unloaded p50.
 """
 
 from __future__ import annotations
 
 import asyncio
-import ctypes
 import gc
+import os
 import threading
 import time
 from collections import deque
@@ -62,6 +68,7 @@ import pytest
 from bench.conftest import bench_cluster, runtime_on
 from bench.figures import latency_figures, record, run_on
 from bench.peers import NAMES as PEER_NAMES
+from bench.latency_sender import SocketSender, ThreadSender, pace
 from bench.peers import Peer, describe
 from rsc import Runtime, spawn_remote
 
@@ -74,7 +81,6 @@ LOAD_S = 2.0
 LOADS = (50, 90)
 ROUNDS = 1
 GROUP = "latency"
-PR_SET_TIMERSLACK = 29  # prctl(2)
 MAX_RATE: dict[str, float] = {}  # who -> measured maximum rate (per second), this run
 
 
@@ -114,67 +120,35 @@ async def rsc_max(rt: Runtime, node: str, n: int) -> None:
         await h.join()
 
 
-def set_timer_slack_ns(ns: int = 1000) -> None:
-    """This thread's timer slack (Linux; elsewhere nothing): how late the kernel
-    may wake a sleep to batch wake-ups, 50 us by default, which would be the
-    sender's lag on every request."""
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(PR_SET_TIMERSLACK, ctypes.c_ulong(ns), 0, 0, 0)
-    except (OSError, AttributeError):  # pragma: no cover - not Linux
-        pass
-
-
-def pace(t0: float, interval: float, n: int, hand: Callable[[int, int], None],
-         lags: list[float], clock: Callable[[], float] = time.perf_counter) -> None:
-    """The open-loop sender, on a thread of its own: request ``k`` is due at
-    ``t0 + k * interval``; sleep until the next one is due, then
-    ``hand(i, j)`` over requests ``i`` to ``j - 1``, every one due by then.
-    ``lags``: how late each was handed over (what the harness adds)."""
-    set_timer_slack_ns()
-    i = 0
-    while i < n:
-        wait = t0 + i * interval - clock()
-        if wait > 0:
-            time.sleep(wait)
-        now = clock()
-        j = i + 1
-        while j < n and t0 + j * interval <= now:
-            j += 1
-        lags.extend(now - (t0 + k * interval) for k in range(i, j))
-        hand(i, j)
-        i = j
-
-
-async def rsc_open_loop(rt: Runtime, node: str, rate: float, n: int) -> tuple[list[float], list[float], float]:
+async def rsc_open_loop(rt: Runtime, node: str, rate: float, n: int,
+                        sender: type[SocketSender] | type[ThreadSender] = SocketSender,
+                        ) -> tuple[list[float], list[float], float]:
     """``n`` no-ops due at ``rate`` per second: (latencies from due time, send lags, seconds).
 
-    As a service receives requests: a thread (``pace``) hands the loop each
-    request when it is due (``call_soon_threadsafe``); the loop spawns it, and
-    one coroutine awaits the handles in order (``await h.join()``, which
-    returns at once for a handle already finished) and takes the time. The
-    loop sleeps in its poll between requests, as a service's does."""
+    As a service receives requests: ``sender`` (by default a process of its
+    own writing to a socket this loop reads) delivers each request when it is
+    due; the loop spawns it, and one coroutine awaits the handles in order
+    (``await h.join()``, which returns at once for a handle already finished)
+    and takes the time. The loop sleeps in its poll between requests, as a
+    service's does. Send lags: how late the sender handed each request over."""
     loop = asyncio.get_running_loop()
-    cx, clock = rt.cx(), time.perf_counter
+    cx, clock = rt.cx(), time.monotonic
     interval = 1.0 / rate
     pending: deque[tuple[float, Any]] = deque()
     latencies: list[float] = []
-    lags: list[float] = []
     idle: list[asyncio.Future[None] | None] = [None]  # the collector's wait for a spawn
-    t0 = clock() + 0.005
+    t0: list[float] = [0.0]
 
     def spawn(i: int, j: int) -> None:  # on the loop
         for k in range(i, j):
-            pending.append((t0 + k * interval, spawn_remote(cx, node, "noop", b"")))
+            pending.append((t0[0] + k * interval, spawn_remote(cx, node, "noop", b"")))
         waiting = idle[0]
         if waiting is not None:
             idle[0] = None
             waiting.set_result(None)
 
-    sender = threading.Thread(target=pace, name="bench-sender", daemon=True,
-                              args=(t0, interval, n, lambda i, j: loop.call_soon_threadsafe(spawn, i, j), lags))
-    sender.start()
-    try:
+    async with sender(interval, n, spawn) as s:
+        t0[0] = s.t0
         while len(latencies) < n:
             if not pending:
                 idle[0] = loop.create_future()
@@ -183,9 +157,14 @@ async def rsc_open_loop(rt: Runtime, node: str, rate: float, n: int) -> tuple[li
             due, h = pending.popleft()
             await h.join()
             latencies.append(clock() - due)
-    finally:
-        sender.join()
-    return latencies, lags, clock() - t0
+    lags = [sent / 1e9 - (s.t0 + k * interval) for k, sent in enumerate(s.sent)]
+    return latencies, lags, clock() - s.t0
+
+
+async def rsc_open_loop_thread(rt: Runtime, node: str, rate: float,
+                               n: int) -> tuple[list[float], list[float], float]:
+    """As ``rsc_open_loop``, with the sender on a thread of this process."""
+    return await rsc_open_loop(rt, node, rate, n, ThreadSender)
 
 
 async def rsc_open_loop_spin(rt: Runtime, node: str, rate: float, n: int) -> tuple[list[float], list[float], float]:
@@ -239,10 +218,17 @@ class TestRscLatency:
                            latency_node: Any, load: int) -> None:
         rsc_under_load(benchmark, loop, latency_rt, latency_node, load, rsc_open_loop, f"rsc.lat.{load}")
 
+    def test_rsc_open_loop_thread(self, benchmark: Any, loop: asyncio.AbstractEventLoop,
+                                  latency_rt: Runtime, latency_node: Any) -> None:
+        """The sender this benchmark had before, a thread of this process, at
+        50%: in the same run as the current one, to show what it added."""
+        rsc_under_load(benchmark, loop, latency_rt, latency_node, 50, rsc_open_loop_thread,
+                       "rsc.lat.50.thread")
+
     def test_rsc_open_loop_spin(self, benchmark: Any, loop: asyncio.AbstractEventLoop,
                                 latency_rt: Runtime, latency_node: Any) -> None:
-        """The sender this benchmark had before, at 50%: in the same run as the
-        current one, to show what it added."""
+        """The sender this benchmark had before the thread, at 50%: in the same
+        run as the current one, to show what it added."""
         rsc_under_load(benchmark, loop, latency_rt, latency_node, 50, rsc_open_loop_spin,
                        "rsc.lat.50.spin")
 
@@ -262,15 +248,18 @@ def rsc_under_load(benchmark: Any, loop: asyncio.AbstractEventLoop, rt: Runtime,
     # requests wait (a 77 ms pause at 50% load here without it).
     gc.collect()
     gc.freeze()
+    cpu0 = sum(os.times()[:2])
     try:
         with GcPauses() as pauses:
             benchmark.pedantic(run_on(loop, lambda: _keep(got, sender(rt, node, rate, n))),
                                rounds=ROUNDS)
     finally:
         gc.unfreeze()
+    cpu_us = (sum(os.times()[:2]) - cpu0) / n * 1e6
     latencies, lags, elapsed = got[-1]
     load_figures(benchmark, key, latencies, lags, rate, elapsed, load=load,
-                 gc_gen0_threshold=gc.get_threshold()[0], **pauses.figures())
+                 gc_gen0_threshold=gc.get_threshold()[0], origin_cpu_us=round(cpu_us, 1),
+                 **pauses.figures())
 
 
 async def _keep(into: list[Any], coro: Any) -> None:
@@ -283,10 +272,12 @@ class GcPauses:
 
     def __init__(self) -> None:
         self.count, self.total_s, self.longest_s, self._t0 = 0, 0.0, 0.0, 0.0
+        self.per_generation = [0, 0, 0]
 
     def _on(self, phase: str, info: dict[str, int]) -> None:
         if phase == "start":
             self._t0 = time.perf_counter()
+            self.per_generation[info["generation"]] += 1
         else:
             took = time.perf_counter() - self._t0
             self.count += 1
@@ -301,7 +292,7 @@ class GcPauses:
         gc.callbacks.remove(self._on)
 
     def figures(self) -> dict[str, float]:
-        return {"gc_passes": self.count, "gc_total_ms": round(self.total_s * 1e3, 2),
+        return {"gc_passes": self.count, "gc_passes_per_generation": list(self.per_generation), "gc_total_ms": round(self.total_s * 1e3, 2),
                 "gc_longest_us": round(self.longest_s * 1e6, 1)}
 
 

@@ -374,8 +374,10 @@ def latency_section(table: Table, figs: dict[str, Figure], attach: Callable[[Tar
             continue
         table.row([f"  {label}: unloaded (one at a time)", fmt_tail(unloaded) if unloaded else "not measured"])
         table.row(["    maximum rate (closed loop)", fmt_rate(top.per_s) if top else "not measured"])
-        # rsc.lat.50.spin: the same 50% with the earlier sender that spins on the runtime's loop
-        for load, suffix, how in ((50, "", ""), (50, ".spin", ", spinning sender"), (90, "", "")):
+        # rsc.lat.50.thread / .spin: the same 50% with the earlier senders (a thread of the
+        # origin's process; a coroutine spinning on its loop)
+        for load, suffix, how in ((50, "", ""), (50, ".thread", ", thread sender"),
+                                  (50, ".spin", ", spinning sender"), (90, "", "")):
             f = figs.get(f"{who}.lat.{load}{suffix}")
             if f is None:
                 if not suffix:
