@@ -476,14 +476,34 @@ def run(args: argparse.Namespace) -> None:
                   f"{cpu.node_s / n * 1e6:.1f} us; busy: origin {cpu.origin_s / wall:.0%}, node "
                   f"{cpu.node_s / wall:.0%}; requests per origin read {n / max(1, cpu.io[0]):.1f}, "
                   f"per origin write {n / max(1, cpu.io[1]):.1f}")
+            print(f"    waited for a CPU while runnable: origin {cpu.waited_s[0] * 1e3:.1f} ms, "
+                  f"node {cpu.waited_s[1] * 1e3:.1f} ms in {wall * 1e3:.0f} ms")
             print(f"    collector: origin {o.gcs.within(cpu.wall[1], cpu.wall[0])}; "
                   f"node {n_gc.within(cpu.wall[1], cpu.wall[0])}; the slowest 1% in flight during "
                   f"one: {slowest_in_collections(reqs, {'origin': o.gcs, 'node': n_gc})}")
 
 
+def runqueue_wait_ns(pid: int) -> int:
+    """How long the threads of process ``pid`` have waited, runnable, for a
+    CPU (Linux's /proc/PID/task/*/schedstat, second field; 0 elsewhere)."""
+    total = 0
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return 0
+    for tid in tasks:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
+                total += int(f.read().split()[1])
+        except (OSError, IndexError, ValueError):  # the thread ended meanwhile
+            pass
+    return total
+
+
 class Cpu:
-    """CPU seconds used by this process and the node's during a run, and the
-    reads and writes this process made."""
+    """CPU seconds used by this process and the node's during a run, how long
+    each waited for a CPU while runnable, and the reads and writes this
+    process made."""
 
     def __init__(self, o: Origin, node_pid: int) -> None:
         import psutil
@@ -495,6 +515,7 @@ class Cpu:
         self.n0 = sum(self.node.cpu_times()[:2])
         self.wall0 = time.monotonic_ns()
         self.io0 = len(self.o.reads), len(self.o.writes)
+        self.w0 = runqueue_wait_ns(os.getpid()), runqueue_wait_ns(self.node.pid)
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -502,6 +523,8 @@ class Cpu:
         self.node_s = sum(self.node.cpu_times()[:2]) - self.n0
         self.wall = (time.monotonic_ns(), self.wall0)
         self.io = len(self.o.reads) - self.io0[0], len(self.o.writes) - self.io0[1]
+        self.waited_s = ((runqueue_wait_ns(os.getpid()) - self.w0[0]) / 1e9,
+                         (runqueue_wait_ns(self.node.pid) - self.w0[1]) / 1e9)
 
 
 async def measure(args: argparse.Namespace, address: str, node_pid: int) -> tuple[list[Any], Origin]:
