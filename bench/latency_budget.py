@@ -453,6 +453,11 @@ def run(args: argparse.Namespace) -> None:
             assert node.stdout is not None
             if node.stdout.readline().strip() != "READY":
                 raise RuntimeError("the budget node did not start")
+            if args.pin != "none":
+                from bench.figures import pin
+
+                pin([0], {0})
+                pin([node.pid], {0} if args.pin == "same" else {1})
             loop = new_event_loop()
             try:
                 rows, o = loop.run_until_complete(measure(args, address, node.pid))
@@ -476,6 +481,9 @@ def run(args: argparse.Namespace) -> None:
                   f"{cpu.node_s / n * 1e6:.1f} us; busy: origin {cpu.origin_s / wall:.0%}, node "
                   f"{cpu.node_s / wall:.0%}; requests per origin read {n / max(1, cpu.io[0]):.1f}, "
                   f"per origin write {n / max(1, cpu.io[1]):.1f}")
+            if args.pin != "none":
+                print(f"    pinned: origin on CPU 0, node on CPU {0 if args.pin == 'same' else 1}, "
+                      "the sender not pinned")
             print(f"    waited for a CPU while runnable: origin {cpu.waited_s[0] * 1e3:.1f} ms, "
                   f"node {cpu.waited_s[1] * 1e3:.1f} ms in {wall * 1e3:.0f} ms")
             print(f"    collector: origin {o.gcs.within(cpu.wall[1], cpu.wall[0])}; "
@@ -582,6 +590,9 @@ def main() -> None:
                    help="the node's collector: on (as rsc node sets it up), off (disabled), or "
                         "count (on, and both processes count the objects each pass examines, "
                         "which lengthens the passes)")
+    p.add_argument("--pin", choices=("none", "same", "cross"), default="none",
+                   help="same: origin and node on CPU 0; cross: origin on CPU 0, node on CPU 1 "
+                        "(the process sender is not pinned)")
     p.add_argument("--switch-interval", type=float, default=0.0,
                    help="the origin's sys.setswitchinterval, in seconds (default: as is, 5 ms)")
     p.add_argument("--write", choices=("now", "turn"), nargs="*", default=["now"],
