@@ -154,10 +154,10 @@ def sender_main(fd: int, t0: float, interval: float, n: int, out: str) -> None:
     write, now_ns = sock.sendall, time.monotonic_ns
 
     def hand(i: int, j: int) -> None:
-        write(bytes(j - i))
-        t = now_ns()
+        t = now_ns()  # before the write: the origin may read it before the write returns
         for k in range(i, j):
             sent[k] = t
+        write(bytes(j - i))
 
     pace(t0, interval, n, hand, [], time.monotonic)
     sock.close()
