@@ -94,9 +94,11 @@ def collector_off() -> Iterator[None]:
 
 
 def test_finished_tasks_leave_nothing_in_the_young_generation(tmp_path: Any, collector_off: None) -> None:
-    """A node (in this process, on a real Unix socket) and an origin: after
-    2,000 tasks have finished, what stays in the youngest generation is not
-    one object per task (the kept outcomes) but nearly nothing."""
+    """A node (in this process, on a real Unix socket) and an origin: the
+    youngest generation grows by nearly nothing per finished task (it grew by
+    one per task, the kept outcome). Measured as the growth between 2,000
+    and 4,000 finished tasks, so what is alive at the end of a batch (the
+    last handles) counts in neither."""
     n = 2000
 
     async def main() -> float:
@@ -106,21 +108,22 @@ def test_finished_tasks_leave_nothing_in_the_young_generation(tmp_path: Any, col
         try:
             async with Runtime({"worker-1": address}) as rt:
                 cx = rt.cx()
-                for _ in range(100):  # connected, warmed up
-                    await spawn_remote(cx, "worker-1", "echo", b"x").join()
-                young = len(gc.get_objects(0))
-                for _ in range(n // 50):
-                    handles = [spawn_remote(cx, "worker-1", "echo", b"x") for _ in range(50)]
-                    for h in handles:
-                        assert await h.join() == b"x"
-                return (len(gc.get_objects(0)) - young) / n
+
+                async def run(count: int) -> int:
+                    for _ in range(count // 50):
+                        handles = [spawn_remote(cx, "worker-1", "echo", b"x") for _ in range(50)]
+                        for h in handles:
+                            assert await h.join() == b"x"
+                    return len(gc.get_objects(0))
+
+                await run(500)  # connected, warmed up
+                young = await run(n)
+                return (await run(n) - young) / n
         finally:
             await node.shutdown(0.5)
 
     per_task = asyncio.run(main())
     if USING_EXTENSIONS:
-        assert per_task < 0.1, f"{per_task:.2f} young objects left per finished task"
-    else:  # the pure twin leaves one kept outcome per task to the collector's first young pass
-        assert per_task >= 0.9
-        gc.collect(0)
-        assert len(gc.get_objects(0)) == 0
+        assert per_task < 0.1, f"{per_task:.3f} young objects left per finished task"
+    else:  # the pure twin leaves each kept outcome to the collector (what this test sees)
+        assert per_task >= 0.9, f"{per_task:.3f} young objects left per finished task"
