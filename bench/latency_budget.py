@@ -402,6 +402,16 @@ def budget(run: Run, o_writes: array, n_reads: array, n_writes: array) -> dict[s
     return out
 
 
+def out_of_order(stamps: array) -> int:
+    """How many requests have a stamp earlier than an earlier request's."""
+    count, latest = 0, 0
+    for t in stamps:
+        if t < latest:
+            count += 1
+        latest = max(latest, t)
+    return count
+
+
 def slowest_in_collections(run: Run, logs: dict[str, GcLog]) -> str:
     """Of the slowest 1% of requests (due -> noticed), the share that were in
     flight while each process's collector ran."""
@@ -484,6 +494,9 @@ def run(args: argparse.Namespace) -> None:
             if args.pin != "none":
                 print(f"    pinned: origin on CPU 0, node on CPU {0 if args.pin == 'same' else 1}, "
                       "the sender not pinned")
+            later = out_of_order(reqs.ran)
+            print(f"    requests that ran before an earlier one (whose result the in-order "
+                  f"awaiting notices late): {later}")
             print(f"    waited for a CPU while runnable: origin {cpu.waited_s[0] * 1e3:.1f} ms, "
                   f"node {cpu.waited_s[1] * 1e3:.1f} ms in {wall * 1e3:.0f} ms")
             print(f"    collector: origin {o.gcs.within(cpu.wall[1], cpu.wall[0])}; "
