@@ -67,8 +67,8 @@ import pytest
 
 from bench.conftest import bench_cluster, runtime_on
 from bench.figures import latency_figures, record, run_on
-from bench.peers import NAMES as PEER_NAMES
 from bench.latency_sender import SocketSender, ThreadSender, pace
+from bench.peers import NAMES as PEER_NAMES
 from bench.peers import Peer, describe
 from rsc import Runtime, spawn_remote
 
