@@ -47,8 +47,11 @@ done-callback in the peer's own result thread.
 ``send_lag_p99_us`` (how late the sender handed requests over, p99: what
 the harness adds, counted in the latencies); for rsc also the origin's garbage-collector passes during the run
 (``gc_passes``, ``gc_passes_per_generation``, ``gc_total_ms``,
-``gc_longest_us``) and ``origin_cpu_us``, this process's CPU time per
-request (with the thread sender, the thread's own too). The report judges rsc's p99 at 50% load against five times its
+``gc_longest_us``), ``origin_cpu_us`` and ``node_cpu_us``, this process's
+and the node's CPU time per request (with the thread sender, the thread's
+own too), and ``origin_cpu_wait_ms`` and ``node_cpu_wait_ms``, how long each
+waited, runnable, for a CPU during the run (Linux's schedstat: what a loaded
+machine adds). The report judges rsc's p99 at 50% load against five times its
 unloaded p50.
 """
 
@@ -63,10 +66,11 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import psutil
 import pytest
 
 from bench.conftest import bench_cluster, runtime_on
-from bench.figures import latency_figures, record, run_on
+from bench.figures import latency_figures, record, run_on, runqueue_wait_ns
 from bench.latency_sender import SocketSender, ThreadSender, pace
 from bench.peers import NAMES as PEER_NAMES
 from bench.peers import Peer, describe
@@ -248,18 +252,40 @@ def rsc_under_load(benchmark: Any, loop: asyncio.AbstractEventLoop, rt: Runtime,
     # requests wait (a 77 ms pause at 50% load here without it).
     gc.collect()
     gc.freeze()
-    cpu0 = sum(os.times()[:2])
     try:
-        with GcPauses() as pauses:
+        with GcPauses() as pauses, CpuUse(cluster.pids[node]) as cpu:
             benchmark.pedantic(run_on(loop, lambda: _keep(got, sender(rt, node, rate, n))),
                                rounds=ROUNDS)
     finally:
         gc.unfreeze()
-    cpu_us = (sum(os.times()[:2]) - cpu0) / n * 1e6
     latencies, lags, elapsed = got[-1]
     load_figures(benchmark, key, latencies, lags, rate, elapsed, load=load,
-                 gc_gen0_threshold=gc.get_threshold()[0], origin_cpu_us=round(cpu_us, 1),
-                 **pauses.figures())
+                 gc_gen0_threshold=gc.get_threshold()[0], **cpu.figures(n), **pauses.figures())
+
+
+class CpuUse:
+    """While entered: the CPU time this process and the node used, and how long
+    each waited, runnable, for a CPU (what a loaded machine adds)."""
+
+    def __init__(self, node_pid: int) -> None:
+        self.node = psutil.Process(node_pid)
+
+    def _now(self) -> tuple[float, float, int, int]:
+        return (sum(os.times()[:2]), sum(self.node.cpu_times()[:2]),
+                runqueue_wait_ns(os.getpid()), runqueue_wait_ns(self.node.pid))
+
+    def __enter__(self) -> CpuUse:
+        self._start = self._now()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._used = [b - a for a, b in zip(self._start, self._now())]
+
+    def figures(self, n: int) -> dict[str, float]:
+        origin_s, node_s, origin_wait_ns, node_wait_ns = self._used
+        return {"origin_cpu_us": round(origin_s / n * 1e6, 1), "node_cpu_us": round(node_s / n * 1e6, 1),
+                "origin_cpu_wait_ms": round(origin_wait_ns / 1e6, 1),
+                "node_cpu_wait_ms": round(node_wait_ns / 1e6, 1)}
 
 
 async def _keep(into: list[Any], coro: Any) -> None:

@@ -54,3 +54,20 @@ def pin(pids: Iterable[int], cpus: set[int]) -> None:
                 os.sched_setaffinity(t.id, cpus)
             except ProcessLookupError:  # the thread ended meanwhile
                 pass
+
+
+def runqueue_wait_ns(pid: int) -> int:
+    """How long the threads of process ``pid`` have waited, runnable, for a
+    CPU (Linux's /proc/PID/task/*/schedstat, second field; 0 elsewhere)."""
+    total = 0
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return 0
+    for tid in tasks:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
+                total += int(f.read().split()[1])
+        except (OSError, IndexError, ValueError):  # the thread ended meanwhile
+            pass
+    return total

@@ -54,6 +54,7 @@ import time
 from array import array
 from typing import Any
 
+from bench.figures import runqueue_wait_ns
 from bench.latency_sender import SENDERS
 from rsc import Registry, Runtime, spawn_remote
 
@@ -502,23 +503,6 @@ def run(args: argparse.Namespace) -> None:
             print(f"    collector: origin {o.gcs.within(cpu.wall[1], cpu.wall[0])}; "
                   f"node {n_gc.within(cpu.wall[1], cpu.wall[0])}; the slowest 1% in flight during "
                   f"one: {slowest_in_collections(reqs, {'origin': o.gcs, 'node': n_gc})}")
-
-
-def runqueue_wait_ns(pid: int) -> int:
-    """How long the threads of process ``pid`` have waited, runnable, for a
-    CPU (Linux's /proc/PID/task/*/schedstat, second field; 0 elsewhere)."""
-    total = 0
-    try:
-        tasks = os.listdir(f"/proc/{pid}/task")
-    except OSError:
-        return 0
-    for tid in tasks:
-        try:
-            with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
-                total += int(f.read().split()[1])
-        except (OSError, IndexError, ValueError):  # the thread ended meanwhile
-            pass
-    return total
 
 
 class Cpu:

@@ -385,6 +385,9 @@ def latency_section(table: Table, figs: dict[str, Figure], attach: Callable[[Tar
                 continue
             gc_note = (f", {f.extra['gc_passes']} gc passes, longest {f.extra['gc_longest_us']:,.0f} us"
                        if "gc_passes" in f.extra else "")
+            if "origin_cpu_wait_ms" in f.extra:  # how long origin and node waited, runnable, for a CPU
+                gc_note += (f", waited for a CPU {f.extra['origin_cpu_wait_ms']:,.0f} / "
+                            f"{f.extra['node_cpu_wait_ms']:,.0f} ms")
             table.row([f"    at {load}%{how} ({f.extra['rate']:,.0f}/s offered, {f.extra['achieved']:,.0f}/s done, "
                        f"sender lag p99 {f.extra['send_lag_p99_us']:,.0f} us{gc_note}; "
                        f"load avg {f.extra.get('loadavg_1m', 0):.1f})", fmt_tail(f)])
