@@ -7,7 +7,7 @@ from rsc.cx cimport Cx
 from rsc._engine.node cimport NodeTask
 
 # private module globals a task reads: C globals, not module-dict lookups
-cdef object _AsyncioTask
+cdef object _AsyncioTask, _task_body
 cdef int _SUCCESS, _FAILED, _CANCELLED, _PANICKED, _CANCEL_SIGNAL
 
 cdef class _Task(NodeTask):
@@ -23,7 +23,7 @@ cdef _output_of(comp, out)
 
 cdef class Executor:
     cdef public object _max_threads, _clock_ns, _cancel_grace_s, _loop, _pool, _thread_lock
-    cdef public object isolation, workers
+    cdef public object isolation, workers, _ended_cb
     cdef public dict _tasks, _task_names, _eager_kwargs
     cdef public bint _closing, _closed, _plain_tasks
     cdef public list _idle_waiters, _ready
@@ -40,5 +40,6 @@ cdef class Executor:
     @cython.locals(task=NodeTask, ready=list)
     cpdef run_ready(self)
     cpdef _first_call(self, NodeTask task)
+    cpdef _ended(self, NodeTask task, out, exc)
     cpdef _run_inline(self, NodeTask task)
     cpdef _finish(self, NodeTask task, int kind, payload)

@@ -70,6 +70,7 @@ from rsc.logs import get_logger
 from rsc._signature import SourceSignature
 from rsc._engine.node import NodeTask
 from rsc.cx import Cx
+from rsc.node._task_body import task_body as _task_body
 from rsc.errors import Cancelled, InvalidArgument
 from rsc.registry import Computation
 from rsc.types import CancelKind, CancelReason, OutcomeKind
@@ -256,6 +257,7 @@ class Executor:
         # no loop callback is scheduled for them); else the loop's next turn does.
         self.driver_runs_ready = False
         self._eager = False  # async computations start eagerly (3.12+, no task factory)
+        self._ended_cb = self._ended  # what an eager task's body reports to, bound once
         # Debug counter: asyncio tasks and pool futures created and not yet
         # finished. Tests assert it returns to 0 (uvloop's live-handle habit).
         self.live_tasks = 0
@@ -361,17 +363,27 @@ class Executor:
 
     def _step_eagerly(self, task: NodeTask) -> None:
         """Make the async task's asyncio task with its first step run now."""
+        task.stepped = True
         if _cancelled(task.cx):  # cancelled before it started: it never does
-            task.stepped = True
             self._finish(task, _CANCEL_SIGNAL, None)
+            return
+        comp = task.comp
+        data, task.input = task.input, None
+        try:
+            arg = _input_of(comp, data)  # the node's work, not the computation's: before its task
+        except BaseException as exc:
+            kind, payload = _ended_by(exc)
+            self._finish(task, kind, payload)
             return
         # asyncio.Task's keywords, one dict per computation name: a call with
         # keywords written out builds that dict for every task
-        kwargs = self._eager_kwargs.get(task.comp.name)
+        kwargs = self._eager_kwargs.get(comp.name)
         if kwargs is None:
-            kwargs = self._eager_kwargs[task.comp.name] = dict(
-                loop=self._loop, name="rsc:" + str(task.comp.name), eager_start=True)
-        atask = _AsyncioTask(self._run_async(task), **kwargs)
+            kwargs = self._eager_kwargs[comp.name] = dict(
+                loop=self._loop, name="rsc:" + str(comp.name), eager_start=True)
+        # The task runs a native coroutine that calls the computation in its
+        # first step (rsc.node._task_body), not the compiled _run_async.
+        atask = _AsyncioTask(_task_body(comp.fn, task.cx, arg, task, self._ended_cb), **kwargs)
         if not task.finished:  # it suspended: a cancel now goes to its asyncio task
             task.atask = atask
 
@@ -483,19 +495,32 @@ class Executor:
 
     # -- running ----------------------------------------------------------------------
     async def _run_async(self, task: NodeTask) -> None:
-        """Run an async computation; never raises (a BaseException escaping an
-        asyncio task would stop the node's loop). It reports from inside its own
-        last step (not a done-callback one loop turn later), so a computation
-        that ends at once has its result written together with its ACK."""
+        """Run an async computation whose first step is scheduled on the loop
+        (3.11, or a loop with a task factory; an eager first step runs
+        ``rsc.node._task_body`` instead); never raises (a BaseException
+        escaping an asyncio task would stop the node's loop). It reports from
+        inside its own last step (not a done-callback one loop turn later), so
+        a computation that ends at once has its result written together with
+        its ACK."""
         try:
             out = await self._first_call(task)
         except BaseException as exc:
+            self._ended(task, None, exc)
+        else:
+            self._ended(task, out, None)
+
+    def _ended(self, task: NodeTask, out: Any, exc: BaseException | None) -> None:
+        """An async computation returned ``out``, or raised ``exc``: finish
+        ``task`` with that outcome (its output encoded; the exception judged
+        by ``_ended_by``). Never raises."""
+        payload: Any
+        if exc is not None:
             kind, payload = _ended_by(exc)
         else:
             try:
                 kind, payload = _SUCCESS, _output_of(task.comp, out)
-            except Exception as exc:
-                kind, payload = _FAILED, _message(exc)
+            except Exception as enc_exc:
+                kind, payload = _FAILED, _message(enc_exc)
         self._finish(task, kind, payload)
 
     def _first_call(self, task: NodeTask) -> Any:
