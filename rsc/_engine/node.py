@@ -1008,7 +1008,8 @@ class NodeEngine:
             return
         origin, idem, running = group.origin, self._idem, self._running
         for rtid in sorted(group.ids):
-            task = running.get(idem.key_of(origin, rtid))
+            key = idem.key_of(origin, rtid)
+            task = running.get(key) if key is not None else None
             if task is None or task.rtid != rtid or task.origin != origin:
                 continue  # an alias of a task another origin owns (or of none)
             self._trace_event(TN.ORPHAN_CANCELLED, origin=origin, rtid=rtid)

@@ -369,6 +369,7 @@ class Executor:
             return
         comp = task.comp
         data, task.input = task.input, None
+        assert data is not None  # taken once
         try:
             arg = _input_of(comp, data)  # the node's work, not the computation's: before its task
         except BaseException as exc:
