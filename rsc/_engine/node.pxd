@@ -32,7 +32,7 @@ cdef class NodeTask(TaskRecord):
     cdef public object deadline_ns, origin_region, origin_task, capability, comp
     cdef public long long lease_ms, serial
     # the executor's fields (rsc.node.executor): one record per task for both
-    cdef public object cx, on_done, atask, cfuture, thread_ident, grace_timer, job, ekey
+    cdef public object cx, on_done, atask, cfuture, thread_ident, grace_timer, job, ekey, plan
     cdef public long long start_ns
     cdef public bint interrupted, finished, stepped
 
@@ -71,6 +71,7 @@ cdef class NodeEngine:
     cpdef _stamp(self)
     cpdef _ack(self, conn, rtid, code=*, detail=*)
     cpdef _send_result(self, conn, rtid, tuple outcome)
+    @cython.locals(c=_Conn)
     cpdef receive(self, conn, msg, now)
     cpdef process(self, TaskRecord task, int event)
     cpdef _on_spawn(self, _Conn c, msg, now)

@@ -230,7 +230,7 @@ class NodeTask(TaskRecord):
                  "cancel_reason", "serial", "deadline_ns", "origin_region",
                  "origin_task", "capability", "comp",
                  "cx", "on_done", "start_ns", "atask", "cfuture", "thread_ident",
-                 "interrupted", "grace_timer", "finished", "stepped", "job", "ekey")
+                 "interrupted", "grace_timer", "finished", "stepped", "job", "ekey", "plan")
 
     def __init__(self, origin: str, rtid: int, key: bytes, computation: str, input: bytes,  # noqa: A002
                  lease_ms: int, budget: tuple | None, origin_region: int, origin_task: int,
@@ -270,6 +270,7 @@ class NodeTask(TaskRecord):
         self.grace_timer: Any = None
         self.job: Any = None
         self.ekey: Any = None
+        self.plan: Any = None
 
     def __repr__(self) -> str:
         return f"NodeTask({self.origin}/{self.rtid} {self.computation} {NodeState(self.state).name})"

@@ -13,7 +13,7 @@ from rsc.cx cimport task_cx
 cdef int _SEND, _CLOSE, _START, _CANCEL
 
 cdef class RegistryAdmission(Admission):
-    cdef public object registry
+    cdef public object registry, _plain
     cdef public dict _items
 
     cpdef find(self, computation)

@@ -78,6 +78,7 @@ class RegistryAdmission(Admission):
     def __init__(self, registry: Registry) -> None:
         self.registry = registry
         self._items = registry._items  # the registry's own dict: later registrations show
+        self._plain: Computation | None = None  # the last computation found to need no check
 
     def find(self, computation: str) -> Computation | None:
         # the codec decodes a computation name as str, so no type check is needed
@@ -87,7 +88,10 @@ class RegistryAdmission(Admission):
     def check(self, comp: Computation, data: bytes) -> str | None:
         """Why ``data`` is not an acceptable input of ``comp`` (its codec or validator
         refuses it), or None."""
+        if comp is self._plain:  # (a Computation is frozen: what was read of it holds)
+            return None
         if comp.codec is None and comp.validate is None:
+            self._plain = comp
             return None  # raw bytes, no validator: nothing to check (the common case)
         return comp.check_input(data)
 
