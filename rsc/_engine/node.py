@@ -153,12 +153,17 @@ EVICT_PER_TICK = 4096
 # The constants a task's path reads, as private copies that node.pxd types as C
 # values: a module global is a dict lookup (about 150 instructions) per read,
 # a C global none; the public names above stay for other modules.
-_MS, _MIN_LEASE_MS, _MAX_LEASE_MS, _MAX_DEADLINE_MS = MS, MIN_LEASE_MS, MAX_LEASE_MS, MAX_DEADLINE_MS
+_MS, _MIN_LEASE_MS, _MAX_DEADLINE_MS = MS, MIN_LEASE_MS, MAX_DEADLINE_MS
 _KEY_BYTES, _T_SILENCE, _T_BUDGET, _T_RENEW = KEY_BYTES, T_SILENCE, T_BUDGET, T_RENEW
 _E_SEND_ACK_ACCEPTED, _E_SEND_RESULT = E_SEND_ACK_ACCEPTED, E_SEND_RESULT
 _OUTCOME_SUCCESS, _OUTCOME_CANCELLED = OUTCOME_SUCCESS, OUTCOME_CANCELLED
 _MAX_FAILURE_MESSAGE_CHARS = MAX_FAILURE_MESSAGE_CHARS
 _SEND, _START = SEND, START
+# held as Python ints (C object globals): compared with a field decoded from
+# the wire, which may be any size, a C integer would be boxed for every compare
+_MAX_LEASE = MAX_LEASE_MS
+# the message class every spawn is tested against (a C global, not a module-dict read)
+_SpawnRequest = SpawnRequest
 
 # What an admission rule decides (the first element of its verdict).
 VERDICT_REJECT, VERDICT_DUPLICATE, VERDICT_TOMBSTONED = 0, 1, 2
@@ -475,7 +480,7 @@ class NodeEngine:
                 return
             self._last_heard[c.origin] = now
             # type(msg) in each test (Py_TYPE when compiled) narrows msg for type checkers
-            if type(msg) is SpawnRequest:
+            if type(msg) is _SpawnRequest:
                 self._on_spawn(c, msg, now)
             elif type(msg) is CancelRequest:
                 self._on_cancel(c, msg, now)
@@ -579,7 +584,7 @@ class NodeEngine:
     def _rule_lease_trackable(self, origin: str, f: tuple, comp: Any) -> tuple | None:
         """§7.4: a lease over MAX_LEASE_MS (it could not be tracked as a
         deadline) is rejected invalid_input."""
-        if f[_LEASE_MS] > _MAX_LEASE_MS:
+        if f[_LEASE_MS] > _MAX_LEASE:
             return (VERDICT_REJECT, REJECT_INVALID_INPUT,
                     f"lease_ms {f[_LEASE_MS]} is over the {MAX_LEASE_MS} ms this node tracks", None)
         return None

@@ -51,4 +51,5 @@ cdef class Executor:
     cpdef _ended(self, NodeTask task, out, exc)
     @cython.locals(plan=_Plan)
     cpdef _run_inline(self, NodeTask task)
+    @cython.locals(end_ns=cython.longlong, elapsed=cython.longlong)
     cpdef _finish(self, NodeTask task, int kind, payload)

@@ -641,7 +641,8 @@ class Executor:
                 what = type(payload).__name__ if payload is not None else "a cancellation"
                 kind, payload = _PANICKED, _UNSOLICITED_CANCEL.format(exc=what)
         try:
-            elapsed = max(0, self._clock_ns() - task.start_ns)
+            end_ns = self._clock_ns()
+            elapsed = end_ns - task.start_ns if end_ns > task.start_ns else 0
         except Exception:
             logger.exception("clock_ns failed while finishing computation %r", str(task.comp.name))
             elapsed = 0
