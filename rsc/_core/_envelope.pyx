@@ -875,13 +875,11 @@ cdef int _put_message(Writer* w, object msg) except -1:
     cdef int i, code, nfields = NREQUIRED[kind], unfit
     cdef uint64_t small = 0, outcome = 0
     cdef object value
-    # trailing flags are written up to the last one that is set
+    # trailing flags are written up to the last one that is not clear (one
+    # that is not a bool either is refused below, after the fields before it)
     for i in range(nfields, NFIELDS[kind]):
-        value = <object>_get_slot(msg, kind, i + 2)
-        if value is True:
+        if <object>_get_slot(msg, kind, i + 2) is not False:
             nfields = i + 1
-        elif value is not False:
-            raise _unfit(kind, i + 2, _EXPECTED[F_FLAG], value)
     w_array_header(w, 3 + nfields)
     w_uint(w, kind)
     value = <object>_get_slot(msg, kind, 0)
@@ -932,8 +930,11 @@ cdef int _put_message(Writer* w, object msg) except -1:
             unfit = put_uint_max(w, value, C_PROTOCOL_VERSION, &small) or small != 1
         elif code == F_STR_MAP:
             unfit = put_str_map(w, value)
-        elif code == F_FLAG:   # checked above
-            unfit = w_byte(w, 0xc3 if value is True else 0xc2)
+        elif code == F_FLAG:
+            if value is True or value is False:
+                unfit = w_byte(w, 0xc3 if value is True else 0xc2)
+            else:
+                unfit = 1
         else:  # F_UINT_LIST
             unfit = put_uint_list(w, value)
         if unfit:
