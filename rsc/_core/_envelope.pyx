@@ -200,6 +200,10 @@ cdef enum:
     # is received straight into the bytes object the message keeps (FrameDecoder).
     LARGE_BIN = 65536
     MAX_HOLES = 4             # large values one frame leaves out of its buffer, at most
+    # A large frame that starts in a short read is looked at again for its
+    # payload while fewer than this many of its bytes are held (its header
+    # and every field before the payload fit 4 KiB: FRAME_OVERHEAD_BYTES).
+    BIG_PROBE = 4 + 4096
     C_MAX_DEPTH = 64          # = MAX_NESTING_DEPTH
     C_MAX_VECTOR = 1024       # = messages.MAX_VECTOR_CLOCK_ENTRIES
     C_MAX_NODE_ID = 255       # = messages.MAX_NODE_ID_BYTES
@@ -2045,6 +2049,18 @@ cdef class FrameDecoder:
             self._append(frame + start + n, avail - start - n)
         return True
 
+    cdef bint _held_to_big(self, Py_ssize_t length) except -1:
+        """``_start_big`` for the large frame of ``length`` body bytes whose
+        first ``_held`` bytes (fewer than BIG_PROBE) are in ``_buf``: True once
+        it is a large frame in progress; else False, and ``_buf`` as it was."""
+        cdef Py_ssize_t held = self._held
+        cdef bytes head = PyBytes_FromStringAndSize(<char*>self._buf, held)
+        self._held = 0
+        if self._start_big(<const unsigned char*>PyBytes_AS_STRING(head), held, length):
+            return True
+        self._held = held  # _start_big kept nothing: _buf still holds them
+        return False
+
     cdef Py_ssize_t _feed_big(self, const unsigned char* data, Py_ssize_t size,
                               list out) except -1:
         """Take what the large frame in progress still needs from ``data``
@@ -2119,20 +2135,34 @@ cdef class FrameDecoder:
                 length = <Py_ssize_t>self._frame_length(self._buf)
             else:
                 length = <Py_ssize_t>rsc_ld32(self._buf)
-            take = min(4 + length - self._held, size - pos)
-            self._append(data + pos, take)
-            pos += take
-            if self._held < 4 + length:
-                return 0
-            self._held = 0
-            msg = _decode(self._buf + 4, length)
-            out.append(msg)
-            if self._opening:
-                self._handshake_frame(msg)
-            if self._cap > 65536:
-                free(self._buf)
-                self._buf = NULL
-                self._cap = 0
+            if length >= LARGE_BIN and self._held < BIG_PROBE:
+                # A large frame whose first bytes came in a short read: once
+                # the bytes that hold its payload's bin header are here, it
+                # too is received straight into the bytes the message keeps
+                # (buffered whole, its payload would be copied three times).
+                take = min(BIG_PROBE - self._held, 4 + length - self._held, size - pos)
+                self._append(data + pos, take)
+                pos += take
+                if self._held_to_big(length):
+                    pos += self._feed_big(data + pos, size - pos, out)
+                    if self._big_len:
+                        return 0
+                    length = -1  # complete: on to the frames after it
+            if length >= 0:
+                take = min(4 + length - self._held, size - pos)
+                self._append(data + pos, take)
+                pos += take
+                if self._held < 4 + length:
+                    return 0
+                self._held = 0
+                msg = _decode(self._buf + 4, length)
+                out.append(msg)
+                if self._opening:
+                    self._handshake_frame(msg)
+                if self._cap > 65536:
+                    free(self._buf)
+                    self._buf = NULL
+                    self._cap = 0
         while size - pos >= 4:
             length = <Py_ssize_t>self._frame_length(data + pos)
             if size - pos - 4 < length:
