@@ -31,7 +31,7 @@ from rsc._engine.origin import OriginTask
 from rsc.errors import InvalidArgument, MalformedFrame
 from rsc.node import journal as J
 from tests.engine_link import Link
-from tests.rawclient import ACCEPTED, REJECTED, RawClient
+from tests.rawclient import ACCEPTED, E_MALFORMED, REJECTED, RawClient
 
 CONFLICT_CODE = m.REJECT_IDEMPOTENCY_CONFLICT
 
@@ -302,3 +302,20 @@ def test_the_runtime_marks_only_the_keys_it_drew(cluster: Any, tmp_path: Path) -
     assert fps.pop(user_key.to_bytes())[0] == 1  # the caller's key: hashed (BLAKE2b)
     assert list(fps.values()) == [b"\x03" + bytes(16)] * 3
     assert sorted(_lines(counter)) == ["d0", "d1", "d2", "u"]
+
+
+@pytest.mark.parametrize("bad", [1, None, "true", [True]])
+def test_a_flag_of_another_type_closes_only_that_connection(cluster: Any, tmp_path: Path,
+                                                            bad: Any) -> None:
+    c = cluster(1)
+    path, counter = c.socket_path("worker-1"), tmp_path / "count.txt"
+    with RawClient(path, "origin-a") as good, RawClient(path, "origin-b") as hostile:
+        good.handshake()
+        hostile.handshake()
+        hostile.spawn(1, "count", _req(counter, "never"), extra=(bad,))
+        error = hostile.recv_error()
+        assert error[3] == E_MALFORMED and "drawn" in error[4], error
+        assert hostile.expect_closed()
+        # the node and its other connections go on
+        assert _run(good, 1, _req(counter, "fine"), secrets.token_bytes(16), True)[0][4] == ACCEPTED
+    assert _lines(counter) == ["fine"]
