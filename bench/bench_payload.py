@@ -181,3 +181,33 @@ class TestPeerPayload:
         benchmark.pedantic(windowed, args=(peer, data, n, window), rounds=ROUNDS[peer.name])
         figures(benchmark, f"payload.{peer.name}.{kind}.{size}", size, n, window, kind=kind,
                 peer=describe(peer.name))
+
+
+# ------------------------------------------------------------------- the decoder alone
+
+
+class TestDecodeLargeFrame:
+    """The compiled ``FrameDecoder`` on one 16 MiB RESULT_DELIVERY read 256 KiB
+    at a time: from the frame's first byte, and with its first 3 bytes at the
+    end of an earlier read (as a stream socket often cuts it). The two should
+    cost the same: both receive the payload straight into the message's bytes."""
+
+    @pytest.mark.parametrize("head", [0, 3], ids=["whole-reads", "short-first-read"])
+    def test_decode_large_frame(self, benchmark: Any, head: int) -> None:
+        from rsc._core import _envelope
+        from rsc._core.messages import ResultDelivery
+
+        benchmark.group = "payload-decode-16MiB"
+        data = payload(16 * MiB)
+        stream = memoryview(_envelope.encode_frame(ResultDelivery("node-1", 1, 7, 0, data, 5)))
+        reads = ([stream[:head]] if head else []) + [stream[i:i + 256 * KiB]
+                                                       for i in range(head, len(stream), 256 * KiB)]
+
+        def decode() -> Any:
+            decoder = _envelope.FrameDecoder()
+            out = [msg for read in reads for msg in decoder.feed(read)]
+            assert len(out) == 1
+            return out
+
+        benchmark.pedantic(decode, rounds=10, warmup_rounds=1)
+        record(benchmark, f"payload.decode.16MiB.{'short' if head else 'whole'}", 1, size=16 * MiB)

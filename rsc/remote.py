@@ -423,6 +423,7 @@ class Runtime:
                    None if wire_budget is None else eff.deadline_ns, cx.region_id, cx.task_id,
                    token, None)
         task.input_codec = sent  # checked when the node's WELCOME arrives, if it is not yet known
+        task.drawn = idempotency_key is None  # a key drawn above, never a caller's: no fingerprint
         if on_lease_expired is None:
             policy = _DEFAULT_POLICY  # fail(): names no nodes
         else:

@@ -64,7 +64,7 @@ def _spawn_fields(rng: random.Random, rtid_hi: int) -> tuple:
     return (rtid, rng.choice(["echo", "echo", "slow", "nope"]),
             rng.choice([b"in", b"other", b"bad", b"x" * 2000]),
             rng.choice([3_000, 3_000, 0, MAX_LEASE_MS + 1]), key, None,
-            "origin-a" if rng.random() < 0.9 else "origin-b", 7, 8, None)
+            "origin-a" if rng.random() < 0.9 else "origin-b", 7, 8, None, rng.random() < 0.5)
 
 
 def _norm(v: tuple | None) -> tuple | None:
@@ -173,12 +173,12 @@ def test_verdict_kinds() -> None:
     link.connect()
     node = link.node
     link.spawn(rtid=1)
-    f = (2, "echo", b"in", 3_000, _k(1), None, "origin-a", 7, 8, None)
+    f = (2, "echo", b"in", 3_000, _k(1), None, "origin-a", 7, 8, None, False)
     v = node.admission_verdict("origin-a", f, node.admission.find("echo"))
     assert v[0] == VERDICT_DUPLICATE and v[2] is False
     link.node.receive(link.conn, wire(CancelRequest("origin-a", 1, 5, CANCEL_USER, "origin-a")),
                       link.now)
-    f = (5, "echo", b"in", 3_000, _k(5), None, "origin-a", 7, 8, None)
+    f = (5, "echo", b"in", 3_000, _k(5), None, "origin-a", 7, 8, None, False)
     assert node.admission_verdict("origin-a", f, node.admission.find("echo")) == (VERDICT_TOMBSTONED,)
-    f = (6, "nope", b"in", 3_000, _k(6), None, "origin-a", 7, 8, None)
+    f = (6, "nope", b"in", 3_000, _k(6), None, "origin-a", 7, 8, None, False)
     assert node.admission_verdict("origin-a", f, None)[:2] == (VERDICT_REJECT, REJECT_UNKNOWN_COMPUTATION)

@@ -166,12 +166,12 @@ def test_a_trailing_field_added_in_the_schema_alone_round_trips(
         monkeypatch: pytest.MonkeyPatch, both_envelopes: tuple[ModuleType, ModuleType]) -> None:
     c, py = both_envelopes
     messages, codec = _copy_with(monkeypatch, {
-        schema.SPAWN_REQUEST: (("deadline_hint_ms", schema.UINT),),
+        schema.SPAWN_REQUEST: (("urgent", schema.FLAG),),  # after a flag, only flags
         schema.RESULT_DELIVERY: (("worker", schema.STR), ("trace", schema.BIN_OR_NIL)),
         schema.STATUS_REQUEST: (("detail", schema.STR_MAP),),
     })
     spawn = messages.SpawnRequest("origin-1", 7, 42, "math.add", b"\x01", 30_000, bytes(16),
-                                  None, "origin-1", 3, 9, None, deadline_hint_ms=1_500)
+                                  None, "origin-1", 3, 9, None, urgent=True)
     result = messages.ResultDelivery("node-1", (5, 1), 42, m.OUTCOME_CANCELLED, (3, None), 10,
                                      "worker-2", b"\xff")
     status = messages.StatusRequest("origin-1", {"o": 1}, {"depth": [1, 2]})
@@ -193,10 +193,15 @@ def test_a_trailing_field_added_in_the_schema_alone_round_trips(
     drift = messages.declaration_mismatches()
     assert [d.split(" declares")[0] for d in drift] == [
         "class SpawnRequest", "class ResultDelivery", "class StatusRequest"], drift
-    assert "'deadline_hint_ms': 'int'" in drift[0] and "in this order" in drift[0]
-    with pytest.raises(InvalidArgument, match=r"^SpawnRequest\.deadline_hint_ms "):
+    assert "'urgent': 'bool'" in drift[0] and "in this order" in drift[0]
+    with pytest.raises(InvalidArgument, match=r"^SpawnRequest\.urgent "):
         codec.encode(messages.SpawnRequest("origin-1", 7, 42, "math.add", b"", 1, bytes(16),
-                                           None, "origin-1", 3, 9, None, "soon"))
+                                           None, "origin-1", 3, 9, None, False, "soon"))
+    # flags left clear are left out: today's bytes
+    clear = messages.SpawnRequest("origin-1", 7, 42, "math.add", b"", 1, bytes(16), None,
+                                  "origin-1", 3, 9, None)
+    assert codec.encode(clear) == c.encode(m.SpawnRequest(*(getattr(clear, f) for f in
+                                                             m.SpawnRequest.__slots_all__())))
 
 
 def test_expect_fields_guards_a_positional_unpack() -> None:

@@ -35,6 +35,7 @@ cdef class FrameDecoder:
     cdef unsigned long long _frame_length(self, const unsigned char* header) except 0
     cdef int _feed(self, const unsigned char* data, Py_ssize_t size, list out) except -1
     cdef bint _start_big(self, const unsigned char* frame, Py_ssize_t avail, Py_ssize_t length) except -1
+    cdef bint _held_to_big(self, Py_ssize_t length) except -1
     cdef Py_ssize_t _feed_big(self, const unsigned char* data, Py_ssize_t size, list out) except -1
     cdef object _decode_big(self)
     cdef void _drop_big(self) noexcept

@@ -88,7 +88,7 @@ def fields(msg: Message) -> tuple[Any, ...]:
 def spawn_request(sender: str, sender_time: Any, remote_task_id: int, computation: str,
                   input: bytes, lease_ms: int, idempotency_key: bytes, budget: tuple | None,
                   origin_node: str, origin_region: int, origin_task: int,
-                  capability: bytes | None) -> SpawnRequest:
+                  capability: bytes | None, drawn: bool = False) -> SpawnRequest:
     """``SpawnRequest(...)``, the same object, built without its ``__init__``."""
 
 def spawn_ack(sender: str, sender_time: Any, remote_task_id: int, status: int, reject_code: int,

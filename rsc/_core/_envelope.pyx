@@ -193,13 +193,17 @@ cdef enum:
     K_SPAWN_REQUEST = 10
     K_SPAWN_ACK = 11
     K_RESULT_DELIVERY = 13
-    MAX_FIELDS = 10           # fields after the envelope (SPAWN_REQUEST has 10)
+    MAX_FIELDS = 11           # fields after the envelope (SPAWN_REQUEST has 11)
     STACK_BYTES = 400         # encode buffer on the C stack before growing into bytes
     # A bin of at least LARGE_BIN bytes is not copied into a frame by
     # encode_frame_parts, and a frame of at least LARGE_BIN bytes that holds one
     # is received straight into the bytes object the message keeps (FrameDecoder).
     LARGE_BIN = 65536
     MAX_HOLES = 4             # large values one frame leaves out of its buffer, at most
+    # A large frame that starts in a short read is looked at again for its
+    # payload while fewer than this many of its bytes are held (its header
+    # and every field before the payload fit 4 KiB: FRAME_OVERHEAD_BYTES).
+    BIG_PROBE = 4 + 4096
     C_MAX_DEPTH = 64          # = MAX_NESTING_DEPTH
     C_MAX_VECTOR = 1024       # = messages.MAX_VECTOR_CLOCK_ENTRIES
     C_MAX_NODE_ID = 255       # = messages.MAX_NODE_ID_BYTES
@@ -228,6 +232,7 @@ cdef enum FieldType:
     F_VERSION          # uint; another than 1 is VersionMismatch
     F_STR_MAP          # map str -> generic
     F_UINT_LIST        # array of uint
+    F_FLAG             # bool; optional and trailing (schema.FLAG): absent reads as False
 
 # Field type code of rsc._core.schema -> the C code the codec switches on.
 _FIELD_CODES = {
@@ -236,7 +241,7 @@ _FIELD_CODES = {
     _schema.BIN32_OR_NIL: F_BIN32_OR_NIL, _schema.BUDGET: F_BUDGET,
     _schema.REASON: F_REASON, _schema.PAYLOAD: F_PAYLOAD, _schema.STATUS: F_STATUS,
     _schema.STATE: F_STATE, _schema.OUTCOME: F_OUTCOME, _schema.VERSION: F_VERSION,
-    _schema.STR_MAP: F_STR_MAP, _schema.UINT_LIST: F_UINT_LIST,
+    _schema.STR_MAP: F_STR_MAP, _schema.UINT_LIST: F_UINT_LIST, _schema.FLAG: F_FLAG,
 }
 
 # kind -> ((field name, C field code), ...), from the schema.
@@ -272,11 +277,17 @@ _EXPECTED = {
                 "-2**63..2**64-1, float, str, bytes, list/tuple, dict with scalar keys) "
                 f"nested at most {MAX_NESTING_DEPTH} levels"),
     F_UINT_LIST: "a list of ints in 0..2**64-1",
+    F_FLAG: "a bool",
 }
+
+# A flag left out of a frame (Python's False: a bare False here would be C's 0).
+cdef object _FLAG_CLEAR = False
 
 # Filled by _load_layout() at import; the arrays are indexed by kind.
 cdef PyTypeObject* CLS[KIND_SLOTS]
 cdef int NFIELDS[KIND_SLOTS]
+# Fields every frame of the kind holds: NFIELDS less its trailing flags.
+cdef int NREQUIRED[KIND_SLOTS]
 cdef int SCHEMA[KIND_SLOTS][MAX_FIELDS]
 # Slot offsets: [0] sender, [1] sender_time, [2 + i] field i.
 cdef Py_ssize_t OFFSET[KIND_SLOTS][MAX_FIELDS + 2]
@@ -332,7 +343,7 @@ def _load_layout():
             _messages.SPAWN_REQUEST, _messages.SPAWN_ACK, _messages.RESULT_DELIVERY):
         raise ImportError("rsc._core._envelope: the builders' kinds differ from rsc._core.messages")
     if tuple(len(_SCHEMA[k]) for k in (K_SPAWN_REQUEST, K_SPAWN_ACK, K_RESULT_DELIVERY)) != (
-            10, 5, 4):
+            11, 5, 4):
         raise ImportError("rsc._core._envelope: spawn_request, spawn_ack or result_delivery "
                           "sets fewer fields than rsc._core.schema lists; add them there")
     if sorted(_schema.PAYLOAD_TYPES) != [0, 1, 2, 3] or not all(
@@ -344,6 +355,7 @@ def _load_layout():
     for i in range(KIND_SLOTS):
         CLS[i] = NULL
         NFIELDS[i] = 0
+        NREQUIRED[i] = 0
     for i, kind in enumerate(order):
         ENCODE_ORDER[i] = kind
         cls = _messages.MESSAGE_CLASSES[kind]
@@ -358,6 +370,7 @@ def _load_layout():
         _FIELD_NAMES[kind] = ("sender", "sender_time") + names
         CLS[kind] = <PyTypeObject*>cls
         NFIELDS[kind] = len(schema)
+        NREQUIRED[kind] = _schema.BY_KIND[kind].required
         OFFSET[kind][0] = _member_offset(cls, "sender")
         OFFSET[kind][1] = _member_offset(cls, "sender_time")
         for j, (name, code) in enumerate(schema):
@@ -863,9 +876,14 @@ cdef inline PyObject* _get_slot(object msg, int kind, int index) except NULL:
 
 cdef int _put_message(Writer* w, object msg) except -1:
     cdef int kind = _kind_of(msg)
-    cdef int i, code, nfields = NFIELDS[kind], unfit
+    cdef int i, code, nfields = NREQUIRED[kind], unfit
     cdef uint64_t small = 0, outcome = 0
     cdef object value
+    # trailing flags are written up to the last one that is not clear (one
+    # that is not a bool either is refused below, after the fields before it)
+    for i in range(nfields, NFIELDS[kind]):
+        if <object>_get_slot(msg, kind, i + 2) is not False:
+            nfields = i + 1
     w_array_header(w, 3 + nfields)
     w_uint(w, kind)
     value = <object>_get_slot(msg, kind, 0)
@@ -916,6 +934,11 @@ cdef int _put_message(Writer* w, object msg) except -1:
             unfit = put_uint_max(w, value, C_PROTOCOL_VERSION, &small) or small != 1
         elif code == F_STR_MAP:
             unfit = put_str_map(w, value)
+        elif code == F_FLAG:
+            if value is True or value is False:
+                unfit = w_byte(w, 0xc3 if value is True else 0xc2)
+            else:
+                unfit = 1
         else:  # F_UINT_LIST
             unfit = put_uint_list(w, value)
         if unfit:
@@ -1025,7 +1048,8 @@ cdef inline void _set(msg, int kind, int field, value) noexcept:
 
 
 def spawn_request(sender, sender_time, remote_task_id, computation, input, lease_ms,
-                  idempotency_key, budget, origin_node, origin_region, origin_task, capability):
+                  idempotency_key, budget, origin_node, origin_region, origin_task, capability,
+                  drawn=False):
     """``SpawnRequest(...)``, the same object, built without its ``__init__``."""
     cdef int k = K_SPAWN_REQUEST
     msg = _blank(k, sender, sender_time)
@@ -1039,6 +1063,7 @@ def spawn_request(sender, sender_time, remote_task_id, computation, input, lease
     _set(msg, k, 7, origin_region)
     _set(msg, k, 8, origin_task)
     _set(msg, k, 9, capability)
+    _set(msg, k, 10, drawn)
     return msg
 
 
@@ -1406,6 +1431,13 @@ cdef object r_bin(Reader* r, int kind, int index, Py_ssize_t size):
     return PyBytes_FromStringAndSize(<const char*>(r.p - n), n)
 
 
+cdef object r_flag(Reader* r, int kind, int index):
+    if r.p < r.end and (r.p[0] == 0xc2 or r.p[0] == 0xc3):
+        r.p += 1
+        return r.p[-1] == 0xc3
+    raise _wrong(r, kind, index, "bool")
+
+
 cdef object r_bin_or_nil(Reader* r, int kind, int index, Py_ssize_t size):
     if r_nil(r):
         return None
@@ -1701,6 +1733,7 @@ cdef object _decode(const unsigned char* data, Py_ssize_t size):
     cdef uint64_t wire_kind, outcome = 0, version
     cdef int kind, i, code, nfields
     cdef object sender, sender_time, msg, value
+    cdef Py_ssize_t known
     r.p = data
     r.end = data + size
     if size == 0:
@@ -1724,10 +1757,13 @@ cdef object _decode(const unsigned char* data, Py_ssize_t size):
     rsc_slot_set(<PyObject*>msg, OFFSET[kind][0], <PyObject*>sender)
     rsc_slot_set(<PyObject*>msg, OFFSET[kind][1], <PyObject*>sender_time)
     for i in range(nfields):
-        if i + 3 >= count:
-            raise MalformedFrame(f"{_WIRE_NAMES[kind]} needs {3 + nfields} elements, "
-                                 f"got {count}")
         code = SCHEMA[kind][i]
+        if i + 3 >= count:
+            if i >= NREQUIRED[kind]:   # a flag left out: False
+                rsc_slot_set(<PyObject*>msg, OFFSET[kind][i + 2], <PyObject*>_FLAG_CLEAR)
+                continue
+            raise MalformedFrame(f"{_WIRE_NAMES[kind]} needs {3 + NREQUIRED[kind]} elements, "
+                                 f"got {count}")
         if code == F_UINT:
             value = r_uint(&r, kind, i + 3)
         elif code == F_STR:
@@ -1769,10 +1805,14 @@ cdef object _decode(const unsigned char* data, Py_ssize_t size):
             value = C_PROTOCOL_VERSION
         elif code == F_STR_MAP:
             value = r_str_map(&r, kind, i + 3)
+        elif code == F_FLAG:
+            value = r_flag(&r, kind, i + 3)
         else:  # F_UINT_LIST
             value = r_uint_list(&r, kind, i + 3)
         rsc_slot_set(<PyObject*>msg, OFFSET[kind][i + 2], <PyObject*>value)
-    r_skip(&r, count - 3 - nfields, 2)
+    known = 3 + nfields
+    if count > known:
+        r_skip(&r, count - known, 2)
     r_end(&r)
     return msg
 
@@ -2009,6 +2049,18 @@ cdef class FrameDecoder:
             self._append(frame + start + n, avail - start - n)
         return True
 
+    cdef bint _held_to_big(self, Py_ssize_t length) except -1:
+        """``_start_big`` for the large frame of ``length`` body bytes whose
+        first ``_held`` bytes (fewer than BIG_PROBE) are in ``_buf``: True once
+        it is a large frame in progress; else False, and ``_buf`` as it was."""
+        cdef Py_ssize_t held = self._held
+        cdef bytes head = PyBytes_FromStringAndSize(<char*>self._buf, held)
+        self._held = 0
+        if self._start_big(<const unsigned char*>PyBytes_AS_STRING(head), held, length):
+            return True
+        self._held = held  # _start_big kept nothing: _buf still holds them
+        return False
+
     cdef Py_ssize_t _feed_big(self, const unsigned char* data, Py_ssize_t size,
                               list out) except -1:
         """Take what the large frame in progress still needs from ``data``
@@ -2083,20 +2135,34 @@ cdef class FrameDecoder:
                 length = <Py_ssize_t>self._frame_length(self._buf)
             else:
                 length = <Py_ssize_t>rsc_ld32(self._buf)
-            take = min(4 + length - self._held, size - pos)
-            self._append(data + pos, take)
-            pos += take
-            if self._held < 4 + length:
-                return 0
-            self._held = 0
-            msg = _decode(self._buf + 4, length)
-            out.append(msg)
-            if self._opening:
-                self._handshake_frame(msg)
-            if self._cap > 65536:
-                free(self._buf)
-                self._buf = NULL
-                self._cap = 0
+            if length >= LARGE_BIN and self._held < BIG_PROBE:
+                # A large frame whose first bytes came in a short read: once
+                # the bytes that hold its payload's bin header are here, it
+                # too is received straight into the bytes the message keeps
+                # (buffered whole, its payload would be copied three times).
+                take = min(BIG_PROBE - self._held, 4 + length - self._held, size - pos)
+                self._append(data + pos, take)
+                pos += take
+                if self._held_to_big(length):
+                    pos += self._feed_big(data + pos, size - pos, out)
+                    if self._big_len:
+                        return 0
+                    length = -1  # complete: on to the frames after it
+            if length >= 0:
+                take = min(4 + length - self._held, size - pos)
+                self._append(data + pos, take)
+                pos += take
+                if self._held < 4 + length:
+                    return 0
+                self._held = 0
+                msg = _decode(self._buf + 4, length)
+                out.append(msg)
+                if self._opening:
+                    self._handshake_frame(msg)
+                if self._cap > 65536:
+                    free(self._buf)
+                    self._buf = NULL
+                    self._cap = 0
         while size - pos >= 4:
             length = <Py_ssize_t>self._frame_length(data + pos)
             if size - pos - 4 < length:

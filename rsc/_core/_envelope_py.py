@@ -21,8 +21,11 @@ compiled module is the fast one, this one is the readable reference. The rules
     WELCOME whose element 3 is a uint other than 1 (read before the rest of
     the message is looked at, so a later version may reshape it).
 
-  Extra trailing elements of the message and of its nested arrays (budget,
-  cancel reason, hybrid time) are accepted and dropped. Any MessagePack
+  A message's flags (``schema.FLAG``, e.g. ``SpawnRequest.drawn``) are
+  optional trailing elements: a missing one decodes as ``False``, a present
+  one must be a bool. Extra trailing elements of the message (after its
+  flags) and of its nested arrays (budget, cancel reason, hybrid time) are
+  accepted and dropped. Any MessagePack
   encoding of a value is accepted (a uint16 holding 5, an int8 holding a
   non-negative value, a float32), not only the smallest. A decoded
   idempotency key of a length other than 16, or a zero lease, is not
@@ -30,7 +33,9 @@ compiled module is the fast one, this one is the readable reference. The rules
   meaning is the engine's business are not checked here either: any str
   ``role``, any uint ERROR code or reject code, any ``stats`` keys.
 - ``encode`` refuses (``InvalidArgument`` naming the field) any message the
-  decoder would not accept back unchanged; it never produces such bytes. So
+  decoder would not accept back unchanged; it never produces such bytes. It
+  writes a message's flags only up to the last one that is set, so a message
+  whose flags are all clear is the same bytes as before the flags existed. So
   it encodes only protocol version 1 (a test that needs another version's
   HELLO packs it by hand).
 - ``decode`` of a body over 64 KiB builds only the values the message keeps:
@@ -299,6 +304,12 @@ def _e_version(value: Any, field: str) -> int:
     return PROTOCOL_VERSION
 
 
+def _e_flag(value: Any, field: str) -> bool:
+    if value is True or value is False:
+        return value
+    raise _bad(field, "a bool", value)
+
+
 def _e_uint_list(value: Any, field: str) -> list[int]:
     if not isinstance(value, (list, tuple)):
         raise _bad(field, "a list of ints", value)
@@ -322,6 +333,7 @@ _ENCODERS: dict[str, tuple[Callable[..., Any], tuple[int, ...]]] = {
     schema.VERSION: (_e_version, ()),
     schema.STR_MAP: (_e_str_map, ()),
     schema.UINT_LIST: (_e_uint_list, ()),
+    schema.FLAG: (_e_flag, ()),
 }
 
 
@@ -359,13 +371,18 @@ def _field_lines(checks: dict[str, tuple[Callable[..., Any], tuple[int, ...]]], 
 
 
 def _writer(spec: schema.MessageSpec) -> Callable[[Any], list]:
-    """``write(msg)``: the checked values of ``spec``'s fields, in wire order."""
+    """``write(msg)``: the checked values of ``spec``'s fields, in wire order;
+    its trailing flags only up to the last one that is set."""
     namespace: dict[str, Any] = {}
     lines = []
     for index, (name, code) in enumerate(spec.fields):
         lines += _field_lines(_ENCODERS, index, code, f"m.{name}",
                               repr(f"{spec.class_name}.{name}"), namespace)
-    values = ", ".join(f"f{index}" for index in range(len(spec.fields)))
+    n = len(spec.fields)
+    for last in range(n - 1, spec.required - 1, -1):  # the last flag set, if any
+        values = ", ".join(f"f{index}" for index in range(last + 1))
+        lines.append(f"    if f{last}:\n        return [{values}]")
+    values = ", ".join(f"f{index}" for index in range(spec.required))
     source = "def write(m):\n" + "".join(line + "\n" for line in lines) + f"    return [{values}]\n"
     return _generated("write", source, namespace)
 
@@ -459,11 +476,11 @@ def fields(msg: Message) -> tuple:
 def spawn_request(sender: str, sender_time: Any, remote_task_id: int, computation: str,
                   input: bytes, lease_ms: int, idempotency_key: bytes, budget: tuple | None,  # noqa: A002
                   origin_node: str, origin_region: int, origin_task: int,
-                  capability: bytes | None) -> SpawnRequest:
+                  capability: bytes | None, drawn: bool = False) -> SpawnRequest:
     """``SpawnRequest(...)``."""
     return SpawnRequest(sender, sender_time, remote_task_id, computation, input, lease_ms,
                         idempotency_key, budget, origin_node, origin_region, origin_task,
-                        capability)
+                        capability, drawn)
 
 
 def spawn_ack(sender: str, sender_time: Any, remote_task_id: int, status: int, reject_code: int,
@@ -661,6 +678,12 @@ def _d_version(body: _Body | list, name: str) -> int:
     return version
 
 
+def _d_flag(value: Any, what: str) -> bool:
+    if value is True or value is False:
+        return value
+    raise _malformed(what, "bool", value)
+
+
 def _d_uint_list(value: Any, what: str) -> list:
     if type(value) is not list:
         raise _malformed(what, "array of uint", value)
@@ -685,6 +708,7 @@ _DECODERS: dict[str, tuple[Callable[..., Any], tuple[int, ...]]] = {
     schema.OUTCOME: (_d_uint_max, (OUTCOME_PANICKED,)),
     schema.STR_MAP: (_d_str_map, ()),
     schema.UINT_LIST: (_d_uint_list, ()),
+    schema.FLAG: (_d_flag, ()),
 }
 
 # What each field type may be when a walked body builds it (see _Body): a
@@ -701,7 +725,8 @@ _FIELD_SHAPES: dict[str, tuple[int, bool]] = {
 def _reader(spec: schema.MessageSpec) -> Callable[[Any, str, Any], Message]:
     """``read(body, sender, time)``: ``spec``'s message from the elements of
     ``body`` after the envelope (a version first, then the element count,
-    then each field in order, then the trailing elements are checked)."""
+    then each field in order, a missing flag as False, then the trailing
+    elements are checked)."""
     name, count = spec.wire_name, 3 + len(spec.fields)
     namespace: dict[str, Any] = {"cls": MESSAGE_CLASSES[spec.kind], "_need": _need,
                                  "_d_version": _d_version, "_d_extras": _d_extras}
@@ -710,15 +735,21 @@ def _reader(spec: schema.MessageSpec) -> Callable[[Any, str, Any], Message]:
         what = repr(f"{name} {field}")
         if code == schema.VERSION:  # read before the count: a later version may reshape the rest
             lines.append(f"    f{index} = _d_version(body, {name!r})")
+        elif index >= spec.required:  # a flag: optional
+            lines.append(f"    f{index} = False")
+            lines.append(f"    if len(body) > {index + 3}:")
+            lines += ["    " + line for line in _field_lines(_DECODERS, index, code,
+                                                             f"body[{index + 3}]", what, namespace)]
         else:
             lines += _field_lines(_DECODERS, index, code, f"body[{index + 3}]", what, namespace)
     versioned = bool(spec.fields) and spec.fields[0][1] == schema.VERSION
-    need = f"    _need(body, {count}, {name!r})"
+    need = f"    _need(body, {3 + spec.required}, {name!r})"
     lines.insert(1 if versioned else 0, need)
     values = "".join(f", f{index}" for index in range(len(spec.fields)))
+    rest = str(count) if spec.required == len(spec.fields) else f"min(len(body), {count})"
     source = ("def read(body, sender, time):\n" + "".join(line + "\n" for line in lines)
               + f"    msg = cls(sender, time{values})\n"
-              + f"    _d_extras(body, {count}, {name!r}, 2)\n    return msg\n")
+              + f"    _d_extras(body, {rest}, {name!r}, 2)\n    return msg\n")
     return _generated("read", source, namespace)
 
 

@@ -15,10 +15,14 @@ __all__ = [
     "IdemTable",
     "fingerprint",
     "fingerprint_matches",
+    "DRAWN_FINGERPRINT",
     "FP_BLAKE2B",
+    "FP_DRAWN",
     "FP_SHA256",
     "FP_SHA256_MIN_INPUT",
     "legacy_fingerprint",
+    "spawn_fingerprint",
+    "spawn_matches",
 ]
 
 DEDUP_NEW: Final = 0
@@ -28,6 +32,8 @@ DEDUP_CONFLICT: Final = 2
 FP_BLAKE2B: Final = 1
 FP_SHA256: Final = 2
 FP_SHA256_MIN_INPUT: Final = 2048
+FP_DRAWN: Final = 3
+DRAWN_FINGERPRINT: Final[bytes]
 
 def fingerprint(computation: str, input: bytes) -> bytes:
     """17 bytes: an algorithm tag (FP_BLAKE2B under FP_SHA256_MIN_INPUT bytes
@@ -36,6 +42,14 @@ def fingerprint(computation: str, input: bytes) -> bytes:
 
 def fingerprint_matches(fp: bytes, computation: str, input: bytes) -> bool:
     """Whether ``fp`` is (computation, input)'s fingerprint under the algorithm its tag names."""
+
+def spawn_fingerprint(computation: str, input: bytes, drawn: bool) -> bytes:
+    """DRAWN_FINGERPRINT for a drawn key (nothing hashed), else ``fingerprint``."""
+
+def spawn_matches(fp: bytes, owner: str, origin: str, drawn: bool, computation: str,
+                  input: bytes) -> bool:
+    """A drawn-key record matches only a drawn spawn from its owner ``owner``;
+    a hashed one what ``fingerprint_matches`` says."""
 
 def legacy_fingerprint(fp: bytes) -> bytes:
     """A 16-byte fingerprint of an older rsc (BLAKE2b), tagged; a 17-byte one as it is."""

@@ -83,10 +83,14 @@ __all__ = [
     "IdemTable",
     "fingerprint",
     "fingerprint_matches",
+    "DRAWN_FINGERPRINT",
     "FP_BLAKE2B",
+    "FP_DRAWN",
     "FP_SHA256",
     "FP_SHA256_MIN_INPUT",
     "legacy_fingerprint",
+    "spawn_fingerprint",
+    "spawn_matches",
 ]
 
 DEDUP_NEW = 0
@@ -152,6 +156,9 @@ cdef bytes _FP_PERSON = b"rsc/idem-fp/v1"
 FP_BLAKE2B = 1
 FP_SHA256 = 2
 FP_SHA256_MIN_INPUT = 2048
+FP_DRAWN = 3  # a key the origin drew itself: owner-only, not hashed
+DRAWN_FINGERPRINT = b"\x03" + bytes(16)
+cdef bytes _DRAWN_FP = DRAWN_FINGERPRINT
 cdef Py_ssize_t _SHA_MIN = FP_SHA256_MIN_INPUT
 cdef bytes _FP_SHA_PREFIX = b"rsc/idem-fp/v2\x00\x00"
 cdef object _sha256 = hashlib.sha256
@@ -317,6 +324,10 @@ def fingerprint(computation, input):
     16-byte digest of (computation, input); the encoding is written out in
     ``rsc._core._idemtable_py.fingerprint``, which gives the same bytes.
     """
+    return _fingerprint_of(computation, input)
+
+
+cdef bytes _fingerprint_of(object computation, object input):
     cdef Py_ssize_t name_len
     cdef const char *name = _fp_name(computation, input, &name_len)
     if PyBytes_GET_SIZE(input) >= _SHA_MIN:
@@ -337,6 +348,30 @@ def fingerprint_matches(fp, computation, input):
     if tag == 1:  # FP_BLAKE2B
         return _blake2b_fp(name, name_len, input) == f
     return False
+
+
+def spawn_fingerprint(computation, input, drawn):
+    """The fingerprint a newly admitted spawn is recorded with:
+    ``DRAWN_FINGERPRINT`` for a key its origin drew (``drawn``), which hashes
+    nothing, else ``fingerprint(computation, input)``."""
+    if drawn is True:
+        return _DRAWN_FP
+    if drawn is not False:
+        raise InvalidArgument(f"drawn must be a bool, not {type(drawn).__name__}")
+    return _fingerprint_of(computation, input)
+
+
+def spawn_matches(fp, owner, origin, drawn, computation, input):
+    """Whether a spawn from ``origin`` (saying ``drawn`` or not) of
+    (computation, input) is the request a record made with fingerprint ``fp``
+    and owned by origin ``owner`` stands for; the rules are in the pure twin's
+    ``spawn_matches``."""
+    cdef Py_ssize_t name_len
+    cdef bytes f = _fp_arg(fp)
+    if <unsigned char>PyBytes_AS_STRING(f)[0] == 3:  # FP_DRAWN
+        _fp_name(computation, input, &name_len)  # the same argument checks either way
+        return drawn is True and _origin_arg(origin) == _origin_arg(owner)
+    return fingerprint_matches(f, computation, input)
 
 
 def legacy_fingerprint(fp):
@@ -1027,8 +1062,10 @@ cdef class IdemTable:
         - key known, same fingerprint: returns the record (a duplicate). If it
           still runs and ``(origin, task_id)`` is neither its owner nor an alias
           yet, the pair becomes an alias (the snapshot returned includes it).
-        - key known with another fingerprint, or ``(origin, task_id)`` already
-          present under another key: returns ``CONFLICT`` and changes nothing.
+        - key known with another fingerprint, a drawn-key record
+          (``DRAWN_FINGERPRINT``) of another origin, or ``(origin, task_id)``
+          already present under another key: returns ``CONFLICT`` and changes
+          nothing.
 
         ``now`` is checked like every time argument; a record's life is counted
         from ``complete``.
@@ -1092,6 +1129,8 @@ cdef class IdemTable:
             idx = self._kt[kpos].ref - 1
             r = &self._recs[idx]
             if r.f0 != ff[0] or r.f1 != ff[1] or r.ftag != ftag:
+                return _CONFLICT
+            if ftag == 3 and not (o == <str>r.origin):  # FP_DRAWN: its owner's alone
                 return _CONFLICT
             if r.task_id == tid and o == <str>r.origin:
                 return self._view(idx)  # a resend by the owner (the common duplicate)

@@ -10,6 +10,13 @@ Rules this file keeps (docs/PROTOCOL.md section 7, "Rules the node keeps"):
   the aliases to deliver to.
 - Every ``(origin, task_id)`` present (owner or alias) names exactly one record
   (``owner_of``); reusing one with a different key is a conflict.
+- A key the origin drew at random itself (a SPAWN_REQUEST that says
+  ``drawn``) is recorded with ``DRAWN_FINGERPRINT``, a tag and no hash
+  (``spawn_fingerprint``). Such a record matches a later spawn only from the
+  origin that owns it and only one that says ``drawn`` too; every other spawn
+  under its key is a conflict, since nothing can be compared
+  (``spawn_matches``; ``check_and_record`` makes no alias of another origin's
+  either). A hashed record is checked by its hash whatever the spawn says.
 - Running records never expire. A finished record expires ``ttl_ns`` after its
   completion; tombstones (with the reason of the cancel that laid them) and
   redeliveries ``ttl_ns`` after they are laid. Expiry happens only in
@@ -51,10 +58,14 @@ __all__ = [
     "IdemTable",
     "fingerprint",
     "fingerprint_matches",
+    "DRAWN_FINGERPRINT",
     "FP_BLAKE2B",
+    "FP_DRAWN",
     "FP_SHA256",
     "FP_SHA256_MIN_INPUT",
     "legacy_fingerprint",
+    "spawn_fingerprint",
+    "spawn_matches",
 ]
 
 DEDUP_NEW: Final = 0
@@ -75,6 +86,11 @@ _FP_SHA_PREFIX: Final = b"rsc/idem-fp/v2\x00\x00"
 FP_BLAKE2B: Final = 1
 FP_SHA256: Final = 2
 FP_SHA256_MIN_INPUT: Final = 2048
+# The tag of a key the origin drew itself: owner-only, not hashed (no digest
+# follows, only zeros). An older rsc reads it as an unknown tag, which
+# matches nothing: a resend is refused there, never run twice.
+FP_DRAWN: Final = 3
+DRAWN_FINGERPRINT: Final = bytes((FP_DRAWN,)) + bytes(16)
 
 
 # --- fingerprint ---------------------------------------------------------------
@@ -136,6 +152,31 @@ def fingerprint_matches(fp: bytes, computation: str, input: bytes) -> bool:  # n
     if fp[0] == FP_BLAKE2B:
         return _blake2b_fp(name, input) == fp
     return False
+
+
+def spawn_fingerprint(computation: str, input: bytes, drawn: bool) -> bytes:  # noqa: A002
+    """The fingerprint a newly admitted spawn is recorded with:
+    ``DRAWN_FINGERPRINT`` for a key its origin drew (``drawn``), which hashes
+    nothing, else ``fingerprint(computation, input)``."""
+    if drawn is True:
+        return DRAWN_FINGERPRINT
+    if drawn is not False:
+        raise InvalidArgument(f"drawn must be a bool, not {type(drawn).__name__}")
+    return fingerprint(computation, input)
+
+
+def spawn_matches(fp: bytes, owner: str, origin: str, drawn: bool, computation: str,
+                  input: bytes) -> bool:  # noqa: A002
+    """Whether a spawn from ``origin`` (saying ``drawn`` or not) of
+    (computation, input) is the request a record made with fingerprint ``fp``
+    and owned by origin ``owner`` stands for. A drawn-key record
+    (``DRAWN_FINGERPRINT``) matches only a drawn spawn from its owner; a
+    hashed one matches what ``fingerprint_matches`` says."""
+    fp = _as_fingerprint(fp)
+    if fp[0] == FP_DRAWN:
+        _fp_name(computation, input)  # the same argument checks either way
+        return drawn is True and _as_origin(origin) == _as_origin(owner)
+    return fingerprint_matches(fp, computation, input)
 
 
 def legacy_fingerprint(fp: bytes) -> bytes:
@@ -432,8 +473,10 @@ class IdemTable:
         - key known, same fingerprint: returns the record (a duplicate). If it
           still runs and ``(origin, task_id)`` is neither its owner nor an alias
           yet, the pair becomes an alias (the snapshot returned includes it).
-        - key known with another fingerprint, or ``(origin, task_id)`` already
-          present under another key: returns ``CONFLICT`` and changes nothing.
+        - key known with another fingerprint, a drawn-key record
+          (``DRAWN_FINGERPRINT``) of another origin, or ``(origin, task_id)``
+          already present under another key: returns ``CONFLICT`` and changes
+          nothing.
 
         ``now`` is checked like every time argument; a record's life is counted
         from ``complete``.
@@ -459,6 +502,8 @@ class IdemTable:
             return NEW
         if rec._fingerprint != fingerprint:
             return CONFLICT
+        if fingerprint[0] == FP_DRAWN and origin != rec._owner[0]:
+            return CONFLICT  # a drawn key is its owner's alone
         if bound is not None:
             return rec if bound == key else CONFLICT
         if rec._expires_at is None:

@@ -56,6 +56,10 @@ from rsc._core.schema import (  # re-exported: callers import the kinds from her
 
 PROTOCOL_VERSION = 1
 
+# WELCOME ``features`` key of a node that understands SPAWN_REQUEST's
+# ``drawn`` flag (value 1); an origin sets the flag only for such a node.
+DRAWN_KEYS_FEATURE = "drawn_keys"
+
 # SPAWN_ACK status
 ACK_ACCEPTED = 0
 ACK_REJECTED = 1
@@ -198,7 +202,9 @@ def message_class(spec: MessageSpec, doc: str | None = None) -> type[Message]:
     positionally or by name, in wire order; ``doc`` is its docstring (by
     default one naming the fields)."""
     names = spec.field_names
-    params = ", ".join(("sender", "sender_time") + names)
+    # a flag (schema.FLAG) is optional on the wire and in the constructor: False
+    params = ", ".join(("sender", "sender_time") + names[:spec.required]
+                       + tuple(f"{name}=False" for name in names[spec.required:]))
     body = "".join(f"\n    self.{name} = {name}" for name in ("sender", "sender_time") + names)
     # Generated source, as namedtuple does: a plain __init__ that stores its
     # arguments is what a hand-written class would have, at the same speed.
@@ -268,6 +274,9 @@ class SpawnRequest(Message):
     origin_region: int
     origin_task: int
     capability: bytes | None
+    # The origin drew ``idempotency_key`` at random itself (it is never a
+    # caller's key); sent only to a node that offers the "drawn_keys" feature.
+    drawn: bool = False
 
 
 @declared(SPAWN_ACK)

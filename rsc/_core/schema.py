@@ -21,7 +21,13 @@ type code. What a caller may rely on:
 - a new field is added at the end of its message (a v1 receiver drops
   trailing elements it does not know), by adding it here; its class in
   ``rsc._core.messages`` declares it too, with the Python type of its code
-  (``PY_TYPES``), for type checkers (``messages.declaration_mismatches``).
+  (``PY_TYPES``), for type checkers (``messages.declaration_mismatches``);
+- a ``FLAG`` field is optional: flags come after every other field of their
+  message (``MessageSpec.required`` counts the others), a sender writes them
+  only up to the last one that is set, and a receiver reads a missing one as
+  ``False``. So a message whose flags are all clear is the same bytes as it was
+  before its flags existed, and a flag is sent only to a peer that said (in its
+  HELLO/WELCOME ``features``) it knows it.
 """
 
 from __future__ import annotations
@@ -65,6 +71,7 @@ PAYLOAD = "payload"            # typed by the OUTCOME just before it (PAYLOAD_TY
 VERSION = "version"            # uint; a value other than 1 is VersionMismatch
 STR_MAP = "str_map"            # map str -> any MessagePack value
 UINT_LIST = "uint_list"        # array of uint
+FLAG = "flag"                  # bool; optional and trailing: absent reads as false
 
 # A PAYLOAD's type, by the value of the OUTCOME before it (0 success: the
 # output; 1 failed: the message; 2 cancelled: the reason; 3 panicked: the message).
@@ -79,12 +86,12 @@ PY_TYPES: dict[str, str] = {
     UINT: "int", STR: "str", BIN: "bytes", BIN_OR_NIL: "bytes | None", BIN32: "bytes",
     BIN32_OR_NIL: "bytes | None", BUDGET: "WireBudget | None", REASON: "WireReason",
     STATUS: "int", STATE: "int", OUTCOME: "int", PAYLOAD: "bytes | str | WireReason",
-    VERSION: "int", STR_MAP: "dict[str, Any]", UINT_LIST: "list[int]",
+    VERSION: "int", STR_MAP: "dict[str, Any]", UINT_LIST: "list[int]", FLAG: "bool",
 }
 
 FIELD_TYPES: tuple[str, ...] = (UINT, STR, BIN, BIN_OR_NIL, BIN32, BIN32_OR_NIL, BUDGET,
                                 REASON, STATUS, STATE, OUTCOME, PAYLOAD, VERSION, STR_MAP,
-                                UINT_LIST)
+                                UINT_LIST, FLAG)
 
 
 class MessageSpec(NamedTuple):
@@ -102,6 +109,15 @@ class MessageSpec(NamedTuple):
         """The fields' names, in wire order."""
         return tuple(name for name, _ in self.fields)
 
+    @property
+    def required(self) -> int:
+        """How many fields every frame of this kind holds: all but the
+        trailing ``FLAG`` fields, which a sender may leave out."""
+        n = len(self.fields)
+        while n and self.fields[n - 1][1] == FLAG:
+            n -= 1
+        return n
+
 
 MESSAGES: tuple[MessageSpec, ...] = (
     MessageSpec(HELLO, "HELLO", "Hello", (
@@ -116,7 +132,10 @@ MESSAGES: tuple[MessageSpec, ...] = (
     MessageSpec(SPAWN_REQUEST, "SPAWN_REQUEST", "SpawnRequest", (
         ("remote_task_id", UINT), ("computation", STR), ("input", BIN), ("lease_ms", UINT),
         ("idempotency_key", BIN), ("budget", BUDGET), ("origin_node", STR),
-        ("origin_region", UINT), ("origin_task", UINT), ("capability", BIN_OR_NIL))),
+        ("origin_region", UINT), ("origin_task", UINT), ("capability", BIN_OR_NIL),
+        # set by an origin for a key it drew at random itself, sent only to a
+        # node that offers the "drawn_keys" feature (PROTOCOL.md section 4)
+        ("drawn", FLAG))),
     MessageSpec(SPAWN_ACK, "SPAWN_ACK", "SpawnAck", (
         ("remote_task_id", UINT), ("status", STATUS), ("reject_code", UINT),
         ("reject_detail", STR), ("assigned_node", STR))),
@@ -152,7 +171,8 @@ BY_KIND: dict[int, MessageSpec] = {spec.kind: spec for spec in MESSAGES}
 def check(messages: tuple[MessageSpec, ...]) -> None:
     """Raise ``ValueError`` unless ``messages`` is a well-formed schema: kinds
     unique and ascending, names unique identifiers, known field type codes, a PAYLOAD
-    only right after an OUTCOME and a VERSION only as a first field."""
+    only right after an OUTCOME, a VERSION only as a first field and FLAG
+    fields only after every other field."""
     kinds = [spec.kind for spec in messages]
     if kinds != sorted(set(kinds)) or any(not 0 <= k < MAX_KINDS for k in kinds):
         raise ValueError(f"message kinds must be unique, ascending, in 0..{MAX_KINDS - 1}: {kinds}")
@@ -172,6 +192,8 @@ def check(messages: tuple[MessageSpec, ...]) -> None:
                 raise ValueError(f"{spec.wire_name} {name}: a payload follows an outcome")
             if code == VERSION and index != 0:
                 raise ValueError(f"{spec.wire_name} {name}: a version is the first field")
+            if code == FLAG and index < spec.required:
+                raise ValueError(f"{spec.wire_name} {name}: flags come after every other field")
 
 
 check(MESSAGES)

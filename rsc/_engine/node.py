@@ -37,6 +37,7 @@ from rsc._core import envelope as _envelope
 from rsc._core import idemtable as _idem
 from rsc._core.schema import SPAWN_REQUEST, SpawnRequestF, expect_fields
 from rsc._core.messages import (
+    DRAWN_KEYS_FEATURE,
     CANCEL_KIND_DEADLINE,
     CANCEL_KIND_LEASE_EXPIRED,
     CANCEL_KIND_SHUTDOWN,
@@ -91,10 +92,11 @@ _LEASE_MS = SpawnRequestF.lease_ms
 _KEY = SpawnRequestF.idempotency_key
 _ORIGIN_NODE = SpawnRequestF.origin_node
 _CAPABILITY = SpawnRequestF.capability
+_DRAWN = SpawnRequestF.drawn
 # The one site that unpacks every field by position checks the order at import.
 _SPAWN_FIELDS = expect_fields(SPAWN_REQUEST, "remote_task_id", "computation", "input", "lease_ms",
                               "idempotency_key", "budget", "origin_node", "origin_region",
-                              "origin_task", "capability")
+                              "origin_task", "capability", "drawn")
 
 # The node table as one tuple per event, each indexed by state (what
 # NodeEngine.process reads), and the events and states as plain ints: no Enum
@@ -122,7 +124,8 @@ _fields = _envelope.fields
 # Module attributes bound once: `_idem.fingerprint` in a hot path would be an
 # attribute lookup on the module every call, a global is a cached read.
 _fingerprint = _idem.fingerprint
-_fingerprint_matches = _idem.fingerprint_matches
+_spawn_fingerprint = _idem.spawn_fingerprint
+_spawn_matches = _idem.spawn_matches
 
 MIN_LEASE_MS = 100
 MAX_LEASE_MS = (1 << 32) - 1  # ~49.7 days; longer leases cannot be tracked as deadlines
@@ -342,6 +345,8 @@ class NodeEngine:
         self.features: dict = dict(instance=entropy(8).hex(), max_frame_bytes=max_frame_bytes,
                                    max_input_bytes=self.max_input_bytes,
                                    max_result_bytes=self.max_result_bytes)
+        # SPAWN_REQUEST's "drawn" flag is understood (_on_spawn, PROTOCOL.md section 4)
+        self.features[DRAWN_KEYS_FEATURE] = 1
         self.compact_renewals = compact_renewals
         if compact_renewals:
             self.features[RENEWAL_FEATURE] = RENEWAL_VERSION
@@ -622,7 +627,8 @@ class NodeEngine:
                     f"task {origin}/{f[_RTID]} is already held under another idempotency key", None)
         rec = self._idem.get(held_key)
         assert rec is not None  # key_of named it
-        if not _fingerprint_matches(rec.fingerprint, f[_COMPUTATION], f[_INPUT]):
+        if not _spawn_matches(rec.fingerprint, rec.origin, origin, f[_DRAWN], f[_COMPUTATION],
+                              f[_INPUT]):
             return (VERDICT_REJECT, REJECT_IDEMPOTENCY_CONFLICT,
                     "resend of a task with a different computation or input", None)
         return (VERDICT_DUPLICATE, rec, True)
@@ -640,7 +646,8 @@ class NodeEngine:
         rec = self._idem.get(f[_KEY])
         if rec is None:
             return None
-        if not _fingerprint_matches(rec.fingerprint, f[_COMPUTATION], f[_INPUT]):
+        if not _spawn_matches(rec.fingerprint, rec.origin, origin, f[_DRAWN], f[_COMPUTATION],
+                              f[_INPUT]):
             return (VERDICT_REJECT, REJECT_IDEMPOTENCY_CONFLICT,
                     "idempotency key reused for a different computation or input", None)
         return (VERDICT_DUPLICATE, rec, False)
@@ -735,10 +742,11 @@ class NodeEngine:
         if v is not None:
             return self._apply_verdict(c, msg, f, v, now)
         (rtid, computation, data, lease_ms, key, budget, _origin_node, origin_region, origin_task,
-         capability) = f
+         capability, drawn) = f
         if self.capabilities is not None:
             self.capabilities.admitted(capability)
-        fp = _fingerprint(computation, data)
+        # a key the origin drew itself is recorded owner-only, not hashed (DESIGN.md)
+        fp = _spawn_fingerprint(computation, data, drawn)
         self._idem.check_and_record(key, fp, origin, rtid, now)
         if self._journal is not None:
             self._journal.admitted(key, fp, origin, rtid)

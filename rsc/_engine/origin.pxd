@@ -20,7 +20,7 @@ cdef class OriginTask:
     cdef public object rtid, node, computation, input, key, deadline_ns, budget, region, task
     cdef public object capability, state, handle, cancel_reason, policy, input_codec, group
     cdef public long long lease_ms, lease_until, renewals, lapsed_at, group_mark
-    cdef public bint reported, sent, accepted
+    cdef public bint reported, sent, accepted, drawn
 
     cdef _init(self, rtid, node, computation, input, lease_ms, key, budget, deadline_ns, region,
                task, capability, handle)
@@ -31,7 +31,7 @@ cpdef OriginTask new_task(rtid, node, computation, input, lease_ms, key, budget,
 
 cdef class _Link:
     cdef public object node, lid, handshake, last_sent, instance, journal, catalogue, codecs
-    cdef public bint ready, confirmed, ever_ready, digests
+    cdef public bint ready, confirmed, ever_ready, digests, drawn_keys
     cdef public list first_sends
     cdef public dict tasks, lease_counts, groups
     cdef public LeaseGroup last_group

@@ -47,6 +47,7 @@ from rsc._core.schema import RESULT_DELIVERY, SPAWN_ACK, expect_fields
 from rsc._core.messages import (
     ACK_ACCEPTED,
     DEFAULT_MAX_FRAME_BYTES,
+    DRAWN_KEYS_FEATURE,
     FRAME_OVERHEAD_BYTES,
     REJECT_INVALID_INPUT,
     CancelRequest,
@@ -126,7 +127,7 @@ class OriginTask:
     __slots__ = ("rtid", "node", "computation", "input", "lease_ms", "key", "deadline_ns",
                  "budget", "region", "task", "capability", "state", "handle", "reported",
                  "cancel_reason", "sent", "accepted", "policy", "lease_until", "renewals", "lapsed_at",
-                 "input_codec", "group", "group_mark")
+                 "input_codec", "group", "group_mark", "drawn")
 
     def __init__(self, rtid: int, node: str, computation: str, input: bytes, lease_ms: int,
                  key: bytes, budget: tuple | None, deadline_ns: int | None, region: int,
@@ -170,6 +171,10 @@ class OriginTask:
         # fits any codec): checked against the node's catalogue if it is sent
         # only once the node's WELCOME has said what it serves (_resend_all)
         self.input_codec: str | None = None
+        # its key was drawn at random by the runtime, never a caller's
+        # IdempotencyKey: sent as SPAWN_REQUEST's "drawn" to a node that
+        # offers it, which then records the key owner-only, not hashed
+        self.drawn = False
 
     def __repr__(self) -> str:
         return f"OriginTask({self.node}/{self.rtid} {self.computation} {self.state.name})"
@@ -189,7 +194,8 @@ class _Link:
     __slots__ = ("node", "lid", "handshake", "ready", "confirmed", "ever_ready", "tasks",
                  "lease_counts", "main_lease", "main_count", "last_sent", "ping_nonce", "ping_at",
                  "first_sends", "instance",
-                 "journal", "max_input", "catalogue", "codecs", "digests", "groups", "last_group")
+                 "journal", "max_input", "catalogue", "codecs", "digests", "groups", "last_group",
+                 "drawn_keys")
 
     def __init__(self, node: str, lid: int) -> None:
         self.node = node
@@ -200,6 +206,8 @@ class _Link:
         # its codecs by name: None from a node that does not say
         self.catalogue: Catalogue | None = None
         self.codecs: dict[str, str] | None = None
+        # the node takes SPAWN_REQUEST's "drawn" flag (its WELCOME's drawn_keys)
+        self.drawn_keys = False
         self.handshake: OriginHandshake | None = None
         self.ready = False
         # The handshake ends with our AUTH, which the node never acknowledges: a
@@ -446,7 +454,8 @@ class OriginEngine:
                     self._escalate(task, EscEvent.NODE_RESTARTED, kept, now)
 
     def _learn_limits(self, link: _Link, features: dict) -> None:
-        """Take the node's limits and catalogue from its WELCOME (an older node sends neither)."""
+        """Take the node's limits, catalogue and whether it takes drawn keys from
+        its WELCOME (an older node sends none of them)."""
         limit = features.get("max_input_bytes")
         if type(limit) is int and 0 <= limit:
             link.max_input = min(limit, DEFAULT_INPUT_LIMIT)
@@ -454,6 +463,8 @@ class OriginEngine:
             link.max_input = DEFAULT_INPUT_LIMIT
         cat = link.catalogue = parse_catalogue(link.node, features)
         link.codecs = None if cat is None else cat.codecs
+        drawn = features.get(DRAWN_KEYS_FEATURE)
+        link.drawn_keys = type(drawn) is int and drawn >= 1
 
     def _learn_renewals(self, link: _Link, features: Any) -> None:
         """Whether the node's compact renewals are on for this link (both ends
@@ -531,7 +542,7 @@ class OriginEngine:
             budget = (remaining, budget[1], budget[2], budget[3])
         self._send(link, _spawn_request(self.name, self.clock.send(), t.rtid, t.computation, t.input,
                                         t.lease_ms, t.key, budget, self.name, t.region, t.task,
-                                        t.capability), now)
+                                        t.capability, t.drawn and link.drawn_keys), now)
         if self._trace is not None:
             self._trace_event(TN.SPAWN_REQUEST_SENT, node=link.node, rtid=t.rtid)
 
@@ -683,6 +694,7 @@ class OriginEngine:
                          task.capability, task.handle)
         new.policy, task.policy = task.policy, None
         new.input_codec = task.input_codec
+        new.drawn = task.drawn
         self._escalations[new.rtid] = self._escalations.pop(task.rtid)
         self.timers.discard(T_ESCALATION, task.rtid)
         if self.cancel(task.rtid, d.reason, now):

@@ -23,6 +23,11 @@ restarted on the same directory starts from them. What a caller may rely on:
   journal, written by an older rsc, is read too, its 16-byte fingerprints
   taken as the BLAKE2b they were (``legacy_fingerprint``), so a resend after
   the upgrade is still recognised as the same request.
+  A record of a key its origin drew (``DRAWN_FINGERPRINT``, tag 3, nothing
+  hashed) is written like any other: the tag and the owner's origin are all
+  its rules need (owner-only), so they hold after a restart. An older rsc
+  reads tag 3 as an unknown algorithm, which matches nothing: it refuses a
+  resend of such a key rather than running it again.
 - **Bounded.** Expired entries are dropped on replay (expiries are written as
   wall-clock times, so a TTL keeps counting while the node is down), and the
   file is rewritten from the live state at start and whenever it holds

@@ -161,6 +161,7 @@ def build() -> None:
     roundtrip("spawn_request_budget_nils", spawn(budget=(None, None, None, 0)))
     roundtrip("spawn_request_budget_max", spawn(budget=(2**64 - 1, 2**32, 65_536, 255)))
     roundtrip("spawn_request_key_not_16_lease_0", spawn(idempotency_key=b"\x01\x02", lease_ms=0))
+    roundtrip("spawn_request_drawn", spawn(drawn=True))  # the optional trailing flag, set
     roundtrip("spawn_ack_accepted", m.SpawnAck("node-1", 8, 42, m.ACK_ACCEPTED, 0, "", "node-1"))
     roundtrip("spawn_ack_rejected", m.SpawnAck("node-1", 8, 42, m.ACK_REJECTED,
                                                m.REJECT_UNKNOWN_COMPUTATION,
@@ -281,6 +282,14 @@ def build() -> None:
                 pack(10, "origin-1", 7, 42, "math.add", b"\x92\x01\x02", 30_000, KEY,
                      [5_000, None, 1_000, 3, "extra", [1]], "origin-1", 3, 9, None),
                 spawn())
+    decode_only("spawn_request_drawn_false",  # a clear flag written out: the encoder omits it
+                pack(10, "origin-1", 7, 42, "math.add", b"\x92\x01\x02", 30_000, KEY,
+                     [5_000, None, 1_000, 3], "origin-1", 3, 9, None, False),
+                spawn())
+    decode_only("extra_spawn_request_elements_after_the_flag",
+                pack(10, "origin-1", 7, 42, "math.add", b"\x92\x01\x02", 30_000, KEY,
+                     [5_000, None, 1_000, 3], "origin-1", 3, 9, None, True, "later", [1]),
+                spawn(drawn=True))
     decode_only("extra_cancel_reason_elements",
                 pack(12, "origin-1", 9, 42, [0, "user asked", {"origin_region": 3}], "origin-1"),
                 m.CancelRequest("origin-1", 9, 42, (0, "user asked"), "origin-1"))
@@ -448,6 +457,9 @@ def build() -> None:
     invalid("spawn_request_origin_node_nil", spawn_with(9, None), MalformedFrame)
     invalid("spawn_request_region_float", spawn_with(10, 3.0), MalformedFrame)
     invalid("spawn_request_capability_str", spawn_with(12, "cap"), MalformedFrame)
+    invalid("spawn_request_drawn_uint", pack(*good, 1), MalformedFrame)
+    invalid("spawn_request_drawn_nil", pack(*good, None), MalformedFrame)
+    invalid("spawn_request_drawn_str", pack(*good, "later field"), MalformedFrame)
     invalid("spawn_ack_status_2", pack(11, "node-1", 1, 42, 2, 0, "", "node-1"), MalformedFrame)
     invalid("spawn_ack_detail_nil", pack(11, "node-1", 1, 42, 1, 4, None, "node-1"),
             MalformedFrame)
