@@ -40,8 +40,8 @@ cdef class Runtime:
                  on_lease_expired)
     @cython.locals(engine=OriginEngine)
     cpdef _on_messages(self, FramedConnection conn, list msgs)
-    @cython.locals(conn=FramedConnection, last=FramedConnection, link=NodeLink)
-    cpdef _pump(self, bint flush=*)
+    @cython.locals(conn=FramedConnection, link=NodeLink)
+    cpdef _pump(self)
     @cython.locals(handle=RemoteHandle)
     cpdef _on_event(self, int ev, OriginTask task, detail)
 

@@ -500,33 +500,27 @@ class Runtime:
 
     def _pump_turn(self) -> None:
         """The pump the spawns of one loop turn share (``_spawn`` schedules it).
-        What it sends is written now, not a loop turn later."""
+        When what it sends is written is the connection's rule
+        (``FramedConnection.send``): the end of this loop turn at the latest."""
         self._pump_due = False
         if not self._closed:
-            self._pump(True)
+            self._pump()
 
-    def _pump(self, flush: bool = False) -> None:
-        """Turn the engine's actions into writes and closes, its events into
-        settled handles, and re-arm the timer. ``flush``: write what was sent
-        at once instead of at the end of the loop turn."""
+    def _pump(self) -> None:
+        """Turn the engine's actions into sends and closes, its events into
+        settled handles, and re-arm the timer."""
         engine = self.engine
         if engine.actions:
             links = self._links
-            last = None  # the connection written last (flushed when another is, and at the end)
             for op, node, arg in engine.take_actions():
                 link = links.get(node)
                 conn = link.conn if link is not None else None
                 if conn is None:
                     continue
                 if op == _SEND:
-                    if flush and conn is not last and last is not None:
-                        last.flush()
                     conn.send(arg)
-                    last = conn
                 elif op == _CLOSE:
                     conn.close()
-            if flush and last is not None:
-                last.flush()
         if engine.events:
             for ev, task, detail in engine.take_events():
                 self._on_event(ev, task, detail)  # a C call when compiled (a bound method is not)
