@@ -81,6 +81,47 @@ def test_renewal_before_the_deadline_extends_the_lease() -> None:
     assert t.state is OriginState.RUNNING and not link.events_of(O.EV_LEASE_EXPIRED)
 
 
+def test_a_later_deadline_moves_no_timer_and_the_task_lapses_at_it() -> None:
+    """A renewal that pushes a lease later only writes the new deadline into
+    the task: the timer fires at the old one, is re-armed at the new one,
+    and the task lapses there, not before."""
+    link = recording_link()
+    link.connect()
+    t = link.spawn(lease_ms=3_000)  # sent, accepted: the lease runs 3 s from now
+    old = link.now + 3_000 * MS
+    link.now += 2_000 * MS
+    link.origin.receive("node-1", LeaseRenewal("node-1", 900, t.rtid, 10_000, 1, "node-1"), link.now)
+    new = link.now + 10_000 * MS
+    assert link.origin.lease_deadline(t.rtid) == new
+    assert link.origin.timers.deadline_of(O.T_LEASE, t.rtid) == old  # not moved
+    link.origin.tick(old)
+    assert t.state is OriginState.RUNNING
+    assert link.origin.timers.deadline_of(O.T_LEASE, t.rtid) == new  # re-armed where it runs out
+    link.origin.tick(new - 1)
+    assert t.state is OriginState.RUNNING
+    link.origin.tick(new)
+    link.collect()
+    assert t.state is OriginState.LEASE_EXPIRED and t.lapsed_at == new
+    assert [e[1] for e in link.events_of(O.EV_LEASE_EXPIRED)] == [t]
+    assert_all_in_table(link)
+
+
+def test_an_earlier_deadline_moves_the_timer() -> None:
+    """A renewal with a shorter lease than is left moves the timer earlier:
+    the task lapses at the new deadline, not at the old one."""
+    link = recording_link()
+    link.connect()
+    t = link.spawn(lease_ms=40_000)
+    link.now += 1_000 * MS
+    link.origin.receive("node-1", LeaseRenewal("node-1", 900, t.rtid, 5_000, 1, "node-1"), link.now)
+    new = link.now + 5_000 * MS
+    assert link.origin.timers.deadline_of(O.T_LEASE, t.rtid) == new
+    link.origin.tick(new)
+    link.collect()
+    assert t.state is OriginState.LEASE_EXPIRED and t.lapsed_at == new
+    assert_all_in_table(link)
+
+
 def test_first_accept_after_the_deadline_does_not_renew() -> None:
     link = recording_link()
     link.connect()

@@ -155,7 +155,9 @@ class OriginTask:
         self.cancel_reason: tuple | None = None
         self.sent = False  # written to a connection at least once (may have reached the node)
         self.accepted = False  # the node accepted it (its first SPAWN_ACK said so)
-        self.lease_until = 0  # its lease's deadline (ns) while watched, as in the lease heap
+        # its lease's deadline (ns) while watched; the timers hold it there or
+        # earlier (a renewal moves only this: _renew)
+        self.lease_until = 0
         self.renewals = 0  # renewals from its node that moved that deadline (handle.lease)
         self.lapsed_at = 0  # when its lease ran out (ns; 0: it has not), as handle.lease says
         # the LeaseGroup whose compact renewals keep its lease (None: its own
@@ -962,12 +964,19 @@ class OriginEngine:
     def _renew(self, task: OriginTask, until: int, now: int) -> None:
         """Move the task's lease deadline to ``until``, unless it has passed
         already: a lease is not revived after its deadline, whether or not the
-        timer has fired since (the task lapses now instead)."""
-        if now > task.lease_until:  # the deadline the lease heap holds for it
+        timer has fired since (the task lapses now instead).
+
+        The timers hold a task's lease at its deadline or before it, never
+        after: a later deadline is only written into the task (``tick``
+        re-arms the timer there when the earlier one fires, as for a group's
+        renewals), so a node's first accept and its renewals move nothing in
+        the timers; an earlier one moves the timer too."""
+        if now > task.lease_until:
             self._lapse(task, now)
         else:
+            if until < task.lease_until:
+                self.timers.move(_T_LEASE, task.rtid, until)
             task.lease_until = until
-            self.timers.move(_T_LEASE, task.rtid, until)
 
     def _on_result(self, link: _Link, msg: ResultDelivery, now: int) -> None:
         rtid, kind, payload, exec_ns = _fields(msg)  # one call, not four lookups
@@ -1008,7 +1017,7 @@ class OriginEngine:
                     continue  # (a step earlier in this tick may have forgotten it)
                 if task.group is not None:
                     self._fold(task)
-                if task.lease_until > now:  # its group renewed it: watch the new deadline
+                if task.lease_until > now:  # renewed, by its node or its group: watch the new deadline
                     self.timers.add(T_LEASE, key, task.lease_until)
                 else:
                     self._lapse(task, now)
