@@ -90,6 +90,17 @@ def test_eviction_and_discard_give_bytes_back(idemtable_mod: ModuleType) -> None
     assert t.kept_bytes == 4 * MiB and t.get(K(3)).result_dropped and not t.get(K(4)).result_dropped
 
 
+def test_the_stand_in_counts_no_bytes(idemtable_mod: ModuleType) -> None:
+    # a record restored with its result already dropped completes with the
+    # table's own stand-in: whatever size the caller gives, it keeps nothing
+    t = idemtable_mod.IdemTable(TTL, 4 * MiB, DROPPED)
+    t.check_and_record(K(1), FP, "o", 1, 0)
+    t.complete(K(1), 1, DROPPED, 0, MiB)
+    finish(t, 2, 4 * MiB)
+    assert t.kept_bytes == 4 * MiB and t.results_dropped == 0
+    assert t.get(K(1)).kept_bytes == 0 and t.get(K(2)).outcome == ("out", 2)
+
+
 def test_held_results_are_replaced_when_dropped(idemtable_mod: ModuleType) -> None:
     t = idemtable_mod.IdemTable(TTL, 2 * MiB, DROPPED)
     for i in range(2):

@@ -1098,7 +1098,9 @@ cdef class IdemTable:
         """Store the outcome of the record's task; it expires at ``now + ttl_ns``.
 
         ``kept_bytes`` is what keeping ``outcome`` counts against the budget;
-        over it, the oldest kept results (this one included) are dropped.
+        over it, the oldest kept results (this one included) are dropped. The
+        table's own ``dropped_outcome`` counts nothing, whatever ``kept_bytes``
+        says (a record restored with its result already dropped).
         Returns the aliases to deliver the outcome to, in arrival order (the
         owner is not among them). Raises ``InvalidArgument`` for an unknown key,
         a record already finished, or a ``task_id`` other than the owner's.
@@ -1109,6 +1111,8 @@ cdef class IdemTable:
         cdef uint64_t tid = _task_id_arg(task_id)
         cdef int64_t t = _time_arg(now, "now")
         cdef int64_t kept = _time_arg(kept_bytes, "kept_bytes")
+        if outcome is self._dropped_outcome:
+            kept = 0
         cdef uint64_t kk[2]
         cdef bint found
         cdef Py_ssize_t pos

@@ -472,7 +472,9 @@ class IdemTable:
         """Store the outcome of the record's task; it expires at ``now + ttl_ns``.
 
         ``kept_bytes`` is what keeping ``outcome`` counts against the budget;
-        over it, the oldest kept results (this one included) are dropped.
+        over it, the oldest kept results (this one included) are dropped. The
+        table's own ``dropped_outcome`` counts nothing, whatever ``kept_bytes``
+        says (a record restored with its result already dropped).
         Returns the aliases to deliver the outcome to, in arrival order (the
         owner is not among them). Raises ``InvalidArgument`` for an unknown key,
         a record already finished, or a ``task_id`` other than the owner's.
@@ -485,6 +487,8 @@ class IdemTable:
             task_id = _as_task_id(task_id)
         if type(now) is not int or not 0 <= now <= _I64_MAX:
             now = _as_time(now)
+        if outcome is self._dropped_outcome:
+            kept_bytes = 0
         rec = self._records.get(key)
         if rec is None:
             raise InvalidArgument(f"no idempotency record for key {key.hex()}")

@@ -1032,7 +1032,7 @@ class NodeEngine:
         remaining_ns | None)``; one with no outcome was running when the node
         died and is finished now as RESTARTED_OUTCOME (and journalled so); an
         outcome that is ``dropped_outcome`` itself is a result the replay
-        dropped under the budget (it counts no bytes).
+        dropped under the budget (the table counts it as no bytes).
         ``tombstones`` are ``(origin, task_id, reason, remaining_ns)``. Each
         keeps the time it had left (its life counted from ``now``).
         """
@@ -1048,7 +1048,7 @@ class NodeEngine:
                 outcome, remaining = RESTARTED_OUTCOME, ttl
                 journal.finished(key, rtid, outcome)
             idem.complete(key, rtid, outcome, max(0, now + min(remaining, ttl) - ttl),
-                          0 if outcome is self.dropped_outcome else _kept_bytes(outcome))
+                          _kept_bytes(outcome))
         for origin, rtid, reason, remaining in sorted(tombstones, key=lambda t: t[3]):
             remaining = min(remaining, ttl)
             idem.add_tombstone(origin, rtid, max(0, now + remaining - ttl), reason)
