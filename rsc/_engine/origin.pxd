@@ -6,10 +6,12 @@ cimport cython
 from rsc._engine.deadlines cimport Deadlines
 from rsc._engine.logical cimport LamportClock
 from rsc._engine.renewal cimport LeaseGroup
+# the codec's per-task builder and fields(), called as C (origin.py imports the same names)
+from rsc._core._envelope cimport fields as _fields, spawn_request as _spawn_request
 
 # private module globals a task reads: C globals, not module-dict lookups
 cdef tuple _AFTER
-cdef object _fields, _spawn_request, _SPAWNED, _INIT
+cdef object _SPAWNED, _INIT
 cdef int _SEND_SPAWN, _ACK_ACCEPTED, _ACK_REJECTED, _RENEWAL, _RESULT, _SEND_CANCEL
 cdef int _LEASE_LAPSED, _NODE_RESTARTED, _REFUSE
 cdef long long _MS

@@ -42,7 +42,7 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from rsc._core import envelope as _envelope
+from rsc._core import USING_EXTENSIONS
 from rsc._core.schema import RESULT_DELIVERY, SPAWN_ACK, expect_fields
 from rsc._core.messages import (
     ACK_ACCEPTED,
@@ -82,8 +82,14 @@ _ACK_FIELDS = expect_fields(SPAWN_ACK, "remote_task_id", "status", "reject_code"
                             "assigned_node")
 _RESULT_FIELDS = expect_fields(RESULT_DELIVERY, "remote_task_id", "outcome_kind", "payload",
                                "execution_time_ns")
-_spawn_request = _envelope.spawn_request  # SpawnRequest(...) without a Python __init__ call
-_fields = _envelope.fields  # a message's fields as a tuple, in one call
+# The codec's builder of SpawnRequest (no Python __init__ call) and its
+# fields() (a message's fields as a tuple, in one call), from the codec
+# rsc._core.envelope is: the compiled build of this module cimports them from
+# the compiled codec and calls them as C (origin.pxd).
+if USING_EXTENSIONS:
+    from rsc._core._envelope import fields as _fields, spawn_request as _spawn_request
+else:
+    from rsc._core._envelope_py import fields as _fields, spawn_request as _spawn_request
 EV_ACCEPTED, EV_REJECTED, EV_RESULT, EV_LEASE_EXPIRED, EV_STATUS, EV_HANDSHAKE_FAILED = 0, 1, 2, 3, 4, 5
 EV_NODE_RESTARTED, EV_PROTOCOL_ERROR = 6, 7
 EV_SETTLE, EV_REATTEMPT, EV_WANT_LINK = 8, 9, 10
