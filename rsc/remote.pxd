@@ -38,7 +38,6 @@ cdef class Runtime:
                    codecs=dict, elink=_Link, kp="const char*")
     cpdef _spawn(self, Cx cx, node, computation, input, lease, budget, idempotency_key, codec,
                  on_lease_expired)
-    @cython.locals(engine=OriginEngine)
     cpdef _on_messages(self, FramedConnection conn, list msgs)
     @cython.locals(conn=FramedConnection, link=NodeLink)
     cpdef _pump(self)

@@ -488,9 +488,7 @@ class Runtime:
 
     # ------------------------------------------------------------------ callbacks
     def _on_messages(self, conn: FramedConnection, msgs: list[Any]) -> None:
-        engine, now, node = self.engine, self.clock.now_ns(), conn.tag
-        for msg in msgs:
-            engine.receive(node, msg, now)  # a C call when compiled (a bound method is not)
+        self.engine.receive_all(conn.tag, msgs, self.clock.now_ns())
         self._pump()
 
     def _on_protocol_error(self, conn: FramedConnection, exc: ProtocolError) -> None:

@@ -14,8 +14,8 @@ import random
 import pytest
 
 from rsc._engine.trace_names import DROPPED
-from rsc._core.messages import (LeaseRenewal, LeaseRenewalBatch, LeaseRenewalDigest, ResultDelivery,
-                                SpawnAck)
+from rsc._core.messages import (Error, LeaseRenewal, LeaseRenewalBatch, LeaseRenewalDigest,
+                                ResultDelivery, SpawnAck, SpawnRequest)
 from rsc._engine.renewal import task_hash
 from rsc._engine import origin as O
 from rsc._engine.node import NodeEngine
@@ -133,6 +133,24 @@ def test_first_accept_after_the_deadline_does_not_renew() -> None:
     evs = [e[0] for e in link.events if e[1] is t]
     assert evs == [O.EV_ACCEPTED, O.EV_LEASE_EXPIRED]
     assert_all_in_table(link)
+
+
+def test_a_read_stops_at_the_message_that_closes_its_connection() -> None:
+    """``receive_all`` hands the messages of one read to the engine in order;
+    one that breaks the protocol closes the link (ERROR, CLOSE), and those
+    after it in the same read are not applied."""
+    link = recording_link()
+    link.connect()
+    t = link.spawn()
+    assert t.state is OriginState.RUNNING
+    bad = SpawnRequest("node-1", 900, 1, "echo", b"", 1_000, bytes(16), None, "node-1", 0, 0, None)
+    result = ResultDelivery("node-1", 901, t.rtid, 0, b"out", 5)
+    link.origin.receive_all("node-1", [bad, result], link.now)
+    assert t.state is OriginState.RUNNING  # the result came after the close
+    (send, _, err), (close, _, _) = link.origin.actions[-2:]
+    assert (send, close) == (O.SEND, O.CLOSE) and type(err) is Error
+    link.origin.receive_all("node-1", [result], link.now)  # nor is a later read, until a reconnect
+    assert t.state is OriginState.RUNNING
 
 
 # -- protocol errors are visible ------------------------------------------------------------

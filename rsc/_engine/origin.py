@@ -709,7 +709,19 @@ class OriginEngine:
     def receive(self, node: str, msg: Message, now: int) -> None:
         """A decoded message from ``node``. Connection-level errors queue ERROR+CLOSE."""
         link = self._links.get(node)
-        if link is None or link.handshake is None:
+        if link is not None:
+            self._receive(link, node, msg, now)
+
+    def receive_all(self, node: str, msgs: list[Message], now: int) -> None:
+        """The messages of one read from ``node``, in order: ``receive`` of
+        each, with the node's link found once."""
+        link = self._links.get(node)
+        if link is not None:
+            for msg in msgs:
+                self._receive(link, node, msg, now)
+
+    def _receive(self, link: _Link, node: str, msg: Message, now: int) -> None:
+        if link.handshake is None:  # (an earlier message of the read may have closed it)
             return
         self.clock.merge(msg.sender_time)
         # type(msg) in each test (Py_TYPE when compiled) narrows msg for type checkers
