@@ -25,7 +25,7 @@ cdef class Runtime:
     cdef public EngineTimer _timer
     cdef public OriginEngine engine
     cdef public Links _net
-    cdef public dict _links, _handles, _status_waiters, _names
+    cdef public dict _links, _status_waiters, _names
     cdef public bytes _key_buf
     cdef public Py_ssize_t _key_pos
     cdef public bint _closed, _pump_due

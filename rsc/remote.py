@@ -162,7 +162,6 @@ class Runtime:
         self._names: dict[str, ComputationName] = {}
         self._net = Links(self, self.cluster, connect_timeout_s, backoff_max_s)
         self._links = self._net.by_node  # NodeId -> NodeLink, read on every pump
-        self._handles: dict[int, RemoteHandle] = {}
         self._status_waiters: dict[str, list[asyncio.Future[dict]]] = {}
         # retries sent back to their node under same_node_within_s: attempt's
         # rtid -> the node to move to if that node does not accept it in time
@@ -232,6 +231,13 @@ class Runtime:
 
     # ---------------------------------------------------------------- inspection
     @property
+    def _handles(self) -> dict[int, RemoteHandle]:
+        """The unsettled handles, by the id of their current attempt, made on
+        each read: the engine's task records are the one list of them (an
+        unsettled handle is its current attempt's ``handle``)."""
+        return {t.rtid: t.handle for t in list(self.engine._tasks.values()) if t.handle is not None}
+
+    @property
     def live_handles(self) -> int:
         """How many handles the runtime still tracks (their outcome has not arrived)."""
         return len(self._handles)
@@ -261,11 +267,13 @@ class Runtime:
         Counters run from the runtime's start and only grow."""
         engine = self.engine
         by_state: dict[str, int] = {}
+        handles = 0
         for task in list(engine._tasks.values()):
             name = _STATE_NAMES[task.state]
             by_state[name] = by_state.get(name, 0) + 1
+            handles += task.handle is not None
         return dict(tasks=sum(by_state.values()), tasks_by_state=by_state,
-                    handles=len(self._handles), leases=engine.lease_count,
+                    handles=handles, leases=engine.lease_count,
                     connections=self._net.open_connections(), reconnects=self._net.reconnects(),
                     escalations=engine.escalations, retries=engine.retries,
                     protocol_errors=self._protocol_errors,
@@ -436,7 +444,6 @@ class Runtime:
         handle._init(self, task, codec, task.region, self._lease_s_seen, policy, region, task.task)
         task.handle = handle
         task.policy = policy  # the engine escalates a lapse (rsc._engine.escalation)
-        self._handles[task.rtid] = handle
         self.engine.spawn(task, now)
         if link.conn is None:  # (an open connection has its connect loop waiting on it)
             self._net.ensure(link)
@@ -479,7 +486,7 @@ class Runtime:
         any connection cannot be running anywhere, so they fail with ``err``, as
         do its status waiters."""
         for task in self.engine.give_up_unsent(node):
-            h = self._handles.get(task.rtid)
+            h = task.handle
             if h is not None:
                 h._settle(None, err, RemoteTaskState.FAILED)
         for fut in self._status_waiters.pop(node, []):
@@ -583,13 +590,11 @@ class Runtime:
         log.info("lease escalation of %r under %s: a new attempt on node %s", handle,
                  handle._policy, new.node)
         old.handle = None
-        self._handles.pop(old.rtid, None)
         if handle._earlier is None:
             handle._earlier = []
         handle._earlier.append((old.node, old.rtid))
         handle._task = new
         new.handle = handle
-        self._handles[new.rtid] = handle
         self._net.ensure(self._links[new.node])
 
     def _on_timer(self) -> None:
