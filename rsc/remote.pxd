@@ -41,7 +41,7 @@ cdef class Runtime:
     cpdef _on_messages(self, FramedConnection conn, list msgs)
     @cython.locals(conn=FramedConnection, link=NodeLink)
     cpdef _pump(self)
-    @cython.locals(handle=RemoteHandle)
+    @cython.locals(handle=RemoteHandle, outcome=tuple)
     cpdef _on_event(self, int ev, OriginTask task, detail)
 
 # spawn_remote calls the runtime's _spawn as C (rt is the type-checked runtime)

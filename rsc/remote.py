@@ -535,7 +535,8 @@ class Runtime:
         if ev == _EV_RESULT:  # the common event first
             handle: RemoteHandle | None = task.handle
             if handle is not None:  # else a superseded attempt or a task given up on
-                handle._settle(detail, None, _STATE_OF_KIND[detail[0]])
+                outcome: tuple = detail  # (kind, payload, execution_time_ns): a C tuple when compiled
+                handle._settle(outcome, None, _STATE_OF_KIND[outcome[0]])
             return
         if ev == EV_ACCEPTED:  # (the runtime turns these off: handle.state reads the task)
             return

@@ -153,6 +153,26 @@ def test_a_read_stops_at_the_message_that_closes_its_connection() -> None:
     assert t.state is OriginState.RUNNING
 
 
+def test_a_spawn_under_a_live_id_or_twice_is_refused_and_changes_nothing() -> None:
+    link = recording_link()
+    link.connect()
+    t = link.spawn()
+    other = O.OriginTask(t.rtid, "node-1", "echo", b"in", 3_000, bytes(16), None, None, 7, 8, None,
+                         None)
+    with pytest.raises(ValueError, match="already live"):
+        link.origin.spawn(other, link.now)
+    assert other.state is OriginState.INIT and link.origin.get(t.rtid) is t
+    with pytest.raises(ValueError, match="already live"):
+        link.origin.spawn(t, link.now)
+    assert link.origin.get(t.rtid) is t and t.state is OriginState.RUNNING
+    fresh = O.OriginTask(t.rtid + 1, "node-1", "echo", b"in", 3_000, bytes(16), None, None, 7, 8,
+                         None, None)
+    fresh.state = OriginState.COMPLETED  # a spawn does not fit it: refused, not left in the table
+    with pytest.raises(ValueError, match="already started"):
+        link.origin.spawn(fresh, link.now)
+    assert link.origin.get(fresh.rtid) is None
+
+
 # -- protocol errors are visible ------------------------------------------------------------
 
 

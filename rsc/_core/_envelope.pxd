@@ -48,3 +48,4 @@ cpdef object spawn_request(sender, sender_time, remote_task_id, computation, inp
                            idempotency_key, budget, origin_node, origin_region, origin_task,
                            capability)
 cpdef tuple fields(msg)
+cpdef object sender_time(msg)

@@ -1068,6 +1068,12 @@ def result_delivery(sender, sender_time, remote_task_id, outcome_kind, payload,
     return msg
 
 
+cpdef object sender_time(msg):
+    """``msg.sender_time``, its envelope's time: a C call for a compiled
+    engine, where reading the attribute is a Python attribute lookup."""
+    return <object>_get_slot(msg, _kind_of(msg), 1)
+
+
 cpdef tuple fields(msg):
     """``msg``'s fields after the envelope, in wire order, as a tuple: one call
     where reading them as attributes costs a Python attribute lookup each."""

@@ -6,8 +6,9 @@ cimport cython
 from rsc._engine.deadlines cimport Deadlines
 from rsc._engine.logical cimport LamportClock
 from rsc._engine.renewal cimport LeaseGroup
-# the codec's per-task builder and fields(), called as C (origin.py imports the same names)
-from rsc._core._envelope cimport fields as _fields, spawn_request as _spawn_request
+# the codec's per-task builder, fields() and sender_time(), called as C (origin.py imports the same names)
+from rsc._core._envelope cimport fields as _fields, sender_time as _sender_time
+from rsc._core._envelope cimport spawn_request as _spawn_request
 
 # private module globals a task reads: C globals, not module-dict lookups
 cdef tuple _AFTER
@@ -59,7 +60,7 @@ cdef class OriginEngine:
     cpdef input_limit(self, node)
     cpdef _Link link_for(self, node)
     cpdef _send(self, _Link link, msg, long long now)
-    @cython.locals(link=_Link)
+    @cython.locals(link=_Link, tasks=dict, n=Py_ssize_t)
     cpdef spawn(self, OriginTask task, long long now)
     cpdef _send_spawn_msg(self, _Link link, OriginTask t, long long now)
     cpdef forget(self, rtid)

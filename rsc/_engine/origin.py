@@ -82,14 +82,16 @@ _ACK_FIELDS = expect_fields(SPAWN_ACK, "remote_task_id", "status", "reject_code"
                             "assigned_node")
 _RESULT_FIELDS = expect_fields(RESULT_DELIVERY, "remote_task_id", "outcome_kind", "payload",
                                "execution_time_ns")
-# The codec's builder of SpawnRequest (no Python __init__ call) and its
-# fields() (a message's fields as a tuple, in one call), from the codec
+# The codec's builder of SpawnRequest (no Python __init__ call), its
+# fields() (a message's fields as a tuple, in one call) and sender_time(), from the codec
 # rsc._core.envelope is: the compiled build of this module cimports them from
 # the compiled codec and calls them as C (origin.pxd).
 if USING_EXTENSIONS:
-    from rsc._core._envelope import fields as _fields, spawn_request as _spawn_request
+    from rsc._core._envelope import fields as _fields, sender_time as _sender_time
+    from rsc._core._envelope import spawn_request as _spawn_request
 else:
-    from rsc._core._envelope_py import fields as _fields, spawn_request as _spawn_request
+    from rsc._core._envelope_py import fields as _fields, sender_time as _sender_time
+    from rsc._core._envelope_py import spawn_request as _spawn_request
 EV_ACCEPTED, EV_REJECTED, EV_RESULT, EV_LEASE_EXPIRED, EV_STATUS, EV_HANDSHAKE_FAILED = 0, 1, 2, 3, 4, 5
 EV_NODE_RESTARTED, EV_PROTOCOL_ERROR = 6, 7
 EV_SETTLE, EV_REATTEMPT, EV_WANT_LINK = 8, 9, 10
@@ -504,11 +506,14 @@ class OriginEngine:
         """Start ``task`` (state INIT): SPAWN_REQUEST now if the link is ready,
         else as soon as it is."""
         rtid = task.rtid
-        if rtid in self._tasks:
+        tasks = self._tasks
+        n = len(tasks)
+        tasks.setdefault(rtid, task)  # one lookup: entered, unless the id is live already
+        if len(tasks) == n:
             raise ValueError(f"remote task id {rtid} is already live")
         if self._process(task, _SEND_SPAWN) is None:
+            del tasks[rtid]
             raise ValueError(f"{task!r} was already started")
-        self._tasks[rtid] = task
         if self._trace is not None:
             self._trace_event(TN.SPAWN_REQUEST_CREATED, node=task.node, rtid=rtid,
                               computation=task.computation, key=task.key.hex(),
@@ -723,7 +728,7 @@ class OriginEngine:
     def _receive(self, link: _Link, node: str, msg: Message, now: int) -> None:
         if link.handshake is None:  # (an earlier message of the read may have closed it)
             return
-        self.clock.merge(msg.sender_time)
+        self.clock.merge(_sender_time(msg))
         # type(msg) in each test (Py_TYPE when compiled) narrows msg for type checkers
         try:
             if not link.ready:
