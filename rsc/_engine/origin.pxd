@@ -33,12 +33,13 @@ cpdef OriginTask new_task(rtid, node, computation, input, lease_ms, key, budget,
                           region, task, capability, handle)
 
 cdef class _Link:
-    cdef public object node, lid, handshake, last_sent, instance, journal, catalogue, codecs
+    cdef public object node, lid, handshake, instance, journal, catalogue, codecs
     cdef public bint ready, confirmed, ever_ready, digests
     cdef public list first_sends
     cdef public dict tasks, lease_counts, groups
     cdef public LeaseGroup last_group
-    cdef public long long ping_nonce, max_input, ping_at, main_lease, main_count
+    # last_sent: set on every frame queued, so a C integer (an object field boxed each time)
+    cdef public long long ping_nonce, max_input, ping_at, main_lease, main_count, last_sent
 
     cdef count_lease(self, long long lease_ms)
     cdef uncount_lease(self, long long lease_ms)
