@@ -18,6 +18,7 @@ from rsc._core.messages import (
     StatusReply,
     StatusRequest,
 )
+from rsc._engine import node as N
 from rsc._engine import origin as O
 from rsc._engine.states import NodeState, OriginState
 from tests.engine_link import Link
@@ -309,6 +310,26 @@ def test_orphaned_task_is_cancelled_and_result_held_for_reconnect() -> None:
     link.connect()
     results = link.events_of(O.EV_RESULT)
     assert results and results[-1][1] is t and results[-1][2][0] == 2
+
+
+def test_one_silence_check_per_origin_and_lease_is_exact_for_every_task() -> None:
+    """Tasks of one origin with one lease, admitted at different times, share
+    one silence check (their renewal group's), and each is orphaned exactly
+    when the origin has been silent for the lease: not at the first task's
+    admission + lease, since the second spawn was heard from the origin."""
+    link = Link()
+    link.connect()
+    link.spawn(lease_ms=1_000)
+    link.advance(400)
+    link.spawn(lease_ms=1_000)  # heard at +400: both now lapse at +1,400
+    first, second = link.started
+    assert link.node.timers.count(N.T_SILENCE) == 1
+    link.disconnect()
+    link.advance(999)  # +1,399: the check set at +1,000 found the origin heard since
+    assert link.cancels == []
+    link.advance(1)  # +1,400: silent for exactly the lease
+    assert [t for t, _ in link.cancels] == [first, second]
+    assert {r[0] for _, r in link.cancels} == {11}
 
 
 def test_node_deadline_cancels_with_reason_deadline() -> None:

@@ -1001,3 +1001,31 @@ def test_ready_tasks_run_at_the_next_turn_without_a_driver() -> None:
         assert_clean(ex)
 
     run(main())
+
+
+def test_a_computation_replaced_under_its_name_runs_as_registered() -> None:
+    """The executor reads a computation's fields once (its plan); a different
+    Computation under the same name, with another function and codec, is
+    read afresh, and the first one again after it."""
+    async def first(cx: Cx, data: bytes) -> bytes:
+        return b"first:" + data
+
+    async def second(cx: Cx, value: Any) -> Any:
+        return {"second": value}
+
+    a = Computation("same", first)
+    b = Computation("same", second, codec="msgpack")
+
+    async def main() -> None:
+        ex = Executor(max_threads=1)
+        res = Results()
+        for key, c, data in (("a1", a, b"x"), ("b1", b, msgpack.packb(7)), ("a2", a, b"y")):
+            ex.start(key, c, data, Cx(), res)
+            await res.wait(key)
+        assert res.get("a1") == (SUCCESS, b"first:x")
+        assert res.get("b1") == (SUCCESS, msgpack.packb({"second": 7}))
+        assert res.get("a2") == (SUCCESS, b"first:y")
+        await ex.aclose(1.0)
+        assert_clean(ex)
+
+    run(main())

@@ -434,3 +434,19 @@ def test_load_registry_attr_not_a_registry(make_module: Callable[[str], str], at
     mod = make_module(_REGISTRY_MODULE)
     with pytest.raises(InvalidArgument, match=f"names a {kind}, not an rsc Registry"):
         load_registry(f"{mod}:{attr}")
+
+
+def test_node_admission_checks_each_computation_by_its_own_codec() -> None:
+    """The node's admission remembers the last computation that needs no input
+    check; one with a codec or a validator found after it is still checked."""
+    from rsc.node.server import RegistryAdmission
+
+    reg = Registry()
+    reg.register("plain", lambda cx, data: data, inline=True)
+    reg.register("packed", lambda cx, value: value, inline=True, codec="msgpack")
+    adm = RegistryAdmission(reg)
+    plain, packed = adm.find("plain"), adm.find("packed")
+    assert adm.check(plain, b"\xc1") is None
+    assert adm.check(packed, b"\xc1") is not None  # not MessagePack
+    assert adm.check(plain, b"\xc1") is None
+    assert adm.check(packed, msgpack.packb(1)) is None

@@ -14,10 +14,11 @@ from rsc._engine.renewal cimport RenewalGroup
 cdef Py_ssize_t _RTID, _COMPUTATION, _INPUT, _LEASE_MS, _KEY, _ORIGIN_NODE, _CAPABILITY
 # private module globals a task reads: C globals, not module-dict lookups
 cdef tuple _AFTER
-cdef long long _MS, _MIN_LEASE_MS, _MAX_LEASE_MS, _MAX_DEADLINE_MS
+cdef long long _MS, _MIN_LEASE_MS, _MAX_DEADLINE_MS
 cdef int _KEY_BYTES, _T_SILENCE, _T_BUDGET, _T_RENEW, _E_SEND_ACK_ACCEPTED, _E_SEND_RESULT
 cdef int _OUTCOME_SUCCESS, _OUTCOME_CANCELLED, _MAX_FAILURE_MESSAGE_CHARS, _SEND, _START
 cdef Py_ssize_t _kept_bytes(tuple outcome) except -1  # a C call per finished task
+cdef object _MAX_LEASE, _SpawnRequest
 cdef object _fields, _fingerprint, _fingerprint_matches, _spawn_ack, _result_delivery, _RECEIVED, _INIT, _COMPLETED, _TOMBSTONED
 
 cdef class Admission:
@@ -32,7 +33,7 @@ cdef class NodeTask(TaskRecord):
     cdef public object deadline_ns, origin_region, origin_task, capability, comp
     cdef public long long lease_ms, serial
     # the executor's fields (rsc.node.executor): one record per task for both
-    cdef public object cx, on_done, atask, cfuture, thread_ident, grace_timer, job, ekey
+    cdef public object cx, on_done, atask, cfuture, thread_ident, grace_timer, job, ekey, plan
     cdef public long long start_ns
     cdef public bint interrupted, finished, stepped
 
@@ -71,6 +72,7 @@ cdef class NodeEngine:
     cpdef _stamp(self)
     cpdef _ack(self, conn, rtid, code=*, detail=*)
     cpdef _send_result(self, conn, rtid, tuple outcome)
+    @cython.locals(c=_Conn)
     cpdef receive(self, conn, msg, now)
     cpdef process(self, TaskRecord task, int event)
     cpdef _on_spawn(self, _Conn c, msg, now)

@@ -129,9 +129,10 @@ MAX_LEASE_MS = (1 << 32) - 1  # ~49.7 days; longer leases cannot be tracked as d
 MAX_DEADLINE_MS = 1 << 40  # ~35 years: a deadline further out than this is no deadline
 KEY_BYTES = 16
 MS = 1_000_000
-# The kinds of deadline in the engine's timers: keyed by task serial (T_SILENCE:
-# when to check its origin's silence; T_BUDGET: its budget deadline) or by
-# renewal group id (T_RENEW: when that group's next LEASE_RENEWAL_BATCH is due)
+# The kinds of deadline in the engine's timers: keyed by task serial (T_BUDGET:
+# its budget deadline) or by renewal group id (T_SILENCE: when to check the
+# silence of that group's origin; T_RENEW: when the group's next
+# LEASE_RENEWAL_BATCH is due)
 T_SILENCE, T_BUDGET, T_RENEW = 0, 1, 2
 
 CANCEL_LEASE_EXPIRED = (CANCEL_KIND_LEASE_EXPIRED, "origin silent for longer than the task's lease")
@@ -152,12 +153,17 @@ EVICT_PER_TICK = 4096
 # The constants a task's path reads, as private copies that node.pxd types as C
 # values: a module global is a dict lookup (about 150 instructions) per read,
 # a C global none; the public names above stay for other modules.
-_MS, _MIN_LEASE_MS, _MAX_LEASE_MS, _MAX_DEADLINE_MS = MS, MIN_LEASE_MS, MAX_LEASE_MS, MAX_DEADLINE_MS
+_MS, _MIN_LEASE_MS, _MAX_DEADLINE_MS = MS, MIN_LEASE_MS, MAX_DEADLINE_MS
 _KEY_BYTES, _T_SILENCE, _T_BUDGET, _T_RENEW = KEY_BYTES, T_SILENCE, T_BUDGET, T_RENEW
 _E_SEND_ACK_ACCEPTED, _E_SEND_RESULT = E_SEND_ACK_ACCEPTED, E_SEND_RESULT
 _OUTCOME_SUCCESS, _OUTCOME_CANCELLED = OUTCOME_SUCCESS, OUTCOME_CANCELLED
 _MAX_FAILURE_MESSAGE_CHARS = MAX_FAILURE_MESSAGE_CHARS
 _SEND, _START = SEND, START
+# held as Python ints (C object globals): compared with a field decoded from
+# the wire, which may be any size, a C integer would be boxed for every compare
+_MAX_LEASE = MAX_LEASE_MS
+# the message class every spawn is tested against (a C global, not a module-dict read)
+_SpawnRequest = SpawnRequest
 
 # What an admission rule decides (the first element of its verdict).
 VERDICT_REJECT, VERDICT_DUPLICATE, VERDICT_TOMBSTONED = 0, 1, 2
@@ -229,7 +235,7 @@ class NodeTask(TaskRecord):
                  "cancel_reason", "serial", "deadline_ns", "origin_region",
                  "origin_task", "capability", "comp",
                  "cx", "on_done", "start_ns", "atask", "cfuture", "thread_ident",
-                 "interrupted", "grace_timer", "finished", "stepped", "job", "ekey")
+                 "interrupted", "grace_timer", "finished", "stepped", "job", "ekey", "plan")
 
     def __init__(self, origin: str, rtid: int, key: bytes, computation: str, input: bytes,  # noqa: A002
                  lease_ms: int, budget: tuple | None, origin_region: int, origin_task: int,
@@ -269,6 +275,7 @@ class NodeTask(TaskRecord):
         self.grace_timer: Any = None
         self.job: Any = None
         self.ekey: Any = None
+        self.plan: Any = None
 
     def __repr__(self) -> str:
         return f"NodeTask({self.origin}/{self.rtid} {self.computation} {NodeState(self.state).name})"
@@ -473,7 +480,7 @@ class NodeEngine:
                 return
             self._last_heard[c.origin] = now
             # type(msg) in each test (Py_TYPE when compiled) narrows msg for type checkers
-            if type(msg) is SpawnRequest:
+            if type(msg) is _SpawnRequest:
                 self._on_spawn(c, msg, now)
             elif type(msg) is CancelRequest:
                 self._on_cancel(c, msg, now)
@@ -577,7 +584,7 @@ class NodeEngine:
     def _rule_lease_trackable(self, origin: str, f: tuple, comp: Any) -> tuple | None:
         """§7.4: a lease over MAX_LEASE_MS (it could not be tracked as a
         deadline) is rejected invalid_input."""
-        if f[_LEASE_MS] > _MAX_LEASE_MS:
+        if f[_LEASE_MS] > _MAX_LEASE:
             return (VERDICT_REJECT, REJECT_INVALID_INPUT,
                     f"lease_ms {f[_LEASE_MS]} is over the {MAX_LEASE_MS} ms this node tracks", None)
         return None
@@ -740,15 +747,14 @@ class NodeEngine:
         task = new_node_task(origin, rtid, key, computation, data, lease, budget, origin_region,
                              origin_task, capability, serial, comp)
         self._running[key] = task
-        self._by_serial[serial] = task
         self._n_accepted += 1
         self._ack(c.id, rtid)
         self.process(task, _E_SEND_ACK_ACCEPTED)
-        timers = self.timers
-        timers.add(_T_SILENCE, serial, now + lease * _MS)
         if budget is not None and budget[0] is not None and budget[0] <= _MAX_DEADLINE_MS:
             task.deadline_ns = now + budget[0] * _MS
-            timers.add(_T_BUDGET, serial, task.deadline_ns)
+            self._by_serial[serial] = task
+            self.timers.add(_T_BUDGET, serial, task.deadline_ns)
+        # its silence check is its renewal group's (_renew_add, _check_silence)
         self._renew_add(origin, lease, rtid, now)
         self.actions.append((_START, task, None))
 
@@ -860,9 +866,8 @@ class NodeEngine:
                 self.max_result_bytes if kind == _OUTCOME_SUCCESS else _MAX_FAILURE_MESSAGE_CHARS):
             kind, payload = self._deliverable(task, kind, payload)
         del self._running[key]
-        del self._by_serial[serial]
-        self.timers.discard(_T_SILENCE, serial)
         if task.deadline_ns is not None:
+            del self._by_serial[serial]
             self.timers.discard(_T_BUDGET, serial)
         self._n_outcomes[kind] += 1
         outcome = (kind, payload, exec_ns)
@@ -912,12 +917,17 @@ class NodeEngine:
         return group
 
     def _renew_add(self, origin: str, lease_ms: int, rtid: int, now: int) -> None:
+        """Put ``rtid`` in the renewal group of ``(origin, lease_ms)``, made
+        with its two deadlines if there is none: its first renewal, and its
+        silence check (``_check_silence``) at ``now`` + the lease, which is
+        when a task of that origin with that lease can first be orphaned."""
         group = self._renew_find(origin, lease_ms)
         if group is None:
             self._next_gid = gid = self._next_gid + 1
             group = self._renew[(origin, lease_ms)] = RenewalGroup(origin, lease_ms, gid)
             self._renew_group[gid] = group
             self.timers.add(_T_RENEW, gid, now + lease_ms * _MS // 3)
+            self.timers.add(_T_SILENCE, gid, now + lease_ms * _MS)
         group.add(rtid)
 
     def _renew_remove(self, origin: str, lease_ms: int, rtid: int) -> None:
@@ -938,6 +948,7 @@ class NodeEngine:
             self._last_renew = None
         gid = group.gid
         del self._renew_group[gid]
+        self.timers.discard(T_SILENCE, gid)
         for conn in self._origin_conns.get(group.origin, ()):
             resync = self._conns[conn].resync
             if resync:
@@ -987,6 +998,30 @@ class NodeEngine:
         self._send(c.id, LeaseRenewalBatch(self.name, self._stamp(), lease_ms, self.name,
                                            sorted(group.ids)))
 
+    def _check_silence(self, group: RenewalGroup, now: int) -> None:
+        """The silence check of ``group``'s origin, due at ``now``. Every task
+        of one origin with one lease is orphaned at the same moment: when
+        that origin has been silent for the lease (a SPAWN is itself heard
+        from it, so a task's own admission counts). So one deadline per
+        group is exact: heard from since it was set, the check moves to
+        last heard + lease; else each task the group's origin owns is
+        cancelled lease_expired (aliases are its other origins' tasks), and
+        the check comes back a lease later while any of them still runs."""
+        lease_ns = group.lease_ms * MS
+        lapse = self._last_heard.get(group.origin, now) + lease_ns
+        if lapse > now:
+            self.timers.add(T_SILENCE, group.gid, lapse)
+            return
+        origin, idem, running = group.origin, self._idem, self._running
+        for rtid in sorted(group.ids):
+            key = idem.key_of(origin, rtid)
+            task = running.get(key) if key is not None else None
+            if task is None or task.rtid != rtid or task.origin != origin:
+                continue  # an alias of a task another origin owns (or of none)
+            self._trace_event(TN.ORPHAN_CANCELLED, origin=origin, rtid=rtid)
+            self._cancel_task(task, CANCEL_LEASE_EXPIRED, E_ORIGIN_SILENT)
+        self.timers.add(T_SILENCE, group.gid, now + lease_ns)  # keep watching until they end
+
     def next_deadline(self) -> int | None:
         """The earliest deadline in ``timers`` (what the driver's timer follows)."""
         return self.timers.next_deadline()
@@ -1006,20 +1041,16 @@ class NodeEngine:
                 timers.add(T_RENEW, key, now + group.lease_ms * MS // 3)
                 self._send_renewals(group)
                 continue
+            if kind == T_SILENCE:
+                group = self._renew_group.get(key)
+                if group is not None:  # (else a step earlier in this tick dropped it)
+                    self._check_silence(group, now)
+                continue
             task = self._by_serial.get(key)
             if task is None:
                 continue  # (a step earlier in this tick ended it)
-            if kind == T_SILENCE:
-                silent_since = self._last_heard.get(task.origin, now)
-                lapse = silent_since + task.lease_ms * MS
-                if lapse <= now:
-                    self._trace_event(TN.ORPHAN_CANCELLED, origin=task.origin, rtid=task.rtid)
-                    self._cancel_task(task, CANCEL_LEASE_EXPIRED, E_ORIGIN_SILENT)
-                    timers.add(T_SILENCE, key, now + task.lease_ms * MS)  # keep watching until it ends
-                else:
-                    timers.add(T_SILENCE, key, lapse)
-            else:  # T_BUDGET
-                self._cancel_task(task, CANCEL_DEADLINE, E_RECV_CANCEL)
+            # T_BUDGET
+            self._cancel_task(task, CANCEL_DEADLINE, E_RECV_CANCEL)
         # bounded: if more are due, next_deadline() stays <= now and the
         # driver's timer comes straight back after the loop has polled once
         self._idem.evict_expired(now, EVICT_PER_TICK)

@@ -7,38 +7,49 @@ from rsc.cx cimport Cx
 from rsc._engine.node cimport NodeTask
 
 # private module globals a task reads: C globals, not module-dict lookups
-cdef object _AsyncioTask
+cdef object _AsyncioTask, _task_body
 cdef int _SUCCESS, _FAILED, _CANCELLED, _PANICKED, _CANCEL_SIGNAL
 
 cdef class _Task(NodeTask):
     pass
 
-cdef _exec_init(NodeTask task, key, comp, data, Cx cx, on_done, long long start_ns)
+cdef class _Plan:
+    cdef public object comp, fn, task_kwargs
+    cdef public bint raw, is_async, inline
+
+cdef _exec_init(NodeTask task, key, comp, _Plan plan, data, Cx cx, on_done, long long start_ns)
 cdef _key(NodeTask task)
 cdef bint _cancelled(Cx cx)
 
 # the codec's raw-bytes shortcut, shared by the async, inline and sync paths
-cdef _input_of(comp, data)
-cdef _output_of(comp, out)
+cdef _input_of(_Plan plan, data)
+cdef _output_of(_Plan plan, out)
 
 cdef class Executor:
     cdef public object _max_threads, _clock_ns, _cancel_grace_s, _loop, _pool, _thread_lock
-    cdef public object isolation, workers
-    cdef public dict _tasks, _task_names, _eager_kwargs
+    cdef public object isolation, workers, _ended_cb
+    cdef public dict _tasks, _plans
+    cdef public _Plan _last_plan
     cdef public bint _closing, _closed, _plain_tasks
     cdef public list _idle_waiters, _ready
     cdef public bint driver_runs_ready, _eager
     cdef public long long live_tasks
     cdef object __weakref__
 
-    @cython.locals(task=NodeTask)
+    @cython.locals(task=NodeTask, plan=_Plan)
     cpdef start(self, key, comp, data, cx, on_done)
+    cpdef _Plan _plan_of(self, comp)
     cpdef _start_async(self, NodeTask task)
     cpdef _make_ready(self, NodeTask task)
+    @cython.locals(plan=_Plan)
     cpdef _step_eagerly(self, NodeTask task)
     cpdef _start_process(self, NodeTask task)
-    @cython.locals(task=NodeTask, ready=list)
+    @cython.locals(task=NodeTask, ready=list, plan=_Plan)
     cpdef run_ready(self)
+    @cython.locals(plan=_Plan)
     cpdef _first_call(self, NodeTask task)
+    cpdef _ended(self, NodeTask task, out, exc)
+    @cython.locals(plan=_Plan)
     cpdef _run_inline(self, NodeTask task)
+    @cython.locals(end_ns=cython.longlong, elapsed=cython.longlong)
     cpdef _finish(self, NodeTask task, int kind, payload)

@@ -70,6 +70,7 @@ from rsc.logs import get_logger
 from rsc._signature import SourceSignature
 from rsc._engine.node import NodeTask
 from rsc.cx import Cx
+from rsc.node._task_body import task_body as _task_body
 from rsc.errors import Cancelled, InvalidArgument
 from rsc.registry import Computation
 from rsc.types import CancelKind, CancelReason, OutcomeKind
@@ -134,16 +135,39 @@ def _message(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
-def _input_of(comp: Computation, data: bytes) -> Any:
+class _Plan:
+    """What the executor reads of a computation for every task it starts,
+    read from the (frozen) ``Computation`` once, when the executor first
+    starts it: compiled, these are C fields, where each read of a
+    ``Computation`` attribute is a Python attribute lookup."""
+
+    __slots__ = ("comp", "fn", "raw", "is_async", "inline", "task_kwargs")
+
+    def __init__(self, comp: Computation, loop: asyncio.AbstractEventLoop) -> None:
+        self.comp = comp
+        self.fn = comp.fn
+        self.raw = comp.codec is None  # raw bytes in and out: no codec calls
+        self.is_async = comp.is_async
+        self.inline = comp.inline
+        # An async computation's asyncio task is named "rsc:<computation>"
+        # (a named task is also cheaper: an unnamed one formats "Task-<n>");
+        # its keywords are one dict per computation: a call with keywords
+        # written out builds that dict for every task.
+        self.task_kwargs = dict(loop=loop, name="rsc:" + str(comp.name))
+        if EAGER_TASKS:
+            self.task_kwargs["eager_start"] = True
+
+
+def _input_of(plan: _Plan, data: bytes) -> Any:
     """``comp.decode_input(data)``, without the call when the codec is None
     (raw bytes, the common case: the computation gets them as they are)."""
-    return data if comp.codec is None else comp.decode_input(data)
+    return data if plan.raw else plan.comp.decode_input(data)
 
 
-def _output_of(comp: Computation, out: Any) -> bytes:
+def _output_of(plan: _Plan, out: Any) -> bytes:
     """``comp.encode_output(out)``, without the call when ``out`` is already
     the bytes a codec-None computation returns (the common case)."""
-    return out if type(out) is bytes and comp.codec is None else comp.encode_output(out)
+    return out if type(out) is bytes and plan.raw else plan.comp.encode_output(out)
 
 
 def _ended_by(exc: BaseException) -> tuple[int, Any]:
@@ -178,11 +202,12 @@ class _Task(NodeTask):
     __slots__ = ()
 
 
-def _exec_init(task: NodeTask, key: Hashable, comp: Computation, data: bytes, cx: Cx,
+def _exec_init(task: NodeTask, key: Hashable, comp: Computation, plan: _Plan, data: bytes, cx: Cx,
                on_done: OnDone, start_ns: int) -> None:
     """Fill the executor's fields of ``task`` for a start."""
     task.ekey = key
     task.comp = comp
+    task.plan = plan
     task.input = data  # dropped once the computation has it
     task.cx = cx
     task.on_done = on_done
@@ -243,11 +268,9 @@ class Executor:
         self._closing = False
         self._closed = False
         self._idle_waiters: list[asyncio.Future[None]] = []
-        # Each async computation's asyncio task is named "rsc:<computation>"
-        # (one str per computation name, made once). A named task is also
-        # cheaper: an unnamed one formats "Task-<n>" for every task.
-        self._task_names: dict[str, str] = {}
-        self._eager_kwargs: dict[str, dict] = {}  # (_step_eagerly)
+        # each computation's _Plan, by name, and the last one used (_plan_of)
+        self._plans: dict[str, _Plan] = {}
+        self._last_plan: _Plan | None = None
         self._plain_tasks = False  # the loop has no task factory: make asyncio.Task directly
         # Started tasks whose first step is still to run (inline ones, and
         # async ones started eagerly): run_ready runs them, in start order.
@@ -256,6 +279,7 @@ class Executor:
         # no loop callback is scheduled for them); else the loop's next turn does.
         self.driver_runs_ready = False
         self._eager = False  # async computations start eagerly (3.12+, no task factory)
+        self._ended_cb = self._ended  # what an eager task's body reports to, bound once
         # Debug counter: asyncio tasks and pool futures created and not yet
         # finished. Tests assert it returns to 0 (uvloop's live-handle habit).
         self.live_tasks = 0
@@ -304,14 +328,15 @@ class Executor:
         # The node's own task record is the key: the executor's fields live on
         # it (one record per task); any other key gets a record of its own.
         task = key if type(key) is NodeTask else _Task.__new__(_Task)
-        _exec_init(task, None if task is key else key, comp, data, cx, on_done, self._clock_ns())
+        plan = self._plan_of(comp)
+        _exec_init(task, None if task is key else key, comp, plan, data, cx, on_done, self._clock_ns())
         self._tasks[key] = task
-        if comp.is_async:
+        if plan.is_async:
             if self._eager:
                 self._make_ready(task)
             else:
                 self._start_async(task)
-        elif comp.inline:
+        elif plan.inline:
             self._make_ready(task)
         elif comp.isolation == "thread" or (comp.isolation is None and self.isolation == "thread"):
             self._start_sync(task)
@@ -320,17 +345,29 @@ class Executor:
         if _cancelled(cx):  # cancelled before it started: ask it to stop right away
             self._request_stop(task)
 
+    def _plan_of(self, comp: Computation) -> _Plan:
+        """``comp``'s plan: the last one used (a run of one computation, the
+        common case, finds it without a lookup), else the one kept under its
+        name if made for this very object, else a new one."""
+        plan = self._last_plan
+        if plan is None or plan.comp is not comp:
+            plan = self._plans.get(comp.name)
+            if plan is None or plan.comp is not comp:
+                plan = self._plans[comp.name] = _Plan(comp, self._loop)  # type: ignore[arg-type]  # started
+            self._last_plan = plan
+        return plan
+
     def _start_async(self, task: NodeTask) -> None:
         # No done-callback: _run_async reports from inside its last step and
         # never raises, and the asyncio task is never cancelled before that
         # first step (see _request_stop), so its coroutine always runs.
-        name = self._task_names.get(task.comp.name)
-        if name is None:
-            name = self._task_names[task.comp.name] = "rsc:" + str(task.comp.name)
+        plan = task.plan
         if self._plain_tasks:  # what create_task does then, minus naming the task twice
-            task.atask = _AsyncioTask(self._run_async(task), loop=self._loop, name=name)
+            task.atask = _AsyncioTask(self._run_async(task), loop=self._loop,
+                                      name=plan.task_kwargs["name"])
         else:
-            task.atask = self._loop.create_task(self._run_async(task), name=name)  # type: ignore[union-attr]
+            task.atask = self._loop.create_task(self._run_async(task),  # type: ignore[union-attr]
+                                                name=plan.task_kwargs["name"])
         self.live_tasks += 1
 
     def _make_ready(self, task: NodeTask) -> None:
@@ -354,30 +391,37 @@ class Executor:
             for task in ready:
                 if task.finished:  # abandoned before it ran
                     continue
-                if task.comp.is_async:
+                plan = task.plan
+                if plan.is_async:
                     self._step_eagerly(task)
                 else:
                     self._run_inline(task)
 
     def _step_eagerly(self, task: NodeTask) -> None:
         """Make the async task's asyncio task with its first step run now."""
+        task.stepped = True
         if _cancelled(task.cx):  # cancelled before it started: it never does
-            task.stepped = True
             self._finish(task, _CANCEL_SIGNAL, None)
             return
-        # asyncio.Task's keywords, one dict per computation name: a call with
-        # keywords written out builds that dict for every task
-        kwargs = self._eager_kwargs.get(task.comp.name)
-        if kwargs is None:
-            kwargs = self._eager_kwargs[task.comp.name] = dict(
-                loop=self._loop, name="rsc:" + str(task.comp.name), eager_start=True)
-        atask = _AsyncioTask(self._run_async(task), **kwargs)
+        plan = task.plan
+        data, task.input = task.input, None
+        assert data is not None  # taken once
+        try:
+            arg = _input_of(plan, data)  # the node's work, not the computation's: before its task
+        except BaseException as exc:
+            kind, payload = _ended_by(exc)
+            self._finish(task, kind, payload)
+            return
+        # The task runs a native coroutine that calls the computation in its
+        # first step (rsc.node._task_body), not the compiled _run_async.
+        atask = _AsyncioTask(_task_body(plan.fn, task.cx, arg, task, self._ended_cb),
+                             **plan.task_kwargs)
         if not task.finished:  # it suspended: a cancel now goes to its asyncio task
             task.atask = atask
 
     def _run_inline(self, task: NodeTask) -> None:
         """Run an inline (plain, short) computation on the loop thread; never raises."""
-        comp, cx = task.comp, task.cx
+        plan, cx = task.plan, task.cx
         payload: Any
         task.stepped = True
         if _cancelled(cx):  # cancelled before it ran: it never starts
@@ -386,12 +430,12 @@ class Executor:
         try:
             data, task.input = task.input, None
             assert data is not None  # taken once
-            out = comp.fn(cx, _input_of(comp, data))
+            out = plan.fn(cx, _input_of(plan, data))
             if type(out) is not bytes and inspect.isawaitable(out):
                 kind, payload = _FAILED, _returned_awaitable(
-                    comp, out, "inline", "define it with def, or drop inline=True")
+                    plan.comp, out, "inline", "define it with def, or drop inline=True")
             else:
-                kind, payload = _SUCCESS, _output_of(comp, out)
+                kind, payload = _SUCCESS, _output_of(plan, out)
         except BaseException as exc:
             kind, payload = _ended_by(exc)
         self._finish(task, kind, payload)
@@ -483,19 +527,32 @@ class Executor:
 
     # -- running ----------------------------------------------------------------------
     async def _run_async(self, task: NodeTask) -> None:
-        """Run an async computation; never raises (a BaseException escaping an
-        asyncio task would stop the node's loop). It reports from inside its own
-        last step (not a done-callback one loop turn later), so a computation
-        that ends at once has its result written together with its ACK."""
+        """Run an async computation whose first step is scheduled on the loop
+        (3.11, or a loop with a task factory; an eager first step runs
+        ``rsc.node._task_body`` instead); never raises (a BaseException
+        escaping an asyncio task would stop the node's loop). It reports from
+        inside its own last step (not a done-callback one loop turn later), so
+        a computation that ends at once has its result written together with
+        its ACK."""
         try:
             out = await self._first_call(task)
         except BaseException as exc:
+            self._ended(task, None, exc)
+        else:
+            self._ended(task, out, None)
+
+    def _ended(self, task: NodeTask, out: Any, exc: BaseException | None) -> None:
+        """An async computation returned ``out``, or raised ``exc``: finish
+        ``task`` with that outcome (its output encoded; the exception judged
+        by ``_ended_by``). Never raises."""
+        payload: Any
+        if exc is not None:
             kind, payload = _ended_by(exc)
         else:
             try:
-                kind, payload = _SUCCESS, _output_of(task.comp, out)
-            except Exception as exc:
-                kind, payload = _FAILED, _message(exc)
+                kind, payload = _SUCCESS, _output_of(task.plan, out)
+            except Exception as enc_exc:
+                kind, payload = _FAILED, _message(enc_exc)
         self._finish(task, kind, payload)
 
     def _first_call(self, task: NodeTask) -> Any:
@@ -505,10 +562,10 @@ class Executor:
         task.stepped = True
         if _cancelled(task.cx):  # cancelled before its first step: do not start it
             raise asyncio.CancelledError
-        comp = task.comp
+        plan = task.plan
         data, task.input = task.input, None
         assert data is not None  # taken once
-        return comp.fn(task.cx, _input_of(comp, data))
+        return plan.fn(task.cx, _input_of(plan, data))
 
     def _run_sync(self, task: NodeTask) -> tuple[int, Any]:
         """Run a sync computation in a pool thread; never raises unless the
@@ -517,15 +574,15 @@ class Executor:
         with self._thread_lock:
             task.thread_ident = threading.get_ident()
         try:
-            comp, cx = task.comp, task.cx
+            plan, cx = task.plan, task.cx
             if cx.cancelled:
                 return _CANCEL_SIGNAL, None  # cancelled while queued; do not start it
             data, task.input = task.input, None
             assert data is not None  # taken once
-            out = comp.fn(cx, _input_of(comp, data))
+            out = plan.fn(cx, _input_of(plan, data))
             if type(out) is not bytes and inspect.isawaitable(out):
-                return _FAILED, _returned_awaitable(comp, out, "sync", "define it with async def")
-            return _SUCCESS, _output_of(comp, out)  # encode here: keep big outputs off the loop
+                return _FAILED, _returned_awaitable(plan.comp, out, "sync", "define it with async def")
+            return _SUCCESS, _output_of(plan, out)  # encode here: keep big outputs off the loop
         except Cancelled as exc:
             return _CANCEL_SIGNAL, exc
         except Exception as exc:
@@ -584,7 +641,8 @@ class Executor:
                 what = type(payload).__name__ if payload is not None else "a cancellation"
                 kind, payload = _PANICKED, _UNSOLICITED_CANCEL.format(exc=what)
         try:
-            elapsed = max(0, self._clock_ns() - task.start_ns)
+            end_ns = self._clock_ns()
+            elapsed = end_ns - task.start_ns if end_ns > task.start_ns else 0
         except Exception:
             logger.exception("clock_ns failed while finishing computation %r", str(task.comp.name))
             elapsed = 0

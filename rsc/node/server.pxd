@@ -13,7 +13,7 @@ from rsc.cx cimport task_cx
 cdef int _SEND, _CLOSE, _START, _CANCEL
 
 cdef class RegistryAdmission(Admission):
-    cdef public object registry
+    cdef public object registry, _plain
     cdef public dict _items
 
     cpdef find(self, computation)
@@ -43,4 +43,4 @@ cdef class NodeServer:
     @cython.locals(conn=FramedConnection, engine=NodeEngine, executor=Executor)
     cpdef bint _carry_out(self)
     cpdef _start(self, NodeTask task)
-    cpdef _on_done(self, NodeTask task, int kind, payload, exec_ns)
+    cpdef _on_done(self, NodeTask task, int kind, payload, long long exec_ns)
