@@ -12,7 +12,6 @@ cdef long long _SUCCESS
 cdef class RemoteHandle:
     cdef public object _rt, _outcome, _error, _codec, _state, _owner_region, _lease_s, _policy
     cdef public OriginTask _task
-    cdef public dict _live
 
     cpdef join(self, cx=*)
     cpdef _take(self)

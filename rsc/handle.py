@@ -45,7 +45,6 @@ class HandleRuntime(Protocol):
     engine: OriginEngine
     clock: Any  # an rsc.clock.Clock: now_ns()
     _loop: asyncio.AbstractEventLoop
-    _handles: dict[int, RemoteHandle]
 
     def _cancel(self, task: OriginTask, reason: CancelReason) -> None: ...
 
@@ -58,7 +57,7 @@ class RemoteHandle:
 
     __signature__ = SourceSignature()  # what inspect.signature reports, compiled too
 
-    __slots__ = ("_rt", "_live", "_task", "_done", "_outcome", "_error", "_codec", "_state", "_owner_region",
+    __slots__ = ("_rt", "_task", "_done", "_outcome", "_error", "_codec", "_state", "_owner_region",
                  "_lease_s", "_policy", "_observed", "_region",
                  "_holder", "_earlier", "_waiters", "_protocol_errors", "__weakref__")
 
@@ -70,7 +69,6 @@ class RemoteHandle:
               lease_s: float, policy: LeasePolicy, region: Any, holder: int) -> None:
         """``__init__``'s work (a C call when compiled: see ``new_handle``)."""
         self._rt = rt
-        self._live = rt._handles  # the runtime's unsettled handles (_settle takes this one out)
         self._task = task
         # The one outcome: settled once (_done), with the node's outcome as it
         # came off the wire, a (kind, payload, execution_time_ns) triple, or the
@@ -190,11 +188,12 @@ class RemoteHandle:
             for w in waiters:
                 if not w.done():  # else that wait was cancelled
                     w.set_result(None)
-        self._live.pop(self._task.rtid, None)  # the runtime no longer tracks it
-        # Break the handle <-> task cycle: a late message for the task finds no
-        # handle (and is dropped, as for a superseded attempt), and a handle the
-        # caller lets go of is freed at once by its reference count instead of
-        # waiting, with its task record, for the cycle collector.
+        # The runtime no longer tracks it (its unsettled handles are those its
+        # engine's tasks hold), and the handle <-> task cycle is broken: a late
+        # message for the task finds no handle (and is dropped, as for a
+        # superseded attempt), and a handle the caller lets go of is freed at
+        # once by its reference count instead of waiting, with its task
+        # record, for the cycle collector.
         self._task.handle = None
         if self._region is not None:
             self._region.handle_done(self)

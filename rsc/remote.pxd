@@ -25,7 +25,7 @@ cdef class Runtime:
     cdef public EngineTimer _timer
     cdef public OriginEngine engine
     cdef public Links _net
-    cdef public dict _links, _handles, _status_waiters, _names
+    cdef public dict _links, _status_waiters, _names
     cdef public bytes _key_buf
     cdef public Py_ssize_t _key_pos
     cdef public bint _closed, _pump_due
@@ -38,11 +38,10 @@ cdef class Runtime:
                    codecs=dict, elink=_Link, kp="const char*")
     cpdef _spawn(self, Cx cx, node, computation, input, lease, budget, idempotency_key, codec,
                  on_lease_expired)
-    @cython.locals(engine=OriginEngine)
     cpdef _on_messages(self, FramedConnection conn, list msgs)
-    @cython.locals(conn=FramedConnection, last=FramedConnection, link=NodeLink)
-    cpdef _pump(self, bint flush=*)
-    @cython.locals(handle=RemoteHandle)
+    @cython.locals(conn=FramedConnection, link=NodeLink)
+    cpdef _pump(self)
+    @cython.locals(handle=RemoteHandle, outcome=tuple)
     cpdef _on_event(self, int ev, OriginTask task, detail)
 
 # spawn_remote calls the runtime's _spawn as C (rt is the type-checked runtime)

@@ -162,7 +162,6 @@ class Runtime:
         self._names: dict[str, ComputationName] = {}
         self._net = Links(self, self.cluster, connect_timeout_s, backoff_max_s)
         self._links = self._net.by_node  # NodeId -> NodeLink, read on every pump
-        self._handles: dict[int, RemoteHandle] = {}
         self._status_waiters: dict[str, list[asyncio.Future[dict]]] = {}
         # retries sent back to their node under same_node_within_s: attempt's
         # rtid -> the node to move to if that node does not accept it in time
@@ -232,6 +231,13 @@ class Runtime:
 
     # ---------------------------------------------------------------- inspection
     @property
+    def _handles(self) -> dict[int, RemoteHandle]:
+        """The unsettled handles, by the id of their current attempt, made on
+        each read: the engine's task records are the one list of them (an
+        unsettled handle is its current attempt's ``handle``)."""
+        return {t.rtid: t.handle for t in list(self.engine._tasks.values()) if t.handle is not None}
+
+    @property
     def live_handles(self) -> int:
         """How many handles the runtime still tracks (their outcome has not arrived)."""
         return len(self._handles)
@@ -261,11 +267,13 @@ class Runtime:
         Counters run from the runtime's start and only grow."""
         engine = self.engine
         by_state: dict[str, int] = {}
+        handles = 0
         for task in list(engine._tasks.values()):
             name = _STATE_NAMES[task.state]
             by_state[name] = by_state.get(name, 0) + 1
+            handles += task.handle is not None
         return dict(tasks=sum(by_state.values()), tasks_by_state=by_state,
-                    handles=len(self._handles), leases=engine.lease_count,
+                    handles=handles, leases=engine.lease_count,
                     connections=self._net.open_connections(), reconnects=self._net.reconnects(),
                     escalations=engine.escalations, retries=engine.retries,
                     protocol_errors=self._protocol_errors,
@@ -437,7 +445,6 @@ class Runtime:
         handle._init(self, task, codec, task.region, self._lease_s_seen, policy, region, task.task)
         task.handle = handle
         task.policy = policy  # the engine escalates a lapse (rsc._engine.escalation)
-        self._handles[task.rtid] = handle
         self.engine.spawn(task, now)
         if link.conn is None:  # (an open connection has its connect loop waiting on it)
             self._net.ensure(link)
@@ -480,7 +487,7 @@ class Runtime:
         any connection cannot be running anywhere, so they fail with ``err``, as
         do its status waiters."""
         for task in self.engine.give_up_unsent(node):
-            h = self._handles.get(task.rtid)
+            h = task.handle
             if h is not None:
                 h._settle(None, err, RemoteTaskState.FAILED)
         for fut in self._status_waiters.pop(node, []):
@@ -489,9 +496,7 @@ class Runtime:
 
     # ------------------------------------------------------------------ callbacks
     def _on_messages(self, conn: FramedConnection, msgs: list[Any]) -> None:
-        engine, now, node = self.engine, self.clock.now_ns(), conn.tag
-        for msg in msgs:
-            engine.receive(node, msg, now)  # a C call when compiled (a bound method is not)
+        self.engine.receive_all(conn.tag, msgs, self.clock.now_ns())
         self._pump()
 
     def _on_protocol_error(self, conn: FramedConnection, exc: ProtocolError) -> None:
@@ -501,33 +506,27 @@ class Runtime:
 
     def _pump_turn(self) -> None:
         """The pump the spawns of one loop turn share (``_spawn`` schedules it).
-        What it sends is written now, not a loop turn later."""
+        When what it sends is written is the connection's rule
+        (``FramedConnection.send``): the end of this loop turn at the latest."""
         self._pump_due = False
         if not self._closed:
-            self._pump(True)
+            self._pump()
 
-    def _pump(self, flush: bool = False) -> None:
-        """Turn the engine's actions into writes and closes, its events into
-        settled handles, and re-arm the timer. ``flush``: write what was sent
-        at once instead of at the end of the loop turn."""
+    def _pump(self) -> None:
+        """Turn the engine's actions into sends and closes, its events into
+        settled handles, and re-arm the timer."""
         engine = self.engine
         if engine.actions:
             links = self._links
-            last = None  # the connection written last (flushed when another is, and at the end)
             for op, node, arg in engine.take_actions():
                 link = links.get(node)
                 conn = link.conn if link is not None else None
                 if conn is None:
                     continue
                 if op == _SEND:
-                    if flush and conn is not last and last is not None:
-                        last.flush()
                     conn.send(arg)
-                    last = conn
                 elif op == _CLOSE:
                     conn.close()
-            if flush and last is not None:
-                last.flush()
         if engine.events:
             for ev, task, detail in engine.take_events():
                 self._on_event(ev, task, detail)  # a C call when compiled (a bound method is not)
@@ -537,7 +536,8 @@ class Runtime:
         if ev == _EV_RESULT:  # the common event first
             handle: RemoteHandle | None = task.handle
             if handle is not None:  # else a superseded attempt or a task given up on
-                handle._settle(detail, None, _STATE_OF_KIND[detail[0]])
+                outcome: tuple = detail  # (kind, payload, execution_time_ns): a C tuple when compiled
+                handle._settle(outcome, None, _STATE_OF_KIND[outcome[0]])
             return
         if ev == EV_ACCEPTED:  # (the runtime turns these off: handle.state reads the task)
             return
@@ -592,13 +592,11 @@ class Runtime:
         log.info("lease escalation of %r under %s: a new attempt on node %s", handle,
                  handle._policy, new.node)
         old.handle = None
-        self._handles.pop(old.rtid, None)
         if handle._earlier is None:
             handle._earlier = []
         handle._earlier.append((old.node, old.rtid))
         handle._task = new
         new.handle = handle
-        self._handles[new.rtid] = handle
         self._net.ensure(self._links[new.node])
 
     def _on_timer(self) -> None:

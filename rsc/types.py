@@ -9,6 +9,7 @@ from __future__ import annotations
 import enum
 import itertools
 import threading
+import warnings
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -136,11 +137,24 @@ class RemoteTaskIdAllocator:
     """Hands out RemoteTaskIds for one origin: increasing, never reused in a process.
 
     Thread-safe. Ids start at 1 (0 is never issued, so it can mean "none").
+
+    .. deprecated::
+       Making one warns (``DeprecationWarning``); it will be removed. An
+       ``rsc.Runtime`` never used it: a runtime numbers its own tasks, counting
+       up from a random start below 2**52 (``rsc.remote.first_task_id``), so
+       that a runtime restarted under the same name does not reuse the ids of
+       its earlier run, which the nodes still hold. Ids from this allocator,
+       counting from 1 in every process, would meet exactly that. Code that
+       needs ids of its own can count with ``itertools.count``.
     """
 
     __slots__ = ("_counter", "_lock")
 
     def __init__(self, start: int = 1) -> None:
+        warnings.warn("rsc.types.RemoteTaskIdAllocator is deprecated and will be removed: an "
+                      "rsc.Runtime numbers its own tasks from a random start "
+                      "(rsc.remote.first_task_id); count with itertools.count if you need ids",
+                      DeprecationWarning, stacklevel=2)
         if start < 1:
             raise InvalidArgument("RemoteTaskIdAllocator start must be >= 1")
         self._counter = itertools.count(start)

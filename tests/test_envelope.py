@@ -252,6 +252,19 @@ def test_fields_of_a_subclass_and_of_non_messages(envelope_mod: ModuleType) -> N
         envelope_mod.fields(unset)
 
 
+def test_sender_time_reads_the_envelope_time(envelope_mod: ModuleType) -> None:
+    for kind in FACTORIES:
+        msg = FACTORIES[kind](17)
+        assert envelope_mod.sender_time(msg) is msg.sender_time
+    for bad in (None, (1, 2), m.Message()):
+        with pytest.raises(InvalidArgument, match="wire message"):
+            envelope_mod.sender_time(bad)
+    unset = m.SpawnAck.__new__(m.SpawnAck)
+    unset.sender = "n"
+    with pytest.raises(InvalidArgument):
+        envelope_mod.sender_time(unset)
+
+
 def test_encode_frames(envelope_mod: ModuleType) -> None:
     msgs = [FACTORIES[k](1) for k in FACTORIES]
     assert envelope_mod.encode_frames(msgs) == b"".join(envelope_mod.encode_frame(x)

@@ -14,8 +14,8 @@ import random
 import pytest
 
 from rsc._engine.trace_names import DROPPED
-from rsc._core.messages import (LeaseRenewal, LeaseRenewalBatch, LeaseRenewalDigest, ResultDelivery,
-                                SpawnAck)
+from rsc._core.messages import (Error, LeaseRenewal, LeaseRenewalBatch, LeaseRenewalDigest,
+                                ResultDelivery, SpawnAck, SpawnRequest)
 from rsc._engine.renewal import task_hash
 from rsc._engine import origin as O
 from rsc._engine.node import NodeEngine
@@ -81,6 +81,47 @@ def test_renewal_before_the_deadline_extends_the_lease() -> None:
     assert t.state is OriginState.RUNNING and not link.events_of(O.EV_LEASE_EXPIRED)
 
 
+def test_a_later_deadline_moves_no_timer_and_the_task_lapses_at_it() -> None:
+    """A renewal that pushes a lease later only writes the new deadline into
+    the task: the timer fires at the old one, is re-armed at the new one,
+    and the task lapses there, not before."""
+    link = recording_link()
+    link.connect()
+    t = link.spawn(lease_ms=3_000)  # sent, accepted: the lease runs 3 s from now
+    old = link.now + 3_000 * MS
+    link.now += 2_000 * MS
+    link.origin.receive("node-1", LeaseRenewal("node-1", 900, t.rtid, 10_000, 1, "node-1"), link.now)
+    new = link.now + 10_000 * MS
+    assert link.origin.lease_deadline(t.rtid) == new
+    assert link.origin.timers.deadline_of(O.T_LEASE, t.rtid) == old  # not moved
+    link.origin.tick(old)
+    assert t.state is OriginState.RUNNING
+    assert link.origin.timers.deadline_of(O.T_LEASE, t.rtid) == new  # re-armed where it runs out
+    link.origin.tick(new - 1)
+    assert t.state is OriginState.RUNNING
+    link.origin.tick(new)
+    link.collect()
+    assert t.state is OriginState.LEASE_EXPIRED and t.lapsed_at == new
+    assert [e[1] for e in link.events_of(O.EV_LEASE_EXPIRED)] == [t]
+    assert_all_in_table(link)
+
+
+def test_an_earlier_deadline_moves_the_timer() -> None:
+    """A renewal with a shorter lease than is left moves the timer earlier:
+    the task lapses at the new deadline, not at the old one."""
+    link = recording_link()
+    link.connect()
+    t = link.spawn(lease_ms=40_000)
+    link.now += 1_000 * MS
+    link.origin.receive("node-1", LeaseRenewal("node-1", 900, t.rtid, 5_000, 1, "node-1"), link.now)
+    new = link.now + 5_000 * MS
+    assert link.origin.timers.deadline_of(O.T_LEASE, t.rtid) == new
+    link.origin.tick(new)
+    link.collect()
+    assert t.state is OriginState.LEASE_EXPIRED and t.lapsed_at == new
+    assert_all_in_table(link)
+
+
 def test_first_accept_after_the_deadline_does_not_renew() -> None:
     link = recording_link()
     link.connect()
@@ -92,6 +133,44 @@ def test_first_accept_after_the_deadline_does_not_renew() -> None:
     evs = [e[0] for e in link.events if e[1] is t]
     assert evs == [O.EV_ACCEPTED, O.EV_LEASE_EXPIRED]
     assert_all_in_table(link)
+
+
+def test_a_read_stops_at_the_message_that_closes_its_connection() -> None:
+    """``receive_all`` hands the messages of one read to the engine in order;
+    one that breaks the protocol closes the link (ERROR, CLOSE), and those
+    after it in the same read are not applied."""
+    link = recording_link()
+    link.connect()
+    t = link.spawn()
+    assert t.state is OriginState.RUNNING
+    bad = SpawnRequest("node-1", 900, 1, "echo", b"", 1_000, bytes(16), None, "node-1", 0, 0, None)
+    result = ResultDelivery("node-1", 901, t.rtid, 0, b"out", 5)
+    link.origin.receive_all("node-1", [bad, result], link.now)
+    assert t.state is OriginState.RUNNING  # the result came after the close
+    (send, _, err), (close, _, _) = link.origin.actions[-2:]
+    assert (send, close) == (O.SEND, O.CLOSE) and type(err) is Error
+    link.origin.receive_all("node-1", [result], link.now)  # nor is a later read, until a reconnect
+    assert t.state is OriginState.RUNNING
+
+
+def test_a_spawn_under_a_live_id_or_twice_is_refused_and_changes_nothing() -> None:
+    link = recording_link()
+    link.connect()
+    t = link.spawn()
+    other = O.OriginTask(t.rtid, "node-1", "echo", b"in", 3_000, bytes(16), None, None, 7, 8, None,
+                         None)
+    with pytest.raises(ValueError, match="already live"):
+        link.origin.spawn(other, link.now)
+    assert other.state is OriginState.INIT and link.origin.get(t.rtid) is t
+    with pytest.raises(ValueError, match="already live"):
+        link.origin.spawn(t, link.now)
+    assert link.origin.get(t.rtid) is t and t.state is OriginState.RUNNING
+    fresh = O.OriginTask(t.rtid + 1, "node-1", "echo", b"in", 3_000, bytes(16), None, None, 7, 8,
+                         None, None)
+    fresh.state = OriginState.COMPLETED  # a spawn does not fit it: refused, not left in the table
+    with pytest.raises(ValueError, match="already started"):
+        link.origin.spawn(fresh, link.now)
+    assert link.origin.get(fresh.rtid) is None
 
 
 # -- protocol errors are visible ------------------------------------------------------------

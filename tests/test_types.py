@@ -48,10 +48,11 @@ def test_remote_task_ids_and_allocator() -> None:
     for bad in (-1, 1 << 64, True, 1.0):
         with pytest.raises(InvalidArgument):
             RemoteTaskId(bad)  # type: ignore[arg-type]
-    a = RemoteTaskIdAllocator()
+    with pytest.warns(DeprecationWarning, match="Runtime numbers its own tasks"):
+        a = RemoteTaskIdAllocator()
     ids = [a.next() for _ in range(1000)]
     assert ids == sorted(set(ids)) and ids[0] == 1
-    with pytest.raises(InvalidArgument):
+    with pytest.warns(DeprecationWarning), pytest.raises(InvalidArgument):
         RemoteTaskIdAllocator(0)
 
 

@@ -41,3 +41,12 @@ cdef class FrameDecoder:
     cdef void _drop_big(self) noexcept
     cdef int _handshake_frame(self, object msg) except -1
     cdef _start(self)
+
+
+# What a compiled engine cimports and calls as C (rsc._engine.origin), still
+# Python functions for everyone else.
+cpdef object spawn_request(sender, sender_time, remote_task_id, computation, input, lease_ms,
+                           idempotency_key, budget, origin_node, origin_region, origin_task,
+                           capability, drawn=*)
+cpdef tuple fields(msg)
+cpdef object sender_time(msg)

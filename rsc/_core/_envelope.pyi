@@ -85,6 +85,9 @@ def fields(msg: Message) -> tuple[Any, ...]:
     """``msg``'s fields after the envelope, in wire order, as a tuple
     (``rsc._core.schema`` names each index: ``SpawnRequestF.computation``)."""
 
+def sender_time(msg: Message) -> Any:
+    """``msg.sender_time``, its envelope's time."""
+
 def spawn_request(sender: str, sender_time: Any, remote_task_id: int, computation: str,
                   input: bytes, lease_ms: int, idempotency_key: bytes, budget: tuple | None,
                   origin_node: str, origin_region: int, origin_task: int,

@@ -1047,9 +1047,9 @@ cdef inline void _set(msg, int kind, int field, value) noexcept:
     rsc_slot_set(<PyObject*>msg, OFFSET[kind][field + 2], <PyObject*>value)
 
 
-def spawn_request(sender, sender_time, remote_task_id, computation, input, lease_ms,
-                  idempotency_key, budget, origin_node, origin_region, origin_task, capability,
-                  drawn=False):
+cpdef object spawn_request(sender, sender_time, remote_task_id, computation, input, lease_ms,
+                           idempotency_key, budget, origin_node, origin_region, origin_task,
+                           capability, drawn=False):
     """``SpawnRequest(...)``, the same object, built without its ``__init__``."""
     cdef int k = K_SPAWN_REQUEST
     msg = _blank(k, sender, sender_time)
@@ -1092,7 +1092,13 @@ def result_delivery(sender, sender_time, remote_task_id, outcome_kind, payload,
     return msg
 
 
-def fields(msg):
+cpdef object sender_time(msg):
+    """``msg.sender_time``, its envelope's time: a C call for a compiled
+    engine, where reading the attribute is a Python attribute lookup."""
+    return <object>_get_slot(msg, _kind_of(msg), 1)
+
+
+cpdef tuple fields(msg):
     """``msg``'s fields after the envelope, in wire order, as a tuple: one call
     where reading them as attributes costs a Python attribute lookup each."""
     cdef int kind = _kind_of(msg)

@@ -470,6 +470,16 @@ def fields(msg: Message) -> tuple:
         raise InvalidArgument(f"{type(msg).__name__}: {exc}") from None
 
 
+def sender_time(msg: Message) -> Any:
+    """``msg.sender_time``, its envelope's time."""
+    if not isinstance(msg, Message) or msg.kind < 0:
+        raise InvalidArgument(f"expected a wire message (rsc._core.messages), got {_short(msg)}")
+    try:
+        return msg.sender_time
+    except AttributeError as exc:
+        raise InvalidArgument(f"{type(msg).__name__}: {exc}") from None
+
+
 # --- building the per-task messages (the compiled twin skips __init__) ----------
 
 

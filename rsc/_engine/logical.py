@@ -44,9 +44,15 @@ class LamportClock:
         return self.time
 
     def merge(self, wire_time: Any) -> int:
-        # Called for every message received: the plain Lamport stamp skips a call.
+        # Called for every message received: the plain Lamport stamp skips a
+        # call, and compiled, the reading is a C integer from the first line
+        # on (logical.pxd): no int object made, compared or added per message.
         v = wire_time if type(wire_time) is int else lamport_value(wire_time)
-        if v > _MAX_MERGED:
-            v = 0
-        self.time = (v if v > self.time else self.time) + 1
+        try:
+            t = v
+        except OverflowError:  # (compiled: beyond a C long long) above the bound, so not merged
+            t = 0
+        if t > _MAX_MERGED or t < 0:
+            t = 0
+        self.time = (t if t > self.time else self.time) + 1
         return self.time

@@ -6,10 +6,13 @@ cimport cython
 from rsc._engine.deadlines cimport Deadlines
 from rsc._engine.logical cimport LamportClock
 from rsc._engine.renewal cimport LeaseGroup
+# the codec's per-task builder, fields() and sender_time(), called as C (origin.py imports the same names)
+from rsc._core._envelope cimport fields as _fields, sender_time as _sender_time
+from rsc._core._envelope cimport spawn_request as _spawn_request
 
 # private module globals a task reads: C globals, not module-dict lookups
 cdef tuple _AFTER
-cdef object _fields, _spawn_request, _SPAWNED, _INIT
+cdef object _SPAWNED, _INIT
 cdef int _SEND_SPAWN, _ACK_ACCEPTED, _ACK_REJECTED, _RENEWAL, _RESULT, _SEND_CANCEL
 cdef int _LEASE_LAPSED, _NODE_RESTARTED, _REFUSE
 cdef long long _MS
@@ -30,12 +33,13 @@ cpdef OriginTask new_task(rtid, node, computation, input, lease_ms, key, budget,
                           region, task, capability, handle)
 
 cdef class _Link:
-    cdef public object node, lid, handshake, last_sent, instance, journal, catalogue, codecs
+    cdef public object node, lid, handshake, instance, journal, catalogue, codecs
     cdef public bint ready, confirmed, ever_ready, digests, drawn_keys
     cdef public list first_sends
     cdef public dict tasks, lease_counts, groups
     cdef public LeaseGroup last_group
-    cdef public long long ping_nonce, max_input, ping_at, main_lease, main_count
+    # last_sent: set on every frame queued, so a C integer (an object field boxed each time)
+    cdef public long long ping_nonce, max_input, ping_at, main_lease, main_count, last_sent
 
     cdef count_lease(self, long long lease_ms)
     cdef uncount_lease(self, long long lease_ms)
@@ -57,7 +61,7 @@ cdef class OriginEngine:
     cpdef input_limit(self, node)
     cpdef _Link link_for(self, node)
     cpdef _send(self, _Link link, msg, long long now)
-    @cython.locals(link=_Link)
+    @cython.locals(link=_Link, tasks=dict, n=Py_ssize_t)
     cpdef spawn(self, OriginTask task, long long now)
     cpdef _send_spawn_msg(self, _Link link, OriginTask t, long long now)
     cpdef forget(self, rtid)
@@ -67,6 +71,9 @@ cdef class OriginEngine:
     cpdef _renew(self, OriginTask task, long long until, long long now)
     @cython.locals(link=_Link)
     cpdef receive(self, node, msg, long long now)
+    @cython.locals(link=_Link)
+    cpdef receive_all(self, node, list msgs, long long now)
+    cpdef _receive(self, _Link link, node, msg, long long now)
     @cython.locals(task=OriginTask)
     cpdef _on_ack(self, _Link link, msg, long long now)
     @cython.locals(task=OriginTask)

@@ -42,7 +42,7 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from rsc._core import envelope as _envelope
+from rsc._core import USING_EXTENSIONS
 from rsc._core.schema import RESULT_DELIVERY, SPAWN_ACK, expect_fields
 from rsc._core.messages import (
     ACK_ACCEPTED,
@@ -83,8 +83,16 @@ _ACK_FIELDS = expect_fields(SPAWN_ACK, "remote_task_id", "status", "reject_code"
                             "assigned_node")
 _RESULT_FIELDS = expect_fields(RESULT_DELIVERY, "remote_task_id", "outcome_kind", "payload",
                                "execution_time_ns")
-_spawn_request = _envelope.spawn_request  # SpawnRequest(...) without a Python __init__ call
-_fields = _envelope.fields  # a message's fields as a tuple, in one call
+# The codec's builder of SpawnRequest (no Python __init__ call), its
+# fields() (a message's fields as a tuple, in one call) and sender_time(), from the codec
+# rsc._core.envelope is: the compiled build of this module cimports them from
+# the compiled codec and calls them as C (origin.pxd).
+if USING_EXTENSIONS:
+    from rsc._core._envelope import fields as _fields, sender_time as _sender_time
+    from rsc._core._envelope import spawn_request as _spawn_request
+else:
+    from rsc._core._envelope_py import fields as _fields, sender_time as _sender_time
+    from rsc._core._envelope_py import spawn_request as _spawn_request
 EV_ACCEPTED, EV_REJECTED, EV_RESULT, EV_LEASE_EXPIRED, EV_STATUS, EV_HANDSHAKE_FAILED = 0, 1, 2, 3, 4, 5
 EV_NODE_RESTARTED, EV_PROTOCOL_ERROR = 6, 7
 EV_SETTLE, EV_REATTEMPT, EV_WANT_LINK = 8, 9, 10
@@ -156,7 +164,9 @@ class OriginTask:
         self.cancel_reason: tuple | None = None
         self.sent = False  # written to a connection at least once (may have reached the node)
         self.accepted = False  # the node accepted it (its first SPAWN_ACK said so)
-        self.lease_until = 0  # its lease's deadline (ns) while watched, as in the lease heap
+        # its lease's deadline (ns) while watched; the timers hold it there or
+        # earlier (a renewal moves only this: _renew)
+        self.lease_until = 0
         self.renewals = 0  # renewals from its node that moved that deadline (handle.lease)
         self.lapsed_at = 0  # when its lease ran out (ns; 0: it has not), as handle.lease says
         # the LeaseGroup whose compact renewals keep its lease (None: its own
@@ -507,11 +517,14 @@ class OriginEngine:
         """Start ``task`` (state INIT): SPAWN_REQUEST now if the link is ready,
         else as soon as it is."""
         rtid = task.rtid
-        if rtid in self._tasks:
+        tasks = self._tasks
+        n = len(tasks)
+        tasks.setdefault(rtid, task)  # one lookup: entered, unless the id is live already
+        if len(tasks) == n:
             raise ValueError(f"remote task id {rtid} is already live")
         if self._process(task, _SEND_SPAWN) is None:
+            del tasks[rtid]
             raise ValueError(f"{task!r} was already started")
-        self._tasks[rtid] = task
         if self._trace is not None:
             self._trace_event(TN.SPAWN_REQUEST_CREATED, node=task.node, rtid=rtid,
                               computation=task.computation, key=task.key.hex(),
@@ -713,9 +726,21 @@ class OriginEngine:
     def receive(self, node: str, msg: Message, now: int) -> None:
         """A decoded message from ``node``. Connection-level errors queue ERROR+CLOSE."""
         link = self._links.get(node)
-        if link is None or link.handshake is None:
+        if link is not None:
+            self._receive(link, node, msg, now)
+
+    def receive_all(self, node: str, msgs: list[Message], now: int) -> None:
+        """The messages of one read from ``node``, in order: ``receive`` of
+        each, with the node's link found once."""
+        link = self._links.get(node)
+        if link is not None:
+            for msg in msgs:
+                self._receive(link, node, msg, now)
+
+    def _receive(self, link: _Link, node: str, msg: Message, now: int) -> None:
+        if link.handshake is None:  # (an earlier message of the read may have closed it)
             return
-        self.clock.merge(msg.sender_time)
+        self.clock.merge(_sender_time(msg))
         # type(msg) in each test (Py_TYPE when compiled) narrows msg for type checkers
         try:
             if not link.ready:
@@ -974,12 +999,19 @@ class OriginEngine:
     def _renew(self, task: OriginTask, until: int, now: int) -> None:
         """Move the task's lease deadline to ``until``, unless it has passed
         already: a lease is not revived after its deadline, whether or not the
-        timer has fired since (the task lapses now instead)."""
-        if now > task.lease_until:  # the deadline the lease heap holds for it
+        timer has fired since (the task lapses now instead).
+
+        The timers hold a task's lease at its deadline or before it, never
+        after: a later deadline is only written into the task (``tick``
+        re-arms the timer there when the earlier one fires, as for a group's
+        renewals), so a node's first accept and its renewals move nothing in
+        the timers; an earlier one moves the timer too."""
+        if now > task.lease_until:
             self._lapse(task, now)
         else:
+            if until < task.lease_until:
+                self.timers.move(_T_LEASE, task.rtid, until)
             task.lease_until = until
-            self.timers.move(_T_LEASE, task.rtid, until)
 
     def _on_result(self, link: _Link, msg: ResultDelivery, now: int) -> None:
         rtid, kind, payload, exec_ns = _fields(msg)  # one call, not four lookups
@@ -1020,7 +1052,7 @@ class OriginEngine:
                     continue  # (a step earlier in this tick may have forgotten it)
                 if task.group is not None:
                     self._fold(task)
-                if task.lease_until > now:  # its group renewed it: watch the new deadline
+                if task.lease_until > now:  # renewed, by its node or its group: watch the new deadline
                     self.timers.add(T_LEASE, key, task.lease_until)
                 else:
                     self._lapse(task, now)
