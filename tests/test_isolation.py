@@ -250,7 +250,7 @@ def test_blocked_computation_cancelled_within_grace(shared: LocalCluster, comput
             assert waited < GRACE + 3.0, f"cancel answered after {waited:.2f} s"
             assert (await spawn_remote(rt.cx(), "worker-1", "square_p", 9).join())[0] == 81
             after = await wait_pool_full(rt, "worker-1")
-            assert after["worker_kills"] == before["worker_kills"] + 1
+            assert after["worker_kills"] == before["worker_kills"] + 1, (before, busy, after)
             assert after["worker_restarts"] >= before["worker_restarts"] + 1
             killed = set(busy["worker_pids"]) - set(after["worker_pids"])
             assert len(killed) == 1 and gone(list(killed)) == []
