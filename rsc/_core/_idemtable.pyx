@@ -436,8 +436,16 @@ cdef object _int_slow(object value, str what, object limit):
 
 
 cdef inline uint64_t _task_id_arg(object value) except? 0xFFFFFFFFFFFFFFFF:
+    # AsLongLongAndOverflow first, as _time_arg does: AsUnsignedLongLong goes
+    # through a byte array for anything >= 2**30, i.e. every task id a Runtime
+    # draws (they count up from a random start below 2**52)
     cdef unsigned long long x
+    cdef long long y
+    cdef int overflow = 0
     if PyLong_CheckExact(value):
+        y = _as_ll_overflow(value, &overflow)
+        if y >= 0 and not overflow:
+            return <uint64_t>y
         x = _as_ull(value)
         if x != <unsigned long long>-1 or PyErr_Occurred() == NULL:
             return x
