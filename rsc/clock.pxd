@@ -2,6 +2,8 @@
 # pure-Python mode; rsc/_compiled.py picks compiled or source). The drivers
 # read the clock on every batch of engine work.
 
+cdef object _monotonic_ns
+
 cdef class SystemClock:
     cpdef now_ns(self)
 
