@@ -53,10 +53,14 @@ def sleep_p(cx: Any, seconds: float) -> str:
 
 
 @iso.computation("recv_p", codec="msgpack", isolation="process")
-def recv_p(cx: Any, _: Any) -> bytes:
-    """Blocks in a socket read nobody will ever answer."""
+def recv_p(cx: Any, mark: Any) -> bytes:
+    """Blocks in a socket read nobody will ever answer; first writes the file
+    ``mark`` names, if it names one (so a test knows the read is near)."""
     a, b = socket.socketpair()
     try:
+        if mark is not None:
+            with open(mark, "w") as f:
+                f.write(f"{os.getpid()}\n")
         return a.recv(1)
     finally:
         a.close()

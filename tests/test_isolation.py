@@ -228,12 +228,20 @@ def test_jobs_behind_a_blocked_one_are_taken_back(cluster: Any) -> None:
 # ------------------------------------------------------------------ cancel always wins
 
 
-@pytest.mark.parametrize("computation, arg", [("sleep_p", 3600), ("recv_p", None)])
+@pytest.mark.parametrize("computation", ["mark_then_sleep_p", "recv_p"])
 def test_blocked_computation_cancelled_within_grace(shared: LocalCluster, computation: str,
-                                                    arg: Any) -> None:
+                                                    tmp_path: Path) -> None:
     """time.sleep(3600) / a blocking socket.recv: the cancel is answered within
     grace + a few seconds of slack, Cancelled with the original reason, the
-    worker is killed and replaced, and the node serves the next task."""
+    worker is killed and replaced, and the node serves the next task.
+
+    The cancel is sent once the computation has marked a file just before it
+    blocks: a node counts a worker busy as soon as it hands it the task, and a
+    cancel that reaches the worker before the task starts is answered without
+    a kill (which this test once saw, under load)."""
+    mark = tmp_path / "started"
+    arg: Any = (str(mark) if computation == "recv_p"
+                else {"path": str(mark), "token": "run", "seconds": 3600})
 
     async def main() -> None:
         async with Runtime(shared.nodes) as rt:
@@ -241,6 +249,10 @@ def test_blocked_computation_cancelled_within_grace(shared: LocalCluster, comput
             before = await rt.status("worker-1")
             h = spawn_remote(rt.cx(), "worker-1", computation, arg)
             busy = await wait_busy(rt, "worker-1")
+            deadline = time.monotonic() + 20
+            while not mark.exists():
+                assert time.monotonic() < deadline, "the computation never started"
+                await asyncio.sleep(0.02)
             t0 = time.monotonic()
             h.abort(rsc.CancelReason(CancelKind.USER, "stop it"))
             with pytest.raises(rsc.RemoteCancelled) as e:
