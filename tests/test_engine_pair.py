@@ -482,3 +482,19 @@ def test_the_ping_follows_the_shortest_lease_of_the_live_tasks() -> None:
     link.finish(long)
     link.finish(link.started[-1])
     assert elink.shortest_lease() == 0 and not link.origin.live_tasks
+
+
+def test_a_drawn_spawn_met_by_its_tombstone_is_recorded_as_drawn() -> None:
+    # the record a tombstoned spawn leaves follows the spawn's own rule (no hash
+    # for a drawn key, owner-only), as an admitted spawn's does
+    from rsc._core import idemtable
+
+    link = Link()
+    link.connect()
+    link.node.receive(link.conn, CancelRequest("origin-a", 5, 42, CANCEL_USER, "origin-a"), link.now)
+    key = b"d" * 16
+    spawn = SpawnRequest("origin-a", 6, 42, "echo", b"in", 3_000, key, None, "origin-a", 7, 8,
+                         None, True)
+    link.node.receive(link.conn, spawn, link.now)
+    assert link.started == [] and link.node.tombstones == 0
+    assert link.node._idem.get(key).fingerprint == idemtable.DRAWN_FINGERPRINT

@@ -19,7 +19,7 @@ cdef int _KEY_BYTES, _T_SILENCE, _T_BUDGET, _T_RENEW, _E_SEND_ACK_ACCEPTED, _E_S
 cdef int _OUTCOME_SUCCESS, _OUTCOME_CANCELLED, _MAX_FAILURE_MESSAGE_CHARS, _SEND, _START
 cdef Py_ssize_t _kept_bytes(tuple outcome) except -1  # a C call per finished task
 cdef object _MAX_LEASE, _SpawnRequest
-cdef object _fields, _fingerprint, _spawn_fingerprint, _spawn_matches, _spawn_ack, _result_delivery, _RECEIVED, _INIT, _COMPLETED, _TOMBSTONED
+cdef object _fields, _spawn_fingerprint, _spawn_matches, _spawn_ack, _result_delivery, _RECEIVED, _INIT, _COMPLETED, _TOMBSTONED
 
 cdef class Admission:
     cpdef find(self, computation)

@@ -123,7 +123,6 @@ _spawn_ack, _result_delivery = _envelope.spawn_ack, _envelope.result_delivery
 _fields = _envelope.fields
 # Module attributes bound once: `_idem.fingerprint` in a hot path would be an
 # attribute lookup on the module every call, a global is a cached read.
-_fingerprint = _idem.fingerprint
 _spawn_fingerprint = _idem.spawn_fingerprint
 _spawn_matches = _idem.spawn_matches
 
@@ -821,7 +820,7 @@ class NodeEngine:
         if journal is not None:
             journal.untombstone(origin, rtid)
         if idem.get(msg.idempotency_key) is None:
-            fp = _fingerprint(msg.computation, msg.input)
+            fp = _spawn_fingerprint(msg.computation, msg.input, msg.drawn)  # as _on_spawn records it
             idem.check_and_record(msg.idempotency_key, fp, origin, rtid, now)
             idem.complete(msg.idempotency_key, rtid, outcome, now)
             if journal is not None:
