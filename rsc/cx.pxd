@@ -11,6 +11,8 @@ cdef class RemoteCap:
 cdef class CancelState:
     cdef public object reason, _event, _callbacks
 
+    cdef _init(self)
+
 @cython.locals(state=CancelState)
 cdef CancelState _new_cancel_state()
 

@@ -136,6 +136,10 @@ class CancelState:
     _lock = threading.Lock()
 
     def __init__(self) -> None:
+        self._init()
+
+    def _init(self) -> None:
+        """``__init__``'s work (a C call when compiled: see ``_new_cancel_state``)."""
         self.reason: CancelReason | None = None
         self._event: threading.Event | None = None
         self._callbacks: list[Any] | None = None
@@ -190,7 +194,7 @@ class CancelState:
 def _new_cancel_state() -> CancelState:
     """``CancelState()`` without a Python-level class call (one per Cx)."""
     state = CancelState.__new__(CancelState)
-    state.reason = state._event = state._callbacks = None
+    state._init()
     return state
 
 
