@@ -498,6 +498,9 @@ def run(args: argparse.Namespace) -> None:
             later = out_of_order(reqs.ran)
             print(f"    requests that ran before an earlier one (whose result the in-order "
                   f"awaiting notices late): {later}")
+            if cpu.calls:
+                print(f"    system calls per request: origin {cpu.calls[0].per_request(n)}")
+                print(f"                              node {cpu.calls[1].per_request(n)}")
             print(f"    waited for a CPU while runnable: origin {cpu.waited_s[0] * 1e3:.1f} ms, "
                   f"node {cpu.waited_s[1] * 1e3:.1f} ms in {wall * 1e3:.0f} ms")
             print(f"    collector: origin {o.gcs.within(cpu.wall[1], cpu.wall[0])}; "
@@ -505,17 +508,65 @@ def run(args: argparse.Namespace) -> None:
                   f"one: {slowest_in_collections(reqs, {'origin': o.gcs, 'node': n_gc})}")
 
 
+SYSCALLS = ("epoll_wait", "epoll_pwait", "epoll_ctl", "read", "recvfrom", "write", "sendto", "writev",
+            "sendmsg", "futex", "getpid")  # the ones counted by name (with --syscalls); the total counts all
+
+
+class Syscalls:
+    """While entered, the system calls a process makes, counted by ``perf stat``
+    on the kernel's tracepoints (``raw_syscalls:sys_enter`` for the total, one
+    ``syscalls:sys_enter_<name>`` for each of ``SYSCALLS``), which costs the
+    process next to nothing, unlike ``strace``. ``counts``: name -> count,
+    ``"total"`` for all."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid, self.counts = pid, {}
+
+    def __enter__(self) -> Syscalls:
+        fd, self._out = tempfile.mkstemp(prefix="rsc-perf-")
+        os.close(fd)
+        events = ",".join(["raw_syscalls:sys_enter"] + [f"syscalls:sys_enter_{n}" for n in SYSCALLS])
+        self._perf = subprocess.Popen(["perf", "stat", "-x,", "-e", events, "-p", str(self.pid),
+                                       "-o", self._out], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(0.3)  # perf attaching (the run's first request is due 0.5 s after it starts)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            self._perf.send_signal(signal.SIGINT)
+            self._perf.wait(30)
+            with open(self._out) as f:
+                for line in f:
+                    fields = line.strip().split(",")
+                    if len(fields) > 2 and fields[0].isdigit():
+                        name = fields[2].split(":")[-1].removeprefix("sys_enter_")
+                        self.counts["total" if name == "sys_enter" else name] = int(fields[0])
+        finally:
+            if self._perf.poll() is None:
+                self._perf.kill()
+                self._perf.wait(30)
+            os.unlink(self._out)
+
+    def per_request(self, n: int) -> str:
+        """The counts per request, the total first, names with none left out."""
+        return ", ".join(f"{name} {c / n:.2f}" for name, c in
+                         sorted(self.counts.items(), key=lambda kv: (kv[0] != "total", -kv[1])) if c)
+
+
 class Cpu:
     """CPU seconds used by this process and the node's during a run, how long
     each waited for a CPU while runnable, and the reads and writes this
-    process made."""
+    process made; with ``syscalls``, the system calls each made (``Syscalls``)."""
 
-    def __init__(self, o: Origin, node_pid: int) -> None:
+    def __init__(self, o: Origin, node_pid: int, syscalls: bool = False) -> None:
         import psutil
 
         self.o, self.node = o, psutil.Process(node_pid)
+        self.calls = (Syscalls(os.getpid()), Syscalls(node_pid)) if syscalls else ()
 
     def __enter__(self) -> Cpu:
+        for c in self.calls:
+            c.__enter__()
         self.c0 = sum(os.times()[:2])
         self.n0 = sum(self.node.cpu_times()[:2])
         self.wall0 = time.monotonic_ns()
@@ -530,6 +581,8 @@ class Cpu:
         self.io = len(self.o.reads) - self.io0[0], len(self.o.writes) - self.io0[1]
         self.waited_s = ((runqueue_wait_ns(os.getpid()) - self.w0[0]) / 1e9,
                          (runqueue_wait_ns(self.node.pid) - self.w0[1]) / 1e9)
+        for c in self.calls:
+            c.__exit__()
 
 
 async def measure(args: argparse.Namespace, address: str, node_pid: int) -> tuple[list[Any], Origin]:
@@ -540,7 +593,7 @@ async def measure(args: argparse.Namespace, address: str, node_pid: int) -> tupl
         o.new_run(200)
         await unloaded(o, 200)  # warm-up
         reqs = o.new_run(args.unloaded)
-        with Cpu(o, node_pid) as cpu:
+        with Cpu(o, node_pid, args.syscalls) as cpu:
             await unloaded(o, args.unloaded)
         rows.append(("unloaded", reqs, cpu))
         await max_rate(o, 10_000)  # warm-up
@@ -558,7 +611,7 @@ async def measure(args: argparse.Namespace, address: str, node_pid: int) -> tupl
                 if args.origin_gc == "off":
                     gc.disable()
                 try:
-                    with Cpu(o, node_pid) as cpu:
+                    with Cpu(o, node_pid, args.syscalls) as cpu:
                         if sender == "spin":
                             await open_loop_spin(o, r, n)
                         else:
@@ -600,6 +653,9 @@ def main() -> None:
                    help="the origin's collector during each open-loop run: freeze (gc.collect() "
                         "and gc.freeze() before it, as bench_latency.py), off (frozen and disabled: "
                         "what the run costs without it), as-is")
+    p.add_argument("--syscalls", action="store_true",
+                   help="count the origin's and the node's system calls per request in each run "
+                        "(perf stat on the kernel's tracepoints: needs perf and the right to trace)")
     args = p.parse_args()
     if args.node:
         from rsc.transport import connection

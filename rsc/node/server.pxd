@@ -37,7 +37,7 @@ cdef class NodeServer:
     cdef public object _on_done_cb
     cdef object __weakref__
 
-    @cython.locals(engine=NodeEngine)
+    @cython.locals(engine=NodeEngine, executor=Executor, live=cython.longlong)
     cpdef _on_messages(self, FramedConnection conn, list msgs)
     cpdef _pump(self)
     @cython.locals(conn=FramedConnection, engine=NodeEngine, executor=Executor)

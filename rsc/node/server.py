@@ -394,7 +394,14 @@ class NodeServer:
                 self.engine.close_connection(cid, now)
                 conn.abort()
                 break
+        executor = self.executor
+        live = executor.live_tasks
         self._pump()
+        if executor.live_tasks > live and not executor._eager:
+            # Computations started here take their first step a loop turn
+            # later (3.11): a no-op's RESULT then leaves with its ACK, in one
+            # write that wakes the origin once, not twice.
+            conn.hold_replies()
 
     def _on_protocol_error(self, conn: FramedConnection, exc: ProtocolError) -> None:
         log.info("node %s: connection %s broke the protocol (%s); closing it", self.name,

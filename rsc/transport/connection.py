@@ -7,7 +7,11 @@ its bookkeeping once per read rather than once per message. A decode error is ha
 ``on_protocol_error`` (which answers ERROR and closes this connection only).
 When messages are written: the replies sent while the messages of one read
 are handled (inside ``on_messages``) leave together in one ``write`` as soon
-as that handling returns. Otherwise the first message sent in a loop
+as that handling returns, or, when the handler called ``hold_replies``, at
+the end of the loop turn with what the callbacks already scheduled send
+before then (a node whose computations take their first step a loop turn
+later: their results leave with their acknowledgements, one write and one
+wake-up of the peer instead of two). Otherwise the first message sent in a loop
 iteration is written at once: a request sent on an idle connection leaves
 with no delay, not a loop turn later (when the peer does not keep up, the
 transport only adds it to what it holds). The messages sent after those in
@@ -98,6 +102,7 @@ class FramedConnection:
         self._pending: list[bytes] = []
         self._flush_scheduled = False
         self._replying = False  # inside on_messages: what is sent is held until it returns
+        self._hold = False  # on_messages asked for its replies to wait for the turn's end
         self._write_at_once = WRITE_AT_ONCE  # read once here, not on every send
         self._closing = False
         self.transport: asyncio.Transport | None = None
@@ -138,12 +143,27 @@ class FramedConnection:
         if msgs:
             self._progress += 1
             self._replying = True
+            self._hold = False
             try:
                 self._on_messages(self, msgs)
             finally:
                 self._replying = False
-            if self._write_at_once:
+            if self._write_at_once and not self._hold:
                 self._write_pending()  # the replies to this read, together, now
+            elif self._pending and not self._flush_scheduled:
+                # at the turn's end, after the callbacks scheduled while they were made
+                self._flush_scheduled = True
+                self._loop.call_soon(self.flush)  # type: ignore[union-attr]
+
+    def hold_replies(self) -> None:
+        """From inside ``on_messages``: the replies to this read leave at the
+        end of the loop turn, not when the handling returns, together with
+        what the callbacks scheduled meanwhile send before then. For a
+        handler that has scheduled work whose answers will follow a loop
+        turn later (one write, and one wake-up of the peer, instead of two).
+        Elsewhere it does nothing."""
+        if self._replying:
+            self._hold = True
 
     def eof_received(self) -> bool | None:
         """asyncio protocol callback: the peer closed its end; close ours."""
@@ -215,7 +235,8 @@ class FramedConnection:
     # -- sending --------------------------------------------------------------------
     def send(self, msg: Message) -> None:
         """Send one message. Inside ``on_messages`` it is held and leaves
-        with the other replies to that read when the handler returns.
+        with the other replies to that read when the handler returns (see
+        ``hold_replies``).
         Otherwise the first one of a loop turn is written at once (latency: a
         lone request waits for nothing); those after it in the same turn are
         queued and leave together at the end of the turn, or as soon as
@@ -228,12 +249,18 @@ class FramedConnection:
         if type(frame) is tuple:
             self._write_parts(frame)
             return
-        if not self._flush_scheduled:
+        if self._replying and self._write_at_once:
+            # A reply: data_received writes it when the handling returns (or
+            # schedules the flush then, see hold_replies); no flush of its own.
+            pass
+        elif not self._flush_scheduled:
             # The turn's first frame: nothing is queued before it (a flush
             # empties the queue and ends the turn's coalescing together).
             self._flush_scheduled = True
             self._loop.call_soon(self.flush)  # type: ignore[union-attr]
-            if self._write_at_once and not self._replying and self.transport is not None:
+            # (``_pending`` holds frames here only if a handler raised before its replies left)
+            if (self._write_at_once and not self._replying and self.transport is not None
+                    and not self._pending):
                 self.transport.write(frame)  # type: ignore[arg-type]  # bytes: a tuple returned above
                 return
         pending = self._pending
