@@ -23,15 +23,16 @@ For rsc and each peer, in the ``latency`` group:
     a rate is *sustained* when a run of ``PROBE_S`` seconds at it delivers
     every request within ``SUSTAIN_DELIVERED`` of the rate offered (the last
     result back within 1% of the run's length after the last request was
-    due) and its latency does not grow over the run (the median of the last
-    quarter of requests at most twice the first quarter's plus
-    ``GROWTH_SLACK_S``); one failed run is tried once more before the rate
+    due) and its latency stays level over the run (the median latency of
+    each quarter of the requests, in the order they were due, at most twice
+    the lowest quarter's plus ``GROWTH_SLACK_S``: neither a growing backlog
+    nor one that took a quarter of the run to drain); one failed run is tried once more before the rate
     counts as not sustained (one stall of another process on a shared
     machine). Bisection between ``1/16`` of the closed-loop maximum (assumed
     sustained) and the closed-loop maximum, on a log scale, ``SEARCH_STEPS``
     probes: the highest rate seen sustained, to within 5%. ``extra_info``
-    ``probes`` lists each probe (rate, delivered, first and last quarter's
-    medians in us, sustained).
+    ``probes`` lists each probe (rate, delivered / offered, each quarter's
+    median in us, sustained).
 ``<who>.lat.50``, ``<who>.lat.90``
     Open loop at 50% and 90% of the *open-loop* maximum for ``LOAD_S``
     seconds: the load a service could actually be run at.
@@ -109,7 +110,7 @@ MAX_RATE: dict[str, float] = {}  # who -> the closed-loop maximum rate (per seco
 OPEN_MAX_RATE: dict[str, float] = {}  # who -> the open-loop maximum rate (per second), this run
 PROBE_S = 1.5  # each probe of the open-loop search
 SUSTAIN_DELIVERED = 0.99  # delivered / offered for a rate to count as sustained
-GROWTH_SLACK_S = 0.001  # last quarter's median may exceed twice the first quarter's by this much
+GROWTH_SLACK_S = 0.001  # a quarter's median may exceed twice the lowest quarter's by this much
 SEARCH_STEPS = 6  # probes of the bisection: 16 ** (1 / 2 ** 6) = 4.4% resolution
 SEARCH_FLOOR = 1 / 16  # the search's low end, a fraction of the closed-loop maximum
 
@@ -135,10 +136,11 @@ def sustained(latencies: list[float], elapsed: float, rate: float) -> tuple[bool
     n = len(latencies)
     delivered = n / elapsed / rate if elapsed > 0 else 0.0
     q = max(1, n // 4)
-    first, last = sorted(latencies[:q])[q // 2], sorted(latencies[-q:])[q // 2]
-    ok = delivered >= SUSTAIN_DELIVERED and last <= 2 * first + GROWTH_SLACK_S
+    medians = [sorted(part)[len(part) // 2] for part in
+               (latencies[i * q:(i + 1) * q] for i in range(4)) if part]
+    ok = delivered >= SUSTAIN_DELIVERED and max(medians) <= 2 * min(medians) + GROWTH_SLACK_S
     return ok, {"rate": round(rate, 1), "delivered": round(delivered, 4),
-                "first_p50_us": round(first * 1e6, 1), "last_p50_us": round(last * 1e6, 1), "sustained": ok}
+                "quarter_p50_us": [round(m * 1e6) for m in medians], "sustained": ok}
 
 
 def open_loop_max(probe: Probe, closed_max: float) -> tuple[float, list[dict[str, Any]]]:

@@ -381,8 +381,8 @@ def latency_section(table: Table, figs: dict[str, Figure], attach: Callable[[Tar
         else:
             e = top_open.extra
             # floor_assumed: no probe kept up, so the search's floor is an upper bound, not a finding
-            table.row([f"    maximum rate, open loop (sustained: delivered >= 99% of offered, latency not "
-                       f"growing; {len(e.get('probes', []))} probes; load avg {e.get('loadavg_1m', 0):.1f})",
+            table.row([f"    maximum rate, open loop (sustained: >= 99% delivered, latency level; "
+                       f"{len(e.get('probes', []))} probes; load avg {e.get('loadavg_1m', 0):.1f})",
                        ("< " if e.get("floor_assumed") else "") + fmt_rate(e["rate"])])
         # rsc.lat.50.thread / .spin: the same 50% with the earlier senders (a thread of the
         # origin's process; a coroutine spinning on its loop); .closed: 50% of the closed-loop maximum

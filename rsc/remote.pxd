@@ -28,7 +28,7 @@ cdef class Runtime:
     cdef public dict _links, _status_waiters, _names
     cdef public bytes _key_buf
     cdef public Py_ssize_t _key_pos
-    cdef public bint _closed, _pump_due
+    cdef public bint _closed, _pump_due, _pumped_at_once
     cdef public object _lease_seen, _lease_s_seen
     cdef public long long _lease_ms_seen
     cdef public long long _protocol_errors

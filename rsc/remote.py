@@ -170,6 +170,9 @@ class Runtime:
         self._timer: EngineTimer = None  # type: ignore[assignment]  # made in attach()
         self._closed = False
         self._pump_due = False  # a pump is scheduled for the end of this loop turn (_spawn)
+        # a spawn was pumped at once with no pump scheduled behind it: the
+        # next spawn schedules one, until a node is read from or it runs
+        self._pumped_at_once = False
         # the last lease a spawn asked for (the object: a cap's default is the
         # same one every time), validated, in ms and as the handle reports it
         self._lease_seen: Any = None
@@ -450,16 +453,21 @@ class Runtime:
             self._net.ensure(link)
         if region is not None:
             region.adopt(handle)
-        # One pump per batch: the turn's first spawn is pumped at once (a
-        # lone request waits for nothing), the others made in the same turn
-        # leave together at its end, or every FLUSH_FRAMES of them, so a node
-        # starts on a burst's first spawns while the rest are still being made.
-        if not self._pump_due:
-            self._pump_due = True
-            self._loop.call_soon(self._pump_turn)
+        # One pump per batch: the first spawn since a node was last read from
+        # (or the last turn's pump) is pumped at once, scheduling nothing (a
+        # lone request waits for nothing and costs no loop callback); the
+        # others leave together at the end of the loop turn, or every
+        # FLUSH_FRAMES of them, so a node starts on a burst's first spawns
+        # while the rest are still being made.
+        if not (self._pump_due or self._pumped_at_once):
+            self._pumped_at_once = True
             self._pump()
-        elif len(self.engine.actions) >= _FLUSH_AT:
-            self._pump()
+        else:
+            if not self._pump_due:
+                self._pump_due = True
+                self._loop.call_soon(self._pump_turn)
+            if len(self.engine.actions) >= _FLUSH_AT:
+                self._pump()
         return handle
 
     def _cancel(self, task: OriginTask, reason: CancelReason) -> None:
@@ -496,6 +504,7 @@ class Runtime:
 
     # ------------------------------------------------------------------ callbacks
     def _on_messages(self, conn: FramedConnection, msgs: list[Any]) -> None:
+        self._pumped_at_once = False  # a node answered: the next lone spawn is pumped at once
         self.engine.receive_all(conn.tag, msgs, self.clock.now_ns())
         self._pump()
 
@@ -505,12 +514,18 @@ class Runtime:
         self._pump()
 
     def _pump_turn(self) -> None:
-        """The pump the spawns of one loop turn share (``_spawn`` schedules it).
-        When what it sends is written is the connection's rule
-        (``FramedConnection.send``): the end of this loop turn at the latest."""
+        """The pump the spawns of one loop turn share (``_spawn`` schedules it),
+        at the turn's end: what it sends is written now (a connection that
+        wrote a frame at once would otherwise hold these for a flush a loop
+        turn later)."""
         self._pump_due = False
+        self._pumped_at_once = False
         if not self._closed:
             self._pump()
+            for link in self._links.values():
+                conn = link.conn
+                if conn is not None:
+                    conn.flush()
 
     def _pump(self) -> None:
         """Turn the engine's actions into sends and closes, its events into

@@ -1,6 +1,7 @@
-"""When a FramedConnection writes: the first frame of a loop turn at once (a
-lone request waits for nothing), the frames after it in the same turn together
-at the turn's end or every FLUSH_FRAMES (a burst costs a few writes).
+"""When a FramedConnection writes: the first frame since the peer was last
+read from (or the last flush) at once (a lone request waits for nothing), the
+frames after it together at the loop turn's end or every FLUSH_FRAMES (a burst
+costs a few writes).
 
 Both builds of rsc.transport.connection run each test: the compiled one (what
 rsc imports) and its pure-Python source, loaded beside it. The latency ones
@@ -121,7 +122,8 @@ def test_a_frame_sent_on_an_idle_connection_is_on_the_socket_when_send_returns(
         conn.send(ping(1))
         got = recv_now(theirs)  # before this coroutine yields to the loop
         assert envelope.FrameDecoder(1 << 20).feed(got) == [ping(1)]
-        await next_turn()  # the next turn's first frame goes at once too
+        theirs.send(envelope.encode_frame(Pong("node", 2, 1)))  # the peer answers
+        await next_turn()  # ... and is read: the next lone frame goes at once too
         conn.send(ping(2))
         assert envelope.FrameDecoder(1 << 20).feed(recv_now(theirs)) == [ping(2)]
 

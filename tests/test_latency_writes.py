@@ -12,6 +12,12 @@ its first step has its RESULT leave with its ACK in one write.
 And the replies to a read no longer schedule a flush of their own: the
 connection writes them when the read's handling returns (or schedules one
 flush then, when held), so a read costs no loop callback it does not use.
+Nor does a lone request: the first frame since the peer was last read from
+is written at once and schedules nothing (it scheduled a flush for the turn's
+end, which found nothing, and the runtime a pump for the turn's end, which
+found nothing: two loop callbacks per lone spawn, and on uvloop an extra
+poll of the loop); the frames after it before the peer answers are queued
+for the turn's end as before.
 
 Both builds of rsc.transport.connection run the connection tests (the
 compiled one and its pure-Python source, loaded beside it), on real Unix
@@ -69,8 +75,11 @@ class CountingLoop(asyncio.SelectorEventLoop):
         super().__init__()
         self.soon: list[str] = []
 
+        self.callbacks: list[Any] = []
+
     def call_soon(self, callback: Any, *args: Any, **kwargs: Any) -> asyncio.Handle:
         self.soon.append(getattr(callback, "__name__", repr(callback)))
+        self.callbacks.append(callback)
         return super().call_soon(callback, *args, **kwargs)
 
 
@@ -219,3 +228,74 @@ def test_a_node_answers_a_lone_async_noop_in_one_write(loop_name: str) -> None:
         finally:
             loop.close()
     assert writes == n, f"{writes} writes for {n} calls one at a time"
+
+
+def test_a_lone_frame_is_written_at_once_and_schedules_nothing(conn_mod: ModuleType) -> None:
+    async def body(conn: Any, theirs: socket.socket, loop: CountingLoop) -> None:
+        loop.soon.clear()
+        conn.send(Ping("origin", 1, 1))
+        assert envelope.FrameDecoder(1 << 20).feed(recv_now(theirs)) == [Ping("origin", 1, 1)]
+        assert loop.soon == []
+
+    on_socket(lambda: conn_mod.FramedConnection(on_messages=lambda c, m: None, on_protocol_error=_never,
+                                                on_close=lambda c, exc: None), body)
+
+
+def test_frames_before_the_peer_answers_wait_for_the_turns_end(conn_mod: ModuleType) -> None:
+    """After a frame written at once, the next (even a loop turn later) waits
+    for the end of its turn, unless the peer has been read from meanwhile;
+    after that flush the next lone frame goes at once again."""
+
+    async def body(conn: Any, theirs: socket.socket, loop: CountingLoop) -> None:
+        decoder = envelope.FrameDecoder(1 << 20)
+        conn.send(Ping("origin", 1, 1))
+        assert decoder.feed(recv_now(theirs)) == [Ping("origin", 1, 1)]
+        await next_turn()
+        loop.soon.clear()
+        conn.send(Ping("origin", 1, 2))
+        conn.send(Ping("origin", 1, 3))
+        assert recv_now(theirs) == b"" and loop.soon == ["flush"]
+        await next_turn()
+        assert decoder.feed(recv_now(theirs)) == [Ping("origin", 1, 2), Ping("origin", 1, 3)]
+        assert len(conn.transport.writes) == 2
+        conn.send(Ping("origin", 1, 4))
+        assert decoder.feed(recv_now(theirs)) == [Ping("origin", 1, 4)]
+
+    on_socket(lambda: conn_mod.FramedConnection(on_messages=lambda c, m: None, on_protocol_error=_never,
+                                                on_close=lambda c, exc: None), body)
+
+
+def test_lone_spawns_cost_the_origin_no_loop_callback(tmp_path: Any) -> None:
+    """A runtime spawning one at a time (each after the last one's result):
+    neither the runtime (its turn's pump) nor its connection (the turn's
+    flush) schedules a loop callback for a spawn; and a burst of ten in one
+    turn still reaches the node in two writes (the first at once, the rest
+    together at the turn's end)."""
+    loop = CountingLoop()
+
+    async def main() -> tuple[list[Any], int]:
+        address = f"unix:{tmp_path}/node.sock"
+        node = NodeServer("worker-1", address, basic, capacity=1000)
+        await node.start()
+        try:
+            async with Runtime({"worker-1": address}) as rt:
+                cx = rt.cx()
+                assert await spawn_remote(cx, "worker-1", "echo", b"x").join() == b"x"  # connected
+                conn = rt._links["worker-1"].conn
+                loop.callbacks.clear()
+                for _ in range(50):
+                    assert await spawn_remote(cx, "worker-1", "echo", b"x").join() == b"x"
+                ours = [cb for cb in loop.callbacks if getattr(cb, "__self__", None) in (rt, conn)]
+                counting = conn.transport = CountingTransport(conn.transport)
+                handles = [spawn_remote(cx, "worker-1", "echo", b"x") for _ in range(10)]
+                assert [await h.join() for h in handles] == [b"x"] * 10
+                return ours, len(counting.writes)
+        finally:
+            await node.shutdown(0.5)
+
+    try:
+        ours, burst_writes = loop.run_until_complete(main())
+    finally:
+        loop.close()
+    assert [getattr(cb, "__name__", cb) for cb in ours] == []
+    assert burst_writes == 2

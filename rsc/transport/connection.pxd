@@ -5,6 +5,7 @@ cdef class FramedConnection:
     cdef public object _on_open, _on_messages, _on_protocol_error, _on_close, _decoder, _encode_frame
     cdef public list _pending
     cdef public bint _flush_scheduled, _closing, _replying, _write_at_once, _hold
+    cdef public bint _wrote_at_once
     cdef public object transport, closed, tag, _loop
     cdef public bint _pause_reading, _reading_paused
     cdef public long long _sweeps, _progress, _progress_mark, _stalled

@@ -11,14 +11,17 @@ as that handling returns, or, when the handler called ``hold_replies``, at
 the end of the loop turn with what the callbacks already scheduled send
 before then (a node whose computations take their first step a loop turn
 later: their results leave with their acknowledgements, one write and one
-wake-up of the peer instead of two). Otherwise the first message sent in a loop
-iteration is written at once: a request sent on an idle connection leaves
-with no delay, not a loop turn later (when the peer does not keep up, the
-transport only adds it to what it holds). The messages sent after those in
-the same iteration are queued and leave together in one ``write`` at the end
-of the iteration (in writes of FLUSH_FRAMES frames when a burst queues more),
-so a burst costs one write more than it would fully coalesced, and a lone
-request or reply waits for nothing. A message with a
+wake-up of the peer instead of two). Otherwise a message is written at once
+when it is the first since the peer was last read from or since the last
+flush: a request sent on an idle connection leaves with no delay, not a loop
+turn later, and schedules nothing (when the peer does not keep up, the
+transport only adds it to what it holds). The messages sent after it before
+the peer is read from again are queued and leave together in one ``write``
+at the end of the loop iteration (in writes of FLUSH_FRAMES frames when a
+burst queues more), so a burst costs one write more than it would fully
+coalesced, a lone request or reply waits for nothing, and the one loop
+callback a write may need (the flush at the turn's end) is paid by the
+second frame, not by every lone one. A message with a
 large ``bytes`` value (an input or a result of 64 KiB or more) is written at
 once, after what is queued, as the parts ``encode_frame_parts`` returns, so
 the value itself goes to the transport without being copied into a frame;
@@ -104,6 +107,9 @@ class FramedConnection:
         self._replying = False  # inside on_messages: what is sent is held until it returns
         self._hold = False  # on_messages asked for its replies to wait for the turn's end
         self._write_at_once = WRITE_AT_ONCE  # read once here, not on every send
+        # A frame went at once with no flush behind it: the next waits for
+        # one, until the peer is read from or a flush runs.
+        self._wrote_at_once = False
         self._closing = False
         self.transport: asyncio.Transport | None = None
         self.closed: asyncio.Future[None] | None = None
@@ -142,6 +148,7 @@ class FramedConnection:
             return
         if msgs:
             self._progress += 1
+            self._wrote_at_once = False  # the peer answered: the next lone frame goes at once
             self._replying = True
             self._hold = False
             try:
@@ -236,33 +243,36 @@ class FramedConnection:
     def send(self, msg: Message) -> None:
         """Send one message. Inside ``on_messages`` it is held and leaves
         with the other replies to that read when the handler returns (see
-        ``hold_replies``).
-        Otherwise the first one of a loop turn is written at once (latency: a
-        lone request waits for nothing); those after it in the same turn are
-        queued and leave together at the end of the turn, or as soon as
-        FLUSH_FRAMES are queued (throughput: a burst of spawns costs a few
-        writes, and reaches the peer while the rest are still being made, so
-        both ends work at once)."""
+        ``hold_replies``). Otherwise the first one since the peer was last
+        read from, or since the last flush, is written at once (latency: a
+        lone request waits for nothing, and costs no loop callback); those
+        after it are queued and leave together at the end of the loop turn,
+        or as soon as FLUSH_FRAMES are queued (throughput: a burst of spawns
+        costs a few writes, and reaches the peer while the rest are still
+        being made, so both ends work at once)."""
         if self._closing:
             return
         frame = self._encode_frame(msg)
         if type(frame) is tuple:
             self._write_parts(frame)
             return
-        if self._replying and self._write_at_once:
-            # A reply: data_received writes it when the handling returns (or
-            # schedules the flush then, see hold_replies); no flush of its own.
-            pass
-        elif not self._flush_scheduled:
-            # The turn's first frame: nothing is queued before it (a flush
-            # empties the queue and ends the turn's coalescing together).
-            self._flush_scheduled = True
-            self._loop.call_soon(self.flush)  # type: ignore[union-attr]
-            # (``_pending`` holds frames here only if a handler raised before its replies left)
-            if (self._write_at_once and not self._replying and self.transport is not None
-                    and not self._pending):
-                self.transport.write(frame)  # type: ignore[arg-type]  # bytes: a tuple returned above
+        # A reply (inside on_messages) needs no flush of its own: data_received
+        # writes it when the handling returns (or schedules the flush then,
+        # see hold_replies). Under the policy before (not WRITE_AT_ONCE) it does.
+        if not (self._replying and self._write_at_once):
+            if self._write_at_once and not (self._wrote_at_once or self._flush_scheduled
+                                            or self._pending or self.transport is None):
+                # The first frame since the peer was read from or the last
+                # flush, nothing queued before it (``_pending`` holds frames
+                # with no flush scheduled only if a handler raised before its
+                # replies left): at once, and nothing scheduled.
+                self.transport.write(frame)  # type: ignore[arg-type,union-attr]  # bytes: a tuple returned above
+                self._wrote_at_once = True
                 return
+            if not self._flush_scheduled:
+                # Queued: it and those after it leave together at the turn's end.
+                self._flush_scheduled = True
+                self._loop.call_soon(self.flush)  # type: ignore[union-attr]
         pending = self._pending
         pending.append(frame)  # type: ignore[arg-type]  # bytes: a tuple returned above
         if len(pending) >= FLUSH_FRAMES:
@@ -271,6 +281,7 @@ class FramedConnection:
     def flush(self) -> None:
         """Write everything queued now, instead of at the end of the loop turn."""
         self._flush_scheduled = False
+        self._wrote_at_once = False
         self._write_pending()
 
     def _write_pending(self) -> None:
