@@ -72,8 +72,9 @@ the harness adds, counted in the latencies); for rsc also the origin's garbage-c
 and the node's CPU time per request (with the thread sender, the thread's
 own too), and ``origin_cpu_wait_ms`` and ``node_cpu_wait_ms``, how long each
 waited, runnable, for a CPU during the run (Linux's schedstat: what a loaded
-machine adds). The report judges rsc's p99 at 50% load against five times its
-unloaded p50.
+machine adds). The report judges rsc's p99 at 50% of the open-loop maximum (and at 50% of
+the closed-loop one, ``rsc.lat.50.closed``) against five times its unloaded
+p50.
 """
 
 from __future__ import annotations
