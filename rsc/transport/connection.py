@@ -266,7 +266,7 @@ class FramedConnection:
                 # flush, nothing queued before it (``_pending`` holds frames
                 # with no flush scheduled only if a handler raised before its
                 # replies left): at once, and nothing scheduled.
-                self.transport.write(frame)  # type: ignore[arg-type,union-attr]  # bytes: a tuple returned above
+                self.transport.write(frame)  # type: ignore[arg-type]  # bytes: a tuple returned above
                 self._wrote_at_once = True
                 return
             if not self._flush_scheduled:
