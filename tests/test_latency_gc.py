@@ -24,10 +24,9 @@ from typing import Any
 
 import pytest
 
-from rsc import Runtime, spawn_remote
+from rsc import spawn_remote
 from rsc._core import USING_EXTENSIONS, load
-from rsc.node.server import NodeServer
-from tests.registries import basic
+from tests.test_latency_writes import node_and_origin
 
 TTL_NS = 10**12
 KEY = bytes(range(16))
@@ -102,25 +101,18 @@ def test_finished_tasks_leave_nothing_in_the_young_generation(tmp_path: Any, col
     n = 2000
 
     async def main() -> float:
-        address = f"unix:{tmp_path}/node.sock"
-        node = NodeServer("worker-1", address, basic, capacity=10_000)
-        await node.start()
-        try:
-            async with Runtime({"worker-1": address}) as rt:
-                cx = rt.cx()
+        async with node_and_origin(str(tmp_path)) as (_node, _rt, cx):
 
-                async def run(count: int) -> int:
-                    for _ in range(count // 50):
-                        handles = [spawn_remote(cx, "worker-1", "echo", b"x") for _ in range(50)]
-                        for h in handles:
-                            assert await h.join() == b"x"
-                    return len(gc.get_objects(0))
+            async def run(count: int) -> int:
+                for _ in range(count // 50):
+                    handles = [spawn_remote(cx, "worker-1", "echo", b"x") for _ in range(50)]
+                    for h in handles:
+                        assert await h.join() == b"x"
+                return len(gc.get_objects(0))
 
-                await run(500)  # connected, warmed up
-                young = await run(n)
-                return (await run(n) - young) / n
-        finally:
-            await node.shutdown(0.5)
+            await run(500)  # warmed up
+            young = await run(n)
+            return (await run(n) - young) / n
 
     per_task = asyncio.run(main())
     if USING_EXTENSIONS:

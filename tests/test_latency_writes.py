@@ -28,9 +28,10 @@ on both event loops, with whatever build rsc imports.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 import tempfile
-from collections.abc import Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine
 from types import ModuleType
 from typing import Any
 
@@ -43,6 +44,7 @@ from rsc._core.messages import Ping, Pong
 from rsc.node.server import NodeServer
 from tests.registries import basic
 from tests.test_latency_flush import TWINS, _never, next_turn, recv_now
+from tests.test_origin_batching import WriteLog
 
 LOOPS: dict[str, Callable[[], asyncio.AbstractEventLoop]] = {
     "asyncio": asyncio.new_event_loop, "uvloop": uvloop.new_event_loop}
@@ -51,21 +53,6 @@ LOOPS: dict[str, Callable[[], asyncio.AbstractEventLoop]] = {
 @pytest.fixture(params=sorted(TWINS))
 def conn_mod(request: pytest.FixtureRequest) -> ModuleType:
     return TWINS[request.param]
-
-
-class CountingTransport:
-    """A transport that counts the ``write`` calls it passes on."""
-
-    def __init__(self, transport: Any) -> None:
-        self._t = transport
-        self.writes: list[bytes] = []
-
-    def write(self, data: bytes) -> None:
-        self.writes.append(bytes(data))
-        self._t.write(data)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._t, name)
 
 
 class CountingLoop(asyncio.SelectorEventLoop):
@@ -93,7 +80,7 @@ def on_socket(make: Callable[[], Any],
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         theirs.setblocking(False)
         transport, conn = await loop.connect_accepted_socket(make, ours)
-        conn.transport = CountingTransport(transport)
+        conn.transport = WriteLog(transport)
         try:
             await asyncio.sleep(0)  # connected, idle
             await body(conn, theirs, loop)
@@ -106,6 +93,27 @@ def on_socket(make: Callable[[], Any],
         loop.run_until_complete(main())
     finally:
         loop.close()
+
+
+@contextlib.asynccontextmanager
+async def node_and_origin(tmp: str) -> AsyncIterator[tuple[NodeServer, Runtime, Any]]:
+    """A node (in this process) on a real Unix socket under ``tmp``, and a
+    runtime connected to it (one ``echo`` done): (node, runtime, its cx)."""
+    address = f"unix:{tmp}/node.sock"
+    node = NodeServer("worker-1", address, basic, capacity=1000)
+    await node.start()
+    try:
+        async with Runtime({"worker-1": address}) as rt:
+            cx = rt.cx()
+            assert await spawn_remote(cx, "worker-1", "echo", b"x").join() == b"x"  # connected
+            yield node, rt, cx
+    finally:
+        await node.shutdown(0.5)
+
+
+async def echo_one_at_a_time(cx: Any, n: int) -> None:
+    for _ in range(n):
+        assert await spawn_remote(cx, "worker-1", "echo", b"x").join() == b"x"
 
 
 def three_pings() -> bytes:
@@ -206,20 +214,11 @@ def test_a_node_answers_a_lone_async_noop_in_one_write(loop_name: str) -> None:
     n = 200
 
     async def main(tmp: str) -> int:
-        address = f"unix:{tmp}/node.sock"
-        node = NodeServer("worker-1", address, basic, capacity=1000)
-        await node.start()
-        try:
-            async with Runtime({"worker-1": address}) as rt:
-                cx = rt.cx()
-                assert await spawn_remote(cx, "worker-1", "echo", b"x").join() == b"x"  # connected
-                (conn,) = node._conns.values()
-                counting = conn.transport = CountingTransport(conn.transport)
-                for _ in range(n):
-                    assert await spawn_remote(cx, "worker-1", "echo", b"x").join() == b"x"
-                return len(counting.writes)
-        finally:
-            await node.shutdown(0.5)
+        async with node_and_origin(tmp) as (node, _rt, cx):
+            (conn,) = node._conns.values()
+            counting = conn.transport = WriteLog(conn.transport)
+            await echo_one_at_a_time(cx, n)
+            return len(counting.writes)
 
     with tempfile.TemporaryDirectory(prefix="rsc-writes-") as tmp:
         loop = LOOPS[loop_name]()
@@ -274,24 +273,15 @@ def test_lone_spawns_cost_the_origin_no_loop_callback(tmp_path: Any) -> None:
     loop = CountingLoop()
 
     async def main() -> tuple[list[Any], int]:
-        address = f"unix:{tmp_path}/node.sock"
-        node = NodeServer("worker-1", address, basic, capacity=1000)
-        await node.start()
-        try:
-            async with Runtime({"worker-1": address}) as rt:
-                cx = rt.cx()
-                assert await spawn_remote(cx, "worker-1", "echo", b"x").join() == b"x"  # connected
-                conn = rt._links["worker-1"].conn
-                loop.callbacks.clear()
-                for _ in range(50):
-                    assert await spawn_remote(cx, "worker-1", "echo", b"x").join() == b"x"
-                ours = [cb for cb in loop.callbacks if getattr(cb, "__self__", None) in (rt, conn)]
-                counting = conn.transport = CountingTransport(conn.transport)
-                handles = [spawn_remote(cx, "worker-1", "echo", b"x") for _ in range(10)]
-                assert [await h.join() for h in handles] == [b"x"] * 10
-                return ours, len(counting.writes)
-        finally:
-            await node.shutdown(0.5)
+        async with node_and_origin(str(tmp_path)) as (_node, rt, cx):
+            conn = rt._links["worker-1"].conn
+            loop.callbacks.clear()
+            await echo_one_at_a_time(cx, 50)
+            ours = [cb for cb in loop.callbacks if getattr(cb, "__self__", None) in (rt, conn)]
+            counting = conn.transport = WriteLog(conn.transport)
+            handles = [spawn_remote(cx, "worker-1", "echo", b"x") for _ in range(10)]
+            assert [await h.join() for h in handles] == [b"x"] * 10
+            return ours, len(counting.writes)
 
     try:
         ours, burst_writes = loop.run_until_complete(main())
