@@ -34,6 +34,7 @@ cdef class NodeTask(TaskRecord):
     cdef public long long lease_ms, serial
     # the executor's fields (rsc.node.executor): one record per task for both
     cdef public object cx, on_done, atask, cfuture, thread_ident, grace_timer, job, ekey, plan
+    cdef public object ack_conn  # the connection its SPAWN_ACK is still due on, or None
     cdef public long long start_ns
     cdef public bint interrupted, finished, stepped
 
@@ -46,7 +47,7 @@ cpdef NodeTask new_node_task(origin, rtid, key, computation, input, lease_ms, bu
 
 cdef class _Conn:
     cdef public object id, handshake, origin, resync
-    cdef public bint digests
+    cdef public bint digests, ack_by_result
 
 cdef class NodeEngine:
     cdef public Admission admission
@@ -55,7 +56,8 @@ cdef class NodeEngine:
     cdef public LamportClock clock
     cdef public object _entropy, _stats, _trace
     cdef public list actions
-    cdef public bint draining, compact_renewals
+    cdef public bint draining, compact_renewals, ack_by_result
+    cdef public list _acks_due
     cdef public dict _conns, _origin_conns, _last_heard, _running, _by_serial
     cdef public dict _renew, _renew_group
     cdef public RenewalGroup _last_renew
@@ -99,4 +101,6 @@ cdef class NodeEngine:
     cpdef _renew_add(self, origin, lease_ms, rtid, now)
     @cython.locals(group=RenewalGroup)
     cpdef _renew_remove(self, origin, lease_ms, rtid)
-    cpdef list take_actions(self)
+    cpdef list take_actions(self, bint due_acks=*)
+    @cython.locals(task=NodeTask, due=list, conns=dict)
+    cpdef flush_acks(self)

@@ -17,7 +17,9 @@ which follows ``states.NODE_TRANSITIONS``; spawn admission is the ordered list
 ``ADMISSION_RULES``.
 
 Rules this engine keeps (PROTOCOL.md section 4, "Rules a node keeps"):
-every SPAWN_REQUEST gets exactly one SPAWN_ACK; a result is computed once and
+every SPAWN_REQUEST gets exactly one SPAWN_ACK, or, on a connection that
+negotiated ``ack_by_result``, a task that ends before its ACK is written gets
+its RESULT_DELIVERY alone, standing for the ACK (``flush_acks``); a result is computed once and
 sent once on each live connection of its origin, or held until that origin's
 next handshake; duplicates (same key and fingerprint) are never run again and
 become aliases while the first runs; a cancel for an unseen task leaves a
@@ -37,6 +39,7 @@ from rsc._core import envelope as _envelope
 from rsc._core import idemtable as _idem
 from rsc._core.schema import SPAWN_REQUEST, SpawnRequestF, expect_fields
 from rsc._core.messages import (
+    ACK_BY_RESULT_FEATURE,
     DRAWN_KEYS_FEATURE,
     CANCEL_KIND_DEADLINE,
     CANCEL_KIND_LEASE_EXPIRED,
@@ -70,6 +73,7 @@ from rsc._core.messages import (
     SpawnRequest,
     StatusReply,
     StatusRequest,
+    offers_ack_by_result,
 )
 from rsc._engine.deadlines import Deadlines
 from rsc._engine.handshake import NodeHandshake
@@ -237,7 +241,8 @@ class NodeTask(TaskRecord):
                  "cancel_reason", "serial", "deadline_ns", "origin_region",
                  "origin_task", "capability", "comp",
                  "cx", "on_done", "start_ns", "atask", "cfuture", "thread_ident",
-                 "interrupted", "grace_timer", "finished", "stepped", "job", "ekey", "plan")
+                 "interrupted", "grace_timer", "finished", "stepped", "job", "ekey", "plan",
+                 "ack_conn")
 
     def __init__(self, origin: str, rtid: int, key: bytes, computation: str, input: bytes,  # noqa: A002
                  lease_ms: int, budget: tuple | None, origin_region: int, origin_task: int,
@@ -278,6 +283,9 @@ class NodeTask(TaskRecord):
         self.job: Any = None
         self.ekey: Any = None
         self.plan: Any = None
+        # the connection its SPAWN_ACK is still due on (NodeEngine.flush_acks),
+        # or None: written, not owed, or stood for by its RESULT
+        self.ack_conn: Any = None
 
     def __repr__(self) -> str:
         return f"NodeTask({self.origin}/{self.rtid} {self.computation} {NodeState(self.state).name})"
@@ -294,7 +302,7 @@ def new_node_task(origin: str, rtid: int, key: bytes, computation: str, input: b
 
 
 class _Conn:
-    __slots__ = ("id", "handshake", "origin", "digests", "resync")
+    __slots__ = ("id", "handshake", "origin", "digests", "resync", "ack_by_result")
 
     def __init__(self, conn_id: Any, handshake: NodeHandshake) -> None:
         self.id = conn_id
@@ -305,6 +313,10 @@ class _Conn:
         # renewal group id -> a LEASE_RESYNC_REQUEST for it was answered this
         # period (False) or is owed at the group's next renewal (True); None: none
         self.resync: dict[int, bool] | None = None
+        # its HELLO offered ack_by_result (and this node does it): the ACK of a
+        # task admitted on it waits for flush_acks, and is not sent if the
+        # task's RESULT leaves first
+        self.ack_by_result = False
 
 
 class NodeEngine:
@@ -317,14 +329,22 @@ class NodeEngine:
                  trace: Callable[[str, dict], None] | None = None,
                  max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
                  capabilities: Any = None, compact_renewals: bool = True,
-                 max_kept_result_bytes: int = DEFAULT_MAX_KEPT_RESULT_BYTES) -> None:
+                 max_kept_result_bytes: int = DEFAULT_MAX_KEPT_RESULT_BYTES,
+                 ack_by_result: bool = False) -> None:
         """``max_kept_result_bytes``: the bytes of finished results kept for
         duplicates; past it the oldest are dropped (their records stay, and a
         duplicate of one is answered ``ResultNotKept``). ``capabilities``: None (tokens are carried, not checked), or the
         gate of a node that requires them (``rsc.node.tokens.TokenGate``:
         ``check``, ``uses_left``, ``admitted``). ``compact_renewals``: offer
         LEASE_RENEWAL_DIGEST in WELCOME and send it to origins that offered it
-        too (False: behave as a node without the extension)."""
+        too (False: behave as a node without the extension). ``ack_by_result``:
+        offer it in WELCOME and, on a connection whose HELLO offered it too,
+        hold each accepted spawn's ACK until ``flush_acks`` (or
+        ``take_actions``), and let the RESULT of a task that ends before then
+        stand for that ACK. Off by default: it pays only under a driver that
+        runs started computations' first steps before it writes the ACKs, as
+        ``NodeServer`` does (False: every accepted spawn gets its own
+        SPAWN_ACK at once)."""
         self.name = str(name)
         self.capabilities = capabilities
         # The durable journal (rsc.node.journal), set by restore(); None: records
@@ -346,6 +366,12 @@ class NodeEngine:
                                    max_result_bytes=self.max_result_bytes)
         # SPAWN_REQUEST's "drawn" flag is understood (_on_spawn, PROTOCOL.md section 4)
         self.features[DRAWN_KEYS_FEATURE] = 1
+        self.ack_by_result = ack_by_result
+        if ack_by_result:
+            self.features[ACK_BY_RESULT_FEATURE] = 1
+        # admitted tasks whose SPAWN_ACK is due (on a connection with
+        # ack_by_result), in admission order: flush_acks writes them
+        self._acks_due: list[NodeTask] = []
         self.compact_renewals = compact_renewals
         if compact_renewals:
             self.features[RENEWAL_FEATURE] = RENEWAL_VERSION
@@ -411,9 +437,38 @@ class NodeEngine:
         self._n_dropped += 1
         self._trace_event(TN.DROPPED, why=why, **fields)
 
-    def take_actions(self) -> list[tuple[int, Any, Any]]:
+    def take_actions(self, due_acks: bool = True) -> list[tuple[int, Any, Any]]:
+        """The queued actions, oldest first (the queue is emptied). With
+        ``due_acks`` (the default) the SPAWN_ACKs still due are queued first
+        (``flush_acks``); a driver that runs started computations' first
+        steps before it writes (``NodeServer._pump``) passes False, and calls
+        ``flush_acks`` once those steps have run."""
+        if due_acks and self._acks_due:
+            self.flush_acks()
         out, self.actions = self.actions, []
         return out
+
+    def flush_acks(self) -> None:
+        """Queue the SPAWN_ACK of every admitted task whose ACK is still due,
+        in admission order. A task admitted on a connection that negotiated
+        ``ack_by_result`` gets its ACK here, unless its RESULT was queued
+        first (``task_finished``): that RESULT stands for the ACK. Called by
+        the driver at the end of its pump, and by the engine before anything
+        else it queues that names such a task or ends its connection
+        (renewals, a resync's list, an ERROR, a close), so an ACK is never
+        overtaken by them. An ACK due on a connection closed since is not
+        sent (as a queued one would not be written)."""
+        due = self._acks_due
+        if not due:
+            return
+        self._acks_due = []
+        conns = self._conns
+        for task in due:
+            conn = task.ack_conn
+            if conn is not None:
+                task.ack_conn = None
+                if conn in conns:
+                    self._ack(conn, task.rtid)
 
     def _send_result(self, conn: Any, rtid: int, outcome: tuple[int, Any, int]) -> None:
         """RESULT_DELIVERY of ``outcome`` (kind, payload, execution_time_ns) under task id ``rtid``."""
@@ -468,6 +523,7 @@ class NodeEngine:
         """The decoder (or this engine) found a connection-level error: ERROR, close."""
         if conn not in self._conns:
             return
+        self.flush_acks()  # before the ERROR and the close
         self._trace_event(TN.PROTOCOL_ERROR, conn=conn, code=exc.code, message=exc.message)
         self._send(conn, Error(self.name, self._stamp(), exc.code, exc.message))
         self.actions.append((CLOSE, conn, None))
@@ -496,6 +552,7 @@ class NodeEngine:
                 self._on_resync_request(c, msg.lease_ms)
             elif type(msg) is Error:
                 self._trace_event(TN.PEER_ERROR, conn=conn, code=msg.code, message=msg.message)
+                self.flush_acks()  # before the close
                 self.actions.append((CLOSE, conn, None))
                 self.close_connection(conn, now)
             else:
@@ -507,6 +564,7 @@ class NodeEngine:
         if type(msg) is Hello:
             self._send(c.id, c.handshake.on_hello(msg, self._stamp()))
             c.digests = self.compact_renewals and offers_digests(msg.features)
+            c.ack_by_result = self.ack_by_result and offers_ack_by_result(msg.features)
         elif type(msg) is Auth:
             c.handshake.on_auth(msg)
             origin = c.handshake.peer
@@ -755,7 +813,14 @@ class NodeEngine:
                              origin_task, capability, serial, comp)
         self._running[key] = task
         self._n_accepted += 1
-        self._ack(c.id, rtid)
+        if c.ack_by_result:
+            # written by flush_acks at the end of the driver's pump, unless
+            # the task's RESULT leaves first and stands for it
+            task.ack_conn = c.id
+            self._acks_due.append(task)
+        else:
+            self._ack(c.id, rtid)
+        # (accepted now: the ACK, or the RESULT standing for it, says so)
         self.process(task, _E_SEND_ACK_ACCEPTED)
         if budget is not None and budget[0] is not None and budget[0] <= _MAX_DEADLINE_MS:
             task.deadline_ns = now + budget[0] * _MS
@@ -873,6 +938,9 @@ class NodeEngine:
                 self.max_result_bytes if kind == _OUTCOME_SUCCESS else _MAX_FAILURE_MESSAGE_CHARS):
             kind, payload = self._deliverable(task, kind, payload)
         del self._running[key]
+        # an ACK still due is stood for by this RESULT (its connection is one
+        # of the origin's that _deliver sends it on, if it is still open)
+        task.ack_conn = None
         if task.deadline_ns is not None:
             del self._by_serial[serial]
             self.timers.discard(_T_BUDGET, serial)
@@ -992,6 +1060,7 @@ class NodeEngine:
         once the first time in a renewal period and at the group's next
         renewal after that, so one connection gets at most two full lists
         per group and period however often it asks."""
+        self.flush_acks()  # the list may name tasks whose ACK is due
         group = self._renew.get((c.origin, lease_ms))  # type: ignore[arg-type]  # after the handshake: origin is set
         if group is None or not group.ids:  # (an empty group is dropped at its next renewal)
             self._send(c.id, LeaseRenewalBatch(self.name, self._stamp(), lease_ms, self.name, []))
@@ -1036,6 +1105,7 @@ class NodeEngine:
     def tick(self, now: int) -> None:
         """Run every deadline due at ``now``, earliest first (renewal batches,
         origin-silence checks, budget deadlines), then evict expired records."""
+        self.flush_acks()  # a renewal may name tasks whose ACK is due
         timers = self.timers
         for kind, key in timers.pop_due(now):
             if kind == T_RENEW:
@@ -1121,6 +1191,7 @@ class NodeEngine:
 
     def close_all(self, message: str = "node shutting down") -> None:
         """ERROR shutting_down on every connection, then close them (the last step of a drain)."""
+        self.flush_acks()
         for conn in list(self._conns):
             self._send(conn, Error(self.name, self._stamp(), ERR_SHUTTING_DOWN, message))
             self.actions.append((CLOSE, conn, None))
