@@ -10,6 +10,9 @@ from rsc._core._idemtable cimport IdemTable
 from rsc._engine.deadlines cimport Deadlines
 from rsc._engine.logical cimport LamportClock
 from rsc._engine.renewal cimport RenewalGroup
+# the codec's per-task builders, fields() and sender_time(), called as C (node.py imports the same names)
+from rsc._core._envelope cimport fields as _fields, sender_time as _sender_time
+from rsc._core._envelope cimport result_delivery as _result_delivery, spawn_ack as _spawn_ack
 
 cdef Py_ssize_t _RTID, _COMPUTATION, _INPUT, _LEASE_MS, _KEY, _ORIGIN_NODE, _CAPABILITY, _DRAWN
 # private module globals a task reads: C globals, not module-dict lookups
@@ -19,7 +22,7 @@ cdef int _KEY_BYTES, _T_SILENCE, _T_BUDGET, _T_RENEW, _E_SEND_ACK_ACCEPTED, _E_S
 cdef int _OUTCOME_SUCCESS, _OUTCOME_CANCELLED, _MAX_FAILURE_MESSAGE_CHARS, _SEND, _START
 cdef Py_ssize_t _kept_bytes(tuple outcome) except -1  # a C call per finished task
 cdef object _MAX_LEASE, _SpawnRequest
-cdef object _fields, _spawn_fingerprint, _spawn_matches, _spawn_ack, _result_delivery, _RECEIVED, _INIT, _COMPLETED, _TOMBSTONED
+cdef object _spawn_fingerprint, _spawn_matches, _RECEIVED, _INIT, _COMPLETED, _TOMBSTONED
 
 cdef class Admission:
     cpdef find(self, computation)

@@ -35,7 +35,7 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from rsc._core import envelope as _envelope
+from rsc._core import USING_EXTENSIONS
 from rsc._core import idemtable as _idem
 from rsc._core.schema import SPAWN_REQUEST, SpawnRequestF, expect_fields
 from rsc._core.messages import (
@@ -121,10 +121,19 @@ E_SEND_RESULT = int(NodeEvent.SEND_RESULT)
 E_ORIGIN_SILENT = int(NodeEvent.ORIGIN_SILENT)
 E_RECV_DUPLICATE_SPAWN = int(NodeEvent.RECV_DUPLICATE_SPAWN)
 
-# The codec's builders of the two messages every task sends: the same objects as
-# SpawnAck(...) and ResultDelivery(...), without a Python __init__ call each.
-_spawn_ack, _result_delivery = _envelope.spawn_ack, _envelope.result_delivery
-_fields = _envelope.fields
+# The codec's builders of the two messages every task sends (the same objects as
+# SpawnAck(...) and ResultDelivery(...), without a Python __init__ call each),
+# its fields() (a message's fields as a tuple, in one call) and sender_time(),
+# from the codec rsc._core.envelope is: the compiled build of this module
+# cimports them from the compiled codec and calls them as C (node.pxd).
+if USING_EXTENSIONS:
+    from rsc._core._envelope import fields as _fields, sender_time as _sender_time
+    from rsc._core._envelope import result_delivery as _result_delivery
+    from rsc._core._envelope import spawn_ack as _spawn_ack
+else:
+    from rsc._core._envelope_py import fields as _fields, sender_time as _sender_time
+    from rsc._core._envelope_py import result_delivery as _result_delivery
+    from rsc._core._envelope_py import spawn_ack as _spawn_ack
 # Module attributes bound once: `_idem.fingerprint` in a hot path would be an
 # attribute lookup on the module every call, a global is a cached read.
 _spawn_fingerprint = _idem.spawn_fingerprint
@@ -533,7 +542,7 @@ class NodeEngine:
         c = self._conns.get(conn)
         if c is None:
             return
-        self.clock.merge(msg.sender_time)
+        self.clock.merge(_sender_time(msg))
         try:
             if c.origin is None:
                 self._receive_handshake(c, msg, now)
