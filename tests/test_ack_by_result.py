@@ -113,6 +113,31 @@ def test_a_task_that_has_not_ended_gets_its_ack_at_the_end_of_the_pump() -> None
     assert a.state is OriginState.COMPLETED and link.origin.dropped == 0
 
 
+def _group_ids(link: Link) -> set[int]:
+    return {rtid for g in link.node._renew.values() for rtid in g.ids}
+
+
+def test_a_task_joins_its_renewal_group_with_its_ack_and_never_without_one() -> None:
+    link = _link()
+    ended = link.spawn(flush=False)
+    _pump(link)
+    assert _group_ids(link) == set() and not link.node._renew  # no group was ever made
+    running = link.spawn(flush=False)
+    link.collect()
+    while link.to_node:
+        link.node.receive(link.conn, link.to_node.pop(0), link.now)
+    (task,) = [t for op, t, _a in link.node.take_actions(False) if op == N.START]
+    assert _group_ids(link) == set()  # admitted, its ACK held: not in a group yet
+    link.node.flush_acks()
+    assert _group_ids(link) == {running.rtid}
+    link.flush()
+    assert ended.state is OriginState.COMPLETED and running.state is OriginState.RUNNING
+    # the group's silence check watches it: the origin goes silent for the lease
+    link.now += 3_001 * 1_000_000
+    link.node.tick(link.now)
+    assert task.cancel_reason == N.CANCEL_LEASE_EXPIRED
+
+
 def test_a_held_ack_is_not_overtaken_by_a_renewal_or_a_resync_list() -> None:
     for how in ("tick", "resync"):
         link = _link()

@@ -96,6 +96,7 @@ cdef class NodeEngine:
     cpdef _rule_capacity(self, origin, tuple f, comp)
     cpdef _rule_input_valid(self, origin, tuple f, comp)
     cpdef _rule_capability_uses(self, origin, tuple f, comp)
+    @cython.locals(grouped=cython.bint)
     cpdef task_finished(self, NodeTask task, int kind, payload, exec_ns, now)
     cpdef _deliver(self, origin, rtid, tuple outcome, now)
     @cython.locals(group=RenewalGroup)

@@ -466,7 +466,13 @@ class NodeEngine:
         else it queues that names such a task or ends its connection
         (renewals, a resync's list, an ERROR, a close), so an ACK is never
         overtaken by them. An ACK due on a connection closed since is not
-        sent (as a queued one would not be written)."""
+        sent (as a queued one would not be written).
+
+        A task joins its renewal group here, with its ACK: the group's
+        silence check then watches it, and the renewals that count it come
+        after its ACK. Nothing between its admission and this call can
+        renew or orphan it (``tick`` calls this first), and a task whose
+        RESULT stood for its ACK is never in a group."""
         due = self._acks_due
         if not due:
             return
@@ -478,6 +484,10 @@ class NodeEngine:
                 task.ack_conn = None
                 if conn in conns:
                     self._ack(conn, task.rtid)
+                origin = task.origin
+                # (a new group's first deadlines count from when its origin
+                # was last heard: this spawn's read, or a later one)
+                self._renew_add(origin, task.lease_ms, task.rtid, self._last_heard.get(origin, 0))
 
     def _send_result(self, conn: Any, rtid: int, outcome: tuple[int, Any, int]) -> None:
         """RESULT_DELIVERY of ``outcome`` (kind, payload, execution_time_ns) under task id ``rtid``."""
@@ -823,20 +833,21 @@ class NodeEngine:
         self._running[key] = task
         self._n_accepted += 1
         if c.ack_by_result:
-            # written by flush_acks at the end of the driver's pump, unless
-            # the task's RESULT leaves first and stands for it
+            # its ACK is written by flush_acks at the end of the driver's
+            # pump, and it joins its renewal group then, unless its RESULT
+            # leaves first and stands for the ACK: then it never joins one
             task.ack_conn = c.id
             self._acks_due.append(task)
         else:
             self._ack(c.id, rtid)
+            # its silence check is its renewal group's (_renew_add, _check_silence)
+            self._renew_add(origin, lease, rtid, now)
         # (accepted now: the ACK, or the RESULT standing for it, says so)
         self.process(task, _E_SEND_ACK_ACCEPTED)
         if budget is not None and budget[0] is not None and budget[0] <= _MAX_DEADLINE_MS:
             task.deadline_ns = now + budget[0] * _MS
             self._by_serial[serial] = task
             self.timers.add(_T_BUDGET, serial, task.deadline_ns)
-        # its silence check is its renewal group's (_renew_add, _check_silence)
-        self._renew_add(origin, lease, rtid, now)
         self.actions.append((_START, task, None))
 
     def _apply_verdict(self, c: _Conn, msg: SpawnRequest, f: tuple, v: tuple, now: int) -> None:
@@ -948,7 +959,9 @@ class NodeEngine:
             kind, payload = self._deliverable(task, kind, payload)
         del self._running[key]
         # an ACK still due is stood for by this RESULT (its connection is one
-        # of the origin's that _deliver sends it on, if it is still open)
+        # of the origin's that _deliver sends it on, if it is still open),
+        # and the task never joined a renewal group (flush_acks)
+        grouped = task.ack_conn is None
         task.ack_conn = None
         if task.deadline_ns is not None:
             del self._by_serial[serial]
@@ -959,7 +972,8 @@ class NodeEngine:
                                       _kept_bytes(outcome))
         if self._journal is not None:
             self._journal.finished(key, task.rtid, outcome)
-        self._renew_remove(task.origin, task.lease_ms, task.rtid)
+        if grouped:
+            self._renew_remove(task.origin, task.lease_ms, task.rtid)
         self._deliver(task.origin, task.rtid, outcome, now)
         for a_origin, a_rtid in aliases:
             self._renew_remove(a_origin, task.lease_ms, a_rtid)
