@@ -50,7 +50,7 @@ cpdef NodeTask new_node_task(origin, rtid, key, computation, input, lease_ms, bu
 
 cdef class _Conn:
     cdef public object id, handshake, origin, resync
-    cdef public bint digests, ack_by_result
+    cdef public bint digests, ack_by_result, open
 
 cdef class NodeEngine:
     cdef public Admission admission
@@ -79,6 +79,9 @@ cdef class NodeEngine:
     cpdef _send_result(self, conn, rtid, tuple outcome)
     @cython.locals(c=_Conn)
     cpdef receive(self, conn, msg, now)
+    @cython.locals(c=_Conn, clock=LamportClock)
+    cpdef receive_all(self, conn, list msgs, now)
+    cpdef _dispatch(self, _Conn c, msg, now)
     cpdef process(self, TaskRecord task, int event)
     cpdef _on_spawn(self, _Conn c, msg, now)
     cpdef admission_verdict(self, origin, tuple f, comp)

@@ -311,7 +311,7 @@ def new_node_task(origin: str, rtid: int, key: bytes, computation: str, input: b
 
 
 class _Conn:
-    __slots__ = ("id", "handshake", "origin", "digests", "resync", "ack_by_result")
+    __slots__ = ("id", "handshake", "origin", "digests", "resync", "ack_by_result", "open")
 
     def __init__(self, conn_id: Any, handshake: NodeHandshake) -> None:
         self.id = conn_id
@@ -326,6 +326,7 @@ class _Conn:
         # task admitted on it waits for flush_acks, and is not sent if the
         # task's RESULT leaves first
         self.ack_by_result = False
+        self.open = True  # until close_connection
 
 
 class NodeEngine:
@@ -530,7 +531,10 @@ class NodeEngine:
 
     def close_connection(self, conn: Any, now: int) -> None:
         c = self._conns.pop(conn, None)
-        if c is None or c.origin is None:
+        if c is None:
+            return
+        c.open = False  # (receive_all reads no more of its read)
+        if c.origin is None:
             return
         lst = self._origin_conns.get(c.origin)
         if lst is not None and conn in lst:
@@ -558,26 +562,56 @@ class NodeEngine:
                 self._receive_handshake(c, msg, now)
                 return
             self._last_heard[c.origin] = now
-            # type(msg) in each test (Py_TYPE when compiled) narrows msg for type checkers
-            if type(msg) is _SpawnRequest:
-                self._on_spawn(c, msg, now)
-            elif type(msg) is CancelRequest:
-                self._on_cancel(c, msg, now)
-            elif type(msg) is Ping:
-                self._send(conn, Pong(self.name, self._stamp(), msg.nonce))
-            elif type(msg) is StatusRequest:
-                self._send(conn, StatusReply(self.name, self._stamp(), self.stats()))
-            elif type(msg) is LeaseResyncRequest:
-                self._on_resync_request(c, msg.lease_ms)
-            elif type(msg) is Error:
-                self._trace_event(TN.PEER_ERROR, conn=conn, code=msg.code, message=msg.message)
-                self.flush_acks()  # before the close
-                self.actions.append((CLOSE, conn, None))
-                self.close_connection(conn, now)
-            else:
-                raise UnexpectedMessage(f"a node does not accept {type(msg).__name__} after the handshake")
+            self._dispatch(c, msg, now)
         except ProtocolError as exc:
             self.protocol_error(conn, exc, now)
+
+    def receive_all(self, conn: Any, msgs: list[Message], now: int) -> None:
+        """The messages of one read on ``conn``, in order: what ``receive`` of
+        each does, with the connection found once and, past the handshake,
+        the origin's last-heard time written once (the read's ``now``). Each
+        message is merged into the Lamport clock just before it is handled,
+        as ``receive`` does; a message that closes the connection leaves the
+        rest of the read unread."""
+        c = self._conns.get(conn)
+        if c is None:
+            return
+        if c.origin is None:  # the handshake: message by message
+            for msg in msgs:
+                self.receive(conn, msg, now)
+            return
+        self._last_heard[c.origin] = now
+        clock = self.clock
+        for msg in msgs:
+            if not c.open:
+                return
+            clock.merge(_sender_time(msg))
+            try:
+                self._dispatch(c, msg, now)
+            except ProtocolError as exc:
+                self.protocol_error(conn, exc, now)
+
+    def _dispatch(self, c: _Conn, msg: Message, now: int) -> None:
+        """One message after the handshake (its time merged, its origin heard)."""
+        conn = c.id
+        # type(msg) in each test (Py_TYPE when compiled) narrows msg for type checkers
+        if type(msg) is _SpawnRequest:
+            self._on_spawn(c, msg, now)
+        elif type(msg) is CancelRequest:
+            self._on_cancel(c, msg, now)
+        elif type(msg) is Ping:
+            self._send(conn, Pong(self.name, self._stamp(), msg.nonce))
+        elif type(msg) is StatusRequest:
+            self._send(conn, StatusReply(self.name, self._stamp(), self.stats()))
+        elif type(msg) is LeaseResyncRequest:
+            self._on_resync_request(c, msg.lease_ms)
+        elif type(msg) is Error:
+            self._trace_event(TN.PEER_ERROR, conn=conn, code=msg.code, message=msg.message)
+            self.flush_acks()  # before the close
+            self.actions.append((CLOSE, conn, None))
+            self.close_connection(conn, now)
+        else:
+            raise UnexpectedMessage(f"a node does not accept {type(msg).__name__} after the handshake")
 
     def _receive_handshake(self, c: _Conn, msg: Message, now: int) -> None:
         if type(msg) is Hello:

@@ -392,15 +392,14 @@ class NodeServer:
 
     def _on_messages(self, conn: FramedConnection, msgs: list[Any]) -> None:
         engine, now, cid = self.engine, self.clock.now_ns(), conn.tag
-        for msg in msgs:
-            try:
-                engine.receive(cid, msg, now)  # a C call when compiled (a bound method is not)
-            except Exception:  # a bug; it must cost this connection at most, never the node
-                log.exception("node %s: internal error handling %s; closing that connection",
-                              self.name, type(msg).__name__)
-                self.engine.close_connection(cid, now)
-                conn.abort()
-                break
+        try:
+            engine.receive_all(cid, msgs, now)  # a C call when compiled (a bound method is not)
+        except Exception:  # a bug; it must cost this connection at most, never the node
+            log.exception("node %s: internal error handling a read of %d messages (%s); closing "
+                          "that connection", self.name, len(msgs),
+                          ", ".join(sorted({type(msg).__name__ for msg in msgs})))
+            self.engine.close_connection(cid, now)
+            conn.abort()
         self._pump()
 
     def _on_protocol_error(self, conn: FramedConnection, exc: ProtocolError) -> None:
