@@ -32,7 +32,7 @@ from rsc._core import messages as m
 from rsc._engine import node as N
 from rsc._engine import origin as O
 from rsc._engine.states import NodeState, OriginState
-from tests.engine_link import Link, wire
+from tests.engine_link import FakeAdmission, Link, wire
 from tests.rawclient import ACCEPTED, PONG, RESULT_DELIVERY, SPAWN_ACK, RawClient
 
 FEATURE = m.ACK_BY_RESULT_FEATURE
@@ -334,3 +334,32 @@ def test_a_runtime_and_a_real_node_with_and_without_the_feature(module_cluster: 
     acks, dropped, out = asyncio.run(run(False))
     assert [x[0] for x in out[:200]] == [i * i for i in range(200)] and out[200] == 30
     assert dropped == 0 and acks == 201
+
+
+def test_the_registry_holds_an_ack_only_for_what_may_end_at_once() -> None:
+    """A node's registry answers ``ends_at_once``: inline computations, and
+    async ones where first steps are eager (3.12+); a computation that runs
+    on a thread (or an async one on 3.11) has its ACK written at once."""
+    from rsc.node.executor import EAGER_TASKS
+    from rsc.node.server import RegistryAdmission
+    from tests.registries import basic
+
+    adm = RegistryAdmission(basic)
+    for _ in range(2):  # the second time from what it remembers
+        assert adm.ends_at_once(adm.find("square_inline")) is True
+        assert adm.ends_at_once(adm.find("square")) is False
+        assert adm.ends_at_once(adm.find("echo")) is EAGER_TASKS
+    # on the engine: a computation its admission says never ends at once is acked at once
+    class SlowNeverAtOnce(FakeAdmission):
+        def ends_at_once(self, comp: Any) -> bool:
+            return comp != "slow"
+
+    link = Link(ack_by_result=True)
+    link.node.admission = SlowNeverAtOnce({"echo", "slow"})
+    link.connect()
+    t = link.spawn("slow", flush=False)
+    link.collect()
+    while link.to_node:
+        link.node.receive(link.conn, link.to_node.pop(0), link.now)
+    sent = [a for op, _c, a in link.node.take_actions(False) if op == N.SEND]
+    assert _kinds(sent) == [("SpawnAck", t.rtid)] and not link.node._acks_due

@@ -27,6 +27,7 @@ cdef object _spawn_fingerprint, _spawn_matches, _RECEIVED, _INIT, _COMPLETED, _T
 cdef class Admission:
     cpdef find(self, computation)
     cpdef check(self, comp, data)
+    cpdef bint ends_at_once(self, comp) except -1
 
 cdef class TaskRecord:
     cdef public object origin, rtid, state

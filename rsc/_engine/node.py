@@ -19,8 +19,8 @@ which follows ``states.NODE_TRANSITIONS``; spawn admission is the ordered list
 Rules this engine keeps (PROTOCOL.md section 4, "Rules a node keeps"):
 every SPAWN_REQUEST gets exactly one SPAWN_ACK, or, on a connection that
 negotiated ``ack_by_result``, a task that ends before its ACK is written gets
-its RESULT_DELIVERY alone, standing for the ACK (``flush_acks``); a result is computed once and
-sent once on each live connection of its origin, or held until that origin's
+its RESULT_DELIVERY alone, standing for the ACK (``flush_acks``); a result is
+computed once and sent once on each live connection of its origin, or held until that origin's
 next handshake; duplicates (same key and fingerprint) are never run again and
 become aliases while the first runs; a cancel for an unseen task leaves a
 tombstone; running tasks' leases are renewed in batches every third of the
@@ -211,6 +211,15 @@ class Admission:
     def check(self, comp: Any, data: bytes) -> str | None:  # pragma: no cover
         """A reason ``data`` is unusable as ``comp``'s input, or None."""
         raise NotImplementedError
+
+    def ends_at_once(self, comp: Any) -> bool:
+        """Whether a task of ``comp`` may end in the driver's step that
+        starts it (then, on a connection with ``ack_by_result``, its ACK is
+        held to the end of that step, and its RESULT may stand for it). True
+        here; a registry that knows better says False for computations that
+        never do (a thread or a worker process runs them), whose ACK is then
+        written at once."""
+        return True
 
 
 class TaskRecord:
@@ -449,8 +458,8 @@ class NodeEngine:
 
     def take_actions(self, due_acks: bool = True) -> list[tuple[int, Any, Any]]:
         """The queued actions, oldest first (the queue is emptied). With
-        ``due_acks`` (the default) the SPAWN_ACKs still due are queued first
-        (``flush_acks``); a driver that runs started computations' first
+        ``due_acks`` (the default) the SPAWN_ACKs still due are queued
+        (``flush_acks``) before the queue is taken; a driver that runs started computations' first
         steps before it writes (``NodeServer._pump``) passes False, and calls
         ``flush_acks`` once those steps have run."""
         if due_acks and self._acks_due:
@@ -866,7 +875,7 @@ class NodeEngine:
                              origin_task, capability, serial, comp)
         self._running[key] = task
         self._n_accepted += 1
-        if c.ack_by_result:
+        if c.ack_by_result and self.admission.ends_at_once(comp):
             # its ACK is written by flush_acks at the end of the driver's
             # pump, and it joins its renewal group then, unless its RESULT
             # leaves first and stands for the ACK: then it never joins one

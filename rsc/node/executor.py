@@ -373,7 +373,8 @@ class Executor:
 
     def _make_ready(self, task: NodeTask) -> None:
         # Its first step runs in run_ready: not from inside start (on_done
-        # never is), and after the node has queued this task's ACK. Without a
+        # never is), and after the node has carried out the batch's starts
+        # (its ACK queued, or held for its RESULT to stand for). Without a
         # driver that calls run_ready, the tasks started in one turn share one
         # loop callback.
         ready = self._ready

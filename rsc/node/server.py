@@ -27,7 +27,7 @@ from rsc.catalogue import publish_catalogue
 from rsc.clock import SystemClock
 from rsc.cx import RemoteCap, task_cx
 from rsc.errors import AuthFailed, InvalidArgument, PeerTimeout, ProtocolError
-from rsc.node.executor import Executor
+from rsc.node.executor import EAGER_TASKS, Executor
 from rsc.node.journal import open_journal
 from rsc.node.workers import WorkerPool, check_pool_options
 from rsc.registry import Computation, Registry
@@ -79,6 +79,9 @@ class RegistryAdmission(Admission):
         self.registry = registry
         self._items = registry._items  # the registry's own dict: later registrations show
         self._plain: Computation | None = None  # the last computation found to need no check
+        # the last computations found to end (or not) in the step that starts them
+        self._at_once: Computation | None = None
+        self._later: Computation | None = None
 
     def find(self, computation: str) -> Computation | None:
         # the codec decodes a computation name as str, so no type check is needed
@@ -94,6 +97,22 @@ class RegistryAdmission(Admission):
             self._plain = comp
             return None  # raw bytes, no validator: nothing to check (the common case)
         return comp.check_input(data)
+
+    def ends_at_once(self, comp: Computation) -> bool:
+        """Whether a task of ``comp`` may end in the pump that starts it: an
+        inline computation, or an async one where first steps are eager
+        (Python 3.12+). Only then is its ACK held for its RESULT to stand
+        for; a computation on a thread or in a worker process, or an async
+        one on 3.11, has its ACK written at once."""
+        if comp is self._at_once:
+            return True
+        if comp is self._later:
+            return False
+        if comp.inline or (comp.is_async and EAGER_TASKS):
+            self._at_once = comp
+            return True
+        self._later = comp
+        return False
 
 
 class NodeServer:
