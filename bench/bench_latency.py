@@ -72,7 +72,9 @@ the harness adds, counted in the latencies); for rsc also the origin's garbage-c
 and the node's CPU time per request (with the thread sender, the thread's
 own too), and ``origin_cpu_wait_ms`` and ``node_cpu_wait_ms``, how long each
 waited, runnable, for a CPU during the run (Linux's schedstat: what a loaded
-machine adds). The report judges rsc's p99 at 50% of the open-loop maximum (and at 50% of
+machine adds, and what every wake-up costs), and ``origin_sleeps`` and
+``node_sleeps``, how many times each slept and was woken (voluntary context
+switches). The report judges rsc's p99 at 50% of the open-loop maximum (and at 50% of
 the closed-loop one, ``rsc.lat.50.closed``) against five times its unloaded
 p50.
 """
@@ -381,11 +383,13 @@ class CpuUse:
     each waited, runnable, for a CPU (what a loaded machine adds)."""
 
     def __init__(self, node_pid: int) -> None:
-        self.node = psutil.Process(node_pid)
+        self.node, self.origin = psutil.Process(node_pid), psutil.Process()
 
-    def _now(self) -> tuple[float, float, int, int]:
+    def _now(self) -> tuple[float, float, int, int, int, int]:
         return (sum(os.times()[:2]), sum(self.node.cpu_times()[:2]),
-                runqueue_wait_ns(os.getpid()), runqueue_wait_ns(self.node.pid))
+                runqueue_wait_ns(os.getpid()), runqueue_wait_ns(self.node.pid),
+                # each sleep (in the loop's poll) ends in a wake-up that may wait for a CPU
+                self.origin.num_ctx_switches().voluntary, self.node.num_ctx_switches().voluntary)
 
     def __enter__(self) -> CpuUse:
         self._start = self._now()
@@ -395,10 +399,11 @@ class CpuUse:
         self._used = [b - a for a, b in zip(self._start, self._now())]
 
     def figures(self, n: int) -> dict[str, float]:
-        origin_s, node_s, origin_wait_ns, node_wait_ns = self._used
+        origin_s, node_s, origin_wait_ns, node_wait_ns, origin_sleeps, node_sleeps = self._used
         return {"origin_cpu_us": round(origin_s / n * 1e6, 1), "node_cpu_us": round(node_s / n * 1e6, 1),
                 "origin_cpu_wait_ms": round(origin_wait_ns / 1e6, 1),
-                "node_cpu_wait_ms": round(node_wait_ns / 1e6, 1)}
+                "node_cpu_wait_ms": round(node_wait_ns / 1e6, 1),
+                "origin_sleeps": int(origin_sleeps), "node_sleeps": int(node_sleeps)}
 
 
 async def _keep(into: list[Any], coro: Any) -> None:
