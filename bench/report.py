@@ -403,6 +403,8 @@ def latency_section(table: Table, figs: dict[str, Figure], attach: Callable[[Tar
             if "origin_cpu_wait_ms" in f.extra:  # how long origin and node waited, runnable, for a CPU
                 gc_note += (f", waited for a CPU {f.extra['origin_cpu_wait_ms']:,.0f} / "
                             f"{f.extra['node_cpu_wait_ms']:,.0f} ms")
+                if "origin_sleeps" in f.extra:  # each wake-up may wait for a CPU
+                    gc_note += f" in {f.extra['origin_sleeps']:,} / {f.extra['node_sleeps']:,} wake-ups"
             table.row([f"    at {load}%{how} ({f.extra['rate']:,.0f}/s offered, {f.extra['achieved']:,.0f}/s done, "
                        f"sender lag p99 {f.extra['send_lag_p99_us']:,.0f} us{gc_note}; "
                        f"load avg {f.extra.get('loadavg_1m', 0):.1f})", fmt_tail(f)])
