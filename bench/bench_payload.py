@@ -230,3 +230,31 @@ class TestDecodeLargeFrame:
 
         benchmark.pedantic(decode, rounds=10, warmup_rounds=1)
         record(benchmark, f"payload.decode.16MiB.{'short' if head else 'whole'}", 1, size=16 * MiB)
+
+
+# ------------------------------------------------------------------- the packer alone
+
+
+class TestPackValue:
+    """Packing the sweep's msgpack value at 1 and 16 MiB: ``msgpack.packb``
+    (a 256 KiB buffer grown by ``realloc``, then copied into a new ``bytes``)
+    against ``rsc.value_codec.pack_value`` (a buffer of the guessed size, and
+    a view of it: one copy of the blob), and unpacking it (``unpackb``
+    copies the blob into a new ``bytes``, whatever it is given)."""
+
+    @pytest.mark.parametrize("how", ["packb", "pack_value", "unpackb"])
+    @pytest.mark.parametrize("size", [1 * MiB, 16 * MiB], ids=["1MiB", "16MiB"])
+    def test_pack_value(self, benchmark: Any, size: int, how: str) -> None:
+        import msgpack
+
+        from rsc.value_codec import pack_value
+
+        benchmark.group = f"payload-pack-{SIZE_LABEL[size]}"
+        v = value("msgpack", size)
+        packed = msgpack.packb(v, use_bin_type=True)
+        fn = {"packb": lambda: msgpack.packb(v, use_bin_type=True), "pack_value": lambda: pack_value(v),
+              "unpackb": lambda: msgpack.unpackb(packed)}[how]
+        assert bytes(fn()) == packed if how != "unpackb" else fn() == v
+        benchmark.pedantic(fn, rounds=20 if size == MiB else 5, iterations=5 if size == MiB else 1,
+                           warmup_rounds=1)
+        record(benchmark, f"payload.pack.{how}.{size}", 1, size=size)

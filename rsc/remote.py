@@ -82,6 +82,7 @@ from rsc.types import (
     RemoteInput,
     RemoteTaskState,
 )
+from rsc.value_codec import pack_input
 
 # RemoteHandle is rsc.handle's (and rsc's): the compiled build of this module
 # cimports it, so it is no attribute here and `import *` would fail on it.
@@ -373,7 +374,7 @@ class Runtime:
             sent = None
         else:
             codec = "msgpack"
-            data = RemoteInput.pack(input).data
+            data = pack_input(input)  # a large value: a view of the packer's buffer, sent as is
             sent = _MSGPACK
         cap = cx.remote_cap
         if cap is None:
