@@ -44,6 +44,9 @@ from rsc.value_codec import DecodedInputs, pack_value, unpack_value
 __all__ = ["CODECS", "ISOLATIONS", "Computation", "Registry", "load_registry"]
 
 CODECS: tuple[str | None, ...] = (None, "msgpack")
+# a msgpack input this large is unpacked once on a node: its admission check's
+# value is kept for the computation (smaller ones cost less to unpack again)
+_KEEP_MIN_BYTES = DecodedInputs.MIN_BYTES
 #: Where a sync computation may run: None (the node's ``--isolation`` decides),
 #: "thread" (a thread of the node process), "process" (a worker process).
 ISOLATIONS: tuple[str | None, ...] = (None, "thread", "process")
@@ -193,8 +196,11 @@ class Computation:
         spawn and decodes it when the computation starts)."""
         if self.codec is None:
             return data
-        kept, value = self._decoded.take(data)
-        return value if kept else unpack_value(data)
+        if len(data) >= _KEEP_MIN_BYTES:
+            kept, value = self._decoded.take(data)
+            if kept:
+                return value
+        return unpack_value(data)
 
     def check_input(self, data: bytes) -> str | None:
         """Why ``data`` is unusable, or None when it is fine.
@@ -230,7 +236,7 @@ class Computation:
 
     def _keep(self, data: bytes, value: Any) -> None:
         """Keep an accepted input's unpacked value for ``decode_input``."""
-        if self.codec is not None:
+        if self.codec is not None and len(data) >= _KEEP_MIN_BYTES:
             self._decoded.keep(data, value)
 
     # -- output -------------------------------------------------------------------

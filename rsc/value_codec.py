@@ -5,10 +5,11 @@ Two things a large value would otherwise pay for twice:
 - **Packing.** ``msgpack.packb`` packs into a buffer that starts at 256 KiB
   and grows by ``realloc`` (each growth below the allocator's mmap threshold
   copies everything packed so far), then copies the whole buffer into a new
-  ``bytes``. :func:`pack_value` guesses the packed size first by a walk of at
-  most ``SIZE_WALK_ITEMS`` items, packs into a buffer of that size, and for a
-  value of at least ``VIEW_MIN_BYTES`` returns a ``memoryview`` of that
-  buffer instead of copying it: rsc's codec writes such a view to the socket
+  ``bytes``. For a value that is or directly holds a bytes-like object of at
+  least ``VIEW_MIN_BYTES`` (``{"id": 7, "blob": data}``), :func:`pack_value`
+  guesses the packed size first by a walk of at most ``SIZE_WALK_ITEMS``
+  items, packs into a buffer of that size, and returns a ``memoryview`` of
+  that buffer instead of copying it: rsc's codec writes such a view to the socket
   as it is (``rsc._core.envelope.encode_frame_parts``). A view is returned
   only when the guess held and the buffer is not much larger than the value
   (at most ``VIEW_SLACK`` of it unused), so memory held for a value is its
@@ -80,12 +81,37 @@ def packed_size_guess(value: Any) -> int | None:
     return total
 
 
+def _has_large_leaf(value: Any) -> bool:
+    """Whether ``value`` is, or directly holds (as an item of a list or tuple
+    or a value of a dict of at most ``SIZE_WALK_ITEMS`` items), a bytes-like
+    object of at least ``VIEW_MIN_BYTES``: the values :func:`pack_value`
+    packs into a buffer of their own. A look at the top level only, so that
+    a small value costs a few type checks more than ``packb``."""
+    t = type(value)
+    if t is dict:
+        if len(value) > SIZE_WALK_ITEMS:
+            return False
+        value = value.values()
+    elif t is not list and t is not tuple:
+        return (t is bytes or t is bytearray or t is memoryview) and len(value) >= VIEW_MIN_BYTES
+    elif len(value) > SIZE_WALK_ITEMS:
+        return False
+    for v in value:
+        t = type(v)
+        if (t is bytes or t is bytearray or t is memoryview) and len(v) >= VIEW_MIN_BYTES:
+            return True
+    return False
+
+
 def pack_value(value: Any) -> bytes | memoryview:
     """``value`` packed with MessagePack (``use_bin_type=True``): the same
-    bytes as ``msgpack.packb``, as ``bytes`` or, for a packed value of at
-    least ``VIEW_MIN_BYTES``, a read-only ``memoryview`` of a buffer of about
-    its size that nothing else refers to. Raises ``TypeError``,
-    ``ValueError`` or ``OverflowError`` as ``packb`` does."""
+    bytes as ``msgpack.packb``, as ``bytes`` or, for a value that is or
+    directly holds a bytes-like object of at least ``VIEW_MIN_BYTES`` (an
+    item of a list or tuple, a value of a dict), a read-only ``memoryview``
+    of a buffer of about its size that nothing else refers to. Raises
+    ``TypeError``, ``ValueError`` or ``OverflowError`` as ``packb`` does."""
+    if not _has_large_leaf(value):
+        return msgpack.packb(value, use_bin_type=True)
     guess = packed_size_guess(value)
     if guess is None or guess < VIEW_MIN_BYTES:
         return msgpack.packb(value, use_bin_type=True)
