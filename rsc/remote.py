@@ -210,14 +210,14 @@ class Runtime:
         """Cancel every live task (waiting up to the timeout for their outcomes) and close."""
         if self._closed:
             return
-        live = [h for h in self._handles.values() if not h.is_finished()]
+        live = [h for h in self._unsettled_handles() if not h.is_finished()]
         for h in live:
             h.abort(CancelReason(CancelKind.SHUTDOWN, "origin runtime closing"))
         waiters = [h._waiter() for h in live if not h._done]  # an abort may settle one at once
         if waiters:
             await asyncio.wait(waiters, timeout=cancel_timeout_s)
         self._closed = True
-        for h in list(self._handles.values()):
+        for h in self._unsettled_handles():
             h._settle(None, RuntimeClosed(f"runtime closed before the outcome of {h!r} arrived"),
                       RemoteTaskState.FAILED)
         await self._net.aclose()
@@ -231,17 +231,16 @@ class Runtime:
         return Cx(remote_cap=cap, budget=budget, seed=seed, trace=self.trace)
 
     # ---------------------------------------------------------------- inspection
-    @property
-    def _handles(self) -> dict[int, RemoteHandle]:
-        """The unsettled handles, by the id of their current attempt, made on
-        each read: the engine's task records are the one list of them (an
-        unsettled handle is its current attempt's ``handle``)."""
-        return {t.rtid: t.handle for t in list(self.engine._tasks.values()) if t.handle is not None}
+    def _unsettled_handles(self) -> list[RemoteHandle]:
+        """The handles whose outcome has not arrived, gathered on each call
+        (off the hot path): the engine's task records are the one list of
+        them (an unsettled handle is its current attempt's ``handle``)."""
+        return [t.handle for t in list(self.engine._tasks.values()) if t.handle is not None]
 
     @property
     def live_handles(self) -> int:
         """How many handles the runtime still tracks (their outcome has not arrived)."""
-        return len(self._handles)
+        return len(self._unsettled_handles())
 
     def stats(self) -> dict[str, Any]:
         """The runtime's figures, read at the moment of the call (safe from
@@ -282,7 +281,7 @@ class Runtime:
 
     def debug_counts(self) -> dict[str, int]:
         """Live handles, engine tasks and leases: all zero when nothing is in flight."""
-        return dict(handles=len(self._handles), tasks=self.engine.live_tasks,
+        return dict(handles=len(self._unsettled_handles()), tasks=self.engine.live_tasks,
                     leases=self.engine.lease_count)
 
     async def status(self, node: str, timeout_s: float = 5.0) -> dict:

@@ -155,7 +155,7 @@ class Faults:
         # Its handles will never hear anything again. Settle them, so that the
         # cancelled code's own exit (a region waits for its handles) ends
         # instead of waiting forever on a process that no longer exists.
-        for h in list(rt._handles.values()):
+        for h in rt._unsettled_handles():
             h._settle(None, RuntimeClosed(f"{rt.name} crashed (the lab)"), RemoteTaskState.FAILED)
 
     def expire_leases(self: Any, origin: str) -> None:
