@@ -37,6 +37,7 @@ each peer's (target: ahead of every peer at every size).
 from __future__ import annotations
 
 import asyncio
+import os
 from collections import deque
 from collections.abc import Iterator
 from typing import Any
@@ -52,6 +53,14 @@ from rsc import Runtime, spawn_remote
 from rsc._engine.node import DEFAULT_MAX_KEPT_RESULT_BYTES
 
 pytestmark = pytest.mark.usefixtures("no_strays")
+
+# RSC_BENCH_ORIGIN_KEEPS_MEMORY=1: the origin (this process) keeps freed memory
+# for its next payload, as every rsc node does (rsc.heap.keep_freed_memory; it
+# is not rsc's default in an origin, which is the caller's process)
+if os.environ.get("RSC_BENCH_ORIGIN_KEEPS_MEMORY") == "1":
+    from rsc.heap import keep_freed_memory
+
+    keep_freed_memory()
 
 KiB, MiB = 1024, 1024 * 1024
 SIZES = (64, 4 * KiB, 64 * KiB, 1 * MiB, 16 * MiB)

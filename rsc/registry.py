@@ -190,7 +190,7 @@ class Computation:
         (codec None) or the unpacked MessagePack value. Raises
         ``SerializationError`` when the bytes are not one MessagePack value.
 
-        A large input (64 KiB or more) that ``check_input`` unpacked is not
+        A large input (256 KiB or more) that ``check_input`` unpacked is not
         unpacked again: this returns the value the check made, once, for
         that same bytes object (a node checks an input when it admits the
         spawn and decodes it when the computation starts)."""
@@ -210,7 +210,7 @@ class Computation:
         by returning a false value other than None (``False``, ``0``, ``""``)
         or by raising an ``Exception``, whose message becomes the reason.
         Returning None or a true value accepts (so both predicate-style and
-        raise-on-error validators work). For an input of 64 KiB or more the
+        raise-on-error validators work). For an input of 256 KiB or more the
         computation is later called with the very value the validator saw
         (``decode_input``).
         """
@@ -246,7 +246,7 @@ class Computation:
         codec None: ``value`` must be bytes, bytearray or memoryview (returned
         as bytes). msgpack: any plain value MessagePack can carry, packed as
         ``msgpack.packb`` packs it, returned as bytes or, for a packed value of
-        64 KiB or more, a read-only memoryview of a buffer of its size that
+        256 KiB or more, a read-only memoryview of a buffer of its size that
         nothing else holds (``rsc.value_codec.pack_value``: no copy of a large
         result on its way to the socket). ``SerializationError`` otherwise.
         """

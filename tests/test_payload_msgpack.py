@@ -1,7 +1,7 @@
 """msgpack values with large binary leaves: packed once, unpacked once.
 
-A spawn's msgpack input, and a msgpack computation's result, of 64 KiB or
-more is packed into a buffer of its size and handed to the socket as a
+A spawn's msgpack input, and a msgpack computation's result, holding a
+bytes-like leaf of 256 KiB or more (``VIEW_MIN_BYTES``) is packed into a buffer of its size and handed to the socket as a
 read-only view of that buffer (``rsc.value_codec.pack_value``; the compiled
 codec writes such a view as a part of its own, as it does a large ``bytes``),
 where ``msgpack.packb`` grew a 256 KiB buffer by ``realloc`` and then copied
@@ -51,8 +51,8 @@ def blob(n: int, seed: int = 0) -> bytes:
 @pytest.mark.parametrize("value", [
     {"id": 7, "blob": blob(VIEW_MIN_BYTES)},
     {"id": 7, "blob": blob(1 * MiB)},
-    [blob(70 * KiB), bytearray(blob(80 * KiB)), memoryview(blob(90 * KiB)), "é" * 10, 1.5, None],
-    ("a tuple", blob(200 * KiB)),
+    [blob(300 * KiB), bytearray(blob(310 * KiB)), memoryview(blob(320 * KiB)), "é" * 10, 1.5, None],
+    ("a tuple", blob(VIEW_MIN_BYTES + 1)),
 ])
 def test_a_large_value_packs_to_packbs_bytes_as_a_read_only_view(value: Any) -> None:
     out = pack_value(value)
@@ -180,21 +180,21 @@ def test_a_checked_input_is_unpacked_once() -> None:
     seen: list[int] = []
     comp = Computation("c", lambda cx, v: v, codec="msgpack",
                        validate=lambda v: seen.append(id(v)) or isinstance(v, dict))
-    data = msgpack.packb({"blob": blob(200 * KiB)})
+    data = msgpack.packb({"blob": blob(300 * KiB)})
     assert comp.check_input(data) is None
     value = comp.decode_input(data)
     assert id(value) == seen[-1]
     again = comp.decode_input(data)  # the check's value was handed over once
     assert again == value and again is not value
     # a refused input is not kept, and a small one is unpacked again
-    refused = msgpack.packb([blob(200 * KiB)])
+    refused = msgpack.packb([blob(300 * KiB)])
     assert "rejected" in (comp.check_input(refused) or "")
-    assert comp.decode_input(refused) == [blob(200 * KiB)] and len(comp._decoded) == 0
+    assert comp.decode_input(refused) == [blob(300 * KiB)] and len(comp._decoded) == 0
     small = msgpack.packb({"n": 1})
     assert comp.check_input(small) is None and len(comp._decoded) == 0
     # a codec-None computation keeps nothing and gets its bytes as they came
     raw = Computation("r", lambda cx, v: v)
-    big = blob(200 * KiB)
+    big = blob(300 * KiB)
     assert raw.check_input(big) is None and raw.decode_input(big) is big and len(raw._decoded) == 0
 
 
@@ -209,7 +209,8 @@ def _values() -> list[Any]:
         {"id": 7, "blob": blob(VIEW_MIN_BYTES - 1)},
         {"id": 7, "blob": blob(VIEW_MIN_BYTES)},
         {"id": 7, "blob": blob(1 * MiB + 3)},
-        # more large leaves than the codec leaves out of a frame (four): the rest are copied
+        # several large leaves in one value (one packed value, one part of its frame)
+        [blob(VIEW_MIN_BYTES + i, i) for i in range(6)],
         [blob(70 * KiB, i) for i in range(6)],
         {"a": [blob(100 * KiB), {"b": blob(130 * KiB, 9)}], "s": "é" * 50_000, "n": [1, 2.5, None]},
     ]
@@ -234,7 +235,7 @@ def test_a_caller_gets_bytes_back_whatever_bytes_like_it_sent(cluster: Any) -> N
     and the caller get ``bytes`` for each (what msgpack unpacks), never a
     view of rsc's buffers."""
     c = cluster(1, registry=REGISTRY)
-    leaves = [blob(200 * KiB), bytearray(blob(200 * KiB, 1)), memoryview(blob(200 * KiB, 2))]
+    leaves = [blob(300 * KiB), bytearray(blob(300 * KiB, 1)), memoryview(blob(300 * KiB, 2))]
 
     async def main() -> None:
         async with Runtime(c.nodes) as rt:
