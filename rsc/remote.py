@@ -365,6 +365,9 @@ class Runtime:
             raise InvalidArgument(f"codec must be None or 'msgpack', got {codec!r}")
         # How the input is sent never depends on the node's catalogue (rsc.catalogue):
         # raw bytes, a RemoteInput's bytes (pre-encoded: any codec), or packed.
+        # bytes, or for a large packed value a view of the packer's buffer
+        # (rsc.value_codec.pack_value): the task and the codec's bin take either
+        data: Any
         if isinstance(input, (bytes, bytearray, memoryview)) and codec is None:
             data = input if type(input) is bytes else bytes(input)
             sent = _RAW
@@ -373,7 +376,7 @@ class Runtime:
             sent = None
         else:
             codec = "msgpack"
-            data = pack_input(input)  # a large value: a view of the packer's buffer, sent as is
+            data = pack_input(input)
             sent = _MSGPACK
         cap = cx.remote_cap
         if cap is None:
