@@ -47,15 +47,17 @@ VIEW_SLACK = 1 / 16
 #: The size guess walks at most this many items (keys, values, elements);
 #: a larger value is packed into msgpack's default buffer, grown as needed.
 SIZE_WALK_ITEMS = 64
-_DEFAULT_BUF = 256 * 1024  # msgpack.Packer's own default
 _HEADER = 9  # the most a scalar or a container/str/bin header takes
 
 
 def packed_size_guess(value: Any) -> int | None:
-    """The size ``value`` will take packed, if it has at most
-    ``SIZE_WALK_ITEMS`` items: exact for bytes-like leaves, ASCII str and
-    containers of them, an upper bound for numbers, and too small for str
-    with non-ASCII characters. None for a larger value."""
+    """An estimate of the size ``value`` takes packed, if it has at most
+    ``SIZE_WALK_ITEMS`` items (None for a larger value): each item counts 9
+    bytes (the most a header or a scalar takes) plus its content's length
+    for a bytes-like or str item. So it is at least the packed size, by at
+    most 9 bytes an item, unless a str holds non-ASCII characters (each
+    counted as one byte) or an item is of a type msgpack packs longer (an
+    ext type)."""
     budget = SIZE_WALK_ITEMS
     total = 0
     stack = [value]
