@@ -83,8 +83,11 @@ def _total(out: str) -> int:
 
 async def _origin_work(sock: str, n: int, mode: str) -> None:
     import rsc
+    from rsc._core.messages import ACK_BY_RESULT_FEATURE
 
     async with rsc.Runtime({"w1": "unix:" + sock}, connect_timeout_s=120) as rt:
+        if os.environ.get("RSC_INSTR_NO_ACK_BY_RESULT"):  # --no-ack-by-result
+            rt.engine.features.pop(ACK_BY_RESULT_FEATURE, None)  # before the first connect
         cx = rt.cx()
         await rsc.spawn_remote(cx, "w1", "noop", b"x").join()
         for _ in range(n // BATCH):
@@ -188,6 +191,9 @@ def main(argv: list[str]) -> int:
     p.add_argument("--n1", type=int, default=1000, help="tasks in the short run (a multiple of 1000)")
     p.add_argument("--n2", type=int, default=3000, help="tasks in the long run (a multiple of 1000)")
     p.add_argument("--json", default=None, help="also write the counts to this JSON file")
+    p.add_argument("--no-ack-by-result", action="store_true",
+                   help="the origin does not offer ack_by_result (as an older origin): every "
+                        "spawn gets its own SPAWN_ACK")
     args = p.parse_args(argv)
     if shutil.which("valgrind") is None:
         print("valgrind is not installed; it counts the instructions", file=sys.stderr)
@@ -198,6 +204,8 @@ def main(argv: list[str]) -> int:
     for side in args.side or ["both"]:
         more = {"both": ["node", "origin"], "all": list(SIDES)}.get(side, [side])
         sides += [s for s in more if s not in sides]
+    if args.no_ack_by_result:  # read by _origin_work, here or in the origin's subprocess
+        os.environ["RSC_INSTR_NO_ACK_BY_RESULT"] = "1"
     modes = ["pipe", "one"] if args.mode == "both" else [args.mode]
     counts: dict[str, float] = {}
     for side in sides:

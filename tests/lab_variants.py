@@ -65,6 +65,13 @@ class LateOrphanCheck(NodeEngine):
 
     def receive(self, conn: Any, msg: Any, now: int) -> None:
         super().receive(conn, msg, now)
+        self._heard_late(conn, now)
+
+    def receive_all(self, conn: Any, msgs: list, now: int) -> None:  # what the node's server calls
+        super().receive_all(conn, msgs, now)
+        self._heard_late(conn, now)
+
+    def _heard_late(self, conn: Any, now: int) -> None:
         c = self._conns.get(conn)
         if c is not None and c.origin is not None and c.origin in self._last_heard:
             self._last_heard[c.origin] = now + 500_000_000

@@ -498,3 +498,35 @@ def test_a_drawn_spawn_met_by_its_tombstone_is_recorded_as_drawn() -> None:
     link.node.receive(link.conn, spawn, link.now)
     assert link.started == [] and link.node.tombstones == 0
     assert link.node._idem.get(key).fingerprint == idemtable.DRAWN_FINGERPRINT
+
+
+def test_receive_all_is_receive_of_each_message_of_the_read() -> None:
+    """A read handed over whole (``NodeEngine.receive_all``, what the node's
+    server calls) does what ``receive`` of each message does, in order, with
+    each message's time merged before it is handled; a message that closes
+    the connection leaves the rest of the read unread."""
+    from rsc._core.messages import Welcome
+
+    def spawn(rtid: int, t: int) -> SpawnRequest:
+        return SpawnRequest("origin-a", t, rtid, "echo", b"in", 3_000, rtid.to_bytes(16, "big"),
+                            None, "origin-a", 7, 8, None)
+
+    read = [spawn(1, 500), Ping("origin-a", 900, 3), spawn(2, 10)]
+    one, whole = Link(), Link()
+    for link in (one, whole):
+        link.connect()
+        link.node.take_actions()
+    for msg in read:
+        one.node.receive(one.conn, msg, one.now)
+    whole.node.receive_all(whole.conn, read, whole.now)
+    a, b = one.node.take_actions(), whole.node.take_actions()
+    assert [(op, type(m).__name__, getattr(m, "sender_time", None)) for op, _c, m in a] == \
+        [(op, type(m).__name__, getattr(m, "sender_time", None)) for op, _c, m in b]
+    assert one.node.clock.time == whole.node.clock.time > 900
+    assert one.node.running == whole.node.running == 2
+    # a message that does not fit after the handshake closes the connection: the rest is unread
+    bad = Welcome("origin-a", 901, 1, bytes(32), None, {})
+    whole.node.receive_all(whole.conn, [bad, Ping("origin-a", 902, 4), spawn(3, 903)], whole.now)
+    acts = whole.node.take_actions()
+    assert [(op, type(m).__name__) for op, _c, m in acts] == [(N.SEND, "Error"), (N.CLOSE, "NoneType")]
+    assert whole.node.running == 2 and whole.node.connections == 0

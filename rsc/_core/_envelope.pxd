@@ -48,5 +48,9 @@ cdef class FrameDecoder:
 cpdef object spawn_request(sender, sender_time, remote_task_id, computation, input, lease_ms,
                            idempotency_key, budget, origin_node, origin_region, origin_task,
                            capability, drawn=*)
+cpdef object spawn_ack(sender, sender_time, remote_task_id, status, reject_code, reject_detail,
+                       assigned_node)
+cpdef object result_delivery(sender, sender_time, remote_task_id, outcome_kind, payload,
+                             execution_time_ns)
 cpdef tuple fields(msg)
 cpdef object sender_time(msg)

@@ -1081,8 +1081,8 @@ cpdef object spawn_request(sender, sender_time, remote_task_id, computation, inp
     return msg
 
 
-def spawn_ack(sender, sender_time, remote_task_id, status, reject_code, reject_detail,
-              assigned_node):
+cpdef object spawn_ack(sender, sender_time, remote_task_id, status, reject_code, reject_detail,
+                       assigned_node):
     """``SpawnAck(...)``, the same object, built without its ``__init__``."""
     cdef int k = K_SPAWN_ACK
     msg = _blank(k, sender, sender_time)
@@ -1094,8 +1094,8 @@ def spawn_ack(sender, sender_time, remote_task_id, status, reject_code, reject_d
     return msg
 
 
-def result_delivery(sender, sender_time, remote_task_id, outcome_kind, payload,
-                    execution_time_ns):
+cpdef object result_delivery(sender, sender_time, remote_task_id, outcome_kind, payload,
+                             execution_time_ns):
     """``ResultDelivery(...)``, the same object, built without its ``__init__``."""
     cdef int k = K_RESULT_DELIVERY
     msg = _blank(k, sender, sender_time)

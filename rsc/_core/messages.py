@@ -59,6 +59,20 @@ PROTOCOL_VERSION = 1
 # WELCOME ``features`` key of a node that understands SPAWN_REQUEST's
 # ``drawn`` flag (value 1); an origin sets the flag only for such a node.
 DRAWN_KEYS_FEATURE = "drawn_keys"
+# HELLO and WELCOME ``features`` key (value 1) of a peer that lets a node's
+# RESULT_DELIVERY stand for the SPAWN_ACK of a task that ended before its ACK
+# was written: the node then sends only the RESULT (PROTOCOL.md section 4,
+# "A result that stands for its ACK"). Used on a connection when both offered it.
+ACK_BY_RESULT_FEATURE = "ack_by_result"
+
+
+def offers_ack_by_result(features: object) -> bool:
+    """True if a HELLO's or WELCOME's ``features`` offer ``ack_by_result``
+    (the int 1 or higher; a bool is no version)."""
+    if not isinstance(features, dict):
+        return False
+    v = features.get(ACK_BY_RESULT_FEATURE)
+    return type(v) is int and v >= 1
 
 # SPAWN_ACK status
 ACK_ACCEPTED = 0

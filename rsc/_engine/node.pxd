@@ -10,6 +10,9 @@ from rsc._core._idemtable cimport IdemTable
 from rsc._engine.deadlines cimport Deadlines
 from rsc._engine.logical cimport LamportClock
 from rsc._engine.renewal cimport RenewalGroup
+# the codec's per-task builders, fields() and sender_time(), called as C (node.py imports the same names)
+from rsc._core._envelope cimport fields as _fields, sender_time as _sender_time
+from rsc._core._envelope cimport result_delivery as _result_delivery, spawn_ack as _spawn_ack
 
 cdef Py_ssize_t _RTID, _COMPUTATION, _INPUT, _LEASE_MS, _KEY, _ORIGIN_NODE, _CAPABILITY, _DRAWN
 # private module globals a task reads: C globals, not module-dict lookups
@@ -19,11 +22,12 @@ cdef int _KEY_BYTES, _T_SILENCE, _T_BUDGET, _T_RENEW, _E_SEND_ACK_ACCEPTED, _E_S
 cdef int _OUTCOME_SUCCESS, _OUTCOME_CANCELLED, _MAX_FAILURE_MESSAGE_CHARS, _SEND, _START
 cdef Py_ssize_t _kept_bytes(tuple outcome) except -1  # a C call per finished task
 cdef object _MAX_LEASE, _SpawnRequest
-cdef object _fields, _spawn_fingerprint, _spawn_matches, _spawn_ack, _result_delivery, _RECEIVED, _INIT, _COMPLETED, _TOMBSTONED
+cdef object _spawn_fingerprint, _spawn_matches, _RECEIVED, _INIT, _COMPLETED, _TOMBSTONED
 
 cdef class Admission:
     cpdef find(self, computation)
     cpdef check(self, comp, data)
+    cpdef bint ends_at_once(self, comp) except -1
 
 cdef class TaskRecord:
     cdef public object origin, rtid, state
@@ -34,6 +38,7 @@ cdef class NodeTask(TaskRecord):
     cdef public long long lease_ms, serial
     # the executor's fields (rsc.node.executor): one record per task for both
     cdef public object cx, on_done, atask, cfuture, thread_ident, grace_timer, job, ekey, plan
+    cdef public object ack_conn  # the connection its SPAWN_ACK is still due on, or None
     cdef public long long start_ns
     cdef public bint interrupted, finished, stepped
 
@@ -46,7 +51,7 @@ cpdef NodeTask new_node_task(origin, rtid, key, computation, input, lease_ms, bu
 
 cdef class _Conn:
     cdef public object id, handshake, origin, resync
-    cdef public bint digests
+    cdef public bint digests, ack_by_result, open
 
 cdef class NodeEngine:
     cdef public Admission admission
@@ -55,7 +60,8 @@ cdef class NodeEngine:
     cdef public LamportClock clock
     cdef public object _entropy, _stats, _trace
     cdef public list actions
-    cdef public bint draining, compact_renewals
+    cdef public bint draining, compact_renewals, ack_by_result
+    cdef public list _acks_due
     cdef public dict _conns, _origin_conns, _last_heard, _running, _by_serial
     cdef public dict _renew, _renew_group
     cdef public RenewalGroup _last_renew
@@ -74,6 +80,9 @@ cdef class NodeEngine:
     cpdef _send_result(self, conn, rtid, tuple outcome)
     @cython.locals(c=_Conn)
     cpdef receive(self, conn, msg, now)
+    @cython.locals(c=_Conn, clock=LamportClock)
+    cpdef receive_all(self, conn, list msgs, now)
+    cpdef _dispatch(self, _Conn c, msg, now)
     cpdef process(self, TaskRecord task, int event)
     cpdef _on_spawn(self, _Conn c, msg, now)
     cpdef admission_verdict(self, origin, tuple f, comp)
@@ -91,6 +100,7 @@ cdef class NodeEngine:
     cpdef _rule_capacity(self, origin, tuple f, comp)
     cpdef _rule_input_valid(self, origin, tuple f, comp)
     cpdef _rule_capability_uses(self, origin, tuple f, comp)
+    @cython.locals(grouped=cython.bint)
     cpdef task_finished(self, NodeTask task, int kind, payload, exec_ns, now)
     cpdef _deliver(self, origin, rtid, tuple outcome, now)
     @cython.locals(group=RenewalGroup)
@@ -99,4 +109,6 @@ cdef class NodeEngine:
     cpdef _renew_add(self, origin, lease_ms, rtid, now)
     @cython.locals(group=RenewalGroup)
     cpdef _renew_remove(self, origin, lease_ms, rtid)
-    cpdef list take_actions(self)
+    cpdef list take_actions(self, bint due_acks=*)
+    @cython.locals(task=NodeTask, due=list, conns=dict)
+    cpdef flush_acks(self)

@@ -17,8 +17,10 @@ which follows ``states.NODE_TRANSITIONS``; spawn admission is the ordered list
 ``ADMISSION_RULES``.
 
 Rules this engine keeps (PROTOCOL.md section 4, "Rules a node keeps"):
-every SPAWN_REQUEST gets exactly one SPAWN_ACK; a result is computed once and
-sent once on each live connection of its origin, or held until that origin's
+every SPAWN_REQUEST gets exactly one SPAWN_ACK, or, on a connection that
+negotiated ``ack_by_result``, a task that ends before its ACK is written gets
+its RESULT_DELIVERY alone, standing for the ACK (``flush_acks``); a result is
+computed once and sent once on each live connection of its origin, or held until that origin's
 next handshake; duplicates (same key and fingerprint) are never run again and
 become aliases while the first runs; a cancel for an unseen task leaves a
 tombstone; running tasks' leases are renewed in batches every third of the
@@ -33,10 +35,11 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from rsc._core import envelope as _envelope
+from rsc._core import USING_EXTENSIONS
 from rsc._core import idemtable as _idem
 from rsc._core.schema import SPAWN_REQUEST, SpawnRequestF, expect_fields
 from rsc._core.messages import (
+    ACK_BY_RESULT_FEATURE,
     DRAWN_KEYS_FEATURE,
     CANCEL_KIND_DEADLINE,
     CANCEL_KIND_LEASE_EXPIRED,
@@ -70,6 +73,7 @@ from rsc._core.messages import (
     SpawnRequest,
     StatusReply,
     StatusRequest,
+    offers_ack_by_result,
 )
 from rsc._engine.deadlines import Deadlines
 from rsc._engine.handshake import NodeHandshake
@@ -117,10 +121,19 @@ E_SEND_RESULT = int(NodeEvent.SEND_RESULT)
 E_ORIGIN_SILENT = int(NodeEvent.ORIGIN_SILENT)
 E_RECV_DUPLICATE_SPAWN = int(NodeEvent.RECV_DUPLICATE_SPAWN)
 
-# The codec's builders of the two messages every task sends: the same objects as
-# SpawnAck(...) and ResultDelivery(...), without a Python __init__ call each.
-_spawn_ack, _result_delivery = _envelope.spawn_ack, _envelope.result_delivery
-_fields = _envelope.fields
+# The codec's builders of the two messages every task sends (the same objects as
+# SpawnAck(...) and ResultDelivery(...), without a Python __init__ call each),
+# its fields() (a message's fields as a tuple, in one call) and sender_time(),
+# from the codec rsc._core.envelope is: the compiled build of this module
+# cimports them from the compiled codec and calls them as C (node.pxd).
+if USING_EXTENSIONS:
+    from rsc._core._envelope import fields as _fields, sender_time as _sender_time
+    from rsc._core._envelope import result_delivery as _result_delivery
+    from rsc._core._envelope import spawn_ack as _spawn_ack
+else:
+    from rsc._core._envelope_py import fields as _fields, sender_time as _sender_time
+    from rsc._core._envelope_py import result_delivery as _result_delivery
+    from rsc._core._envelope_py import spawn_ack as _spawn_ack
 # Module attributes bound once: `_idem.fingerprint` in a hot path would be an
 # attribute lookup on the module every call, a global is a cached read.
 _spawn_fingerprint = _idem.spawn_fingerprint
@@ -199,6 +212,15 @@ class Admission:
         """A reason ``data`` is unusable as ``comp``'s input, or None."""
         raise NotImplementedError
 
+    def ends_at_once(self, comp: Any) -> bool:
+        """Whether a task of ``comp`` may end in the driver's step that
+        starts it (then, on a connection with ``ack_by_result``, its ACK is
+        held to the end of that step, and its RESULT may stand for it). True
+        here; a registry that knows better says False for computations that
+        never do (a thread or a worker process runs them), whose ACK is then
+        written at once."""
+        return True
+
 
 class TaskRecord:
     """The state of one ``(origin, task id)`` on this node, as ``NodeEngine.process``
@@ -237,7 +259,8 @@ class NodeTask(TaskRecord):
                  "cancel_reason", "serial", "deadline_ns", "origin_region",
                  "origin_task", "capability", "comp",
                  "cx", "on_done", "start_ns", "atask", "cfuture", "thread_ident",
-                 "interrupted", "grace_timer", "finished", "stepped", "job", "ekey", "plan")
+                 "interrupted", "grace_timer", "finished", "stepped", "job", "ekey", "plan",
+                 "ack_conn")
 
     def __init__(self, origin: str, rtid: int, key: bytes, computation: str, input: bytes,  # noqa: A002
                  lease_ms: int, budget: tuple | None, origin_region: int, origin_task: int,
@@ -278,6 +301,9 @@ class NodeTask(TaskRecord):
         self.job: Any = None
         self.ekey: Any = None
         self.plan: Any = None
+        # the connection its SPAWN_ACK is still due on (NodeEngine.flush_acks),
+        # or None: written, not owed, or stood for by its RESULT
+        self.ack_conn: Any = None
 
     def __repr__(self) -> str:
         return f"NodeTask({self.origin}/{self.rtid} {self.computation} {NodeState(self.state).name})"
@@ -294,7 +320,7 @@ def new_node_task(origin: str, rtid: int, key: bytes, computation: str, input: b
 
 
 class _Conn:
-    __slots__ = ("id", "handshake", "origin", "digests", "resync")
+    __slots__ = ("id", "handshake", "origin", "digests", "resync", "ack_by_result", "open")
 
     def __init__(self, conn_id: Any, handshake: NodeHandshake) -> None:
         self.id = conn_id
@@ -305,6 +331,11 @@ class _Conn:
         # renewal group id -> a LEASE_RESYNC_REQUEST for it was answered this
         # period (False) or is owed at the group's next renewal (True); None: none
         self.resync: dict[int, bool] | None = None
+        # its HELLO offered ack_by_result (and this node does it): the ACK of a
+        # task admitted on it waits for flush_acks, and is not sent if the
+        # task's RESULT leaves first
+        self.ack_by_result = False
+        self.open = True  # until close_connection
 
 
 class NodeEngine:
@@ -317,14 +348,22 @@ class NodeEngine:
                  trace: Callable[[str, dict], None] | None = None,
                  max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
                  capabilities: Any = None, compact_renewals: bool = True,
-                 max_kept_result_bytes: int = DEFAULT_MAX_KEPT_RESULT_BYTES) -> None:
+                 max_kept_result_bytes: int = DEFAULT_MAX_KEPT_RESULT_BYTES,
+                 ack_by_result: bool = False) -> None:
         """``max_kept_result_bytes``: the bytes of finished results kept for
         duplicates; past it the oldest are dropped (their records stay, and a
         duplicate of one is answered ``ResultNotKept``). ``capabilities``: None (tokens are carried, not checked), or the
         gate of a node that requires them (``rsc.node.tokens.TokenGate``:
         ``check``, ``uses_left``, ``admitted``). ``compact_renewals``: offer
         LEASE_RENEWAL_DIGEST in WELCOME and send it to origins that offered it
-        too (False: behave as a node without the extension)."""
+        too (False: behave as a node without the extension). ``ack_by_result``:
+        offer it in WELCOME and, on a connection whose HELLO offered it too,
+        hold each accepted spawn's ACK until ``flush_acks`` (or
+        ``take_actions``), and let the RESULT of a task that ends before then
+        stand for that ACK. Off by default: it pays only under a driver that
+        runs started computations' first steps before it writes the ACKs, as
+        ``NodeServer`` does (False: every accepted spawn gets its own
+        SPAWN_ACK at once)."""
         self.name = str(name)
         self.capabilities = capabilities
         # The durable journal (rsc.node.journal), set by restore(); None: records
@@ -346,6 +385,12 @@ class NodeEngine:
                                    max_result_bytes=self.max_result_bytes)
         # SPAWN_REQUEST's "drawn" flag is understood (_on_spawn, PROTOCOL.md section 4)
         self.features[DRAWN_KEYS_FEATURE] = 1
+        self.ack_by_result = ack_by_result
+        if ack_by_result:
+            self.features[ACK_BY_RESULT_FEATURE] = 1
+        # admitted tasks whose SPAWN_ACK is due (on a connection with
+        # ack_by_result), in admission order: flush_acks writes them
+        self._acks_due: list[NodeTask] = []
         self.compact_renewals = compact_renewals
         if compact_renewals:
             self.features[RENEWAL_FEATURE] = RENEWAL_VERSION
@@ -411,9 +456,48 @@ class NodeEngine:
         self._n_dropped += 1
         self._trace_event(TN.DROPPED, why=why, **fields)
 
-    def take_actions(self) -> list[tuple[int, Any, Any]]:
+    def take_actions(self, due_acks: bool = True) -> list[tuple[int, Any, Any]]:
+        """The queued actions, oldest first (the queue is emptied). With
+        ``due_acks`` (the default) the SPAWN_ACKs still due are queued
+        (``flush_acks``) before the queue is taken; a driver that runs started computations' first
+        steps before it writes (``NodeServer._pump``) passes False, and calls
+        ``flush_acks`` once those steps have run."""
+        if due_acks and self._acks_due:
+            self.flush_acks()
         out, self.actions = self.actions, []
         return out
+
+    def flush_acks(self) -> None:
+        """Queue the SPAWN_ACK of every admitted task whose ACK is still due,
+        in admission order. A task admitted on a connection that negotiated
+        ``ack_by_result`` gets its ACK here, unless its RESULT was queued
+        first (``task_finished``): that RESULT stands for the ACK. Called by
+        the driver at the end of its pump, and by the engine before anything
+        else it queues that names such a task or ends its connection
+        (renewals, a resync's list, an ERROR, a close), so an ACK is never
+        overtaken by them. An ACK due on a connection closed since is not
+        sent (as a queued one would not be written).
+
+        A task joins its renewal group here, with its ACK: the group's
+        silence check then watches it, and the renewals that count it come
+        after its ACK. Nothing between its admission and this call can
+        renew or orphan it (``tick`` calls this first), and a task whose
+        RESULT stood for its ACK is never in a group."""
+        due = self._acks_due
+        if not due:
+            return
+        self._acks_due = []
+        conns = self._conns
+        for task in due:
+            conn = task.ack_conn
+            if conn is not None:
+                task.ack_conn = None
+                if conn in conns:
+                    self._ack(conn, task.rtid)
+                origin = task.origin
+                # (a new group's first deadlines count from when its origin
+                # was last heard: this spawn's read, or a later one)
+                self._renew_add(origin, task.lease_ms, task.rtid, self._last_heard.get(origin, 0))
 
     def _send_result(self, conn: Any, rtid: int, outcome: tuple[int, Any, int]) -> None:
         """RESULT_DELIVERY of ``outcome`` (kind, payload, execution_time_ns) under task id ``rtid``."""
@@ -456,7 +540,10 @@ class NodeEngine:
 
     def close_connection(self, conn: Any, now: int) -> None:
         c = self._conns.pop(conn, None)
-        if c is None or c.origin is None:
+        if c is None:
+            return
+        c.open = False  # (receive_all reads no more of its read)
+        if c.origin is None:
             return
         lst = self._origin_conns.get(c.origin)
         if lst is not None and conn in lst:
@@ -468,6 +555,7 @@ class NodeEngine:
         """The decoder (or this engine) found a connection-level error: ERROR, close."""
         if conn not in self._conns:
             return
+        self.flush_acks()  # before the ERROR and the close
         self._trace_event(TN.PROTOCOL_ERROR, conn=conn, code=exc.code, message=exc.message)
         self._send(conn, Error(self.name, self._stamp(), exc.code, exc.message))
         self.actions.append((CLOSE, conn, None))
@@ -477,36 +565,68 @@ class NodeEngine:
         c = self._conns.get(conn)
         if c is None:
             return
-        self.clock.merge(msg.sender_time)
+        self.clock.merge(_sender_time(msg))
         try:
             if c.origin is None:
                 self._receive_handshake(c, msg, now)
                 return
             self._last_heard[c.origin] = now
-            # type(msg) in each test (Py_TYPE when compiled) narrows msg for type checkers
-            if type(msg) is _SpawnRequest:
-                self._on_spawn(c, msg, now)
-            elif type(msg) is CancelRequest:
-                self._on_cancel(c, msg, now)
-            elif type(msg) is Ping:
-                self._send(conn, Pong(self.name, self._stamp(), msg.nonce))
-            elif type(msg) is StatusRequest:
-                self._send(conn, StatusReply(self.name, self._stamp(), self.stats()))
-            elif type(msg) is LeaseResyncRequest:
-                self._on_resync_request(c, msg.lease_ms)
-            elif type(msg) is Error:
-                self._trace_event(TN.PEER_ERROR, conn=conn, code=msg.code, message=msg.message)
-                self.actions.append((CLOSE, conn, None))
-                self.close_connection(conn, now)
-            else:
-                raise UnexpectedMessage(f"a node does not accept {type(msg).__name__} after the handshake")
+            self._dispatch(c, msg, now)
         except ProtocolError as exc:
             self.protocol_error(conn, exc, now)
+
+    def receive_all(self, conn: Any, msgs: list[Message], now: int) -> None:
+        """The messages of one read on ``conn``, in order: what ``receive`` of
+        each does, with the connection found once and, past the handshake,
+        the origin's last-heard time written once (the read's ``now``). Each
+        message is merged into the Lamport clock just before it is handled,
+        as ``receive`` does; a message that closes the connection leaves the
+        rest of the read unread."""
+        c = self._conns.get(conn)
+        if c is None:
+            return
+        if c.origin is None:  # the handshake: message by message
+            for msg in msgs:
+                self.receive(conn, msg, now)
+            return
+        self._last_heard[c.origin] = now
+        clock = self.clock
+        for msg in msgs:
+            if not c.open:
+                return
+            clock.merge(_sender_time(msg))
+            try:
+                self._dispatch(c, msg, now)
+            except ProtocolError as exc:
+                self.protocol_error(conn, exc, now)
+
+    def _dispatch(self, c: _Conn, msg: Message, now: int) -> None:
+        """One message after the handshake (its time merged, its origin heard)."""
+        conn = c.id
+        # type(msg) in each test (Py_TYPE when compiled) narrows msg for type checkers
+        if type(msg) is _SpawnRequest:
+            self._on_spawn(c, msg, now)
+        elif type(msg) is CancelRequest:
+            self._on_cancel(c, msg, now)
+        elif type(msg) is Ping:
+            self._send(conn, Pong(self.name, self._stamp(), msg.nonce))
+        elif type(msg) is StatusRequest:
+            self._send(conn, StatusReply(self.name, self._stamp(), self.stats()))
+        elif type(msg) is LeaseResyncRequest:
+            self._on_resync_request(c, msg.lease_ms)
+        elif type(msg) is Error:
+            self._trace_event(TN.PEER_ERROR, conn=conn, code=msg.code, message=msg.message)
+            self.flush_acks()  # before the close
+            self.actions.append((CLOSE, conn, None))
+            self.close_connection(conn, now)
+        else:
+            raise UnexpectedMessage(f"a node does not accept {type(msg).__name__} after the handshake")
 
     def _receive_handshake(self, c: _Conn, msg: Message, now: int) -> None:
         if type(msg) is Hello:
             self._send(c.id, c.handshake.on_hello(msg, self._stamp()))
             c.digests = self.compact_renewals and offers_digests(msg.features)
+            c.ack_by_result = self.ack_by_result and offers_ack_by_result(msg.features)
         elif type(msg) is Auth:
             c.handshake.on_auth(msg)
             origin = c.handshake.peer
@@ -755,14 +875,22 @@ class NodeEngine:
                              origin_task, capability, serial, comp)
         self._running[key] = task
         self._n_accepted += 1
-        self._ack(c.id, rtid)
+        if c.ack_by_result and self.admission.ends_at_once(comp):
+            # its ACK is written by flush_acks at the end of the driver's
+            # pump, and it joins its renewal group then, unless its RESULT
+            # leaves first and stands for the ACK: then it never joins one
+            task.ack_conn = c.id
+            self._acks_due.append(task)
+        else:
+            self._ack(c.id, rtid)
+            # its silence check is its renewal group's (_renew_add, _check_silence)
+            self._renew_add(origin, lease, rtid, now)
+        # (accepted now: the ACK, or the RESULT standing for it, says so)
         self.process(task, _E_SEND_ACK_ACCEPTED)
         if budget is not None and budget[0] is not None and budget[0] <= _MAX_DEADLINE_MS:
             task.deadline_ns = now + budget[0] * _MS
             self._by_serial[serial] = task
             self.timers.add(_T_BUDGET, serial, task.deadline_ns)
-        # its silence check is its renewal group's (_renew_add, _check_silence)
-        self._renew_add(origin, lease, rtid, now)
         self.actions.append((_START, task, None))
 
     def _apply_verdict(self, c: _Conn, msg: SpawnRequest, f: tuple, v: tuple, now: int) -> None:
@@ -873,6 +1001,11 @@ class NodeEngine:
                 self.max_result_bytes if kind == _OUTCOME_SUCCESS else _MAX_FAILURE_MESSAGE_CHARS):
             kind, payload = self._deliverable(task, kind, payload)
         del self._running[key]
+        # an ACK still due is stood for by this RESULT (its connection is one
+        # of the origin's that _deliver sends it on, if it is still open),
+        # and the task never joined a renewal group (flush_acks)
+        grouped = task.ack_conn is None
+        task.ack_conn = None
         if task.deadline_ns is not None:
             del self._by_serial[serial]
             self.timers.discard(_T_BUDGET, serial)
@@ -882,7 +1015,8 @@ class NodeEngine:
                                       _kept_bytes(outcome))
         if self._journal is not None:
             self._journal.finished(key, task.rtid, outcome)
-        self._renew_remove(task.origin, task.lease_ms, task.rtid)
+        if grouped:
+            self._renew_remove(task.origin, task.lease_ms, task.rtid)
         self._deliver(task.origin, task.rtid, outcome, now)
         for a_origin, a_rtid in aliases:
             self._renew_remove(a_origin, task.lease_ms, a_rtid)
@@ -992,6 +1126,7 @@ class NodeEngine:
         once the first time in a renewal period and at the group's next
         renewal after that, so one connection gets at most two full lists
         per group and period however often it asks."""
+        self.flush_acks()  # the list may name tasks whose ACK is due
         group = self._renew.get((c.origin, lease_ms))  # type: ignore[arg-type]  # after the handshake: origin is set
         if group is None or not group.ids:  # (an empty group is dropped at its next renewal)
             self._send(c.id, LeaseRenewalBatch(self.name, self._stamp(), lease_ms, self.name, []))
@@ -1036,6 +1171,7 @@ class NodeEngine:
     def tick(self, now: int) -> None:
         """Run every deadline due at ``now``, earliest first (renewal batches,
         origin-silence checks, budget deadlines), then evict expired records."""
+        self.flush_acks()  # a renewal may name tasks whose ACK is due
         timers = self.timers
         for kind, key in timers.pop_due(now):
             if kind == T_RENEW:
@@ -1121,6 +1257,7 @@ class NodeEngine:
 
     def close_all(self, message: str = "node shutting down") -> None:
         """ERROR shutting_down on every connection, then close them (the last step of a drain)."""
+        self.flush_acks()
         for conn in list(self._conns):
             self._send(conn, Error(self.name, self._stamp(), ERR_SHUTTING_DOWN, message))
             self.actions.append((CLOSE, conn, None))

@@ -46,6 +46,7 @@ from rsc._core import USING_EXTENSIONS
 from rsc._core.schema import RESULT_DELIVERY, SPAWN_ACK, expect_fields
 from rsc._core.messages import (
     ACK_ACCEPTED,
+    ACK_BY_RESULT_FEATURE,
     DEFAULT_MAX_FRAME_BYTES,
     DRAWN_KEYS_FEATURE,
     FRAME_OVERHEAD_BYTES,
@@ -289,9 +290,13 @@ class OriginEngine:
 
     def __init__(self, name: str, *, key: bytes | None = None, entropy: Callable[[int], bytes],
                  trace: Callable[[str, dict], None] | None = None,
-                 compact_renewals: bool = True) -> None:
+                 compact_renewals: bool = True, ack_by_result: bool = True) -> None:
         """``compact_renewals``: offer LEASE_RENEWAL_DIGEST in HELLO (False:
-        behave as an origin without the extension, renewed by full batches)."""
+        behave as an origin without the extension, renewed by full batches).
+        ``ack_by_result``: offer ``ack_by_result`` in HELLO, so a node that
+        takes it up sends a task that ended before its SPAWN_ACK was written
+        only its RESULT_DELIVERY, which accepts and settles it at once
+        (False: every accepted spawn gets its own SPAWN_ACK)."""
         self.name = str(name)
         self.compact_renewals = compact_renewals
         # Report a node's first accept of each task as EV_ACCEPTED. A driver
@@ -300,6 +305,8 @@ class OriginEngine:
         self.accept_events = True
         # HELLO's features (PROTOCOL.md section 3, "Negotiation")
         self.features: dict = {RENEWAL_FEATURE: RENEWAL_VERSION} if compact_renewals else {}
+        if ack_by_result:
+            self.features[ACK_BY_RESULT_FEATURE] = 1
         self.key = key
         self._entropy = entropy
         self._trace = trace
@@ -1018,8 +1025,16 @@ class OriginEngine:
         task = link.tasks.get(rtid)
         if task is None:
             return self._drop_unknown(link, rtid, "RESULT_DELIVERY")
+        state = task.state
         if self._process(task, _RESULT) is None:
             return
+        if state is _SPAWNED:
+            # A result before any ACK: the node accepted the task too (with
+            # ack_by_result this RESULT stands for its ACK, which never comes;
+            # an ACK written first but read later finds the task gone).
+            task.accepted = True
+            if self.accept_events:
+                self.events.append((EV_ACCEPTED, task, None))
         if self._trace is not None:
             self._trace_event(TN.RESULT_DELIVERED, node=link.node, rtid=rtid, kind=kind,
                               execution_time_ns=exec_ns)

@@ -14,7 +14,7 @@ cdef class _Task(NodeTask):
     pass
 
 cdef class _Plan:
-    cdef public object comp, fn, task_kwargs
+    cdef public object comp, fn, name, task_kwargs
     cdef public bint raw, is_async, inline
 
 cdef _exec_init(NodeTask task, key, comp, _Plan plan, data, Cx cx, on_done, long long start_ns)

@@ -141,7 +141,7 @@ class _Plan:
     starts it: compiled, these are C fields, where each read of a
     ``Computation`` attribute is a Python attribute lookup."""
 
-    __slots__ = ("comp", "fn", "raw", "is_async", "inline", "task_kwargs")
+    __slots__ = ("comp", "fn", "raw", "is_async", "inline", "name", "task_kwargs")
 
     def __init__(self, comp: Computation, loop: asyncio.AbstractEventLoop) -> None:
         self.comp = comp
@@ -151,9 +151,10 @@ class _Plan:
         self.inline = comp.inline
         # An async computation's asyncio task is named "rsc:<computation>"
         # (a named task is also cheaper: an unnamed one formats "Task-<n>");
-        # its keywords are one dict per computation: a call with keywords
-        # written out builds that dict for every task.
-        self.task_kwargs = dict(loop=loop, name="rsc:" + str(comp.name))
+        # the eager path's keywords are one dict per computation: a call with
+        # keywords written out builds that dict for every task.
+        self.name = "rsc:" + str(comp.name)
+        self.task_kwargs = dict(loop=loop, name=self.name)
         if EAGER_TASKS:
             self.task_kwargs["eager_start"] = True
 
@@ -364,15 +365,16 @@ class Executor:
         plan = task.plan
         if self._plain_tasks:  # what create_task does then, minus naming the task twice
             task.atask = _AsyncioTask(self._run_async(task), loop=self._loop,
-                                      name=plan.task_kwargs["name"])
+                                      name=plan.name)
         else:
             task.atask = self._loop.create_task(self._run_async(task),  # type: ignore[union-attr]
-                                                name=plan.task_kwargs["name"])
+                                                name=plan.name)
         self.live_tasks += 1
 
     def _make_ready(self, task: NodeTask) -> None:
         # Its first step runs in run_ready: not from inside start (on_done
-        # never is), and after the node has queued this task's ACK. Without a
+        # never is), and after the node has carried out the batch's starts
+        # (its ACK queued, or held for its RESULT to stand for). Without a
         # driver that calls run_ready, the tasks started in one turn share one
         # loop callback.
         ready = self._ready

@@ -13,11 +13,12 @@ from rsc.cx cimport task_cx
 cdef int _SEND, _CLOSE, _START, _CANCEL
 
 cdef class RegistryAdmission(Admission):
-    cdef public object registry, _plain
+    cdef public object registry, _plain, _at_once, _later
     cdef public dict _items
 
     cpdef find(self, computation)
     cpdef check(self, comp, data)
+    cpdef bint ends_at_once(self, comp) except -1
 
 cdef class NodeServer:
     cdef public object name, address, registry, grace_s, peers, _runtime, _started, _proc

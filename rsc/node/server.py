@@ -27,7 +27,7 @@ from rsc.catalogue import publish_catalogue
 from rsc.clock import SystemClock
 from rsc.cx import RemoteCap, task_cx
 from rsc.errors import AuthFailed, InvalidArgument, PeerTimeout, ProtocolError
-from rsc.node.executor import Executor
+from rsc.node.executor import EAGER_TASKS, Executor
 from rsc.node.journal import open_journal
 from rsc.node.workers import WorkerPool, check_pool_options
 from rsc.registry import Computation, Registry
@@ -79,6 +79,9 @@ class RegistryAdmission(Admission):
         self.registry = registry
         self._items = registry._items  # the registry's own dict: later registrations show
         self._plain: Computation | None = None  # the last computation found to need no check
+        # the last computations found to end (or not) in the step that starts them
+        self._at_once: Computation | None = None
+        self._later: Computation | None = None
 
     def find(self, computation: str) -> Computation | None:
         # the codec decodes a computation name as str, so no type check is needed
@@ -94,6 +97,22 @@ class RegistryAdmission(Admission):
             self._plain = comp
             return None  # raw bytes, no validator: nothing to check (the common case)
         return comp.check_input(data)
+
+    def ends_at_once(self, comp: Computation) -> bool:
+        """Whether a task of ``comp`` may end in the pump that starts it: an
+        inline computation, or an async one where first steps are eager
+        (Python 3.12+). Only then is its ACK held for its RESULT to stand
+        for; a computation on a thread or in a worker process, or an async
+        one on 3.11, has its ACK written at once."""
+        if comp is self._at_once:
+            return True
+        if comp is self._later:
+            return False
+        if comp.inline or (comp.is_async and EAGER_TASKS):
+            self._at_once = comp
+            return True
+        self._later = comp
+        return False
 
 
 class NodeServer:
@@ -113,7 +132,8 @@ class NodeServer:
                  max_tasks_per_worker: int | None = None, tls: TlsConfig | None = None,
                  insecure: bool = False, allow_uids: tuple[int, ...] = (),
                  catalogue: bool = True,
-                 max_kept_result_bytes: int = DEFAULT_MAX_KEPT_RESULT_BYTES) -> None:
+                 max_kept_result_bytes: int = DEFAULT_MAX_KEPT_RESULT_BYTES,
+                 ack_by_result: bool = True) -> None:
         """``handshake_timeout_s``: a connection that has not sent its AUTH by
         then gets ERROR 7 and is closed; ``frame_timeout_s``: likewise one
         whose partial frame saw no frame complete for that long (both checked
@@ -133,6 +153,11 @@ class NodeServer:
         are dropped and a duplicate of one gets ``ResultNotKept``.
         ``catalogue``: publish the registry's computation catalogue to
         origins (``rsc.catalogue``; False: answer as a node that has none).
+        ``ack_by_result``: to an origin that offers it too, a task that ends
+        in the pump that admitted it (its first step, on Python 3.12+ for an
+        async computation) is answered by its RESULT_DELIVERY alone, which
+        stands for its SPAWN_ACK (False: answer as a node without the
+        extension, an ACK for every spawn).
         ``capabilities``: None (tokens are not checked), or a
         ``rsc.node.tokens.TokenGate``: the node then runs nothing without a
         token that allows it (``rsc node --require-capability``).
@@ -178,7 +203,8 @@ class NodeServer:
             self.name, RegistryAdmission(registry), capacity=capacity,
             max_input_bytes=max_input_bytes, ttl_ns=int(ttl_s * 1e9), key=key,
             entropy=secrets.token_bytes, stats=self._process_stats, trace=trace,
-            capabilities=capabilities, max_kept_result_bytes=max_kept_result_bytes)
+            capabilities=capabilities, max_kept_result_bytes=max_kept_result_bytes,
+            ack_by_result=ack_by_result)
         if isinstance(trace, Trace):
             trace.follow_clock(self.engine.clock)  # records carry the node's Lamport time
         # With a state directory, idempotency records outlive this process
@@ -385,15 +411,14 @@ class NodeServer:
 
     def _on_messages(self, conn: FramedConnection, msgs: list[Any]) -> None:
         engine, now, cid = self.engine, self.clock.now_ns(), conn.tag
-        for msg in msgs:
-            try:
-                engine.receive(cid, msg, now)  # a C call when compiled (a bound method is not)
-            except Exception:  # a bug; it must cost this connection at most, never the node
-                log.exception("node %s: internal error handling %s; closing that connection",
-                              self.name, type(msg).__name__)
-                self.engine.close_connection(cid, now)
-                conn.abort()
-                break
+        try:
+            engine.receive_all(cid, msgs, now)  # a C call when compiled (a bound method is not)
+        except Exception:  # a bug; it must cost this connection at most, never the node
+            log.exception("node %s: internal error handling a read of %d messages (%s); closing "
+                          "that connection", self.name, len(msgs),
+                          ", ".join(sorted({type(msg).__name__ for msg in msgs})))
+            self.engine.close_connection(cid, now)
+            conn.abort()
         self._pump()
 
     def _on_protocol_error(self, conn: FramedConnection, exc: ProtocolError) -> None:
@@ -415,10 +440,14 @@ class NodeServer:
         Starts and cancels go first, then the writes; then the first steps of
         the computations just started (``Executor.run_ready``: inline ones, and
         async ones on Python 3.12+). A computation that ends there reports
-        through ``_on_done``, whose engine work this same pump carries out:
-        its RESULT leaves in the same write as its ACK, and a batch of
-        spawns read together costs one pump, not one per task. A call made
-        while a pump runs (from ``_on_done``) leaves its work to that pump.
+        through ``_on_done``, whose engine work this same pump carries out,
+        and a batch of spawns read together costs one pump, not one per task.
+        The SPAWN_ACKs the engine holds for connections that negotiated
+        ``ack_by_result`` are written last (``NodeEngine.flush_acks``), once
+        those first steps have run: a task that ended in its first step
+        sends its RESULT alone, which stands for its ACK; elsewhere its
+        RESULT leaves in the same write as its ACK. A call made while a pump
+        runs (from ``_on_done``) leaves its work to that pump.
 
         With a journal that has unsynced entries, nothing is carried out now:
         one sync at the end of this loop turn covers every entry the turn
@@ -444,11 +473,14 @@ class NodeServer:
                     self._loop.call_soon(self._sync_journal)  # type: ignore[union-attr]  # started
                 return False
             if not engine.actions:
-                if not executor._ready:  # (read, not called: most pumps have none)
+                if executor._ready:  # (read, not called: most pumps have none)
+                    executor.run_ready()  # may queue more engine work (results)
+                    continue
+                if not engine._acks_due:
                     return True
-                executor.run_ready()  # may queue more engine work (results)
+                engine.flush_acks()  # the ACKs no RESULT has stood for
                 continue
-            actions = engine.take_actions()
+            actions = engine.take_actions(False)
             for op, target, arg in actions:
                 if op == _START:
                     self._start(target)
