@@ -37,6 +37,7 @@ each peer's (target: ahead of every peer at every size).
 from __future__ import annotations
 
 import asyncio
+import os
 from collections import deque
 from collections.abc import Iterator
 from typing import Any
@@ -52,6 +53,14 @@ from rsc import Runtime, spawn_remote
 from rsc._engine.node import DEFAULT_MAX_KEPT_RESULT_BYTES
 
 pytestmark = pytest.mark.usefixtures("no_strays")
+
+# RSC_BENCH_ORIGIN_KEEPS_MEMORY=1: the origin (this process) keeps freed memory
+# for its next payload, as every rsc node does (rsc.heap.keep_freed_memory; it
+# is not rsc's default in an origin, which is the caller's process)
+if os.environ.get("RSC_BENCH_ORIGIN_KEEPS_MEMORY") == "1":
+    from rsc.heap import keep_freed_memory
+
+    keep_freed_memory()
 
 KiB, MiB = 1024, 1024 * 1024
 SIZES = (64, 4 * KiB, 64 * KiB, 1 * MiB, 16 * MiB)
@@ -230,3 +239,31 @@ class TestDecodeLargeFrame:
 
         benchmark.pedantic(decode, rounds=10, warmup_rounds=1)
         record(benchmark, f"payload.decode.16MiB.{'short' if head else 'whole'}", 1, size=16 * MiB)
+
+
+# ------------------------------------------------------------------- the packer alone
+
+
+class TestPackValue:
+    """Packing the sweep's msgpack value at 1 and 16 MiB: ``msgpack.packb``
+    (a 256 KiB buffer grown by ``realloc``, then copied into a new ``bytes``)
+    against ``rsc.value_codec.pack_value`` (a buffer of the guessed size, and
+    a view of it: one copy of the blob), and unpacking it (``unpackb``
+    copies the blob into a new ``bytes``, whatever it is given)."""
+
+    @pytest.mark.parametrize("how", ["packb", "pack_value", "unpackb"])
+    @pytest.mark.parametrize("size", [1 * MiB, 16 * MiB], ids=["1MiB", "16MiB"])
+    def test_pack_value(self, benchmark: Any, size: int, how: str) -> None:
+        import msgpack
+
+        from rsc.value_codec import pack_value
+
+        benchmark.group = f"payload-pack-{SIZE_LABEL[size]}"
+        v = value("msgpack", size)
+        packed = msgpack.packb(v, use_bin_type=True)
+        fn = {"packb": lambda: msgpack.packb(v, use_bin_type=True), "pack_value": lambda: pack_value(v),
+              "unpackb": lambda: msgpack.unpackb(packed)}[how]
+        assert bytes(fn()) == packed if how != "unpackb" else fn() == v
+        benchmark.pedantic(fn, rounds=20 if size == MiB else 5, iterations=5 if size == MiB else 1,
+                           warmup_rounds=1)
+        record(benchmark, f"payload.pack.{how}.{size}", 1, size=size)

@@ -11,7 +11,7 @@ from rsc._lazy import lazy_exports as _lazy_exports
 
 # Modules compiled from their own source (rsc._compiled); importing rsc
 # imports none of them.
-COMPILED = ("capability", "clock", "cx", "handle", "links", "remote")
+COMPILED = ("capability", "clock", "cx", "handle", "links", "remote", "value_codec")
 _bind(__name__, COMPILED)
 
 from typing import TYPE_CHECKING

@@ -29,8 +29,8 @@ from rsc.types import (
     RemoteOutcome,
     RemoteTaskId,
     RemoteTaskState,
-    unpack_value,
 )
+from rsc.value_codec import unpack_value
 
 if TYPE_CHECKING:
     from rsc._engine.origin import OriginEngine

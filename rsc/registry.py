@@ -37,14 +37,16 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, TypeVar, overload
 
-import msgpack
-
 from rsc.errors import InvalidArgument, SerializationError
-from rsc.types import ComputationName, unpack_value
+from rsc.types import ComputationName
+from rsc.value_codec import DecodedInputs, pack_value, unpack_value
 
 __all__ = ["CODECS", "ISOLATIONS", "Computation", "Registry", "load_registry"]
 
 CODECS: tuple[str | None, ...] = (None, "msgpack")
+# a msgpack input this large is unpacked once on a node: its admission check's
+# value is kept for the computation (smaller ones cost less to unpack again)
+_KEEP_MIN_BYTES = DecodedInputs.MIN_BYTES
 #: Where a sync computation may run: None (the node's ``--isolation`` decides),
 #: "thread" (a thread of the node process), "process" (a worker process).
 ISOLATIONS: tuple[str | None, ...] = (None, "thread", "process")
@@ -117,6 +119,8 @@ class Computation:
     memory_limit: int | None = None
     max_tasks_per_worker: int | None = None
     is_async: bool = field(init=False)
+    # what check_input unpacked, kept for decode_input of the same input object
+    _decoded: DecodedInputs = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "name", ComputationName(self.name))
@@ -131,6 +135,7 @@ class Computation:
             )
         _check_callable(self.fn)
         object.__setattr__(self, "is_async", _is_async_callable(self.fn))
+        object.__setattr__(self, "_decoded", DecodedInputs())
         if not isinstance(self.inline, bool):
             raise InvalidArgument(f"computation {str(self.name)!r}: inline must be True or False, "
                                   f"got {self.inline!r}")
@@ -183,9 +188,18 @@ class Computation:
     def decode_input(self, data: bytes) -> Any:
         """The value the computation is called with: the bytes themselves
         (codec None) or the unpacked MessagePack value. Raises
-        ``SerializationError`` when the bytes are not one MessagePack value."""
+        ``SerializationError`` when the bytes are not one MessagePack value.
+
+        A large input (256 KiB or more) that ``check_input`` unpacked is not
+        unpacked again: this returns the value the check made, once, for
+        that same bytes object (a node checks an input when it admits the
+        spawn and decodes it when the computation starts)."""
         if self.codec is None:
             return data
+        if len(data) >= _KEEP_MIN_BYTES:
+            kept, value = self._decoded.take(data)
+            if kept:
+                return value
         return unpack_value(data)
 
     def check_input(self, data: bytes) -> str | None:
@@ -196,13 +210,19 @@ class Computation:
         by returning a false value other than None (``False``, ``0``, ``""``)
         or by raising an ``Exception``, whose message becomes the reason.
         Returning None or a true value accepts (so both predicate-style and
-        raise-on-error validators work).
+        raise-on-error validators work). For an input of 256 KiB or more the
+        computation is later called with the very value the validator saw
+        (``decode_input``).
         """
-        try:
-            value = self.decode_input(data)
-        except SerializationError as exc:
-            return str(exc)
+        if self.codec is None:
+            value: Any = data
+        else:
+            try:
+                value = unpack_value(data)
+            except SerializationError as exc:
+                return str(exc)
         if self.validate is None:
+            self._keep(data, value)
             return None
         try:
             verdict = self.validate(value)
@@ -211,14 +231,24 @@ class Computation:
             return f"validator of {str(self.name)!r} rejected the input: {detail}"
         if verdict is not None and not verdict:
             return f"validator of {str(self.name)!r} rejected the input"
+        self._keep(data, value)
         return None
 
+    def _keep(self, data: bytes, value: Any) -> None:
+        """Keep an accepted input's unpacked value for ``decode_input``."""
+        if self.codec is not None and len(data) >= _KEEP_MIN_BYTES:
+            self._decoded.keep(data, value)
+
     # -- output -------------------------------------------------------------------
-    def encode_output(self, value: Any) -> bytes:
+    def encode_output(self, value: Any) -> bytes | memoryview:
         """The result bytes for what the computation returned.
 
-        codec None: ``value`` must be bytes, bytearray or memoryview. msgpack:
-        any plain value MessagePack can carry. ``SerializationError`` otherwise.
+        codec None: ``value`` must be bytes, bytearray or memoryview (returned
+        as bytes). msgpack: any plain value MessagePack can carry, packed as
+        ``msgpack.packb`` packs it, returned as bytes or, for a packed value of
+        256 KiB or more, a read-only memoryview of a buffer of its size that
+        nothing else holds (``rsc.value_codec.pack_value``: no copy of a large
+        result on its way to the socket). ``SerializationError`` otherwise.
         """
         if self.codec is None:
             if isinstance(value, bytes):
@@ -230,7 +260,7 @@ class Computation:
                 "return bytes, or register it with codec='msgpack' to return Python values"
             )
         try:
-            return msgpack.packb(value, use_bin_type=True)
+            return pack_value(value)
         except Exception as exc:  # msgpack raises TypeError, ValueError, OverflowError, ...
             raise SerializationError(
                 f"computation {str(self.name)!r}: cannot pack its {type(value).__name__} output "

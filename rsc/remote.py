@@ -82,6 +82,7 @@ from rsc.types import (
     RemoteInput,
     RemoteTaskState,
 )
+from rsc.value_codec import pack_input
 
 # RemoteHandle is rsc.handle's (and rsc's): the compiled build of this module
 # cimports it, so it is no attribute here and `import *` would fail on it.
@@ -367,6 +368,9 @@ class Runtime:
             raise InvalidArgument(f"codec must be None or 'msgpack', got {codec!r}")
         # How the input is sent never depends on the node's catalogue (rsc.catalogue):
         # raw bytes, a RemoteInput's bytes (pre-encoded: any codec), or packed.
+        # bytes, or for a large packed value a view of the packer's buffer
+        # (rsc.value_codec.pack_value): the task and the codec's bin take either
+        data: Any
         if isinstance(input, (bytes, bytearray, memoryview)) and codec is None:
             data = input if type(input) is bytes else bytes(input)
             sent = _RAW
@@ -375,7 +379,7 @@ class Runtime:
             sent = None
         else:
             codec = "msgpack"
-            data = RemoteInput.pack(input).data
+            data = pack_input(input)
             sent = _MSGPACK
         cap = cx.remote_cap
         if cap is None:

@@ -13,14 +13,12 @@ import warnings
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-import msgpack
-
 from rsc._core import messages as _m
+from rsc.value_codec import pack_input, unpack_value
 
 from rsc.errors import (
     InvalidArgument,
     RemoteCancelled,
-    SerializationError,
     failed_error,
     panicked_error,
 )
@@ -187,10 +185,7 @@ class RemoteInput:
     @classmethod
     def pack(cls, value: Any) -> RemoteInput:
         """Serialize a plain value (None, bool, int, float, str, bytes, list, dict) with msgpack."""
-        try:
-            return cls(msgpack.packb(value, use_bin_type=True))
-        except (TypeError, ValueError, OverflowError) as exc:
-            raise SerializationError(f"cannot pack {type(value).__name__} with msgpack: {exc}") from exc
+        return cls(pack_input(value))
 
     def unpack(self) -> Any:
         """Inverse of :meth:`pack`."""
@@ -219,14 +214,6 @@ class RemoteInput:
         head = self._data[:16].hex()
         more = "…" if len(self._data) > 16 else ""
         return f"RemoteInput({len(self._data)} bytes: {head}{more})"
-
-
-def unpack_value(data: bytes) -> Any:
-    """Unpack one msgpack value (never executes or imports anything)."""
-    try:
-        return msgpack.unpackb(data, raw=False, strict_map_key=False)
-    except Exception as exc:  # msgpack raises several unrelated types
-        raise SerializationError(f"cannot unpack msgpack value: {exc}") from exc
 
 
 class _RandomBits(Protocol):

@@ -48,6 +48,8 @@ from libc.string cimport memcmp, memcpy, memmove
 import reprlib
 import types
 
+from msgpack import Packer as _MsgpackPacker
+
 from rsc._core import messages as _messages
 from rsc._core import schema as _schema
 from rsc.errors import (
@@ -389,7 +391,7 @@ cdef struct Writer:
     Py_ssize_t pos
     Py_ssize_t cap
     PyObject* obj            # the bytes object once grown (owned), else NULL
-    # encode_frame_parts only (holes is -1 otherwise): large bytes values left
+    # encode_frame_parts only (holes is -1 otherwise): large bytes values (and views) left
     # out of buf, each at the offset of buf where its bytes belong (borrowed:
     # the message being encoded holds them); hole_bytes is their total size
     int holes
@@ -681,6 +683,17 @@ cdef int put_bin(Writer* w, object v, Py_ssize_t size) except -1:
     try:
         if view.len == size or size < 0:
             w_bin_header(w, view.len)
+            if (view.len >= LARGE_BIN and 0 <= w.holes < MAX_HOLES and view.itemsize == 1
+                    and type(v.obj) is _MsgpackPacker):
+                # a view of a msgpack Packer's buffer (rsc.value_codec.pack_value's) is a
+                # part of its own, as a bytes value is: the packer refuses every change
+                # while a view of it exists. Any other view may change after this call
+                # (its exporter may be written to): it is copied now
+                w.hole_at[w.holes] = w.pos
+                w.hole_obj[w.holes] = <PyObject*>v
+                w.holes += 1
+                w.hole_bytes += view.len
+                return 0
             w_raw(w, view.buf, view.len)
             return 0
         return 1
@@ -982,10 +995,11 @@ def encode_frame(msg):
 
 
 def encode_frame_parts(msg):
-    """``msg`` as one frame, like ``encode_frame``; but when a ``bytes`` value in
-    it has at least 64 KiB, a tuple of parts to write in this order, whose
-    concatenation is the frame: the bytes around each such value, and the
-    value itself, not copied (at most four a frame; more are copied)."""
+    """``msg`` as one frame, like ``encode_frame``; but when a ``bytes`` value
+    (or a memoryview of a msgpack ``Packer``'s buffer) in it has at least 64 KiB, a
+    tuple of parts to write in this order, whose concatenation is the frame:
+    the bytes around each such value, and the value itself, not copied (at
+    most four a frame; more are copied)."""
     cdef Writer w
     cdef Py_ssize_t body, prev
     cdef int i

@@ -442,8 +442,8 @@ def encode_frame(msg: Message) -> bytes:
 def encode_frame_parts(msg: Message) -> bytes | tuple[bytes, ...]:
     """``msg`` as one frame, to be written as it comes.
 
-    The compiled twin returns, for a message with a ``bytes`` value of at
-    least 64 KiB, a tuple of parts (the bytes around each such value and the
+    The compiled twin returns, for a message with a ``bytes`` value (or a
+    memoryview of a msgpack ``Packer``'s buffer) of at least 64 KiB, a tuple of parts (the bytes around each such value and the
     value itself, not copied) whose concatenation is the frame; this twin
     always returns the frame itself, which is the same bytes."""
     return encode_frame(msg)

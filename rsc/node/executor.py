@@ -165,7 +165,7 @@ def _input_of(plan: _Plan, data: bytes) -> Any:
     return data if plan.raw else plan.comp.decode_input(data)
 
 
-def _output_of(plan: _Plan, out: Any) -> bytes:
+def _output_of(plan: _Plan, out: Any) -> bytes | memoryview:
     """``comp.encode_output(out)``, without the call when ``out`` is already
     the bytes a codec-None computation returns (the common case)."""
     return out if type(out) is bytes and plan.raw else plan.comp.encode_output(out)

@@ -14,6 +14,7 @@ import threading
 from typing import TYPE_CHECKING, Any, Callable
 
 from rsc.errors import InvalidArgument
+from rsc.heap import DEFAULT_KEEP_BYTES, MAX_KEEP_BYTES, keep_freed_memory
 from rsc.localfs import read_key_file
 from rsc.logs import LEVELS, configure as configure_logging
 from rsc.transport.tls import TlsConfig
@@ -56,6 +57,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     opt("--max-kept-result-bytes", type=int, default=256 * 1024 * 1024,
         help="bytes of finished results kept for duplicates; past it the oldest are dropped and "
              "a duplicate of one gets ResultNotKept (0 keeps none)")
+    opt("--heap-keep-bytes", type=heap_keep_bytes, default=DEFAULT_KEEP_BYTES,
+        help="freed memory the node keeps for its next allocations instead of returning it to "
+             "the system, e.g. 256MiB (glibc only; rsc.heap): large payloads then reuse mapped "
+             "pages instead of faulting in new ones for every task. 0 leaves malloc's defaults")
     opt("--peers", default=None,
         help="cluster file of nodes this node's computations may spawn on (nested work)")
     opt("--key-file", default=None,
@@ -172,6 +177,16 @@ class EnvOptions:
 
 _UNITS = {"": 1, "b": 1, "k": 1 << 10, "kb": 1000, "kib": 1 << 10, "m": 1 << 20, "mb": 10**6,
           "mib": 1 << 20, "g": 1 << 30, "gb": 10**9, "gib": 1 << 30}
+
+
+def heap_keep_bytes(text: str) -> int:
+    """``--heap-keep-bytes``: a size as ``parse_bytes`` reads it, or 0, at most
+    2**31-1 (what malloc takes), else a usage error."""
+    value = 0 if text.strip() == "0" else parse_bytes(text)
+    if value > MAX_KEEP_BYTES:
+        raise argparse.ArgumentTypeError(f"{text!r} is over the most malloc can keep "
+                                         f"({MAX_KEEP_BYTES} bytes, just under 2GiB)")
+    return value
 
 
 def parse_bytes(text: str) -> int:
@@ -365,6 +380,7 @@ def run(args: argparse.Namespace) -> int:
     not import included); the reason is one line on stderr."""
     configure_logging(args.log_level)
     log = logging.getLogger("rsc.node")
+    keep_freed_memory(args.heap_keep_bytes)
     try:
         with asyncio.Runner(loop_factory=new_event_loop) as runner:
             code = runner.run(_serve(args))
