@@ -20,7 +20,7 @@ cdef tuple _AFTER
 cdef long long _MS, _MIN_LEASE_MS, _MAX_DEADLINE_MS
 cdef int _KEY_BYTES, _T_SILENCE, _T_BUDGET, _T_RENEW, _E_SEND_ACK_ACCEPTED, _E_SEND_RESULT
 cdef int _OUTCOME_SUCCESS, _OUTCOME_CANCELLED, _MAX_FAILURE_MESSAGE_CHARS, _SEND, _START
-cdef Py_ssize_t _kept_bytes(tuple outcome) except -1  # a C call per finished task
+cpdef Py_ssize_t kept_result_bytes(tuple outcome) except -1  # a C call per finished task
 cdef object _MAX_LEASE, _SpawnRequest
 cdef object _spawn_fingerprint, _spawn_matches, _RECEIVED, _INIT, _COMPLETED, _TOMBSTONED
 

@@ -185,17 +185,12 @@ VERDICT_REJECT, VERDICT_DUPLICATE, VERDICT_TOMBSTONED = 0, 1, 2
 _TOMBSTONED_VERDICT = (VERDICT_TOMBSTONED,)
 
 
-def _kept_bytes(outcome: tuple) -> int:
-    """What keeping a finished outcome counts against the kept-result budget:
-    the length of its output or message (a cancel's reason counts nothing)."""
-    return 0 if outcome[0] == _OUTCOME_CANCELLED else len(outcome[1])
-
-
 def kept_result_bytes(outcome: tuple) -> int:
     """What keeping the finished ``outcome`` counts against a node's kept-result
     budget (``max_kept_result_bytes``): the length of its output or message; a
-    cancel's reason counts nothing. The journal's replay applies the same rule."""
-    return _kept_bytes(outcome)
+    cancel's reason counts nothing. The journal's replay applies the same rule
+    (compiled, the engine calls it as C, once per finished task)."""
+    return 0 if outcome[0] == _OUTCOME_CANCELLED else len(outcome[1])
 
 
 class Admission:
@@ -1012,7 +1007,7 @@ class NodeEngine:
         self._n_outcomes[kind] += 1
         outcome = (kind, payload, exec_ns)
         aliases = self._idem.complete(key, task.rtid, outcome, now,  # its expiry reaches timers
-                                      _kept_bytes(outcome))
+                                      kept_result_bytes(outcome))
         if self._journal is not None:
             self._journal.finished(key, task.rtid, outcome)
         if grouped:
@@ -1222,7 +1217,7 @@ class NodeEngine:
                 outcome, remaining = RESTARTED_OUTCOME, ttl
                 journal.finished(key, rtid, outcome)
             idem.complete(key, rtid, outcome, max(0, now + min(remaining, ttl) - ttl),
-                          _kept_bytes(outcome))
+                          kept_result_bytes(outcome))
         for origin, rtid, reason, remaining in sorted(tombstones, key=lambda t: t[3]):
             remaining = min(remaining, ttl)
             idem.add_tombstone(origin, rtid, max(0, now + remaining - ttl), reason)
