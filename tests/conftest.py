@@ -8,10 +8,23 @@ that silently failed makes those tests fail instead of skip.
 from __future__ import annotations
 
 import importlib
+import signal
 from collections.abc import Iterator
 from types import ModuleType
 
 import pytest
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Ctrl-C reaches the processes the tests start however the suite was
+    started. A shell without job control starts a background command with
+    SIGINT ignored, and an ignored signal stays ignored across ``exec``: every
+    ``rsc`` process a test starts would then ignore the SIGINT a test sends it
+    (``rsc status --watch``, ``rsc launch``). A handled signal is reset to its
+    default across ``exec``, so the children start as they would from a
+    terminal."""
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def _twin(name: str, side: str) -> ModuleType:
