@@ -22,7 +22,20 @@ Two things a large value would otherwise pay for twice:
   :class:`DecodedInputs` keeps what the check unpacked, for that very input
   object, until the start takes it: a large input is unpacked once.
 
-Nothing here changes what is on the wire: the bytes are those ``packb`` makes.
+- **Large leaves out of band** (value segments). Between peers that both
+  offered the ``value_segments`` feature, :func:`pack_segmented` takes each
+  ``bytes`` leaf of at least ``SEGMENT_MIN_BYTES`` out of the value: the
+  packed value holds a MessagePack ext reference (code ``SEGMENT_EXT``, data
+  the leaf's index) in its place, and the leaves travel beside it, each as a
+  bin of its own (a :class:`Segmented`). The sender writes each leaf to the
+  socket as it is and the receiver receives each straight into a ``bytes``
+  of its own, so :func:`unpack_value` puts the very objects received where
+  their references were: no copy into a packer's buffer, none out of
+  ``unpackb``.
+
+:func:`pack_value` writes the bytes ``packb`` makes; :meth:`Segmented.joined`
+turns a segmented value back into them, for a peer that does not take
+segments.
 """
 
 from __future__ import annotations
@@ -35,7 +48,8 @@ import msgpack
 
 from rsc.errors import SerializationError
 
-__all__ = ["DecodedInputs", "pack_input", "pack_value", "packed_size_guess", "unpack_value"]
+__all__ = ["SEGMENT_EXT", "SEGMENT_MIN_BYTES", "DecodedInputs", "Segmented", "pack_input",
+           "pack_segmented", "pack_value", "packed_size_guess", "unpack_value"]
 
 #: A value holding a bytes-like leaf of at least this many bytes is returned
 #: as a view of the packer's buffer. Smaller ones as bytes: below it the copy
@@ -48,6 +62,113 @@ VIEW_SLACK = 1 / 16
 #: a larger value is packed into msgpack's default buffer, grown as needed.
 SIZE_WALK_ITEMS = 64
 _HEADER = 9  # the most a scalar or a container/str/bin header takes
+
+#: The MessagePack ext type code of a segment reference: its data is the
+#: segment's index, a big-endian unsigned int of 1 to 4 bytes. An ext of this
+#: code in a value that travels without segments is an ordinary ext value.
+SEGMENT_EXT = 82
+#: A ``bytes`` leaf of at least this many bytes travels as a segment.
+SEGMENT_MIN_BYTES = 256 * 1024
+#: At most this many leaves of one value travel as segments (the rest are
+#: packed in place); the wire's limit per message.
+MAX_SEGMENTS = 32
+# the ext references, by index (a value has at most MAX_SEGMENTS)
+_REFS = tuple(msgpack.ExtType(SEGMENT_EXT, bytes((i,))) for i in range(MAX_SEGMENTS))
+
+
+class Segmented:
+    """A MessagePack value packed with its large leaves apart.
+
+    ``packed`` is the value packed with an ext reference (``SEGMENT_EXT``,
+    data the index) in each leaf's place; ``segments`` lists the leaves, in
+    index order, each referred to exactly once. ``len()`` is the bytes both
+    take. Immutable by convention: it is sent, kept and resent as it is."""
+
+    __slots__ = ("packed", "segments")
+
+    def __init__(self, packed: Any, segments: list) -> None:
+        self.packed = packed
+        self.segments = segments
+
+    def __len__(self) -> int:
+        n = len(self.packed)
+        for seg in self.segments:
+            n += len(seg)
+        return n
+
+    def joined(self) -> bytes:
+        """The value as plain MessagePack (what :func:`pack_value` makes of
+        it): for a peer that does not take segments. ``SerializationError``
+        when the references and segments do not match."""
+        return msgpack.packb(unpack_value(self), use_bin_type=True)
+
+    def __eq__(self, other: object) -> bool:
+        if type(other) is not Segmented:
+            return NotImplemented
+        return bytes(self.packed) == bytes(other.packed) and self.segments == other.segments
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        sizes = ", ".join(str(len(seg)) for seg in self.segments)
+        return f"Segmented({len(self.packed)} bytes packed, segments of {sizes} bytes)"
+
+
+def _cut(value: Any, segments: list, budget: list) -> Any:
+    """``value`` with each ``bytes`` leaf of at least SEGMENT_MIN_BYTES
+    appended to ``segments`` and replaced by its reference: the same object
+    when nothing in it was replaced, else a copy of the containers on the way
+    to what was. Looks at most ``budget[0]`` items in all (each look spends
+    one)."""
+    t = type(value)
+    if t is bytes:
+        if len(value) >= SEGMENT_MIN_BYTES and len(segments) < MAX_SEGMENTS:
+            segments.append(value)
+            return _REFS[len(segments) - 1]
+        return value
+    if t is dict:
+        out = None
+        for k, v in value.items():
+            budget[0] -= 1
+            if budget[0] < 0:
+                break
+            new = _cut(v, segments, budget)
+            if new is not v:
+                if out is None:
+                    out = dict(value)
+                out[k] = new
+        return value if out is None else out
+    if t is list or t is tuple:
+        items = None
+        for i, v in enumerate(value):
+            budget[0] -= 1
+            if budget[0] < 0:
+                break
+            new = _cut(v, segments, budget)
+            if new is not v:
+                if items is None:
+                    items = list(value)
+                items[i] = new
+        return value if items is None else items
+    return value
+
+
+def pack_segmented(value: Any) -> bytes | memoryview | Segmented:
+    """``value`` packed for a peer that takes value segments: a
+    :class:`Segmented` when it holds ``bytes`` leaves of at least
+    ``SEGMENT_MIN_BYTES`` (found within ``SIZE_WALK_ITEMS`` items of a walk
+    through its dicts, lists and tuples; at most ``MAX_SEGMENTS``), else what
+    :func:`pack_value` returns. Only ``bytes`` leaves are taken out: they
+    cannot change before they are sent (a ``bytearray`` or a view could).
+    Raises as :func:`pack_value` does."""
+    t = type(value)
+    if t is not dict and t is not list and t is not tuple and t is not bytes:
+        return pack_value(value)
+    segments: list = []
+    cut = _cut(value, segments, [SIZE_WALK_ITEMS])
+    if not segments:
+        return pack_value(value)
+    return Segmented(msgpack.packb(cut, use_bin_type=True), segments)
 
 
 def packed_size_guess(value: Any) -> int | None:
@@ -142,11 +263,58 @@ def pack_input(value: Any) -> bytes | memoryview:
 
 def unpack_value(data: Any) -> Any:
     """Unpack one msgpack value from bytes-like ``data`` (never executes or
-    imports anything); ``SerializationError`` when it is not exactly one."""
+    imports anything); ``SerializationError`` when it is not exactly one.
+
+    For a :class:`Segmented` ``data``, each segment reference is replaced by
+    its segment, the very object (no copy); ``SerializationError`` also when a
+    reference names no segment or is malformed, or a segment is referred to
+    other than exactly once."""
+    if type(data) is Segmented:
+        return _unpack_segmented(data)
     try:
         return msgpack.unpackb(data, raw=False, strict_map_key=False)
     except Exception as exc:  # msgpack raises several unrelated types
         raise SerializationError(f"cannot unpack msgpack value: {exc}") from exc
+
+
+class _Resolver:
+    """The ext hook of one segmented unpack: each reference to its segment."""
+
+    __slots__ = ("segments", "used")
+
+    def __init__(self, segments: list) -> None:
+        self.segments = segments
+        self.used = [False] * len(segments)
+
+    def __call__(self, code: int, data: bytes) -> Any:
+        if code != SEGMENT_EXT:
+            return msgpack.ExtType(code, data)
+        if not 1 <= len(data) <= 4:
+            raise SerializationError(f"segment reference of {len(data)} bytes (1 to 4: the "
+                                     "segment's index)")
+        index = int.from_bytes(data, "big")
+        if index >= len(self.segments):
+            raise SerializationError(f"segment reference {index}, but the value has "
+                                     f"{len(self.segments)} segments")
+        if self.used[index]:
+            raise SerializationError(f"segment {index} is referred to twice")
+        self.used[index] = True
+        return self.segments[index]
+
+
+def _unpack_segmented(data: Segmented) -> Any:
+    resolve = _Resolver(data.segments)
+    try:
+        value = msgpack.unpackb(data.packed, raw=False, strict_map_key=False, ext_hook=resolve)
+    except SerializationError as exc:
+        raise SerializationError(f"cannot unpack msgpack value: {exc}") from None
+    except Exception as exc:  # msgpack raises several unrelated types
+        raise SerializationError(f"cannot unpack msgpack value: {exc}") from exc
+    if not all(resolve.used):
+        unused = [i for i, used in enumerate(resolve.used) if not used]
+        raise SerializationError(f"cannot unpack msgpack value: segments {unused} are not "
+                                 "referred to by the value")
+    return value
 
 
 class DecodedInputs:

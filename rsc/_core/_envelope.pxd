@@ -27,6 +27,19 @@ cdef class FrameDecoder:
     # frame is in progress.
     cdef object _big
     cdef Py_ssize_t _big_len, _big_filled, _big_at, _big_header, _big_element, _frame_total
+    # A large frame in progress whose body's segments array (a SEGMENTS field)
+    # is received bin by bin, each straight into a bytes object of its own:
+    # _segs lists those received (None when no such frame is in progress),
+    # _segs_left counts those not started, _segs_bytes sums the received ones'
+    # sizes; the one in progress is _big (_big_len, _big_filled), as above.
+    # _seg_hdr collects the next one's bin header (_seg_hdr_n bytes so far).
+    # _buf holds the frame's other bytes, an empty array in the segments'
+    # place; _frame_seen counts the frame's bytes taken so far (of
+    # _frame_total), _big_element is the segments' element index.
+    cdef object _segs
+    cdef Py_ssize_t _segs_left, _segs_bytes, _frame_seen
+    cdef unsigned char _seg_hdr[5]
+    cdef int _seg_hdr_n
     # Set by the first error; while set, feed() raises it again.
     cdef object _error_class
     cdef object _error_text
@@ -35,6 +48,12 @@ cdef class FrameDecoder:
     cdef unsigned long long _frame_length(self, const unsigned char* header) except 0
     cdef int _feed(self, const unsigned char* data, Py_ssize_t size, list out) except -1
     cdef bint _start_big(self, const unsigned char* frame, Py_ssize_t avail, Py_ssize_t length) except -1
+    cdef int _start_segs(self, const unsigned char* frame, Py_ssize_t avail, Py_ssize_t length,
+                         Py_ssize_t array_at, Py_ssize_t first_at, Py_ssize_t count,
+                         Py_ssize_t element) except -1
+    cdef Py_ssize_t _feed_segs(self, const unsigned char* data, Py_ssize_t size, list out) except -1
+    cdef object _decode_segs(self)
+    cdef Py_ssize_t _feed_large(self, const unsigned char* data, Py_ssize_t size, list out) except -1
     cdef bint _held_to_big(self, Py_ssize_t length) except -1
     cdef Py_ssize_t _feed_big(self, const unsigned char* data, Py_ssize_t size, list out) except -1
     cdef object _decode_big(self)
@@ -47,10 +66,10 @@ cdef class FrameDecoder:
 # Python functions for everyone else.
 cpdef object spawn_request(sender, sender_time, remote_task_id, computation, input, lease_ms,
                            idempotency_key, budget, origin_node, origin_region, origin_task,
-                           capability, drawn=*)
+                           capability, drawn=*, segments=*)
 cpdef object spawn_ack(sender, sender_time, remote_task_id, status, reject_code, reject_detail,
                        assigned_node)
 cpdef object result_delivery(sender, sender_time, remote_task_id, outcome_kind, payload,
-                             execution_time_ns)
+                             execution_time_ns, segments=*)
 cpdef tuple fields(msg)
 cpdef object sender_time(msg)

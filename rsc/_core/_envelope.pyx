@@ -32,7 +32,7 @@ from cpython.bytearray cimport PyByteArray_AS_STRING, PyByteArray_Check, PyByteA
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_Check, PyBytes_CheckExact, PyBytes_GET_SIZE
 from cpython.dict cimport PyDict_Check, PyDict_Next, PyDict_SetItem, PyDict_Size
 from cpython.float cimport PyFloat_AS_DOUBLE, PyFloat_Check
-from cpython.list cimport (PyList_Check, PyList_GET_ITEM, PyList_GET_SIZE, PyList_New,
+from cpython.list cimport (PyList_Check, PyList_CheckExact, PyList_GET_ITEM, PyList_GET_SIZE, PyList_New,
                           PyList_SET_ITEM)
 from cpython.long cimport PyLong_Check
 from cpython.memoryview cimport PyMemoryView_Check
@@ -195,13 +195,15 @@ cdef enum:
     K_SPAWN_REQUEST = 10
     K_SPAWN_ACK = 11
     K_RESULT_DELIVERY = 13
-    MAX_FIELDS = 11           # fields after the envelope (SPAWN_REQUEST has 11)
+    MAX_FIELDS = 12           # fields after the envelope (SPAWN_REQUEST has 12)
     STACK_BYTES = 400         # encode buffer on the C stack before growing into bytes
     # A bin of at least LARGE_BIN bytes is not copied into a frame by
     # encode_frame_parts, and a frame of at least LARGE_BIN bytes that holds one
     # is received straight into the bytes object the message keeps (FrameDecoder).
     LARGE_BIN = 65536
-    MAX_HOLES = 4             # large values one frame leaves out of its buffer, at most
+    C_MAX_SEGMENTS = 32       # = schema.MAX_SEGMENTS (checked at import)
+    # large values one frame leaves out of its buffer, at most: four, and its segments
+    MAX_HOLES = 4 + C_MAX_SEGMENTS
     # A large frame that starts in a short read is looked at again for its
     # payload while fewer than this many of its bytes are held (its header
     # and every field before the payload fit 4 KiB: FRAME_OVERHEAD_BYTES).
@@ -235,6 +237,7 @@ cdef enum FieldType:
     F_STR_MAP          # map str -> generic
     F_UINT_LIST        # array of uint
     F_FLAG             # bool; optional and trailing (schema.FLAG): absent reads as False
+    F_SEGMENTS         # array of bins; optional and trailing (schema.SEGMENTS): absent reads as None
 
 # Field type code of rsc._core.schema -> the C code the codec switches on.
 _FIELD_CODES = {
@@ -244,6 +247,7 @@ _FIELD_CODES = {
     _schema.REASON: F_REASON, _schema.PAYLOAD: F_PAYLOAD, _schema.STATUS: F_STATUS,
     _schema.STATE: F_STATE, _schema.OUTCOME: F_OUTCOME, _schema.VERSION: F_VERSION,
     _schema.STR_MAP: F_STR_MAP, _schema.UINT_LIST: F_UINT_LIST, _schema.FLAG: F_FLAG,
+    _schema.SEGMENTS: F_SEGMENTS,
 }
 
 # kind -> ((field name, C field code), ...), from the schema.
@@ -280,6 +284,7 @@ _EXPECTED = {
                 f"nested at most {MAX_NESTING_DEPTH} levels"),
     F_UINT_LIST: "a list of ints in 0..2**64-1",
     F_FLAG: "a bool",
+    F_SEGMENTS: f"None or a list of at most {C_MAX_SEGMENTS} bytes",
 }
 
 # A flag left out of a frame (Python's False: a bare False here would be C's 0).
@@ -288,8 +293,11 @@ cdef object _FLAG_CLEAR = False
 # Filled by _load_layout() at import; the arrays are indexed by kind.
 cdef PyTypeObject* CLS[KIND_SLOTS]
 cdef int NFIELDS[KIND_SLOTS]
-# Fields every frame of the kind holds: NFIELDS less its trailing flags.
+# Fields every frame of the kind holds: NFIELDS less its trailing optional fields.
 cdef int NREQUIRED[KIND_SLOTS]
+# The index of the kind's SEGMENTS field, or -1 (FrameDecoder receives its bins
+# straight into their own bytes objects).
+cdef int SEG_FIELD[KIND_SLOTS]
 cdef int SCHEMA[KIND_SLOTS][MAX_FIELDS]
 # Slot offsets: [0] sender, [1] sender_time, [2 + i] field i.
 cdef Py_ssize_t OFFSET[KIND_SLOTS][MAX_FIELDS + 2]
@@ -344,8 +352,10 @@ def _load_layout():
     if (K_SPAWN_REQUEST, K_SPAWN_ACK, K_RESULT_DELIVERY) != (
             _messages.SPAWN_REQUEST, _messages.SPAWN_ACK, _messages.RESULT_DELIVERY):
         raise ImportError("rsc._core._envelope: the builders' kinds differ from rsc._core.messages")
+    if _schema.MAX_SEGMENTS != C_MAX_SEGMENTS:
+        raise ImportError("rsc._core._envelope: C_MAX_SEGMENTS differs from rsc._core.schema")
     if tuple(len(_SCHEMA[k]) for k in (K_SPAWN_REQUEST, K_SPAWN_ACK, K_RESULT_DELIVERY)) != (
-            11, 5, 4):
+            12, 5, 5):
         raise ImportError("rsc._core._envelope: spawn_request, spawn_ack or result_delivery "
                           "sets fewer fields than rsc._core.schema lists; add them there")
     if sorted(_schema.PAYLOAD_TYPES) != [0, 1, 2, 3] or not all(
@@ -358,6 +368,7 @@ def _load_layout():
         CLS[i] = NULL
         NFIELDS[i] = 0
         NREQUIRED[i] = 0
+        SEG_FIELD[i] = -1
     for i, kind in enumerate(order):
         ENCODE_ORDER[i] = kind
         cls = _messages.MESSAGE_CLASSES[kind]
@@ -377,6 +388,8 @@ def _load_layout():
         OFFSET[kind][1] = _member_offset(cls, "sender_time")
         for j, (name, code) in enumerate(schema):
             SCHEMA[kind][j] = code
+            if code == F_SEGMENTS:
+                SEG_FIELD[kind] = j
             OFFSET[kind][j + 2] = _member_offset(cls, name)
     N_KINDS = len(order)
 
@@ -840,6 +853,22 @@ cdef int put_str_map(Writer* w, object m) except -1:
     return 0
 
 
+cdef int put_segments(Writer* w, object segs) except -1:
+    """A list or tuple of at most C_MAX_SEGMENTS bytes-like values, as an array of bins
+    (each a part of its own in encode_frame_parts when it is large)."""
+    cdef Py_ssize_t i, n
+    if not (PyList_Check(segs) or PyTuple_Check(segs)):
+        return 1
+    n = len(segs)
+    if n > C_MAX_SEGMENTS:
+        return 1
+    w_array_header(w, n)
+    for i in range(n):
+        if put_bin(w, segs[i], -1):
+            return 1
+    return 0
+
+
 cdef int put_uint_list(Writer* w, object ids) except -1:
     cdef Py_ssize_t i, n
     if not (PyList_Check(ids) or PyTuple_Check(ids)):
@@ -892,10 +921,15 @@ cdef int _put_message(Writer* w, object msg) except -1:
     cdef int i, code, nfields = NREQUIRED[kind], unfit
     cdef uint64_t small = 0, outcome = 0
     cdef object value
-    # trailing flags are written up to the last one that is not clear (one
-    # that is not a bool either is refused below, after the fields before it)
+    # trailing optional fields are written up to the last one that is not
+    # clear (a flag not False, segments neither None nor empty; a value of
+    # another type is refused below, after the fields before it)
     for i in range(nfields, NFIELDS[kind]):
-        if <object>_get_slot(msg, kind, i + 2) is not False:
+        value = <object>_get_slot(msg, kind, i + 2)
+        if SCHEMA[kind][i] == F_SEGMENTS:
+            if value is not None and not (PyList_Check(value) and PyList_GET_SIZE(value) == 0):
+                nfields = i + 1
+        elif value is not False:
             nfields = i + 1
     w_array_header(w, 3 + nfields)
     w_uint(w, kind)
@@ -952,6 +986,8 @@ cdef int _put_message(Writer* w, object msg) except -1:
                 unfit = w_byte(w, 0xc3 if value is True else 0xc2)
             else:
                 unfit = 1
+        elif code == F_SEGMENTS:
+            unfit = w_array_header(w, 0) if value is None else put_segments(w, value)
         else:  # F_UINT_LIST
             unfit = put_uint_list(w, value)
         if unfit:
@@ -999,7 +1035,7 @@ def encode_frame_parts(msg):
     (or a memoryview of a msgpack ``Packer``'s buffer) in it has at least 64 KiB, a
     tuple of parts to write in this order, whose concatenation is the frame:
     the bytes around each such value, and the value itself, not copied (at
-    most four a frame; more are copied)."""
+    most four a frame and the message's segments; more are copied)."""
     cdef Writer w
     cdef Py_ssize_t body, prev
     cdef int i
@@ -1063,7 +1099,7 @@ cdef inline void _set(msg, int kind, int field, value) noexcept:
 
 cpdef object spawn_request(sender, sender_time, remote_task_id, computation, input, lease_ms,
                            idempotency_key, budget, origin_node, origin_region, origin_task,
-                           capability, drawn=False):
+                           capability, drawn=False, segments=None):
     """``SpawnRequest(...)``, the same object, built without its ``__init__``."""
     cdef int k = K_SPAWN_REQUEST
     msg = _blank(k, sender, sender_time)
@@ -1078,6 +1114,7 @@ cpdef object spawn_request(sender, sender_time, remote_task_id, computation, inp
     _set(msg, k, 8, origin_task)
     _set(msg, k, 9, capability)
     _set(msg, k, 10, drawn)
+    _set(msg, k, 11, segments)
     return msg
 
 
@@ -1095,7 +1132,7 @@ cpdef object spawn_ack(sender, sender_time, remote_task_id, status, reject_code,
 
 
 cpdef object result_delivery(sender, sender_time, remote_task_id, outcome_kind, payload,
-                             execution_time_ns):
+                             execution_time_ns, segments=None):
     """``ResultDelivery(...)``, the same object, built without its ``__init__``."""
     cdef int k = K_RESULT_DELIVERY
     msg = _blank(k, sender, sender_time)
@@ -1103,6 +1140,7 @@ cpdef object result_delivery(sender, sender_time, remote_task_id, outcome_kind, 
     _set(msg, k, 1, outcome_kind)
     _set(msg, k, 2, payload)
     _set(msg, k, 3, execution_time_ns)
+    _set(msg, k, 4, segments)
     return msg
 
 
@@ -1734,6 +1772,21 @@ cdef object r_str_map(Reader* r, int kind, int index):
     return result
 
 
+cdef object r_segments(Reader* r, int kind, int index):
+    cdef Py_ssize_t n, i
+    cdef object result, item
+    cdef const unsigned char* start = r.p
+    if r_array_len(r, &n) or n > C_MAX_SEGMENTS:
+        r.p = start
+        raise _wrong(r, kind, index, f"array of at most {C_MAX_SEGMENTS} bins")
+    result = PyList_New(n)
+    for i in range(n):
+        item = r_bin(r, kind, index, -1)
+        Py_INCREF(item)
+        PyList_SET_ITEM(result, i, item)
+    return result
+
+
 cdef object r_uint_list(Reader* r, int kind, int index):
     cdef Py_ssize_t n, i
     cdef object result, item
@@ -1779,8 +1832,9 @@ cdef object _decode(const unsigned char* data, Py_ssize_t size):
     for i in range(nfields):
         code = SCHEMA[kind][i]
         if i + 3 >= count:
-            if i >= NREQUIRED[kind]:   # a flag left out: False
-                rsc_slot_set(<PyObject*>msg, OFFSET[kind][i + 2], <PyObject*>_FLAG_CLEAR)
+            if i >= NREQUIRED[kind]:   # an optional field left out: False, or None
+                rsc_slot_set(<PyObject*>msg, OFFSET[kind][i + 2],
+                             <PyObject*>(None if code == F_SEGMENTS else _FLAG_CLEAR))
                 continue
             raise MalformedFrame(f"{_WIRE_NAMES[kind]} needs {3 + NREQUIRED[kind]} elements, "
                                  f"got {count}")
@@ -1827,6 +1881,8 @@ cdef object _decode(const unsigned char* data, Py_ssize_t size):
             value = r_str_map(&r, kind, i + 3)
         elif code == F_FLAG:
             value = r_flag(&r, kind, i + 3)
+        elif code == F_SEGMENTS:
+            value = r_segments(&r, kind, i + 3)
         else:  # F_UINT_LIST
             value = r_uint_list(&r, kind, i + 3)
         rsc_slot_set(<PyObject*>msg, OFFSET[kind][i + 2], <PyObject*>value)
@@ -1892,6 +1948,8 @@ cdef class FrameDecoder:
         self._big = None
         self._big_len = 0
         self._big_filled = 0
+        self._segs = None
+        self._segs_bytes = 0
 
     def __init__(self, max_frame_bytes=DEFAULT_MAX_FRAME_BYTES, handshake_max_frame_bytes=None,
                  handshake_last_kind=None):
@@ -1929,7 +1987,7 @@ cdef class FrameDecoder:
     @property
     def buffered(self):
         """Bytes held for a frame that is not complete yet."""
-        return self._held + self._big_filled
+        return self._held + self._big_filled + self._segs_bytes
 
     def reset(self):
         """Forget buffered bytes and any error, ready for a new stream (whose
@@ -2017,6 +2075,10 @@ cdef class FrameDecoder:
         self._big = None
         self._big_len = 0
         self._big_filled = 0
+        self._segs = None
+        self._segs_left = 0
+        self._segs_bytes = 0
+        self._seg_hdr_n = 0
 
     cdef bint _start_big(self, const unsigned char* frame, Py_ssize_t avail,
                          Py_ssize_t length) except -1:
@@ -2028,9 +2090,10 @@ cdef class FrameDecoder:
         buffered whole, as any other). Malformed bytes are not reported here:
         the frame's decode reports them once it is complete."""
         cdef Reader r
-        cdef Py_ssize_t count, element, n, h, start
+        cdef Py_ssize_t count, element, n, h, start, seg_element = -1
         cdef unsigned char b
         cdef unsigned char* big
+        cdef const unsigned char* at
         r.p = frame + 4
         r.end = frame + avail
         try:
@@ -2040,6 +2103,14 @@ cdef class FrameDecoder:
                 if r.p >= r.end:
                     return False
                 b = r.p[0]
+                if element == 0 and b < KIND_SLOTS and SEG_FIELD[b] >= 0:
+                    seg_element = 3 + SEG_FIELD[b]   # a kind with segments (a fixint kind)
+                elif element == seg_element and (0x91 <= b <= 0x9f or b == 0xdc or b == 0xdd):
+                    at = r.p
+                    if r_array_len(&r, &n) or n > C_MAX_SEGMENTS:
+                        return False   # the frame's decode reports it
+                    self._start_segs(frame, avail, length, at - frame, r.p - frame, n, element)
+                    return True
                 if b == 0xc5 or b == 0xc6:
                     h = 3 if b == 0xc5 else 5
                     if r.end - r.p < h:
@@ -2068,6 +2139,126 @@ cdef class FrameDecoder:
         if avail > start + n:
             self._append(frame + start + n, avail - start - n)
         return True
+
+    cdef int _start_segs(self, const unsigned char* frame, Py_ssize_t avail, Py_ssize_t length,
+                         Py_ssize_t array_at, Py_ssize_t first_at, Py_ssize_t count,
+                         Py_ssize_t element) except -1:
+        """Keep the first ``avail`` bytes of a frame of ``length`` body bytes
+        whose top-level element ``element`` is its segments array of ``count``
+        bins (its header at ``array_at``, its first bin at ``first_at``) as a
+        frame whose segments are in progress (see ``_segs`` in the .pxd)."""
+        cdef unsigned char empty = 0x90
+        self._segs = []
+        self._segs_left = count
+        self._segs_bytes = 0
+        self._seg_hdr_n = 0
+        self._big_element = element
+        self._frame_total = 4 + length
+        self._append(frame, array_at)
+        self._append(&empty, 1)   # an empty array where the segments were; _decode_segs fills it
+        self._frame_seen = first_at
+        self._feed_segs(frame + first_at, avail - first_at, [])  # never the whole frame
+        return 0
+
+    cdef Py_ssize_t _feed_segs(self, const unsigned char* data, Py_ssize_t size,
+                               list out) except -1:
+        """Take what the frame whose segments are in progress still needs from
+        ``data``: each segment's bin header (checked, not kept), its bytes
+        straight into a bytes object of its own (``_big`` while it is in
+        progress), then the frame's bytes after the segments into ``_buf``;
+        once it is complete, decode it into ``out``. Returns the bytes taken."""
+        cdef Py_ssize_t pos = 0, take, need, n, h
+        cdef unsigned char b
+        cdef object msg
+        while True:
+            if self._big_len:
+                take = min(self._big_len - self._big_filled, size - pos)
+                memcpy(<unsigned char*>PyBytes_AS_STRING(self._big) + self._big_filled,
+                       data + pos, take)
+                self._big_filled += take
+                self._frame_seen += take
+                pos += take
+                if self._big_filled < self._big_len:
+                    return pos
+                self._segs.append(self._big)
+                self._segs_bytes += self._big_len
+                self._big = None
+                self._big_len = 0
+                self._big_filled = 0
+            elif self._segs_left:
+                if pos == size:
+                    return pos
+                b = data[pos]
+                if self._seg_hdr_n == 0 and b != 0xc4 and b != 0xc5 and b != 0xc6:
+                    raise MalformedFrame(
+                        f"segments (element {self._big_element}) item: expected bin, "
+                        f"got {_marker_name(data + pos, data + size)}")
+                self._seg_hdr[self._seg_hdr_n] = b
+                self._seg_hdr_n += 1
+                self._frame_seen += 1
+                pos += 1
+                b = self._seg_hdr[0]
+                h = 2 if b == 0xc4 else (3 if b == 0xc5 else 5)
+                if self._seg_hdr_n < h:
+                    continue
+                n = (self._seg_hdr[1] if h == 2 else
+                     (rsc_ld16(self._seg_hdr + 1) if h == 3 else rsc_ld32(self._seg_hdr + 1)))
+                if n > self._frame_total - self._frame_seen:
+                    raise _truncated()
+                self._seg_hdr_n = 0
+                self._segs_left -= 1
+                self._big = PyBytes_FromStringAndSize(NULL, n)
+                self._big_len = n
+                self._big_filled = 0
+                if n == 0:
+                    self._segs.append(self._big)
+                    self._big = None
+            else:
+                need = self._frame_total - self._frame_seen
+                take = min(need, size - pos)
+                if take:
+                    self._append(data + pos, take)
+                    self._frame_seen += take
+                    pos += take
+                if take < need:
+                    return pos
+                msg = self._decode_segs()
+                out.append(msg)
+                if self._opening:
+                    self._handshake_frame(msg)
+                return pos
+
+    cdef object _decode_segs(self):
+        """Decode the completed frame whose segments were received apart: its
+        other bytes (an empty array in the segments' place), then the
+        segments put in the field that empty array decoded into."""
+        cdef Py_ssize_t held = self._held
+        cdef Py_ssize_t field = self._big_element - 3
+        cdef int kind
+        cdef PyObject* value
+        segs = self._segs
+        self._drop_big()
+        self._held = 0
+        try:
+            msg = _decode(self._buf + 4, held - 4)
+        finally:
+            if self._cap > 65536:
+                free(self._buf)
+                self._buf = NULL
+                self._cap = 0
+        kind = _kind_of(msg)
+        if field == SEG_FIELD[kind]:
+            value = rsc_slot(<PyObject*>msg, OFFSET[kind][field + 2])
+            if value != NULL and PyList_CheckExact(<object>value) and PyList_GET_SIZE(<object>value) == 0:
+                rsc_slot_set(<PyObject*>msg, OFFSET[kind][field + 2], <PyObject*>segs)
+        return msg
+
+    cdef Py_ssize_t _feed_large(self, const unsigned char* data, Py_ssize_t size,
+                                list out) except -1:
+        """``_feed_segs`` or ``_feed_big``, for the large frame in progress."""
+        if self._segs is not None:
+            return self._feed_segs(data, size, out)
+        return self._feed_big(data, size, out)
 
     cdef bint _held_to_big(self, Py_ssize_t length) except -1:
         """``_start_big`` for the large frame of ``length`` body bytes whose
@@ -2140,9 +2331,9 @@ cdef class FrameDecoder:
     cdef int _feed(self, const unsigned char* data, Py_ssize_t size, list out) except -1:
         cdef Py_ssize_t pos = 0, take, length
         cdef object msg
-        if self._big_len:
-            pos = self._feed_big(data, size, out)
-            if self._big_len:
+        if self._big_len or self._segs is not None:
+            pos = self._feed_large(data, size, out)
+            if self._big_len or self._segs is not None:
                 return 0
         elif self._held:
             # Complete the pending frame first, taking only the bytes it needs.
@@ -2164,8 +2355,8 @@ cdef class FrameDecoder:
                 self._append(data + pos, take)
                 pos += take
                 if self._held_to_big(length):
-                    pos += self._feed_big(data + pos, size - pos, out)
-                    if self._big_len:
+                    pos += self._feed_large(data + pos, size - pos, out)
+                    if self._big_len or self._segs is not None:
                         return 0
                     length = -1  # complete: on to the frames after it
             if length >= 0:

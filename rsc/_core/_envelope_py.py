@@ -21,9 +21,11 @@ compiled module is the fast one, this one is the readable reference. The rules
     WELCOME whose element 3 is a uint other than 1 (read before the rest of
     the message is looked at, so a later version may reshape it).
 
-  A message's flags (``schema.FLAG``, e.g. ``SpawnRequest.drawn``) are
-  optional trailing elements: a missing one decodes as ``False``, a present
-  one must be a bool. Extra trailing elements of the message (after its
+  A message's optional fields (``schema.FLAG``, e.g. ``SpawnRequest.drawn``,
+  and ``schema.SEGMENTS``, ``SpawnRequest.segments``) are trailing
+  elements: a missing flag decodes as ``False`` and missing segments as
+  ``None``; a present flag must be a bool, present segments an array of at
+  most ``schema.MAX_SEGMENTS`` bins. Extra trailing elements of the message (after its
   flags) and of its nested arrays (budget, cancel reason, hybrid time) are
   accepted and dropped. Any MessagePack
   encoding of a value is accepted (a uint16 holding 5, an int8 holding a
@@ -310,6 +312,16 @@ def _e_flag(value: Any, field: str) -> bool:
     raise _bad(field, "a bool", value)
 
 
+def _e_segments(value: Any, field: str) -> list:
+    if value is None:
+        return []  # written only before a later optional field that is set
+    if not isinstance(value, (list, tuple)) or len(value) > schema.MAX_SEGMENTS:
+        raise _bad(field, f"None or a list of at most {schema.MAX_SEGMENTS} bytes", value)
+    for index, item in enumerate(value):
+        _e_bin(item, f"{field}[{index}]")
+    return list(value)
+
+
 def _e_uint_list(value: Any, field: str) -> list[int]:
     if not isinstance(value, (list, tuple)):
         raise _bad(field, "a list of ints", value)
@@ -334,6 +346,7 @@ _ENCODERS: dict[str, tuple[Callable[..., Any], tuple[int, ...]]] = {
     schema.STR_MAP: (_e_str_map, ()),
     schema.UINT_LIST: (_e_uint_list, ()),
     schema.FLAG: (_e_flag, ()),
+    schema.SEGMENTS: (_e_segments, ()),
 }
 
 
@@ -486,11 +499,12 @@ def sender_time(msg: Message) -> Any:
 def spawn_request(sender: str, sender_time: Any, remote_task_id: int, computation: str,
                   input: bytes, lease_ms: int, idempotency_key: bytes, budget: tuple | None,  # noqa: A002
                   origin_node: str, origin_region: int, origin_task: int,
-                  capability: bytes | None, drawn: bool = False) -> SpawnRequest:
+                  capability: bytes | None, drawn: bool = False,
+                  segments: list | None = None) -> SpawnRequest:
     """``SpawnRequest(...)``."""
     return SpawnRequest(sender, sender_time, remote_task_id, computation, input, lease_ms,
                         idempotency_key, budget, origin_node, origin_region, origin_task,
-                        capability, drawn)
+                        capability, drawn, segments)
 
 
 def spawn_ack(sender: str, sender_time: Any, remote_task_id: int, status: int, reject_code: int,
@@ -501,10 +515,11 @@ def spawn_ack(sender: str, sender_time: Any, remote_task_id: int, status: int, r
 
 
 def result_delivery(sender: str, sender_time: Any, remote_task_id: int, outcome_kind: int,
-                    payload: Any, execution_time_ns: int) -> ResultDelivery:
+                    payload: Any, execution_time_ns: int,
+                    segments: list | None = None) -> ResultDelivery:
     """``ResultDelivery(...)``."""
     return ResultDelivery(sender, sender_time, remote_task_id, outcome_kind, payload,
-                          execution_time_ns)
+                          execution_time_ns, segments)
 
 
 # --- decoding: a walk over the bytes finds each element; msgpack builds only the
@@ -694,6 +709,15 @@ def _d_flag(value: Any, what: str) -> bool:
     raise _malformed(what, "bool", value)
 
 
+def _d_segments(value: Any, what: str) -> list:
+    if type(value) is not list or len(value) > schema.MAX_SEGMENTS:
+        raise _malformed(what, f"array of at most {schema.MAX_SEGMENTS} bins", value)
+    for item in value:
+        if type(item) is not bytes:
+            raise _malformed(what + " item", "bin", item)
+    return value
+
+
 def _d_uint_list(value: Any, what: str) -> list:
     if type(value) is not list:
         raise _malformed(what, "array of uint", value)
@@ -719,6 +743,7 @@ _DECODERS: dict[str, tuple[Callable[..., Any], tuple[int, ...]]] = {
     schema.STR_MAP: (_d_str_map, ()),
     schema.UINT_LIST: (_d_uint_list, ()),
     schema.FLAG: (_d_flag, ()),
+    schema.SEGMENTS: (_d_segments, ()),
 }
 
 # What each field type may be when a walked body builds it (see _Body): a
@@ -729,6 +754,7 @@ _FIELD_SHAPES: dict[str, tuple[int, bool]] = {
     schema.PAYLOAD: (2, False),
     schema.STR_MAP: (0, True),
     schema.UINT_LIST: (-1, False),
+    schema.SEGMENTS: (-1, False),
 }
 
 
@@ -745,8 +771,8 @@ def _reader(spec: schema.MessageSpec) -> Callable[[Any, str, Any], Message]:
         what = repr(f"{name} {field}")
         if code == schema.VERSION:  # read before the count: a later version may reshape the rest
             lines.append(f"    f{index} = _d_version(body, {name!r})")
-        elif index >= spec.required:  # a flag: optional
-            lines.append(f"    f{index} = False")
+        elif index >= spec.required:  # a flag or segments: optional
+            lines.append(f"    f{index} = {schema.OPTIONAL_DEFAULTS[code]!r}")
             lines.append(f"    if len(body) > {index + 3}:")
             lines += ["    " + line for line in _field_lines(_DECODERS, index, code,
                                                              f"body[{index + 3}]", what, namespace)]

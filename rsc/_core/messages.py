@@ -38,7 +38,9 @@ from rsc._core.schema import (  # re-exported: callers import the kinds from her
     LEASE_RENEWAL_BATCH as LEASE_RENEWAL_BATCH,
     LEASE_RENEWAL_DIGEST as LEASE_RENEWAL_DIGEST,
     LEASE_RESYNC_REQUEST as LEASE_RESYNC_REQUEST,
+    MAX_SEGMENTS as MAX_SEGMENTS,
     MESSAGES as MESSAGES,
+    OPTIONAL_DEFAULTS,
     PING as PING,
     PONG as PONG,
     RESULT_DELIVERY as RESULT_DELIVERY,
@@ -73,6 +75,22 @@ def offers_ack_by_result(features: object) -> bool:
         return False
     v = features.get(ACK_BY_RESULT_FEATURE)
     return type(v) is int and v >= 1
+
+# HELLO and WELCOME ``features`` key (value 1) of a peer that takes value
+# segments: a msgpack value's large bytes-like leaves sent beside the packed
+# value, each as a bin of its own (PROTOCOL.md section 4, "Value segments").
+# A side sends segments only on a connection where both offered it.
+VALUE_SEGMENTS_FEATURE = "value_segments"
+
+
+def offers_value_segments(features: object) -> bool:
+    """True if a HELLO's or WELCOME's ``features`` offer ``value_segments``
+    (the int 1 or higher; a bool is no version)."""
+    if not isinstance(features, dict):
+        return False
+    v = features.get(VALUE_SEGMENTS_FEATURE)
+    return type(v) is int and v >= 1
+
 
 # SPAWN_ACK status
 ACK_ACCEPTED = 0
@@ -216,9 +234,11 @@ def message_class(spec: MessageSpec, doc: str | None = None) -> type[Message]:
     positionally or by name, in wire order; ``doc`` is its docstring (by
     default one naming the fields)."""
     names = spec.field_names
-    # a flag (schema.FLAG) is optional on the wire and in the constructor: False
+    # an optional field (schema.FLAG, SEGMENTS) is optional on the wire and in the
+    # constructor too: its default is what a receiver reads for one left out
     params = ", ".join(("sender", "sender_time") + names[:spec.required]
-                       + tuple(f"{name}=False" for name in names[spec.required:]))
+                       + tuple(f"{name}={OPTIONAL_DEFAULTS[code]!r}"
+                               for name, code in spec.fields[spec.required:]))
     body = "".join(f"\n    self.{name} = {name}" for name in ("sender", "sender_time") + names)
     # Generated source, as namedtuple does: a plain __init__ that stores its
     # arguments is what a hand-written class would have, at the same speed.
@@ -291,6 +311,10 @@ class SpawnRequest(Message):
     # The origin drew ``idempotency_key`` at random itself (it is never a
     # caller's key); sent only to a node that offers the "drawn_keys" feature.
     drawn: bool = False
+    # The input's large leaves, each referred to from ``input`` by a segment
+    # reference (PROTOCOL.md section 4, "Value segments"); sent only to a node
+    # that offers the "value_segments" feature. None: the input is all in ``input``.
+    segments: list[bytes] | None = None
 
 
 @declared(SPAWN_ACK)
@@ -323,6 +347,9 @@ class ResultDelivery(Message):
     outcome_kind: int
     payload: bytes | str | WireReason
     execution_time_ns: int
+    # The output's large leaves (a success's only), as ``SpawnRequest.segments``;
+    # sent only to an origin that offers the "value_segments" feature.
+    segments: list[bytes] | None = None
 
 
 @declared(LEASE_RENEWAL)

@@ -22,12 +22,14 @@ type code. What a caller may rely on:
   trailing elements it does not know), by adding it here; its class in
   ``rsc._core.messages`` declares it too, with the Python type of its code
   (``PY_TYPES``), for type checkers (``messages.declaration_mismatches``);
-- a ``FLAG`` field is optional: flags come after every other field of their
-  message (``MessageSpec.required`` counts the others), a sender writes them
-  only up to the last one that is set, and a receiver reads a missing one as
-  ``False``. So a message whose flags are all clear is the same bytes as it was
-  before its flags existed, and a flag is sent only to a peer that said (in its
-  HELLO/WELCOME ``features``) it knows it.
+- a ``FLAG`` or ``SEGMENTS`` field is optional: optional fields come after
+  every other field of their message (``MessageSpec.required`` counts the
+  others), a sender writes them only up to the last one that is set (a flag
+  that is True, segments that are a non-empty list), and a receiver reads a
+  missing one as its ``OPTIONAL_DEFAULTS`` value (False, None). So a message
+  whose optional fields are all clear is the same bytes as it was before they
+  existed, and one is sent only to a peer that said (in its HELLO/WELCOME
+  ``features``) it knows it.
 """
 
 from __future__ import annotations
@@ -72,6 +74,13 @@ VERSION = "version"            # uint; a value other than 1 is VersionMismatch
 STR_MAP = "str_map"            # map str -> any MessagePack value
 UINT_LIST = "uint_list"        # array of uint
 FLAG = "flag"                  # bool; optional and trailing: absent reads as false
+SEGMENTS = "segments"          # array of at most MAX_SEGMENTS bins; optional and trailing:
+                               # absent reads as None (value segments, PROTOCOL.md section 4)
+
+# The most segments one SPAWN_REQUEST or RESULT_DELIVERY may carry.
+MAX_SEGMENTS = 32
+# The optional trailing field types, and what a receiver reads for one left out.
+OPTIONAL_DEFAULTS: dict[str, Any] = {FLAG: False, SEGMENTS: None}
 
 # A PAYLOAD's type, by the value of the OUTCOME before it (0 success: the
 # output; 1 failed: the message; 2 cancelled: the reason; 3 panicked: the message).
@@ -87,11 +96,12 @@ PY_TYPES: dict[str, str] = {
     BIN32_OR_NIL: "bytes | None", BUDGET: "WireBudget | None", REASON: "WireReason",
     STATUS: "int", STATE: "int", OUTCOME: "int", PAYLOAD: "bytes | str | WireReason",
     VERSION: "int", STR_MAP: "dict[str, Any]", UINT_LIST: "list[int]", FLAG: "bool",
+    SEGMENTS: "list[bytes] | None",
 }
 
 FIELD_TYPES: tuple[str, ...] = (UINT, STR, BIN, BIN_OR_NIL, BIN32, BIN32_OR_NIL, BUDGET,
                                 REASON, STATUS, STATE, OUTCOME, PAYLOAD, VERSION, STR_MAP,
-                                UINT_LIST, FLAG)
+                                UINT_LIST, FLAG, SEGMENTS)
 
 
 class MessageSpec(NamedTuple):
@@ -112,9 +122,10 @@ class MessageSpec(NamedTuple):
     @property
     def required(self) -> int:
         """How many fields every frame of this kind holds: all but the
-        trailing ``FLAG`` fields, which a sender may leave out."""
+        trailing optional (``FLAG``, ``SEGMENTS``) fields, which a sender may
+        leave out."""
         n = len(self.fields)
-        while n and self.fields[n - 1][1] == FLAG:
+        while n and self.fields[n - 1][1] in OPTIONAL_DEFAULTS:
             n -= 1
         return n
 
@@ -135,7 +146,10 @@ MESSAGES: tuple[MessageSpec, ...] = (
         ("origin_region", UINT), ("origin_task", UINT), ("capability", BIN_OR_NIL),
         # set by an origin for a key it drew at random itself, sent only to a
         # node that offers the "drawn_keys" feature (PROTOCOL.md section 4)
-        ("drawn", FLAG))),
+        ("drawn", FLAG),
+        # the input's large leaves, sent only to a node that offers the
+        # "value_segments" feature (PROTOCOL.md section 4, "Value segments")
+        ("segments", SEGMENTS))),
     MessageSpec(SPAWN_ACK, "SPAWN_ACK", "SpawnAck", (
         ("remote_task_id", UINT), ("status", STATUS), ("reject_code", UINT),
         ("reject_detail", STR), ("assigned_node", STR))),
@@ -143,7 +157,9 @@ MESSAGES: tuple[MessageSpec, ...] = (
         ("remote_task_id", UINT), ("reason", REASON), ("origin_node", STR))),
     MessageSpec(RESULT_DELIVERY, "RESULT_DELIVERY", "ResultDelivery", (
         ("remote_task_id", UINT), ("outcome_kind", OUTCOME), ("payload", PAYLOAD),
-        ("execution_time_ns", UINT))),
+        ("execution_time_ns", UINT),
+        # the output's large leaves, sent only to an origin that offers "value_segments"
+        ("segments", SEGMENTS))),
     MessageSpec(LEASE_RENEWAL, "LEASE_RENEWAL", "LeaseRenewal", (
         ("remote_task_id", UINT), ("new_lease_ms", UINT), ("current_state", STATE),
         ("node", STR))),
@@ -171,8 +187,8 @@ BY_KIND: dict[int, MessageSpec] = {spec.kind: spec for spec in MESSAGES}
 def check(messages: tuple[MessageSpec, ...]) -> None:
     """Raise ``ValueError`` unless ``messages`` is a well-formed schema: kinds
     unique and ascending, names unique identifiers, known field type codes, a PAYLOAD
-    only right after an OUTCOME, a VERSION only as a first field and FLAG
-    fields only after every other field."""
+    only right after an OUTCOME, a VERSION only as a first field and optional
+    fields (FLAG, SEGMENTS) only after every other field."""
     kinds = [spec.kind for spec in messages]
     if kinds != sorted(set(kinds)) or any(not 0 <= k < MAX_KINDS for k in kinds):
         raise ValueError(f"message kinds must be unique, ascending, in 0..{MAX_KINDS - 1}: {kinds}")
@@ -192,8 +208,9 @@ def check(messages: tuple[MessageSpec, ...]) -> None:
                 raise ValueError(f"{spec.wire_name} {name}: a payload follows an outcome")
             if code == VERSION and index != 0:
                 raise ValueError(f"{spec.wire_name} {name}: a version is the first field")
-            if code == FLAG and index < spec.required:
-                raise ValueError(f"{spec.wire_name} {name}: flags come after every other field")
+            if code in OPTIONAL_DEFAULTS and index < spec.required:
+                raise ValueError(f"{spec.wire_name} {name}: optional fields come after every "
+                                 "other field")
 
 
 check(MESSAGES)
