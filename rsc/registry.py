@@ -39,7 +39,7 @@ from typing import Any, TypeVar, overload
 
 from rsc.errors import InvalidArgument, SerializationError
 from rsc.types import ComputationName
-from rsc.value_codec import DecodedInputs, pack_value, unpack_value
+from rsc.value_codec import DecodedInputs, Segmented, pack_segmented, unpack_value
 
 __all__ = ["CODECS", "ISOLATIONS", "Computation", "Registry", "load_registry"]
 
@@ -185,10 +185,12 @@ class Computation:
                 "process; register it with isolation='process' (or leave isolation unset)")
 
     # -- input ------------------------------------------------------------------
-    def decode_input(self, data: bytes) -> Any:
+    def decode_input(self, data: bytes | Segmented) -> Any:
         """The value the computation is called with: the bytes themselves
-        (codec None) or the unpacked MessagePack value. Raises
-        ``SerializationError`` when the bytes are not one MessagePack value.
+        (codec None) or the unpacked MessagePack value (for a segmented input,
+        each large leaf the very ``bytes`` object received). Raises
+        ``SerializationError`` when the bytes are not one MessagePack value,
+        or a segmented input's references and segments do not match.
 
         A large input (256 KiB or more) that ``check_input`` unpacked is not
         unpacked again: this returns the value the check made, once, for
@@ -202,7 +204,7 @@ class Computation:
                 return value
         return unpack_value(data)
 
-    def check_input(self, data: bytes) -> str | None:
+    def check_input(self, data: bytes | Segmented) -> str | None:
         """Why ``data`` is unusable, or None when it is fine.
 
         Unusable means: not decodable by the codec, or rejected by the
@@ -215,6 +217,9 @@ class Computation:
         (``decode_input``).
         """
         if self.codec is None:
+            if type(data) is Segmented:
+                return (f"computation {str(self.name)!r} takes bytes (codec None); its input "
+                        "came as a segmented msgpack value")
             value: Any = data
         else:
             try:
@@ -240,7 +245,7 @@ class Computation:
             self._decoded.keep(data, value)
 
     # -- output -------------------------------------------------------------------
-    def encode_output(self, value: Any) -> bytes | memoryview:
+    def encode_output(self, value: Any) -> bytes | memoryview | Segmented:
         """The result bytes for what the computation returned.
 
         codec None: ``value`` must be bytes, bytearray or memoryview (returned
@@ -248,7 +253,11 @@ class Computation:
         ``msgpack.packb`` packs it, returned as bytes or, for a packed value of
         256 KiB or more, a read-only memoryview of a buffer of its size that
         nothing else holds (``rsc.value_codec.pack_value``: no copy of a large
-        result on its way to the socket). ``SerializationError`` otherwise.
+        result on its way to the socket); a value holding ``bytes`` leaves of
+        256 KiB or more as a ``rsc.value_codec.Segmented`` (the leaves travel
+        as value segments to an origin that takes them, and the node joins
+        them into plain msgpack for one that does not). ``SerializationError``
+        otherwise.
         """
         if self.codec is None:
             if isinstance(value, bytes):
@@ -260,7 +269,7 @@ class Computation:
                 "return bytes, or register it with codec='msgpack' to return Python values"
             )
         try:
-            return pack_value(value)
+            return pack_segmented(value)
         except Exception as exc:  # msgpack raises TypeError, ValueError, OverflowError, ...
             raise SerializationError(
                 f"computation {str(self.name)!r}: cannot pack its {type(value).__name__} output "

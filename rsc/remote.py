@@ -369,7 +369,9 @@ class Runtime:
         # How the input is sent never depends on the node's catalogue (rsc.catalogue):
         # raw bytes, a RemoteInput's bytes (pre-encoded: any codec), or packed.
         # bytes, or for a large packed value a view of the packer's buffer
-        # (rsc.value_codec.pack_value): the task and the codec's bin take either
+        # (rsc.value_codec.pack_value): the task and the codec's bin take either;
+        # to a node that takes value segments, a value's large bytes leaves apart
+        elink = self.engine.link_for(link.node)  # its limits and catalogue, in one call
         data: Any
         if isinstance(input, (bytes, bytearray, memoryview)) and codec is None:
             data = input if type(input) is bytes else bytes(input)
@@ -379,12 +381,11 @@ class Runtime:
             sent = None
         else:
             codec = "msgpack"
-            data = pack_input(input)
+            data = pack_input(input, elink.segments)
             sent = _MSGPACK
         cap = cx.remote_cap
         if cap is None:
             raise NoCapability()
-        elink = self.engine.link_for(link.node)  # its limits and catalogue, in one call
         codecs = elink.codecs
         # keyed by the caller's str (an exact str finds its entry fastest)
         if codecs is not None and codecs.get(computation) is not sent:  # not served, or another codec

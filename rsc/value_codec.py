@@ -48,8 +48,9 @@ import msgpack
 
 from rsc.errors import SerializationError
 
-__all__ = ["SEGMENT_EXT", "SEGMENT_MIN_BYTES", "DecodedInputs", "Segmented", "pack_input",
-           "pack_segmented", "pack_value", "packed_size_guess", "unpack_value"]
+__all__ = ["SEGMENT_EXT", "SEGMENT_MIN_BYTES", "DecodedInputs", "Segmented", "from_pipe",
+           "pack_input", "pack_segmented", "pack_value", "packed_size_guess", "to_pipe",
+           "unpack_value"]
 
 #: A value holding a bytes-like leaf of at least this many bytes is returned
 #: as a view of the packer's buffer. Smaller ones as bytes: below it the copy
@@ -96,6 +97,18 @@ class Segmented:
             n += len(seg)
         return n
 
+    def fingerprint_bytes(self) -> bytes:
+        """What a node fingerprints this input as (with an idempotency key):
+        the packed value and each segment, each after its length, so other
+        segments (or the same bytes cut otherwise) give other bytes. Not the
+        plain value's bytes: the same value sent without segments
+        fingerprints otherwise."""
+        parts = [b"rsc-segmented", len(self.packed).to_bytes(8, "big"), bytes(self.packed)]
+        for seg in self.segments:
+            parts.append(len(seg).to_bytes(8, "big"))
+            parts.append(seg)
+        return b"".join(parts)
+
     def joined(self) -> bytes:
         """The value as plain MessagePack (what :func:`pack_value` makes of
         it): for a peer that does not take segments. ``SerializationError``
@@ -112,6 +125,18 @@ class Segmented:
     def __repr__(self) -> str:
         sizes = ", ".join(str(len(seg)) for seg in self.segments)
         return f"Segmented({len(self.packed)} bytes packed, segments of {sizes} bytes)"
+
+
+def to_pipe(data: Any) -> Any:
+    """An input or output as a plain msgpack value, for a pipe to a worker
+    process: a ``Segmented`` as ``[packed, segments]`` (a list, which no bytes
+    value is), anything else as it is. :func:`from_pipe` undoes it."""
+    return [data.packed, data.segments] if type(data) is Segmented else data
+
+
+def from_pipe(data: Any) -> Any:
+    """What :func:`to_pipe` was given, from what it returned (unpacked)."""
+    return Segmented(data[0], data[1]) if type(data) is list else data
 
 
 def _cut(value: Any, segments: list, budget: list) -> Any:
@@ -252,11 +277,12 @@ def pack_value(value: Any) -> bytes | memoryview:
     return view.toreadonly()
 
 
-def pack_input(value: Any) -> bytes | memoryview:
-    """:func:`pack_value` for a spawn's input: ``SerializationError`` saying
-    what could not be packed, for anything MessagePack cannot carry."""
+def pack_input(value: Any, segments: bool = False) -> bytes | memoryview | Segmented:
+    """:func:`pack_value` (:func:`pack_segmented` with ``segments``) for a
+    spawn's input: ``SerializationError`` saying what could not be packed,
+    for anything MessagePack cannot carry."""
     try:
-        return pack_value(value)
+        return pack_segmented(value) if segments else pack_value(value)
     except (TypeError, ValueError, OverflowError) as exc:
         raise SerializationError(f"cannot pack {type(value).__name__} with msgpack: {exc}") from exc
 

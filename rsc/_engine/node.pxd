@@ -15,6 +15,7 @@ from rsc._core._envelope cimport fields as _fields, sender_time as _sender_time
 from rsc._core._envelope cimport result_delivery as _result_delivery, spawn_ack as _spawn_ack
 
 cdef Py_ssize_t _RTID, _COMPUTATION, _INPUT, _LEASE_MS, _KEY, _ORIGIN_NODE, _CAPABILITY, _DRAWN
+cdef Py_ssize_t _SEGMENTS
 # private module globals a task reads: C globals, not module-dict lookups
 cdef tuple _AFTER
 cdef long long _MS, _MIN_LEASE_MS, _MAX_DEADLINE_MS
@@ -51,7 +52,7 @@ cpdef NodeTask new_node_task(origin, rtid, key, computation, input, lease_ms, bu
 
 cdef class _Conn:
     cdef public object id, handshake, origin, resync
-    cdef public bint digests, ack_by_result, open
+    cdef public bint digests, ack_by_result, segments, open
 
 cdef class NodeEngine:
     cdef public Admission admission
@@ -60,7 +61,7 @@ cdef class NodeEngine:
     cdef public LamportClock clock
     cdef public object _entropy, _stats, _trace
     cdef public list actions
-    cdef public bint draining, compact_renewals, ack_by_result
+    cdef public bint draining, compact_renewals, ack_by_result, value_segments
     cdef public list _acks_due
     cdef public dict _conns, _origin_conns, _last_heard, _running, _by_serial
     cdef public dict _renew, _renew_group

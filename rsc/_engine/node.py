@@ -40,6 +40,7 @@ from rsc._core import idemtable as _idem
 from rsc._core.schema import SPAWN_REQUEST, SpawnRequestF, expect_fields
 from rsc._core.messages import (
     ACK_BY_RESULT_FEATURE,
+    VALUE_SEGMENTS_FEATURE,
     DRAWN_KEYS_FEATURE,
     CANCEL_KIND_DEADLINE,
     CANCEL_KIND_LEASE_EXPIRED,
@@ -74,6 +75,7 @@ from rsc._core.messages import (
     StatusReply,
     StatusRequest,
     offers_ack_by_result,
+    offers_value_segments,
 )
 from rsc._engine.deadlines import Deadlines
 from rsc._engine.handshake import NodeHandshake
@@ -84,6 +86,7 @@ from rsc._engine.renewal import RenewalGroup, offers_digests
 from rsc._engine import trace_names as TN
 from rsc._engine.states import NODE_TRANSITIONS, NodeEvent, NodeState, node_after
 from rsc.errors import ProtocolError, ResultNotKept, ResultTooLarge, UnexpectedMessage
+from rsc.value_codec import Segmented
 
 SEND, CLOSE, START, CANCEL = 0, 1, 2, 3
 # SPAWN_REQUEST's fields by name, as indices into ``envelope.fields(msg)``
@@ -97,10 +100,11 @@ _KEY = SpawnRequestF.idempotency_key
 _ORIGIN_NODE = SpawnRequestF.origin_node
 _CAPABILITY = SpawnRequestF.capability
 _DRAWN = SpawnRequestF.drawn
+_SEGMENTS = SpawnRequestF.segments
 # The one site that unpacks every field by position checks the order at import.
 _SPAWN_FIELDS = expect_fields(SPAWN_REQUEST, "remote_task_id", "computation", "input", "lease_ms",
                               "idempotency_key", "budget", "origin_node", "origin_region",
-                              "origin_task", "capability", "drawn")
+                              "origin_task", "capability", "drawn", "segments")
 
 # The node table as one tuple per event, each indexed by state (what
 # NodeEngine.process reads), and the events and states as plain ints: no Enum
@@ -138,6 +142,20 @@ else:
 # attribute lookup on the module every call, a global is a cached read.
 _spawn_fingerprint = _idem.spawn_fingerprint
 _spawn_matches = _idem.spawn_matches
+
+
+def with_segments(f: tuple) -> tuple:
+    """SPAWN_REQUEST fields ``f`` whose ``segments`` are set, with the input
+    and its segments as one ``Segmented`` in the input's place: what the
+    admission rules, the executor and the registry take as the input."""
+    return f[:_INPUT] + (Segmented(f[_INPUT], f[_SEGMENTS]),) + f[_INPUT + 1:]
+
+
+def fingerprinted(data: Any) -> Any:
+    """What an input is fingerprinted as: the bytes themselves, or for a
+    ``Segmented`` one its ``fingerprint_bytes()`` (so a key reused with other
+    segments is a mismatch)."""
+    return data.fingerprint_bytes() if type(data) is Segmented else data
 
 MIN_LEASE_MS = 100
 MAX_LEASE_MS = (1 << 32) - 1  # ~49.7 days; longer leases cannot be tracked as deadlines
@@ -315,7 +333,8 @@ def new_node_task(origin: str, rtid: int, key: bytes, computation: str, input: b
 
 
 class _Conn:
-    __slots__ = ("id", "handshake", "origin", "digests", "resync", "ack_by_result", "open")
+    __slots__ = ("id", "handshake", "origin", "digests", "resync", "ack_by_result", "segments",
+                 "open")
 
     def __init__(self, conn_id: Any, handshake: NodeHandshake) -> None:
         self.id = conn_id
@@ -330,6 +349,9 @@ class _Conn:
         # task admitted on it waits for flush_acks, and is not sent if the
         # task's RESULT leaves first
         self.ack_by_result = False
+        # its HELLO offered value_segments: results go to it with their segments
+        # (without, a segmented result is sent joined, as plain msgpack)
+        self.segments = False
         self.open = True  # until close_connection
 
 
@@ -344,7 +366,7 @@ class NodeEngine:
                  max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
                  capabilities: Any = None, compact_renewals: bool = True,
                  max_kept_result_bytes: int = DEFAULT_MAX_KEPT_RESULT_BYTES,
-                 ack_by_result: bool = False) -> None:
+                 ack_by_result: bool = False, value_segments: bool = True) -> None:
         """``max_kept_result_bytes``: the bytes of finished results kept for
         duplicates; past it the oldest are dropped (their records stay, and a
         duplicate of one is answered ``ResultNotKept``). ``capabilities``: None (tokens are carried, not checked), or the
@@ -358,7 +380,11 @@ class NodeEngine:
         stand for that ACK. Off by default: it pays only under a driver that
         runs started computations' first steps before it writes the ACKs, as
         ``NodeServer`` does (False: every accepted spawn gets its own
-        SPAWN_ACK at once)."""
+        SPAWN_ACK at once). ``value_segments``: offer value segments in
+        WELCOME and send a segmented result with its segments to an origin
+        that offered them too (False: behave as a node without the extension,
+        every result plain; segments in a SPAWN_REQUEST are understood either
+        way)."""
         self.name = str(name)
         self.capabilities = capabilities
         # The durable journal (rsc.node.journal), set by restore(); None: records
@@ -383,6 +409,11 @@ class NodeEngine:
         self.ack_by_result = ack_by_result
         if ack_by_result:
             self.features[ACK_BY_RESULT_FEATURE] = 1
+        # value segments are understood in SPAWN_REQUEST and sent in
+        # RESULT_DELIVERY to an origin that offers them (PROTOCOL.md section 4)
+        self.value_segments = value_segments
+        if value_segments:
+            self.features[VALUE_SEGMENTS_FEATURE] = 1
         # admitted tasks whose SPAWN_ACK is due (on a connection with
         # ack_by_result), in admission order: flush_acks writes them
         self._acks_due: list[NodeTask] = []
@@ -497,7 +528,21 @@ class NodeEngine:
     def _send_result(self, conn: Any, rtid: int, outcome: tuple[int, Any, int]) -> None:
         """RESULT_DELIVERY of ``outcome`` (kind, payload, execution_time_ns) under task id ``rtid``."""
         kind, payload, exec_ns = outcome
+        if type(payload) is Segmented:
+            return self._send_segmented(conn, rtid, kind, payload, exec_ns)
         self._send(conn, _result_delivery(self.name, self._stamp(), rtid, kind, payload, exec_ns))
+
+    def _send_segmented(self, conn: Any, rtid: int, kind: int, payload: Segmented,
+                        exec_ns: int) -> None:
+        """RESULT_DELIVERY of a segmented output: with its segments to an origin
+        that takes them, else joined into plain msgpack."""
+        c = self._conns.get(conn)
+        if c is not None and c.segments:
+            msg = _result_delivery(self.name, self._stamp(), rtid, kind, payload.packed, exec_ns,
+                                   payload.segments)
+        else:
+            msg = _result_delivery(self.name, self._stamp(), rtid, kind, payload.joined(), exec_ns)
+        self._send(conn, msg)
 
     # ---------------------------------------------------------------- inspection
     @property
@@ -622,6 +667,7 @@ class NodeEngine:
             self._send(c.id, c.handshake.on_hello(msg, self._stamp()))
             c.digests = self.compact_renewals and offers_digests(msg.features)
             c.ack_by_result = self.ack_by_result and offers_ack_by_result(msg.features)
+            c.segments = self.value_segments and offers_value_segments(msg.features)
         elif type(msg) is Auth:
             c.handshake.on_auth(msg)
             origin = c.handshake.peer
@@ -742,7 +788,7 @@ class NodeEngine:
         rec = self._idem.get(held_key)
         assert rec is not None  # key_of named it
         if not _spawn_matches(rec.fingerprint, rec.origin, origin, f[_DRAWN], f[_COMPUTATION],
-                              f[_INPUT]):
+                              fingerprinted(f[_INPUT])):
             return (VERDICT_REJECT, REJECT_IDEMPOTENCY_CONFLICT,
                     "resend of a task with a different computation or input", None)
         return (VERDICT_DUPLICATE, rec, True)
@@ -761,7 +807,7 @@ class NodeEngine:
         if rec is None:
             return None
         if not _spawn_matches(rec.fingerprint, rec.origin, origin, f[_DRAWN], f[_COMPUTATION],
-                              f[_INPUT]):
+                              fingerprinted(f[_INPUT])):
             return (VERDICT_REJECT, REJECT_IDEMPOTENCY_CONFLICT,
                     "idempotency key reused for a different computation or input", None)
         return (VERDICT_DUPLICATE, rec, False)
@@ -849,6 +895,8 @@ class NodeEngine:
         # Every field read once, in one call: as attributes, each read would be
         # a Python attribute lookup (and a task reads most of them twice).
         f = _fields(msg)
+        if f[_SEGMENTS]:
+            f = with_segments(f)
         origin = c.origin
         assert origin is not None  # receive passes only connections past the handshake
         comp = self.admission.find(f[_COMPUTATION])
@@ -856,11 +904,11 @@ class NodeEngine:
         if v is not None:
             return self._apply_verdict(c, msg, f, v, now)
         (rtid, computation, data, lease_ms, key, budget, _origin_node, origin_region, origin_task,
-         capability, drawn) = f
+         capability, drawn, _segments) = f
         if self.capabilities is not None:
             self.capabilities.admitted(capability)
         # a key the origin drew itself is recorded owner-only, not hashed (DESIGN.md)
-        fp = _spawn_fingerprint(computation, data, drawn)
+        fp = _spawn_fingerprint(computation, data if drawn else fingerprinted(data), drawn)
         self._idem.check_and_record(key, fp, origin, rtid, now)
         if self._journal is not None:
             self._journal.admitted(key, fp, origin, rtid)
@@ -907,7 +955,7 @@ class NodeEngine:
                 rec = self._idem.get(f[_KEY])
             self._on_duplicate(c, msg, rec, now, resend)
         else:
-            self._on_tombstoned_spawn(c, msg, now)
+            self._on_tombstoned_spawn(c, msg, f, now)
 
     def _on_duplicate(self, c: _Conn, msg: SpawnRequest, rec: Any, now: int, resend: bool) -> None:
         self._n_duplicates += 1
@@ -926,7 +974,7 @@ class NodeEngine:
         if not resend:
             self._renew_add(msg.origin_node, task.lease_ms, rtid, now)
 
-    def _on_tombstoned_spawn(self, c: _Conn, msg: SpawnRequest, now: int) -> None:
+    def _on_tombstoned_spawn(self, c: _Conn, msg: SpawnRequest, f: tuple, now: int) -> None:
         origin, rtid = c.origin, msg.remote_task_id
         assert origin is not None  # past the handshake
         idem = self._idem
@@ -943,7 +991,7 @@ class NodeEngine:
         if journal is not None:
             journal.untombstone(origin, rtid)
         if idem.get(msg.idempotency_key) is None:
-            fp = _spawn_fingerprint(msg.computation, msg.input, msg.drawn)  # as _on_spawn records it
+            fp = _spawn_fingerprint(msg.computation, fingerprinted(f[_INPUT]), msg.drawn)  # as _on_spawn does
             idem.check_and_record(msg.idempotency_key, fp, origin, rtid, now)
             idem.complete(msg.idempotency_key, rtid, outcome, now)
             if journal is not None:

@@ -34,7 +34,7 @@ cpdef OriginTask new_task(rtid, node, computation, input, lease_ms, key, budget,
 
 cdef class _Link:
     cdef public object node, lid, handshake, instance, journal, catalogue, codecs
-    cdef public bint ready, confirmed, ever_ready, digests, drawn_keys
+    cdef public bint ready, confirmed, ever_ready, digests, drawn_keys, segments
     cdef public list first_sends
     cdef public dict tasks, lease_counts, groups
     cdef public LeaseGroup last_group

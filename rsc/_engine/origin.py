@@ -47,6 +47,7 @@ from rsc._core.schema import RESULT_DELIVERY, SPAWN_ACK, expect_fields
 from rsc._core.messages import (
     ACK_ACCEPTED,
     ACK_BY_RESULT_FEATURE,
+    VALUE_SEGMENTS_FEATURE,
     DEFAULT_MAX_FRAME_BYTES,
     DRAWN_KEYS_FEATURE,
     FRAME_OVERHEAD_BYTES,
@@ -65,6 +66,7 @@ from rsc._core.messages import (
     StatusReply,
     StatusRequest,
     Welcome,
+    offers_value_segments,
 )
 from rsc._engine.deadlines import NO_DEADLINE, Deadlines
 from rsc._engine.escalation import Cancel, EscEvent, EscState, Escalation, Forget, Reattempt, Settle
@@ -77,13 +79,14 @@ from rsc._engine import trace_names as TN
 from rsc._engine.states import ORIGIN_TERMINAL, OriginEvent, OriginState, origin_after
 from rsc.catalogue import Catalogue, parse as parse_catalogue
 from rsc.errors import ProtocolError, RemoteProtocolError, UnexpectedMessage
+from rsc.value_codec import Segmented
 
 SEND, CLOSE = 0, 1
 # The sites that unpack a message's fields by position check the order at import.
 _ACK_FIELDS = expect_fields(SPAWN_ACK, "remote_task_id", "status", "reject_code", "reject_detail",
                             "assigned_node")
 _RESULT_FIELDS = expect_fields(RESULT_DELIVERY, "remote_task_id", "outcome_kind", "payload",
-                               "execution_time_ns")
+                               "execution_time_ns", "segments")
 # The codec's builder of SpawnRequest (no Python __init__ call), its
 # fields() (a message's fields as a tuple, in one call) and sender_time(), from the codec
 # rsc._core.envelope is: the compiled build of this module cimports them from
@@ -206,7 +209,7 @@ class _Link:
                  "lease_counts", "main_lease", "main_count", "last_sent", "ping_nonce", "ping_at",
                  "first_sends", "instance",
                  "journal", "max_input", "catalogue", "codecs", "digests", "groups", "last_group",
-                 "drawn_keys")
+                 "drawn_keys", "segments")
 
     def __init__(self, node: str, lid: int) -> None:
         self.node = node
@@ -219,6 +222,9 @@ class _Link:
         self.codecs: dict[str, str] | None = None
         # the node takes SPAWN_REQUEST's "drawn" flag (its WELCOME's drawn_keys)
         self.drawn_keys = False
+        # the node takes value segments (its WELCOME's value_segments, and this
+        # origin offered them): a segmented input goes with its segments
+        self.segments = False
         self.handshake: OriginHandshake | None = None
         self.ready = False
         # The handshake ends with our AUTH, which the node never acknowledges: a
@@ -290,13 +296,17 @@ class OriginEngine:
 
     def __init__(self, name: str, *, key: bytes | None = None, entropy: Callable[[int], bytes],
                  trace: Callable[[str, dict], None] | None = None,
-                 compact_renewals: bool = True, ack_by_result: bool = True) -> None:
+                 compact_renewals: bool = True, ack_by_result: bool = True,
+                 value_segments: bool = True) -> None:
         """``compact_renewals``: offer LEASE_RENEWAL_DIGEST in HELLO (False:
         behave as an origin without the extension, renewed by full batches).
         ``ack_by_result``: offer ``ack_by_result`` in HELLO, so a node that
         takes it up sends a task that ended before its SPAWN_ACK was written
         only its RESULT_DELIVERY, which accepts and settles it at once
-        (False: every accepted spawn gets its own SPAWN_ACK)."""
+        (False: every accepted spawn gets its own SPAWN_ACK).
+        ``value_segments``: offer value segments in HELLO, so a node that takes
+        them sends a msgpack output's large leaves as segments (False: behave
+        as an origin without the extension)."""
         self.name = str(name)
         self.compact_renewals = compact_renewals
         # Report a node's first accept of each task as EV_ACCEPTED. A driver
@@ -307,6 +317,8 @@ class OriginEngine:
         self.features: dict = {RENEWAL_FEATURE: RENEWAL_VERSION} if compact_renewals else {}
         if ack_by_result:
             self.features[ACK_BY_RESULT_FEATURE] = 1
+        if value_segments:
+            self.features[VALUE_SEGMENTS_FEATURE] = 1
         self.key = key
         self._entropy = entropy
         self._trace = trace
@@ -482,6 +494,7 @@ class OriginEngine:
         link.codecs = None if cat is None else cat.codecs
         drawn = features.get(DRAWN_KEYS_FEATURE)
         link.drawn_keys = type(drawn) is int and drawn >= 1
+        link.segments = VALUE_SEGMENTS_FEATURE in self.features and offers_value_segments(features)
 
     def _learn_renewals(self, link: _Link, features: Any) -> None:
         """Whether the node's compact renewals are on for this link (both ends
@@ -560,9 +573,28 @@ class OriginEngine:
         if budget is not None and t.deadline_ns is not None:
             remaining = max(0, -(-(t.deadline_ns - now) // _MS))
             budget = (remaining, budget[1], budget[2], budget[3])
-        self._send(link, _spawn_request(self.name, self.clock.send(), t.rtid, t.computation, t.input,
+        data = t.input
+        if type(data) is Segmented:
+            return self._send_segmented(link, t, budget, now)
+        self._send(link, _spawn_request(self.name, self.clock.send(), t.rtid, t.computation, data,
                                         t.lease_ms, t.key, budget, self.name, t.region, t.task,
                                         t.capability, t.drawn and link.drawn_keys), now)
+        if self._trace is not None:
+            self._trace_event(TN.SPAWN_REQUEST_SENT, node=link.node, rtid=t.rtid)
+
+    def _send_segmented(self, link: _Link, t: OriginTask, budget: Any, now: int) -> None:
+        """SPAWN_REQUEST of a segmented input: with its segments to a node that
+        takes them, else joined into plain msgpack (a node of an older rsc)."""
+        data = t.input
+        if link.segments:
+            msg = _spawn_request(self.name, self.clock.send(), t.rtid, t.computation, data.packed,
+                                 t.lease_ms, t.key, budget, self.name, t.region, t.task,
+                                 t.capability, t.drawn and link.drawn_keys, data.segments)
+        else:
+            msg = _spawn_request(self.name, self.clock.send(), t.rtid, t.computation,
+                                 data.joined(), t.lease_ms, t.key, budget, self.name, t.region,
+                                 t.task, t.capability, t.drawn and link.drawn_keys)
+        self._send(link, msg, now)
         if self._trace is not None:
             self._trace_event(TN.SPAWN_REQUEST_SENT, node=link.node, rtid=t.rtid)
 
@@ -1021,7 +1053,7 @@ class OriginEngine:
             task.lease_until = until
 
     def _on_result(self, link: _Link, msg: ResultDelivery, now: int) -> None:
-        rtid, kind, payload, exec_ns = _fields(msg)  # one call, not four lookups
+        rtid, kind, payload, exec_ns, segments = _fields(msg)  # one call, not five lookups
         task = link.tasks.get(rtid)
         if task is None:
             return self._drop_unknown(link, rtid, "RESULT_DELIVERY")
@@ -1039,6 +1071,8 @@ class OriginEngine:
             self._trace_event(TN.RESULT_DELIVERED, node=link.node, rtid=rtid, kind=kind,
                               execution_time_ns=exec_ns)
         self._retire(link, task)
+        if segments:  # the output's large leaves, beside it (value segments)
+            payload = Segmented(payload, segments)
         self._report(_EV_RESULT, task, (kind, payload, exec_ns))
 
     # ------------------------------------------------------------------ timers

@@ -71,6 +71,7 @@ from rsc._core import idemtable as _idem
 from rsc._engine.node import kept_result_bytes
 from rsc.logs import get_logger
 from rsc.errors import InvalidArgument
+from rsc.value_codec import Segmented
 
 log = get_logger("rsc.node")
 
@@ -230,6 +231,13 @@ def _as_reason(value: Any) -> tuple:
     return (value[0], value[1])  # msgpack gives lists; the codec and the engine use tuples
 
 
+def _stored(payload: Any) -> Any:
+    """An outcome's payload as the journal stores it: a segmented output
+    (``rsc.value_codec.Segmented``) joined into plain msgpack bytes, so a
+    restarted node answers a duplicate with the whole result."""
+    return payload.joined() if type(payload) is Segmented else payload
+
+
 def _outcome(kind: int, payload: Any, exec_ns: int) -> tuple:
     return (kind, _as_reason(payload) if isinstance(payload, list) else payload, exec_ns)
 
@@ -360,7 +368,7 @@ class Journal:
         for key, fp, origin, rtid, outcome, remaining in records:
             parts.append(_entry([J_RECORD, key, fp, origin, rtid]))
             if outcome is not None:
-                parts.append(_entry([J_DONE, key, rtid, outcome[0], outcome[1], outcome[2],
+                parts.append(_entry([J_DONE, key, rtid, outcome[0], _stored(outcome[1]), outcome[2],
                                      now_wall + remaining]))
         for origin, rtid, reason, remaining in tombstones:
             parts.append(_entry([J_TOMB, origin, rtid, reason, now_wall + remaining]))
@@ -421,7 +429,7 @@ class Journal:
     def finished(self, key: bytes, rtid: int, outcome: tuple) -> None:
         """Append: the task under ``key`` ended with ``outcome``, kept for the TTL."""
         kind, payload, exec_ns = outcome
-        self._buf.append(_entry([J_DONE, key, rtid, kind, payload, exec_ns,
+        self._buf.append(_entry([J_DONE, key, rtid, kind, _stored(payload), exec_ns,
                                  self._files.wall_ns() + self.ttl_ns]))
 
     def tombstone(self, origin: str, rtid: int, reason: tuple) -> None:

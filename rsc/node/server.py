@@ -133,7 +133,7 @@ class NodeServer:
                  insecure: bool = False, allow_uids: tuple[int, ...] = (),
                  catalogue: bool = True,
                  max_kept_result_bytes: int = DEFAULT_MAX_KEPT_RESULT_BYTES,
-                 ack_by_result: bool = True) -> None:
+                 ack_by_result: bool = True, value_segments: bool = True) -> None:
         """``handshake_timeout_s``: a connection that has not sent its AUTH by
         then gets ERROR 7 and is closed; ``frame_timeout_s``: likewise one
         whose partial frame saw no frame complete for that long (both checked
@@ -158,6 +158,10 @@ class NodeServer:
         async computation) is answered by its RESULT_DELIVERY alone, which
         stands for its SPAWN_ACK (False: answer as a node without the
         extension, an ACK for every spawn).
+        ``value_segments``: offer value segments (a msgpack value's large
+        leaves beside it, each a bin of its own) in WELCOME, and send a
+        result's to an origin that offers them too (False: answer as a node
+        without the extension; segments a peer sends are still understood).
         ``capabilities``: None (tokens are not checked), or a
         ``rsc.node.tokens.TokenGate``: the node then runs nothing without a
         token that allows it (``rsc node --require-capability``).
@@ -204,7 +208,7 @@ class NodeServer:
             max_input_bytes=max_input_bytes, ttl_ns=int(ttl_s * 1e9), key=key,
             entropy=secrets.token_bytes, stats=self._process_stats, trace=trace,
             capabilities=capabilities, max_kept_result_bytes=max_kept_result_bytes,
-            ack_by_result=ack_by_result)
+            ack_by_result=ack_by_result, value_segments=value_segments)
         if isinstance(trace, Trace):
             trace.follow_clock(self.engine.clock)  # records carry the node's Lamport time
         # With a state directory, idempotency records outlive this process

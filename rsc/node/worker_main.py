@@ -39,6 +39,8 @@ from typing import Any
 
 import msgpack
 
+from rsc.value_codec import from_pipe, to_pipe
+
 # Message kinds (see rsc.node.workers)
 RUN, CANCEL, STEAL = 0, 1, 2
 READY, DONE, FATAL, STOLEN = 0, 1, 2, 3
@@ -159,7 +161,8 @@ class Worker:
                     if outcome is None:
                         continue  # taken back by the node
                     kind, payload, retire = outcome
-                    data = packer.pack([DONE, msg[1], kind, payload, retire])
+                    data = packer.pack([DONE, msg[1], kind,
+                                        to_pipe(payload) if kind == SUCCESS else payload, retire])
                     with lock:
                         _write_all(fd, data)
                     if retire:
@@ -170,6 +173,7 @@ class Worker:
         memory_limit]``; returns (kind, payload, retire this worker), or None
         for a task the node took back."""
         _, tid, name, data, region_id, task_id, budget, node, memory_limit = msg[:9]
+        data = from_pipe(data)
         cx = self._Cx(region_id=region_id, task_id=task_id, node=node,
                       budget=None if budget is None else self._Budget(*budget))
         with self._lock:

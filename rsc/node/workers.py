@@ -50,7 +50,7 @@ first.
 =============  =========  ==================================================
 pipe           direction  messages
 =============  =========  ==================================================
-task           to worker  ``[0 RUN, tid, name, input bytes, region_id,
+task           to worker  ``[0 RUN, tid, name, input, region_id,
                           task_id, budget [deadline_ns, poll, cost, prio] |
                           nil, node, memory_limit | nil]``
 control        to worker  ``[1 CANCEL, tid, reason kind, reason message]``,
@@ -63,7 +63,9 @@ result         to node    ``[0 READY, pid]``, ``[1 DONE, tid, kind, payload,
                           last)
 =============  =========  ==================================================
 
-DONE kinds are the executor's: 0 success (output bytes), 1 failed (str), 3
+An input and a success's output are bytes, or a segmented msgpack value as
+``[packed, [segment, ...]]`` (``rsc.value_codec.to_pipe``). DONE kinds are
+the executor's: 0 success (output), 1 failed (str), 3
 panicked (str), -1 ended by a cancellation (judged against the node's ``Cx``).
 ``deadline_ns`` is on CLOCK_MONOTONIC, which every process of a host shares.
 """
@@ -95,7 +97,9 @@ from rsc.node.worker_main import (
     RUN,
     STEAL,
     STOLEN,
+    SUCCESS,
 )
+from rsc.value_codec import from_pipe, to_pipe
 
 __all__ = ["KILL_AFTER_TERM_S", "WorkerPool", "WorkerStartError"]
 
@@ -403,7 +407,7 @@ class WorkerPool:
                                        b.cost_quota is None and b.priority == 128) else \
             [b.deadline_ns, b.poll_quota, b.cost_quota, b.priority]
         mem = comp.memory_limit if comp.memory_limit is not None else self.memory_limit
-        job = Job(task, comp, [str(comp.name), data, cx.region_id, cx.task_id, budget,
+        job = Job(task, comp, [str(comp.name), to_pipe(data), cx.region_id, cx.task_id, budget,
                                None if cx.node is None else str(cx.node), mem])
         if self._closing:
             self._loop.call_soon(self._report, job, PANICKED, "the node's worker pool is closed")
@@ -675,7 +679,7 @@ class WorkerPool:
                 return
             job = w.fifo.popleft()
             job.worker = None
-            self._report(job, msg[2], msg[3])
+            self._report(job, msg[2], from_pipe(msg[3]) if msg[2] == SUCCESS else msg[3])
             if msg[4]:  # the worker leaves after this task (its memory may be spoiled)
                 w.retiring = True
                 while w.fifo:  # never started: it stopped reading
