@@ -22,7 +22,13 @@ and the bytes in flight under 32 MiB.
 ``rsc.msgpack.<size>``
     ``spawn_remote(cx, node, "noop_msgpack", {"id": 7, "blob": data})``: the
     value packed with MessagePack at the origin, unpacked and packed again
-    by the node (``codec="msgpack"``), unpacked by ``join``.
+    by the node (``codec="msgpack"``), unpacked by ``join``. From 256 KiB the
+    blob travels as a value segment both ways (both ends offer
+    ``value_segments``): out of the packed value, as a bin of its own.
+``rsc.msgpack-plain.<size>``
+    The same, from a second runtime whose HELLO does not offer
+    ``value_segments`` (an origin without the extension): the value is plain
+    MessagePack both ways, the baseline of the segments in the same run.
 ``<peer>.bytes.<size>``, ``<peer>.msgpack.<size>``
     The peer's ``peer_noop`` on the same ``bytes`` / the same dict (pickled
     by the peer), same ``n`` and ``window``, two worker processes.
@@ -137,6 +143,19 @@ def payload_rt(loop: asyncio.AbstractEventLoop, payload_node: Any) -> Iterator[R
     yield from runtime_on(loop, payload_node.nodes)
 
 
+@pytest.fixture(scope="class")
+def payload_rt_plain(loop: asyncio.AbstractEventLoop, payload_node: Any) -> Iterator[Runtime]:
+    """A runtime whose HELLO does not offer value segments (as an origin of an
+    older rsc): msgpack values travel plain both ways."""
+    rt = Runtime(payload_node.nodes)
+    rt.engine.features.pop("value_segments")
+    loop.run_until_complete(rt.start())
+    try:
+        yield rt
+    finally:
+        loop.run_until_complete(rt.aclose())
+
+
 def fill_calls(size: int, n: int) -> int:
     """How many calls of ``size`` fill the node's kept results past their byte
     budget (1.25x the default 256 MiB), at most four rounds' worth.
@@ -174,17 +193,21 @@ async def rsc_windowed(rt: Runtime, node: str, computation: str, data: Any, n: i
 
 
 class TestRscPayload:
-    @pytest.mark.parametrize("kind", KINDS)
+    @pytest.mark.parametrize("kind", KINDS + ("msgpack-plain",))
     @pytest.mark.parametrize("size", SIZES, ids=[SIZE_LABEL[s] for s in SIZES])
     def test_rsc_payload(self, benchmark: Any, loop: asyncio.AbstractEventLoop, payload_rt: Runtime,
-                         payload_node: Any, size: int, kind: str) -> None:
+                         payload_rt_plain: Runtime, payload_node: Any, size: int, kind: str) -> None:
         benchmark.group = f"payload-{SIZE_LABEL[size]}"
         node = next(iter(payload_node.nodes))
         n, window = plan(size)
-        data = value(kind, size)
+        data = value("msgpack" if kind == "msgpack-plain" else kind, size)
         computation = "noop" if kind == "bytes" else "noop_msgpack"
+        if kind == "msgpack-plain":
+            payload_rt = payload_rt_plain
         out = loop.run_until_complete(rsc_windowed(payload_rt, node, computation, data, 2, 2))
         assert out == data, "the echo came back different"
+        segments = payload_rt.engine.link_for(node).segments
+        assert segments is (kind == "msgpack" or kind == "bytes"), "value_segments not as meant"
         loop.run_until_complete(rsc_windowed(payload_rt, node, computation, data,
                                              fill_calls(size, n), window))
         benchmark.pedantic(run_on(loop, lambda: rsc_windowed(payload_rt, node, computation, data,
@@ -248,22 +271,32 @@ class TestPackValue:
     """Packing the sweep's msgpack value at 1 and 16 MiB: ``msgpack.packb``
     (a 256 KiB buffer grown by ``realloc``, then copied into a new ``bytes``)
     against ``rsc.value_codec.pack_value`` (a buffer of the guessed size, and
-    a view of it: one copy of the blob), and unpacking it (``unpackb``
-    copies the blob into a new ``bytes``, whatever it is given)."""
+    a view of it: one copy of the blob) and ``pack_segmented`` (the blob out
+    of band: no copy), and unpacking it (``unpackb`` copies the blob into a
+    new ``bytes``, whatever it is given; a segmented value's unpack puts the
+    segment object itself in its place)."""
 
-    @pytest.mark.parametrize("how", ["packb", "pack_value", "unpackb"])
+    @pytest.mark.parametrize("how", ["packb", "pack_value", "unpackb", "pack_segmented",
+                                     "unpack_segmented"])
     @pytest.mark.parametrize("size", [1 * MiB, 16 * MiB], ids=["1MiB", "16MiB"])
     def test_pack_value(self, benchmark: Any, size: int, how: str) -> None:
         import msgpack
 
-        from rsc.value_codec import pack_value
+        from rsc.value_codec import pack_segmented, pack_value, unpack_value
 
         benchmark.group = f"payload-pack-{SIZE_LABEL[size]}"
         v = value("msgpack", size)
         packed = msgpack.packb(v, use_bin_type=True)
+        segmented = pack_segmented(v)
         fn = {"packb": lambda: msgpack.packb(v, use_bin_type=True), "pack_value": lambda: pack_value(v),
-              "unpackb": lambda: msgpack.unpackb(packed)}[how]
-        assert bytes(fn()) == packed if how != "unpackb" else fn() == v
+              "unpackb": lambda: msgpack.unpackb(packed),
+              "pack_segmented": lambda: pack_segmented(v),
+              "unpack_segmented": lambda: unpack_value(segmented)}[how]
+        if how.startswith("unpack"):
+            assert fn() == v
+        else:
+            out = fn()
+            assert (out.joined() if how == "pack_segmented" else bytes(out)) == packed
         benchmark.pedantic(fn, rounds=20 if size == MiB else 5, iterations=5 if size == MiB else 1,
                            warmup_rounds=1)
         record(benchmark, f"payload.pack.{how}.{size}", 1, size=size)

@@ -119,7 +119,8 @@ def _valid(code: str) -> Any:
             schema.BIN32: bytes(32), schema.BIN32_OR_NIL: None, schema.BUDGET: None,
             schema.REASON: (0, None), schema.STATUS: 0, schema.STATE: 0,
             schema.OUTCOME: 1, schema.PAYLOAD: "failed", schema.VERSION: 1,
-            schema.STR_MAP: {}, schema.UINT_LIST: []}[code]
+            schema.STR_MAP: {}, schema.UINT_LIST: [], schema.FLAG: False,
+            schema.SEGMENTS: None}[code]
 
 
 def test_the_declared_message_classes_agree_with_the_schema() -> None:
@@ -166,14 +167,14 @@ def test_a_trailing_field_added_in_the_schema_alone_round_trips(
         monkeypatch: pytest.MonkeyPatch, both_envelopes: tuple[ModuleType, ModuleType]) -> None:
     c, py = both_envelopes
     messages, codec = _copy_with(monkeypatch, {
-        schema.SPAWN_REQUEST: (("urgent", schema.FLAG),),  # after a flag, only flags
-        schema.RESULT_DELIVERY: (("worker", schema.STR), ("trace", schema.BIN_OR_NIL)),
+        schema.SPAWN_REQUEST: (("urgent", schema.FLAG),),  # after optional fields, only those
+        schema.SPAWN_ACK: (("worker", schema.STR), ("trace", schema.BIN_OR_NIL)),
         schema.STATUS_REQUEST: (("detail", schema.STR_MAP),),
     })
     spawn = messages.SpawnRequest("origin-1", 7, 42, "math.add", b"\x01", 30_000, bytes(16),
                                   None, "origin-1", 3, 9, None, urgent=True)
-    result = messages.ResultDelivery("node-1", (5, 1), 42, m.OUTCOME_CANCELLED, (3, None), 10,
-                                     "worker-2", b"\xff")
+    result = messages.SpawnAck("node-1", (5, 1), 42, m.ACK_REJECTED, 4, "no", "node-1",
+                               "worker-2", b"\xff")
     status = messages.StatusRequest("origin-1", {"o": 1}, {"depth": [1, 2]})
     for msg in (spawn, result, status):
         data = codec.encode(msg)
@@ -186,13 +187,13 @@ def test_a_trailing_field_added_in_the_schema_alone_round_trips(
         assert py.decode(data) == today
         assert c.fields(today) == codec.fields(msg)[:len(today.fields)]
     # The walked path (bodies over 64 KiB) is driven by the same schema.
-    large = messages.ResultDelivery("node-1", 1, 42, m.OUTCOME_SUCCESS, bytes(70_000), 10,
-                                    "worker-2", None)
+    large = messages.SpawnAck("node-1", 1, 42, m.ACK_REJECTED, 4, "x" * 70_000, "node-1",
+                              "worker-2", None)
     assert codec.decode(codec.encode(large)) == large
     # What type checkers read is now behind the schema, and the suite says so.
     drift = messages.declaration_mismatches()
     assert [d.split(" declares")[0] for d in drift] == [
-        "class SpawnRequest", "class ResultDelivery", "class StatusRequest"], drift
+        "class SpawnRequest", "class SpawnAck", "class StatusRequest"], drift
     assert "'urgent': 'bool'" in drift[0] and "in this order" in drift[0]
     with pytest.raises(InvalidArgument, match=r"^SpawnRequest\.urgent "):
         codec.encode(messages.SpawnRequest("origin-1", 7, 42, "math.add", b"", 1, bytes(16),

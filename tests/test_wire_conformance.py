@@ -509,8 +509,9 @@ def test_many_frames_coalesced_in_one_write(node: Node, connect: Callable[..., R
 def test_extra_trailing_elements_are_ignored(node: Node, connect: Callable[..., RawClient],
                                              origin: str) -> None:
     rc = connect(node, origin)
-    # element 13 is the optional "drawn" flag (a bool); what follows it is unknown
-    rc.spawn(1, "echo", b"more", extra=(False, "future field", [1, 2], {"k": None}),
+    # element 13 is the optional "drawn" flag (a bool), element 14 the optional
+    # segments (an array of bins; empty: none); what follows them is unknown
+    rc.spawn(1, "echo", b"more", extra=(False, [], "future field", [1, 2], {"k": None}),
              budget=[30_000, None, None, 3, "future budget field"])
     assert_accepted(rc, 1)
     assert result_of(rc, 1)[4:6] == [SUCCESS, b"more"]

@@ -91,7 +91,8 @@ def sender_time(msg: Message) -> Any:
 def spawn_request(sender: str, sender_time: Any, remote_task_id: int, computation: str,
                   input: bytes, lease_ms: int, idempotency_key: bytes, budget: tuple | None,
                   origin_node: str, origin_region: int, origin_task: int,
-                  capability: bytes | None, drawn: bool = False) -> SpawnRequest:
+                  capability: bytes | None, drawn: bool = False,
+                  segments: list | None = None) -> SpawnRequest:
     """``SpawnRequest(...)``, the same object, built without its ``__init__``."""
 
 def spawn_ack(sender: str, sender_time: Any, remote_task_id: int, status: int, reject_code: int,
@@ -99,5 +100,6 @@ def spawn_ack(sender: str, sender_time: Any, remote_task_id: int, status: int, r
     """``SpawnAck(...)``, the same object, built without its ``__init__``."""
 
 def result_delivery(sender: str, sender_time: Any, remote_task_id: int, outcome_kind: int,
-                    payload: Any, execution_time_ns: int) -> ResultDelivery:
+                    payload: Any, execution_time_ns: int,
+                    segments: list | None = None) -> ResultDelivery:
     """``ResultDelivery(...)``, the same object, built without its ``__init__``."""

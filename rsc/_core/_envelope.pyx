@@ -1779,6 +1779,8 @@ cdef object r_segments(Reader* r, int kind, int index):
     if r_array_len(r, &n) or n > C_MAX_SEGMENTS:
         r.p = start
         raise _wrong(r, kind, index, f"array of at most {C_MAX_SEGMENTS} bins")
+    if n == 0:
+        return None   # an empty array: no segments, as when it is left out
     result = PyList_New(n)
     for i in range(n):
         item = r_bin(r, kind, index, -1)
@@ -2155,7 +2157,7 @@ cdef class FrameDecoder:
         self._big_element = element
         self._frame_total = 4 + length
         self._append(frame, array_at)
-        self._append(&empty, 1)   # an empty array where the segments were; _decode_segs fills it
+        self._append(&empty, 1)   # an empty array where the segments were; _decode_segs fills it in
         self._frame_seen = first_at
         self._feed_segs(frame + first_at, avail - first_at, [])  # never the whole frame
         return 0
@@ -2249,7 +2251,7 @@ cdef class FrameDecoder:
         kind = _kind_of(msg)
         if field == SEG_FIELD[kind]:
             value = rsc_slot(<PyObject*>msg, OFFSET[kind][field + 2])
-            if value != NULL and PyList_CheckExact(<object>value) and PyList_GET_SIZE(<object>value) == 0:
+            if value != NULL and <object>value is None:   # the empty array in their place
                 rsc_slot_set(<PyObject*>msg, OFFSET[kind][field + 2], <PyObject*>segs)
         return msg
 

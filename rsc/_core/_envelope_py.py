@@ -23,9 +23,9 @@ compiled module is the fast one, this one is the readable reference. The rules
 
   A message's optional fields (``schema.FLAG``, e.g. ``SpawnRequest.drawn``,
   and ``schema.SEGMENTS``, ``SpawnRequest.segments``) are trailing
-  elements: a missing flag decodes as ``False`` and missing segments as
-  ``None``; a present flag must be a bool, present segments an array of at
-  most ``schema.MAX_SEGMENTS`` bins. Extra trailing elements of the message (after its
+  elements: a missing flag decodes as ``False`` and missing (or empty)
+  segments as ``None``; a present flag must be a bool, present segments an
+  array of at most ``schema.MAX_SEGMENTS`` bins. Extra trailing elements of the message (after its
   flags) and of its nested arrays (budget, cancel reason, hybrid time) are
   accepted and dropped. Any MessagePack
   encoding of a value is accepted (a uint16 holding 5, an int8 holding a
@@ -709,13 +709,13 @@ def _d_flag(value: Any, what: str) -> bool:
     raise _malformed(what, "bool", value)
 
 
-def _d_segments(value: Any, what: str) -> list:
+def _d_segments(value: Any, what: str) -> list | None:
     if type(value) is not list or len(value) > schema.MAX_SEGMENTS:
         raise _malformed(what, f"array of at most {schema.MAX_SEGMENTS} bins", value)
     for item in value:
         if type(item) is not bytes:
             raise _malformed(what + " item", "bin", item)
-    return value
+    return value or None  # an empty array: no segments, as when it is left out
 
 
 def _d_uint_list(value: Any, what: str) -> list:

@@ -75,7 +75,7 @@ STR_MAP = "str_map"            # map str -> any MessagePack value
 UINT_LIST = "uint_list"        # array of uint
 FLAG = "flag"                  # bool; optional and trailing: absent reads as false
 SEGMENTS = "segments"          # array of at most MAX_SEGMENTS bins; optional and trailing:
-                               # absent reads as None (value segments, PROTOCOL.md section 4)
+                               # absent (or empty) reads as None (PROTOCOL.md section 4)
 
 # The most segments one SPAWN_REQUEST or RESULT_DELIVERY may carry.
 MAX_SEGMENTS = 32

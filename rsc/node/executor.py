@@ -159,7 +159,7 @@ class _Plan:
             self.task_kwargs["eager_start"] = True
 
 
-def _input_of(plan: _Plan, data: bytes) -> Any:
+def _input_of(plan: _Plan, data: Any) -> Any:
     """``comp.decode_input(data)``, without the call when the codec is None
     (raw bytes, the common case: the computation gets them as they are)."""
     return data if plan.raw else plan.comp.decode_input(data)
@@ -203,7 +203,7 @@ class _Task(NodeTask):
     __slots__ = ()
 
 
-def _exec_init(task: NodeTask, key: Hashable, comp: Computation, plan: _Plan, data: bytes, cx: Cx,
+def _exec_init(task: NodeTask, key: Hashable, comp: Computation, plan: _Plan, data: Any, cx: Cx,
                on_done: OnDone, start_ns: int) -> None:
     """Fill the executor's fields of ``task`` for a start."""
     task.ekey = key
@@ -311,7 +311,7 @@ class Executor:
         return self._closing
 
     # -- start ----------------------------------------------------------------------
-    def start(self, key: Hashable, comp: Computation, data: bytes, cx: Cx, on_done: OnDone) -> None:
+    def start(self, key: Hashable, comp: Computation, data: Any, cx: Cx, on_done: OnDone) -> None:
         """Start ``comp`` on ``data`` under ``cx``; ``on_done`` will be called
         exactly once, on the loop thread, never from inside this call.
 

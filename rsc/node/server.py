@@ -88,7 +88,7 @@ class RegistryAdmission(Admission):
         """The computation registered as ``computation``, or None."""
         return self._items.get(computation)  # type: ignore[call-overload]  # a str finds its ComputationName key
 
-    def check(self, comp: Computation, data: bytes) -> str | None:
+    def check(self, comp: Computation, data: Any) -> str | None:
         """Why ``data`` is not an acceptable input of ``comp`` (its codec or validator
         refuses it), or None."""
         if comp is self._plain:  # (a Computation is frozen: what was read of it holds)

@@ -398,7 +398,7 @@ class WorkerPool:
         self._workers.clear()
 
     # -- tasks ------------------------------------------------------------------------
-    def submit(self, task: Any, comp: Any, data: bytes, cx: Any) -> Job:
+    def submit(self, task: Any, comp: Any, data: Any, cx: Any) -> Job:
         """Queue ``comp`` on ``data`` for a worker; returns its Job."""
         if self._loop is None:
             self._loop = asyncio.get_running_loop()

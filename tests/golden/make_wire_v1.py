@@ -162,6 +162,13 @@ def build() -> None:
     roundtrip("spawn_request_budget_max", spawn(budget=(2**64 - 1, 2**32, 65_536, 255)))
     roundtrip("spawn_request_key_not_16_lease_0", spawn(idempotency_key=b"\x01\x02", lease_ms=0))
     roundtrip("spawn_request_drawn", spawn(drawn=True))  # the optional trailing flag, set
+    # value segments (optional, after the flag, which is then written even when clear)
+    roundtrip("spawn_request_segments", spawn(input=b"\x81\xa1a\xd4\x52\x00",
+                                              segments=[b"\x01\x02\x03"]))
+    roundtrip("spawn_request_drawn_segments", spawn(input=b"\x92\xd4\x52\x00\xd4\x52\x01",
+                                                    drawn=True, segments=[b"ab", b""]))
+    roundtrip("result_success_segments", m.ResultDelivery("node-1", 10, 42, m.OUTCOME_SUCCESS,
+                                                          b"\xd4\x52\x00", 5, [b"\x07" * 3]))
     roundtrip("spawn_ack_accepted", m.SpawnAck("node-1", 8, 42, m.ACK_ACCEPTED, 0, "", "node-1"))
     roundtrip("spawn_ack_rejected", m.SpawnAck("node-1", 8, 42, m.ACK_REJECTED,
                                                m.REJECT_UNKNOWN_COMPUTATION,
@@ -286,10 +293,17 @@ def build() -> None:
                 pack(10, "origin-1", 7, 42, "math.add", b"\x92\x01\x02", 30_000, KEY,
                      [5_000, None, 1_000, 3], "origin-1", 3, 9, None, False),
                 spawn())
-    decode_only("extra_spawn_request_elements_after_the_flag",
+    decode_only("extra_spawn_request_elements_after_the_segments",
                 pack(10, "origin-1", 7, 42, "math.add", b"\x92\x01\x02", 30_000, KEY,
-                     [5_000, None, 1_000, 3], "origin-1", 3, 9, None, True, "later", [1]),
-                spawn(drawn=True))
+                     [5_000, None, 1_000, 3], "origin-1", 3, 9, None, True, [b"s"], "later", [1]),
+                spawn(drawn=True, segments=[b"s"]))
+    decode_only("spawn_request_segments_empty",  # an empty array: no segments (the encoder omits it)
+                pack(10, "origin-1", 7, 42, "math.add", b"\x92\x01\x02", 30_000, KEY,
+                     [5_000, None, 1_000, 3], "origin-1", 3, 9, None, False, []),
+                spawn())
+    decode_only("extra_result_elements_after_the_segments",
+                pack(13, "node-1", 10, 42, 0, b"abc", 5, [b"s"], "later"),
+                m.ResultDelivery("node-1", 10, 42, 0, b"abc", 5, [b"s"]))
     decode_only("extra_cancel_reason_elements",
                 pack(12, "origin-1", 9, 42, [0, "user asked", {"origin_region": 3}], "origin-1"),
                 m.CancelRequest("origin-1", 9, 42, (0, "user asked"), "origin-1"))
@@ -460,6 +474,11 @@ def build() -> None:
     invalid("spawn_request_drawn_uint", pack(*good, 1), MalformedFrame)
     invalid("spawn_request_drawn_nil", pack(*good, None), MalformedFrame)
     invalid("spawn_request_drawn_str", pack(*good, "later field"), MalformedFrame)
+    invalid("spawn_request_segments_str", pack(*good, False, "segments"), MalformedFrame)
+    invalid("spawn_request_segments_item_str", pack(*good, False, [b"a", "b"]), MalformedFrame)
+    invalid("spawn_request_segments_nil", pack(*good, False, None), MalformedFrame)
+    invalid("spawn_request_segments_33", pack(*good, False, [b"x"] * 33), MalformedFrame)
+    invalid("result_segments_uint", pack(13, "node-1", 1, 42, 0, b"abc", 5, 1), MalformedFrame)
     invalid("spawn_ack_status_2", pack(11, "node-1", 1, 42, 2, 0, "", "node-1"), MalformedFrame)
     invalid("spawn_ack_detail_nil", pack(11, "node-1", 1, 42, 1, 4, None, "node-1"),
             MalformedFrame)
