@@ -152,30 +152,22 @@ def _cut(value: Any, segments: list, budget: list) -> Any:
             return _REFS[len(segments) - 1]
         return value
     if t is dict:
-        out = None
-        for k, v in value.items():
-            budget[0] -= 1
-            if budget[0] < 0:
-                break
-            new = _cut(v, segments, budget)
-            if new is not v:
-                if out is None:
-                    out = dict(value)
-                out[k] = new
-        return value if out is None else out
-    if t is list or t is tuple:
-        items = None
-        for i, v in enumerate(value):
-            budget[0] -= 1
-            if budget[0] < 0:
-                break
-            new = _cut(v, segments, budget)
-            if new is not v:
-                if items is None:
-                    items = list(value)
-                items[i] = new
-        return value if items is None else items
-    return value
+        pairs: Any = value.items()
+    elif t is list or t is tuple:
+        pairs = enumerate(value)
+    else:
+        return value
+    out: Any = None
+    for k, v in pairs:
+        budget[0] -= 1
+        if budget[0] < 0:
+            break
+        new = _cut(v, segments, budget)
+        if new is not v:
+            if out is None:
+                out = dict(value) if t is dict else list(value)
+            out[k] = new
+    return value if out is None else out
 
 
 def pack_segmented(value: Any) -> bytes | memoryview | Segmented:

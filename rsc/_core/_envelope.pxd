@@ -54,6 +54,8 @@ cdef class FrameDecoder:
     cdef Py_ssize_t _feed_segs(self, const unsigned char* data, Py_ssize_t size, list out) except -1
     cdef object _decode_segs(self)
     cdef Py_ssize_t _feed_large(self, const unsigned char* data, Py_ssize_t size, list out) except -1
+    cdef Py_ssize_t _finish_large(self, const unsigned char* data, Py_ssize_t size, Py_ssize_t need,
+                                  list out) except -1
     cdef bint _held_to_big(self, Py_ssize_t length) except -1
     cdef Py_ssize_t _feed_big(self, const unsigned char* data, Py_ssize_t size, list out) except -1
     cdef object _decode_big(self)

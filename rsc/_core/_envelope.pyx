@@ -32,7 +32,7 @@ from cpython.bytearray cimport PyByteArray_AS_STRING, PyByteArray_Check, PyByteA
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_Check, PyBytes_CheckExact, PyBytes_GET_SIZE
 from cpython.dict cimport PyDict_Check, PyDict_Next, PyDict_SetItem, PyDict_Size
 from cpython.float cimport PyFloat_AS_DOUBLE, PyFloat_Check
-from cpython.list cimport (PyList_Check, PyList_CheckExact, PyList_GET_ITEM, PyList_GET_SIZE, PyList_New,
+from cpython.list cimport (PyList_Check, PyList_GET_ITEM, PyList_GET_SIZE, PyList_New,
                           PyList_SET_ITEM)
 from cpython.long cimport PyLong_Check
 from cpython.memoryview cimport PyMemoryView_Check
@@ -2169,9 +2169,8 @@ cdef class FrameDecoder:
         straight into a bytes object of its own (``_big`` while it is in
         progress), then the frame's bytes after the segments into ``_buf``;
         once it is complete, decode it into ``out``. Returns the bytes taken."""
-        cdef Py_ssize_t pos = 0, take, need, n, h
+        cdef Py_ssize_t pos = 0, take, n, h
         cdef unsigned char b
-        cdef object msg
         while True:
             if self._big_len:
                 take = min(self._big_len - self._big_filled, size - pos)
@@ -2216,19 +2215,25 @@ cdef class FrameDecoder:
                     self._segs.append(self._big)
                     self._big = None
             else:
-                need = self._frame_total - self._frame_seen
-                take = min(need, size - pos)
-                if take:
-                    self._append(data + pos, take)
-                    self._frame_seen += take
-                    pos += take
-                if take < need:
-                    return pos
-                msg = self._decode_segs()
-                out.append(msg)
-                if self._opening:
-                    self._handshake_frame(msg)
-                return pos
+                return pos + self._finish_large(data + pos, size - pos,
+                                                self._frame_total - self._frame_seen, out)
+
+    cdef Py_ssize_t _finish_large(self, const unsigned char* data, Py_ssize_t size,
+                                  Py_ssize_t need, list out) except -1:
+        """Take up to ``need`` bytes, the large frame's last ones, into ``_buf``;
+        once all are here, decode the frame into ``out``. Returns the bytes taken."""
+        cdef Py_ssize_t take = min(need, size)
+        cdef object msg
+        if take:
+            self._append(data, take)
+            self._frame_seen += take
+        if take < need:
+            return take
+        msg = self._decode_segs() if self._segs is not None else self._decode_big()
+        out.append(msg)
+        if self._opening:
+            self._handshake_frame(msg)
+        return take
 
     cdef object _decode_segs(self):
         """Decode the completed frame whose segments were received apart: its
@@ -2280,7 +2285,6 @@ cdef class FrameDecoder:
         (the payload's bytes into ``_big``, the rest into ``_buf``); once it
         is complete, decode it into ``out``. Returns the bytes taken."""
         cdef Py_ssize_t pos = 0, take, need
-        cdef object msg
         if self._big_filled < self._big_len:
             take = min(self._big_len - self._big_filled, size)
             memcpy(<unsigned char*>PyBytes_AS_STRING(self._big) + self._big_filled, data, take)
@@ -2289,17 +2293,7 @@ cdef class FrameDecoder:
             if self._big_filled < self._big_len:
                 return pos
         need = self._frame_total - self._big_len - self._held
-        take = min(need, size - pos)
-        if take:
-            self._append(data + pos, take)
-            pos += take
-        if take < need:
-            return pos
-        msg = self._decode_big()
-        out.append(msg)
-        if self._opening:
-            self._handshake_frame(msg)
-        return pos
+        return pos + self._finish_large(data + pos, size - pos, need, out)
 
     cdef object _decode_big(self):
         """Decode the completed large frame: its other bytes, with the

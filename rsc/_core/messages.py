@@ -68,13 +68,18 @@ DRAWN_KEYS_FEATURE = "drawn_keys"
 ACK_BY_RESULT_FEATURE = "ack_by_result"
 
 
-def offers_ack_by_result(features: object) -> bool:
-    """True if a HELLO's or WELCOME's ``features`` offer ``ack_by_result``
+def offers_feature(features: object, key: str) -> bool:
+    """True if a HELLO's or WELCOME's ``features`` offer the extension ``key``
     (the int 1 or higher; a bool is no version)."""
     if not isinstance(features, dict):
         return False
-    v = features.get(ACK_BY_RESULT_FEATURE)
+    v = features.get(key)
     return type(v) is int and v >= 1
+
+
+def offers_ack_by_result(features: object) -> bool:
+    """True if a HELLO's or WELCOME's ``features`` offer ``ack_by_result``."""
+    return offers_feature(features, ACK_BY_RESULT_FEATURE)
 
 # HELLO and WELCOME ``features`` key (value 1) of a peer that takes value
 # segments: a msgpack value's large bytes-like leaves sent beside the packed
@@ -84,12 +89,8 @@ VALUE_SEGMENTS_FEATURE = "value_segments"
 
 
 def offers_value_segments(features: object) -> bool:
-    """True if a HELLO's or WELCOME's ``features`` offer ``value_segments``
-    (the int 1 or higher; a bool is no version)."""
-    if not isinstance(features, dict):
-        return False
-    v = features.get(VALUE_SEGMENTS_FEATURE)
-    return type(v) is int and v >= 1
+    """True if a HELLO's or WELCOME's ``features`` offer ``value_segments``."""
+    return offers_feature(features, VALUE_SEGMENTS_FEATURE)
 
 
 # SPAWN_ACK status

@@ -22,7 +22,7 @@ cdef long long _MS, _MIN_LEASE_MS, _MAX_DEADLINE_MS
 cdef int _KEY_BYTES, _T_SILENCE, _T_BUDGET, _T_RENEW, _E_SEND_ACK_ACCEPTED, _E_SEND_RESULT
 cdef int _OUTCOME_SUCCESS, _OUTCOME_CANCELLED, _MAX_FAILURE_MESSAGE_CHARS, _SEND, _START
 cpdef Py_ssize_t kept_result_bytes(tuple outcome) except -1  # a C call per finished task
-cdef object _MAX_LEASE, _SpawnRequest
+cdef object _MAX_LEASE, _SpawnRequest, _Segmented
 cdef object _spawn_fingerprint, _spawn_matches, _RECEIVED, _INIT, _COMPLETED, _TOMBSTONED
 
 cdef class Admission:

@@ -148,14 +148,14 @@ def with_segments(f: tuple) -> tuple:
     """SPAWN_REQUEST fields ``f`` whose ``segments`` are set, with the input
     and its segments as one ``Segmented`` in the input's place: what the
     admission rules, the executor and the registry take as the input."""
-    return f[:_INPUT] + (Segmented(f[_INPUT], f[_SEGMENTS]),) + f[_INPUT + 1:]
+    return f[:_INPUT] + (_Segmented(f[_INPUT], f[_SEGMENTS]),) + f[_INPUT + 1:]
 
 
 def fingerprinted(data: Any) -> Any:
     """What an input is fingerprinted as: the bytes themselves, or for a
     ``Segmented`` one its ``fingerprint_bytes()`` (so a key reused with other
     segments is a mismatch)."""
-    return data.fingerprint_bytes() if type(data) is Segmented else data
+    return data.fingerprint_bytes() if type(data) is _Segmented else data
 
 MIN_LEASE_MS = 100
 MAX_LEASE_MS = (1 << 32) - 1  # ~49.7 days; longer leases cannot be tracked as deadlines
@@ -197,6 +197,7 @@ _SEND, _START = SEND, START
 _MAX_LEASE = MAX_LEASE_MS
 # the message class every spawn is tested against (a C global, not a module-dict read)
 _SpawnRequest = SpawnRequest
+_Segmented = Segmented  # a C global in the compiled build (node.pxd): one pointer compare
 
 # What an admission rule decides (the first element of its verdict).
 VERDICT_REJECT, VERDICT_DUPLICATE, VERDICT_TOMBSTONED = 0, 1, 2
@@ -528,7 +529,7 @@ class NodeEngine:
     def _send_result(self, conn: Any, rtid: int, outcome: tuple[int, Any, int]) -> None:
         """RESULT_DELIVERY of ``outcome`` (kind, payload, execution_time_ns) under task id ``rtid``."""
         kind, payload, exec_ns = outcome
-        if type(payload) is Segmented:
+        if type(payload) is _Segmented:
             return self._send_segmented(conn, rtid, kind, payload, exec_ns)
         self._send(conn, _result_delivery(self.name, self._stamp(), rtid, kind, payload, exec_ns))
 
@@ -908,7 +909,8 @@ class NodeEngine:
         if self.capabilities is not None:
             self.capabilities.admitted(capability)
         # a key the origin drew itself is recorded owner-only, not hashed (DESIGN.md)
-        fp = _spawn_fingerprint(computation, data if drawn else fingerprinted(data), drawn)
+        fp = _spawn_fingerprint(computation, data.fingerprint_bytes() if type(data) is _Segmented
+                                else data, drawn)
         self._idem.check_and_record(key, fp, origin, rtid, now)
         if self._journal is not None:
             self._journal.admitted(key, fp, origin, rtid)

@@ -17,7 +17,7 @@ cdef int _SEND_SPAWN, _ACK_ACCEPTED, _ACK_REJECTED, _RENEWAL, _RESULT, _SEND_CAN
 cdef int _LEASE_LAPSED, _NODE_RESTARTED, _REFUSE
 cdef long long _MS
 cdef int _SEND, _EV_RESULT, _T_LEASE, _T_PING
-cdef object _ACK_OK, _ResultDelivery, _SpawnAck
+cdef object _ACK_OK, _ResultDelivery, _SpawnAck, _Segmented
 
 cdef class OriginTask:
     cdef public object rtid, node, computation, input, key, deadline_ns, budget, region, task

@@ -124,6 +124,7 @@ _SPAWNED = OriginState.SPAWNED
 # globals when compiled: origin.pxd; a module global is a dict lookup per read)
 _MS, _SEND, _EV_RESULT, _T_LEASE, _T_PING = MS, SEND, EV_RESULT, T_LEASE, T_PING
 _ACK_OK, _ResultDelivery, _SpawnAck = ACK_ACCEPTED, ResultDelivery, SpawnAck
+_Segmented = Segmented  # a C global in the compiled build (origin.pxd): one pointer compare
 _INIT = OriginState.INIT  # a module global, not an Enum class attribute read per task (node.py)
 
 
@@ -574,7 +575,7 @@ class OriginEngine:
             remaining = max(0, -(-(t.deadline_ns - now) // _MS))
             budget = (remaining, budget[1], budget[2], budget[3])
         data = t.input
-        if type(data) is Segmented:
+        if type(data) is _Segmented:
             return self._send_segmented(link, t, budget, now)
         self._send(link, _spawn_request(self.name, self.clock.send(), t.rtid, t.computation, data,
                                         t.lease_ms, t.key, budget, self.name, t.region, t.task,
@@ -1072,7 +1073,7 @@ class OriginEngine:
                               execution_time_ns=exec_ns)
         self._retire(link, task)
         if segments:  # the output's large leaves, beside it (value segments)
-            payload = Segmented(payload, segments)
+            payload = _Segmented(payload, segments)
         self._report(_EV_RESULT, task, (kind, payload, exec_ns))
 
     # ------------------------------------------------------------------ timers
