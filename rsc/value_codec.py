@@ -40,7 +40,6 @@ segments.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Mapping
 from typing import Any
 
@@ -357,6 +356,10 @@ class DecodedInputs:
         # id(data) -> (data, value); holding data keeps its id from being reused
         self._by_id: dict[int, tuple[Any, Any]] = {}
         self._bytes = 0
+        # imported here, not with the module: the engines import this module
+        # (for Segmented) and do no I/O, threads included
+        import threading
+
         self._lock = threading.Lock()
 
     def keep(self, data: Any, value: Any) -> None:

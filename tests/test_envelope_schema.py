@@ -197,7 +197,7 @@ def test_a_trailing_field_added_in_the_schema_alone_round_trips(
     assert "'urgent': 'bool'" in drift[0] and "in this order" in drift[0]
     with pytest.raises(InvalidArgument, match=r"^SpawnRequest\.urgent "):
         codec.encode(messages.SpawnRequest("origin-1", 7, 42, "math.add", b"", 1, bytes(16),
-                                           None, "origin-1", 3, 9, None, False, "soon"))
+                                           None, "origin-1", 3, 9, None, False, None, "soon"))
     # flags left clear are left out: today's bytes
     clear = messages.SpawnRequest("origin-1", 7, 42, "math.add", b"", 1, bytes(16), None,
                                   "origin-1", 3, 9, None)
