@@ -239,7 +239,7 @@ class Computation:
         self._keep(data, value)
         return None
 
-    def _keep(self, data: bytes, value: Any) -> None:
+    def _keep(self, data: bytes | Segmented, value: Any) -> None:
         """Keep an accepted input's unpacked value for ``decode_input``."""
         if self.codec is not None and len(data) >= _KEEP_MIN_BYTES:
             self._decoded.keep(data, value)

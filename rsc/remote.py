@@ -82,7 +82,7 @@ from rsc.types import (
     RemoteInput,
     RemoteTaskState,
 )
-from rsc.value_codec import pack_input
+from rsc.value_codec import pack_input, pack_input_segmented
 
 # RemoteHandle is rsc.handle's (and rsc's): the compiled build of this module
 # cimports it, so it is no attribute here and `import *` would fail on it.
@@ -381,7 +381,7 @@ class Runtime:
             sent = None
         else:
             codec = "msgpack"
-            data = pack_input(input, elink.segments)
+            data = pack_input_segmented(input) if elink.segments else pack_input(input)
             sent = _MSGPACK
         cap = cx.remote_cap
         if cap is None:

@@ -48,7 +48,7 @@ import msgpack
 from rsc.errors import SerializationError
 
 __all__ = ["SEGMENT_EXT", "SEGMENT_MIN_BYTES", "DecodedInputs", "Segmented", "from_pipe",
-           "pack_input", "pack_segmented", "pack_value", "packed_size_guess", "to_pipe",
+           "pack_input", "pack_input_segmented", "pack_segmented", "pack_value", "packed_size_guess", "to_pipe",
            "unpack_value"]
 
 #: A value holding a bytes-like leaf of at least this many bytes is returned
@@ -268,14 +268,26 @@ def pack_value(value: Any) -> bytes | memoryview:
     return view.toreadonly()
 
 
-def pack_input(value: Any, segments: bool = False) -> bytes | memoryview | Segmented:
-    """:func:`pack_value` (:func:`pack_segmented` with ``segments``) for a
-    spawn's input: ``SerializationError`` saying what could not be packed,
-    for anything MessagePack cannot carry."""
+def pack_input(value: Any) -> bytes | memoryview:
+    """:func:`pack_value` for a spawn's input: ``SerializationError`` saying
+    what could not be packed, for anything MessagePack cannot carry."""
     try:
-        return pack_segmented(value) if segments else pack_value(value)
+        return pack_value(value)
     except (TypeError, ValueError, OverflowError) as exc:
-        raise SerializationError(f"cannot pack {type(value).__name__} with msgpack: {exc}") from exc
+        raise _unpackable(value, exc) from exc
+
+
+def pack_input_segmented(value: Any) -> bytes | memoryview | Segmented:
+    """:func:`pack_segmented` for a spawn's input to a node that takes value
+    segments: ``SerializationError`` as :func:`pack_input` raises it."""
+    try:
+        return pack_segmented(value)
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise _unpackable(value, exc) from exc
+
+
+def _unpackable(value: Any, exc: Exception) -> SerializationError:
+    return SerializationError(f"cannot pack {type(value).__name__} with msgpack: {exc}")
 
 
 def unpack_value(data: Any) -> Any:

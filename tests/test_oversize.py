@@ -93,6 +93,7 @@ def test_welcome_carries_the_limits_and_the_origin_learns_them() -> None:
     assert isinstance(features.pop("instance"), str)
     assert features.pop("renewal_digest") == 1  # compact renewals offered (PROTOCOL.md section 4)
     assert features.pop("drawn_keys") == 1  # SPAWN_REQUEST's drawn flag understood (section 4)
+    assert features.pop("value_segments") == 1  # value segments taken and sent (section 4)
     assert features == dict(max_frame_bytes=DEFAULT_MAX_FRAME_BYTES, max_input_bytes=1024,
                             max_result_bytes=DEFAULT_MAX_FRAME_BYTES - FRAME_OVERHEAD_BYTES)
 

@@ -22,6 +22,7 @@ cdef long long _MS, _MIN_LEASE_MS, _MAX_DEADLINE_MS
 cdef int _KEY_BYTES, _T_SILENCE, _T_BUDGET, _T_RENEW, _E_SEND_ACK_ACCEPTED, _E_SEND_RESULT
 cdef int _OUTCOME_SUCCESS, _OUTCOME_CANCELLED, _MAX_FAILURE_MESSAGE_CHARS, _SEND, _START
 cpdef Py_ssize_t kept_result_bytes(tuple outcome) except -1  # a C call per finished task
+cpdef tuple with_segments(tuple f)  # keeps _on_spawn's fields a C tuple
 cdef object _MAX_LEASE, _SpawnRequest, _Segmented
 cdef object _spawn_fingerprint, _spawn_matches, _RECEIVED, _INIT, _COMPLETED, _TOMBSTONED
 
@@ -85,6 +86,7 @@ cdef class NodeEngine:
     cpdef receive_all(self, conn, list msgs, now)
     cpdef _dispatch(self, _Conn c, msg, now)
     cpdef process(self, TaskRecord task, int event)
+    @cython.locals(f=tuple)
     cpdef _on_spawn(self, _Conn c, msg, now)
     cpdef admission_verdict(self, origin, tuple f, comp)
     cpdef _rule_origin_matches(self, origin, tuple f, comp)

@@ -142,20 +142,20 @@ class OriginTask:
                  "cancel_reason", "sent", "accepted", "policy", "lease_until", "renewals", "lapsed_at",
                  "input_codec", "group", "group_mark", "drawn")
 
-    def __init__(self, rtid: int, node: str, computation: str, input: bytes, lease_ms: int,
+    def __init__(self, rtid: int, node: str, computation: str, input: Any, lease_ms: int,
                  key: bytes, budget: tuple | None, deadline_ns: int | None, region: int,
                  task: int, capability: bytes | None, handle: Any) -> None:
         self._init(rtid, node, computation, input, lease_ms, key, budget, deadline_ns, region, task,
                    capability, handle)
 
-    def _init(self, rtid: int, node: str, computation: str, input: bytes, lease_ms: int,  # noqa: A002
+    def _init(self, rtid: int, node: str, computation: str, input: Any, lease_ms: int,  # noqa: A002
               key: bytes, budget: tuple | None, deadline_ns: int | None, region: int,
               task: int, capability: bytes | None, handle: Any) -> None:
         """``__init__``'s work (a C call when compiled: see ``new_task``)."""
         self.rtid = rtid
         self.node = node
         self.computation = computation
-        self.input = input
+        self.input = input  # bytes, a view of a packer's buffer, or a Segmented (value segments)
         self.lease_ms = lease_ms
         self.key = key
         self.budget = budget  # wire budget; element 0 recomputed from deadline_ns at each send
@@ -195,7 +195,7 @@ class OriginTask:
         return f"OriginTask({self.node}/{self.rtid} {self.computation} {self.state.name})"
 
 
-def new_task(rtid: int, node: str, computation: str, input: bytes, lease_ms: int,  # noqa: A002
+def new_task(rtid: int, node: str, computation: str, input: Any, lease_ms: int,  # noqa: A002
              key: bytes, budget: tuple | None, deadline_ns: int | None, region: int,
              task: int, capability: bytes | None, handle: Any) -> OriginTask:
     """``OriginTask(...)`` without a Python-level call (one per spawn)."""

@@ -74,6 +74,7 @@ from rsc.node._task_body import task_body as _task_body
 from rsc.errors import Cancelled, InvalidArgument
 from rsc.registry import Computation
 from rsc.types import CancelKind, CancelReason, OutcomeKind
+from rsc.value_codec import Segmented
 
 __all__ = ["CancelInterrupt", "Executor", "OnDone"]
 
@@ -165,7 +166,7 @@ def _input_of(plan: _Plan, data: Any) -> Any:
     return data if plan.raw else plan.comp.decode_input(data)
 
 
-def _output_of(plan: _Plan, out: Any) -> bytes | memoryview:
+def _output_of(plan: _Plan, out: Any) -> bytes | memoryview | Segmented:
     """``comp.encode_output(out)``, without the call when ``out`` is already
     the bytes a codec-None computation returns (the common case)."""
     return out if type(out) is bytes and plan.raw else plan.comp.encode_output(out)

@@ -552,7 +552,7 @@ class NodeServer:
         cx = task_cx(task.origin_region, task.origin_task, budget, self.name,
                      None if self.peers is None else self._remote_cap(task))
         # (the input is there until the executor takes it)
-        self.executor.start(task, task.comp, task.input, cx, self._on_done_cb)  # type: ignore[arg-type]
+        self.executor.start(task, task.comp, task.input, cx, self._on_done_cb)
 
     def _remote_cap(self, task: NodeTask) -> RemoteCap | None:
         """The RemoteCap a computation's Cx holds on a node with peers: this
