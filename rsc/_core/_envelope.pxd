@@ -53,6 +53,7 @@ cdef class FrameDecoder:
                          Py_ssize_t element) except -1
     cdef Py_ssize_t _feed_segs(self, const unsigned char* data, Py_ssize_t size, list out) except -1
     cdef object _decode_segs(self)
+    cdef object _decode_held(self, Py_ssize_t size)
     cdef Py_ssize_t _feed_large(self, const unsigned char* data, Py_ssize_t size, list out) except -1
     cdef Py_ssize_t _finish_large(self, const unsigned char* data, Py_ssize_t size, Py_ssize_t need,
                                   list out) except -1

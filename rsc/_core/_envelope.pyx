@@ -2246,19 +2246,24 @@ cdef class FrameDecoder:
         segs = self._segs
         self._drop_big()
         self._held = 0
-        try:
-            msg = _decode(self._buf + 4, held - 4)
-        finally:
-            if self._cap > 65536:
-                free(self._buf)
-                self._buf = NULL
-                self._cap = 0
+        msg = self._decode_held(held - 4)
         kind = _kind_of(msg)
         if field == SEG_FIELD[kind]:
             value = rsc_slot(<PyObject*>msg, OFFSET[kind][field + 2])
             if value != NULL and <object>value is None:   # the empty array in their place
                 rsc_slot_set(<PyObject*>msg, OFFSET[kind][field + 2], <PyObject*>segs)
         return msg
+
+    cdef object _decode_held(self, Py_ssize_t size):
+        """The message in ``_buf[4:4 + size]`` (a large frame's bytes, put
+        together); ``_buf`` is freed after it if it grew past 64 KiB."""
+        try:
+            return _decode(self._buf + 4, size)
+        finally:
+            if self._cap > 65536:
+                free(self._buf)
+                self._buf = NULL
+                self._cap = 0
 
     cdef Py_ssize_t _feed_large(self, const unsigned char* data, Py_ssize_t size,
                                 list out) except -1:
@@ -2310,13 +2315,7 @@ cdef class FrameDecoder:
         self._buf[head] = 0xc4
         self._buf[head + 1] = 0
         memmove(self._buf + head + 2, self._buf + self._big_at, tail)
-        try:
-            msg = _decode(self._buf + 4, head + 2 + tail - 4)
-        finally:
-            if self._cap > 65536:
-                free(self._buf)
-                self._buf = NULL
-                self._cap = 0
+        msg = self._decode_held(head + 2 + tail - 4)
         kind = _kind_of(msg)
         if 0 <= field < NFIELDS[kind]:
             value = rsc_slot(<PyObject*>msg, OFFSET[kind][field + 2])
