@@ -37,7 +37,10 @@ first, as in ``bench_latency.py``). The wrappers add a few microseconds to
 every read and write, the same in every row. With ``--syscalls`` it also
 counts, per request, the system calls the origin's process and the node's
 made during each run (``perf stat`` on the kernel's tracepoints, which
-costs them next to nothing; the sender process is not counted).
+costs them next to nothing), the process sender's too. Per run it prints,
+for each process, the CPU per request, how long it waited runnable for a
+CPU, how often it slept and was woken and how often it was preempted, and
+the processes' CPU together as cores.
 """
 
 from __future__ import annotations
@@ -349,7 +352,7 @@ async def open_loop_spin(o: Origin, rate: float, n: int) -> None:
         await asyncio.sleep(0)
 
 
-async def open_loop(o: Origin, sender: str, rate: float, n: int) -> None:
+async def open_loop(o: Origin, sender: str, rate: float, n: int, cpu: Cpu | None = None) -> None:
     """An open-loop run with a sender of ``bench.latency_sender`` (``proc``:
     a process writing to a socket the loop reads; ``thread``: a thread of
     this process): the loop spawns each request as it arrives, and one
@@ -367,7 +370,10 @@ async def open_loop(o: Origin, sender: str, rate: float, n: int) -> None:
             idle[0].set_result(None)
             idle[0] = None
 
-    async with SENDERS[sender](interval, n, arrive) as s:
+    make = SENDERS[sender]
+    s: Any = (make(interval, n, arrive, on_start=cpu.sender_started) if cpu is not None and sender == "proc"
+              else make(interval, n, arrive))
+    async with s:
         t0[0] = s.t0
         done = 0
         while done < n:
@@ -379,6 +385,8 @@ async def open_loop(o: Origin, sender: str, rate: float, n: int) -> None:
             run.done(done, time.monotonic_ns())
             done += 1
     run.handed[:] = s.sent
+    if cpu is not None and sender == "proc":
+        cpu.sender = s.stats
 
 
 # ----------------------------------------------------------------------------- analysis
@@ -501,18 +509,15 @@ def run(args: argparse.Namespace) -> None:
             later = out_of_order(reqs.ran)
             print(f"    requests that ran before an earlier one (whose result the in-order "
                   f"awaiting notices late): {later}")
-            if cpu.calls:
-                print(f"    system calls per request: origin {cpu.calls[0].per_request(n)}")
-                print(f"                              node {cpu.calls[1].per_request(n)}")
-            print(f"    waited for a CPU while runnable: origin {cpu.waited_s[0] * 1e3:.1f} ms, "
-                  f"node {cpu.waited_s[1] * 1e3:.1f} ms in {wall * 1e3:.0f} ms")
+            span = (max(reqs.noticed) - reqs.due[0]) / 1e9 if n > 1 else wall
+            print("\n".join(cpu.accounts(n, span)))
             print(f"    collector: origin {o.gcs.within(cpu.wall[1], cpu.wall[0])}; "
                   f"node {n_gc.within(cpu.wall[1], cpu.wall[0])}; the slowest 1% in flight during "
                   f"one: {slowest_in_collections(reqs, {'origin': o.gcs, 'node': n_gc})}")
 
 
 SYSCALLS = ("epoll_wait", "epoll_pwait", "epoll_ctl", "read", "recvfrom", "write", "sendto", "writev",
-            "sendmsg", "futex", "getpid")  # the ones counted by name (with --syscalls); the total counts all
+            "sendmsg", "futex", "getpid", "clock_nanosleep")  # the ones counted by name (with --syscalls); the total counts all
 
 
 class Syscalls:
@@ -558,14 +563,29 @@ class Syscalls:
 
 class Cpu:
     """CPU seconds used by this process and the node's during a run, how long
-    each waited for a CPU while runnable, and the reads and writes this
-    process made; with ``syscalls``, the system calls each made (``Syscalls``)."""
+    each waited for a CPU while runnable, how often each was switched out
+    (voluntary: it slept, and was woken; involuntary: preempted), and the
+    reads and writes this process made; with ``syscalls``, the system calls
+    each made (``Syscalls``). The process sender, when one runs, reports the
+    same of itself (``sender``; its system calls through ``sender_started``)."""
 
     def __init__(self, o: Origin, node_pid: int, syscalls: bool = False) -> None:
         import psutil
 
         self.o, self.node = o, psutil.Process(node_pid)
-        self.calls = (Syscalls(os.getpid()), Syscalls(node_pid)) if syscalls else ()
+        self.origin = psutil.Process(os.getpid())
+        self.calls: tuple[Syscalls, ...] = (Syscalls(os.getpid()), Syscalls(node_pid)) if syscalls else ()
+        self.sender: dict[str, int] = {}
+        self.sender_calls: Syscalls | None = None
+
+    def sender_started(self, pid: int) -> None:
+        """The process sender ``pid`` started: count its system calls too (with ``syscalls``)."""
+        if self.calls:
+            self.sender_calls = Syscalls(pid).__enter__()
+
+    def _switches(self) -> tuple[int, int, int, int]:
+        o, n = self.origin.num_ctx_switches(), self.node.num_ctx_switches()
+        return o.voluntary, o.involuntary, n.voluntary, n.involuntary
 
     def __enter__(self) -> Cpu:
         for c in self.calls:
@@ -575,6 +595,7 @@ class Cpu:
         self.wall0 = time.monotonic_ns()
         self.io0 = len(self.o.reads), len(self.o.writes)
         self.w0 = runqueue_wait_ns(os.getpid()), runqueue_wait_ns(self.node.pid)
+        self.s0 = self._switches()
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -584,8 +605,34 @@ class Cpu:
         self.io = len(self.o.reads) - self.io0[0], len(self.o.writes) - self.io0[1]
         self.waited_s = ((runqueue_wait_ns(os.getpid()) - self.w0[0]) / 1e9,
                          (runqueue_wait_ns(self.node.pid) - self.w0[1]) / 1e9)
+        self.switches = tuple(b - a for a, b in zip(self.s0, self._switches()))
         for c in self.calls:
             c.__exit__()
+        if self.sender_calls is not None:
+            self.sender_calls.__exit__()
+
+    def accounts(self, n: int, span_s: float) -> list[str]:
+        """Per process, per request: CPU, waits for a CPU, wake-ups, preemptions,
+        system calls; and the processes' CPU as cores over ``span_s``, the
+        seconds from the first request's due time to the last result."""
+        wall = span_s
+        vo, io, vn, in_ = self.switches
+        rows = [("origin", self.origin_s, self.waited_s[0], vo, io, self.calls[0] if self.calls else None),
+                ("node", self.node_s, self.waited_s[1], vn, in_, self.calls[1] if self.calls else None)]
+        st = self.sender
+        if st:
+            rows.append(("sender", st["cpu_ns"] / 1e9, st["wait_ns"] / 1e9, st["voluntary"], st["involuntary"],
+                         self.sender_calls))
+        out = [f"    {'':7}{'CPU us/req':>11}{'waited ms':>10}{'wake-ups/req':>13}{'preempted/req':>14}"
+               f"{'us waited/wake-up':>18}  system calls per request"]
+        for who, cpu_s, wait_s, vol, inv, calls in rows:
+            out.append(f"    {who:7}{cpu_s / n * 1e6:11.1f}{wait_s * 1e3:10.1f}{vol / n:13.2f}{inv / n:14.3f}"
+                       f"{wait_s / max(1, vol + inv) * 1e6:18.1f}  {calls.per_request(n) if calls else '-'}")
+        cores = sum(r[1] for r in rows) / wall
+        out.append(f"    the {len(rows)} processes' CPU: {cores:.2f} cores of 2 over {wall * 1e3:.0f} ms"
+                   + (f" (sender: {st['writes'] / n:.2f} writes and {st['sleeps'] / n:.2f} sleeps per request)"
+                      if st else ""))
+        return out
 
 
 async def measure(args: argparse.Namespace, address: str, node_pid: int) -> tuple[list[Any], Origin]:
@@ -618,7 +665,7 @@ async def measure(args: argparse.Namespace, address: str, node_pid: int) -> tupl
                         if sender == "spin":
                             await open_loop_spin(o, r, n)
                         else:
-                            await open_loop(o, sender, r, n)
+                            await open_loop(o, sender, r, n, cpu)
                 finally:
                     gc.enable()
                     if args.origin_gc != "as-is":
