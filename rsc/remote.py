@@ -520,15 +520,23 @@ class Runtime:
         """The pump the spawns of one loop turn share (``_spawn`` schedules it),
         at the turn's end: what it sends is written now (a connection that
         wrote a frame at once would otherwise hold these for a flush a loop
-        turn later)."""
+        turn later), and the connections schedule no flush for it: this is
+        the turn's one end-of-turn callback (``hold_until_flush``)."""
         self._pump_due = False
         self._pumped_at_once = False
         if not self._closed:
-            self._pump()
-            for link in self._links.values():
+            links = self._links.values()
+            for link in links:
                 conn = link.conn
                 if conn is not None:
-                    conn.flush()
+                    conn.hold_until_flush()  # flushed below: the sends schedule no flush of their own
+            try:
+                self._pump()
+            finally:  # whatever happened, nothing is left held with no flush to come
+                for link in links:
+                    conn = link.conn
+                    if conn is not None:
+                        conn.flush()
 
     def _pump(self) -> None:
         """Turn the engine's actions into sends and closes, its events into

@@ -172,6 +172,17 @@ class FramedConnection:
         if self._replying:
             self._hold = True
 
+    def hold_until_flush(self) -> None:
+        """For an owner that will call ``flush`` itself before this loop turn
+        ends: the frames sent until then are queued, none written at once and
+        no flush scheduled for them, and that ``flush`` writes them together.
+        One scheduler for the turn's end instead of two (a flush scheduled
+        here would find nothing, and on uvloop a callback scheduled from a
+        callback costs an extra poll of the loop). Inside ``on_messages`` it
+        does nothing: the replies to a read already wait for its handling."""
+        if not self._replying:
+            self._flush_scheduled = True  # a flush is coming: send() queues and schedules nothing
+
     def eof_received(self) -> bool | None:
         """asyncio protocol callback: the peer closed its end; close ours."""
         return None  # close the transport
