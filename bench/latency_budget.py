@@ -352,20 +352,35 @@ async def open_loop_spin(o: Origin, rate: float, n: int) -> None:
         await asyncio.sleep(0)
 
 
-async def open_loop(o: Origin, sender: str, rate: float, n: int, cpu: Cpu | None = None) -> None:
+async def open_loop(o: Origin, sender: str, rate: float, n: int, cpu: Cpu | None = None,
+                    spin_us: int = 0) -> None:
     """An open-loop run with a sender of ``bench.latency_sender`` (``proc``:
     a process writing to a socket the loop reads; ``thread``: a thread of
     this process): the loop spawns each request as it arrives, and one
-    coroutine awaits the handles in order."""
+    coroutine awaits the handles in order. With ``spin_us``, a busy-poll
+    window: after each arrival the loop keeps polling its sockets (a
+    callback that schedules itself, so each loop turn polls with a zero
+    timeout) for up to ``spin_us`` while a result is outstanding, instead of
+    sleeping in its poll."""
     loop = asyncio.get_running_loop()
     interval = 1.0 / rate
     run = o.run
     idle: list[asyncio.Future[None] | None] = [None]
     t0: list[float] = [0.0]
+    spin_ns, spinning = spin_us * 1000, [False]
+
+    def spin(until: int) -> None:
+        if run.unread < len(run.handles) and time.monotonic_ns() < until:
+            loop.call_soon(spin, until)
+        else:
+            spinning[0] = False
 
     def arrive(i: int, j: int) -> None:
         for k in range(i, j):
             o.send(int((t0[0] + k * interval) * 1e9))
+        if spin_ns and not spinning[0]:
+            spinning[0] = True
+            loop.call_soon(spin, time.monotonic_ns() + spin_ns)
         if idle[0] is not None:
             idle[0].set_result(None)
             idle[0] = None
@@ -650,7 +665,7 @@ async def measure(args: argparse.Namespace, address: str, node_pid: int) -> tupl
         rate = max([await max_rate(o, 10_000) for _ in range(3)])
         print(f"maximum rate {rate:,.0f}/s" + (f" (loads are of {args.rate:,.0f}/s)" if args.rate else ""))
         rate = args.rate or rate
-        for sender in args.sender:
+        for sender, spin_us in [(s, u) for s in args.sender for u in args.spin_us]:
             for load in args.load:
                 r = rate * load / 100
                 n = max(200, int(r * args.seconds))
@@ -665,12 +680,13 @@ async def measure(args: argparse.Namespace, address: str, node_pid: int) -> tupl
                         if sender == "spin":
                             await open_loop_spin(o, r, n)
                         else:
-                            await open_loop(o, sender, r, n, cpu)
+                            await open_loop(o, sender, r, n, cpu, spin_us)
                 finally:
                     gc.enable()
                     if args.origin_gc != "as-is":
                         gc.unfreeze()
-                rows.append((f"{sender} {load}% {r / 1000:.1f}k/s", reqs, cpu))
+                spun = f" spin {spin_us}us" if spin_us else ""
+                rows.append((f"{sender}{spun} {load}% {r / 1000:.1f}k/s", reqs, cpu))
     return rows, o
 
 
@@ -703,6 +719,10 @@ def main() -> None:
                    help="the origin's collector during each open-loop run: freeze (gc.collect() "
                         "and gc.freeze() before it, as bench_latency.py), off (frozen and disabled: "
                         "what the run costs without it), as-is")
+    p.add_argument("--spin-us", type=int, nargs="*", default=[0],
+                   help="a busy-poll window on the origin: after each arrival, keep polling the "
+                        "sockets for up to this many us while a result is outstanding (0: sleep in "
+                        "the poll, as rsc does); several values run one after another")
     p.add_argument("--syscalls", action="store_true",
                    help="count the origin's and the node's system calls per request in each run "
                         "(perf stat on the kernel's tracepoints: needs perf and the right to trace)")
