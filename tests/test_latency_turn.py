@@ -12,7 +12,10 @@ cost the origin two callbacks and an extra poll instead of one callback.
 
 Now the runtime tells each connection it will flush it before the turn ends
 (``FramedConnection.hold_until_flush``): the frames its pump sends are
-queued and schedule nothing, and its flush writes them.
+queued and schedule nothing, and its flush writes them. And whether a spawn
+goes at once is the connection's rule alone (``writes_at_once``), which
+the runtime asks instead of keeping a rule of its own that counted one
+spawn at once per turn whatever its node.
 
 The connection tests run both builds of rsc.transport.connection (the
 compiled one and its pure-Python source) on real Unix sockets; the runtime
@@ -31,9 +34,11 @@ from typing import Any
 import pytest
 import uvloop
 
-from rsc import spawn_remote
+from rsc import Runtime, spawn_remote
 from rsc._core import envelope
 from rsc._core.messages import Ping
+from rsc.node.server import NodeServer
+from tests.registries import basic
 from tests.test_latency_flush import TWINS, _never, recv_now
 from tests.test_latency_writes import node_and_origin, on_socket
 from tests.test_origin_batching import WriteLog
@@ -116,3 +121,47 @@ def test_a_burst_of_spawns_schedules_one_callback_for_its_turn(loop_name: str, t
     # scheduled within the burst's turn, and at its end (the pump's flush), by rsc's two layers
     assert ours == ["_pump_turn"]
     assert writes == 2
+
+
+@pytest.mark.parametrize("loop_name", sorted(LOOPS))
+def test_the_first_spawn_to_each_node_in_a_turn_goes_at_once(loop_name: str, tmp_path: Any) -> None:
+    """Whether a spawn goes at once is its connection's rule
+    (``FramedConnection.writes_at_once``), kept there alone: in one loop
+    turn, the first spawn to node 1 and then the first to node 2 are each
+    written before the turn ends (the runtime kept a rule of its own, one
+    spawn at once per turn whatever the node, so node 2's waited for the
+    turn's end); a second spawn to node 1 in the same turn still waits for
+    it. Every result comes back."""
+    loop = LOOPS[loop_name]()
+
+    async def main() -> tuple[list[int], list[int]]:
+        nodes = [NodeServer(f"worker-{i}", f"unix:{tmp_path}/n{i}.sock", basic, capacity=100) for i in (1, 2)]
+        for node in nodes:
+            await node.start()
+        try:
+            async with Runtime({f"worker-{i}": f"unix:{tmp_path}/n{i}.sock" for i in (1, 2)}) as rt:
+                cx = rt.cx()
+                names = ("worker-1", "worker-2")
+                for name in names:  # connected
+                    assert await spawn_remote(cx, name, "echo", b"x").join() == b"x"
+                logs = []
+                for name in names:
+                    conn = rt._links[name].conn
+                    log = conn.transport = WriteLog(conn.transport)
+                    logs.append(log)
+                first = spawn_remote(cx, "worker-1", "echo", b"a")
+                other = spawn_remote(cx, "worker-2", "echo", b"b")
+                second = spawn_remote(cx, "worker-1", "echo", b"c")
+                in_turn = [len(log.writes) for log in logs]
+                assert [await h.join() for h in (first, other, second)] == [b"a", b"b", b"c"]
+                return in_turn, [len(log.writes) for log in logs]
+        finally:
+            for node in nodes:
+                await node.shutdown(0.5)
+
+    try:
+        in_turn, after = loop.run_until_complete(main())
+    finally:
+        loop.close()
+    assert in_turn == [1, 1]  # node 1's first spawn and node 2's, at once
+    assert after == [2, 1]  # node 1's second at the turn's end
