@@ -269,9 +269,7 @@ def test_a_connection_lost_mid_payload_leaves_nothing(conn_mod: Any, new_loop: A
         assert r.msgs == [] and not r.errors
         assert r.conn.closed.done() and r.conn.is_closing
         await close()
-        ref = weakref.ref(r.conn)
-        del r
-        return ref
+        return weakref.ref(r.conn)  # r goes with this frame
 
     ref = run(new_loop, main())
     gc.collect()
