@@ -4,11 +4,12 @@ A shared machine moves wall-clock rates by 2-3x between runs; the CPU each
 process spends per task moves far less. For each size and kind, one node
 (as ``bench_payload.py`` starts it) and this process as the origin (uvloop)
 run the sweep's job (``plan``: ``n`` calls with ``window`` in flight, after
-the same fill), ``--rounds`` times; printed per round, then the medians:
+the same fill; ``--scale`` times as many calls, for the CPU clock's 10 ms
+ticks), ``--rounds`` times; printed per round, then the medians:
 user + system ms per task of the origin and of the node, and the minor page
 faults per task of each (pages the process touched for the first time).
 
-    python bench/payload_cpu.py --sizes 1MiB 16MiB --kinds bytes --rounds 6
+    python bench/payload_cpu.py --sizes 1MiB 16MiB --kinds bytes --rounds 6 --scale 10
 """
 
 from __future__ import annotations
@@ -48,6 +49,8 @@ def main() -> None:
     ap.add_argument("--sizes", nargs="+", default=["64KiB", "1MiB", "16MiB"], choices=list(labels))
     ap.add_argument("--kinds", nargs="+", default=["bytes", "msgpack"], choices=["bytes", "msgpack"])
     ap.add_argument("--rounds", type=int, default=6)
+    ap.add_argument("--scale", type=int, default=10,
+                    help="calls per round: the sweep's n times this (CPU times tick in 10 ms)")
     args = ap.parse_args()
     nodes = bench_cluster(1, "bench.registry:registry", extra_args=["--max-input-bytes", str(MAX_INPUT)])
     cluster = next(nodes)
@@ -60,6 +63,7 @@ def main() -> None:
         for size in sorted(labels[s] for s in args.sizes):
             assert size in SIZES
             n, window = plan(size)
+            n *= args.scale
             for kind in args.kinds:
                 data = value(kind, size)
                 computation = "noop" if kind == "bytes" else "noop_msgpack"

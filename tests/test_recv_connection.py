@@ -312,6 +312,39 @@ def test_reading_pauses_and_resumes_mid_payload(conn_mod: Any, new_loop: Any, pk
     run(new_loop, main())
 
 
+@pytest.mark.parametrize("link", ["unix", "tls"])
+def test_data_handed_to_the_stand_in_goes_where_data_goes(conn_mod: Any, new_loop: Any, pki: Pki,
+                                                          link: str) -> None:
+    """A transport may still call data_received on the stand-in (a TLS
+    transport that copies): the bytes are fed, and reading goes on into the
+    right place, for the rest of the frame and for the frames after it."""
+    msgs = [result(payload(1 * MiB, 3), rtid=1), result(payload(200 * KiB, 4), rtid=2),
+            result(b"small", rtid=3)]
+    stream = stream_of(msgs)
+
+    async def main() -> None:
+        r = Receiver(conn_mod)
+        writer, close = await open_link(link, r, pki)
+        try:
+            await send_in(writer, stream[:300 * KiB], [5000])
+            await r.wait_for(lambda: r.conn._decoder.buffered == 300 * KiB)
+            stand_in = r.conn.transport.get_protocol()
+            assert stand_in is not r.conn
+            stand_in.data_received(stream[300 * KiB:600 * KiB])  # mid-payload
+            assert r.conn._decoder.buffered == 600 * KiB
+            first = len(selected_envelope.encode_frame(msgs[0]))
+            r.conn.transport.get_protocol().data_received(stream[600 * KiB:first + 100])
+            assert len(r.msgs) == 1  # the frame completed while fed
+            await send_in(writer, stream[first + 100:], [first + 5000])
+            await r.wait_for(lambda: len(r.msgs) == 3)
+            check_same(r.msgs, msgs)
+            assert r.conn.transport.get_protocol() is r.conn
+        finally:
+            await close()
+
+    run(new_loop, main())
+
+
 def test_an_in_memory_pipe_still_carries_large_frames(conn_mod: Any) -> None:
     """The in-memory transport cannot switch protocols: the connection stays
     on data_received (the decoder copies) and says nothing."""

@@ -17,7 +17,7 @@ cdef class FramedConnection:
     cpdef _write_pending(self)
     cdef _write_parts(self, tuple parts)
     cdef _read_into(self, view)
-    cpdef _buffer_updated(self, Py_ssize_t nbytes)
+    cpdef object _buffer_updated(self, Py_ssize_t nbytes)
     cdef _back_to_data_received(self)
     cdef _protocol_error(self, exc)
     cdef _deliver(self, list msgs)

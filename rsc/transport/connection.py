@@ -165,22 +165,26 @@ class FramedConnection:
         except NotImplementedError:  # a transport that cannot switch (in-memory): feed() copies
             self._receive_direct = False
 
-    def _buffer_updated(self, nbytes: int) -> None:
+    def _buffer_updated(self, nbytes: int) -> Any:
         """``nbytes`` were read into the decoder's receive buffer (through
-        ``LargeFrameReceiver``): hand on the messages they completed; once
-        the large frame needs no more, read through ``data_received`` again."""
+        ``LargeFrameReceiver``): hand on the messages they completed. Returns
+        the buffer the next read goes into, or None once the large frame
+        needs no more (then the transport reads through ``data_received``
+        again)."""
         if self._closing:
-            return
+            return None
         try:
             msgs = self._decoder.received(nbytes)
         except ProtocolError as exc:
             self._back_to_data_received()
             self._protocol_error(exc)
-            return
-        if self._decoder.receive_buffer() is None:
+            return None
+        view = self._decoder.receive_buffer()
+        if view is None:
             self._back_to_data_received()
         if msgs and not self._closing:
             self._deliver(msgs)
+        return view
 
     def _back_to_data_received(self) -> None:
         if self.transport is not None and not self._closing:
@@ -388,7 +392,7 @@ class LargeFrameReceiver(asyncio.BufferedProtocol):
 
     def __init__(self, conn: FramedConnection, view: memoryview) -> None:
         self._conn = conn
-        self._view: memoryview | None = view  # the first read's buffer, already made
+        self._view: memoryview | None = view  # the next read's buffer, already made
         self._scratch: bytearray | None = None
 
     def get_buffer(self, sizehint: int) -> memoryview | bytearray:
@@ -412,14 +416,20 @@ class LargeFrameReceiver(asyncio.BufferedProtocol):
         scratch = self._scratch
         if scratch is not None:
             self._scratch = None
-            self._conn.data_received(bytes(scratch[:nbytes]))
+            self.data_received(bytes(scratch[:nbytes]))
         else:
-            self._conn._buffer_updated(nbytes)
+            self._view = self._conn._buffer_updated(nbytes)
 
     def data_received(self, data: bytes) -> None:
-        """A transport that hands data anyway (TLS copies a read that came in
-        before the switch): it goes where any data goes."""
-        self._conn.data_received(data)
+        """Data handed over anyway (by a transport that copies, or read into
+        the scratch buffer): it goes where any data goes, and the transport
+        back to the connection unless that chose a new stand-in."""
+        self._view = None  # feeding moves the frame on: a view made before is stale
+        conn = self._conn
+        conn.data_received(data)
+        transport = conn.transport
+        if transport is not None and not conn.is_closing and transport.get_protocol() is self:
+            transport.set_protocol(conn)
 
     def eof_received(self) -> bool | None:
         return self._conn.eof_received()
