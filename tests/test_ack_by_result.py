@@ -349,6 +349,23 @@ def test_the_registry_holds_an_ack_only_for_what_may_end_at_once() -> None:
         assert adm.ends_at_once(adm.find("square_inline")) is True
         assert adm.ends_at_once(adm.find("square")) is False
         assert adm.ends_at_once(adm.find("echo")) is EAGER_TASKS
+    # with the executor that runs them, its word on eager first steps decides
+    async def asked_on(factory: Any) -> tuple[bool, bool]:
+        from rsc.node.executor import Executor
+        asyncio.get_running_loop().set_task_factory(factory)
+        executor = Executor(max_threads=1)
+        try:
+            adm = RegistryAdmission(basic, executor)
+            return adm.ends_at_once(adm.find("echo")), executor.eager
+        finally:
+            await executor.aclose(1.0)
+
+    def factory(loop: Any, coro: Any, **kwargs: Any) -> asyncio.Task[Any]:
+        return asyncio.Task(coro, loop=loop, **kwargs)
+
+    assert asyncio.run(asked_on(None)) == (EAGER_TASKS, EAGER_TASKS)
+    # a loop with a task factory starts every task a loop turn later
+    assert asyncio.run(asked_on(factory)) == (False, False)
     # on the engine: a computation its admission says never ends at once is acked at once
     class SlowNeverAtOnce(FakeAdmission):
         def ends_at_once(self, comp: Any) -> bool:

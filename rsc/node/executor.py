@@ -310,6 +310,24 @@ class Executor:
         """Whether ``close()`` has begun (no new task starts)."""
         return self._closing
 
+    @property
+    def eager(self) -> bool:
+        """Whether an async computation takes its first step in the call that
+        starts it (Python 3.12+, on a loop with no task factory), so that it
+        may end before ``start`` returns to its driver. Decided once, by the
+        loop the executor runs on: the first ``start``, or the first ask from
+        a coroutine or callback on that loop."""
+        if self._loop is None:
+            self._bind_loop()
+        return self._eager
+
+    def _bind_loop(self) -> None:
+        """Bind to the running loop, and decide what depends on it."""
+        loop = asyncio.get_running_loop()
+        self._plain_tasks = loop.get_task_factory() is None
+        self._eager = EAGER_TASKS and self._plain_tasks
+        self._loop = loop
+
     # -- start ----------------------------------------------------------------------
     def start(self, key: Hashable, comp: Computation, data: bytes, cx: Cx, on_done: OnDone) -> None:
         """Start ``comp`` on ``data`` under ``cx``; ``on_done`` will be called
@@ -323,9 +341,7 @@ class Executor:
         if key in self._tasks:
             raise InvalidArgument(f"a computation with key {key!r} is already running")
         if self._loop is None:
-            self._loop = asyncio.get_running_loop()
-            self._plain_tasks = self._loop.get_task_factory() is None
-            self._eager = EAGER_TASKS and self._plain_tasks
+            self._bind_loop()
         # The node's own task record is the key: the executor's fields live on
         # it (one record per task); any other key gets a record of its own.
         task = key if type(key) is NodeTask else _Task.__new__(_Task)

@@ -13,7 +13,7 @@ from rsc.cx cimport task_cx
 cdef int _SEND, _CLOSE, _START, _CANCEL
 
 cdef class RegistryAdmission(Admission):
-    cdef public object registry, _plain, _at_once, _later
+    cdef public object registry, _plain, _at_once, _later, _executor
     cdef public dict _items
 
     cpdef find(self, computation)

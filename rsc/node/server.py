@@ -75,8 +75,12 @@ class RegistryAdmission(Admission):
 
     __signature__ = SourceSignature()  # what inspect.signature reports, compiled too
 
-    def __init__(self, registry: Registry) -> None:
+    def __init__(self, registry: Registry, executor: Executor | None = None) -> None:
+        """``executor`` is the one that will run the computations: it says
+        whether async ones take their first step eagerly (``Executor.eager``).
+        Without one, they are taken to where the Python version allows it."""
         self.registry = registry
+        self._executor = executor
         self._items = registry._items  # the registry's own dict: later registrations show
         self._plain: Computation | None = None  # the last computation found to need no check
         # the last computations found to end (or not) in the step that starts them
@@ -101,14 +105,16 @@ class RegistryAdmission(Admission):
     def ends_at_once(self, comp: Computation) -> bool:
         """Whether a task of ``comp`` may end in the pump that starts it: an
         inline computation, or an async one where first steps are eager
-        (Python 3.12+). Only then is its ACK held for its RESULT to stand
-        for; a computation on a thread or in a worker process, or an async
-        one on 3.11, has its ACK written at once."""
+        (``Executor.eager``: Python 3.12+, on a loop with no task factory).
+        Only then is its ACK held for its RESULT to stand for; a computation
+        on a thread or in a worker process, or an async one started a loop
+        turn later, has its ACK written at once."""
         if comp is self._at_once:
             return True
         if comp is self._later:
             return False
-        if comp.inline or (comp.is_async and EAGER_TASKS):
+        if comp.inline or (comp.is_async and (EAGER_TASKS if self._executor is None
+                                              else self._executor.eager)):
             self._at_once = comp
             return True
         self._later = comp
@@ -199,8 +205,11 @@ class NodeServer:
         self._started = time.monotonic()
         self._proc = psutil.Process()
         self._proc.cpu_percent(None)
+        self.executor = Executor(max_threads=max_threads or max(4, (os.cpu_count() or 1) * 2),
+                                 cancel_grace_s=cancel_grace_s, isolation=isolation)
+        self.executor.driver_runs_ready = True  # _pump runs started computations' first steps
         self.engine = NodeEngine(
-            self.name, RegistryAdmission(registry), capacity=capacity,
+            self.name, RegistryAdmission(registry, self.executor), capacity=capacity,
             max_input_bytes=max_input_bytes, ttl_ns=int(ttl_s * 1e9), key=key,
             entropy=secrets.token_bytes, stats=self._process_stats, trace=trace,
             capabilities=capabilities, max_kept_result_bytes=max_kept_result_bytes,
@@ -212,9 +221,6 @@ class NodeServer:
         self._journal = None if state_dir is None else open_journal(state_dir, self.engine,
                                                                     self.clock.now_ns())
         self._sync_pending = self._compacting = False
-        self.executor = Executor(max_threads=max_threads or max(4, (os.cpu_count() or 1) * 2),
-                                 cancel_grace_s=cancel_grace_s, isolation=isolation)
-        self.executor.driver_runs_ready = True  # _pump runs started computations' first steps
         self._on_done_cb = self._on_done  # bound once, not once per task
         self._pumping = False
         check_pool_options(workers, time_limit, memory_limit, max_tasks_per_worker)
@@ -422,7 +428,7 @@ class NodeServer:
             self.engine.close_connection(cid, now)
             conn.abort()
         self._pump()
-        if executor.live_tasks > live and not executor._eager:
+        if executor.live_tasks > live and not executor.eager:
             # Computations started here take their first step a loop turn
             # later (3.11): a no-op's RESULT then leaves with its ACK, in one
             # write that wakes the origin once, not twice.
