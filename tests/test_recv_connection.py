@@ -345,6 +345,32 @@ def test_data_handed_to_the_stand_in_goes_where_data_goes(conn_mod: Any, new_loo
     run(new_loop, main())
 
 
+@pytest.mark.parametrize("size, switches", [(200 * KiB, False), (600 * KiB, True)])
+def test_only_a_remainder_past_one_loop_read_is_read_directly(conn_mod: Any, new_loop: Any,
+                                                              size: int, switches: bool) -> None:
+    """Less than DIRECT_READ_MIN still to come is read as data (one read of
+    the loop's buffer); more, through the stand-in."""
+    msgs = [result(payload(size, 6))]
+    stream = stream_of(msgs)
+
+    async def main() -> None:
+        r = Receiver(conn_mod)
+        writer, close = await open_link("unix", r, None)
+        try:
+            writer.write(stream[:5000])
+            await r.wait_for(lambda: r.conn._decoder.buffered == 5000)
+            assert (r.conn.transport.get_protocol() is not r.conn) is switches
+            assert (len(stream) - 5000 >= conn_mod.DIRECT_READ_MIN) is switches
+            writer.write(stream[5000:])
+            await r.wait_for(lambda: len(r.msgs) == 1)
+            check_same(r.msgs, msgs)
+            assert (r.fed < 64 * KiB) is switches
+        finally:
+            await close()
+
+    run(new_loop, main())
+
+
 def test_an_in_memory_pipe_still_carries_large_frames(conn_mod: Any) -> None:
     """The in-memory transport cannot switch protocols: the connection stays
     on data_received (the decoder copies) and says nothing."""
