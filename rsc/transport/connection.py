@@ -440,13 +440,17 @@ class LargeFrameReceiver(asyncio.BufferedProtocol):
             transport.set_protocol(conn)
 
     def eof_received(self) -> bool | None:
+        """asyncio protocol callback: the connection's ``eof_received``."""
         return self._conn.eof_received()
 
     def connection_lost(self, exc: Exception | None) -> None:
+        """asyncio protocol callback: the connection's ``connection_lost``."""
         self._conn.connection_lost(exc)
 
     def pause_writing(self) -> None:
+        """asyncio protocol callback: the connection's ``pause_writing``."""
         self._conn.pause_writing()
 
     def resume_writing(self) -> None:
+        """asyncio protocol callback: the connection's ``resume_writing``."""
         self._conn.resume_writing()
