@@ -28,12 +28,11 @@ import pytest
 import uvloop
 
 import rsc.transport.connection as compiled_connection
-from rsc import Runtime, spawn_remote
 from rsc._core import envelope as selected_envelope
 from rsc.errors import ProtocolError
 from tests.conftest import _twin
 from tests.pki import Pki
-from tests.test_large_frames import BAD_FRAMES, payload, result, spawn
+from tests.test_large_frames import BAD_FRAMES, echo_large_inputs, payload, result, spawn
 
 KiB, MiB = 1024, 1024 * 1024
 
@@ -400,20 +399,7 @@ def test_an_in_memory_pipe_still_carries_large_frames(conn_mod: Any) -> None:
 
 
 def echo_large(nodes: Any, tls: Any = None) -> Callable[[], Awaitable[None]]:
-    sizes = [64 * KiB, 300 * KiB + 7, 5 * MiB]
-
-    async def main() -> None:
-        async with Runtime(nodes, tls=tls) as rt:
-            cx = rt.cx()
-            datas = [payload(n, seed=i) for i, n in enumerate(sizes)]
-            handles = [spawn_remote(cx, "worker-1", "echo", d) for d in datas]
-            small = [spawn_remote(cx, "worker-1", "echo", b"s%d" % i) for i in range(30)]
-            for h, d in zip(handles, datas):
-                out = await h.join()
-                assert type(out) is bytes and out == d
-            assert [await h.join() for h in small] == [b"s%d" % i for i in range(30)]
-
-    return main
+    return lambda: echo_large_inputs(nodes, [64 * KiB, 300 * KiB + 7, 5 * MiB], 30, tls)
 
 
 NODE_BUILDS = {
