@@ -437,7 +437,7 @@ class LargeFrameReceiver(asyncio.BufferedProtocol):
         conn.data_received(data)
         transport = conn.transport
         if transport is not None and not conn.is_closing and transport.get_protocol() is self:
-            transport.set_protocol(conn)
+            transport.set_protocol(conn)  # type: ignore[arg-type]  # it has every method a transport calls
 
     def eof_received(self) -> bool | None:
         """asyncio protocol callback: the connection's ``eof_received``."""
