@@ -74,7 +74,10 @@ own too), and ``origin_cpu_wait_ms`` and ``node_cpu_wait_ms``, how long each
 waited, runnable, for a CPU during the run (Linux's schedstat: what a loaded
 machine adds, and what every wake-up costs), and ``origin_sleeps`` and
 ``node_sleeps``, how many times each slept and was woken (voluntary context
-switches). The report judges rsc's p99 at 50% of the open-loop maximum (and at 50% of
+switches), and the same of the process sender (``sender_cpu_us``,
+``sender_cpu_wait_ms``, ``sender_sleeps``); for every open-loop run where
+its slowest request was (``worst_at_s``, ``worst_send_lag_us``,
+``send_lag_max_us``: whether the sender held it). The report judges rsc's p99 at 50% of the open-loop maximum (and at 50% of
 the closed-loop one, ``rsc.lat.50.closed``) against five times its unloaded
 p50.
 """
@@ -116,13 +119,29 @@ SUSTAIN_DELIVERED = 0.99  # delivered / offered for a rate to count as sustained
 GROWTH_SLACK_S = 0.001  # a quarter's median may exceed twice the lowest quarter's by this much
 SEARCH_STEPS = 6  # probes of the bisection: 16 ** (1 / 2 ** 6) = 4.4% resolution
 SEARCH_FLOOR = 1 / 16  # the search's low end, a fraction of the closed-loop maximum
+SENDER_USED: dict[str, int] = {}  # what the last process sender reported of itself (SENDER_STATS)
 
 
 def load_figures(benchmark: Any, key: str, latencies: list[float], lags: list[float],
                  rate: float, elapsed: float, **extra: Any) -> None:
     record(benchmark, key, len(latencies), **latency_figures(latencies), rate=round(rate, 1),
            achieved=round(len(latencies) / elapsed, 1) if elapsed > 0 else 0.0,
-           send_lag_p99_us=latency_figures(lags)["p99_us"] if lags else 0.0, **extra)
+           send_lag_p99_us=latency_figures(lags)["p99_us"] if lags else 0.0,
+           **worst_request(latencies, lags, rate), **extra)
+
+
+def worst_request(latencies: list[float], lags: list[float], rate: float) -> dict[str, float]:
+    """Where the run's slowest request was, to tell whose stall it was:
+    ``worst_at_s``, when in the run it was due; ``worst_send_lag_us``, how
+    late the sender handed it over (close to its latency: the sender itself,
+    or the machine, held it; small: the origin or the node did); and
+    ``send_lag_max_us``, the sender's worst lateness in the run. Latencies
+    and lags in the order the requests were due."""
+    if not latencies:
+        return {}
+    k = max(range(len(latencies)), key=latencies.__getitem__)
+    return {"worst_at_s": round(k / rate, 3), "worst_send_lag_us": round(lags[k] * 1e6, 1) if k < len(lags) else 0.0,
+            "send_lag_max_us": round(max(lags) * 1e6, 1) if lags else 0.0}
 
 
 # ------------------------------------------------------------ the open-loop maximum
@@ -216,6 +235,7 @@ async def rsc_open_loop(rt: Runtime, node: str, rate: float, n: int,
     latencies: list[float] = []
     idle: list[asyncio.Future[None] | None] = [None]  # the collector's wait for a spawn
     t0: list[float] = [0.0]
+    SENDER_USED.clear()
 
     def spawn(i: int, j: int) -> None:  # on the loop
         for k in range(i, j):
@@ -237,6 +257,7 @@ async def rsc_open_loop(rt: Runtime, node: str, rate: float, n: int,
             latencies.append(clock() - due)
         end = clock()  # the last result (not the sender process's exit, waited for below)
     lags = [sent / 1e9 - (s.t0 + k * interval) for k, sent in enumerate(s.sent)]
+    SENDER_USED.update(getattr(s, "stats", {}))
     return latencies, lags, end - s.t0
 
 
@@ -373,9 +394,21 @@ def rsc_under_load(benchmark: Any, loop: asyncio.AbstractEventLoop, rt: Runtime,
                            rounds=ROUNDS)
     latencies, lags, elapsed = got[-1]
     ok, _ = sustained(latencies, elapsed, rate)
+    used = dict(SENDER_USED) if sender is rsc_open_loop else {}
     load_figures(benchmark, key, latencies, lags, rate, elapsed, load=load, of_maximum=(
         "open" if of is OPEN_MAX_RATE else "closed"), sustained=ok,
-                 gc_gen0_threshold=gc.get_threshold()[0], **cpu.figures(n), **pauses.figures())
+                 gc_gen0_threshold=gc.get_threshold()[0], **cpu.figures(n), **pauses.figures(),
+                 **sender_figures(used, n))
+
+
+def sender_figures(used: dict[str, int], n: int) -> dict[str, float]:
+    """The process sender's own cost (``SocketSender.stats``) per request, as
+    ``CpuUse.figures`` gives the origin's and the node's: ``sender_cpu_us``,
+    ``sender_cpu_wait_ms`` and ``sender_sleeps``."""
+    if not used:
+        return {}
+    return {"sender_cpu_us": round(used["cpu_ns"] / n / 1e3, 1),
+            "sender_cpu_wait_ms": round(used["wait_ns"] / 1e6, 1), "sender_sleeps": int(used["voluntary"])}
 
 
 class CpuUse:

@@ -37,7 +37,10 @@ first, as in ``bench_latency.py``). The wrappers add a few microseconds to
 every read and write, the same in every row. With ``--syscalls`` it also
 counts, per request, the system calls the origin's process and the node's
 made during each run (``perf stat`` on the kernel's tracepoints, which
-costs them next to nothing; the sender process is not counted).
+costs them next to nothing), the process sender's too. Per run it prints,
+for each process, the CPU per request, how long it waited runnable for a
+CPU, how often it slept and was woken and how often it was preempted, and
+the processes' CPU together as cores.
 """
 
 from __future__ import annotations
@@ -349,25 +352,43 @@ async def open_loop_spin(o: Origin, rate: float, n: int) -> None:
         await asyncio.sleep(0)
 
 
-async def open_loop(o: Origin, sender: str, rate: float, n: int) -> None:
+async def open_loop(o: Origin, sender: str, rate: float, n: int, cpu: Cpu | None = None,
+                    spin_us: int = 0) -> None:
     """An open-loop run with a sender of ``bench.latency_sender`` (``proc``:
     a process writing to a socket the loop reads; ``thread``: a thread of
     this process): the loop spawns each request as it arrives, and one
-    coroutine awaits the handles in order."""
+    coroutine awaits the handles in order. With ``spin_us``, a busy-poll
+    window: after each arrival the loop keeps polling its sockets (a
+    callback that schedules itself, so each loop turn polls with a zero
+    timeout) for up to ``spin_us`` while a result is outstanding, instead of
+    sleeping in its poll."""
     loop = asyncio.get_running_loop()
     interval = 1.0 / rate
     run = o.run
     idle: list[asyncio.Future[None] | None] = [None]
     t0: list[float] = [0.0]
+    spin_ns, spinning = spin_us * 1000, [False]
+
+    def spin(until: int) -> None:
+        if run.unread < len(run.handles) and time.monotonic_ns() < until:
+            loop.call_soon(spin, until)
+        else:
+            spinning[0] = False
 
     def arrive(i: int, j: int) -> None:
         for k in range(i, j):
             o.send(int((t0[0] + k * interval) * 1e9))
+        if spin_ns and not spinning[0]:
+            spinning[0] = True
+            loop.call_soon(spin, time.monotonic_ns() + spin_ns)
         if idle[0] is not None:
             idle[0].set_result(None)
             idle[0] = None
 
-    async with SENDERS[sender](interval, n, arrive) as s:
+    make = SENDERS[sender]
+    s: Any = (make(interval, n, arrive, on_start=cpu.sender_started) if cpu is not None and sender == "proc"
+              else make(interval, n, arrive))
+    async with s:
         t0[0] = s.t0
         done = 0
         while done < n:
@@ -379,6 +400,8 @@ async def open_loop(o: Origin, sender: str, rate: float, n: int) -> None:
             run.done(done, time.monotonic_ns())
             done += 1
     run.handed[:] = s.sent
+    if cpu is not None and sender == "proc":
+        cpu.sender = s.stats
 
 
 # ----------------------------------------------------------------------------- analysis
@@ -501,18 +524,15 @@ def run(args: argparse.Namespace) -> None:
             later = out_of_order(reqs.ran)
             print(f"    requests that ran before an earlier one (whose result the in-order "
                   f"awaiting notices late): {later}")
-            if cpu.calls:
-                print(f"    system calls per request: origin {cpu.calls[0].per_request(n)}")
-                print(f"                              node {cpu.calls[1].per_request(n)}")
-            print(f"    waited for a CPU while runnable: origin {cpu.waited_s[0] * 1e3:.1f} ms, "
-                  f"node {cpu.waited_s[1] * 1e3:.1f} ms in {wall * 1e3:.0f} ms")
+            span = (max(reqs.noticed) - reqs.due[0]) / 1e9 if n > 1 else wall
+            print("\n".join(cpu.accounts(n, span)))
             print(f"    collector: origin {o.gcs.within(cpu.wall[1], cpu.wall[0])}; "
                   f"node {n_gc.within(cpu.wall[1], cpu.wall[0])}; the slowest 1% in flight during "
                   f"one: {slowest_in_collections(reqs, {'origin': o.gcs, 'node': n_gc})}")
 
 
 SYSCALLS = ("epoll_wait", "epoll_pwait", "epoll_ctl", "read", "recvfrom", "write", "sendto", "writev",
-            "sendmsg", "futex", "getpid")  # the ones counted by name (with --syscalls); the total counts all
+            "sendmsg", "futex", "getpid", "clock_nanosleep")  # the ones counted by name (with --syscalls); the total counts all
 
 
 class Syscalls:
@@ -558,14 +578,29 @@ class Syscalls:
 
 class Cpu:
     """CPU seconds used by this process and the node's during a run, how long
-    each waited for a CPU while runnable, and the reads and writes this
-    process made; with ``syscalls``, the system calls each made (``Syscalls``)."""
+    each waited for a CPU while runnable, how often each was switched out
+    (voluntary: it slept, and was woken; involuntary: preempted), and the
+    reads and writes this process made; with ``syscalls``, the system calls
+    each made (``Syscalls``). The process sender, when one runs, reports the
+    same of itself (``sender``; its system calls through ``sender_started``)."""
 
     def __init__(self, o: Origin, node_pid: int, syscalls: bool = False) -> None:
         import psutil
 
         self.o, self.node = o, psutil.Process(node_pid)
-        self.calls = (Syscalls(os.getpid()), Syscalls(node_pid)) if syscalls else ()
+        self.origin = psutil.Process(os.getpid())
+        self.calls: tuple[Syscalls, ...] = (Syscalls(os.getpid()), Syscalls(node_pid)) if syscalls else ()
+        self.sender: dict[str, int] = {}
+        self.sender_calls: Syscalls | None = None
+
+    def sender_started(self, pid: int) -> None:
+        """The process sender ``pid`` started: count its system calls too (with ``syscalls``)."""
+        if self.calls:
+            self.sender_calls = Syscalls(pid).__enter__()
+
+    def _switches(self) -> tuple[int, int, int, int]:
+        o, n = self.origin.num_ctx_switches(), self.node.num_ctx_switches()
+        return o.voluntary, o.involuntary, n.voluntary, n.involuntary
 
     def __enter__(self) -> Cpu:
         for c in self.calls:
@@ -575,6 +610,7 @@ class Cpu:
         self.wall0 = time.monotonic_ns()
         self.io0 = len(self.o.reads), len(self.o.writes)
         self.w0 = runqueue_wait_ns(os.getpid()), runqueue_wait_ns(self.node.pid)
+        self.s0 = self._switches()
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -584,8 +620,34 @@ class Cpu:
         self.io = len(self.o.reads) - self.io0[0], len(self.o.writes) - self.io0[1]
         self.waited_s = ((runqueue_wait_ns(os.getpid()) - self.w0[0]) / 1e9,
                          (runqueue_wait_ns(self.node.pid) - self.w0[1]) / 1e9)
+        self.switches = tuple(b - a for a, b in zip(self.s0, self._switches()))
         for c in self.calls:
             c.__exit__()
+        if self.sender_calls is not None:
+            self.sender_calls.__exit__()
+
+    def accounts(self, n: int, span_s: float) -> list[str]:
+        """Per process, per request: CPU, waits for a CPU, wake-ups, preemptions,
+        system calls; and the processes' CPU as cores over ``span_s``, the
+        seconds from the first request's due time to the last result."""
+        wall = span_s
+        vo, io, vn, in_ = self.switches
+        rows = [("origin", self.origin_s, self.waited_s[0], vo, io, self.calls[0] if self.calls else None),
+                ("node", self.node_s, self.waited_s[1], vn, in_, self.calls[1] if self.calls else None)]
+        st = self.sender
+        if st:
+            rows.append(("sender", st["cpu_ns"] / 1e9, st["wait_ns"] / 1e9, st["voluntary"], st["involuntary"],
+                         self.sender_calls))
+        out = [f"    {'':7}{'CPU us/req':>11}{'waited ms':>10}{'wake-ups/req':>13}{'preempted/req':>14}"
+               f"{'us waited/wake-up':>18}  system calls per request"]
+        for who, cpu_s, wait_s, vol, inv, calls in rows:
+            out.append(f"    {who:7}{cpu_s / n * 1e6:11.1f}{wait_s * 1e3:10.1f}{vol / n:13.2f}{inv / n:14.3f}"
+                       f"{wait_s / max(1, vol + inv) * 1e6:18.1f}  {calls.per_request(n) if calls else '-'}")
+        cores = sum(r[1] for r in rows) / wall
+        out.append(f"    the {len(rows)} processes' CPU: {cores:.2f} cores of 2 over {wall * 1e3:.0f} ms"
+                   + (f" (sender: {st['writes'] / n:.2f} writes and {st['sleeps'] / n:.2f} sleeps per request)"
+                      if st else ""))
+        return out
 
 
 async def measure(args: argparse.Namespace, address: str, node_pid: int) -> tuple[list[Any], Origin]:
@@ -603,7 +665,7 @@ async def measure(args: argparse.Namespace, address: str, node_pid: int) -> tupl
         rate = max([await max_rate(o, 10_000) for _ in range(3)])
         print(f"maximum rate {rate:,.0f}/s" + (f" (loads are of {args.rate:,.0f}/s)" if args.rate else ""))
         rate = args.rate or rate
-        for sender in args.sender:
+        for sender, spin_us in [(s, u) for s in args.sender for u in args.spin_us]:
             for load in args.load:
                 r = rate * load / 100
                 n = max(200, int(r * args.seconds))
@@ -618,12 +680,13 @@ async def measure(args: argparse.Namespace, address: str, node_pid: int) -> tupl
                         if sender == "spin":
                             await open_loop_spin(o, r, n)
                         else:
-                            await open_loop(o, sender, r, n)
+                            await open_loop(o, sender, r, n, cpu, spin_us)
                 finally:
                     gc.enable()
                     if args.origin_gc != "as-is":
                         gc.unfreeze()
-                rows.append((f"{sender} {load}% {r / 1000:.1f}k/s", reqs, cpu))
+                spun = f" spin {spin_us}us" if spin_us else ""
+                rows.append((f"{sender}{spun} {load}% {r / 1000:.1f}k/s", reqs, cpu))
     return rows, o
 
 
@@ -656,6 +719,10 @@ def main() -> None:
                    help="the origin's collector during each open-loop run: freeze (gc.collect() "
                         "and gc.freeze() before it, as bench_latency.py), off (frozen and disabled: "
                         "what the run costs without it), as-is")
+    p.add_argument("--spin-us", type=int, nargs="*", default=[0],
+                   help="a busy-poll window on the origin: after each arrival, keep polling the "
+                        "sockets for up to this many us while a result is outstanding (0: sleep in "
+                        "the poll, as rsc does); several values run one after another")
     p.add_argument("--syscalls", action="store_true",
                    help="count the origin's and the node's system calls per request in each run "
                         "(perf stat on the kernel's tracepoints: needs perf and the right to trace)")

@@ -22,7 +22,9 @@ Run as ``python -m bench.latency_sender FD T0 INTERVAL N OUT``, the process
 sender: ``FD`` the socket (inherited), ``T0`` the first due time on
 ``time.monotonic()``'s clock (which every process shares), ``INTERVAL``
 seconds between requests, ``N`` requests, ``OUT`` a file to which it writes,
-when done, the time (monotonic ns) at which it wrote each request.
+when done, the time (monotonic ns) at which it wrote each request, then what
+the sending cost the sender itself (``SENDER_STATS``, over the schedule only:
+its start-up is left out).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import os
+import resource
 import socket
 import subprocess
 import sys
@@ -42,6 +45,11 @@ from typing import Any
 PR_SET_TIMERSLACK = 29  # prctl(2)
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 START_LEAD_S = 0.5  # the first request is due this long after the sender process is started
+# What the process sender reports of itself over its schedule (``SocketSender.stats``):
+# CPU used, time waited runnable for a CPU (schedstat), voluntary context
+# switches (each a sleep and a wake-up), involuntary ones (preempted), the
+# writes it made and the sleeps it asked for.
+SENDER_STATS = ("cpu_ns", "wait_ns", "voluntary", "involuntary", "writes", "sleeps")
 
 
 def set_timer_slack_ns(ns: int = 1000) -> None:
@@ -56,17 +64,18 @@ def set_timer_slack_ns(ns: int = 1000) -> None:
 
 
 def pace(t0: float, interval: float, n: int, hand: Callable[[int, int], None],
-         lags: list[float], clock: Callable[[], float] = time.perf_counter) -> None:
+         lags: list[float], clock: Callable[[], float] = time.perf_counter) -> int:
     """The open-loop schedule: request ``k`` is due at ``t0 + k * interval``;
     sleep until the next one is due, then ``hand(i, j)`` over requests ``i``
     to ``j - 1``, every one due by then. ``lags``: how late each was handed
-    over (what the sender adds)."""
+    over (what the sender adds). Returns how many times it slept."""
     set_timer_slack_ns()
-    i = 0
+    i = sleeps = 0
     while i < n:
         wait = t0 + i * interval - clock()
         if wait > 0:
             time.sleep(wait)
+            sleeps += 1
         now = clock()
         j = i + 1
         while j < n and t0 + j * interval <= now:
@@ -74,6 +83,7 @@ def pace(t0: float, interval: float, n: int, hand: Callable[[int, int], None],
         lags.extend(now - (t0 + k * interval) for k in range(i, j))
         hand(i, j)
         i = j
+    return sleeps
 
 
 # ------------------------------------------------------------------ the process sender
@@ -107,10 +117,15 @@ class SocketSender:
     exit waited for (stopped by pid if it has not finished) and its send
     times read into ``s.sent`` (monotonic ns per request)."""
 
-    def __init__(self, interval: float, n: int, on_arrival: Callable[[int, int], None]) -> None:
-        self.interval, self.n, self._on_arrival = interval, n, on_arrival
+    def __init__(self, interval: float, n: int, on_arrival: Callable[[int, int], None],
+                 on_start: Callable[[int], None] | None = None) -> None:
+        """``on_start(pid)``, if given, is called as soon as the sender
+        process is started, ``START_LEAD_S`` before its first request (to
+        attach a counter to it)."""
+        self.interval, self.n, self._on_arrival, self._on_start = interval, n, on_arrival, on_start
         self.t0 = 0.0
         self.sent = array("q")
+        self.stats: dict[str, int] = {}  # SENDER_STATS, once it has finished
         self._proc: subprocess.Popen | None = None
 
     async def __aenter__(self) -> SocketSender:
@@ -128,6 +143,8 @@ class SocketSender:
                 pass_fds=(theirs.fileno(),), cwd=REPO_ROOT)
         finally:
             theirs.close()
+        if self._on_start is not None:
+            self._on_start(self._proc.pid)
         _, self._arrivals = await loop.create_connection(lambda: _Arrivals(self._on_arrival), sock=ours)
         return self
 
@@ -139,7 +156,9 @@ class SocketSender:
             while proc.poll() is None:
                 await asyncio.sleep(0.01)
             with open(self._out, "rb") as f:
-                self.sent.frombytes(f.read())
+                self.sent.frombytes(f.read(8 * self.n))
+                stats = array("q", f.read())
+            self.stats = dict(zip(SENDER_STATS, stats))
         finally:
             if proc.poll() is None:
                 proc.kill()
@@ -152,17 +171,34 @@ def sender_main(fd: int, t0: float, interval: float, n: int, out: str) -> None:
     sock = socket.socket(fileno=fd)
     sent = array("q", bytes(8 * n))
     write, now_ns = sock.sendall, time.monotonic_ns
+    writes = [0]
 
     def hand(i: int, j: int) -> None:
         t = now_ns()  # before the write: the origin may read it before the write returns
         for k in range(i, j):
             sent[k] = t
         write(bytes(j - i))
+        writes[0] += 1
 
-    pace(t0, interval, n, hand, [], time.monotonic)
+    before = _own_usage()
+    sleeps = pace(t0, interval, n, hand, [], time.monotonic)
+    used = [b - a for a, b in zip(before, _own_usage())]
     sock.close()
     with open(out, "wb") as f:
         f.write(sent.tobytes())
+        f.write(array("q", used + [writes[0], sleeps]).tobytes())
+
+
+def _own_usage() -> list[int]:
+    """This process's CPU (ns), run-queue wait (ns, Linux's schedstat; 0
+    elsewhere) and voluntary and involuntary context switches so far."""
+    ru = resource.getrusage(resource.RUSAGE_SELF)
+    try:
+        with open("/proc/self/schedstat") as f:
+            wait = int(f.read().split()[1])
+    except (OSError, IndexError, ValueError):  # pragma: no cover - not Linux
+        wait = 0
+    return [int((ru.ru_utime + ru.ru_stime) * 1e9), wait, ru.ru_nvcsw, ru.ru_nivcsw]
 
 
 # ------------------------------------------------------------------- the thread sender

@@ -405,6 +405,13 @@ def latency_section(table: Table, figs: dict[str, Figure], attach: Callable[[Tar
                             f"{f.extra['node_cpu_wait_ms']:,.0f} ms")
                 if "origin_sleeps" in f.extra:  # each wake-up may wait for a CPU
                     gc_note += f" in {f.extra['origin_sleeps']:,} / {f.extra['node_sleeps']:,} wake-ups"
+            if "sender_cpu_us" in f.extra:  # the process sender's own cost, the third process on the cores
+                gc_note += (f"; CPU per request origin {f.extra['origin_cpu_us']:.1f} / node "
+                            f"{f.extra['node_cpu_us']:.1f} / sender {f.extra['sender_cpu_us']:.1f} us, the sender "
+                            f"waited {f.extra['sender_cpu_wait_ms']:,.0f} ms")
+            if "worst_at_s" in f.extra:  # whose stall the slowest request was
+                gc_note += (f"; slowest due at {f.extra['worst_at_s']:.2f} s, its sender lag "
+                            f"{f.extra['worst_send_lag_us']:,.0f} us")
             table.row([f"    at {load}%{how} ({f.extra['rate']:,.0f}/s offered, {f.extra['achieved']:,.0f}/s done, "
                        f"sender lag p99 {f.extra['send_lag_p99_us']:,.0f} us{gc_note}; "
                        f"load avg {f.extra.get('loadavg_1m', 0):.1f})", fmt_tail(f)])

@@ -28,14 +28,14 @@ cdef class Runtime:
     cdef public dict _links, _status_waiters, _names
     cdef public bytes _key_buf
     cdef public Py_ssize_t _key_pos
-    cdef public bint _closed, _pump_due, _pumped_at_once
+    cdef public bint _closed, _pump_due
     cdef public object _lease_seen, _lease_s_seen
     cdef public long long _lease_ms_seen
     cdef public long long _protocol_errors
     cdef object __weakref__
 
     @cython.locals(cap=RemoteCap, link=NodeLink, task=OriginTask, handle=RemoteHandle, pos=Py_ssize_t,
-                   codecs=dict, elink=_Link, kp="const char*")
+                   codecs=dict, elink=_Link, kp="const char*", conn=FramedConnection)
     cpdef _spawn(self, Cx cx, node, computation, input, lease, budget, idempotency_key, codec,
                  on_lease_expired)
     cpdef _on_messages(self, FramedConnection conn, list msgs)

@@ -171,9 +171,6 @@ class Runtime:
         self._timer: EngineTimer = None  # type: ignore[assignment]  # made in attach()
         self._closed = False
         self._pump_due = False  # a pump is scheduled for the end of this loop turn (_spawn)
-        # a spawn was pumped at once with no pump scheduled behind it: the
-        # next spawn schedules one, until a node is read from or it runs
-        self._pumped_at_once = False
         # the last lease a spawn asked for (the object: a cap's default is the
         # same one every time), validated, in ms and as the handle reports it
         self._lease_seen: Any = None
@@ -456,14 +453,15 @@ class Runtime:
             self._net.ensure(link)
         if region is not None:
             region.adopt(handle)
-        # One pump per batch: the first spawn since a node was last read from
-        # (or the last turn's pump) is pumped at once, scheduling nothing (a
-        # lone request waits for nothing and costs no loop callback); the
-        # others leave together at the end of the loop turn, or every
-        # FLUSH_FRAMES of them, so a node starts on a burst's first spawns
-        # while the rest are still being made.
-        if not (self._pump_due or self._pumped_at_once):
-            self._pumped_at_once = True
+        # One pump per batch: a spawn whose frame its connection would write
+        # at once (the first since that node was last read from, or since the
+        # last flush: FramedConnection.writes_at_once keeps the rule) is
+        # pumped at once, scheduling nothing (a lone request waits for
+        # nothing and costs no loop callback); the others leave together at
+        # the end of the loop turn, or every FLUSH_FRAMES of them, so a node
+        # starts on a burst's first spawns while the rest are still being made.
+        conn = link.conn
+        if not self._pump_due and conn is not None and conn.writes_at_once():
             self._pump()
         else:
             if not self._pump_due:
@@ -507,7 +505,6 @@ class Runtime:
 
     # ------------------------------------------------------------------ callbacks
     def _on_messages(self, conn: FramedConnection, msgs: list[Any]) -> None:
-        self._pumped_at_once = False  # a node answered: the next lone spawn is pumped at once
         self.engine.receive_all(conn.tag, msgs, self.clock.now_ns())
         self._pump()
 
@@ -520,15 +517,22 @@ class Runtime:
         """The pump the spawns of one loop turn share (``_spawn`` schedules it),
         at the turn's end: what it sends is written now (a connection that
         wrote a frame at once would otherwise hold these for a flush a loop
-        turn later)."""
+        turn later), and the connections schedule no flush for it: this is
+        the turn's one end-of-turn callback (``hold_until_flush``)."""
         self._pump_due = False
-        self._pumped_at_once = False
         if not self._closed:
-            self._pump()
-            for link in self._links.values():
+            links = self._links.values()
+            for link in links:
                 conn = link.conn
                 if conn is not None:
-                    conn.flush()
+                    conn.hold_until_flush()  # flushed below: the sends schedule no flush of their own
+            try:
+                self._pump()
+            finally:  # whatever happened, nothing is left held with no flush to come
+                for link in links:
+                    conn = link.conn
+                    if conn is not None:
+                        conn.flush()
 
     def _pump(self) -> None:
         """Turn the engine's actions into sends and closes, its events into

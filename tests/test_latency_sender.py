@@ -11,7 +11,6 @@ schedule and contract, from a thread of this process.
 from __future__ import annotations
 
 import asyncio
-import glob
 import os
 import tempfile
 import threading
@@ -20,7 +19,7 @@ import time
 import psutil
 import pytest
 
-from bench.latency_sender import SENDERS, SocketSender
+from bench.latency_sender import SENDER_STATS, SENDERS, SocketSender
 
 N = 300
 INTERVAL = 0.0002  # 5,000 a second
@@ -62,13 +61,16 @@ def test_every_request_arrives_once_in_order_and_never_early(kind: str) -> None:
 
 def test_the_process_sender_runs_nothing_in_this_process_and_leaves_nothing() -> None:
     before_children = {p.pid for p in psutil.Process().children(recursive=True)}
-    before_files = set(glob.glob(os.path.join(tempfile.gettempdir(), "rsc-sender-*")))
     threads_before = threading.active_count()
     arrivals, sender, most_threads = deliver("proc")
     assert isinstance(sender, SocketSender)
     assert most_threads == threads_before  # no thread of this process shares the loop's lock
     assert {p.pid for p in psutil.Process().children(recursive=True)} == before_children
-    assert set(glob.glob(os.path.join(tempfile.gettempdir(), "rsc-sender-*"))) == before_files
+    # its own file, not every rsc-sender-* of the temp dir: other runs on a
+    # shared machine make and remove theirs meanwhile
+    out = sender._out
+    assert out.startswith(os.path.join(tempfile.gettempdir(), "rsc-sender-"))
+    assert not os.path.exists(out)
 
 
 def test_the_thread_sender_is_a_thread_of_this_process() -> None:
@@ -76,3 +78,36 @@ def test_the_thread_sender_is_a_thread_of_this_process() -> None:
     _, _, most_threads = deliver("thread")
     assert most_threads == threads_before + 1
     assert threading.active_count() == threads_before
+
+
+def test_the_process_sender_reports_what_sending_cost_it() -> None:
+    """The process sender's own account (``stats``, what the latency budget
+    prints beside the origin's and the node's): every field, counts that
+    agree with its schedule (one write per hand-over, at most one sleep
+    before each, at most one hand-over per request), and ``on_start`` given
+    its pid while it runs."""
+    started: list[tuple[int, bool]] = []
+
+    async def main() -> SocketSender:
+        def on_start(pid: int) -> None:
+            started.append((pid, psutil.pid_exists(pid)))
+
+        got = [0]
+
+        def arrive(i: int, j: int) -> None:
+            got[0] = j
+
+        async with SocketSender(INTERVAL, N, arrive, on_start=on_start) as s:
+            while got[0] < N:
+                await asyncio.sleep(0.005)
+        return s
+
+    sender = asyncio.run(main())
+    stats = sender.stats
+    assert sorted(stats) == sorted(SENDER_STATS)
+    assert 1 <= stats["writes"] <= N
+    assert stats["sleeps"] <= stats["writes"]
+    assert stats["cpu_ns"] > 0 and stats["wait_ns"] >= 0
+    assert stats["voluntary"] >= 0 and stats["involuntary"] >= 0
+    assert len(sender.sent) == N  # the account follows the send times, not mixed into them
+    assert len(started) == 1 and started[0][1]

@@ -14,6 +14,8 @@ cdef class FramedConnection:
     cpdef send(self, msg)
     cpdef flush(self)
     cpdef hold_replies(self)
+    cpdef hold_until_flush(self)
+    cpdef bint writes_at_once(self)
     cpdef _write_pending(self)
     cdef _write_parts(self, tuple parts)
     cdef _read_into(self, view)

@@ -234,6 +234,17 @@ class FramedConnection:
         if self._replying:
             self._hold = True
 
+    def hold_until_flush(self) -> None:
+        """For an owner that will call ``flush`` itself before this loop turn
+        ends: the frames sent until then are queued, none written at once and
+        no flush scheduled for them, and that ``flush`` writes them together.
+        One scheduler for the turn's end instead of two (a flush scheduled
+        here would find nothing, and on uvloop a callback scheduled from a
+        callback costs an extra poll of the loop). Inside ``on_messages`` it
+        does nothing: the replies to a read already wait for its handling."""
+        if not self._replying:
+            self._flush_scheduled = True  # a flush is coming: send() queues and schedules nothing
+
     def eof_received(self) -> bool | None:
         """asyncio protocol callback: the peer closed its end; close ours."""
         return None  # close the transport
@@ -322,13 +333,8 @@ class FramedConnection:
         # writes it when the handling returns (or schedules the flush then,
         # see hold_replies). Under the policy before (not WRITE_AT_ONCE) it does.
         if not (self._replying and self._write_at_once):
-            if self._write_at_once and not (self._wrote_at_once or self._flush_scheduled
-                                            or self._pending or self.transport is None):
-                # The first frame since the peer was read from or the last
-                # flush, nothing queued before it (``_pending`` holds frames
-                # with no flush scheduled only if a handler raised before its
-                # replies left): at once, and nothing scheduled.
-                self.transport.write(frame)  # type: ignore[arg-type]  # bytes: a tuple returned above
+            if self.writes_at_once():
+                self.transport.write(frame)  # type: ignore[arg-type,union-attr]  # bytes: a tuple returned above
                 self._wrote_at_once = True
                 return
             if not self._flush_scheduled:
@@ -339,6 +345,20 @@ class FramedConnection:
         pending.append(frame)  # type: ignore[arg-type]  # bytes: a tuple returned above
         if len(pending) >= FLUSH_FRAMES:
             self._write_pending()
+
+    def writes_at_once(self) -> bool:
+        """Whether a frame sent now would be written at once and schedule
+        nothing: it would be the first since the peer was last read from or
+        since the last flush, with nothing queued or held before it (and not
+        a reply inside ``on_messages``, nor under the policy before, see
+        ``WRITE_AT_ONCE``). The one place this rule is kept: ``send`` follows
+        it, and an owner that batches its own sends (the runtime's pump) asks
+        it whether to send now or at the turn's end. (``_pending`` holds
+        frames with no flush scheduled only if a handler raised before its
+        replies left: they go first.)"""
+        return (self._write_at_once and not (self._replying or self._wrote_at_once or self._flush_scheduled
+                                             or self._pending or self._closing)
+                and self.transport is not None)
 
     def flush(self) -> None:
         """Write everything queued now, instead of at the end of the loop turn."""
