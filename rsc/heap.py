@@ -8,7 +8,11 @@ kernel (the heap is trimmed once 2x the largest recently freed block is free
 at its top), so every task touches new pages: a page fault and a cleared
 page per 4 KiB, which cost more than copying the payload. Measured on this
 project's payload sweep (1 MiB msgpack values, 32 in flight), page faults were
-over 40% of an origin's CPU time.
+over 40% of an origin's CPU time. A connection reads a large value straight
+into the bytes the message keeps, with no short-lived copies of the reads
+between (those had kept the heap's top in use): with glibc's defaults each
+such bytes object then faults its pages in afresh, inside the kernel's copy
+of the socket's data, which at 1 MiB can cost what skipping the copies saved.
 
 :func:`keep_freed_memory` has malloc serve blocks up to 32 MiB from the heap
 and keep up to ``keep_bytes`` of freed memory instead of returning it, so the

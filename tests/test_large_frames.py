@@ -11,6 +11,7 @@ bounds; and a real node must echo large inputs byte for byte.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from types import ModuleType
 from typing import Any
 
@@ -115,19 +116,29 @@ BAD_FRAMES = [
 ]
 
 
-@pytest.mark.parametrize("chunk", [4096, 1 << 30])
-@pytest.mark.parametrize("case", [c for c, _ in BAD_FRAMES])
-def test_a_bad_large_frame_raises_what_decode_raises(envelope_mod: ModuleType, case: str, chunk: int) -> None:
+def bad_frame_streamed(envelope_mod: ModuleType, case: str,
+                       read: Callable[[Any, bytes], Any]) -> tuple[Any, type[ProtocolError]]:
+    """A good frame then the bad one ``case``, read by ``read(decoder, stream)``:
+    the decoder, and the error class ``decode`` raises for that body (which
+    reading the stream raised too)."""
     frame = dict(BAD_FRAMES)[case]()
     with pytest.raises(ProtocolError) as whole:
         envelope_mod.decode(frame[4:])
     good = envelope_mod.encode_frame(result(b"before"))
     decoder = envelope_mod.FrameDecoder()
     with pytest.raises(ProtocolError) as streamed:
-        feed_in(decoder, good + frame, chunk)
+        read(decoder, good + frame)
     assert type(streamed.value) is type(whole.value)
     assert isinstance(whole.value, (MalformedFrame, UnexpectedMessage))
-    with pytest.raises(type(whole.value)):  # poisoned until reset
+    return decoder, type(whole.value)
+
+
+@pytest.mark.parametrize("chunk", [4096, 1 << 30])
+@pytest.mark.parametrize("case", [c for c, _ in BAD_FRAMES])
+def test_a_bad_large_frame_raises_what_decode_raises(envelope_mod: ModuleType, case: str, chunk: int) -> None:
+    decoder, error = bad_frame_streamed(envelope_mod, case, lambda d, s: feed_in(d, s, chunk))
+    good = envelope_mod.encode_frame(result(b"before"))
+    with pytest.raises(error):  # poisoned until reset
         decoder.feed(good)
 
 
@@ -182,22 +193,24 @@ def one(module_cluster: Any) -> Any:
     return module_cluster(1)
 
 
+async def echo_large_inputs(nodes: Any, sizes: list[int], small: int, tls: Any = None) -> None:
+    """Echoes of inputs of ``sizes`` and ``small`` small ones on worker-1, all
+    in flight at once (large frames interleave with small ones on both
+    links): each comes back byte for byte, as bytes."""
+    async with Runtime(nodes, tls=tls) as rt:
+        cx = rt.cx()
+        datas = [payload(n, seed=i) for i, n in enumerate(sizes)]
+        handles = [spawn_remote(cx, "worker-1", "echo", d) for d in datas]
+        smalls = [spawn_remote(cx, "worker-1", "echo", b"s%d" % i) for i in range(small)]
+        for h, d in zip(handles, datas):
+            out = await h.join()
+            assert type(out) is bytes and out == d
+        assert [await h.join() for h in smalls] == [b"s%d" % i for i in range(small)]
+
+
 def test_a_node_echoes_large_inputs_byte_for_byte(one: Any) -> None:
     sizes = [64 * KiB - 1, 64 * KiB, 300 * KiB + 7, 5 * MiB, 16 * MiB]
-
-    async def main() -> None:
-        async with Runtime(one.nodes) as rt:
-            cx = rt.cx()
-            datas = [payload(n, seed=i) for i, n in enumerate(sizes)]
-            # all in flight at once: large frames interleave with small ones on both links
-            handles = [spawn_remote(cx, "worker-1", "echo", d) for d in datas]
-            small = [spawn_remote(cx, "worker-1", "echo", b"s%d" % i) for i in range(50)]
-            for h, d in zip(handles, datas):
-                out = await h.join()
-                assert type(out) is bytes and out == d
-            assert [await h.join() for h in small] == [b"s%d" % i for i in range(50)]
-
-    asyncio.run(asyncio.wait_for(main(), 120))
+    asyncio.run(asyncio.wait_for(echo_large_inputs(one.nodes, sizes, 50), 120))
 
 
 def test_a_node_side_connection_reads_on_until_4_mib_of_replies_wait() -> None:

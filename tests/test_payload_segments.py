@@ -454,3 +454,25 @@ def test_a_segmented_result_is_answered_whole_from_the_journal_after_a_restart(
     c = cluster(1, registry=REGISTRY, extra_args=["--state-dir", str(state)])
     got, stats = asyncio.run(once())
     assert got == v and stats["completed"] == 1 and stats["duplicates"] == 1
+
+
+def test_segments_received_through_the_receive_buffer(envelope_mod: ModuleType) -> None:
+    """A reader that writes the segment in progress straight into the
+    decoder's ``receive_buffer`` and reports it with ``received`` gets the
+    same messages as one that feeds the bytes."""
+    msgs = [_result([blob(300 * KiB, 1), b"", blob(100 * KiB, 2)]), _spawn([blob(200 * KiB, 3)])]
+    stream = memoryview(b"".join(envelope_mod.encode_frame(msg) for msg in msgs))
+    dec = envelope_mod.FrameDecoder()
+    got: list = []
+    pos = 0
+    while pos < len(stream):
+        window = dec.receive_buffer()
+        if window is None:
+            got += dec.feed(stream[pos:pos + 4096])
+            pos += 4096
+            continue
+        n = min(len(window), 50_000, len(stream) - pos)
+        window[:n] = stream[pos:pos + n]
+        got += dec.received(n)
+        pos += n
+    assert got == msgs and dec.buffered == 0

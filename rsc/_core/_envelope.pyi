@@ -78,6 +78,16 @@ class FrameDecoder:
         stays poisoned until ``reset()``.
         """
 
+    def receive_buffer(self) -> memoryview | None:
+        """A writable view the stream's next bytes may be written straight
+        into (the large frame in progress), or None when none is in progress;
+        valid until the next ``received``, ``feed`` or ``reset``."""
+
+    def received(self, n: int) -> list[Message]:
+        """``n`` bytes were written at the start of ``receive_buffer()``'s
+        view: the messages they completed; the errors and poisoning of
+        ``feed``, ``InvalidArgument`` if ``n`` is not within the view."""
+
     def reset(self) -> None:
         """Forget buffered bytes and any error, ready for a new stream."""
 

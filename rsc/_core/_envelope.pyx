@@ -27,7 +27,7 @@ How it is fast, and what that relies on:
 """
 
 from cpython.bool cimport PyBool_Check
-from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release, PyObject_GetBuffer
+from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_FillInfo, PyBuffer_Release, PyObject_GetBuffer
 from cpython.bytearray cimport PyByteArray_AS_STRING, PyByteArray_Check, PyByteArray_GET_SIZE
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_Check, PyBytes_CheckExact, PyBytes_GET_SIZE
 from cpython.dict cimport PyDict_Check, PyDict_Next, PyDict_SetItem, PyDict_Size
@@ -35,7 +35,7 @@ from cpython.float cimport PyFloat_AS_DOUBLE, PyFloat_Check
 from cpython.list cimport (PyList_Check, PyList_GET_ITEM, PyList_GET_SIZE, PyList_New,
                           PyList_SET_ITEM)
 from cpython.long cimport PyLong_Check
-from cpython.memoryview cimport PyMemoryView_Check
+from cpython.memoryview cimport PyMemoryView_Check, PyMemoryView_FromObject
 from cpython.object cimport PyObject, PyTypeObject, Py_TYPE
 from cpython.tuple cimport (PyTuple_Check, PyTuple_GET_ITEM, PyTuple_GET_SIZE, PyTuple_New,
                            PyTuple_SET_ITEM)
@@ -1922,6 +1922,25 @@ def _check_kind(value):
     return <int>value
 
 
+cdef class _ReceiveWindow:
+    """The writable buffer ``FrameDecoder.receive_buffer`` views: the unfilled
+    part of a bytes object the decoder created and nobody else holds yet (the
+    payload of the large frame in progress). It keeps that bytes object
+    alive, so a view outliving the frame writes into an orphan, never into
+    freed memory or a value a message already holds before the decoder
+    hands it out."""
+
+    cdef object _owner
+    cdef char* _at
+    cdef Py_ssize_t _size
+
+    def __getbuffer__(self, Py_buffer* view, int flags):
+        PyBuffer_FillInfo(view, self, self._at, self._size, 0, flags)
+
+    def __releasebuffer__(self, Py_buffer* view):
+        pass
+
+
 cdef class FrameDecoder:
     """Cuts a byte stream into messages.
 
@@ -2032,6 +2051,50 @@ cdef class FrameDecoder:
         finally:
             if has_view:
                 PyBuffer_Release(&view)
+        return out
+
+    def receive_buffer(self):
+        """A writable view of the bytes the stream's next bytes may go straight
+        into (the payload of the large frame in progress), or None when no
+        such frame is in progress. Write the next bytes of the stream at the
+        view's start, then call ``received`` with their count; the view is
+        valid until that call (or ``feed``/``reset``)."""
+        cdef _ReceiveWindow window
+        if self._big_filled == self._big_len or self._error_class is not None:
+            return None
+        window = _ReceiveWindow.__new__(_ReceiveWindow)
+        window._owner = self._big
+        window._at = PyBytes_AS_STRING(self._big) + self._big_filled
+        window._size = self._big_len - self._big_filled
+        return PyMemoryView_FromObject(window)
+
+    def received(self, Py_ssize_t n):
+        """``n`` bytes of the stream were written at the start of the view
+        ``receive_buffer`` returned: the messages of the frames they
+        completed, with the errors ``feed`` raises (and the same poisoning).
+        ``InvalidArgument`` if ``n`` is negative or more than the view held."""
+        cdef list out = []
+        if self._error_class is not None:
+            exc = self._error_class(self._error_text)
+            exc.messages = out
+            raise exc
+        if n < 0 or n > self._big_len - self._big_filled:
+            raise InvalidArgument(f"received({n}): the receive buffer held "
+                                  f"{self._big_len - self._big_filled} bytes; pass the count "
+                                  "written into it")
+        self._big_filled += n
+        if self._segs is not None:
+            self._frame_seen += n  # the segment in progress (value segments)
+        if n and self._big_filled == self._big_len:
+            try:
+                # completes the segment (and a frame that ends with it), or a
+                # frame that ends with its payload
+                self._feed_large(NULL, 0, out)
+            except ProtocolError as exc:
+                self._error_class = type(exc)
+                self._error_text = exc.message
+                exc.messages = out
+                raise
         return out
 
     cdef int _append(self, const unsigned char* data, Py_ssize_t size) except -1:

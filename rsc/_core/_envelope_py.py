@@ -123,6 +123,9 @@ _U64_MAX = 2**64 - 1
 _U32_MAX = 2**32 - 1
 _I64_MIN = -(2**63)
 _FRAME_HEADER = 4
+# A frame of at least this many body bytes is, once its header is here,
+# received into a buffer of its full size (``FrameDecoder.receive_buffer``).
+_LARGE_FRAME = 65536
 
 _repr = reprlib.Repr()
 _repr.maxstring = 40
@@ -1151,8 +1154,8 @@ class FrameDecoder:
     applies.
     """
 
-    __slots__ = ("_max", "_partial", "_error", "_opening_max", "_opening_class", "_opening",
-                 "_limit")
+    __slots__ = ("_max", "_partial", "_large", "_large_filled", "_error", "_opening_max",
+                 "_opening_class", "_opening", "_limit")
 
     def __init__(self, max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
                  handshake_max_frame_bytes: int | None = None,
@@ -1164,8 +1167,12 @@ class FrameDecoder:
             self._opening_max = _check_limit(handshake_max_frame_bytes,
                                              "handshake_max_frame_bytes")
             self._opening_class = _check_kind(handshake_last_kind)
-        # Bytes of the one frame that is not complete yet (header included).
+        # Bytes of the one frame that is not complete yet (header included),
+        # unless it is large: then _large, the whole frame's size, holds its
+        # first _large_filled bytes.
         self._partial = bytearray()
+        self._large: bytearray | None = None
+        self._large_filled = 0
         self._error: tuple[type[ProtocolError], str] | None = None
         self._start()
 
@@ -1186,21 +1193,19 @@ class FrameDecoder:
     @property
     def buffered(self) -> int:
         """Bytes held for a frame that is not complete yet."""
-        return len(self._partial)
+        return len(self._partial) + self._large_filled
 
     def reset(self) -> None:
         """Forget buffered bytes and any error, ready for a new stream."""
         # A fresh buffer: a memoryview on the old one may still live in a traceback.
         self._partial = bytearray()
+        self._large = None
+        self._large_filled = 0
         self._error = None
         self._start()
 
     def feed(self, data: bytes | bytearray | memoryview) -> list[Message]:
-        if self._error is not None:
-            error_class, text = self._error
-            exc = error_class(text)
-            exc.messages = []  # type: ignore[attr-defined]
-            raise exc
+        self._raise_if_poisoned()
         out: list[Message] = []
         try:
             self._feed(data, out)
@@ -1209,6 +1214,79 @@ class FrameDecoder:
             exc.messages = out  # type: ignore[attr-defined]
             raise
         return out
+
+    def receive_buffer(self) -> memoryview | None:
+        """A writable view of the bytes the large frame in progress still
+        needs, or None when none is in progress (a frame of at least 64 KiB
+        whose header is here). Write the next bytes of the stream at the
+        view's start, then call ``received`` with their count; the view is
+        valid until that call (or ``feed``/``reset``)."""
+        large = self._large
+        if large is None or self._error is not None:
+            return None
+        return memoryview(large)[self._large_filled:]
+
+    def received(self, n: int) -> list[Message]:
+        """``n`` bytes of the stream were written at the start of the view
+        ``receive_buffer`` returned: the messages of the frames they
+        completed, with the errors ``feed`` raises (and the same poisoning).
+        ``InvalidArgument`` if ``n`` is negative or more than the view held."""
+        self._raise_if_poisoned()
+        room = 0 if self._large is None else len(self._large) - self._large_filled
+        if not (type(n) is int and 0 <= n <= room):
+            raise InvalidArgument(f"received({n!r}): the receive buffer held {room} bytes; "
+                                  "pass the count written into it")
+        out: list[Message] = []
+        self._large_filled += n
+        if n and n == room:
+            try:
+                self._finish_large(out)
+            except ProtocolError as exc:
+                self._error = (type(exc), exc.message)
+                exc.messages = out  # type: ignore[attr-defined]
+                raise
+        return out
+
+    def _raise_if_poisoned(self) -> None:
+        if self._error is not None:
+            error_class, text = self._error
+            exc = error_class(text)
+            exc.messages = []  # type: ignore[attr-defined]
+            raise exc
+
+    def _finish_large(self, out: list[Message]) -> None:
+        large = self._large
+        assert large is not None
+        self._large = None
+        self._large_filled = 0
+        with memoryview(large) as whole:
+            self._decoded(out, _decode_slice(whole, _FRAME_HEADER, len(large)))
+
+    def _fill_large(self, view: memoryview, out: list[Message]) -> int:
+        """Take what the large frame in progress still needs from ``view``;
+        decode it once complete. Returns the bytes taken."""
+        large = self._large
+        assert large is not None
+        filled = self._large_filled
+        take = min(len(large) - filled, len(view))
+        large[filled:filled + take] = view[:take]
+        self._large_filled = filled + take
+        if self._large_filled == len(large):
+            self._finish_large(out)
+        return take
+
+    def _keep_partial(self) -> None:
+        """The partial frame's header is checked: a large frame moves into a
+        buffer of its full size, for ``receive_buffer``."""
+        partial = self._partial
+        if len(partial) >= _FRAME_HEADER:
+            length = int.from_bytes(partial[:_FRAME_HEADER], "big")
+            if length >= _LARGE_FRAME:
+                large = bytearray(_FRAME_HEADER + length)
+                large[:len(partial)] = partial
+                self._large = large
+                self._large_filled = len(partial)
+                self._partial = bytearray()
 
     def _frame_length(self, header: Any, at: int) -> int:
         length = int.from_bytes(header[at:at + _FRAME_HEADER], "big")
@@ -1232,25 +1310,37 @@ class FrameDecoder:
         with _byte_view(data) as view:
             size = len(view)
             pos = 0
+            if self._large is not None:
+                pos = self._fill_large(view, out)
+                if self._large is not None:
+                    return
             partial = self._partial
             if partial:
                 # Complete the pending frame first, taking only the bytes it needs.
                 if len(partial) < _FRAME_HEADER:
-                    pos = min(_FRAME_HEADER - len(partial), size)
-                    partial += view[:pos]
+                    take = min(_FRAME_HEADER - len(partial), size - pos)
+                    partial += view[pos:pos + take]
+                    pos += take
                     if len(partial) < _FRAME_HEADER:
                         return
                     length = self._frame_length(partial, 0)
+                    self._keep_partial()
                 else:
                     length = int.from_bytes(partial[:_FRAME_HEADER], "big")
-                take = min(_FRAME_HEADER + length - len(partial), size - pos)
-                partial += view[pos:pos + take]
-                pos += take
-                if len(partial) < _FRAME_HEADER + length:
-                    return
-                self._partial = bytearray()
-                with memoryview(partial) as whole:
-                    self._decoded(out, _decode_slice(whole, _FRAME_HEADER, len(partial)))
+                if self._large is not None:  # its header completed a large frame's
+                    with view[pos:] as rest:
+                        pos += self._fill_large(rest, out)
+                    if self._large is not None:
+                        return
+                else:
+                    take = min(_FRAME_HEADER + length - len(partial), size - pos)
+                    partial += view[pos:pos + take]
+                    pos += take
+                    if len(partial) < _FRAME_HEADER + length:
+                        return
+                    self._partial = bytearray()
+                    with memoryview(partial) as whole:
+                        self._decoded(out, _decode_slice(whole, _FRAME_HEADER, len(partial)))
             while size - pos >= _FRAME_HEADER:
                 length = self._frame_length(view, pos)
                 end = pos + _FRAME_HEADER + length
@@ -1260,3 +1350,4 @@ class FrameDecoder:
                 pos = end
             if pos < size:
                 self._partial += view[pos:]
+                self._keep_partial()

@@ -5,7 +5,7 @@ cdef class FramedConnection:
     cdef public object _on_open, _on_messages, _on_protocol_error, _on_close, _decoder, _encode_frame
     cdef public list _pending
     cdef public bint _flush_scheduled, _closing, _replying, _write_at_once, _hold
-    cdef public bint _wrote_at_once
+    cdef public bint _wrote_at_once, _receive_direct
     cdef public object transport, closed, tag, _loop
     cdef public bint _pause_reading, _reading_paused
     cdef public long long _sweeps, _progress, _progress_mark, _stalled
@@ -18,3 +18,8 @@ cdef class FramedConnection:
     cpdef bint writes_at_once(self)
     cpdef _write_pending(self)
     cdef _write_parts(self, tuple parts)
+    cdef _read_into(self, view)
+    cpdef object _buffer_updated(self, Py_ssize_t nbytes)
+    cdef _back_to_data_received(self)
+    cdef _protocol_error(self, exc)
+    cdef _deliver(self, list msgs)

@@ -24,9 +24,15 @@ callback a write may need (the flush at the turn's end) is paid by the
 second frame, not by every lone one. A message with a
 large ``bytes`` value (an input or a result of 64 KiB or more) is written at
 once, after what is queued, as the parts ``encode_frame_parts`` returns, so
-the value itself goes to the transport without being copied into a frame;
-the decoder, for its part, receives such a value straight into the bytes
-object the message keeps.
+the value itself goes to the transport without being copied into a frame.
+On the receiving side, while such a frame is in progress (with at least
+DIRECT_READ_MIN bytes of its value still to come) the transport reads
+its value straight into the bytes object the message keeps: the connection
+hands the transport a buffered protocol (``LargeFrameReceiver``) whose buffer
+is the decoder's ``receive_buffer()``, and takes the transport back once the
+value is in, so small frames still arrive through ``data_received`` (one
+call per read, no buffer to hand out) and a large value is neither copied
+out of the loop's read buffer nor into the message.
 
 What a peer can make a connection hold is bounded (docs/PROTOCOL.md section 1):
 before the handshake a frame is capped at the decoder's handshake cap; a
@@ -61,6 +67,13 @@ WRITE_AT_ONCE = True
 # holds are mostly the results themselves, which a node keeps for duplicates
 # anyway (large values are written as parts, not copied).
 WRITE_HIGH_WATER = 4 * 1024 * 1024
+# A large frame in progress whose payload still needs at least this many
+# bytes is read straight into the message's bytes (``LargeFrameReceiver``).
+# Less comes in one read of the loop's own buffer (256 KiB on uvloop and on
+# asyncio's loop), whose one copy costs about what the two protocol switches
+# would: measured, 64 KiB frames took more CPU through the stand-in, 256 KiB
+# ones as much, larger ones less.
+DIRECT_READ_MIN = 256 * 1024
 
 
 class FramedConnection:
@@ -111,6 +124,9 @@ class FramedConnection:
         # one, until the peer is read from or a flush runs.
         self._wrote_at_once = False
         self._closing = False
+        # Large frames are read straight into the decoder's buffer, unless
+        # the transport turned out unable to switch protocols.
+        self._receive_direct = True
         self.transport: asyncio.Transport | None = None
         self.closed: asyncio.Future[None] | None = None
         self.tag: Any = None  # owner's bookkeeping (engine connection id, node name…)
@@ -138,29 +154,75 @@ class FramedConnection:
         try:
             msgs = self._decoder.feed(data)
         except ProtocolError as exc:
-            # Frames before the bad one were whole and valid: they are answered
-            # (e.g. a SPAWN_REQUEST still gets its ACK) before the ERROR.
-            before = getattr(exc, "messages", None)
-            if before:
-                self._on_messages(self, before)
-            if not self._closing:
-                self._on_protocol_error(self, exc)
+            self._protocol_error(exc)
             return
         if msgs:
-            self._progress += 1
-            self._wrote_at_once = False  # the peer answered: the next lone frame goes at once
-            self._replying = True
-            self._hold = False
-            try:
-                self._on_messages(self, msgs)
-            finally:
-                self._replying = False
-            if self._write_at_once and not self._hold:
-                self._write_pending()  # the replies to this read, together, now
-            elif self._pending and not self._flush_scheduled:
-                # at the turn's end, after the callbacks scheduled while they were made
-                self._flush_scheduled = True
-                self._loop.call_soon(self.flush)  # type: ignore[union-attr]
+            self._deliver(msgs)
+        if self._receive_direct and not self._closing:
+            view = self._decoder.receive_buffer()
+            if view is not None and len(view) >= DIRECT_READ_MIN:
+                self._read_into(view)
+
+    def _read_into(self, view: memoryview) -> None:
+        """A large frame is in progress: until its bytes are in, the
+        transport reads straight into the buffer the decoder hands out
+        (``view`` first), through a buffered protocol standing in for this
+        one, not into the loop's buffer and then a bytes copy of it."""
+        try:
+            self.transport.set_protocol(LargeFrameReceiver(self, view))  # type: ignore[union-attr]
+        except NotImplementedError:  # a transport that cannot switch (in-memory): feed() copies
+            self._receive_direct = False
+
+    def _buffer_updated(self, nbytes: int) -> Any:
+        """``nbytes`` were read into the decoder's receive buffer (through
+        ``LargeFrameReceiver``): hand on the messages they completed. Returns
+        the buffer the next read goes into, or None once the large frame
+        needs no more (then the transport reads through ``data_received``
+        again)."""
+        if self._closing:
+            return None
+        try:
+            msgs = self._decoder.received(nbytes)
+        except ProtocolError as exc:
+            self._back_to_data_received()
+            self._protocol_error(exc)
+            return None
+        view = self._decoder.receive_buffer()
+        if view is None:
+            self._back_to_data_received()
+        if msgs and not self._closing:
+            self._deliver(msgs)
+        return view
+
+    def _back_to_data_received(self) -> None:
+        if self.transport is not None and not self._closing:
+            self.transport.set_protocol(self)  # type: ignore[arg-type]
+
+    def _protocol_error(self, exc: ProtocolError) -> None:
+        """Frames before the bad one were whole and valid: they are answered
+        (e.g. a SPAWN_REQUEST still gets its ACK) before the ERROR."""
+        before = getattr(exc, "messages", None)
+        if before:
+            self._on_messages(self, before)
+        if not self._closing:
+            self._on_protocol_error(self, exc)
+
+    def _deliver(self, msgs: list) -> None:
+        """Hand on the messages of one read, then send the replies to them."""
+        self._progress += 1
+        self._wrote_at_once = False  # the peer answered: the next lone frame goes at once
+        self._replying = True
+        self._hold = False
+        try:
+            self._on_messages(self, msgs)
+        finally:
+            self._replying = False
+        if self._write_at_once and not self._hold:
+            self._write_pending()  # the replies to this read, together, now
+        elif self._pending and not self._flush_scheduled:
+            # at the turn's end, after the callbacks scheduled while they were made
+            self._flush_scheduled = True
+            self._loop.call_soon(self.flush)  # type: ignore[union-attr]
 
     def hold_replies(self) -> None:
         """From inside ``on_messages``: the replies to this read leave at the
@@ -337,3 +399,78 @@ class FramedConnection:
     def is_closing(self) -> bool:
         """Whether the connection is closing or closed."""
         return self._closing
+
+
+class LargeFrameReceiver(asyncio.BufferedProtocol):
+    """The protocol a connection's transport reads into while a large frame
+    is in progress: the transport writes the frame's bytes straight into the
+    buffer the connection's decoder hands out (``receive_buffer``), so they
+    are not first read into the loop's own buffer and copied into a new
+    ``bytes`` for ``data_received``. Every other callback goes to the
+    connection, which puts itself back once the frame needs no more bytes.
+
+    A Python class: asyncio's transports read into a protocol's buffer only
+    when it is an ``asyncio.BufferedProtocol`` instance (uvloop: when it has
+    ``get_buffer`` and is no ``asyncio.Protocol``), and a compiled class cannot
+    derive from a Python one. Its few calls happen once per read of a large
+    frame, not per message.
+    """
+
+    __slots__ = ("_conn", "_view", "_scratch")
+
+    def __init__(self, conn: FramedConnection, view: memoryview) -> None:
+        self._conn = conn
+        self._view: memoryview | None = view  # the next read's buffer, already made
+        self._scratch: bytearray | None = None
+
+    def get_buffer(self, sizehint: int) -> memoryview | bytearray:
+        """asyncio buffered-protocol callback: where the next read goes."""
+        view = self._view
+        self._view = None
+        if view is None:
+            view = self._conn._decoder.receive_buffer()
+        if view is None:
+            # The frame needs no more bytes, yet the transport reads through
+            # this protocol (the connection is closing, or a transport asked
+            # twice): read into a scratch buffer and hand it on as data.
+            if self._scratch is None:
+                self._scratch = bytearray(65536)
+            return self._scratch
+        self._scratch = None
+        return view
+
+    def buffer_updated(self, nbytes: int) -> None:
+        """asyncio buffered-protocol callback: ``nbytes`` were read into the buffer."""
+        scratch = self._scratch
+        if scratch is not None:
+            self._scratch = None
+            self.data_received(bytes(scratch[:nbytes]))
+        else:
+            self._view = self._conn._buffer_updated(nbytes)
+
+    def data_received(self, data: bytes) -> None:
+        """Data handed over anyway (by a transport that copies, or read into
+        the scratch buffer): it goes where any data goes, and the transport
+        back to the connection unless that chose a new stand-in."""
+        self._view = None  # feeding moves the frame on: a view made before is stale
+        conn = self._conn
+        conn.data_received(data)
+        transport = conn.transport
+        if transport is not None and not conn.is_closing and transport.get_protocol() is self:
+            transport.set_protocol(conn)  # type: ignore[arg-type]  # it has every method a transport calls
+
+    def eof_received(self) -> bool | None:
+        """asyncio protocol callback: the connection's ``eof_received``."""
+        return self._conn.eof_received()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        """asyncio protocol callback: the connection's ``connection_lost``."""
+        self._conn.connection_lost(exc)
+
+    def pause_writing(self) -> None:
+        """asyncio protocol callback: the connection's ``pause_writing``."""
+        self._conn.pause_writing()
+
+    def resume_writing(self) -> None:
+        """asyncio protocol callback: the connection's ``resume_writing``."""
+        self._conn.resume_writing()

@@ -86,7 +86,8 @@ async def connect_tcp(address: Address, protocol_factory: Callable[[], P],
     else:
         _t, protocol = await loop.create_connection(  # type: ignore[type-var]  # asyncio calls only StreamProtocol's methods
             protocol_factory, address.host, address.port, ssl=tls.client_context(),
-            server_hostname=server_name or address.host)
+            # a plain str: uvloop refuses a str subclass (a NodeId) here
+            server_hostname=str(server_name or address.host))
     return protocol
 
 
