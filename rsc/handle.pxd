@@ -6,7 +6,7 @@ cimport cython
 from rsc._engine.origin cimport OriginTask
 
 # module globals join reads: C globals, not module-dict lookups
-cdef object _settled
+cdef object _settled, _Segmented
 cdef long long _SUCCESS
 
 cdef class RemoteHandle:

@@ -30,13 +30,14 @@ from rsc.types import (
     RemoteTaskId,
     RemoteTaskState,
 )
-from rsc.value_codec import unpack_value
+from rsc.value_codec import Segmented, unpack_value
 
 if TYPE_CHECKING:
     from rsc._engine.origin import OriginEngine
     from rsc.cx import Cx
 
 _SUCCESS = int(OutcomeKind.SUCCESS)
+_Segmented = Segmented  # a C global in the compiled build (handle.pxd): one pointer compare
 
 
 class HandleRuntime(Protocol):
@@ -178,6 +179,11 @@ class RemoteHandle:
             return False
         self._done = True
         self._state = state
+        if outcome is not None and type(outcome[1]) is _Segmented and self._codec is None:
+            # An output with value segments, for a caller that takes bytes (a
+            # RemoteInput of a msgpack computation): its plain msgpack bytes,
+            # as a node without value segments would have sent them.
+            outcome = (outcome[0], outcome[1].joined(), outcome[2])
         self._outcome = outcome
         if error is not None and self._protocol_errors is not None and isinstance(error, LeaseExpired):
             error.__cause__ = self._protocol_errors[-1]  # what the node said instead of an outcome
@@ -210,6 +216,8 @@ class RemoteHandle:
 
     def _outcome_obj(self) -> RemoteOutcome:
         kind, payload, exec_ns = self._outcome  # type: ignore[misc]
+        if type(payload) is _Segmented:  # an outcome's output is bytes (join unpacks the segments)
+            payload = payload.joined()
         return RemoteOutcome.from_wire(kind, payload, exec_ns)
 
     def _value(self) -> Any:

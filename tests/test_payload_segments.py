@@ -321,6 +321,33 @@ def test_segmented_values_round_trip_through_every_kind_of_computation(cluster: 
     asyncio.run(main())
 
 
+def test_a_caller_that_packs_its_own_input_gets_the_output_as_plain_msgpack_bytes(cluster: Any) -> None:
+    """A spawn without a codec (a ``RemoteInput`` packed by the caller) of a
+    msgpack computation: ``join`` returns the output's msgpack bytes, as it
+    would from a node without value segments, never a ``Segmented``; and the
+    outcome of the same task says the same."""
+    c = cluster(1, registry=REGISTRY, extra_args=["--max-input-bytes", str(8 * MiB)])
+    value = {"id": 7, "blob": blob(1 * MiB)}
+    plain = msgpack.packb(value, use_bin_type=True)
+
+    async def main() -> None:
+        from rsc import RemoteInput
+
+        async with Runtime(c.nodes) as rt:
+            cx = rt.cx()
+            assert await spawn_remote(cx, "worker-1", "echo_async", 1).join() == 1
+            assert rt.engine.link_for("worker-1").segments  # the node sends a large leaf apart
+            got = await spawn_remote(cx, "worker-1", "echo_async", RemoteInput(plain)).join()
+            assert type(got) is bytes and got == plain
+            h = spawn_remote(cx, "worker-1", "echo_async", RemoteInput(plain))
+            outcome = await h.outcome()
+            assert outcome.is_success and outcome.unwrap() == plain and type(outcome.unwrap()) is bytes
+            # with the codec, the very value
+            assert await spawn_remote(cx, "worker-1", "echo_async", value).join() == value
+
+    asyncio.run(main())
+
+
 def _raw_spawn(client: RawClient, rtid: int, value_packed: bytes, segments: list | None,
                key: bytes | None = None, computation: str = "echo_async") -> bytes:
     extra: tuple = () if segments is None else (False, segments)
