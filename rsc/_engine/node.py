@@ -154,8 +154,10 @@ def with_segments(f: tuple) -> tuple:
 def fingerprinted(data: Any) -> Any:
     """What an input is fingerprinted as: the bytes themselves, or for a
     ``Segmented`` one its ``fingerprint_bytes()`` (so a key reused with other
-    segments is a mismatch)."""
+    segments is a mismatch). The one place this rule is kept: every
+    fingerprint the node makes or checks goes through it."""
     return data.fingerprint_bytes() if type(data) is _Segmented else data
+
 
 MIN_LEASE_MS = 100
 MAX_LEASE_MS = (1 << 32) - 1  # ~49.7 days; longer leases cannot be tracked as deadlines
@@ -909,8 +911,7 @@ class NodeEngine:
         if self.capabilities is not None:
             self.capabilities.admitted(capability)
         # a key the origin drew itself is recorded owner-only, not hashed (DESIGN.md)
-        fp = _spawn_fingerprint(computation, data.fingerprint_bytes() if type(data) is _Segmented
-                                else data, drawn)
+        fp = _spawn_fingerprint(computation, fingerprinted(data), drawn)
         self._idem.check_and_record(key, fp, origin, rtid, now)
         if self._journal is not None:
             self._journal.admitted(key, fp, origin, rtid)
