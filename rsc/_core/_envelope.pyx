@@ -1922,6 +1922,28 @@ def _check_kind(value):
     return <int>value
 
 
+cdef object _put_apart(object msg, Py_ssize_t field, object value, bint segments):
+    """``msg`` (a large frame's message) with ``value``, received apart from
+    its other bytes, put in field ``field`` where its placeholder decoded:
+    the empty array that stood for the segments (``segments``) or the empty
+    bin that stood for the one large bin. Left as decoded when that field
+    holds anything else (the frame's own decode judged it)."""
+    cdef int kind = _kind_of(msg)
+    cdef PyObject* slot
+    if segments:
+        if field != SEG_FIELD[kind]:
+            return msg
+    elif not 0 <= field < NFIELDS[kind]:
+        return msg
+    slot = rsc_slot(<PyObject*>msg, OFFSET[kind][field + 2])
+    if slot == NULL:
+        return msg
+    if (<object>slot is None if segments else
+            (PyBytes_CheckExact(<object>slot) and PyBytes_GET_SIZE(<object>slot) == 0)):
+        rsc_slot_set(<PyObject*>msg, OFFSET[kind][field + 2], <PyObject*>value)
+    return msg
+
+
 cdef class _ReceiveWindow:
     """The writable buffer ``FrameDecoder.receive_buffer`` views: the unfilled
     part of a bytes object the decoder created and nobody else holds yet (the
@@ -2304,18 +2326,10 @@ cdef class FrameDecoder:
         segments put in the field that empty array decoded into."""
         cdef Py_ssize_t held = self._held
         cdef Py_ssize_t field = self._big_element - 3
-        cdef int kind
-        cdef PyObject* value
         segs = self._segs
         self._drop_big()
         self._held = 0
-        msg = self._decode_held(held - 4)
-        kind = _kind_of(msg)
-        if field == SEG_FIELD[kind]:
-            value = rsc_slot(<PyObject*>msg, OFFSET[kind][field + 2])
-            if value != NULL and <object>value is None:   # the empty array in their place
-                rsc_slot_set(<PyObject*>msg, OFFSET[kind][field + 2], <PyObject*>segs)
-        return msg
+        return _put_apart(self._decode_held(held - 4), field, segs, True)
 
     cdef object _decode_held(self, Py_ssize_t size):
         """The message in ``_buf[4:4 + size]`` (a large frame's bytes, put
@@ -2370,21 +2384,13 @@ cdef class FrameDecoder:
         cdef Py_ssize_t head = self._big_at - self._big_header
         cdef Py_ssize_t tail = self._held - self._big_at
         cdef Py_ssize_t field = self._big_element - 3
-        cdef int kind
-        cdef PyObject* value
         big = self._big
         self._drop_big()
         self._held = 0
         self._buf[head] = 0xc4
         self._buf[head + 1] = 0
         memmove(self._buf + head + 2, self._buf + self._big_at, tail)
-        msg = self._decode_held(head + 2 + tail - 4)
-        kind = _kind_of(msg)
-        if 0 <= field < NFIELDS[kind]:
-            value = rsc_slot(<PyObject*>msg, OFFSET[kind][field + 2])
-            if value != NULL and PyBytes_CheckExact(<object>value) and PyBytes_GET_SIZE(<object>value) == 0:
-                rsc_slot_set(<PyObject*>msg, OFFSET[kind][field + 2], <PyObject*>big)
-        return msg
+        return _put_apart(self._decode_held(head + 2 + tail - 4), field, big, False)
 
     cdef int _feed(self, const unsigned char* data, Py_ssize_t size, list out) except -1:
         cdef Py_ssize_t pos = 0, take, length
