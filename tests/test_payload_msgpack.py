@@ -289,26 +289,37 @@ def test_malformed_msgpack_input_is_refused_and_the_node_serves_on(cluster: Any,
     asyncio.run(main())
 
 
-def test_a_large_result_is_answered_from_the_journal_after_a_restart(cluster: Any, tmp_path: Any) -> None:
-    """A result handed to the node as a view of the packer's buffer is
-    journaled as its bytes: a resend under the same key after a restart
-    gets it back without running again."""
+def answered_from_the_journal_after_a_restart(cluster: Any, tmp_path: Any, value: Any,
+                                             first: tuple = ()) -> None:
+    """Spawn ``value`` under one key on a node with a state directory, restart
+    the node, spawn it again: the same value comes back, from the journal
+    (one duplicate, nothing run again). ``first``: values echoed before it on
+    each runtime (for instance to learn the node's features)."""
     from rsc import IdempotencyKey
 
     state = tmp_path / "state"
     state.mkdir(mode=0o700)
     key = IdempotencyKey.from_bytes(os.urandom(16))
-    v = {"id": 1, "blob": blob(2 * MiB)}
 
     async def once() -> tuple[Any, dict]:
         async with Runtime(c.nodes) as rt:
-            got = await spawn_remote(rt.cx(), "worker-1", "echo_async", v, idempotency_key=key).join()
+            cx = rt.cx()
+            for v in first:
+                assert await spawn_remote(cx, "worker-1", "echo_async", v).join() == v
+            got = await spawn_remote(cx, "worker-1", "echo_async", value, idempotency_key=key).join()
             return got, await rt.status("worker-1")
 
     c = cluster(1, registry=REGISTRY, extra_args=["--state-dir", str(state)])
     got, stats = asyncio.run(once())
-    assert got == v and stats["completed"] == 1
+    assert got == value and stats["completed"] == len(first) + 1
     c.stop()
     c = cluster(1, registry=REGISTRY, extra_args=["--state-dir", str(state)])
     got, stats = asyncio.run(once())
-    assert got == v and stats["completed"] == 0 and stats["duplicates"] == 1
+    assert got == value and stats["completed"] == len(first) and stats["duplicates"] == 1
+
+
+def test_a_large_result_is_answered_from_the_journal_after_a_restart(cluster: Any, tmp_path: Any) -> None:
+    """A result handed to the node as a view of the packer's buffer is
+    journaled as its bytes: a resend under the same key after a restart
+    gets it back without running again."""
+    answered_from_the_journal_after_a_restart(cluster, tmp_path, {"id": 1, "blob": blob(2 * MiB)})

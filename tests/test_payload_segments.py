@@ -47,14 +47,9 @@ from tests.rawclient import (
     REJECTED,
     RawClient,
 )
+from tests.test_payload_msgpack import REGISTRY, KiB, MiB, answered_from_the_journal_after_a_restart, blob
 
-KiB, MiB = 1024, 1024 * 1024
-REGISTRY = "tests.registries_payload:payload"
 COMPUTATIONS = ["echo_async", "echo_thread", "echo_inline", "echo_process"]
-
-
-def blob(n: int, seed: int = 0) -> bytes:
-    return (bytes(range(seed % 256, 256)) + bytes(range(seed % 256))) * (n // 256) + bytes(n % 256)
 
 
 def ref(index: int) -> msgpack.ExtType:
@@ -462,25 +457,9 @@ def test_a_key_reused_with_other_segments_is_a_conflict_and_with_the_same_a_dupl
 
 def test_a_segmented_result_is_answered_whole_from_the_journal_after_a_restart(
         cluster: Any, tmp_path: Any) -> None:
-    state = tmp_path / "state"
-    state.mkdir(mode=0o700)
-    key = IdempotencyKey.from_bytes(os.urandom(16))
-    v = {"id": 1, "blob": blob(2 * MiB), "b": [blob(300 * KiB, 2)]}
-
-    async def once() -> tuple[Any, dict]:
-        async with Runtime(c.nodes) as rt:
-            cx = rt.cx()
-            assert await spawn_remote(cx, "worker-1", "echo_async", 0).join() == 0
-            got = await spawn_remote(cx, "worker-1", "echo_async", v, idempotency_key=key).join()
-            return got, await rt.status("worker-1")
-
-    c = cluster(1, registry=REGISTRY, extra_args=["--state-dir", str(state)])
-    got, stats = asyncio.run(once())
-    assert got == v and stats["completed"] == 2
-    c.stop()
-    c = cluster(1, registry=REGISTRY, extra_args=["--state-dir", str(state)])
-    got, stats = asyncio.run(once())
-    assert got == v and stats["completed"] == 1 and stats["duplicates"] == 1
+    # the first spawn learns the node's features, so the value goes with segments
+    answered_from_the_journal_after_a_restart(
+        cluster, tmp_path, {"id": 1, "blob": blob(2 * MiB), "b": [blob(300 * KiB, 2)]}, first=(0,))
 
 
 def test_segments_received_through_the_receive_buffer(envelope_mod: ModuleType) -> None:
