@@ -1,6 +1,6 @@
 """Nodes on other hosts (issue 15): two network namespaces joined to this one
 by veth pairs stand for two machines. A node runs in each, on its own
-address (10.213.N.2), over TCP with mutual TLS and a cluster key; the origin
+address (10.S.N.2, S a subnet this run claims), over TCP with mutual TLS and a cluster key; the origin
 is this test process. Real processes, stopped by pid.
 
 What is shown:
@@ -20,16 +20,20 @@ What is shown:
 
 Needs root and ``ip netns``; skips, saying why, where the machine does not
 allow them. Traffic stays on this machine: the namespaces have no route but
-their own link, and a blackhole route for 10.213.0.0/16 here keeps packets
-for a host whose link is down from ever taking the default route.
+their own link, and a blackhole route for 10.S.0.0/16 here keeps packets
+for a host whose link is down from ever taking the default route. Adding
+that route is also how a run claims its subnet: runs at once on one machine
+(or anything else using a 10.S address) never share one.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
+import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -48,7 +52,7 @@ from tests.pki import Pki
 TAG = f"r{os.getpid() % 100000}"
 HOSTS = {"worker-1": 1, "worker-2": 2}
 PORT = 7000
-SAFETY_ROUTE = "10.213.0.0/16"
+SUBNETS = range(200, 250)  # the 10.S.0.0/16 a run may claim
 pytestmark = pytest.mark.slow
 
 
@@ -57,31 +61,48 @@ def ip(*args: str, ns: str | None = None, check: bool = True) -> subprocess.Comp
     return subprocess.run(argv, capture_output=True, text=True, check=check, timeout=30)
 
 
-def host_of(name: str) -> str:
-    return f"10.213.{HOSTS[name]}.2"
+def host_of(name: str, subnet: int | None = None) -> str:
+    return f"10.{CLAIMED[0] if subnet is None else subnet}.{HOSTS[name]}.2"
+
+
+CLAIMED = [0]  # the module's hosts' subnet, once built
+
+
+def claim_subnet() -> int:
+    """A 10.S.0.0/16 that no address or route here uses, claimed by adding
+    the blackhole route for it (which fails if another run added it first)."""
+    used = ip("-o", "addr").stdout + ip("route").stdout
+    start = os.getpid() % len(SUBNETS)
+    for i in range(len(SUBNETS)):
+        s = SUBNETS[(start + i) % len(SUBNETS)]
+        if re.search(rf"\b10\.{s}\.", used):
+            continue
+        if ip("route", "add", "blackhole", f"10.{s}.0.0/16", check=False).returncode == 0:
+            return s
+    raise RuntimeError(f"no free 10.S.0.0/16 for S in {SUBNETS.start}..{SUBNETS.stop - 1}")
 
 
 class Hosts:
     """The namespaces, their links, and the node processes in them."""
 
-    def __init__(self) -> None:
+    def __init__(self, tag: str = TAG) -> None:
+        self.tag = tag
+        self.subnet: int | None = None  # claimed by build()
         self.namespaces: list[str] = []
         self.links: list[str] = []
-        self.route = False
         self.procs: dict[str, subprocess.Popen] = {}
 
     def ns(self, name: str) -> str:
-        return f"{TAG}{HOSTS[name]}"
+        return f"{self.tag}{HOSTS[name]}"
 
     def outer(self, name: str) -> str:
-        return f"{TAG}o{HOSTS[name]}"
+        return f"{self.tag}o{HOSTS[name]}"
 
     def inner(self, name: str) -> str:
-        return f"{TAG}i{HOSTS[name]}"
+        return f"{self.tag}i{HOSTS[name]}"
 
     def build(self) -> None:
-        ip("route", "add", "blackhole", SAFETY_ROUTE)
-        self.route = True
+        self.subnet = s = claim_subnet()
         for name, n in HOSTS.items():
             ns, outer, inner = self.ns(name), self.outer(name), self.inner(name)
             ip("netns", "add", ns)
@@ -89,9 +110,9 @@ class Hosts:
             ip("link", "add", outer, "type", "veth", "peer", "name", inner)
             self.links.append(outer)
             ip("link", "set", inner, "netns", ns)
-            ip("addr", "add", f"10.213.{n}.1/24", "dev", outer)
+            ip("addr", "add", f"10.{s}.{n}.1/24", "dev", outer)
             ip("link", "set", outer, "up")
-            ip("addr", "add", f"10.213.{n}.2/24", "dev", inner, ns=ns)
+            ip("addr", "add", f"10.{s}.{n}.2/24", "dev", inner, ns=ns)
             ip("link", "set", inner, "up", ns=ns)
             ip("link", "set", "lo", "up", ns=ns)
 
@@ -120,8 +141,8 @@ class Hosts:
             ip("netns", "del", ns, check=False)
         for link in self.links:
             ip("link", "del", link, check=False)  # gone with its peer's namespace, usually
-        if self.route:
-            ip("route", "del", "blackhole", SAFETY_ROUTE, check=False)
+        if self.subnet is not None:
+            ip("route", "del", "blackhole", f"10.{self.subnet}.0.0/16", check=False)
 
 
 def stop(proc: subprocess.Popen, sig: int = signal.SIGTERM) -> str:
@@ -172,6 +193,7 @@ def hosts(pki: Pki, key_file: str, state_dir: str) -> Iterator[Hosts]:
     h = Hosts()
     try:
         h.build()
+        CLAIMED[0] = h.subnet
         h.start("worker-1", node_args("worker-1", pki, key_file))
         h.start("worker-2", node_args("worker-2", pki, key_file) + ["--state-dir", state_dir])
         yield h
@@ -312,3 +334,37 @@ def test_a_node_restarted_on_its_journal_answers_from_it(hosts: Hosts, pki: Pki,
     run(main)
     with open(ran, encoding="utf-8") as f:
         assert f.read() == "once\n"  # ran once, before the crash
+
+
+def test_two_runs_at_once_claim_different_subnets() -> None:
+    """Another run of this module on the same machine (another checkout's CI,
+    a second session) builds its hosts while these exist: each claims its own
+    subnet, neither's build fails, and each tears down only its own."""
+    why = netns_unavailable()
+    if why is not None:
+        pytest.skip(why)
+    first, second = Hosts(tag=f"{TAG}a"), Hosts(tag=f"{TAG}b")
+    try:
+        first.build()
+        second.build()
+        assert first.subnet != second.subnet
+        for h in (first, second):
+            ns = h.ns("worker-1")
+            addrs = ip("-o", "addr", "show", "dev", h.inner("worker-1"), ns=ns).stdout
+            assert f"{host_of('worker-1', h.subnet)}/24" in addrs
+            # from inside its namespace the host reaches this side of its own link
+            with socket.create_server((f"10.{h.subnet}.1.1", 0)) as server:
+                port = server.getsockname()[1]
+                dial = subprocess.run(
+                    ["ip", "netns", "exec", ns, sys.executable, "-c",
+                     f"import socket; socket.create_connection(('10.{h.subnet}.1.1', {port}), 5)"],
+                    capture_output=True, text=True, timeout=30)
+                assert dial.returncode == 0, dial.stderr
+                server.accept()[0].close()
+    finally:
+        second.teardown()
+        first.teardown()
+    routes = ip("route").stdout
+    assert f"10.{first.subnet}.0.0/16" not in routes
+    assert f"10.{second.subnet}.0.0/16" not in routes
+    assert not ({first.ns("worker-1"), second.ns("worker-1")} & set(ip("netns", "list").stdout.split()))
