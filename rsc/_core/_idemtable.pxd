@@ -127,8 +127,8 @@ cdef class IdemTable:
     cdef void _pop_queue_head(self) noexcept
 
     cdef int _reserve_slot(self) except -1
-    cdef int _kt_room(self, KShard* sh) except -1
-    cdef int _tt_room(self, TShard* sh) except -1
+    cdef int _kt_grow(self, KShard* sh) except -1
+    cdef int _tt_grow(self, TShard* sh) except -1
     cdef int _kt_resize(self, KShard* sh, uint32_t cap) noexcept
     cdef int _tt_resize(self, TShard* sh, uint32_t cap) noexcept
     cdef int _q_tail_block(self) except -1

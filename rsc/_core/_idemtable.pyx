@@ -639,6 +639,12 @@ cdef KSlot _K_EMPTY[1]  # the one (zero) slot every empty key shard shares; neve
 cdef TSlot _T_EMPTY[1]
 
 
+cdef inline bint _full(uint32_t used, uint32_t mask) noexcept:
+    # Whether a shard must grow before one more insert: its load stays <= 0.7
+    # (an empty shard's one shared slot counts as full).
+    return (<uint64_t>used + 1) * 10 > (<uint64_t>mask + 1) * 7
+
+
 cdef inline Rec* _rec_at(Rec** rb, uint32_t idx) noexcept:
     return &rb[idx >> REC_SHIFT][idx & REC_MASK]
 
@@ -861,13 +867,15 @@ cdef class IdemTable:
     cdef int _kt_resize(self, KShard* sh, uint32_t cap) noexcept:
         # Rehash one shard into a table of cap slots; -1 (nothing changed, no
         # exception set) if out of memory.
-        cdef KSlot* new = <KSlot*>PyMem_Calloc(cap, sizeof(KSlot))
+        cdef KSlot* new = <KSlot*>PyMem_Malloc(cap * sizeof(KSlot))
         cdef KSlot* old = sh.slots
         cdef uint32_t old_cap = sh.mask + 1
         cdef uint32_t mask = cap - 1
         cdef uint32_t i, j
         if new == NULL:
             return -1
+        for i in range(cap):
+            new[i].ref = 0  # an empty slot (the rest of it is never read)
         for i in range(old_cap):
             if old[i].ref:
                 j = old[i].h & mask
@@ -882,13 +890,15 @@ cdef class IdemTable:
         return 0
 
     cdef int _tt_resize(self, TShard* sh, uint32_t cap) noexcept:
-        cdef TSlot* new = <TSlot*>PyMem_Calloc(cap, sizeof(TSlot))
+        cdef TSlot* new = <TSlot*>PyMem_Malloc(cap * sizeof(TSlot))
         cdef TSlot* old = sh.slots
         cdef uint32_t old_cap = sh.mask + 1
         cdef uint32_t mask = cap - 1
         cdef uint32_t i, j
         if new == NULL:
             return -1
+        for i in range(cap):
+            new[i].ref = 0  # an empty slot (the rest of it is never read)
         for i in range(old_cap):
             if old[i].ref:
                 j = old[i].h & mask
@@ -902,24 +912,21 @@ cdef class IdemTable:
         self._moved += old_cap
         return 0
 
-    cdef int _kt_room(self, KShard* sh) except -1:
-        # keep the shard's load at most 0.7 after one more insert (an empty
-        # shard's one shared slot is always full by this rule)
+    cdef int _kt_grow(self, KShard* sh) except -1:
+        # The shard is too full for one more insert (_full): double it.
         cdef uint32_t cap = sh.mask + 1
-        if (<uint64_t>sh.used + 1) * 10 > <uint64_t>cap * 7:
-            if cap >= SHARD_SLOTS:
-                raise MemoryError("the idempotency table's key index is full")
-            if self._kt_resize(sh, MIN_TABLE if cap < MIN_TABLE else cap * 2):
-                raise MemoryError()
+        if cap >= SHARD_SLOTS:
+            raise MemoryError("the idempotency table's key index is full")
+        if self._kt_resize(sh, MIN_TABLE if cap < MIN_TABLE else cap * 2):
+            raise MemoryError()
         return 0
 
-    cdef int _tt_room(self, TShard* sh) except -1:
+    cdef int _tt_grow(self, TShard* sh) except -1:
         cdef uint32_t cap = sh.mask + 1
-        if (<uint64_t>sh.used + 1) * 10 > <uint64_t>cap * 7:
-            if cap >= SHARD_SLOTS:
-                raise MemoryError("the idempotency table's task index is full")
-            if self._tt_resize(sh, MIN_TABLE if cap < MIN_TABLE else cap * 2):
-                raise MemoryError()
+        if cap >= SHARD_SLOTS:
+            raise MemoryError("the idempotency table's task index is full")
+        if self._tt_resize(sh, MIN_TABLE if cap < MIN_TABLE else cap * 2):
+            raise MemoryError()
         return 0
 
     cdef int _q_tail_block(self) except -1:
@@ -1240,9 +1247,12 @@ cdef class IdemTable:
         cdef object spare = None
         while True:
             # Everything that may allocate happens before the probes.
-            self._reserve_slot()
-            self._kt_room(ks)
-            self._tt_room(ts)
+            if self._free_head == FREE_END:
+                self._reserve_slot()
+            if _full(ks.used, ks.mask):
+                self._kt_grow(ks)
+            if _full(ts.used, ts.mask):
+                self._tt_grow(ts)
             kpos = self._kt_find(ks, kk[0], kk[1], kh, &kfound)
             if not kfound:
                 tpos = self._tt_find(ts, o, tid, th, &tfound)
@@ -1666,6 +1676,10 @@ cdef class IdemTable:
             "evict_examined": self._evict_examined + sum(
                 side.fifo.examined for side in (self._tombstones, self._redeliveries, self._held)),
         }
+
+    def _moved_slots(self):
+        """``_growth_counters()["moved"]``, cheaply (for tests; not a stable API)."""
+        return self._moved
 
     def _growth_counters(self):
         """How the compiled storage stands, for tests (not a stable API):
