@@ -38,7 +38,7 @@ from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # this checkout's rsc
 
-from rsc._core import _idemtable, _idemtable_py  # noqa: E402
+from rsc._core import _idemtable, _idemtable_py
 
 TTL = 1_000_000_000_000  # ns; far beyond the virtual clock of a phase
 EVICT_LIMIT = 4096  # EVICT_PER_TICK of rsc._engine.node
@@ -102,8 +102,7 @@ def probe(module: Any, n: int, repeat: int) -> dict[str, tuple[array, array]]:
             else:
                 b = best[name][0]
                 for i in range(min(len(b), len(durs))):
-                    if durs[i] < b[i]:
-                        b[i] = durs[i]
+                    b[i] = min(b[i], durs[i])
     return best
 
 

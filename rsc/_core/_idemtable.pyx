@@ -713,14 +713,23 @@ cdef class IdemTable:
     already queued (of its kind), so a caller whose ``now`` steps back never
     shortens a life below the TTL and the expiry queues stay sorted.
 
-    Memory: 189 bytes per finished record at 100,000 records (tracemalloc,
-    ``bench/bench_idemtable.py``), all of it C arrays: a 96-byte record, an
-    8-byte key slot and a 16-byte task slot at load 0.35..0.7, a 16-byte expiry
-    entry, each with power-of-two growth slack, so 130..260 bytes depending on
-    where the count falls. Keys and fingerprints are copied, so the caller's
-    objects are not kept; origins are shared strs; outcomes are not counted.
-    The record array keeps its capacity after eviction (its slots are reused);
-    the hash tables and the expiry ring shrink; ``clear()`` releases all.
+    Memory: 176 bytes per finished record at 100,000 records, 163 at a
+    million (tracemalloc, ``bench/bench_idemtable.py``), all of it C memory: a
+    96-byte record, an 8-byte key slot and a 16-byte task slot at load
+    0.35..0.7, a 16-byte expiry entry. Keys and fingerprints are copied, so
+    the caller's objects are not kept; origins are shared strs; outcomes are
+    not counted.
+
+    Growth never stalls the caller for long: nothing is copied as a whole.
+    Records sit in blocks of 4,096 and expiry entries in blocks of 1,024,
+    added as needed and never moved; each index is 256 shards (by the top
+    bits of the hash) that double, one at a time, when their own load passes
+    0.7, so one call rehashes at most one shard of each index (1/256 of it).
+    After evictions each ``evict_expired`` call looks at the next 2 shards of
+    each index and rebuilds one left 1/8 full at load <= 0.4 (an emptied shard
+    gives back all its memory); expiry blocks are freed as the queue's head
+    leaves them; record blocks stay (their slots are reused); ``clear()``
+    releases all. ``bench/idem_pauses.py`` finds the slowest single calls.
     At most 2**30 records.
     """
 
