@@ -27,10 +27,11 @@ Rules this file keeps (docs/PROTOCOL.md section 7, "Rules the node keeps"):
   owner and aliases) until the rest fit; the records stay, so a key is still
   never run twice, and a duplicate is answered with ``dropped_outcome``.
 
-Implementation (layout in ``_idemtable.pxd``): records are C structs in one
-array with a free list; a key index and an ``(origin, task_id)`` index are open
-addressing tables of small C structs; the expiry FIFO is a C ring buffer. The
-common paths (new, complete, evict) allocate no Python object. An
+Implementation (layout in ``_idemtable.pxd``): records are C structs in
+fixed-size blocks with a free list; a key index and an ``(origin, task_id)``
+index are each 256 open-addressing tables (shards) of small C structs; the
+expiry FIFO is a queue of fixed-size blocks of C structs. Nothing is copied
+as a whole when the table grows or shrinks. The common paths (new, complete, evict) allocate no Python object. An
 ``IdemRecord`` is built only when one is handed out (a duplicate, ``get``).
 
 Re-entrancy: Python code can run inside this module only where an object is
