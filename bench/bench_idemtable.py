@@ -111,9 +111,17 @@ IMPLS: dict[str, tuple[Callable[[int], Any], Any]] = {
 }
 
 
+FP_TAG = b"\x01"  # a fingerprint is 17 bytes: its algorithm's tag, then the digest
+
+
 def _fresh16(blob: bytes, count: int) -> list[bytes]:
     """``count`` distinct 16-byte objects cut from ``blob`` (no cached hashes)."""
     return [blob[i * 16:(i + 1) * 16] for i in range(count)]
+
+
+def _fresh_fps(blob: bytes, count: int) -> list[bytes]:
+    """``count`` distinct 17-byte fingerprints made from ``blob``."""
+    return [FP_TAG + blob[i * 16:(i + 1) * 16] for i in range(count)]
 
 
 class Workload:
@@ -142,14 +150,14 @@ class Workload:
     def objects(self) -> tuple[list[bytes], list[bytes], list[bytes], list[bytes]]:
         """Fresh key/fingerprint objects for one implementation."""
         keys = _fresh16(self.key_blob, self.total)
-        fps = _fresh16(self.fp_blob, self.total)
+        fps = _fresh_fps(self.fp_blob, self.total)
         retry_keys = [b""] * self.total
         retry_fps = [b""] * self.total
         kb, fb = self.key_blob, self.fp_blob
         for s in range(self.start, self.total):
             u = self.retry[s]
             retry_keys[s] = kb[u * 16:(u + 1) * 16]
-            retry_fps[s] = fb[u * 16:(u + 1) * 16]
+            retry_fps[s] = FP_TAG + fb[u * 16:(u + 1) * 16]
         return keys, fps, retry_keys, retry_fps
 
     def fill(self, make: Callable[[int], Any], keys: list[bytes], fps: list[bytes]) -> Any:
@@ -218,7 +226,7 @@ def bytes_per_record(make: Callable[[int], Any], n: int) -> float:
         now = 10**15
         for j in range(n):
             key = key_blob[j * 16:(j + 1) * 16]
-            car(key, fp_blob[j * 16:(j + 1) * 16], ORIGINS[j & 3], 10**9 + j, now + j)
+            car(key, FP_TAG + fp_blob[j * 16:(j + 1) * 16], ORIGINS[j & 3], 10**9 + j, now + j)
             complete(key, 10**9 + j, OUTCOME, now + j)
         del key
         gc.collect()

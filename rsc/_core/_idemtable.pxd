@@ -1,10 +1,15 @@
 # Layout of the compiled idempotency table (rsc/_core/_idemtable.pyx).
 #
-# Records live in one growable C array (Rec) reused through a free list. Two
-# open-addressing hash tables with linear probing and backward-shift deletion
-# (no tombstone slots) index them: KSlot by the 128-bit key, TSlot by every
-# (origin, task_id) present, owner or alias. A ring buffer of QEntry holds the
-# expiry of each finished record in completion order (sorted by construction).
+# Records live in fixed-size blocks of C structs (Rec) found through a block
+# table, reused through a free list; a block is never moved or copied. Two
+# indexes find them: KSlot by the 128-bit key, TSlot by every (origin, task_id)
+# present, owner or alias. Each index is 256 shards chosen by the top 8 bits of
+# the hash, each shard an open-addressing table with linear probing and
+# backward-shift deletion (no tombstone slots) that grows and shrinks on its
+# own, so a resize moves 1/256 of the index. The expiry of each finished record
+# is a QEntry in a FIFO of fixed-size blocks, in completion order (sorted by
+# construction); blocks are added at the tail and freed at the head, never
+# copied.
 
 from cpython.object cimport PyObject
 from libc.stdint cimport int64_t, uint32_t, uint64_t
@@ -43,6 +48,18 @@ cdef struct QEntry:
     uint32_t gen            # Rec.gen when queued; a mismatch means the entry is stale
 
 
+cdef struct KShard:
+    KSlot* slots            # mask + 1 slots; an empty shard shares one static empty slot
+    uint32_t mask
+    uint32_t used
+
+
+cdef struct TShard:
+    TSlot* slots
+    uint32_t mask
+    uint32_t used
+
+
 cdef class Decision:
     cdef readonly int dedup
     cdef readonly str name
@@ -60,24 +77,27 @@ cdef class IdemRecord:
 
 cdef class IdemTable:
     cdef int64_t _ttl
-    # records: slots [0, _rec_cap); free ones chained through Rec.task_id
-    cdef Rec* _recs
-    cdef uint32_t _rec_cap
+    # records: slots [0, _rec_hw) have been handed out (the rest of the last
+    # block is untouched); free ones chained through Rec.task_id
+    cdef Rec** _rb              # record blocks of REC_BLOCK slots each
+    cdef uint32_t _rb_len       # blocks allocated
+    cdef uint32_t _rb_cap       # entries of _rb
+    cdef uint32_t _rec_hw
     cdef uint32_t _free_head
     cdef uint32_t _count
-    # key index
-    cdef KSlot* _kt
-    cdef uint32_t _kt_mask
-    cdef uint32_t _kt_used
-    # (origin, task_id) index
-    cdef TSlot* _tt
-    cdef uint32_t _tt_mask
-    cdef uint32_t _tt_used
-    # expiry FIFO (ring buffer, capacity a power of two)
-    cdef QEntry* _q
-    cdef uint32_t _q_mask
-    cdef uint32_t _q_head
+    # key index and (origin, task_id) index: SHARDS shards each
+    cdef KShard _ks[256]
+    cdef TShard _ts[256]
+    cdef uint32_t _shrink_next  # the next shard evict_expired looks at for shrinking
+    # expiry FIFO: entry p (absolute position) is in block p >> Q_SHIFT, kept
+    # in _qb[(p >> Q_SHIFT) & _qb_mask]; blocks from the head's to the one the
+    # next entry goes in are allocated
+    cdef QEntry** _qb
+    cdef uint32_t _qb_mask
+    cdef uint64_t _q_head
     cdef uint32_t _q_len
+    cdef QEntry* _q_spare       # one drained block kept for the tail's next
+    cdef uint64_t _moved        # slots and entries moved or set up by growth and shrink (for tests)
     cdef int64_t _last_expiry
     # kept-result budget: entries [head, head + _q_passed) of the expiry queue
     # keep no result (already dropped, or walked past by the budget)
@@ -107,18 +127,15 @@ cdef class IdemTable:
     cdef void _pop_queue_head(self) noexcept
 
     cdef int _reserve_slot(self) except -1
-    cdef int _kt_room(self) except -1
-    cdef int _tt_room(self) except -1
-    cdef int _kt_resize(self, uint32_t cap) except -1
-    cdef int _tt_resize(self, uint32_t cap) except -1
-    cdef int _q_resize(self, uint32_t cap) except -1
-    cdef int _kt_resize_noexc(self, uint32_t cap) noexcept
-    cdef int _tt_resize_noexc(self, uint32_t cap) noexcept
-    cdef int _q_resize_noexc(self, uint32_t cap) noexcept
-    cdef Py_ssize_t _kt_find(self, uint64_t k0, uint64_t k1, uint32_t h, bint* found) noexcept
-    cdef Py_ssize_t _tt_find(self, str origin, uint64_t task_id, uint32_t h, bint* found) noexcept
-    cdef void _kt_delete_at(self, Py_ssize_t pos) noexcept
-    cdef void _tt_delete_at(self, Py_ssize_t pos) noexcept
+    cdef int _kt_grow(self, KShard* sh) except -1
+    cdef int _tt_grow(self, TShard* sh) except -1
+    cdef int _kt_resize(self, KShard* sh, uint32_t cap) noexcept
+    cdef int _tt_resize(self, TShard* sh, uint32_t cap) noexcept
+    cdef int _q_tail_block(self) except -1
+    cdef Py_ssize_t _kt_find(self, KShard* sh, uint64_t k0, uint64_t k1, uint32_t h, bint* found) noexcept
+    cdef Py_ssize_t _tt_find(self, TShard* sh, str origin, uint64_t task_id, uint32_t h, bint* found) noexcept
+    cdef void _kt_delete_at(self, KShard* sh, Py_ssize_t pos) noexcept
+    cdef void _tt_delete_at(self, TShard* sh, Py_ssize_t pos) noexcept
     cdef void _tt_delete_ref(self, uint64_t task_id, uint32_t h, uint32_t ref) noexcept
     cdef object _remove(self, uint32_t idx)
     cdef IdemRecord _view(self, uint32_t idx)

@@ -27,10 +27,11 @@ Rules this file keeps (docs/PROTOCOL.md section 7, "Rules the node keeps"):
   owner and aliases) until the rest fit; the records stay, so a key is still
   never run twice, and a duplicate is answered with ``dropped_outcome``.
 
-Implementation (layout in ``_idemtable.pxd``): records are C structs in one
-array with a free list; a key index and an ``(origin, task_id)`` index are open
-addressing tables of small C structs; the expiry FIFO is a C ring buffer. The
-common paths (new, complete, evict) allocate no Python object. An
+Implementation (layout in ``_idemtable.pxd``): records are C structs in
+fixed-size blocks with a free list; a key index and an ``(origin, task_id)``
+index are each 256 open-addressing tables (shards) of small C structs; the
+expiry FIFO is a queue of fixed-size blocks of C structs. Nothing is copied
+as a whole when the table grows or shrinks. The common paths (new, complete, evict) allocate no Python object. An
 ``IdemRecord`` is built only when one is handed out (a duplicate, ``get``).
 
 Re-entrancy: Python code can run inside this module only where an object is
@@ -135,14 +136,30 @@ cdef extern from *:
     #define RSC_IT_ALIAS_BIT 0x80000000u    /* TSlot.ref of an alias entry */
     #define RSC_IT_FREE_END 0xFFFFFFFFu     /* end of the free-slot chain */
     #define RSC_IT_MAX_RECORDS 0x40000000u   /* 2**30: keeps every capacity below 2**32 */
-    #define RSC_IT_MAX_SLOTS 0x80000000u     /* largest hash table or ring (2**31) */
-    #define RSC_IT_MIN_TABLE 16u            /* slots of an empty hash table or ring */
+    #define RSC_IT_MAX_SLOTS 0x80000000u     /* longest expiry queue (2**31) */
+    #define RSC_IT_MIN_TABLE 16u            /* slots of a shard's first table */
+    #define RSC_IT_SHARD_SHIFT 24           /* an index's shard: the hash's top 8 bits */
+    #define RSC_IT_SHARD_SLOTS 0x1000000u   /* largest shard (2**24): its mask stays below those bits */
+    #define RSC_IT_REC_SHIFT 12             /* records per block: 4096 */
+    #define RSC_IT_Q_SHIFT 10               /* expiry entries per block: 1024 */
+    #define RSC_IT_REC_MASK ((1u << RSC_IT_REC_SHIFT) - 1)
+    #define RSC_IT_Q_MASK ((1u << RSC_IT_Q_SHIFT) - 1)
+    #define RSC_IT_SHARDS 256u
+    #define RSC_IT_SHRINK_SCAN 2            /* shards of each index one eviction looks at */
     """
     const uint32_t ALIAS_BIT "RSC_IT_ALIAS_BIT"
     const uint32_t FREE_END "RSC_IT_FREE_END"
     const uint32_t MAX_RECORDS "RSC_IT_MAX_RECORDS"
     const uint32_t MIN_TABLE "RSC_IT_MIN_TABLE"
     const uint32_t MAX_SLOTS "RSC_IT_MAX_SLOTS"
+    const uint32_t SHARD_SHIFT "RSC_IT_SHARD_SHIFT"
+    const uint32_t SHARD_SLOTS "RSC_IT_SHARD_SLOTS"
+    const uint32_t REC_SHIFT "RSC_IT_REC_SHIFT"
+    const uint32_t Q_SHIFT "RSC_IT_Q_SHIFT"
+    const uint32_t REC_MASK "RSC_IT_REC_MASK"
+    const uint32_t Q_MASK "RSC_IT_Q_MASK"
+    const uint32_t SHARDS "RSC_IT_SHARDS"
+    const uint32_t SHRINK_SCAN "RSC_IT_SHRINK_SCAN"
     # A hint to start loading a cache line now. The tables are probed at
     # random, so most probes miss the cache; where two lookups do not depend
     # on each other, prefetching both lets the misses overlap.
@@ -613,6 +630,76 @@ cdef class IdemRecord:
 # --- the table -----------------------------------------------------------------
 
 
+# Storage. Nothing the table holds is ever copied as a whole: records and
+# expiry entries sit in fixed-size blocks that never move, and each index is
+# SHARDS independent hash tables, so one resize rehashes one shard (1/256 of
+# the index). A node's event loop waits for every table call; these keep the
+# slowest call near the cost of one shard's resize at any size.
+
+cdef KSlot _K_EMPTY[1]  # the one (zero) slot every empty key shard shares; never written
+cdef TSlot _T_EMPTY[1]
+
+
+cdef inline bint _full(uint32_t used, uint32_t mask) noexcept:
+    # Whether a shard must grow before one more insert: its load stays <= 0.7
+    # (an empty shard's one shared slot counts as full).
+    return (<uint64_t>used + 1) * 10 > (<uint64_t>mask + 1) * 7
+
+
+cdef inline Rec* _rec_at(Rec** rb, uint32_t idx) noexcept:
+    return &rb[idx >> REC_SHIFT][idx & REC_MASK]
+
+
+cdef inline QEntry* _q_at(QEntry** qb, uint32_t qb_mask, uint64_t p) noexcept:
+    return &qb[<uint32_t>(p >> Q_SHIFT) & qb_mask][<uint32_t>p & Q_MASK]
+
+
+cdef void _free_storage(IdemTable t) noexcept:
+    # The C memory of the indexes and the expiry queue (not the records).
+    cdef uint32_t i
+    cdef uint64_t b, last
+    for i in range(SHARDS):
+        if t._ks[i].slots != &_K_EMPTY[0]:
+            PyMem_Free(t._ks[i].slots)
+        t._ks[i].slots = &_K_EMPTY[0]
+        t._ks[i].mask = 0
+        t._ks[i].used = 0
+        if t._ts[i].slots != &_T_EMPTY[0]:
+            PyMem_Free(t._ts[i].slots)
+        t._ts[i].slots = &_T_EMPTY[0]
+        t._ts[i].mask = 0
+        t._ts[i].used = 0
+    if t._qb != NULL:
+        b = t._q_head >> Q_SHIFT
+        last = (t._q_head + t._q_len) >> Q_SHIFT
+        while b <= last:
+            PyMem_Free(t._qb[<uint32_t>b & t._qb_mask])
+            b += 1
+        PyMem_Free(t._qb)
+        t._qb = NULL
+    PyMem_Free(t._q_spare)
+    t._q_spare = NULL
+    t._q_head = 0
+    t._q_len = 0
+
+
+cdef int _new_queue(IdemTable t) except -1:
+    # An empty expiry queue: its block table and the block its first entry goes in.
+    cdef QEntry** qb = <QEntry**>PyMem_Calloc(MIN_TABLE, sizeof(QEntry*))
+    if qb == NULL:
+        raise MemoryError()
+    qb[0] = <QEntry*>PyMem_Malloc(sizeof(QEntry) << Q_SHIFT)
+    if qb[0] == NULL:
+        PyMem_Free(qb)
+        raise MemoryError()
+    t._qb = qb
+    t._qb_mask = MIN_TABLE - 1
+    t._q_head = 0
+    t._q_len = 0
+    return 0
+
+
+
 @cython.no_gc_clear  # the C arrays are needed until __dealloc__; a cycle breaks on the outcome's side
 @cython.final
 cdef class IdemTable:
@@ -627,40 +714,52 @@ cdef class IdemTable:
     already queued (of its kind), so a caller whose ``now`` steps back never
     shortens a life below the TTL and the expiry queues stay sorted.
 
-    Memory: 189 bytes per finished record at 100,000 records (tracemalloc,
-    ``bench/bench_idemtable.py``), all of it C arrays: a 96-byte record, an
-    8-byte key slot and a 16-byte task slot at load 0.35..0.7, a 16-byte expiry
-    entry, each with power-of-two growth slack, so 130..260 bytes depending on
-    where the count falls. Keys and fingerprints are copied, so the caller's
-    objects are not kept; origins are shared strs; outcomes are not counted.
-    The record array keeps its capacity after eviction (its slots are reused);
-    the hash tables and the expiry ring shrink; ``clear()`` releases all.
+    Memory: 176 bytes per finished record at 100,000 records, 163 at a
+    million (tracemalloc, ``bench/bench_idemtable.py``), all of it C memory: a
+    96-byte record, an 8-byte key slot and a 16-byte task slot at load
+    0.35..0.7, a 16-byte expiry entry. Keys and fingerprints are copied, so
+    the caller's objects are not kept; origins are shared strs; outcomes are
+    not counted.
+
+    Growth never stalls the caller for long: nothing is copied as a whole.
+    Records sit in blocks of 4,096 and expiry entries in blocks of 1,024,
+    added as needed and never moved; each index is 256 shards (by the top
+    bits of the hash) that double, one at a time, when their own load passes
+    0.7, so one call rehashes at most one shard of each index (1/256 of it).
+    After evictions each ``evict_expired`` call looks at the next 2 shards of
+    each index and rebuilds one left 1/8 full at load <= 0.4 (an emptied shard
+    gives back all its memory); expiry blocks are freed as the queue's head
+    leaves them; record blocks stay (their slots are reused); ``clear()``
+    releases all. ``bench/idem_pauses.py`` finds the slowest single calls.
     At most 2**30 records.
     """
 
     def __cinit__(self, *args, **kwargs):
-        self._recs = NULL
-        self._rec_cap = 0
+        cdef uint32_t i
+        self._rb = NULL
+        self._rb_len = 0
+        self._rb_cap = 0
+        self._rec_hw = 0
         self._free_head = FREE_END
         self._count = 0
-        self._kt = <KSlot*>PyMem_Calloc(MIN_TABLE, sizeof(KSlot))
-        self._tt = <TSlot*>PyMem_Calloc(MIN_TABLE, sizeof(TSlot))
-        self._q = <QEntry*>PyMem_Malloc(MIN_TABLE * sizeof(QEntry))
-        if self._kt == NULL or self._tt == NULL or self._q == NULL:
-            raise MemoryError()
-        self._kt_mask = MIN_TABLE - 1
-        self._kt_used = 0
-        self._tt_mask = MIN_TABLE - 1
-        self._tt_used = 0
-        self._q_mask = MIN_TABLE - 1
-        self._q_head = 0
-        self._q_len = 0
+        for i in range(SHARDS):
+            self._ks[i].slots = &_K_EMPTY[0]
+            self._ks[i].mask = 0
+            self._ks[i].used = 0
+            self._ts[i].slots = &_T_EMPTY[0]
+            self._ts[i].mask = 0
+            self._ts[i].used = 0
+        self._shrink_next = 0
+        self._qb = NULL
+        self._q_spare = NULL
+        self._moved = 0
         self._last_expiry = 0
         self._evict_examined = 0
         self._max_kept = -1
         self._kept_total = 0
         self._results_dropped = 0
         self._q_passed = 0
+        _new_queue(self)
 
     def __init__(self, ttl_ns, max_kept_bytes=None, dropped_outcome=None):
         """``max_kept_bytes``: the budget of kept results' bytes (None: no
@@ -685,16 +784,17 @@ cdef class IdemTable:
 
     def __dealloc__(self):
         cdef uint32_t i
-        if self._recs != NULL:
-            for i in range(self._rec_cap):
-                if self._recs[i].origin != NULL:
-                    _decref(self._recs[i].origin)
-                    _xdecref(self._recs[i].aliases)
-                    _xdecref(self._recs[i].outcome)
-            PyMem_Free(self._recs)
-        PyMem_Free(self._kt)
-        PyMem_Free(self._tt)
-        PyMem_Free(self._q)
+        cdef Rec* r
+        for i in range(self._rec_hw):
+            r = _rec_at(self._rb, i)
+            if r.origin != NULL:
+                _decref(r.origin)
+                _xdecref(r.aliases)
+                _xdecref(r.outcome)
+        for i in range(self._rb_len):
+            PyMem_Free(self._rb[i])
+        PyMem_Free(self._rb)
+        _free_storage(self)
 
     @property
     def ttl_ns(self):
@@ -721,8 +821,9 @@ cdef class IdemTable:
         cdef bytes k = _key_arg(key, "key")
         cdef uint64_t kk[2]
         cdef bint found
+        cdef uint32_t kh = _fold(<uint64_t>hash(k))
         memcpy(kk, PyBytes_AS_STRING(k), 16)
-        self._kt_find(kk[0], kk[1], _fold(<uint64_t>hash(k)), &found)
+        self._kt_find(&self._ks[kh >> SHARD_SHIFT], kk[0], kk[1], kh, &found)
         return found
 
     def __repr__(self):
@@ -734,106 +835,153 @@ cdef class IdemTable:
     # -- storage primitives ---------------------------------------------------
 
     cdef int _reserve_slot(self) except -1:
-        # Make sure a free record slot exists. Runs no Python code, so a caller
-        # may probe after it and rely on the slot.
-        cdef uint32_t old = self._rec_cap
-        cdef uint32_t cap, i
-        cdef Rec* recs
+        # Make sure a free record slot exists: the free list's head, or else the
+        # next slot never used, set up now and put on the list (a block is
+        # allocated when the last one is used up; it is not touched until its
+        # slots are handed out). Runs no Python code, so a caller may probe
+        # after it and rely on the slot.
+        cdef uint32_t idx = self._rec_hw
+        cdef uint32_t cap
+        cdef Rec** rb
+        cdef Rec* r
         if self._free_head != FREE_END:
             return 0
-        if old >= MAX_RECORDS:
+        if idx >= MAX_RECORDS:
             raise MemoryError("the idempotency table is full (2**30 records)")
-        cap = 64 if old == 0 else (old * 2 if old < MAX_RECORDS // 2 else MAX_RECORDS)
-        recs = <Rec*>PyMem_Realloc(self._recs, cap * sizeof(Rec))
-        if recs == NULL:
-            raise MemoryError()
-        self._recs = recs
-        for i in range(old, cap):
-            recs[i].origin = NULL
-            recs[i].aliases = NULL
-            recs[i].outcome = NULL
-            recs[i].expires_at = -1
-            recs[i].gen = 0
-            recs[i].task_id = i + 1 if i + 1 < cap else FREE_END
-        self._free_head = old
-        self._rec_cap = cap
+        if idx == self._rb_len << REC_SHIFT:
+            if self._rb_len == self._rb_cap:
+                # one pointer per block: doubling it copies little (2 KiB at a million records)
+                cap = 16 if self._rb_cap == 0 else self._rb_cap * 2
+                rb = <Rec**>PyMem_Realloc(self._rb, cap * sizeof(Rec*))
+                if rb == NULL:
+                    raise MemoryError()
+                self._rb = rb
+                self._rb_cap = cap
+                self._moved += self._rb_len
+            r = <Rec*>PyMem_Malloc(sizeof(Rec) << REC_SHIFT)
+            if r == NULL:
+                raise MemoryError()
+            self._rb[self._rb_len] = r
+            self._rb_len += 1
+        r = _rec_at(self._rb, idx)
+        r.origin = NULL
+        r.aliases = NULL
+        r.outcome = NULL
+        r.expires_at = -1
+        r.gen = 0
+        r.task_id = FREE_END
+        self._free_head = idx
+        self._rec_hw = idx + 1
         return 0
 
-    cdef int _kt_resize(self, uint32_t cap) except -1:
-        cdef KSlot* new = <KSlot*>PyMem_Calloc(cap, sizeof(KSlot))
-        cdef KSlot* old = self._kt
-        cdef uint32_t old_cap = self._kt_mask + 1
+    cdef int _kt_resize(self, KShard* sh, uint32_t cap) noexcept:
+        # Rehash one shard into a table of cap slots; -1 (nothing changed, no
+        # exception set) if out of memory.
+        cdef KSlot* new = <KSlot*>PyMem_Malloc(cap * sizeof(KSlot))
+        cdef KSlot* old = sh.slots
+        cdef uint32_t old_cap = sh.mask + 1
         cdef uint32_t mask = cap - 1
         cdef uint32_t i, j
         if new == NULL:
-            raise MemoryError()
+            return -1
+        for i in range(cap):
+            new[i].ref = 0  # an empty slot (the rest of it is never read)
         for i in range(old_cap):
             if old[i].ref:
                 j = old[i].h & mask
                 while new[j].ref:
                     j = (j + 1) & mask
                 new[j] = old[i]
-        self._kt = new
-        self._kt_mask = mask
-        PyMem_Free(old)
+        sh.slots = new
+        sh.mask = mask
+        if old != &_K_EMPTY[0]:
+            PyMem_Free(old)
+        self._moved += old_cap
         return 0
 
-    cdef int _tt_resize(self, uint32_t cap) except -1:
-        cdef TSlot* new = <TSlot*>PyMem_Calloc(cap, sizeof(TSlot))
-        cdef TSlot* old = self._tt
-        cdef uint32_t old_cap = self._tt_mask + 1
+    cdef int _tt_resize(self, TShard* sh, uint32_t cap) noexcept:
+        cdef TSlot* new = <TSlot*>PyMem_Malloc(cap * sizeof(TSlot))
+        cdef TSlot* old = sh.slots
+        cdef uint32_t old_cap = sh.mask + 1
         cdef uint32_t mask = cap - 1
         cdef uint32_t i, j
         if new == NULL:
-            raise MemoryError()
+            return -1
+        for i in range(cap):
+            new[i].ref = 0  # an empty slot (the rest of it is never read)
         for i in range(old_cap):
             if old[i].ref:
                 j = old[i].h & mask
                 while new[j].ref:
                     j = (j + 1) & mask
                 new[j] = old[i]
-        self._tt = new
-        self._tt_mask = mask
-        PyMem_Free(old)
+        sh.slots = new
+        sh.mask = mask
+        if old != &_T_EMPTY[0]:
+            PyMem_Free(old)
+        self._moved += old_cap
         return 0
 
-    cdef int _q_resize(self, uint32_t cap) except -1:
-        cdef QEntry* new = <QEntry*>PyMem_Malloc(cap * sizeof(QEntry))
-        cdef uint32_t i
-        if new == NULL:
+    cdef int _kt_grow(self, KShard* sh) except -1:
+        # The shard is too full for one more insert (_full): double it.
+        cdef uint32_t cap = sh.mask + 1
+        if cap >= SHARD_SLOTS:
+            raise MemoryError("the idempotency table's key index is full")
+        if self._kt_resize(sh, MIN_TABLE if cap < MIN_TABLE else cap * 2):
             raise MemoryError()
-        for i in range(self._q_len):
-            new[i] = self._q[(self._q_head + i) & self._q_mask]
-        PyMem_Free(self._q)
-        self._q = new
-        self._q_mask = cap - 1
-        self._q_head = 0
         return 0
 
-    cdef int _kt_room(self) except -1:
-        # keep the load at most 0.7 after one more insert
-        if (<uint64_t>self._kt_used + 1) * 10 > (<uint64_t>self._kt_mask + 1) * 7:
-            if self._kt_mask + 1 >= MAX_SLOTS:
-                raise MemoryError("the idempotency table's key index is full")
-            self._kt_resize((self._kt_mask + 1) * 2)
+    cdef int _tt_grow(self, TShard* sh) except -1:
+        cdef uint32_t cap = sh.mask + 1
+        if cap >= SHARD_SLOTS:
+            raise MemoryError("the idempotency table's task index is full")
+        if self._tt_resize(sh, MIN_TABLE if cap < MIN_TABLE else cap * 2):
+            raise MemoryError()
         return 0
 
-    cdef int _tt_room(self) except -1:
-        if (<uint64_t>self._tt_used + 1) * 10 > (<uint64_t>self._tt_mask + 1) * 7:
-            if self._tt_mask + 1 >= MAX_SLOTS:
-                raise MemoryError("the idempotency table's task index is full")
-            self._tt_resize((self._tt_mask + 1) * 2)
+    cdef int _q_tail_block(self) except -1:
+        # The entry about to be added is the last of its block: allocate the
+        # block the next one goes in (the spare, if a drained block was kept),
+        # first doubling the table of block pointers if it is full (one
+        # pointer per block: it copies little).
+        cdef uint64_t first = self._q_head >> Q_SHIFT
+        cdef uint64_t nb = (self._q_head + self._q_len + 1) >> Q_SHIFT
+        cdef uint32_t cap = self._qb_mask + 1
+        cdef uint64_t b
+        cdef QEntry** qb
+        cdef QEntry* blk
+        if self._q_len >= MAX_SLOTS - 1:
+            raise MemoryError("the idempotency table's expiry queue is full")
+        if nb - first >= cap:
+            qb = <QEntry**>PyMem_Calloc(<size_t>cap * 2, sizeof(QEntry*))
+            if qb == NULL:
+                raise MemoryError()
+            b = first
+            while b < nb:
+                qb[<uint32_t>b & (cap * 2 - 1)] = self._qb[<uint32_t>b & self._qb_mask]
+                b += 1
+            PyMem_Free(self._qb)
+            self._qb = qb
+            self._qb_mask = cap * 2 - 1
+            self._moved += nb - first
+        blk = self._q_spare
+        if blk == NULL:
+            blk = <QEntry*>PyMem_Malloc(sizeof(QEntry) << Q_SHIFT)
+            if blk == NULL:
+                raise MemoryError()
+        self._q_spare = NULL
+        self._qb[<uint32_t>nb & self._qb_mask] = blk
         return 0
 
-    cdef Py_ssize_t _kt_find(self, uint64_t k0, uint64_t k1, uint32_t h, bint* found) noexcept:
-        # Position of the key's slot (found) or of the empty slot where it goes.
-        cdef KSlot* kt = self._kt
-        cdef uint32_t mask = self._kt_mask
+    cdef Py_ssize_t _kt_find(self, KShard* sh, uint64_t k0, uint64_t k1, uint32_t h, bint* found) noexcept:
+        # Position in its shard of the key's slot (found) or of the empty slot where it goes.
+        cdef KSlot* kt = sh.slots
+        cdef uint32_t mask = sh.mask
         cdef uint32_t i = h & mask
         cdef Rec* r
         while kt[i].ref:
             if kt[i].h == h:
-                r = &self._recs[kt[i].ref - 1]
+                r = _rec_at(self._rb, kt[i].ref - 1)
                 if r.k0 == k0 and r.k1 == k1:
                     found[0] = True
                     return i
@@ -841,11 +989,11 @@ cdef class IdemTable:
         found[0] = False
         return i
 
-    cdef Py_ssize_t _tt_find(self, str origin, uint64_t task_id, uint32_t h, bint* found) noexcept:
-        # Position of the pair's slot (found) or of the empty slot where it goes.
-        # Comparing exact strs and ints runs no Python code.
-        cdef TSlot* tt = self._tt
-        cdef uint32_t mask = self._tt_mask
+    cdef Py_ssize_t _tt_find(self, TShard* sh, str origin, uint64_t task_id, uint32_t h, bint* found) noexcept:
+        # Position in its shard of the pair's slot (found) or of the empty slot
+        # where it goes. Comparing exact strs and ints runs no Python code.
+        cdef TSlot* tt = sh.slots
+        cdef uint32_t mask = sh.mask
         cdef uint32_t i = h & mask
         cdef uint32_t ref
         cdef Rec* r
@@ -854,7 +1002,7 @@ cdef class IdemTable:
         while tt[i].ref:
             if tt[i].h == h and tt[i].task_id == task_id:
                 ref = tt[i].ref
-                r = &self._recs[(ref & ~ALIAS_BIT) - 1]
+                r = _rec_at(self._rb, (ref & ~ALIAS_BIT) - 1)
                 if not (ref & ALIAS_BIT):
                     if origin == <str>r.origin:
                         found[0] = True
@@ -873,11 +1021,11 @@ cdef class IdemTable:
         found[0] = False
         return i
 
-    cdef void _kt_delete_at(self, Py_ssize_t pos) noexcept:
+    cdef void _kt_delete_at(self, KShard* sh, Py_ssize_t pos) noexcept:
         # Backward-shift deletion: pull later entries of the probe run into the
         # hole unless that would put them before their home slot.
-        cdef KSlot* kt = self._kt
-        cdef uint32_t mask = self._kt_mask
+        cdef KSlot* kt = sh.slots
+        cdef uint32_t mask = sh.mask
         cdef uint32_t i = <uint32_t>pos
         cdef uint32_t j = i
         cdef uint32_t home
@@ -890,11 +1038,11 @@ cdef class IdemTable:
                 kt[i] = kt[j]
                 i = j
         kt[i].ref = 0
-        self._kt_used -= 1
+        sh.used -= 1
 
-    cdef void _tt_delete_at(self, Py_ssize_t pos) noexcept:
-        cdef TSlot* tt = self._tt
-        cdef uint32_t mask = self._tt_mask
+    cdef void _tt_delete_at(self, TShard* sh, Py_ssize_t pos) noexcept:
+        cdef TSlot* tt = sh.slots
+        cdef uint32_t mask = sh.mask
         cdef uint32_t i = <uint32_t>pos
         cdef uint32_t j = i
         cdef uint32_t home
@@ -907,18 +1055,19 @@ cdef class IdemTable:
                 tt[i] = tt[j]
                 i = j
         tt[i].ref = 0
-        self._tt_used -= 1
+        sh.used -= 1
 
     cdef void _tt_delete_ref(self, uint64_t task_id, uint32_t h, uint32_t ref) noexcept:
         # Delete one index entry of a record being removed. Entries of the same
         # record that agree on (hash, task id, ref) are interchangeable here:
         # they all go in the same removal.
-        cdef TSlot* tt = self._tt
-        cdef uint32_t mask = self._tt_mask
+        cdef TShard* sh = &self._ts[h >> SHARD_SHIFT]
+        cdef TSlot* tt = sh.slots
+        cdef uint32_t mask = sh.mask
         cdef uint32_t i = h & mask
         while tt[i].ref:
             if tt[i].ref == ref and tt[i].h == h and tt[i].task_id == task_id:
-                self._tt_delete_at(i)
+                self._tt_delete_at(sh, i)
                 return
             i = (i + 1) & mask
 
@@ -926,7 +1075,7 @@ cdef class IdemTable:
         # Unlink record idx from both indexes and free its slot. Returns its
         # outcome, for the caller to release once nothing else is pending
         # (the release may run a finalizer).
-        cdef Rec* r = &self._recs[idx]
+        cdef Rec* r = _rec_at(self._rb, idx)
         cdef PyObject* origin = r.origin
         cdef PyObject* aliases = r.aliases
         cdef uint64_t task_id = r.task_id
@@ -935,10 +1084,12 @@ cdef class IdemTable:
         cdef PyObject* item
         cdef uint64_t atid
         cdef uint32_t th = _pair_hash(hash(<str>origin), task_id)
-        _prefetch(&self._kt[r.khash & self._kt_mask])
-        _prefetch(&self._tt[th & self._tt_mask])
-        pos = self._kt_find(r.k0, r.k1, r.khash, &found)
-        self._kt_delete_at(pos)
+        cdef KShard* ks = &self._ks[r.khash >> SHARD_SHIFT]
+        cdef TShard* ts = &self._ts[th >> SHARD_SHIFT]
+        _prefetch(&ks.slots[r.khash & ks.mask])
+        _prefetch(&ts.slots[th & ts.mask])
+        pos = self._kt_find(ks, r.k0, r.k1, r.khash, &found)
+        self._kt_delete_at(ks, pos)
         self._tt_delete_ref(task_id, th, idx + 1)
         if aliases != NULL:
             n = PyList_GET_SIZE(<list>aliases)
@@ -950,7 +1101,6 @@ cdef class IdemTable:
                     _pair_hash(hash(<str>PyTuple_GET_ITEM(<object>item, 0)), atid),
                     (idx + 1) | ALIAS_BIT,
                 )
-        r = &self._recs[idx]
         if r.kept > 0:
             self._kept_total -= r.kept
         r.kept = 0
@@ -972,7 +1122,7 @@ cdef class IdemTable:
         # Take the references first: allocating the view may run a collection,
         # and with it Python code that changes the table. The alias list is
         # append-only, so its length now pins the snapshot.
-        cdef Rec* r = &self._recs[idx]
+        cdef Rec* r = _rec_at(self._rb, idx)
         cdef object origin = <object>r.origin
         cdef list aliases = <list>r.aliases if r.aliases != NULL else None
         cdef object outcome = <object>r.outcome if r.outcome != NULL else None
@@ -991,74 +1141,78 @@ cdef class IdemTable:
         # ahead is requested, and for the one two ahead (requested two steps
         # ago) the index slots it will delete. Stale entries prefetch harmlessly.
         cdef Rec* r
-        cdef uint32_t mask = self._q_mask
+        cdef KShard* ks
+        cdef TShard* ts
+        cdef uint32_t th
         if self._q_len > 4:
-            r = &self._recs[self._q[(self._q_head + 4) & mask].idx]
+            r = _rec_at(self._rb, _q_at(self._qb, self._qb_mask, self._q_head + 4).idx)
             _prefetch(r)
             _prefetch(<char*>r + sizeof(Rec) - 1)
         if self._q_len > 2:
-            r = &self._recs[self._q[(self._q_head + 2) & mask].idx]
+            r = _rec_at(self._rb, _q_at(self._qb, self._qb_mask, self._q_head + 2).idx)
             if r.origin != NULL:
-                _prefetch(&self._kt[r.khash & self._kt_mask])
-                _prefetch(&self._tt[_pair_hash(_str_hash(r.origin), r.task_id) & self._tt_mask])
+                ks = &self._ks[r.khash >> SHARD_SHIFT]
+                _prefetch(&ks.slots[r.khash & ks.mask])
+                th = _pair_hash(_str_hash(r.origin), r.task_id)
+                ts = &self._ts[th >> SHARD_SHIFT]
+                _prefetch(&ts.slots[th & ts.mask])
 
     cdef void _drop_stale_heads(self) noexcept:
         # Expiry entries of records discarded before they expired.
         cdef QEntry* e
         while self._q_len:
-            e = &self._q[self._q_head]
-            if self._recs[e.idx].gen == e.gen:
+            e = _q_at(self._qb, self._qb_mask, self._q_head)
+            if _rec_at(self._rb, e.idx).gen == e.gen:
                 return
             self._pop_queue_head()
 
     cdef void _pop_queue_head(self) noexcept:
-        self._q_head = (self._q_head + 1) & self._q_mask
+        cdef QEntry** slot
+        self._q_head += 1
         self._q_len -= 1
         if self._q_passed:
             self._q_passed -= 1  # the budget's cursor stays on its entry
+        if (<uint32_t>self._q_head & Q_MASK) == 0:
+            # The head left a block: keep it for the tail's next block, or free it.
+            slot = &self._qb[<uint32_t>((self._q_head - 1) >> Q_SHIFT) & self._qb_mask]
+            if self._q_spare == NULL:
+                self._q_spare = slot[0]
+            else:
+                PyMem_Free(slot[0])
+            slot[0] = NULL
 
     cdef void _shrink(self) noexcept:
-        # After evictions: give memory back once a structure is 1/8 full. The
-        # new size is at load <= 0.4, so a refill grows it again only after
-        # inserting as much as it just evicted (amortised O(1)).
-        cdef uint32_t cap
-        cdef int rc = 0
-        if self._kt_mask + 1 > MIN_TABLE and <uint64_t>self._kt_used * 8 < <uint64_t>self._kt_mask + 1:
-            cap = _cap_for(self._kt_used)
-            if cap < self._kt_mask + 1:
-                rc |= self._kt_resize_noexc(cap)
-        if self._tt_mask + 1 > MIN_TABLE and <uint64_t>self._tt_used * 8 < <uint64_t>self._tt_mask + 1:
-            cap = _cap_for(self._tt_used)
-            if cap < self._tt_mask + 1:
-                rc |= self._tt_resize_noexc(cap)
-        if self._q_mask + 1 > MIN_TABLE and <uint64_t>self._q_len * 8 < <uint64_t>self._q_mask + 1:
-            cap = MIN_TABLE
-            while cap < self._q_len * 2:
-                cap <<= 1
-            rc |= self._q_resize_noexc(cap)
-        if rc:
-            PyErr_Clear()  # out of memory while shrinking: keep the bigger tables
-
-    cdef int _kt_resize_noexc(self, uint32_t cap) noexcept:
-        try:
-            self._kt_resize(cap)
-        except MemoryError:
-            return 1
-        return 0
-
-    cdef int _tt_resize_noexc(self, uint32_t cap) noexcept:
-        try:
-            self._tt_resize(cap)
-        except MemoryError:
-            return 1
-        return 0
-
-    cdef int _q_resize_noexc(self, uint32_t cap) noexcept:
-        try:
-            self._q_resize(cap)
-        except MemoryError:
-            return 1
-        return 0
+        # After evictions: give memory back. Each call looks at SHRINK_SCAN
+        # shards of each index (the next ones, round the 256): a shard left
+        # empty gives back its table; one at most 1/8 full is rebuilt at load
+        # <= 0.4, so a refill grows it again only after inserting as much as
+        # was evicted from it (amortised O(1)). So a call rebuilds at most
+        # 2 * SHRINK_SCAN shards, each 1/256 of its index. Out of memory: the
+        # bigger table stays.
+        cdef uint32_t n, i, cap
+        cdef KShard* ks
+        cdef TShard* ts
+        for n in range(SHRINK_SCAN):
+            i = self._shrink_next
+            self._shrink_next = (i + 1) & (SHARDS - 1)
+            ks = &self._ks[i]
+            cap = ks.mask + 1
+            if ks.used == 0:
+                if ks.slots != &_K_EMPTY[0]:
+                    PyMem_Free(ks.slots)
+                    ks.slots = &_K_EMPTY[0]
+                    ks.mask = 0
+            elif cap > MIN_TABLE and <uint64_t>ks.used * 8 < cap:
+                self._kt_resize(ks, _cap_for(ks.used))
+            ts = &self._ts[i]
+            cap = ts.mask + 1
+            if ts.used == 0:
+                if ts.slots != &_T_EMPTY[0]:
+                    PyMem_Free(ts.slots)
+                    ts.slots = &_T_EMPTY[0]
+                    ts.mask = 0
+            elif cap > MIN_TABLE and <uint64_t>ts.used * 8 < cap:
+                self._tt_resize(ts, _cap_for(ts.used))
 
     # -- records --------------------------------------------------------------
 
@@ -1080,14 +1234,16 @@ cdef class IdemTable:
         """
         cdef bytes k = _key_arg(key, "key")
         cdef uint32_t kh = _fold(<uint64_t>hash(k))
+        cdef KShard* ks = &self._ks[kh >> SHARD_SHIFT]
         # Start loading the key's slot now; the remaining checks overlap it.
-        _prefetch(&self._kt[kh & self._kt_mask])
+        _prefetch(&ks.slots[kh & ks.mask])
         cdef bytes f = _fp_arg(fingerprint)
         cdef str o = _origin_arg(origin)
         cdef uint64_t tid = _task_id_arg(task_id)
         _time_arg(now, "now")
         cdef uint32_t th = _pair_hash(hash(o), tid)
-        _prefetch(&self._tt[th & self._tt_mask])
+        cdef TShard* ts = &self._ts[th >> SHARD_SHIFT]
+        _prefetch(&ts.slots[th & ts.mask])
         cdef uint64_t kk[2]
         cdef uint64_t ff[2]
         memcpy(kk, PyBytes_AS_STRING(k), 16)
@@ -1101,16 +1257,19 @@ cdef class IdemTable:
         cdef object spare = None
         while True:
             # Everything that may allocate happens before the probes.
-            self._reserve_slot()
-            self._kt_room()
-            self._tt_room()
-            kpos = self._kt_find(kk[0], kk[1], kh, &kfound)
+            if self._free_head == FREE_END:
+                self._reserve_slot()
+            if _full(ks.used, ks.mask):
+                self._kt_grow(ks)
+            if _full(ts.used, ts.mask):
+                self._tt_grow(ts)
+            kpos = self._kt_find(ks, kk[0], kk[1], kh, &kfound)
             if not kfound:
-                tpos = self._tt_find(o, tid, th, &tfound)
+                tpos = self._tt_find(ts, o, tid, th, &tfound)
                 if tfound:
                     return _CONFLICT  # a live (origin, task_id) reused with another key
                 idx = self._free_head
-                r = &self._recs[idx]
+                r = _rec_at(self._rb, idx)
                 self._free_head = <uint32_t>r.task_id
                 r.k0 = kk[0]
                 r.k1 = kk[1]
@@ -1125,26 +1284,26 @@ cdef class IdemTable:
                 r.aliases = NULL
                 r.outcome = NULL
                 r.khash = kh
-                self._kt[kpos].h = kh
-                self._kt[kpos].ref = idx + 1
-                self._kt_used += 1
-                self._tt[tpos].task_id = tid
-                self._tt[tpos].h = th
-                self._tt[tpos].ref = idx + 1
-                self._tt_used += 1
+                ks.slots[kpos].h = kh
+                ks.slots[kpos].ref = idx + 1
+                ks.used += 1
+                ts.slots[tpos].task_id = tid
+                ts.slots[tpos].h = th
+                ts.slots[tpos].ref = idx + 1
+                ts.used += 1
                 self._count += 1
                 return _NEW
-            idx = self._kt[kpos].ref - 1
-            r = &self._recs[idx]
+            idx = ks.slots[kpos].ref - 1
+            r = _rec_at(self._rb, idx)
             if r.f0 != ff[0] or r.f1 != ff[1] or r.ftag != ftag:
                 return _CONFLICT
             if ftag == 3 and not (o == <str>r.origin):  # FP_DRAWN: its owner's alone
                 return _CONFLICT
             if r.task_id == tid and o == <str>r.origin:
                 return self._view(idx)  # a resend by the owner (the common duplicate)
-            tpos = self._tt_find(o, tid, th, &tfound)
+            tpos = self._tt_find(ts, o, tid, th, &tfound)
             if tfound:
-                if (self._tt[tpos].ref & ~ALIAS_BIT) == idx + 1:
+                if (ts.slots[tpos].ref & ~ALIAS_BIT) == idx + 1:
                     return self._view(idx)  # a resend, or an alias again
                 return _CONFLICT
             if r.expires_at >= 0:
@@ -1158,10 +1317,10 @@ cdef class IdemTable:
                 _incref(<PyObject*>spare)
                 r.aliases = <PyObject*>spare
             PyList_Append(<object>r.aliases, pair)  # no GC-tracked allocation
-            self._tt[tpos].task_id = tid
-            self._tt[tpos].h = th
-            self._tt[tpos].ref = (idx + 1) | ALIAS_BIT
-            self._tt_used += 1
+            ts.slots[tpos].task_id = tid
+            ts.slots[tpos].h = th
+            ts.slots[tpos].ref = (idx + 1) | ALIAS_BIT
+            ts.used += 1
             return self._view(idx)
 
     cpdef complete(self, key, task_id, outcome, now, kept_bytes=0):
@@ -1177,7 +1336,8 @@ cdef class IdemTable:
         """
         cdef bytes k = _key_arg(key, "key")
         cdef uint32_t kh = _fold(<uint64_t>hash(k))
-        _prefetch(&self._kt[kh & self._kt_mask])
+        cdef KShard* ks = &self._ks[kh >> SHARD_SHIFT]
+        _prefetch(&ks.slots[kh & ks.mask])
         cdef uint64_t tid = _task_id_arg(task_id)
         cdef int64_t t = _time_arg(now, "now")
         cdef int64_t kept = _time_arg(kept_bytes, "kept_bytes")
@@ -1189,12 +1349,14 @@ cdef class IdemTable:
         cdef uint32_t idx
         cdef Rec* r
         cdef int64_t expires_at
+        cdef uint64_t p
+        cdef QEntry* e
         memcpy(kk, PyBytes_AS_STRING(k), 16)
-        pos = self._kt_find(kk[0], kk[1], kh, &found)
+        pos = self._kt_find(ks, kk[0], kk[1], kh, &found)
         if not found:
             raise InvalidArgument(f"no idempotency record for key {k.hex()}")
-        idx = self._kt[pos].ref - 1
-        r = &self._recs[idx]
+        idx = ks.slots[pos].ref - 1
+        r = _rec_at(self._rb, idx)
         if r.expires_at >= 0:
             raise InvalidArgument(f"the record for key {k.hex()} is already complete")
         if r.task_id != tid:
@@ -1207,14 +1369,13 @@ cdef class IdemTable:
         expires_at = t + self._ttl
         if expires_at < self._last_expiry:
             expires_at = self._last_expiry
-        if self._q_len == self._q_mask + 1:
-            if self._q_mask + 1 >= MAX_SLOTS:
-                raise MemoryError("the idempotency table's expiry queue is full")
-            self._q_resize((self._q_mask + 1) * 2)
-        r = &self._recs[idx]
-        self._q[(self._q_head + self._q_len) & self._q_mask].expires_at = expires_at
-        self._q[(self._q_head + self._q_len) & self._q_mask].idx = idx
-        self._q[(self._q_head + self._q_len) & self._q_mask].gen = r.gen
+        p = self._q_head + self._q_len
+        if (<uint32_t>p & Q_MASK) == Q_MASK:
+            self._q_tail_block()  # this entry fills its block: the next one's first
+        e = _q_at(self._qb, self._qb_mask, p)
+        e.expires_at = expires_at
+        e.idx = idx
+        e.gen = r.gen
         self._q_len += 1
         self._last_expiry = expires_at
         if not self._noted:
@@ -1243,9 +1404,9 @@ cdef class IdemTable:
         cdef object stand_in = self._dropped_outcome
         cdef list pairs
         while self._kept_total > self._max_kept and self._q_passed < self._q_len:
-            e = self._q[(self._q_head + self._q_passed) & self._q_mask]
+            e = _q_at(self._qb, self._qb_mask, self._q_head + self._q_passed)[0]
             self._q_passed += 1
-            r = &self._recs[e.idx]
+            r = _rec_at(self._rb, e.idx)
             if r.gen != e.gen or r.kept <= 0:
                 continue
             self._kept_total -= r.kept
@@ -1270,22 +1431,26 @@ cdef class IdemTable:
         cdef uint64_t kk[2]
         cdef bint found
         cdef Py_ssize_t pos
+        cdef uint32_t kh = _fold(<uint64_t>hash(k))
+        cdef KShard* ks = &self._ks[kh >> SHARD_SHIFT]
         memcpy(kk, PyBytes_AS_STRING(k), 16)
-        pos = self._kt_find(kk[0], kk[1], _fold(<uint64_t>hash(k)), &found)
+        pos = self._kt_find(ks, kk[0], kk[1], kh, &found)
         if not found:
             return None
-        return self._view(self._kt[pos].ref - 1)
+        return self._view(ks.slots[pos].ref - 1)
 
     cpdef owner_of(self, origin, task_id):
         """The key of the record that ``(origin, task_id)`` owns or is an alias of."""
         cdef str o = _origin_arg(origin)
         cdef uint64_t tid = _task_id_arg(task_id)
         cdef bint found
-        cdef Py_ssize_t pos = self._tt_find(o, tid, _pair_hash(hash(o), tid), &found)
+        cdef uint32_t th = _pair_hash(hash(o), tid)
+        cdef TShard* ts = &self._ts[th >> SHARD_SHIFT]
+        cdef Py_ssize_t pos = self._tt_find(ts, o, tid, th, &found)
         cdef Rec* r
         if not found:
             return None
-        r = &self._recs[(self._tt[pos].ref & ~ALIAS_BIT) - 1]
+        r = _rec_at(self._rb, (ts.slots[pos].ref & ~ALIAS_BIT) - 1)
         return PyBytes_FromStringAndSize(<char*>&r.k0, 16)
 
     cpdef key_of(self, origin, task_id):
@@ -1321,11 +1486,13 @@ cdef class IdemTable:
         cdef uint64_t kk[2]
         cdef bint found
         cdef Py_ssize_t pos
+        cdef uint32_t kh = _fold(<uint64_t>hash(k))
+        cdef KShard* ks = &self._ks[kh >> SHARD_SHIFT]
         memcpy(kk, PyBytes_AS_STRING(k), 16)
-        pos = self._kt_find(kk[0], kk[1], _fold(<uint64_t>hash(k)), &found)
+        pos = self._kt_find(ks, kk[0], kk[1], kh, &found)
         if not found:
             return False
-        outcome = self._remove(self._kt[pos].ref - 1)  # its expiry entry, if any, is now stale
+        outcome = self._remove(ks.slots[pos].ref - 1)  # its expiry entry, if any, is now stale
         outcome = None
         return True
 
@@ -1375,8 +1542,10 @@ cdef class IdemTable:
         cdef uint64_t tid = _task_id_arg(task_id)
         cdef int64_t t = _time_arg(now, "now")
         cdef bint found
-        cdef Py_ssize_t pos = self._tt_find(o, tid, _pair_hash(hash(o), tid), &found)
-        if found and self._recs[(self._tt[pos].ref & ~ALIAS_BIT) - 1].kept < 0:
+        cdef uint32_t th = _pair_hash(hash(o), tid)
+        cdef TShard* ts = &self._ts[th >> SHARD_SHIFT]
+        cdef Py_ssize_t pos = self._tt_find(ts, o, tid, th, &found)
+        if found and _rec_at(self._rb, (ts.slots[pos].ref & ~ALIAS_BIT) - 1).kept < 0:
             outcome = self._dropped_outcome  # its result is no longer kept: hold what stands in
         self._held.hold(o, tid, outcome, t)
         self._expiry_added(t + self._ttl)
@@ -1408,13 +1577,13 @@ cdef class IdemTable:
         cdef QEntry e
         cdef object outcome
         while self._q_len and removed < cap:
-            e = self._q[self._q_head]
+            e = _q_at(self._qb, self._qb_mask, self._q_head)[0]
             if e.expires_at > t:
                 break
             self._prefetch_ahead()
             self._pop_queue_head()
             self._evict_examined += 1
-            if self._recs[e.idx].gen != e.gen:
+            if _rec_at(self._rb, e.idx).gen != e.gen:
                 continue  # stale: the record was discarded
             outcome = self._remove(e.idx)
             removed += 1
@@ -1431,8 +1600,8 @@ cdef class IdemTable:
         but not yet evicted included), in no particular order."""
         cdef uint32_t i
         cdef list out = []
-        for i in range(self._rec_cap):
-            if self._recs[i].origin != NULL:
+        for i in range(self._rec_hw):
+            if _rec_at(self._rb, i).origin != NULL:
                 out.append(self._view(i))
         return out
 
@@ -1454,7 +1623,7 @@ cdef class IdemTable:
         and held results, or None. Re-arms ``watch`` for the next expiry added."""
         self._noted = False
         self._drop_stale_heads()
-        heads = [self._q[self._q_head].expires_at] if self._q_len else []
+        heads = [_q_at(self._qb, self._qb_mask, self._q_head).expires_at] if self._q_len else []
         for side in (self._tombstones, self._redeliveries, self._held):
             head = side.next_expiry()
             if head is not None:
@@ -1463,55 +1632,50 @@ cdef class IdemTable:
 
     def clear(self):
         """Forget every record, tombstone, redelivery and held result (the TTL stays)."""
-        cdef KSlot* kt = <KSlot*>PyMem_Calloc(MIN_TABLE, sizeof(KSlot))
-        cdef TSlot* tt = <TSlot*>PyMem_Calloc(MIN_TABLE, sizeof(TSlot))
-        cdef QEntry* q = <QEntry*>PyMem_Malloc(MIN_TABLE * sizeof(QEntry))
-        cdef Rec* recs = self._recs
-        cdef uint32_t cap = self._rec_cap
+        cdef Rec** rb = self._rb
+        cdef uint32_t hw = self._rec_hw
+        cdef uint32_t nblocks = self._rb_len
         cdef uint32_t i
-        if kt == NULL or tt == NULL or q == NULL:
-            PyMem_Free(kt)
-            PyMem_Free(tt)
-            PyMem_Free(q)
+        cdef Rec* r
+        cdef QEntry** new_qb = <QEntry**>PyMem_Calloc(MIN_TABLE, sizeof(QEntry*))
+        cdef QEntry* new_block = <QEntry*>PyMem_Malloc(sizeof(QEntry) << Q_SHIFT)
+        if new_qb == NULL or new_block == NULL:
+            PyMem_Free(new_qb)
+            PyMem_Free(new_block)
             raise MemoryError()
         # Detach everything first: what the releases below run sees an empty table.
-        PyMem_Free(self._kt)
-        PyMem_Free(self._tt)
-        PyMem_Free(self._q)
-        self._kt = kt
-        self._kt_mask = MIN_TABLE - 1
-        self._kt_used = 0
-        self._tt = tt
-        self._tt_mask = MIN_TABLE - 1
-        self._tt_used = 0
-        self._q = q
-        self._q_mask = MIN_TABLE - 1
-        self._q_head = 0
-        self._q_len = 0
+        _free_storage(self)
+        new_qb[0] = new_block
+        self._qb = new_qb
+        self._qb_mask = MIN_TABLE - 1
         self._q_passed = 0
         self._evict_examined = 0  # as the twin, whose new queue has examined nothing
         self._kept_total = 0
-        self._recs = NULL
-        self._rec_cap = 0
+        self._rb = NULL
+        self._rb_len = 0
+        self._rb_cap = 0
+        self._rec_hw = 0
         self._free_head = FREE_END
         self._count = 0
         self._last_expiry = 0
         sides = (self._tombstones, self._redeliveries, self._held)
         self._side_structures()
-        if recs != NULL:
-            for i in range(cap):
-                if recs[i].origin != NULL:
-                    _decref(recs[i].origin)
-                    _xdecref(recs[i].aliases)
-                    _xdecref(recs[i].outcome)  # may run a finalizer: the table is empty
-            PyMem_Free(recs)
+        for i in range(hw):
+            r = _rec_at(rb, i)
+            if r.origin != NULL:
+                _decref(r.origin)
+                _xdecref(r.aliases)
+                _xdecref(r.outcome)  # may run a finalizer: the table is empty
+        for i in range(nblocks):
+            PyMem_Free(rb[i])
+        PyMem_Free(rb)
         del sides  # may run finalizers (held outcomes, reasons): the table is empty
 
     def _debug_counters(self):
         """Sizes of the internal structures, for tests (not a stable API)."""
         return {
             "records": self._count,
-            "task_index": self._tt_used,
+            "task_index": sum(self._ts[i].used for i in range(SHARDS)),
             "expiry_queue": self._q_len,
             "tombstones": len(self._tombstones),
             "tombstone_queue": len(self._tombstones.fifo.queue),
@@ -1523,14 +1687,42 @@ cdef class IdemTable:
                 side.fifo.examined for side in (self._tombstones, self._redeliveries, self._held)),
         }
 
+    def _moved_slots(self):
+        """``_growth_counters()["moved"]``, cheaply (for tests; not a stable API)."""
+        return self._moved
+
+    def _growth_counters(self):
+        """How the compiled storage stands, for tests (not a stable API):
+        ``moved`` counts the index slots rehashed and the block pointers
+        copied so far (all the copying growth and shrink do); the rest are
+        the shards' sizes and the blocks allocated."""
+        return {
+            "moved": self._moved,
+            "key_index": sum(self._ks[i].used for i in range(SHARDS)),
+            "task_index": sum(self._ts[i].used for i in range(SHARDS)),
+            "key_slots": sum(self._ks[i].mask + 1 for i in range(SHARDS)),
+            "task_slots": sum(self._ts[i].mask + 1 for i in range(SHARDS)),
+            "largest_shard": max(max(self._ks[i].mask, self._ts[i].mask) for i in range(SHARDS)) + 1,
+            "shards": SHARDS,
+            "record_blocks": self._rb_len,
+            "queue_blocks": ((self._q_head + self._q_len) >> Q_SHIFT) - (self._q_head >> Q_SHIFT) + 1,
+        }
+
     def _memory_bytes(self):
         """Bytes of C memory the table holds now (not a stable API; for the benchmark)."""
-        return (
-            <size_t>self._rec_cap * sizeof(Rec)
-            + (<size_t>self._kt_mask + 1) * sizeof(KSlot)
-            + (<size_t>self._tt_mask + 1) * sizeof(TSlot)
-            + (<size_t>self._q_mask + 1) * sizeof(QEntry)
+        cdef size_t n = (
+            (<size_t>self._rb_len << REC_SHIFT) * sizeof(Rec) + <size_t>self._rb_cap * sizeof(Rec*)
+            + (<size_t>self._qb_mask + 1) * sizeof(QEntry*)
         )
+        cdef uint32_t i
+        for i in range(SHARDS):
+            if self._ks[i].slots != &_K_EMPTY[0]:
+                n += (<size_t>self._ks[i].mask + 1) * sizeof(KSlot)
+            if self._ts[i].slots != &_T_EMPTY[0]:
+                n += (<size_t>self._ts[i].mask + 1) * sizeof(TSlot)
+        blocks = ((self._q_head + self._q_len) >> Q_SHIFT) - (self._q_head >> Q_SHIFT) + 1
+        blocks += self._q_spare != NULL
+        return n + blocks * (sizeof(QEntry) << Q_SHIFT)
 
 
 # --- cyclic GC -----------------------------------------------------------------
@@ -1550,14 +1742,15 @@ cdef int _traverse_table(PyObject* o, _visitproc visit, void* arg) noexcept:
     cdef int rc
     cdef uint32_t i
     cdef IdemTable table = <IdemTable>o
-    cdef Rec* recs = table._recs
+    cdef Rec* r
     if _generated_traverse != NULL:
         rc = _generated_traverse(o, visit, arg)
         if rc:
             return rc
-    for i in range(table._rec_cap):
-        if recs[i].outcome != NULL:
-            rc = visit(recs[i].outcome, arg)
+    for i in range(table._rec_hw):
+        r = _rec_at(table._rb, i)
+        if r.outcome != NULL:
+            rc = visit(r.outcome, arg)
             if rc:
                 return rc
     return 0
