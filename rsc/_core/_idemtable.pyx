@@ -1605,6 +1605,32 @@ cdef class IdemTable:
                 out.append(self._view(i))
         return out
 
+    def scan_records(self, chunk):
+        """Snapshots of the records, a step at a time: each step yields those
+        in the next ``chunk`` record slots (a list, possibly empty), so no step
+        costs more than ``chunk`` slots whatever the table holds. The table may
+        change between steps: a record present from the call to the last step
+        is yielded exactly once (records never move); one added or removed
+        meanwhile may be yielded or not. The scan covers the slots in use at
+        the call, so it ends however fast records are added."""
+        n = _int_slow(chunk, "chunk", _I64_MAX)
+        if n < 1:
+            raise InvalidArgument("chunk must be at least 1")
+        return self._scan(min(n, 1 << 30), self._rec_hw)
+
+    def _scan(self, Py_ssize_t n, uint32_t end):
+        cdef uint32_t i = 0
+        cdef uint32_t stop
+        cdef list out
+        while i < end:
+            stop = <uint32_t>min(<Py_ssize_t>end, <Py_ssize_t>i + n)
+            out = []
+            while i < stop and i < self._rec_hw:  # a view's allocation may run code that clears the table
+                if _rec_at(self._rb, i).origin != NULL:
+                    out.append(self._view(i))
+                i += 1
+            yield out
+
     def tombstones(self):
         """``(origin, task_id, expires_at)`` of every tombstone present."""
         return [(pair[0], pair[1], exp) for pair, exp, _reason in self._tombstones.items()]

@@ -42,6 +42,7 @@ results; ``tests/test_idemtable.py`` holds them to it.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterator
 from typing import Any, Final
 
 from rsc._core.expiring import ExpiringMap, ExpiryFifo, HeldResults
@@ -751,6 +752,22 @@ class IdemTable:
         """Snapshots of every record present, running and finished (expired
         but not yet evicted included), in no particular order."""
         return list(self._records.values())
+
+    def scan_records(self, chunk: int) -> Iterator[list[IdemRecord]]:
+        """Snapshots of the records, a step at a time, at most ``chunk`` a
+        step. The table may change between steps: a record present from the
+        call to the last step is yielded exactly once; one added or removed
+        meanwhile may be yielded or not. (This twin yields the records as
+        they were at the call.)"""
+        n = _as_int(chunk, "chunk", _I64_MAX)
+        if n < 1:
+            raise InvalidArgument("chunk must be at least 1")
+        return self._scan(list(self._records.values()), n)
+
+    @staticmethod
+    def _scan(records: list[IdemRecord], n: int) -> Iterator[list[IdemRecord]]:
+        for i in range(0, len(records), n):
+            yield records[i:i + n]
 
     def tombstones(self) -> list[tuple[str, int, int]]:
         """``(origin, task_id, expires_at)`` of every tombstone present."""

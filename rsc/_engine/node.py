@@ -33,6 +33,7 @@ the driver makes them durable before anything they stand for leaves.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any, Callable
 
 from rsc._core import USING_EXTENSIONS
@@ -1276,16 +1277,30 @@ class NodeEngine:
     def durable_state(self, now: int) -> tuple[list[tuple], list[tuple]]:
         """What a journal compaction writes: the live records and tombstones, in
         ``restore``'s form (running records with no outcome and no expiry)."""
-        records: list[tuple] = []
-        for r in self._idem.records():
+        return self.durable_records(self._idem.records(), now), self.durable_tombstones(now)
+
+    def durable_scan(self, chunk: int) -> Iterator[list[Any]]:
+        """The idempotency records a step at a time (``IdemTable.scan_records``),
+        for ``durable_records``: a running node compacts its journal a step
+        per loop turn, so a million records never hold the loop at once."""
+        return self._idem.scan_records(chunk)
+
+    @staticmethod
+    def durable_records(records: list[Any], now: int) -> list[tuple]:
+        """The live ones of ``records`` (snapshots) in ``restore``'s form."""
+        out: list[tuple] = []
+        for r in records:
             if not r.finished:
-                records.append((r.key, r.fingerprint, r.origin, r.task_id, None, None))
+                out.append((r.key, r.fingerprint, r.origin, r.task_id, None, None))
             elif r.expires_at is not None and r.expires_at > now:  # a finished record's is set
-                records.append((r.key, r.fingerprint, r.origin, r.task_id, r.outcome, r.expires_at - now))
+                out.append((r.key, r.fingerprint, r.origin, r.task_id, r.outcome, r.expires_at - now))
+        return out
+
+    def durable_tombstones(self, now: int) -> list[tuple]:
+        """The live tombstones in ``restore``'s form."""
         idem = self._idem
-        tombstones = [(origin, rtid, idem.tombstone_reason(origin, rtid) or TOMBSTONE_REASON, exp - now)
-                      for origin, rtid, exp in idem.tombstones() if exp > now]
-        return records, tombstones
+        return [(origin, rtid, idem.tombstone_reason(origin, rtid) or TOMBSTONE_REASON, exp - now)
+                for origin, rtid, exp in idem.tombstones() if exp > now]
 
     # ----------------------------------------------------------------- shutdown
     def begin_drain(self) -> None:

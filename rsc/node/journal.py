@@ -33,8 +33,12 @@ restarted on the same directory starts from them. What a caller may rely on:
   file is rewritten from the live state at start and whenever it holds
   ``COMPACT_FACTOR`` times more entries than are live (at least
   ``COMPACT_MIN``): written to a temporary file, fsynced, renamed over. A
-  running node takes the live state on its loop and writes it in a thread
-  (``begin_compaction`` / ``write_snapshot`` / ``finish_compaction``).
+  running node writes the live state a step per loop turn (a few hundred
+  records each, so no turn is held for long however many records it keeps)
+  and syncs the file in a thread (``begin_compaction`` / ``start_snapshot``,
+  ``Snapshot.add``, ``Snapshot.seal`` / ``finish_compaction``). What changes
+  while it is written is in the journal's tail too, appended after the
+  snapshot, so the rewritten file replays to the same state.
 - **One node per directory.** The directory is created 0700 if missing; an
   existing one must belong to this user and not be writable by group or
   others, or the node refuses it (``StateDirError``). An exclusive ``flock``
@@ -196,6 +200,52 @@ def _entry(body: list) -> bytes:
     return _HEADER.pack(len(data), zlib.crc32(data)) + data
 
 
+class Snapshot:
+    """A compaction's temporary file while the live state is written to it
+    (``Journal.start_snapshot``). Each ``add`` converts the remaining times it
+    is given to wall-clock expiries at that moment, so the state may be taken
+    and added a step at a time."""
+
+    def __init__(self, files: Any, fd: int) -> None:
+        self._files = files
+        self.fd = fd
+        self.entries = 0
+
+    def append(self, parts: list[bytes]) -> None:
+        """Append entries already encoded (each a header and a body)."""
+        if parts:
+            self._files.append(self.fd, b"".join(parts))
+            self.entries += len(parts)
+
+    def add(self, records: list[Record], tombstones: list[Tombstone] = ()) -> None:  # type: ignore[assignment]
+        """Append records and tombstones (``Journal.load``'s form: each with the
+        time it has left)."""
+        now_wall = self._files.wall_ns()
+        parts = []
+        for key, fp, origin, rtid, outcome, remaining in records:
+            parts.append(_entry([J_RECORD, key, fp, origin, rtid]))
+            if outcome is not None:
+                parts.append(_entry([J_DONE, key, rtid, outcome[0], _stored(outcome[1]), outcome[2],
+                                     now_wall + remaining]))
+        for origin, rtid, reason, remaining in tombstones:
+            parts.append(_entry([J_TOMB, origin, rtid, reason, now_wall + remaining]))
+        self.append(parts)
+
+    def seal(self) -> tuple[int, int]:
+        """fsync the file; its descriptor and entry count, for
+        ``Journal.finish_compaction``. The descriptor is closed if this fails."""
+        try:
+            self._files.fsync(self.fd)
+        except BaseException:
+            self._files.close(self.fd)
+            raise
+        return self.fd, self.entries
+
+    def discard(self) -> None:
+        """Close the file without using it (the caller aborts the compaction)."""
+        self._files.close(self.fd)
+
+
 class _Entries:
     """The whole entries at the start of the open file ``f``, read one at a
     time (``end``: the offset after the last one read), so a replay holds one
@@ -343,11 +393,16 @@ class Journal:
         self.begin_compaction()
         self.finish_compaction(*self.write_snapshot(records, tombstones))
 
-    # A compaction in three steps, so that a node can run the middle one in a
-    # thread: begin (on the loop, just before the live state is taken), write
-    # the snapshot (anywhere: it touches only its own file), finish (on the
-    # loop). Entries synced meanwhile go to the old file as usual and are
-    # appended to the new one before it replaces the old.
+    # A compaction in three steps: begin (on the loop, before the live state
+    # is taken), write the snapshot (start_snapshot, then Snapshot.add as often
+    # as the caller likes, then Snapshot.seal, which may run in a thread: it
+    # touches only its own file), finish (on the loop). Entries synced from
+    # begin on go to the old file as usual and are appended to the new one
+    # before it replaces the old. The state may be taken a step at a time while
+    # the table changes: every change made after begin is in those entries,
+    # which replay after the snapshot, so a record the snapshot caught before
+    # or after a change ends in the state the change left (a record evicted
+    # meanwhile had expired, and replay drops what has expired).
 
     def begin_compaction(self) -> None:
         """Start rewriting the journal as the live state only (called when
@@ -362,24 +417,27 @@ class Journal:
     def write_snapshot(self, records: list[Record], tombstones: list[Tombstone]) -> tuple[int, int]:
         """Write the live state to a temporary file and fsync it; returns its
         open descriptor and how many entries it holds (for ``finish_compaction``)."""
-        files = self._files
-        now_wall = files.wall_ns()
-        parts = [_entry([J_HEAD, FORMAT_VERSION, self.journal_id])]
-        for key, fp, origin, rtid, outcome, remaining in records:
-            parts.append(_entry([J_RECORD, key, fp, origin, rtid]))
-            if outcome is not None:
-                parts.append(_entry([J_DONE, key, rtid, outcome[0], _stored(outcome[1]), outcome[2],
-                                     now_wall + remaining]))
-        for origin, rtid, reason, remaining in tombstones:
-            parts.append(_entry([J_TOMB, origin, rtid, reason, now_wall + remaining]))
-        fd = files.create(self._file + ".tmp")
+        snap = self.start_snapshot()
         try:
-            files.append(fd, b"".join(parts))
-            files.fsync(fd)
+            snap.add(records, tombstones)
         except BaseException:
-            files.close(fd)
+            snap.discard()
             raise
-        return fd, len(parts)
+        return snap.seal()
+
+    def start_snapshot(self) -> Snapshot:
+        """The temporary file of a compaction, its head entry written: the live
+        state goes in with ``Snapshot.add`` (in as many steps as the caller
+        likes), then ``Snapshot.seal`` (anywhere: it touches only its own file)."""
+        files = self._files
+        fd = files.create(self._file + ".tmp")
+        snap = Snapshot(files, fd)
+        try:
+            snap.append([_entry([J_HEAD, FORMAT_VERSION, self.journal_id])])
+        except BaseException:
+            snap.discard()
+            raise
+        return snap
 
     def finish_compaction(self, fd: int, n_entries: int) -> None:
         """Append what was synced since ``begin_compaction``, then put the new

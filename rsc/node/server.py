@@ -13,6 +13,7 @@ import math
 import os
 import secrets
 import time
+from collections.abc import Iterator
 from typing import Any, Callable
 
 import psutil
@@ -52,6 +53,7 @@ _SEND, _CLOSE, _START, _CANCEL = SEND, CLOSE, START, CANCEL
 #: Seconds a shutdown gives its connections, all together, to write their last
 #: frames (results, ERROR shutting_down) and close.
 FLUSH_S = 2.0
+COMPACT_STEP = 512  # record slots a journal compaction writes per loop turn
 #: What a shutdown may take beyond ``grace_s`` and the cancel wait: the flush
 #: (FLUSH_S), closing the listener and a nested runtime (1 s), leaving (1 s).
 SHUTDOWN_MARGIN_S = 4.0
@@ -532,20 +534,55 @@ class NodeServer:
         self._pump()
 
     def _compact(self, journal: Any) -> None:
-        """Rewrite the journal from the live state: the state is taken here, on
-        the loop, so it is consistent (about 0.1 s for 100,000 records);
-        encoding and writing it, the bulk of the work (about 0.4 s more), run in
-        a thread meanwhile."""
+        """Rewrite the journal from the live state, a step per loop turn
+        (``COMPACT_STEP`` record slots each: a few milliseconds, however many
+        records the node keeps), then sync the new file in a thread."""
         self._compacting = True
         journal.begin_compaction()
-        state = self.engine.durable_state(self.clock.now_ns())
-        done = self._loop.run_in_executor(None, journal.write_snapshot, *state)  # type: ignore[union-attr]  # started
+        try:
+            snap = journal.start_snapshot()
+        except OSError as exc:
+            self._compact_failed(journal, None, exc)
+            return
+        self._loop.call_soon(self._compact_step, journal, snap,  # type: ignore[union-attr]  # started
+                             self.engine.durable_scan(COMPACT_STEP))
+
+    def _compact_step(self, journal: Any, snap: Any, steps: Iterator[list]) -> None:
+        if self._journal is not journal:  # closed by shutdown meanwhile
+            self._compact_failed(journal, snap, None)
+            return
+        try:
+            views = next(steps, None)
+            now = self.clock.now_ns()
+            if views is not None:
+                snap.add(self.engine.durable_records(views, now))
+                self._loop.call_soon(self._compact_step, journal, snap, steps)  # type: ignore[union-attr]
+                return
+            snap.add((), self.engine.durable_tombstones(now))
+        except Exception as exc:  # OSError writing it, or a value the journal cannot encode
+            self._compact_failed(journal, snap, exc)
+            return
+        done = self._loop.run_in_executor(None, snap.seal)  # type: ignore[union-attr]
         done.add_done_callback(lambda fut: self._compacted(journal, fut))
 
+    def _compact_failed(self, journal: Any, snap: Any, exc: BaseException | None) -> None:
+        """The old file stays in use: nothing is lost, it grows on."""
+        self._compacting = False
+        if snap is not None:
+            snap.discard()
+        journal.abort_compaction()
+        if exc is not None:
+            log.warning("node %s: compacting journal %s failed: %s", self.name, journal.path, exc)
+
     def _compacted(self, journal: Any, fut: asyncio.Future) -> None:
+        try:
+            fd_entries = fut.result()
+        except Exception as exc:  # seal closed the file
+            self._compact_failed(journal, None, exc)
+            return
         self._compacting = False
         try:
-            journal.finish_compaction(*fut.result())
+            journal.finish_compaction(*fd_entries)
         except Exception as exc:  # the old file stays in use: nothing is lost, it grows on
             journal.abort_compaction()
             log.warning("node %s: compacting journal %s failed: %s", self.name, journal.path, exc)
