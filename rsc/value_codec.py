@@ -74,6 +74,8 @@ SEGMENT_MIN_BYTES = 256 * 1024
 MAX_SEGMENTS = 32
 # the ext references, by index (a value has at most MAX_SEGMENTS)
 _REFS = tuple(msgpack.ExtType(SEGMENT_EXT, bytes((i,))) for i in range(MAX_SEGMENTS))
+# what a segmented input's fingerprint bytes start with
+_FP_HEAD = b"rsc-segmented"
 
 
 class Segmented:
@@ -96,17 +98,23 @@ class Segmented:
             n += len(seg)
         return n
 
-    def fingerprint_bytes(self) -> bytes:
-        """What a node fingerprints this input as (with an idempotency key):
-        the packed value and each segment, each after its length, so other
-        segments (or the same bytes cut otherwise) give other bytes. Not the
-        plain value's bytes: the same value sent without segments
-        fingerprints otherwise."""
-        parts = [b"rsc-segmented", len(self.packed).to_bytes(8, "big"), bytes(self.packed)]
+    def fingerprint_parts(self) -> tuple:
+        """What a node fingerprints this input as (with an idempotency key), in
+        parts: the packed value and each segment, each after its length, so
+        other segments (or the same bytes cut otherwise) give other bytes. The
+        fingerprint functions (``rsc._core._idemtable_py.fingerprint``) take
+        the tuple as the bytes it stands for, :meth:`fingerprint_bytes`, and
+        hash it part by part: no copy of the segments. Not the plain value's
+        bytes: the same value sent without segments fingerprints otherwise."""
+        parts = [_FP_HEAD + len(self.packed).to_bytes(8, "big"), self.packed]
         for seg in self.segments:
             parts.append(len(seg).to_bytes(8, "big"))
             parts.append(seg)
-        return b"".join(parts)
+        return tuple(parts)
+
+    def fingerprint_bytes(self) -> bytes:
+        """The bytes :meth:`fingerprint_parts` stands for, joined."""
+        return b"".join(self.fingerprint_parts())
 
     def joined(self) -> bytes:
         """The value as plain MessagePack (what :func:`pack_value` makes of
