@@ -53,6 +53,7 @@ from rsc.cluster_file import load_cluster
 from rsc.catalogue import MSGPACK, RAW, ComputationInfo
 from rsc.cx import Cx, RemoteCap
 from rsc.handle import RemoteHandle
+from rsc.heap import MAX_KEEP_BYTES, keep_freed_memory
 from rsc.lease import DEFAULT_POLICY, LeasePolicy
 from rsc.links import Links
 from rsc.errors import (
@@ -131,12 +132,28 @@ class Runtime:
                  key: bytes | None = None, default_lease_s: float = 30.0,
                  connect_timeout_s: float = 5.0, backoff_max_s: float = 2.0,
                  trace: Callable[[str, dict], None] | None = None,
-                 transport: Transport | None = None, tls: TlsConfig | None = None) -> None:
+                 transport: Transport | None = None, tls: TlsConfig | None = None,
+                 heap_keep_bytes: int = 0) -> None:
         """``transport``: how connections to the nodes are opened (a
         ``rsc.transport.base.Transport``, e.g. ``MemoryTransport`` in a unit
         test); None dials ``unix:`` addresses as Unix sockets and ``tcp:`` as
         TCP: over mutual TLS with ``tls`` (an ``rsc.TlsConfig``; each node's
-        certificate must name its NodeId), else plain."""
+        certificate must name its NodeId), else plain.
+
+        ``heap_keep_bytes``: keep up to that much freed memory in this process
+        for its next allocations (``rsc.heap.keep_freed_memory``, what ``rsc
+        node --heap-keep-bytes`` does, glibc only), so that the large inputs
+        and outputs it sends and receives reuse pages already mapped instead
+        of faulting in new ones for every task. It changes the whole process,
+        so it is the caller's choice: 0, the default, leaves malloc's settings
+        alone. ``InvalidArgument`` for a value that is not an int in
+        0..2**31-1."""
+        try:
+            keep_freed_memory(heap_keep_bytes)
+        except InvalidArgument:
+            raise InvalidArgument(f"heap_keep_bytes must be an int in 0..{MAX_KEEP_BYTES} (bytes), "
+                                  f"got {heap_keep_bytes!r}") from None
+        self.heap_keep_bytes = heap_keep_bytes
         if transport is not None and not isinstance(transport, Transport):
             raise InvalidArgument(f"transport must have connect() and listen() coroutines "
                                   f"(rsc.transport.base.Transport), got {type(transport).__name__}")
