@@ -118,7 +118,7 @@ def _parts_len(input: object) -> int:  # noqa: A002
             n += len(part)
             continue
         try:
-            view = memoryview(part)  # type: ignore[arg-type]
+            view = memoryview(part)
         except TypeError:
             raise InvalidArgument(f"an input part must be bytes-like, not {type(part).__name__}") from None
         if not view.c_contiguous:
@@ -132,10 +132,10 @@ def _encoding_head(name: bytes, n: int) -> bytes:
 
 
 def _blake2b_fp(name: bytes, input: bytes | tuple[Any, ...]) -> bytes:  # noqa: A002
-    if type(input) is tuple:  # under FP_SHA256_MIN_INPUT bytes in all: joining them costs little
-        input = b"".join(input)  # noqa: A001
-    h = hashlib.blake2b(_encoding_head(name, len(input)), digest_size=16, person=_FP_PERSON)
-    h.update(input)
+    # parts under FP_SHA256_MIN_INPUT bytes in all: joining them costs little
+    data = b"".join(input) if isinstance(input, tuple) else input
+    h = hashlib.blake2b(_encoding_head(name, len(data)), digest_size=16, person=_FP_PERSON)
+    h.update(data)
     return bytes((FP_BLAKE2B,)) + h.digest()
 
 
