@@ -224,3 +224,47 @@ def test_an_input_in_parts_must_be_a_tuple_of_bytes_like_parts(idemtable_mod: Mo
                  lambda: m.spawn_matches(m.DRAWN_FINGERPRINT, "o", "o", True, "echo", bad)):
         with pytest.raises(InvalidArgument, match=error):
             call()
+
+
+# A segmented spawn of "count" and its fingerprint as the code before inputs in
+# parts computed it (over a joined copy). "count" appends to ``path``: where
+# nothing can be written, so a run would fail rather than answer.
+_SEG_SPAWN = {"token": "ran", "path": "/nonexistent/rsc-count.txt", "blob": bytes(range(256)) * 1024,
+              "more": [b"\x5a" * 300_001]}
+_SEG_SPAWN_FP = bytes.fromhex("02adc171271ac760ad5a187b26d3671be8")
+
+
+def test_a_journal_record_of_a_segmented_input_still_matches_it(cluster: Any, tmp_path: Path) -> None:
+    """A real node restarted on a journal whose record of a segmented input
+    holds the fingerprint the earlier code wrote: the same input resent under
+    the key is answered from the journal (never run), other segments under it
+    are a conflict."""
+    from rsc.value_codec import Segmented, pack_segmented
+
+    seg = pack_segmented(_SEG_SPAWN)
+    assert type(seg) is Segmented and len(seg.segments) == 2
+    state = tmp_path / "state"
+    state.mkdir(mode=0o700)
+    key = IdempotencyKey.from_bytes(secrets.token_bytes(16))
+    expires = time.time_ns() + 600 * 10**9
+    (state / J.JOURNAL_FILE).write_bytes(b"".join([
+        J._entry([J.J_HEAD, J.FORMAT_VERSION, secrets.token_bytes(16)]),
+        J._entry([J.J_RECORD, key.to_bytes(), _SEG_SPAWN_FP, "earlier-origin", 1]),
+        J._entry([J.J_DONE, key.to_bytes(), 1, 0, msgpack.packb("from the journal"), 5, expires]),
+    ]))
+    c = cluster(1, extra_args=["--state-dir", str(state)])
+
+    async def main() -> None:
+        async with Runtime(c.nodes) as rt:
+            cx = rt.cx()
+            # connected first: a spawn made before the handshake travels plain
+            # (another fingerprint, PROTOCOL.md section 12, gap 6)
+            assert await spawn_remote(cx, "worker-1", "echo", b"up").join() == b"up"
+            assert rt.engine.link_for("worker-1").segments
+            got = await spawn_remote(cx, "worker-1", "count", _SEG_SPAWN, idempotency_key=key).join()
+            assert got == "from the journal"
+            other = {**_SEG_SPAWN, "blob": _SEG_SPAWN["blob"] + b"x"}
+            with pytest.raises(IdempotencyConflict):
+                await spawn_remote(cx, "worker-1", "count", other, idempotency_key=key).join()
+
+    asyncio.run(main())
