@@ -83,7 +83,7 @@ from rsc.types import (
     RemoteInput,
     RemoteTaskState,
 )
-from rsc.value_codec import pack_input, pack_input_segmented
+from rsc.value_codec import pack_input_segmented
 
 # RemoteHandle is rsc.handle's (and rsc's): the compiled build of this module
 # cimports it, so it is no attribute here and `import *` would fail on it.
@@ -384,7 +384,11 @@ class Runtime:
         # raw bytes, a RemoteInput's bytes (pre-encoded: any codec), or packed.
         # bytes, or for a large packed value a view of the packer's buffer
         # (rsc.value_codec.pack_value): the task and the codec's bin take either;
-        # to a node that takes value segments, a value's large bytes leaves apart
+        # a value's large bytes leaves apart (value segments) whatever the link
+        # knows yet: the engine joins them for a node that does not take them,
+        # so the same value reaches a node the same way (and fingerprints the
+        # same under an idempotency key) whether it was spawned before the
+        # connection's handshake or after
         elink = self.engine.link_for(link.node)  # its limits and catalogue, in one call
         data: Any
         if isinstance(input, (bytes, bytearray, memoryview)) and codec is None:
@@ -395,7 +399,7 @@ class Runtime:
             sent = None
         else:
             codec = "msgpack"
-            data = pack_input_segmented(input) if elink.segments else pack_input(input)
+            data = pack_input_segmented(input)
             sent = _MSGPACK
         cap = cx.remote_cap
         if cap is None:

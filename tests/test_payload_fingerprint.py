@@ -237,8 +237,8 @@ _SEG_SPAWN_FP = bytes.fromhex("02adc171271ac760ad5a187b26d3671be8")
 def test_a_journal_record_of_a_segmented_input_still_matches_it(cluster: Any, tmp_path: Path) -> None:
     """A real node restarted on a journal whose record of a segmented input
     holds the fingerprint the earlier code wrote: the same input resent under
-    the key is answered from the journal (never run), other segments under it
-    are a conflict."""
+    the key, by a fresh runtime before its handshake, is answered from the
+    journal (never run), other segments under it are a conflict."""
     from rsc.value_codec import Segmented, pack_segmented
 
     seg = pack_segmented(_SEG_SPAWN)
@@ -257,12 +257,13 @@ def test_a_journal_record_of_a_segmented_input_still_matches_it(cluster: Any, tm
     async def main() -> None:
         async with Runtime(c.nodes) as rt:
             cx = rt.cx()
-            # connected first: a spawn made before the handshake travels plain
-            # (another fingerprint, PROTOCOL.md section 12, gap 6)
-            assert await spawn_remote(cx, "worker-1", "echo", b"up").join() == b"up"
-            assert rt.engine.link_for("worker-1").segments
+            # spawned before the connection's handshake, as a fresh runtime's
+            # first spawn is: it goes with its segments all the same (it went
+            # plain, another fingerprint, and was refused as a conflict)
+            assert not rt.engine.link_for("worker-1").segments
             got = await spawn_remote(cx, "worker-1", "count", _SEG_SPAWN, idempotency_key=key).join()
             assert got == "from the journal"
+            assert rt.engine.link_for("worker-1").segments
             other = {**_SEG_SPAWN, "blob": _SEG_SPAWN["blob"] + b"x"}
             with pytest.raises(IdempotencyConflict):
                 await spawn_remote(cx, "worker-1", "count", other, idempotency_key=key).join()
