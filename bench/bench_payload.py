@@ -72,7 +72,7 @@ KiB, MiB = 1024, 1024 * 1024
 SIZES = (64, 4 * KiB, 64 * KiB, 1 * MiB, 16 * MiB)
 SIZE_LABEL = {64: "64B", 4 * KiB: "4KiB", 64 * KiB: "64KiB", 1 * MiB: "1MiB", 16 * MiB: "16MiB"}
 KINDS = ("bytes", "msgpack")
-ROUNDS = {"raw": 5, "rsc": 3, "processpool": 3, "pool": 3, "dask": 1, "ray": 1}
+ROUNDS = {"raw": 5, "rsc": 5, "processpool": 3, "pool": 3, "dask": 1, "ray": 1}
 MAX_INPUT = 40 * MiB  # the node's --max-input-bytes: a 16 MiB blob in a msgpack map fits
 # The node keeps each finished task's result for duplicates for --ttl seconds
 # (300 by default), within its kept-result budget (--max-kept-result-bytes,
