@@ -18,7 +18,9 @@ of the socket's data, which at 1 MiB can cost what skipping the copies saved.
 and keep up to ``keep_bytes`` of freed memory instead of returning it, so the
 next task reuses pages already mapped. ``rsc node`` calls it at start
 (``--heap-keep-bytes``, 256 MiB by default: the default kept-result budget);
-a program that spawns large payloads may call it too. It changes the whole
+a program that spawns large payloads may call it too, or make its
+``Runtime`` with ``heap_keep_bytes`` (0 by default: an origin's process is
+its caller's, whose malloc settings rsc leaves alone unless told). It changes the whole
 process, and only on glibc (elsewhere it does nothing and returns False).
 """
 

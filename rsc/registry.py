@@ -44,9 +44,6 @@ from rsc.value_codec import DecodedInputs, Segmented, pack_segmented, unpack_val
 __all__ = ["CODECS", "ISOLATIONS", "Computation", "Registry", "load_registry"]
 
 CODECS: tuple[str | None, ...] = (None, "msgpack")
-# a msgpack input this large is unpacked once on a node: its admission check's
-# value is kept for the computation (smaller ones cost less to unpack again)
-_KEEP_MIN_BYTES = DecodedInputs.MIN_BYTES
 #: Where a sync computation may run: None (the node's ``--isolation`` decides),
 #: "thread" (a thread of the node process), "process" (a worker process).
 ISOLATIONS: tuple[str | None, ...] = (None, "thread", "process")
@@ -192,17 +189,15 @@ class Computation:
         ``SerializationError`` when the bytes are not one MessagePack value,
         or a segmented input's references and segments do not match.
 
-        A large input (256 KiB or more) that ``check_input`` unpacked is not
-        unpacked again: this returns the value the check made, once, for
-        that same bytes object (a node checks an input when it admits the
-        spawn and decodes it when the computation starts)."""
+        A large input (``DecodedInputs.MIN_BYTES`` or more) that
+        ``check_input`` unpacked is not unpacked again: this returns the value
+        the check made, once, for that same bytes object (a node checks an
+        input when it admits the spawn and decodes it when the computation
+        starts)."""
         if self.codec is None:
             return data
-        if len(data) >= _KEEP_MIN_BYTES:
-            kept, value = self._decoded.take(data)
-            if kept:
-                return value
-        return unpack_value(data)
+        kept, value = self._decoded.take(data)
+        return value if kept else unpack_value(data)
 
     def check_input(self, data: bytes | Segmented) -> str | None:
         """Why ``data`` is unusable, or None when it is fine.
@@ -212,9 +207,9 @@ class Computation:
         by returning a false value other than None (``False``, ``0``, ``""``)
         or by raising an ``Exception``, whose message becomes the reason.
         Returning None or a true value accepts (so both predicate-style and
-        raise-on-error validators work). For an input of 256 KiB or more the
-        computation is later called with the very value the validator saw
-        (``decode_input``).
+        raise-on-error validators work). For a large input (``decode_input``)
+        the computation is later called with the very value the validator
+        saw.
         """
         if self.codec is None:
             if type(data) is Segmented:
@@ -240,8 +235,9 @@ class Computation:
         return None
 
     def _keep(self, data: bytes | Segmented, value: Any) -> None:
-        """Keep an accepted input's unpacked value for ``decode_input``."""
-        if self.codec is not None and len(data) >= _KEEP_MIN_BYTES:
+        """Keep an accepted input's unpacked value for ``decode_input`` (if
+        it is large enough: ``DecodedInputs`` keeps that rule)."""
+        if self.codec is not None:
             self._decoded.keep(data, value)
 
     # -- output -------------------------------------------------------------------

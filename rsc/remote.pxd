@@ -19,7 +19,7 @@ cdef tuple _STATE_OF_KIND
 
 cdef class Runtime:
     cdef public object cluster, name, key, default_lease_s, connect_timeout_s, backoff_max_s
-    cdef public object transport, tls
+    cdef public object transport, tls, heap_keep_bytes
     cdef public object trace, _ids, _key_rng, _loop
     cdef public SystemClock clock  # the driver's clock (the lab drives engines on virtual time)
     cdef public EngineTimer _timer

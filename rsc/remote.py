@@ -53,6 +53,7 @@ from rsc.cluster_file import load_cluster
 from rsc.catalogue import MSGPACK, RAW, ComputationInfo
 from rsc.cx import Cx, RemoteCap
 from rsc.handle import RemoteHandle
+from rsc.heap import MAX_KEEP_BYTES, keep_freed_memory
 from rsc.lease import DEFAULT_POLICY, LeasePolicy
 from rsc.links import Links
 from rsc.errors import (
@@ -82,7 +83,7 @@ from rsc.types import (
     RemoteInput,
     RemoteTaskState,
 )
-from rsc.value_codec import pack_input, pack_input_segmented
+from rsc.value_codec import pack_input_segmented
 
 # RemoteHandle is rsc.handle's (and rsc's): the compiled build of this module
 # cimports it, so it is no attribute here and `import *` would fail on it.
@@ -131,12 +132,28 @@ class Runtime:
                  key: bytes | None = None, default_lease_s: float = 30.0,
                  connect_timeout_s: float = 5.0, backoff_max_s: float = 2.0,
                  trace: Callable[[str, dict], None] | None = None,
-                 transport: Transport | None = None, tls: TlsConfig | None = None) -> None:
+                 transport: Transport | None = None, tls: TlsConfig | None = None,
+                 heap_keep_bytes: int = 0) -> None:
         """``transport``: how connections to the nodes are opened (a
         ``rsc.transport.base.Transport``, e.g. ``MemoryTransport`` in a unit
         test); None dials ``unix:`` addresses as Unix sockets and ``tcp:`` as
         TCP: over mutual TLS with ``tls`` (an ``rsc.TlsConfig``; each node's
-        certificate must name its NodeId), else plain."""
+        certificate must name its NodeId), else plain.
+
+        ``heap_keep_bytes``: keep up to that much freed memory in this process
+        for its next allocations (``rsc.heap.keep_freed_memory``, what ``rsc
+        node --heap-keep-bytes`` does, glibc only), so that the large inputs
+        and outputs it sends and receives reuse pages already mapped instead
+        of faulting in new ones for every task. It changes the whole process,
+        so it is the caller's choice: 0, the default, leaves malloc's settings
+        alone. ``InvalidArgument`` for a value that is not an int in
+        0..2**31-1."""
+        try:
+            keep_freed_memory(heap_keep_bytes)
+        except InvalidArgument:
+            raise InvalidArgument(f"heap_keep_bytes must be an int in 0..{MAX_KEEP_BYTES} (bytes), "
+                                  f"got {heap_keep_bytes!r}") from None
+        self.heap_keep_bytes = heap_keep_bytes
         if transport is not None and not isinstance(transport, Transport):
             raise InvalidArgument(f"transport must have connect() and listen() coroutines "
                                   f"(rsc.transport.base.Transport), got {type(transport).__name__}")
@@ -367,7 +384,11 @@ class Runtime:
         # raw bytes, a RemoteInput's bytes (pre-encoded: any codec), or packed.
         # bytes, or for a large packed value a view of the packer's buffer
         # (rsc.value_codec.pack_value): the task and the codec's bin take either;
-        # to a node that takes value segments, a value's large bytes leaves apart
+        # a value's large bytes leaves apart (value segments) whatever the link
+        # knows yet: the engine joins them for a node that does not take them,
+        # so the same value reaches a node the same way (and fingerprints the
+        # same under an idempotency key) whether it was spawned before the
+        # connection's handshake or after
         elink = self.engine.link_for(link.node)  # its limits and catalogue, in one call
         data: Any
         if isinstance(input, (bytes, bytearray, memoryview)) and codec is None:
@@ -378,7 +399,7 @@ class Runtime:
             sent = None
         else:
             codec = "msgpack"
-            data = pack_input_segmented(input) if elink.segments else pack_input(input)
+            data = pack_input_segmented(input)
             sent = _MSGPACK
         cap = cx.remote_cap
         if cap is None:

@@ -74,6 +74,8 @@ SEGMENT_MIN_BYTES = 256 * 1024
 MAX_SEGMENTS = 32
 # the ext references, by index (a value has at most MAX_SEGMENTS)
 _REFS = tuple(msgpack.ExtType(SEGMENT_EXT, bytes((i,))) for i in range(MAX_SEGMENTS))
+# what a segmented input's fingerprint bytes start with
+_FP_HEAD = b"rsc-segmented"
 
 
 class Segmented:
@@ -96,23 +98,50 @@ class Segmented:
             n += len(seg)
         return n
 
-    def fingerprint_bytes(self) -> bytes:
-        """What a node fingerprints this input as (with an idempotency key):
-        the packed value and each segment, each after its length, so other
-        segments (or the same bytes cut otherwise) give other bytes. Not the
-        plain value's bytes: the same value sent without segments
-        fingerprints otherwise."""
-        parts = [b"rsc-segmented", len(self.packed).to_bytes(8, "big"), bytes(self.packed)]
+    def fingerprint_parts(self) -> tuple:
+        """What a node fingerprints this input as (with an idempotency key), in
+        parts: the packed value and each segment, each after its length, so
+        other segments (or the same bytes cut otherwise) give other bytes. The
+        fingerprint functions (``rsc._core._idemtable_py.fingerprint``) take
+        the tuple as the bytes it stands for, :meth:`fingerprint_bytes`, and
+        hash it part by part: no copy of the segments. Not the plain value's
+        bytes: the same value sent without segments fingerprints otherwise."""
+        parts = [_FP_HEAD + len(self.packed).to_bytes(8, "big"), self.packed]
         for seg in self.segments:
             parts.append(len(seg).to_bytes(8, "big"))
             parts.append(seg)
-        return b"".join(parts)
+        return tuple(parts)
+
+    def fingerprint_bytes(self) -> bytes:
+        """The bytes :meth:`fingerprint_parts` stands for, joined."""
+        return b"".join(self.fingerprint_parts())
 
     def joined(self) -> bytes:
         """The value as plain MessagePack (what :func:`pack_value` makes of
         it): for a peer that does not take segments. ``SerializationError``
-        when the references and segments do not match."""
-        return msgpack.packb(unpack_value(self), use_bin_type=True)
+        when the references and segments do not match.
+
+        A splice, one copy of each segment: the packed value with each
+        reference replaced by its segment as a bin (``_ref_spans`` finds
+        them), written into one ``bytes``. Unpacking and packing again would
+        copy each segment into the packer's growing buffer and out of it."""
+        _unpack_segmented(self)  # the checks: well-formed, each segment referred to once
+        segments = self.segments
+        for seg in segments:
+            if type(seg) is not bytes:  # pragma: no cover - the decoder and pack_segmented make bytes
+                return msgpack.packb(unpack_value(self), use_bin_type=True)
+        packed = self.packed if type(self.packed) is bytes else bytes(self.packed)
+        view = memoryview(packed)
+        pieces: list = []
+        last = 0
+        for start, end, index in _ref_spans(packed):
+            seg = segments[index]
+            pieces.append(view[last:start])
+            pieces.append(_bin_header(len(seg)))
+            pieces.append(seg)
+            last = end
+        pieces.append(view[last:])
+        return b"".join(pieces)
 
     def __eq__(self, other: object) -> bool:
         if type(other) is not Segmented:
@@ -124,6 +153,80 @@ class Segmented:
     def __repr__(self) -> str:
         sizes = ", ".join(str(len(seg)) for seg in self.segments)
         return f"Segmented({len(self.packed)} bytes packed, segments of {sizes} bytes)"
+
+
+def _bin_header(n: int) -> bytes:
+    """The MessagePack bin header of ``n`` bytes, as ``packb`` writes it."""
+    if n < 0x100:
+        return bytes((0xC4, n))
+    if n < 0x10000:
+        return b"\xc5" + n.to_bytes(2, "big")
+    return b"\xc6" + n.to_bytes(4, "big")
+
+
+# the bytes a MessagePack item's header takes past its first byte, for the
+# first bytes whose item is a fixed size (scalars) or says its own length
+_FIXED = {0xC0: 0, 0xC2: 0, 0xC3: 0, 0xCA: 4, 0xCB: 8, 0xCC: 1, 0xCD: 2, 0xCE: 4, 0xCF: 8,
+          0xD0: 1, 0xD1: 2, 0xD2: 4, 0xD3: 8}
+
+
+def _ref_spans(packed: bytes) -> list:
+    """Where the segment references are in ``packed``, a well-formed
+    MessagePack value (:func:`_unpack_segmented` checked it): ``(start, end,
+    index)`` of each, in order. A walk of the item headers, skipping over
+    the contents of strs, bins and exts."""
+    spans: list = []
+    n = len(packed)
+    pos = 0
+    pending = 1  # items still to walk
+    while pending:
+        if pos >= n:
+            raise SerializationError("cannot unpack msgpack value: truncated")
+        pending -= 1
+        c = packed[pos]
+        if c <= 0x7F or c >= 0xE0:  # fixint
+            pos += 1
+        elif c <= 0x8F:  # fixmap
+            pending += 2 * (c & 0x0F)
+            pos += 1
+        elif c <= 0x9F:  # fixarray
+            pending += c & 0x0F
+            pos += 1
+        elif c <= 0xBF:  # fixstr
+            pos += 1 + (c & 0x1F)
+        elif c in _FIXED:
+            pos += 1 + _FIXED[c]
+        elif c == 0xC4 or c == 0xD9:  # bin8, str8
+            pos += 2 + packed[pos + 1]
+        elif c == 0xC5 or c == 0xDA:  # bin16, str16
+            pos += 3 + int.from_bytes(packed[pos + 1:pos + 3], "big")
+        elif c == 0xC6 or c == 0xDB:  # bin32, str32
+            pos += 5 + int.from_bytes(packed[pos + 1:pos + 5], "big")
+        elif c == 0xDC:  # array16
+            pending += int.from_bytes(packed[pos + 1:pos + 3], "big")
+            pos += 3
+        elif c == 0xDD:  # array32
+            pending += int.from_bytes(packed[pos + 1:pos + 5], "big")
+            pos += 5
+        elif c == 0xDE:  # map16
+            pending += 2 * int.from_bytes(packed[pos + 1:pos + 3], "big")
+            pos += 3
+        elif c == 0xDF:  # map32
+            pending += 2 * int.from_bytes(packed[pos + 1:pos + 5], "big")
+            pos += 5
+        else:  # an ext: fixext 1-16 (0xd4-0xd8), ext 8/16/32 (0xc7-0xc9)
+            if 0xD4 <= c <= 0xD8:
+                head, size = 2, 1 << (c - 0xD4)
+            elif 0xC7 <= c <= 0xC9:
+                k = 1 << (c - 0xC7)  # 1, 2 or 4 length bytes
+                head, size = 2 + k, int.from_bytes(packed[pos + 1:pos + 1 + k], "big")
+            else:  # 0xc1, never used
+                raise SerializationError(f"cannot unpack msgpack value: byte 0x{c:02x} at {pos}")
+            if packed[pos + head - 1] == SEGMENT_EXT:
+                index = int.from_bytes(packed[pos + head:pos + head + size], "big")
+                spans.append((pos, pos + head + size, index))
+            pos += head + size
+    return spans
 
 
 def to_pipe(data: Any) -> Any:
@@ -353,7 +456,8 @@ class DecodedInputs:
     ``keep(data, value)`` after unpacking ``data``; ``take(data)`` returns
     ``(True, value)`` for that same object (not an equal one) once, then
     forgets it. Only inputs of at least ``MIN_BYTES`` are kept (a small one
-    costs less to unpack again). Bounded: at most ``max_entries`` values,
+    costs less to unpack again): the one place that rule is kept, ``keep``
+    and ``take`` both apply it, so a caller hands every input to them. Bounded: at most ``max_entries`` values,
     for inputs of at most ``max_bytes`` in all; the oldest go first, and an
     input whose value went is simply unpacked again. Safe to call from
     several threads."""
@@ -392,7 +496,7 @@ class DecodedInputs:
     def take(self, data: Any) -> tuple[bool, Any]:
         """``(True, value)`` if a value unpacked from this very ``data`` is
         kept (it is forgotten now), else ``(False, None)``."""
-        if not self._by_id:
+        if not self._by_id or len(data) < self.MIN_BYTES:
             return False, None
         with self._lock:
             entry = self._by_id.get(id(data))

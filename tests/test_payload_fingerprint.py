@@ -138,3 +138,134 @@ def test_a_node_upgraded_on_an_old_journal_recognises_its_requests(cluster: Any,
         head, *rest = list(J._Entries(f))
     assert head[1] == J.FORMAT_VERSION == 2
     assert {len(e[2]) for e in rest if e[0] == J.J_RECORD} == {17}
+
+
+# --- inputs in parts: a segmented input is hashed without joining its parts ----------
+
+# A segmented input and a small one, and their fingerprints as the code before
+# inputs in parts computed them (over ``Segmented.fingerprint_bytes()``, one
+# joined copy): journals and nodes compare fingerprints, so these must not move.
+_SEG_BIG_PACKED = msgpack.packb({"id": 7, "blob": msgpack.ExtType(82, b"\x00"),
+                                 "more": [msgpack.ExtType(82, b"\x01")]}, use_bin_type=True)
+_SEG_BIG = (_SEG_BIG_PACKED, [bytes(range(256)) * 1024, b"\x5a" * 300_001])
+_SEG_BIG_FP = bytes.fromhex("0260000ab45003426d177d9d847cedaf95")
+_SEG_SMALL = (msgpack.packb([msgpack.ExtType(82, b"\x00")], use_bin_type=True), [b"abc"])
+_SEG_SMALL_FP = bytes.fromhex("01b53787e07cf6bfa596eb93dab7090c54")
+
+
+@pytest.mark.parametrize("seg, expected", [(_SEG_BIG, _SEG_BIG_FP), (_SEG_SMALL, _SEG_SMALL_FP)],
+                         ids=["sha256", "blake2b"])
+def test_a_segmented_input_fingerprints_as_it_always_has(idemtable_mod: ModuleType, seg: Any,
+                                                         expected: bytes) -> None:
+    from rsc.value_codec import Segmented
+
+    m, s = idemtable_mod, Segmented(*seg)
+    assert m.fingerprint("echo", s.fingerprint_parts()) == expected
+    assert m.fingerprint("echo", s.fingerprint_bytes()) == expected
+    assert m.spawn_fingerprint("echo", s.fingerprint_parts(), False) == expected
+    assert m.fingerprint_matches(expected, "echo", s.fingerprint_parts())
+    assert m.spawn_matches(expected, "o", "p", False, "echo", s.fingerprint_parts())
+    assert not m.fingerprint_matches(expected, "echo2", s.fingerprint_parts())
+
+
+@settings(max_examples=60, deadline=None)
+@given(packed=st.binary(max_size=300), sizes=st.lists(st.integers(0, 3000), max_size=5),
+       seed=st.integers(0, 255), views=st.booleans())
+def test_an_input_in_parts_fingerprints_as_its_joined_bytes(packed: bytes, sizes: list[int], seed: int,
+                                                            views: bool) -> None:
+    """Both twins, either algorithm (the parts' total crosses
+    FP_SHA256_MIN_INPUT), parts as bytes or as memoryviews."""
+    from rsc._core import _idemtable, _idemtable_py
+    from rsc.value_codec import Segmented
+
+    segments = [bytes([(seed + i) % 256]) * n for i, n in enumerate(sizes)]
+    s = Segmented(packed, segments)
+    parts = s.fingerprint_parts()
+    assert b"".join(parts) == s.fingerprint_bytes()
+    if views:
+        parts = tuple(memoryview(p) for p in parts)
+    expected = _idemtable_py.fingerprint("echo", s.fingerprint_bytes())
+    for m in (_idemtable, _idemtable_py):
+        assert m.fingerprint("echo", parts) == expected
+        assert m.fingerprint_matches(expected, "echo", parts)
+        assert m.fingerprint_matches(m.fingerprint("echo", s.fingerprint_bytes()), "echo", parts)
+        if segments:  # the same bytes cut otherwise are another input
+            other = Segmented(packed, segments[:-1] + [segments[-1] + b"x"])
+            assert not m.fingerprint_matches(expected, "echo", other.fingerprint_parts())
+
+
+def test_an_input_in_parts_is_hashed_without_a_joined_copy(idemtable_mod: ModuleType) -> None:
+    import tracemalloc
+
+    from rsc.value_codec import Segmented
+
+    s = Segmented(_SEG_BIG_PACKED, [os.urandom(4 << 20), os.urandom(1 << 20)])
+    fp = idemtable_mod.fingerprint("echo", s.fingerprint_bytes())
+    tracemalloc.start()
+    try:
+        assert idemtable_mod.fingerprint("echo", s.fingerprint_parts()) == fp
+        assert idemtable_mod.spawn_matches(fp, "o", "o", False, "echo", s.fingerprint_parts())
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 64 * 1024, f"{peak} bytes allocated: the parts were joined"
+
+
+@pytest.mark.parametrize("bad, error", [
+    ([b"a", b"b"], "input must be bytes or a tuple of bytes-like parts, not list"),
+    ((b"a", 7), "an input part must be bytes-like, not int"),
+    ((b"a", memoryview(bytes(8))[::2]), "an input part must be a contiguous buffer"),
+])
+def test_an_input_in_parts_must_be_a_tuple_of_bytes_like_parts(idemtable_mod: ModuleType, bad: Any,
+                                                               error: str) -> None:
+    m = idemtable_mod
+    for call in (lambda: m.fingerprint("echo", bad), lambda: m.spawn_fingerprint("echo", bad, False),
+                 lambda: m.fingerprint_matches(b"\x02" * 17, "echo", bad),
+                 lambda: m.spawn_matches(m.DRAWN_FINGERPRINT, "o", "o", True, "echo", bad)):
+        with pytest.raises(InvalidArgument, match=error):
+            call()
+
+
+# A segmented spawn of "count" and its fingerprint as the code before inputs in
+# parts computed it (over a joined copy). "count" appends to ``path``: where
+# nothing can be written, so a run would fail rather than answer.
+_SEG_SPAWN = {"token": "ran", "path": "/nonexistent/rsc-count.txt", "blob": bytes(range(256)) * 1024,
+              "more": [b"\x5a" * 300_001]}
+_SEG_SPAWN_FP = bytes.fromhex("02adc171271ac760ad5a187b26d3671be8")
+
+
+def test_a_journal_record_of_a_segmented_input_still_matches_it(cluster: Any, tmp_path: Path) -> None:
+    """A real node restarted on a journal whose record of a segmented input
+    holds the fingerprint the earlier code wrote: the same input resent under
+    the key, by a fresh runtime before its handshake, is answered from the
+    journal (never run), other segments under it are a conflict."""
+    from rsc.value_codec import Segmented, pack_segmented
+
+    seg = pack_segmented(_SEG_SPAWN)
+    assert type(seg) is Segmented and len(seg.segments) == 2
+    state = tmp_path / "state"
+    state.mkdir(mode=0o700)
+    key = IdempotencyKey.from_bytes(secrets.token_bytes(16))
+    expires = time.time_ns() + 600 * 10**9
+    (state / J.JOURNAL_FILE).write_bytes(b"".join([
+        J._entry([J.J_HEAD, J.FORMAT_VERSION, secrets.token_bytes(16)]),
+        J._entry([J.J_RECORD, key.to_bytes(), _SEG_SPAWN_FP, "earlier-origin", 1]),
+        J._entry([J.J_DONE, key.to_bytes(), 1, 0, msgpack.packb("from the journal"), 5, expires]),
+    ]))
+    c = cluster(1, extra_args=["--state-dir", str(state)])
+
+    async def main() -> None:
+        async with Runtime(c.nodes) as rt:
+            cx = rt.cx()
+            # spawned before the connection's handshake, as a fresh runtime's
+            # first spawn is: it goes with its segments all the same (it went
+            # plain, another fingerprint, and was refused as a conflict)
+            assert not rt.engine.link_for("worker-1").segments
+            got = await spawn_remote(cx, "worker-1", "count", _SEG_SPAWN, idempotency_key=key).join()
+            assert got == "from the journal"
+            assert rt.engine.link_for("worker-1").segments
+            other = {**_SEG_SPAWN, "blob": _SEG_SPAWN["blob"] + b"x"}
+            with pytest.raises(IdempotencyConflict):
+                await spawn_remote(cx, "worker-1", "count", other, idempotency_key=key).join()
+
+    asyncio.run(main())

@@ -60,6 +60,34 @@ def test_kept_memory_takes_the_page_faults_out_of_a_churn_of_large_blocks() -> N
     assert kept * 10 < default, (default, kept)
 
 
+_RUNTIME_CHURN = _CHURN.replace("applied = rsc.heap.keep_freed_memory()", """\
+import rsc
+rt = rsc.Runtime({"w1": "unix:/nonexistent/w1.sock"}, heap_keep_bytes=rsc.heap.DEFAULT_KEEP_BYTES)
+applied = rt.heap_keep_bytes == rsc.heap.DEFAULT_KEEP_BYTES""")
+
+
+@glibc_only
+def test_a_runtime_told_to_keeps_freed_memory_for_its_process() -> None:
+    """``Runtime(heap_keep_bytes=...)`` is ``keep_freed_memory`` for an
+    origin's process: the same churn of 1 MiB blocks, before and after one is
+    made with it, in a real process."""
+    assert "heap_keep_bytes" in _RUNTIME_CHURN
+    out = subprocess.run([sys.executable, "-c", _RUNTIME_CHURN], capture_output=True, text=True, timeout=60,
+                         check=True).stdout.split()
+    default, applied, kept = int(out[0]), out[1] == "True", int(out[2])
+    assert applied
+    assert default > 40 * 16 * 256 // 2, default
+    assert kept * 10 < default, (default, kept)
+
+
+def test_a_runtime_leaves_malloc_alone_by_default_and_checks_the_option() -> None:
+    rt = Runtime({"w1": "unix:/nonexistent/w1.sock"})
+    assert rt.heap_keep_bytes == 0
+    for bad in (-1, MAX_KEEP_BYTES + 1, 1.5, True, "1MiB"):
+        with pytest.raises(InvalidArgument, match="heap_keep_bytes must be an int"):
+            Runtime({"w1": "unix:/nonexistent/w1.sock"}, heap_keep_bytes=bad)  # type: ignore[arg-type]
+
+
 def test_keep_freed_memory_arguments() -> None:
     assert keep_freed_memory(0) is False  # leaves malloc's defaults
     for bad in (-1, MAX_KEEP_BYTES + 1, 1.5, True, "1MiB"):

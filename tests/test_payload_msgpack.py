@@ -201,6 +201,20 @@ def test_a_checked_input_is_unpacked_once() -> None:
     assert raw.check_input(big) is None and raw.decode_input(big) is big and len(raw._decoded) == 0
 
 
+def test_which_inputs_are_kept_is_decoded_inputs_rule_alone(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``DecodedInputs.MIN_BYTES`` is the one rule for which inputs a
+    computation keeps unpacked: moved, the registry follows it both ways."""
+    seen: list[Any] = []
+    comp = Computation("c", lambda cx, v: v, codec="msgpack", validate=lambda v: seen.append(v) or True)
+    small, large = msgpack.packb({"n": 1}), msgpack.packb({"blob": blob(300 * KiB)})
+    monkeypatch.setattr(DecodedInputs, "MIN_BYTES", 4)
+    assert comp.check_input(small) is None and len(comp._decoded) == 1
+    assert comp.decode_input(small) is seen[-1]
+    monkeypatch.setattr(DecodedInputs, "MIN_BYTES", 1 << 30)
+    assert comp.check_input(large) is None and len(comp._decoded) == 0
+    assert comp.decode_input(large) is not seen[-1]
+
+
 # ------------------------------------------------------------------ real nodes
 
 

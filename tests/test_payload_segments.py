@@ -23,6 +23,8 @@ from typing import Any
 
 import msgpack
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from rsc import IdempotencyKey, Runtime, spawn_remote
 from rsc._core import messages as m
@@ -112,6 +114,71 @@ def test_references_that_do_not_match_the_segments_are_a_serialization_error(
         packed: Any, segments: list, error: str) -> None:
     with pytest.raises(SerializationError, match=error):
         unpack_value(Segmented(msgpack.packb(packed, use_bin_type=True), segments))
+
+
+# scalars of every width msgpack has, and the sizes at which a bin's header grows
+_SCALARS = st.one_of(st.none(), st.booleans(), st.integers(-2**63, 2**64 - 1), st.floats(allow_nan=False),
+                     st.text(max_size=40), st.binary(max_size=40),
+                     st.sampled_from(["s" * 300, "t" * 70_000, b"b" * 300, b"c" * 70_000]),
+                     st.builds(msgpack.ExtType, st.integers(0, 127).filter(lambda c: c != SEGMENT_EXT),
+                               st.sampled_from([b"x", b"xy", b"wxyz", b"12345678", b"q" * 16, b"abc", b"r" * 300])))
+_SEG_SIZES = st.sampled_from([0, 1, 255, 256, 65_535, 65_536, 70_000])
+
+
+@st.composite
+def _segmented_values(draw: Any) -> Segmented:
+    """A packed value of any shape with references (their index as 1, 2 or 4
+    bytes, so fixext 1/2/4 and an ext 8) to segments of sizes around each bin
+    header's limits, in any order."""
+    n = draw(st.integers(0, 4))
+    order = draw(st.permutations(range(n)))
+    refs = [msgpack.ExtType(SEGMENT_EXT, i.to_bytes(draw(st.sampled_from([1, 2, 3, 4])), "big")) for i in order]
+    leaves = st.one_of(_SCALARS, st.just(None))
+    tree = draw(st.recursive(leaves, lambda kids: st.one_of(
+        st.lists(kids, max_size=4), st.dictionaries(st.text(max_size=5), kids, max_size=4)), max_leaves=12))
+    value = [tree, *refs] if draw(st.booleans()) else {"tree": tree, "refs": refs}
+    segments = [bytes([i]) * draw(_SEG_SIZES) for i in range(n)]
+    return Segmented(msgpack.packb(value, use_bin_type=True), segments)
+
+
+@settings(max_examples=150, deadline=None)
+@given(seg=_segmented_values())
+def test_joined_is_the_value_unpacked_and_packed_again(seg: Segmented) -> None:
+    """``joined`` splices each segment into the packed value in its
+    reference's place; the bytes are what unpacking the segmented value and
+    packing it again with ``packb`` gives."""
+    assert seg.joined() == msgpack.packb(unpack_value(seg), use_bin_type=True)
+    as_view = Segmented(memoryview(seg.packed), seg.segments)
+    assert as_view.joined() == seg.joined()
+
+
+@pytest.mark.parametrize("packed, segments, error", [
+    ([ref(0), ref(1)], [b"a"], "segment reference 1, but the value has 1 segments"),
+    ([ref(0)], [b"a", b"b"], r"segments \[1\] are not referred to"),
+    ([ref(0), ref(0)], [b"a"], "segment 0 is referred to twice"),
+    ([msgpack.ExtType(SEGMENT_EXT, b"12345")], [b"a"], "segment reference of 5 bytes"),
+])
+def test_joined_refuses_references_that_do_not_match_the_segments(packed: Any, segments: list,
+                                                                  error: str) -> None:
+    with pytest.raises(SerializationError, match=error):
+        Segmented(msgpack.packb(packed, use_bin_type=True), segments).joined()
+    with pytest.raises(SerializationError, match="cannot unpack"):
+        Segmented(msgpack.packb([ref(0)], use_bin_type=True)[:-1], [b"a"]).joined()
+
+
+def test_joined_copies_each_segment_once() -> None:
+    import tracemalloc
+
+    seg = pack_segmented({"id": 7, "blob": os.urandom(4 * MiB), "more": [os.urandom(MiB)]})
+    expected = msgpack.packb(unpack_value(seg), use_bin_type=True)
+    tracemalloc.start()
+    try:
+        out = seg.joined()
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert out == expected
+    assert peak < 5 * MiB + 64 * KiB, f"{peak} bytes at the peak: more than the joined bytes"
 
 
 def test_the_fingerprint_bytes_cover_the_segments_and_where_they_are_cut() -> None:

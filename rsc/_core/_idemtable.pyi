@@ -36,19 +36,19 @@ FP_SHA256_MIN_INPUT: Final = 2048
 FP_DRAWN: Final = 3
 DRAWN_FINGERPRINT: Final[bytes]
 
-def fingerprint(computation: str, input: bytes) -> bytes:
+def fingerprint(computation: str, input: bytes | tuple[Any, ...]) -> bytes:
     """17 bytes: an algorithm tag (FP_BLAKE2B under FP_SHA256_MIN_INPUT bytes
     of input, else FP_SHA256), then a 16-byte digest of the length-prefixed
     (computation, input); stable everywhere."""
 
-def fingerprint_matches(fp: bytes, computation: str, input: bytes) -> bool:
+def fingerprint_matches(fp: bytes, computation: str, input: bytes | tuple[Any, ...]) -> bool:
     """Whether ``fp`` is (computation, input)'s fingerprint under the algorithm its tag names."""
 
-def spawn_fingerprint(computation: str, input: bytes, drawn: bool) -> bytes:
+def spawn_fingerprint(computation: str, input: bytes | tuple[Any, ...], drawn: bool) -> bytes:
     """DRAWN_FINGERPRINT for a drawn key (nothing hashed), else ``fingerprint``."""
 
 def spawn_matches(fp: bytes, owner: str, origin: str, drawn: bool, computation: str,
-                  input: bytes) -> bool:
+                  input: bytes | tuple[Any, ...]) -> bool:
     """A drawn-key record matches only a drawn spawn from its owner ``owner``;
     a hashed one what ``fingerprint_matches`` says."""
 

@@ -293,7 +293,7 @@ cdef const char *_fp_name(object computation, object input, Py_ssize_t *name_len
     if not isinstance(computation, str):
         raise InvalidArgument(f"computation must be a str, not {type(computation).__name__}")
     if not isinstance(input, bytes):
-        raise InvalidArgument(f"input must be bytes, not {type(input).__name__}")
+        _parts_len(input)  # an input in parts, or InvalidArgument
     try:
         return PyUnicode_AsUTF8AndSize(computation, name_len)
     except UnicodeEncodeError as exc:
@@ -323,16 +323,45 @@ cdef bytes _blake2b_fp(const char *name, Py_ssize_t name_len, bytes input):
     return PyBytes_FromStringAndSize(<char *>out, 17)
 
 
-cdef bytes _sha256_fp(const char *name, Py_ssize_t name_len, bytes input):
+cdef Py_ssize_t _parts_len(object input) except -1:
+    # the bytes an input in parts (a tuple of bytes-like objects) stands for
+    cdef Py_ssize_t n = 0
+    if type(input) is not tuple:
+        raise InvalidArgument(f"input must be bytes or a tuple of bytes-like parts, not {type(input).__name__}")
+    for part in <tuple>input:
+        if isinstance(part, bytes):
+            n += PyBytes_GET_SIZE(part)
+            continue
+        try:
+            view = memoryview(part)
+        except TypeError:
+            raise InvalidArgument(f"an input part must be bytes-like, not {type(part).__name__}") from None
+        if not view.c_contiguous:
+            raise InvalidArgument("an input part must be a contiguous buffer")
+        n += view.nbytes
+    return n
+
+
+cdef bytes _sha256_fp(const char *name, Py_ssize_t name_len, object input):
     # hashlib's SHA-256 (SHA-NI where the CPU has it) releases the GIL while it
-    # hashes a large input
+    # hashes a large input; an input in parts is hashed part by part
     cdef unsigned char lenbuf[8]
+    cdef bint parts = type(input) is tuple
     rsc_b2b_put_u64be(lenbuf, <uint64_t>name_len)
     head = _FP_SHA_PREFIX + PyBytes_FromStringAndSize(<char *>lenbuf, 8) + PyBytes_FromStringAndSize(name, name_len)
-    rsc_b2b_put_u64be(lenbuf, <uint64_t>PyBytes_GET_SIZE(input))
+    rsc_b2b_put_u64be(lenbuf, <uint64_t>(_parts_len(input) if parts else PyBytes_GET_SIZE(input)))
     h = _sha256(head + PyBytes_FromStringAndSize(<char *>lenbuf, 8))
-    h.update(input)
+    if parts:
+        for part in <tuple>input:
+            h.update(part)
+    else:
+        h.update(input)
     return b"\x02" + h.digest()[:16]
+
+
+cdef bytes _blake2b_of(const char *name, Py_ssize_t name_len, object input):
+    # an input in parts under FP_SHA256_MIN_INPUT bytes in all: joining costs little
+    return _blake2b_fp(name, name_len, input if type(input) is not tuple else b"".join(<tuple>input))
 
 
 def fingerprint(computation, input):
@@ -340,6 +369,8 @@ def fingerprint(computation, input):
     under ``FP_SHA256_MIN_INPUT`` bytes of input, else ``FP_SHA256``), then a
     16-byte digest of (computation, input); the encoding is written out in
     ``rsc._core._idemtable_py.fingerprint``, which gives the same bytes.
+    ``input`` is ``bytes`` or a tuple of bytes-like parts, fingerprinted as
+    their concatenation without joining them.
     """
     return _fingerprint_of(computation, input)
 
@@ -347,6 +378,10 @@ def fingerprint(computation, input):
 cdef bytes _fingerprint_of(object computation, object input):
     cdef Py_ssize_t name_len
     cdef const char *name = _fp_name(computation, input, &name_len)
+    if type(input) is tuple:  # an input in parts
+        if _parts_len(input) >= _SHA_MIN:
+            return _sha256_fp(name, name_len, input)
+        return _blake2b_of(name, name_len, input)
     if PyBytes_GET_SIZE(input) >= _SHA_MIN:
         return _sha256_fp(name, name_len, input)
     return _blake2b_fp(name, name_len, input)
@@ -363,7 +398,7 @@ def fingerprint_matches(fp, computation, input):
     if tag == 2:  # FP_SHA256
         return _sha256_fp(name, name_len, input) == f
     if tag == 1:  # FP_BLAKE2B
-        return _blake2b_fp(name, name_len, input) == f
+        return _blake2b_of(name, name_len, input) == f
     return False
 
 

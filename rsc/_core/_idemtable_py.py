@@ -101,30 +101,58 @@ def _fp_name(computation: object, input: object) -> bytes:  # noqa: A002
     if not isinstance(computation, str):
         raise InvalidArgument(f"computation must be a str, not {type(computation).__name__}")
     if not isinstance(input, bytes):
-        raise InvalidArgument(f"input must be bytes, not {type(input).__name__}")
+        _parts_len(input)
     try:
         return computation.encode("utf-8")
     except UnicodeEncodeError as exc:
         raise InvalidArgument(f"computation is not valid UTF-8 text: {exc}") from None
 
 
-def _encoding_head(name: bytes, input: bytes) -> bytes:  # noqa: A002
-    return len(name).to_bytes(8, "big") + name + len(input).to_bytes(8, "big")
+def _parts_len(input: object) -> int:  # noqa: A002
+    """The bytes an input in parts (a tuple of bytes-like objects) stands for;
+    ``InvalidArgument`` for anything else."""
+    if type(input) is not tuple:
+        raise InvalidArgument(f"input must be bytes or a tuple of bytes-like parts, not {type(input).__name__}")
+    n = 0
+    for part in input:
+        if isinstance(part, bytes):
+            n += len(part)
+            continue
+        try:
+            view = memoryview(part)
+        except TypeError:
+            raise InvalidArgument(f"an input part must be bytes-like, not {type(part).__name__}") from None
+        if not view.c_contiguous:
+            raise InvalidArgument("an input part must be a contiguous buffer")
+        n += view.nbytes
+    return n
 
 
-def _blake2b_fp(name: bytes, input: bytes) -> bytes:  # noqa: A002
-    h = hashlib.blake2b(_encoding_head(name, input), digest_size=16, person=_FP_PERSON)
-    h.update(input)
+def _encoding_head(name: bytes, n: int) -> bytes:
+    return len(name).to_bytes(8, "big") + name + n.to_bytes(8, "big")
+
+
+def _blake2b_fp(name: bytes, input: bytes | tuple[Any, ...]) -> bytes:  # noqa: A002
+    # parts under FP_SHA256_MIN_INPUT bytes in all: joining them costs little
+    data = b"".join(input) if isinstance(input, tuple) else input
+    h = hashlib.blake2b(_encoding_head(name, len(data)), digest_size=16, person=_FP_PERSON)
+    h.update(data)
     return bytes((FP_BLAKE2B,)) + h.digest()
 
 
-def _sha256_fp(name: bytes, input: bytes) -> bytes:  # noqa: A002
-    h = hashlib.sha256(_FP_SHA_PREFIX + _encoding_head(name, input))
-    h.update(input)
+def _sha256_fp(name: bytes, input: bytes | tuple[Any, ...]) -> bytes:  # noqa: A002
+    parts = input if type(input) is tuple else (input,)
+    h = hashlib.sha256(_FP_SHA_PREFIX + _encoding_head(name, _input_len(input)))
+    for part in parts:
+        h.update(part)
     return bytes((FP_SHA256,)) + h.digest()[:16]
 
 
-def fingerprint(computation: str, input: bytes) -> bytes:  # noqa: A002 - the wire field's name
+def _input_len(input: bytes | tuple[Any, ...]) -> int:  # noqa: A002
+    return _parts_len(input) if type(input) is tuple else len(input)
+
+
+def fingerprint(computation: str, input: bytes | tuple[Any, ...]) -> bytes:  # noqa: A002 - the wire field's name
     """The 17-byte fingerprint of a request: an algorithm tag, then a 16-byte
     digest of (computation, input).
 
@@ -135,14 +163,18 @@ def fingerprint(computation: str, input: bytes) -> bytes:  # noqa: A002 - the wi
     encoding (``u64be len(utf8(computation)) | utf8(computation) | u64be
     len(input) | input``), so ``("ab", b"c")`` and ``("a", b"bc")`` differ.
     Stable across processes, runs and both twins.
+
+    ``input`` is ``bytes``, or a tuple of bytes-like parts that stands for
+    their concatenation (``Segmented.fingerprint_parts``): it fingerprints as
+    the joined bytes would, hashed part by part without joining them.
     """
     name = _fp_name(computation, input)
-    if len(input) >= FP_SHA256_MIN_INPUT:
+    if _input_len(input) >= FP_SHA256_MIN_INPUT:
         return _sha256_fp(name, input)
     return _blake2b_fp(name, input)
 
 
-def fingerprint_matches(fp: bytes, computation: str, input: bytes) -> bool:  # noqa: A002
+def fingerprint_matches(fp: bytes, computation: str, input: bytes | tuple[Any, ...]) -> bool:  # noqa: A002
     """Whether ``fp`` (a fingerprint, possibly written by an older rsc) is the
     fingerprint of (computation, input) under the algorithm its tag names.
     An unknown tag matches nothing."""
@@ -155,7 +187,7 @@ def fingerprint_matches(fp: bytes, computation: str, input: bytes) -> bool:  # n
     return False
 
 
-def spawn_fingerprint(computation: str, input: bytes, drawn: bool) -> bytes:  # noqa: A002
+def spawn_fingerprint(computation: str, input: bytes | tuple[Any, ...], drawn: bool) -> bytes:  # noqa: A002
     """The fingerprint a newly admitted spawn is recorded with:
     ``DRAWN_FINGERPRINT`` for a key its origin drew (``drawn``), which hashes
     nothing, else ``fingerprint(computation, input)``."""
@@ -167,7 +199,7 @@ def spawn_fingerprint(computation: str, input: bytes, drawn: bool) -> bytes:  # 
 
 
 def spawn_matches(fp: bytes, owner: str, origin: str, drawn: bool, computation: str,
-                  input: bytes) -> bool:  # noqa: A002
+                  input: bytes | tuple[Any, ...]) -> bool:  # noqa: A002
     """Whether a spawn from ``origin`` (saying ``drawn`` or not) of
     (computation, input) is the request a record made with fingerprint ``fp``
     and owned by origin ``owner`` stands for. A drawn-key record

@@ -154,10 +154,11 @@ def with_segments(f: tuple) -> tuple:
 
 def fingerprinted(data: Any) -> Any:
     """What an input is fingerprinted as: the bytes themselves, or for a
-    ``Segmented`` one its ``fingerprint_bytes()`` (so a key reused with other
-    segments is a mismatch). The one place this rule is kept: every
+    ``Segmented`` one its ``fingerprint_parts()`` (so a key reused with other
+    segments is a mismatch; the parts are hashed without a joined copy, and
+    not at all for a drawn key). The one place this rule is kept: every
     fingerprint the node makes or checks goes through it."""
-    return data.fingerprint_bytes() if type(data) is _Segmented else data
+    return data.fingerprint_parts() if type(data) is _Segmented else data
 
 
 MIN_LEASE_MS = 100
