@@ -75,4 +75,5 @@ cpdef object spawn_ack(sender, sender_time, remote_task_id, status, reject_code,
 cpdef object result_delivery(sender, sender_time, remote_task_id, outcome_kind, payload,
                              execution_time_ns, segments=*)
 cpdef tuple fields(msg)
+cpdef object encode_frame_parts(msg)  # a connection's send calls it as C
 cpdef object sender_time(msg)

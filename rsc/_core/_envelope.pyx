@@ -1030,7 +1030,7 @@ def encode_frame(msg):
         w_discard(&w)
 
 
-def encode_frame_parts(msg):
+cpdef object encode_frame_parts(msg):
     """``msg`` as one frame, like ``encode_frame``; but when a ``bytes`` value
     (or a memoryview of a msgpack ``Packer``'s buffer) in it has at least 64 KiB, a
     tuple of parts to write in this order, whose concatenation is the frame:

@@ -10,6 +10,9 @@ from rsc._engine.node cimport NodeTask
 cdef object _AsyncioTask, _task_body
 cdef int _SUCCESS, _FAILED, _CANCELLED, _PANICKED, _CANCEL_SIGNAL
 
+cdef class TaskReporter:
+    cpdef _on_done(self, NodeTask task, int kind, payload, long long exec_ns)
+
 cdef class _Task(NodeTask):
     pass
 
@@ -38,6 +41,7 @@ cdef class Executor:
 
     @cython.locals(task=NodeTask, plan=_Plan)
     cpdef start(self, key, comp, data, cx, on_done)
+    @cython.locals(plan=_Plan)
     cpdef _Plan _plan_of(self, comp)
     cpdef _start_async(self, NodeTask task)
     cpdef _make_ready(self, NodeTask task)
@@ -51,5 +55,5 @@ cdef class Executor:
     cpdef _ended(self, NodeTask task, out, exc)
     @cython.locals(plan=_Plan)
     cpdef _run_inline(self, NodeTask task)
-    @cython.locals(end_ns=cython.longlong, elapsed=cython.longlong)
+    @cython.locals(end_ns=cython.longlong, elapsed=cython.longlong, reporter=TaskReporter)
     cpdef _finish(self, NodeTask task, int kind, payload)

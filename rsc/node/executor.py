@@ -18,7 +18,9 @@ step is scheduled on the loop when the computation starts.
 For every task that :meth:`Executor.start` accepts, ``on_done(key,
 outcome_kind, payload, execution_time_ns)`` is called exactly once, on the
 loop thread, never from inside ``start``, with the RESULT_DELIVERY outcome of
-PROTOCOL.md:
+PROTOCOL.md (an ``on_done`` that is a :class:`TaskReporter` has its
+``_on_done(record, outcome_kind, payload, execution_time_ns)`` called
+instead, as a C call when compiled):
 
 ==========  ===============================================================
 0 success   ``bytes`` from ``Computation.encode_output``
@@ -76,7 +78,7 @@ from rsc.registry import Computation
 from rsc.types import CancelKind, CancelReason, OutcomeKind
 from rsc.value_codec import Segmented
 
-__all__ = ["CancelInterrupt", "Executor", "OnDone"]
+__all__ = ["CancelInterrupt", "Executor", "OnDone", "TaskReporter"]
 
 logger = get_logger("rsc.node.executor")
 
@@ -189,6 +191,21 @@ def _returned_awaitable(comp: Computation, out: Any, registered_as: str, fix: st
         out.close()
     return (f"TypeError: computation {str(comp.name)!r} was registered as {registered_as} but "
             f"returned an awaitable ({type(out).__name__}); {fix}")
+
+
+class TaskReporter:
+    """An ``on_done`` the executor calls as a method: ``_on_done(task, kind,
+    payload, execution_time_ns)`` with the task's record (a ``NodeTask``; a
+    node starts each task under its own record, so the record is the key)
+    instead of ``on_done(key, ...)``. Compiled, that is a C call with the
+    kind and the time as C integers, where a plain callable costs a Python
+    call and its arguments' conversions on every task; the node server is
+    one (its ``_on_done`` is what a subclass overrides)."""
+
+    __slots__ = ()
+
+    def _on_done(self, task: NodeTask, kind: int, payload: Any, exec_ns: int) -> None:
+        raise NotImplementedError  # pragma: no cover - interface
 
 
 class _Task(NodeTask):
@@ -666,7 +683,12 @@ class Executor:
             logger.exception("clock_ns failed while finishing computation %r", str(task.comp.name))
             elapsed = 0
         try:
-            task.on_done(key, kind, payload, elapsed)
+            on_done = task.on_done
+            if isinstance(on_done, TaskReporter):
+                reporter = on_done  # (typed: the call below is a C call)
+                reporter._on_done(task, kind, payload, elapsed)
+            else:
+                on_done(key, kind, payload, elapsed)
         except Exception:
             logger.exception("on_done for computation %r (key %r) raised; outcome %d dropped by it",
                              str(task.comp.name), key, kind)
