@@ -63,6 +63,9 @@ cdef class FrameDecoder:
     cdef void _drop_big(self) noexcept
     cdef int _handshake_frame(self, object msg) except -1
     cdef _start(self)
+    # what a connection calls as C for every read (rsc.transport.connection)
+    cpdef list feed(self, data)
+    cpdef object receive_buffer(self)
 
 
 # What a compiled engine cimports and calls as C (rsc._engine.origin), still
