@@ -17,6 +17,7 @@ from typing import Any
 import msgpack
 import pytest
 
+from rsc._engine.node import new_node_task
 from rsc.cx import Cx
 from rsc.errors import Cancelled, InvalidArgument
 from rsc.node.executor import EAGER_TASKS, CancelInterrupt, Executor, TaskReporter
@@ -922,10 +923,21 @@ def test_start_errors() -> None:
         ex.start("k", comp(f), b"", Cx(), res)
         with pytest.raises(InvalidArgument, match="already running"):
             ex.start("k", comp(f), b"", Cx(), res)
+        # a node's own record as the key: started twice, it is refused too,
+        # and the running one is left as it was
+        rec = new_node_task("o", 1, b"k" * 16, "f", b"", 1000, None, None, None, None, 1, None)
+        rep = Reporter()
+        ex.start(rec, comp(f), b"in", Cx(), rep)
+        with pytest.raises(InvalidArgument, match="already running"):
+            ex.start(rec, comp(f), b"again", Cx(), rep)
+        assert ex.running == 2 and ex.is_running(rec)
         assert ex.cancel("other", USER) is False
         await res.wait("k")
+        while not rep.calls:
+            await asyncio.sleep(0.005)
         await ex.aclose(1.0)
         assert len(res.calls) == 1
+        assert [(t, k, p) for t, k, p, _ in rep.calls] == [(rec, SUCCESS, b"")]
         assert_clean(ex)
 
     run(main())

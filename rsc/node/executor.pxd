@@ -39,7 +39,7 @@ cdef class Executor:
     cdef public long long live_tasks
     cdef object __weakref__
 
-    @cython.locals(task=NodeTask, plan=_Plan)
+    @cython.locals(task=NodeTask, plan=_Plan, tasks=dict, n=Py_ssize_t, start_ns=cython.longlong)
     cpdef start(self, key, comp, data, cx, on_done)
     @cython.locals(plan=_Plan)
     cpdef _Plan _plan_of(self, comp)
@@ -55,5 +55,5 @@ cdef class Executor:
     cpdef _ended(self, NodeTask task, out, exc)
     @cython.locals(plan=_Plan)
     cpdef _run_inline(self, NodeTask task)
-    @cython.locals(end_ns=cython.longlong, elapsed=cython.longlong, reporter=TaskReporter)
+    @cython.locals(end_ns=cython.longlong, elapsed=cython.longlong, reporter=TaskReporter, tasks=dict)
     cpdef _finish(self, NodeTask task, int kind, payload)

@@ -356,16 +356,19 @@ class Executor:
         """
         if self._closing:
             raise RuntimeError("executor is closing; it starts no new computations")
-        if key in self._tasks:
-            raise InvalidArgument(f"a computation with key {key!r} is already running")
         if self._loop is None:
             self._bind_loop()
         # The node's own task record is the key: the executor's fields live on
         # it (one record per task); any other key gets a record of its own.
         task = key if type(key) is NodeTask else _Task.__new__(_Task)
         plan = self._plan_of(comp)
-        _exec_init(task, None if task is key else key, comp, plan, data, cx, on_done, self._clock_ns())
-        self._tasks[key] = task
+        start_ns = self._clock_ns()
+        tasks = self._tasks
+        n = len(tasks)
+        tasks.setdefault(key, task)  # one lookup: the key is entered unless it is running
+        if len(tasks) == n:
+            raise InvalidArgument(f"a computation with key {key!r} is already running")
+        _exec_init(task, None if task is key else key, comp, plan, data, cx, on_done, start_ns)
         if plan.is_async:
             if self._eager:
                 self._make_ready(task)
@@ -667,8 +670,10 @@ class Executor:
             task.grace_timer.cancel()
             task.grace_timer = None
         key = _key(task)
-        if self._tasks.get(key) is task:
-            del self._tasks[key]
+        tasks = self._tasks
+        entered = tasks.pop(key, None)  # one lookup (it is this task's, but for a bug)
+        if entered is not task and entered is not None:
+            tasks[key] = entered
         if kind == _CANCEL_SIGNAL:
             reason = task.cx.cancel_reason
             if reason is not None:
