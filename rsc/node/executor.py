@@ -202,6 +202,7 @@ class TaskReporter:
     call and its arguments' conversions on every task; the node server is
     one (its ``_on_done`` is what a subclass overrides)."""
 
+    __signature__ = SourceSignature()  # what inspect.signature reports, compiled too
     __slots__ = ()
 
     def _on_done(self, task: NodeTask, kind: int, payload: Any, exec_ns: int) -> None:
@@ -222,7 +223,7 @@ class _Task(NodeTask):
 
 
 def _exec_init(task: NodeTask, key: Hashable, comp: Computation, plan: _Plan, data: Any, cx: Cx,
-               on_done: OnDone, start_ns: int) -> None:
+               on_done: OnDone | TaskReporter, start_ns: int) -> None:
     """Fill the executor's fields of ``task`` for a start."""
     task.ekey = key
     task.comp = comp
@@ -347,7 +348,8 @@ class Executor:
         self._loop = loop
 
     # -- start ----------------------------------------------------------------------
-    def start(self, key: Hashable, comp: Computation, data: Any, cx: Cx, on_done: OnDone) -> None:
+    def start(self, key: Hashable, comp: Computation, data: Any, cx: Cx,
+              on_done: OnDone | TaskReporter) -> None:
         """Start ``comp`` on ``data`` under ``cx``; ``on_done`` will be called
         exactly once, on the loop thread, never from inside this call.
 
