@@ -115,9 +115,20 @@ async def _echo_client_work(sock: str, n: int, mode: str) -> None:
         client.close()
 
 
+def _use_this_checkout() -> None:
+    """Put this checkout first on ``sys.path``: the side run natively in this
+    process imports the rsc (and bench) beside this script, as the measured
+    side does through PYTHONPATH, not whatever an installed rsc points at (an
+    editable install of another checkout would pair a worktree's node with
+    that checkout's origin)."""
+    if sys.path[:1] != [ROOT]:
+        sys.path.insert(0, ROOT)
+
+
 def _run_origin(sock: str, n: int, mode: str, echo: bool = False) -> None:
     import uvloop
 
+    _use_this_checkout()
     uvloop.run((_echo_client_work if echo else _origin_work)(sock, n, mode))
 
 

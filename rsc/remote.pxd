@@ -45,6 +45,7 @@ cdef class Runtime:
     cpdef _on_event(self, int ev, OriginTask task, detail)
 
 # spawn_remote calls the runtime's _spawn as C (rt is the type-checked runtime)
-@cython.locals(rt=Runtime)
+# and reads the Cx's and the RemoteCap's fields as C
+@cython.locals(rt=Runtime, c=Cx, cap=RemoteCap)
 cpdef spawn_remote(cx, node, computation, input=*, lease=*, budget=*, idempotency_key=*,
                    codec=*, on_lease_expired=*)

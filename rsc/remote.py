@@ -668,12 +668,16 @@ def spawn_remote(cx: Cx, node: str, computation: str, input: Any = b"", *,
     """
     if not isinstance(cx, Cx):
         raise InvalidArgument(f"spawn_remote needs a Cx as its first argument, got {type(cx).__name__}")
-    cap = cx.remote_cap
-    if cap is None:
+    c = cx  # typed Cx when compiled (remote.pxd): its fields are C reads
+    rc = c.remote_cap
+    if rc is None:
         raise NoCapability()
+    if not isinstance(rc, RemoteCap):
+        raise InvalidArgument(f"the Cx's remote_cap must be an rsc.cx.RemoteCap, got {type(rc).__name__}")
+    cap = rc  # typed RemoteCap when compiled
     runtime = cap.runtime
     if not isinstance(runtime, Runtime):
         raise InvalidArgument(f"the Cx's RemoteCap holds {type(runtime).__name__}, not an rsc.Runtime")
     rt = runtime  # typed Runtime when compiled (remote.pxd): _spawn is then a C call
-    return rt._spawn(cx, node, computation, input, lease, budget, idempotency_key, codec,
+    return rt._spawn(c, node, computation, input, lease, budget, idempotency_key, codec,
                      on_lease_expired)

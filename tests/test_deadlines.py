@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from rsc._core import idemtable as _idem
-from rsc._engine.deadlines import NO_DEADLINE, Deadlines
+from rsc._engine.deadlines import MAX_KEY, NO_DEADLINE, Deadlines
 from rsc._engine.node import T_BUDGET, T_RENEW, T_SILENCE
 from rsc._engine.origin import T_ESCALATION, T_LEASE, T_PING
 from tests.engine_link import Link
@@ -25,6 +25,20 @@ def test_kinds_share_keys_without_colliding_and_come_due_in_deadline_order() -> 
     assert d.pop_due(20) == [(1, 7), (2, 7), (0, 8)]
     assert (len(d), d.count(0), d.count(1), d.count(2)) == (1, 1, 0, 0)
     assert d.next_deadline() == 30
+
+
+def test_a_key_or_kind_out_of_bounds_is_refused_and_the_largest_key_is_kept() -> None:
+    d = Deadlines()
+    big = 2**52 + 12345  # a task id of a Runtime's random start
+    d.add(7, big, 5)
+    d.add(0, MAX_KEY, 6)
+    assert d.deadline_of(7, big) == 5 and d.deadline_of(0, MAX_KEY) == 6
+    for kind, key in ((0, MAX_KEY + 1), (0, 2**62), (0, -1), (8, 1), (-1, 1)):
+        with pytest.raises(ValueError, match="a deadline's kind is an int"):
+            d.add(kind, key, 1)
+    assert d.discard(7, big) and not d.discard(7, big)
+    assert d.discard(0, MAX_KEY)
+    assert len(d) == 0
 
 
 def test_every_way_of_setting_a_deadline_lowers_the_hint_and_a_read_resets_it() -> None:

@@ -168,6 +168,8 @@ def test_no_capability_and_bad_arguments(two: LocalCluster) -> None:
                 rt.spawn(rsc.Cx(), "worker-1", "echo", b"")
             with pytest.raises(rsc.InvalidArgument, match="not an rsc.Runtime"):
                 spawn_remote(rsc.Cx(remote_cap=rsc.RemoteCap(object())), "worker-1", "echo", b"")  # type: ignore[arg-type]
+            with pytest.raises(rsc.InvalidArgument, match="remote_cap must be an rsc.cx.RemoteCap"):
+                spawn_remote(rsc.Cx(remote_cap=object()), "worker-1", "echo", b"")  # type: ignore[arg-type]
             assert rt.live_handles == 0  # nothing was half-made by the refusals
 
     run(main())

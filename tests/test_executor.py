@@ -17,9 +17,10 @@ from typing import Any
 import msgpack
 import pytest
 
+from rsc._engine.node import new_node_task
 from rsc.cx import Cx
 from rsc.errors import Cancelled, InvalidArgument
-from rsc.node.executor import EAGER_TASKS, CancelInterrupt, Executor
+from rsc.node.executor import EAGER_TASKS, CancelInterrupt, Executor, TaskReporter
 from rsc.registry import Computation
 from rsc.types import CancelKind, CancelReason
 
@@ -77,6 +78,56 @@ async def one(fn: Callable[..., Any], data: bytes = b"", *, codec: str | None = 
 def assert_clean(ex: Executor) -> None:
     assert ex.running == 0
     assert ex.live_tasks == 0
+
+
+class Reporter(TaskReporter):
+    """An on_done that is a TaskReporter: called with the task's record."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[Any, int, Any, int]] = []
+
+    def _on_done(self, task: Any, kind: int, payload: Any, exec_ns: int) -> None:
+        assert isinstance(exec_ns, int) and exec_ns >= 0
+        self.calls.append((task, kind, payload, exec_ns))
+
+
+def test_a_task_reporter_gets_each_record_and_its_outcome() -> None:
+    """An on_done that is a TaskReporter has its _on_done called once per task,
+    with the record the task was started under (its key in ``ekey``) and the
+    outcome a plain on_done would get, for every way a computation runs."""
+    async def slow(cx: Cx, data: bytes) -> bytes:
+        await asyncio.sleep(0.01)
+        return data + b"!"
+
+    async def at_once(cx: Cx, data: bytes) -> bytes:
+        return data
+
+    def fails(cx: Cx, data: bytes) -> bytes:
+        raise ValueError("no")
+
+    def inline(cx: Cx, data: bytes) -> bytes:
+        return data * 2
+
+    async def main() -> Reporter:
+        ex = Executor(max_threads=2)
+        rep = Reporter()
+        ex.start("slow", comp(slow), b"s", Cx(), rep)
+        ex.start("at_once", comp(at_once), b"a", Cx(), rep)
+        ex.start("fails", comp(fails), b"f", Cx(), rep)
+        ex.start("inline", Computation("inline", inline, inline=True), b"i", Cx(), rep)
+        deadline = time.monotonic() + 4
+        while len(rep.calls) < 4:
+            assert time.monotonic() < deadline, rep.calls
+            await asyncio.sleep(0.005)
+        await ex.aclose(1.0)
+        assert_clean(ex)
+        return rep
+
+    rep = run(main())
+    got = {task.ekey: (kind, payload) for task, kind, payload, _ in rep.calls}
+    assert got == {"slow": (SUCCESS, b"s!"), "at_once": (SUCCESS, b"a"),
+                   "fails": (FAILED, "ValueError: no"), "inline": (SUCCESS, b"ii")}
+    assert len(rep.calls) == 4
 
 
 # -- async computations --------------------------------------------------------------
@@ -872,10 +923,21 @@ def test_start_errors() -> None:
         ex.start("k", comp(f), b"", Cx(), res)
         with pytest.raises(InvalidArgument, match="already running"):
             ex.start("k", comp(f), b"", Cx(), res)
+        # a node's own record as the key: started twice, it is refused too,
+        # and the running one is left as it was
+        rec = new_node_task("o", 1, b"k" * 16, "f", b"", 1000, None, None, None, None, 1, None)
+        rep = Reporter()
+        ex.start(rec, comp(f), b"in", Cx(), rep)
+        with pytest.raises(InvalidArgument, match="already running"):
+            ex.start(rec, comp(f), b"again", Cx(), rep)
+        assert ex.running == 2 and ex.is_running(rec)
         assert ex.cancel("other", USER) is False
         await res.wait("k")
+        while not rep.calls:
+            await asyncio.sleep(0.005)
         await ex.aclose(1.0)
         assert len(res.calls) == 1
+        assert [(t, k, p) for t, k, p, _ in rep.calls] == [(rec, SUCCESS, b"")]
         assert_clean(ex)
 
     run(main())

@@ -450,3 +450,24 @@ def test_node_admission_checks_each_computation_by_its_own_codec() -> None:
     assert adm.check(packed, b"\xc1") is not None  # not MessagePack
     assert adm.check(plain, b"\xc1") is None
     assert adm.check(packed, msgpack.packb(1)) is None
+
+
+def test_node_admission_finds_each_name_by_its_own_computation() -> None:
+    """The node's admission answers a repeated name from the last one it found:
+    alternating names, an unknown name after a known one, and a name registered
+    after the admission was made each find their own computation (or None)."""
+    from rsc.node.server import RegistryAdmission
+
+    reg = Registry()
+    a = reg.register("a", lambda cx, data: data, inline=True)
+    b = reg.register("b", lambda cx, data: data, inline=True)
+    adm = RegistryAdmission(reg)
+    assert adm.find("nope") is None
+    for _ in range(2):
+        assert adm.find("a") is a and adm.find("a") is a
+        assert adm.find("b") is b
+        assert adm.find("nope") is None
+    assert adm.find("".join(["a"])) is a  # an equal str, not the same object (as decoded)
+    assert adm.find("late") is None
+    late = reg.register("late", lambda cx, data: data, inline=True)
+    assert adm.find("late") is late and adm.find("a") is a

@@ -63,6 +63,9 @@ cdef class FrameDecoder:
     cdef void _drop_big(self) noexcept
     cdef int _handshake_frame(self, object msg) except -1
     cdef _start(self)
+    # what a connection calls as C for every read (rsc.transport.connection)
+    cpdef list feed(self, data)
+    cpdef object receive_buffer(self)
 
 
 # What a compiled engine cimports and calls as C (rsc._engine.origin), still
@@ -75,4 +78,5 @@ cpdef object spawn_ack(sender, sender_time, remote_task_id, status, reject_code,
 cpdef object result_delivery(sender, sender_time, remote_task_id, outcome_kind, payload,
                              execution_time_ns, segments=*)
 cpdef tuple fields(msg)
+cpdef object encode_frame_parts(msg)  # a connection's send calls it as C
 cpdef object sender_time(msg)

@@ -1030,7 +1030,7 @@ def encode_frame(msg):
         w_discard(&w)
 
 
-def encode_frame_parts(msg):
+cpdef object encode_frame_parts(msg):
     """``msg`` as one frame, like ``encode_frame``; but when a ``bytes`` value
     (or a memoryview of a msgpack ``Packer``'s buffer) in it has at least 64 KiB, a
     tuple of parts to write in this order, whose concatenation is the frame:
@@ -2045,7 +2045,7 @@ cdef class FrameDecoder:
         self._error_text = None
         self._start()
 
-    def feed(self, data):
+    cpdef list feed(self, data):
         cdef Py_buffer view
         cdef bint has_view = False
         cdef list out = []
@@ -2075,7 +2075,7 @@ cdef class FrameDecoder:
                 PyBuffer_Release(&view)
         return out
 
-    def receive_buffer(self):
+    cpdef object receive_buffer(self):
         """A writable view of the bytes the stream's next bytes may go straight
         into (the payload of the large frame in progress), or None when no
         such frame is in progress. Write the next bytes of the stream at the

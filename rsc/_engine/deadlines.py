@@ -39,16 +39,17 @@ MAX_KEY = (1 << (63 - KIND_BITS)) - 1
 
 
 def _id(kind: int, key: int) -> int:
-    """The heap id of ``(kind, key)``. The bounds are written as literals so
-    the compiled build compares C values (a module global would be a Python
-    object); the assert below holds them to KIND_BITS."""
-    if not 0 <= kind <= 7 or not 0 <= key <= 1152921504606846975:
+    """The heap id of ``(kind, key)``. The bounds are written as literals and
+    a shift so the compiled build compares C values (a module global, or a
+    literal above 2**31, would be a Python object: the key boxed and compared
+    as ints on every call); the assert below holds them to KIND_BITS."""
+    if not 0 <= kind <= 7 or key < 0 or key >> 60:
         raise ValueError(f"a deadline's kind is an int in [0, {KIND_MASK}] and its key one in "
                          f"[0, {MAX_KEY}], got ({kind}, {key})")
     return key << 3 | kind
 
 
-assert KIND_MASK == 7 and MAX_KEY == 1152921504606846975
+assert KIND_MASK == 7 and MAX_KEY == (1 << 60) - 1
 
 
 def _check_time(at: int) -> int:

@@ -10,6 +10,9 @@ from rsc._engine.node cimport NodeTask
 cdef object _AsyncioTask, _task_body
 cdef int _SUCCESS, _FAILED, _CANCELLED, _PANICKED, _CANCEL_SIGNAL
 
+cdef class TaskReporter:
+    cpdef _on_done(self, NodeTask task, int kind, payload, long long exec_ns)
+
 cdef class _Task(NodeTask):
     pass
 
@@ -36,8 +39,9 @@ cdef class Executor:
     cdef public long long live_tasks
     cdef object __weakref__
 
-    @cython.locals(task=NodeTask, plan=_Plan)
+    @cython.locals(task=NodeTask, plan=_Plan, tasks=dict, n=Py_ssize_t, start_ns=cython.longlong)
     cpdef start(self, key, comp, data, cx, on_done)
+    @cython.locals(plan=_Plan)
     cpdef _Plan _plan_of(self, comp)
     cpdef _start_async(self, NodeTask task)
     cpdef _make_ready(self, NodeTask task)
@@ -51,5 +55,5 @@ cdef class Executor:
     cpdef _ended(self, NodeTask task, out, exc)
     @cython.locals(plan=_Plan)
     cpdef _run_inline(self, NodeTask task)
-    @cython.locals(end_ns=cython.longlong, elapsed=cython.longlong)
+    @cython.locals(end_ns=cython.longlong, elapsed=cython.longlong, reporter=TaskReporter, tasks=dict)
     cpdef _finish(self, NodeTask task, int kind, payload)

@@ -18,7 +18,9 @@ step is scheduled on the loop when the computation starts.
 For every task that :meth:`Executor.start` accepts, ``on_done(key,
 outcome_kind, payload, execution_time_ns)`` is called exactly once, on the
 loop thread, never from inside ``start``, with the RESULT_DELIVERY outcome of
-PROTOCOL.md:
+PROTOCOL.md (an ``on_done`` that is a :class:`TaskReporter` has its
+``_on_done(record, outcome_kind, payload, execution_time_ns)`` called
+instead, as a C call when compiled):
 
 ==========  ===============================================================
 0 success   ``bytes`` from ``Computation.encode_output``
@@ -76,7 +78,7 @@ from rsc.registry import Computation
 from rsc.types import CancelKind, CancelReason, OutcomeKind
 from rsc.value_codec import Segmented
 
-__all__ = ["CancelInterrupt", "Executor", "OnDone"]
+__all__ = ["CancelInterrupt", "Executor", "OnDone", "TaskReporter"]
 
 logger = get_logger("rsc.node.executor")
 
@@ -191,6 +193,22 @@ def _returned_awaitable(comp: Computation, out: Any, registered_as: str, fix: st
             f"returned an awaitable ({type(out).__name__}); {fix}")
 
 
+class TaskReporter:
+    """An ``on_done`` the executor calls as a method: ``_on_done(task, kind,
+    payload, execution_time_ns)`` with the task's record (a ``NodeTask``; a
+    node starts each task under its own record, so the record is the key)
+    instead of ``on_done(key, ...)``. Compiled, that is a C call with the
+    kind and the time as C integers, where a plain callable costs a Python
+    call and its arguments' conversions on every task; the node server is
+    one (its ``_on_done`` is what a subclass overrides)."""
+
+    __signature__ = SourceSignature()  # what inspect.signature reports, compiled too
+    __slots__ = ()
+
+    def _on_done(self, task: NodeTask, kind: int, payload: Any, exec_ns: int) -> None:
+        raise NotImplementedError  # pragma: no cover - interface
+
+
 class _Task(NodeTask):
     """The record of a computation started under a key of the caller's.
 
@@ -205,7 +223,7 @@ class _Task(NodeTask):
 
 
 def _exec_init(task: NodeTask, key: Hashable, comp: Computation, plan: _Plan, data: Any, cx: Cx,
-               on_done: OnDone, start_ns: int) -> None:
+               on_done: OnDone | TaskReporter, start_ns: int) -> None:
     """Fill the executor's fields of ``task`` for a start."""
     task.ekey = key
     task.comp = comp
@@ -330,7 +348,8 @@ class Executor:
         self._loop = loop
 
     # -- start ----------------------------------------------------------------------
-    def start(self, key: Hashable, comp: Computation, data: Any, cx: Cx, on_done: OnDone) -> None:
+    def start(self, key: Hashable, comp: Computation, data: Any, cx: Cx,
+              on_done: OnDone | TaskReporter) -> None:
         """Start ``comp`` on ``data`` under ``cx``; ``on_done`` will be called
         exactly once, on the loop thread, never from inside this call.
 
@@ -339,16 +358,19 @@ class Executor:
         """
         if self._closing:
             raise RuntimeError("executor is closing; it starts no new computations")
-        if key in self._tasks:
-            raise InvalidArgument(f"a computation with key {key!r} is already running")
         if self._loop is None:
             self._bind_loop()
         # The node's own task record is the key: the executor's fields live on
         # it (one record per task); any other key gets a record of its own.
         task = key if type(key) is NodeTask else _Task.__new__(_Task)
         plan = self._plan_of(comp)
-        _exec_init(task, None if task is key else key, comp, plan, data, cx, on_done, self._clock_ns())
-        self._tasks[key] = task
+        start_ns = self._clock_ns()
+        tasks = self._tasks
+        n = len(tasks)
+        tasks.setdefault(key, task)  # one lookup: the key is entered unless it is running
+        if len(tasks) == n:
+            raise InvalidArgument(f"a computation with key {key!r} is already running")
+        _exec_init(task, None if task is key else key, comp, plan, data, cx, on_done, start_ns)
         if plan.is_async:
             if self._eager:
                 self._make_ready(task)
@@ -650,8 +672,10 @@ class Executor:
             task.grace_timer.cancel()
             task.grace_timer = None
         key = _key(task)
-        if self._tasks.get(key) is task:
-            del self._tasks[key]
+        tasks = self._tasks
+        entered = tasks.pop(key, None)  # one lookup (it is this task's, but for a bug)
+        if entered is not task and entered is not None:
+            tasks[key] = entered
         if kind == _CANCEL_SIGNAL:
             reason = task.cx.cancel_reason
             if reason is not None:
@@ -666,7 +690,12 @@ class Executor:
             logger.exception("clock_ns failed while finishing computation %r", str(task.comp.name))
             elapsed = 0
         try:
-            task.on_done(key, kind, payload, elapsed)
+            on_done = task.on_done
+            if isinstance(on_done, TaskReporter):
+                reporter = on_done  # (typed: the call below is a C call)
+                reporter._on_done(task, kind, payload, elapsed)
+            else:
+                on_done(key, kind, payload, elapsed)
         except Exception:
             logger.exception("on_done for computation %r (key %r) raised; outcome %d dropped by it",
                              str(task.comp.name), key, kind)

@@ -7,20 +7,20 @@ from rsc._engine.node cimport Admission, NodeEngine, NodeTask
 from rsc.transport.connection cimport FramedConnection
 from rsc.transport.timer cimport EngineTimer
 from rsc.clock cimport SystemClock
-from rsc.node.executor cimport Executor
+from rsc.node.executor cimport Executor, TaskReporter
 from rsc.cx cimport task_cx
 
 cdef int _SEND, _CLOSE, _START, _CANCEL
 
 cdef class RegistryAdmission(Admission):
-    cdef public object registry, _plain, _at_once, _later, _executor
+    cdef public object registry, _plain, _at_once, _later, _executor, _found_name, _found
     cdef public dict _items
 
     cpdef find(self, computation)
     cpdef check(self, comp, data)
     cpdef bint ends_at_once(self, comp) except -1
 
-cdef class NodeServer:
+cdef class NodeServer(TaskReporter):
     cdef public object name, address, registry, grace_s, peers, _runtime, _started, _proc
     cdef public SystemClock clock  # the driver's clock (the lab drives engines on virtual time)
     cdef public NodeEngine engine
@@ -35,7 +35,6 @@ cdef class NodeServer:
     cdef public bint _check_peer_uid
     cdef public object _socket_id  # (st_dev, st_ino) of the socket file this node created
     cdef public object catalogue, _status_catalogue, _catalogued  # rsc.catalogue (_publish_catalogue)
-    cdef public object _on_done_cb
     cdef object __weakref__
 
     @cython.locals(engine=NodeEngine, executor=Executor, live=cython.longlong)

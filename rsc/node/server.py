@@ -28,7 +28,7 @@ from rsc.catalogue import publish_catalogue
 from rsc.clock import SystemClock
 from rsc.cx import RemoteCap, task_cx
 from rsc.errors import AuthFailed, InvalidArgument, PeerTimeout, ProtocolError
-from rsc.node.executor import EAGER_TASKS, Executor
+from rsc.node.executor import EAGER_TASKS, Executor, TaskReporter
 from rsc.node.journal import open_journal
 from rsc.node.workers import WorkerPool, check_pool_options
 from rsc.registry import Computation, Registry
@@ -84,6 +84,8 @@ class RegistryAdmission(Admission):
         self.registry = registry
         self._executor = executor
         self._items = registry._items  # the registry's own dict: later registrations show
+        self._found_name: str | None = None  # the last name find() found, and its computation
+        self._found: Computation | None = None
         self._plain: Computation | None = None  # the last computation found to need no check
         # the last computations found to end (or not) in the step that starts them
         self._at_once: Computation | None = None
@@ -92,7 +94,16 @@ class RegistryAdmission(Admission):
     def find(self, computation: str) -> Computation | None:
         # the codec decodes a computation name as str, so no type check is needed
         """The computation registered as ``computation``, or None."""
-        return self._items.get(computation)  # type: ignore[call-overload]  # a str finds its ComputationName key
+        # A name, once registered, keeps its computation (a Registry neither
+        # replaces nor removes one), so the last name found answers a run of
+        # spawns of one computation by a string compare: the name is a new
+        # str in every SPAWN_REQUEST, and a dict lookup would hash it first.
+        if computation == self._found_name:
+            return self._found
+        comp = self._items.get(computation)  # type: ignore[call-overload]  # a str finds its ComputationName key
+        if comp is not None:
+            self._found_name, self._found = computation, comp
+        return comp
 
     def check(self, comp: Computation, data: Any) -> str | None:
         """Why ``data`` is not an acceptable input of ``comp`` (its codec or validator
@@ -123,7 +134,7 @@ class RegistryAdmission(Admission):
         return False
 
 
-class NodeServer:
+class NodeServer(TaskReporter):
     """A node: serves named computations from ``registry`` at ``address``."""
 
     __signature__ = SourceSignature()  # what inspect.signature reports, compiled too
@@ -227,7 +238,6 @@ class NodeServer:
         self._journal = None if state_dir is None else open_journal(state_dir, self.engine,
                                                                     self.clock.now_ns())
         self._sync_pending = self._compacting = False
-        self._on_done_cb = self._on_done  # bound once, not once per task
         self._pumping = False
         check_pool_options(workers, time_limit, memory_limit, max_tasks_per_worker)
         if registry.needs_workers(isolation):
@@ -595,7 +605,7 @@ class NodeServer:
         cx = task_cx(task.origin_region, task.origin_task, budget, self.name,
                      None if self.peers is None else self._remote_cap(task))
         # (the input is there until the executor takes it)
-        self.executor.start(task, task.comp, task.input, cx, self._on_done_cb)
+        self.executor.start(task, task.comp, task.input, cx, self)  # a TaskReporter: _on_done as C
 
     def _remote_cap(self, task: NodeTask) -> RemoteCap | None:
         """The RemoteCap a computation's Cx holds on a node with peers: this

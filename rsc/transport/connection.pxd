@@ -1,8 +1,11 @@
 # Declarations that make connection.py compile to a typed extension type
 # (Cython pure-Python mode; rsc/_compiled.py picks compiled or source).
 
+from rsc._core._envelope cimport FrameDecoder, encode_frame_parts as _encode_frame_parts
+
 cdef class FramedConnection:
-    cdef public object _on_open, _on_messages, _on_protocol_error, _on_close, _decoder, _encode_frame
+    cdef public object _on_open, _on_messages, _on_protocol_error, _on_close
+    cdef public FrameDecoder _decoder  # the compiled codec's: feed() a C call per read
     cdef public list _pending
     cdef public bint _flush_scheduled, _closing, _replying, _write_at_once, _hold
     cdef public bint _wrote_at_once, _receive_direct

@@ -47,10 +47,17 @@ import asyncio
 from typing import Any, Callable
 
 from rsc._signature import SourceSignature
-from rsc._core import envelope
+from rsc._core import USING_EXTENSIONS, envelope
 from rsc._core.messages import DEFAULT_MAX_FRAME_BYTES, Message
 from rsc.errors import ProtocolError
 
+# The codec's encode_frame_parts, from the codec rsc._core.envelope is: the
+# compiled build of this module cimports it from the compiled codec and calls
+# it as C (connection.pxd), once for every frame sent.
+if USING_EXTENSIONS:
+    from rsc._core._envelope import encode_frame_parts as _encode_frame_parts
+else:
+    from rsc._core._envelope_py import encode_frame_parts as _encode_frame_parts
 
 FLUSH_FRAMES = 256  # queued frames that are written at once, without waiting for the loop turn's end
 # Replies to a read leave when its handling returns, and the first frame of a
@@ -114,7 +121,6 @@ class FramedConnection:
         self._progress = 0
         self._progress_mark = 0
         self._stalled = 0
-        self._encode_frame = envelope.encode_frame_parts
         self._pending: list[bytes] = []
         self._flush_scheduled = False
         self._replying = False  # inside on_messages: what is sent is held until it returns
@@ -325,7 +331,7 @@ class FramedConnection:
         being made, so both ends work at once)."""
         if self._closing:
             return
-        frame = self._encode_frame(msg)
+        frame = _encode_frame_parts(msg)
         if type(frame) is tuple:
             self._write_parts(frame)
             return

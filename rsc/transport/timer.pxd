@@ -6,5 +6,6 @@ from rsc._engine.deadlines cimport Deadlines
 
 cdef class EngineTimer:
     cdef public object _loop, _clock, _on_due, _handle, at
+    cdef public long long _armed_at  # at as a C integer, -1 when none is armed
 
     cpdef follow(self, Deadlines timers)

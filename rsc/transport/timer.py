@@ -33,7 +33,7 @@ class EngineTimer:
 
     __signature__ = SourceSignature()  # what inspect.signature reports, compiled too
 
-    __slots__ = ("_loop", "_clock", "_on_due", "_handle", "at")
+    __slots__ = ("_loop", "_clock", "_on_due", "_handle", "at", "_armed_at")
 
     def __init__(self, loop: asyncio.AbstractEventLoop, clock: Clock, on_due: Callable[[], None]) -> None:
         self._loop = loop
@@ -41,6 +41,9 @@ class EngineTimer:
         self._on_due = on_due
         self._handle: asyncio.Handle | None = None
         self.at: int | None = None  # ns on ``clock`` of the armed timer
+        # the same as an int, -1 when none is armed (deadlines are >= 0): a C
+        # integer when compiled, so follow()'s common case boxes nothing
+        self._armed_at = -1
 
     def follow(self, timers: Deadlines) -> None:
         """Arm at ``timers.next_deadline()`` if that is earlier than what is armed.
@@ -51,15 +54,16 @@ class EngineTimer:
         (``timers.hint``), nothing is read. A later one is left for after the
         timer fires: then ``at`` is None and everything is re-read.
         """
-        at = self.at
-        if at is not None and timers.hint >= at:
+        armed = self._armed_at
+        if armed >= 0 and timers.hint >= armed:
             return
         nxt = timers.next_deadline()  # resets timers.hint
-        if nxt is None or (at is not None and at <= nxt):
+        if nxt is None or (armed >= 0 and armed <= nxt):
             return
         if self._handle is not None:
             self._handle.cancel()
         self.at = nxt
+        self._armed_at = nxt
         delay = max(0.0, (nxt - self._clock.now_ns()) / 1e9)
         self._handle = self._loop.call_later(delay, self._fire)
 
@@ -73,6 +77,7 @@ class EngineTimer:
     def _after_poll(self) -> None:
         self._handle = None
         self.at = None
+        self._armed_at = -1
         self._on_due()
 
     def cancel(self) -> None:
@@ -81,3 +86,4 @@ class EngineTimer:
             self._handle.cancel()
             self._handle = None
         self.at = None
+        self._armed_at = -1
