@@ -175,6 +175,42 @@ def test_a_snapshot_that_cannot_be_written_is_discarded(tmp_path: Path) -> None:
         j2.close()
 
 
+def test_closing_a_journal_mid_snapshot_removes_the_snapshot(tmp_path: Path) -> None:
+    """A journal closed while a snapshot is being written (a node shutting
+    down between two steps, or a caller that gives up) removes the snapshot's
+    file and closes its descriptor itself; the node's next step, if one runs,
+    finds nothing left to do. A snapshot being sealed is left to
+    ``finish_compaction``, which finds the journal closed. (The file was once
+    left behind.)"""
+    import os
+
+    link = Link(ttl_ns=60_000 * MS)
+    journal = J.open_journal(str(tmp_path / "s"), link.node, link.now)
+    link.connect()
+    link.spawn("echo", b"a", key=K(1))
+    journal.sync()
+    fds_before = set(os.listdir("/proc/self/fd"))
+    journal.begin_compaction()
+    snap = journal.start_snapshot()
+    snap.add(link.node.durable_records(link.node._idem.records(), link.now))
+    journal.close()
+    assert not (tmp_path / "s" / (J.JOURNAL_FILE + ".tmp")).exists()
+    assert set(os.listdir("/proc/self/fd")) <= fds_before
+    snap.discard()  # what the node's next step does: nothing now
+    journal.abort_compaction()
+    j2 = J.Journal(str(tmp_path / "s"), 10**9)
+    try:
+        assert [r[0] for r in j2.load()[0]] == [K(1)]
+        j2.begin_compaction()
+        sealing = j2.start_snapshot()
+        fd, n = sealing.seal()
+    finally:
+        j2.close()  # a snapshot being sealed is not the close's
+    j2.finish_compaction(fd, n)  # closes it and removes the file: the journal is closed
+    assert not (tmp_path / "s" / (J.JOURNAL_FILE + ".tmp")).exists()
+    assert set(os.listdir("/proc/self/fd")) <= fds_before
+
+
 # --- a real node ------------------------------------------------------------------
 
 
@@ -249,5 +285,47 @@ def test_a_node_compacts_in_steps_and_serves_between_them(tmp_path: Path,
     try:
         recs, _ = j2.load()
         assert len(recs) == n and all(r[4] is not None and r[4][0] == 0 for r in recs)
+    finally:
+        j2.close()
+
+
+def test_a_node_shut_down_mid_compaction_leaves_no_file_or_descriptor(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Shutdown closes the journal between two steps: the snapshot's file is
+    removed, its descriptor closed, and the journal on disk is whole."""
+    import os
+
+    monkeypatch.setattr(J, "COMPACT_MIN", 2_000)
+    monkeypatch.setattr(J, "COMPACT_FACTOR", 1)
+    monkeypatch.setattr(S, "COMPACT_STEP", 1)  # a step a record: many turns
+    from tests.registries import basic
+
+    state, sock = tmp_path / "s", tmp_path / "n.sock"
+    fds_before = set(os.listdir("/proc/self/fd"))
+
+    async def main() -> int:
+        server = S.NodeServer("worker-1", f"unix:{sock}", basic, ttl_s=600.0, state_dir=str(state))
+        await server.start()
+        n = 0
+        try:
+            async with Runtime({"worker-1": f"unix:{sock}"}) as rt:
+                while not server._compacting:
+                    hs = [spawn_remote(rt.cx(), "worker-1", "echo", b"x%d" % (n + i)) for i in range(100)]
+                    n += len(hs)
+                    for h in hs:
+                        await h.join()
+                    assert n < 10_000, "no compaction started"
+                assert (state / (J.JOURNAL_FILE + ".tmp")).exists()  # under way
+        finally:
+            await server.shutdown(0.5)
+        assert server._compacting  # shut down between steps
+        return n
+
+    n = asyncio.run(main())
+    assert sorted(p.name for p in state.iterdir()) == [J.JOURNAL_FILE, J.LOCK_FILE]
+    assert set(os.listdir("/proc/self/fd")) <= fds_before
+    j2 = J.Journal(str(state), 10**9)
+    try:
+        assert len(j2.load()[0]) == n
     finally:
         j2.close()

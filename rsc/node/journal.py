@@ -210,6 +210,8 @@ class Snapshot:
         self._files = files
         self.fd = fd
         self.entries = 0
+        self.sealing = False  # seal() has started: the file is no longer this object's to close
+        self.closed = False
 
     def append(self, parts: list[bytes]) -> None:
         """Append entries already encoded (each a header and a body)."""
@@ -234,16 +236,22 @@ class Snapshot:
     def seal(self) -> tuple[int, int]:
         """fsync the file; its descriptor and entry count, for
         ``Journal.finish_compaction``. The descriptor is closed if this fails."""
+        self.sealing = True
         try:
             self._files.fsync(self.fd)
         except BaseException:
+            self.closed = True
             self._files.close(self.fd)
             raise
         return self.fd, self.entries
 
     def discard(self) -> None:
-        """Close the file without using it (the caller aborts the compaction)."""
-        self._files.close(self.fd)
+        """Close the file without using it (the caller aborts the compaction);
+        once closed, nothing (so a journal's close and its node's next step
+        may both discard it)."""
+        if not self.closed:
+            self.closed = True
+            self._files.close(self.fd)
 
 
 class _Entries:
@@ -315,6 +323,7 @@ class Journal:
         self.torn_bytes = 0  # bytes dropped from the tail at open (a torn write)
         self._tail: list[bytes] | None = None  # synced during a compaction (begin..finish)
         self._tail_entries = 0
+        self._snapshot: Snapshot | None = None  # a compaction's file while it is written
 
     # ------------------------------------------------------------------ files
     def load(self, now_wall_ns: int | None = None, *, max_kept_bytes: int | None = None,
@@ -437,6 +446,7 @@ class Journal:
         except BaseException:
             snap.discard()
             raise
+        self._snapshot = snap
         return snap
 
     def finish_compaction(self, fd: int, n_entries: int) -> None:
@@ -444,6 +454,7 @@ class Journal:
         file in the old one's place (rename, fsync the directory) and write to it."""
         files = self._files
         tail, self._tail = self._tail, None
+        self._snapshot = None
         if self._lock_fd < 0 or tail is None:  # closed (or aborted) meanwhile
             files.close(fd)
             self.abort_compaction()
@@ -467,6 +478,7 @@ class Journal:
     def abort_compaction(self) -> None:
         """Forget a compaction that failed or was overtaken; the old file stays."""
         self._tail = None
+        self._snapshot = None
         self._files.unlink(self._file + ".tmp")
 
     def needs_compaction(self) -> bool:
@@ -515,7 +527,13 @@ class Journal:
         self._files.datasync(self._fd)
 
     def close(self) -> None:
-        """Sync, close the file and release the directory's lock."""
+        """Sync, close the file and release the directory's lock. A snapshot
+        still being written is discarded (its file removed); one being sealed
+        is left to ``finish_compaction``, which then finds the journal closed."""
+        snap = self._snapshot
+        if snap is not None and not snap.sealing:
+            snap.discard()
+            self.abort_compaction()
         try:
             if self._fd >= 0:
                 self.sync()
