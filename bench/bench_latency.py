@@ -96,7 +96,8 @@ from typing import Any
 import psutil
 import pytest
 
-from bench.conftest import bench_cluster, runtime_on
+from bench.conftest import ECHO_PIDS, bench_cluster, runtime_on, start_echo_server
+from bench.echo_peer import OpenLoopEchoClient
 from bench.figures import latency_figures, record, run_on, runqueue_wait_ns
 from bench.latency_sender import SocketSender, ThreadSender, pace
 from bench.peers import NAMES as PEER_NAMES
@@ -220,16 +221,34 @@ async def rsc_max(rt: Runtime, node: str, n: int) -> None:
 async def rsc_open_loop(rt: Runtime, node: str, rate: float, n: int,
                         sender: type[SocketSender] | type[ThreadSender] = SocketSender,
                         ) -> tuple[list[float], list[float], float]:
-    """``n`` no-ops due at ``rate`` per second: (latencies from due time, send lags, seconds).
+    """``n`` no-ops due at ``rate`` per second (``open_loop``)."""
+    cx = rt.cx()
+    return await open_loop(lambda: spawn_remote(cx, node, "noop", b""), _join, rate, n, sender)
+
+
+def _join(h: Any) -> Any:
+    return h.join()
+
+
+def _itself(fut: Any) -> Any:
+    return fut
+
+
+async def open_loop(submit: Callable[[], Any], wait: Callable[[Any], Any], rate: float, n: int,
+                    sender: type[SocketSender] | type[ThreadSender] = SocketSender,
+                    ) -> tuple[list[float], list[float], float]:
+    """``n`` requests due at ``rate`` per second: (latencies from due time, send lags, seconds).
 
     As a service receives requests: ``sender`` (by default a process of its
     own writing to a socket this loop reads) delivers each request when it is
     due; the loop spawns it, and one coroutine awaits the handles in order
     (``await h.join()``, which returns at once for a handle already finished)
     and takes the time. The loop sleeps in its poll between requests, as a
-    service's does. Send lags: how late the sender handed each request over."""
+    service's does. Send lags: how late the sender handed each request over.
+    ``submit()`` sends one request (a spawn, a raw frame); ``wait(it)`` is
+    what awaiting its answer takes."""
     loop = asyncio.get_running_loop()
-    cx, clock = rt.cx(), time.monotonic
+    clock = time.monotonic
     interval = 1.0 / rate
     pending: deque[tuple[float, Any]] = deque()
     latencies: list[float] = []
@@ -239,7 +258,7 @@ async def rsc_open_loop(rt: Runtime, node: str, rate: float, n: int,
 
     def spawn(i: int, j: int) -> None:  # on the loop
         for k in range(i, j):
-            pending.append((t0[0] + k * interval, spawn_remote(cx, node, "noop", b"")))
+            pending.append((t0[0] + k * interval, submit()))
         waiting = idle[0]
         if waiting is not None:
             idle[0] = None
@@ -253,7 +272,7 @@ async def rsc_open_loop(rt: Runtime, node: str, rate: float, n: int,
                 await idle[0]
                 continue
             due, h = pending.popleft()
-            await h.join()
+            await wait(h)
             latencies.append(clock() - due)
         end = clock()  # the last result (not the sender process's exit, waited for below)
     lags = [sent / 1e9 - (s.t0 + k * interval) for k, sent in enumerate(s.sent)]
@@ -353,6 +372,86 @@ class TestRscLatency:
                        "rsc.lat.50.spin")
 
 
+@pytest.fixture(scope="class")
+def latency_echo() -> Iterator[str]:
+    """The raw echo server in its own process (its pid in ``ECHO_PIDS``); its socket path."""
+    yield from start_echo_server()
+
+
+@pytest.fixture(scope="class")
+def open_echo(loop: asyncio.AbstractEventLoop, latency_echo: str) -> Iterator[OpenLoopEchoClient]:
+    """A connected, warmed-up open-loop client of the raw echo server."""
+    client = loop.run_until_complete(OpenLoopEchoClient.connect(latency_echo))
+
+    async def warm() -> None:
+        for _ in range(100):
+            await client.request()
+
+    loop.run_until_complete(warm())
+    try:
+        yield client
+    finally:
+        client.close()
+        loop.run_until_complete(asyncio.sleep(0))
+
+
+async def raw_unloaded(client: OpenLoopEchoClient, n: int) -> list[float]:
+    out, clock = [], time.perf_counter
+    for _ in range(n):
+        t0 = clock()
+        await client.request()
+        out.append(clock() - t0)
+    return out
+
+
+async def raw_max(client: OpenLoopEchoClient, n: int) -> None:
+    futs = [client.request() for _ in range(n)]
+    for f in futs:
+        await f
+
+
+class TestRawLatency:
+    """The raw echo (``bench/echo_peer.py``, a 64-byte frame over a Unix
+    socket, the server in its own process) under the same harness as rsc:
+    the same process sender, the same search for the open-loop maximum, the
+    same loads. What two cores shared by a sender, a client and a server
+    allow when the client and server do nothing but move the frame: the
+    yardstick for rsc's tail target."""
+
+    def test_raw_unloaded(self, benchmark: Any, loop: asyncio.AbstractEventLoop,
+                          open_echo: OpenLoopEchoClient) -> None:
+        benchmark.group = GROUP
+        got: list[list[float]] = []
+        benchmark.pedantic(run_on(loop, lambda: _keep(got, raw_unloaded(open_echo, UNLOADED_N))),
+                           rounds=ROUNDS, warmup_rounds=1)
+        record(benchmark, "raw.lat.unloaded", UNLOADED_N, **latency_figures(got[-1]))
+
+    def test_raw_max(self, benchmark: Any, loop: asyncio.AbstractEventLoop,
+                     open_echo: OpenLoopEchoClient) -> None:
+        benchmark.group = GROUP
+        benchmark.pedantic(run_on(loop, lambda: raw_max(open_echo, MAX_N)), rounds=3, warmup_rounds=1)
+        record(benchmark, "raw.lat.max", MAX_N)
+        MAX_RATE["raw"] = MAX_N / benchmark.stats.stats.median
+
+    def test_raw_max_open(self, benchmark: Any, loop: asyncio.AbstractEventLoop,
+                          open_echo: OpenLoopEchoClient) -> None:
+        benchmark.group = GROUP
+        if "raw" not in MAX_RATE:
+            pytest.skip("the raw echo's closed-loop maximum was not measured in this run (run test_raw_max)")
+
+        def probe(rate: float, n: int) -> tuple[list[float], list[float], float]:
+            with frozen_heap():
+                return loop.run_until_complete(open_loop(open_echo.request, _itself, rate, n))
+
+        search_max(benchmark, "raw", probe)
+
+    @pytest.mark.parametrize("load", LOADS)
+    def test_raw_open_loop(self, benchmark: Any, loop: asyncio.AbstractEventLoop,
+                           open_echo: OpenLoopEchoClient, latency_echo: str, load: int) -> None:
+        under_load(benchmark, loop, "raw", ECHO_PIDS[latency_echo],
+                   lambda rate, n: open_loop(open_echo.request, _itself, rate, n), load, f"raw.lat.{load}")
+
+
 def search_max(benchmark: Any, who: str, probe: Probe) -> None:
     """Record ``<who>.lat.max.open``, the open-loop maximum (``open_loop_max``)."""
     got: list[tuple[float, list[dict[str, Any]]]] = []
@@ -382,19 +481,29 @@ def rsc_under_load(benchmark: Any, loop: asyncio.AbstractEventLoop, rt: Runtime,
                    load: int, sender: Callable[..., Any], key: str,
                    of: dict[str, float] = OPEN_MAX_RATE) -> None:
     """rsc at ``load`` percent of its maximum in ``of`` (by default the open-loop one)."""
-    benchmark.group = GROUP
-    if "rsc" not in of:
-        pytest.skip("rsc's maximum rate was not measured in this run (run test_rsc_max, test_rsc_max_open)")
     node = next(iter(cluster.nodes))
-    rate = of["rsc"] * load / 100
+    under_load(benchmark, loop, "rsc", cluster.pids[node], lambda rate, n: sender(rt, node, rate, n),
+               load, key, of, process_sender=sender is rsc_open_loop)
+
+
+def under_load(benchmark: Any, loop: asyncio.AbstractEventLoop, who: str, server_pid: int,
+               run: Callable[[float, int], Any], load: int, key: str,
+               of: dict[str, float] = OPEN_MAX_RATE, process_sender: bool = True) -> None:
+    """``who`` (rsc, or the raw echo) at ``load`` percent of its maximum in
+    ``of``: ``run(rate, n)`` is the open loop; ``server_pid`` the process that
+    answers (the node, the echo server), whose CPU is accounted as the node's."""
+    benchmark.group = GROUP
+    if who not in of:
+        pytest.skip(f"{who}'s maximum rate was not measured in this run (run test_{who}_max, "
+                    f"test_{who}_max_open)")
+    rate = of[who] * load / 100
     n = max(200, int(rate * LOAD_S))
     got: list[tuple[list[float], list[float], float]] = []
-    with frozen_heap(), GcPauses() as pauses, CpuUse(cluster.pids[node]) as cpu:
-        benchmark.pedantic(run_on(loop, lambda: _keep(got, sender(rt, node, rate, n))),
-                           rounds=ROUNDS)
+    with frozen_heap(), GcPauses() as pauses, CpuUse(server_pid) as cpu:
+        benchmark.pedantic(run_on(loop, lambda: _keep(got, run(rate, n))), rounds=ROUNDS)
     latencies, lags, elapsed = got[-1]
     ok, _ = sustained(latencies, elapsed, rate)
-    used = dict(SENDER_USED) if sender is rsc_open_loop else {}
+    used = dict(SENDER_USED) if process_sender else {}
     load_figures(benchmark, key, latencies, lags, rate, elapsed, load=load, of_maximum=(
         "open" if of is OPEN_MAX_RATE else "closed"), sustained=ok,
                  gc_gen0_threshold=gc.get_threshold()[0], **cpu.figures(n), **pauses.figures(),

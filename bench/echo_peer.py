@@ -32,6 +32,7 @@ that dies leaves no echo server behind).
 from __future__ import annotations
 
 import asyncio
+from collections import deque
 import os
 import signal
 import sys
@@ -203,6 +204,41 @@ class EchoClient(_Client, asyncio.Protocol):
             await done
         finally:
             self._done = None
+
+
+class OpenLoopEchoClient(_Client, asyncio.Protocol):
+    """One connection to the echo server for requests that come one by one,
+    as an open loop sends them: ``request()`` writes one 64-byte frame at once
+    and returns a future that the frame's echo resolves (echoes come back in
+    the order the frames went out). The raw counterpart of a spawn."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.buf = bytearray()
+        self.waiting: deque[asyncio.Future[None]] = deque()
+        self._frame = frame(64)
+
+    def request(self) -> asyncio.Future[None]:
+        fut = asyncio.get_running_loop().create_future()
+        self.waiting.append(fut)
+        self.transport.write(self._frame)  # type: ignore[union-attr]
+        return fut
+
+    def data_received(self, data: bytes) -> None:
+        buf = self.buf
+        buf += data
+        end, count = whole_frames_end(buf)
+        if count:
+            del buf[:end]
+            waiting = self.waiting
+            for _ in range(count):
+                waiting.popleft().set_result(None)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        err = ConnectionError(f"echo connection lost: {exc}")
+        for fut in self.waiting:
+            if not fut.done():
+                fut.set_exception(err)
 
 
 class SizedEchoClient(_Client, asyncio.BufferedProtocol):

@@ -364,12 +364,14 @@ def latency_section(table: Table, figs: dict[str, Figure], attach: Callable[[Tar
         return
     table.section("tail latency, open loop (latency from each request's due time): "
                   "p50 / p99 / p99.9 round trip")
-    for who in ("rsc",) + PEERS:
+    # raw: the echo of a 64-byte frame under the same sender and search (the yardstick)
+    for who in ("raw", "rsc") + PEERS:
         unloaded = figs.get(f"{who}.lat.unloaded")
         top = figs.get(f"{who}.lat.max")
-        label = "rsc noop -> 1 node" if who == "rsc" else PEER_LABELS[who]
+        label = {"rsc": "rsc noop -> 1 node", "raw": "raw echo, 64-byte frame (same sender)"}.get(
+            who) or PEER_LABELS[who]
         if unloaded is None and top is None:
-            if who != "rsc":
+            if who not in ("rsc", "raw"):
                 table.row([f"  {label}", "not run"])
             continue
         table.row([f"  {label}: unloaded (one at a time)", fmt_tail(unloaded) if unloaded else "not measured"])
@@ -415,6 +417,9 @@ def latency_section(table: Table, figs: dict[str, Figure], attach: Callable[[Tar
             table.row([f"    at {load}%{how} ({f.extra['rate']:,.0f}/s offered, {f.extra['achieved']:,.0f}/s done, "
                        f"sender lag p99 {f.extra['send_lag_p99_us']:,.0f} us{gc_note}; "
                        f"load avg {f.extra.get('loadavg_1m', 0):.1f})", fmt_tail(f)])
+            if who == "raw" and load == 50 and not suffix and unloaded is not None:
+                table.row(["    p99 at 50% / unloaded p50 (what this machine allows the target)",
+                           f"{f.extra['p99_us'] / unloaded.extra['p50_us']:.1f}x"])
             if who == "rsc" and load == 50 and suffix in ("", ".closed") and unloaded is not None:
                 r = f.extra["p99_us"] / unloaded.extra["p50_us"]
                 of = "closed-loop" if suffix or f.extra.get("of_maximum") != "open" else "open-loop"
