@@ -127,9 +127,6 @@ class Segmented:
         copy each segment into the packer's growing buffer and out of it."""
         _unpack_segmented(self)  # the checks: well-formed, each segment referred to once
         segments = self.segments
-        for seg in segments:
-            if type(seg) is not bytes:  # pragma: no cover - the decoder and pack_segmented make bytes
-                return msgpack.packb(unpack_value(self), use_bin_type=True)
         packed = self.packed if type(self.packed) is bytes else bytes(self.packed)
         view = memoryview(packed)
         pieces: list = []

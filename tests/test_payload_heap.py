@@ -51,13 +51,7 @@ print(default, applied, churn())
 
 @glibc_only
 def test_kept_memory_takes_the_page_faults_out_of_a_churn_of_large_blocks() -> None:
-    out = subprocess.run([sys.executable, "-c", _CHURN], capture_output=True, text=True, timeout=60,
-                         check=True).stdout.split()
-    default, applied, kept = int(out[0]), out[1] == "True", int(out[2])
-    assert applied
-    # 40 rounds of 16 MiB of fresh pages is 163,840 faults; kept, the pages are reused
-    assert default > 40 * 16 * 256 // 2, default
-    assert kept * 10 < default, (default, kept)
+    _churn_keeps_its_pages(_CHURN)
 
 
 _RUNTIME_CHURN = _CHURN.replace("applied = rsc.heap.keep_freed_memory()", """\
@@ -72,10 +66,17 @@ def test_a_runtime_told_to_keeps_freed_memory_for_its_process() -> None:
     origin's process: the same churn of 1 MiB blocks, before and after one is
     made with it, in a real process."""
     assert "heap_keep_bytes" in _RUNTIME_CHURN
-    out = subprocess.run([sys.executable, "-c", _RUNTIME_CHURN], capture_output=True, text=True, timeout=60,
+    _churn_keeps_its_pages(_RUNTIME_CHURN)
+
+
+def _churn_keeps_its_pages(script: str) -> None:
+    """Run a churn script in a real process: the page faults of its rounds
+    before and after it keeps freed memory (and whether that was applied)."""
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60,
                          check=True).stdout.split()
     default, applied, kept = int(out[0]), out[1] == "True", int(out[2])
     assert applied
+    # 40 rounds of 16 MiB of fresh pages is 163,840 faults; kept, the pages are reused
     assert default > 40 * 16 * 256 // 2, default
     assert kept * 10 < default, (default, kept)
 

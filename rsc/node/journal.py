@@ -66,7 +66,7 @@ import stat
 import struct
 import time
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any, BinaryIO
 
 import msgpack
@@ -219,7 +219,7 @@ class Snapshot:
             self._files.append(self.fd, b"".join(parts))
             self.entries += len(parts)
 
-    def add(self, records: list[Record], tombstones: list[Tombstone] = ()) -> None:  # type: ignore[assignment]
+    def add(self, records: Iterable[Record], tombstones: Iterable[Tombstone] = ()) -> None:
         """Append records and tombstones (``Journal.load``'s form: each with the
         time it has left)."""
         now_wall = self._files.wall_ns()

@@ -586,16 +586,11 @@ class NodeServer(TaskReporter):
 
     def _compacted(self, journal: Any, fut: asyncio.Future) -> None:
         try:
-            fd_entries = fut.result()
-        except Exception as exc:  # seal closed the file
+            journal.finish_compaction(*fut.result())
+        except Exception as exc:  # the fsync or the rename failed; either closed the file
             self._compact_failed(journal, None, exc)
             return
         self._compacting = False
-        try:
-            journal.finish_compaction(*fd_entries)
-        except Exception as exc:  # the old file stays in use: nothing is lost, it grows on
-            journal.abort_compaction()
-            log.warning("node %s: compacting journal %s failed: %s", self.name, journal.path, exc)
 
     def _start(self, task: NodeTask) -> None:
         budget = None
