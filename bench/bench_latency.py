@@ -33,9 +33,15 @@ For rsc and each peer, in the ``latency`` group:
     probes: the highest rate seen sustained, to within 5%. ``extra_info``
     ``probes`` lists each probe (rate, delivered / offered, each quarter's
     median in us, sustained).
-``<who>.lat.50``, ``<who>.lat.90``
-    Open loop at 50% and 90% of the *open-loop* maximum for ``LOAD_S``
-    seconds: the load a service could actually be run at.
+``<who>.lat.10``, ``<who>.lat.25``, ``<who>.lat.50``, ``<who>.lat.90``
+    Open loop at 10%, 25%, 50% and 90% of the *open-loop* maximum for
+    ``LOAD_S`` seconds: the load a service could actually be run at, and how
+    the tail grows with it (at which load p99 leaves five times the unloaded
+    p50).
+``raw.lat.50.rsc_rate``
+    The raw echo at the rate ``rsc.lat.50`` offered (50% of rsc's open-loop
+    maximum, not of raw's): what the machine allows at that absolute rate,
+    when the client and server only move the frame.
 ``rsc.lat.50.closed``
     rsc at 50% of the closed-loop maximum (what ``rsc.lat.50`` was before the
     open-loop maximum was measured), for comparison with earlier figures.
@@ -110,7 +116,7 @@ UNLOADED_N = 2000
 MAX_N = 10_000
 MAX_N_FOR = {"dask": 1000, "ray": 2000}
 LOAD_S = 2.0
-LOADS = (50, 90)
+LOADS = (10, 25, 50, 90)
 ROUNDS = 1
 GROUP = "latency"
 MAX_RATE: dict[str, float] = {}  # who -> the closed-loop maximum rate (per second), this run
@@ -451,6 +457,15 @@ class TestRawLatency:
         under_load(benchmark, loop, "raw", ECHO_PIDS[latency_echo],
                    lambda rate, n: open_loop(open_echo.request, _itself, rate, n), load, f"raw.lat.{load}")
 
+    def test_raw_at_rsc_rate(self, benchmark: Any, loop: asyncio.AbstractEventLoop,
+                             open_echo: OpenLoopEchoClient, latency_echo: str) -> None:
+        """At the rate ``rsc.lat.50`` offered: the machine's allowance at that absolute rate."""
+        if "rsc" not in OPEN_MAX_RATE:
+            pytest.skip("rsc's open-loop maximum was not measured in this run (run TestRscLatency first)")
+        under_load(benchmark, loop, "raw", ECHO_PIDS[latency_echo],
+                   lambda rate, n: open_loop(open_echo.request, _itself, rate, n), 50, "raw.lat.50.rsc_rate",
+                   of={"raw": OPEN_MAX_RATE["rsc"]}, of_label="rsc-open")
+
 
 def search_max(benchmark: Any, who: str, probe: Probe) -> None:
     """Record ``<who>.lat.max.open``, the open-loop maximum (``open_loop_max``)."""
@@ -488,10 +503,13 @@ def rsc_under_load(benchmark: Any, loop: asyncio.AbstractEventLoop, rt: Runtime,
 
 def under_load(benchmark: Any, loop: asyncio.AbstractEventLoop, who: str, server_pid: int,
                run: Callable[[float, int], Any], load: int, key: str,
-               of: dict[str, float] = OPEN_MAX_RATE, process_sender: bool = True) -> None:
+               of: dict[str, float] = OPEN_MAX_RATE, process_sender: bool = True,
+               of_label: str | None = None) -> None:
     """``who`` (rsc, or the raw echo) at ``load`` percent of its maximum in
     ``of``: ``run(rate, n)`` is the open loop; ``server_pid`` the process that
-    answers (the node, the echo server), whose CPU is accounted as the node's."""
+    answers (the node, the echo server), whose CPU is accounted as the node's.
+    ``of_label``: what the figure's ``of_maximum`` says the rate is a share of
+    (by default ``open`` or ``closed``, by ``of``)."""
     benchmark.group = GROUP
     if who not in of:
         pytest.skip(f"{who}'s maximum rate was not measured in this run (run test_{who}_max, "
@@ -504,7 +522,7 @@ def under_load(benchmark: Any, loop: asyncio.AbstractEventLoop, who: str, server
     latencies, lags, elapsed = got[-1]
     ok, _ = sustained(latencies, elapsed, rate)
     used = dict(SENDER_USED) if process_sender else {}
-    load_figures(benchmark, key, latencies, lags, rate, elapsed, load=load, of_maximum=(
+    load_figures(benchmark, key, latencies, lags, rate, elapsed, load=load, of_maximum=of_label or (
         "open" if of is OPEN_MAX_RATE else "closed"), sustained=ok,
                  gc_gen0_threshold=gc.get_threshold()[0], **cpu.figures(n), **pauses.figures(),
                  **sender_figures(used, n))

@@ -388,12 +388,14 @@ def latency_section(table: Table, figs: dict[str, Figure], attach: Callable[[Tar
                        ("< " if e.get("floor_assumed") else "") + fmt_rate(e["rate"])])
         # rsc.lat.50.thread / .spin: the same 50% with the earlier senders (a thread of the
         # origin's process; a coroutine spinning on its loop); .closed: 50% of the closed-loop maximum
-        for load, suffix, how in ((50, "", ""), (50, ".thread", ", thread sender"),
+        # raw.lat.50.rsc_rate: the raw echo at the rate rsc.lat.50 offered (the same absolute rate)
+        for load, suffix, how in ((10, "", ""), (25, "", ""), (50, "", ""), (50, ".thread", ", thread sender"),
                                   (50, ".spin", ", spinning sender"), (90, "", ""),
-                                  (50, ".closed", " of the closed-loop maximum")):
+                                  (50, ".closed", " of the closed-loop maximum"),
+                                  (50, ".rsc_rate", " of rsc's open-loop maximum (rsc's 50% rate)")):
             f = figs.get(f"{who}.lat.{load}{suffix}")
             if f is None:
-                if not suffix:
+                if not suffix and load in (50, 90):  # 10% and 25% came later: older files lack them
                     table.row([f"    at {load}% of the open-loop maximum", "not measured"])
                 continue
             if not suffix and f.extra.get("of_maximum") != "open":  # a file from before the open-loop search
@@ -417,14 +419,20 @@ def latency_section(table: Table, figs: dict[str, Figure], attach: Callable[[Tar
             table.row([f"    at {load}%{how} ({f.extra['rate']:,.0f}/s offered, {f.extra['achieved']:,.0f}/s done, "
                        f"sender lag p99 {f.extra['send_lag_p99_us']:,.0f} us{gc_note}; "
                        f"load avg {f.extra.get('loadavg_1m', 0):.1f})", fmt_tail(f)])
-            if who == "raw" and load == 50 and not suffix and unloaded is not None:
-                table.row(["    p99 at 50% / unloaded p50 (what this machine allows the target)",
+            if who == "raw" and load == 50 and suffix in ("", ".rsc_rate") and unloaded is not None:
+                at = "rsc's 50% rate" if suffix else "50%"
+                table.row([f"    p99 at {at} / unloaded p50 (what this machine allows the target)",
                            f"{f.extra['p99_us'] / unloaded.extra['p50_us']:.1f}x"])
             if who == "rsc" and load == 50 and suffix in ("", ".closed") and unloaded is not None:
                 r = f.extra["p99_us"] / unloaded.extra["p50_us"]
                 of = "closed-loop" if suffix or f.extra.get("of_maximum") != "open" else "open-loop"
                 attach(Target(f"p99 at 50% of the {of} maximum < {LATENCY_P99_OVER_P50:g}x unloaded p50",
                               f"{r:.1f}x", r < LATENCY_P99_OVER_P50))
+        curve = [(load, figs.get(f"{who}.lat.{load}")) for load in (10, 25, 50, 90)]
+        if unloaded is not None and sum(f is not None for _, f in curve) > 1:
+            table.row([f"    p99 / unloaded p50 at {' / '.join(f'{load}%' for load, f in curve if f)} "
+                       "of the open-loop maximum (how the tail grows with load)",
+                       " / ".join(f"{f.extra['p99_us'] / unloaded.extra['p50_us']:.1f}x" for _, f in curve if f)])
 
 
 def placement_section(table: Table, figs: dict[str, Figure], attach: Callable[[Target], None],
