@@ -15,6 +15,7 @@ while it runs and keeps its cluster file (:mod:`rsc.cluster_file`) current.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import collections
 import os
@@ -25,7 +26,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 import psutil
 
@@ -44,6 +45,14 @@ __all__ = ["LaunchInterrupted", "LocalCluster", "NodeStartError"]
 
 STDERR_TAIL_LINES = 200
 _RSC_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+class _NodeOptions(argparse.ArgumentParser):
+    """The node's option parser as a launcher reads its nodes' settings: a
+    value the node would refuse raises ``ValueError`` instead of exiting."""
+
+    def error(self, message: str) -> NoReturn:
+        raise ValueError(message)
 
 
 class NodeStartError(RuntimeError):
@@ -456,10 +465,25 @@ class LocalCluster:
             self._requested_cluster_file or os.path.join(d, "cluster.json"))
 
     def _stop_timeout(self) -> float:
-        """How long a SIGTERMed node gets before SIGKILL: its own shutdown bound, plus 2 s."""
-        from rsc.node.server import shutdown_bound_s
+        """How long a SIGTERMed node gets before SIGKILL: its own shutdown bound,
+        plus 2 s. The bound is read from what the nodes are started with, by
+        the node's own option parser: ``grace`` or ``--grace`` and
+        ``--cancel-grace`` in ``extra_args``, else ``RSC_GRACE`` and
+        ``RSC_CANCEL_GRACE`` in their environment, else the node's defaults (a
+        launcher that assumed the default cancel grace would SIGKILL a node
+        given a longer one while it still waits for its cancelled tasks)."""
+        from rsc.node.main import add_arguments
+        from rsc.node.server import CANCEL_GRACE_S, shutdown_bound_s
 
-        return shutdown_bound_s(self.grace if self.grace is not None else 5.0) + 2.0
+        parser = _NodeOptions(add_help=False)
+        try:
+            if self.directory is None:  # no node was started
+                raise ValueError("no node options")
+            add_arguments(parser, self._child_env())
+            args, _ = parser.parse_known_args(self._argv(self.names[0])[4:])  # after "-m rsc node"
+        except ValueError:  # or a value a node refuses: none started with it
+            return shutdown_bound_s(self.grace if self.grace is not None else 5.0, CANCEL_GRACE_S) + 2.0
+        return shutdown_bound_s(args.grace, args.cancel_grace) + 2.0
 
     def _check_path_lengths(self, directory: str) -> None:
         longest = max(len(os.fsencode(os.path.join(directory, f"{n}.sock"))) for n in self.names)

@@ -49,3 +49,23 @@ def test_a_bad_value_names_its_variable(monkeypatch: pytest.MonkeyPatch,
     with pytest.raises(SystemExit) as exit_:
         parser()
     assert exit_.value.code == 2 and said in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("value", ["maybe", "enabled", "2"])
+def test_a_switch_variable_with_another_word_is_refused(monkeypatch: pytest.MonkeyPatch,
+                                                        capsys: pytest.CaptureFixture[str], value: str) -> None:
+    """A typo in a switch's variable must not leave it silently off: for
+    RSC_REQUIRE_CAPABILITY that would run work without checking tokens."""
+    monkeypatch.setenv("RSC_REQUIRE_CAPABILITY", value)
+    with pytest.raises(SystemExit) as exit_:
+        parser()
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2
+    assert f"RSC_REQUIRE_CAPABILITY={value!r}: --require-capability is a switch" in err
+
+
+@pytest.mark.parametrize("value, on", [("1", True), ("TRUE", True), (" on ", True), ("yes", True),
+                                       ("0", False), ("off", False), ("No", False), ("false", False)])
+def test_a_switch_variable_reads_on_and_off_words(monkeypatch: pytest.MonkeyPatch, value: str, on: bool) -> None:
+    monkeypatch.setenv("RSC_REQUIRE_CAPABILITY", value)
+    assert parser().parse_args(["--name", "n", "--listen", "unix:/x", "--registry", "m:r"]).require_capability is on

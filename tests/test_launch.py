@@ -453,6 +453,21 @@ def test_local_cluster_lifecycle(cluster) -> None:  # noqa: F811
     assert c.stop() == []  # twice is fine
 
 
+def test_a_cluster_waits_out_the_shutdown_bound_its_nodes_were_given(cluster) -> None:  # noqa: F811
+    """stop() gives a SIGTERMed node its own shutdown bound before SIGKILL:
+    grace + max(5, 3 x cancel grace) + 4 s, from what the nodes were started
+    with (extra_args, then their environment), not the node's defaults. It
+    took the default cancel grace (6 s of cancel wait) whatever the nodes
+    had, so a node given --cancel-grace 6 (18 s) was SIGKILLed while still
+    waiting for its cancelled tasks."""
+    from rsc.node.server import shutdown_bound_s
+
+    c = cluster(1, extra_args=["--cancel-grace", "6"], env={"RSC_GRACE": "1.5"})
+    assert c._stop_timeout() == shutdown_bound_s(1.5, 6.0) + 2.0 == 1.5 + 18 + 4 + 2
+    d = cluster(1, grace=0.5, env={"RSC_CANCEL_GRACE": "3"})  # grace= is --grace; the variable is the node's
+    assert d._stop_timeout() == 0.5 + 9 + 4 + 2
+
+
 def test_local_cluster_inside_a_running_loop() -> None:
     async def main() -> int:
         async with LocalCluster(1, REGISTRY, cwd=REPO_ROOT, name_prefix="n") as c:

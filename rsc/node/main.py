@@ -11,6 +11,7 @@ import signal
 import sys
 import threading
 
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Callable
 
 from rsc.errors import InvalidArgument
@@ -31,13 +32,16 @@ GC_GEN0_THRESHOLD = 20_000
 ENV_PREFIX = "RSC_"
 
 
-def add_arguments(p: argparse.ArgumentParser) -> None:
+def add_arguments(p: argparse.ArgumentParser, environ: Mapping[str, str] | None = None) -> None:
     """``rsc node``'s options. Every option may also come from the environment
     as ``RSC_`` + its name in capitals with ``_`` for ``-`` (``--tls-cert`` is
-    ``RSC_TLS_CERT``; a flag is on when its variable is ``1``/``true``/``yes``);
-    the command line wins. A container or unit file can then configure a node
-    from its environment (see docs/DEPLOY.md)."""
-    opt = EnvOptions(p)
+    ``RSC_TLS_CERT``; a flag is on when its variable is ``1``/``true``/``yes``/``on``,
+    off when it is ``0``/``false``/``no``/``off`` or empty, and any other value
+    is a usage error); the command line wins. A container or unit file can then
+    configure a node from its environment (see docs/DEPLOY.md). ``environ``:
+    the variables to read (default ``os.environ``; a launcher reads its
+    nodes' own)."""
+    opt = EnvOptions(p, environ)
     opt("--name", required=True, type=node_name,
         help="this node's NodeId, e.g. worker-1: 1 to 255 bytes, no whitespace, control "
              "characters or path separators (in a container, the pod's hostname)")
@@ -48,11 +52,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     opt("--capacity", type=int, default=16384, help="max tasks running at once")
     opt("--max-input-bytes", type=int, default=16 * 1024 * 1024,
         help="largest input accepted, in bytes")
-    opt("--threads", type=int, default=None, help="thread pool size for sync computations")
+    opt("--threads", type=int, default=None,
+        help="thread pool size for sync computations (default: twice the CPU count, at least 4)")
     opt("--grace", type=float, default=5.0,
-        help="seconds running tasks get on shutdown. A node is gone within "
-             "grace + 10 s of SIGTERM whatever its computations do; a second "
-             "SIGTERM/SIGINT makes it leave at once")
+        help="seconds running tasks get on shutdown. A node is gone within grace + "
+             "max(5 s, 3 x --cancel-grace) + 4 s of SIGTERM whatever its computations do "
+             "(grace + 10 s with --cancel-grace 2); a second SIGTERM/SIGINT makes "
+             "it leave at once")
     opt("--ttl", type=float, default=300.0, help="seconds results stay for duplicates")
     opt("--max-kept-result-bytes", type=int, default=256 * 1024 * 1024,
         help="bytes of finished results kept for duplicates; past it the oldest are dropped and "
@@ -60,7 +66,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     opt("--heap-keep-bytes", type=heap_keep_bytes, default=DEFAULT_KEEP_BYTES,
         help="freed memory the node keeps for its next allocations instead of returning it to "
              "the system, e.g. 256MiB (glibc only; rsc.heap): large payloads then reuse mapped "
-             "pages instead of faulting in new ones for every task. 0 leaves malloc's defaults")
+             "pages instead of faulting in new ones for every task. 0 leaves malloc as it is")
     opt("--peers", default=None,
         help="cluster file of nodes this node's computations may spawn on (nested work)")
     opt("--key-file", default=None,
@@ -133,6 +139,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 _KIND_NAMES = {int: "an integer", float: "a number of seconds"}
+_SWITCH_ON = ("1", "true", "yes", "on")  # what turns a flag's RSC_ variable on
+_SWITCH_OFF = ("0", "false", "no", "off")
 
 
 def node_name(text: str) -> str:
@@ -147,16 +155,22 @@ class EnvOptions:
     """``add_argument`` with the default taken from ``RSC_<NAME>`` when set.
     A value that does not convert is a usage error naming the variable."""
 
-    def __init__(self, parser: argparse.ArgumentParser) -> None:
+    def __init__(self, parser: argparse.ArgumentParser, environ: Mapping[str, str] | None = None) -> None:
         self.parser = parser
+        self.environ = os.environ if environ is None else environ
 
     def __call__(self, flag: str, **kw: Any) -> None:
         var = ENV_PREFIX + flag.lstrip("-").upper().replace("-", "_")
-        raw = os.environ.get(var)
+        raw = self.environ.get(var)
         if raw is not None and raw != "":
             kw["required"] = False
             if kw.get("action") == "store_true":
-                kw["default"] = raw.strip().lower() in ("1", "true", "yes", "on")
+                word = raw.strip().lower()
+                if word not in _SWITCH_ON and word not in _SWITCH_OFF:
+                    # a typo must not leave a safety switch (--require-capability) silently off
+                    self.parser.error(f"{var}={raw!r}: {flag} is a switch: set it to 1, true, yes or on, "
+                                      "or to 0, false, no, off or empty to leave it off")
+                kw["default"] = word in _SWITCH_ON
             elif kw.get("action") == "append":
                 kind = kw.get("type", str)
                 try:
