@@ -208,12 +208,6 @@ def _splice_spans(packed: bytes, n_segments: int) -> list | None:
     return spans
 
 
-# the bytes a MessagePack item's header takes past its first byte, for the
-# first bytes whose item is a fixed size (scalars) or says its own length
-_FIXED = {0xC0: 0, 0xC2: 0, 0xC3: 0, 0xCA: 4, 0xCB: 8, 0xCC: 1, 0xCD: 2, 0xCE: 4, 0xCF: 8,
-          0xD0: 1, 0xD1: 2, 0xD2: 4, 0xD3: 8}
-
-
 def _ref_spans(packed: bytes) -> list:
     """Where the segment references are in ``packed``: ``(start, end,
     index)`` of each, in order. A walk of the item headers, skipping over
@@ -240,8 +234,12 @@ def _ref_spans(packed: bytes) -> list:
             pos += 1
         elif c <= 0xBF:  # fixstr
             pos += 1 + (c & 0x1F)
-        elif c in _FIXED:
-            pos += 1 + _FIXED[c]
+        elif 0xCC <= c <= 0xD3:  # uint 8-64, int 8-64: 1, 2, 4, 8 bytes after the first
+            pos += 1 + (1 << ((c - 0xCC) & 3))
+        elif c == 0xC0 or c == 0xC2 or c == 0xC3:  # nil, false, true
+            pos += 1
+        elif c == 0xCA or c == 0xCB:  # float 32, 64
+            pos += 5 if c == 0xCA else 9
         elif c == 0xC4 or c == 0xD9:  # bin8, str8
             if pos + 2 > n:
                 raise SerializationError("cannot unpack msgpack value: truncated")
