@@ -308,3 +308,36 @@ def test_a_node_upgraded_on_a_journal_of_framed_fingerprints_recognises_its_requ
 
     asyncio.run(asyncio.wait_for(main(), 120))
     assert _lines(counter) == []  # answered from the journal
+
+
+# --------------------------------------------------------------------------- engines in memory
+
+
+def test_a_drawn_key_spawn_does_not_walk_its_segmented_input(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A key the origin drew is recorded without a hash, so the node does not
+    find the plain form's parts for it (a walk of the packed value's headers);
+    a user's key is hashed over them."""
+    from rsc._engine.origin import EV_RESULT, OriginTask
+    from tests.engine_link import Link
+
+    walked: list[int] = []
+    parts = compiled_codec.Segmented.fingerprint_parts
+
+    def counting(self: Any) -> tuple:
+        walked.append(len(self.segments))
+        return parts(self)
+
+    monkeypatch.setattr(compiled_codec.Segmented, "fingerprint_parts", counting)
+    link = Link(max_input_bytes=4 * MiB)
+    link.connect()
+    seg = compiled_codec.pack_segmented({"id": 7, "blob": os.urandom(300 * KiB)})
+    drawn = OriginTask(99, "node-1", "echo", seg, 3000, secrets.token_bytes(16), None, None, 7, 8, None, None)
+    drawn.drawn = True
+    link.origin.spawn(drawn, link.now)
+    link.flush()
+    assert walked == [] and len(link.started) == 1
+    link.spawn(data=seg, key=secrets.token_bytes(16))  # a user's key
+    assert walked == [1] and len(link.started) == 2
+    for started in list(link.started):
+        link.finish(started, payload=b"out")
+    assert len(link.events_of(EV_RESULT)) == 2

@@ -152,15 +152,19 @@ def with_segments(f: tuple) -> tuple:
     return f[:_INPUT] + (_Segmented(f[_INPUT], f[_SEGMENTS]),) + f[_INPUT + 1:]
 
 
-def fingerprinted(data: Any) -> Any:
+def fingerprinted(data: Any, drawn: Any = False) -> Any:
     """What an input is fingerprinted as: the bytes themselves, or for a
     ``Segmented`` one its ``fingerprint_parts()``, the plain MessagePack it
     stands for (so the same value fingerprints alike with segments or
-    without; the parts are hashed without a joined copy, and not at all for
-    a drawn key). The one place this rule is kept: every fingerprint the
-    node makes or checks goes through it (checks through
+    without; the parts are hashed without a joined copy). For a spawn
+    recorded under a key its origin ``drawn``, whose fingerprint hashes
+    nothing (``spawn_fingerprint``), a segmented input is not walked for its
+    parts: ``b""`` stands in. The one place this rule is kept: every
+    fingerprint the node makes or checks goes through it (checks through
     :func:`input_matches`)."""
-    return data.fingerprint_parts() if type(data) is _Segmented else data
+    if type(data) is not _Segmented:
+        return data
+    return b"" if drawn is True else data.fingerprint_parts()
 
 
 def input_matches(rec: Any, origin: str, f: tuple) -> bool:
@@ -933,7 +937,7 @@ class NodeEngine:
         if self.capabilities is not None:
             self.capabilities.admitted(capability)
         # a key the origin drew itself is recorded owner-only, not hashed (DESIGN.md)
-        fp = _spawn_fingerprint(computation, fingerprinted(data), drawn)
+        fp = _spawn_fingerprint(computation, fingerprinted(data, drawn), drawn)
         self._idem.check_and_record(key, fp, origin, rtid, now)
         if self._journal is not None:
             self._journal.admitted(key, fp, origin, rtid)
@@ -1016,7 +1020,8 @@ class NodeEngine:
         if journal is not None:
             journal.untombstone(origin, rtid)
         if idem.get(msg.idempotency_key) is None:
-            fp = _spawn_fingerprint(msg.computation, fingerprinted(f[_INPUT]), msg.drawn)  # as _on_spawn does
+            drawn = msg.drawn  # recorded as _on_spawn records it
+            fp = _spawn_fingerprint(msg.computation, fingerprinted(f[_INPUT], drawn), drawn)
             idem.check_and_record(msg.idempotency_key, fp, origin, rtid, now)
             idem.complete(msg.idempotency_key, rtid, outcome, now)
             if journal is not None:
