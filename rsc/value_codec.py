@@ -98,7 +98,7 @@ class Segmented:
             n += len(seg)
         return n
 
-    def fingerprint_parts(self) -> tuple:
+    def fingerprint_parts(self) -> tuple[Any, ...]:
         """What a node fingerprints this input as (with an idempotency key), in
         parts: the plain MessagePack it stands for (:meth:`joined`), as the
         pieces of the splice that makes it (slices of ``packed``, bin headers,
@@ -117,7 +117,7 @@ class Segmented:
             return self.framed_fingerprint_parts()
         return tuple(_splice(packed, spans, self.segments))
 
-    def framed_fingerprint_parts(self) -> tuple:
+    def framed_fingerprint_parts(self) -> tuple[Any, ...]:
         """The framed form: ``b"rsc-segmented"``, then the packed value and
         each segment, each after its length (u64be), so other segments or the
         same bytes cut otherwise give other bytes. What rsc fingerprinted
@@ -171,12 +171,12 @@ def _bin_header(n: int) -> bytes:
     return b"\xc6" + n.to_bytes(4, "big")
 
 
-def _splice(packed: bytes, spans: list, segments: list) -> list:
+def _splice(packed: bytes, spans: list[tuple[int, int, int]], segments: list[bytes]) -> list[Any]:
     """The pieces of ``packed`` with each reference (``spans``, from
     :func:`_ref_spans`) replaced by its segment as a bin: views of
     ``packed`` between the references, bin headers, the segments."""
     view = memoryview(packed)
-    pieces: list = []
+    pieces: list[Any] = []
     last = 0
     for start, end, index in spans:
         seg = segments[index]
@@ -188,7 +188,7 @@ def _splice(packed: bytes, spans: list, segments: list) -> list:
     return pieces
 
 
-def _splice_spans(packed: bytes, n_segments: int) -> list | None:
+def _splice_spans(packed: bytes, n_segments: int) -> list[tuple[int, int, int]] | None:
     """``_ref_spans(packed)`` when its references name each of
     ``n_segments`` segments exactly once (the splice stands for a plain
     value), else None. A walk of the headers, no unpacking: what a
