@@ -13,3 +13,7 @@ cdef object _cut(object value, list segments, list budget)
 @cython.locals(n=Py_ssize_t, pos=Py_ssize_t, pending=Py_ssize_t, c=int, head=Py_ssize_t,
                size=Py_ssize_t, k=Py_ssize_t)
 cdef list _ref_spans(bytes packed)
+# the splice a segmented value's plain form (joined, fingerprinted) is made of
+cdef list _splice(bytes packed, list spans, object segments)
+@cython.locals(index=Py_ssize_t)
+cdef object _splice_spans(bytes packed, Py_ssize_t n_segments)

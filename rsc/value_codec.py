@@ -98,14 +98,34 @@ class Segmented:
             n += len(seg)
         return n
 
-    def fingerprint_parts(self) -> tuple:
+    def fingerprint_parts(self) -> tuple[Any, ...]:
         """What a node fingerprints this input as (with an idempotency key), in
-        parts: the packed value and each segment, each after its length, so
-        other segments (or the same bytes cut otherwise) give other bytes. The
-        fingerprint functions (``rsc._core._idemtable_py.fingerprint``) take
-        the tuple as the bytes it stands for, :meth:`fingerprint_bytes`, and
-        hash it part by part: no copy of the segments. Not the plain value's
-        bytes: the same value sent without segments fingerprints otherwise."""
+        parts: the plain MessagePack it stands for (:meth:`joined`), as the
+        pieces of the splice that makes it (slices of ``packed``, bin headers,
+        the segments themselves), so the same value fingerprints alike sent
+        with segments or without. The fingerprint functions
+        (``rsc._core._idemtable_py.fingerprint``) take the tuple as the bytes
+        it stands for and hash it part by part: nothing is joined, no
+        segment copied.
+
+        A value whose references do not match its segments stands for no
+        plain value (a node rejects it ``invalid_input``): its parts are
+        :meth:`framed_fingerprint_parts`, which no plain value's bytes are."""
+        packed = self.packed if type(self.packed) is bytes else bytes(self.packed)
+        spans = _splice_spans(packed, len(self.segments))
+        if spans is None:
+            return self.framed_fingerprint_parts()
+        return tuple(_splice(packed, spans, self.segments))
+
+    def framed_fingerprint_parts(self) -> tuple[Any, ...]:
+        """The framed form: ``b"rsc-segmented"``, then the packed value and
+        each segment, each after its length (u64be), so other segments or the
+        same bytes cut otherwise give other bytes. What rsc fingerprinted
+        every segmented input as before :meth:`fingerprint_parts` gave its
+        plain form: records written then hold it (a node checks a mismatch
+        against it too, ``rsc._engine.node:input_matches``). It starts with a
+        positive fixint followed by more bytes, which no single MessagePack
+        value does: it is never a plain value's bytes."""
         parts = [_FP_HEAD + len(self.packed).to_bytes(8, "big"), self.packed]
         for seg in self.segments:
             parts.append(len(seg).to_bytes(8, "big"))
@@ -113,7 +133,8 @@ class Segmented:
         return tuple(parts)
 
     def fingerprint_bytes(self) -> bytes:
-        """The bytes :meth:`fingerprint_parts` stands for, joined."""
+        """The bytes :meth:`fingerprint_parts` stands for, joined: for a
+        well-formed value its :meth:`joined` bytes."""
         return b"".join(self.fingerprint_parts())
 
     def joined(self) -> bytes:
@@ -126,19 +147,8 @@ class Segmented:
         them), written into one ``bytes``. Unpacking and packing again would
         copy each segment into the packer's growing buffer and out of it."""
         _unpack_segmented(self)  # the checks: well-formed, each segment referred to once
-        segments = self.segments
         packed = self.packed if type(self.packed) is bytes else bytes(self.packed)
-        view = memoryview(packed)
-        pieces: list = []
-        last = 0
-        for start, end, index in _ref_spans(packed):
-            seg = segments[index]
-            pieces.append(view[last:start])
-            pieces.append(_bin_header(len(seg)))
-            pieces.append(seg)
-            last = end
-        pieces.append(view[last:])
-        return b"".join(pieces)
+        return b"".join(_splice(packed, _ref_spans(packed), self.segments))
 
     def __eq__(self, other: object) -> bool:
         if type(other) is not Segmented:
@@ -161,17 +171,50 @@ def _bin_header(n: int) -> bytes:
     return b"\xc6" + n.to_bytes(4, "big")
 
 
-# the bytes a MessagePack item's header takes past its first byte, for the
-# first bytes whose item is a fixed size (scalars) or says its own length
-_FIXED = {0xC0: 0, 0xC2: 0, 0xC3: 0, 0xCA: 4, 0xCB: 8, 0xCC: 1, 0xCD: 2, 0xCE: 4, 0xCF: 8,
-          0xD0: 1, 0xD1: 2, 0xD2: 4, 0xD3: 8}
+def _splice(packed: bytes, spans: list[tuple[int, int, int]], segments: list[bytes]) -> list[Any]:
+    """The pieces of ``packed`` with each reference (``spans``, from
+    :func:`_ref_spans`) replaced by its segment as a bin: views of
+    ``packed`` between the references, bin headers, the segments."""
+    view = memoryview(packed)
+    pieces: list[Any] = []
+    last = 0
+    for start, end, index in spans:
+        seg = segments[index]
+        pieces.append(view[last:start])
+        pieces.append(_bin_header(len(seg)))
+        pieces.append(seg)
+        last = end
+    pieces.append(view[last:])
+    return pieces
+
+
+def _splice_spans(packed: bytes, n_segments: int) -> list[tuple[int, int, int]] | None:
+    """``_ref_spans(packed)`` when its references name each of
+    ``n_segments`` segments exactly once (the splice stands for a plain
+    value), else None. A walk of the headers, no unpacking: what a
+    fingerprint needs, cheaper than :func:`_unpack_segmented`."""
+    try:
+        spans = _ref_spans(packed)
+    except SerializationError:
+        return None
+    if len(spans) != n_segments:
+        return None
+    seen = [False] * n_segments
+    for span in spans:
+        index = span[2]
+        if index >= n_segments or seen[index]:
+            return None
+        seen[index] = True
+    return spans
 
 
 def _ref_spans(packed: bytes) -> list:
-    """Where the segment references are in ``packed``, a well-formed
-    MessagePack value (:func:`_unpack_segmented` checked it): ``(start, end,
+    """Where the segment references are in ``packed``: ``(start, end,
     index)`` of each, in order. A walk of the item headers, skipping over
-    the contents of strs, bins and exts."""
+    the contents of strs, bins and exts. ``SerializationError`` when
+    ``packed`` is not one MessagePack value (truncated, bytes after it, a
+    byte no item starts with) or a reference's data is not 1 to 4 bytes;
+    it does not look inside strs (UTF-8) or at what the references name."""
     spans: list = []
     n = len(packed)
     pos = 0
@@ -191,9 +234,15 @@ def _ref_spans(packed: bytes) -> list:
             pos += 1
         elif c <= 0xBF:  # fixstr
             pos += 1 + (c & 0x1F)
-        elif c in _FIXED:
-            pos += 1 + _FIXED[c]
+        elif 0xCC <= c <= 0xD3:  # uint 8-64, int 8-64: 1, 2, 4, 8 bytes after the first
+            pos += 1 + (1 << ((c - 0xCC) & 3))
+        elif c == 0xC0 or c == 0xC2 or c == 0xC3:  # nil, false, true
+            pos += 1
+        elif c == 0xCA or c == 0xCB:  # float 32, 64
+            pos += 5 if c == 0xCA else 9
         elif c == 0xC4 or c == 0xD9:  # bin8, str8
+            if pos + 2 > n:
+                raise SerializationError("cannot unpack msgpack value: truncated")
             pos += 2 + packed[pos + 1]
         elif c == 0xC5 or c == 0xDA:  # bin16, str16
             pos += 3 + int.from_bytes(packed[pos + 1:pos + 3], "big")
@@ -219,10 +268,18 @@ def _ref_spans(packed: bytes) -> list:
                 head, size = 2 + k, int.from_bytes(packed[pos + 1:pos + 1 + k], "big")
             else:  # 0xc1, never used
                 raise SerializationError(f"cannot unpack msgpack value: byte 0x{c:02x} at {pos}")
+            if pos + head > n:
+                raise SerializationError("cannot unpack msgpack value: truncated")
             if packed[pos + head - 1] == SEGMENT_EXT:
+                if not 1 <= size <= 4:
+                    raise SerializationError(f"segment reference of {size} bytes (1 to 4: the "
+                                             "segment's index)")
                 index = int.from_bytes(packed[pos + head:pos + head + size], "big")
                 spans.append((pos, pos + head + size, index))
             pos += head + size
+    if pos != n:
+        raise SerializationError("cannot unpack msgpack value: " + (
+            "truncated" if pos > n else f"{n - pos} bytes after the value"))
     return spans
 
 

@@ -142,9 +142,12 @@ def test_a_node_upgraded_on_an_old_journal_recognises_its_requests(cluster: Any,
 
 # --- inputs in parts: a segmented input is hashed without joining its parts ----------
 
-# A segmented input and a small one, and their fingerprints as the code before
-# inputs in parts computed them (over ``Segmented.fingerprint_bytes()``, one
-# joined copy): journals and nodes compare fingerprints, so these must not move.
+# A segmented input and a small one, and their fingerprints in the framed form
+# (``Segmented.framed_fingerprint_parts``: what every segmented input was
+# fingerprinted as before it fingerprinted as its plain bytes), as the code
+# before inputs in parts computed them (over one joined copy): records written
+# then hold them and a node still checks a mismatch against them, so they must
+# not move.
 _SEG_BIG_PACKED = msgpack.packb({"id": 7, "blob": msgpack.ExtType(82, b"\x00"),
                                  "more": [msgpack.ExtType(82, b"\x01")]}, use_bin_type=True)
 _SEG_BIG = (_SEG_BIG_PACKED, [bytes(range(256)) * 1024, b"\x5a" * 300_001])
@@ -155,17 +158,20 @@ _SEG_SMALL_FP = bytes.fromhex("01b53787e07cf6bfa596eb93dab7090c54")
 
 @pytest.mark.parametrize("seg, expected", [(_SEG_BIG, _SEG_BIG_FP), (_SEG_SMALL, _SEG_SMALL_FP)],
                          ids=["sha256", "blake2b"])
-def test_a_segmented_input_fingerprints_as_it_always_has(idemtable_mod: ModuleType, seg: Any,
-                                                         expected: bytes) -> None:
+def test_the_framed_form_of_a_segmented_input_fingerprints_as_it_always_has(
+        idemtable_mod: ModuleType, seg: Any, expected: bytes) -> None:
     from rsc.value_codec import Segmented
 
     m, s = idemtable_mod, Segmented(*seg)
-    assert m.fingerprint("echo", s.fingerprint_parts()) == expected
-    assert m.fingerprint("echo", s.fingerprint_bytes()) == expected
-    assert m.spawn_fingerprint("echo", s.fingerprint_parts(), False) == expected
-    assert m.fingerprint_matches(expected, "echo", s.fingerprint_parts())
-    assert m.spawn_matches(expected, "o", "p", False, "echo", s.fingerprint_parts())
-    assert not m.fingerprint_matches(expected, "echo2", s.fingerprint_parts())
+    framed = s.framed_fingerprint_parts()
+    assert m.fingerprint("echo", framed) == expected
+    assert m.fingerprint("echo", b"".join(framed)) == expected
+    assert m.spawn_fingerprint("echo", framed, False) == expected
+    assert m.fingerprint_matches(expected, "echo", framed)
+    assert m.spawn_matches(expected, "o", "p", False, "echo", framed)
+    assert not m.fingerprint_matches(expected, "echo2", framed)
+    # the fingerprint a node makes now is the plain value's, not that one
+    assert m.fingerprint("echo", s.fingerprint_parts()) == m.fingerprint("echo", s.joined()) != expected
 
 
 @settings(max_examples=60, deadline=None)

@@ -106,6 +106,7 @@ def test_engine_and_executor_tests_pass_on_the_pure_sources() -> None:
              "tests/test_states.py", "tests/test_executor.py", "tests/test_logical.py",
              "tests/test_origin_transitions.py", "tests/test_ack_by_result.py",
              "tests/test_segments_engines.py",
+             "tests/test_fingerprint_plain.py::test_a_drawn_key_spawn_does_not_walk_its_segmented_input",
              # the engine-level journal, expiry and restart-detection tests
              "tests/test_journal.py::test_records_outcomes_and_tombstones_replay",
              "tests/test_journal.py::test_compaction_keeps_the_live_state_only",

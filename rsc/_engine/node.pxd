@@ -23,7 +23,8 @@ cdef int _KEY_BYTES, _T_SILENCE, _T_BUDGET, _T_RENEW, _E_SEND_ACK_ACCEPTED, _E_S
 cdef int _OUTCOME_SUCCESS, _OUTCOME_CANCELLED, _MAX_FAILURE_MESSAGE_CHARS, _SEND, _START
 cpdef Py_ssize_t kept_result_bytes(tuple outcome) except -1  # a C call per finished task
 cpdef tuple with_segments(tuple f)  # keeps _on_spawn's fields a C tuple
-cdef inline object fingerprinted(object data)  # inlined: once per admitted spawn
+cdef inline object fingerprinted(object data, object drawn=*)  # inlined: once per admitted spawn
+cpdef bint input_matches(object rec, object origin, tuple f) except -1
 cdef object _MAX_LEASE, _SpawnRequest, _Segmented
 cdef object _spawn_fingerprint, _spawn_matches, _RECEIVED, _INIT, _COMPLETED, _TOMBSTONED
 

@@ -152,13 +152,39 @@ def with_segments(f: tuple) -> tuple:
     return f[:_INPUT] + (_Segmented(f[_INPUT], f[_SEGMENTS]),) + f[_INPUT + 1:]
 
 
-def fingerprinted(data: Any) -> Any:
+def fingerprinted(data: Any, drawn: Any = False) -> Any:
     """What an input is fingerprinted as: the bytes themselves, or for a
-    ``Segmented`` one its ``fingerprint_parts()`` (so a key reused with other
-    segments is a mismatch; the parts are hashed without a joined copy, and
-    not at all for a drawn key). The one place this rule is kept: every
-    fingerprint the node makes or checks goes through it."""
-    return data.fingerprint_parts() if type(data) is _Segmented else data
+    ``Segmented`` one its ``fingerprint_parts()``, the plain MessagePack it
+    stands for (so the same value fingerprints alike with segments or
+    without; the parts are hashed without a joined copy). For a spawn
+    recorded under a key its origin ``drawn``, whose fingerprint hashes
+    nothing (``spawn_fingerprint``), a segmented input is not walked for its
+    parts: ``b""`` stands in. The one place this rule is kept: every
+    fingerprint the node makes or checks goes through it (checks through
+    :func:`input_matches`)."""
+    if type(data) is not _Segmented:
+        return data
+    return b"" if drawn is True else data.fingerprint_parts()
+
+
+def input_matches(rec: Any, origin: str, f: tuple) -> bool:
+    """Whether a spawn from ``origin`` (its ``envelope.fields`` ``f``, the
+    input ``with_segments``) is the request the idempotency record ``rec``
+    stands for (``spawn_matches`` of its ``fingerprinted`` input).
+
+    A segmented input that does not match is checked once more in the
+    framed form (``Segmented.framed_fingerprint_parts``), which rsc
+    fingerprinted segmented inputs as before they fingerprinted as their
+    plain form: a record written then (in a journal, or a table of a node
+    that kept running) still recognises its request. Only a mismatch pays
+    for it; no MessagePack value's bytes are in the framed form, so it
+    adds no match between different values."""
+    data = f[_INPUT]
+    if _spawn_matches(rec.fingerprint, rec.origin, origin, f[_DRAWN], f[_COMPUTATION],
+                      fingerprinted(data)):
+        return True
+    return type(data) is _Segmented and _spawn_matches(
+        rec.fingerprint, rec.origin, origin, f[_DRAWN], f[_COMPUTATION], data.framed_fingerprint_parts())
 
 
 MIN_LEASE_MS = 100
@@ -792,8 +818,7 @@ class NodeEngine:
                     f"task {origin}/{f[_RTID]} is already held under another idempotency key", None)
         rec = self._idem.get(held_key)
         assert rec is not None  # key_of named it
-        if not _spawn_matches(rec.fingerprint, rec.origin, origin, f[_DRAWN], f[_COMPUTATION],
-                              fingerprinted(f[_INPUT])):
+        if not input_matches(rec, origin, f):
             return (VERDICT_REJECT, REJECT_IDEMPOTENCY_CONFLICT,
                     "resend of a task with a different computation or input", None)
         return (VERDICT_DUPLICATE, rec, True)
@@ -811,8 +836,7 @@ class NodeEngine:
         rec = self._idem.get(f[_KEY])
         if rec is None:
             return None
-        if not _spawn_matches(rec.fingerprint, rec.origin, origin, f[_DRAWN], f[_COMPUTATION],
-                              fingerprinted(f[_INPUT])):
+        if not input_matches(rec, origin, f):
             return (VERDICT_REJECT, REJECT_IDEMPOTENCY_CONFLICT,
                     "idempotency key reused for a different computation or input", None)
         return (VERDICT_DUPLICATE, rec, False)
@@ -913,7 +937,7 @@ class NodeEngine:
         if self.capabilities is not None:
             self.capabilities.admitted(capability)
         # a key the origin drew itself is recorded owner-only, not hashed (DESIGN.md)
-        fp = _spawn_fingerprint(computation, fingerprinted(data), drawn)
+        fp = _spawn_fingerprint(computation, fingerprinted(data, drawn), drawn)
         self._idem.check_and_record(key, fp, origin, rtid, now)
         if self._journal is not None:
             self._journal.admitted(key, fp, origin, rtid)
@@ -996,7 +1020,8 @@ class NodeEngine:
         if journal is not None:
             journal.untombstone(origin, rtid)
         if idem.get(msg.idempotency_key) is None:
-            fp = _spawn_fingerprint(msg.computation, fingerprinted(f[_INPUT]), msg.drawn)  # as _on_spawn does
+            drawn = msg.drawn  # recorded as _on_spawn records it
+            fp = _spawn_fingerprint(msg.computation, fingerprinted(f[_INPUT], drawn), drawn)
             idem.check_and_record(msg.idempotency_key, fp, origin, rtid, now)
             idem.complete(msg.idempotency_key, rtid, outcome, now)
             if journal is not None:
