@@ -331,7 +331,8 @@ def pack_segmented(value: Any) -> bytes | memoryview | Segmented:
     :class:`Segmented` when it holds ``bytes`` leaves of at least
     ``SEGMENT_MIN_BYTES`` (found within ``SIZE_WALK_ITEMS`` items of a walk
     through its dicts, lists and tuples; at most ``MAX_SEGMENTS``), else what
-    :func:`pack_value` returns. Only ``bytes`` leaves are taken out: they
+    :func:`pack_value` returns; also that for a value that holds an ext of
+    code ``SEGMENT_EXT`` of its own. Only ``bytes`` leaves are taken out: they
     cannot change before they are sent (a ``bytearray`` or a view could).
     Raises as :func:`pack_value` does."""
     t = type(value)
@@ -341,7 +342,13 @@ def pack_segmented(value: Any) -> bytes | memoryview | Segmented:
     cut = _cut(value, segments, [SIZE_WALK_ITEMS])
     if not segments:
         return pack_value(value)
-    return Segmented(msgpack.packb(cut, use_bin_type=True), segments)
+    packed = msgpack.packb(cut, use_bin_type=True)
+    if _splice_spans(packed, len(segments)) is None:
+        # the value holds an ext of the segment code itself (anywhere, even
+        # past the walk): a receiver would take it for a reference, so the
+        # value goes plain, where such an ext is an ordinary value
+        return pack_value(value)
+    return Segmented(packed, segments)
 
 
 def packed_size_guess(value: Any) -> int | None:

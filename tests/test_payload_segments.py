@@ -35,6 +35,7 @@ from rsc.value_codec import (
     MAX_SEGMENTS,
     SEGMENT_EXT,
     SEGMENT_MIN_BYTES,
+    SIZE_WALK_ITEMS,
     Segmented,
     from_pipe,
     pack_segmented,
@@ -92,6 +93,23 @@ def test_at_most_max_segments_leave_a_value_the_rest_stay_in_it() -> None:
     out = pack_segmented(leaves)
     assert type(out) is Segmented and len(out.segments) == MAX_SEGMENTS
     assert unpack_value(out) == leaves
+
+
+@pytest.mark.parametrize("value", [
+    {"ext": ref(0), "blob": blob(SEGMENT_MIN_BYTES)},
+    {"blob": blob(SEGMENT_MIN_BYTES), "ext": msgpack.ExtType(SEGMENT_EXT, b"\x00\x07")},
+    # past the walk's budget, where the cut never looks
+    [blob(SEGMENT_MIN_BYTES)] + list(range(SIZE_WALK_ITEMS)) + [[ref(1)]],
+    {ref(0): 1, "blob": blob(SEGMENT_MIN_BYTES)},  # as a map key
+])
+def test_a_value_holding_an_ext_of_the_segment_code_goes_plain(value: Any) -> None:
+    """Its own ext would be read as a reference by the receiver ("segment 0
+    is referred to twice": refused, while the same value sent plain runs), so
+    it is packed plain, where such an ext is an ordinary value."""
+    out = pack_segmented(value)
+    assert type(out) is not Segmented
+    assert bytes(out) == msgpack.packb(value, use_bin_type=True)
+    assert unpack_value(out) == msgpack.unpackb(bytes(out), strict_map_key=False)
 
 
 def test_a_value_without_segments_keeps_ext_values_of_the_segment_code() -> None:
@@ -358,6 +376,7 @@ def _values() -> list[Any]:
         {"id": 7, "blob": blob(3 * MiB + 1)},
         [blob(SEGMENT_MIN_BYTES + i, i) for i in range(5)] + [blob(100)],
         {"a": {"b": [blob(400 * KiB, 3), "é" * 1000]}, "c": blob(64 * KiB)},
+        {"ext": ref(0), "blob": blob(SEGMENT_MIN_BYTES)},  # an ext of the segment code: goes plain
     ]
 
 
