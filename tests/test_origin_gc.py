@@ -128,3 +128,23 @@ def test_the_pure_twin_needs_no_cython_installed() -> None:
                          env={**os.environ, "RSC_NO_EXTENSIONS": "1"}, cwd=REPO_ROOT)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["True", "True"]
+
+
+def test_a_cancelled_join_leaves_no_waiter_and_a_later_join_gets_the_outcome(two: LocalCluster) -> None:
+    async def main() -> None:
+        async with Runtime(two.nodes) as rt:
+            h = spawn_remote(rt.cx(), "worker-1", "sleep_ms", 300)
+            joins = [asyncio.ensure_future(h.join()) for _ in range(3)]
+            await asyncio.sleep(0.05)
+            assert h._waiters is not None and len(h._waiters) == 3
+            joins[0].cancel()
+            joins[2].cancel()
+            await asyncio.gather(joins[0], joins[2], return_exceptions=True)
+            assert not h.is_finished()  # (the task sleeps 300 ms)
+            assert len(h._waiters) == 1  # the cancelled two took theirs out
+            assert await joins[1] == 300
+            assert h._waiters is None
+            assert [j.cancelled() for j in joins] == [True, False, True]
+            assert await h.join() == 300
+
+    asyncio.run(main())
