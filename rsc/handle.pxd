@@ -15,6 +15,9 @@ cdef class RemoteHandle:
 
     cpdef join(self, cx=*)
     cpdef _take(self)
+    # what a join that waits calls: C calls from its coroutine, not lookups by name
+    cpdef _value(self)
+    cpdef _waiter(self)
     cdef public object _region, _holder, _earlier, _waiters, _protocol_errors
     cdef public bint _done, _observed
     cdef object __weakref__

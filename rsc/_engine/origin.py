@@ -42,6 +42,11 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
+try:  # the class decorators below: Cython's when compiled, no-ops in Python
+    import cython  # type: ignore[import-untyped,import-not-found,unused-ignore]
+except ImportError:  # the pure twin without Cython installed
+    from rsc._pure_cython import cython
+
 from rsc._core import USING_EXTENSIONS
 from rsc._core.schema import RESULT_DELIVERY, SPAWN_ACK, expect_fields
 from rsc._core.messages import (
@@ -134,6 +139,16 @@ def input_too_large(size: int, node: str, limit: int) -> str:
             f"(send large data by another channel, or raise the node's --max-input-bytes)")
 
 
+# Compiled, a freed OriginTask is kept for the next spawn (up to 1,024, as
+# many RemoteHandles: rsc.handle): one that comes off the free list is
+# tracked by the cyclic collector as a new one is, but does not count as an
+# allocation towards its next young collection. A burst of spawns then
+# allocates few new tracked objects, and the young collections that walk
+# every task outstanding come far less often (not the thresholds: the
+# user's). The decorators do nothing in Python; cclass is what lets Cython
+# apply freelist to a class its .pxd declares.
+@cython.freelist(1024)
+@cython.cclass
 class OriginTask:
     """One remote task as its origin sees it."""
 

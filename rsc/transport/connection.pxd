@@ -3,6 +3,8 @@
 
 from rsc._core._envelope cimport FrameDecoder, encode_frame_parts as _encode_frame_parts
 
+cdef Py_ssize_t _FLUSH_FRAMES  # read on every send: a C global, not a module-dict lookup
+
 cdef class FramedConnection:
     cdef public object _on_open, _on_messages, _on_protocol_error, _on_close
     cdef public FrameDecoder _decoder  # the compiled codec's: feed() a C call per read

@@ -81,6 +81,9 @@ WRITE_HIGH_WATER = 4 * 1024 * 1024
 # would: measured, 64 KiB frames took more CPU through the stand-in, 256 KiB
 # ones as much, larger ones less.
 DIRECT_READ_MIN = 256 * 1024
+# FLUSH_FRAMES as send reads it, once per frame: a C global when compiled
+# (connection.pxd), where a module global is a dict lookup per read on 3.12+.
+_FLUSH_FRAMES = FLUSH_FRAMES
 
 
 class FramedConnection:
@@ -349,7 +352,7 @@ class FramedConnection:
                 self._loop.call_soon(self.flush)  # type: ignore[union-attr]
         pending = self._pending
         pending.append(frame)  # type: ignore[arg-type]  # bytes: a tuple returned above
-        if len(pending) >= FLUSH_FRAMES:
+        if len(pending) >= _FLUSH_FRAMES:
             self._write_pending()
 
     def writes_at_once(self) -> bool:
