@@ -17,7 +17,7 @@ from typing import Any, Protocol
 from rsc._signature import SourceSignature
 from rsc.clock import Clock, SystemClock
 from rsc.errors import Cancelled, InvalidArgument, NoCapability
-from rsc.types import Budget, CancelKind, CancelReason, NodeId
+from rsc.types import Budget, CancelKind, CancelReason, NodeId, check_seconds
 
 
 class CapRuntime(Protocol):
@@ -74,11 +74,8 @@ class RemoteCap:
 
     def __init__(self, runtime: CapRuntime, *, default_lease_s: float = DEFAULT_LEASE_S,
                  budget: Budget | None = None, token: bytes | None = None) -> None:
-        if not isinstance(default_lease_s, (int, float)) or isinstance(default_lease_s, bool) \
-                or default_lease_s <= 0:
-            raise InvalidArgument(f"default_lease_s must be a positive number of seconds, got {default_lease_s!r}")
+        self.default_lease_s = check_seconds("default_lease_s", default_lease_s)
         self.runtime = runtime
-        self.default_lease_s = float(default_lease_s)
         self.budget = budget
         self.token = token
 

@@ -82,6 +82,7 @@ from rsc.types import (
     NodeId,
     RemoteInput,
     RemoteTaskState,
+    check_seconds,
 )
 from rsc.value_codec import pack_input_segmented
 
@@ -165,9 +166,9 @@ class Runtime:
         self.cluster = load_cluster(cluster)
         self.name = NodeId(name or f"origin-{socket.gethostname()[:64]}-{os.getpid()}-{secrets.token_hex(3)}")
         self.key = key
-        self.default_lease_s = default_lease_s
-        self.connect_timeout_s = connect_timeout_s
-        self.backoff_max_s = backoff_max_s
+        self.default_lease_s = check_seconds("default_lease_s", default_lease_s)
+        self.connect_timeout_s = check_seconds("connect_timeout_s", connect_timeout_s)
+        self.backoff_max_s = check_seconds("backoff_max_s", backoff_max_s)
         self.clock = SystemClock()
         self.trace = trace
         self.engine = OriginEngine(self.name, key=key, entropy=secrets.token_bytes, trace=trace)
@@ -244,7 +245,7 @@ class Runtime:
     def cx(self, *, budget: Budget | None = None, default_lease_s: float | None = None,
            seed: int | None = None) -> Cx:
         """A root Cx holding a RemoteCap for this runtime."""
-        cap = RemoteCap(self, default_lease_s=default_lease_s or self.default_lease_s)
+        cap = RemoteCap(self, default_lease_s=self.default_lease_s if default_lease_s is None else default_lease_s)
         return Cx(remote_cap=cap, budget=budget, seed=seed, trace=self.trace)
 
     # ---------------------------------------------------------------- inspection

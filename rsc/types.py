@@ -44,6 +44,14 @@ def _check_name(kind: str, value: object) -> str:
     return value
 
 
+def check_seconds(name: str, value: object) -> float:
+    """``value`` as a float if it is a positive, finite number of seconds
+    (an int or a float, not a bool), else ``InvalidArgument`` naming ``name``."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < float("inf"):
+        raise InvalidArgument(f"{name} must be a positive, finite number of seconds, got {value!r}")
+    return float(value)
+
+
 #: Characters a NodeId may not hold besides whitespace and control characters:
 #: path separators (a node's name becomes its socket file's name).
 _NODE_NAME_FORBIDDEN = frozenset("/\\")
