@@ -47,21 +47,17 @@ For rsc and each peer, in the ``latency`` group:
     open-loop maximum was measured), for comparison with earlier figures.
 
 rsc runs ``noop`` on one node from one origin (this process, uvloop). Its
-open-loop sender is a process of its own, written in C
-(``bench/latency_sender.c``, built on first use; ``bench.latency_sender``'s
-``CSocketSender``: it sleeps until the next request is due, with a 1 us timer
-slack instead of Linux's 50 us, then writes one byte per request due to a
-Unix socket; in C so that the stand-in for a service's clients takes as
-little as it can of the two cores the service runs on) whose
+open-loop sender is a process of its own (``bench.latency_sender``: it
+sleeps until the next request is due, with a 1 us timer slack instead of
+Linux's 50 us, then writes one byte per request due to a Unix socket) whose
 socket the origin's loop reads, as a service's loop reads its clients'
 requests: the loop spawns each request as it arrives, and one coroutine
 awaits the handles in order (``await h.join()``) and takes the time when each
 returns, so the loop sleeps in its poll between requests and a result counts
 when an awaiting coroutine would see it. Before its open-loop runs this
 process calls ``gc.collect()`` and ``gc.freeze()`` (undone afterwards), as a
-node does after start-up. Three senders it had before are measured at 50% in
-the same run for comparison: ``rsc.lat.50.pysender``, the same process
-sender written in Python (``SocketSender``); ``rsc.lat.50.thread``, the same schedule on a
+node does after start-up. Two senders it had before are measured at 50% in
+the same run for comparison: ``rsc.lat.50.thread``, the same schedule on a
 thread of this process handing requests to the loop with
 ``call_soon_threadsafe`` (that thread shares the interpreter lock and the
 process's CPU time with the loop it measures; a service does not receive
@@ -109,7 +105,7 @@ import pytest
 from bench.conftest import ECHO_PIDS, bench_cluster, runtime_on, start_echo_server
 from bench.echo_peer import OpenLoopEchoClient
 from bench.figures import latency_figures, record, run_on, runqueue_wait_ns
-from bench.latency_sender import CSocketSender, SocketSender, ThreadSender, pace
+from bench.latency_sender import SocketSender, ThreadSender, pace
 from bench.peers import NAMES as PEER_NAMES
 from bench.peers import Peer, describe
 from rsc import Runtime, spawn_remote
@@ -229,7 +225,7 @@ async def rsc_max(rt: Runtime, node: str, n: int) -> None:
 
 
 async def rsc_open_loop(rt: Runtime, node: str, rate: float, n: int,
-                        sender: type[SocketSender] | type[ThreadSender] = CSocketSender,
+                        sender: type[SocketSender] | type[ThreadSender] = SocketSender,
                         ) -> tuple[list[float], list[float], float]:
     """``n`` no-ops due at ``rate`` per second (``open_loop``)."""
     cx = rt.cx()
@@ -245,7 +241,7 @@ def _itself(fut: Any) -> Any:
 
 
 async def open_loop(submit: Callable[[], Any], wait: Callable[[Any], Any], rate: float, n: int,
-                    sender: type[SocketSender] | type[ThreadSender] = CSocketSender,
+                    sender: type[SocketSender] | type[ThreadSender] = SocketSender,
                     ) -> tuple[list[float], list[float], float]:
     """``n`` requests due at ``rate`` per second: (latencies from due time, send lags, seconds).
 
@@ -294,12 +290,6 @@ async def rsc_open_loop_thread(rt: Runtime, node: str, rate: float,
                                n: int) -> tuple[list[float], list[float], float]:
     """As ``rsc_open_loop``, with the sender on a thread of this process."""
     return await rsc_open_loop(rt, node, rate, n, ThreadSender)
-
-
-async def rsc_open_loop_pysender(rt: Runtime, node: str, rate: float,
-                                 n: int) -> tuple[list[float], list[float], float]:
-    """As ``rsc_open_loop``, with the process sender written in Python."""
-    return await rsc_open_loop(rt, node, rate, n, SocketSender)
 
 
 async def rsc_open_loop_spin(rt: Runtime, node: str, rate: float, n: int) -> tuple[list[float], list[float], float]:
@@ -372,13 +362,6 @@ class TestRscLatency:
         before the open-loop maximum: for comparison with earlier figures."""
         rsc_under_load(benchmark, loop, latency_rt, latency_node, 50, rsc_open_loop, "rsc.lat.50.closed",
                        of=MAX_RATE)
-
-    def test_rsc_open_loop_pysender(self, benchmark: Any, loop: asyncio.AbstractEventLoop,
-                                    latency_rt: Runtime, latency_node: Any) -> None:
-        """The process sender written in Python, which this benchmark had
-        before the C one, at 50%: what its CPU per request added."""
-        rsc_under_load(benchmark, loop, latency_rt, latency_node, 50, rsc_open_loop_pysender,
-                       "rsc.lat.50.pysender")
 
     def test_rsc_open_loop_thread(self, benchmark: Any, loop: asyncio.AbstractEventLoop,
                                   latency_rt: Runtime, latency_node: Any) -> None:
@@ -515,7 +498,7 @@ def rsc_under_load(benchmark: Any, loop: asyncio.AbstractEventLoop, rt: Runtime,
     """rsc at ``load`` percent of its maximum in ``of`` (by default the open-loop one)."""
     node = next(iter(cluster.nodes))
     under_load(benchmark, loop, "rsc", cluster.pids[node], lambda rate, n: sender(rt, node, rate, n),
-               load, key, of, process_sender=sender in (rsc_open_loop, rsc_open_loop_pysender))
+               load, key, of, process_sender=sender is rsc_open_loop)
 
 
 def under_load(benchmark: Any, loop: asyncio.AbstractEventLoop, who: str, server_pid: int,

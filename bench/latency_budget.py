@@ -73,7 +73,6 @@ async def stamp(cx: Any, data: bytes) -> bytes:
     return struct.pack("<q", time.monotonic_ns())
 
 
-PROCESS_SENDERS = ("proc", "cproc")  # senders in a process of their own, which report their own cost
 STAGES = ("pace", "hand", "o.queue", "o->n", "n.run", "n.queue", "n->o", "o.done", "total")
 
 
@@ -387,7 +386,7 @@ async def open_loop(o: Origin, sender: str, rate: float, n: int, cpu: Cpu | None
             idle[0] = None
 
     make = SENDERS[sender]
-    s: Any = (make(interval, n, arrive, on_start=cpu.sender_started) if cpu is not None and sender in PROCESS_SENDERS
+    s: Any = (make(interval, n, arrive, on_start=cpu.sender_started) if cpu is not None and sender == "proc"
               else make(interval, n, arrive))
     async with s:
         t0[0] = s.t0
@@ -401,7 +400,7 @@ async def open_loop(o: Origin, sender: str, rate: float, n: int, cpu: Cpu | None
             run.done(done, time.monotonic_ns())
             done += 1
     run.handed[:] = s.sent
-    if cpu is not None and sender in PROCESS_SENDERS:
+    if cpu is not None and sender == "proc":
         cpu.sender = s.stats
 
 
@@ -699,10 +698,9 @@ def main() -> None:
                    help="the 100%% rate, per second (default: the maximum rate measured)")
     p.add_argument("--seconds", type=float, default=2.0, help="length of each open-loop run")
     p.add_argument("--unloaded", type=int, default=2000, help="requests one at a time")
-    p.add_argument("--sender", choices=("cproc", "proc", "thread", "spin"), nargs="*", default=["cproc", "thread"],
-                   help="cproc: a process written in C writing to a socket the origin's loop reads "
-                        "(bench_latency.py's sender); proc: the same written in Python; "
-                        "thread: a thread of the origin's process "
+    p.add_argument("--sender", choices=("proc", "thread", "spin"), nargs="*", default=["proc", "thread"],
+                   help="proc: a process writing to a socket the origin's loop reads "
+                        "(bench_latency.py's sender); thread: a thread of the origin's process "
                         "(call_soon_threadsafe); spin: a coroutine polling on the loop")
     p.add_argument("--node-gc", choices=("on", "off", "count"), default="on",
                    help="the node's collector: on (as rsc node sets it up), off (disabled), or "

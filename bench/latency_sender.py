@@ -138,8 +138,8 @@ class SocketSender:
         try:
             self.t0 = time.monotonic() + START_LEAD_S
             self._proc = subprocess.Popen(
-                self.program() + [str(theirs.fileno()), repr(self.t0), repr(self.interval), str(self.n),
-                                  self._out],
+                [sys.executable, "-m", "bench.latency_sender", str(theirs.fileno()), repr(self.t0),
+                 repr(self.interval), str(self.n), self._out],
                 pass_fds=(theirs.fileno(),), cwd=REPO_ROOT)
         finally:
             theirs.close()
@@ -147,11 +147,6 @@ class SocketSender:
             self._on_start(self._proc.pid)
         _, self._arrivals = await loop.create_connection(lambda: _Arrivals(self._on_arrival), sock=ours)
         return self
-
-    @staticmethod
-    def program() -> list[str]:
-        """The sender's command line, before its arguments (``FD T0 INTERVAL N OUT``)."""
-        return [sys.executable, "-m", "bench.latency_sender"]
 
     async def __aexit__(self, *exc: object) -> None:
         proc = self._proc
@@ -169,46 +164,6 @@ class SocketSender:
                 proc.kill()
             proc.wait(30)
             os.unlink(self._out)
-
-
-class CSocketSender(SocketSender):
-    """``SocketSender`` with the sender written in C (``bench/latency_sender.c``,
-    built on first use): the same schedule, socket and report, at a fraction
-    of the Python sender's CPU per request, so the stand-in for a service's
-    clients takes less of the cores the service runs on."""
-
-    @staticmethod
-    def program() -> list[str]:
-        return [c_sender_binary()]
-
-
-C_SOURCE = os.path.join(REPO_ROOT, "bench", "latency_sender.c")
-
-
-def c_sender_binary() -> str:
-    """The C sender's executable, compiled from ``C_SOURCE`` with the C compiler
-    (``$CC``, else ``cc``) into ``build/bench/`` under a name that carries the
-    source's hash, so an edited source is built again; built once, atomically
-    (to a temporary name, then renamed), so two runs at once both get a whole
-    file. ``RuntimeError`` saying what the compiler printed if it fails."""
-    import hashlib
-
-    with open(C_SOURCE, "rb") as f:
-        digest = hashlib.sha256(f.read()).hexdigest()[:12]
-    out_dir = os.path.join(REPO_ROOT, "build", "bench")
-    binary = os.path.join(out_dir, f"latency_sender-{digest}")
-    if os.path.exists(binary):
-        return binary
-    os.makedirs(out_dir, exist_ok=True)
-    tmp = f"{binary}.{os.getpid()}.tmp"
-    cc = os.environ.get("CC", "cc")
-    done = subprocess.run([cc, "-O2", "-Wall", "-o", tmp, C_SOURCE], capture_output=True, text=True)
-    if done.returncode != 0:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise RuntimeError(f"building the C latency sender with {cc} failed:\n{done.stderr}")
-    os.replace(tmp, binary)
-    return binary
 
 
 def sender_main(fd: int, t0: float, interval: float, n: int, out: str) -> None:
@@ -283,8 +238,7 @@ class ThreadSender:
         self._thread.join()
 
 
-SENDERS: dict[str, type[SocketSender] | type[ThreadSender]] = {
-    "proc": SocketSender, "cproc": CSocketSender, "thread": ThreadSender}
+SENDERS: dict[str, type[SocketSender] | type[ThreadSender]] = {"proc": SocketSender, "thread": ThreadSender}
 
 
 if __name__ == "__main__":

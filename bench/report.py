@@ -389,8 +389,7 @@ def latency_section(table: Table, figs: dict[str, Figure], attach: Callable[[Tar
         # rsc.lat.50.thread / .spin: the same 50% with the earlier senders (a thread of the
         # origin's process; a coroutine spinning on its loop); .closed: 50% of the closed-loop maximum
         # raw.lat.50.rsc_rate: the raw echo at the rate rsc.lat.50 offered (the same absolute rate)
-        for load, suffix, how in ((10, "", ""), (25, "", ""), (50, "", ""), (50, ".pysender", ", the sender in Python"),
-                                  (50, ".thread", ", thread sender"),
+        for load, suffix, how in ((10, "", ""), (25, "", ""), (50, "", ""), (50, ".thread", ", thread sender"),
                                   (50, ".spin", ", spinning sender"), (90, "", ""),
                                   (50, ".closed", " of the closed-loop maximum"),
                                   (50, ".rsc_rate", " of rsc's open-loop maximum (rsc's 50% rate)")):

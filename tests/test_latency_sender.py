@@ -4,10 +4,8 @@ The process sender delivers requests to the origin's loop the way a service
 receives them, from a socket its loop reads: every request once, in order,
 none before it is due, with nothing of the sender running in the origin's
 process (no thread sharing its interpreter lock); its process is gone and
-its temporary file removed afterwards. The C process sender
-(bench/latency_sender.c, built on first use) keeps the same contract and
-report at less CPU per request. The thread sender keeps the same schedule
-and contract, from a thread of this process.
+its temporary file removed afterwards. The thread sender keeps the same
+schedule and contract, from a thread of this process.
 """
 
 from __future__ import annotations
@@ -21,7 +19,6 @@ import time
 import psutil
 import pytest
 
-from bench import latency_sender
 from bench.latency_sender import SENDER_STATS, SENDERS, SocketSender
 
 N = 300
@@ -62,11 +59,10 @@ def test_every_request_arrives_once_in_order_and_never_early(kind: str) -> None:
         assert at >= sent[j - 1]  # arrives after it was sent
 
 
-@pytest.mark.parametrize("kind", ["proc", "cproc"])
-def test_the_process_sender_runs_nothing_in_this_process_and_leaves_nothing(kind: str) -> None:
+def test_the_process_sender_runs_nothing_in_this_process_and_leaves_nothing() -> None:
     before_children = {p.pid for p in psutil.Process().children(recursive=True)}
     threads_before = threading.active_count()
-    arrivals, sender, most_threads = deliver(kind)
+    arrivals, sender, most_threads = deliver("proc")
     assert isinstance(sender, SocketSender)
     assert most_threads == threads_before  # no thread of this process shares the loop's lock
     assert {p.pid for p in psutil.Process().children(recursive=True)} == before_children
@@ -84,8 +80,7 @@ def test_the_thread_sender_is_a_thread_of_this_process() -> None:
     assert threading.active_count() == threads_before
 
 
-@pytest.mark.parametrize("kind", ["proc", "cproc"])
-def test_the_process_sender_reports_what_sending_cost_it(kind: str) -> None:
+def test_the_process_sender_reports_what_sending_cost_it() -> None:
     """The process sender's own account (``stats``, what the latency budget
     prints beside the origin's and the node's): every field, counts that
     agree with its schedule (one write per hand-over, at most one sleep
@@ -102,13 +97,12 @@ def test_the_process_sender_reports_what_sending_cost_it(kind: str) -> None:
         def arrive(i: int, j: int) -> None:
             got[0] = j
 
-        async with SENDERS[kind](INTERVAL, N, arrive, on_start=on_start) as s:  # type: ignore[call-arg]
+        async with SocketSender(INTERVAL, N, arrive, on_start=on_start) as s:
             while got[0] < N:
                 await asyncio.sleep(0.005)
         return s
 
     sender = asyncio.run(main())
-    assert isinstance(sender, SocketSender)
     stats = sender.stats
     assert sorted(stats) == sorted(SENDER_STATS)
     assert 1 <= stats["writes"] <= N
@@ -117,39 +111,3 @@ def test_the_process_sender_reports_what_sending_cost_it(kind: str) -> None:
     assert stats["voluntary"] >= 0 and stats["involuntary"] >= 0
     assert len(sender.sent) == N  # the account follows the send times, not mixed into them
     assert len(started) == 1 and started[0][1]
-
-
-def test_the_c_sender_is_built_per_source_and_a_failed_build_says_why(
-        tmp_path: object, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The binary's name carries the source's hash (an edited source is built
-    again, never an old binary run); a compiler that fails raises with what it
-    printed, and leaves no partial file."""
-    import hashlib
-    import pathlib
-
-    root = pathlib.Path(str(tmp_path))
-    (root / "bench").mkdir()
-    source = root / "bench" / "latency_sender.c"
-    source.write_bytes(pathlib.Path(latency_sender.C_SOURCE).read_bytes())
-    monkeypatch.setattr(latency_sender, "REPO_ROOT", str(root))
-    monkeypatch.setattr(latency_sender, "C_SOURCE", str(source))
-    first = latency_sender.c_sender_binary()
-    assert os.path.basename(first) == "latency_sender-" + hashlib.sha256(source.read_bytes()).hexdigest()[:12]
-    assert os.access(first, os.X_OK)
-    assert latency_sender.c_sender_binary() == first  # built once
-    source.write_bytes(source.read_bytes() + b"\n/* edited */\n")
-    monkeypatch.setenv("CC", "false")
-    with pytest.raises(RuntimeError, match="building the C latency sender with false failed"):
-        latency_sender.c_sender_binary()
-    assert sorted(p.name for p in (root / "build" / "bench").iterdir()) == [os.path.basename(first)]
-
-
-def test_the_c_sender_refuses_bad_arguments() -> None:
-    import subprocess
-
-    binary = latency_sender.c_sender_binary()
-    for args in ([], ["3", "1.0", "0", "10", "/dev/null"], ["3", "1.0", "0.001", "0", "/dev/null"]):
-        done = subprocess.run([binary, *args], capture_output=True, text=True, timeout=10)
-        assert done.returncode == 2, args
-        assert done.stderr
-
