@@ -23,6 +23,7 @@ from typing import Any
 import msgpack
 import pytest
 
+from bench.figures import write_past_capture
 from rsc._core import _envelope, _envelope_py
 from rsc._core import messages as m
 
@@ -108,23 +109,19 @@ def _record(benchmark: Any, capsys: pytest.CaptureFixture[str], impl: str,
 @pytest.fixture(scope="module", autouse=True)
 def _ratios(request: pytest.FixtureRequest) -> Iterator[None]:
     yield
-    reporter = request.config.pluginmanager.get_plugin("terminalreporter")
-    capture = request.config.pluginmanager.get_plugin("capturemanager")
-    if reporter is None or capture is None or not _results:
+    if not _results:
         return
-    with capture.global_and_fixture_disabled():  # past output capture
-        reporter.write_line("")
-        reporter.write_line("envelope: ns per message (best round); in brackets, how many "
-                            "times the compiled codec's time")
-        for group, by_impl in sorted(_results.items()):
-            compiled = by_impl.get("compiled")
-            parts = []
-            for impl in IMPLS:
-                if impl in by_impl:
-                    ratio = (f" ({by_impl[impl] / compiled:.1f}x)"
-                             if compiled and impl != "compiled" else "")
-                    parts.append(f"{impl} {by_impl[impl]:.0f}{ratio}")
-            reporter.write_line(f"  {group:28} " + ", ".join(parts))
+    lines = ["envelope: ns per message (best round); in brackets, how many times the compiled codec's time"]
+    for group, by_impl in sorted(_results.items()):
+        compiled = by_impl.get("compiled")
+        parts = []
+        for impl in IMPLS:
+            if impl in by_impl:
+                ratio = (f" ({by_impl[impl] / compiled:.1f}x)"
+                         if compiled and impl != "compiled" else "")
+                parts.append(f"{impl} {by_impl[impl]:.0f}{ratio}")
+        lines.append(f"  {group:28} " + ", ".join(parts))
+    write_past_capture(request, lines)
 
 
 # --- SPAWN_REQUEST ---------------------------------------------------------------------

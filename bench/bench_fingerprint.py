@@ -33,6 +33,7 @@ from typing import Any
 
 import pytest
 
+from bench.figures import write_past_capture
 from rsc._core import _idemtable
 from rsc.value_codec import Segmented, pack_segmented, pack_value
 
@@ -68,18 +69,13 @@ _results: dict[str, dict[str, float]] = {}
 @pytest.fixture(scope="module", autouse=True)
 def _ratios(request: pytest.FixtureRequest) -> Iterator[None]:
     yield
-    reporter = request.config.pluginmanager.get_plugin("terminalreporter")
-    capture = request.config.pluginmanager.get_plugin("capturemanager")
-    if reporter is None or capture is None or not _results:
-        return
-    with capture.global_and_fixture_disabled():
-        reporter.write_line("")
-        reporter.write_line("fingerprint: us per input (best round); in brackets, times plain's")
-        for group, by_impl in sorted(_results.items()):
-            base = by_impl.get("plain")
-            cells = [f"{impl} {by_impl[impl]:.1f}" + (f" ({by_impl[impl] / base:.3f}x)" if base else "")
-                     for impl in IMPLS if impl in by_impl]
-            reporter.write_line(f"  {group:24} " + ", ".join(cells))
+    lines = ["fingerprint: us per input (best round); in brackets, times plain's"] if _results else []
+    for group, by_impl in sorted(_results.items()):
+        base = by_impl.get("plain")
+        cells = [f"{impl} {by_impl[impl]:.1f}" + (f" ({by_impl[impl] / base:.3f}x)" if base else "")
+                 for impl in IMPLS if impl in by_impl]
+        lines.append(f"  {group:24} " + ", ".join(cells))
+    write_past_capture(request, lines)
 
 
 @pytest.mark.parametrize("size", list(SIZES))

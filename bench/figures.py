@@ -71,3 +71,17 @@ def runqueue_wait_ns(pid: int) -> int:
         except (OSError, IndexError, ValueError):  # the thread ended meanwhile
             pass
     return total
+
+
+def write_past_capture(request: Any, lines: list[str]) -> None:
+    """Write ``lines`` to pytest's terminal past output capture (after a
+    module's benchmarks, from a module fixture: ``request``), preceded by an
+    empty line; nothing when there are none or no terminal reporter."""
+    reporter = request.config.pluginmanager.get_plugin("terminalreporter")
+    capture = request.config.pluginmanager.get_plugin("capturemanager")
+    if reporter is None or capture is None or not lines:
+        return
+    with capture.global_and_fixture_disabled():
+        reporter.write_line("")
+        for line in lines:
+            reporter.write_line(line)
