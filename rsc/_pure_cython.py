@@ -11,23 +11,26 @@ is not imported; run as Python, each leaves its class as it is.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Callable, TypeVar
+
+_T = TypeVar("_T", bound=type)
 
 
 class _Decorators:
-    """``cython.cclass`` and ``cython.freelist(n)``: no-ops in Python."""
-
-    @staticmethod
-    def cclass(cls: type) -> type:
-        return cls
-
-    @staticmethod
-    def freelist(size: int) -> Callable[[type], type]:
-        def keep(cls: type) -> type:
-            return cls
-        return keep
+    """``cython.cclass`` and ``cython.freelist(n)``: no-ops in Python, typed
+    so that a type checker sees each decorated class as itself."""
 
     compiled = False
 
+    @staticmethod
+    def cclass(cls: _T) -> _T:
+        return cls
 
-cython: Any = _Decorators()
+    @staticmethod
+    def freelist(size: int) -> Callable[[_T], _T]:
+        def keep(cls: _T) -> _T:
+            return cls
+        return keep
+
+
+cython = _Decorators()
