@@ -47,9 +47,15 @@ def _check_name(kind: str, value: object) -> str:
 def check_seconds(name: str, value: object) -> float:
     """``value`` as a float if it is a positive, finite number of seconds
     (an int or a float, not a bool), else ``InvalidArgument`` naming ``name``."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < float("inf"):
+    seconds = float("nan")
+    if not isinstance(value, bool) and isinstance(value, (int, float)):
+        try:
+            seconds = float(value)
+        except OverflowError:  # an int past any float
+            pass
+    if not 0 < seconds < float("inf"):
         raise InvalidArgument(f"{name} must be a positive, finite number of seconds, got {value!r}")
-    return float(value)
+    return seconds
 
 
 #: Characters a NodeId may not hold besides whitespace and control characters:

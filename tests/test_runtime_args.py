@@ -14,7 +14,7 @@ from rsc.cx import RemoteCap
 from rsc.errors import InvalidArgument
 
 CLUSTER = {"w1": "unix:/nonexistent/w1.sock"}
-BAD = [0, -1, 0.0, math.nan, math.inf, True, "5", None]
+BAD = [0, -1, 0.0, math.nan, math.inf, 10**400, True, "5", None]
 
 
 @pytest.mark.parametrize("name", ["default_lease_s", "connect_timeout_s", "backoff_max_s"])
