@@ -127,10 +127,6 @@ cdef class IdemTable:
     cdef void _pop_queue_head(self) noexcept
 
     cdef int _reserve_slot(self) except -1
-    cdef int _kt_grow(self, KShard* sh) except -1
-    cdef int _tt_grow(self, TShard* sh) except -1
-    cdef int _kt_resize(self, KShard* sh, uint32_t cap) noexcept
-    cdef int _tt_resize(self, TShard* sh, uint32_t cap) noexcept
     cdef int _q_tail_block(self) except -1
     cdef Py_ssize_t _kt_find(self, KShard* sh, uint64_t k0, uint64_t k1, uint32_t h, bint* found) noexcept
     cdef Py_ssize_t _tt_find(self, TShard* sh, str origin, uint64_t task_id, uint32_t h, bint* found) noexcept

@@ -681,6 +681,72 @@ cdef inline bint _full(uint32_t used, uint32_t mask) noexcept:
     return (<uint64_t>used + 1) * 10 > (<uint64_t>mask + 1) * 7
 
 
+# One shard of either index, by its slot type: the key index's KSlot or the
+# task index's TSlot (each has h, the hash, and ref, 0 when empty), given as
+# its slots and mask and the static empty slot its index shares.
+ctypedef fused Slot:
+    KSlot
+    TSlot
+
+
+cdef Py_ssize_t _shard_resize(Slot** slots, uint32_t* mask, uint32_t cap, Slot* empty) noexcept:
+    # Rehash the shard into a table of cap slots: the old table's slot count
+    # (the work, counted in _moved), or -1 (nothing changed, no exception
+    # set) if out of memory.
+    cdef Slot* new = <Slot*>PyMem_Malloc(cap * sizeof(Slot))
+    cdef Slot* old = slots[0]
+    cdef uint32_t old_cap = mask[0] + 1
+    cdef uint32_t m = cap - 1
+    cdef uint32_t i, j
+    if new == NULL:
+        return -1
+    for i in range(cap):
+        new[i].ref = 0  # an empty slot (the rest of it is never read)
+    for i in range(old_cap):
+        if old[i].ref:
+            j = old[i].h & m
+            while new[j].ref:
+                j = (j + 1) & m
+            new[j] = old[i]
+    slots[0] = new
+    mask[0] = m
+    if old != empty:
+        PyMem_Free(old)
+    return old_cap
+
+
+cdef Py_ssize_t _shard_grow(Slot** slots, uint32_t* mask, Slot* empty, str index) except -1:
+    # The shard is too full for one more insert (_full): double it. The work done.
+    cdef uint32_t cap = mask[0] + 1
+    cdef Py_ssize_t moved
+    if cap >= SHARD_SLOTS:
+        raise MemoryError(f"the idempotency table's {index} index is full")
+    moved = _shard_resize(slots, mask, MIN_TABLE if cap < MIN_TABLE else cap * 2, empty)
+    if moved < 0:
+        raise MemoryError()
+    return moved
+
+
+cdef void _shard_release(Slot** slots, uint32_t* mask, Slot* empty) noexcept:
+    # Give the shard's table back: it shares the empty slot again.
+    if slots[0] != empty:
+        PyMem_Free(slots[0])
+    slots[0] = empty
+    mask[0] = 0
+
+
+cdef Py_ssize_t _shard_shrink(Slot** slots, uint32_t* mask, uint32_t used, Slot* empty) noexcept:
+    # After evictions (IdemTable._shrink): an empty shard gives back its
+    # table; one at most 1/8 full is rebuilt at load <= 0.4. The work done
+    # (0 when out of memory: the bigger table stays).
+    cdef Py_ssize_t moved = 0
+    if used == 0:
+        _shard_release(slots, mask, empty)
+    elif mask[0] + 1 > MIN_TABLE and <uint64_t>used * 8 < mask[0] + 1:
+        moved = _shard_resize(slots, mask, _cap_for(used), empty)
+    return moved if moved > 0 else 0
+
+
 cdef inline Rec* _rec_at(Rec** rb, uint32_t idx) noexcept:
     return &rb[idx >> REC_SHIFT][idx & REC_MASK]
 
@@ -694,15 +760,9 @@ cdef void _free_storage(IdemTable t) noexcept:
     cdef uint32_t i
     cdef uint64_t b, last
     for i in range(SHARDS):
-        if t._ks[i].slots != &_K_EMPTY[0]:
-            PyMem_Free(t._ks[i].slots)
-        t._ks[i].slots = &_K_EMPTY[0]
-        t._ks[i].mask = 0
+        _shard_release(&t._ks[i].slots, &t._ks[i].mask, &_K_EMPTY[0])
         t._ks[i].used = 0
-        if t._ts[i].slots != &_T_EMPTY[0]:
-            PyMem_Free(t._ts[i].slots)
-        t._ts[i].slots = &_T_EMPTY[0]
-        t._ts[i].mask = 0
+        _shard_release(&t._ts[i].slots, &t._ts[i].mask, &_T_EMPTY[0])
         t._ts[i].used = 0
     if t._qb != NULL:
         b = t._q_head >> Q_SHIFT
@@ -907,71 +967,6 @@ cdef class IdemTable:
         r.task_id = FREE_END
         self._free_head = idx
         self._rec_hw = idx + 1
-        return 0
-
-    cdef int _kt_resize(self, KShard* sh, uint32_t cap) noexcept:
-        # Rehash one shard into a table of cap slots; -1 (nothing changed, no
-        # exception set) if out of memory.
-        cdef KSlot* new = <KSlot*>PyMem_Malloc(cap * sizeof(KSlot))
-        cdef KSlot* old = sh.slots
-        cdef uint32_t old_cap = sh.mask + 1
-        cdef uint32_t mask = cap - 1
-        cdef uint32_t i, j
-        if new == NULL:
-            return -1
-        for i in range(cap):
-            new[i].ref = 0  # an empty slot (the rest of it is never read)
-        for i in range(old_cap):
-            if old[i].ref:
-                j = old[i].h & mask
-                while new[j].ref:
-                    j = (j + 1) & mask
-                new[j] = old[i]
-        sh.slots = new
-        sh.mask = mask
-        if old != &_K_EMPTY[0]:
-            PyMem_Free(old)
-        self._moved += old_cap
-        return 0
-
-    cdef int _tt_resize(self, TShard* sh, uint32_t cap) noexcept:
-        cdef TSlot* new = <TSlot*>PyMem_Malloc(cap * sizeof(TSlot))
-        cdef TSlot* old = sh.slots
-        cdef uint32_t old_cap = sh.mask + 1
-        cdef uint32_t mask = cap - 1
-        cdef uint32_t i, j
-        if new == NULL:
-            return -1
-        for i in range(cap):
-            new[i].ref = 0  # an empty slot (the rest of it is never read)
-        for i in range(old_cap):
-            if old[i].ref:
-                j = old[i].h & mask
-                while new[j].ref:
-                    j = (j + 1) & mask
-                new[j] = old[i]
-        sh.slots = new
-        sh.mask = mask
-        if old != &_T_EMPTY[0]:
-            PyMem_Free(old)
-        self._moved += old_cap
-        return 0
-
-    cdef int _kt_grow(self, KShard* sh) except -1:
-        # The shard is too full for one more insert (_full): double it.
-        cdef uint32_t cap = sh.mask + 1
-        if cap >= SHARD_SLOTS:
-            raise MemoryError("the idempotency table's key index is full")
-        if self._kt_resize(sh, MIN_TABLE if cap < MIN_TABLE else cap * 2):
-            raise MemoryError()
-        return 0
-
-    cdef int _tt_grow(self, TShard* sh) except -1:
-        cdef uint32_t cap = sh.mask + 1
-        if cap >= SHARD_SLOTS:
-            raise MemoryError("the idempotency table's task index is full")
-        if self._tt_resize(sh, MIN_TABLE if cap < MIN_TABLE else cap * 2):
-            raise MemoryError()
         return 0
 
     cdef int _q_tail_block(self) except -1:
@@ -1224,30 +1219,12 @@ cdef class IdemTable:
         # was evicted from it (amortised O(1)). So a call rebuilds at most
         # 2 * SHRINK_SCAN shards, each 1/256 of its index. Out of memory: the
         # bigger table stays.
-        cdef uint32_t n, i, cap
-        cdef KShard* ks
-        cdef TShard* ts
+        cdef uint32_t n, i
         for n in range(SHRINK_SCAN):
             i = self._shrink_next
             self._shrink_next = (i + 1) & (SHARDS - 1)
-            ks = &self._ks[i]
-            cap = ks.mask + 1
-            if ks.used == 0:
-                if ks.slots != &_K_EMPTY[0]:
-                    PyMem_Free(ks.slots)
-                    ks.slots = &_K_EMPTY[0]
-                    ks.mask = 0
-            elif cap > MIN_TABLE and <uint64_t>ks.used * 8 < cap:
-                self._kt_resize(ks, _cap_for(ks.used))
-            ts = &self._ts[i]
-            cap = ts.mask + 1
-            if ts.used == 0:
-                if ts.slots != &_T_EMPTY[0]:
-                    PyMem_Free(ts.slots)
-                    ts.slots = &_T_EMPTY[0]
-                    ts.mask = 0
-            elif cap > MIN_TABLE and <uint64_t>ts.used * 8 < cap:
-                self._tt_resize(ts, _cap_for(ts.used))
+            self._moved += _shard_shrink(&self._ks[i].slots, &self._ks[i].mask, self._ks[i].used, &_K_EMPTY[0])
+            self._moved += _shard_shrink(&self._ts[i].slots, &self._ts[i].mask, self._ts[i].used, &_T_EMPTY[0])
 
     # -- records --------------------------------------------------------------
 
@@ -1295,9 +1272,9 @@ cdef class IdemTable:
             if self._free_head == FREE_END:
                 self._reserve_slot()
             if _full(ks.used, ks.mask):
-                self._kt_grow(ks)
+                self._moved += _shard_grow(&ks.slots, &ks.mask, &_K_EMPTY[0], "key")
             if _full(ts.used, ts.mask):
-                self._tt_grow(ts)
+                self._moved += _shard_grow(&ts.slots, &ts.mask, &_T_EMPTY[0], "task")
             kpos = self._kt_find(ks, kk[0], kk[1], kh, &kfound)
             if not kfound:
                 tpos = self._tt_find(ts, o, tid, th, &tfound)
