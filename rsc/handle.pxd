@@ -18,6 +18,7 @@ cdef class RemoteHandle:
     # what a join that waits calls: C calls from its coroutine, not lookups by name
     cpdef _value(self)
     cpdef _waiter(self)
+    cpdef _unwait(self, waiter)
     cdef public object _region, _holder, _earlier, _waiters, _protocol_errors
     cdef public bint _done, _observed
     cdef object __weakref__

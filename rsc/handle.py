@@ -83,7 +83,7 @@ class RemoteHandle:
         # The one outcome: settled once (_done), with the node's outcome as it
         # came off the wire, a (kind, payload, execution_time_ns) triple, or the
         # error that stands for it. No asyncio Future per handle: only a join
-        # that has to wait makes one (_wait). No RemoteOutcome either: join
+        # that has to wait makes one (_waiter). No RemoteOutcome either: join
         # returns a success's bytes straight from the triple, and only
         # outcome() and the error paths build one (_outcome_obj).
         self._done = False
@@ -238,7 +238,12 @@ class RemoteHandle:
         return data if self._codec is None else unpack_value(data)
 
     def _waiter(self) -> asyncio.Future[None]:
-        """A future that _settle completes (the handle must not be settled yet)."""
+        """A future that _settle completes (the handle must not be settled
+        yet). A wait awaits it in its own coroutine and then calls _unwait:
+        a cancelled wait must not cancel the handle, so it waits on a fresh
+        future that _settle completes directly (asyncio.shield's idea without
+        its done-callback, which would cost a loop turn before the wake-up),
+        and without a coroutine of its own to make and run per wait."""
         waiter = self._rt._loop.create_future()
         if self._waiters is None:
             self._waiters = [waiter]
@@ -246,17 +251,10 @@ class RemoteHandle:
             self._waiters.append(waiter)
         return waiter
 
-    async def _wait(self) -> None:
-        """Wait until the handle is settled. A cancelled wait must not cancel
-        the handle: it waits on a fresh future that _settle completes directly
-        (asyncio.shield's idea without its done-callback, which would cost a
-        loop turn before the wake-up)."""
-        waiter = self._waiter()
-        try:
-            await waiter
-        finally:
-            if self._waiters is not None:  # not settled: this wait was cancelled
-                self._waiters.remove(waiter)
+    def _unwait(self, waiter: asyncio.Future[None]) -> None:
+        """After awaiting ``waiter`` (from _waiter), settled or cancelled."""
+        if self._waiters is not None:  # not settled: this wait was cancelled
+            self._waiters.remove(waiter)
 
     def _take(self) -> None:
         """Mark the settled handle observed; raise the error that settled it, if one did."""
@@ -273,7 +271,11 @@ class RemoteHandle:
         Raises only for outcomes that never came from the node (rejected,
         lease expired, unreachable)."""
         if not self._done:
-            await self._wait()
+            waiter = self._waiter()
+            try:
+                await waiter
+            finally:
+                self._unwait(waiter)
         self._take()
         return self._outcome_obj()
 
@@ -292,15 +294,11 @@ class RemoteHandle:
 
     async def _join(self) -> Any:
         if not self._done:
-            # _wait's body, inline: a join that waits is the common wait (a
-            # caller with one task in flight), and one coroutine less to
-            # make and run per such join is about 1,200 instructions less
             waiter = self._waiter()
             try:
                 await waiter
             finally:
-                if self._waiters is not None:  # not settled: this wait was cancelled
-                    self._waiters.remove(waiter)
+                self._unwait(waiter)
         self._take()
         return self._value()
 
